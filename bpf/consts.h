@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* consts.h: limits (overridable with -D at build time), verdict helpers,
+ * counter indexes and the IPVS TCP state numbers shared with Go. */
+#ifndef XIPVS_CONSTS_H
+#define XIPVS_CONSTS_H
+
+#ifndef MAX_SERVICES
+#define MAX_SERVICES 4096
+#endif
+#ifndef MAX_REALS
+#define MAX_REALS 8192
+#endif
+/* Default size of the connection table; Go resizes it before load. */
+#ifndef MAX_CONNS
+#define MAX_CONNS 1048576
+#endif
+#ifndef MAX_IFACES
+#define MAX_IFACES 64
+#endif
+/* AF_XDP sockets are keyed by iface_slot * MAX_QUEUES + rx_queue_index. */
+#ifndef MAX_QUEUES
+#define MAX_QUEUES 64
+#endif
+
+/* A stage that did not decide the packet's fate returns this (Katran). */
+#define FURTHER_PROCESSING -1
+
+#define ETH_P_IP_BE 0x0008 /* htons(ETH_P_IP) on little endian */
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+
+/* Forwarding methods, as IPVS IP_VS_CONN_F_* low bits. */
+#define FWD_MASQ 0
+#define FWD_TUNNEL 2
+#define FWD_DROUTE 3
+
+/* real.flags */
+#define REAL_F_MAC_VALID 0x1
+
+/* IPVS TCP states (include/uapi/linux/ip_vs.h numbering). */
+#define TCPS_NONE 0
+#define TCPS_ESTABLISHED 1
+#define TCPS_SYN_SENT 2
+#define TCPS_SYN_RECV 3
+#define TCPS_FIN_WAIT 4
+#define TCPS_TIME_WAIT 5
+#define TCPS_CLOSE 6
+#define TCPS_CLOSE_WAIT 7
+#define TCPS_LAST_ACK 8
+#define TCPS_LISTEN 9
+#define TCPS_SYNACK 10
+#define TCPS_LAST 11
+
+/* The fast path refreshes conn.last_seen at most this often, so a busy
+ * flow does not write the shared entry on every packet. */
+#define LAST_SEEN_GRANULARITY_NS 1000000000ULL
+
+/* Global counters (stats map index). */
+enum {
+	STAT_RX = 0,          /* packets seen by the program */
+	STAT_PASS,            /* passed to the kernel: not ours */
+	STAT_FWD,             /* connection hit, forwarded */
+	STAT_SLOW_PATH,       /* new flow handed to AF_XDP */
+	STAT_DROP_NO_XSK,     /* new flow, no AF_XDP socket bound: dropped */
+	STAT_DROP_NO_MAC,     /* real's MAC not yet resolved: dropped */
+	STAT_DROP_NO_REAL,    /* connection names a real that is gone */
+	STAT_DROP_NO_IFACE,   /* egress interface unknown */
+	STAT_PASS_MALFORMED,  /* truncated or bad header: passed untouched */
+	STAT_PASS_FRAGMENT,   /* IPv4 fragment to a VIP: passed */
+	STAT_MAX,
+};
+
+#endif

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* parse.h: header parsing. Parsers return the next protocol or -1 when the
+ * frame is too short or malformed (xdp-tutorial's convention). */
+#ifndef XIPVS_PARSE_H
+#define XIPVS_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "consts.h"
+
+/* What the director needs of one packet. */
+struct pkt {
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags; /* TCP_F_* below; 0 for UDP */
+	__u8 frag;      /* non-zero for any IPv4 fragment */
+};
+
+#define TCP_F_FIN 0x01
+#define TCP_F_SYN 0x02
+#define TCP_F_RST 0x04
+#define TCP_F_ACK 0x10
+
+/* parse_eth returns the EtherType (network order) or -1. */
+static __always_inline int parse_eth(void **cursor, void *data_end, struct pkt *p)
+{
+	struct ethhdr *eth = *cursor;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	p->eth = eth;
+	*cursor = eth + 1;
+	return eth->h_proto;
+}
+
+/* parse_ipv4 returns the IP protocol or -1. The header length is validated
+ * before it is used to move the cursor. */
+static __always_inline int parse_ipv4(void **cursor, void *data_end, struct pkt *p)
+{
+	struct iphdr *ip = *cursor;
+	__u32 hlen;
+
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	if (ip->version != 4 || ip->ihl < 5)
+		return -1;
+	hlen = ip->ihl * 4;
+	if (*cursor + hlen > data_end)
+		return -1;
+	p->ip = ip;
+	p->proto = ip->protocol;
+	p->frag = (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) != 0;
+	*cursor += hlen;
+	return ip->protocol;
+}
+
+/* parse_l4 fills ports and TCP flags; returns the protocol or -1. */
+static __always_inline int parse_l4(void *cursor, void *data_end, struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = cursor;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		if (tcp->doff < 5)
+			return -1;
+		p->sport = tcp->source;
+		p->dport = tcp->dest;
+		p->tcp_flags = (tcp->fin ? TCP_F_FIN : 0) | (tcp->syn ? TCP_F_SYN : 0) |
+			       (tcp->rst ? TCP_F_RST : 0) | (tcp->ack ? TCP_F_ACK : 0);
+		return IPPROTO_TCP;
+	}
+	if (p->proto == IPPROTO_UDP) {
+		struct udphdr *udp = cursor;
+
+		if ((void *)(udp + 1) > data_end)
+			return -1;
+		p->sport = udp->source;
+		p->dport = udp->dest;
+		return IPPROTO_UDP;
+	}
+	return -1;
+}
+
+#endif

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* structs.h: every struct shared with Go. Explicitly padded; network byte
+ * order is spelled in the type (__be32, __be16). Go mirrors these through
+ * bpf2go's generated types; dataplane/layout_test.go pins their sizes. */
+#ifndef XIPVS_STRUCTS_H
+#define XIPVS_STRUCTS_H
+
+#include <linux/types.h>
+
+/* Virtual service key: (VIP, port, protocol). */
+struct svc_key {
+	__be32 vip;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct svc_val {
+	__u32 id;    /* service id, chosen by Go */
+	__u32 flags; /* reserved */
+};
+
+/* Connection key: the client's 5-tuple as it reaches the director. */
+struct conn_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct conn_val {
+	__u64 last_seen; /* bpf_ktime_get_coarse_ns() of the last refresh */
+	__u32 real_id;   /* index into the reals array */
+	__u32 svc_id;
+	__u8 state;      /* TCPS_*; UDP stays TCPS_NONE */
+	__u8 flags;      /* reserved */
+	__u16 pad;
+	__u32 pad2;
+};
+
+/* A real server as the data plane needs it. */
+struct real {
+	__be32 addr;
+	__u32 ifindex; /* egress interface */
+	__u8 mac[6];   /* next hop MAC (the real's own MAC in DR) */
+	__u8 fwd;      /* FWD_* */
+	__u8 flags;    /* REAL_F_* */
+};
+
+/* A director interface, keyed by ifindex. */
+struct iface {
+	__u8 mac[6];
+	__u16 slot; /* 0..MAX_IFACES-1: selects the AF_XDP socket block */
+};
+
+#endif

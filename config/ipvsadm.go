@@ -1,0 +1,447 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Op is an ipvsadm command.
+type Op int
+
+// ipvsadm commands.
+const (
+	OpNone        Op = iota
+	OpAddService     // -A
+	OpEditService    // -E
+	OpDelService     // -D
+	OpClear          // -C
+	OpRestore        // -R
+	OpSave           // -S
+	OpAddDest        // -a
+	OpEditDest       // -e
+	OpDelDest        // -d
+	OpList           // -L, -l
+	OpZero           // -Z
+	OpSetTimeout     // --set
+	OpHelp           // -h
+	OpVersion        // -v
+)
+
+var opNames = map[Op]string{
+	OpAddService: "add-service", OpEditService: "edit-service", OpDelService: "delete-service",
+	OpClear: "clear", OpRestore: "restore", OpSave: "save", OpAddDest: "add-server",
+	OpEditDest: "edit-server", OpDelDest: "delete-server", OpList: "list", OpZero: "zero",
+	OpSetTimeout: "set", OpHelp: "help", OpVersion: "version",
+}
+
+func (o Op) String() string { return opNames[o] }
+
+// ListFormat is how -L prints.
+type ListFormat struct {
+	Numeric, Conn, Stats, Rate, Exact, Timeout, Thresholds, PersistentConn, NoSort bool
+}
+
+// Command is one parsed ipvsadm command line.
+type Command struct {
+	Op Op
+	// HasService is set when -t, -u or -f named a service.
+	HasService bool
+	Service    Service
+	HasDest    bool
+	Dest       Dest
+	List       ListFormat
+	// Timeouts for --set: tcp, tcpfin, udp seconds (0 = unchanged).
+	Timeouts [3]int
+	// Given records which options appeared, by long name.
+	Given map[string]bool
+}
+
+// ParseError is a command line ipvsadm would refuse; it exits with 2.
+type ParseError struct{ Msg string }
+
+func (e *ParseError) Error() string { return e.Msg }
+
+func perr(format string, args ...any) error {
+	return &ParseError{Msg: fmt.Sprintf(format, args...)}
+}
+
+type optSpec struct {
+	long  string
+	short byte
+	arg   int // 0 none, 1 required, 2 optional
+}
+
+var optSpecs = []optSpec{
+	{"add-service", 'A', 0}, {"edit-service", 'E', 0}, {"delete-service", 'D', 0},
+	{"clear", 'C', 0}, {"restore", 'R', 0}, {"save", 'S', 0},
+	{"add-server", 'a', 0}, {"edit-server", 'e', 0}, {"delete-server", 'd', 0},
+	{"list", 'L', 0}, {"list", 'l', 0}, {"zero", 'Z', 0}, {"set", 0, 1},
+	{"help", 'h', 0}, {"version", 'v', 0},
+	{"tcp-service", 't', 1}, {"udp-service", 'u', 1}, {"fwmark-service", 'f', 1},
+	{"scheduler", 's', 1}, {"persistent", 'p', 2}, {"netmask", 'M', 1},
+	{"sched-flags", 'b', 1}, {"real-server", 'r', 1},
+	{"gatewaying", 'g', 0}, {"ipip", 'i', 0}, {"masquerading", 'm', 0},
+	{"weight", 'w', 1}, {"u-threshold", 'x', 1}, {"l-threshold", 'y', 1},
+	{"numeric", 'n', 0}, {"connection", 'c', 0}, {"timeout", 0, 0},
+	{"stats", 0, 0}, {"rate", 0, 0}, {"exact", 0, 0}, {"thresholds", 0, 0},
+	{"persistent-conn", 0, 0}, {"nosort", 0, 0}, {"sort", 0, 0}, {"ops", 'o', 0},
+}
+
+func lookupShort(c byte) *optSpec {
+	for i := range optSpecs {
+		if optSpecs[i].short == c {
+			return &optSpecs[i]
+		}
+	}
+	return nil
+}
+
+func lookupLong(name string) *optSpec {
+	for i := range optSpecs {
+		if optSpecs[i].long == name {
+			return &optSpecs[i]
+		}
+	}
+	return nil
+}
+
+var commandOps = map[string]Op{
+	"add-service": OpAddService, "edit-service": OpEditService, "delete-service": OpDelService,
+	"clear": OpClear, "restore": OpRestore, "save": OpSave, "add-server": OpAddDest,
+	"edit-server": OpEditDest, "delete-server": OpDelDest, "list": OpList, "zero": OpZero,
+	"set": OpSetTimeout, "help": OpHelp, "version": OpVersion,
+}
+
+// ParseArgs parses ipvsadm's arguments (without the program name) as
+// ipvsadm 1.31 does: short options may be combined (-Ln) and take their
+// argument attached or as the next word; long options take "=value" or
+// the next word; -p takes an optional timeout.
+func ParseArgs(args []string) (*Command, error) {
+	cmd := &Command{Given: map[string]bool{}}
+	var positional []string
+	type occurrence struct {
+		spec *optSpec
+		val  string
+		has  bool
+	}
+	var occ []occurrence
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case strings.HasPrefix(a, "--") && len(a) > 2:
+			name, val, hasVal := strings.Cut(a[2:], "=")
+			spec := lookupLong(name)
+			if spec == nil {
+				return nil, perr("unknown option --%s", name)
+			}
+			if spec.arg == 0 && hasVal {
+				return nil, perr("option --%s takes no argument", name)
+			}
+			if spec.arg == 1 && !hasVal {
+				if i+1 >= len(args) {
+					return nil, perr("option --%s needs an argument", name)
+				}
+				i++
+				val, hasVal = args[i], true
+			}
+			if spec.arg == 2 && !hasVal && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				i++
+				val, hasVal = args[i], true
+			}
+			occ = append(occ, occurrence{spec, val, hasVal})
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			for j := 1; j < len(a); j++ {
+				spec := lookupShort(a[j])
+				if spec == nil {
+					return nil, perr("invalid option -%c", a[j])
+				}
+				if spec.arg == 0 {
+					occ = append(occ, occurrence{spec, "", false})
+					continue
+				}
+				rest := a[j+1:]
+				if rest != "" {
+					occ = append(occ, occurrence{spec, rest, true})
+					break
+				}
+				switch {
+				case spec.arg == 1:
+					if i+1 >= len(args) {
+						return nil, perr("option -%c needs an argument", a[j])
+					}
+					i++
+					occ = append(occ, occurrence{spec, args[i], true})
+				case i+1 < len(args) && !strings.HasPrefix(args[i+1], "-"):
+					i++
+					occ = append(occ, occurrence{spec, args[i], true})
+				default:
+					occ = append(occ, occurrence{spec, "", false})
+				}
+				break
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+
+	weightGiven := false
+	for _, o := range occ {
+		name := o.spec.long
+		if op, ok := commandOps[name]; ok {
+			if cmd.Op != OpNone && cmd.Op != op {
+				return nil, perr("multiple commands specified")
+			}
+			cmd.Op = op
+			if op == OpSetTimeout {
+				positional = append([]string{o.val}, positional...)
+			}
+			continue
+		}
+		if cmd.Given[name] && name != "sort" && name != "numeric" {
+			return nil, perr("multiple %s options specified", name)
+		}
+		cmd.Given[name] = true
+		switch name {
+		case "tcp-service", "udp-service":
+			if cmd.HasService {
+				return nil, perr("multiple service options specified")
+			}
+			proto := TCP
+			if name == "udp-service" {
+				proto = UDP
+			}
+			addr, port, err := parseHostPort(o.val, proto, true)
+			if err != nil {
+				return nil, perr("illegal virtual server address[:port] specified: %v", err)
+			}
+			cmd.HasService = true
+			cmd.Service.Proto, cmd.Service.Addr, cmd.Service.Port = proto, addr, port
+		case "fwmark-service":
+			if cmd.HasService {
+				return nil, perr("multiple service options specified")
+			}
+			m, err := strconv.ParseUint(o.val, 10, 32)
+			if err != nil || m == 0 {
+				return nil, perr("illegal virtual server fwmark specified: %q", o.val)
+			}
+			cmd.HasService = true
+			cmd.Service.FWMark = uint32(m)
+		case "scheduler":
+			cmd.Service.Scheduler = o.val
+		case "persistent":
+			cmd.Service.Persistent = true
+			cmd.Service.Timeout = DefaultTimeout
+			if o.has {
+				t, err := strconv.ParseUint(o.val, 10, 32)
+				if err != nil || t == 0 {
+					return nil, perr("illegal timeout for persistent service: %q", o.val)
+				}
+				cmd.Service.Timeout = uint32(t)
+			}
+		case "netmask":
+			p, err := parseNetmask(o.val)
+			if err != nil {
+				return nil, perr("illegal virtual server persistent mask specified: %q", o.val)
+			}
+			cmd.Service.Netmask = p
+		case "sched-flags":
+			cmd.Service.SchedFlags = strings.Split(o.val, ",")
+		case "real-server":
+			addr, port, err := parseHostPort(o.val, cmd.Service.Proto, false)
+			if err != nil {
+				return nil, perr("illegal real server address[:port] specified: %v", err)
+			}
+			cmd.HasDest = true
+			cmd.Dest.Addr, cmd.Dest.Port = addr, port
+		case "gatewaying", "ipip", "masquerading":
+			if b2i(cmd.Given["gatewaying"])+b2i(cmd.Given["ipip"])+b2i(cmd.Given["masquerading"]) > 1 {
+				return nil, perr("multiple forwarding methods specified")
+			}
+			cmd.Dest.Fwd = map[string]Fwd{"gatewaying": FwdRoute, "ipip": FwdTunnel, "masquerading": FwdMasq}[name]
+		case "weight":
+			w, err := strconv.Atoi(o.val)
+			if err != nil || w < 0 || w > MaxWeight {
+				return nil, perr("illegal weight specified: %q", o.val)
+			}
+			cmd.Dest.Weight = w
+			weightGiven = true
+		case "u-threshold", "l-threshold":
+			t, err := strconv.ParseUint(o.val, 10, 32)
+			if err != nil {
+				return nil, perr("illegal %s specified: %q", name, o.val)
+			}
+			if name == "u-threshold" {
+				cmd.Dest.UThreshold = uint32(t)
+			} else {
+				cmd.Dest.LThreshold = uint32(t)
+			}
+		case "numeric":
+			cmd.List.Numeric = true
+		case "connection":
+			cmd.List.Conn = true
+		case "timeout":
+			cmd.List.Timeout = true
+		case "stats":
+			cmd.List.Stats = true
+		case "rate":
+			cmd.List.Rate = true
+		case "exact":
+			cmd.List.Exact = true
+		case "thresholds":
+			cmd.List.Thresholds = true
+		case "persistent-conn":
+			cmd.List.PersistentConn = true
+		case "nosort":
+			cmd.List.NoSort = true
+		case "sort":
+			cmd.List.NoSort = false
+		case "ops":
+			cmd.Service.OnePacket = true
+		}
+	}
+	if cmd.Op == OpNone {
+		if len(occ) == 0 && len(positional) == 0 {
+			cmd.Op = OpList // bare ipvsadm lists
+		} else if cmd.Given["numeric"] || cmd.Given["connection"] || cmd.Given["stats"] || cmd.Given["rate"] {
+			cmd.Op = OpList
+		} else {
+			return nil, perr("no command specified")
+		}
+	}
+	if cmd.Op == OpSetTimeout {
+		if len(positional) != 3 {
+			return nil, perr("--set needs three timeouts: tcp tcpfin udp")
+		}
+		for i, p := range positional {
+			v, err := strconv.Atoi(p)
+			if err != nil || v < 0 {
+				return nil, perr("illegal timeout %q", p)
+			}
+			cmd.Timeouts[i] = v
+		}
+		positional = nil
+	}
+	if len(positional) > 0 {
+		return nil, perr("unexpected argument %q", positional[0])
+	}
+	if cmd.HasService && cmd.Service.FWMark != 0 && cmd.Service.Proto == 0 {
+		cmd.Service.Proto = TCP
+	}
+	if cmd.HasDest && cmd.Dest.Port == 0 && cmd.Service.FWMark == 0 {
+		// ipvsadm: a real server without a port takes the virtual port.
+		cmd.Dest.Port = cmd.Service.Port
+	}
+	if !weightGiven {
+		cmd.Dest.Weight = DefaultWeight
+	}
+	if cmd.Service.Persistent && !cmd.Service.Netmask.IsValid() {
+		cmd.Service.Netmask = netip.PrefixFrom(netip.IPv4Unspecified(), 32)
+	}
+	if (cmd.Op == OpAddService || cmd.Op == OpEditService) && cmd.Service.Scheduler == "" {
+		cmd.Service.Scheduler = DefaultScheduler
+	}
+	return cmd, cmd.check()
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// check enforces which options each command needs, as ipvsadm does.
+func (c *Command) check() error {
+	switch c.Op {
+	case OpAddService, OpEditService, OpDelService:
+		if !c.HasService {
+			return perr("%s: no service specified (-t, -u or -f)", c.Op)
+		}
+		if c.HasDest {
+			return perr("%s: -r is for real server commands", c.Op)
+		}
+	case OpAddDest, OpEditDest, OpDelDest:
+		if !c.HasService {
+			return perr("%s: no service specified (-t, -u or -f)", c.Op)
+		}
+		if !c.HasDest {
+			return perr("%s: no real server specified (-r)", c.Op)
+		}
+	}
+	if c.HasService && (c.Op == OpAddService || c.Op == OpEditService) {
+		if err := c.Service.Validate(); err != nil {
+			return err
+		}
+	}
+	if c.HasDest && (c.Op == OpAddDest || c.Op == OpEditDest) {
+		if err := c.Dest.Validate(c.Service.ServiceKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseHostPort parses "ADDR[:PORT]" where PORT may be a service name
+// from /etc/services. A service (-t/-u) address needs no port only with
+// persistence; that is checked by Service.Validate.
+func parseHostPort(s string, proto Proto, service bool) (netip.Addr, uint16, error) {
+	host, portStr := s, ""
+	if i := strings.LastIndexByte(s, ':'); i >= 0 && !strings.Contains(s[:i], ":") {
+		host, portStr = s[:i], s[i+1:]
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, 0, fmt.Errorf("%q is not an IP address", host)
+	}
+	addr = addr.Unmap()
+	if portStr == "" {
+		return addr, 0, nil
+	}
+	port, err := parsePort(portStr, proto)
+	if err != nil {
+		return netip.Addr{}, 0, err
+	}
+	return addr, port, nil
+}
+
+func parsePort(s string, proto Proto) (uint16, error) {
+	if n, err := strconv.ParseUint(s, 10, 16); err == nil {
+		return uint16(n), nil
+	}
+	network := "tcp"
+	if proto == UDP {
+		network = "udp"
+	}
+	n, err := net.LookupPort(network, s)
+	if err != nil {
+		return 0, fmt.Errorf("unknown port %q", s)
+	}
+	return uint16(n), nil
+}
+
+// parseNetmask accepts a dotted mask (255.255.255.0) or a prefix length.
+func parseNetmask(s string) (netip.Prefix, error) {
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 && n <= 32 {
+		return netip.PrefixFrom(netip.IPv4Unspecified(), n), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Prefix{}, fmt.Errorf("bad netmask %q", s)
+	}
+	b := a.As4()
+	m := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	ones := 0
+	for ones < 32 && m&(1<<(31-ones)) != 0 {
+		ones++
+	}
+	if ones < 32 && m<<ones != 0 {
+		return netip.Prefix{}, fmt.Errorf("netmask %q is not contiguous", s)
+	}
+	return netip.PrefixFrom(netip.IPv4Unspecified(), ones), nil
+}

@@ -1,0 +1,181 @@
+// Package config holds the xipvs model (virtual services and their
+// destinations), its validation, and the parsers of user input: ipvsadm
+// arguments. User input is parsed into these types and Validate()d before
+// anything acts on it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Proto is a virtual service's transport protocol.
+type Proto uint8
+
+// Protocols, numbered as in the IP header.
+const (
+	TCP Proto = 6
+	UDP Proto = 17
+)
+
+// String is the name ipvsadm -L prints.
+func (p Proto) String() string {
+	switch p {
+	case TCP:
+		return "TCP"
+	case UDP:
+		return "UDP"
+	default:
+		return "PROTO(" + strconv.Itoa(int(p)) + ")"
+	}
+}
+
+// Fwd is a destination's packet-forwarding method.
+type Fwd uint8
+
+// Forwarding methods (ipvsadm -g, -i, -m).
+const (
+	FwdRoute  Fwd = iota // direct routing, ipvsadm -g (the default)
+	FwdTunnel            // IP-in-IP, ipvsadm -i
+	FwdMasq              // NAT, ipvsadm -m
+)
+
+// String is the name ipvsadm -L prints in the Forward column.
+func (f Fwd) String() string {
+	switch f {
+	case FwdRoute:
+		return "Route"
+	case FwdTunnel:
+		return "Tunnel"
+	case FwdMasq:
+		return "Masq"
+	default:
+		return "Fwd(" + strconv.Itoa(int(f)) + ")"
+	}
+}
+
+// Switch is the ipvsadm flag that selects f.
+func (f Fwd) Switch() string {
+	switch f {
+	case FwdTunnel:
+		return "-i"
+	case FwdMasq:
+		return "-m"
+	default:
+		return "-g"
+	}
+}
+
+// ServiceKey identifies a virtual service.
+type ServiceKey struct {
+	Proto Proto
+	Addr  netip.Addr
+	Port  uint16
+	// FWMark, when non-zero, names a firewall-mark service instead of
+	// (Proto, Addr, Port).
+	FWMark uint32
+}
+
+// String is the service as ipvsadm -Ln names it: "TCP  1.2.3.4:80".
+func (k ServiceKey) String() string {
+	if k.FWMark != 0 {
+		return "FWM  " + strconv.FormatUint(uint64(k.FWMark), 10)
+	}
+	return k.Proto.String() + "  " + netip.AddrPortFrom(k.Addr, k.Port).String()
+}
+
+// Service is a virtual service's settings.
+type Service struct {
+	ServiceKey
+	Scheduler string
+	// Persistent enables persistence with Timeout seconds and Netmask.
+	Persistent bool
+	Timeout    uint32
+	Netmask    netip.Prefix
+	SchedFlags []string
+	OnePacket  bool
+}
+
+// Dest is a destination (real server) of a virtual service.
+type Dest struct {
+	Addr       netip.Addr
+	Port       uint16
+	Fwd        Fwd
+	Weight     int
+	UThreshold uint32
+	LThreshold uint32
+}
+
+// AddrPort is the destination's address and port.
+func (d Dest) AddrPort() netip.AddrPort { return netip.AddrPortFrom(d.Addr, d.Port) }
+
+// Defaults, as ipvsadm's.
+const (
+	DefaultScheduler = "wlc"
+	DefaultWeight    = 1
+	DefaultTimeout   = 300
+	MaxWeight        = 65535
+)
+
+// ErrInvalid wraps every validation failure.
+var ErrInvalid = errors.New("invalid")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// Validate checks a service key.
+func (k ServiceKey) Validate() error {
+	if k.FWMark != 0 {
+		return nil
+	}
+	if k.Proto != TCP && k.Proto != UDP {
+		return invalid("protocol %d: only TCP and UDP services are supported", k.Proto)
+	}
+	if !k.Addr.Is4() {
+		return invalid("service address %v: only IPv4 is supported", k.Addr)
+	}
+	if k.Addr.IsUnspecified() || k.Addr.IsMulticast() {
+		return invalid("service address %v is not a unicast address", k.Addr)
+	}
+	return nil
+}
+
+// Validate checks a service. Port 0 (all ports) is allowed only with
+// persistence, as in ipvsadm.
+func (s Service) Validate() error {
+	if err := s.ServiceKey.Validate(); err != nil {
+		return err
+	}
+	if s.FWMark == 0 && s.Port == 0 && !s.Persistent {
+		return invalid("service port 0 (all ports) requires persistence (-p)")
+	}
+	if s.Scheduler == "" {
+		return invalid("no scheduler")
+	}
+	return nil
+}
+
+// Validate checks a destination of service svc.
+func (d Dest) Validate(svc ServiceKey) error {
+	if !d.Addr.Is4() {
+		return invalid("real server address %v: only IPv4 is supported", d.Addr)
+	}
+	if d.Addr.IsUnspecified() || d.Addr.IsMulticast() {
+		return invalid("real server address %v is not a unicast address", d.Addr)
+	}
+	if d.Weight < 0 || d.Weight > MaxWeight {
+		return invalid("weight %d: must be 0..%d", d.Weight, MaxWeight)
+	}
+	if d.Fwd != FwdMasq && svc.FWMark == 0 && d.Port != svc.Port {
+		return invalid("port mapping (%d -> %d) needs NAT (-m); %s forwarding keeps the port",
+			svc.Port, d.Port, strings.ToLower(d.Fwd.String()))
+	}
+	if d.UThreshold != 0 && d.LThreshold > d.UThreshold {
+		return invalid("lower threshold %d above upper threshold %d", d.LThreshold, d.UThreshold)
+	}
+	return nil
+}

@@ -1,0 +1,471 @@
+// Package dataplane owns the xipvs XDP program: loading, attaching, every
+// map read and write, running the program on a frame (Program.Run), and
+// the AF_XDP slow path that hands new flows to Go. It is the only package
+// that imports cilium/ebpf; its API uses plain Go types.
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xipvs/xipvs/conntrack"
+)
+
+// Limits compiled into the BPF program (bpf/consts.h).
+const (
+	MaxServices = 4096
+	MaxReals    = 8192
+	MaxIfaces   = 64
+	MaxQueues   = 64
+	// DefaultConnTableSize is the connection table size when none is set.
+	DefaultConnTableSize = 1 << 20
+)
+
+// Fwd is a forwarding method as the data plane encodes it.
+type Fwd uint8
+
+// Forwarding methods (IPVS IP_VS_CONN_F_* numbering).
+const (
+	FwdMasq   Fwd = 0
+	FwdTunnel Fwd = 2
+	FwdRoute  Fwd = 3
+)
+
+// ServiceKey identifies a virtual service in the data plane.
+type ServiceKey struct {
+	VIP   netip.Addr
+	Port  uint16
+	Proto uint8
+}
+
+// Real is a real server as the data plane forwards to it.
+type Real struct {
+	Addr    netip.Addr
+	Ifindex int              // egress interface
+	MAC     net.HardwareAddr // nil until resolved
+	Fwd     Fwd
+}
+
+// ConnKey is a connection's 5-tuple as the client sends it.
+type ConnKey struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+	Proto            uint8
+}
+
+// Conn is a connection entry.
+type Conn struct {
+	RealID    uint32
+	ServiceID uint32
+	State     conntrack.State
+	// LastSeen is on the kernel's monotonic clock (see Now).
+	LastSeen time.Duration
+}
+
+// Options configures Open.
+type Options struct {
+	// Interfaces to attach the director to (native XDP). Empty loads the
+	// program without attaching it (for Program.Run).
+	Interfaces []string
+	// ConnTableSize is the connection table's capacity.
+	ConnTableSize uint32
+	Logger        *slog.Logger
+}
+
+// Interface is a director interface.
+type Interface struct {
+	Name     string
+	Index    int
+	MAC      net.HardwareAddr
+	RxQueues int
+	slot     uint16
+}
+
+// Dataplane is the loaded director program and its maps.
+type Dataplane struct {
+	log    *slog.Logger
+	objs   directorObjects
+	links  []link.Link
+	ifaces []Interface
+
+	realsMu sync.RWMutex
+	reals   map[uint32]Real // mirror of the reals map, for the slow path
+
+	slow *slowPath
+}
+
+// Now is the kernel's monotonic coarse clock, the one conn.LastSeen uses.
+func Now() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		panic(fmt.Sprintf("clock_gettime: %v", err))
+	}
+	return time.Duration(ts.Nano())
+}
+
+// Open loads the director program, sizes its connection table and
+// attaches it natively to each interface.
+func Open(opts Options) (*Dataplane, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ConnTableSize == 0 {
+		opts.ConnTableSize = DefaultConnTableSize
+	}
+	if len(opts.Interfaces) > MaxIfaces {
+		return nil, fmt.Errorf("%d interfaces: at most %d", len(opts.Interfaces), MaxIfaces)
+	}
+	spec, err := loadDirector()
+	if err != nil {
+		return nil, fmt.Errorf("load director spec: %w", err)
+	}
+	spec.Maps[directorMapConns].MaxEntries = opts.ConnTableSize
+	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load director: %+v", ve)
+		}
+		return nil, fmt.Errorf("load director: %w", err)
+	}
+	for i, name := range opts.Interfaces {
+		if err := d.addInterface(name, uint16(i)); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func (d *Dataplane) addInterface(name string, slot uint16) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", name, err)
+	}
+	attrs := l.Attrs()
+	if len(attrs.HardwareAddr) != 6 {
+		return fmt.Errorf("interface %s: not an Ethernet interface", name)
+	}
+	q := attrs.NumRxQueues
+	if q < 1 {
+		q = 1
+	}
+	if q > MaxQueues {
+		return fmt.Errorf("interface %s: %d rx queues, at most %d supported", name, q, MaxQueues)
+	}
+	ifc := Interface{Name: name, Index: attrs.Index, MAC: attrs.HardwareAddr, RxQueues: q, slot: slot}
+	var v directorIface
+	copy(v.Mac[:], ifc.MAC)
+	v.Slot = slot
+	if err := d.objs.Ifaces.Put(uint32(ifc.Index), &v); err != nil {
+		return fmt.Errorf("interface %s: ifaces map: %w", name, err)
+	}
+	if err := d.objs.TxPorts.Put(uint32(ifc.Index), uint32(ifc.Index)); err != nil {
+		return fmt.Errorf("interface %s: tx_ports map: %w", name, err)
+	}
+	lk, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XipvsDirector, Interface: ifc.Index, Flags: link.XDPDriverMode})
+	if err != nil {
+		return fmt.Errorf("attach xdp (native) to %s: %w", name, err)
+	}
+	d.links = append(d.links, lk)
+	d.ifaces = append(d.ifaces, ifc)
+	d.log.Info("xdp attached", "interface", name, "ifindex", ifc.Index, "mode", "native", "rx_queues", q)
+	return nil
+}
+
+// Interfaces lists the director's interfaces.
+func (d *Dataplane) Interfaces() []Interface { return append([]Interface(nil), d.ifaces...) }
+
+// Close stops the slow path, detaches the program and frees the maps.
+func (d *Dataplane) Close() error {
+	var err error
+	if d.slow != nil {
+		err = errors.Join(err, d.slow.close())
+		d.slow = nil
+	}
+	for i := len(d.links) - 1; i >= 0; i-- {
+		err = errors.Join(err, d.links[i].Close())
+	}
+	d.links = nil
+	err = errors.Join(err, d.objs.Close())
+	return err
+}
+
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func addrFromBE32(v uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+func be16(p uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], p)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func fromBE16(v uint16) uint16 {
+	var b [2]byte
+	binary.NativeEndian.PutUint16(b[:], v)
+	return binary.BigEndian.Uint16(b[:])
+}
+
+func (k ServiceKey) raw() directorSvcKey {
+	return directorSvcKey{Vip: be32(k.VIP), Port: be16(k.Port), Proto: k.Proto}
+}
+
+func (k ConnKey) raw() directorConnKey {
+	return directorConnKey{Saddr: be32(k.Src), Daddr: be32(k.Dst), Sport: be16(k.SrcPort), Dport: be16(k.DstPort), Proto: k.Proto}
+}
+
+func connKeyFromRaw(r directorConnKey) ConnKey {
+	return ConnKey{Src: addrFromBE32(r.Saddr), Dst: addrFromBE32(r.Daddr), SrcPort: fromBE16(r.Sport), DstPort: fromBE16(r.Dport), Proto: r.Proto}
+}
+
+func (c Conn) raw() directorConnVal {
+	return directorConnVal{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State)}
+}
+
+func connFromRaw(r directorConnVal) Conn {
+	return Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen)}
+}
+
+// SetService adds or replaces a virtual service.
+func (d *Dataplane) SetService(k ServiceKey, id uint32) error {
+	if err := d.objs.Services.Put(k.raw(), directorSvcVal{Id: id}); err != nil {
+		return fmt.Errorf("set service %v:%d/%d: %w", k.VIP, k.Port, k.Proto, err)
+	}
+	return nil
+}
+
+// DeleteService removes a virtual service; a missing one is not an error.
+func (d *Dataplane) DeleteService(k ServiceKey) error {
+	if err := d.objs.Services.Delete(k.raw()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete service %v:%d/%d: %w", k.VIP, k.Port, k.Proto, err)
+	}
+	return nil
+}
+
+// SetReal writes real server id (1..MaxReals-1).
+func (d *Dataplane) SetReal(id uint32, r Real) error {
+	if id == 0 || id >= MaxReals {
+		return fmt.Errorf("real id %d out of range", id)
+	}
+	v := directorReal{Addr: be32(r.Addr), Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd)}
+	if len(r.MAC) == 6 {
+		copy(v.Mac[:], r.MAC)
+		v.Flags |= realFlagMACValid
+	}
+	if err := d.objs.Reals.Put(id, &v); err != nil {
+		return fmt.Errorf("set real %d (%v): %w", id, r.Addr, err)
+	}
+	d.realsMu.Lock()
+	d.reals[id] = r
+	d.realsMu.Unlock()
+	return nil
+}
+
+const realFlagMACValid = 0x1
+
+// DeleteReal clears real server id; connections still naming it are
+// dropped by the fast path until they expire.
+func (d *Dataplane) DeleteReal(id uint32) error {
+	if err := d.objs.Reals.Put(id, &directorReal{}); err != nil {
+		return fmt.Errorf("delete real %d: %w", id, err)
+	}
+	d.realsMu.Lock()
+	delete(d.reals, id)
+	d.realsMu.Unlock()
+	return nil
+}
+
+func (d *Dataplane) real(id uint32) (Real, bool) {
+	d.realsMu.RLock()
+	defer d.realsMu.RUnlock()
+	r, ok := d.reals[id]
+	return r, ok
+}
+
+// SetConn writes a connection entry.
+func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
+	if err := d.objs.Conns.Put(k.raw(), c.raw()); err != nil {
+		return fmt.Errorf("set conn: %w", err)
+	}
+	return nil
+}
+
+// LookupConn reads a connection entry.
+func (d *Dataplane) LookupConn(k ConnKey) (Conn, bool, error) {
+	var v directorConnVal
+	err := d.objs.Conns.Lookup(k.raw(), &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Conn{}, false, nil
+	}
+	if err != nil {
+		return Conn{}, false, fmt.Errorf("lookup conn: %w", err)
+	}
+	return connFromRaw(v), true, nil
+}
+
+// DeleteConn removes a connection entry; a missing one is not an error.
+func (d *Dataplane) DeleteConn(k ConnKey) error {
+	if err := d.objs.Conns.Delete(k.raw()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete conn: %w", err)
+	}
+	return nil
+}
+
+// connBatch is how many entries one batched lookup returns.
+const connBatch = 4096
+
+// WalkConns calls fn for every connection, reading the table in batches
+// so that a walk never holds the map for long. Entries may change while
+// the walk runs; fn returning false stops it.
+func (d *Dataplane) WalkConns(fn func(ConnKey, Conn) bool) error {
+	keys := make([]directorConnKey, connBatch)
+	vals := make([]directorConnVal, connBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.Conns.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			if !fn(connKeyFromRaw(keys[i]), connFromRaw(vals[i])) {
+				return nil
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("walk conns: %w", err)
+		}
+	}
+}
+
+// Counter indexes of the global counters (bpf/consts.h STAT_*).
+const (
+	StatRx = iota
+	StatPass
+	StatFwd
+	StatSlowPath
+	StatDropNoXSK
+	StatDropNoMAC
+	StatDropNoReal
+	StatDropNoIface
+	StatPassMalformed
+	StatPassFragment
+	numStats
+)
+
+// StatNames names the global counters, by index.
+var StatNames = [numStats]string{
+	"rx", "pass", "forward", "slow_path", "drop_no_xsk", "drop_no_mac",
+	"drop_no_real", "drop_no_iface", "pass_malformed", "pass_fragment",
+}
+
+// Counters returns the data plane's global counters summed over CPUs.
+func (d *Dataplane) Counters() ([numStats]uint64, error) {
+	var out [numStats]uint64
+	for i := range out {
+		var per []uint64
+		if err := d.objs.Stats.Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("read counter %s: %w", StatNames[i], err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// Verdict is an XDP action.
+type Verdict uint32
+
+// XDP actions.
+const (
+	XDPAborted  Verdict = 0
+	XDPDrop     Verdict = 1
+	XDPPass     Verdict = 2
+	XDPTx       Verdict = 3
+	XDPRedirect Verdict = 4
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case XDPAborted:
+		return "XDP_ABORTED"
+	case XDPDrop:
+		return "XDP_DROP"
+	case XDPPass:
+		return "XDP_PASS"
+	case XDPTx:
+		return "XDP_TX"
+	case XDPRedirect:
+		return "XDP_REDIRECT"
+	}
+	return fmt.Sprintf("XDP(%d)", uint32(v))
+}
+
+// xdpMd mirrors struct xdp_md for BPF_PROG_RUN's context.
+type xdpMd struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// maxFrame bounds the output of one Program.Run.
+const maxFrame = 4096
+
+// Run runs the director program once on frame as if it arrived on
+// ifindex (0: no interface) and rx queue; it returns the verdict and the
+// frame as the program left it. The slow path forwards a new flow's first
+// packet with this, so every packet transform has one definition.
+func (d *Dataplane) Run(frame []byte, ifindex, queue uint32) (Verdict, []byte, error) {
+	out := make([]byte, maxFrame)
+	opts := &ebpf.RunOptions{Data: frame, DataOut: out}
+	if ifindex != 0 {
+		opts.Context = xdpMd{DataEnd: uint32(len(frame)), IngressIfindex: ifindex, RxQueueIndex: queue}
+	}
+	ret, err := d.objs.XipvsDirector.Run(opts)
+	if err != nil {
+		return 0, nil, fmt.Errorf("run director: %w", err)
+	}
+	return Verdict(ret), opts.DataOut, nil
+}
+
+// Benchmark runs the program repeat times on frame in the kernel
+// (BPF_PROG_RUN with Repeat) and returns the verdict and the mean time per
+// run. Without a context the kernel presents the frame as received on the
+// loopback device (ifindex 1) queue 0.
+func (d *Dataplane) Benchmark(frame []byte, repeat int) (Verdict, time.Duration, error) {
+	ret, dur, err := d.objs.XipvsDirector.Benchmark(frame, repeat, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("benchmark director: %w", err)
+	}
+	return Verdict(ret), dur, nil
+}
+
+// SetInterfaceForTest registers an interface in the ifaces map without
+// attaching anything, so that Program.Run can forward as if it arrived
+// there. Tests and benchmarks use it with ifindex 1 (loopback).
+func (d *Dataplane) SetInterfaceForTest(ifindex int, mac net.HardwareAddr, slot uint16) error {
+	var v directorIface
+	copy(v.Mac[:], mac)
+	v.Slot = slot
+	if err := d.objs.Ifaces.Put(uint32(ifindex), &v); err != nil {
+		return fmt.Errorf("set iface %d: %w", ifindex, err)
+	}
+	return nil
+}

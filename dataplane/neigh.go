@@ -1,0 +1,195 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotOnLink is returned by Resolver.Watch for an address reached
+// through a gateway: direct routing needs the real server on a directly
+// connected network.
+var ErrNotOnLink = errors.New("not on a directly connected network")
+
+// NeighborFunc is told the MAC of a watched address whenever it is
+// learned or changes (nil when it became unreachable).
+type NeighborFunc func(addr netip.Addr, ifindex int, mac net.HardwareAddr)
+
+// Resolver keeps the MAC addresses of real servers current from the
+// kernel's neighbour table: it asks the kernel to resolve an address
+// (netlink NTF_USE, which sends the ARP request), listens to neighbour
+// updates, and re-checks periodically. Users never prime ARP by hand.
+type Resolver struct {
+	log      *slog.Logger
+	onChange NeighborFunc
+
+	mu      sync.Mutex
+	watched map[netip.Addr]*watch
+}
+
+type watch struct {
+	ifindex int
+	mac     net.HardwareAddr
+}
+
+// NewResolver returns a resolver that reports MAC changes to fn.
+func NewResolver(log *slog.Logger, fn NeighborFunc) *Resolver {
+	return &Resolver{log: log, onChange: fn, watched: map[netip.Addr]*watch{}}
+}
+
+// Route returns the interface that reaches addr directly; ErrNotOnLink
+// when the route goes through a gateway.
+func Route(addr netip.Addr) (int, error) {
+	routes, err := netlink.RouteGet(addr.AsSlice())
+	if err != nil {
+		return 0, fmt.Errorf("route to %v: %w", addr, err)
+	}
+	if len(routes) == 0 {
+		return 0, fmt.Errorf("route to %v: none", addr)
+	}
+	if routes[0].Gw != nil {
+		return 0, fmt.Errorf("%v via %v: %w", addr, routes[0].Gw, ErrNotOnLink)
+	}
+	return routes[0].LinkIndex, nil
+}
+
+// Watch starts tracking addr on interface ifindex and asks the kernel to
+// resolve it. The MAC arrives through the callback (possibly before
+// Watch returns, from the current table).
+func (r *Resolver) Watch(addr netip.Addr, ifindex int) {
+	r.mu.Lock()
+	w, ok := r.watched[addr]
+	if !ok {
+		w = &watch{ifindex: ifindex}
+		r.watched[addr] = w
+	}
+	r.mu.Unlock()
+	r.check(addr, ifindex)
+}
+
+// Unwatch stops tracking addr.
+func (r *Resolver) Unwatch(addr netip.Addr) {
+	r.mu.Lock()
+	delete(r.watched, addr)
+	r.mu.Unlock()
+}
+
+// MAC returns the last known MAC of addr.
+func (r *Resolver) MAC(addr netip.Addr) net.HardwareAddr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w, ok := r.watched[addr]; ok {
+		return w.mac
+	}
+	return nil
+}
+
+func usable(state int) bool {
+	return state&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
+}
+
+// check reads the neighbour entry of addr and triggers resolution when
+// it is missing or not usable.
+func (r *Resolver) check(addr netip.Addr, ifindex int) {
+	neighs, err := netlink.NeighList(ifindex, unix.AF_INET)
+	if err != nil {
+		r.log.Warn("neighbour list", "ifindex", ifindex, "err", err)
+		return
+	}
+	for _, n := range neighs {
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok || ip.Unmap() != addr {
+			continue
+		}
+		if usable(n.State) && len(n.HardwareAddr) == 6 {
+			r.update(addr, ifindex, n.HardwareAddr)
+			if n.State&(netlink.NUD_STALE) != 0 {
+				r.trigger(addr, ifindex)
+			}
+			return
+		}
+	}
+	r.trigger(addr, ifindex)
+}
+
+// trigger asks the kernel to (re)resolve addr: NTF_USE on a neighbour
+// entry behaves as if a packet were sent to it.
+func (r *Resolver) trigger(addr netip.Addr, ifindex int) {
+	n := &netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET, IP: addr.AsSlice(), Flags: netlink.NTF_USE}
+	if err := netlink.NeighSet(n); err != nil {
+		r.log.Warn("neighbour resolve", "addr", addr, "ifindex", ifindex, "err", err)
+	}
+}
+
+func (r *Resolver) update(addr netip.Addr, ifindex int, mac net.HardwareAddr) {
+	r.mu.Lock()
+	w, ok := r.watched[addr]
+	changed := ok && (w.mac.String() != mac.String() || w.ifindex != ifindex)
+	if changed {
+		w.mac = append(net.HardwareAddr(nil), mac...)
+		w.ifindex = ifindex
+	}
+	r.mu.Unlock()
+	if changed {
+		r.log.Info("real server MAC", "addr", addr, "ifindex", ifindex, "mac", mac)
+		r.onChange(addr, ifindex, mac)
+	}
+}
+
+// Run follows neighbour updates and re-checks every watched address each
+// interval until ctx ends.
+func (r *Resolver) Run(ctx context.Context, interval time.Duration) {
+	updates := make(chan netlink.NeighUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.NeighSubscribe(updates, done); err != nil {
+		r.log.Warn("neighbour subscribe; polling only", "err", err)
+		updates = nil
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-updates:
+			if !ok {
+				updates = nil
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(u.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			r.mu.Lock()
+			w, watched := r.watched[ip]
+			ifindex := 0
+			if watched {
+				ifindex = w.ifindex
+			}
+			r.mu.Unlock()
+			if watched && u.LinkIndex == ifindex && usable(u.State) && len(u.HardwareAddr) == 6 {
+				r.update(ip, ifindex, u.HardwareAddr)
+			}
+		case <-tick.C:
+			r.mu.Lock()
+			todo := make(map[netip.Addr]int, len(r.watched))
+			for a, w := range r.watched {
+				todo[a] = w.ifindex
+			}
+			r.mu.Unlock()
+			for a, idx := range todo {
+				r.check(a, idx)
+			}
+		}
+	}
+}
