@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/internal/api"
+)
+
+// ipvsVersion is the IPVS version ipvsadm prints; scripts match on it.
+const ipvsVersion = "1.2.1"
+
+// sortServices orders services as libipvs's ipvs_cmp_services: fwmark,
+// protocol, address, port.
+func sortServices(s []api.Service) {
+	sort.Slice(s, func(i, j int) bool {
+		a, b := s[i].ServiceKey, s[j].ServiceKey
+		if a.FWMark != b.FWMark {
+			return a.FWMark < b.FWMark
+		}
+		if a.Proto != b.Proto {
+			return a.Proto < b.Proto
+		}
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c < 0
+		}
+		return a.Port < b.Port
+	})
+}
+
+// sortDests orders destinations as ipvs_cmp_dests: address, port.
+func sortDests(d []api.Dest) {
+	sort.Slice(d, func(i, j int) bool {
+		if c := d[i].Addr.Compare(d[j].Addr); c != 0 {
+			return c < 0
+		}
+		return d[i].Port < d[j].Port
+	})
+}
+
+type namer struct {
+	numeric bool
+	ports   map[string]string // "80/tcp" -> "http"
+}
+
+func newNamer(numeric bool) *namer {
+	n := &namer{numeric: numeric}
+	if !numeric {
+		n.ports = readServices("/etc/services")
+	}
+	return n
+}
+
+// readServices reads port names from an /etc/services file; the first
+// name listed for a port wins, as getservbyport's.
+func readServices(path string) map[string]string {
+	m := map[string]string{}
+	f, err := os.Open(path)
+	if err != nil {
+		return m
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		if _, ok := m[fields[1]]; !ok {
+			m[fields[1]] = fields[0]
+		}
+	}
+	return m
+}
+
+// addrPort renders an address and port as ipvsadm's addrport_to_anyname.
+func (n *namer) addrPort(a netip.Addr, port uint16, proto config.Proto) string {
+	if n.numeric {
+		return netip.AddrPortFrom(a, port).String()
+	}
+	host := a.String()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if names, err := net.DefaultResolver.LookupAddr(ctx, host); err == nil && len(names) > 0 {
+		host = strings.TrimSuffix(names[0], ".")
+	}
+	p := strconv.Itoa(int(port))
+	if name, ok := n.ports[p+"/"+strings.ToLower(proto.String())]; ok {
+		p = name
+	}
+	return host + ":" + p
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// printList writes ipvsadm -L / -Ln output.
+func printList(w io.Writer, size int, svcs []api.Service, f config.ListFormat, only *config.ServiceKey) error {
+	bw := bufio.NewWriter(w)
+	n := newNamer(f.Numeric)
+	if only != nil {
+		var found []api.Service
+		for _, s := range svcs {
+			if s.ServiceKey == *only {
+				found = append(found, s)
+			}
+		}
+		if len(found) == 0 {
+			return fmt.Errorf("No such service")
+		}
+		svcs = found
+	} else {
+		fmt.Fprintf(bw, "IP Virtual Server version %s (size=%d)\n", ipvsVersion, size)
+	}
+	if !f.NoSort {
+		sortServices(svcs)
+	}
+	fmt.Fprint(bw, "Prot LocalAddress:Port Scheduler Flags\n"+
+		"  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+	for _, s := range svcs {
+		var name string
+		if s.FWMark != 0 {
+			name = "FWM  " + strconv.FormatUint(uint64(s.FWMark), 10)
+		} else {
+			name = truncate(s.Proto.String()+"  "+n.addrPort(s.Addr, s.Port, s.Proto), 33)
+		}
+		fmt.Fprintf(bw, "%s %s", name, s.Scheduler)
+		if s.Persistent {
+			fmt.Fprintf(bw, " persistent %d", s.Timeout)
+			if s.Netmask.IsValid() && s.Netmask.Bits() != 32 {
+				fmt.Fprintf(bw, " mask %s", maskString(s.Netmask.Bits()))
+			}
+			if s.OnePacket {
+				fmt.Fprint(bw, " ops")
+			}
+		}
+		fmt.Fprintln(bw)
+		if !f.NoSort {
+			sortDests(s.Dests)
+		}
+		for _, d := range s.Dests {
+			dn := truncate(n.addrPort(d.Addr, d.Port, s.Proto), 28)
+			fmt.Fprintf(bw, "  -> %-28s %-7s %-6d %-10d %-10d\n", dn, d.Fwd.String(), d.Weight, d.ActiveConns, d.InactConns)
+		}
+	}
+	return bw.Flush()
+}
+
+func maskString(bits int) string {
+	m := uint32(0xffffffff) << (32 - bits)
+	if bits == 0 {
+		m = 0
+	}
+	return fmt.Sprintf("%d.%d.%d.%d", m>>24, m>>16&0xff, m>>8&0xff, m&0xff)
+}
+
+func printTimeouts(w io.Writer, t api.Timeouts) {
+	fmt.Fprintf(w, "Timeout (tcp tcpfin udp): %d %d %d\n", t.TCP, t.TCPFin, t.UDP)
+}

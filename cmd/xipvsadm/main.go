@@ -1,0 +1,154 @@
+// Command xipvsadm administers xipvsd with ipvsadm's arguments and output
+// formats: every ipvsadm line works with xipvsadm in its place.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/internal/api"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the exit status, as ipvsadm:
+// 0 success, 1 a refused operation, 2 a bad command line.
+func run(args []string, stdout, stderr io.Writer) int {
+	socket := ""
+	// --socket PATH is ours, not ipvsadm's; take it out first.
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		switch {
+		case args[i] == "--socket" && i+1 < len(args):
+			socket = args[i+1]
+			i++
+		case len(args[i]) > 9 && args[i][:9] == "--socket=":
+			socket = args[i][9:]
+		default:
+			rest = append(rest, args[i])
+		}
+	}
+	cmd, err := config.ParseArgs(rest)
+	if err != nil {
+		var pe *config.ParseError
+		if errors.As(err, &pe) {
+			fmt.Fprintf(stderr, "%s\n", pe.Msg)
+			fmt.Fprintln(stderr, "Try `xipvsadm -h' or 'xipvsadm --help' for more information.")
+			return 2
+		}
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	switch cmd.Op {
+	case config.OpHelp:
+		fmt.Fprint(stdout, helpText)
+		return 0
+	case config.OpVersion:
+		fmt.Fprintln(stdout, "xipvsadm v0.1.0 (compatible with ipvsadm v1.31)")
+		return 0
+	}
+	c := api.NewClient(api.SocketPath(socket))
+	if err := execute(c, cmd, stdout); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
+	k := cmd.Service.ServiceKey
+	switch cmd.Op {
+	case config.OpAddService:
+		return c.AddService(cmd.Service)
+	case config.OpEditService:
+		return c.EditService(cmd.Service)
+	case config.OpDelService:
+		return c.DeleteService(k)
+	case config.OpClear:
+		return c.Clear()
+	case config.OpAddDest:
+		return c.AddDest(k, cmd.Dest)
+	case config.OpEditDest:
+		return c.EditDest(k, cmd.Dest)
+	case config.OpDelDest:
+		return c.DeleteDest(k, cmd.Dest)
+	case config.OpSetTimeout:
+		return c.SetTimeouts(api.Timeouts{TCP: cmd.Timeouts[0], TCPFin: cmd.Timeouts[1], UDP: cmd.Timeouts[2]})
+	case config.OpList:
+		if cmd.List.Timeout {
+			t, err := c.Timeouts()
+			if err != nil {
+				return err
+			}
+			printTimeouts(out, t)
+			return nil
+		}
+		if cmd.List.Conn || cmd.List.Stats || cmd.List.Rate || cmd.List.Thresholds || cmd.List.PersistentConn {
+			return errors.New("this listing (-c, --stats, --rate, --thresholds, --persistent-conn) is not implemented yet")
+		}
+		svcs, err := c.Services()
+		if err != nil {
+			return err
+		}
+		info, err := c.Info()
+		if err != nil {
+			return err
+		}
+		var only *config.ServiceKey
+		if cmd.HasService {
+			only = &k
+		}
+		return printList(out, info.ConnTableSize, svcs, cmd.List, only)
+	}
+	return fmt.Errorf("%s is not implemented yet", cmd.Op)
+}
+
+const helpText = `xipvsadm v0.1.0 -- ipvsadm for xipvsd (Linux Virtual Server on XDP)
+Usage:
+  xipvsadm -A|E virtual-service [-s scheduler]
+  xipvsadm -D virtual-service
+  xipvsadm -C
+  xipvsadm -a|e virtual-service -r server-address [-g] [-w weight]
+  xipvsadm -d virtual-service -r server-address
+  xipvsadm -L|l [virtual-service] [options]
+  xipvsadm --set tcp tcpfin udp
+  xipvsadm -h
+
+Commands:
+Either long or short options are allowed.
+  --add-service     -A        add virtual service with options
+  --edit-service    -E        edit virtual service with options
+  --delete-service  -D        delete virtual service
+  --clear           -C        clear the whole table
+  --add-server      -a        add real server with options
+  --edit-server     -e        edit real server with options
+  --delete-server   -d        delete real server
+  --list            -L|-l     list the table
+  --set tcp tcpfin udp        set connection timeout values
+  --help            -h        display this help message
+
+virtual-service:
+  --tcp-service|-t  service-address   service-address is host[:port]
+  --udp-service|-u  service-address   service-address is host[:port]
+
+Options:
+  --scheduler    -s scheduler         one of rr|wrr|lc|wlc (more to come:
+                                      lblc lblcr dh sh sed nq mh are refused
+                                      with "Scheduler not found"),
+                                      the default scheduler is wlc.
+  --real-server  -r server-address    server-address is host (and port)
+  --gatewaying   -g                   gatewaying (direct routing) (default)
+  --weight       -w weight            capacity of real server (0 = drain)
+  --numeric      -n                   numeric output of addresses and ports
+  --timeout                           output of timeout (tcp tcpfin udp)
+  --socket PATH                       xipvsd's control socket (default
+                                      $XIPVS_SOCKET or /run/xipvs/xipvsd.sock)
+
+Exit status: 0 success, 1 operation refused by xipvsd (message on stderr),
+2 bad command line.
+`

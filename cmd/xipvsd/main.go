@@ -1,0 +1,249 @@
+// Command xipvsd is the xipvs director daemon: it attaches the XDP
+// director to the given interfaces, serves new flows over AF_XDP, and
+// takes configuration from xipvsadm over a root-only Unix socket.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/internal/server"
+)
+
+const version = "0.1.0"
+
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
+		}
+	}
+	return nil
+}
+
+const usage = `Usage: xipvsd -i IFACE[,IFACE...] [options]
+
+xipvsd is the xipvs director: Linux Virtual Server on XDP. It attaches the
+XDP director natively to each interface, hands the first packet of every new
+flow to its scheduler over AF_XDP, and forwards established flows in XDP.
+Configure it with xipvsadm, which takes ipvsadm's arguments.
+
+Options:
+`
+
+func main() {
+	var ifaces listFlag
+	fs := flag.NewFlagSet("xipvsd", flag.ExitOnError)
+	fs.Var(&ifaces, "i", "director interface(s), comma separated or repeated")
+	fs.Var(&ifaces, "interface", "same as -i")
+	socket := fs.String("socket", "", "control socket (default $XIPVS_SOCKET or "+api.DefaultSocket+")")
+	connTable := fs.Uint("conn-table-size", dataplane.DefaultConnTableSize, "connection table capacity (entries)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	sweep := fs.Duration("sweep-interval", time.Second, "how often idle connections are aged out")
+	dryRun := fs.Bool("dry-run", false, "validate the options and interfaces, then exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:])
+	if *showVersion {
+		fmt.Println("xipvsd", version)
+		return
+	}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
+	if *logFormat == "json" {
+		h = slog.NewJSONHandler(os.Stderr, nil)
+	} else if *logFormat != "text" {
+		fmt.Fprintf(os.Stderr, "xipvsd: --log-format %q: want text or json\n", *logFormat)
+		os.Exit(2)
+	}
+	log := slog.New(h)
+	if len(ifaces) == 0 {
+		fmt.Fprintln(os.Stderr, "xipvsd: no interface given (-i IFACE)")
+		fs.Usage()
+		os.Exit(2)
+	}
+	if *dryRun {
+		for _, n := range ifaces {
+			if _, err := net.InterfaceByName(n); err != nil {
+				fmt.Fprintf(os.Stderr, "xipvsd: interface %s: %v\n", n, err)
+				os.Exit(1)
+			}
+		}
+		fmt.Println("xipvsd: configuration OK")
+		return
+	}
+	if err := run(log, ifaces, api.SocketPath(*socket), uint32(*connTable), *sweep); err != nil {
+		log.Error("xipvsd stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger, ifaces []string, socket string, connTable uint32, sweep time.Duration) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	dp, err := dataplane.Open(dataplane.Options{Interfaces: ifaces, ConnTableSize: connTable, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+
+	var srv *server.Server
+	resolver := dataplane.NewResolver(log, func(a netip.Addr, ifindex int, mac net.HardwareAddr) {
+		srv.OnNeighbor(a, ifindex, mac)
+	})
+	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.Route, Logger: log})
+	go resolver.Run(ctx, time.Second)
+	go srv.RunSweeper(ctx, sweep)
+
+	if err := dp.StartSlowPath(srv.NewFlow); err != nil {
+		return err
+	}
+
+	ln, err := listen(socket)
+	if err != nil {
+		return err
+	}
+	b := &backend{srv: srv, dp: dp, connTable: int(connTable)}
+	hs := &http.Server{Handler: api.Handler(b, statusOf), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("xipvsd ready", "socket", socket, "interfaces", strings.Join(ifaces, ","), "version", version)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(shutdownCtx)
+	_ = os.Remove(socket)
+	log.Info("xipvsd stopping")
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// listen opens the control socket, root-only: its directory is 0700 when
+// xipvsd creates it and the socket itself 0600.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s: another xipvsd is listening", path)
+	}
+	_ = os.Remove(path)
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+func statusOf(err error) int {
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ae) && ae.Status != 0:
+		return ae.Status
+	case errors.Is(err, server.ErrNoService), errors.Is(err, server.ErrSvcNotDefined), errors.Is(err, server.ErrNoDest):
+		return http.StatusNotFound
+	case errors.Is(err, server.ErrServiceExists), errors.Is(err, server.ErrDestExists):
+		return http.StatusConflict
+	case errors.Is(err, config.ErrInvalid), errors.Is(err, server.ErrUnsupported), errors.Is(err, server.ErrNoScheduler):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// backend adapts the server to the API.
+type backend struct {
+	srv       *server.Server
+	dp        *dataplane.Dataplane
+	connTable int
+}
+
+func (b *backend) AddService(s config.Service) error                 { return b.srv.AddService(s) }
+func (b *backend) EditService(s config.Service) error                { return b.srv.EditService(s) }
+func (b *backend) DeleteService(k config.ServiceKey) error           { return b.srv.DeleteService(k) }
+func (b *backend) Clear() error                                      { return b.srv.Clear() }
+func (b *backend) AddDest(k config.ServiceKey, d config.Dest) error  { return b.srv.AddDest(k, d) }
+func (b *backend) EditDest(k config.ServiceKey, d config.Dest) error { return b.srv.EditDest(k, d) }
+func (b *backend) DeleteDest(k config.ServiceKey, a netip.Addr, p uint16) error {
+	return b.srv.DeleteDest(k, a, p)
+}
+
+func (b *backend) ListServices() []api.Service {
+	var out []api.Service
+	for _, s := range b.srv.Services() {
+		as := api.Service{Service: s.Service}
+		for _, d := range s.Dests {
+			as.Dests = append(as.Dests, api.Dest{Dest: d.Dest, ActiveConns: d.ActiveConns, InactConns: d.InactConns})
+		}
+		out = append(out, as)
+	}
+	return out
+}
+
+func (b *backend) SetTimeouts(t api.Timeouts) error {
+	if t.TCP < 0 || t.TCPFin < 0 || t.UDP < 0 {
+		return &api.Error{Message: "timeouts must not be negative", Status: http.StatusBadRequest}
+	}
+	b.srv.SetTimeouts(time.Duration(t.TCP)*time.Second, time.Duration(t.TCPFin)*time.Second, time.Duration(t.UDP)*time.Second)
+	return nil
+}
+
+func (b *backend) GetTimeouts() api.Timeouts {
+	tcp, fin, udp := b.srv.Timeouts()
+	return api.Timeouts{TCP: int(tcp / time.Second), TCPFin: int(fin / time.Second), UDP: int(udp / time.Second)}
+}
+
+func (b *backend) Info() api.Info {
+	info := api.Info{Version: version, ConnTableSize: b.connTable, Counters: map[string]uint64{}}
+	for _, i := range b.dp.Interfaces() {
+		info.Interfaces = append(info.Interfaces, i.Name)
+	}
+	sort.Strings(info.Interfaces)
+	if c, err := b.dp.Counters(); err == nil {
+		for i, v := range c {
+			info.Counters["xdp_"+dataplane.StatNames[i]] = v
+		}
+	}
+	sp := b.dp.SlowPathStats()
+	info.Counters["slow_received"] = sp.Received
+	info.Counters["slow_new_conns"] = sp.NewConns
+	info.Counters["slow_forwarded"] = sp.Forwarded
+	info.Counters["slow_no_dest"] = sp.NoDest
+	info.Counters["slow_unparsable"] = sp.Unparsable
+	info.Counters["slow_failed"] = sp.Failed
+	return info
+}

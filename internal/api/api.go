@@ -1,0 +1,270 @@
+// Package api is xipvsd's control API: HTTP+JSON, versioned under /v1/,
+// served on a root-only Unix socket. It holds the wire types, the HTTP
+// handler (one-line adapters over a Backend) and a typed client.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+)
+
+// DefaultSocket is where xipvsd listens unless --socket or XIPVS_SOCKET
+// says otherwise.
+const DefaultSocket = "/run/xipvs/xipvsd.sock"
+
+// SocketPath returns flagValue if set, else $XIPVS_SOCKET, else the default.
+func SocketPath(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := os.Getenv("XIPVS_SOCKET"); v != "" {
+		return v
+	}
+	return DefaultSocket
+}
+
+// DestRequest names a destination of a service.
+type DestRequest struct {
+	Service config.ServiceKey `json:"service"`
+	Dest    config.Dest       `json:"dest"`
+}
+
+// Dest is a destination with its counts.
+type Dest struct {
+	config.Dest
+	ActiveConns int `json:"active_conns"`
+	InactConns  int `json:"inact_conns"`
+}
+
+// Service is a virtual service with its destinations.
+type Service struct {
+	config.Service
+	Dests []Dest `json:"dests"`
+}
+
+// Timeouts are ipvsadm's three user-visible timeouts, in seconds.
+type Timeouts struct {
+	TCP    int `json:"tcp"`
+	TCPFin int `json:"tcpfin"`
+	UDP    int `json:"udp"`
+}
+
+// Info describes the running daemon.
+type Info struct {
+	Version       string            `json:"version"`
+	ConnTableSize int               `json:"conn_table_size"`
+	Interfaces    []string          `json:"interfaces"`
+	Counters      map[string]uint64 `json:"counters"`
+}
+
+// Error is an API error: Message is what ipvsadm would print.
+type Error struct {
+	Message string `json:"error"`
+	// Status is the HTTP status the daemon answered with.
+	Status int `json:"-"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Backend is what the handler serves.
+type Backend interface {
+	AddService(config.Service) error
+	EditService(config.Service) error
+	DeleteService(config.ServiceKey) error
+	Clear() error
+	AddDest(config.ServiceKey, config.Dest) error
+	EditDest(config.ServiceKey, config.Dest) error
+	DeleteDest(config.ServiceKey, netip.Addr, uint16) error
+	ListServices() []Service
+	SetTimeouts(Timeouts) error
+	GetTimeouts() Timeouts
+	Info() Info
+}
+
+// StatusOf maps a backend error to an HTTP status.
+type StatusOf func(error) int
+
+// Handler returns the HTTP handler of the API.
+func Handler(b Backend, status StatusOf) http.Handler {
+	mux := http.NewServeMux()
+	do := func(pattern string, fn func(r *http.Request) (any, error)) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			out, err := fn(r)
+			w.Header().Set("Content-Type", "application/json")
+			if err != nil {
+				code := status(err)
+				w.WriteHeader(code)
+				_ = json.NewEncoder(w).Encode(&Error{Message: err.Error()})
+				return
+			}
+			if out == nil {
+				out = struct{}{}
+			}
+			_ = json.NewEncoder(w).Encode(out)
+		})
+	}
+	do("POST /v1/services/add", func(r *http.Request) (any, error) {
+		var s config.Service
+		return nil, decode(r, &s, func() error { return b.AddService(s) })
+	})
+	do("POST /v1/services/edit", func(r *http.Request) (any, error) {
+		var s config.Service
+		return nil, decode(r, &s, func() error { return b.EditService(s) })
+	})
+	do("POST /v1/services/delete", func(r *http.Request) (any, error) {
+		var k config.ServiceKey
+		return nil, decode(r, &k, func() error { return b.DeleteService(k) })
+	})
+	do("POST /v1/clear", func(*http.Request) (any, error) { return nil, b.Clear() })
+	do("POST /v1/dests/add", func(r *http.Request) (any, error) {
+		var d DestRequest
+		return nil, decode(r, &d, func() error { return b.AddDest(d.Service, d.Dest) })
+	})
+	do("POST /v1/dests/edit", func(r *http.Request) (any, error) {
+		var d DestRequest
+		return nil, decode(r, &d, func() error { return b.EditDest(d.Service, d.Dest) })
+	})
+	do("POST /v1/dests/delete", func(r *http.Request) (any, error) {
+		var d DestRequest
+		return nil, decode(r, &d, func() error { return b.DeleteDest(d.Service, d.Dest.Addr, d.Dest.Port) })
+	})
+	do("GET /v1/services", func(*http.Request) (any, error) { return b.ListServices(), nil })
+	do("GET /v1/timeouts", func(*http.Request) (any, error) { return b.GetTimeouts(), nil })
+	do("POST /v1/timeouts", func(r *http.Request) (any, error) {
+		var t Timeouts
+		return nil, decode(r, &t, func() error { return b.SetTimeouts(t) })
+	})
+	do("GET /v1/info", func(*http.Request) (any, error) { return b.Info(), nil })
+	return mux
+}
+
+func decode(r *http.Request, v any, then func() error) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &Error{Message: fmt.Sprintf("bad request: %v", err), Status: http.StatusBadRequest}
+	}
+	return then()
+}
+
+// Client talks to xipvsd over its Unix socket.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the daemon at socket.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	return &Client{socket: socket, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// ErrNoDaemon is returned when nothing listens on the socket.
+var ErrNoDaemon = errors.New("cannot reach xipvsd")
+
+func (c *Client) call(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://xipvsd"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w at %s: %v", ErrNoDaemon, c.socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = fmt.Sprintf("xipvsd: %s", resp.Status)
+		}
+		return e
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode response: %w", err)
+		}
+	}
+	return nil
+}
+
+// AddService adds a virtual service.
+func (c *Client) AddService(s config.Service) error {
+	return c.call("POST", "/v1/services/add", s, nil)
+}
+
+// EditService changes a virtual service.
+func (c *Client) EditService(s config.Service) error {
+	return c.call("POST", "/v1/services/edit", s, nil)
+}
+
+// DeleteService removes a virtual service.
+func (c *Client) DeleteService(k config.ServiceKey) error {
+	return c.call("POST", "/v1/services/delete", k, nil)
+}
+
+// Clear removes every virtual service.
+func (c *Client) Clear() error { return c.call("POST", "/v1/clear", nil, nil) }
+
+// AddDest adds a real server.
+func (c *Client) AddDest(k config.ServiceKey, d config.Dest) error {
+	return c.call("POST", "/v1/dests/add", DestRequest{k, d}, nil)
+}
+
+// EditDest changes a real server.
+func (c *Client) EditDest(k config.ServiceKey, d config.Dest) error {
+	return c.call("POST", "/v1/dests/edit", DestRequest{k, d}, nil)
+}
+
+// DeleteDest removes a real server.
+func (c *Client) DeleteDest(k config.ServiceKey, d config.Dest) error {
+	return c.call("POST", "/v1/dests/delete", DestRequest{k, d}, nil)
+}
+
+// Services lists the virtual services.
+func (c *Client) Services() ([]Service, error) {
+	var out []Service
+	return out, c.call("GET", "/v1/services", nil, &out)
+}
+
+// Timeouts returns the tcp, tcpfin and udp timeouts.
+func (c *Client) Timeouts() (Timeouts, error) {
+	var t Timeouts
+	return t, c.call("GET", "/v1/timeouts", nil, &t)
+}
+
+// SetTimeouts sets timeouts; zero fields are left unchanged.
+func (c *Client) SetTimeouts(t Timeouts) error {
+	return c.call("POST", "/v1/timeouts", t, nil)
+}
+
+// Info describes the daemon.
+func (c *Client) Info() (Info, error) {
+	var i Info
+	return i, c.call("GET", "/v1/info", nil, &i)
+}
