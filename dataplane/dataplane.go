@@ -469,3 +469,25 @@ func (d *Dataplane) SetInterfaceForTest(ifindex int, mac net.HardwareAddr, slot 
 	}
 	return nil
 }
+
+// AttachPass attaches an XDP_PASS program natively to ifindex through
+// netlink, in the calling thread's namespace. It stays attached after the
+// process exits, until the link or its namespace goes away. Topologies
+// put it on the receiving peer of every veth that XDP transmits into:
+// without a native program there, XDP_TX and redirects into the veth are
+// silently dropped.
+func AttachPass(ifindex int) error {
+	var objs passObjects
+	if err := loadPassObjects(&objs, nil); err != nil {
+		return fmt.Errorf("load pass program: %w", err)
+	}
+	defer objs.Close()
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("link %d: %w", ifindex, err)
+	}
+	if err := netlink.LinkSetXdpFdWithFlags(l, objs.XipvsPass.FD(), unix.XDP_FLAGS_DRV_MODE); err != nil {
+		return fmt.Errorf("attach pass program to %s: %w", l.Attrs().Name, err)
+	}
+	return nil
+}

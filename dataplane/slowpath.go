@@ -10,6 +10,7 @@ import (
 
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane/xsk"
+	"golang.org/x/sys/unix"
 )
 
 // NewFlow is the first packet of a flow the fast path did not know.
@@ -75,9 +76,16 @@ func (d *Dataplane) StartSlowPath(h FlowHandler) error {
 		return errors.New("slow path already started")
 	}
 	sp := &slowPath{d: d, handler: h, socks: map[int][]*xsk.Socket{}, stop: make(chan struct{})}
-	for _, ifc := range d.ifaces {
+	for i := range d.ifaces {
+		ifc := &d.ifaces[i]
 		for q := 0; q < ifc.RxQueues; q++ {
 			s, err := xsk.Open(xsk.Config{Ifindex: ifc.Index, QueueID: q})
+			if err != nil && q > 0 && errors.Is(err, unix.EINVAL) {
+				// IFLA_NUM_RX_QUEUES counts allocated queues; the
+				// device uses fewer (real_num_rx_queues).
+				ifc.RxQueues = q
+				break
+			}
 			if err != nil {
 				sp.close()
 				return fmt.Errorf("af_xdp socket on %s queue %d: %w", ifc.Name, q, err)
