@@ -1,0 +1,42 @@
+# xipvs: Linux Virtual Server on XDP.
+#   make demo      build, then balance real HTTP through an XDP DR director (root)
+#   make test      every test, the privileged ones included when root
+#   make generate  regenerate the BPF objects (needs clang-19)
+GO      ?= go
+BIN     ?= bin
+GOFLAGS ?=
+
+.PHONY: all build demo test test-unit generate check-generate bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/xipvsd ./cmd/xipvsd
+	$(GO) build -o $(BIN)/xipvsadm ./cmd/xipvsadm
+
+demo: build
+	$(GO) run ./internal/demo -bin $(BIN)
+
+# Packages run one at a time (-p 1): the privileged tests share the
+# machine's XDP and namespace facilities.
+test:
+	$(GO) vet ./...
+	$(GO) test -p 1 -count=1 ./...
+
+test-unit:
+	$(GO) test -count=1 ./config/... ./sched/... ./conntrack/...
+
+generate:
+	$(GO) generate ./dataplane/...
+
+# Fails when the committed BPF objects differ from what the C sources
+# generate.
+check-generate: generate
+	@git diff --exit-code -- 'dataplane/*_bpfel.go' 'dataplane/*_bpfel.o' || \
+		(echo "generated BPF objects are stale: run 'make generate' and commit" >&2; exit 1)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./bench/...
+
+clean:
+	rm -rf $(BIN)
