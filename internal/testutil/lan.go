@@ -62,7 +62,10 @@ func (l *LAN) AddHost(name string, addr netip.Prefix, o HostOptions) (*Host, err
 	l.names = append(l.names, ns.Name)
 	port := "p-" + name
 	steps := [][]string{
-		{"link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.Name},
+		// Single-queue ends: a veth runs native XDP only on the rx
+		// queues it really has, and a multi-queue peer may pick another.
+		{"link", "add", port, "numtxqueues", "1", "numrxqueues", "1", "type", "veth",
+			"peer", "name", "eth0", "netns", ns.Name, "numtxqueues", "1", "numrxqueues", "1"},
 		{"link", "set", port, "master", "br0"},
 		{"link", "set", port, "up"},
 	}

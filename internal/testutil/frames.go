@@ -1,0 +1,104 @@
+package testutil
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// Frame describes a test frame; zero fields take defaults.
+type Frame struct {
+	SrcMAC, DstMAC     net.HardwareAddr
+	Src, Dst           netip.Addr
+	SrcPort, DstPort   uint16
+	Proto              layers.IPProtocol // TCP (default) or UDP
+	SYN, ACK, FIN, RST bool
+	Payload            []byte
+	FragOffset         uint16
+	MoreFragments      bool
+}
+
+// Build serialises f with gopacket, lengths and checksums computed.
+func (f Frame) Build() []byte {
+	if f.SrcMAC == nil {
+		f.SrcMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+	}
+	if f.DstMAC == nil {
+		f.DstMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
+	}
+	if f.Proto == 0 {
+		f.Proto = layers.IPProtocolTCP
+	}
+	eth := &layers.Ethernet{SrcMAC: f.SrcMAC, DstMAC: f.DstMAC, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 0x1234, Protocol: f.Proto,
+		SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice(), FragOffset: f.FragOffset}
+	if f.MoreFragments {
+		ip.Flags = layers.IPv4MoreFragments
+	} else {
+		ip.Flags = layers.IPv4DontFragment
+	}
+	var l4 gopacket.SerializableLayer
+	switch f.Proto {
+	case layers.IPProtocolUDP:
+		u := &layers.UDP{SrcPort: layers.UDPPort(f.SrcPort), DstPort: layers.UDPPort(f.DstPort)}
+		_ = u.SetNetworkLayerForChecksum(ip)
+		l4 = u
+	default:
+		t := &layers.TCP{SrcPort: layers.TCPPort(f.SrcPort), DstPort: layers.TCPPort(f.DstPort),
+			Seq: 1000, Ack: 0, SYN: f.SYN, ACK: f.ACK, FIN: f.FIN, RST: f.RST, Window: 65535}
+		if f.ACK {
+			t.Ack = 2000
+		}
+		_ = t.SetNetworkLayerForChecksum(ip)
+		l4 = t
+	}
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, eth, ip, l4, gopacket.Payload(f.Payload)); err != nil {
+		panic(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// ChecksumsValid decodes an Ethernet/IPv4 frame and reports whether its
+// IPv4 header checksum and TCP/UDP checksum are correct.
+func ChecksumsValid(frame []byte) bool {
+	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if !ok {
+		return false
+	}
+	hdr := frame[14 : 14+int(ip.IHL)*4]
+	if fold(sum(hdr)) != 0xffff {
+		return false
+	}
+	l4 := frame[14+int(ip.IHL)*4 : 14+int(ip.Length)]
+	if ip.Protocol == layers.IPProtocolUDP && len(l4) >= 8 && l4[6] == 0 && l4[7] == 0 {
+		return true // UDP checksum not used
+	}
+	var pseudo []byte
+	pseudo = append(pseudo, ip.SrcIP.To4()...)
+	pseudo = append(pseudo, ip.DstIP.To4()...)
+	pseudo = append(pseudo, 0, byte(ip.Protocol), byte(len(l4)>>8), byte(len(l4)))
+	return fold(sum(pseudo)+sum(l4)) == 0xffff
+}
+
+func sum(b []byte) uint32 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	return s
+}
+
+func fold(s uint32) uint16 {
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
