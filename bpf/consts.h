@@ -57,14 +57,12 @@
 
 /* Global counters (stats map index). */
 enum {
-	STAT_RX = 0,          /* packets seen by the program */
-	STAT_PASS,            /* passed to the kernel: not ours */
+	STAT_PASS = 0,        /* passed to the kernel: not ours */
 	STAT_FWD,             /* connection hit, forwarded */
 	STAT_SLOW_PATH,       /* new flow handed to AF_XDP */
 	STAT_DROP_NO_XSK,     /* new flow, no AF_XDP socket bound: dropped */
 	STAT_DROP_NO_MAC,     /* real's MAC not yet resolved: dropped */
 	STAT_DROP_NO_REAL,    /* connection names a real that is gone */
-	STAT_DROP_NO_IFACE,   /* egress interface unknown */
 	STAT_PASS_MALFORMED,  /* truncated or bad header: passed untouched */
 	STAT_PASS_FRAGMENT,   /* IPv4 fragment to a VIP: passed */
 	STAT_MAX,

@@ -24,7 +24,6 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 {
 	__u32 rid = c->real_id;
 	struct real *r = bpf_map_lookup_elem(&reals, &rid);
-	struct iface *out;
 
 	if (!r || r->addr == 0) {
 		*stat = STAT_DROP_NO_REAL;
@@ -34,12 +33,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 		*stat = STAT_DROP_NO_MAC;
 		return XDP_DROP;
 	}
-	out = bpf_map_lookup_elem(&ifaces, &r->ifindex);
-	if (!out) {
-		*stat = STAT_DROP_NO_IFACE;
-		return XDP_DROP;
-	}
-	rewrite_dr(p->eth, r, out);
+	rewrite_dr(p->eth, r);
 	*stat = STAT_FWD;
 	if (r->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
@@ -119,7 +113,7 @@ int xipvs_director(struct xdp_md *ctx)
 	__u32 stat = STAT_PASS;
 	int act = process(ctx, &stat);
 
-	stat_inc(STAT_RX);
+	/* One counter per packet; Go derives the total as their sum. */
 	stat_inc(stat);
 	return act;
 }

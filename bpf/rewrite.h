@@ -7,11 +7,10 @@
 #include <linux/if_ether.h>
 #include "structs.h"
 
-static __always_inline void rewrite_dr(struct ethhdr *eth, const struct real *r,
-				       const struct iface *out)
+static __always_inline void rewrite_dr(struct ethhdr *eth, const struct real *r)
 {
 	__builtin_memcpy(eth->h_dest, r->mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, out->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, r->src_mac, ETH_ALEN);
 }
 
 #endif

@@ -47,6 +47,9 @@ struct real {
 	__u8 mac[6];   /* next hop MAC (the real's own MAC in DR) */
 	__u8 fwd;      /* FWD_* */
 	__u8 flags;    /* REAL_F_* */
+	__u8 src_mac[6]; /* the egress interface's MAC, so the hit path
+			  * needs no interface lookup */
+	__u16 pad;
 };
 
 /* A director interface, keyed by ifindex. */

@@ -99,8 +99,9 @@ type Dataplane struct {
 	links  []link.Link
 	ifaces []Interface
 
-	realsMu sync.RWMutex
-	reals   map[uint32]Real // mirror of the reals map, for the slow path
+	realsMu   sync.RWMutex
+	reals     map[uint32]Real          // mirror of the reals map, for the slow path
+	ifaceMACs map[int]net.HardwareAddr // egress MAC by ifindex
 
 	slow *slowPath
 }
@@ -131,7 +132,7 @@ func Open(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("load director spec: %w", err)
 	}
 	spec.Maps[directorMapConns].MaxEntries = opts.ConnTableSize
-	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}}
+	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}, ifaceMACs: map[int]net.HardwareAddr{}}
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -180,6 +181,9 @@ func (d *Dataplane) addInterface(name string, slot uint16) error {
 	}
 	d.links = append(d.links, lk)
 	d.ifaces = append(d.ifaces, ifc)
+	d.realsMu.Lock()
+	d.ifaceMACs[ifc.Index] = ifc.MAC
+	d.realsMu.Unlock()
 	d.log.Info("xdp attached", "interface", name, "ifindex", ifc.Index, "mode", "native", "rx_queues", q)
 	return nil
 }
@@ -267,6 +271,13 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 		return fmt.Errorf("real id %d out of range", id)
 	}
 	v := directorReal{Addr: be32(r.Addr), Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd)}
+	d.realsMu.Lock()
+	defer d.realsMu.Unlock()
+	src, ok := d.ifaceMACs[r.Ifindex]
+	if !ok {
+		return fmt.Errorf("set real %d (%v): interface %d is not a director interface", id, r.Addr, r.Ifindex)
+	}
+	copy(v.SrcMac[:], src)
 	if len(r.MAC) == 6 {
 		copy(v.Mac[:], r.MAC)
 		v.Flags |= realFlagMACValid
@@ -274,9 +285,7 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	if err := d.objs.Reals.Put(id, &v); err != nil {
 		return fmt.Errorf("set real %d (%v): %w", id, r.Addr, err)
 	}
-	d.realsMu.Lock()
 	d.reals[id] = r
-	d.realsMu.Unlock()
 	return nil
 }
 
@@ -358,14 +367,12 @@ func (d *Dataplane) WalkConns(fn func(ConnKey, Conn) bool) error {
 
 // Counter indexes of the global counters (bpf/consts.h STAT_*).
 const (
-	StatRx = iota
-	StatPass
+	StatPass = iota
 	StatFwd
 	StatSlowPath
 	StatDropNoXSK
 	StatDropNoMAC
 	StatDropNoReal
-	StatDropNoIface
 	StatPassMalformed
 	StatPassFragment
 	numStats
@@ -373,8 +380,8 @@ const (
 
 // StatNames names the global counters, by index.
 var StatNames = [numStats]string{
-	"rx", "pass", "forward", "slow_path", "drop_no_xsk", "drop_no_mac",
-	"drop_no_real", "drop_no_iface", "pass_malformed", "pass_fragment",
+	"pass", "forward", "slow_path", "drop_no_xsk", "drop_no_mac",
+	"drop_no_real", "pass_malformed", "pass_fragment",
 }
 
 // Counters returns the data plane's global counters summed over CPUs.
@@ -467,6 +474,9 @@ func (d *Dataplane) SetInterfaceForTest(ifindex int, mac net.HardwareAddr, slot 
 	if err := d.objs.Ifaces.Put(uint32(ifindex), &v); err != nil {
 		return fmt.Errorf("set iface %d: %w", ifindex, err)
 	}
+	d.realsMu.Lock()
+	d.ifaceMACs[ifindex] = append(net.HardwareAddr(nil), mac...)
+	d.realsMu.Unlock()
 	return nil
 }
 

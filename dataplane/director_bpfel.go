@@ -47,6 +47,8 @@ type directorReal struct {
 	Mac     [6]uint8
 	Fwd     uint8
 	Flags   uint8
+	SrcMac  [6]uint8
+	Pad     uint16
 }
 
 type directorSvcKey struct {

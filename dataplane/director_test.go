@@ -154,7 +154,7 @@ func TestDirectorFixtures(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c[dataplane.StatDropNoXSK] != 1 || c[dataplane.StatDropNoMAC] != 1 || c[dataplane.StatFwd] != 2 ||
-		c[dataplane.StatPassFragment] != 1 || c[dataplane.StatPassMalformed] != 5 {
+		c[dataplane.StatPassFragment] != 1 || c[dataplane.StatPassMalformed] != 5 || c[dataplane.StatPass] != 4 {
 		t.Errorf("counters %v", c)
 	}
 }

@@ -234,9 +234,12 @@ func (b *backend) Info() api.Info {
 	}
 	sort.Strings(info.Interfaces)
 	if c, err := b.dp.Counters(); err == nil {
+		var total uint64
 		for i, v := range c {
 			info.Counters["xdp_"+dataplane.StatNames[i]] = v
+			total += v
 		}
+		info.Counters["xdp_rx"] = total
 	}
 	sp := b.dp.SlowPathStats()
 	info.Counters["slow_received"] = sp.Received

@@ -1,0 +1,159 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestParseArgs(t *testing.T) {
+	vs := ServiceKey{Proto: TCP, Addr: netip.MustParseAddr("192.168.0.210"), Port: 80}
+	tests := []struct {
+		line  string
+		check func(t *testing.T, c *Command)
+	}{
+		{"-A -t 192.168.0.210:80 -s rr", func(t *testing.T, c *Command) {
+			if c.Op != OpAddService || c.Service.ServiceKey != vs || c.Service.Scheduler != "rr" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"--add-service --tcp-service=192.168.0.210:80 --scheduler wrr", func(t *testing.T, c *Command) {
+			if c.Op != OpAddService || c.Service.ServiceKey != vs || c.Service.Scheduler != "wrr" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"-A -t 192.168.0.210:http", func(t *testing.T, c *Command) {
+			if c.Service.Port != 80 || c.Service.Scheduler != "wlc" {
+				t.Errorf("port name or default scheduler: %+v", c.Service)
+			}
+		}},
+		{"-a -t 192.168.0.210:80 -r 192.168.0.175:80 -g", func(t *testing.T, c *Command) {
+			if c.Op != OpAddDest || c.Dest.Addr != netip.MustParseAddr("192.168.0.175") || c.Dest.Port != 80 || c.Dest.Fwd != FwdRoute || c.Dest.Weight != 1 {
+				t.Errorf("%+v", c.Dest)
+			}
+		}},
+		{"-a -t 192.168.0.210:80 -r 192.168.0.175 -w 3", func(t *testing.T, c *Command) {
+			if c.Dest.Port != 80 || c.Dest.Weight != 3 {
+				t.Errorf("port defaults to the virtual port: %+v", c.Dest)
+			}
+		}},
+		{"-a -t 202.99.59.110:80 -r 10.1.1.2:8080 -m -w 1", func(t *testing.T, c *Command) {
+			if c.Dest.Fwd != FwdMasq || c.Dest.Port != 8080 {
+				t.Errorf("%+v", c.Dest)
+			}
+		}},
+		{"-e -t 192.168.0.210:80 -r 192.168.0.175 -i", func(t *testing.T, c *Command) {
+			if c.Op != OpEditDest || c.Dest.Fwd != FwdTunnel {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"-Ln", func(t *testing.T, c *Command) {
+			if c.Op != OpList || !c.List.Numeric {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"-Lnc", func(t *testing.T, c *Command) {
+			if c.Op != OpList || !c.List.Numeric || !c.List.Conn {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"-L -n --rate", func(t *testing.T, c *Command) {
+			if !c.List.Rate || !c.List.Numeric {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"", func(t *testing.T, c *Command) {
+			if c.Op != OpList {
+				t.Errorf("bare ipvsadm lists: %+v", c)
+			}
+		}},
+		{"--set 900 120 300", func(t *testing.T, c *Command) {
+			if c.Op != OpSetTimeout || c.Timeouts != [3]int{900, 120, 300} {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"-A -t 192.168.0.210:80 -s rr -p", func(t *testing.T, c *Command) {
+			if !c.Service.Persistent || c.Service.Timeout != 300 || c.Service.Netmask.Bits() != 32 {
+				t.Errorf("%+v", c.Service)
+			}
+		}},
+		{"-A -t 192.168.0.210:0 -p 360 -M 255.255.255.0", func(t *testing.T, c *Command) {
+			if c.Service.Timeout != 360 || c.Service.Netmask.Bits() != 24 {
+				t.Errorf("%+v", c.Service)
+			}
+		}},
+		{"-A -f 66 -s rr -p", func(t *testing.T, c *Command) {
+			if c.Service.FWMark != 66 {
+				t.Errorf("%+v", c.Service)
+			}
+		}},
+		{"-D -t 192.168.0.210:80", func(t *testing.T, c *Command) {
+			if c.Op != OpDelService {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"-C", func(t *testing.T, c *Command) {
+			if c.Op != OpClear {
+				t.Errorf("%+v", c)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.line, func(t *testing.T) {
+			c, err := ParseArgs(strings.Fields(tc.line))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestParseArgsErrors(t *testing.T) {
+	for _, line := range []string{
+		"-A -D -t 1.2.3.4:80",
+		"-A",
+		"-a -t 1.2.3.4:80",
+		"-A -t nothost:80",
+		"-A -t 1.2.3.4:80 -u 1.2.3.4:80",
+		"-a -t 1.2.3.4:80 -r 5.6.7.8 -w -1",
+		"-a -t 1.2.3.4:80 -r 5.6.7.8 -w 70000",
+		"-a -t 1.2.3.4:80 -r 5.6.7.8:81 -g",
+		"-a -t 1.2.3.4:80 -r 5.6.7.8 -g -m",
+		"-A -t 1.2.3.4:0 -s rr",
+		"-A -t 1.2.3.4:80 -p 0",
+		"-A -t 1.2.3.4:80 -p 10 -M 255.0.255.0",
+		"-Q",
+		"--bogus",
+		"--set 1 2",
+		"-A -t 1.2.3.4:80 extra",
+	} {
+		if c, err := ParseArgs(strings.Fields(line)); err == nil {
+			t.Errorf("%q accepted: %+v", line, c)
+		} else {
+			var pe *ParseError
+			if !errors.As(err, &pe) && !errors.Is(err, ErrInvalid) {
+				t.Errorf("%q: error of unexpected type %T: %v", line, err, err)
+			}
+		}
+	}
+}
+
+func FuzzParseArgs(f *testing.F) {
+	for _, s := range []string{
+		"-A -t 192.168.0.210:80 -s rr", "-a -t 1.2.3.4:80 -r 5.6.7.8 -g -w 2", "-Lnc", "--set 1 2 3",
+		"-A -f 66 -s rr -p 360", "-e -t 1.2.3.4:80 -r 5.6.7.8 -i", "-E -t 1.2.3.4:http -s wlc -p",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		c, err := ParseArgs(strings.Fields(line))
+		if err == nil && c == nil {
+			t.Fatal("nil command without error")
+		}
+		if err == nil && (c.Op == OpAddDest || c.Op == OpAddService) && !c.HasService {
+			t.Fatalf("%q: add without service accepted", line)
+		}
+	})
+}
