@@ -324,8 +324,8 @@ func (s *Server) directorIface(ifindex int) bool {
 	return false
 }
 
-// AddDest adds a real server to a service (ipvsadm -a).
-func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
+// checkDest validates a destination and refuses what is not built yet.
+func checkDest(k config.ServiceKey, d config.Dest) error {
 	if err := d.Validate(k); err != nil {
 		return err
 	}
@@ -334,6 +334,14 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 	}
 	if d.UThreshold != 0 || d.LThreshold != 0 {
 		return fmt.Errorf("connection thresholds (-x/-y): %w yet", ErrUnsupported)
+	}
+	return nil
+}
+
+// AddDest adds a real server to a service (ipvsadm -a).
+func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
+	if err := checkDest(k, d); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -380,14 +388,8 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 
 // EditDest changes a real server's settings (ipvsadm -e).
 func (s *Server) EditDest(k config.ServiceKey, d config.Dest) error {
-	if err := d.Validate(k); err != nil {
+	if err := checkDest(k, d); err != nil {
 		return err
-	}
-	if d.Fwd != config.FwdRoute {
-		return fmt.Errorf("forwarding method %s (%s): %w yet; use -g", d.Fwd, d.Fwd.Switch(), ErrUnsupported)
-	}
-	if d.UThreshold != 0 || d.LThreshold != 0 {
-		return fmt.Errorf("connection thresholds (-x/-y): %w yet", ErrUnsupported)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
