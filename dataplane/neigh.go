@@ -72,7 +72,7 @@ func (r *Resolver) Watch(addr netip.Addr, ifindex int) {
 		r.watched[addr] = w
 	}
 	r.mu.Unlock()
-	r.check(addr, ifindex)
+	r.check(ifindex, addr)
 }
 
 // Unwatch stops tracking addr.
@@ -96,28 +96,31 @@ func usable(state int) bool {
 	return state&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
 }
 
-// check reads the neighbour entry of addr and triggers resolution when
-// it is missing or not usable.
-func (r *Resolver) check(addr netip.Addr, ifindex int) {
+// check reads the neighbour table of ifindex once and, for each of
+// addrs, takes a usable MAC or triggers resolution when the entry is
+// missing, unusable or stale.
+func (r *Resolver) check(ifindex int, addrs ...netip.Addr) {
 	neighs, err := netlink.NeighList(ifindex, unix.AF_INET)
 	if err != nil {
 		r.log.Warn("neighbour list", "ifindex", ifindex, "err", err)
 		return
 	}
+	table := make(map[netip.Addr]netlink.Neigh, len(neighs))
 	for _, n := range neighs {
-		ip, ok := netip.AddrFromSlice(n.IP)
-		if !ok || ip.Unmap() != addr {
-			continue
-		}
-		if usable(n.State) && len(n.HardwareAddr) == 6 {
-			r.update(addr, ifindex, n.HardwareAddr)
-			if n.State&(netlink.NUD_STALE) != 0 {
-				r.trigger(addr, ifindex)
-			}
-			return
+		if ip, ok := netip.AddrFromSlice(n.IP); ok {
+			table[ip.Unmap()] = n
 		}
 	}
-	r.trigger(addr, ifindex)
+	for _, a := range addrs {
+		n, ok := table[a]
+		if ok && usable(n.State) && len(n.HardwareAddr) == 6 {
+			r.update(a, ifindex, n.HardwareAddr)
+			if n.State&netlink.NUD_STALE == 0 {
+				continue
+			}
+		}
+		r.trigger(a, ifindex)
+	}
 }
 
 // trigger asks the kernel to (re)resolve addr: NTF_USE on a neighbour
@@ -182,13 +185,13 @@ func (r *Resolver) Run(ctx context.Context, interval time.Duration) {
 			}
 		case <-tick.C:
 			r.mu.Lock()
-			todo := make(map[netip.Addr]int, len(r.watched))
+			byIface := map[int][]netip.Addr{}
 			for a, w := range r.watched {
-				todo[a] = w.ifindex
+				byIface[w.ifindex] = append(byIface[w.ifindex], a)
 			}
 			r.mu.Unlock()
-			for a, idx := range todo {
-				r.check(a, idx)
+			for idx, addrs := range byIface {
+				r.check(idx, addrs...)
 			}
 		}
 	}

@@ -90,6 +90,8 @@ type Socket struct {
 	txMu   sync.Mutex
 	txFree []uint64 // UMEM addresses of free TX frames
 
+	rxAddrs []uint64 // scratch for Receive's refill, owned by the receiver
+
 	closeOnce sync.Once
 }
 
@@ -277,7 +279,7 @@ func (s *Socket) Receive(max int, fn func(frame []byte)) int {
 	if max > 0 && avail > uint32(max) {
 		avail = uint32(max)
 	}
-	addrs := make([]uint64, 0, avail)
+	addrs := s.rxAddrs[:0]
 	for i := uint32(0); i < avail; i++ {
 		d := s.rx.xdpDesc(cons + i)
 		// The address carries the headroom offset; the frame to refill
@@ -287,6 +289,7 @@ func (s *Socket) Receive(max int, fn func(frame []byte)) int {
 	}
 	atomic.StoreUint32(s.rx.consumer, cons+avail)
 	s.refill(addrs)
+	s.rxAddrs = addrs
 	return int(avail)
 }
 

@@ -138,15 +138,7 @@ func run(bin string, requests int) (err error) {
 	}
 
 	step("Client 10.99.0.1: %d HTTP requests to http://%s/ (a new TCP connection each)", requests, vip)
-	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = cl.Do(func() error {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}}
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	hc := cl.HTTPClient(10 * time.Second)
 	for i := 1; i <= requests; i++ {
 		if ctx.Err() != nil {
 			return ctx.Err()

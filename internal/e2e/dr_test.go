@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -166,15 +165,7 @@ func (lab *drLab) serveUDP(t *testing.T, port int) {
 // connection and returns the body.
 func (lab *drLab) httpGet(t *testing.T) string {
 	t.Helper()
-	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = lab.cl.Do(func() error {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}}
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	hc := lab.cl.HTTPClient(10 * time.Second)
 	resp, err := hc.Get("http://" + lab.vip.String() + "/")
 	if err != nil {
 		t.Fatalf("GET via VIP: %v", err)

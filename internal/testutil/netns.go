@@ -2,11 +2,15 @@ package testutil
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -116,4 +120,19 @@ func AddNetns(name string) (Netns, error) {
 // DelNetns deletes a namespace and so every link in it.
 func DelNetns(name string) error {
 	return Run("ip", "netns", "delete", name)
+}
+
+// HTTPClient returns a client whose connections are opened inside the
+// namespace, one new connection per request (no keep-alive), so each
+// request is a new flow through a load balancer.
+func (n Netns) HTTPClient(timeout time.Duration) *http.Client {
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = n.Do(func() error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	return &http.Client{Transport: tr, Timeout: timeout}
 }
