@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Dest is a destination (real server) as a scheduler sees it. The service
@@ -17,12 +18,20 @@ type Dest struct {
 	ID          uint32
 	Addr        netip.Addr
 	Port        uint16
-	Weight      int
+	Weight int
+	// LastWeight is IPVS's last_weight: the latest non-zero weight (the
+	// weight given at add time even when 0). mh builds its table from it
+	// so that quiescing a real does not move other clients.
+	LastWeight  int
 	ActiveConns int
 	InactConns  int
 	// Overloaded is IPVS's IP_VS_DEST_F_OVERLOAD: set by the upper
 	// connection threshold; an overloaded destination is skipped.
 	Overloaded bool
+
+	// slot is the position a scheduler's Update gave the destination
+	// (a destination belongs to one service, so to one scheduler).
+	slot int
 }
 
 // Available reports whether the destination may take a new connection.
@@ -33,6 +42,26 @@ type Flow struct {
 	Src, Dst         netip.Addr
 	SrcPort, DstPort uint16
 	Proto            uint8
+	// Now is the time of the packet on a monotonic clock; lblc and lblcr
+	// age their tables with it.
+	Now time.Duration
+}
+
+// Flags are ipvsadm's scheduler flags (--sched-flags, -b on -A/-E). The
+// kernel names the same bits per scheduler: sh-fallback and mh-fallback
+// are flag-1, sh-port and mh-port are flag-2.
+type Flags uint8
+
+// Scheduler flag bits (IP_VS_SVC_F_SCHED1..3 shifted down).
+const (
+	FlagFallback Flags = 1 << iota // flag-1: sh-fallback, mh-fallback
+	FlagPort                       // flag-2: sh-port, mh-port
+	Flag3                          // flag-3: no scheduler uses it
+)
+
+// Flagged is implemented by schedulers that read scheduler flags.
+type Flagged interface {
+	SetFlags(Flags)
 }
 
 // Scheduler picks a destination for each new connection of one service.
@@ -46,7 +75,16 @@ type Scheduler interface {
 	// Schedule returns the destination for a new flow, or nil when none
 	// is available.
 	Schedule(f Flow) *Dest
+	// Changed tells the scheduler that d's connection counts or overload
+	// flag changed (weights change through Update).
+	Changed(d *Dest)
 }
+
+// noCounts is embedded by schedulers that read counts only when they
+// schedule.
+type noCounts struct{}
+
+func (noCounts) Changed(*Dest) {}
 
 var (
 	regMu    sync.RWMutex

@@ -4,6 +4,7 @@ package sched
 // mw by di (the gcd of the weights); each pass over the list takes the
 // destinations whose weight is at least cw.
 type wrr struct {
+	noCounts
 	dests []*Dest
 	cl    int // cursor: index into dests, -1 for the list head
 	cw    int // current weight
