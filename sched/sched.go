@@ -15,9 +15,9 @@ import (
 // Dest is a destination (real server) as a scheduler sees it. The service
 // owns it; schedulers keep pointers between calls of Update.
 type Dest struct {
-	ID          uint32
-	Addr        netip.Addr
-	Port        uint16
+	ID     uint32
+	Addr   netip.Addr
+	Port   uint16
 	Weight int
 	// LastWeight is IPVS's last_weight: the latest non-zero weight (the
 	// weight given at add time even when 0). mh builds its table from it
