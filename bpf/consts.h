@@ -5,7 +5,9 @@
 #define XIPVS_CONSTS_H
 
 #ifndef MAX_SERVICES
-#define MAX_SERVICES 4096
+/* Entries of the services map: one per virtual port; a port group
+ * (firewall-mark service) takes one per port it binds. */
+#define MAX_SERVICES 65536
 #endif
 #ifndef MAX_REALS
 #define MAX_REALS 8192

@@ -91,8 +91,13 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	sk.vip = p.ip->daddr;
 	sk.port = p.dport;
 	sk.proto = p.proto;
-	if (!bpf_map_lookup_elem(&services, &sk))
-		return XDP_PASS;
+	if (!bpf_map_lookup_elem(&services, &sk)) {
+		/* Port 0 stands for every port of the VIP: a persistent
+		 * port-zero service or an all-ports port group. */
+		sk.port = 0;
+		if (!bpf_map_lookup_elem(&services, &sk))
+			return XDP_PASS;
+	}
 
 	ck.saddr = p.ip->saddr;
 	ck.daddr = p.ip->daddr;

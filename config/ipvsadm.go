@@ -28,6 +28,9 @@ const (
 	OpSetTimeout     // --set
 	OpHelp           // -h
 	OpVersion        // -v
+	OpAddMark        // --add-mark (xipvs: port groups for -f services)
+	OpDelMark        // --del-mark
+	OpGetMark        // --get-mark
 )
 
 var opNames = map[Op]string{
@@ -35,6 +38,7 @@ var opNames = map[Op]string{
 	OpClear: "clear", OpRestore: "restore", OpSave: "save", OpAddDest: "add-server",
 	OpEditDest: "edit-server", OpDelDest: "delete-server", OpList: "list", OpZero: "zero",
 	OpSetTimeout: "set", OpHelp: "help", OpVersion: "version",
+	OpAddMark: "add-mark", OpDelMark: "del-mark", OpGetMark: "get-mark",
 }
 
 func (o Op) String() string { return opNames[o] }
@@ -55,6 +59,10 @@ type Command struct {
 	List       ListFormat
 	// Timeouts for --set: tcp, tcpfin, udp seconds (0 = unchanged).
 	Timeouts [3]int
+	// Marks are the bindings of --add-mark and --del-mark (-f MARK with
+	// -t/-u ADDR[:PORTS]); --del-mark -f MARK alone names every binding
+	// of the mark and leaves Marks empty.
+	Marks []MarkRule
 	// Given records which options appeared, by long name.
 	Given map[string]bool
 }
@@ -88,6 +96,7 @@ var optSpecs = []optSpec{
 	{"numeric", 'n', 0}, {"connection", 'c', 0}, {"timeout", 0, 0},
 	{"stats", 0, 0}, {"rate", 0, 0}, {"exact", 0, 0}, {"thresholds", 0, 0},
 	{"persistent-conn", 0, 0}, {"nosort", 0, 0}, {"sort", 0, 0}, {"ops", 'o', 0},
+	{"add-mark", 0, 0}, {"del-mark", 0, 0}, {"get-mark", 0, 0},
 }
 
 func lookupShort(c byte) *optSpec {
@@ -113,7 +122,10 @@ var commandOps = map[string]Op{
 	"clear": OpClear, "restore": OpRestore, "save": OpSave, "add-server": OpAddDest,
 	"edit-server": OpEditDest, "delete-server": OpDelDest, "list": OpList, "zero": OpZero,
 	"set": OpSetTimeout, "help": OpHelp, "version": OpVersion,
+	"add-mark": OpAddMark, "del-mark": OpDelMark, "get-mark": OpGetMark,
 }
+
+func (o Op) markOp() bool { return o == OpAddMark || o == OpDelMark || o == OpGetMark }
 
 // ParseArgs parses ipvsadm's arguments (without the program name) as
 // ipvsadm 1.31 does: short options may be combined (-Ln) and take their
@@ -187,7 +199,15 @@ func ParseArgs(args []string) (*Command, error) {
 		}
 	}
 
+	// The command decides how -t/-u values read, so find it first.
+	op := OpNone
+	for _, o := range occ {
+		if x, ok := commandOps[o.spec.long]; ok && op == OpNone {
+			op = x
+		}
+	}
 	weightGiven := false
+	var markTargets []occurrence
 	for _, o := range occ {
 		name := o.spec.long
 		if op, ok := commandOps[name]; ok {
@@ -206,12 +226,17 @@ func ParseArgs(args []string) (*Command, error) {
 		cmd.Given[name] = true
 		switch name {
 		case "tcp-service", "udp-service":
-			if cmd.HasService {
-				return nil, perr("multiple service options specified")
-			}
 			proto := TCP
 			if name == "udp-service" {
 				proto = UDP
+			}
+			if op.markOp() {
+				markTargets = append(markTargets, o)
+				cmd.Service.Proto = proto
+				continue
+			}
+			if cmd.HasService {
+				return nil, perr("multiple service options specified")
 			}
 			addr, port, err := parseHostPort(o.val, proto, true)
 			if err != nil {
@@ -327,11 +352,36 @@ func ParseArgs(args []string) (*Command, error) {
 	if len(positional) > 0 {
 		return nil, perr("unexpected argument %q", positional[0])
 	}
+	if op.markOp() {
+		if cmd.Service.FWMark == 0 && op != OpGetMark {
+			return nil, perr("--%s needs a mark (-f MARK)", op)
+		}
+		for _, o := range markTargets {
+			rules, err := parseMarkTarget(cmd.Service.FWMark, cmd.Service.Proto, o.val)
+			if err != nil {
+				return nil, perr("illegal port group address[:ports] specified: %v", err)
+			}
+			cmd.Marks = append(cmd.Marks, rules...)
+		}
+		if op == OpAddMark && len(cmd.Marks) == 0 {
+			return nil, perr("--add-mark needs -t or -u ADDR[:PORTS]")
+		}
+		for _, r := range cmd.Marks {
+			if err := r.Validate(); err != nil {
+				return nil, perr("%v", err)
+			}
+		}
+		cmd.HasService = false
+		return cmd, nil
+	}
 	if cmd.HasService && cmd.Service.FWMark != 0 && cmd.Service.Proto == 0 {
 		cmd.Service.Proto = TCP
 	}
-	if cmd.HasDest && cmd.Dest.Port == 0 && cmd.Service.FWMark == 0 {
-		// ipvsadm: a real server without a port takes the virtual port.
+	if cmd.HasDest && cmd.Service.FWMark == 0 && (cmd.Dest.Port == 0 || cmd.Dest.Fwd != FwdMasq) {
+		// ipvsadm: a real server without a port takes the virtual
+		// port, and so does every direct-routing or tunnel real (those
+		// methods cannot change the port; ipvsadm overrides it
+		// silently, so "-r RS:80 -g" on a :443 service means RS:443).
 		cmd.Dest.Port = cmd.Service.Port
 	}
 	if !weightGiven {

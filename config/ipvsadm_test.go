@@ -48,6 +48,44 @@ func TestParseArgs(t *testing.T) {
 				t.Errorf("%+v", c)
 			}
 		}},
+		// The seeds' line: ipvsadm silently gives a DR real the virtual port.
+		{"-a -t 192.168.0.220:443 -r 192.168.0.20:80 -g", func(t *testing.T, c *Command) {
+			if c.Dest.Port != 443 {
+				t.Errorf("DR real port: got %d, want the virtual port 443", c.Dest.Port)
+			}
+		}},
+		{"-A -t 192.168.0.210:80 -s sh -b sh-fallback,sh-port", func(t *testing.T, c *Command) {
+			if b, err := ParseSchedFlags(c.Service.Scheduler, c.Service.SchedFlags); err != nil || b != SchedFlag1|SchedFlag2 {
+				t.Errorf("flags %v: %v %v", c.Service.SchedFlags, b, err)
+			}
+		}},
+		{"-E -f 6666 -s rr -p 3000", func(t *testing.T, c *Command) {
+			if c.Op != OpEditService || c.Service.FWMark != 6666 || !c.Service.Persistent || c.Service.Timeout != 3000 || c.Service.Netmask.Bits() != 32 {
+				t.Errorf("%+v", c.Service)
+			}
+		}},
+		{"-A -t 192.168.0.210:0 -p -M 255.255.255.0", func(t *testing.T, c *Command) {
+			if c.Service.Port != 0 || c.Service.Timeout != DefaultTimeout || c.Service.Netmask.Bits() != 24 {
+				t.Errorf("%+v", c.Service)
+			}
+		}},
+		{"--add-mark -f 6666 -t 192.168.0.220:80,443,8000-8010", func(t *testing.T, c *Command) {
+			a := netip.MustParseAddr("192.168.0.220")
+			want := []MarkRule{{6666, TCP, a, 80, 80}, {6666, TCP, a, 443, 443}, {6666, TCP, a, 8000, 8010}}
+			if c.Op != OpAddMark || len(c.Marks) != 3 || c.Marks[0] != want[0] || c.Marks[1] != want[1] || c.Marks[2] != want[2] {
+				t.Errorf("%+v", c.Marks)
+			}
+		}},
+		{"--add-mark -f 7 -u 10.0.0.1", func(t *testing.T, c *Command) {
+			if len(c.Marks) != 1 || !c.Marks[0].AllPorts() || c.Marks[0].Proto != UDP {
+				t.Errorf("%+v", c.Marks)
+			}
+		}},
+		{"--del-mark -f 7", func(t *testing.T, c *Command) {
+			if c.Op != OpDelMark || c.Service.FWMark != 7 || len(c.Marks) != 0 {
+				t.Errorf("%+v", c)
+			}
+		}},
 		{"-Ln", func(t *testing.T, c *Command) {
 			if c.Op != OpList || !c.List.Numeric {
 				t.Errorf("%+v", c)
@@ -119,7 +157,6 @@ func TestParseArgsErrors(t *testing.T) {
 		"-A -t 1.2.3.4:80 -u 1.2.3.4:80",
 		"-a -t 1.2.3.4:80 -r 5.6.7.8 -w -1",
 		"-a -t 1.2.3.4:80 -r 5.6.7.8 -w 70000",
-		"-a -t 1.2.3.4:80 -r 5.6.7.8:81 -g",
 		"-a -t 1.2.3.4:80 -r 5.6.7.8 -g -m",
 		"-A -t 1.2.3.4:0 -s rr",
 		"-A -t 1.2.3.4:80 -p 0",
@@ -128,6 +165,13 @@ func TestParseArgsErrors(t *testing.T) {
 		"--bogus",
 		"--set 1 2",
 		"-A -t 1.2.3.4:80 extra",
+		"-A -t 1.2.3.4:80 -s rr -b sh-port",
+		"-A -t 1.2.3.4:80 -s sh -b sh-nope",
+		"--add-mark -t 1.2.3.4:80",
+		"--add-mark -f 1",
+		"--add-mark -f 1 -t 1.2.3.4:90-80",
+		"--add-mark -f 1 -t 1.2.3.4:0",
+		"--add-mark -f 1 -t 1.2.3.4:80,",
 	} {
 		if c, err := ParseArgs(strings.Fields(line)); err == nil {
 			t.Errorf("%q accepted: %+v", line, c)
@@ -144,6 +188,7 @@ func FuzzParseArgs(f *testing.F) {
 	for _, s := range []string{
 		"-A -t 192.168.0.210:80 -s rr", "-a -t 1.2.3.4:80 -r 5.6.7.8 -g -w 2", "-Lnc", "--set 1 2 3",
 		"-A -f 66 -s rr -p 360", "-e -t 1.2.3.4:80 -r 5.6.7.8 -i", "-E -t 1.2.3.4:http -s wlc -p",
+		"--add-mark -f 6666 -t 192.168.0.220:80,443", "-A -t 1.2.3.4:80 -s mh -b mh-port,mh-fallback",
 	} {
 		f.Add(s)
 	}

@@ -156,6 +156,9 @@ func (s Service) Validate() error {
 	if s.Scheduler == "" {
 		return invalid("no scheduler")
 	}
+	if _, err := ParseSchedFlags(s.Scheduler, s.SchedFlags); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -24,6 +24,10 @@ import (
 
 // Limits compiled into the BPF program (bpf/consts.h).
 const (
+	// MaxServiceKeys is the size of the services map: one entry per
+	// (VIP, port, protocol) a service or port group claims.
+	MaxServiceKeys = 65536
+	// MaxServices is how many virtual services the daemon accepts.
 	MaxServices = 4096
 	MaxReals    = 8192
 	MaxIfaces   = 64

@@ -252,3 +252,33 @@ func TestWalkConnsBatches(t *testing.T) {
 		t.Fatalf("walk saw %d connections, want %d", len(seen), n)
 	}
 }
+
+// A service key with port 0 (a persistent port-zero service, or a port
+// group bound to every port) catches ports without their own key; a key
+// of its own still wins.
+func TestDirectorAllPortsKey(t *testing.T) {
+	d := openDirector(t)
+	other := netip.MustParseAddr("192.0.2.20")
+	if err := d.SetService(dataplane.ServiceKey{VIP: other, Port: 0, Proto: 6}, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetReal(1, dataplane.Real{Addr: rip, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdRoute}); err != nil {
+		t.Fatal(err)
+	}
+	k := dataplane.ConnKey{Src: client, Dst: other, SrcPort: 40000, DstPort: 8443, Proto: conntrack.ProtoTCP}
+	if err := d.SetConn(k, dataplane.Conn{RealID: 1, ServiceID: 2, State: conntrack.StateEstablished, LastSeen: dataplane.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	hit := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: other, SrcPort: 40000, DstPort: 8443, ACK: true}.Build()
+	if v, out, err := d.Run(hit, 0, 0); err != nil || v != dataplane.XDPTx || !bytes.Equal(out, withMACs(hit, realMAC, ifMAC)) {
+		t.Fatalf("port 8443 under a port-0 key: verdict %v err %v", v, err)
+	}
+	syn := testutil.Frame{Src: client, Dst: other, SrcPort: 40001, DstPort: 22, SYN: true}.Build()
+	if v, _, _ := d.Run(syn, 0, 0); v != dataplane.XDPDrop {
+		t.Fatalf("new flow on a port-0 service: verdict %v, want slow path (drop without socket)", v)
+	}
+	udp := testutil.Frame{Src: client, Dst: other, SrcPort: 40001, DstPort: 22, Proto: layers.IPProtocolUDP}.Build()
+	if v, _, _ := d.Run(udp, 0, 0); v != dataplane.XDPPass {
+		t.Fatalf("UDP to a TCP port-0 service: verdict %v, want pass", v)
+	}
+}

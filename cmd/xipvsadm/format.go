@@ -140,6 +140,9 @@ func printList(w io.Writer, size int, svcs []api.Service, f config.ListFormat, o
 			name = truncate(s.Proto.String()+"  "+n.addrPort(s.Addr, s.Port, s.Proto), 33)
 		}
 		fmt.Fprintf(bw, "%s %s", name, s.Scheduler)
+		if bits, err := config.ParseSchedFlags(s.Scheduler, s.SchedFlags); err == nil && bits != 0 {
+			fmt.Fprintf(bw, " (%s)", strings.Join(config.SchedFlagNames(s.Scheduler, bits), ","))
+		}
 		if s.Persistent {
 			fmt.Fprintf(bw, " persistent %d", s.Timeout)
 			if s.Netmask.IsValid() && s.Netmask.Bits() != 32 {
@@ -171,4 +174,14 @@ func maskString(bits int) string {
 
 func printTimeouts(w io.Writer, t api.Timeouts) {
 	fmt.Fprintf(w, "Timeout (tcp tcpfin udp): %d %d %d\n", t.TCP, t.TCPFin, t.UDP)
+}
+
+// printMarks writes the port-group bindings as the --add-mark lines that
+// recreate them (all marks, or one).
+func printMarks(w io.Writer, rules []config.MarkRule, mark uint32) {
+	for _, r := range rules {
+		if mark == 0 || r.Mark == mark {
+			fmt.Fprintf(w, "--add-mark %s\n", r)
+		}
+	}
 }

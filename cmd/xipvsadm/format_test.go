@@ -71,3 +71,27 @@ func TestExitCodes(t *testing.T) {
 		t.Errorf("no daemon: exit %d, want 1 (%s)", code, e.String())
 	}
 }
+
+// Persistence, netmask, scheduler flags and firewall-mark services, hand
+// written from ipvsadm's print_service_entry: " (flags)" after the
+// scheduler, then " persistent N" and " mask M"; fwmark services sort
+// after the others (ipvs_cmp_services compares the mark first).
+func TestListPersistentGolden(t *testing.T) {
+	fwm := api.Service{Service: config.Service{ServiceKey: config.ServiceKey{FWMark: 6666, Proto: config.TCP}, Scheduler: "rr",
+		Persistent: true, Timeout: 3000, Netmask: netip.MustParsePrefix("0.0.0.0/32")},
+		Dests: []api.Dest{dst("192.168.0.10", 0, 1, 2, 0)}}
+	sh := svc(config.TCP, "10.0.0.100", 0, "sh", dst("10.0.0.11", 0, 1, 0, 0))
+	sh.Persistent, sh.Timeout, sh.Netmask = true, 300, netip.MustParsePrefix("0.0.0.0/24")
+	sh.SchedFlags = []string{"sh-port", "sh-fallback"}
+	var out bytes.Buffer
+	if err := printList(&out, 4096, []api.Service{fwm, sh}, config.ListFormat{Numeric: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("testdata/list-persistent.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
+	}
+}

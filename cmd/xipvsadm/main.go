@@ -77,6 +77,17 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 		return c.EditDest(k, cmd.Dest)
 	case config.OpDelDest:
 		return c.DeleteDest(k, cmd.Dest)
+	case config.OpAddMark:
+		return c.AddMarks(cmd.Marks)
+	case config.OpDelMark:
+		return c.DeleteMarks(cmd.Service.FWMark, cmd.Marks)
+	case config.OpGetMark:
+		rules, err := c.Marks()
+		if err != nil {
+			return err
+		}
+		printMarks(out, rules, cmd.Service.FWMark)
+		return nil
 	case config.OpSetTimeout:
 		return c.SetTimeouts(api.Timeouts{TCP: cmd.Timeouts[0], TCPFin: cmd.Timeouts[1], UDP: cmd.Timeouts[2]})
 	case config.OpList:
@@ -110,13 +121,16 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 
 const helpText = `xipvsadm v0.1.0 -- ipvsadm for xipvsd (Linux Virtual Server on XDP)
 Usage:
-  xipvsadm -A|E virtual-service [-s scheduler]
+  xipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
   xipvsadm -D virtual-service
   xipvsadm -C
-  xipvsadm -a|e virtual-service -r server-address [-g] [-w weight]
+  xipvsadm -a|e virtual-service -r server-address [-g] [-w weight] [-x upper] [-y lower]
   xipvsadm -d virtual-service -r server-address
   xipvsadm -L|l [virtual-service] [options]
   xipvsadm --set tcp tcpfin udp
+  xipvsadm --add-mark -f mark -t|-u address[:ports]
+  xipvsadm --del-mark -f mark [-t|-u address[:ports]]
+  xipvsadm --get-mark [-f mark]
   xipvsadm -h
 
 Commands:
@@ -130,24 +144,45 @@ Either long or short options are allowed.
   --delete-server   -d        delete real server
   --list            -L|-l     list the table
   --set tcp tcpfin udp        set connection timeout values
+  --add-mark                  bind ports of a VIP to a firewall mark (port group)
+  --del-mark                  remove port-group bindings (all of the mark without -t/-u)
+  --get-mark                  list port-group bindings
   --help            -h        display this help message
 
 virtual-service:
   --tcp-service|-t  service-address   service-address is host[:port]
   --udp-service|-u  service-address   service-address is host[:port]
+  --fwmark-service|-f fwmark          fwmark is an integer greater than zero;
+                                      its ports are bound with --add-mark
 
 Options:
-  --scheduler    -s scheduler         one of rr|wrr|lc|wlc (more to come:
-                                      lblc lblcr dh sh sed nq mh are refused
-                                      with "Scheduler not found"),
+  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|mh,
                                       the default scheduler is wlc.
+  --persistent   -p [timeout]         persistent service (default 300 seconds)
+  --netmask      -M netmask           persistent granularity mask (default /32)
+  --sched-flags  -b flags             scheduler flags, comma separated:
+                                      sh-fallback,sh-port (sh), mh-fallback,mh-port (mh),
+                                      flag-1,flag-2,flag-3
   --real-server  -r server-address    server-address is host (and port)
   --gatewaying   -g                   gatewaying (direct routing) (default)
-  --weight       -w weight            capacity of real server (0 = drain)
+  --weight       -w weight            capacity of real server (0 = quiesce)
+  --u-threshold  -x uthreshold        upper threshold of connections
+  --l-threshold  -y lthreshold        lower threshold of connections
   --numeric      -n                   numeric output of addresses and ports
   --timeout                           output of timeout (tcp tcpfin udp)
   --socket PATH                       xipvsd's control socket (default
                                       $XIPVS_SOCKET or /run/xipvs/xipvsd.sock)
+
+Port groups (firewall-mark services):
+  LVS groups ports with an iptables MARK rule in the mangle table and a -f
+  service. XDP sees packets before netfilter, so xipvs binds the ports
+  itself; the ports are a comma list of ports, names and LO-HI ranges, and
+  no ports means every port of the address. For example, for
+    iptables -t mangle -A PREROUTING -d 192.168.0.220 -p tcp \
+        -m multiport --dports 80,443 -j MARK --set-mark 6666
+  run
+    xipvsadm --add-mark -f 6666 -t 192.168.0.220:80,443
+  and then the usual -A -f 6666 / -a -f 6666 lines.
 
 Exit status: 0 success, 1 operation refused by xipvsd (message on stderr),
 2 bad command line.

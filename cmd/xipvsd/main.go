@@ -60,6 +60,8 @@ func main() {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	sweep := fs.Duration("sweep-interval", time.Second, "how often idle connections are aged out")
 	dryRun := fs.Bool("dry-run", false, "validate the options and interfaces, then exit")
+	expireQuiescent := fs.Bool("expire-quiescent-template", false,
+		"drop a persistence template when its real is quiesced (weight 0), as IPVS's\nexpire_quiescent_template sysctl; off, persistent clients stay on a quiesced real")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -93,13 +95,13 @@ func main() {
 		fmt.Println("xipvsd: configuration OK")
 		return
 	}
-	if err := run(log, ifaces, api.SocketPath(*socket), uint32(*connTable), *sweep); err != nil {
+	if err := run(log, ifaces, api.SocketPath(*socket), uint32(*connTable), *sweep, *expireQuiescent); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, ifaces []string, socket string, connTable uint32, sweep time.Duration) error {
+func run(log *slog.Logger, ifaces []string, socket string, connTable uint32, sweep time.Duration, expireQuiescent bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -113,7 +115,8 @@ func run(log *slog.Logger, ifaces []string, socket string, connTable uint32, swe
 	resolver := dataplane.NewResolver(log, func(a netip.Addr, ifindex int, mac net.HardwareAddr) {
 		srv.OnNeighbor(a, ifindex, mac)
 	})
-	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.Route, Logger: log})
+	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.Route, Logger: log,
+		ExpireQuiescentTemplate: expireQuiescent})
 	go resolver.Run(ctx, time.Second)
 	go srv.RunSweeper(ctx, sweep)
 
@@ -175,9 +178,11 @@ func statusOf(err error) int {
 	switch {
 	case errors.As(err, &ae) && ae.Status != 0:
 		return ae.Status
-	case errors.Is(err, server.ErrNoService), errors.Is(err, server.ErrSvcNotDefined), errors.Is(err, server.ErrNoDest):
+	case errors.Is(err, server.ErrNoService), errors.Is(err, server.ErrSvcNotDefined), errors.Is(err, server.ErrNoDest),
+		errors.Is(err, server.ErrNoMark):
 		return http.StatusNotFound
-	case errors.Is(err, server.ErrServiceExists), errors.Is(err, server.ErrDestExists):
+	case errors.Is(err, server.ErrServiceExists), errors.Is(err, server.ErrDestExists),
+		errors.Is(err, server.ErrMarkExists), errors.Is(err, server.ErrMarkOverlap):
 		return http.StatusConflict
 	case errors.Is(err, config.ErrInvalid), errors.Is(err, server.ErrUnsupported), errors.Is(err, server.ErrNoScheduler):
 		return http.StatusBadRequest
@@ -196,6 +201,9 @@ func (b *backend) AddService(s config.Service) error                 { return b.
 func (b *backend) EditService(s config.Service) error                { return b.srv.EditService(s) }
 func (b *backend) DeleteService(k config.ServiceKey) error           { return b.srv.DeleteService(k) }
 func (b *backend) Clear() error                                      { return b.srv.Clear() }
+func (b *backend) AddMarks(r []config.MarkRule) error                { return b.srv.AddMarks(r) }
+func (b *backend) DeleteMarks(m api.MarkRequest) error               { return b.srv.DeleteMarks(m.Mark, m.Rules) }
+func (b *backend) Marks() []config.MarkRule                          { return b.srv.Marks() }
 func (b *backend) AddDest(k config.ServiceKey, d config.Dest) error  { return b.srv.AddDest(k, d) }
 func (b *backend) EditDest(k config.ServiceKey, d config.Dest) error { return b.srv.EditDest(k, d) }
 func (b *backend) DeleteDest(k config.ServiceKey, a netip.Addr, p uint16) error {

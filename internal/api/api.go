@@ -90,6 +90,16 @@ type Backend interface {
 	SetTimeouts(Timeouts) error
 	GetTimeouts() Timeouts
 	Info() Info
+	AddMarks([]config.MarkRule) error
+	DeleteMarks(MarkRequest) error
+	Marks() []config.MarkRule
+}
+
+// MarkRequest deletes port-group rules: Rules, or every rule of Mark when
+// Rules is empty.
+type MarkRequest struct {
+	Mark  uint32            `json:"mark"`
+	Rules []config.MarkRule `json:"rules"`
 }
 
 // StatusOf maps a backend error to an HTTP status.
@@ -146,6 +156,15 @@ func Handler(b Backend, status StatusOf) http.Handler {
 		return nil, decode(r, &t, func() error { return b.SetTimeouts(t) })
 	})
 	do("GET /v1/info", func(*http.Request) (any, error) { return b.Info(), nil })
+	do("POST /v1/marks/add", func(r *http.Request) (any, error) {
+		var rules []config.MarkRule
+		return nil, decode(r, &rules, func() error { return b.AddMarks(rules) })
+	})
+	do("POST /v1/marks/delete", func(r *http.Request) (any, error) {
+		var m MarkRequest
+		return nil, decode(r, &m, func() error { return b.DeleteMarks(m) })
+	})
+	do("GET /v1/marks", func(*http.Request) (any, error) { return b.Marks(), nil })
 	return mux
 }
 
@@ -267,4 +286,20 @@ func (c *Client) SetTimeouts(t Timeouts) error {
 func (c *Client) Info() (Info, error) {
 	var i Info
 	return i, c.call("GET", "/v1/info", nil, &i)
+}
+
+// AddMarks binds ports to firewall marks (port groups for -f services).
+func (c *Client) AddMarks(rules []config.MarkRule) error {
+	return c.call("POST", "/v1/marks/add", rules, nil)
+}
+
+// DeleteMarks removes port-group rules; with no rules, every rule of mark.
+func (c *Client) DeleteMarks(mark uint32, rules []config.MarkRule) error {
+	return c.call("POST", "/v1/marks/delete", MarkRequest{Mark: mark, Rules: rules}, nil)
+}
+
+// Marks lists the port-group rules.
+func (c *Client) Marks() ([]config.MarkRule, error) {
+	var out []config.MarkRule
+	return out, c.call("GET", "/v1/marks", nil, &out)
 }

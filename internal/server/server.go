@@ -31,6 +31,9 @@ var (
 	ErrNoScheduler   = errors.New("Scheduler not found")
 	ErrUnsupported   = errors.New("not supported")
 	ErrFull          = errors.New("Memory allocation problem")
+	ErrMarkExists    = errors.New("Port group already exists")
+	ErrMarkOverlap   = errors.New("Port group overlaps another")
+	ErrNoMark        = errors.New("No such port group")
 )
 
 // Dataplane is what the server needs of the data plane.
@@ -62,10 +65,16 @@ type Options struct {
 	// Now is the clock connection ages are measured on (dataplane.Now).
 	Now    func() time.Duration
 	Logger *slog.Logger
+	// ExpireQuiescentTemplate is IPVS's expire_quiescent_template sysctl:
+	// a persistence template whose real has weight 0 is dropped, so the
+	// client is scheduled afresh. Off (the kernel's default), persistent
+	// clients keep going to a quiesced real.
+	ExpireQuiescentTemplate bool
 }
 
 type dest struct {
 	cfg     config.Dest
+	svc     *service
 	realID  uint32
 	ifindex int
 	sd      *sched.Dest
@@ -76,10 +85,41 @@ type service struct {
 	id    uint32
 	dests []*dest // the kernel's list order: newest first
 	sched sched.Scheduler
+	// templates are the persistence templates of a persistent service.
+	templates map[tmplKey]*template
 }
 
-func (s *service) dpKey() dataplane.ServiceKey {
-	return dataplane.ServiceKey{VIP: s.cfg.Addr, Port: s.cfg.Port, Proto: uint8(s.cfg.Proto)}
+// tmplKey is what IPVS keys a persistence template on, within one
+// service: the client's address under the -M netmask and the virtual
+// port (0 for port-zero, firewall-mark and FTP services).
+type tmplKey struct {
+	client netip.Addr
+	vport  uint16
+}
+
+// template pins a client network to a real while it controls
+// connections or its timeout has not run out (IPVS's
+// IP_VS_CONN_F_TEMPLATE entries).
+type template struct {
+	dest    *dest
+	expires time.Duration
+}
+
+// templateKey returns the template of a new flow of sv.
+func (sv *service) templateKey(src netip.Addr, dport uint16) tmplKey {
+	p, _ := src.Prefix(sv.cfg.Netmask.Bits())
+	vport := dport
+	if sv.cfg.FWMark != 0 || sv.cfg.Port == 0 || sv.cfg.Port == 21 {
+		vport = 0
+	}
+	return tmplKey{client: p.Addr(), vport: vport}
+}
+
+func (sv *service) setSchedFlags() {
+	if f, ok := sv.sched.(sched.Flagged); ok {
+		bits, _ := config.ParseSchedFlags(sv.cfg.Scheduler, sv.cfg.SchedFlags) // validated
+		f.SetFlags(sched.Flags(bits))
+	}
 }
 
 func (s *service) findDest(addr netip.Addr, port uint16) (int, *dest) {
@@ -104,10 +144,13 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
-	mu        sync.Mutex // guards everything below
-	services  map[config.ServiceKey]*service
-	byID      map[uint32]*service
+	mu       sync.Mutex // guards everything below
+	services map[config.ServiceKey]*service
+	byID     map[uint32]*service
+	// byDP is what the data plane's services map holds: every (VIP,
+	// port, protocol) a service or a port group claims.
 	byDP      map[dataplane.ServiceKey]*service
+	marks     []config.MarkRule
 	reals     map[uint32]*dest
 	nextSvcID uint32
 	freeReals []uint32
@@ -150,28 +193,92 @@ func (s *Server) allocReal() (uint32, error) {
 	return id, nil
 }
 
-func (s *Server) checkSupported(svc config.Service) error {
-	if svc.FWMark != 0 {
-		return fmt.Errorf("firewall-mark services (-f): %w yet", ErrUnsupported)
-	}
-	if svc.Persistent {
-		return fmt.Errorf("persistence (-p): %w yet", ErrUnsupported)
+// normalize checks a service and fills in ipvsadm's defaults for what an
+// API client may leave out.
+func normalize(svc *config.Service) error {
+	if err := svc.Validate(); err != nil {
+		return err
 	}
 	if svc.OnePacket {
 		return fmt.Errorf("one-packet scheduling (-o): %w yet", ErrUnsupported)
 	}
-	if len(svc.SchedFlags) > 0 {
-		return fmt.Errorf("scheduler flags (-b): %w yet", ErrUnsupported)
+	if svc.Persistent {
+		if svc.Timeout == 0 {
+			svc.Timeout = config.DefaultTimeout
+		}
+		if !svc.Netmask.IsValid() {
+			svc.Netmask = netip.PrefixFrom(netip.IPv4Unspecified(), 32)
+		}
+	} else {
+		svc.Timeout, svc.Netmask = 0, netip.Prefix{}
+	}
+	return nil
+}
+
+// desiredKeys computes the data plane's service keys from the services
+// and mark rules: each -t/-u service its own key, each -f service the
+// keys its mark binds (a port group wins over a plain service on the same
+// port, as a firewall-mark service does in IPVS).
+func (s *Server) desiredKeys() (map[dataplane.ServiceKey]*service, error) {
+	want := make(map[dataplane.ServiceKey]*service, len(s.byDP))
+	for _, sv := range s.services {
+		if sv.cfg.FWMark == 0 {
+			want[dataplane.ServiceKey{VIP: sv.cfg.Addr, Port: sv.cfg.Port, Proto: uint8(sv.cfg.Proto)}] = sv
+		}
+	}
+	byMark := map[uint32]*service{}
+	for _, sv := range s.services {
+		if sv.cfg.FWMark != 0 {
+			byMark[sv.cfg.FWMark] = sv
+		}
+	}
+	for _, r := range s.marks {
+		sv := byMark[r.Mark]
+		if sv == nil {
+			continue
+		}
+		k := dataplane.ServiceKey{VIP: r.Addr, Proto: uint8(r.Proto)}
+		for p := int(r.PortLo); p <= int(r.PortHi); p++ {
+			k.Port = uint16(p)
+			want[k] = sv
+		}
+		if len(want) > dataplane.MaxServiceKeys {
+			return nil, fmt.Errorf("%w: services and port groups would claim more than %d ports", ErrFull, dataplane.MaxServiceKeys)
+		}
+	}
+	return want, nil
+}
+
+// syncKeys brings the data plane's services map in line with the model;
+// on a capacity error it changes nothing and the caller undoes its change.
+func (s *Server) syncKeys() error {
+	want, err := s.desiredKeys()
+	if err != nil {
+		return err
+	}
+	for k, sv := range want {
+		if s.byDP[k] == sv {
+			continue
+		}
+		if err := s.opts.Dataplane.SetService(k, sv.id); err != nil {
+			return err
+		}
+		s.byDP[k] = sv
+	}
+	for k := range s.byDP {
+		if _, ok := want[k]; !ok {
+			if err := s.opts.Dataplane.DeleteService(k); err != nil {
+				return err
+			}
+			delete(s.byDP, k)
+		}
 	}
 	return nil
 }
 
 // AddService adds a virtual service (ipvsadm -A).
 func (s *Server) AddService(svc config.Service) error {
-	if err := svc.Validate(); err != nil {
-		return err
-	}
-	if err := s.checkSupported(svc); err != nil {
+	if err := normalize(&svc); err != nil {
 		return err
 	}
 	sc, err := sched.New(svc.Scheduler)
@@ -186,24 +293,25 @@ func (s *Server) AddService(svc config.Service) error {
 	if len(s.services) >= dataplane.MaxServices {
 		return fmt.Errorf("%w: more than %d services", ErrFull, dataplane.MaxServices)
 	}
-	sv := &service{cfg: svc, id: s.nextSvcID, sched: sc}
-	if err := s.opts.Dataplane.SetService(sv.dpKey(), sv.id); err != nil {
+	sv := &service{cfg: svc, id: s.nextSvcID, sched: sc, templates: map[tmplKey]*template{}}
+	sv.setSchedFlags()
+	s.services[svc.ServiceKey] = sv
+	s.byID[sv.id] = sv
+	if err := s.syncKeys(); err != nil {
+		delete(s.services, svc.ServiceKey)
+		delete(s.byID, sv.id)
+		_ = s.syncKeys()
 		return err
 	}
 	s.nextSvcID++
-	s.services[svc.ServiceKey] = sv
-	s.byID[sv.id] = sv
-	s.byDP[sv.dpKey()] = sv
-	s.log.Info("service added", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler)
+	s.log.Info("service added", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
+		"persistent", svc.Timeout, "flags", svc.SchedFlags)
 	return nil
 }
 
 // EditService changes a service's settings (ipvsadm -E).
 func (s *Server) EditService(svc config.Service) error {
-	if err := svc.Validate(); err != nil {
-		return err
-	}
-	if err := s.checkSupported(svc); err != nil {
+	if err := normalize(&svc); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -220,8 +328,14 @@ func (s *Server) EditService(svc config.Service) error {
 		sc.Update(sv.schedDests())
 		sv.sched = sc
 	}
+	if !svc.Persistent || svc.Netmask != sv.cfg.Netmask {
+		// Templates keyed on the old netmask (or no longer wanted).
+		clear(sv.templates)
+	}
 	sv.cfg = svc
-	s.log.Info("service edited", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler)
+	sv.setSchedFlags()
+	s.log.Info("service edited", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
+		"persistent", svc.Timeout, "flags", svc.SchedFlags)
 	return nil
 }
 
@@ -238,7 +352,9 @@ func (s *Server) DeleteService(k config.ServiceKey) error {
 }
 
 func (s *Server) deleteServiceLocked(sv *service) error {
-	if err := s.opts.Dataplane.DeleteService(sv.dpKey()); err != nil {
+	delete(s.services, sv.cfg.ServiceKey)
+	delete(s.byID, sv.id)
+	if err := s.syncKeys(); err != nil {
 		return err
 	}
 	ids := map[uint32]bool{}
@@ -251,9 +367,6 @@ func (s *Server) deleteServiceLocked(sv *service) error {
 	for _, d := range sv.dests {
 		s.releaseDest(d)
 	}
-	delete(s.services, sv.cfg.ServiceKey)
-	delete(s.byID, sv.id)
-	delete(s.byDP, sv.dpKey())
 	s.log.Info("service deleted", "service", sv.cfg.ServiceKey.String())
 	return nil
 }
@@ -332,9 +445,6 @@ func checkDest(k config.ServiceKey, d config.Dest) error {
 	if d.Fwd != config.FwdRoute {
 		return fmt.Errorf("forwarding method %s (%s): %w yet; use -g", d.Fwd, d.Fwd.Switch(), ErrUnsupported)
 	}
-	if d.UThreshold != 0 || d.LThreshold != 0 {
-		return fmt.Errorf("connection thresholds (-x/-y): %w yet", ErrUnsupported)
-	}
 	return nil
 }
 
@@ -363,8 +473,8 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 	if err != nil {
 		return err
 	}
-	nd := &dest{cfg: d, realID: id, ifindex: ifindex,
-		sd: &sched.Dest{ID: id, Addr: d.Addr, Port: d.Port, Weight: d.Weight}}
+	nd := &dest{cfg: d, svc: sv, realID: id, ifindex: ifindex,
+		sd: &sched.Dest{ID: id, Addr: d.Addr, Port: d.Port, Weight: d.Weight, LastWeight: d.Weight}}
 	var mac net.HardwareAddr
 	if s.opts.Neighbors != nil {
 		mac = s.opts.Neighbors.MAC(d.Addr)
@@ -401,6 +511,14 @@ func (s *Server) EditDest(k config.ServiceKey, d config.Dest) error {
 	if x == nil {
 		return ErrNoDest
 	}
+	// __ip_vs_update_dest: last_weight keeps the latest non-zero weight;
+	// removing or raising the upper threshold clears the overload flag.
+	if d.Weight != 0 {
+		x.sd.LastWeight = d.Weight
+	}
+	if d.UThreshold == 0 || d.UThreshold > x.cfg.UThreshold {
+		x.sd.Overloaded = false
+	}
 	x.cfg = d
 	x.sd.Weight = d.Weight
 	sv.sched.Update(sv.schedDests())
@@ -423,6 +541,11 @@ func (s *Server) DeleteDest(k config.ServiceKey, addr netip.Addr, port uint16) e
 	}
 	sv.dests = slices.Delete(sv.dests, i, i+1)
 	sv.sched.Update(sv.schedDests())
+	for k, t := range sv.templates {
+		if t.dest == x {
+			delete(sv.templates, k)
+		}
+	}
 	if err := s.expireConns(map[uint32]bool{x.realID: true}); err != nil {
 		return err
 	}
@@ -448,19 +571,60 @@ func (s *Server) OnNeighbor(addr netip.Addr, ifindex int, mac net.HardwareAddr) 
 
 // NewFlow schedules a new connection: the slow path's handler.
 func (s *Server) NewFlow(f dataplane.NewFlow) (dataplane.Decision, bool) {
+	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sv, ok := s.byDP[dataplane.ServiceKey{VIP: f.Key.Dst, Port: f.Key.DstPort, Proto: f.Key.Proto}]
 	if !ok {
-		return dataplane.Decision{}, false
+		// Every port of the VIP, as the data plane looks it up.
+		if sv, ok = s.byDP[dataplane.ServiceKey{VIP: f.Key.Dst, Proto: f.Key.Proto}]; !ok {
+			return dataplane.Decision{}, false
+		}
 	}
-	d := sv.sched.Schedule(sched.Flow{Src: f.Key.Src, Dst: f.Key.Dst, SrcPort: f.Key.SrcPort, DstPort: f.Key.DstPort, Proto: f.Key.Proto})
+	flow := sched.Flow{Src: f.Key.Src, Dst: f.Key.Dst, SrcPort: f.Key.SrcPort, DstPort: f.Key.DstPort, Proto: f.Key.Proto, Now: now}
+	d := s.schedule(sv, flow)
 	if d == nil {
 		return dataplane.Decision{}, false
 	}
-	// Counted as inactive until the next sweep sees its state.
-	d.InactConns++
-	return dataplane.Decision{RealID: d.ID, ServiceID: sv.id}, true
+	// ip_vs_bind_dest: counted as inactive until the next sweep sees its
+	// state; reaching the upper threshold overloads the real.
+	d.sd.InactConns++
+	if u := d.cfg.UThreshold; u != 0 && uint32(d.sd.ActiveConns+d.sd.InactConns) >= u {
+		d.sd.Overloaded = true
+	}
+	sv.sched.Changed(d.sd)
+	return dataplane.Decision{RealID: d.realID, ServiceID: sv.id}, true
+}
+
+// schedule picks the real of a new flow, through the client's
+// persistence template when the service is persistent (IPVS's
+// ip_vs_sched_persist).
+func (s *Server) schedule(sv *service, f sched.Flow) *dest {
+	if !sv.cfg.Persistent {
+		if sd := sv.sched.Schedule(f); sd != nil {
+			return s.reals[sd.ID]
+		}
+		return nil
+	}
+	timeout := time.Duration(sv.cfg.Timeout) * time.Second
+	k := sv.templateKey(f.Src, f.DstPort)
+	if t := sv.templates[k]; t != nil {
+		// ip_vs_check_template: a deleted real (already gone from the
+		// map), or with expire_quiescent_template a quiesced one, ends
+		// the template.
+		if !(s.opts.ExpireQuiescentTemplate && t.dest.cfg.Weight == 0) {
+			t.expires = f.Now + timeout
+			return t.dest
+		}
+		delete(sv.templates, k)
+	}
+	sd := sv.sched.Schedule(f)
+	if sd == nil {
+		return nil
+	}
+	d := s.reals[sd.ID]
+	sv.templates[k] = &template{dest: d, expires: f.Now + timeout}
+	return d
 }
 
 // SetTimeouts changes the tcp, tcpfin and udp timeouts (ipvsadm --set);
@@ -516,11 +680,22 @@ func (s *Server) Services() []ServiceStatus {
 	return out
 }
 
-// Sweep expires idle connections and recounts ActiveConn/InActConn per
-// real from the connection table.
+// Sweep expires idle connections, recounts ActiveConn/InActConn per real
+// from the connection table, clears overload flags as connections go
+// (ip_vs_unbind_dest) and ages persistence templates.
 func (s *Server) Sweep() error {
+	type persist struct {
+		sv    *service
+		owned map[tmplKey]bool // templates with live connections
+	}
 	s.mu.Lock()
 	to := s.timeouts
+	persistent := map[uint32]*persist{}
+	for id, sv := range s.byID {
+		if sv.cfg.Persistent {
+			persistent[id] = &persist{sv: sv, owned: map[tmplKey]bool{}}
+		}
+	}
 	s.mu.Unlock()
 	now := s.opts.Now()
 	counts := map[uint32]*conntrack.Counts{}
@@ -536,6 +711,9 @@ func (s *Server) Sweep() error {
 			counts[c.RealID] = n
 		}
 		n.Add(k.Proto, c.State)
+		if p := persistent[c.ServiceID]; p != nil {
+			p.owned[p.sv.templateKey(k.Src, k.DstPort)] = true
+		}
 		return true
 	})
 	if err != nil {
@@ -561,9 +739,141 @@ func (s *Server) Sweep() error {
 		if c == nil {
 			c = &conntrack.Counts{}
 		}
+		changed := d.sd.ActiveConns != c.Active || d.sd.InactConns != c.Inactive
 		d.sd.ActiveConns, d.sd.InactConns = c.Active, c.Inactive
+		if d.sd.Overloaded && underThreshold(d) {
+			d.sd.Overloaded = false
+			changed = true
+		}
+		if changed {
+			d.svc.sched.Changed(d.sd)
+		}
+	}
+	// A template expires when its timeout has run out and it controls
+	// no connection; one that still does is re-armed for another
+	// timeout, as ip_vs_conn_expire does.
+	for id, p := range persistent {
+		if s.byID[id] != p.sv {
+			continue // deleted meanwhile
+		}
+		timeout := time.Duration(p.sv.cfg.Timeout) * time.Second
+		for k, t := range p.sv.templates {
+			if now < t.expires {
+				continue
+			}
+			if p.owned[k] {
+				t.expires = now + timeout
+				continue
+			}
+			delete(p.sv.templates, k)
+		}
 	}
 	return nil
+}
+
+// underThreshold is ip_vs_unbind_dest's test for clearing the overload
+// flag: below the lower threshold if one is set, else below three
+// quarters of the upper one.
+func underThreshold(d *dest) bool {
+	total := uint64(d.sd.ActiveConns + d.sd.InactConns)
+	switch {
+	case d.cfg.LThreshold != 0:
+		return total < uint64(d.cfg.LThreshold)
+	case d.cfg.UThreshold != 0:
+		return total*4 < uint64(d.cfg.UThreshold)*3
+	default:
+		return true
+	}
+}
+
+// Templates returns the number of persistence templates of a service.
+func (s *Server) Templates(k config.ServiceKey) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sv := s.services[k]; sv != nil {
+		return len(sv.templates)
+	}
+	return 0
+}
+
+// AddMarks binds ports to firewall marks for -f services (xipvsadm
+// --add-mark). All rules are checked before any is applied.
+func (s *Server) AddMarks(rules []config.MarkRule) error {
+	for _, r := range rules {
+		if err := r.Validate(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all := append([]config.MarkRule(nil), s.marks...)
+	for _, r := range rules {
+		for _, o := range all {
+			if r == o {
+				return fmt.Errorf("%w: port group %s", ErrMarkExists, r)
+			}
+			if r.Overlaps(o) {
+				return fmt.Errorf("%w: %s overlaps %s", ErrMarkOverlap, r, o)
+			}
+		}
+		all = append(all, r)
+	}
+	old := s.marks
+	s.marks = all
+	if err := s.syncKeys(); err != nil {
+		s.marks = old
+		_ = s.syncKeys()
+		return err
+	}
+	for _, r := range rules {
+		s.log.Info("port group added", "rule", r.String())
+	}
+	return nil
+}
+
+// DeleteMarks removes port-group rules (xipvsadm --del-mark): the given
+// rules, each of which must exist, or with no rules every rule of mark.
+func (s *Server) DeleteMarks(mark uint32, rules []config.MarkRule) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keep []config.MarkRule
+	if len(rules) == 0 {
+		for _, o := range s.marks {
+			if o.Mark != mark {
+				keep = append(keep, o)
+			}
+		}
+		if len(keep) == len(s.marks) {
+			return fmt.Errorf("%w: mark %d", ErrNoMark, mark)
+		}
+	} else {
+		for _, r := range rules {
+			if !slices.Contains(s.marks, r) {
+				return fmt.Errorf("%w: %s", ErrNoMark, r)
+			}
+		}
+		for _, o := range s.marks {
+			if !slices.Contains(rules, o) {
+				keep = append(keep, o)
+			}
+		}
+	}
+	old := s.marks
+	s.marks = keep
+	if err := s.syncKeys(); err != nil {
+		s.marks = old
+		_ = s.syncKeys()
+		return err
+	}
+	s.log.Info("port group deleted", "mark", mark, "rules", len(old)-len(keep))
+	return nil
+}
+
+// Marks returns the port-group rules in the order they were added.
+func (s *Server) Marks() []config.MarkRule {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.marks)
 }
 
 // RunSweeper sweeps every interval until ctx ends.

@@ -1,0 +1,152 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// MarkRule binds ports of a VIP to a firewall mark: the classification
+// LVS users do with `iptables -t mangle ... -j MARK --set-mark N`, which
+// cannot work here because XDP runs before netfilter. A -f MARK service
+// takes the traffic of every rule of its mark.
+//
+// PortLo..PortHi is an inclusive range; 0..0 means every port of Addr.
+type MarkRule struct {
+	Mark   uint32     `json:"mark"`
+	Proto  Proto      `json:"proto"`
+	Addr   netip.Addr `json:"addr"`
+	PortLo uint16     `json:"port_lo"`
+	PortHi uint16     `json:"port_hi"`
+}
+
+// AllPorts reports whether the rule binds every port.
+func (r MarkRule) AllPorts() bool { return r.PortLo == 0 && r.PortHi == 0 }
+
+// Overlaps reports whether two rules claim a common (proto, addr, port).
+func (r MarkRule) Overlaps(o MarkRule) bool {
+	if r.Proto != o.Proto || r.Addr != o.Addr {
+		return false
+	}
+	if r.AllPorts() || o.AllPorts() {
+		return r.AllPorts() == o.AllPorts()
+	}
+	return r.PortLo <= o.PortHi && o.PortLo <= r.PortHi
+}
+
+// String renders the rule as the xipvsadm arguments that create it.
+func (r MarkRule) String() string {
+	flag := "-t"
+	if r.Proto == UDP {
+		flag = "-u"
+	}
+	s := fmt.Sprintf("-f %d %s %s", r.Mark, flag, r.Addr)
+	switch {
+	case r.AllPorts():
+	case r.PortLo == r.PortHi:
+		s += ":" + strconv.Itoa(int(r.PortLo))
+	default:
+		s += fmt.Sprintf(":%d-%d", r.PortLo, r.PortHi)
+	}
+	return s
+}
+
+// Validate checks a rule.
+func (r MarkRule) Validate() error {
+	if r.Mark == 0 {
+		return invalid("mark 0 is not a mark")
+	}
+	if err := (ServiceKey{Proto: r.Proto, Addr: r.Addr}).Validate(); err != nil {
+		return err
+	}
+	if r.PortLo > r.PortHi || (r.PortLo == 0) != (r.PortHi == 0) {
+		return invalid("port range %d-%d", r.PortLo, r.PortHi)
+	}
+	return nil
+}
+
+// parseMarkTarget parses "ADDR[:PORTS]" of --add-mark/--del-mark, where
+// PORTS is a comma list of ports, names or LO-HI ranges, as iptables'
+// multiport takes them. No PORTS binds every port.
+func parseMarkTarget(mark uint32, proto Proto, s string) ([]MarkRule, error) {
+	host, ports, hasPorts := strings.Cut(s, ":")
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not an IP address", host)
+	}
+	if !hasPorts {
+		return []MarkRule{{Mark: mark, Proto: proto, Addr: addr.Unmap()}}, nil
+	}
+	var out []MarkRule
+	for _, p := range strings.Split(ports, ",") {
+		lo, hi, isRange := strings.Cut(p, "-")
+		l, err := parsePort(lo, proto)
+		if err != nil {
+			return nil, err
+		}
+		h := l
+		if isRange {
+			if h, err = parsePort(hi, proto); err != nil {
+				return nil, err
+			}
+		}
+		if l == 0 || h < l {
+			return nil, fmt.Errorf("bad port range %q", p)
+		}
+		out = append(out, MarkRule{Mark: mark, Proto: proto, Addr: addr.Unmap(), PortLo: l, PortHi: h})
+	}
+	return out, nil
+}
+
+// Scheduler flags, as ipvsadm's --sched-flags names them. The kernel has
+// three generic bits; sh and mh give the first two names.
+const (
+	SchedFlag1 uint8 = 1 << iota // flag-1, sh-fallback, mh-fallback
+	SchedFlag2                   // flag-2, sh-port, mh-port
+	SchedFlag3                   // flag-3
+)
+
+// ParseSchedFlags turns --sched-flags names into bits; sh- and mh-
+// names are accepted only for their scheduler, as ipvsadm does.
+func ParseSchedFlags(scheduler string, names []string) (uint8, error) {
+	var bits uint8
+	for _, n := range names {
+		switch n {
+		case "flag-1":
+			bits |= SchedFlag1
+		case "flag-2":
+			bits |= SchedFlag2
+		case "flag-3":
+			bits |= SchedFlag3
+		case "sh-fallback", "sh-port", "mh-fallback", "mh-port":
+			if !strings.HasPrefix(n, scheduler+"-") {
+				return 0, invalid("incompatible scheduler flag `%s'", n)
+			}
+			if strings.HasSuffix(n, "-fallback") {
+				bits |= SchedFlag1
+			} else {
+				bits |= SchedFlag2
+			}
+		default:
+			return 0, invalid("invalid scheduler flag `%s'", n)
+		}
+	}
+	return bits, nil
+}
+
+// SchedFlagNames is the inverse of ParseSchedFlags, in ipvsadm's order
+// and naming.
+func SchedFlagNames(scheduler string, bits uint8) []string {
+	names := [3]string{"flag-1", "flag-2", "flag-3"}
+	if scheduler == "sh" || scheduler == "mh" {
+		names[0], names[1] = scheduler+"-fallback", scheduler+"-port"
+	}
+	var out []string
+	for i, n := range names {
+		if bits&(1<<i) != 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -1,0 +1,314 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+)
+
+// fakeDP is an in-memory data plane: maps as Go maps.
+type fakeDP struct {
+	services map[dataplane.ServiceKey]uint32
+	reals    map[uint32]dataplane.Real
+	conns    map[dataplane.ConnKey]dataplane.Conn
+}
+
+func newFakeDP() *fakeDP {
+	return &fakeDP{services: map[dataplane.ServiceKey]uint32{}, reals: map[uint32]dataplane.Real{},
+		conns: map[dataplane.ConnKey]dataplane.Conn{}}
+}
+
+func (f *fakeDP) Interfaces() []dataplane.Interface {
+	return []dataplane.Interface{{Name: "eth0", Index: 2}}
+}
+func (f *fakeDP) SetService(k dataplane.ServiceKey, id uint32) error {
+	f.services[k] = id
+	return nil
+}
+func (f *fakeDP) DeleteService(k dataplane.ServiceKey) error {
+	if _, ok := f.services[k]; !ok {
+		return errors.New("no such key")
+	}
+	delete(f.services, k)
+	return nil
+}
+func (f *fakeDP) SetReal(id uint32, r dataplane.Real) error { f.reals[id] = r; return nil }
+func (f *fakeDP) DeleteReal(id uint32) error                { delete(f.reals, id); return nil }
+func (f *fakeDP) WalkConns(fn func(dataplane.ConnKey, dataplane.Conn) bool) error {
+	for k, c := range f.conns {
+		if !fn(k, c) {
+			break
+		}
+	}
+	return nil
+}
+func (f *fakeDP) LookupConn(k dataplane.ConnKey) (dataplane.Conn, bool, error) {
+	c, ok := f.conns[k]
+	return c, ok, nil
+}
+func (f *fakeDP) DeleteConn(k dataplane.ConnKey) error { delete(f.conns, k); return nil }
+
+type clock struct{ now time.Duration }
+
+func (c *clock) Now() time.Duration { return c.now }
+
+func newTestServer(t *testing.T) (*Server, *fakeDP, *clock) {
+	t.Helper()
+	dp := newFakeDP()
+	clk := &clock{now: time.Hour}
+	s := New(Options{Dataplane: dp, Route: func(netip.Addr) (int, error) { return 2, nil }, Now: clk.Now})
+	return s, dp, clk
+}
+
+var (
+	vip = netip.MustParseAddr("10.0.0.100")
+	rs1 = netip.MustParseAddr("10.0.0.11")
+	rs2 = netip.MustParseAddr("10.0.0.12")
+)
+
+func mustParse(t *testing.T, line string) *config.Command {
+	t.Helper()
+	c, err := config.ParseArgs(fieldsOf(line))
+	if err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	return c
+}
+
+func fieldsOf(s string) []string {
+	var out []string
+	cur := ""
+	for _, r := range s + " " {
+		if r == ' ' {
+			if cur != "" {
+				out = append(out, cur)
+			}
+			cur = ""
+			continue
+		}
+		cur += string(r)
+	}
+	return out
+}
+
+// apply runs an ipvsadm line against the server.
+func apply(t *testing.T, s *Server, line string) {
+	t.Helper()
+	c := mustParse(t, line)
+	var err error
+	switch c.Op {
+	case config.OpAddService:
+		err = s.AddService(c.Service)
+	case config.OpEditService:
+		err = s.EditService(c.Service)
+	case config.OpDelService:
+		err = s.DeleteService(c.Service.ServiceKey)
+	case config.OpAddDest:
+		err = s.AddDest(c.Service.ServiceKey, c.Dest)
+	case config.OpEditDest:
+		err = s.EditDest(c.Service.ServiceKey, c.Dest)
+	case config.OpDelDest:
+		err = s.DeleteDest(c.Service.ServiceKey, c.Dest.Addr, c.Dest.Port)
+	case config.OpAddMark:
+		err = s.AddMarks(c.Marks)
+	case config.OpDelMark:
+		err = s.DeleteMarks(c.Service.FWMark, c.Marks)
+	default:
+		t.Fatalf("apply: %s", line)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+}
+
+// newConn schedules a TCP connection as the slow path does and records it
+// in the fake connection table as established.
+func newConn(t *testing.T, s *Server, dp *fakeDP, src string, sport, dport uint16) netip.Addr {
+	t.Helper()
+	k := dataplane.ConnKey{Src: netip.MustParseAddr(src), Dst: vip, SrcPort: sport, DstPort: dport, Proto: conntrack.ProtoTCP}
+	d, ok := s.NewFlow(dataplane.NewFlow{Key: k})
+	if !ok {
+		t.Fatalf("flow %v not scheduled", k)
+	}
+	dp.conns[k] = dataplane.Conn{RealID: d.RealID, ServiceID: d.ServiceID, State: conntrack.StateEstablished, LastSeen: s.opts.Now()}
+	return dp.reals[d.RealID].Addr
+}
+
+// A client sticks to one real while its template lives; with rr and no
+// persistence it would alternate.
+func TestPersistence(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s rr -p 60")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g")
+	first := newConn(t, s, dp, "192.0.2.1", 1000, 80)
+	for i := 1; i < 20; i++ {
+		if got := newConn(t, s, dp, "192.0.2.1", uint16(1000+i), 80); got != first {
+			t.Fatalf("connection %d went to %v, template says %v", i, got, first)
+		}
+	}
+	// Another client is scheduled by rr: the other real.
+	if other := newConn(t, s, dp, "192.0.2.2", 1000, 80); other == first {
+		t.Fatalf("second client also on %v", first)
+	}
+	// The template outlives its timeout while it controls connections.
+	clk.now += 2 * time.Minute
+	for k, c := range dp.conns {
+		c.LastSeen = clk.now
+		dp.conns[k] = c
+	}
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Templates(config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}); n != 2 {
+		t.Fatalf("templates with live connections: %d, want 2", n)
+	}
+	// With the connections gone and the timeout run out it expires.
+	clear(dp.conns)
+	clk.now += 2 * time.Minute
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Templates(config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}); n != 0 {
+		t.Fatalf("templates after expiry: %d, want 0", n)
+	}
+}
+
+// -M 255.255.255.0 shares one template across a /24; a client of another
+// /24 gets its own.
+func TestPersistenceNetmask(t *testing.T) {
+	s, dp, _ := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s rr -p 60 -M 255.255.255.0")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g")
+	a := newConn(t, s, dp, "192.0.2.1", 1, 80)
+	for i := 2; i < 10; i++ {
+		if got := newConn(t, s, dp, fmt.Sprintf("192.0.2.%d", i), 1, 80); got != a {
+			t.Fatalf("192.0.2.%d went to %v, its /24 to %v", i, got, a)
+		}
+	}
+	if b := newConn(t, s, dp, "198.51.100.1", 1, 80); b == a {
+		t.Fatalf("other /24 on the same real under rr")
+	}
+}
+
+// A persistent port-0 service pins a client across ports; a port group
+// (-f) with -p does the same for the ports its mark binds.
+func TestPersistenceAcrossPorts(t *testing.T) {
+	for _, setup := range [][]string{
+		{"-A -t 10.0.0.100:0 -s rr -p 60", "-a -t 10.0.0.100:0 -r 10.0.0.11 -g", "-a -t 10.0.0.100:0 -r 10.0.0.12 -g"},
+		{"--add-mark -f 6666 -t 10.0.0.100:80,443", "-A -f 6666 -s rr", "-a -f 6666 -r 10.0.0.11 -g", "-a -f 6666 -r 10.0.0.12 -g", "-E -f 6666 -s rr -p 3000"},
+	} {
+		s, dp, _ := newTestServer(t)
+		for _, l := range setup {
+			apply(t, s, l)
+		}
+		a := newConn(t, s, dp, "192.0.2.1", 1, 80)
+		if got := newConn(t, s, dp, "192.0.2.1", 2, 443); got != a {
+			t.Fatalf("%v: port 443 went to %v, port 80 to %v", setup, got, a)
+		}
+	}
+}
+
+// The port group's ports are in the data plane's services map; other
+// ports are not, and deleting the mark or the service removes them.
+func TestMarkKeys(t *testing.T) {
+	s, dp, _ := newTestServer(t)
+	apply(t, s, "--add-mark -f 1 -t 10.0.0.100:80,443,8000-8002")
+	if len(dp.services) != 0 {
+		t.Fatalf("keys without a -f service: %v", dp.services)
+	}
+	apply(t, s, "-A -t 10.0.0.100:80 -s rr")
+	apply(t, s, "-A -f 1 -s wlc")
+	fw := s.services[config.ServiceKey{FWMark: 1, Proto: config.TCP}].id
+	want := map[uint16]uint32{80: fw, 443: fw, 8000: fw, 8001: fw, 8002: fw}
+	if len(dp.services) != len(want) {
+		t.Fatalf("keys %v", dp.services)
+	}
+	for p, id := range want {
+		if got := dp.services[dataplane.ServiceKey{VIP: vip, Port: p, Proto: 6}]; got != id {
+			t.Errorf("port %d: service %d, want %d (the port group wins over -t :80)", p, got, id)
+		}
+	}
+	// Overlapping another mark's rule is refused and changes nothing.
+	c := mustParse(t, "--add-mark -f 2 -t 10.0.0.100:8001-8100")
+	if err := s.AddMarks(c.Marks); !errors.Is(err, ErrMarkOverlap) {
+		t.Fatalf("overlap: %v", err)
+	}
+	apply(t, s, "--del-mark -f 1 -t 10.0.0.100:8000-8002")
+	if len(dp.services) != 2 {
+		t.Fatalf("after --del-mark of a range: %v", dp.services)
+	}
+	apply(t, s, "-D -f 1")
+	if len(dp.services) != 1 || dp.services[dataplane.ServiceKey{VIP: vip, Port: 80, Proto: 6}] == 0 {
+		t.Fatalf("after -D -f 1 the -t service should own :80 again: %v", dp.services)
+	}
+}
+
+// The upper threshold overloads a real when its connections reach it;
+// it is taken again once they fall below 3/4 of it (no lower threshold)
+// or below the lower threshold.
+func TestThresholds(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s rr")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g -x 4")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g -w 0")
+	for i := 0; i < 4; i++ {
+		newConn(t, s, dp, "192.0.2.1", uint16(i), 80)
+	}
+	k := dataplane.ConnKey{Src: netip.MustParseAddr("192.0.2.9"), Dst: vip, SrcPort: 9, DstPort: 80, Proto: 6}
+	if _, ok := s.NewFlow(dataplane.NewFlow{Key: k}); ok {
+		t.Fatal("overloaded real took a 5th connection")
+	}
+	// 3 connections: 3*4 = 12 is not < 4*3 = 12: still overloaded.
+	var one dataplane.ConnKey
+	for k := range dp.conns {
+		one = k
+		break
+	}
+	delete(dp.conns, one)
+	clk.now += time.Second
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.NewFlow(dataplane.NewFlow{Key: k}); ok {
+		t.Fatal("cleared at 3 of 4")
+	}
+	for k := range dp.conns {
+		delete(dp.conns, k)
+		break
+	}
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.NewFlow(dataplane.NewFlow{Key: k}); !ok {
+		t.Fatal("not cleared at 2 of 4")
+	}
+	// Raising the threshold clears the flag at once.
+	apply(t, s, "-e -t 10.0.0.100:80 -r 10.0.0.11 -g -x 2")
+	newConn(t, s, dp, "192.0.2.3", 3, 80)
+	apply(t, s, "-e -t 10.0.0.100:80 -r 10.0.0.11 -g -x 100")
+	if _, ok := s.NewFlow(dataplane.NewFlow{Key: dataplane.ConnKey{Src: k.Src, Dst: vip, SrcPort: 99, DstPort: 80, Proto: 6}}); !ok {
+		t.Fatal("raising -x did not clear the overload")
+	}
+}
+
+// Every scheduler name is accepted and its flags validated.
+func TestSchedulersAccepted(t *testing.T) {
+	s, _, _ := newTestServer(t)
+	for i, name := range []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"} {
+		apply(t, s, fmt.Sprintf("-A -t 10.0.0.100:%d -s %s", 1000+i, name))
+	}
+	apply(t, s, "-E -t 10.0.0.100:1007 -s sh -b sh-port,sh-fallback")
+	c := mustParse(t, "-E -t 10.0.0.100:1007 -s sh")
+	c.Service.SchedFlags = []string{"mh-port"}
+	if err := s.EditService(c.Service); !errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("mh-port on sh: %v", err)
+	}
+}
