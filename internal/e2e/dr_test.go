@@ -116,21 +116,26 @@ func (lab *drLab) adm(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// serveHTTP runs an HTTP server on each real server that answers with
-// the server's name.
-func (lab *drLab) serveHTTP(t *testing.T) {
+// serveHTTP runs an HTTP server on each real server, on port 80 or the
+// ports given, that answers with the server's name.
+func (lab *drLab) serveHTTP(t *testing.T, ports ...int) {
 	t.Helper()
+	if len(ports) == 0 {
+		ports = []int{80}
+	}
 	for _, rs := range lab.rs {
 		name := strings.TrimPrefix(rs.Name, lab.lan.Prefix+"-")
-		var ln net.Listener
-		if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp", ":80"); return }); err != nil {
-			t.Fatal(err)
+		for _, port := range ports {
+			var ln net.Listener
+			if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				fmt.Fprint(w, name)
+			})}
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
 		}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			fmt.Fprint(w, name)
-		})}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
 	}
 }
 
@@ -165,8 +170,14 @@ func (lab *drLab) serveUDP(t *testing.T, port int) {
 // connection and returns the body.
 func (lab *drLab) httpGet(t *testing.T) string {
 	t.Helper()
+	return lab.httpGetPort(t, 80)
+}
+
+// httpGetPort fetches http://VIP:port/ on a new connection.
+func (lab *drLab) httpGetPort(t *testing.T, port int) string {
+	t.Helper()
 	hc := lab.cl.HTTPClient(10 * time.Second)
-	resp, err := hc.Get("http://" + lab.vip.String() + "/")
+	resp, err := hc.Get(fmt.Sprintf("http://%s:%d/", lab.vip, port))
 	if err != nil {
 		t.Fatalf("GET via VIP: %v", err)
 	}
