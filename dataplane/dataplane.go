@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,6 +86,14 @@ type Options struct {
 	// ConnTableSize is the connection table's capacity.
 	ConnTableSize uint32
 	Logger        *slog.Logger
+	// PinDir, when set, is a directory on a BPF filesystem where the maps
+	// and each interface's XDP link are pinned: they outlive the
+	// process, so established flows keep flowing while xipvsd is down,
+	// and the next Open adopts them. A directory under /sys/fs/bpf gets
+	// the filesystem mounted if it is not.
+	PinDir string
+	// Flush discards what PinDir holds before loading.
+	Flush bool
 }
 
 // Interface is a director interface.
@@ -98,10 +107,12 @@ type Interface struct {
 
 // Dataplane is the loaded director program and its maps.
 type Dataplane struct {
-	log    *slog.Logger
-	objs   directorObjects
-	links  []link.Link
-	ifaces []Interface
+	log     *slog.Logger
+	pinDir  string
+	adopted bool // the maps came from PinDir
+	objs    directorObjects
+	links   []link.Link
+	ifaces  []Interface
 
 	realsMu   sync.RWMutex
 	reals     map[uint32]Real          // mirror of the reals map, for the slow path
@@ -136,13 +147,33 @@ func Open(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("load director spec: %w", err)
 	}
 	spec.Maps[directorMapConns].MaxEntries = opts.ConnTableSize
-	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}, ifaceMACs: map[int]net.HardwareAddr{}}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}, ifaceMACs: map[int]net.HardwareAddr{}, pinDir: opts.PinDir}
+	var copts ebpf.CollectionOptions
+	if opts.PinDir != "" {
+		if err := preparePinDir(opts.PinDir, opts.Flush); err != nil {
+			return nil, err
+		}
+		d.adopted = pinned(opts.PinDir)
+		for name, m := range spec.Maps {
+			if !strings.HasPrefix(name, ".") { // not .rodata and the like
+				m.Pinning = ebpf.PinByName
+			}
+		}
+		copts.Maps.PinPath = opts.PinDir
+	}
+	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load director: %+v", ve)
 		}
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("the maps pinned in %s do not fit this xipvsd (%w): another version or --conn-table-size made them; "+
+				"start with --flush to discard them and every connection they hold", opts.PinDir, err)
+		}
 		return nil, fmt.Errorf("load director: %w", err)
+	}
+	if d.adopted {
+		d.log.Info("adopted pinned maps", "dir", opts.PinDir)
 	}
 	for i, name := range opts.Interfaces {
 		if err := d.addInterface(name, uint16(i)); err != nil {
@@ -179,9 +210,9 @@ func (d *Dataplane) addInterface(name string, slot uint16) error {
 	if err := d.objs.TxPorts.Put(uint32(ifc.Index), uint32(ifc.Index)); err != nil {
 		return fmt.Errorf("interface %s: tx_ports map: %w", name, err)
 	}
-	lk, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XipvsDirector, Interface: ifc.Index, Flags: link.XDPDriverMode})
+	lk, err := d.attach(ifc)
 	if err != nil {
-		return fmt.Errorf("attach xdp (native) to %s: %w", name, err)
+		return err
 	}
 	d.links = append(d.links, lk)
 	d.ifaces = append(d.ifaces, ifc)
@@ -202,6 +233,8 @@ func (d *Dataplane) Close() error {
 		err = errors.Join(err, d.slow.close())
 		d.slow = nil
 	}
+	// Closing a pinned link only drops our reference: the program stays
+	// attached and forwarding (Cleanup detaches it).
 	for i := len(d.links) - 1; i >= 0; i-- {
 		err = errors.Join(err, d.links[i].Close())
 	}
@@ -269,7 +302,12 @@ func (d *Dataplane) DeleteService(k ServiceKey) error {
 	return nil
 }
 
-// SetReal writes real server id (1..MaxReals-1).
+// Adopted reports whether Open took its maps over from a pin directory.
+func (d *Dataplane) Adopted() bool { return d.adopted }
+
+// SetReal writes real server id (1..MaxReals-1). With no MAC given, a
+// resolved MAC already in the entry for the same address is kept (a
+// restarted daemon must not stall its adopted flows until ARP resolves).
 func (d *Dataplane) SetReal(id uint32, r Real) error {
 	if id == 0 || id >= MaxReals {
 		return fmt.Errorf("real id %d out of range", id)
@@ -285,6 +323,13 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	if len(r.MAC) == 6 {
 		copy(v.Mac[:], r.MAC)
 		v.Flags |= realFlagMACValid
+	} else {
+		var old directorReal
+		if err := d.objs.Reals.Lookup(id, &old); err == nil && old.Addr == v.Addr && old.Flags&realFlagMACValid != 0 {
+			v.Mac = old.Mac
+			v.Flags |= realFlagMACValid
+			r.MAC = append(net.HardwareAddr(nil), old.Mac[:]...)
+		}
 	}
 	if err := d.objs.Reals.Put(id, &v); err != nil {
 		return fmt.Errorf("set real %d (%v): %w", id, r.Addr, err)

@@ -47,6 +47,15 @@ XDP director natively to each interface, hands the first packet of every new
 flow to its scheduler over AF_XDP, and forwards established flows in XDP.
 Configure it with xipvsadm, which takes ipvsadm's arguments.
 
+Restarts: the maps and XDP links are pinned under --pin-dir and the
+configuration is saved to --state-file at every change. When xipvsd exits
+(cleanly or killed), established connections keep flowing in XDP and new
+flows are dropped (clients retransmit); the next xipvsd adopts the pins and
+the state and serves new flows again. xipvsd --cleanup removes it all.
+Run it in the host's mount namespace (not under "ip netns exec", whose
+private /sys takes the pins with it), or give --pin-dir on a bpffs that
+outlives it.
+
 Options:
 `
 
@@ -60,6 +69,11 @@ func main() {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	sweep := fs.Duration("sweep-interval", time.Second, "how often idle connections are aged out")
 	dryRun := fs.Bool("dry-run", false, "validate the options and interfaces, then exit")
+	pinDir := fs.String("pin-dir", dataplane.DefaultPinDir,
+		"bpffs directory for the pinned maps and XDP links; they outlive xipvsd, so established\nflows keep flowing while it is down or restarting (\"\" to not pin)")
+	stateFile := fs.String("state-file", "/run/xipvs/state.json", "where the configuration is kept for a restart to adopt")
+	flush := fs.Bool("flush", false, "discard pinned maps and saved state (every connection) before starting")
+	cleanup := fs.Bool("cleanup", false, "remove the pinned maps and links (detaching XDP) and the saved state, then exit")
 	expireQuiescent := fs.Bool("expire-quiescent-template", false,
 		"drop a persistence template when its real is quiesced (weight 0), as IPVS's\nexpire_quiescent_template sysctl; off, persistent clients stay on a quiesced real")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -80,6 +94,15 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(h)
+	if *cleanup {
+		err := errors.Join(dataplane.Cleanup(*pinDir), removeIfExists(*stateFile))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "xipvsd: cleanup: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("xipvsd: removed %s and %s\n", *pinDir, *stateFile)
+		return
+	}
 	if len(ifaces) == 0 {
 		fmt.Fprintln(os.Stderr, "xipvsd: no interface given (-i IFACE)")
 		fs.Usage()
@@ -95,17 +118,50 @@ func main() {
 		fmt.Println("xipvsd: configuration OK")
 		return
 	}
-	if err := run(log, ifaces, api.SocketPath(*socket), uint32(*connTable), *sweep, *expireQuiescent); err != nil {
+	opts := runOptions{ifaces: ifaces, socket: api.SocketPath(*socket), connTable: uint32(*connTable), sweep: *sweep,
+		expireQuiescent: *expireQuiescent, pinDir: *pinDir, stateFile: *stateFile, flush: *flush}
+	if err := run(log, opts); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, ifaces []string, socket string, connTable uint32, sweep time.Duration, expireQuiescent bool) error {
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+type runOptions struct {
+	ifaces          []string
+	socket          string
+	connTable       uint32
+	sweep           time.Duration
+	expireQuiescent bool
+	pinDir          string
+	stateFile       string
+	flush           bool
+}
+
+func run(log *slog.Logger, o runOptions) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	ifaces, socket, connTable, sweep := o.ifaces, o.socket, o.connTable, o.sweep
 
-	dp, err := dataplane.Open(dataplane.Options{Interfaces: ifaces, ConnTableSize: connTable, Logger: log})
+	if o.flush {
+		if err := removeIfExists(o.stateFile); err != nil {
+			return err
+		}
+	}
+	// Read the state before touching the data plane: a bad file stops
+	// us with the pinned maps still forwarding.
+	st, err := server.ReadStateFile(o.stateFile)
+	if err != nil {
+		return fmt.Errorf("%w (xipvsd --flush starts over)", err)
+	}
+	dp, err := dataplane.Open(dataplane.Options{Interfaces: ifaces, ConnTableSize: connTable, Logger: log,
+		PinDir: o.pinDir, Flush: o.flush})
 	if err != nil {
 		return err
 	}
@@ -116,7 +172,11 @@ func run(log *slog.Logger, ifaces []string, socket string, connTable uint32, swe
 		srv.OnNeighbor(a, ifindex, mac)
 	})
 	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.Route, Logger: log,
-		ExpireQuiescentTemplate: expireQuiescent})
+		ExpireQuiescentTemplate: o.expireQuiescent,
+		Persist:                 func(st server.State) error { return server.WriteStateFile(o.stateFile, st) }})
+	if err := srv.Restore(st, dp); err != nil {
+		return fmt.Errorf("adopting %s: %w (xipvsd --flush starts over)", o.stateFile, err)
+	}
 	go resolver.Run(ctx, time.Second)
 	go srv.RunSweeper(ctx, sweep)
 

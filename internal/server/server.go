@@ -70,6 +70,9 @@ type Options struct {
 	// client is scheduled afresh. Off (the kernel's default), persistent
 	// clients keep going to a quiesced real.
 	ExpireQuiescentTemplate bool
+	// Persist, if set, is given the configuration after every change
+	// (the daemon writes its state file with it).
+	Persist func(State) error
 }
 
 type dest struct {
@@ -304,6 +307,7 @@ func (s *Server) AddService(svc config.Service) error {
 		return err
 	}
 	s.nextSvcID++
+	s.changed()
 	s.log.Info("service added", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
 		"persistent", svc.Timeout, "flags", svc.SchedFlags)
 	return nil
@@ -334,6 +338,7 @@ func (s *Server) EditService(svc config.Service) error {
 	}
 	sv.cfg = svc
 	sv.setSchedFlags()
+	s.changed()
 	s.log.Info("service edited", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
 		"persistent", svc.Timeout, "flags", svc.SchedFlags)
 	return nil
@@ -348,6 +353,7 @@ func (s *Server) DeleteService(k config.ServiceKey) error {
 	if !ok {
 		return ErrNoService
 	}
+	defer s.changed()
 	return s.deleteServiceLocked(sv)
 }
 
@@ -375,6 +381,7 @@ func (s *Server) deleteServiceLocked(sv *service) error {
 func (s *Server) Clear() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.changed()
 	for _, sv := range s.services {
 		if err := s.deleteServiceLocked(sv); err != nil {
 			return err
@@ -491,6 +498,7 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 		// holding mu.
 		go s.opts.Neighbors.Watch(d.Addr, ifindex)
 	}
+	s.changed()
 	s.log.Info("real server added", "service", k.String(), "real", d.AddrPort().String(),
 		"forward", d.Fwd.String(), "weight", d.Weight)
 	return nil
@@ -522,6 +530,7 @@ func (s *Server) EditDest(k config.ServiceKey, d config.Dest) error {
 	x.cfg = d
 	x.sd.Weight = d.Weight
 	sv.sched.Update(sv.schedDests())
+	s.changed()
 	s.log.Info("real server edited", "service", k.String(), "real", d.AddrPort().String(), "weight", d.Weight)
 	return nil
 }
@@ -550,6 +559,7 @@ func (s *Server) DeleteDest(k config.ServiceKey, addr netip.Addr, port uint16) e
 		return err
 	}
 	s.releaseDest(x)
+	s.changed()
 	s.log.Info("real server deleted", "service", k.String(), "real", netip.AddrPortFrom(addr, port).String())
 	return nil
 }
@@ -641,6 +651,7 @@ func (s *Server) SetTimeouts(tcp, tcpfin, udp time.Duration) {
 	if udp > 0 {
 		s.timeouts.UDP = udp
 	}
+	s.changed()
 	s.log.Info("timeouts set", "tcp", s.timeouts.TCP[conntrack.StateEstablished],
 		"tcpfin", s.timeouts.TCP[conntrack.StateFinWait], "udp", s.timeouts.UDP)
 }
@@ -825,6 +836,7 @@ func (s *Server) AddMarks(rules []config.MarkRule) error {
 		_ = s.syncKeys()
 		return err
 	}
+	s.changed()
 	for _, r := range rules {
 		s.log.Info("port group added", "rule", r.String())
 	}
@@ -865,6 +877,7 @@ func (s *Server) DeleteMarks(mark uint32, rules []config.MarkRule) error {
 		_ = s.syncKeys()
 		return err
 	}
+	s.changed()
 	s.log.Info("port group deleted", "mark", mark, "rules", len(old)-len(keep))
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,6 +67,11 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // it accepts connections on its socket.
 func StartDaemon(ns Netns, bin, socket string, args ...string) (*Daemon, error) {
 	d := &Daemon{Socket: socket, done: make(chan struct{})}
+	// The saved configuration goes next to the socket, not to
+	// /run/xipvs, unless the caller says where.
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--state-file") }) {
+		args = append(args, "--state-file", filepath.Join(filepath.Dir(socket), "state.json"))
+	}
 	d.cmd = ns.Exec(bin, append(args, "--socket", socket)...)
 	d.cmd.Stdout, d.cmd.Stderr = lockedWriter{d}, lockedWriter{d}
 	if err := d.cmd.Start(); err != nil {

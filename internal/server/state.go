@@ -1,0 +1,231 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/sched"
+)
+
+// State is the configuration with the ids the data plane's maps refer
+// to: what a restarted xipvsd needs to adopt pinned maps.
+type State struct {
+	Version  int                `json:"version"`
+	Services []ServiceState     `json:"services"`
+	Marks    []config.MarkRule  `json:"marks,omitempty"`
+	Timeouts map[string]float64 `json:"timeouts"` // seconds: tcp, tcpfin, udp
+}
+
+// ServiceState is a service with its id and its reals in list order.
+type ServiceState struct {
+	ID     uint32         `json:"id"`
+	Config config.Service `json:"config"`
+	Dests  []DestState    `json:"dests"`
+}
+
+// DestState is a real with the id of its reals-map entry.
+type DestState struct {
+	RealID uint32      `json:"real_id"`
+	Config config.Dest `json:"config"`
+}
+
+const stateVersion = 1
+
+// snapshotLocked captures the configuration; s.mu is held.
+func (s *Server) snapshotLocked() State {
+	st := State{Version: stateVersion, Marks: append([]config.MarkRule(nil), s.marks...),
+		Timeouts: map[string]float64{
+			"tcp":    s.timeouts.TCP[conntrack.StateEstablished].Seconds(),
+			"tcpfin": s.timeouts.TCP[conntrack.StateFinWait].Seconds(),
+			"udp":    s.timeouts.UDP.Seconds(),
+		}}
+	for _, sv := range s.services {
+		ss := ServiceState{ID: sv.id, Config: sv.cfg}
+		for _, d := range sv.dests {
+			ss.Dests = append(ss.Dests, DestState{RealID: d.realID, Config: d.cfg})
+		}
+		st.Services = append(st.Services, ss)
+	}
+	return st
+}
+
+// changed reports a configuration change to Options.Persist; s.mu is
+// held. A failure to persist is logged: the change itself took effect.
+func (s *Server) changed() {
+	if s.opts.Persist == nil {
+		return
+	}
+	if err := s.opts.Persist(s.snapshotLocked()); err != nil {
+		s.log.Error("saving state", "err", err)
+	}
+}
+
+// WriteStateFile writes st to path atomically (temporary file, rename).
+func WriteStateFile(path string, st State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// ReadStateFile reads a state file; a missing file is an empty state.
+func ReadStateFile(path string) (State, error) {
+	var st State
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return State{Version: stateVersion}, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("state file %s: %w", path, err)
+	}
+	if st.Version != stateVersion {
+		return st, fmt.Errorf("state file %s: version %d, want %d", path, st.Version, stateVersion)
+	}
+	return st, nil
+}
+
+// Adopter is what Restore needs of the data plane beyond Dataplane.
+type Adopter interface {
+	ServiceKeys() ([]dataplane.ServiceKey, error)
+	RealIDs() ([]uint32, error)
+}
+
+// Restore rebuilds the configuration of a previous daemon with the same
+// service and real ids, so that the connections in adopted maps keep
+// their meaning, then removes from the maps whatever the state does not
+// name (services keys, reals, and connections to unknown reals). An
+// empty state therefore starts clean over adopted maps.
+func (s *Server) Restore(st State, dp Adopter) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.services) != 0 {
+		return fmt.Errorf("restore: the server already has services")
+	}
+	// What the maps hold now: syncKeys replaces or removes all of it.
+	keys, err := dp.ServiceKeys()
+	if err != nil {
+		return err
+	}
+	stale := &service{}
+	for _, k := range keys {
+		s.byDP[k] = stale
+	}
+	usedReal := map[uint32]bool{}
+	for _, ss := range st.Services {
+		svc := ss.Config
+		if err := normalize(&svc); err != nil {
+			return fmt.Errorf("restore service %s: %w", svc.ServiceKey, err)
+		}
+		sc, err := sched.New(svc.Scheduler)
+		if err != nil {
+			return fmt.Errorf("restore service %s: %w", svc.ServiceKey, ErrNoScheduler)
+		}
+		sv := &service{cfg: svc, id: ss.ID, sched: sc, templates: map[tmplKey]*template{}}
+		sv.setSchedFlags()
+		for _, ds := range ss.Dests {
+			d := ds.Config
+			if ds.RealID == 0 || ds.RealID >= dataplane.MaxReals || usedReal[ds.RealID] {
+				return fmt.Errorf("restore real %v: bad id %d", d.Addr, ds.RealID)
+			}
+			ifindex, err := s.opts.Route(d.Addr)
+			if err != nil || !s.directorIface(ifindex) {
+				s.log.Warn("restore: real server no longer reachable on a director interface; dropped",
+					"service", svc.ServiceKey.String(), "real", d.AddrPort().String(), "err", err)
+				continue
+			}
+			nd := &dest{cfg: d, svc: sv, realID: ds.RealID, ifindex: ifindex,
+				sd: &sched.Dest{ID: ds.RealID, Addr: d.Addr, Port: d.Port, Weight: d.Weight, LastWeight: d.Weight}}
+			var mac []byte
+			if s.opts.Neighbors != nil {
+				mac = s.opts.Neighbors.MAC(d.Addr)
+			}
+			if err := s.opts.Dataplane.SetReal(ds.RealID, dataplane.Real{Addr: d.Addr, Ifindex: ifindex, MAC: mac, Fwd: dataplane.FwdRoute}); err != nil {
+				return err
+			}
+			usedReal[ds.RealID] = true
+			s.reals[ds.RealID] = nd
+			sv.dests = append(sv.dests, nd)
+			if s.opts.Neighbors != nil && mac == nil {
+				go s.opts.Neighbors.Watch(d.Addr, ifindex)
+			}
+		}
+		sv.sched.Update(sv.schedDests())
+		s.services[svc.ServiceKey] = sv
+		s.byID[sv.id] = sv
+		if sv.id >= s.nextSvcID {
+			s.nextSvcID = sv.id + 1
+		}
+	}
+	s.marks = append([]config.MarkRule(nil), st.Marks...)
+	if err := s.syncKeys(); err != nil {
+		return err
+	}
+	// Real ids: the highest in use bounds the allocator, gaps are free.
+	ids, err := dp.RealIDs()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if !usedReal[id] {
+			if err := s.opts.Dataplane.DeleteReal(id); err != nil {
+				return err
+			}
+		}
+	}
+	for id := range usedReal {
+		if id >= s.nextReal {
+			s.nextReal = id + 1
+		}
+	}
+	for id := uint32(1); id < s.nextReal; id++ {
+		if !usedReal[id] {
+			s.freeReals = append(s.freeReals, id)
+		}
+	}
+	var doomed []dataplane.ConnKey
+	if err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		if !usedReal[c.RealID] {
+			doomed = append(doomed, k)
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, k := range doomed {
+		if err := s.opts.Dataplane.DeleteConn(k); err != nil {
+			return err
+		}
+	}
+	if t := st.Timeouts; t != nil {
+		sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+		if t["tcp"] > 0 {
+			s.timeouts.TCP[conntrack.StateEstablished] = sec(t["tcp"])
+		}
+		if t["tcpfin"] > 0 {
+			s.timeouts.TCP[conntrack.StateFinWait] = sec(t["tcpfin"])
+		}
+		if t["udp"] > 0 {
+			s.timeouts.UDP = sec(t["udp"])
+		}
+	}
+	s.log.Info("state restored", "services", len(s.services), "reals", len(s.reals),
+		"stale_conns_removed", len(doomed))
+	return nil
+}
