@@ -185,3 +185,28 @@ func printMarks(w io.Writer, rules []config.MarkRule, mark uint32) {
 		}
 	}
 }
+
+// printConns writes ipvsadm -c output: the header, then one line per
+// connection as ipvsadm's print_conn formats /proc/net/ip_vs_conn
+// ("%-3s %02d:%02d %-11s %-18s %-18s %s"), sorted by client for a stable
+// listing.
+func printConns(w io.Writer, conns []api.Conn, f config.ListFormat) error {
+	bw := bufio.NewWriter(w)
+	n := newNamer(f.Numeric)
+	sort.Slice(conns, func(i, j int) bool {
+		if c := conns[i].Client.Compare(conns[j].Client); c != 0 {
+			return c < 0
+		}
+		return conns[i].Proto < conns[j].Proto
+	})
+	fmt.Fprint(bw, "IPVS connection entries\n")
+	fmt.Fprintf(bw, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", "destination")
+	for _, c := range conns {
+		e := c.ExpireSeconds
+		fmt.Fprintf(bw, "%-3s %02d:%02d %-11s %-18s %-18s %s\n", c.Proto.String(), e/60, e%60, c.State,
+			n.addrPort(c.Client.Addr(), c.Client.Port(), c.Proto),
+			n.addrPort(c.Virtual.Addr(), c.Virtual.Port(), c.Proto),
+			n.addrPort(c.Real.Addr(), c.Real.Port(), c.Proto))
+	}
+	return bw.Flush()
+}

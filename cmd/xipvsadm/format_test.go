@@ -95,3 +95,23 @@ func TestListPersistentGolden(t *testing.T) {
 		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
 	}
 }
+
+// -Lnc, hand-written from ipvsadm's list_conn/print_conn formats.
+func TestListConnsGolden(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	conns := []api.Conn{
+		{Proto: config.UDP, ExpireSeconds: 61, State: "UDP", Client: ap("10.77.0.1:5353"), Virtual: ap("10.77.0.100:53"), Real: ap("10.77.0.12:53")},
+		{Proto: config.TCP, ExpireSeconds: 899, State: "ESTABLISHED", Client: ap("10.77.0.1:43210"), Virtual: ap("10.77.0.100:80"), Real: ap("10.77.0.11:80")},
+	}
+	var out bytes.Buffer
+	if err := printConns(&out, conns, config.ListFormat{Numeric: true, Conn: true}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("testdata/list-conns.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
+	}
+}

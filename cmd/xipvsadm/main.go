@@ -99,8 +99,15 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 			printTimeouts(out, t)
 			return nil
 		}
-		if cmd.List.Conn || cmd.List.Stats || cmd.List.Rate || cmd.List.Thresholds || cmd.List.PersistentConn {
-			return errors.New("this listing (-c, --stats, --rate, --thresholds, --persistent-conn) is not implemented yet")
+		if cmd.List.Conn {
+			conns, err := c.Conns()
+			if err != nil {
+				return err
+			}
+			return printConns(out, conns, cmd.List)
+		}
+		if cmd.List.Stats || cmd.List.Rate || cmd.List.Thresholds || cmd.List.PersistentConn {
+			return errors.New("this listing (--stats, --rate, --thresholds, --persistent-conn) is not implemented yet")
 		}
 		svcs, err := c.Services()
 		if err != nil {

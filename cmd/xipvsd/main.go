@@ -263,6 +263,15 @@ func (b *backend) DeleteService(k config.ServiceKey) error           { return b.
 func (b *backend) Clear() error                                      { return b.srv.Clear() }
 func (b *backend) AddMarks(r []config.MarkRule) error                { return b.srv.AddMarks(r) }
 func (b *backend) DeleteMarks(m api.MarkRequest) error               { return b.srv.DeleteMarks(m.Mark, m.Rules) }
+func (b *backend) Conns() ([]api.Conn, error) {
+	cs, err := b.srv.Conns()
+	out := make([]api.Conn, len(cs))
+	for i, c := range cs {
+		out[i] = api.Conn{Proto: config.Proto(c.Proto), ExpireSeconds: int(c.Expire / time.Second), State: c.State,
+			Client: c.Client, Virtual: c.Virtual, Real: c.Real}
+	}
+	return out, err
+}
 func (b *backend) Marks() []config.MarkRule                          { return b.srv.Marks() }
 func (b *backend) AddDest(k config.ServiceKey, d config.Dest) error  { return b.srv.AddDest(k, d) }
 func (b *backend) EditDest(k config.ServiceKey, d config.Dest) error { return b.srv.EditDest(k, d) }

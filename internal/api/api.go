@@ -90,9 +90,20 @@ type Backend interface {
 	SetTimeouts(Timeouts) error
 	GetTimeouts() Timeouts
 	Info() Info
+	Conns() ([]Conn, error)
 	AddMarks([]config.MarkRule) error
 	DeleteMarks(MarkRequest) error
 	Marks() []config.MarkRule
+}
+
+// Conn is a connection-table entry (ipvsadm -c).
+type Conn struct {
+	Proto         config.Proto   `json:"proto"`
+	ExpireSeconds int            `json:"expire_seconds"`
+	State         string         `json:"state"`
+	Client        netip.AddrPort `json:"client"`
+	Virtual       netip.AddrPort `json:"virtual"`
+	Real          netip.AddrPort `json:"real"`
 }
 
 // MarkRequest deletes port-group rules: Rules, or every rule of Mark when
@@ -164,6 +175,7 @@ func Handler(b Backend, status StatusOf) http.Handler {
 		var m MarkRequest
 		return nil, decode(r, &m, func() error { return b.DeleteMarks(m) })
 	})
+	do("GET /v1/conns", func(*http.Request) (any, error) { return b.Conns() })
 	do("GET /v1/marks", func(*http.Request) (any, error) { return b.Marks(), nil })
 	return mux
 }
@@ -302,4 +314,10 @@ func (c *Client) DeleteMarks(mark uint32, rules []config.MarkRule) error {
 func (c *Client) Marks() ([]config.MarkRule, error) {
 	var out []config.MarkRule
 	return out, c.call("GET", "/v1/marks", nil, &out)
+}
+
+// Conns lists the connection table.
+func (c *Client) Conns() ([]Conn, error) {
+	var out []Conn
+	return out, c.call("GET", "/v1/conns", nil, &out)
 }

@@ -904,3 +904,45 @@ func (s *Server) RunSweeper(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// ConnStatus is one connection as ipvsadm -c lists it.
+type ConnStatus struct {
+	Proto   uint8
+	Expire  time.Duration // time left before it is aged out
+	State   string        // IPVS state name; "UDP" for UDP, as /proc/net/ip_vs_conn
+	Client  netip.AddrPort
+	Virtual netip.AddrPort
+	Real    netip.AddrPort
+}
+
+// Conns lists the connection table (ipvsadm -Lnc).
+func (s *Server) Conns() ([]ConnStatus, error) {
+	s.mu.Lock()
+	to := s.timeouts
+	reals := make(map[uint32]netip.AddrPort, len(s.reals))
+	for id, d := range s.reals {
+		reals[id] = d.cfg.AddrPort()
+	}
+	s.mu.Unlock()
+	now := s.opts.Now()
+	var out []ConnStatus
+	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		left := to.Remaining(k.Proto, c.State, c.LastSeen, now)
+		if left < 0 {
+			left = 0
+		}
+		state := c.State.String()
+		if k.Proto == conntrack.ProtoUDP {
+			state = "UDP"
+		}
+		real := reals[c.RealID]
+		if real.Port() == 0 {
+			// -g/-i reals of port-zero and -f services: the client's port.
+			real = netip.AddrPortFrom(real.Addr(), k.DstPort)
+		}
+		out = append(out, ConnStatus{Proto: k.Proto, Expire: left, State: state,
+			Client: netip.AddrPortFrom(k.Src, k.SrcPort), Virtual: netip.AddrPortFrom(k.Dst, k.DstPort), Real: real})
+		return true
+	})
+	return out, err
+}
