@@ -44,6 +44,7 @@ func TestMain(m *testing.M) {
 
 // drLab is a client, a director and two real servers on one L2 segment.
 type drLab struct {
+	args    []string // extra xipvsd arguments
 	lan     *testutil.LAN
 	cl, lb  *testutil.Host
 	rs      []*testutil.Host
@@ -53,7 +54,7 @@ type drLab struct {
 	tempDir string
 }
 
-func newDRLab(t *testing.T, tag string) *drLab {
+func newDRLab(t *testing.T, tag string, daemonArgs ...string) *drLab {
 	t.Helper()
 	testutil.RequirePrivileged(t)
 	prefix := fmt.Sprintf("xe%d%s", os.Getpid()%10000, tag)
@@ -61,7 +62,7 @@ func newDRLab(t *testing.T, tag string) *drLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lab := &drLab{lan: lan, vip: netip.MustParseAddr("10.77.0.100"), tempDir: t.TempDir()}
+	lab := &drLab{lan: lan, vip: netip.MustParseAddr("10.77.0.100"), tempDir: t.TempDir(), args: daemonArgs}
 	t.Cleanup(func() {
 		if lab.daemon != nil {
 			lab.daemon.Stop()
@@ -94,12 +95,18 @@ func newDRLab(t *testing.T, tag string) *drLab {
 		t.Fatal(err)
 	}
 	lab.socket = filepath.Join(lab.tempDir, "xipvsd.sock")
-	d, err := testutil.StartDaemon(lab.lb.Netns, xipvsdBin, lab.socket, "-i", "eth0")
+	lab.start(t)
+	return lab
+}
+
+// start starts xipvsd on the director.
+func (lab *drLab) start(t *testing.T) {
+	t.Helper()
+	d, err := testutil.StartDaemon(lab.lb.Netns, xipvsdBin, lab.socket, append([]string{"-i", "eth0"}, lab.args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lab.daemon = d
-	return lab
 }
 
 // adm runs xipvsadm against the lab's daemon and returns its stdout.

@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	streamChunk  = 32 << 10
+	streamChunks = 100 // 3.2 MB per stream, over about 4 s
+	streamPause  = 40 * time.Millisecond
+)
+
+// streamData is what the stream server sends for seed.
+func streamData(seed uint32) []byte {
+	r := rand.New(rand.NewPCG(uint64(seed), 7))
+	b := make([]byte, streamChunk*streamChunks)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// serveStreams runs, on each real server, a TCP server on port that
+// reads a 4-byte seed and then sends streamData(seed) slowly.
+func (lab *drLab) serveStreams(t *testing.T, port int) {
+	t.Helper()
+	for _, rs := range lab.rs {
+		var ln net.Listener
+		if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					var seed [4]byte
+					if _, err := io.ReadFull(c, seed[:]); err != nil {
+						return
+					}
+					data := streamData(binary.BigEndian.Uint32(seed[:]))
+					for i := 0; i < streamChunks; i++ {
+						if _, err := c.Write(data[i*streamChunk : (i+1)*streamChunk]); err != nil {
+							return
+						}
+						time.Sleep(streamPause)
+					}
+				}()
+			}
+		}()
+	}
+}
+
+func (lab *drLab) dial(t *testing.T, port int, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := lab.cl.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", lab.vip, port), timeout)
+		return
+	})
+	return c, err
+}
+
+// mountBPFFS mounts a private bpffs for the test's pins, so they outlive
+// the daemon's mount namespace ("ip netns exec" gives it its own /sys).
+func mountBPFFS(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// kill -9 of xipvsd in the middle of 50 long TCP streams: every stream
+// completes intact, new flows are dropped (not reset) while it is down,
+// and the restarted daemon adopts the connections and serves new flows
+// at once.
+func TestRestartKill9(t *testing.T) {
+	pins := filepath.Join(mountBPFFS(t), "xipvs")
+	lab := newDRLab(t, "k9", "--pin-dir", pins)
+	lab.serveHTTP(t)
+	lab.serveStreams(t, 9000)
+	for _, port := range []string{"80", "9000"} {
+		vs := lab.vip.String() + ":" + port
+		lab.adm(t, "-A", "-t", vs, "-s", "rr")
+		lab.adm(t, "-a", "-t", vs, "-r", "10.77.0.11", "-g")
+		lab.adm(t, "-a", "-t", vs, "-r", "10.77.0.12", "-g")
+	}
+	lab.httpGet(t) // real MACs resolved
+
+	const streams = 50
+	errs := make([]error, streams)
+	var wg sync.WaitGroup
+	for i := 0; i < streams; i++ {
+		c, err := lab.dial(t, 9000, 5*time.Second)
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		wg.Add(1)
+		go func(i int, c net.Conn) {
+			defer wg.Done()
+			defer c.Close()
+			seed := uint32(1000 + i)
+			var b [4]byte
+			binary.BigEndian.PutUint32(b[:], seed)
+			if _, err := c.Write(b[:]); err != nil {
+				errs[i] = err
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+			got, err := io.ReadAll(c)
+			if err != nil {
+				errs[i] = fmt.Errorf("after %d bytes: %w", len(got), err)
+				return
+			}
+			if want := sha256.Sum256(streamData(seed)); sha256.Sum256(got) != want {
+				errs[i] = fmt.Errorf("payload corrupted or short: %d bytes", len(got))
+			}
+		}(i, c)
+	}
+	time.Sleep(time.Second)
+	lab.daemon.Kill()
+	killed := time.Now()
+
+	// Down: a new flow is dropped (the client would retransmit), not
+	// refused.
+	if c, err := lab.dial(t, 80, 700*time.Millisecond); err == nil {
+		c.Close()
+		t.Error("a new connection succeeded with xipvsd down")
+	} else if !errors.Is(err, os.ErrDeadlineExceeded) && !strings.Contains(err.Error(), "timeout") {
+		t.Errorf("new connection while down: %v, want a timeout (dropped), not a reset", err)
+	}
+	time.Sleep(time.Until(killed.Add(1500 * time.Millisecond)))
+
+	lab.start(t)
+	restarted := time.Now()
+	c, err := lab.dial(t, 80, time.Second)
+	if err != nil {
+		t.Fatalf("new connection after restart: %v", err)
+	}
+	c.Close()
+	if d := time.Since(restarted); d > time.Second {
+		t.Errorf("new connection took %v after restart", d)
+	}
+	conns := lab.adm(t, "-Lnc")
+	adopted := strings.Count(conns, "ESTABLISHED")
+	if !strings.HasPrefix(conns, "IPVS connection entries\npro expire state       source             virtual            destination\n") ||
+		strings.Count(conns, " 10.77.0.100:9000 ") < streams || adopted < streams {
+		t.Errorf("-Lnc after restart does not show the %d adopted streams:\n%s", streams, conns)
+	}
+
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("stream %d: %v", i, err)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	// --cleanup detaches the director and removes the pins.
+	lab.daemon.Stop()
+	lab.daemon = nil
+	out, err := lab.lb.Exec(xipvsdBin, "--cleanup", "--pin-dir", pins, "--state-file", filepath.Join(lab.tempDir, "state.json")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("xipvsd --cleanup: %v: %s", err, out)
+	}
+	if _, err := os.Stat(pins); !os.IsNotExist(err) {
+		t.Errorf("pin directory still there after --cleanup: %v", err)
+	}
+	link, _ := lab.lb.Exec("ip", "link", "show", "eth0").CombinedOutput()
+	if bytes.Contains(link, []byte("xdp")) {
+		t.Errorf("XDP still attached after --cleanup:\n%s", link)
+	}
+}
+
+// Small --set timeouts expire idle connections; -Ln counts fall to 0.
+func TestTimeoutsExpire(t *testing.T) {
+	lab := newDRLab(t, "to")
+	lab.serveStreams(t, 9000)
+	lab.serveUDP(t, 53)
+	vs := lab.vip.String() + ":9000"
+	lab.adm(t, "-A", "-t", vs, "-s", "rr")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.77.0.11", "-g")
+	us := lab.vip.String() + ":53"
+	lab.adm(t, "-A", "-u", us, "-s", "rr")
+	lab.adm(t, "-a", "-u", us, "-r", "10.77.0.12", "-g")
+	lab.adm(t, "--set", "3", "2", "2")
+	if got := lab.adm(t, "-L", "--timeout"); got != "Timeout (tcp tcpfin udp): 3 2 2\n" {
+		t.Fatalf("--timeout: %q", got)
+	}
+	// Idle established connections: the server waits for the seed.
+	for i := 0; i < 4; i++ {
+		c, err := lab.dial(t, 9000, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	lab.udpAsk(t, 53)
+	counts := func() (act, inact string) {
+		for _, l := range strings.Split(lab.adm(t, "-Ln"), "\n") {
+			f := strings.Fields(l)
+			if len(f) == 6 && f[1] == "10.77.0.11:9000" {
+				act = f[4]
+			}
+			if len(f) == 6 && f[1] == "10.77.0.12:53" {
+				inact = f[5]
+			}
+		}
+		return
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for a, u := counts(); a != "4" || u != "1"; a, u = counts() {
+		if time.Now().After(deadline) {
+			t.Fatalf("before expiry: ActiveConn %s (want 4), UDP InActConn %s (want 1)\n%s", a, u, lab.adm(t, "-Ln"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	deadline = time.Now().Add(8 * time.Second)
+	for a, u := counts(); a != "0" || u != "0"; a, u = counts() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the timeouts: ActiveConn %s, UDP InActConn %s, want 0 and 0\n%s", a, u, lab.adm(t, "-Lnc"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if conns := lab.adm(t, "-Lnc"); strings.Count(conns, "\n") != 2 {
+		t.Errorf("connections left:\n%s", conns)
+	}
+}
+
