@@ -155,3 +155,18 @@ func (d *Dataplane) RealIDs() ([]uint32, error) {
 	}
 	return out, nil
 }
+
+// ConnTableMemory is the kernel's accounting of the connection table's
+// memory (the map's memlock: elements, keys, values, buckets and LRU
+// lists), in bytes.
+func (d *Dataplane) ConnTableMemory() (uint64, error) {
+	info, err := d.objs.Conns.Info()
+	if err != nil {
+		return 0, err
+	}
+	m, ok := info.Memlock()
+	if !ok {
+		return 0, fmt.Errorf("kernel does not report map memory")
+	}
+	return m, nil
+}

@@ -257,12 +257,12 @@ type backend struct {
 	connTable int
 }
 
-func (b *backend) AddService(s config.Service) error                 { return b.srv.AddService(s) }
-func (b *backend) EditService(s config.Service) error                { return b.srv.EditService(s) }
-func (b *backend) DeleteService(k config.ServiceKey) error           { return b.srv.DeleteService(k) }
-func (b *backend) Clear() error                                      { return b.srv.Clear() }
-func (b *backend) AddMarks(r []config.MarkRule) error                { return b.srv.AddMarks(r) }
-func (b *backend) DeleteMarks(m api.MarkRequest) error               { return b.srv.DeleteMarks(m.Mark, m.Rules) }
+func (b *backend) AddService(s config.Service) error       { return b.srv.AddService(s) }
+func (b *backend) EditService(s config.Service) error      { return b.srv.EditService(s) }
+func (b *backend) DeleteService(k config.ServiceKey) error { return b.srv.DeleteService(k) }
+func (b *backend) Clear() error                            { return b.srv.Clear() }
+func (b *backend) AddMarks(r []config.MarkRule) error      { return b.srv.AddMarks(r) }
+func (b *backend) DeleteMarks(m api.MarkRequest) error     { return b.srv.DeleteMarks(m.Mark, m.Rules) }
 func (b *backend) Conns() ([]api.Conn, error) {
 	cs, err := b.srv.Conns()
 	out := make([]api.Conn, len(cs))

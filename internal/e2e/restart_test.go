@@ -248,4 +248,3 @@ func TestTimeoutsExpire(t *testing.T) {
 		t.Errorf("connections left:\n%s", conns)
 	}
 }
-
