@@ -78,17 +78,8 @@ func (s *sh) Schedule(f Flow) *Dest {
 		port = f.SrcPort
 	}
 	h := hash32(uint32(port)+addr32(f.Src), hashTabBits)
-	d := s.buckets[h]
-	switch {
-	case d == nil:
-		return nil
-	case !unavailable(d):
-		return d
-	case s.flags&FlagFallback == 0:
-		return nil
-	}
 	// ip_vs_sh_hashkey(offset) is (offset + h) & mask.
-	return fallback(h, hashTabSize, func(roffset uint32) *Dest {
+	return lookup(s.buckets[h], s.flags, h, hashTabSize, func(roffset uint32) *Dest {
 		return s.buckets[(roffset+h)&(hashTabSize-1)]
 	})
 }
@@ -110,6 +101,21 @@ func weightedBuckets(buckets []*Dest, dests []*Dest) {
 }
 
 func unavailable(d *Dest) bool { return d.Weight <= 0 || d.Overloaded }
+
+// lookup is the end of sh's and mh's schedule: the owner d of the flow's
+// bucket ihash if available; else, with the fallback flag, the fallback
+// search; else none.
+func lookup(d *Dest, flags Flags, ihash, size uint32, at func(roffset uint32) *Dest) *Dest {
+	switch {
+	case d == nil:
+		return nil
+	case !unavailable(d):
+		return d
+	case flags&FlagFallback == 0:
+		return nil
+	}
+	return fallback(ihash, size, at)
+}
 
 // fallback is the search of ip_vs_sh_get_fallback and
 // ip_vs_mh_get_fallback once the destination the flow hashes to (bucket

@@ -108,6 +108,17 @@ func (l *locality) gc(now time.Duration, n int, each func(func(lastuse time.Dura
 	})
 }
 
+// gcTable runs the locality GC over an lblc or lblcr table.
+func gcTable[E any](l *locality, now time.Duration, table map[netip.Addr]E, lastuse func(E) time.Duration) {
+	l.gc(now, len(table), func(doomed func(time.Duration) bool) {
+		for k, en := range table {
+			if doomed(lastuse(en)) {
+				delete(table, k)
+			}
+		}
+	})
+}
+
 // lblc is ip_vs_lblc.c: each destination address of the packets (the
 // cached object, for a cache cluster) sticks to one real server, chosen
 // by wlc, until that server is gone, quiesced, or overloaded as
@@ -129,13 +140,7 @@ func init() {
 func (s *lblc) Name() string { return "lblc" }
 
 func (s *lblc) Schedule(f Flow) *Dest {
-	s.gc(f.Now, len(s.table), func(doomed func(time.Duration) bool) {
-		for k, en := range s.table {
-			if doomed(en.lastuse) {
-				delete(s.table, k)
-			}
-		}
-	})
+	gcTable(&s.locality, f.Now, s.table, func(en *lblcEntry) time.Duration { return en.lastuse })
 	if en := s.table[f.Dst]; en != nil {
 		en.lastuse = f.Now
 		if d := en.dest; s.member(d) && d.Weight > 0 && !s.overloaded(d) {
@@ -240,13 +245,7 @@ func (en *lblcrEntry) erase(d *Dest, now time.Duration) {
 }
 
 func (s *lblcr) Schedule(f Flow) *Dest {
-	s.gc(f.Now, len(s.table), func(doomed func(time.Duration) bool) {
-		for k, en := range s.table {
-			if doomed(en.lastuse) {
-				delete(s.table, k)
-			}
-		}
-	})
+	gcTable(&s.locality, f.Now, s.table, func(en *lblcrEntry) time.Duration { return en.lastuse })
 	if en := s.table[f.Dst]; en != nil {
 		en.lastuse = f.Now
 		d := s.min(en)

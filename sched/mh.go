@@ -120,16 +120,7 @@ func (s *mh) Schedule(f Flow) *Dest {
 	}
 	a := addr32(f.Src)
 	ihash := mhHash(a, port, 0, mhKey1) % mhTabSize
-	d := s.lookup[ihash]
-	switch {
-	case d == nil:
-		return nil
-	case !unavailable(d):
-		return d
-	case s.flags&FlagFallback == 0:
-		return nil
-	}
-	return fallback(ihash, mhTabSize, func(roffset uint32) *Dest {
+	return lookup(s.lookup[ihash], s.flags, ihash, mhTabSize, func(roffset uint32) *Dest {
 		return s.lookup[mhHash(a, port, roffset, mhKey1)%mhTabSize]
 	})
 }

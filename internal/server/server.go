@@ -480,6 +480,23 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 	if err != nil {
 		return err
 	}
+	nd, err := s.installDest(sv, d, id, ifindex)
+	if err != nil {
+		s.freeReals = append(s.freeReals, id)
+		return err
+	}
+	sv.dests = append([]*dest{nd}, sv.dests...) // list_add: to the front
+	sv.sched.Update(sv.schedDests())
+	s.changed()
+	s.log.Info("real server added", "service", k.String(), "real", d.AddrPort().String(),
+		"forward", d.Fwd.String(), "weight", d.Weight)
+	return nil
+}
+
+// installDest writes real id for d of sv into the data plane (with its
+// MAC if the neighbour table has it, else resolution is started) and
+// registers it; s.mu is held. The caller puts it in sv's list.
+func (s *Server) installDest(sv *service, d config.Dest, id uint32, ifindex int) (*dest, error) {
 	nd := &dest{cfg: d, svc: sv, realID: id, ifindex: ifindex,
 		sd: &sched.Dest{ID: id, Addr: d.Addr, Port: d.Port, Weight: d.Weight, LastWeight: d.Weight}}
 	var mac net.HardwareAddr
@@ -487,21 +504,15 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 		mac = s.opts.Neighbors.MAC(d.Addr)
 	}
 	if err := s.opts.Dataplane.SetReal(id, dataplane.Real{Addr: d.Addr, Ifindex: ifindex, MAC: mac, Fwd: dataplane.FwdRoute}); err != nil {
-		s.freeReals = append(s.freeReals, id)
-		return err
+		return nil, err
 	}
 	s.reals[id] = nd
-	sv.dests = append([]*dest{nd}, sv.dests...) // list_add: to the front
-	sv.sched.Update(sv.schedDests())
 	if s.opts.Neighbors != nil && mac == nil {
 		// Resolution reports back through OnNeighbor; do it without
 		// holding mu.
 		go s.opts.Neighbors.Watch(d.Addr, ifindex)
 	}
-	s.changed()
-	s.log.Info("real server added", "service", k.String(), "real", d.AddrPort().String(),
-		"forward", d.Fwd.String(), "weight", d.Weight)
-	return nil
+	return nd, nil
 }
 
 // EditDest changes a real server's settings (ipvsadm -e).

@@ -312,3 +312,88 @@ func TestSchedulersAccepted(t *testing.T) {
 		t.Fatalf("mh-port on sh: %v", err)
 	}
 }
+
+func (f *fakeDP) ServiceKeys() ([]dataplane.ServiceKey, error) {
+	var out []dataplane.ServiceKey
+	for k := range f.services {
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+func (f *fakeDP) RealIDs() ([]uint32, error) {
+	var out []uint32
+	for id := range f.reals {
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+// A restarted server rebuilds the configuration with the same ids, so
+// the adopted connections keep their meaning, and removes what the state
+// does not name.
+func TestRestore(t *testing.T) {
+	var saved State
+	s, dp, clk := newTestServer(t)
+	s.opts.Persist = func(st State) error { saved = st; return nil }
+	apply(t, s, "-A -t 10.0.0.100:80 -s wrr")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g -w 3")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g")
+	apply(t, s, "-A -t 10.0.0.100:81 -s rr")
+	apply(t, s, "-a -t 10.0.0.100:81 -r 10.0.0.11 -g")
+	apply(t, s, "-D -t 10.0.0.100:81") // its real id is free again
+	apply(t, s, "--add-mark -f 5 -t 10.0.0.100:443")
+	s.SetTimeouts(100*time.Second, 0, 0)
+	conn := newConn(t, s, dp, "192.0.2.1", 1, 80)
+	// Leftovers of something the state no longer names.
+	stale := dataplane.ServiceKey{VIP: vip, Port: 9999, Proto: 6}
+	dp.services[stale] = 77
+	dp.reals[99] = dataplane.Real{Addr: rs2}
+	ghost := dataplane.ConnKey{Src: netip.MustParseAddr("192.0.2.7"), Dst: vip, SrcPort: 7, DstPort: 9999, Proto: 6}
+	dp.conns[ghost] = dataplane.Conn{RealID: 99, ServiceID: 77, LastSeen: clk.now}
+
+	r := New(Options{Dataplane: dp, Route: func(netip.Addr) (int, error) { return 2, nil }, Now: clk.Now})
+	if err := r.Restore(saved, dp); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dp.services[stale]; ok {
+		t.Error("stale service key kept")
+	}
+	if _, ok := dp.reals[99]; ok {
+		t.Error("stale real kept")
+	}
+	if _, ok := dp.conns[ghost]; ok {
+		t.Error("connection to an unknown real kept")
+	}
+	if len(dp.conns) != 1 {
+		t.Fatalf("adopted connections: %d, want 1", len(dp.conns))
+	}
+	for k, c := range dp.conns {
+		if got := r.reals[c.RealID]; got == nil || got.cfg.Addr != conn || r.byID[c.ServiceID] == nil {
+			t.Fatalf("connection %v names real %d / service %d, which the restored server does not have as before", k, c.RealID, c.ServiceID)
+		}
+	}
+	st := r.Services()
+	if len(st) != 1 || st[0].Scheduler != "wrr" || len(st[0].Dests) != 2 {
+		t.Fatalf("restored services: %+v", st)
+	}
+	if tcp, _, _ := r.Timeouts(); tcp != 100*time.Second {
+		t.Errorf("timeouts not restored: %v", tcp)
+	}
+	if m := r.Marks(); len(m) != 1 || m[0].PortLo != 443 {
+		t.Errorf("marks not restored: %v", m)
+	}
+	// New ids do not collide with adopted ones.
+	apply(t, r, "-A -t 10.0.0.100:82 -s rr")
+	apply(t, r, "-a -t 10.0.0.100:82 -r 10.0.0.12 -g")
+	ids := map[uint32]bool{}
+	for id := range r.reals {
+		if ids[id] {
+			t.Fatalf("real id %d reused", id)
+		}
+		ids[id] = true
+	}
+	if len(ids) != 3 {
+		t.Fatalf("reals %v", ids)
+	}
+}

@@ -150,21 +150,12 @@ func (s *Server) Restore(st State, dp Adopter) error {
 					"service", svc.ServiceKey.String(), "real", d.AddrPort().String(), "err", err)
 				continue
 			}
-			nd := &dest{cfg: d, svc: sv, realID: ds.RealID, ifindex: ifindex,
-				sd: &sched.Dest{ID: ds.RealID, Addr: d.Addr, Port: d.Port, Weight: d.Weight, LastWeight: d.Weight}}
-			var mac []byte
-			if s.opts.Neighbors != nil {
-				mac = s.opts.Neighbors.MAC(d.Addr)
-			}
-			if err := s.opts.Dataplane.SetReal(ds.RealID, dataplane.Real{Addr: d.Addr, Ifindex: ifindex, MAC: mac, Fwd: dataplane.FwdRoute}); err != nil {
+			nd, err := s.installDest(sv, d, ds.RealID, ifindex)
+			if err != nil {
 				return err
 			}
 			usedReal[ds.RealID] = true
-			s.reals[ds.RealID] = nd
 			sv.dests = append(sv.dests, nd)
-			if s.opts.Neighbors != nil && mac == nil {
-				go s.opts.Neighbors.Watch(d.Addr, ifindex)
-			}
 		}
 		sv.sched.Update(sv.schedDests())
 		s.services[svc.ServiceKey] = sv
