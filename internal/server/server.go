@@ -840,14 +840,9 @@ func (s *Server) AddMarks(rules []config.MarkRule) error {
 		}
 		all = append(all, r)
 	}
-	old := s.marks
-	s.marks = all
-	if err := s.syncKeys(); err != nil {
-		s.marks = old
-		_ = s.syncKeys()
+	if err := s.setMarks(all); err != nil {
 		return err
 	}
-	s.changed()
 	for _, r := range rules {
 		s.log.Info("port group added", "rule", r.String())
 	}
@@ -881,15 +876,25 @@ func (s *Server) DeleteMarks(mark uint32, rules []config.MarkRule) error {
 			}
 		}
 	}
+	removed := len(s.marks) - len(keep)
+	if err := s.setMarks(keep); err != nil {
+		return err
+	}
+	s.log.Info("port group deleted", "mark", mark, "rules", removed)
+	return nil
+}
+
+// setMarks replaces the port-group rules and the data plane's keys with
+// them, or on error restores both; s.mu is held.
+func (s *Server) setMarks(rules []config.MarkRule) error {
 	old := s.marks
-	s.marks = keep
+	s.marks = rules
 	if err := s.syncKeys(); err != nil {
 		s.marks = old
 		_ = s.syncKeys()
 		return err
 	}
 	s.changed()
-	s.log.Info("port group deleted", "mark", mark, "rules", len(old)-len(keep))
 	return nil
 }
 
