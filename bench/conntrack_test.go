@@ -39,7 +39,7 @@ func BenchmarkConnTable(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	srv := server.New(server.Options{Dataplane: d, Route: dataplane.Route})
+	srv := server.New(server.Options{Dataplane: d, Route: dataplane.RouteTo})
 	var cpu time.Duration
 	sweeps := 0
 	for b.Loop() {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
-/* conn.h: TCP state seen by the director, as IPVS tracks it for packets
- * that only flow client -> server (DR and TUN: IPVS's "INPUT-ONLY" table),
- * and the cheap last-seen refresh. */
+/* conn.h: TCP state seen by the director, as IPVS tracks it (its three
+ * tables: both directions for NAT and FULLNAT, client -> server only for
+ * DR and TUN), and the cheap last-seen refresh. */
 #ifndef XIPVS_CONN_H
 #define XIPVS_CONN_H
 
@@ -10,13 +10,34 @@
 #include "parse.h"
 #include "structs.h"
 
-/* Event rows: syn, fin, ack, rst; columns: current state sNO..sSA. */
-static const __u8 input_only[4][TCPS_LAST] = {
+/* IPVS's tcp_states, by direction: INPUT (client -> server when the
+ * director sees both directions: NAT, FULLNAT), OUTPUT (server -> client
+ * replies), INPUT-ONLY (DR, TUN: replies bypass the director).
+ * Rows: syn, fin, ack, rst; columns: current state sNO..sSA. */
+#define DIR_INPUT 0
+#define DIR_OUTPUT 1
+#define DIR_INPUT_ONLY 2
+
+static const __u8 tcp_states[3][4][TCPS_LAST] = {
+	{
 	/*        sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
+	/*syn*/ { 3,   1,   1,   3,   3,   3,   3,   3,   3,   3,   3 },
+	/*fin*/ { 6,   7,   2,   5,   5,   5,   6,   7,   8,   9,   5 },
+	/*ack*/ { 1,   1,   2,   1,   4,   5,   6,   7,   6,   9,   1 },
+	/*rst*/ { 6,   6,   6,   3,   6,   6,   6,   6,   8,   9,   3 },
+	},
+	{
+	/*syn*/ { 2,   1,   2,   3,   2,   2,   2,   2,   2,   9,   3 },
+	/*fin*/ { 5,   4,   2,   5,   4,   5,   6,   5,   8,   9,   5 },
+	/*ack*/ { 1,   1,   2,   1,   4,   5,   6,   7,   8,   1,   1 },
+	/*rst*/ { 6,   6,   2,   6,   6,   5,   6,   6,   6,   6,   6 },
+	},
+	{
 	/*syn*/ { 3,   1,   1,   3,   3,   3,   3,   3,   3,   3,   3 },
 	/*fin*/ { 6,   4,   2,   5,   4,   5,   6,   7,   8,   9,   5 },
 	/*ack*/ { 1,   1,   2,   1,   4,   5,   6,   7,   6,   9,   1 },
 	/*rst*/ { 6,   6,   6,   3,   6,   6,   6,   6,   8,   9,   6 },
+	},
 };
 
 /* tcp_event maps flags to a row as IPVS's tcp_state_idx does: rst wins,
@@ -47,24 +68,37 @@ static __always_inline int conn_reused(const struct conn_val *c, const struct pk
 	       c->state == TCPS_LAST_ACK;
 }
 
-static __always_inline void conn_update(struct conn_val *c, const struct pkt *p)
+/* conn_touch refreshes last_seen, at most once per granularity. */
+static __always_inline void conn_touch(struct conn_val *c)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
-	int ev;
 
 	if (now - c->last_seen > LAST_SEEN_GRANULARITY_NS)
 		c->last_seen = now;
-	if (p->proto != IPPROTO_TCP)
+}
+
+/* conn_state moves c's TCP state on a packet of direction dir. */
+static __always_inline void conn_state(struct conn_val *c, const struct pkt *p, int dir)
+{
+	int ev;
+
+	if (p->proto != IPPROTO_TCP || dir < 0 || dir > DIR_INPUT_ONLY)
 		return;
 	ev = tcp_event(p->tcp_flags);
 	if (ev < 0 || c->state >= TCPS_LAST)
 		return;
 	{
-		__u8 next = input_only[ev][c->state];
+		__u8 next = tcp_states[dir][ev][c->state];
 
 		if (next != c->state)
 			c->state = next;
 	}
+}
+
+static __always_inline void conn_update(struct conn_val *c, const struct pkt *p, int dir)
+{
+	conn_touch(c);
+	conn_state(c, p, dir);
 }
 
 #endif

@@ -35,6 +35,17 @@
 #define FWD_MASQ 0
 #define FWD_TUNNEL 2
 #define FWD_DROUTE 3
+#define FWD_FULLNAT 5 /* DPVS's DPVS_FWD_MODE_FNAT */
+
+/* conn.flags */
+#define CONN_F_REPLY 0x1   /* a reply entry (real server -> client) */
+#define CONN_F_FULLNAT 0x2 /* either entry of a FULLNAT connection */
+
+/* TOA: the client's address as a TCP option (the toa module's format). */
+#define TCPOPT_TOA 254
+#define TCPOLEN_TOA 8
+/* Outer IPv4 header of a TUN packet. */
+#define IPIP_HLEN 20
 
 /* real.flags */
 #define REAL_F_MAC_VALID 0x1
@@ -66,7 +77,12 @@ enum {
 	STAT_DROP_NO_MAC,     /* real's MAC not yet resolved: dropped */
 	STAT_DROP_NO_REAL,    /* connection names a real that is gone */
 	STAT_PASS_MALFORMED,  /* truncated or bad header: passed untouched */
-	STAT_PASS_FRAGMENT,   /* IPv4 fragment to a VIP: passed */
+	STAT_PASS_FRAGMENT,   /* IPv4 fragment: passed */
+	STAT_REPLY,           /* NAT/FULLNAT reply un-NATed, forwarded */
+	STAT_ICMP_FRAG_NEEDED,/* TUN: DF packet too big, ICMP sent back */
+	STAT_DROP_TOO_BIG,    /* TUN: packet too big for the tunnel, no DF */
+	STAT_TOA_SKIPPED,     /* FULLNAT: no room for the TOA option */
+	STAT_DROP_ADJUST,     /* growing or shrinking the frame failed */
 	STAT_MAX,
 };
 

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
-/* director.bpf.c: the xipvs director. For each IPv4 TCP/UDP packet to a
- * virtual service: a connection hit is forwarded here (DR: new Ethernet
- * addresses, XDP_TX or a devmap redirect); a miss goes to the Go slow path
- * over AF_XDP, or is dropped while no socket is bound (never passed: the
+/* director.bpf.c: the xipvs director. For each IPv4 TCP/UDP packet: a
+ * connection hit is forwarded here (DR: new Ethernet addresses; TUN: an
+ * IP-in-IP header; NAT and FULLNAT: addresses and ports rewritten, and
+ * their replies rewritten back), by XDP_TX or a devmap redirect. A packet
+ * to a virtual service without a connection goes to the Go slow path over
+ * AF_XDP, or is dropped while no socket is bound (never passed: the
  * director's stack would answer a SYN with a RST). Everything else passes
  * to the kernel untouched. */
 #include <linux/bpf.h>
@@ -13,17 +15,58 @@
 #include "structs.h"
 #include "maps.h"
 #include "parse.h"
+#include "stats.h"
 #include "rewrite.h"
 #include "conn.h"
-#include "stats.h"
+
+/* egress sends the (rewritten) frame out ifindex: XDP_TX when that is
+ * where it came in, else a devmap redirect. */
+static __always_inline int egress(struct xdp_md *ctx, __u32 ifindex)
+{
+	if (ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect_map(&tx_ports, ifindex, XDP_DROP);
+}
+
+/* forward_tun sends a packet of a TUN connection: MSS clamped on SYNs,
+ * ICMP fragmentation-needed for a DF packet the tunnel cannot carry,
+ * then the outer header. */
+static __always_inline int forward_tun(struct xdp_md *ctx, struct pkt *p, const struct real *r,
+				       __u32 *stat)
+{
+	__u16 len = bpf_ntohs(p->ip->tot_len);
+	__u16 mtu = r->mtu;
+
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_F_SYN) && mtu > IPIP_HLEN + 40)
+		clamp_mss(p->l4, (void *)(long)ctx->data_end, mtu - IPIP_HLEN - 40, 0);
+	if (mtu && len + IPIP_HLEN > mtu) {
+		if (!(p->ip->frag_off & bpf_htons(IP_DF))) {
+			*stat = STAT_DROP_TOO_BIG;
+			return XDP_DROP;
+		}
+		if (icmp_frag_needed(ctx, mtu - IPIP_HLEN) < 0) {
+			*stat = STAT_DROP_ADJUST;
+			return XDP_DROP;
+		}
+		*stat = STAT_ICMP_FRAG_NEEDED;
+		return XDP_TX;
+	}
+	if (tun_encap(ctx, r) < 0) {
+		*stat = STAT_DROP_ADJUST;
+		return XDP_DROP;
+	}
+	*stat = STAT_FWD;
+	return egress(ctx, r->ifindex);
+}
 
 /* forward sends a packet of a known connection toward its real server.
  * Returns an XDP action. */
-static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const struct conn_val *c,
+static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct conn_val *c,
 				   __u32 *stat)
 {
 	__u32 rid = c->real_id;
 	struct real *r = bpf_map_lookup_elem(&reals, &rid);
+	__u8 old_state = c->state;
 
 	if (!r || r->addr == 0) {
 		*stat = STAT_DROP_NO_REAL;
@@ -33,11 +76,78 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 		*stat = STAT_DROP_NO_MAC;
 		return XDP_DROP;
 	}
-	rewrite_dr(p->eth, r);
+	switch (r->fwd) {
+	case FWD_DROUTE:
+		conn_update(c, p, DIR_INPUT_ONLY);
+		set_macs(p->eth, r->mac, r->src_mac);
+		break;
+	case FWD_TUNNEL:
+		conn_update(c, p, DIR_INPUT_ONLY);
+		return forward_tun(ctx, p, r, stat);
+	case FWD_MASQ:
+		conn_update(c, p, DIR_INPUT);
+		nat_rewrite(p, c);
+		set_macs(p->eth, r->mac, r->src_mac);
+		break;
+	case FWD_FULLNAT: {
+		__be32 caddr = p->ip->saddr;
+		__be16 cport = p->sport;
+
+		conn_update(c, p, DIR_INPUT);
+		nat_rewrite(p, c);
+		set_macs(p->eth, r->mac, r->src_mac);
+		/* The toa module reads the option from the ACK that completes
+		 * the handshake (SYN_RECV -> ESTABLISHED here). */
+		if (p->proto == IPPROTO_TCP && old_state == TCPS_SYN_RECV &&
+		    (p->tcp_flags & (TCP_F_SYN | TCP_F_RST | TCP_F_ACK)) == TCP_F_ACK) {
+			int err = toa_insert(ctx, caddr, cport);
+
+			if (err == -2) {
+				*stat = STAT_DROP_ADJUST;
+				return XDP_DROP;
+			}
+			if (err < 0)
+				stat_inc(STAT_TOA_SKIPPED);
+		}
+		break;
+	}
+	default:
+		*stat = STAT_DROP_NO_REAL;
+		return XDP_DROP;
+	}
 	*stat = STAT_FWD;
-	if (r->ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect_map(&tx_ports, r->ifindex, XDP_DROP);
+	return egress(ctx, r->ifindex);
+}
+
+/* reply un-NATs a real server's reply (NAT, FULLNAT) back to VIP:VPORT ->
+ * client and sends it out the way the client's packets came in. TCP
+ * flags that can move the state are applied to the forward entry, with
+ * IPVS's OUTPUT table. */
+static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_val *c, __u32 *stat)
+{
+	conn_touch(c);
+	if (p->proto == IPPROTO_TCP) {
+		if (p->tcp_flags & (TCP_F_SYN | TCP_F_FIN | TCP_F_RST)) {
+			struct conn_key fk = {
+				.saddr = c->ndaddr,
+				.daddr = c->nsaddr,
+				.sport = c->ndport,
+				.dport = c->nsport,
+				.proto = p->proto,
+			};
+			struct conn_val *f = bpf_map_lookup_elem(&conns, &fk);
+
+			if (f)
+				conn_state(f, p, DIR_OUTPUT);
+		}
+		/* FULLNAT: the client's segments must leave room for TOA. */
+		if ((c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))
+			clamp_mss(p->l4, (void *)(long)ctx->data_end, 0xffff, TCPOLEN_TOA);
+	}
+	nat_rewrite(p, c);
+	set_macs(p->eth, c->dmac, c->smac);
+	*stat = STAT_REPLY;
+	return egress(ctx, c->ifindex);
 }
 
 /* to_slow_path hands a new flow's packet to the AF_XDP socket of this rx
@@ -88,6 +198,22 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 		return XDP_PASS;
 	}
 
+	/* Connections first: an established packet, either direction, costs
+	 * one lookup. */
+	ck.saddr = p.ip->saddr;
+	ck.daddr = p.ip->daddr;
+	ck.sport = p.sport;
+	ck.dport = p.dport;
+	ck.proto = p.proto;
+	c = bpf_map_lookup_elem(&conns, &ck);
+	if (c) {
+		if (c->flags & CONN_F_REPLY)
+			return reply(ctx, &p, c, stat);
+		if (!conn_reused(c, &p))
+			return forward(ctx, &p, c, stat);
+		return to_slow_path(ctx, stat);
+	}
+
 	sk.vip = p.ip->daddr;
 	sk.port = p.dport;
 	sk.proto = p.proto;
@@ -98,18 +224,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 		if (!bpf_map_lookup_elem(&services, &sk))
 			return XDP_PASS;
 	}
-
-	ck.saddr = p.ip->saddr;
-	ck.daddr = p.ip->daddr;
-	ck.sport = p.sport;
-	ck.dport = p.dport;
-	ck.proto = p.proto;
-	c = bpf_map_lookup_elem(&conns, &ck);
-	if (!c || conn_reused(c, &p))
-		return to_slow_path(ctx, stat);
-
-	conn_update(c, &p);
-	return forward(ctx, &p, c, stat);
+	return to_slow_path(ctx, stat);
 }
 
 SEC("xdp")

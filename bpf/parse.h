@@ -18,6 +18,7 @@
 struct pkt {
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	void *l4;       /* the TCP or UDP header */
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
@@ -66,6 +67,7 @@ static __always_inline int parse_ipv4(void **cursor, void *data_end, struct pkt 
 /* parse_l4 fills ports and TCP flags; returns the protocol or -1. */
 static __always_inline int parse_l4(void *cursor, void *data_end, struct pkt *p)
 {
+	p->l4 = cursor;
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *tcp = cursor;
 

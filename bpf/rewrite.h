@@ -1,16 +1,318 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
-/* rewrite.h: packet transforms per forwarding method. DR: the IP packet is
- * untouched; only the Ethernet addresses change. */
+/* rewrite.h: packet transforms per forwarding method.
+ *   DR:      only the Ethernet addresses change.
+ *   TUN:     an outer IPv4 header (IP-in-IP) goes in front of the packet.
+ *   NAT:     addresses and ports rewritten with incremental checksums.
+ *   FULLNAT: as NAT on both ends, plus the TOA option on the packet that
+ *            completes the handshake.
+ * Functions that grow or shrink the frame invalidate every packet pointer
+ * and re-derive theirs from ctx. */
 #ifndef XIPVS_REWRITE_H
 #define XIPVS_REWRITE_H
 
 #include <linux/if_ether.h>
+#include "csum.h"
+#include "parse.h"
 #include "structs.h"
 
-static __always_inline void rewrite_dr(struct ethhdr *eth, const struct real *r)
+#define IP_DF 0x4000
+
+/* ICMP destination unreachable with the next-hop MTU (RFC 1191); spelled
+ * out because linux/icmp.h pulls in libc headers. */
+struct icmp_frag {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	__u16 unused;
+	__be16 mtu;
+};
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+/* The smallest MSS clamping leaves (RFC 879's default). */
+#define MSS_FLOOR 536
+
+static __always_inline void set_macs(struct ethhdr *eth, const __u8 *dst, const __u8 *src)
 {
-	__builtin_memcpy(eth->h_dest, r->mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, r->src_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, dst, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
+}
+
+/* nat_rewrite gives the packet the tuple (nsaddr, ndaddr, nsport, ndport)
+ * of c, updating the IP and the TCP/UDP checksums incrementally. */
+static __always_inline void nat_rewrite(struct pkt *p, const struct conn_val *c)
+{
+	struct iphdr *ip = p->ip;
+	int udp = p->proto == IPPROTO_UDP;
+	__u16 *sum;
+	__be16 *sport, *dport;
+
+	if (udp) {
+		struct udphdr *uh = p->l4;
+
+		sum = &uh->check;
+		sport = &uh->source;
+		dport = &uh->dest;
+	} else {
+		struct tcphdr *th = p->l4;
+
+		sum = &th->check;
+		sport = &th->source;
+		dport = &th->dest;
+	}
+	if (ip->saddr != c->nsaddr) {
+		csum_replace4(&ip->check, ip->saddr, c->nsaddr);
+		l4_csum_replace4(sum, ip->saddr, c->nsaddr, udp);
+		ip->saddr = c->nsaddr;
+	}
+	if (ip->daddr != c->ndaddr) {
+		csum_replace4(&ip->check, ip->daddr, c->ndaddr);
+		l4_csum_replace4(sum, ip->daddr, c->ndaddr, udp);
+		ip->daddr = c->ndaddr;
+	}
+	if (*sport != c->nsport) {
+		l4_csum_replace2(sum, *sport, c->nsport, udp);
+		*sport = c->nsport;
+	}
+	if (*dport != c->ndport) {
+		l4_csum_replace2(sum, *dport, c->ndport, udp);
+		*dport = c->ndport;
+	}
+}
+
+/* clamp_mss lowers the MSS option of a SYN to min(mss - minus, max), not
+ * below MSS_FLOOR. MSS is the first option in every stack's SYN; the scan
+ * gives up after a few options. */
+static __always_inline void clamp_mss(struct tcphdr *th, void *data_end, __u16 max, __u16 minus)
+{
+	__u8 *opt = (void *)(th + 1);
+	__u8 *end = (void *)th + th->doff * 4;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u8 kind, len;
+
+		if ((void *)(opt + 2) > data_end || opt + 2 > end)
+			return;
+		kind = opt[0];
+		if (kind == 0)
+			return;
+		if (kind == 1) {
+			opt++;
+			continue;
+		}
+		len = opt[1];
+		if (kind == 2) {
+			__u16 mss, want;
+			__be16 nmss;
+
+			if (len != 4 || (void *)(opt + 4) > data_end || opt + 4 > end)
+				return;
+			mss = (opt[2] << 8) | opt[3];
+			want = mss > minus ? mss - minus : 0;
+			if (want > max)
+				want = max;
+			if (want < MSS_FLOOR)
+				want = MSS_FLOOR;
+			if (want >= mss)
+				return;
+			nmss = bpf_htons(want);
+			csum_replace2(&th->check, *(__u16 *)(opt + 2), nmss);
+			__builtin_memcpy(opt + 2, &nmss, 2);
+			return;
+		}
+		if (len < 2)
+			return;
+		opt += len;
+	}
+}
+
+/* tun_encap puts an outer IPv4 header (protocol 4, director -> real) in
+ * front of the packet, as IPVS's ip_vs_tunnel_xmit: TOS, TTL and DF
+ * copied from the inner header, ID taken from it too. The Ethernet
+ * header is rewritten toward r's next hop. Returns 0 or -1. */
+static __always_inline int tun_encap(struct xdp_md *ctx, const struct real *r)
+{
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct iphdr *outer, *inner;
+
+	if (bpf_xdp_adjust_head(ctx, -IPIP_HLEN))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	outer = data + sizeof(*eth);
+	inner = (void *)outer + IPIP_HLEN;
+	if ((void *)(inner + 1) > data_end)
+		return -1;
+	set_macs(eth, r->mac, r->src_mac);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	*(__u8 *)outer = 0x45; /* version 4, 5 words */
+	outer->tos = inner->tos;
+	outer->tot_len = bpf_htons(bpf_ntohs(inner->tot_len) + IPIP_HLEN);
+	outer->id = inner->id;
+	outer->frag_off = inner->frag_off & bpf_htons(IP_DF);
+	outer->ttl = inner->ttl;
+	outer->protocol = IPPROTO_IPIP;
+	outer->check = 0;
+	outer->saddr = r->tun_src;
+	outer->daddr = r->addr;
+	outer->check = ipv4_csum(outer);
+	return 0;
+}
+
+#define ICMP_FRAME_LEN (sizeof(struct ethhdr) + 2 * sizeof(struct iphdr) + sizeof(struct icmp_frag) + 8)
+
+/* icmp_frag_needed turns a packet too big for the tunnel into an ICMP
+ * fragmentation-needed error back to its sender (type 3 code 4, next-hop
+ * MTU mtu, the offending IP header and 8 bytes of it quoted), from the
+ * address it was sent to, out the way it came. Needs a 20-byte IP header.
+ * Returns 0 or -1. */
+static __always_inline int icmp_frag_needed(struct xdp_md *ctx, __u16 mtu)
+{
+	const int grow = sizeof(struct iphdr) + sizeof(struct icmp_frag);
+	void *data, *data_end;
+	struct ethhdr *eth, *oeth;
+	struct iphdr *ip, *oip;
+	struct icmp_frag *icmp;
+	__u8 dmac[ETH_ALEN], smac[ETH_ALEN];
+	__be32 saddr, daddr;
+	__u32 s = 0;
+
+	if (bpf_xdp_adjust_head(ctx, -grow))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + ICMP_FRAME_LEN > data_end)
+		return -1;
+	oeth = data + grow;
+	oip = (void *)(oeth + 1);
+	if (oip->ihl != 5)
+		return -1;
+	__builtin_memcpy(dmac, oeth->h_source, ETH_ALEN);
+	__builtin_memcpy(smac, oeth->h_dest, ETH_ALEN);
+	saddr = oip->daddr;
+	daddr = oip->saddr;
+
+	eth = data;
+	ip = (void *)(eth + 1);
+	icmp = (void *)(ip + 1);
+	set_macs(eth, dmac, smac);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	*(__u8 *)ip = 0x45;
+	ip->tos = 0xc0; /* IPTOS_PREC_INTERNETCONTROL, as icmp_send */
+	ip->tot_len = bpf_htons(ICMP_FRAME_LEN - sizeof(struct ethhdr));
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_ICMP;
+	ip->check = 0;
+	ip->saddr = saddr;
+	ip->daddr = daddr;
+	ip->check = ipv4_csum(ip);
+	icmp->type = ICMP_DEST_UNREACH;
+	icmp->code = ICMP_FRAG_NEEDED;
+	icmp->checksum = 0;
+	icmp->unused = 0;
+	icmp->mtu = bpf_htons(mtu);
+
+	if (bpf_xdp_adjust_tail(ctx, (int)ICMP_FRAME_LEN - (int)(data_end - data)))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + ICMP_FRAME_LEN > data_end)
+		return -1;
+	{
+		__u16 *w = data + sizeof(struct ethhdr) + sizeof(struct iphdr);
+
+#pragma unroll
+		for (int i = 0; i < (sizeof(struct icmp_frag) + sizeof(struct iphdr) + 8) / 2; i++)
+			s += w[i];
+		icmp = (void *)w;
+		icmp->checksum = csum_fold(s);
+	}
+	return 0;
+}
+
+/* TCP header words (with options) toa_insert may move: doff 13 at most,
+ * so that the option fits in the 60-byte maximum. */
+#define TOA_MAX_DOFF 13
+
+/* toa_insert adds the TOA option (kind 254, length 8: client port, then
+ * client IPv4 address, network order) at the end of the TCP options of
+ * a packet with a 20-byte IP header. The headers move 8 bytes toward the
+ * front; the payload stays. Returns 0, -1 when there is no room (the
+ * packet is left as it was) or -2 when the frame could not be grown. */
+static __always_inline int toa_insert(struct xdp_md *ctx, __be32 caddr, __be16 cport)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct tcphdr *th;
+	__u32 doff, words;
+	__u16 oldlen, newlen, oldw, neww;
+	__u8 *toa;
+
+	if ((void *)(ip + 1) > data_end || ip->ihl != 5)
+		return -1;
+	th = (void *)(ip + 1);
+	if ((void *)(th + 1) > data_end)
+		return -1;
+	doff = th->doff;
+	if (doff > TOA_MAX_DOFF)
+		return -1;
+	if (bpf_xdp_adjust_head(ctx, -TCPOLEN_TOA))
+		return -2;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	/* Move Ethernet, IP and TCP headers down, 16 bits at a time (the
+	 * TCP header starts 2 bytes off a 4-byte boundary). */
+	words = (sizeof(struct ethhdr) + sizeof(struct iphdr)) / 2 + doff * 2;
+	for (__u32 i = 0; i < (sizeof(struct ethhdr) + sizeof(struct iphdr)) / 2 + TOA_MAX_DOFF * 2; i++) {
+		__u16 *dst = data + i * 2;
+		__u16 *src = data + TCPOLEN_TOA + i * 2;
+
+		if (i >= words)
+			break;
+		if ((void *)(src + 1) > data_end)
+			return -2;
+		*dst = *src;
+	}
+	ip = data + sizeof(struct ethhdr);
+	th = (void *)(ip + 1);
+	if ((void *)(th + 1) > data_end)
+		return -2;
+	toa = (void *)th + doff * 4;
+	if ((void *)(toa + TCPOLEN_TOA) > data_end)
+		return -2;
+	toa[0] = TCPOPT_TOA;
+	toa[1] = TCPOLEN_TOA;
+	__builtin_memcpy(toa + 2, &cport, 2);
+	__builtin_memcpy(toa + 4, &caddr, 4);
+
+	oldlen = ip->tot_len;
+	newlen = bpf_htons(bpf_ntohs(oldlen) + TCPOLEN_TOA);
+	csum_replace2(&ip->check, oldlen, newlen);
+	ip->tot_len = newlen;
+	/* The pseudo-header's TCP length, the data offset word, and the
+	 * option's own words. */
+	csum_replace2(&th->check, bpf_htons(bpf_ntohs(oldlen) - sizeof(*ip)),
+		      bpf_htons(bpf_ntohs(newlen) - sizeof(*ip)));
+	oldw = *(__u16 *)((void *)th + 12);
+	th->doff = doff + TCPOLEN_TOA / 4;
+	neww = *(__u16 *)((void *)th + 12);
+	csum_replace2(&th->check, oldw, neww);
+	{
+		__u16 *o = (void *)toa;
+		__u32 s = (__u16)~th->check;
+
+		s += o[0];
+		s += o[1];
+		s += o[2];
+		s += o[3];
+		th->check = csum_fold(s);
+	}
+	return 0;
 }
 
 #endif

@@ -30,26 +30,41 @@ struct conn_key {
 	__u8 pad[3];
 };
 
+/* A connection entry. A NAT or FULLNAT connection has two: the forward
+ * entry under the client's tuple and a reply entry (CONN_F_REPLY) under
+ * the tuple of the real server's replies, so either direction is found
+ * in one lookup. The n* fields are the tuple a packet leaves with (NAT
+ * and FULLNAT): forward NAT (CIP, RIP, CPORT, RPORT), forward FULLNAT
+ * (LIP, RIP, LPORT, RPORT), replies (VIP, CIP, VPORT, CPORT). Swapping
+ * the n* fields of one entry gives the key of the other. */
 struct conn_val {
 	__u64 last_seen; /* bpf_ktime_get_coarse_ns() of the last refresh */
 	__u32 real_id;   /* index into the reals array */
 	__u32 svc_id;
-	__u8 state;      /* TCPS_*; UDP stays TCPS_NONE */
-	__u8 flags;      /* reserved */
+	__u8 state;      /* TCPS_*; UDP stays TCPS_NONE; kept on the forward entry */
+	__u8 flags;      /* CONN_F_* */
 	__u16 pad;
-	__u32 pad2;
+	__be32 nsaddr;
+	__be32 ndaddr;
+	__be16 nsport;
+	__be16 ndport;
+	__u32 ifindex;   /* reply entries: egress interface toward the client */
+	__u8 dmac[6];    /* reply entries: the client's previous hop */
+	__u8 smac[6];    /* reply entries: the egress interface's MAC */
 };
 
 /* A real server as the data plane needs it. */
 struct real {
 	__be32 addr;
 	__u32 ifindex; /* egress interface */
-	__u8 mac[6];   /* next hop MAC (the real's own MAC in DR) */
+	__u8 mac[6];   /* next hop MAC (the real's own in DR; a gateway's
+			* for a routed TUN, NAT or FULLNAT real) */
 	__u8 fwd;      /* FWD_* */
 	__u8 flags;    /* REAL_F_* */
 	__u8 src_mac[6]; /* the egress interface's MAC, so the hit path
 			  * needs no interface lookup */
-	__u16 pad;
+	__u16 mtu;       /* egress MTU (TUN: what the outer packet must fit) */
+	__be32 tun_src;  /* TUN: outer source, the director's address */
 };
 
 /* A director interface, keyed by ifindex. */

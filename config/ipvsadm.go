@@ -31,6 +31,9 @@ const (
 	OpAddMark        // --add-mark (xipvs: port groups for -f services)
 	OpDelMark        // --del-mark
 	OpGetMark        // --get-mark
+	OpAddLaddr       // --add-laddr (DPVS: FULLNAT local addresses)
+	OpDelLaddr       // --del-laddr
+	OpGetLaddr       // --get-laddr
 )
 
 var opNames = map[Op]string{
@@ -39,6 +42,7 @@ var opNames = map[Op]string{
 	OpEditDest: "edit-server", OpDelDest: "delete-server", OpList: "list", OpZero: "zero",
 	OpSetTimeout: "set", OpHelp: "help", OpVersion: "version",
 	OpAddMark: "add-mark", OpDelMark: "del-mark", OpGetMark: "get-mark",
+	OpAddLaddr: "add-laddr", OpDelLaddr: "del-laddr", OpGetLaddr: "get-laddr",
 }
 
 func (o Op) String() string { return opNames[o] }
@@ -63,6 +67,8 @@ type Command struct {
 	// -t/-u ADDR[:PORTS]); --del-mark -f MARK alone names every binding
 	// of the mark and leaves Marks empty.
 	Marks []MarkRule
+	// LocalAddr is -z of --add-laddr and --del-laddr.
+	LocalAddr netip.Addr
 	// Given records which options appeared, by long name.
 	Given map[string]bool
 }
@@ -97,6 +103,34 @@ var optSpecs = []optSpec{
 	{"stats", 0, 0}, {"rate", 0, 0}, {"exact", 0, 0}, {"thresholds", 0, 0},
 	{"persistent-conn", 0, 0}, {"nosort", 0, 0}, {"sort", 0, 0}, {"ops", 'o', 0},
 	{"add-mark", 0, 0}, {"del-mark", 0, 0}, {"get-mark", 0, 0},
+	{"fullnat", 0, 0}, {"add-laddr", 'P', 0}, {"del-laddr", 'Q', 0}, {"get-laddr", 'G', 0},
+	{"laddr", 'z', 1}, {"ifname", 'F', 1},
+}
+
+// fullnatSpec is what -b means on -a and -e (DPVS's ipvsadm): FULLNAT
+// forwarding, no argument. On -A and -E it stays --sched-flags.
+var fullnatSpec = lookupLong("fullnat")
+
+// destCommand reports whether args hold -a or -e (also combined with
+// other short flags, or spelled long), which decides how -b reads.
+func destCommand(args []string) bool {
+	for _, a := range args {
+		if a == "--add-server" || a == "--edit-server" {
+			return true
+		}
+		if strings.HasPrefix(a, "--") || !strings.HasPrefix(a, "-") {
+			continue
+		}
+		for j := 1; j < len(a); j++ {
+			if a[j] == 'a' || a[j] == 'e' {
+				return true
+			}
+			if spec := lookupShort(a[j]); spec == nil || spec.arg != 0 {
+				break // the rest of the word is an argument
+			}
+		}
+	}
+	return false
 }
 
 func lookupShort(c byte) *optSpec {
@@ -123,6 +157,7 @@ var commandOps = map[string]Op{
 	"edit-server": OpEditDest, "delete-server": OpDelDest, "list": OpList, "zero": OpZero,
 	"set": OpSetTimeout, "help": OpHelp, "version": OpVersion,
 	"add-mark": OpAddMark, "del-mark": OpDelMark, "get-mark": OpGetMark,
+	"add-laddr": OpAddLaddr, "del-laddr": OpDelLaddr, "get-laddr": OpGetLaddr,
 }
 
 func (o Op) markOp() bool { return o == OpAddMark || o == OpDelMark || o == OpGetMark }
@@ -140,6 +175,7 @@ func ParseArgs(args []string) (*Command, error) {
 		has  bool
 	}
 	var occ []occurrence
+	onDest := destCommand(args)
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
@@ -167,6 +203,9 @@ func ParseArgs(args []string) (*Command, error) {
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			for j := 1; j < len(a); j++ {
 				spec := lookupShort(a[j])
+				if a[j] == 'b' && onDest {
+					spec = fullnatSpec
+				}
 				if spec == nil {
 					return nil, perr("invalid option -%c", a[j])
 				}
@@ -281,11 +320,21 @@ func ParseArgs(args []string) (*Command, error) {
 			}
 			cmd.HasDest = true
 			cmd.Dest.Addr, cmd.Dest.Port = addr, port
-		case "gatewaying", "ipip", "masquerading":
-			if b2i(cmd.Given["gatewaying"])+b2i(cmd.Given["ipip"])+b2i(cmd.Given["masquerading"]) > 1 {
+		case "gatewaying", "ipip", "masquerading", "fullnat":
+			if b2i(cmd.Given["gatewaying"])+b2i(cmd.Given["ipip"])+b2i(cmd.Given["masquerading"])+b2i(cmd.Given["fullnat"]) > 1 {
 				return nil, perr("multiple forwarding methods specified")
 			}
-			cmd.Dest.Fwd = map[string]Fwd{"gatewaying": FwdRoute, "ipip": FwdTunnel, "masquerading": FwdMasq}[name]
+			cmd.Dest.Fwd = map[string]Fwd{"gatewaying": FwdRoute, "ipip": FwdTunnel, "masquerading": FwdMasq, "fullnat": FwdFullNAT}[name]
+		case "laddr":
+			a, err := netip.ParseAddr(o.val)
+			if err != nil || !a.Is4() {
+				return nil, perr("illegal local address specified: %q", o.val)
+			}
+			cmd.LocalAddr = a
+		case "ifname":
+			// DPVS names the device that holds the local address; xipvs
+			// finds the egress from the routing table. Accepted so DPVS
+			// lines run unchanged.
 		case "weight":
 			w, err := strconv.Atoi(o.val)
 			if err != nil || w < 0 || w > MaxWeight {
@@ -377,7 +426,7 @@ func ParseArgs(args []string) (*Command, error) {
 	if cmd.HasService && cmd.Service.FWMark != 0 && cmd.Service.Proto == 0 {
 		cmd.Service.Proto = TCP
 	}
-	if cmd.HasDest && cmd.Service.FWMark == 0 && (cmd.Dest.Port == 0 || cmd.Dest.Fwd != FwdMasq) {
+	if cmd.HasDest && cmd.Service.FWMark == 0 && (cmd.Dest.Port == 0 || !cmd.Dest.Fwd.Rewrites()) {
 		// ipvsadm: a real server without a port takes the virtual
 		// port, and so does every direct-routing or tunnel real (those
 		// methods cannot change the port; ipvsadm overrides it
@@ -420,6 +469,16 @@ func (c *Command) check() error {
 		if !c.HasDest {
 			return perr("%s: no real server specified (-r)", c.Op)
 		}
+	case OpAddLaddr, OpDelLaddr, OpGetLaddr:
+		if !c.HasService && c.Op != OpGetLaddr {
+			return perr("%s: no service specified (-t, -u or -f)", c.Op)
+		}
+		if !c.LocalAddr.IsValid() && c.Op != OpGetLaddr {
+			return perr("%s: no local address specified (-z)", c.Op)
+		}
+	}
+	if c.Given["laddr"] && c.Op != OpAddLaddr && c.Op != OpDelLaddr {
+		return perr("-z is for --add-laddr and --del-laddr")
 	}
 	if c.HasService && (c.Op == OpAddService || c.Op == OpEditService) {
 		if err := c.Service.Validate(); err != nil {

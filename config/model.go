@@ -36,11 +36,12 @@ func (p Proto) String() string {
 // Fwd is a destination's packet-forwarding method.
 type Fwd uint8
 
-// Forwarding methods (ipvsadm -g, -i, -m).
+// Forwarding methods (ipvsadm -g, -i, -m; DPVS's ipvsadm -b).
 const (
-	FwdRoute  Fwd = iota // direct routing, ipvsadm -g (the default)
-	FwdTunnel            // IP-in-IP, ipvsadm -i
-	FwdMasq              // NAT, ipvsadm -m
+	FwdRoute   Fwd = iota // direct routing, ipvsadm -g (the default)
+	FwdTunnel             // IP-in-IP, ipvsadm -i
+	FwdMasq               // NAT, ipvsadm -m
+	FwdFullNAT            // full NAT, DPVS's ipvsadm -b (--fullnat)
 )
 
 // String is the name ipvsadm -L prints in the Forward column.
@@ -52,6 +53,8 @@ func (f Fwd) String() string {
 		return "Tunnel"
 	case FwdMasq:
 		return "Masq"
+	case FwdFullNAT:
+		return "FullNat" // as DPVS's ipvsadm prints it
 	default:
 		return "Fwd(" + strconv.Itoa(int(f)) + ")"
 	}
@@ -64,6 +67,8 @@ func (f Fwd) Switch() string {
 		return "-i"
 	case FwdMasq:
 		return "-m"
+	case FwdFullNAT:
+		return "-b"
 	default:
 		return "-g"
 	}
@@ -108,6 +113,10 @@ type Dest struct {
 	UThreshold uint32
 	LThreshold uint32
 }
+
+// Rewrites reports whether f rewrites the destination (NAT, FULLNAT),
+// and so may map the virtual port to another real port.
+func (f Fwd) Rewrites() bool { return f == FwdMasq || f == FwdFullNAT }
 
 // AddrPort is the destination's address and port.
 func (d Dest) AddrPort() netip.AddrPort { return netip.AddrPortFrom(d.Addr, d.Port) }
@@ -173,8 +182,11 @@ func (d Dest) Validate(svc ServiceKey) error {
 	if d.Weight < 0 || d.Weight > MaxWeight {
 		return invalid("weight %d: must be 0..%d", d.Weight, MaxWeight)
 	}
-	if d.Fwd != FwdMasq && svc.FWMark == 0 && d.Port != svc.Port {
-		return invalid("port mapping (%d -> %d) needs NAT (-m); %s forwarding keeps the port",
+	if d.Fwd > FwdFullNAT {
+		return invalid("forwarding method %d unknown", d.Fwd)
+	}
+	if !d.Fwd.Rewrites() && svc.FWMark == 0 && d.Port != svc.Port {
+		return invalid("port mapping (%d -> %d) needs NAT (-m) or FULLNAT (-b); %s forwarding keeps the port",
 			svc.Port, d.Port, strings.ToLower(d.Fwd.String()))
 	}
 	if d.UThreshold != 0 && d.LThreshold > d.UThreshold {

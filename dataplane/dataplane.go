@@ -40,11 +40,12 @@ const (
 // Fwd is a forwarding method as the data plane encodes it.
 type Fwd uint8
 
-// Forwarding methods (IPVS IP_VS_CONN_F_* numbering).
+// Forwarding methods (IPVS IP_VS_CONN_F_* numbering; FULLNAT as DPVS).
 const (
-	FwdMasq   Fwd = 0
-	FwdTunnel Fwd = 2
-	FwdRoute  Fwd = 3
+	FwdMasq    Fwd = 0
+	FwdTunnel  Fwd = 2
+	FwdRoute   Fwd = 3
+	FwdFullNAT Fwd = 5
 )
 
 // ServiceKey identifies a virtual service in the data plane.
@@ -58,8 +59,13 @@ type ServiceKey struct {
 type Real struct {
 	Addr    netip.Addr
 	Ifindex int              // egress interface
-	MAC     net.HardwareAddr // nil until resolved
+	MAC     net.HardwareAddr // next hop's MAC; nil until resolved
 	Fwd     Fwd
+	// MTU of the egress interface: a TUN packet that would not fit with
+	// its outer header is answered with ICMP fragmentation-needed.
+	MTU int
+	// TunnelSrc is the outer source address of TUN packets.
+	TunnelSrc netip.Addr
 }
 
 // ConnKey is a connection's 5-tuple as the client sends it.
@@ -69,13 +75,43 @@ type ConnKey struct {
 	Proto            uint8
 }
 
-// Conn is a connection entry.
+// ConnFlags mark what kind of entry a Conn is (bpf/consts.h CONN_F_*).
+type ConnFlags uint8
+
+const (
+	// ConnReply marks the reply entry of a NAT or FULLNAT connection,
+	// keyed by the real server's reply tuple.
+	ConnReply ConnFlags = 0x1
+	// ConnFullNAT marks both entries of a FULLNAT connection.
+	ConnFullNAT ConnFlags = 0x2
+)
+
+// Conn is a connection entry. DR and TUN connections have one, keyed by
+// the client's tuple. NAT and FULLNAT connections have two: the forward
+// entry and a reply entry (ConnReply) keyed by the tuple of the real
+// server's replies; each one's Out tuple, reversed, is the other's key.
 type Conn struct {
 	RealID    uint32
 	ServiceID uint32
-	State     conntrack.State
+	State     conntrack.State // kept on the forward entry
 	// LastSeen is on the kernel's monotonic clock (see Now).
 	LastSeen time.Duration
+	Flags    ConnFlags
+	// Out is the tuple a packet of this entry leaves with (NAT and
+	// FULLNAT; zero for DR and TUN). Proto is not used.
+	Out ConnKey
+	// Reply entries only: the interface and next hop toward the client
+	// (where its packets came from) and that interface's MAC.
+	Ifindex        int
+	DstMAC, SrcMAC net.HardwareAddr
+}
+
+// Rewrites reports whether the entry rewrites addresses (NAT, FULLNAT).
+func (c Conn) Rewrites() bool { return c.Out.Src.IsValid() }
+
+// Peer returns the key of the other entry of a NAT or FULLNAT connection.
+func (c Conn) Peer(proto uint8) ConnKey {
+	return ConnKey{Src: c.Out.Dst, Dst: c.Out.Src, SrcPort: c.Out.DstPort, DstPort: c.Out.SrcPort, Proto: proto}
 }
 
 // Options configures Open.
@@ -279,11 +315,28 @@ func connKeyFromRaw(r directorConnKey) ConnKey {
 }
 
 func (c Conn) raw() directorConnVal {
-	return directorConnVal{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State)}
+	v := directorConnVal{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State),
+		Flags: uint8(c.Flags), Ifindex: uint32(c.Ifindex)}
+	if c.Rewrites() {
+		v.Nsaddr, v.Ndaddr = be32(c.Out.Src), be32(c.Out.Dst)
+		v.Nsport, v.Ndport = be16(c.Out.SrcPort), be16(c.Out.DstPort)
+	}
+	copy(v.Dmac[:], c.DstMAC)
+	copy(v.Smac[:], c.SrcMAC)
+	return v
 }
 
 func connFromRaw(r directorConnVal) Conn {
-	return Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen)}
+	c := Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen),
+		Flags: ConnFlags(r.Flags), Ifindex: int(r.Ifindex)}
+	if r.Nsaddr != 0 {
+		c.Out = ConnKey{Src: addrFromBE32(r.Nsaddr), Dst: addrFromBE32(r.Ndaddr), SrcPort: fromBE16(r.Nsport), DstPort: fromBE16(r.Ndport)}
+	}
+	if c.Flags&ConnReply != 0 {
+		c.DstMAC = append(net.HardwareAddr(nil), r.Dmac[:]...)
+		c.SrcMAC = append(net.HardwareAddr(nil), r.Smac[:]...)
+	}
+	return c
 }
 
 // SetService adds or replaces a virtual service.
@@ -312,7 +365,13 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	if id == 0 || id >= MaxReals {
 		return fmt.Errorf("real id %d out of range", id)
 	}
-	v := directorReal{Addr: be32(r.Addr), Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd)}
+	v := directorReal{Addr: be32(r.Addr), Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd), Mtu: uint16(r.MTU)}
+	if r.TunnelSrc.IsValid() {
+		v.TunSrc = be32(r.TunnelSrc)
+	}
+	if r.Fwd == FwdTunnel && !r.TunnelSrc.Is4() {
+		return fmt.Errorf("set real %d (%v): a TUN real needs a tunnel source address", id, r.Addr)
+	}
 	d.realsMu.Lock()
 	defer d.realsMu.Unlock()
 	src, ok := d.ifaceMACs[r.Ifindex]
@@ -424,13 +483,19 @@ const (
 	StatDropNoReal
 	StatPassMalformed
 	StatPassFragment
+	StatReply
+	StatICMPFragNeeded
+	StatDropTooBig
+	StatTOASkipped
+	StatDropAdjust
 	numStats
 )
 
 // StatNames names the global counters, by index.
 var StatNames = [numStats]string{
 	"pass", "forward", "slow_path", "drop_no_xsk", "drop_no_mac",
-	"drop_no_real", "pass_malformed", "pass_fragment",
+	"drop_no_real", "pass_malformed", "pass_fragment", "reply",
+	"icmp_frag_needed", "drop_too_big", "toa_skipped", "drop_adjust",
 }
 
 // Counters returns the data plane's global counters summed over CPUs.

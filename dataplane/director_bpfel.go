@@ -31,7 +31,13 @@ type directorConnVal struct {
 	State    uint8
 	Flags    uint8
 	Pad      uint16
-	Pad2     uint32
+	Nsaddr   uint32
+	Ndaddr   uint32
+	Nsport   uint16
+	Ndport   uint16
+	Ifindex  uint32
+	Dmac     [6]uint8
+	Smac     [6]uint8
 }
 
 type directorIface struct {
@@ -48,7 +54,8 @@ type directorReal struct {
 	Fwd     uint8
 	Flags   uint8
 	SrcMac  [6]uint8
-	Pad     uint16
+	Mtu     uint16
+	TunSrc  uint32
 }
 
 type directorSvcKey struct {

@@ -45,20 +45,53 @@ func NewResolver(log *slog.Logger, fn NeighborFunc) *Resolver {
 	return &Resolver{log: log, onChange: fn, watched: map[netip.Addr]*watch{}}
 }
 
-// Route returns the interface that reaches addr directly; ErrNotOnLink
-// when the route goes through a gateway.
-func Route(addr netip.Addr) (int, error) {
+// NextHop is how the director reaches an address, from its routing
+// table.
+type NextHop struct {
+	Ifindex int
+	// Gateway is the router in between; invalid when addr is on-link.
+	Gateway netip.Addr
+	// Src is the director's own address toward it (the route's
+	// preferred source).
+	Src netip.Addr
+	// MTU is the route's MTU, or else the egress interface's.
+	MTU int
+}
+
+// Via returns the address whose MAC frames toward the destination
+// carry: the gateway, or the destination itself when on-link.
+func (h NextHop) Via(dst netip.Addr) netip.Addr {
+	if h.Gateway.IsValid() {
+		return h.Gateway
+	}
+	return dst
+}
+
+// RouteTo looks addr up in the routing table (ip route get).
+func RouteTo(addr netip.Addr) (NextHop, error) {
 	routes, err := netlink.RouteGet(addr.AsSlice())
 	if err != nil {
-		return 0, fmt.Errorf("route to %v: %w", addr, err)
+		return NextHop{}, fmt.Errorf("route to %v: %w", addr, err)
 	}
 	if len(routes) == 0 {
-		return 0, fmt.Errorf("route to %v: none", addr)
+		return NextHop{}, fmt.Errorf("route to %v: none", addr)
 	}
-	if routes[0].Gw != nil {
-		return 0, fmt.Errorf("%v via %v: %w", addr, routes[0].Gw, ErrNotOnLink)
+	r := routes[0]
+	h := NextHop{Ifindex: r.LinkIndex, MTU: r.MTU}
+	if gw, ok := netip.AddrFromSlice(r.Gw); ok && r.Gw != nil {
+		h.Gateway = gw.Unmap()
 	}
-	return routes[0].LinkIndex, nil
+	if src, ok := netip.AddrFromSlice(r.Src); ok && r.Src != nil {
+		h.Src = src.Unmap()
+	}
+	if h.MTU == 0 {
+		l, err := netlink.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			return NextHop{}, fmt.Errorf("route to %v: link %d: %w", addr, r.LinkIndex, err)
+		}
+		h.MTU = l.Attrs().MTU
+	}
+	return h, nil
 }
 
 // Watch starts tracking addr on interface ifindex and asks the kernel to

@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane/xsk"
@@ -18,6 +20,9 @@ type NewFlow struct {
 	Key      ConnKey
 	TCPFlags uint8
 	Ifindex  int
+	// SrcMAC is the frame's source: the client's previous hop, where a
+	// NAT or FULLNAT connection's replies go back to.
+	SrcMAC net.HardwareAddr
 }
 
 // TCP flag bits of NewFlow.TCPFlags.
@@ -32,6 +37,11 @@ const (
 type Decision struct {
 	RealID    uint32
 	ServiceID uint32
+	// Out is, for NAT and FULLNAT, the tuple the client's packets leave
+	// with: (client or local address, real server, client or local port,
+	// real port). Zero for DR and TUN.
+	Out     ConnKey
+	FullNAT bool
 }
 
 // FlowHandler chooses a real server for a new flow; false drops the
@@ -182,7 +192,7 @@ func (sp *slowPath) handle(qs queueSock, frame []byte) {
 		return
 	}
 	sp.flowMu.Lock()
-	fwd, err := sp.ensureConn(NewFlow{Key: key, TCPFlags: flags, Ifindex: qs.ifindex})
+	fwd, err := sp.ensureConn(NewFlow{Key: key, TCPFlags: flags, Ifindex: qs.ifindex, SrcMAC: append(net.HardwareAddr(nil), frame[6:12]...)})
 	sp.flowMu.Unlock()
 	if err != nil {
 		sp.failed.Add(1)
@@ -240,11 +250,35 @@ func (sp *slowPath) ensureConn(f NewFlow) (bool, error) {
 		sp.noDest.Add(1)
 		return false, nil
 	}
-	if err := sp.d.SetConn(f.Key, Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: Now()}); err != nil {
+	if err := sp.d.SetConns(f, dec, Now()); err != nil {
 		return false, err
 	}
 	sp.newConns.Add(1)
 	return true, nil
+}
+
+// SetConns writes the entries of a new connection: for NAT and FULLNAT
+// the reply entry first (replies can come back as soon as the first
+// packet leaves), then the forward entry.
+func (d *Dataplane) SetConns(f NewFlow, dec Decision, now time.Duration) error {
+	fwd := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now}
+	if dec.Out.Src.IsValid() {
+		var flags ConnFlags
+		if dec.FullNAT {
+			flags = ConnFullNAT
+		}
+		fwd.Out, fwd.Flags = dec.Out, flags
+		d.realsMu.RLock()
+		smac := d.ifaceMACs[f.Ifindex]
+		d.realsMu.RUnlock()
+		rep := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now, Flags: flags | ConnReply,
+			Out:     ConnKey{Src: f.Key.Dst, Dst: f.Key.Src, SrcPort: f.Key.DstPort, DstPort: f.Key.SrcPort},
+			Ifindex: f.Ifindex, DstMAC: f.SrcMAC, SrcMAC: smac}
+		if err := d.SetConn(fwd.Peer(f.Key.Proto), rep); err != nil {
+			return err
+		}
+	}
+	return d.SetConn(f.Key, fwd)
 }
 
 // reusedBySyn mirrors conn_reused in bpf/conn.h: a SYN on a closing

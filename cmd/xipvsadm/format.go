@@ -210,3 +210,23 @@ func printConns(w io.Writer, conns []api.Conn, f config.ListFormat) error {
 	}
 	return bw.Flush()
 }
+
+// printLaddrs lists FULLNAT local addresses as DPVS's ipvsadm -G does:
+// a line per service with its count, then one per local address with
+// the connections using it.
+func printLaddrs(w io.Writer, all []api.ServiceLaddrs, only *config.ServiceKey) {
+	fmt.Fprintf(w, "%-20s %-8s %-20s %-10s %-10s\n", "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS")
+	for _, s := range all {
+		if only != nil && s.Service != *only {
+			continue
+		}
+		name := netip.AddrPortFrom(s.Service.Addr, s.Service.Port).String()
+		if s.Service.FWMark != 0 {
+			name = fmt.Sprintf("FWM %d", s.Service.FWMark)
+		}
+		fmt.Fprintf(w, "%-20s %-8d\n", name, len(s.Laddrs))
+		for _, l := range s.Laddrs {
+			fmt.Fprintf(w, "%-20s %-8s %-20s %-10d %-10d\n", "", "", l.Addr, 0, l.Conns)
+		}
+	}
+}

@@ -33,6 +33,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			rest = append(rest, args[i])
 		}
 	}
+	if len(rest) > 0 && rest[0] == "realserver" {
+		return realserverMain(rest[1:], stdout, stderr)
+	}
 	cmd, err := config.ParseArgs(rest)
 	if err != nil {
 		var pe *config.ParseError
@@ -88,6 +91,21 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 		}
 		printMarks(out, rules, cmd.Service.FWMark)
 		return nil
+	case config.OpAddLaddr:
+		return c.AddLocalAddr(k, cmd.LocalAddr)
+	case config.OpDelLaddr:
+		return c.DeleteLocalAddr(k, cmd.LocalAddr)
+	case config.OpGetLaddr:
+		all, err := c.LocalAddrs()
+		if err != nil {
+			return err
+		}
+		var only *config.ServiceKey
+		if cmd.HasService {
+			only = &k
+		}
+		printLaddrs(out, all, only)
+		return nil
 	case config.OpSetTimeout:
 		return c.SetTimeouts(api.Timeouts{TCP: cmd.Timeouts[0], TCPFin: cmd.Timeouts[1], UDP: cmd.Timeouts[2]})
 	case config.OpList:
@@ -131,13 +149,17 @@ Usage:
   xipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
   xipvsadm -D virtual-service
   xipvsadm -C
-  xipvsadm -a|e virtual-service -r server-address [-g] [-w weight] [-x upper] [-y lower]
+  xipvsadm -a|e virtual-service -r server-address [-g|-i|-m|-b] [-w weight] [-x upper] [-y lower]
   xipvsadm -d virtual-service -r server-address
   xipvsadm -L|l [virtual-service] [options]
   xipvsadm --set tcp tcpfin udp
   xipvsadm --add-mark -f mark -t|-u address[:ports]
   xipvsadm --del-mark -f mark [-t|-u address[:ports]]
   xipvsadm --get-mark [-f mark]
+  xipvsadm --add-laddr|--del-laddr -z local-address virtual-service
+  xipvsadm --get-laddr [virtual-service]
+  xipvsadm realserver up --vip VIP[,VIP...] --mode dr|tun [--interface DEV] [--decap xdp|tunl0]
+  xipvsadm realserver down
   xipvsadm -h
 
 Commands:
@@ -154,6 +176,9 @@ Either long or short options are allowed.
   --add-mark                  bind ports of a VIP to a firewall mark (port group)
   --del-mark                  remove port-group bindings (all of the mark without -t/-u)
   --get-mark                  list port-group bindings
+  --add-laddr       -P        add a FULLNAT local address to a service
+  --del-laddr       -Q        remove a FULLNAT local address
+  --get-laddr       -G        list FULLNAT local addresses
   --help            -h        display this help message
 
 virtual-service:
@@ -172,6 +197,12 @@ Options:
                                       flag-1,flag-2,flag-3
   --real-server  -r server-address    server-address is host (and port)
   --gatewaying   -g                   gatewaying (direct routing) (default)
+  --ipip         -i                   ipip encapsulation (tunneling)
+  --masquerading -m                   masquerading (NAT)
+  --fullnat      -b                   full NAT (on -a/-e; on -A/-E -b is --sched-flags):
+                                      source becomes a local address (-z), the
+                                      client's address travels in a TOA option
+  --laddr        -z local-address     FULLNAT local address (--add-laddr, --del-laddr)
   --weight       -w weight            capacity of real server (0 = quiesce)
   --u-threshold  -x uthreshold        upper threshold of connections
   --l-threshold  -y lthreshold        lower threshold of connections
@@ -190,6 +221,25 @@ Port groups (firewall-mark services):
   run
     xipvsadm --add-mark -f 6666 -t 192.168.0.220:80,443
   and then the usual -A -f 6666 / -a -f 6666 lines.
+
+Forwarding methods:
+  -g  the real server has the VIP on lo and sits on the director's segment;
+      only MAC addresses change. Replies go straight to the client.
+  -i  the packet is wrapped in IP-in-IP to the real server, which may be
+      routed; replies go straight to the client. Prepare the real server
+      with 'xipvsadm realserver up --mode tun' (no ipip module needed).
+  -m  destination rewritten (port mapping allowed); the real server's
+      gateway must be the director, which rewrites the replies back.
+  -b  source and destination rewritten: the real server sees a local
+      address (--add-laddr) and needs no route change.
+
+Real servers (run on the real server, as root):
+  realserver up    VIP/32 on lo, arp_ignore=1 and arp_announce=2 (all, lo),
+                   and for tun the decapsulation: an XDP program on
+                   --interface (default: the default route's) that strips
+                   the outer header, or --decap tunl0 for the kernel device.
+                   Idempotent; what it changed is recorded.
+  realserver down  restores exactly what up changed.
 
 Exit status: 0 success, 1 operation refused by xipvsd (message on stderr),
 2 bad command line.

@@ -171,7 +171,7 @@ func run(log *slog.Logger, o runOptions) error {
 	resolver := dataplane.NewResolver(log, func(a netip.Addr, ifindex int, mac net.HardwareAddr) {
 		srv.OnNeighbor(a, ifindex, mac)
 	})
-	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.Route, Logger: log,
+	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.RouteTo, Logger: log,
 		ExpireQuiescentTemplate: o.expireQuiescent,
 		Persist:                 func(st server.State) error { return server.WriteStateFile(o.stateFile, st) }})
 	if err := srv.Restore(st, dp); err != nil {
@@ -239,10 +239,10 @@ func statusOf(err error) int {
 	case errors.As(err, &ae) && ae.Status != 0:
 		return ae.Status
 	case errors.Is(err, server.ErrNoService), errors.Is(err, server.ErrSvcNotDefined), errors.Is(err, server.ErrNoDest),
-		errors.Is(err, server.ErrNoMark):
+		errors.Is(err, server.ErrNoMark), errors.Is(err, server.ErrNoLaddr):
 		return http.StatusNotFound
 	case errors.Is(err, server.ErrServiceExists), errors.Is(err, server.ErrDestExists),
-		errors.Is(err, server.ErrMarkExists), errors.Is(err, server.ErrMarkOverlap):
+		errors.Is(err, server.ErrMarkExists), errors.Is(err, server.ErrMarkOverlap), errors.Is(err, server.ErrLaddrExists):
 		return http.StatusConflict
 	case errors.Is(err, config.ErrInvalid), errors.Is(err, server.ErrUnsupported), errors.Is(err, server.ErrNoScheduler):
 		return http.StatusBadRequest
@@ -272,7 +272,28 @@ func (b *backend) Conns() ([]api.Conn, error) {
 	}
 	return out, err
 }
-func (b *backend) Marks() []config.MarkRule                          { return b.srv.Marks() }
+func (b *backend) Marks() []config.MarkRule { return b.srv.Marks() }
+func (b *backend) AddLocalAddr(l api.LaddrRequest) error {
+	return b.srv.AddLocalAddr(l.Service, l.Addr)
+}
+func (b *backend) DeleteLocalAddr(l api.LaddrRequest) error {
+	return b.srv.DeleteLocalAddr(l.Service, l.Addr)
+}
+func (b *backend) LocalAddrs() []api.ServiceLaddrs {
+	var out []api.ServiceLaddrs
+	for _, s := range b.srv.Services() {
+		addrs, err := b.srv.LocalAddrs(s.Service.ServiceKey)
+		if err != nil || len(addrs) == 0 {
+			continue
+		}
+		sl := api.ServiceLaddrs{Service: s.Service.ServiceKey}
+		for _, a := range addrs {
+			sl.Laddrs = append(sl.Laddrs, api.Laddr{Addr: a, Conns: b.srv.LocalPortsInUse(a)})
+		}
+		out = append(out, sl)
+	}
+	return out
+}
 func (b *backend) AddDest(k config.ServiceKey, d config.Dest) error  { return b.srv.AddDest(k, d) }
 func (b *backend) EditDest(k config.ServiceKey, d config.Dest) error { return b.srv.EditDest(k, d) }
 func (b *backend) DeleteDest(k config.ServiceKey, a netip.Addr, p uint16) error {
@@ -325,5 +346,6 @@ func (b *backend) Info() api.Info {
 	info.Counters["slow_no_dest"] = sp.NoDest
 	info.Counters["slow_unparsable"] = sp.Unparsable
 	info.Counters["slow_failed"] = sp.Failed
+	info.Counters["fullnat_no_local_port"] = b.srv.LocalPortsExhausted()
 	return info
 }

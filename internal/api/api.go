@@ -94,6 +94,28 @@ type Backend interface {
 	AddMarks([]config.MarkRule) error
 	DeleteMarks(MarkRequest) error
 	Marks() []config.MarkRule
+	AddLocalAddr(LaddrRequest) error
+	DeleteLocalAddr(LaddrRequest) error
+	LocalAddrs() []ServiceLaddrs
+}
+
+// LaddrRequest names a FULLNAT local address of a service.
+type LaddrRequest struct {
+	Service config.ServiceKey `json:"service"`
+	Addr    netip.Addr        `json:"addr"`
+}
+
+// ServiceLaddrs are a service's local addresses.
+type ServiceLaddrs struct {
+	Service config.ServiceKey `json:"service"`
+	Laddrs  []Laddr           `json:"laddrs"`
+}
+
+// Laddr is a local address and how many of its local ports are in use
+// (by every service sharing it).
+type Laddr struct {
+	Addr  netip.Addr `json:"addr"`
+	Conns int        `json:"conns"`
 }
 
 // Conn is a connection-table entry (ipvsadm -c).
@@ -177,6 +199,15 @@ func Handler(b Backend, status StatusOf) http.Handler {
 	})
 	do("GET /v1/conns", func(*http.Request) (any, error) { return b.Conns() })
 	do("GET /v1/marks", func(*http.Request) (any, error) { return b.Marks(), nil })
+	do("POST /v1/laddrs/add", func(r *http.Request) (any, error) {
+		var l LaddrRequest
+		return nil, decode(r, &l, func() error { return b.AddLocalAddr(l) })
+	})
+	do("POST /v1/laddrs/delete", func(r *http.Request) (any, error) {
+		var l LaddrRequest
+		return nil, decode(r, &l, func() error { return b.DeleteLocalAddr(l) })
+	})
+	do("GET /v1/laddrs", func(*http.Request) (any, error) { return b.LocalAddrs(), nil })
 	return mux
 }
 
@@ -320,4 +351,20 @@ func (c *Client) Marks() ([]config.MarkRule, error) {
 func (c *Client) Conns() ([]Conn, error) {
 	var out []Conn
 	return out, c.call("GET", "/v1/conns", nil, &out)
+}
+
+// AddLocalAddr adds a FULLNAT local address to a service.
+func (c *Client) AddLocalAddr(k config.ServiceKey, a netip.Addr) error {
+	return c.call("POST", "/v1/laddrs/add", LaddrRequest{Service: k, Addr: a}, nil)
+}
+
+// DeleteLocalAddr removes a FULLNAT local address from a service.
+func (c *Client) DeleteLocalAddr(k config.ServiceKey, a netip.Addr) error {
+	return c.call("POST", "/v1/laddrs/delete", LaddrRequest{Service: k, Addr: a}, nil)
+}
+
+// LocalAddrs lists every service's local addresses.
+func (c *Client) LocalAddrs() ([]ServiceLaddrs, error) {
+	var out []ServiceLaddrs
+	return out, c.call("GET", "/v1/laddrs", nil, &out)
 }

@@ -59,9 +59,9 @@ type Neighbors interface {
 type Options struct {
 	Dataplane Dataplane
 	Neighbors Neighbors
-	// Route finds the director interface that reaches a real server
-	// directly (dataplane.Route).
-	Route func(netip.Addr) (int, error)
+	// Route finds how the director reaches a real server
+	// (dataplane.RouteTo).
+	Route func(netip.Addr) (dataplane.NextHop, error)
 	// Now is the clock connection ages are measured on (dataplane.Now).
 	Now    func() time.Duration
 	Logger *slog.Logger
@@ -76,11 +76,33 @@ type Options struct {
 }
 
 type dest struct {
-	cfg     config.Dest
-	svc     *service
-	realID  uint32
-	ifindex int
-	sd      *sched.Dest
+	cfg    config.Dest
+	svc    *service
+	realID uint32
+	hop    dataplane.NextHop
+	sd     *sched.Dest
+}
+
+// via is the address whose MAC the data plane sends d's packets to.
+func (d *dest) via() netip.Addr { return d.hop.Via(d.cfg.Addr) }
+
+// dpFwd is the data plane's code for a forwarding method.
+func dpFwd(f config.Fwd) dataplane.Fwd {
+	switch f {
+	case config.FwdTunnel:
+		return dataplane.FwdTunnel
+	case config.FwdMasq:
+		return dataplane.FwdMasq
+	case config.FwdFullNAT:
+		return dataplane.FwdFullNAT
+	}
+	return dataplane.FwdRoute
+}
+
+// real is d as the data plane's reals map holds it.
+func (d *dest) real(mac net.HardwareAddr) dataplane.Real {
+	return dataplane.Real{Addr: d.cfg.Addr, Ifindex: d.hop.Ifindex, MAC: mac, Fwd: dpFwd(d.cfg.Fwd),
+		MTU: d.hop.MTU, TunnelSrc: d.hop.Src}
 }
 
 type service struct {
@@ -90,6 +112,9 @@ type service struct {
 	sched sched.Scheduler
 	// templates are the persistence templates of a persistent service.
 	templates map[tmplKey]*template
+	// laddrs are the FULLNAT local addresses, used in turn.
+	laddrs    []netip.Addr
+	laddrNext int
 }
 
 // tmplKey is what IPVS keys a persistence template on, within one
@@ -159,6 +184,10 @@ type Server struct {
 	freeReals []uint32
 	nextReal  uint32
 	timeouts  conntrack.Timeouts
+	// pools are the FULLNAT local ports by (local address, protocol).
+	pools          map[poolKey]*portPool
+	portsExhausted uint64
+	noLaddrLogged  time.Time
 }
 
 // New returns a server with no services.
@@ -176,6 +205,7 @@ func New(opts Options) *Server {
 		byID:      map[uint32]*service{},
 		byDP:      map[dataplane.ServiceKey]*service{},
 		reals:     map[uint32]*dest{},
+		pools:     map[poolKey]*portPool{},
 		nextSvcID: 1,
 		nextReal:  1,
 		timeouts:  conntrack.DefaultTimeouts(),
@@ -397,20 +427,25 @@ func (s *Server) expireConns(ids map[uint32]bool) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	var doomed []dataplane.ConnKey
+	type entry struct {
+		k dataplane.ConnKey
+		c dataplane.Conn
+	}
+	var doomed []entry
 	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
 		if ids[c.RealID] {
-			doomed = append(doomed, k)
+			doomed = append(doomed, entry{k, c})
 		}
 		return true
 	})
 	if err != nil {
 		return err
 	}
-	for _, k := range doomed {
-		if err := s.opts.Dataplane.DeleteConn(k); err != nil {
+	for _, e := range doomed {
+		if err := s.opts.Dataplane.DeleteConn(e.k); err != nil {
 			return err
 		}
+		s.releaseLocal(e.k, e.c)
 	}
 	return nil
 }
@@ -421,14 +456,14 @@ func (s *Server) releaseDest(d *dest) {
 	}
 	delete(s.reals, d.realID)
 	s.freeReals = append(s.freeReals, d.realID)
-	if !s.addrInUse(d.cfg.Addr) && s.opts.Neighbors != nil {
-		s.opts.Neighbors.Unwatch(d.cfg.Addr)
+	if !s.viaInUse(d.via()) && s.opts.Neighbors != nil {
+		s.opts.Neighbors.Unwatch(d.via())
 	}
 }
 
-func (s *Server) addrInUse(a netip.Addr) bool {
+func (s *Server) viaInUse(a netip.Addr) bool {
 	for _, d := range s.reals {
-		if d.cfg.Addr == a {
+		if d.via() == a {
 			return true
 		}
 	}
@@ -444,15 +479,31 @@ func (s *Server) directorIface(ifindex int) bool {
 	return false
 }
 
-// checkDest validates a destination and refuses what is not built yet.
+// checkDest validates a destination.
 func checkDest(k config.ServiceKey, d config.Dest) error {
-	if err := d.Validate(k); err != nil {
-		return err
+	return d.Validate(k)
+}
+
+// route finds how the director reaches real d: direct routing needs it
+// on-link; TUN, NAT and FULLNAT reals may sit behind a router, and TUN
+// needs a source address for the outer header. The egress must be a
+// director interface.
+func (s *Server) route(d config.Dest) (dataplane.NextHop, error) {
+	hop, err := s.opts.Route(d.Addr)
+	if err != nil {
+		return hop, fmt.Errorf("real server %v: %w", d.Addr, err)
 	}
-	if d.Fwd != config.FwdRoute {
-		return fmt.Errorf("forwarding method %s (%s): %w yet; use -g", d.Fwd, d.Fwd.Switch(), ErrUnsupported)
+	if d.Fwd == config.FwdRoute && hop.Gateway.IsValid() {
+		return hop, fmt.Errorf("real server %v is reached via %v: direct routing (-g) needs it on the director's L2 segment; use -i, -m or -b",
+			d.Addr, hop.Gateway)
 	}
-	return nil
+	if !s.directorIface(hop.Ifindex) {
+		return hop, fmt.Errorf("real server %v is reached through interface %d, which this director does not serve (xipvsd -i)", d.Addr, hop.Ifindex)
+	}
+	if d.Fwd == config.FwdTunnel && !hop.Src.Is4() {
+		return hop, fmt.Errorf("real server %v: no IPv4 source address on the route to it for the tunnel's outer header", d.Addr)
+	}
+	return hop, nil
 }
 
 // AddDest adds a real server to a service (ipvsadm -a).
@@ -469,18 +520,15 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 	if _, x := sv.findDest(d.Addr, d.Port); x != nil {
 		return ErrDestExists
 	}
-	ifindex, err := s.opts.Route(d.Addr)
+	hop, err := s.route(d)
 	if err != nil {
-		return fmt.Errorf("real server %v: %w (direct routing needs it on the director's L2 segment)", d.Addr, err)
-	}
-	if !s.directorIface(ifindex) {
-		return fmt.Errorf("real server %v is reached through interface %d, which this director does not serve (xipvsd -i)", d.Addr, ifindex)
+		return err
 	}
 	id, err := s.allocReal()
 	if err != nil {
 		return err
 	}
-	nd, err := s.installDest(sv, d, id, ifindex)
+	nd, err := s.installDest(sv, d, id, hop)
 	if err != nil {
 		s.freeReals = append(s.freeReals, id)
 		return err
@@ -496,23 +544,33 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 // installDest writes real id for d of sv into the data plane (with its
 // MAC if the neighbour table has it, else resolution is started) and
 // registers it; s.mu is held. The caller puts it in sv's list.
-func (s *Server) installDest(sv *service, d config.Dest, id uint32, ifindex int) (*dest, error) {
-	nd := &dest{cfg: d, svc: sv, realID: id, ifindex: ifindex,
+func (s *Server) installDest(sv *service, d config.Dest, id uint32, hop dataplane.NextHop) (*dest, error) {
+	nd := &dest{cfg: d, svc: sv, realID: id, hop: hop,
 		sd: &sched.Dest{ID: id, Addr: d.Addr, Port: d.Port, Weight: d.Weight, LastWeight: d.Weight}}
-	var mac net.HardwareAddr
-	if s.opts.Neighbors != nil {
-		mac = s.opts.Neighbors.MAC(d.Addr)
-	}
-	if err := s.opts.Dataplane.SetReal(id, dataplane.Real{Addr: d.Addr, Ifindex: ifindex, MAC: mac, Fwd: dataplane.FwdRoute}); err != nil {
+	if err := s.writeReal(nd); err != nil {
 		return nil, err
 	}
 	s.reals[id] = nd
-	if s.opts.Neighbors != nil && mac == nil {
-		// Resolution reports back through OnNeighbor; do it without
-		// holding mu.
-		go s.opts.Neighbors.Watch(d.Addr, ifindex)
-	}
 	return nd, nil
+}
+
+// writeReal writes d's reals-map entry, with the next hop's MAC if the
+// neighbour table has it; otherwise resolution starts and OnNeighbor
+// fills it in. s.mu is held.
+func (s *Server) writeReal(d *dest) error {
+	var mac net.HardwareAddr
+	if s.opts.Neighbors != nil {
+		mac = s.opts.Neighbors.MAC(d.via())
+	}
+	if err := s.opts.Dataplane.SetReal(d.realID, d.real(mac)); err != nil {
+		return err
+	}
+	if s.opts.Neighbors != nil && mac == nil {
+		// Without holding mu: the answer may come back at once.
+		via, ifindex := d.via(), d.hop.Ifindex
+		go s.opts.Neighbors.Watch(via, ifindex)
+	}
+	return nil
 }
 
 // EditDest changes a real server's settings (ipvsadm -e).
@@ -537,6 +595,20 @@ func (s *Server) EditDest(k config.ServiceKey, d config.Dest) error {
 	}
 	if d.UThreshold == 0 || d.UThreshold > x.cfg.UThreshold {
 		x.sd.Overloaded = false
+	}
+	if d.Fwd != x.cfg.Fwd {
+		// -e may change the forwarding method: new connections use the
+		// new one; established ones keep their entries.
+		hop, err := s.route(d)
+		if err != nil {
+			return err
+		}
+		old, oldHop := x.cfg, x.hop
+		x.cfg, x.hop = d, hop
+		if err := s.writeReal(x); err != nil {
+			x.cfg, x.hop = old, oldHop
+			return err
+		}
 	}
 	x.cfg = d
 	x.sd.Weight = d.Weight
@@ -580,12 +652,11 @@ func (s *Server) OnNeighbor(addr netip.Addr, ifindex int, mac net.HardwareAddr) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, d := range s.reals {
-		if d.cfg.Addr != addr {
+		if d.via() != addr || d.hop.Ifindex != ifindex {
 			continue
 		}
-		r := dataplane.Real{Addr: addr, Ifindex: d.ifindex, MAC: mac, Fwd: dataplane.FwdRoute}
-		if err := s.opts.Dataplane.SetReal(id, r); err != nil {
-			s.log.Warn("update real MAC", "real", addr, "err", err)
+		if err := s.opts.Dataplane.SetReal(id, d.real(mac)); err != nil {
+			s.log.Warn("update real MAC", "real", d.cfg.Addr, "via", addr, "err", err)
 		}
 	}
 }
@@ -607,6 +678,25 @@ func (s *Server) NewFlow(f dataplane.NewFlow) (dataplane.Decision, bool) {
 	if d == nil {
 		return dataplane.Decision{}, false
 	}
+	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id}
+	if d.cfg.Fwd.Rewrites() {
+		rport := d.cfg.Port
+		if rport == 0 { // port-zero and -f services: the client's port
+			rport = f.Key.DstPort
+		}
+		dec.Out = dataplane.ConnKey{Src: f.Key.Src, Dst: d.cfg.Addr, SrcPort: f.Key.SrcPort, DstPort: rport}
+		if d.cfg.Fwd == config.FwdFullNAT {
+			lip, lport, err := s.allocLocal(sv, f.Key.Proto)
+			if err != nil {
+				if now := time.Now(); now.Sub(s.noLaddrLogged) > 10*time.Second {
+					s.noLaddrLogged = now
+					s.log.Warn("new FULLNAT connection dropped", "err", err)
+				}
+				return dataplane.Decision{}, false
+			}
+			dec.Out.Src, dec.Out.SrcPort, dec.FullNAT = lip, lport, true
+		}
+	}
 	// ip_vs_bind_dest: counted as inactive until the next sweep sees its
 	// state; reaching the upper threshold overloads the real.
 	d.sd.InactConns++
@@ -614,7 +704,7 @@ func (s *Server) NewFlow(f dataplane.NewFlow) (dataplane.Decision, bool) {
 		d.sd.Overloaded = true
 	}
 	sv.sched.Changed(d.sd)
-	return dataplane.Decision{RealID: d.realID, ServiceID: sv.id}, true
+	return dec, true
 }
 
 // schedule picks the real of a new flow, through the client's
@@ -721,11 +811,19 @@ func (s *Server) Sweep() error {
 	s.mu.Unlock()
 	now := s.opts.Now()
 	counts := map[uint32]*conntrack.Counts{}
-	var expired []dataplane.ConnKey
-	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
-		if to.Remaining(k.Proto, c.State, c.LastSeen, now) <= 0 {
-			expired = append(expired, k)
-			return true
+	type entry struct {
+		k dataplane.ConnKey
+		c dataplane.Conn
+	}
+	var expired []entry
+	// NAT and FULLNAT connections have a reply entry: the connection is
+	// idle only when both are, so those are judged after the walk.
+	var paired []entry
+	replies := map[dataplane.ConnKey]dataplane.Conn{}
+	consider := func(k dataplane.ConnKey, c dataplane.Conn, last time.Duration) {
+		if to.Remaining(k.Proto, c.State, last, now) <= 0 {
+			expired = append(expired, entry{k, c})
+			return
 		}
 		n := counts[c.RealID]
 		if n == nil {
@@ -736,26 +834,91 @@ func (s *Server) Sweep() error {
 		if p := persistent[c.ServiceID]; p != nil {
 			p.owned[p.sv.templateKey(k.Src, k.DstPort)] = true
 		}
+	}
+	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		switch {
+		case c.Flags&dataplane.ConnReply != 0:
+			replies[k] = c
+		case c.Rewrites():
+			paired = append(paired, entry{k, c})
+		default:
+			consider(k, c, c.LastSeen)
+		}
 		return true
 	})
 	if err != nil {
 		return err
 	}
-	for _, k := range expired {
-		// Re-read: the slow path may have renewed the entry since the walk.
-		c, found, err := s.opts.Dataplane.LookupConn(k)
+	owned := map[dataplane.ConnKey]bool{}
+	for _, e := range paired {
+		last := e.c.LastSeen
+		rk := e.c.Peer(e.k.Proto)
+		if r, ok := replies[rk]; ok && r.Peer(e.k.Proto) == e.k {
+			owned[rk] = true
+			last = max(last, r.LastSeen)
+		}
+		consider(e.k, e.c, last)
+	}
+	var releases []entry
+	for _, e := range expired {
+		// Re-read: the slow path may have renewed the entry since the
+		// walk, and traffic may have refreshed it.
+		c, found, err := s.opts.Dataplane.LookupConn(e.k)
 		if err != nil {
 			return err
 		}
-		if !found || to.Remaining(k.Proto, c.State, c.LastSeen, now) > 0 {
+		if !found {
 			continue
 		}
-		if err := s.opts.Dataplane.DeleteConn(k); err != nil {
+		last := c.LastSeen
+		var rk dataplane.ConnKey
+		var r dataplane.Conn
+		hasReply := false
+		if c.Rewrites() {
+			rk = c.Peer(e.k.Proto)
+			if r, hasReply, err = s.opts.Dataplane.LookupConn(rk); err != nil {
+				return err
+			}
+			hasReply = hasReply && r.Flags&dataplane.ConnReply != 0 && r.Peer(e.k.Proto) == e.k
+			if hasReply {
+				last = max(last, r.LastSeen)
+			}
+		}
+		if to.Remaining(e.k.Proto, c.State, last, now) > 0 {
+			continue
+		}
+		if err := s.opts.Dataplane.DeleteConn(e.k); err != nil {
 			return err
 		}
+		if hasReply {
+			if err := s.opts.Dataplane.DeleteConn(rk); err != nil {
+				return err
+			}
+			releases = append(releases, entry{rk, r})
+		}
+	}
+	// A reply entry no forward entry points to (its tuple was reused by
+	// a new connection, or the forward entry was evicted) goes once it
+	// has been idle for a while.
+	for rk, r := range replies {
+		if owned[rk] || now-r.LastSeen < orphanReplyAge {
+			continue
+		}
+		if _, found, err := s.opts.Dataplane.LookupConn(r.Peer(rk.Proto)); err != nil {
+			return err
+		} else if found {
+			continue // written since the walk
+		}
+		if err := s.opts.Dataplane.DeleteConn(rk); err != nil {
+			return err
+		}
+		releases = append(releases, entry{rk, r})
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, e := range releases {
+		s.releaseLocal(e.k, e.c)
+	}
 	for id, d := range s.reals {
 		c := counts[id]
 		if c == nil {
@@ -792,6 +955,11 @@ func (s *Server) Sweep() error {
 	}
 	return nil
 }
+
+// orphanReplyAge is how long a reply entry without its forward entry is
+// kept (a new connection writes the reply entry just before the forward
+// one).
+const orphanReplyAge = 10 * time.Second
 
 // underThreshold is ip_vs_unbind_dest's test for clearing the overload
 // flag: below the lower threshold if one is set, else below three
@@ -943,6 +1111,9 @@ func (s *Server) Conns() ([]ConnStatus, error) {
 	now := s.opts.Now()
 	var out []ConnStatus
 	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		if c.Flags&dataplane.ConnReply != 0 {
+			return true // listed with its forward entry
+		}
 		left := to.Remaining(k.Proto, c.State, c.LastSeen, now)
 		if left < 0 {
 			left = 0
@@ -952,6 +1123,9 @@ func (s *Server) Conns() ([]ConnStatus, error) {
 			state = "UDP"
 		}
 		real := reals[c.RealID]
+		if c.Rewrites() {
+			real = netip.AddrPortFrom(c.Out.Dst, c.Out.DstPort)
+		}
 		if real.Port() == 0 {
 			// -g/-i reals of port-zero and -f services: the client's port.
 			real = netip.AddrPortFrom(real.Addr(), k.DstPort)

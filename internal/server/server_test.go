@@ -62,7 +62,7 @@ func newTestServer(t *testing.T) (*Server, *fakeDP, *clock) {
 	t.Helper()
 	dp := newFakeDP()
 	clk := &clock{now: time.Hour}
-	s := New(Options{Dataplane: dp, Route: func(netip.Addr) (int, error) { return 2, nil }, Now: clk.Now})
+	s := New(Options{Dataplane: dp, Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
 	return s, dp, clk
 }
 
@@ -352,7 +352,7 @@ func TestRestore(t *testing.T) {
 	ghost := dataplane.ConnKey{Src: netip.MustParseAddr("192.0.2.7"), Dst: vip, SrcPort: 7, DstPort: 9999, Proto: 6}
 	dp.conns[ghost] = dataplane.Conn{RealID: 99, ServiceID: 77, LastSeen: clk.now}
 
-	r := New(Options{Dataplane: dp, Route: func(netip.Addr) (int, error) { return 2, nil }, Now: clk.Now})
+	r := New(Options{Dataplane: dp, Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
 	if err := r.Restore(saved, dp); err != nil {
 		t.Fatal(err)
 	}

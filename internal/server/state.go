@@ -3,8 +3,10 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/xipvs/xipvs/config"
@@ -27,6 +29,8 @@ type ServiceState struct {
 	ID     uint32         `json:"id"`
 	Config config.Service `json:"config"`
 	Dests  []DestState    `json:"dests"`
+	// LocalAddrs are the FULLNAT local addresses (--add-laddr).
+	LocalAddrs []netip.Addr `json:"local_addrs,omitempty"`
 }
 
 // DestState is a real with the id of its reals-map entry.
@@ -46,7 +50,7 @@ func (s *Server) snapshotLocked() State {
 			"udp":    s.timeouts.UDP.Seconds(),
 		}}
 	for _, sv := range s.services {
-		ss := ServiceState{ID: sv.id, Config: sv.cfg}
+		ss := ServiceState{ID: sv.id, Config: sv.cfg, LocalAddrs: slices.Clone(sv.laddrs)}
 		for _, d := range sv.dests {
 			ss.Dests = append(ss.Dests, DestState{RealID: d.realID, Config: d.cfg})
 		}
@@ -137,20 +141,21 @@ func (s *Server) Restore(st State, dp Adopter) error {
 		if err != nil {
 			return fmt.Errorf("restore service %s: %w", svc.ServiceKey, ErrNoScheduler)
 		}
-		sv := &service{cfg: svc, id: ss.ID, sched: sc, templates: map[tmplKey]*template{}}
+		sv := &service{cfg: svc, id: ss.ID, sched: sc, templates: map[tmplKey]*template{},
+			laddrs: slices.Clone(ss.LocalAddrs)}
 		sv.setSchedFlags()
 		for _, ds := range ss.Dests {
 			d := ds.Config
 			if ds.RealID == 0 || ds.RealID >= dataplane.MaxReals || usedReal[ds.RealID] {
 				return fmt.Errorf("restore real %v: bad id %d", d.Addr, ds.RealID)
 			}
-			ifindex, err := s.opts.Route(d.Addr)
-			if err != nil || !s.directorIface(ifindex) {
-				s.log.Warn("restore: real server no longer reachable on a director interface; dropped",
+			hop, err := s.route(d)
+			if err != nil {
+				s.log.Warn("restore: real server no longer reachable as configured; dropped",
 					"service", svc.ServiceKey.String(), "real", d.AddrPort().String(), "err", err)
 				continue
 			}
-			nd, err := s.installDest(sv, d, ds.RealID, ifindex)
+			nd, err := s.installDest(sv, d, ds.RealID, hop)
 			if err != nil {
 				return err
 			}
@@ -203,6 +208,9 @@ func (s *Server) Restore(st State, dp Adopter) error {
 		if err := s.opts.Dataplane.DeleteConn(k); err != nil {
 			return err
 		}
+	}
+	if err := s.rebuildPools(); err != nil {
+		return err
 	}
 	if t := st.Timeouts; t != nil {
 		sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }

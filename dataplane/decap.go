@@ -1,0 +1,163 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// decapProgName is the decap program's name as the kernel reports it.
+const decapProgName = "xipvs_decap"
+
+// ErrForeignXDP is returned when an interface already runs an XDP
+// program that is not xipvs's decap program.
+var ErrForeignXDP = errors.New("another XDP program is attached")
+
+// AttachDecap makes ifname strip the outer header of IP-in-IP packets
+// to any of vips (the real-server side of TUN). When the decap program
+// is already attached there, vips are added to its VIP set; otherwise
+// it is loaded and attached through netlink, natively when the driver
+// supports it, else in generic mode. The attachment outlives the
+// process. It reports whether this call attached the program.
+func AttachDecap(ifname string, vips []netip.Addr) (bool, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return false, fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	m, err := decapMap(l)
+	if err != nil {
+		return false, err
+	}
+	if m == nil {
+		var objs decapObjects
+		if err := loadDecapObjects(&objs, nil); err != nil {
+			return false, fmt.Errorf("load decap program: %w", err)
+		}
+		defer objs.Close()
+		if err := putVIPs(objs.DecapVips, vips); err != nil {
+			return false, err
+		}
+		fd := objs.XipvsDecap.FD()
+		if err := netlink.LinkSetXdpFdWithFlags(l, fd, unix.XDP_FLAGS_DRV_MODE); err != nil {
+			if err2 := netlink.LinkSetXdpFdWithFlags(l, fd, unix.XDP_FLAGS_SKB_MODE); err2 != nil {
+				return false, fmt.Errorf("attach decap program to %s: %w (generic mode: %v)", ifname, err, err2)
+			}
+		}
+		return true, nil
+	}
+	defer m.Close()
+	return false, putVIPs(m, vips)
+}
+
+func putVIPs(m *ebpf.Map, vips []netip.Addr) error {
+	for _, v := range vips {
+		if !v.Is4() {
+			return fmt.Errorf("VIP %v: only IPv4", v)
+		}
+		if err := m.Put(be32(v), uint8(1)); err != nil {
+			return fmt.Errorf("decap VIP %v: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// decapMap returns the VIP map of the decap program attached to l, nil
+// when no XDP program is attached, or ErrForeignXDP.
+func decapMap(l netlink.Link) (*ebpf.Map, error) {
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached || x.ProgId == 0 {
+		return nil, nil
+	}
+	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId))
+	if err != nil {
+		return nil, fmt.Errorf("XDP program %d on %s: %w", x.ProgId, l.Attrs().Name, err)
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		return nil, fmt.Errorf("XDP program %d on %s: %w", x.ProgId, l.Attrs().Name, err)
+	}
+	if info.Name != decapProgName {
+		return nil, fmt.Errorf("%s: %w (%q, id %d)", l.Attrs().Name, ErrForeignXDP, info.Name, x.ProgId)
+	}
+	ids, _ := info.MapIDs()
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue
+		}
+		if mi, err := m.Info(); err == nil && mi.Name == "decap_vips" {
+			return m, nil
+		}
+		m.Close()
+	}
+	return nil, fmt.Errorf("%s: the decap program's VIP map is missing", l.Attrs().Name)
+}
+
+// DetachDecap removes the decap program from ifname; it reports false
+// when it was not attached. Another program is left alone (an error).
+func DetachDecap(ifname string) (bool, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return false, fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	m, err := decapMap(l)
+	if err != nil || m == nil {
+		return false, err
+	}
+	m.Close()
+	if err := netlink.LinkSetXdpFd(l, -1); err != nil {
+		return false, fmt.Errorf("detach decap program from %s: %w", ifname, err)
+	}
+	return true, nil
+}
+
+// DecapCounters returns what the decap program on ifname did: packets
+// decapsulated, IP-in-IP packets to other addresses, failures.
+func DecapCounters(ifname string) (ok, notVIP, failed uint64, err error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached {
+		return 0, 0, 0, fmt.Errorf("%s: no decap program", ifname)
+	}
+	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	ids, _ := info.MapIDs()
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue
+		}
+		mi, err := m.Info()
+		if err != nil || mi.Name != "decap_stats" {
+			m.Close()
+			continue
+		}
+		var out [3]uint64
+		for i := range out {
+			var per []uint64
+			if err := m.Lookup(uint32(i), &per); err == nil {
+				for _, v := range per {
+					out[i] += v
+				}
+			}
+		}
+		m.Close()
+		return out[0], out[1], out[2], nil
+	}
+	return 0, 0, 0, fmt.Errorf("%s: decap counters not found", ifname)
+}
