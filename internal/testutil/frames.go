@@ -18,6 +18,14 @@ type Frame struct {
 	Payload            []byte
 	FragOffset         uint16
 	MoreFragments      bool
+	NoDF               bool   // clear Don't Fragment
+	TOS                uint8  // IP TOS / DSCP
+	TTL                uint8  // 0: 64
+	ID                 uint16 // 0: 0x1234
+	MSS                uint16 // non-zero: a TCP MSS option
+	Timestamps         bool   // a TCP timestamps option (NOP, NOP, TS)
+	TCPOptions         []layers.TCPOption
+	NoUDPChecksum      bool // send UDP without a checksum (0)
 }
 
 // Build serialises f with gopacket, lengths and checksums computed.
@@ -31,12 +39,19 @@ func (f Frame) Build() []byte {
 	if f.Proto == 0 {
 		f.Proto = layers.IPProtocolTCP
 	}
+	if f.TTL == 0 {
+		f.TTL = 64
+	}
+	if f.ID == 0 {
+		f.ID = 0x1234
+	}
 	eth := &layers.Ethernet{SrcMAC: f.SrcMAC, DstMAC: f.DstMAC, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 0x1234, Protocol: f.Proto,
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: f.TTL, TOS: f.TOS, Id: f.ID, Protocol: f.Proto,
 		SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice(), FragOffset: f.FragOffset}
-	if f.MoreFragments {
+	switch {
+	case f.MoreFragments:
 		ip.Flags = layers.IPv4MoreFragments
-	} else {
+	case !f.NoDF:
 		ip.Flags = layers.IPv4DontFragment
 	}
 	var l4 gopacket.SerializableLayer
@@ -51,12 +66,45 @@ func (f Frame) Build() []byte {
 		if f.ACK {
 			t.Ack = 2000
 		}
+		if f.MSS != 0 {
+			t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindMSS, OptionLength: 4,
+				OptionData: []byte{byte(f.MSS >> 8), byte(f.MSS)}})
+		}
+		if f.Timestamps {
+			t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindNop},
+				layers.TCPOption{OptionType: layers.TCPOptionKindNop},
+				layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10,
+					OptionData: []byte{0, 0, 0x10, 0, 0, 0, 0x20, 0}})
+		}
+		t.Options = append(t.Options, f.TCPOptions...)
 		_ = t.SetNetworkLayerForChecksum(ip)
 		l4 = t
 	}
 	buf := gopacket.NewSerializeBuffer()
 	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
 	if err := gopacket.SerializeLayers(buf, opts, eth, ip, l4, gopacket.Payload(f.Payload)); err != nil {
+		panic(err)
+	}
+	out := append([]byte(nil), buf.Bytes()...)
+	if f.NoUDPChecksum && f.Proto == layers.IPProtocolUDP {
+		out[14+20+6], out[14+20+7] = 0, 0
+	}
+	return out
+}
+
+// IPIP wraps frame's IP packet in an outer IPv4 header (protocol 4) with
+// the given fields, as a TUN director must produce it; the Ethernet
+// header is replaced by one with dst and src.
+func IPIP(frame []byte, dst, src net.HardwareAddr, outerSrc, outerDst netip.Addr, tos, ttl uint8, id uint16, df bool) []byte {
+	eth := &layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, IHL: 5, TOS: tos, TTL: ttl, Id: id, Protocol: layers.IPProtocolIPv4,
+		SrcIP: outerSrc.AsSlice(), DstIP: outerDst.AsSlice()}
+	if df {
+		ip.Flags = layers.IPv4DontFragment
+	}
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, eth, ip, gopacket.Payload(frame[14:])); err != nil {
 		panic(err)
 	}
 	return append([]byte(nil), buf.Bytes()...)

@@ -1,0 +1,319 @@
+package dataplane_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/testutil"
+)
+
+var (
+	tunSrc = netip.MustParseAddr("10.1.0.2")
+	lip    = netip.MustParseAddr("10.1.0.250")
+	gwMAC  = net.HardwareAddr{0x02, 0x99, 0, 0, 0, 0x01}
+)
+
+// Real ids of the mode fixtures.
+const (
+	tunID     = 11
+	natID     = 12
+	fullnatID = 13
+)
+
+func setupModes(t *testing.T, d *dataplane.Dataplane) {
+	t.Helper()
+	for _, k := range []dataplane.ServiceKey{{VIP: vip, Port: 80, Proto: 6}, {VIP: vip, Port: 53, Proto: 17}} {
+		if err := d.SetService(k, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The TUN real is routed: its MAC is the gateway's.
+	reals := map[uint32]dataplane.Real{
+		tunID:     {Addr: netip.MustParseAddr("172.16.5.5"), Ifindex: loIfindex, MAC: gwMAC, Fwd: dataplane.FwdTunnel, MTU: 1500, TunnelSrc: tunSrc},
+		natID:     {Addr: rip, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdMasq, MTU: 1500},
+		fullnatID: {Addr: rip, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdFullNAT, MTU: 1500},
+	}
+	for id, r := range reals {
+		if err := d.SetReal(id, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// flow writes the entries of a new connection as the slow path does.
+func flow(t *testing.T, d *dataplane.Dataplane, k dataplane.ConnKey, dec dataplane.Decision, state conntrack.State) {
+	t.Helper()
+	f := dataplane.NewFlow{Key: k, Ifindex: loIfindex, SrcMAC: clientMAC}
+	if err := d.SetConns(f, dec, dataplane.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if state != 0 {
+		c, _, _ := d.LookupConn(k)
+		c.State = state
+		if err := d.SetConn(k, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func run(t *testing.T, d *dataplane.Dataplane, in []byte) (dataplane.Verdict, []byte) {
+	t.Helper()
+	v, out, err := d.Run(in, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, out
+}
+
+func expectFrame(t *testing.T, name string, v, wantV dataplane.Verdict, got, want []byte) {
+	t.Helper()
+	if v != wantV || !bytes.Equal(got, want) {
+		t.Errorf("%s: verdict %v, want %v\nwant: %s\ngot:  %s", name, v, wantV, hex.EncodeToString(want), hex.EncodeToString(got))
+	}
+	if v != dataplane.XDPTx || len(got) < 34 {
+		return
+	}
+	frame := got
+	if got[14+9] == 4 { // IP-in-IP: the outer header, then the inner packet
+		if csum(got[14:34]) != 0xffff {
+			t.Errorf("%s: outer IP checksum invalid: %s", name, hex.EncodeToString(got))
+		}
+		frame = append(append([]byte(nil), got[:14]...), got[34:]...)
+	}
+	if !testutil.ChecksumsValid(frame) {
+		t.Errorf("%s: checksums invalid: %s", name, hex.EncodeToString(got))
+	}
+}
+
+func TestTUNFixtures(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	real := netip.MustParseAddr("172.16.5.5")
+	flow(t, d, tcpKey(50000), dataplane.Decision{RealID: tunID, ServiceID: 1}, conntrack.StateEstablished)
+	flow(t, d, tcpKey(50001), dataplane.Decision{RealID: tunID, ServiceID: 1}, 0)
+
+	// A data packet: the inner packet is untouched; the outer header
+	// carries TOS, TTL, DF and ID of the inner one.
+	in := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 50000, DstPort: 80, ACK: true,
+		TOS: 0x28, TTL: 57, ID: 0xbeef, Payload: []byte("GET / HTTP/1.1\r\n\r\n")}.Build()
+	v, out := run(t, d, in)
+	want := testutil.IPIP(in, gwMAC, ifMAC, tunSrc, real, 0x28, 57, 0xbeef, true)
+	expectFrame(t, "TUN data", v, dataplane.XDPTx, out, want)
+	if !bytes.Equal(out[34:], in[14:]) {
+		t.Errorf("inner packet changed")
+	}
+
+	// Without DF on the inner packet, none on the outer.
+	noDF := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 50000, DstPort: 80, ACK: true, NoDF: true,
+		Payload: []byte("0123456789")}.Build()
+	v, out = run(t, d, noDF)
+	expectFrame(t, "TUN without DF", v, dataplane.XDPTx, out, testutil.IPIP(noDF, gwMAC, ifMAC, tunSrc, real, 0, 64, 0x1234, false))
+
+	// A SYN's MSS is clamped to MTU - 20 (outer) - 40.
+	syn := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 50001, DstPort: 80, SYN: true, MSS: 1460, Timestamps: true}
+	v, out = run(t, d, syn.Build())
+	syn.MSS = 1440
+	expectFrame(t, "TUN SYN clamp", v, dataplane.XDPTx, out, testutil.IPIP(syn.Build(), gwMAC, ifMAC, tunSrc, real, 0, 64, 0x1234, true))
+
+	// Too big for the tunnel with DF: ICMP fragmentation-needed back to
+	// the client, from the VIP, quoting the header.
+	big := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 50000, DstPort: 80, ACK: true,
+		Payload: make([]byte, 1500-40-10)}.Build() // IP length 1490: 1510 with the outer header
+	v, out = run(t, d, big)
+	if v != dataplane.XDPTx {
+		t.Fatalf("oversized DF packet: verdict %v, want XDP_TX of an ICMP error", v)
+	}
+	p := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default)
+	eth, _ := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	icmp, _ := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if eth == nil || ip == nil || icmp == nil {
+		t.Fatalf("ICMP frame does not decode: %s", hex.EncodeToString(out))
+	}
+	if eth.DstMAC.String() != clientMAC.String() || eth.SrcMAC.String() != ifMAC.String() {
+		t.Errorf("ICMP MACs %v <- %v", eth.DstMAC, eth.SrcMAC)
+	}
+	if !ip.SrcIP.Equal(vip.AsSlice()) || !ip.DstIP.Equal(client.AsSlice()) || ip.Length != 56 || len(out) != 70 {
+		t.Errorf("ICMP IP header %v -> %v len %d, frame %d", ip.SrcIP, ip.DstIP, ip.Length, len(out))
+	}
+	if icmp.TypeCode != layers.CreateICMPv4TypeCode(3, 4) || binary.BigEndian.Uint16(out[40:42]) != 1480 {
+		t.Errorf("ICMP %v mtu %d, want 3/4 mtu 1480", icmp.TypeCode, binary.BigEndian.Uint16(out[40:42]))
+	}
+	if !bytes.Equal(out[42:70], big[14:42]) {
+		t.Errorf("ICMP quotes %x, want %x", out[42:70], big[14:42])
+	}
+	if csum(out[14:34]) != 0xffff || csum(out[34:70]) != 0xffff {
+		t.Errorf("ICMP checksums invalid: %s", hex.EncodeToString(out))
+	}
+	// Without DF the director cannot fragment: dropped and counted.
+	bigNoDF := testutil.Frame{Src: client, Dst: vip, SrcPort: 50000, DstPort: 80, ACK: true, NoDF: true, Payload: make([]byte, 1450)}.Build()
+	if v, _ := run(t, d, bigNoDF); v != dataplane.XDPDrop {
+		t.Errorf("oversized packet without DF: verdict %v, want drop", v)
+	}
+	c, _ := d.Counters()
+	if c[dataplane.StatICMPFragNeeded] != 1 || c[dataplane.StatDropTooBig] != 1 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+func csum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+func TestNATFixtures(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	k := tcpKey(51000)
+	flow(t, d, k, dataplane.Decision{RealID: natID, ServiceID: 1,
+		Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 51000, DstPort: 8080}}, 0)
+
+	// Client -> VIP:80 becomes client -> RIP:8080 (port mapping).
+	in := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 51000, DstPort: 80, SYN: true, MSS: 1460}
+	v, out := run(t, d, in.Build())
+	want := in
+	want.DstMAC, want.SrcMAC, want.Dst, want.DstPort = realMAC, ifMAC, rip, 8080
+	expectFrame(t, "NAT SYN", v, dataplane.XDPTx, out, want.Build())
+
+	// The reply RIP:8080 -> client is found by its own key and leaves
+	// as VIP:80 -> client toward the client's previous hop.
+	rep := testutil.Frame{SrcMAC: realMAC, DstMAC: ifMAC, Src: rip, Dst: client, SrcPort: 8080, DstPort: 51000, SYN: true, ACK: true, MSS: 1460}
+	v, out = run(t, d, rep.Build())
+	wantRep := rep
+	wantRep.DstMAC, wantRep.SrcMAC, wantRep.Src, wantRep.SrcPort = clientMAC, ifMAC, vip, 80
+	expectFrame(t, "NAT SYN-ACK", v, dataplane.XDPTx, out, wantRep.Build())
+
+	// State follows both directions (IPVS's INPUT and OUTPUT tables).
+	ack := in
+	ack.SYN, ack.ACK, ack.MSS = false, true, 0
+	run(t, d, ack.Build())
+	if c, _, _ := d.LookupConn(k); c.State != conntrack.StateEstablished {
+		t.Errorf("after client ACK: %v", c.State)
+	}
+	fin := rep
+	fin.SYN, fin.FIN, fin.MSS = false, true, 0
+	run(t, d, fin.Build())
+	if c, _, _ := d.LookupConn(k); c.State != conntrack.StateFinWait {
+		t.Errorf("after server FIN: %v, want FIN_WAIT (OUTPUT fin from ESTABLISHED)", c.State)
+	}
+
+	// UDP: a checksum is updated, a zero checksum stays zero.
+	uk := dataplane.ConnKey{Src: client, Dst: vip, SrcPort: 5353, DstPort: 53, Proto: 17}
+	flow(t, d, uk, dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 5353, DstPort: 5300}}, 0)
+	for _, zero := range []bool{false, true} {
+		u := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 5353, DstPort: 53,
+			Proto: layers.IPProtocolUDP, Payload: []byte("query"), NoUDPChecksum: zero}
+		v, out = run(t, d, u.Build())
+		w := u
+		w.DstMAC, w.SrcMAC, w.Dst, w.DstPort = realMAC, ifMAC, rip, 5300
+		expectFrame(t, "NAT UDP", v, dataplane.XDPTx, out, w.Build())
+		if zero && (out[40] != 0 || out[41] != 0) {
+			t.Errorf("zero UDP checksum became %x", out[40:42])
+		}
+	}
+	c, _ := d.Counters()
+	if c[dataplane.StatReply] != 2 {
+		t.Errorf("reply counter %d, want 2", c[dataplane.StatReply])
+	}
+}
+
+// toa is the TOA option a FULLNAT director adds: kind 254, length 8,
+// client port, client address.
+func toa(port uint16, a netip.Addr) layers.TCPOption {
+	b := a.As4()
+	return layers.TCPOption{OptionType: 254, OptionLength: 8, OptionData: []byte{byte(port >> 8), byte(port), b[0], b[1], b[2], b[3]}}
+}
+
+func TestFULLNATFixtures(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	k := tcpKey(52000)
+	flow(t, d, k, dataplane.Decision{RealID: fullnatID, ServiceID: 1, FullNAT: true,
+		Out: dataplane.ConnKey{Src: lip, Dst: rip, SrcPort: 30001, DstPort: 8080}}, 0)
+
+	syn := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 52000, DstPort: 80, SYN: true, MSS: 1460, Timestamps: true}
+	v, out := run(t, d, syn.Build())
+	w := syn
+	w.DstMAC, w.SrcMAC, w.Src, w.SrcPort, w.Dst, w.DstPort = realMAC, ifMAC, lip, 30001, rip, 8080
+	expectFrame(t, "FULLNAT SYN", v, dataplane.XDPTx, out, w.Build())
+
+	// The SYN-ACK comes back to the local address; it leaves as VIP ->
+	// client with its MSS 8 lower, so the client's segments leave room
+	// for the TOA option.
+	sa := testutil.Frame{SrcMAC: realMAC, DstMAC: ifMAC, Src: rip, Dst: lip, SrcPort: 8080, DstPort: 30001, SYN: true, ACK: true, MSS: 1460, Timestamps: true}
+	v, out = run(t, d, sa.Build())
+	w = sa
+	w.DstMAC, w.SrcMAC, w.Src, w.SrcPort, w.Dst, w.DstPort, w.MSS = clientMAC, ifMAC, vip, 80, client, 52000, 1452
+	expectFrame(t, "FULLNAT SYN-ACK", v, dataplane.XDPTx, out, w.Build())
+
+	// The ACK completing the handshake carries TOA (client port and
+	// address), after the existing options; with data too.
+	for i, payload := range [][]byte{nil, []byte("GET / HTTP/1.1\r\n\r\n")} {
+		if i == 1 { // back to SYN_RECV for the second case
+			c, _, _ := d.LookupConn(k)
+			c.State = conntrack.StateSynRecv
+			_ = d.SetConn(k, c)
+		}
+		ack := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 52000, DstPort: 80, ACK: true, Timestamps: true, Payload: payload}
+		v, out = run(t, d, ack.Build())
+		w = ack
+		w.DstMAC, w.SrcMAC, w.Src, w.SrcPort, w.Dst, w.DstPort = realMAC, ifMAC, lip, 30001, rip, 8080
+		w.TCPOptions = []layers.TCPOption{toa(52000, client)}
+		expectFrame(t, "FULLNAT handshake ACK with TOA", v, dataplane.XDPTx, out, w.Build())
+		if c, _, _ := d.LookupConn(k); c.State != conntrack.StateEstablished {
+			t.Errorf("after the handshake ACK: %v", c.State)
+		}
+	}
+	// Later packets carry no TOA.
+	data := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 52000, DstPort: 80, ACK: true, Timestamps: true, Payload: []byte("more")}
+	v, out = run(t, d, data.Build())
+	w = data
+	w.DstMAC, w.SrcMAC, w.Src, w.SrcPort, w.Dst, w.DstPort = realMAC, ifMAC, lip, 30001, rip, 8080
+	expectFrame(t, "FULLNAT data", v, dataplane.XDPTx, out, w.Build())
+
+	// Replies: RIP:8080 -> LIP:30001 become VIP:80 -> client.
+	r := testutil.Frame{SrcMAC: realMAC, DstMAC: ifMAC, Src: rip, Dst: lip, SrcPort: 8080, DstPort: 30001, ACK: true, Payload: []byte("HTTP/1.1 200 OK\r\n")}
+	v, out = run(t, d, r.Build())
+	w = r
+	w.DstMAC, w.SrcMAC, w.Src, w.SrcPort, w.Dst, w.DstPort = clientMAC, ifMAC, vip, 80, client, 52000
+	expectFrame(t, "FULLNAT reply", v, dataplane.XDPTx, out, w.Build())
+
+	// No room for TOA (40 bytes of options already): forwarded without
+	// it and counted.
+	k2 := tcpKey(52001)
+	flow(t, d, k2, dataplane.Decision{RealID: fullnatID, ServiceID: 1, FullNAT: true,
+		Out: dataplane.ConnKey{Src: lip, Dst: rip, SrcPort: 30002, DstPort: 8080}}, conntrack.StateSynRecv)
+	nops := make([]layers.TCPOption, 40)
+	for i := range nops {
+		nops[i] = layers.TCPOption{OptionType: layers.TCPOptionKindNop}
+	}
+	full := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 52001, DstPort: 80, ACK: true, TCPOptions: nops}
+	v, out = run(t, d, full.Build())
+	w = full
+	w.DstMAC, w.SrcMAC, w.Src, w.SrcPort, w.Dst, w.DstPort = realMAC, ifMAC, lip, 30002, rip, 8080
+	expectFrame(t, "FULLNAT no room for TOA", v, dataplane.XDPTx, out, w.Build())
+	c, _ := d.Counters()
+	if c[dataplane.StatTOASkipped] != 1 {
+		t.Errorf("toa_skipped %d, want 1", c[dataplane.StatTOASkipped])
+	}
+	// A truncated reply is passed, not rewritten.
+	trunc := r.Build()[:14+20+8]
+	if v, out := run(t, d, trunc); v != dataplane.XDPPass || !bytes.Equal(out, trunc) {
+		t.Errorf("truncated reply: verdict %v", v)
+	}
+}
