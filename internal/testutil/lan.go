@@ -111,6 +111,44 @@ func (l *LAN) AddHost(name string, addr netip.Prefix, o HostOptions) (*Host, err
 	return h, nil
 }
 
+// Attach links an existing host of another LAN to this one as interface
+// dev at addr (a director's second interface, a router's other leg).
+func (l *LAN) Attach(h *Host, name, dev string, addr netip.Prefix, o HostOptions) error {
+	port := "p-" + name
+	steps := [][]string{
+		{"link", "add", port, "numtxqueues", "1", "numrxqueues", "1", "type", "veth",
+			"peer", "name", dev, "netns", h.Name, "numtxqueues", "1", "numrxqueues", "1"},
+		{"link", "set", port, "master", "br0"},
+		{"link", "set", port, "up"},
+	}
+	for _, s := range steps {
+		if err := l.Switch.IP(s...); err != nil {
+			return err
+		}
+	}
+	if err := h.IP("addr", "add", addr.String(), "dev", dev); err != nil {
+		return err
+	}
+	if err := h.IP("link", "set", dev, "up"); err != nil {
+		return err
+	}
+	if o.XDPPeer {
+		if err := l.Switch.Do(func() error {
+			ifc, err := net.InterfaceByName(port)
+			if err != nil {
+				return err
+			}
+			return dataplane.AttachPass(ifc.Index)
+		}); err != nil {
+			return err
+		}
+	}
+	if o.TxChecksumOff {
+		return h.SetTxChecksum(dev, false)
+	}
+	return nil
+}
+
 // MakeRealServer prepares h as an LVS-DR real server, as the seeds'
 // real-server.sh does: each VIP on lo as /32, arp_ignore=1 and
 // arp_announce=2 on all and lo.

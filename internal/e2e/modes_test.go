@@ -1,0 +1,505 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/internal/testutil"
+)
+
+// modeLab is a client and a director on an outside LAN, and real
+// servers on an inside LAN: reached through the director's second
+// interface (NAT, FULLNAT) or through a router (TUN).
+type modeLab struct {
+	*drLab
+	inside *testutil.LAN
+}
+
+type labPlan struct {
+	outside, inside string // /24 prefixes, e.g. "10.78.0"
+	// routed puts a router (gw) between the LANs instead of giving the
+	// director a leg on the inside LAN.
+	routed bool
+	// realsGateway is the reals' default gateway on the inside LAN
+	// (empty: none).
+	realsGateway string
+}
+
+func newModeLab(t *testing.T, tag string, plan labPlan) *modeLab {
+	t.Helper()
+	testutil.RequirePrivileged(t)
+	prefix := fmt.Sprintf("xm%d%s", os.Getpid()%10000, tag)
+	out, err := testutil.NewLAN(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := testutil.NewLAN(prefix + "i")
+	if err != nil {
+		out.Close()
+		t.Fatal(err)
+	}
+	lab := &modeLab{drLab: &drLab{lan: out, vip: netip.MustParseAddr(plan.outside + ".100"), tempDir: t.TempDir()}, inside: in}
+	t.Cleanup(func() {
+		if lab.daemon != nil {
+			lab.daemon.Stop()
+			if t.Failed() {
+				t.Logf("xipvsd log:\n%s", lab.daemon.Logs())
+			}
+		}
+		if err := in.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		if err := out.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	must := func(h *testutil.Host, err error) *testutil.Host {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	check := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	pfx := func(s string) netip.Prefix { return netip.MustParsePrefix(s + "/24") }
+	lab.cl = must(out.AddHost("cl", pfx(plan.outside+".1"), testutil.HostOptions{TxChecksumOff: true}))
+	lab.lb = must(out.AddHost("lb", pfx(plan.outside+".2"), testutil.HostOptions{XDPPeer: true}))
+	check(lab.lb.IP("addr", "add", lab.vip.String()+"/32", "dev", "eth0"))
+	if plan.routed {
+		gw := must(out.AddHost("gw", pfx(plan.outside+".254"), testutil.HostOptions{}))
+		check(in.Attach(gw, "gw", "eth1", pfx(plan.inside+".254"), testutil.HostOptions{}))
+		for _, k := range []string{"net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.eth0.rp_filter", "net.ipv4.conf.eth1.rp_filter"} {
+			v := "0"
+			if k == "net.ipv4.ip_forward" {
+				v = "1"
+			}
+			check(gw.Sysctl(k, v))
+		}
+		check(lab.lb.IP("route", "add", plan.inside+".0/24", "via", plan.outside+".254"))
+	} else {
+		check(in.Attach(lab.lb, "lb", "eth1", pfx(plan.inside+".1"), testutil.HostOptions{XDPPeer: true}))
+	}
+	for i := 1; i <= 2; i++ {
+		rs := must(in.AddHost(fmt.Sprintf("rs%d", i), pfx(fmt.Sprintf("%s.%d", plan.inside, 10+i)), testutil.HostOptions{TxChecksumOff: true}))
+		if plan.realsGateway != "" {
+			check(rs.IP("route", "add", "default", "via", plan.realsGateway))
+		}
+		lab.rs = append(lab.rs, rs)
+	}
+	lab.socket = filepath.Join(lab.tempDir, "xipvsd.sock")
+	ifaces := "eth0,eth1"
+	if plan.routed {
+		ifaces = "eth0"
+	}
+	d, err := testutil.StartDaemon(lab.lb.Netns, xipvsdBin, lab.socket, "-i", ifaces)
+	check(err)
+	lab.daemon = d
+	return lab
+}
+
+// destLine is the start of a real's -Ln line, in ipvsadm's format
+// ("  -> %-28s %-7s %-6d ...").
+func destLine(addr, fwd string, weight int) string {
+	return fmt.Sprintf("  -> %-28s %-7s %-6d ", addr, fwd, weight)
+}
+
+// rsName is a real server's short name (rs1, rs2).
+func (lab *modeLab) rsName(rs *testutil.Host) string {
+	return strings.TrimPrefix(rs.Name, lab.inside.Prefix+"-")
+}
+
+// serveEcho runs an HTTP server on every real at port that answers
+// "NAME REMOTE-ADDR" and, for a POST, the body's length.
+func (lab *modeLab) serveEcho(t *testing.T, port int) {
+	t.Helper()
+	for _, rs := range lab.rs {
+		name := lab.rsName(rs)
+		var ln net.Listener
+		if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return }); err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(w, "%s %s %d", name, r.RemoteAddr, n)
+		})}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}
+}
+
+// serveUDPEcho answers every datagram to port on each real (any local
+// address) with "NAME REMOTE-ADDR".
+func (lab *modeLab) serveUDPEcho(t *testing.T, bind netip.Addr, port int) {
+	t.Helper()
+	for _, rs := range lab.rs {
+		name := lab.rsName(rs)
+		var pc net.PacketConn
+		if err := rs.Do(func() (err error) {
+			pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(bind, uint16(port)).String())
+			return
+		}); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo([]byte(name+" "+from.String()), from)
+			}
+		}()
+		t.Cleanup(func() { pc.Close() })
+	}
+}
+
+// get sends one HTTP/1.0 request to VIP:port on a new connection from
+// the client and returns the body and the client's own address.
+func (lab *modeLab) get(t *testing.T, port int, body []byte) (string, netip.AddrPort) {
+	t.Helper()
+	var c net.Conn
+	if err := lab.cl.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(lab.vip, uint16(port)).String(), 10*time.Second)
+		return
+	}); err != nil {
+		t.Fatalf("connect to the VIP: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	method := "GET"
+	if body != nil {
+		method = "POST"
+	}
+	fmt.Fprintf(c, "%s / HTTP/1.0\r\nContent-Length: %d\r\n\r\n", method, len(body))
+	if _, err := c.Write(body); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("response: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return string(b), netip.MustParseAddrPort(c.LocalAddr().String())
+}
+
+func TestNATTwoInterfaces(t *testing.T) {
+	lab := newModeLab(t, "nat", labPlan{outside: "10.78.0", inside: "10.79.0", realsGateway: "10.79.0.1"})
+	lab.serveEcho(t, 8080)
+	lab.serveUDPEcho(t, netip.IPv4Unspecified(), 5300)
+	vs := lab.vip.String() + ":80"
+	lab.adm(t, "-A", "-t", vs, "-s", "rr")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.79.0.11:8080", "-m")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.79.0.12:8080", "-m")
+	count := map[string]int{}
+	for i := 0; i < 6; i++ {
+		body, local := lab.get(t, 80, nil)
+		f := strings.Fields(body)
+		if len(f) != 3 {
+			t.Fatalf("answer %q", body)
+		}
+		count[f[0]]++
+		// NAT keeps the client's address: the real sees it.
+		if f[1] != local.String() {
+			t.Errorf("real %s saw %s, want the client %s", f[0], f[1], local)
+		}
+	}
+	if count["rs1"] != 3 || count["rs2"] != 3 {
+		t.Errorf("rr over two NAT reals: %v", count)
+	}
+	list := lab.adm(t, "-Ln")
+	if !strings.Contains(list, destLine("10.79.0.11:8080", "Masq", 1)) {
+		t.Errorf("-Ln:\n%s", list)
+	}
+
+	us := lab.vip.String() + ":53"
+	lab.adm(t, "-A", "-u", us, "-s", "rr")
+	lab.adm(t, "-a", "-u", us, "-r", "10.79.0.11:5300", "-m")
+	lab.adm(t, "-a", "-u", us, "-r", "10.79.0.12:5300", "-m")
+	ucount := map[string]int{}
+	for i := 0; i < 4; i++ {
+		// udpAsk's socket is connected to VIP:53: the answer must come
+		// back from there.
+		ucount[strings.Fields(lab.udpAsk(t, 53))[0]]++
+	}
+	if ucount["rs1"] != 2 || ucount["rs2"] != 2 {
+		t.Errorf("UDP rr over two NAT reals: %v", ucount)
+	}
+}
+
+// TestNATOneInterface: clients, director and reals on one segment; the
+// client is in another subnet, so the reals' replies go through their
+// gateway, the director.
+func TestNATOneInterface(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	lab := newDRLab(t, "nat1")
+	lab.serveHTTP(t, 8080)
+	for _, step := range [][]string{
+		{"addr", "add", "10.80.0.1/24", "dev", "eth0"}, // the client's own subnet
+	} {
+		if err := lab.cl.IP(step...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, rs := range lab.rs {
+		if err := rs.IP("route", "add", "10.80.0.0/24", "via", "10.77.0.2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vs := lab.vip.String() + ":80"
+	lab.adm(t, "-A", "-t", vs, "-s", "rr")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.77.0.11:8080", "-m")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.77.0.12:8080", "-m")
+	count := map[string]int{}
+	for i := 0; i < 4; i++ {
+		var c net.Conn
+		if err := lab.cl.Do(func() (err error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 80, 0, 1)}, Timeout: 10 * time.Second}
+			c, err = d.Dial("tcp4", vs)
+			return
+		}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprint(c, "GET / HTTP/1.0\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		c.Close()
+		count[string(b)]++
+	}
+	if count["rs1"] != 2 || count["rs2"] != 2 {
+		t.Errorf("NAT on one interface: %v", count)
+	}
+}
+
+// captureTOA opens a packet socket on rs that returns the TOA option of
+// the first TCP segment to port that carries one.
+func captureTOA(t *testing.T, rs *testutil.Host, port uint16) func() (netip.AddrPort, bool) {
+	t.Helper()
+	var fd int
+	if err := rs.Do(func() (err error) {
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 300000})
+	return func() (netip.AddrPort, bool) {
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				return netip.AddrPort{}, false
+			}
+			p := buf[:n]
+			if len(p) < 14+20+20 || p[14+9] != unix.IPPROTO_TCP {
+				continue
+			}
+			l4 := p[14+int(p[14]&0xf)*4:]
+			if binary.BigEndian.Uint16(l4[2:4]) != port {
+				continue
+			}
+			opts := l4[20 : int(l4[12]>>4)*4]
+			for i := 0; i < len(opts); {
+				switch opts[i] {
+				case 0:
+					i = len(opts)
+					continue
+				case 1:
+					i++
+					continue
+				}
+				if i+1 >= len(opts) || opts[i+1] < 2 {
+					break
+				}
+				if opts[i] == 254 && opts[i+1] == 8 && i+8 <= len(opts) {
+					return netip.AddrPortFrom(netip.AddrFrom4([4]byte(opts[i+4:i+8])), binary.BigEndian.Uint16(opts[i+2:i+4])), true
+				}
+				i += int(opts[i+1])
+			}
+		}
+	}
+}
+
+func TestFULLNAT(t *testing.T) {
+	// The reals have no route to the client at all.
+	lab := newModeLab(t, "fnat", labPlan{outside: "10.84.0", inside: "10.85.0"})
+	lip := "10.85.0.250"
+	if err := lab.lb.IP("addr", "add", lip+"/32", "dev", "eth1"); err != nil {
+		t.Fatal(err)
+	}
+	lab.serveEcho(t, 8080)
+	lab.serveUDPEcho(t, netip.IPv4Unspecified(), 5300)
+	vs := lab.vip.String() + ":80"
+	lab.adm(t, "-A", "-t", vs, "-s", "rr")
+	lab.adm(t, "--add-laddr", "-z", lip, "-t", vs)
+	lab.adm(t, "-a", "-t", vs, "-r", "10.85.0.11:8080", "-b")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.85.0.12:8080", "--fullnat")
+	toa1 := captureTOA(t, lab.rs[0], 8080)
+	toa2 := captureTOA(t, lab.rs[1], 8080)
+	count := map[string]int{}
+	for i := 0; i < 4; i++ {
+		body, local := lab.get(t, 80, nil)
+		f := strings.Fields(body)
+		if len(f) != 3 {
+			t.Fatalf("answer %q", body)
+		}
+		count[f[0]]++
+		// The real sees the local address, not the client.
+		if !strings.HasPrefix(f[1], lip+":") {
+			t.Errorf("real %s saw %s, want the local address %s", f[0], f[1], lip)
+		}
+		capture := toa1
+		if f[0] == "rs2" {
+			capture = toa2
+		}
+		got, ok := capture()
+		if !ok || got != local {
+			t.Errorf("TOA seen by %s: %v (found %v), want the client %v", f[0], got, ok, local)
+		}
+	}
+	if count["rs1"] != 2 || count["rs2"] != 2 {
+		t.Errorf("rr over two FULLNAT reals: %v", count)
+	}
+	if out := lab.adm(t, "-Ln"); !strings.Contains(out, destLine("10.85.0.12:8080", "FullNat", 1)) {
+		t.Errorf("-Ln:\n%s", out)
+	}
+	if out := lab.adm(t, "--get-laddr"); !strings.Contains(out, lip) {
+		t.Errorf("--get-laddr:\n%s", out)
+	}
+
+	us := lab.vip.String() + ":53"
+	lab.adm(t, "-A", "-u", us, "-s", "rr")
+	lab.adm(t, "--add-laddr", "-z", lip, "-u", us)
+	lab.adm(t, "-a", "-u", us, "-r", "10.85.0.11:5300", "-b")
+	for i := 0; i < 2; i++ {
+		ans := strings.Fields(lab.udpAsk(t, 53))
+		if len(ans) != 2 || ans[0] != "rs1" || !strings.HasPrefix(ans[1], lip+":") {
+			t.Errorf("UDP FULLNAT answer %v, want rs1 seeing %s", ans, lip)
+		}
+	}
+	// Deleting the local address leaves no way to open new FULLNAT
+	// connections: refused (counted), never sent with a reused port.
+	lab.adm(t, "--del-laddr", "-z", lip, "-t", vs)
+	if out := lab.adm(t, "--get-laddr", "-t", vs); strings.Contains(out, lip) {
+		t.Errorf("local address still listed:\n%s", out)
+	}
+}
+
+// realserver runs xipvsadm realserver in rs's namespace.
+func realserver(t *testing.T, rs *testutil.Host, args ...string) string {
+	t.Helper()
+	cmd := rs.Exec(xipvsadmBin, append([]string{"realserver"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("realserver %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+func TestTUNRouted(t *testing.T) {
+	// The reals sit behind a router: not on the director's segment.
+	lab := newModeLab(t, "tun", labPlan{outside: "10.82.0", inside: "10.83.0", routed: true, realsGateway: "10.83.0.254"})
+	for _, rs := range lab.rs {
+		realserver(t, rs, "up", "--vip", lab.vip.String(), "--mode", "tun", "--interface", "eth0")
+		rs := rs
+		t.Cleanup(func() { _ = rs.Exec(xipvsadmBin, "realserver", "down").Run() })
+	}
+	lab.serveEcho(t, 80)
+	lab.serveUDP(t, 5353)
+	vs := lab.vip.String() + ":80"
+	lab.adm(t, "-A", "-t", vs, "-s", "rr")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.83.0.11", "-i")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.83.0.12", "-i")
+	count := map[string]int{}
+	for i := 0; i < 4; i++ {
+		body, local := lab.get(t, 80, nil)
+		f := strings.Fields(body)
+		if len(f) != 3 {
+			t.Fatalf("answer %q", body)
+		}
+		count[f[0]]++
+		if f[1] != local.String() {
+			t.Errorf("real %s saw %s, want the client %s", f[0], f[1], local)
+		}
+	}
+	if count["rs1"] != 2 || count["rs2"] != 2 {
+		t.Errorf("rr over two TUN reals: %v", count)
+	}
+	// Full-sized segments do not fit the tunnel: the director answers
+	// with ICMP fragmentation-needed and the client's PMTU discovery
+	// shrinks them; the upload arrives whole.
+	big := bytes.Repeat([]byte("x"), 200000)
+	body, _ := lab.get(t, 80, big)
+	if f := strings.Fields(body); len(f) != 3 || f[2] != "200000" {
+		t.Errorf("200000-byte upload through the tunnel: answer %q", body)
+	}
+	info, err := api.NewClient(lab.socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Counters["xdp_icmp_frag_needed"] == 0 {
+		t.Errorf("no ICMP fragmentation-needed sent for the upload: counters %v", info.Counters)
+	}
+	t.Logf("ICMP fragmentation-needed sent: %d", info.Counters["xdp_icmp_frag_needed"])
+	us := lab.vip.String() + ":5353"
+	lab.adm(t, "-A", "-u", us, "-s", "rr")
+	lab.adm(t, "-a", "-u", us, "-r", "10.83.0.11", "-i")
+	if got := lab.udpAsk(t, 5353); !strings.HasSuffix(got, "-rs1") {
+		t.Errorf("UDP over TUN answered by %q", got)
+	}
+	if out := lab.adm(t, "-Ln"); !strings.Contains(out, destLine("10.83.0.11:80", "Tunnel", 1)) {
+		t.Errorf("-Ln:\n%s", out)
+	}
+
+	// down restores what up changed; up is idempotent.
+	rs := lab.rs[0]
+	if out := realserver(t, rs, "up", "--vip", lab.vip.String(), "--mode", "tun", "--interface", "eth0"); out != "" {
+		t.Errorf("second up changed %q", out)
+	}
+	realserver(t, rs, "down")
+	var ignore []byte
+	if err := rs.Do(func() (err error) {
+		ignore, err = os.ReadFile("/proc/sys/net/ipv4/conf/all/arp_ignore")
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(ignore)) != "0" {
+		t.Errorf("arp_ignore after down: %s", ignore)
+	}
+	out, _ := rs.Exec("ip", "addr", "show", "dev", "lo").Output()
+	if strings.Contains(string(out), lab.vip.String()) {
+		t.Errorf("VIP still on lo after down:\n%s", out)
+	}
+	out, _ = rs.Exec("ip", "link", "show", "dev", "eth0").Output()
+	if strings.Contains(string(out), "xdp") {
+		t.Errorf("decap program still attached after down:\n%s", out)
+	}
+}
