@@ -257,28 +257,43 @@ func (sp *slowPath) ensureConn(f NewFlow) (bool, error) {
 	return true, nil
 }
 
-// SetConns writes the entries of a new connection: for NAT and FULLNAT
-// the reply entry first (replies can come back as soon as the first
-// packet leaves), then the forward entry.
-func (d *Dataplane) SetConns(f NewFlow, dec Decision, now time.Duration) error {
+// Entry is one connection-table entry.
+type Entry struct {
+	Key  ConnKey
+	Conn Conn
+}
+
+// Entries returns the entries of a new connection, in the order they
+// are written: for NAT and FULLNAT the reply entry first (replies can
+// come back as soon as the first packet leaves), then the forward entry.
+// ifaceMAC is the MAC of the interface the flow came in on.
+func Entries(f NewFlow, dec Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
 	fwd := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now}
-	if dec.Out.Src.IsValid() {
-		var flags ConnFlags
-		if dec.FullNAT {
-			flags = ConnFullNAT
-		}
-		fwd.Out, fwd.Flags = dec.Out, flags
-		d.realsMu.RLock()
-		smac := d.ifaceMACs[f.Ifindex]
-		d.realsMu.RUnlock()
-		rep := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now, Flags: flags | ConnReply,
-			Out:     ConnKey{Src: f.Key.Dst, Dst: f.Key.Src, SrcPort: f.Key.DstPort, DstPort: f.Key.SrcPort},
-			Ifindex: f.Ifindex, DstMAC: f.SrcMAC, SrcMAC: smac}
-		if err := d.SetConn(fwd.Peer(f.Key.Proto), rep); err != nil {
+	if !dec.Out.Src.IsValid() {
+		return []Entry{{f.Key, fwd}}
+	}
+	var flags ConnFlags
+	if dec.FullNAT {
+		flags = ConnFullNAT
+	}
+	fwd.Out, fwd.Flags = dec.Out, flags
+	rep := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now, Flags: flags | ConnReply,
+		Out:     ConnKey{Src: f.Key.Dst, Dst: f.Key.Src, SrcPort: f.Key.DstPort, DstPort: f.Key.SrcPort},
+		Ifindex: f.Ifindex, DstMAC: f.SrcMAC, SrcMAC: ifaceMAC}
+	return []Entry{{fwd.Peer(f.Key.Proto), rep}, {f.Key, fwd}}
+}
+
+// SetConns writes the entries of a new connection (see Entries).
+func (d *Dataplane) SetConns(f NewFlow, dec Decision, now time.Duration) error {
+	d.realsMu.RLock()
+	smac := d.ifaceMACs[f.Ifindex]
+	d.realsMu.RUnlock()
+	for _, e := range Entries(f, dec, now, smac) {
+		if err := d.SetConn(e.Key, e.Conn); err != nil {
 			return err
 		}
 	}
-	return d.SetConn(f.Key, fwd)
+	return nil
 }
 
 // reusedBySyn mirrors conn_reused in bpf/conn.h: a SYN on a closing

@@ -1,0 +1,232 @@
+package server
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+)
+
+var (
+	mVIP = netip.MustParseAddr("192.0.2.10")
+	mRIP = netip.MustParseAddr("10.1.0.11")
+)
+
+func svcKey(port uint16) config.ServiceKey {
+	return config.ServiceKey{Proto: config.TCP, Addr: mVIP, Port: port}
+}
+
+func addSvc(t *testing.T, s *Server, k config.ServiceKey, dests ...config.Dest) {
+	t.Helper()
+	if err := s.AddService(config.Service{ServiceKey: k, Scheduler: "rr"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dests {
+		if err := s.AddDest(k, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// open schedules a new flow and writes its entries as the slow path does.
+func open(t *testing.T, s *Server, dp *fakeDP, clk *clock, src netip.Addr, sport, dport uint16) (dataplane.Decision, bool) {
+	t.Helper()
+	f := dataplane.NewFlow{Key: dataplane.ConnKey{Src: src, Dst: mVIP, SrcPort: sport, DstPort: dport, Proto: conntrack.ProtoTCP}, Ifindex: 2}
+	dec, ok := s.NewFlow(f)
+	if ok {
+		for _, e := range dataplane.Entries(f, dec, clk.now, nil) {
+			dp.conns[e.Key] = e.Conn
+		}
+	}
+	return dec, ok
+}
+
+func TestNATDecision(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	addSvc(t, s, svcKey(80), config.Dest{Addr: mRIP, Port: 8080, Fwd: config.FwdMasq, Weight: 1})
+	dec, ok := open(t, s, dp, clk, client(1), 40000, 80)
+	want := dataplane.ConnKey{Src: client(1), Dst: mRIP, SrcPort: 40000, DstPort: 8080}
+	if !ok || dec.Out != want || dec.FullNAT {
+		t.Fatalf("NAT decision %+v, want out %+v", dec, want)
+	}
+	// The reply entry is keyed RIP:8080 -> client and rewrites back.
+	rk := dataplane.ConnKey{Src: mRIP, Dst: client(1), SrcPort: 8080, DstPort: 40000, Proto: conntrack.ProtoTCP}
+	r, ok := dp.conns[rk]
+	if !ok || r.Flags != dataplane.ConnReply || r.Out != (dataplane.ConnKey{Src: mVIP, Dst: client(1), SrcPort: 80, DstPort: 40000}) {
+		t.Fatalf("reply entry %+v (%v)", r, ok)
+	}
+	if dp.reals[1].Fwd != dataplane.FwdMasq {
+		t.Errorf("real written with fwd %v", dp.reals[1].Fwd)
+	}
+	// -e -g on a port-mapped real is refused: DR keeps the port.
+	if err := s.EditDest(svcKey(80), config.Dest{Addr: mRIP, Port: 8080, Fwd: config.FwdRoute, Weight: 1}); err == nil {
+		t.Errorf("-e -g of a port-mapped real accepted")
+	}
+	// -e -i changes the method; the data plane's real follows.
+	addSvc(t, s, svcKey(81), config.Dest{Addr: mRIP, Port: 81, Fwd: config.FwdRoute, Weight: 1})
+	if err := s.EditDest(svcKey(81), config.Dest{Addr: mRIP, Port: 81, Fwd: config.FwdTunnel, Weight: 1}); err == nil {
+		t.Errorf("-e -i without a tunnel source accepted")
+	}
+}
+
+func TestRouteChecks(t *testing.T) {
+	s, _, _ := newTestServer(t)
+	hop := dataplane.NextHop{Ifindex: 2, MTU: 1500, Gateway: netip.MustParseAddr("10.1.0.1"), Src: netip.MustParseAddr("10.1.0.2")}
+	s.opts.Route = func(netip.Addr) (dataplane.NextHop, error) { return hop, nil }
+	addSvc(t, s, svcKey(80))
+	err := s.AddDest(svcKey(80), config.Dest{Addr: mRIP, Port: 80, Fwd: config.FwdRoute, Weight: 1})
+	if err == nil || !strings.Contains(err.Error(), "direct routing") {
+		t.Errorf("DR to a routed real: %v", err)
+	}
+	if err := s.AddDest(svcKey(80), config.Dest{Addr: mRIP, Port: 80, Fwd: config.FwdTunnel, Weight: 1}); err != nil {
+		t.Fatalf("TUN to a routed real: %v", err)
+	}
+	s.mu.Lock()
+	d := s.reals[1]
+	s.mu.Unlock()
+	if d.via() != hop.Gateway {
+		t.Errorf("TUN real resolves %v, want the gateway", d.via())
+	}
+	hop.Ifindex = 9
+	err = s.AddDest(svcKey(80), config.Dest{Addr: netip.MustParseAddr("10.1.0.12"), Port: 80, Fwd: config.FwdMasq, Weight: 1})
+	if err == nil || !strings.Contains(err.Error(), "does not serve") {
+		t.Errorf("real behind a foreign interface: %v", err)
+	}
+}
+
+func TestFullNATLocalPorts(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	k := svcKey(80)
+	addSvc(t, s, k, config.Dest{Addr: mRIP, Port: 8080, Fwd: config.FwdFullNAT, Weight: 1})
+	if _, ok := open(t, s, dp, clk, client(1), 1, 80); ok {
+		t.Fatal("FULLNAT without a local address scheduled a flow")
+	}
+	l1, l2 := netip.MustParseAddr("10.1.0.250"), netip.MustParseAddr("10.1.0.251")
+	for _, l := range []netip.Addr{l1, l2} {
+		if err := s.AddLocalAddr(k, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AddLocalAddr(k, l1); !errors.Is(err, ErrLaddrExists) {
+		t.Errorf("duplicate local address: %v", err)
+	}
+	// Local addresses are used in turn; ports never collide.
+	seen := map[netip.AddrPort]bool{}
+	var first []netip.Addr
+	const n = 2 * (LocalPortMax - LocalPortMin + 1)
+	for i := 0; i < n; i++ {
+		dec, ok := open(t, s, dp, clk, client(uint32(i/60000)), uint16(1+i%60000), 80)
+		if !ok {
+			t.Fatalf("flow %d refused with %d ports in use", i, len(seen))
+		}
+		lp := netip.AddrPortFrom(dec.Out.Src, dec.Out.SrcPort)
+		if seen[lp] || dec.Out.SrcPort < LocalPortMin {
+			t.Fatalf("flow %d: local %v reused or out of range", i, lp)
+		}
+		seen[lp] = true
+		if i < 4 {
+			first = append(first, dec.Out.Src)
+		}
+	}
+	if first[0] != l1 || first[1] != l2 || first[2] != l1 || first[3] != l2 {
+		t.Errorf("local addresses in turn: %v", first)
+	}
+	// Every port of both addresses is in use: refused and counted.
+	if _, ok := open(t, s, dp, clk, client(99), 1, 80); ok {
+		t.Fatal("flow accepted with every local port in use")
+	}
+	if s.LocalPortsExhausted() != 1 || s.LocalPortsInUse(l1) != n/2 {
+		t.Errorf("exhausted %d, in use %d", s.LocalPortsExhausted(), s.LocalPortsInUse(l1))
+	}
+	// One connection ends (both entries idle past the timeout): its
+	// port comes back, and the next flow gets exactly it.
+	var victim dataplane.ConnKey
+	var victimConn dataplane.Conn
+	for key, c := range dp.conns {
+		if c.Flags&dataplane.ConnReply == 0 {
+			victim, victimConn = key, c
+			break
+		}
+	}
+	for key, c := range dp.conns {
+		if key != victim && key != victimConn.Peer(conntrack.ProtoTCP) {
+			c.LastSeen = clk.now + time.Hour
+			dp.conns[key] = c
+		}
+	}
+	clk.now += 2 * time.Minute // SYN_RECV's timeout is 60 s (state 0: NONE, 2 s)
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dp.conns[victim]; ok {
+		t.Fatal("idle FULLNAT connection not expired")
+	}
+	if _, ok := dp.conns[victimConn.Peer(conntrack.ProtoTCP)]; ok {
+		t.Fatal("its reply entry not expired")
+	}
+	dec, ok := open(t, s, dp, clk, client(100), 1, 80)
+	if !ok || dec.Out.Src != victimConn.Out.Src || dec.Out.SrcPort != victimConn.Out.SrcPort {
+		t.Fatalf("after release: %+v %v, want %v:%d", dec.Out, ok, victimConn.Out.Src, victimConn.Out.SrcPort)
+	}
+}
+
+func TestSweepPairedEntries(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	addSvc(t, s, svcKey(80), config.Dest{Addr: mRIP, Port: 80, Fwd: config.FwdMasq, Weight: 1})
+	s.SetTimeouts(0, 0, 0)
+	open(t, s, dp, clk, client(1), 1000, 80)
+	fk := dataplane.ConnKey{Src: client(1), Dst: mVIP, SrcPort: 1000, DstPort: 80, Proto: conntrack.ProtoTCP}
+	c := dp.conns[fk]
+	c.State = conntrack.StateEstablished
+	dp.conns[fk] = c
+	rk := c.Peer(conntrack.ProtoTCP)
+	// Only the server talks (a download the client ACKs rarely): the
+	// reply entry keeps the connection alive.
+	clk.now += 14 * time.Minute
+	r := dp.conns[rk]
+	r.LastSeen = clk.now
+	dp.conns[rk] = r
+	clk.now += 2 * time.Minute // forward idle 16 min > 15 min
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dp.conns[fk]; !ok {
+		t.Fatal("connection expired although its replies were recent")
+	}
+	if st := s.Services(); st[0].Dests[0].ActiveConns != 1 {
+		t.Errorf("active conns %d, want 1 (the reply entry is not counted)", st[0].Dests[0].ActiveConns)
+	}
+	clk.now += 16 * time.Minute
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if len(dp.conns) != 0 {
+		t.Fatalf("entries left after both went idle: %v", dp.conns)
+	}
+	// A reply entry without its forward entry goes after a grace time.
+	dp.conns[rk] = r
+	r.LastSeen = clk.now
+	dp.conns[rk] = r
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dp.conns[rk]; !ok {
+		t.Fatal("fresh orphan reply entry removed at once")
+	}
+	clk.now += orphanReplyAge + time.Second
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dp.conns[rk]; ok {
+		t.Fatal("orphan reply entry kept")
+	}
+}
+
+func client(i uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})
+}
