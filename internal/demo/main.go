@@ -1,8 +1,10 @@
-// Command demo is `make demo`: it builds an LVS-DR lab in network
-// namespaces (client, director, two real servers on one L2 segment),
-// starts xipvsd on the director, configures it with xipvsadm exactly as
-// an LVS admin would, sends HTTP requests to the VIP from the client and
-// prints which real server answered each. It removes everything it made
+// Command demo is `make demo`: it builds an LVS lab in network namespaces
+// (a client, a director with an outside and an inside interface, real
+// servers for DR and TUN outside and for NAT and FULLNAT inside), starts
+// xipvsd on the director, configures one service per forwarding method
+// with xipvsadm exactly as an LVS admin would, sends HTTP requests to
+// each VIP from the client and prints which real server answered and
+// whom it saw. It removes everything it made
 // when it ends, also on failure or Ctrl-C.
 package main
 
@@ -28,7 +30,7 @@ import (
 
 func main() {
 	bin := flag.String("bin", "bin", "directory holding xipvsd and xipvsadm")
-	requests := flag.Int("n", 10, "HTTP requests to send")
+	requests := flag.Int("n", 4, "HTTP requests to send to each VIP")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "demo: run as root (it makes network namespaces and attaches XDP)")
@@ -54,32 +56,46 @@ func run(bin string, requests int) (err error) {
 		}
 	}
 	prefix := fmt.Sprintf("xdemo%d", os.Getpid()%10000)
-	vip := netip.MustParseAddr("10.99.0.100")
-
-	step("Lab: namespaces %s-{cl,lb,rs1,rs2} on one bridge (%s-sw), 10.99.0.0/24, VIP %s", prefix, prefix, vip)
-	lan, err := testutil.NewLAN(prefix)
+	vips := map[string]netip.Addr{
+		"DR": netip.MustParseAddr("10.99.0.100"), "TUN": netip.MustParseAddr("10.99.0.101"),
+		"NAT": netip.MustParseAddr("10.99.0.102"), "FULLNAT": netip.MustParseAddr("10.99.0.103"),
+	}
+	step("Lab: outside LAN 10.99.0.0/24 (%s-sw): client cl, director lb eth0, real servers rs1 rs2 (DR, TUN);\n"+
+		"    inside LAN 10.98.0.0/24 (%si-sw): director lb eth1, rs3 (NAT, gateway = director), rs4 (FULLNAT, no route to clients)", prefix, prefix)
+	out, err := testutil.NewLAN(prefix)
 	if err != nil {
 		return err
+	}
+	in, err := testutil.NewLAN(prefix + "i")
+	if err != nil {
+		return errors.Join(err, out.Close())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var daemon *testutil.Daemon
+	var prepared []*testutil.Host
 	defer func() {
 		step("Cleaning up")
+		for _, h := range prepared {
+			_ = h.Exec(xipvsadm, "realserver", "down").Run()
+		}
 		if daemon != nil {
 			daemon.Stop()
 		}
-		err = errors.Join(err, lan.Close())
+		err = errors.Join(err, in.Close(), out.Close())
 		if err == nil {
-			fmt.Println("removed every namespace, link and process the demo made")
+			fmt.Println("removed every namespace, link, state file and process the demo made")
 		}
 	}()
-	cl, err := lan.AddHost("cl", netip.MustParsePrefix("10.99.0.1/24"), testutil.HostOptions{TxChecksumOff: true})
+	cl, err := out.AddHost("cl", netip.MustParsePrefix("10.99.0.1/24"), testutil.HostOptions{TxChecksumOff: true})
 	if err != nil {
 		return err
 	}
-	lb, err := lan.AddHost("lb", netip.MustParsePrefix("10.99.0.2/24"), testutil.HostOptions{XDPPeer: true})
+	lb, err := out.AddHost("lb", netip.MustParsePrefix("10.99.0.2/24"), testutil.HostOptions{XDPPeer: true})
 	if err != nil {
+		return err
+	}
+	if err := in.Attach(lb, "lb", "eth1", netip.MustParsePrefix("10.98.0.1/24"), testutil.HostOptions{XDPPeer: true}); err != nil {
 		return err
 	}
 	var servers []*http.Server
@@ -88,34 +104,84 @@ func run(bin string, requests int) (err error) {
 			s.Close()
 		}
 	}()
-	for i, rip := range []string{"10.99.0.11", "10.99.0.12"} {
-		name := fmt.Sprintf("rs%d", i+1)
-		rs, err := lan.AddHost(name, netip.MustParsePrefix(rip+"/24"), testutil.HostOptions{TxChecksumOff: true})
-		if err != nil {
-			return err
-		}
-		fmt.Printf("    %s %s: VIP on lo/32, arp_ignore=1, arp_announce=2 (the seeds' real-server.sh)\n", name, rip)
-		if err := rs.MakeRealServer(vip); err != nil {
-			return err
-		}
+	serve := func(h *testutil.Host, name, rip string, port int) error {
 		var ln net.Listener
-		if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp", ":80"); return }); err != nil {
+		if err := h.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return }); err != nil {
 			return err
 		}
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "hello from %s (%s), you are %s\n", name, rip, r.RemoteAddr)
+			fmt.Fprintf(w, "hello from %s (%s:%d), you are %s\n", name, rip, port, r.RemoteAddr)
 		})}
 		servers = append(servers, srv)
 		go srv.Serve(ln)
+		return nil
 	}
-	fmt.Printf("    director: ip addr add %s/32 dev eth0 (answers ARP for the VIP)\n", vip)
-	if err := lb.IP("addr", "add", vip.String()+"/32", "dev", "eth0"); err != nil {
+	realserver := func(h *testutil.Host, args ...string) error {
+		fmt.Printf("    %s# xipvsadm realserver %s\n", strings.TrimPrefix(h.Name, prefix+"-"), strings.Join(args, " "))
+		cmd := h.Exec(xipvsadm, append([]string{"realserver"}, args...)...)
+		var o strings.Builder
+		cmd.Stdout, cmd.Stderr = &o, &o
+		prepared = append(prepared, h)
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("realserver %s: %w: %s", strings.Join(args, " "), err, o.String())
+		}
+		for _, l := range strings.Split(strings.TrimSpace(o.String()), "\n") {
+			fmt.Printf("        %s\n", l)
+		}
+		return nil
+	}
+	for i, rip := range []string{"10.99.0.11", "10.99.0.12"} {
+		name := fmt.Sprintf("rs%d", i+1)
+		rs, err := out.AddHost(name, netip.MustParsePrefix(rip+"/24"), testutil.HostOptions{TxChecksumOff: true})
+		if err != nil {
+			return err
+		}
+		if err := realserver(rs, "up", "--vip", vips["DR"].String(), "--mode", "dr"); err != nil {
+			return err
+		}
+		if err := realserver(rs, "up", "--vip", vips["TUN"].String(), "--mode", "tun", "--interface", "eth0"); err != nil {
+			return err
+		}
+		if err := serve(rs, name, rip, 80); err != nil {
+			return err
+		}
+	}
+	rs3, err := in.AddHost("rs3", netip.MustParsePrefix("10.98.0.13/24"), testutil.HostOptions{TxChecksumOff: true})
+	if err != nil {
+		return err
+	}
+	fmt.Println("    rs3# ip route add default via 10.98.0.1 (NAT: replies go back through the director)")
+	if err := rs3.IP("route", "add", "default", "via", "10.98.0.1"); err != nil {
+		return err
+	}
+	rs4, err := in.AddHost("rs4", netip.MustParsePrefix("10.98.0.14/24"), testutil.HostOptions{TxChecksumOff: true})
+	if err != nil {
+		return err
+	}
+	fmt.Println("    rs4: no route change at all (FULLNAT)")
+	for _, h := range []*testutil.Host{rs3, rs4} {
+		if err := serve(h, strings.TrimPrefix(h.Name, prefix+"i-"), h.Addr.Addr().String(), 8080); err != nil {
+			return err
+		}
+	}
+	for _, v := range []string{"DR", "TUN", "NAT", "FULLNAT"} {
+		if err := lb.IP("addr", "add", vips[v].String()+"/32", "dev", "eth0"); err != nil {
+			return err
+		}
+	}
+	fmt.Println("    director: the four VIPs on eth0 (answers ARP for them); local address 10.98.0.250 on eth1 (FULLNAT)")
+	if err := lb.IP("addr", "add", "10.98.0.250/32", "dev", "eth1"); err != nil {
 		return err
 	}
 
-	socket := filepath.Join(os.TempDir(), prefix+".sock")
-	step("Director: xipvsd -i eth0 --socket %s", socket)
-	daemon, err = testutil.StartDaemon(lb.Netns, xipvsd, socket, "-i", "eth0")
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	socket := filepath.Join(dir, "xipvsd.sock") // its state file goes next to it
+	step("Director: xipvsd -i eth0,eth1 --socket %s", socket)
+	daemon, err = testutil.StartDaemon(lb.Netns, xipvsd, socket, "-i", "eth0,eth1")
 	if err != nil {
 		return err
 	}
@@ -126,33 +192,44 @@ func run(bin string, requests int) (err error) {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		return cmd.Run()
 	}
-	step("Configure a DR service exactly as with ipvsadm")
+	step("Configure one service per forwarding method, as with ipvsadm (FULLNAT as with DPVS's ipvsadm)")
+	dr, tun, nat, fnat := vips["DR"].String()+":80", vips["TUN"].String()+":80", vips["NAT"].String()+":80", vips["FULLNAT"].String()+":80"
 	for _, a := range [][]string{
-		{"-A", "-t", vip.String() + ":80", "-s", "rr"},
-		{"-a", "-t", vip.String() + ":80", "-r", "10.99.0.11:80", "-g"},
-		{"-a", "-t", vip.String() + ":80", "-r", "10.99.0.12:80", "-g"},
+		{"-A", "-t", dr, "-s", "rr"},
+		{"-a", "-t", dr, "-r", "10.99.0.11:80", "-g"},
+		{"-a", "-t", dr, "-r", "10.99.0.12:80", "-g"},
+		{"-A", "-t", tun, "-s", "rr"},
+		{"-a", "-t", tun, "-r", "10.99.0.11", "-i"},
+		{"-a", "-t", tun, "-r", "10.99.0.12", "-i"},
+		{"-A", "-t", nat, "-s", "rr"},
+		{"-a", "-t", nat, "-r", "10.98.0.13:8080", "-m"},
+		{"-A", "-t", fnat, "-s", "rr"},
+		{"--add-laddr", "-z", "10.98.0.250", "-t", fnat},
+		{"-a", "-t", fnat, "-r", "10.98.0.14:8080", "-b"},
 	} {
 		if err := adm(a...); err != nil {
 			return err
 		}
 	}
 
-	step("Client 10.99.0.1: %d HTTP requests to http://%s/ (a new TCP connection each)", requests, vip)
 	hc := cl.HTTPClient(10 * time.Second)
-	for i := 1; i <= requests; i++ {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	for _, mode := range []string{"DR", "TUN", "NAT", "FULLNAT"} {
+		step("%s: client 10.99.0.1 sends %d HTTP requests to http://%s/ (a new TCP connection each)", mode, requests, vips[mode])
+		for i := 1; i <= requests; i++ {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			resp, err := hc.Get("http://" + vips[mode].String() + "/")
+			if err != nil {
+				return fmt.Errorf("%s request %d: %w", mode, i, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			fmt.Printf("    request %2d: %s", i, body)
 		}
-		resp, err := hc.Get("http://" + vip.String() + "/")
-		if err != nil {
-			return fmt.Errorf("request %d: %w", i, err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		fmt.Printf("    request %2d: %s", i, body)
 	}
 
 	step("xipvsadm -Ln (connections stay listed until they age out)")
