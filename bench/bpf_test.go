@@ -109,9 +109,17 @@ func BenchmarkModes(b *testing.B) {
 		2: {Addr: rip, Ifindex: 1, MAC: rmac, Fwd: dataplane.FwdTunnel, MTU: 9000, TunnelSrc: netip.MustParseAddr("10.0.0.2")},
 		3: {Addr: rip, Ifindex: 1, MAC: rmac, Fwd: dataplane.FwdMasq, MTU: 1500},
 		4: {Addr: rip, Ifindex: 1, MAC: rmac, Fwd: dataplane.FwdFullNAT, MTU: 1500},
+		// The back-and-forth reply entries also start from the VIP.
+		5: {Addr: vip, Ifindex: 1, MAC: rmac, Fwd: dataplane.FwdMasq, MTU: 1500},
 	}
 	for id, r := range reals {
 		if err := d.SetReal(id, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Services: the VIP, and RIP:8080 for the entries that rewrite back.
+	for _, k := range []dataplane.ServiceKey{{VIP: vip, Port: 80, Proto: 6}, {VIP: rip, Port: 8080, Proto: 6}} {
+		if err := d.SetService(k, 1); err != nil {
 			b.Fatal(err)
 		}
 	}

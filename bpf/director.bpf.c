@@ -198,32 +198,32 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 		return XDP_PASS;
 	}
 
-	/* Connections first: an established packet, either direction, costs
-	 * one lookup. */
+	sk.vip = p.ip->daddr;
+	sk.port = p.dport;
+	sk.proto = p.proto;
 	ck.saddr = p.ip->saddr;
 	ck.daddr = p.ip->daddr;
 	ck.sport = p.sport;
 	ck.dport = p.dport;
 	ck.proto = p.proto;
-	c = bpf_map_lookup_elem(&conns, &ck);
-	if (c) {
-		if (c->flags & CONN_F_REPLY)
-			return reply(ctx, &p, c, stat);
-		if (!conn_reused(c, &p))
-			return forward(ctx, &p, c, stat);
-		return to_slow_path(ctx, stat);
-	}
-
-	sk.vip = p.ip->daddr;
-	sk.port = p.dport;
-	sk.proto = p.proto;
 	if (!bpf_map_lookup_elem(&services, &sk)) {
 		/* Port 0 stands for every port of the VIP: a persistent
 		 * port-zero service or an all-ports port group. */
 		sk.port = 0;
-		if (!bpf_map_lookup_elem(&services, &sk))
+		if (!bpf_map_lookup_elem(&services, &sk)) {
+			/* Not for a service: a reply of a NAT or FULLNAT
+			 * connection, or not ours. */
+			if (!bpf_map_lookup_elem(&nat_sources, &ck.saddr))
+				return XDP_PASS;
+			c = bpf_map_lookup_elem(&conns, &ck);
+			if (c && (c->flags & CONN_F_REPLY))
+				return reply(ctx, &p, c, stat);
 			return XDP_PASS;
+		}
 	}
+	c = bpf_map_lookup_elem(&conns, &ck);
+	if (c && !(c->flags & CONN_F_REPLY) && !conn_reused(c, &p))
+		return forward(ctx, &p, c, stat);
 	return to_slow_path(ctx, stat);
 }
 

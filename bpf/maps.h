@@ -24,6 +24,16 @@ struct {
 	__type(value, struct real);
 } reals SEC(".maps");
 
+/* Addresses of NAT and FULLNAT real servers: only packets from these
+ * can be replies, so other traffic that is not for a service passes
+ * without a connection lookup. The value is unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_REALS);
+	__type(key, __be32);
+	__type(value, __u8);
+} nat_sources SEC(".maps");
+
 /* Connections, written by Go's slow path, read and state-updated here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -393,7 +393,37 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	if err := d.objs.Reals.Put(id, &v); err != nil {
 		return fmt.Errorf("set real %d (%v): %w", id, r.Addr, err)
 	}
+	old, had := d.reals[id]
 	d.reals[id] = r
+	if err := d.syncNATSource(r.Addr); err != nil {
+		return err
+	}
+	if had && old.Addr != r.Addr {
+		return d.syncNATSource(old.Addr)
+	}
+	return nil
+}
+
+// syncNATSource keeps addr in nat_sources exactly while a NAT or
+// FULLNAT real has it: only packets from those can be replies. realsMu
+// is held.
+func (d *Dataplane) syncNATSource(addr netip.Addr) error {
+	want := false
+	for _, r := range d.reals {
+		if r.Addr == addr && (r.Fwd == FwdMasq || r.Fwd == FwdFullNAT) {
+			want = true
+			break
+		}
+	}
+	var err error
+	if want {
+		err = d.objs.NatSources.Put(be32(addr), uint8(1))
+	} else if err = d.objs.NatSources.Delete(be32(addr)); errors.Is(err, ebpf.ErrKeyNotExist) {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("nat_sources %v: %w", addr, err)
+	}
 	return nil
 }
 
@@ -406,8 +436,12 @@ func (d *Dataplane) DeleteReal(id uint32) error {
 		return fmt.Errorf("delete real %d: %w", id, err)
 	}
 	d.realsMu.Lock()
+	defer d.realsMu.Unlock()
+	old, had := d.reals[id]
 	delete(d.reals, id)
-	d.realsMu.Unlock()
+	if had {
+		return d.syncNATSource(old.Addr)
+	}
 	return nil
 }
 

@@ -78,6 +78,7 @@ type directorSvcVal struct {
 const (
 	directorMapConns          = "conns"
 	directorMapIfaces         = "ifaces"
+	directorMapNatSources     = "nat_sources"
 	directorMapReals          = "reals"
 	directorMapServices       = "services"
 	directorMapStats          = "stats"
@@ -135,13 +136,14 @@ type directorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type directorMapSpecs struct {
-	Conns    *ebpf.MapSpec `ebpf:"conns"`
-	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
-	Reals    *ebpf.MapSpec `ebpf:"reals"`
-	Services *ebpf.MapSpec `ebpf:"services"`
-	Stats    *ebpf.MapSpec `ebpf:"stats"`
-	TxPorts  *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks     *ebpf.MapSpec `ebpf:"xsks"`
+	Conns      *ebpf.MapSpec `ebpf:"conns"`
+	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
+	NatSources *ebpf.MapSpec `ebpf:"nat_sources"`
+	Reals      *ebpf.MapSpec `ebpf:"reals"`
+	Services   *ebpf.MapSpec `ebpf:"services"`
+	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	TxPorts    *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks       *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // directorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -170,19 +172,21 @@ func (o *directorObjects) Close() error {
 //
 // It can be passed to loadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type directorMaps struct {
-	Conns    *ebpf.Map `ebpf:"conns"`
-	Ifaces   *ebpf.Map `ebpf:"ifaces"`
-	Reals    *ebpf.Map `ebpf:"reals"`
-	Services *ebpf.Map `ebpf:"services"`
-	Stats    *ebpf.Map `ebpf:"stats"`
-	TxPorts  *ebpf.Map `ebpf:"tx_ports"`
-	Xsks     *ebpf.Map `ebpf:"xsks"`
+	Conns      *ebpf.Map `ebpf:"conns"`
+	Ifaces     *ebpf.Map `ebpf:"ifaces"`
+	NatSources *ebpf.Map `ebpf:"nat_sources"`
+	Reals      *ebpf.Map `ebpf:"reals"`
+	Services   *ebpf.Map `ebpf:"services"`
+	Stats      *ebpf.Map `ebpf:"stats"`
+	TxPorts    *ebpf.Map `ebpf:"tx_ports"`
+	Xsks       *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *directorMaps) Close() error {
 	return _DirectorClose(
 		m.Conns,
 		m.Ifaces,
+		m.NatSources,
 		m.Reals,
 		m.Services,
 		m.Stats,
