@@ -1,5 +1,5 @@
 # xipvs: Linux Virtual Server on XDP.
-#   make demo      build, then balance real HTTP through an XDP DR director (root)
+#   make demo      build, then balance real HTTP through XDP in DR, TUN, NAT and FULLNAT (root)
 #   make test      every test, the privileged ones included when root
 #   make generate  regenerate the BPF objects (needs clang-19)
 GO      ?= go
