@@ -203,6 +203,19 @@ func (lab *modeLab) get(t *testing.T, port int, body []byte) (string, netip.Addr
 	return string(b), netip.MustParseAddrPort(c.LocalAddr().String())
 }
 
+// ask fetches VIP:port once and returns the echo server's answer split
+// into name, the address it saw, and the body length, with the client's
+// own address.
+func (lab *modeLab) ask(t *testing.T, port int) (name, seen string, local netip.AddrPort) {
+	t.Helper()
+	body, local := lab.get(t, port, nil)
+	f := strings.Fields(body)
+	if len(f) != 3 {
+		t.Fatalf("answer %q", body)
+	}
+	return f[0], f[1], local
+}
+
 func TestNATTwoInterfaces(t *testing.T) {
 	lab := newModeLab(t, "nat", labPlan{outside: "10.78.0", inside: "10.79.0", realsGateway: "10.79.0.1"})
 	lab.serveEcho(t, 8080)
@@ -213,15 +226,11 @@ func TestNATTwoInterfaces(t *testing.T) {
 	lab.adm(t, "-a", "-t", vs, "-r", "10.79.0.12:8080", "-m")
 	count := map[string]int{}
 	for i := 0; i < 6; i++ {
-		body, local := lab.get(t, 80, nil)
-		f := strings.Fields(body)
-		if len(f) != 3 {
-			t.Fatalf("answer %q", body)
-		}
-		count[f[0]]++
+		name, seen, local := lab.ask(t, 80)
+		count[name]++
 		// NAT keeps the client's address: the real sees it.
-		if f[1] != local.String() {
-			t.Errorf("real %s saw %s, want the client %s", f[0], f[1], local)
+		if seen != local.String() {
+			t.Errorf("real %s saw %s, want the client %s", name, seen, local)
 		}
 	}
 	if count["rs1"] != 3 || count["rs2"] != 3 {
@@ -363,23 +372,19 @@ func TestFULLNAT(t *testing.T) {
 	toa2 := captureTOA(t, lab.rs[1], 8080)
 	count := map[string]int{}
 	for i := 0; i < 4; i++ {
-		body, local := lab.get(t, 80, nil)
-		f := strings.Fields(body)
-		if len(f) != 3 {
-			t.Fatalf("answer %q", body)
-		}
-		count[f[0]]++
+		name, seen, local := lab.ask(t, 80)
+		count[name]++
 		// The real sees the local address, not the client.
-		if !strings.HasPrefix(f[1], lip+":") {
-			t.Errorf("real %s saw %s, want the local address %s", f[0], f[1], lip)
+		if !strings.HasPrefix(seen, lip+":") {
+			t.Errorf("real %s saw %s, want the local address %s", name, seen, lip)
 		}
 		capture := toa1
-		if f[0] == "rs2" {
+		if name == "rs2" {
 			capture = toa2
 		}
 		got, ok := capture()
 		if !ok || got != local {
-			t.Errorf("TOA seen by %s: %v (found %v), want the client %v", f[0], got, ok, local)
+			t.Errorf("TOA seen by %s: %v (found %v), want the client %v", name, got, ok, local)
 		}
 	}
 	if count["rs1"] != 2 || count["rs2"] != 2 {
@@ -439,14 +444,10 @@ func TestTUNRouted(t *testing.T) {
 	lab.adm(t, "-a", "-t", vs, "-r", "10.83.0.12", "-i")
 	count := map[string]int{}
 	for i := 0; i < 4; i++ {
-		body, local := lab.get(t, 80, nil)
-		f := strings.Fields(body)
-		if len(f) != 3 {
-			t.Fatalf("answer %q", body)
-		}
-		count[f[0]]++
-		if f[1] != local.String() {
-			t.Errorf("real %s saw %s, want the client %s", f[0], f[1], local)
+		name, seen, local := lab.ask(t, 80)
+		count[name]++
+		if seen != local.String() {
+			t.Errorf("real %s saw %s, want the client %s", name, seen, local)
 		}
 	}
 	if count["rs1"] != 2 || count["rs2"] != 2 {

@@ -479,11 +479,6 @@ func (s *Server) directorIface(ifindex int) bool {
 	return false
 }
 
-// checkDest validates a destination.
-func checkDest(k config.ServiceKey, d config.Dest) error {
-	return d.Validate(k)
-}
-
 // route finds how the director reaches real d: direct routing needs it
 // on-link; TUN, NAT and FULLNAT reals may sit behind a router, and TUN
 // needs a source address for the outer header. The egress must be a
@@ -508,7 +503,7 @@ func (s *Server) route(d config.Dest) (dataplane.NextHop, error) {
 
 // AddDest adds a real server to a service (ipvsadm -a).
 func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
-	if err := checkDest(k, d); err != nil {
+	if err := d.Validate(k); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -575,7 +570,7 @@ func (s *Server) writeReal(d *dest) error {
 
 // EditDest changes a real server's settings (ipvsadm -e).
 func (s *Server) EditDest(k config.ServiceKey, d config.Dest) error {
-	if err := checkDest(k, d); err != nil {
+	if err := d.Validate(k); err != nil {
 		return err
 	}
 	s.mu.Lock()
