@@ -59,9 +59,9 @@ static __always_inline int forward_tun(struct xdp_md *ctx, struct pkt *p, const 
 	return egress(ctx, r->ifindex);
 }
 
-/* forward sends a packet of a known connection toward its real server.
- * Returns an XDP action. */
-static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct conn_val *c,
+/* forward_real sends a packet of a known connection toward its real
+ * server. Returns an XDP action. */
+static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struct conn_val *c,
 				   __u32 *stat)
 {
 	__u32 rid = c->real_id;
@@ -119,6 +119,18 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct con
 	return egress(ctx, r->ifindex);
 }
 
+/* forward is forward_real with the real's traffic accounted. */
+static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct conn_val *c,
+				   __u32 *stat)
+{
+	__u64 len = bpf_ntohs(p->ip->tot_len);
+	int act = forward_real(ctx, p, c, stat);
+
+	if (*stat == STAT_FWD)
+		real_account(c->real_id, len, 0);
+	return act;
+}
+
 /* reply un-NATs a real server's reply (NAT, FULLNAT) back to VIP:VPORT ->
  * client and sends it out the way the client's packets came in. TCP
  * flags that can move the state are applied to the forward entry, with
@@ -144,6 +156,7 @@ static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_
 		if ((c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))
 			clamp_mss(p->l4, (void *)(long)ctx->data_end, 0xffff, TCPOLEN_TOA);
 	}
+	real_account(c->real_id, bpf_ntohs(p->ip->tot_len), 1);
 	nat_rewrite(p, c);
 	set_macs(p->eth, c->dmac, c->smac);
 	*stat = STAT_REPLY;

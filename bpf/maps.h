@@ -66,6 +66,15 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
+/* Per-real traffic counters by real id, per CPU (no atomics on the hit
+ * path); Go sums the CPUs, derives service totals and rates. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_REALS);
+	__type(key, __u32);
+	__type(value, struct real_stats);
+} real_traffic SEC(".maps");
+
 /* Global counters (STAT_*), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

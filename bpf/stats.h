@@ -13,4 +13,21 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
+/* real_account adds one packet of len bytes to real rid's counters,
+ * toward the real (out == 0) or back from it. */
+static __always_inline void real_account(__u32 rid, __u64 len, int out)
+{
+	struct real_stats *s = bpf_map_lookup_elem(&real_traffic, &rid);
+
+	if (!s)
+		return;
+	if (out) {
+		s->outpkts += 1;
+		s->outbytes += len;
+	} else {
+		s->inpkts += 1;
+		s->inbytes += len;
+	}
+}
+
 #endif

@@ -67,6 +67,15 @@ struct real {
 	__be32 tun_src;  /* TUN: outer source, the director's address */
 };
 
+/* Traffic of one real server (per CPU): packets and bytes (IP length,
+ * as IPVS counts) toward it and, NAT and FULLNAT only, back from it. */
+struct real_stats {
+	__u64 inpkts;
+	__u64 inbytes;
+	__u64 outpkts;
+	__u64 outbytes;
+};
+
 /* A director interface, keyed by ifindex. */
 struct iface {
 	__u8 mac[6];

@@ -1,11 +1,13 @@
 package config
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Op is an ipvsadm command.
@@ -104,7 +106,28 @@ var optSpecs = []optSpec{
 	{"persistent-conn", 0, 0}, {"nosort", 0, 0}, {"sort", 0, 0}, {"ops", 'o', 0},
 	{"add-mark", 0, 0}, {"del-mark", 0, 0}, {"get-mark", 0, 0},
 	{"fullnat", 0, 0}, {"add-laddr", 'P', 0}, {"del-laddr", 'Q', 0}, {"get-laddr", 'G', 0},
-	{"laddr", 'z', 1}, {"ifname", 'F', 1},
+	{"laddr", 'z', 1}, {"ifname", 'F', 1}, {"exact", 'X', 0},
+	{"tun-type", 0, 1}, {"tun-port", 0, 1}, {"tun-nocsum", 0, 0}, {"tun-csum", 0, 0}, {"tun-remcsum", 0, 0},
+	// Accepted only to be refused with a reason (see unsupported).
+	{"pe", 0, 1}, {"sctp-service", 'q', 1}, {"ipv6", '6', 0},
+	{"start-daemon", 0, 1}, {"stop-daemon", 0, 1}, {"daemon", 0, 0},
+	{"mcast-interface", 0, 1}, {"syncid", 0, 1},
+}
+
+// unsupported are ipvsadm options xipvs refuses, with the reason.
+var unsupported = map[string]string{
+	"pe":              "persistence engines (--pe sip) are not supported: xipvs does not parse SIP",
+	"sctp-service":    "SCTP services (-q) are not supported: the data plane handles TCP and UDP",
+	"ipv6":            "IPv6 (-6) is not supported yet: the data plane is IPv4 only",
+	"start-daemon":    "the connection synchronization daemon is not supported: connections survive a restart of xipvsd through pinned maps, not by syncing to a backup",
+	"stop-daemon":     "the connection synchronization daemon is not supported",
+	"daemon":          "the connection synchronization daemon is not supported",
+	"mcast-interface": "the connection synchronization daemon is not supported",
+	"syncid":          "the connection synchronization daemon is not supported",
+	"tun-port":        "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)",
+	"tun-nocsum":      "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)",
+	"tun-csum":        "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)",
+	"tun-remcsum":     "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)",
 }
 
 // fullnatSpec is what -b means on -a and -e (DPVS's ipvsadm): FULLNAT
@@ -263,7 +286,14 @@ func ParseArgs(args []string) (*Command, error) {
 			return nil, perr("multiple %s options specified", name)
 		}
 		cmd.Given[name] = true
+		if why, ok := unsupported[name]; ok {
+			return nil, perr("%s", why)
+		}
 		switch name {
+		case "tun-type":
+			if o.val != "ipip" {
+				return nil, perr("tunnel type %q is not supported: -i is IP-in-IP (--tun-type ipip)", o.val)
+			}
 		case "tcp-service", "udp-service":
 			proto := TCP
 			if name == "udp-service" {
@@ -504,11 +534,10 @@ func parseHostPort(s string, proto Proto, service bool) (netip.Addr, uint16, err
 	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 		host = host[1 : len(host)-1]
 	}
-	addr, err := netip.ParseAddr(host)
+	addr, err := resolveHost(host)
 	if err != nil {
-		return netip.Addr{}, 0, fmt.Errorf("%q is not an IP address", host)
+		return netip.Addr{}, 0, err
 	}
-	addr = addr.Unmap()
 	if portStr == "" {
 		return addr, 0, nil
 	}
@@ -517,6 +546,37 @@ func parseHostPort(s string, proto Proto, service bool) (netip.Addr, uint16, err
 		return netip.Addr{}, 0, err
 	}
 	return addr, port, nil
+}
+
+// resolveHost takes an IP address or a host name (as ipvsadm's
+// host_to_addr: /etc/hosts, then DNS), the first IPv4 address of a name.
+func resolveHost(host string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap(), nil
+	}
+	if host == "" || strings.ContainsAny(host, " /") {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", host)
+	}
+	a, err := LookupHost(host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address or a known host name", host)
+	}
+	return a, nil
+}
+
+// LookupHost resolves a host name to its first IPv4 address; tests and
+// fuzzing replace it to stay off the network.
+var LookupHost = func(host string) (netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if len(addrs) == 0 {
+		return netip.Addr{}, fmt.Errorf("%s: no IPv4 address", host)
+	}
+	return addrs[0].Unmap(), nil
 }
 
 func parsePort(s string, proto Proto) (uint16, error) {

@@ -649,3 +649,38 @@ func AttachPass(ifindex int) error {
 	}
 	return nil
 }
+
+// Traffic is what passed through the director for one real server:
+// packets and bytes (IP length) toward it, and back from it (NAT and
+// FULLNAT replies; zero in DR and TUN, where replies bypass the director).
+type Traffic struct {
+	InPkts, InBytes, OutPkts, OutBytes uint64
+}
+
+// Add returns t + o.
+func (t Traffic) Add(o Traffic) Traffic {
+	return Traffic{t.InPkts + o.InPkts, t.InBytes + o.InBytes, t.OutPkts + o.OutPkts, t.OutBytes + o.OutBytes}
+}
+
+// RealTraffic returns real id's traffic counters summed over CPUs.
+func (d *Dataplane) RealTraffic(id uint32) (Traffic, error) {
+	var per []directorRealStats
+	if err := d.objs.RealTraffic.Lookup(id, &per); err != nil {
+		return Traffic{}, fmt.Errorf("read traffic of real %d: %w", id, err)
+	}
+	var t Traffic
+	for _, v := range per {
+		t = t.Add(Traffic{v.Inpkts, v.Inbytes, v.Outpkts, v.Outbytes})
+	}
+	return t, nil
+}
+
+// ResetRealTraffic zeroes real id's counters on every CPU: done when an
+// id is given to a new real, so it starts from zero.
+func (d *Dataplane) ResetRealTraffic(id uint32) error {
+	zero := make([]directorRealStats, ebpf.MustPossibleCPU())
+	if err := d.objs.RealTraffic.Update(id, zero, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("reset traffic of real %d: %w", id, err)
+	}
+	return nil
+}

@@ -58,6 +58,14 @@ type directorReal struct {
 	TunSrc  uint32
 }
 
+type directorRealStats struct {
+	_        structs.HostLayout
+	Inpkts   uint64
+	Inbytes  uint64
+	Outpkts  uint64
+	Outbytes uint64
+}
+
 type directorSvcKey struct {
 	_     structs.HostLayout
 	Vip   uint32
@@ -79,6 +87,7 @@ const (
 	directorMapConns          = "conns"
 	directorMapIfaces         = "ifaces"
 	directorMapNatSources     = "nat_sources"
+	directorMapRealTraffic    = "real_traffic"
 	directorMapReals          = "reals"
 	directorMapServices       = "services"
 	directorMapStats          = "stats"
@@ -136,14 +145,15 @@ type directorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type directorMapSpecs struct {
-	Conns      *ebpf.MapSpec `ebpf:"conns"`
-	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
-	NatSources *ebpf.MapSpec `ebpf:"nat_sources"`
-	Reals      *ebpf.MapSpec `ebpf:"reals"`
-	Services   *ebpf.MapSpec `ebpf:"services"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
-	TxPorts    *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks       *ebpf.MapSpec `ebpf:"xsks"`
+	Conns       *ebpf.MapSpec `ebpf:"conns"`
+	Ifaces      *ebpf.MapSpec `ebpf:"ifaces"`
+	NatSources  *ebpf.MapSpec `ebpf:"nat_sources"`
+	RealTraffic *ebpf.MapSpec `ebpf:"real_traffic"`
+	Reals       *ebpf.MapSpec `ebpf:"reals"`
+	Services    *ebpf.MapSpec `ebpf:"services"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	TxPorts     *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // directorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -172,14 +182,15 @@ func (o *directorObjects) Close() error {
 //
 // It can be passed to loadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type directorMaps struct {
-	Conns      *ebpf.Map `ebpf:"conns"`
-	Ifaces     *ebpf.Map `ebpf:"ifaces"`
-	NatSources *ebpf.Map `ebpf:"nat_sources"`
-	Reals      *ebpf.Map `ebpf:"reals"`
-	Services   *ebpf.Map `ebpf:"services"`
-	Stats      *ebpf.Map `ebpf:"stats"`
-	TxPorts    *ebpf.Map `ebpf:"tx_ports"`
-	Xsks       *ebpf.Map `ebpf:"xsks"`
+	Conns       *ebpf.Map `ebpf:"conns"`
+	Ifaces      *ebpf.Map `ebpf:"ifaces"`
+	NatSources  *ebpf.Map `ebpf:"nat_sources"`
+	RealTraffic *ebpf.Map `ebpf:"real_traffic"`
+	Reals       *ebpf.Map `ebpf:"reals"`
+	Services    *ebpf.Map `ebpf:"services"`
+	Stats       *ebpf.Map `ebpf:"stats"`
+	TxPorts     *ebpf.Map `ebpf:"tx_ports"`
+	Xsks        *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *directorMaps) Close() error {
@@ -187,6 +198,7 @@ func (m *directorMaps) Close() error {
 		m.Conns,
 		m.Ifaces,
 		m.NatSources,
+		m.RealTraffic,
 		m.Reals,
 		m.Services,
 		m.Stats,

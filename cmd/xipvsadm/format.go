@@ -109,7 +109,10 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// printList writes ipvsadm -L / -Ln output.
+// printList writes ipvsadm -L output in the format f selects, with
+// ipvsadm's precedence: --stats, --rate, --thresholds, --persistent-conn,
+// else the plain listing. With only, just that service, without the
+// version line.
 func printList(w io.Writer, size int, svcs []api.Service, f config.ListFormat, only *config.ServiceKey) error {
 	bw := bufio.NewWriter(w)
 	n := newNamer(f.Numeric)
@@ -130,35 +133,168 @@ func printList(w io.Writer, size int, svcs []api.Service, f config.ListFormat, o
 	if !f.NoSort {
 		sortServices(svcs)
 	}
-	fmt.Fprint(bw, "Prot LocalAddress:Port Scheduler Flags\n"+
-		"  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+	printTitle(bw, f)
 	for _, s := range svcs {
-		var name string
-		if s.FWMark != 0 {
-			name = "FWM  " + strconv.FormatUint(uint64(s.FWMark), 10)
-		} else {
-			name = truncate(s.Proto.String()+"  "+n.addrPort(s.Addr, s.Port, s.Proto), 33)
-		}
-		fmt.Fprintf(bw, "%s %s", name, s.Scheduler)
+		printService(bw, n, s, f)
+	}
+	return bw.Flush()
+}
+
+// printTitle writes the column headings of format f (ipvsadm's
+// print_title).
+func printTitle(w io.Writer, f config.ListFormat) {
+	const stat = "%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n"
+	switch {
+	case f.Stats:
+		fmt.Fprintf(w, stat, "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes")
+	case f.Rate:
+		fmt.Fprintf(w, stat, "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
+	case f.Thresholds:
+		fmt.Fprintf(w, "%-33s %-10s %-10s %-10s %-10s\n  -> RemoteAddress:Port\n",
+			"Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn")
+	case f.PersistentConn:
+		fmt.Fprintf(w, "%-33s %-9s %-11s %-10s %-10s\n  -> RemoteAddress:Port\n",
+			"Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn")
+	default:
+		fmt.Fprint(w, "Prot LocalAddress:Port Scheduler Flags\n"+
+			"  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+	}
+}
+
+// largenum renders a counter as ipvsadm's print_largenum: 9 columns,
+// scaled to K, M, G or T past 8 digits, or exact (--exact) in at least 9.
+func largenum(v uint64, exact bool) string {
+	if exact {
+		s := strconv.FormatUint(v, 10)
+		return fmt.Sprintf("%*s", max(9, len(s)+1), s)
+	}
+	switch {
+	case v < 100_000_000:
+		return fmt.Sprintf("%9d", v)
+	case v < 1_000_000_000:
+		return fmt.Sprintf("%8dK", v/1_000)
+	case v < 100_000_000_000:
+		return fmt.Sprintf("%8dM", v/1_000_000)
+	case v < 100_000_000_000_000:
+		return fmt.Sprintf("%8dG", v/1_000_000_000)
+	}
+	return fmt.Sprintf("%8dT", v/1_000_000_000_000)
+}
+
+// printService writes one service and its reals.
+func printService(w io.Writer, n *namer, s api.Service, f config.ListFormat) {
+	var name string
+	if s.FWMark != 0 {
+		name = "FWM  " + strconv.FormatUint(uint64(s.FWMark), 10)
+	} else {
+		name = truncate(s.Proto.String()+"  "+n.addrPort(s.Addr, s.Port, s.Proto), 33)
+	}
+	ln := func(v uint64) string { return largenum(v, f.Exact) }
+	switch {
+	case f.Stats:
+		st := s.Stats
+		fmt.Fprintf(w, "%-33s%s%s%s%s%s\n", name, ln(st.Conns), ln(st.InPkts), ln(st.OutPkts), ln(st.InBytes), ln(st.OutBytes))
+	case f.Rate:
+		r := s.Rates
+		fmt.Fprintf(w, "%-33s%s%s%s%s%s\n", name, ln(r.CPS), ln(r.InPPS), ln(r.OutPPS), ln(r.InBPS), ln(r.OutBPS))
+	default:
+		fmt.Fprintf(w, "%s %s", name, s.Scheduler)
 		if bits, err := config.ParseSchedFlags(s.Scheduler, s.SchedFlags); err == nil && bits != 0 {
-			fmt.Fprintf(bw, " (%s)", strings.Join(config.SchedFlagNames(s.Scheduler, bits), ","))
+			fmt.Fprintf(w, " (%s)", strings.Join(config.SchedFlagNames(s.Scheduler, bits), ","))
 		}
 		if s.Persistent {
-			fmt.Fprintf(bw, " persistent %d", s.Timeout)
+			fmt.Fprintf(w, " persistent %d", s.Timeout)
 			if s.Netmask.IsValid() && s.Netmask.Bits() != 32 {
-				fmt.Fprintf(bw, " mask %s", maskString(s.Netmask.Bits()))
-			}
-			if s.OnePacket {
-				fmt.Fprint(bw, " ops")
+				fmt.Fprintf(w, " mask %s", maskString(s.Netmask.Bits()))
 			}
 		}
+		if s.OnePacket {
+			fmt.Fprint(w, " ops")
+		}
+		fmt.Fprintln(w)
+	}
+	if !f.NoSort {
+		sortDests(s.Dests)
+	}
+	for _, d := range s.Dests {
+		dn := truncate(n.addrPort(d.Addr, d.Port, s.Proto), 28)
+		switch {
+		case f.Stats:
+			st := d.Stats
+			fmt.Fprintf(w, "  -> %-28s%s%s%s%s%s\n", dn, ln(st.Conns), ln(st.InPkts), ln(st.OutPkts), ln(st.InBytes), ln(st.OutBytes))
+		case f.Rate:
+			r := d.Rates
+			fmt.Fprintf(w, "  -> %-28s %8d %8d %8d%s%s\n", dn, uint32(r.CPS), uint32(r.InPPS), uint32(r.OutPPS), ln(r.InBPS), ln(r.OutBPS))
+		case f.Thresholds:
+			fmt.Fprintf(w, "  -> %-28s %-10d %-10d %-10d %-10d\n", dn, d.UThreshold, d.LThreshold, d.ActiveConns, d.InactConns)
+		case f.PersistentConn:
+			fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", dn, d.Weight, d.PersistConns, d.ActiveConns, d.InactConns)
+		default:
+			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", dn, d.Fwd.String(), d.Weight, d.ActiveConns, d.InactConns)
+		}
+	}
+}
+
+// printRules writes the configuration as ipvsadm -S does (ipvsadm-save's
+// format, which -R reads back): "-A" per service and "-a" per real, names
+// unless numeric. Port groups (--add-mark) come first and FULLNAT local
+// addresses (--add-laddr) after their service, so xipvsadm -R restores
+// everything xipvs holds; ipvsadm never wrote those lines.
+func printRules(w io.Writer, svcs []api.Service, marks []config.MarkRule, laddrs []api.ServiceLaddrs, numeric, noSort bool) error {
+	bw := bufio.NewWriter(w)
+	n := newNamer(numeric)
+	for _, r := range marks {
+		fmt.Fprintf(bw, "--add-mark %s\n", r)
+	}
+	if !noSort {
+		sortServices(svcs)
+	}
+	for _, s := range svcs {
+		var name string
+		switch {
+		case s.FWMark != 0:
+			name = "-f " + strconv.FormatUint(uint64(s.FWMark), 10)
+		case s.Proto == config.UDP:
+			name = "-u " + n.addrPort(s.Addr, s.Port, s.Proto)
+		default:
+			name = "-t " + n.addrPort(s.Addr, s.Port, s.Proto)
+		}
+		fmt.Fprintf(bw, "-A %s -s %s", name, s.Scheduler)
+		if s.Persistent {
+			fmt.Fprintf(bw, " -p %d", s.Timeout)
+			if s.Netmask.IsValid() && s.Netmask.Bits() != 32 {
+				fmt.Fprintf(bw, " -M %s", maskString(s.Netmask.Bits()))
+			}
+		}
+		if s.OnePacket {
+			fmt.Fprint(bw, " -o")
+		}
+		if bits, err := config.ParseSchedFlags(s.Scheduler, s.SchedFlags); err == nil && bits != 0 {
+			fmt.Fprintf(bw, " -b %s", strings.Join(config.SchedFlagNames(s.Scheduler, bits), ","))
+		}
 		fmt.Fprintln(bw)
-		if !f.NoSort {
+		if !noSort {
 			sortDests(s.Dests)
 		}
 		for _, d := range s.Dests {
-			dn := truncate(n.addrPort(d.Addr, d.Port, s.Proto), 28)
-			fmt.Fprintf(bw, "  -> %-28s %-7s %-6d %-10d %-10d\n", dn, d.Fwd.String(), d.Weight, d.ActiveConns, d.InactConns)
+			fmt.Fprintf(bw, "-a %s -r %s %s -w %d", name, n.addrPort(d.Addr, d.Port, s.Proto), d.Fwd.Switch(), d.Weight)
+			if d.Fwd == config.FwdTunnel {
+				fmt.Fprint(bw, " --tun-type ipip")
+			}
+			if d.UThreshold != 0 {
+				fmt.Fprintf(bw, " -x %d", d.UThreshold)
+			}
+			if d.LThreshold != 0 {
+				fmt.Fprintf(bw, " -y %d", d.LThreshold)
+			}
+			fmt.Fprintln(bw)
+		}
+		for _, sl := range laddrs {
+			if sl.Service == s.ServiceKey {
+				for _, l := range sl.Laddrs {
+					fmt.Fprintf(bw, "--add-laddr %s -z %s\n", name, l.Addr)
+				}
+			}
 		}
 	}
 	return bw.Flush()

@@ -60,14 +60,14 @@ func TestTimeoutFormat(t *testing.T) {
 
 func TestExitCodes(t *testing.T) {
 	var o, e bytes.Buffer
-	if code := run([]string{"-A", "-Q"}, &o, &e); code != 2 {
+	if code := run([]string{"-A", "-Q"}, nil, &o, &e); code != 2 {
 		t.Errorf("bad option: exit %d, want 2 (%s)", code, e.String())
 	}
-	if code := run([]string{"-h"}, &o, &e); code != 0 || o.Len() == 0 {
+	if code := run([]string{"-h"}, nil, &o, &e); code != 0 || o.Len() == 0 {
 		t.Errorf("-h: exit %d", code)
 	}
 	e.Reset()
-	if code := run([]string{"--socket", "/nonexistent/xipvsd.sock", "-C"}, &o, &e); code != 1 {
+	if code := run([]string{"--socket", "/nonexistent/xipvsd.sock", "-C"}, nil, &o, &e); code != 1 {
 		t.Errorf("no daemon: exit %d, want 1 (%s)", code, e.String())
 	}
 }

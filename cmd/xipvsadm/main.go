@@ -13,12 +13,12 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 // run executes one command line and returns the exit status, as ipvsadm:
 // 0 success, 1 a refused operation, 2 a bad command line.
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	socket := ""
 	// --socket PATH is ours, not ipvsadm's; take it out first.
 	var rest []string
@@ -35,6 +35,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(rest) > 0 && rest[0] == "realserver" {
 		return realserverMain(rest[1:], stdout, stderr)
+	}
+	if len(rest) == 1 && rest[0] == "reload" {
+		if err := api.NewClient(api.SocketPath(socket)).Reload(); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
 	}
 	cmd, err := config.ParseArgs(rest)
 	if err != nil {
@@ -56,6 +63,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	c := api.NewClient(api.SocketPath(socket))
+	if cmd.Op == config.OpRestore {
+		return restore(c, stdin, stderr)
+	}
 	if err := execute(c, cmd, stdout); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -106,6 +116,25 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 		}
 		printLaddrs(out, all, only)
 		return nil
+	case config.OpZero:
+		if cmd.HasService {
+			return c.Zero(&k)
+		}
+		return c.Zero(nil)
+	case config.OpSave:
+		svcs, err := c.Services()
+		if err != nil {
+			return err
+		}
+		marks, err := c.Marks()
+		if err != nil {
+			return err
+		}
+		laddrs, err := c.LocalAddrs()
+		if err != nil {
+			return err
+		}
+		return printRules(out, svcs, marks, laddrs, cmd.List.Numeric, cmd.List.NoSort)
 	case config.OpSetTimeout:
 		return c.SetTimeouts(api.Timeouts{TCP: cmd.Timeouts[0], TCPFin: cmd.Timeouts[1], UDP: cmd.Timeouts[2]})
 	case config.OpList:
@@ -124,9 +153,6 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 			}
 			return printConns(out, conns, cmd.List)
 		}
-		if cmd.List.Stats || cmd.List.Rate || cmd.List.Thresholds || cmd.List.PersistentConn {
-			return errors.New("this listing (--stats, --rate, --thresholds, --persistent-conn) is not implemented yet")
-		}
 		svcs, err := c.Services()
 		if err != nil {
 			return err
@@ -142,6 +168,26 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 		return printList(out, info.ConnTableSize, svcs, cmd.List, only)
 	}
 	return fmt.Errorf("%s is not implemented yet", cmd.Op)
+}
+
+// restore reads a rules file from stdin (ipvsadm -R) and has xipvsd
+// apply it all or nothing.
+func restore(c *api.Client, stdin io.Reader, stderr io.Writer) int {
+	lines, err := config.ReadRules(stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "restore: %v\n", err)
+		return 1
+	}
+	// Parse here first: a bad line is reported without asking xipvsd.
+	if err := config.CheckLines(lines); err != nil {
+		fmt.Fprintf(stderr, "restore: %v; nothing applied\n", err)
+		return 2
+	}
+	if err := c.Restore(lines); err != nil {
+		fmt.Fprintf(stderr, "restore: %v; nothing applied\n", err)
+		return 1
+	}
+	return 0
 }
 
 const helpText = `xipvsadm v0.1.0 -- ipvsadm for xipvsd (Linux Virtual Server on XDP)

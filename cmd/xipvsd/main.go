@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -76,6 +77,8 @@ func main() {
 	cleanup := fs.Bool("cleanup", false, "remove the pinned maps and links (detaching XDP) and the saved state, then exit")
 	expireQuiescent := fs.Bool("expire-quiescent-template", false,
 		"drop a persistence template when its real is quiesced (weight 0), as IPVS's\nexpire_quiescent_template sysctl; off, persistent clients stay on a quiesced real")
+	configFile := fs.String("config", "", "configuration file to apply at start and on SIGHUP or xipvsadm --reload:\nYAML (see README), or an ipvsadm rules file as ipvsadm-save writes")
+	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9639", "where Prometheus /metrics is served (\"\" to not serve it)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -103,23 +106,41 @@ func main() {
 		fmt.Printf("xipvsd: removed %s and %s\n", *pinDir, *stateFile)
 		return
 	}
+	var cfg *config.Config
+	if *configFile != "" {
+		c, fileIfaces, err := config.Load(*configFile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
+			os.Exit(1)
+		}
+		if len(ifaces) == 0 {
+			ifaces = fileIfaces
+		} else if len(fileIfaces) > 0 && !slices.Equal(ifaces, fileIfaces) {
+			fmt.Fprintf(os.Stderr, "xipvsd: -i %s differs from the interfaces of %s (%s)\n", ifaces.String(), *configFile, strings.Join(fileIfaces, ","))
+			os.Exit(1)
+		}
+		cfg = c
+	}
 	if len(ifaces) == 0 {
-		fmt.Fprintln(os.Stderr, "xipvsd: no interface given (-i IFACE)")
+		fmt.Fprintln(os.Stderr, "xipvsd: no interface given (-i IFACE, or interfaces: in --config)")
 		fs.Usage()
 		os.Exit(2)
 	}
 	if *dryRun {
-		for _, n := range ifaces {
-			if _, err := net.InterfaceByName(n); err != nil {
-				fmt.Fprintf(os.Stderr, "xipvsd: interface %s: %v\n", n, err)
-				os.Exit(1)
-			}
+		if err := dryRunCheck(ifaces, cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
+			os.Exit(1)
 		}
-		fmt.Println("xipvsd: configuration OK")
+		if cfg != nil {
+			fmt.Printf("xipvsd: configuration OK: %s\n", cfg.Summary())
+		} else {
+			fmt.Println("xipvsd: configuration OK")
+		}
 		return
 	}
 	opts := runOptions{ifaces: ifaces, socket: api.SocketPath(*socket), connTable: uint32(*connTable), sweep: *sweep,
-		expireQuiescent: *expireQuiescent, pinDir: *pinDir, stateFile: *stateFile, flush: *flush}
+		expireQuiescent: *expireQuiescent, pinDir: *pinDir, stateFile: *stateFile, flush: *flush,
+		configFile: *configFile, config: cfg, metricsAddr: *metricsAddr}
 	if err := run(log, opts); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)
@@ -142,6 +163,26 @@ type runOptions struct {
 	pinDir          string
 	stateFile       string
 	flush           bool
+	configFile      string
+	config          *config.Config // configFile's contents, read at start
+	metricsAddr     string
+}
+
+// dryRunCheck validates the interfaces and, if given, the configuration
+// with the routes to its real servers, as the daemon would apply it.
+func dryRunCheck(ifaces []string, cfg *config.Config) error {
+	idx := map[int]bool{}
+	for _, n := range ifaces {
+		ifc, err := net.InterfaceByName(n)
+		if err != nil {
+			return fmt.Errorf("interface %s: %w", n, err)
+		}
+		idx[ifc.Index] = true
+	}
+	if cfg == nil {
+		return nil
+	}
+	return server.Check(cfg, dataplane.RouteTo, func(i int) bool { return idx[i] })
 }
 
 func run(log *slog.Logger, o runOptions) error {
@@ -179,6 +220,14 @@ func run(log *slog.Logger, o runOptions) error {
 	}
 	go resolver.Run(ctx, time.Second)
 	go srv.RunSweeper(ctx, sweep)
+	go srv.RunEstimator(ctx)
+	b := &backend{srv: srv, dp: dp, connTable: int(connTable), configFile: o.configFile}
+	if o.config != nil {
+		if err := srv.Reconcile(o.config); err != nil {
+			return fmt.Errorf("applying %s: %w", o.configFile, err)
+		}
+		log.Info("configuration loaded", "file", o.configFile, "summary", o.config.Summary())
+	}
 
 	if err := dp.StartSlowPath(srv.NewFlow); err != nil {
 		return err
@@ -188,10 +237,28 @@ func run(log *slog.Logger, o runOptions) error {
 	if err != nil {
 		return err
 	}
-	b := &backend{srv: srv, dp: dp, connTable: int(connTable)}
 	hs := &http.Server{Handler: api.Handler(b, statusOf), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	if o.metricsAddr != "" {
+		ms, mln, err := serveMetrics(o.metricsAddr, srv, dp)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		go func() { _ = ms.Serve(mln) }()
+		defer ms.Close()
+		log.Info("serving metrics", "addr", mln.Addr().String())
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := b.Reload(); err != nil {
+				log.Error("reload failed; the running configuration is unchanged", "err", err)
+			}
+		}
+	}()
 	log.Info("xipvsd ready", "socket", socket, "interfaces", strings.Join(ifaces, ","), "version", version)
 
 	select {
@@ -238,6 +305,8 @@ func statusOf(err error) int {
 	switch {
 	case errors.As(err, &ae) && ae.Status != 0:
 		return ae.Status
+	case errors.As(err, new(*config.ParseError)):
+		return http.StatusBadRequest
 	case errors.Is(err, server.ErrNoService), errors.Is(err, server.ErrSvcNotDefined), errors.Is(err, server.ErrNoDest),
 		errors.Is(err, server.ErrNoMark), errors.Is(err, server.ErrNoLaddr):
 		return http.StatusNotFound
@@ -252,9 +321,47 @@ func statusOf(err error) int {
 
 // backend adapts the server to the API.
 type backend struct {
-	srv       *server.Server
-	dp        *dataplane.Dataplane
-	connTable int
+	srv        *server.Server
+	dp         *dataplane.Dataplane
+	connTable  int
+	configFile string
+}
+
+func (b *backend) Config() *config.Config { return b.srv.Config() }
+
+// Restore applies ipvsadm -R's lines to the running configuration: the
+// result is computed on a copy, then applied by difference, all or
+// nothing.
+func (b *backend) Restore(lines []config.Line) error {
+	want, err := config.ApplyLines(b.srv.Config(), lines)
+	if err != nil {
+		return err
+	}
+	return b.srv.Reconcile(want)
+}
+
+// Reload re-reads --config and applies the difference; on any error the
+// running configuration stays as it was.
+func (b *backend) Reload() error {
+	if b.configFile == "" {
+		return &api.Error{Message: "xipvsd runs without --config: nothing to reload", Status: http.StatusBadRequest}
+	}
+	cfg, ifaces, err := config.Load(b.configFile)
+	if err != nil {
+		return &api.Error{Message: "reload: " + err.Error(), Status: http.StatusBadRequest}
+	}
+	var have []string
+	for _, i := range b.dp.Interfaces() {
+		have = append(have, i.Name)
+	}
+	if len(ifaces) > 0 && !slices.Equal(ifaces, have) {
+		return &api.Error{Message: fmt.Sprintf("reload: %s names interfaces %s, xipvsd runs on %s: restart to change interfaces",
+			b.configFile, strings.Join(ifaces, ","), strings.Join(have, ",")), Status: http.StatusBadRequest}
+	}
+	if err := b.srv.Reconcile(cfg); err != nil {
+		return fmt.Errorf("reload %s: %w", b.configFile, err)
+	}
+	return nil
 }
 
 func (b *backend) AddService(s config.Service) error       { return b.srv.AddService(s) }
@@ -272,7 +379,8 @@ func (b *backend) Conns() ([]api.Conn, error) {
 	}
 	return out, err
 }
-func (b *backend) Marks() []config.MarkRule { return b.srv.Marks() }
+func (b *backend) Marks() []config.MarkRule        { return b.srv.Marks() }
+func (b *backend) Zero(k *config.ServiceKey) error { return b.srv.Zero(k) }
 func (b *backend) AddLocalAddr(l api.LaddrRequest) error {
 	return b.srv.AddLocalAddr(l.Service, l.Addr)
 }
@@ -303,9 +411,10 @@ func (b *backend) DeleteDest(k config.ServiceKey, a netip.Addr, p uint16) error 
 func (b *backend) ListServices() []api.Service {
 	var out []api.Service
 	for _, s := range b.srv.Services() {
-		as := api.Service{Service: s.Service}
+		as := api.Service{Service: s.Service, Stats: s.Stats, Rates: s.Rates}
 		for _, d := range s.Dests {
-			as.Dests = append(as.Dests, api.Dest{Dest: d.Dest, ActiveConns: d.ActiveConns, InactConns: d.InactConns})
+			as.Dests = append(as.Dests, api.Dest{Dest: d.Dest, ActiveConns: d.ActiveConns, InactConns: d.InactConns,
+				PersistConns: d.PersistConns, Stats: d.Stats, Rates: d.Rates})
 		}
 		out = append(out, as)
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/conntrack"
 )
 
 // DefaultSocket is where xipvsd listens unless --socket or XIPVS_SOCKET
@@ -40,17 +41,28 @@ type DestRequest struct {
 	Dest    config.Dest       `json:"dest"`
 }
 
-// Dest is a destination with its counts.
+// Dest is a destination with its counts, counters and rates.
 type Dest struct {
 	config.Dest
 	ActiveConns int `json:"active_conns"`
 	InactConns  int `json:"inact_conns"`
+	// PersistConns counts persistence templates naming the real.
+	PersistConns int             `json:"persist_conns"`
+	Stats        conntrack.Stats `json:"stats"`
+	Rates        conntrack.Rates `json:"rates"`
 }
 
-// Service is a virtual service with its destinations.
+// Service is a virtual service with its destinations, counters and rates.
 type Service struct {
 	config.Service
-	Dests []Dest `json:"dests"`
+	Dests []Dest          `json:"dests"`
+	Stats conntrack.Stats `json:"stats"`
+	Rates conntrack.Rates `json:"rates"`
+}
+
+// ZeroRequest zeroes one service's counters, or all with no Service.
+type ZeroRequest struct {
+	Service *config.ServiceKey `json:"service,omitempty"`
 }
 
 // Timeouts are ipvsadm's three user-visible timeouts, in seconds.
@@ -97,6 +109,14 @@ type Backend interface {
 	AddLocalAddr(LaddrRequest) error
 	DeleteLocalAddr(LaddrRequest) error
 	LocalAddrs() []ServiceLaddrs
+	Zero(*config.ServiceKey) error
+	// Restore applies rules-file lines (ipvsadm -R) all or nothing.
+	Restore([]config.Line) error
+	// Reload re-reads xipvsd's configuration file and applies the
+	// difference, all or nothing.
+	Reload() error
+	// Config is the running configuration.
+	Config() *config.Config
 }
 
 // LaddrRequest names a FULLNAT local address of a service.
@@ -207,6 +227,16 @@ func Handler(b Backend, status StatusOf) http.Handler {
 		var l LaddrRequest
 		return nil, decode(r, &l, func() error { return b.DeleteLocalAddr(l) })
 	})
+	do("POST /v1/zero", func(r *http.Request) (any, error) {
+		var z ZeroRequest
+		return nil, decode(r, &z, func() error { return b.Zero(z.Service) })
+	})
+	do("POST /v1/restore", func(r *http.Request) (any, error) {
+		var lines []config.Line
+		return nil, decode(r, &lines, func() error { return b.Restore(lines) })
+	})
+	do("POST /v1/reload", func(*http.Request) (any, error) { return nil, b.Reload() })
+	do("GET /v1/config", func(*http.Request) (any, error) { return b.Config(), nil })
 	do("GET /v1/laddrs", func(*http.Request) (any, error) { return b.LocalAddrs(), nil })
 	return mux
 }
@@ -367,4 +397,24 @@ func (c *Client) DeleteLocalAddr(k config.ServiceKey, a netip.Addr) error {
 func (c *Client) LocalAddrs() ([]ServiceLaddrs, error) {
 	var out []ServiceLaddrs
 	return out, c.call("GET", "/v1/laddrs", nil, &out)
+}
+
+// Zero zeroes the counters of service k, or of every service if k is nil.
+func (c *Client) Zero(k *config.ServiceKey) error {
+	return c.call("POST", "/v1/zero", ZeroRequest{Service: k}, nil)
+}
+
+// Restore applies rules-file lines (ipvsadm -R): all of them, or, if one
+// fails, none; the error names the line.
+func (c *Client) Restore(lines []config.Line) error {
+	return c.call("POST", "/v1/restore", lines, nil)
+}
+
+// Reload makes xipvsd re-read its configuration file (as SIGHUP does).
+func (c *Client) Reload() error { return c.call("POST", "/v1/reload", nil, nil) }
+
+// Config returns the running configuration.
+func (c *Client) Config() (*config.Config, error) {
+	var out config.Config
+	return &out, c.call("GET", "/v1/config", nil, &out)
 }

@@ -19,8 +19,8 @@ const (
 
 // ErrNoLaddr and friends are the local-address errors (DPVS's wording).
 var (
-	ErrLaddrExists = fmt.Errorf("local address already exists")
-	ErrNoLaddr     = fmt.Errorf("no such local address")
+	ErrLaddrExists = config.ErrLaddrExists
+	ErrNoLaddr     = config.ErrNoLaddr
 )
 
 type poolKey struct {

@@ -21,19 +21,20 @@ import (
 	"github.com/xipvs/xipvs/sched"
 )
 
-// Errors, with ipvsadm's messages (libipvs ipvs_strerror).
+// Errors, with ipvsadm's messages (libipvs ipvs_strerror); the shared
+// ones are config's, so a rules file checked offline fails alike.
 var (
-	ErrServiceExists = errors.New("Service already exists")
-	ErrNoService     = errors.New("No such service")
-	ErrSvcNotDefined = errors.New("Service not defined")
-	ErrDestExists    = errors.New("Destination already exists")
-	ErrNoDest        = errors.New("No such destination")
+	ErrServiceExists = config.ErrServiceExists
+	ErrNoService     = config.ErrNoService
+	ErrSvcNotDefined = config.ErrSvcNotDefined
+	ErrDestExists    = config.ErrDestExists
+	ErrNoDest        = config.ErrNoDest
 	ErrNoScheduler   = errors.New("Scheduler not found")
 	ErrUnsupported   = errors.New("not supported")
 	ErrFull          = errors.New("Memory allocation problem")
-	ErrMarkExists    = errors.New("Port group already exists")
-	ErrMarkOverlap   = errors.New("Port group overlaps another")
-	ErrNoMark        = errors.New("No such port group")
+	ErrMarkExists    = config.ErrMarkExists
+	ErrMarkOverlap   = config.ErrMarkOverlap
+	ErrNoMark        = config.ErrNoMark
 )
 
 // Dataplane is what the server needs of the data plane.
@@ -81,6 +82,10 @@ type dest struct {
 	realID uint32
 	hop    dataplane.NextHop
 	sd     *sched.Dest
+	// conns counts connections scheduled to d (its traffic counters
+	// are the data plane's); est estimates its rates.
+	conns uint64
+	est   conntrack.Estimator
 }
 
 // via is the address whose MAC the data plane sends d's packets to.
@@ -115,6 +120,9 @@ type service struct {
 	// laddrs are the FULLNAT local addresses, used in turn.
 	laddrs    []netip.Addr
 	laddrNext int
+	// retired holds the counters of reals deleted from the service.
+	retired conntrack.Stats
+	est     conntrack.Estimator
 }
 
 // tmplKey is what IPVS keys a persistence template on, within one
@@ -171,6 +179,9 @@ func (s *service) schedDests() []*sched.Dest {
 type Server struct {
 	opts Options
 	log  *slog.Logger
+
+	// applyMu serializes Reconcile calls.
+	applyMu sync.Mutex
 
 	mu       sync.Mutex // guards everything below
 	services map[config.ServiceKey]*service
@@ -488,17 +499,23 @@ func (s *Server) route(d config.Dest) (dataplane.NextHop, error) {
 	if err != nil {
 		return hop, fmt.Errorf("real server %v: %w", d.Addr, err)
 	}
+	return hop, checkHop(d, hop, s.directorIface)
+}
+
+// checkHop checks that d can be forwarded by its method over hop, from
+// an interface the director serves.
+func checkHop(d config.Dest, hop dataplane.NextHop, director func(ifindex int) bool) error {
 	if d.Fwd == config.FwdRoute && hop.Gateway.IsValid() {
-		return hop, fmt.Errorf("real server %v is reached via %v: direct routing (-g) needs it on the director's L2 segment; use -i, -m or -b",
+		return fmt.Errorf("real server %v is reached via %v: direct routing (-g) needs it on the director's L2 segment; use -i, -m or -b",
 			d.Addr, hop.Gateway)
 	}
-	if !s.directorIface(hop.Ifindex) {
-		return hop, fmt.Errorf("real server %v is reached through interface %d, which this director does not serve (xipvsd -i)", d.Addr, hop.Ifindex)
+	if !director(hop.Ifindex) {
+		return fmt.Errorf("real server %v is reached through interface %d, which this director does not serve (xipvsd -i)", d.Addr, hop.Ifindex)
 	}
 	if d.Fwd == config.FwdTunnel && !hop.Src.Is4() {
-		return hop, fmt.Errorf("real server %v: no IPv4 source address on the route to it for the tunnel's outer header", d.Addr)
+		return fmt.Errorf("real server %v: no IPv4 source address on the route to it for the tunnel's outer header", d.Addr)
 	}
-	return hop, nil
+	return nil
 }
 
 // AddDest adds a real server to a service (ipvsadm -a).
@@ -545,6 +562,7 @@ func (s *Server) installDest(sv *service, d config.Dest, id uint32, hop dataplan
 	if err := s.writeReal(nd); err != nil {
 		return nil, err
 	}
+	s.startDestStats(nd)
 	s.reals[id] = nd
 	return nd, nil
 }
@@ -636,6 +654,7 @@ func (s *Server) DeleteDest(k config.ServiceKey, addr netip.Addr, port uint16) e
 	if err := s.expireConns(map[uint32]bool{x.realID: true}); err != nil {
 		return err
 	}
+	s.retireDestLocked(x)
 	s.releaseDest(x)
 	s.changed()
 	s.log.Info("real server deleted", "service", k.String(), "real", netip.AddrPortFrom(addr, port).String())
@@ -695,6 +714,7 @@ func (s *Server) NewFlow(f dataplane.NewFlow) (dataplane.Decision, bool) {
 	// ip_vs_bind_dest: counted as inactive until the next sweep sees its
 	// state; reaching the upper threshold overloads the real.
 	d.sd.InactConns++
+	d.conns++
 	if u := d.cfg.UThreshold; u != 0 && uint32(d.sd.ActiveConns+d.sd.InactConns) >= u {
 		d.sd.Overloaded = true
 	}
@@ -759,17 +779,24 @@ func (s *Server) Timeouts() (tcp, tcpfin, udp time.Duration) {
 	return s.timeouts.TCP[conntrack.StateEstablished], s.timeouts.TCP[conntrack.StateFinWait], s.timeouts.UDP
 }
 
-// DestStatus is a destination with its connection counts.
+// DestStatus is a destination with its connection counts, counters and
+// rates.
 type DestStatus struct {
 	config.Dest
 	ActiveConns int
 	InactConns  int
+	// PersistConns counts the persistence templates naming the real.
+	PersistConns int
+	Stats        conntrack.Stats
+	Rates        conntrack.Rates
 }
 
-// ServiceStatus is a service with its destinations.
+// ServiceStatus is a service with its destinations, counters and rates.
 type ServiceStatus struct {
 	config.Service
 	Dests []DestStatus
+	Stats conntrack.Stats
+	Rates conntrack.Rates
 }
 
 // Services returns every service and destination, in no set order.
@@ -778,10 +805,18 @@ func (s *Server) Services() []ServiceStatus {
 	defer s.mu.Unlock()
 	out := make([]ServiceStatus, 0, len(s.services))
 	for _, sv := range s.services {
-		st := ServiceStatus{Service: sv.cfg}
-		for _, d := range sv.dests {
-			st.Dests = append(st.Dests, DestStatus{Dest: d.cfg, ActiveConns: d.sd.ActiveConns, InactConns: d.sd.InactConns})
+		persist := map[*dest]int{}
+		for _, t := range sv.templates {
+			persist[t.dest]++
 		}
+		per := make(map[*dest]conntrack.Stats, len(sv.dests))
+		st := ServiceStatus{Service: sv.cfg, Rates: sv.est.Rates()}
+		for _, d := range sv.dests {
+			per[d] = s.destStatsLocked(d)
+			st.Dests = append(st.Dests, DestStatus{Dest: d.cfg, ActiveConns: d.sd.ActiveConns, InactConns: d.sd.InactConns,
+				PersistConns: persist[d], Stats: per[d], Rates: d.est.Rates()})
+		}
+		st.Stats = s.serviceStatsLocked(sv, per)
 		out = append(out, st)
 	}
 	return out

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/server"
+)
+
+// collector exposes the server's and data plane's counters at scrape
+// time: nothing is counted twice and nothing runs per packet.
+type collector struct {
+	srv *server.Server
+	dp  *dataplane.Dataplane
+
+	svcConns, svcInPkts, svcOutPkts, svcInBytes, svcOutBytes      *prometheus.Desc
+	realConns, realInPkts, realOutPkts, realInBytes, realOutBytes *prometheus.Desc
+	realActive, realInactive, realWeight, realPersist             *prometheus.Desc
+	svcCPS                                                        *prometheus.Desc
+	xdp, slow, noLocalPort, services, reals                       *prometheus.Desc
+}
+
+func newCollector(srv *server.Server, dp *dataplane.Dataplane) *collector {
+	svc := []string{"service"}
+	real := []string{"service", "real", "forward"}
+	d := func(name, help string, labels []string) *prometheus.Desc {
+		return prometheus.NewDesc("xipvs_"+name, help, labels, nil)
+	}
+	return &collector{srv: srv, dp: dp,
+		svcConns:     d("service_connections_total", "Connections scheduled by the virtual service.", svc),
+		svcInPkts:    d("service_in_packets_total", "Packets toward the service's real servers.", svc),
+		svcOutPkts:   d("service_out_packets_total", "Reply packets through the director (NAT and FULLNAT).", svc),
+		svcInBytes:   d("service_in_bytes_total", "Bytes (IP length) toward the service's real servers.", svc),
+		svcOutBytes:  d("service_out_bytes_total", "Reply bytes through the director (NAT and FULLNAT).", svc),
+		svcCPS:       d("service_connections_per_second", "Smoothed connection rate (IPVS's estimator).", svc),
+		realConns:    d("real_connections_total", "Connections scheduled to the real server.", real),
+		realInPkts:   d("real_in_packets_total", "Packets toward the real server.", real),
+		realOutPkts:  d("real_out_packets_total", "Reply packets from the real server through the director.", real),
+		realInBytes:  d("real_in_bytes_total", "Bytes (IP length) toward the real server.", real),
+		realOutBytes: d("real_out_bytes_total", "Reply bytes from the real server through the director.", real),
+		realActive:   d("real_active_connections", "ActiveConn: established TCP connections.", real),
+		realInactive: d("real_inactive_connections", "InActConn: other connections.", real),
+		realWeight:   d("real_weight", "The real server's weight (0: quiesced).", real),
+		realPersist:  d("real_persistent_connections", "Persistence templates naming the real server.", real),
+		xdp:          d("xdp_packets_total", "Packets seen by the XDP director, by outcome (drop_* are drops).", []string{"outcome"}),
+		slow:         d("slow_path_total", "Slow-path (AF_XDP) events by kind.", []string{"event"}),
+		noLocalPort:  d("fullnat_no_local_port_total", "New FULLNAT connections refused: no free local port.", nil),
+		services:     d("services", "Virtual services configured.", nil),
+		reals:        d("real_servers", "Real servers configured.", nil),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	svcs := c.srv.Services()
+	nreals := 0
+	for _, s := range svcs {
+		name := s.ServiceKey.String()
+		stats := func(st conntrack.Stats, ds [5]*prometheus.Desc, labels ...string) {
+			counter(ds[0], st.Conns, labels...)
+			counter(ds[1], st.InPkts, labels...)
+			counter(ds[2], st.OutPkts, labels...)
+			counter(ds[3], st.InBytes, labels...)
+			counter(ds[4], st.OutBytes, labels...)
+		}
+		stats(s.Stats, [5]*prometheus.Desc{c.svcConns, c.svcInPkts, c.svcOutPkts, c.svcInBytes, c.svcOutBytes}, name)
+		gauge(c.svcCPS, float64(s.Rates.CPS), name)
+		for _, d := range s.Dests {
+			nreals++
+			l := []string{name, d.AddrPort().String(), d.Fwd.String()}
+			stats(d.Stats, [5]*prometheus.Desc{c.realConns, c.realInPkts, c.realOutPkts, c.realInBytes, c.realOutBytes}, l...)
+			gauge(c.realActive, float64(d.ActiveConns), l...)
+			gauge(c.realInactive, float64(d.InactConns), l...)
+			gauge(c.realWeight, float64(d.Weight), l...)
+			gauge(c.realPersist, float64(d.PersistConns), l...)
+		}
+	}
+	gauge(c.services, float64(len(svcs)))
+	gauge(c.reals, float64(nreals))
+	if ctr, err := c.dp.Counters(); err == nil {
+		for i, v := range ctr {
+			counter(c.xdp, v, dataplane.StatNames[i])
+		}
+	}
+	sp := c.dp.SlowPathStats()
+	for _, e := range []struct {
+		name string
+		v    uint64
+	}{{"received", sp.Received}, {"new_conns", sp.NewConns}, {"forwarded", sp.Forwarded},
+		{"no_dest", sp.NoDest}, {"unparsable", sp.Unparsable}, {"failed", sp.Failed}} {
+		counter(c.slow, e.v, e.name)
+	}
+	counter(c.noLocalPort, c.srv.LocalPortsExhausted())
+}
+
+// serveMetrics serves /metrics on addr until the returned server is shut
+// down.
+func serveMetrics(addr string, srv *server.Server, dp *dataplane.Dataplane) (*http.Server, net.Listener, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(srv, dp), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln, nil
+}

@@ -1,0 +1,279 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// File is xipvsd's declarative configuration file (YAML). Every field is
+// optional; an unknown field is an error, so a typo is not ignored.
+//
+//	interfaces: [eth0]
+//	timeouts: {tcp: 900, tcpfin: 120, udp: 300}
+//	marks:
+//	  - {mark: 6666, tcp: "192.168.0.220:80,443"}
+//	services:
+//	  - tcp: 192.168.0.220:80        # or udp: ADDR:PORT, or fwmark: N
+//	    scheduler: wrr               # default wlc
+//	    persistent: 300              # seconds; omit for none
+//	    netmask: 255.255.255.0
+//	    sched_flags: [sh-port]
+//	    local_addrs: [10.0.0.100]    # FULLNAT
+//	    reals:
+//	      - {addr: 192.168.0.10:80, method: dr, weight: 2}
+//	      - {addr: 192.168.0.11, method: nat, u_threshold: 1000}
+type File struct {
+	Interfaces []string      `yaml:"interfaces"`
+	Timeouts   *FileTimeouts `yaml:"timeouts"`
+	Marks      []FileMark    `yaml:"marks"`
+	Services   []FileService `yaml:"services"`
+}
+
+// FileTimeouts are --set's timeouts in seconds.
+type FileTimeouts struct {
+	TCP    int `yaml:"tcp"`
+	TCPFin int `yaml:"tcpfin"`
+	UDP    int `yaml:"udp"`
+}
+
+// FileMark is a port group: --add-mark -f Mark -t TCP / -u UDP.
+type FileMark struct {
+	Mark uint32 `yaml:"mark"`
+	TCP  string `yaml:"tcp"`
+	UDP  string `yaml:"udp"`
+}
+
+// FileService is a virtual service and its real servers.
+type FileService struct {
+	TCP        string     `yaml:"tcp"`
+	UDP        string     `yaml:"udp"`
+	FWMark     uint32     `yaml:"fwmark"`
+	Scheduler  string     `yaml:"scheduler"`
+	Persistent *uint32    `yaml:"persistent"`
+	Netmask    string     `yaml:"netmask"`
+	SchedFlags []string   `yaml:"sched_flags"`
+	OnePacket  bool       `yaml:"ops"`
+	LocalAddrs []string   `yaml:"local_addrs"`
+	Reals      []FileReal `yaml:"reals"`
+}
+
+// FileReal is a real server. Method is dr (the default), tun, nat or
+// fullnat; ipvsadm's letters g, i, m and b are accepted too.
+type FileReal struct {
+	Addr       string `yaml:"addr"`
+	Method     string `yaml:"method"`
+	Weight     *int   `yaml:"weight"`
+	UThreshold uint32 `yaml:"u_threshold"`
+	LThreshold uint32 `yaml:"l_threshold"`
+}
+
+var methods = map[string]Fwd{
+	"": FwdRoute, "dr": FwdRoute, "route": FwdRoute, "g": FwdRoute, "gatewaying": FwdRoute,
+	"tun": FwdTunnel, "tunnel": FwdTunnel, "ipip": FwdTunnel, "i": FwdTunnel,
+	"nat": FwdMasq, "masq": FwdMasq, "masquerading": FwdMasq, "m": FwdMasq,
+	"fullnat": FwdFullNAT, "b": FwdFullNAT,
+}
+
+// ParseYAML reads a YAML configuration file into a Config; the error
+// names the offending service or real.
+func ParseYAML(r io.Reader) (*Config, []string, error) {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	var f File
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("yaml: %w", err)
+	}
+	c := &Config{}
+	if t := f.Timeouts; t != nil {
+		if t.TCP < 0 || t.TCPFin < 0 || t.UDP < 0 {
+			return nil, nil, invalid("timeouts must not be negative")
+		}
+		c.Timeouts = [3]int{t.TCP, t.TCPFin, t.UDP}
+	}
+	for i, m := range f.Marks {
+		if (m.TCP == "") == (m.UDP == "") {
+			return nil, nil, invalid("marks[%d]: give one of tcp or udp", i)
+		}
+		proto, target := TCP, m.TCP
+		if m.UDP != "" {
+			proto, target = UDP, m.UDP
+		}
+		rules, err := parseMarkTarget(m.Mark, proto, target)
+		if err != nil {
+			return nil, nil, invalid("marks[%d]: %v", i, err)
+		}
+		cmd := &Command{Op: OpAddMark, Marks: rules}
+		for _, r := range rules {
+			if err := r.Validate(); err != nil {
+				return nil, nil, fmt.Errorf("marks[%d]: %w", i, err)
+			}
+		}
+		if err := c.Apply(cmd); err != nil {
+			return nil, nil, fmt.Errorf("marks[%d]: %w", i, err)
+		}
+	}
+	for i, fs := range f.Services {
+		sc, err := fs.service()
+		if err != nil {
+			return nil, nil, fmt.Errorf("services[%d]: %w", i, err)
+		}
+		if c.Find(sc.Service.ServiceKey) >= 0 {
+			return nil, nil, fmt.Errorf("services[%d] %s: %w", i, sc.Service.ServiceKey, ErrServiceExists)
+		}
+		c.Services = append(c.Services, *sc)
+	}
+	return c, f.Interfaces, nil
+}
+
+func (fs FileService) service() (*ServiceConfig, error) {
+	var svc Service
+	n := 0
+	for _, x := range []bool{fs.TCP != "", fs.UDP != "", fs.FWMark != 0} {
+		if x {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, invalid("give exactly one of tcp, udp or fwmark")
+	}
+	switch {
+	case fs.FWMark != 0:
+		svc.FWMark, svc.Proto = fs.FWMark, TCP
+	default:
+		proto, s := TCP, fs.TCP
+		if fs.UDP != "" {
+			proto, s = UDP, fs.UDP
+		}
+		addr, port, err := parseHostPort(s, proto, true)
+		if err != nil {
+			return nil, invalid("%v", err)
+		}
+		svc.Proto, svc.Addr, svc.Port = proto, addr, port
+	}
+	svc.Scheduler = fs.Scheduler
+	if svc.Scheduler == "" {
+		svc.Scheduler = DefaultScheduler
+	}
+	if fs.Persistent != nil {
+		svc.Persistent, svc.Timeout = true, *fs.Persistent
+		if svc.Timeout == 0 {
+			svc.Timeout = DefaultTimeout
+		}
+		svc.Netmask = netip.PrefixFrom(netip.IPv4Unspecified(), 32)
+	}
+	if fs.Netmask != "" {
+		if !svc.Persistent {
+			return nil, invalid("netmask needs persistent")
+		}
+		p, err := parseNetmask(fs.Netmask)
+		if err != nil {
+			return nil, invalid("%v", err)
+		}
+		svc.Netmask = p
+	}
+	svc.SchedFlags, svc.OnePacket = fs.SchedFlags, fs.OnePacket
+	if err := svc.Validate(); err != nil {
+		return nil, err
+	}
+	sc := &ServiceConfig{Service: svc}
+	for _, l := range fs.LocalAddrs {
+		a, err := netip.ParseAddr(l)
+		if err != nil || !a.Is4() {
+			return nil, invalid("local address %q is not an IPv4 address", l)
+		}
+		if slices.Contains(sc.LocalAddrs, a) {
+			return nil, fmt.Errorf("%w: %v", ErrLaddrExists, a)
+		}
+		sc.LocalAddrs = append(sc.LocalAddrs, a)
+	}
+	for j, r := range fs.Reals {
+		d, err := r.dest(svc.ServiceKey)
+		if err != nil {
+			return nil, fmt.Errorf("reals[%d]: %w", j, err)
+		}
+		if sc.FindDest(d.Addr, d.Port) >= 0 {
+			return nil, fmt.Errorf("reals[%d] %s: %w", j, d.AddrPort(), ErrDestExists)
+		}
+		// Listed order is list order: the first real is the first the
+		// schedulers see (as if the file's -a lines were in reverse).
+		sc.Dests = append(sc.Dests, d)
+	}
+	return sc, nil
+}
+
+func (r FileReal) dest(svc ServiceKey) (Dest, error) {
+	fwd, ok := methods[strings.ToLower(r.Method)]
+	if !ok {
+		return Dest{}, invalid("method %q: want dr, tun, nat or fullnat", r.Method)
+	}
+	addr, port, err := parseHostPort(r.Addr, svc.Proto, false)
+	if err != nil {
+		return Dest{}, invalid("%v", err)
+	}
+	if svc.FWMark == 0 && (port == 0 || !fwd.Rewrites()) {
+		port = svc.Port // as ipvsadm: no port, or DR/TUN, is the virtual port
+	}
+	d := Dest{Addr: addr, Port: port, Fwd: fwd, Weight: DefaultWeight, UThreshold: r.UThreshold, LThreshold: r.LThreshold}
+	if r.Weight != nil {
+		d.Weight = *r.Weight
+	}
+	return d, d.Validate(svc)
+}
+
+// Load reads a configuration file: YAML, or an ipvsadm rules file (what
+// ipvsadm-save writes) when its first command line starts with "-".
+// It returns the interfaces a YAML file names.
+func Load(path string) (*Config, []string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if IsRules(b) {
+		c, err := ParseRules(bytes.NewReader(b))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return c, nil, nil
+	}
+	c, ifaces, err := ParseYAML(bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, ifaces, nil
+}
+
+// IsRules reports whether b reads as an ipvsadm rules file: its first
+// line that is not blank or a comment is a command starting with "-" (or
+// "ipvsadm -"). An empty file is an empty rules file.
+func IsRules(b []byte) bool {
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		for _, p := range []string{"ipvsadm ", "xipvsadm ", "/sbin/ipvsadm ", "/usr/sbin/ipvsadm "} {
+			l = strings.TrimPrefix(l, p)
+		}
+		return strings.HasPrefix(l, "-")
+	}
+	return true
+}
+
+// Summary is a one-line description of c for logs and --dry-run.
+func (c *Config) Summary() string {
+	reals := 0
+	for _, s := range c.Services {
+		reals += len(s.Dests)
+	}
+	return strconv.Itoa(len(c.Services)) + " services, " + strconv.Itoa(reals) + " real servers, " +
+		strconv.Itoa(len(c.Marks)) + " port groups"
+}

@@ -1,0 +1,251 @@
+package server
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/sched"
+)
+
+// Config returns the running configuration: services sorted by key,
+// each with its reals in list order.
+func (s *Server) Config() *config.Config {
+	s.mu.Lock()
+	st := s.snapshotLocked()
+	s.mu.Unlock()
+	c := &config.Config{Marks: st.Marks, Timeouts: [3]int{
+		int(st.Timeouts["tcp"]), int(st.Timeouts["tcpfin"]), int(st.Timeouts["udp"])}}
+	for _, ss := range st.Services {
+		sc := config.ServiceConfig{Service: ss.Config, LocalAddrs: ss.LocalAddrs}
+		for _, d := range ss.Dests {
+			sc.Dests = append(sc.Dests, d.Config)
+		}
+		c.Services = append(c.Services, sc)
+	}
+	slices.SortFunc(c.Services, func(a, b config.ServiceConfig) int { return keyCompare(a.Service.ServiceKey, b.Service.ServiceKey) })
+	return c
+}
+
+func keyCompare(a, b config.ServiceKey) int {
+	switch {
+	case a.FWMark != b.FWMark:
+		return cmpU(a.FWMark, b.FWMark)
+	case a.Proto != b.Proto:
+		return cmpU(uint32(a.Proto), uint32(b.Proto))
+	case a.Addr != b.Addr:
+		return a.Addr.Compare(b.Addr)
+	}
+	return cmpU(uint32(a.Port), uint32(b.Port))
+}
+
+func cmpU(a, b uint32) int {
+	if a < b {
+		return -1
+	}
+	if a > b {
+		return 1
+	}
+	return 0
+}
+
+// Reconcile makes the running configuration want, changing only what
+// differs: a service or real present in both keeps its connections,
+// counters and persistence. Everything is checked before anything
+// changes; if a change still fails, what was done is undone and the
+// error returned, so a failed reload or restore leaves the configuration
+// as it was. Reconcile calls are serialized.
+func (s *Server) Reconcile(want *config.Config) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	want = want.Clone()
+	if err := precheck(want, func(d config.Dest) error { _, err := s.route(d); return err }); err != nil {
+		return err
+	}
+	old := s.Config()
+	n, err := s.reconcile(old, want)
+	if err != nil {
+		if _, rerr := s.reconcile(s.Config(), old); rerr != nil {
+			return fmt.Errorf("%w (restoring the previous configuration failed too: %v)", err, rerr)
+		}
+		return err
+	}
+	s.log.Info("configuration applied", "changes", n, "services", len(want.Services))
+	return nil
+}
+
+// Check validates a configuration as Reconcile would before applying it,
+// routes to the real servers included (xipvsd --dry-run): route finds
+// the next hop of an address, director tells the director's interfaces.
+func Check(want *config.Config, route func(netip.Addr) (dataplane.NextHop, error), director func(ifindex int) bool) error {
+	return precheck(want.Clone(), func(d config.Dest) error {
+		hop, err := route(d.Addr)
+		if err != nil {
+			return fmt.Errorf("real server %v: %w", d.Addr, err)
+		}
+		return checkHop(d, hop, director)
+	})
+}
+
+// precheck validates want as the operations would, and normalizes its
+// services so they compare equal to running ones.
+func precheck(want *config.Config, route func(config.Dest) error) error {
+	seen := map[config.ServiceKey]bool{}
+	for i := range want.Services {
+		sc := &want.Services[i]
+		if err := normalize(&sc.Service); err != nil {
+			return fmt.Errorf("service %s: %w", sc.Service.ServiceKey, err)
+		}
+		if seen[sc.Service.ServiceKey] {
+			return fmt.Errorf("service %s: %w", sc.Service.ServiceKey, ErrServiceExists)
+		}
+		seen[sc.Service.ServiceKey] = true
+		if _, err := sched.New(sc.Service.Scheduler); err != nil {
+			return fmt.Errorf("service %s: %w", sc.Service.ServiceKey, ErrNoScheduler)
+		}
+		dseen := map[netip.AddrPort]bool{}
+		for _, d := range sc.Dests {
+			if err := d.Validate(sc.Service.ServiceKey); err != nil {
+				return fmt.Errorf("service %s real %s: %w", sc.Service.ServiceKey, d.AddrPort(), err)
+			}
+			if dseen[d.AddrPort()] {
+				return fmt.Errorf("service %s real %s: %w", sc.Service.ServiceKey, d.AddrPort(), ErrDestExists)
+			}
+			dseen[d.AddrPort()] = true
+			if err := route(d); err != nil {
+				return fmt.Errorf("service %s real %s: %w", sc.Service.ServiceKey, d.AddrPort(), err)
+			}
+		}
+		for _, a := range sc.LocalAddrs {
+			if !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
+				return fmt.Errorf("%w: local address %v must be a unicast IPv4 address", config.ErrInvalid, a)
+			}
+		}
+	}
+	for i, r := range want.Marks {
+		if err := r.Validate(); err != nil {
+			return err
+		}
+		for _, o := range want.Marks[:i] {
+			if r == o || r.Overlaps(o) {
+				return fmt.Errorf("%w: %s overlaps %s", ErrMarkOverlap, r, o)
+			}
+		}
+	}
+	for _, t := range want.Timeouts {
+		if t < 0 {
+			return fmt.Errorf("%w: negative timeout", config.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func sameService(a, b config.Service) bool {
+	return a.ServiceKey == b.ServiceKey && a.Scheduler == b.Scheduler && a.Persistent == b.Persistent &&
+		a.Timeout == b.Timeout && a.Netmask == b.Netmask && a.OnePacket == b.OnePacket &&
+		slices.Equal(a.SchedFlags, b.SchedFlags)
+}
+
+// reconcile applies the difference from have to want and counts the
+// operations; it stops at the first error.
+func (s *Server) reconcile(have, want *config.Config) (int, error) {
+	n := 0
+	step := func(err error) error {
+		if err == nil {
+			n++
+		}
+		return err
+	}
+	// Services that go, with their reals and connections.
+	for _, hs := range have.Services {
+		if want.Find(hs.Service.ServiceKey) < 0 {
+			if err := step(s.DeleteService(hs.Service.ServiceKey)); err != nil {
+				return n, err
+			}
+		}
+	}
+	// Port groups: removed ones first, so a changed range can be re-added.
+	for _, r := range have.Marks {
+		if !slices.Contains(want.Marks, r) {
+			if err := step(s.DeleteMarks(r.Mark, []config.MarkRule{r})); err != nil {
+				return n, err
+			}
+		}
+	}
+	var add []config.MarkRule
+	for _, r := range want.Marks {
+		if !slices.Contains(have.Marks, r) {
+			add = append(add, r)
+		}
+	}
+	if len(add) > 0 {
+		if err := step(s.AddMarks(add)); err != nil {
+			return n, err
+		}
+	}
+	for _, ws := range want.Services {
+		k := ws.Service.ServiceKey
+		var hs config.ServiceConfig
+		if i := have.Find(k); i >= 0 {
+			hs = have.Services[i]
+			if !sameService(hs.Service, ws.Service) {
+				if err := step(s.EditService(ws.Service)); err != nil {
+					return n, err
+				}
+			}
+		} else if err := step(s.AddService(ws.Service)); err != nil {
+			return n, err
+		}
+		for _, d := range hs.Dests {
+			if ws.FindDest(d.Addr, d.Port) < 0 {
+				if err := step(s.DeleteDest(k, d.Addr, d.Port)); err != nil {
+					return n, err
+				}
+			}
+		}
+		// Added in reverse, as each goes to the front of the list.
+		for i := len(ws.Dests) - 1; i >= 0; i-- {
+			d := ws.Dests[i]
+			j := hs.FindDest(d.Addr, d.Port)
+			var err error
+			switch {
+			case j < 0:
+				err = step(s.AddDest(k, d))
+			case hs.Dests[j] != d:
+				err = step(s.EditDest(k, d))
+			}
+			if err != nil {
+				return n, err
+			}
+		}
+		for _, a := range hs.LocalAddrs {
+			if !slices.Contains(ws.LocalAddrs, a) {
+				if err := step(s.DeleteLocalAddr(k, a)); err != nil {
+					return n, err
+				}
+			}
+		}
+		for _, a := range ws.LocalAddrs {
+			if !slices.Contains(hs.LocalAddrs, a) {
+				if err := step(s.AddLocalAddr(k, a)); err != nil {
+					return n, err
+				}
+			}
+		}
+	}
+	var t [3]time.Duration
+	changed := false
+	for i, v := range want.Timeouts {
+		if v > 0 && v != have.Timeouts[i] {
+			t[i], changed = time.Duration(v)*time.Second, true
+		}
+	}
+	if changed {
+		s.SetTimeouts(t[0], t[1], t[2])
+		n++
+	}
+	return n, nil
+}
