@@ -317,3 +317,60 @@ func TestFULLNATFixtures(t *testing.T) {
 		t.Errorf("truncated reply: verdict %v", v)
 	}
 }
+
+// The per-real counters count what was forwarded: packets and IP bytes
+// toward the real, and NAT replies back; a dropped packet is not counted,
+// and a reset starts the real from zero.
+func TestRealTrafficCounters(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	k := tcpKey(52000)
+	flow(t, d, k, dataplane.Decision{RealID: natID, ServiceID: 1,
+		Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 52000, DstPort: 8080}}, 0)
+	in := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 52000, DstPort: 80, SYN: true, MSS: 1460}
+	data := in
+	data.SYN, data.ACK, data.MSS, data.Payload = false, true, 0, make([]byte, 300)
+	rep := testutil.Frame{SrcMAC: realMAC, DstMAC: ifMAC, Src: rip, Dst: client, SrcPort: 8080, DstPort: 52000, SYN: true, ACK: true, MSS: 1460}
+	var inBytes, outBytes uint64
+	for _, f := range [][]byte{in.Build(), data.Build()} {
+		if v, _ := run(t, d, f); v != dataplane.XDPTx {
+			t.Fatalf("forward verdict %v", v)
+		}
+		inBytes += uint64(binary.BigEndian.Uint16(f[16:18])) // IP total length: padding is not counted
+	}
+	r := rep.Build()
+	if v, _ := run(t, d, r); v != dataplane.XDPTx {
+		t.Fatalf("reply verdict %v", v)
+	}
+	outBytes += uint64(binary.BigEndian.Uint16(r[16:18]))
+	want := dataplane.Traffic{InPkts: 2, InBytes: inBytes, OutPkts: 1, OutBytes: outBytes}
+	if got, err := d.RealTraffic(natID); err != nil || got != want {
+		t.Errorf("NAT real traffic %+v (%v), want %+v", got, err, want)
+	}
+	if inBytes != 20+24+20+20+300 { // SYN with MSS; ACK with 300 bytes
+		t.Errorf("frame sizes changed: %d", inBytes)
+	}
+
+	// A real without a MAC drops: nothing counted for it.
+	noMAC := dataplane.Real{Addr: rip, Ifindex: loIfindex, Fwd: dataplane.FwdRoute, MTU: 1500}
+	if err := d.SetReal(14, noMAC); err != nil {
+		t.Fatal(err)
+	}
+	k2 := tcpKey(52001)
+	flow(t, d, k2, dataplane.Decision{RealID: 14, ServiceID: 1}, 0)
+	f2 := in
+	f2.SrcPort = 52001
+	if v, _ := run(t, d, f2.Build()); v != dataplane.XDPDrop {
+		t.Fatalf("no-MAC verdict %v", v)
+	}
+	if got, _ := d.RealTraffic(14); got != (dataplane.Traffic{}) {
+		t.Errorf("dropped packet counted: %+v", got)
+	}
+
+	if err := d.ResetRealTraffic(natID); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := d.RealTraffic(natID); got != (dataplane.Traffic{}) {
+		t.Errorf("after reset: %+v", got)
+	}
+}

@@ -221,7 +221,7 @@ func run(log *slog.Logger, o runOptions) error {
 	go resolver.Run(ctx, time.Second)
 	go srv.RunSweeper(ctx, sweep)
 	go srv.RunEstimator(ctx)
-	b := &backend{srv: srv, dp: dp, connTable: int(connTable), configFile: o.configFile}
+	b := &backend{srv: srv, dp: dp, connTable: int(connTable), configFile: o.configFile, log: log}
 	if o.config != nil {
 		if err := srv.Reconcile(o.config); err != nil {
 			return fmt.Errorf("applying %s: %w", o.configFile, err)
@@ -325,6 +325,7 @@ type backend struct {
 	dp         *dataplane.Dataplane
 	connTable  int
 	configFile string
+	log        *slog.Logger
 }
 
 func (b *backend) Config() *config.Config { return b.srv.Config() }
@@ -361,6 +362,7 @@ func (b *backend) Reload() error {
 	if err := b.srv.Reconcile(cfg); err != nil {
 		return fmt.Errorf("reload %s: %w", b.configFile, err)
 	}
+	b.log.Info("configuration reloaded", "file", b.configFile, "summary", cfg.Summary())
 	return nil
 }
 

@@ -112,6 +112,9 @@ func (d *Daemon) Stop() {
 	}
 }
 
+// Signal sends sig to the daemon.
+func (d *Daemon) Signal(sig os.Signal) error { return d.cmd.Process.Signal(sig) }
+
 // Kill sends SIGKILL and waits for the exit.
 func (d *Daemon) Kill() {
 	_ = d.cmd.Process.Kill()
