@@ -183,22 +183,3 @@ func TestParseArgsErrors(t *testing.T) {
 		}
 	}
 }
-
-func FuzzParseArgs(f *testing.F) {
-	for _, s := range []string{
-		"-A -t 192.168.0.210:80 -s rr", "-a -t 1.2.3.4:80 -r 5.6.7.8 -g -w 2", "-Lnc", "--set 1 2 3",
-		"-A -f 66 -s rr -p 360", "-e -t 1.2.3.4:80 -r 5.6.7.8 -i", "-E -t 1.2.3.4:http -s wlc -p",
-		"--add-mark -f 6666 -t 192.168.0.220:80,443", "-A -t 1.2.3.4:80 -s mh -b mh-port,mh-fallback",
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, line string) {
-		c, err := ParseArgs(strings.Fields(line))
-		if err == nil && c == nil {
-			t.Fatal("nil command without error")
-		}
-		if err == nil && (c.Op == OpAddDest || c.Op == OpAddService) && !c.HasService {
-			t.Fatalf("%q: add without service accepted", line)
-		}
-	})
-}

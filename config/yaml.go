@@ -219,9 +219,11 @@ func (r FileReal) dest(svc ServiceKey) (Dest, error) {
 	if err != nil {
 		return Dest{}, invalid("%v", err)
 	}
-	if svc.FWMark == 0 && (port == 0 || !fwd.Rewrites()) {
-		port = svc.Port // as ipvsadm: no port, or DR/TUN, is the virtual port
+	if svc.FWMark == 0 && port == 0 {
+		port = svc.Port // no port is the virtual port, as in ipvsadm
 	}
+	// Unlike ipvsadm, a DR or TUN real given another port is refused
+	// rather than silently moved to the virtual port (Validate).
 	d := Dest{Addr: addr, Port: port, Fwd: fwd, Weight: DefaultWeight, UThreshold: r.UThreshold, LThreshold: r.LThreshold}
 	if r.Weight != nil {
 		d.Weight = *r.Weight
