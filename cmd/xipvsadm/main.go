@@ -195,9 +195,12 @@ Usage:
   xipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
   xipvsadm -D virtual-service
   xipvsadm -C
+  xipvsadm -R
+  xipvsadm -S [-n]
   xipvsadm -a|e virtual-service -r server-address [-g|-i|-m|-b] [-w weight] [-x upper] [-y lower]
   xipvsadm -d virtual-service -r server-address
   xipvsadm -L|l [virtual-service] [options]
+  xipvsadm -Z [virtual-service]
   xipvsadm --set tcp tcpfin udp
   xipvsadm --add-mark -f mark -t|-u address[:ports]
   xipvsadm --del-mark -f mark [-t|-u address[:ports]]
@@ -206,6 +209,7 @@ Usage:
   xipvsadm --get-laddr [virtual-service]
   xipvsadm realserver up --vip VIP[,VIP...] --mode dr|tun [--interface DEV] [--decap xdp|tunl0]
   xipvsadm realserver down
+  xipvsadm reload                 have xipvsd re-read its --config file (as SIGHUP)
   xipvsadm -h
 
 Commands:
@@ -214,10 +218,14 @@ Either long or short options are allowed.
   --edit-service    -E        edit virtual service with options
   --delete-service  -D        delete virtual service
   --clear           -C        clear the whole table
+  --restore         -R        restore rules from stdin (ipvsadm-save format);
+                              all or nothing: a bad line changes nothing
+  --save            -S        save rules to stdout
   --add-server      -a        add real server with options
   --edit-server     -e        edit real server with options
   --delete-server   -d        delete real server
   --list            -L|-l     list the table
+  --zero            -Z        zero counters in a service or all services
   --set tcp tcpfin udp        set connection timeout values
   --add-mark                  bind ports of a VIP to a firewall mark (port group)
   --del-mark                  remove port-group bindings (all of the mark without -t/-u)
@@ -253,7 +261,17 @@ Options:
   --u-threshold  -x uthreshold        upper threshold of connections
   --l-threshold  -y lthreshold        lower threshold of connections
   --numeric      -n                   numeric output of addresses and ports
+  --connection   -c                   output of current IPVS connections
   --timeout                           output of timeout (tcp tcpfin udp)
+  --stats                             output of statistics information
+  --rate                              output of rate information
+  --exact                             expand numbers (display exact values)
+  --thresholds                        output of thresholds information
+  --persistent-conn                   output of persistent connection info
+  --nosort                            disable sorting output of service/server entries
+  --sort                              does nothing, for backwards compatibility
+  --ops          -o                   one-packet scheduling (refused: not supported yet)
+  --tun-type     ipip                 accepted on -a/-e -i; the only tunnel type
   --socket PATH                       xipvsd's control socket (default
                                       $XIPVS_SOCKET or /run/xipvs/xipvsd.sock)
 
@@ -286,6 +304,15 @@ Real servers (run on the real server, as root):
                    the outer header, or --decap tunl0 for the kernel device.
                    Idempotent; what it changed is recorded.
   realserver down  restores exactly what up changed.
+
+Not supported (refused with the reason): --pe (SIP persistence), -q (SCTP),
+-6 (IPv6), --start-daemon/--stop-daemon/--syncid/--mcast-interface
+(connection sync: pinned maps keep connections across a restart instead),
+--tun-type gue|gre and its --tun-* options, -o.
+
+Statistics: packets and bytes toward each real are counted per CPU in XDP;
+out-counters are replies through the director (NAT, FULLNAT; 0 in DR and
+TUN, as in IPVS). Rates are IPVS's estimator: 2 s samples, smoothed 1/4.
 
 Exit status: 0 success, 1 operation refused by xipvsd (message on stderr),
 2 bad command line.

@@ -53,6 +53,11 @@ configuration is saved to --state-file at every change. When xipvsd exits
 (cleanly or killed), established connections keep flowing in XDP and new
 flows are dropped (clients retransmit); the next xipvsd adopts the pins and
 the state and serves new flows again. xipvsd --cleanup removes it all.
+Configuration: with --config FILE (YAML, or an ipvsadm rules file) xipvsd
+applies the file at start and again on SIGHUP or "xipvsadm reload", by
+difference and all or nothing; --dry-run validates it and exits.
+Prometheus /metrics is served on --metrics-addr.
+
 Run it in the host's mount namespace (not under "ip netns exec", whose
 private /sys takes the pins with it), or give --pin-dir on a bpffs that
 outlives it.

@@ -1,0 +1,92 @@
+package server
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/dataplane"
+)
+
+func rules(t *testing.T, s string) *config.Config {
+	t.Helper()
+	c, err := config.ParseRules(strings.NewReader(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// failingDP fails SetReal for one real address, after precheck passed:
+// the case Reconcile must undo.
+type failingDP struct {
+	*fakeDP
+	failAddr string
+}
+
+func (f *failingDP) SetReal(id uint32, r dataplane.Real) error {
+	if r.Addr.String() == f.failAddr {
+		return errors.New("injected map failure")
+	}
+	return f.fakeDP.SetReal(id, r)
+}
+
+func TestReconcileByDifference(t *testing.T) {
+	s, dp, _ := newTestServer(t)
+	if err := s.Reconcile(rules(t, "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.11 -g\n-a -t 10.0.0.100:80 -r 10.0.0.12 -g\n")); err != nil {
+		t.Fatal(err)
+	}
+	id11 := s.services[config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}].dests[1].realID
+	// A connection on 10.0.0.11 survives a reload that keeps that real.
+	k := dataplane.ConnKey{Src: rs2, Dst: vip, SrcPort: 1, DstPort: 80, Proto: 6}
+	dp.conns[k] = dataplane.Conn{RealID: id11}
+	want := rules(t, "-A -t 10.0.0.100:80 -s wrr\n-a -t 10.0.0.100:80 -r 10.0.0.11 -g -w 5\n-A -u 10.0.0.100:53 -s rr\n")
+	if err := s.Reconcile(want); err != nil {
+		t.Fatal(err)
+	}
+	got := s.Config()
+	if len(got.Services) != 2 || got.Services[0].Service.Scheduler != "wrr" || len(got.Services[0].Dests) != 1 ||
+		got.Services[0].Dests[0].Weight != 5 {
+		t.Errorf("after reconcile: %+v", got)
+	}
+	if _, ok := dp.conns[k]; !ok {
+		t.Error("the kept real's connection was expired")
+	}
+	if s.services[config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}].dests[0].realID != id11 {
+		t.Error("the kept real got a new id")
+	}
+}
+
+func TestReconcileRollsBack(t *testing.T) {
+	fdp := &failingDP{fakeDP: newFakeDP()}
+	s, _, _ := newTestServer(t)
+	s.opts.Dataplane = fdp
+	start := rules(t, "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.11 -g\n-A -u 10.0.0.100:53 -s rr\n")
+	if err := s.Reconcile(start); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Config()
+	fdp.failAddr = "10.0.0.13"
+	bad := rules(t, "-A -t 10.0.0.100:80 -s wrr\n-a -t 10.0.0.100:80 -r 10.0.0.12 -g\n-a -t 10.0.0.100:80 -r 10.0.0.13 -g\n-A -t 10.0.0.100:443 -s rr\n")
+	err := s.Reconcile(bad)
+	if err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if after := s.Config(); !reflect.DeepEqual(after, before) {
+		t.Errorf("not rolled back:\n%+v\nwant:\n%+v", after, before)
+	}
+	// Invalid input fails before anything changes.
+	for _, w := range []*config.Config{
+		rules(t, "-A -t 10.0.0.100:80 -s nosuch\n"),
+		{Services: []config.ServiceConfig{before.Services[0], before.Services[0]}},
+	} {
+		if err := s.Reconcile(w); err == nil {
+			t.Errorf("accepted %+v", w)
+		}
+		if after := s.Config(); !reflect.DeepEqual(after, before) {
+			t.Errorf("changed by a refused configuration: %+v", after)
+		}
+	}
+}
