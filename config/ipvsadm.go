@@ -52,6 +52,8 @@ func (o Op) String() string { return opNames[o] }
 // ListFormat is how -L prints.
 type ListFormat struct {
 	Numeric, Conn, Stats, Rate, Exact, Timeout, Thresholds, PersistentConn, NoSort bool
+	// Health lists the health checks' states (xipvs).
+	Health bool
 }
 
 // Command is one parsed ipvsadm command line.
@@ -112,6 +114,13 @@ var optSpecs = []optSpec{
 	{"pe", 0, 1}, {"sctp-service", 'q', 1}, {"ipv6", '6', 0},
 	{"start-daemon", 0, 1}, {"stop-daemon", 0, 1}, {"daemon", 0, 0},
 	{"mcast-interface", 0, 1}, {"syncid", 0, 1},
+	// xipvs's health checks (on -A/-E for the service's reals, on -a/-e
+	// for one real), failure policy and sorry server (-A/-E).
+	{"check", 0, 1}, {"check-port", 0, 1}, {"check-path", 0, 1}, {"check-status", 0, 1},
+	{"check-body", 0, 1}, {"check-send", 0, 1}, {"check-expect", 0, 1}, {"check-exec", 0, 1},
+	{"check-interval", 0, 1}, {"check-timeout", 0, 1}, {"rise", 0, 1}, {"fall", 0, 1},
+	{"on-failure", 0, 1}, {"sorry-server", 0, 1}, {"sorry-method", 0, 1},
+	{"health", 0, 0},
 }
 
 // unsupported are ipvsadm options xipvs refuses, with the reason.
@@ -269,6 +278,7 @@ func ParseArgs(args []string) (*Command, error) {
 		}
 	}
 	weightGiven := false
+	sorryArg := ""
 	var markTargets []occurrence
 	for _, o := range occ {
 		name := o.spec.long
@@ -289,7 +299,67 @@ func ParseArgs(args []string) (*Command, error) {
 		if why, ok := unsupported[name]; ok {
 			return nil, perr("%s", why)
 		}
+		chk := &cmd.Service.Check
+		if op == OpAddDest || op == OpEditDest {
+			chk = &cmd.Dest.Check
+		}
 		switch name {
+		case "check":
+			chk.Type = o.val
+		case "check-port":
+			p, err := strconv.ParseUint(o.val, 10, 16)
+			if err != nil || p == 0 {
+				return nil, perr("illegal check port %q", o.val)
+			}
+			chk.Port = uint16(p)
+		case "check-path":
+			chk.Path = o.val
+		case "check-body":
+			chk.Body = o.val
+		case "check-send":
+			chk.Send = o.val
+		case "check-expect":
+			chk.Expect = o.val
+		case "check-exec":
+			chk.Exec = o.val
+		case "check-status":
+			v, err := strconv.Atoi(o.val)
+			if err != nil {
+				return nil, perr("illegal check status %q", o.val)
+			}
+			chk.Status = v
+		case "check-interval", "check-timeout":
+			d, err := parseSeconds(o.val)
+			if err != nil || d == 0 {
+				return nil, perr("illegal --%s %q (seconds)", name, o.val)
+			}
+			if name == "check-interval" {
+				chk.Interval = d
+			} else {
+				chk.Timeout = d
+			}
+		case "rise", "fall":
+			v, err := strconv.Atoi(o.val)
+			if err != nil || v < 1 || v > 1000 {
+				return nil, perr("illegal --%s %q (1..1000)", name, o.val)
+			}
+			if name == "rise" {
+				chk.Rise = v
+			} else {
+				chk.Fall = v
+			}
+		case "on-failure":
+			cmd.Service.OnFailure = o.val
+		case "sorry-server":
+			sorryArg = o.val
+		case "sorry-method":
+			f, ok := methods[strings.ToLower(o.val)]
+			if !ok {
+				return nil, perr("illegal --sorry-method %q: want dr, tun, nat or fullnat", o.val)
+			}
+			cmd.Service.Sorry.Fwd = f
+		case "health":
+			cmd.List.Health = true
 		case "tun-type":
 			if o.val != "ipip" {
 				return nil, perr("tunnel type %q is not supported: -i is IP-in-IP (--tun-type ipip)", o.val)
@@ -413,6 +483,28 @@ func ParseArgs(args []string) (*Command, error) {
 			cmd.Op = OpList
 		} else {
 			return nil, perr("no command specified")
+		}
+	}
+	if sorryArg != "" {
+		addr, port, err := parseHostPort(sorryArg, cmd.Service.Proto, false)
+		if err != nil {
+			return nil, perr("illegal sorry server %q: %v", sorryArg, err)
+		}
+		if port == 0 {
+			port = cmd.Service.Port
+		}
+		cmd.Service.Sorry.Addr = netip.AddrPortFrom(addr, port)
+	}
+	for _, n := range []string{"on-failure", "sorry-server", "sorry-method"} {
+		if cmd.Given[n] && cmd.Op != OpAddService && cmd.Op != OpEditService {
+			return nil, perr("--%s is for -A and -E", n)
+		}
+	}
+	if cmd.Given["check"] || cmd.Given["rise"] || cmd.Given["fall"] {
+		switch cmd.Op {
+		case OpAddService, OpEditService, OpAddDest, OpEditDest:
+		default:
+			return nil, perr("health-check options are for -A, -E, -a and -e")
 		}
 	}
 	if cmd.Op == OpSetTimeout {

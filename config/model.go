@@ -102,6 +102,13 @@ type Service struct {
 	Netmask    netip.Prefix
 	SchedFlags []string
 	OnePacket  bool
+	// Check is the health check of the service's reals (their default).
+	Check Check `json:"check"`
+	// OnFailure is what a real failing its check becomes: quiesce
+	// (weight 0, the default) or remove.
+	OnFailure string `json:"on_failure,omitempty"`
+	// Sorry takes new flows while every real fails its check.
+	Sorry SorryServer `json:"sorry"`
 }
 
 // Dest is a destination (real server) of a virtual service.
@@ -112,6 +119,8 @@ type Dest struct {
 	Weight     int
 	UThreshold uint32
 	LThreshold uint32
+	// Check, if set, replaces the service's check for this real.
+	Check Check `json:"check"`
 }
 
 // Rewrites reports whether f rewrites the destination (NAT, FULLNAT),
@@ -168,6 +177,21 @@ func (s Service) Validate() error {
 	if _, err := ParseSchedFlags(s.Scheduler, s.SchedFlags); err != nil {
 		return err
 	}
+	if err := s.Check.Validate(); err != nil {
+		return err
+	}
+	if s.Check.Type == "none" {
+		return invalid("--check none is for a real (to not check it); leave a service without --check")
+	}
+	if s.OnFailure != "" && s.OnFailure != OnFailureQuiesce && s.OnFailure != OnFailureRemove {
+		return invalid("on-failure %q: want quiesce or remove", s.OnFailure)
+	}
+	if s.Sorry.IsSet() {
+		sd := Dest{Addr: s.Sorry.Addr.Addr(), Port: s.Sorry.Addr.Port(), Fwd: s.Sorry.Fwd, Weight: 1}
+		if err := sd.Validate(s.ServiceKey); err != nil {
+			return fmt.Errorf("sorry server: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -192,5 +216,5 @@ func (d Dest) Validate(svc ServiceKey) error {
 	if d.UThreshold != 0 && d.LThreshold > d.UThreshold {
 		return invalid("lower threshold %d above upper threshold %d", d.LThreshold, d.UThreshold)
 	}
-	return nil
+	return d.Check.Validate()
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -64,16 +65,64 @@ type FileService struct {
 	OnePacket  bool       `yaml:"ops"`
 	LocalAddrs []string   `yaml:"local_addrs"`
 	Reals      []FileReal `yaml:"reals"`
+	// Check is the health check of every real; OnFailure is quiesce
+	// (default) or remove; Sorry takes new flows while all reals fail.
+	Check     *FileCheck `yaml:"check"`
+	OnFailure string     `yaml:"on_failure"`
+	Sorry     *FileReal  `yaml:"sorry_server"`
+}
+
+// FileCheck is a health check (see Check; durations in seconds or Go's
+// form: 2, 0.5, 500ms).
+type FileCheck struct {
+	Type     string `yaml:"type"`
+	Port     uint16 `yaml:"port"`
+	Path     string `yaml:"path"`
+	Status   int    `yaml:"status"`
+	Body     string `yaml:"body"`
+	Send     string `yaml:"send"`
+	Expect   string `yaml:"expect"`
+	Exec     string `yaml:"exec"`
+	Interval string `yaml:"interval"`
+	Timeout  string `yaml:"timeout"`
+	Rise     int    `yaml:"rise"`
+	Fall     int    `yaml:"fall"`
+}
+
+func (fc *FileCheck) check() (Check, error) {
+	if fc == nil {
+		return Check{}, nil
+	}
+	c := Check{Type: fc.Type, Port: fc.Port, Path: fc.Path, Status: fc.Status, Body: fc.Body, Send: fc.Send,
+		Expect: fc.Expect, Exec: fc.Exec, Rise: fc.Rise, Fall: fc.Fall}
+	if c.Type == "" {
+		return Check{}, invalid("check: no type (tcp, http, https, udp, exec or none)")
+	}
+	for _, d := range []struct {
+		s   string
+		dst *time.Duration
+	}{{fc.Interval, &c.Interval}, {fc.Timeout, &c.Timeout}} {
+		if d.s == "" {
+			continue
+		}
+		v, err := parseSeconds(d.s)
+		if err != nil || v == 0 {
+			return Check{}, invalid("check: bad duration %q", d.s)
+		}
+		*d.dst = v
+	}
+	return c, c.Validate()
 }
 
 // FileReal is a real server. Method is dr (the default), tun, nat or
 // fullnat; ipvsadm's letters g, i, m and b are accepted too.
 type FileReal struct {
-	Addr       string `yaml:"addr"`
-	Method     string `yaml:"method"`
-	Weight     *int   `yaml:"weight"`
-	UThreshold uint32 `yaml:"u_threshold"`
-	LThreshold uint32 `yaml:"l_threshold"`
+	Addr       string     `yaml:"addr"`
+	Method     string     `yaml:"method"`
+	Weight     *int       `yaml:"weight"`
+	UThreshold uint32     `yaml:"u_threshold"`
+	LThreshold uint32     `yaml:"l_threshold"`
+	Check      *FileCheck `yaml:"check"`
 }
 
 var methods = map[string]Fwd{
@@ -181,6 +230,18 @@ func (fs FileService) service() (*ServiceConfig, error) {
 		svc.Netmask = p
 	}
 	svc.SchedFlags, svc.OnePacket = fs.SchedFlags, fs.OnePacket
+	chk, err := fs.Check.check()
+	if err != nil {
+		return nil, err
+	}
+	svc.Check, svc.OnFailure = chk, fs.OnFailure
+	if fs.Sorry != nil {
+		sd, err := fs.Sorry.dest(svc.ServiceKey)
+		if err != nil {
+			return nil, fmt.Errorf("sorry_server: %w", err)
+		}
+		svc.Sorry = SorryServer{Addr: sd.AddrPort(), Fwd: sd.Fwd}
+	}
 	if err := svc.Validate(); err != nil {
 		return nil, err
 	}
@@ -228,6 +289,11 @@ func (r FileReal) dest(svc ServiceKey) (Dest, error) {
 	if r.Weight != nil {
 		d.Weight = *r.Weight
 	}
+	chk, err := r.Check.check()
+	if err != nil {
+		return Dest{}, err
+	}
+	d.Check = chk
 	return d, d.Validate(svc)
 }
 

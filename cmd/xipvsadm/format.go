@@ -217,6 +217,13 @@ func printService(w io.Writer, n *namer, s api.Service, f config.ListFormat) {
 		sortDests(s.Dests)
 	}
 	for _, d := range s.Dests {
+		failed := d.Health.Checked && !d.Health.Up
+		if failed && s.OnFailure == config.OnFailureRemove {
+			continue // removed while it fails, as keepalived removes it
+		}
+		if failed {
+			d.Weight = 0 // quiesced, as keepalived's inhibit_on_failure shows it
+		}
 		dn := truncate(n.addrPort(d.Addr, d.Port, s.Proto), 28)
 		switch {
 		case f.Stats:
@@ -272,6 +279,16 @@ func printRules(w io.Writer, svcs []api.Service, marks []config.MarkRule, laddrs
 		if bits, err := config.ParseSchedFlags(s.Scheduler, s.SchedFlags); err == nil && bits != 0 {
 			fmt.Fprintf(bw, " -b %s", strings.Join(config.SchedFlagNames(s.Scheduler, bits), ","))
 		}
+		fmt.Fprint(bw, s.Check.Args())
+		if s.OnFailure != "" {
+			fmt.Fprintf(bw, " --on-failure %s", s.OnFailure)
+		}
+		if s.Sorry.IsSet() {
+			fmt.Fprintf(bw, " --sorry-server %s", s.Sorry.Addr)
+			if s.Sorry.Fwd != config.FwdRoute {
+				fmt.Fprintf(bw, " --sorry-method %s", strings.TrimPrefix(s.Sorry.Fwd.Switch(), "-"))
+			}
+		}
 		fmt.Fprintln(bw)
 		if !noSort {
 			sortDests(s.Dests)
@@ -287,6 +304,7 @@ func printRules(w io.Writer, svcs []api.Service, marks []config.MarkRule, laddrs
 			if d.LThreshold != 0 {
 				fmt.Fprintf(bw, " -y %d", d.LThreshold)
 			}
+			fmt.Fprint(bw, d.Check.Args())
 			fmt.Fprintln(bw)
 		}
 		for _, sl := range laddrs {
@@ -365,4 +383,57 @@ func printLaddrs(w io.Writer, all []api.ServiceLaddrs, only *config.ServiceKey) 
 			fmt.Fprintf(w, "%-20s %-8s %-20s %-10d %-10d\n", "", "", l.Addr, 0, l.Conns)
 		}
 	}
+}
+
+// printHealth lists every real's health check state (xipvsadm -L
+// --health): the configured weight, UP/DOWN (or "-" without a check),
+// since when, and the last failure's reason; then the sorry server.
+func printHealth(w io.Writer, svcs []api.Service, numeric bool) error {
+	bw := bufio.NewWriter(w)
+	n := newNamer(numeric)
+	sortServices(svcs)
+	fmt.Fprint(bw, "Prot LocalAddress:Port Check OnFailure\n"+
+		"  -> RemoteAddress:Port           Weight Health Since                Reason\n")
+	for _, s := range svcs {
+		name := "FWM  " + strconv.FormatUint(uint64(s.FWMark), 10)
+		if s.FWMark == 0 {
+			name = truncate(s.Proto.String()+"  "+n.addrPort(s.Addr, s.Port, s.Proto), 33)
+		}
+		check := s.Check.Type
+		if check == "" {
+			check = "-"
+		}
+		onf := s.OnFailure
+		if onf == "" {
+			onf = config.OnFailureQuiesce
+		}
+		fmt.Fprintf(bw, "%s %s %s\n", name, check, onf)
+		sortDests(s.Dests)
+		for _, d := range s.Dests {
+			state, since := "-", "-"
+			if d.Health.Checked {
+				state = "UP"
+				if !d.Health.Up {
+					state = "DOWN"
+				}
+				if !d.Health.Since.IsZero() {
+					since = d.Health.Since.UTC().Format("2006-01-02T15:04:05Z")
+				}
+			}
+			reason := d.Health.Reason
+			if d.Health.Up {
+				reason = ""
+			}
+			fmt.Fprintf(bw, "  -> %-28s %-6d %-6s %-20s %s\n", truncate(n.addrPort(d.Addr, d.Port, s.Proto), 28),
+				d.Weight, state, since, reason)
+		}
+		if s.Sorry.IsSet() {
+			state := "standby"
+			if s.SorryActive {
+				state = "ACTIVE"
+			}
+			fmt.Fprintf(bw, "  sorry %-25s %s %s\n", s.Sorry.Addr, s.Sorry.Fwd, state)
+		}
+	}
+	return bw.Flush()
 }

@@ -146,6 +146,13 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 			printTimeouts(out, t)
 			return nil
 		}
+		if cmd.List.Health {
+			svcs, err := c.Services()
+			if err != nil {
+				return err
+			}
+			return printHealth(out, svcs, cmd.List.Numeric)
+		}
 		if cmd.List.Conn {
 			conns, err := c.Conns()
 			if err != nil {
@@ -304,6 +311,27 @@ Real servers (run on the real server, as root):
                    the outer header, or --decap tunl0 for the kernel device.
                    Idempotent; what it changed is recorded.
   realserver down  restores exactly what up changed.
+
+Health checks (xipvs; keepalived's checkers built in), on -A/-E for every
+real of the service, on -a/-e for one real (replacing the service's):
+  --check tcp|http|https|udp|exec|none   none: do not check this real
+  --check-port N        port to check (default: the real's)
+  --check-path PATH     http(s): path (default /)
+  --check-status N      http(s): expected status (default 200)
+  --check-body TEXT     http(s): text the body must contain
+  --check-send TEXT     udp: datagram to send (default a newline)
+  --check-expect TEXT   udp: text the answer must contain (default: any answer)
+  --check-exec CMD      exec: /bin/sh -c CMD, exit 0 is healthy
+                        ($XIPVS_REAL_ADDR, $XIPVS_REAL_PORT are set)
+  --check-interval S    seconds between checks (default 2)
+  --check-timeout S     seconds a check may take (default 1)
+  --rise N --fall N     successes to restore, failures to fail (default 2, 3)
+On -A/-E:
+  --on-failure quiesce|remove   a failing real gets weight 0 (default; its
+                        established connections go on) or leaves scheduling
+  --sorry-server ADDR[:PORT]    takes new flows while every real fails
+  --sorry-method dr|tun|nat|fullnat   (default dr)
+  xipvsadm -L --health  lists each real's state, since when, and why.
 
 Not supported (refused with the reason): --pe (SIP persistence), -q (SCTP),
 -6 (IPv6), --start-daemon/--stop-daemon/--syncid/--mcast-interface

@@ -24,6 +24,7 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/internal/health"
 	"github.com/xipvs/xipvs/internal/server"
 )
 
@@ -217,12 +218,34 @@ func run(log *slog.Logger, o runOptions) error {
 	resolver := dataplane.NewResolver(log, func(a netip.Addr, ifindex int, mac net.HardwareAddr) {
 		srv.OnNeighbor(a, ifindex, mac)
 	})
+	// Health checks follow the configuration: every change pokes the
+	// monitor, which is given the current targets.
+	poke := make(chan struct{}, 1)
 	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.RouteTo, Logger: log,
 		ExpireQuiescentTemplate: o.expireQuiescent,
-		Persist:                 func(st server.State) error { return server.WriteStateFile(o.stateFile, st) }})
+		Persist: func(st server.State) error {
+			select {
+			case poke <- struct{}{}:
+			default:
+			}
+			return server.WriteStateFile(o.stateFile, st)
+		}})
+	monitor := health.NewMonitor(nil, func(k health.Key, up bool, reason string) { srv.SetHealth(k, up, reason) })
+	defer monitor.Close()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-poke:
+				monitor.Set(srv.HealthTargets(), srv.Healthy)
+			}
+		}
+	}()
 	if err := srv.Restore(st, dp); err != nil {
 		return fmt.Errorf("adopting %s: %w (xipvsd --flush starts over)", o.stateFile, err)
 	}
+	poke <- struct{}{} // the adopted configuration's checks
 	go resolver.Run(ctx, time.Second)
 	go srv.RunSweeper(ctx, sweep)
 	go srv.RunEstimator(ctx)
@@ -418,10 +441,10 @@ func (b *backend) DeleteDest(k config.ServiceKey, a netip.Addr, p uint16) error 
 func (b *backend) ListServices() []api.Service {
 	var out []api.Service
 	for _, s := range b.srv.Services() {
-		as := api.Service{Service: s.Service, Stats: s.Stats, Rates: s.Rates}
+		as := api.Service{Service: s.Service, Stats: s.Stats, Rates: s.Rates, SorryActive: s.SorryActive}
 		for _, d := range s.Dests {
 			as.Dests = append(as.Dests, api.Dest{Dest: d.Dest, ActiveConns: d.ActiveConns, InactConns: d.InactConns,
-				PersistConns: d.PersistConns, Stats: d.Stats, Rates: d.Rates})
+				PersistConns: d.PersistConns, Stats: d.Stats, Rates: d.Rates, Health: api.Health(d.Health)})
 		}
 		out = append(out, as)
 	}

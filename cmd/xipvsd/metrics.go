@@ -23,6 +23,7 @@ type collector struct {
 	svcConns, svcInPkts, svcOutPkts, svcInBytes, svcOutBytes      *prometheus.Desc
 	realConns, realInPkts, realOutPkts, realInBytes, realOutBytes *prometheus.Desc
 	realActive, realInactive, realWeight, realPersist             *prometheus.Desc
+	realUp, sorryActive                                           *prometheus.Desc
 	svcCPS                                                        *prometheus.Desc
 	xdp, slow, noLocalPort, services, reals                       *prometheus.Desc
 }
@@ -49,6 +50,8 @@ func newCollector(srv *server.Server, dp *dataplane.Dataplane) *collector {
 		realInactive: d("real_inactive_connections", "InActConn: other connections.", real),
 		realWeight:   d("real_weight", "The real server's weight (0: quiesced).", real),
 		realPersist:  d("real_persistent_connections", "Persistence templates naming the real server.", real),
+		realUp:       d("real_up", "1 while the real passes its health check (or has none), 0 while it fails.", real),
+		sorryActive:  d("service_sorry_active", "1 while the sorry server takes the service's new flows.", svc),
 		xdp:          d("xdp_packets_total", "Packets seen by the XDP director, by outcome (drop_* are drops).", []string{"outcome"}),
 		slow:         d("slow_path_total", "Slow-path (AF_XDP) events by kind.", []string{"event"}),
 		noLocalPort:  d("fullnat_no_local_port_total", "New FULLNAT connections refused: no free local port.", nil),
@@ -79,6 +82,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		stats(s.Stats, [5]*prometheus.Desc{c.svcConns, c.svcInPkts, c.svcOutPkts, c.svcInBytes, c.svcOutBytes}, name)
 		gauge(c.svcCPS, float64(s.Rates.CPS), name)
+		if s.Sorry.IsSet() {
+			v := 0.0
+			if s.SorryActive {
+				v = 1
+			}
+			gauge(c.sorryActive, v, name)
+		}
 		for _, d := range s.Dests {
 			nreals++
 			l := []string{name, d.AddrPort().String(), d.Fwd.String()}
@@ -87,6 +97,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.realInactive, float64(d.InactConns), l...)
 			gauge(c.realWeight, float64(d.Weight), l...)
 			gauge(c.realPersist, float64(d.PersistConns), l...)
+			up := 1.0
+			if d.Health.Checked && !d.Health.Up {
+				up = 0
+			}
+			gauge(c.realUp, up, l...)
 		}
 	}
 	gauge(c.services, float64(len(svcs)))

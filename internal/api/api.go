@@ -50,6 +50,15 @@ type Dest struct {
 	PersistConns int             `json:"persist_conns"`
 	Stats        conntrack.Stats `json:"stats"`
 	Rates        conntrack.Rates `json:"rates"`
+	Health       Health          `json:"health"`
+}
+
+// Health is a real's health-check state.
+type Health struct {
+	Checked bool      `json:"checked"`
+	Up      bool      `json:"up"`
+	Reason  string    `json:"reason,omitempty"`
+	Since   time.Time `json:"since,omitzero"`
 }
 
 // Service is a virtual service with its destinations, counters and rates.
@@ -58,6 +67,8 @@ type Service struct {
 	Dests []Dest          `json:"dests"`
 	Stats conntrack.Stats `json:"stats"`
 	Rates conntrack.Rates `json:"rates"`
+	// SorryActive is set while the sorry server takes the new flows.
+	SorryActive bool `json:"sorry_active"`
 }
 
 // ZeroRequest zeroes one service's counters, or all with no Service.

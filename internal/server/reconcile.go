@@ -146,7 +146,7 @@ func precheck(want *config.Config, route func(config.Dest) error) error {
 func sameService(a, b config.Service) bool {
 	return a.ServiceKey == b.ServiceKey && a.Scheduler == b.Scheduler && a.Persistent == b.Persistent &&
 		a.Timeout == b.Timeout && a.Netmask == b.Netmask && a.OnePacket == b.OnePacket &&
-		slices.Equal(a.SchedFlags, b.SchedFlags)
+		slices.Equal(a.SchedFlags, b.SchedFlags) && a.Check == b.Check && a.OnFailure == b.OnFailure && a.Sorry == b.Sorry
 }
 
 // reconcile applies the difference from have to want and counts the

@@ -86,6 +86,20 @@ type dest struct {
 	// are the data plane's); est estimates its rates.
 	conns uint64
 	est   conntrack.Estimator
+	// down is set while the real fails its health check; reason and
+	// since describe the last transition.
+	down   bool
+	reason string
+	since  time.Time
+}
+
+// weight is what the scheduler sees: the configured weight, or 0 while
+// the real fails its health check.
+func (d *dest) weight() int {
+	if d.down {
+		return 0
+	}
+	return d.cfg.Weight
 }
 
 // via is the address whose MAC the data plane sends d's packets to.
@@ -123,6 +137,8 @@ type service struct {
 	// retired holds the counters of reals deleted from the service.
 	retired conntrack.Stats
 	est     conntrack.Estimator
+	// sorry is the sorry server's real, when configured.
+	sorry *dest
 }
 
 // tmplKey is what IPVS keys a persistence template on, within one
@@ -168,11 +184,28 @@ func (s *service) findDest(addr netip.Addr, port uint16) (int, *dest) {
 }
 
 func (s *service) schedDests() []*sched.Dest {
-	out := make([]*sched.Dest, len(s.dests))
-	for i, d := range s.dests {
-		out[i] = d.sd
+	if s.sorry != nil && !s.anyUp() {
+		return []*sched.Dest{s.sorry.sd}
+	}
+	out := make([]*sched.Dest, 0, len(s.dests))
+	for _, d := range s.dests {
+		if d.down && s.cfg.OnFailure == config.OnFailureRemove {
+			continue
+		}
+		out = append(out, d.sd)
 	}
 	return out
+}
+
+// anyUp reports whether some real of s passes its health check (or has
+// none).
+func (s *service) anyUp() bool {
+	for _, d := range s.dests {
+		if !d.down {
+			return true
+		}
+	}
+	return false
 }
 
 // Server owns the configuration and the connection counts.
@@ -348,6 +381,9 @@ func (s *Server) AddService(svc config.Service) error {
 		return err
 	}
 	s.nextSvcID++
+	if err := s.setSorry(sv); err != nil {
+		s.log.Warn("sorry server not installed", "service", svc.ServiceKey.String(), "err", err)
+	}
 	s.changed()
 	s.log.Info("service added", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
 		"persistent", svc.Timeout, "flags", svc.SchedFlags)
@@ -377,8 +413,15 @@ func (s *Server) EditService(svc config.Service) error {
 		// Templates keyed on the old netmask (or no longer wanted).
 		clear(sv.templates)
 	}
+	oldSorry := sv.cfg.Sorry
 	sv.cfg = svc
 	sv.setSchedFlags()
+	if svc.Sorry != oldSorry {
+		if err := s.setSorry(sv); err != nil {
+			s.log.Warn("sorry server not installed", "service", svc.ServiceKey.String(), "err", err)
+		}
+	}
+	sv.sched.Update(sv.schedDests())
 	s.changed()
 	s.log.Info("service edited", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
 		"persistent", svc.Timeout, "flags", svc.SchedFlags)
@@ -413,6 +456,11 @@ func (s *Server) deleteServiceLocked(sv *service) error {
 	}
 	for _, d := range sv.dests {
 		s.releaseDest(d)
+	}
+	if sv.sorry != nil {
+		_ = s.expireConns(map[uint32]bool{sv.sorry.realID: true})
+		s.releaseDest(sv.sorry)
+		sv.sorry = nil
 	}
 	s.log.Info("service deleted", "service", sv.cfg.ServiceKey.String())
 	return nil
@@ -545,6 +593,7 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 		s.freeReals = append(s.freeReals, id)
 		return err
 	}
+	s.startDestStats(nd)
 	sv.dests = append([]*dest{nd}, sv.dests...) // list_add: to the front
 	sv.sched.Update(sv.schedDests())
 	s.changed()
@@ -562,7 +611,6 @@ func (s *Server) installDest(sv *service, d config.Dest, id uint32, hop dataplan
 	if err := s.writeReal(nd); err != nil {
 		return nil, err
 	}
-	s.startDestStats(nd)
 	s.reals[id] = nd
 	return nd, nil
 }
@@ -624,7 +672,7 @@ func (s *Server) EditDest(k config.ServiceKey, d config.Dest) error {
 		}
 	}
 	x.cfg = d
-	x.sd.Weight = d.Weight
+	x.sd.Weight = x.weight()
 	sv.sched.Update(sv.schedDests())
 	s.changed()
 	s.log.Info("real server edited", "service", k.String(), "real", d.AddrPort().String(), "weight", d.Weight)
@@ -738,7 +786,10 @@ func (s *Server) schedule(sv *service, f sched.Flow) *dest {
 		// ip_vs_check_template: a deleted real (already gone from the
 		// map), or with expire_quiescent_template a quiesced one, ends
 		// the template.
-		if !(s.opts.ExpireQuiescentTemplate && t.dest.cfg.Weight == 0) {
+		// A real failing its health check ends the template too, and
+		// so does the sorry server once a real is back.
+		quiesced := s.opts.ExpireQuiescentTemplate && t.dest.cfg.Weight == 0
+		if !quiesced && !t.dest.down && !(t.dest == sv.sorry && sv.anyUp()) {
 			t.expires = f.Now + timeout
 			return t.dest
 		}
@@ -789,6 +840,7 @@ type DestStatus struct {
 	PersistConns int
 	Stats        conntrack.Stats
 	Rates        conntrack.Rates
+	Health       HealthStatus
 }
 
 // ServiceStatus is a service with its destinations, counters and rates.
@@ -797,6 +849,8 @@ type ServiceStatus struct {
 	Dests []DestStatus
 	Stats conntrack.Stats
 	Rates conntrack.Rates
+	// SorryActive is set while the sorry server takes new flows.
+	SorryActive bool
 }
 
 // Services returns every service and destination, in no set order.
@@ -814,9 +868,10 @@ func (s *Server) Services() []ServiceStatus {
 		for _, d := range sv.dests {
 			per[d] = s.destStatsLocked(d)
 			st.Dests = append(st.Dests, DestStatus{Dest: d.cfg, ActiveConns: d.sd.ActiveConns, InactConns: d.sd.InactConns,
-				PersistConns: persist[d], Stats: per[d], Rates: d.est.Rates()})
+				PersistConns: persist[d], Stats: per[d], Rates: d.est.Rates(), Health: s.healthOf(sv, d)})
 		}
 		st.Stats = s.serviceStatsLocked(sv, per)
+		st.SorryActive = sv.sorry != nil && !sv.anyUp()
 		out = append(out, st)
 	}
 	return out

@@ -195,6 +195,11 @@ func (s *Server) Restore(st State, dp Adopter) error {
 			s.freeReals = append(s.freeReals, id)
 		}
 	}
+	for _, sv := range s.services {
+		if err := s.setSorry(sv); err != nil {
+			s.log.Warn("restore: sorry server not installed", "service", sv.cfg.ServiceKey.String(), "err", err)
+		}
+	}
 	var doomed []dataplane.ConnKey
 	if err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
 		if !usedReal[c.RealID] {
