@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A file as ipvsadm-save (1.31) writes it, names and all, with a comment
@@ -170,6 +171,40 @@ func TestLoadDetectsFormat(t *testing.T) {
 		want := map[string]int{"rules": 3, "yaml": 3, "empty": 0}[name]
 		if len(c.Services) != want {
 			t.Errorf("%s: %d services, want %d", name, len(c.Services), want)
+		}
+	}
+}
+
+func TestParseYAMLHealth(t *testing.T) {
+	c, _, err := ParseYAML(strings.NewReader(`services:
+  - tcp: 10.0.0.1:80
+    check: {type: http, path: /health, status: 204, body: ok, interval: 0.5, timeout: 200ms, rise: 1, fall: 2}
+    on_failure: remove
+    sorry_server: {addr: 10.0.0.9, method: nat}
+    reals:
+      - {addr: 10.0.0.2, check: {type: exec, exec: "true"}}
+      - {addr: 10.0.0.3, check: {type: none}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Services[0].Service
+	want := Check{Type: "http", Path: "/health", Status: 204, Body: "ok", Interval: 500 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 1, Fall: 2}
+	if s.Check != want || s.OnFailure != OnFailureRemove || s.Sorry.Addr != netip.MustParseAddrPort("10.0.0.9:80") || s.Sorry.Fwd != FwdMasq {
+		t.Errorf("%+v", s)
+	}
+	if d := c.Services[0].Dests; d[0].Check.Exec != "true" || d[1].Check.Type != "none" {
+		t.Errorf("%+v", d)
+	}
+	for _, bad := range []string{
+		"services: [{tcp: 10.0.0.1:80, check: {type: ping}}]",
+		"services: [{tcp: 10.0.0.1:80, check: {type: exec}}]",
+		"services: [{tcp: 10.0.0.1:80, check: {type: tcp, interval: 1, timeout: 2}}]",
+		"services: [{tcp: 10.0.0.1:80, on_failure: panic}]",
+		"services: [{tcp: 10.0.0.1:80, check: {type: http, path: health}}]",
+	} {
+		if _, _, err := ParseYAML(strings.NewReader(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
 		}
 	}
 }
