@@ -128,17 +128,9 @@ func (c *Config) Apply(cmd *Command) error {
 			s.LocalAddrs = slices.Delete(s.LocalAddrs, j, j+1)
 		}
 	case OpAddMark:
-		all := slices.Clone(c.Marks)
-		for _, r := range cmd.Marks {
-			for _, o := range all {
-				if r == o {
-					return fmt.Errorf("%w: port group %s", ErrMarkExists, r)
-				}
-				if r.Overlaps(o) {
-					return fmt.Errorf("%w: %s overlaps %s", ErrMarkOverlap, r, o)
-				}
-			}
-			all = append(all, r)
+		all, err := MergeMarks(c.Marks, cmd.Marks)
+		if err != nil {
+			return err
 		}
 		c.Marks = all
 	case OpDelMark:
@@ -169,6 +161,24 @@ func (c *Config) Apply(cmd *Command) error {
 		return fmt.Errorf("%s cannot be used here", cmd.Op)
 	}
 	return nil
+}
+
+// MergeMarks returns have with add appended, refusing a rule that is
+// already there or overlaps another (have is not changed).
+func MergeMarks(have, add []MarkRule) ([]MarkRule, error) {
+	all := slices.Clone(have)
+	for _, r := range add {
+		for _, o := range all {
+			if r == o {
+				return nil, fmt.Errorf("%w: port group %s", ErrMarkExists, r)
+			}
+			if r.Overlaps(o) {
+				return nil, fmt.Errorf("%w: %s overlaps %s", ErrMarkOverlap, r, o)
+			}
+		}
+		all = append(all, r)
+	}
+	return all, nil
 }
 
 // Line is one command of a rules file, with its line number.

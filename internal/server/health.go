@@ -22,20 +22,10 @@ func (s *Server) setSorry(sv *service) error {
 		return nil
 	}
 	d := config.Dest{Addr: sv.cfg.Sorry.Addr.Addr(), Port: sv.cfg.Sorry.Addr.Port(), Fwd: sv.cfg.Sorry.Fwd, Weight: 1}
-	hop, err := s.route(d)
+	nd, err := s.newDest(sv, d)
 	if err != nil {
 		return err
 	}
-	id, err := s.allocReal()
-	if err != nil {
-		return err
-	}
-	nd, err := s.installDest(sv, d, id, hop)
-	if err != nil {
-		s.freeReals = append(s.freeReals, id)
-		return err
-	}
-	s.startDestStats(nd)
 	sv.sorry = nd
 	sv.sched.Update(sv.schedDests())
 	return nil

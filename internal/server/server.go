@@ -580,26 +580,36 @@ func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
 	if _, x := sv.findDest(d.Addr, d.Port); x != nil {
 		return ErrDestExists
 	}
-	hop, err := s.route(d)
+	nd, err := s.newDest(sv, d)
 	if err != nil {
 		return err
 	}
-	id, err := s.allocReal()
-	if err != nil {
-		return err
-	}
-	nd, err := s.installDest(sv, d, id, hop)
-	if err != nil {
-		s.freeReals = append(s.freeReals, id)
-		return err
-	}
-	s.startDestStats(nd)
 	sv.dests = append([]*dest{nd}, sv.dests...) // list_add: to the front
 	sv.sched.Update(sv.schedDests())
 	s.changed()
 	s.log.Info("real server added", "service", k.String(), "real", d.AddrPort().String(),
 		"forward", d.Fwd.String(), "weight", d.Weight)
 	return nil
+}
+
+// newDest routes d, gives it a real id and installs it with zeroed
+// counters; s.mu is held. The caller puts it where it belongs.
+func (s *Server) newDest(sv *service, d config.Dest) (*dest, error) {
+	hop, err := s.route(d)
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.allocReal()
+	if err != nil {
+		return nil, err
+	}
+	nd, err := s.installDest(sv, d, id, hop)
+	if err != nil {
+		s.freeReals = append(s.freeReals, id)
+		return nil, err
+	}
+	s.startDestStats(nd)
+	return nd, nil
 }
 
 // installDest writes real id for d of sv into the data plane (with its
@@ -1081,17 +1091,9 @@ func (s *Server) AddMarks(rules []config.MarkRule) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	all := append([]config.MarkRule(nil), s.marks...)
-	for _, r := range rules {
-		for _, o := range all {
-			if r == o {
-				return fmt.Errorf("%w: port group %s", ErrMarkExists, r)
-			}
-			if r.Overlaps(o) {
-				return fmt.Errorf("%w: %s overlaps %s", ErrMarkOverlap, r, o)
-			}
-		}
-		all = append(all, r)
+	all, err := config.MergeMarks(s.marks, rules)
+	if err != nil {
+		return err
 	}
 	if err := s.setMarks(all); err != nil {
 		return err
@@ -1160,6 +1162,15 @@ func (s *Server) Marks() []config.MarkRule {
 
 // RunSweeper sweeps every interval until ctx ends.
 func (s *Server) RunSweeper(ctx context.Context, interval time.Duration) {
+	every(ctx, interval, func() {
+		if err := s.Sweep(); err != nil {
+			s.log.Warn("connection sweep", "err", err)
+		}
+	})
+}
+
+// every runs fn every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -1167,9 +1178,7 @@ func (s *Server) RunSweeper(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.Sweep(); err != nil {
-				s.log.Warn("connection sweep", "err", err)
-			}
+			fn()
 		}
 	}
 }

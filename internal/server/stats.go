@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"time"
 
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/conntrack"
@@ -72,18 +71,10 @@ func (s *Server) EstimateRates() {
 	}
 }
 
-// RunEstimator samples rates every conntrack.EstimatorInterval until ctx ends.
+// RunEstimator samples rates every conntrack.EstimatorInterval until
+// ctx ends.
 func (s *Server) RunEstimator(ctx context.Context) {
-	t := time.NewTicker(conntrack.EstimatorInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.EstimateRates()
-		}
-	}
+	every(ctx, conntrack.EstimatorInterval, s.EstimateRates)
 }
 
 // Zero zeroes the counters and rates of one service and its reals, or of
