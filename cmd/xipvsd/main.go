@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -354,6 +355,16 @@ type backend struct {
 	connTable  int
 	configFile string
 	log        *slog.Logger
+	// mu serializes configuration changes, so a command never lands in
+	// the middle of a restore or reload (whose rollback would undo it).
+	mu sync.Mutex
+}
+
+// locked runs fn holding b.mu.
+func (b *backend) locked(fn func() error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return fn()
 }
 
 func (b *backend) Config() *config.Config { return b.srv.Config() }
@@ -362,6 +373,8 @@ func (b *backend) Config() *config.Config { return b.srv.Config() }
 // result is computed on a copy, then applied by difference, all or
 // nothing.
 func (b *backend) Restore(lines []config.Line) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	want, err := config.ApplyLines(b.srv.Config(), lines)
 	if err != nil {
 		return err
@@ -372,6 +385,8 @@ func (b *backend) Restore(lines []config.Line) error {
 // Reload re-reads --config and applies the difference; on any error the
 // running configuration stays as it was.
 func (b *backend) Reload() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.configFile == "" {
 		return &api.Error{Message: "xipvsd runs without --config: nothing to reload", Status: http.StatusBadRequest}
 	}
@@ -394,12 +409,22 @@ func (b *backend) Reload() error {
 	return nil
 }
 
-func (b *backend) AddService(s config.Service) error       { return b.srv.AddService(s) }
-func (b *backend) EditService(s config.Service) error      { return b.srv.EditService(s) }
-func (b *backend) DeleteService(k config.ServiceKey) error { return b.srv.DeleteService(k) }
-func (b *backend) Clear() error                            { return b.srv.Clear() }
-func (b *backend) AddMarks(r []config.MarkRule) error      { return b.srv.AddMarks(r) }
-func (b *backend) DeleteMarks(m api.MarkRequest) error     { return b.srv.DeleteMarks(m.Mark, m.Rules) }
+func (b *backend) AddService(s config.Service) error {
+	return b.locked(func() error { return b.srv.AddService(s) })
+}
+func (b *backend) EditService(s config.Service) error {
+	return b.locked(func() error { return b.srv.EditService(s) })
+}
+func (b *backend) DeleteService(k config.ServiceKey) error {
+	return b.locked(func() error { return b.srv.DeleteService(k) })
+}
+func (b *backend) Clear() error { return b.locked(b.srv.Clear) }
+func (b *backend) AddMarks(r []config.MarkRule) error {
+	return b.locked(func() error { return b.srv.AddMarks(r) })
+}
+func (b *backend) DeleteMarks(m api.MarkRequest) error {
+	return b.locked(func() error { return b.srv.DeleteMarks(m.Mark, m.Rules) })
+}
 func (b *backend) Conns() ([]api.Conn, error) {
 	cs, err := b.srv.Conns()
 	out := make([]api.Conn, len(cs))
@@ -412,10 +437,10 @@ func (b *backend) Conns() ([]api.Conn, error) {
 func (b *backend) Marks() []config.MarkRule        { return b.srv.Marks() }
 func (b *backend) Zero(k *config.ServiceKey) error { return b.srv.Zero(k) }
 func (b *backend) AddLocalAddr(l api.LaddrRequest) error {
-	return b.srv.AddLocalAddr(l.Service, l.Addr)
+	return b.locked(func() error { return b.srv.AddLocalAddr(l.Service, l.Addr) })
 }
 func (b *backend) DeleteLocalAddr(l api.LaddrRequest) error {
-	return b.srv.DeleteLocalAddr(l.Service, l.Addr)
+	return b.locked(func() error { return b.srv.DeleteLocalAddr(l.Service, l.Addr) })
 }
 func (b *backend) LocalAddrs() []api.ServiceLaddrs {
 	var out []api.ServiceLaddrs
@@ -432,10 +457,14 @@ func (b *backend) LocalAddrs() []api.ServiceLaddrs {
 	}
 	return out
 }
-func (b *backend) AddDest(k config.ServiceKey, d config.Dest) error  { return b.srv.AddDest(k, d) }
-func (b *backend) EditDest(k config.ServiceKey, d config.Dest) error { return b.srv.EditDest(k, d) }
+func (b *backend) AddDest(k config.ServiceKey, d config.Dest) error {
+	return b.locked(func() error { return b.srv.AddDest(k, d) })
+}
+func (b *backend) EditDest(k config.ServiceKey, d config.Dest) error {
+	return b.locked(func() error { return b.srv.EditDest(k, d) })
+}
 func (b *backend) DeleteDest(k config.ServiceKey, a netip.Addr, p uint16) error {
-	return b.srv.DeleteDest(k, a, p)
+	return b.locked(func() error { return b.srv.DeleteDest(k, a, p) })
 }
 
 func (b *backend) ListServices() []api.Service {
@@ -455,6 +484,8 @@ func (b *backend) SetTimeouts(t api.Timeouts) error {
 	if t.TCP < 0 || t.TCPFin < 0 || t.UDP < 0 {
 		return &api.Error{Message: "timeouts must not be negative", Status: http.StatusBadRequest}
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.srv.SetTimeouts(time.Duration(t.TCP)*time.Second, time.Duration(t.TCPFin)*time.Second, time.Duration(t.UDP)*time.Second)
 	return nil
 }
