@@ -444,7 +444,7 @@ func (b *backend) DeleteLocalAddr(l api.LaddrRequest) error {
 }
 func (b *backend) LocalAddrs() []api.ServiceLaddrs {
 	var out []api.ServiceLaddrs
-	for _, s := range b.srv.Services() {
+	for _, s := range b.srv.Config().Services { // the keys; no counters needed
 		addrs, err := b.srv.LocalAddrs(s.Service.ServiceKey)
 		if err != nil || len(addrs) == 0 {
 			continue

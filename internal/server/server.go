@@ -865,6 +865,7 @@ type ServiceStatus struct {
 
 // Services returns every service and destination, in no set order.
 func (s *Server) Services() []ServiceStatus {
+	traffic := s.readTraffic()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]ServiceStatus, 0, len(s.services))
@@ -876,7 +877,7 @@ func (s *Server) Services() []ServiceStatus {
 		per := make(map[*dest]conntrack.Stats, len(sv.dests))
 		st := ServiceStatus{Service: sv.cfg, Rates: sv.est.Rates()}
 		for _, d := range sv.dests {
-			per[d] = s.destStatsLocked(d)
+			per[d] = destStats(d, traffic[d])
 			st.Dests = append(st.Dests, DestStatus{Dest: d.cfg, ActiveConns: d.sd.ActiveConns, InactConns: d.sd.InactConns,
 				PersistConns: persist[d], Stats: per[d], Rates: d.est.Rates(), Health: s.healthOf(sv, d)})
 		}

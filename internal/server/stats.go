@@ -22,13 +22,41 @@ func (s *Server) traffic() TrafficReader {
 
 // destStatsLocked is d's counters now; s.mu is held.
 func (s *Server) destStatsLocked(d *dest) conntrack.Stats {
-	st := conntrack.Stats{Conns: d.conns}
+	var tr dataplane.Traffic
 	if t := s.traffic(); t != nil {
-		if tr, err := t.RealTraffic(d.realID); err == nil {
-			st.InPkts, st.InBytes, st.OutPkts, st.OutBytes = tr.InPkts, tr.InBytes, tr.OutPkts, tr.OutBytes
+		tr, _ = t.RealTraffic(d.realID)
+	}
+	return destStats(d, tr)
+}
+
+func destStats(d *dest, tr dataplane.Traffic) conntrack.Stats {
+	return conntrack.Stats{Conns: d.conns, InPkts: tr.InPkts, InBytes: tr.InBytes, OutPkts: tr.OutPkts, OutBytes: tr.OutBytes}
+}
+
+// readTraffic reads the data plane's counters of every real. The map
+// lookups are syscalls, so they run without s.mu (which every new flow
+// waits for): the reals are listed under the lock, read outside it, and
+// a real added meanwhile reads as zero until the next time.
+func (s *Server) readTraffic() map[*dest]dataplane.Traffic {
+	t := s.traffic()
+	if t == nil {
+		return nil
+	}
+	s.mu.Lock()
+	ids := make(map[*dest]uint32, len(s.reals))
+	for _, sv := range s.services {
+		for _, d := range sv.dests {
+			ids[d] = d.realID
 		}
 	}
-	return st
+	s.mu.Unlock()
+	out := make(map[*dest]dataplane.Traffic, len(ids))
+	for d, id := range ids {
+		if tr, err := t.RealTraffic(id); err == nil {
+			out[d] = tr
+		}
+	}
+	return out
 }
 
 // serviceStatsLocked is sv's counters: its reals' and those of reals
@@ -59,12 +87,13 @@ func (s *Server) startDestStats(d *dest) {
 // EstimateRates samples every service's and real's counters into the
 // rate estimators; RunEstimator calls it every conntrack.EstimatorInterval.
 func (s *Server) EstimateRates() {
+	traffic := s.readTraffic()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sv := range s.services {
 		per := make(map[*dest]conntrack.Stats, len(sv.dests))
 		for _, d := range sv.dests {
-			per[d] = s.destStatsLocked(d)
+			per[d] = destStats(d, traffic[d])
 			d.est.Sample(per[d])
 		}
 		sv.est.Sample(s.serviceStatsLocked(sv, per))
