@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+/* loadgen.bpf.c: the benchmark harness's three XDP programs (bench/).
+ *
+ *   loadgen_gen      run through BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES:
+ *                    writes flow number n of the configured set into the
+ *                    frame (source address and port, both checksums) and
+ *                    transmits it (XDP_TX out of the run's ingress ifindex).
+ *   loadgen_sink     attached natively where the forwarded frames land:
+ *                    counts IPv4 frames per destination MAC (the real server
+ *                    the director chose) and drops them; ARP and the rest pass.
+ *   loadgen_ceiling  the best a forwarder can do on this hop: rewrite the
+ *                    MACs and XDP_TX, no parsing beyond Ethernet, no lookup.
+ *
+ * Frames are recycled by the live-frames page pool with whatever the last
+ * hop left in them (a NAT rewrite, an IPIP header), so the generator
+ * rewrites all of the headers from its template on every run. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* Ethernet + IPv4 (no options) + TCP (no options). */
+#define GEN_HDR_LEN 54
+#define GEN_IP_OFF 14
+#define GEN_TCP_OFF 34
+
+/* What loadgen_gen sends: a header template and how flow n differs from
+ * it. Checksum bases are one's complement sums (unfolded, of 16-bit words
+ * as loaded from memory) of every checksummed word except the checksum
+ * itself, the source address and, for TCP, the source port. */
+struct gen_cfg {
+	__u8 hdr[GEN_HDR_LEN];
+	__u16 port_base;   /* host order */
+	__u32 addr_base;   /* host order */
+	__u32 ports;       /* source ports per address */
+	__u32 flows;       /* flows cycled through; 0: never repeat a tuple */
+	__u32 ip_sum;      /* IPv4 header checksum base */
+	__u32 tcp_sum;     /* TCP checksum base (pseudo header included) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gen_cfg);
+} gen_config SEC(".maps");
+
+/* Frames generated so far (one counter, added atomically: it numbers the
+ * flows, so two CPUs must not hand out the same number). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gen_seq SEC(".maps");
+
+struct sink_count {
+	__u64 pkts;
+	__u64 bytes;
+};
+
+/* Frames counted by loadgen_sink, by the last byte of their destination
+ * MAC. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct sink_count);
+} sink_counts SEC(".maps");
+
+/* loadgen_ceiling's rewrite, set before load. */
+volatile const __u8 ceiling_dst[ETH_ALEN];
+volatile const __u8 ceiling_src[ETH_ALEN];
+
+static __always_inline __u16 fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+SEC("xdp")
+int loadgen_gen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct gen_cfg *cfg;
+	__u64 *seq, n;
+	__u32 addr, ports, sum;
+	__u16 port;
+
+	if (data + GEN_HDR_LEN > data_end)
+		return XDP_ABORTED;
+	cfg = bpf_map_lookup_elem(&gen_config, &zero);
+	seq = bpf_map_lookup_elem(&gen_seq, &zero);
+	if (!cfg || !seq)
+		return XDP_ABORTED;
+	n = __sync_fetch_and_add(seq, 1);
+	if (cfg->flows)
+		n %= cfg->flows;
+	ports = cfg->ports ? cfg->ports : 1;
+	addr = bpf_htonl(cfg->addr_base + (__u32)(n / ports));
+	port = bpf_htons(cfg->port_base + (__u16)(n % ports));
+
+	__builtin_memcpy(data, cfg->hdr, GEN_HDR_LEN);
+	*(__u32 *)(data + GEN_IP_OFF + 12) = addr;
+	*(__u16 *)(data + GEN_TCP_OFF) = port;
+	sum = cfg->ip_sum + (addr & 0xffff) + (addr >> 16);
+	*(__u16 *)(data + GEN_IP_OFF + 10) = fold(sum);
+	sum = cfg->tcp_sum + (addr & 0xffff) + (addr >> 16) + port;
+	*(__u16 *)(data + GEN_TCP_OFF + 16) = fold(sum);
+	return XDP_TX;
+}
+
+SEC("xdp")
+int loadgen_sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct sink_count *c;
+	__u32 key;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	key = eth->h_dest[5];
+	c = bpf_map_lookup_elem(&sink_counts, &key);
+	if (c) {
+		c->pkts++;
+		c->bytes += data_end - data;
+	}
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int loadgen_ceiling(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	/* Byte by byte: a memcpy from a volatile const is folded to the
+	 * initializer by clang-19. */
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++) {
+		eth->h_dest[i] = ceiling_dst[i];
+		eth->h_source[i] = ceiling_src[i];
+	}
+	return XDP_TX;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

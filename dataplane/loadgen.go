@@ -1,0 +1,295 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Loadgen holds the benchmark harness's XDP programs (bpf/loadgen.bpf.c):
+// a live-frames packet generator, a sink that counts frames per
+// destination MAC and drops them, and the ceiling forwarder (MAC rewrite
+// and XDP_TX, nothing else).
+type Loadgen struct {
+	objs  loadgenObjects
+	links []link.Link
+}
+
+// LoadgenOptions configures OpenLoadgen.
+type LoadgenOptions struct {
+	// CeilingDst and CeilingSrc are the MACs the ceiling program writes.
+	CeilingDst, CeilingSrc net.HardwareAddr
+}
+
+// OpenLoadgen loads the harness's programs.
+func OpenLoadgen(o LoadgenOptions) (*Loadgen, error) {
+	spec, err := loadLoadgen()
+	if err != nil {
+		return nil, fmt.Errorf("load loadgen spec: %w", err)
+	}
+	for name, mac := range map[string]net.HardwareAddr{"ceiling_dst": o.CeilingDst, "ceiling_src": o.CeilingSrc} {
+		var v [6]byte
+		copy(v[:], mac)
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	g := &Loadgen{}
+	if err := spec.LoadAndAssign(&g.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load loadgen: %+v", ve)
+		}
+		return nil, fmt.Errorf("load loadgen: %w", err)
+	}
+	return g, nil
+}
+
+// Close detaches what the Loadgen attached and unloads it.
+func (g *Loadgen) Close() error {
+	var err error
+	for i := len(g.links) - 1; i >= 0; i-- {
+		err = errors.Join(err, g.links[i].Close())
+	}
+	g.links = nil
+	return errors.Join(err, g.objs.Close())
+}
+
+// Attachment is one program attached to one interface; Close detaches it.
+type Attachment struct{ l link.Link }
+
+// Close detaches the program.
+func (a *Attachment) Close() error { return a.l.Close() }
+
+func (g *Loadgen) attach(p *ebpf.Program, ifindex int) (*Attachment, error) {
+	l, err := link.AttachXDP(link.XDPOptions{Program: p, Interface: ifindex, Flags: link.XDPDriverMode})
+	if err != nil {
+		return nil, fmt.Errorf("attach %s to ifindex %d: %w", p, ifindex, err)
+	}
+	return &Attachment{l: l}, nil
+}
+
+// AttachSink attaches the counting sink natively to ifindex, in the
+// calling thread's network namespace.
+func (g *Loadgen) AttachSink(ifindex int) (*Attachment, error) {
+	return g.attach(g.objs.LoadgenSink, ifindex)
+}
+
+// AttachCeiling attaches the ceiling forwarder natively to ifindex, in
+// the calling thread's network namespace.
+func (g *Loadgen) AttachCeiling(ifindex int) (*Attachment, error) {
+	return g.attach(g.objs.LoadgenCeiling, ifindex)
+}
+
+// SinkCount is what the sink counted for one destination MAC.
+type SinkCount struct{ Pkts, Bytes uint64 }
+
+// SinkCounts returns the sink's counts by the last byte of the
+// destination MAC, summed over CPUs; MACs with nothing counted are left out.
+func (g *Loadgen) SinkCounts() (map[byte]SinkCount, error) {
+	out := map[byte]SinkCount{}
+	var (
+		k  uint32
+		vs []loadgenSinkCount
+	)
+	it := g.objs.SinkCounts.Iterate()
+	for it.Next(&k, &vs) {
+		var c SinkCount
+		for _, v := range vs {
+			c.Pkts += v.Pkts
+			c.Bytes += v.Bytes
+		}
+		if c.Pkts != 0 {
+			out[byte(k)] = c
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read sink counts: %w", err)
+	}
+	return out, nil
+}
+
+// ResetSink zeroes the sink's counts.
+func (g *Loadgen) ResetSink() error {
+	zero := make([]loadgenSinkCount, ebpf.MustPossibleCPU())
+	for k := uint32(0); k < 256; k++ {
+		if err := g.objs.SinkCounts.Put(k, zero); err != nil {
+			return fmt.Errorf("reset sink counts: %w", err)
+		}
+	}
+	return nil
+}
+
+// Flows is what Send generates: Template with flow n's source address
+// and port written in, n counting up from Start. Flow n has source
+// address AddrBase + n/Ports and source port PortBase + n%Ports; with
+// Count set, n wraps at Count, so Count distinct flows repeat in order.
+type Flows struct {
+	// Template is the whole frame: Ethernet, IPv4 without options, TCP
+	// without options, then the payload (which is sent as it is).
+	Template []byte
+	AddrBase netip.Addr
+	PortBase uint16
+	Ports    uint32
+	Count    uint32
+	Start    uint64
+}
+
+const (
+	genHdrLen = 54
+	genIPOff  = 14
+	genTCPOff = 34
+)
+
+// SetFlows loads f into the generator and sets its sequence to f.Start.
+func (g *Loadgen) SetFlows(f Flows) error {
+	t := f.Template
+	if len(t) < genHdrLen || binary.BigEndian.Uint16(t[12:]) != unix.ETH_P_IP ||
+		t[genIPOff] != 0x45 || t[genIPOff+9] != unix.IPPROTO_TCP || t[genTCPOff+12]>>4 != 5 {
+		return errors.New("generator template: want Ethernet, IPv4 without options, TCP without options")
+	}
+	if !f.AddrBase.Is4() {
+		return fmt.Errorf("generator source base %v: not IPv4", f.AddrBase)
+	}
+	if f.Ports == 0 || f.Ports > 65536-uint32(f.PortBase) {
+		return fmt.Errorf("generator: %d ports from %d do not fit", f.Ports, f.PortBase)
+	}
+	var cfg loadgenGenCfg
+	copy(cfg.Hdr[:], t[:genHdrLen])
+	cfg.PortBase = f.PortBase
+	a := f.AddrBase.As4()
+	cfg.AddrBase = binary.BigEndian.Uint32(a[:])
+	cfg.Ports = f.Ports
+	cfg.Flows = f.Count
+	ipSum, tcpSum := genSums(t)
+	cfg.IpSum, cfg.TcpSum = ipSum, tcpSum
+	zero := uint32(0)
+	if err := g.objs.GenConfig.Put(zero, &cfg); err != nil {
+		return fmt.Errorf("set generator config: %w", err)
+	}
+	if err := g.objs.GenSeq.Put(zero, f.Start); err != nil {
+		return fmt.Errorf("set generator sequence: %w", err)
+	}
+	return nil
+}
+
+// Seq returns how many frames the generator has numbered (Start included).
+func (g *Loadgen) Seq() (uint64, error) {
+	var v uint64
+	if err := g.objs.GenSeq.Lookup(uint32(0), &v); err != nil {
+		return 0, fmt.Errorf("read generator sequence: %w", err)
+	}
+	return v, nil
+}
+
+// genSums returns the checksum bases the generator completes: the one's
+// complement sums, as the program loads 16-bit words (little endian on
+// bpfel), of the IPv4 header without its checksum and source address, and
+// of the TCP pseudo header, header and payload without the checksum, the
+// source address and the source port.
+func genSums(t []byte) (ip, tcp uint32) {
+	le := func(b []byte) uint32 { return uint32(binary.LittleEndian.Uint16(b)) }
+	iph := t[genIPOff : genIPOff+20]
+	for i := 0; i < 20; i += 2 {
+		if i == 10 || i == 12 || i == 14 {
+			continue // checksum, source address
+		}
+		ip += le(iph[i:])
+	}
+	totLen := int(binary.BigEndian.Uint16(iph[2:]))
+	seg := t[genTCPOff : genIPOff+totLen]
+	// Pseudo header: destination address, zero + protocol, TCP length.
+	tcp += le(iph[16:]) + le(iph[18:])
+	var w [2]byte
+	w[1] = unix.IPPROTO_TCP
+	tcp += le(w[:])
+	binary.BigEndian.PutUint16(w[:], uint16(len(seg)))
+	tcp += le(w[:])
+	for i := 0; i+1 < len(seg); i += 2 {
+		if i == 0 || i == 16 {
+			continue // source port, checksum
+		}
+		tcp += le(seg[i:])
+	}
+	if len(seg)%2 == 1 {
+		tcp += uint32(seg[len(seg)-1]) // the last byte is the low byte of a little-endian load
+	}
+	return ip, tcp
+}
+
+// Send runs the generator n times in live-frames mode, in the calling
+// thread's network namespace, as if each frame arrived on ifindex: each
+// run writes the next flow into a frame made from f.Template and
+// transmits it out of ifindex. batch is the kernel's frames per batch
+// (0: its default, 64).
+func (g *Loadgen) Send(ifindex int, template []byte, n, batch uint32) error {
+	opts := &ebpf.RunOptions{
+		Data:      template,
+		Context:   xdpMd{DataEnd: uint32(len(template)), IngressIfindex: uint32(ifindex)},
+		Repeat:    n,
+		Flags:     unix.BPF_F_TEST_XDP_LIVE_FRAMES,
+		BatchSize: batch,
+	}
+	if _, err := g.objs.LoadgenGen.Run(opts); err != nil {
+		return fmt.Errorf("generate %d frames on ifindex %d: %w", n, ifindex, err)
+	}
+	return nil
+}
+
+// LoadgenProgram names one of the Loadgen's programs.
+type LoadgenProgram int
+
+// The Loadgen's programs.
+const (
+	GenProgram LoadgenProgram = iota
+	SinkProgram
+	CeilingProgram
+)
+
+func (g *Loadgen) prog(p LoadgenProgram) (*ebpf.Program, error) {
+	switch p {
+	case GenProgram:
+		return g.objs.LoadgenGen, nil
+	case SinkProgram:
+		return g.objs.LoadgenSink, nil
+	case CeilingProgram:
+		return g.objs.LoadgenCeiling, nil
+	}
+	return nil, fmt.Errorf("no loadgen program %d", p)
+}
+
+// Run runs program p once on frame (not live: nothing is transmitted)
+// and returns its verdict and the frame as it left it.
+func (g *Loadgen) Run(p LoadgenProgram, frame []byte) (Verdict, []byte, error) {
+	prog, err := g.prog(p)
+	if err != nil {
+		return 0, nil, err
+	}
+	opts := &ebpf.RunOptions{Data: frame, DataOut: make([]byte, maxFrame)}
+	ret, err := prog.Run(opts)
+	if err != nil {
+		return 0, nil, fmt.Errorf("run %s: %w", prog, err)
+	}
+	return Verdict(ret), opts.DataOut, nil
+}
+
+// Benchmark runs program p repeat times on frame (BPF_PROG_RUN with
+// Repeat, not live) and returns its verdict and the mean time per run.
+func (g *Loadgen) Benchmark(p LoadgenProgram, frame []byte, repeat int) (Verdict, time.Duration, error) {
+	prog, err := g.prog(p)
+	if err != nil {
+		return 0, 0, err
+	}
+	ret, dur, err := prog.Benchmark(frame, repeat, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("benchmark %s: %w", prog, err)
+	}
+	return Verdict(ret), dur, nil
+}
