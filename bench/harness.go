@@ -123,6 +123,13 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 	if err != nil {
 		return r, err
 	}
+	if len(r.SlowPathProfile) > 0 {
+		top, err := pprofTop(work, r.SlowPathProfile)
+		if err != nil {
+			r.Skipped = append(r.Skipped, "the slow path's profile summary: "+err.Error())
+		}
+		r.SlowPathTop = top
+	}
 	if err := ctx.Err(); err != nil {
 		return r, err
 	}
@@ -137,6 +144,19 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 	return r, err
 }
 
+// pprofTop returns the heaviest functions of a CPU profile.
+func pprofTop(work string, profile []byte) (string, error) {
+	f := filepath.Join(work, "slowpath.pprof")
+	if err := os.WriteFile(f, profile, 0o644); err != nil {
+		return "", err
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=30", f).Output()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof: %w", err)
+	}
+	return string(out), nil
+}
+
 // xipvs is an xipvsd running in a namespace and the xipvsadm that
 // configures it.
 type xipvs struct {
@@ -146,15 +166,23 @@ type xipvs struct {
 	ns     testutil.Netns
 }
 
-func startXipvs(ns testutil.Netns, o Options, work, name string, ifaces ...string) (*xipvs, error) {
+// startXipvs starts xipvsd on ifaces in ns; with profiling it serves
+// Go's profiles on 127.0.0.1:9639 inside ns.
+func startXipvs(ns testutil.Netns, o Options, work, name string, profiling bool, ifaces ...string) (*xipvs, error) {
 	socket := filepath.Join(work, name+".sock")
+	metrics := []string{"--metrics-addr", ""}
+	if profiling {
+		metrics = []string{"--metrics-addr", profileAddr, "--pprof"}
+	}
 	d, err := testutil.StartDaemon(ns, filepath.Join(o.Bin, "xipvsd"), socket,
-		"-i", strings.Join(ifaces, ","), "--pin-dir", "", "--flush", "--conn-table-size", "4194304", "--metrics-addr", "")
+		append([]string{"-i", strings.Join(ifaces, ","), "--pin-dir", "", "--flush", "--conn-table-size", "2097152"}, metrics...)...)
 	if err != nil {
 		return nil, err
 	}
 	return &xipvs{d: d, adm: filepath.Join(o.Bin, "xipvsadm"), socket: socket, ns: ns}, nil
 }
+
+const profileAddr = "127.0.0.1:9639"
 
 // run runs xipvsadm with args.
 func (x *xipvs) run(args ...string) error {

@@ -107,6 +107,11 @@ type Report struct {
 	Settings Options       `json:"settings"`
 	Results  []*Result     `json:"results"`
 	Checks   []Check       `json:"checks"`
+	// SlowPathProfile is a Go CPU profile of xipvsd taken during a SYN
+	// stream (pprof format), written next to the report.
+	SlowPathProfile []byte `json:"-"`
+	// SlowPathTop is that profile's heaviest functions (go tool pprof -top).
+	SlowPathTop string `json:"slow_path_top,omitempty"`
 	// Skipped lists what could not be measured and why.
 	Skipped []string `json:"skipped,omitempty"`
 }
@@ -197,10 +202,9 @@ func (r *Report) Markdown() string {
 			vsNft = ratio(x, r.Get("tcp-connect/nftables"))
 			vsHa = ratio(x, r.Get("tcp-connect/haproxy"))
 		case "latency":
-			if strings.HasSuffix(x.Key, "p50") {
-				vsNft = ratio(x, r.Get("latency/nftables-first-packet/p50"))
-			} else {
-				vsNft = ratio(x, r.Get("latency/nftables-first-packet/p99"))
+			kind, p, _ := strings.Cut(strings.TrimPrefix(x.Key, "latency/xipvs-nat-"), "/")
+			if strings.HasPrefix(x.Key, "latency/xipvs-nat-") {
+				vsNft = ratio(x, r.Get("latency/nftables-"+kind+"/"+p))
 			}
 		case "bpf-cost":
 			vsCeil = ratio(x, r.Get("bpf-cost/ceiling"))
@@ -221,7 +225,7 @@ func (r *Report) Markdown() string {
 		{"TCP connect/close per s >= nftables", func(r *Report) (bool, bool) { return atLeast(r, "tcp-connect/xipvs-nat", "tcp-connect/nftables", 1) }},
 		{"TCP connect/close per s >= 3x HAProxy", func(r *Report) (bool, bool) { return atLeast(r, "tcp-connect/xipvs-nat", "tcp-connect/haproxy", 3) }},
 		{"first-packet p99 <= 100 us", func(r *Report) (bool, bool) {
-			x := r.Get("latency/xipvs-first-packet/p99")
+			x := r.Get("latency/xipvs-nat-first-packet/p99")
 			if x == nil {
 				return false, false
 			}
@@ -246,6 +250,9 @@ func (r *Report) Markdown() string {
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "\nNot measured: %s\n", s)
 	}
+	if r.SlowPathTop != "" {
+		fmt.Fprintf(&b, "\nWhere xipvsd's time goes during a SYN stream (Go CPU profile, `go tool pprof -top -cum`):\n\n```\n%s```\n", r.SlowPathTop)
+	}
 	return b.String()
 }
 
@@ -268,8 +275,13 @@ func (r *Report) Write(dir string) ([]string, error) {
 		name + ".md":   []byte(r.Markdown()),
 		name + ".svg":  []byte(r.SVG()),
 	}
+	order := []string{name + ".md", name + ".json", name + ".svg"}
+	if len(r.SlowPathProfile) > 0 {
+		files[name+"-slowpath.pprof"] = r.SlowPathProfile
+		order = append(order, name+"-slowpath.pprof")
+	}
 	var paths []string
-	for _, f := range []string{name + ".md", name + ".json", name + ".svg"} {
+	for _, f := range order {
 		p := filepath.Join(dir, f)
 		if err := os.WriteFile(p, files[f], 0o644); err != nil {
 			return nil, err

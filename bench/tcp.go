@@ -54,6 +54,9 @@ func newTCPLab(prefix string, o Options) (_ *tcpLab, err error) {
 	if t.cl, err = t.out.AddHost("cl", netip.MustParsePrefix("10.79.0.1/24"), testutil.HostOptions{TxChecksumOff: true}); err != nil {
 		return nil, err
 	}
+	if err := t.cl.IP("route", "add", "10.80.0.0/24", "via", "10.79.0.2"); err != nil {
+		return nil, err
+	}
 	if t.lb, err = t.out.AddHost("lb", netip.MustParsePrefix("10.79.0.2/24"), testutil.HostOptions{XDPPeer: true}); err != nil {
 		return nil, err
 	}
@@ -136,13 +139,13 @@ func (t *tcpLab) Close() error {
 // connectRate runs o.Clients clients for o.Sample, each connecting to
 // the VIP, asking one byte and closing, and returns completed
 // connections per second and the number of failed attempts.
-func (t *tcpLab) connectRate(o Options) (float64, uint64, error) {
+func (t *tcpLab) connectRate(o Options, to netip.Addr) (float64, uint64, error) {
 	var ok, failed atomic.Uint64
 	var wg sync.WaitGroup
 	errs := make(chan error, o.Clients)
 	start := time.Now()
 	deadline := start.Add(o.Sample)
-	addr := netip.AddrPortFrom(tcpVIP, 80).String()
+	addr := netip.AddrPortFrom(to, 80).String()
 	for i := 0; i < o.Clients; i++ {
 		wg.Add(1)
 		go func() {
@@ -270,10 +273,14 @@ func percentile(v []float64, p float64) float64 {
 // measure records connect rate and, when withLatency, latencies of
 // subject.
 func (t *tcpLab) measure(r *Report, o Options, subject string, withLatency bool) error {
+	return t.measureTo(r, o, subject, tcpVIP, withLatency)
+}
+
+func (t *tcpLab) measureTo(r *Report, o Options, subject string, to netip.Addr, withLatency bool) error {
 	res := &Result{Key: "tcp-connect/" + subject, Scenario: "tcp-connect", Subject: subject, Unit: UnitCPS}
 	var failed uint64
 	for i := 0; i < o.Repeats; i++ {
-		cps, f, err := t.connectRate(o)
+		cps, f, err := t.connectRate(o, to)
 		if err != nil {
 			return err
 		}
@@ -291,7 +298,7 @@ func (t *tcpLab) measure(r *Report, o Options, subject string, withLatency bool)
 	for _, kind := range []string{"first-packet", "established"} {
 		for _, p := range []string{"p50", "p99"} {
 			k := fmt.Sprintf("latency/%s-%s/%s", subject, kind, p)
-			lat[kind+p] = &Result{Key: k, Scenario: "latency", Subject: subject + "-" + kind, Unit: UnitUs}
+			lat[kind+p] = &Result{Key: k, Scenario: "latency", Subject: subject + " " + kind + " " + p, Unit: UnitUs}
 		}
 	}
 	for i := 0; i < o.Repeats; i++ {
@@ -341,6 +348,12 @@ backend reals
 `
 
 func (t *tcpLab) run(ctx context.Context, r *Report, o Options, work string) error {
+	// The endpoints' own limit: the clients straight to one real server,
+	// routed by the director's kernel, no balancer.
+	o.logf("scenario 4 baseline: TCP connect/close with %d clients to a real server, routed, no balancer", o.Clients)
+	if err := t.measureTo(r, o, "routed-no-balancer", tcpReals[0], false); err != nil {
+		return fmt.Errorf("baseline: %w", err)
+	}
 	o.logf("scenarios 4 and 5: TCP connect/close with %d clients, and latency, through xipvs NAT", o.Clients)
 	if err := t.xipvs(r, o, work); err != nil {
 		return fmt.Errorf("xipvs: %w", err)
@@ -365,7 +378,7 @@ func (t *tcpLab) run(ctx context.Context, r *Report, o Options, work string) err
 }
 
 func (t *tcpLab) xipvs(r *Report, o Options, work string) (err error) {
-	x, err := startXipvs(t.lb.Netns, o, work, "tcp", "eth0", "eth1")
+	x, err := startXipvs(t.lb.Netns, o, work, "tcp", false, "eth0", "eth1")
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -59,10 +60,11 @@ type wire struct {
 	synSeq       uint64
 	flows, ports uint32
 	senders      int
+	synSenders   int // senders of the SYN stream
 }
 
 func newWire(prefix string, o Options) (_ *wire, err error) {
-	w := &wire{flows: uint32(o.Flows), ports: wirePorts, senders: max(o.Senders, 1)}
+	w := &wire{flows: uint32(o.Flows), ports: wirePorts, senders: max(o.Senders, 1), synSenders: 1}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, w.Close())
@@ -367,7 +369,7 @@ func (w *wire) run(ctx context.Context, r *Report, o Options, work string) error
 var fwdFlag = map[string]string{"dr": "-g", "tun": "-i", "nat": "-m", "fullnat": "-b"}
 
 func (w *wire) xipvsMode(r *Report, o Options, work, mode string) (err error) {
-	x, err := startXipvs(w.lb, o, work, "wire-"+mode, "eth0")
+	x, err := startXipvs(w.lb, o, work, "wire-"+mode, mode == "dr", "eth0")
 	if err != nil {
 		return err
 	}
@@ -429,7 +431,45 @@ func (w *wire) xipvsMode(r *Report, o Options, work, mode string) (err error) {
 		}); err != nil {
 			return err
 		}
+		// One more SYN stream, under Go's CPU profiler: where the slow
+		// path's time goes.
+		if err := w.profileSlowPath(r, o); err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
 	}
+	return nil
+}
+
+func (w *wire) profileSlowPath(r *Report, o Options) error {
+	secs := max(int(o.Sample.Seconds()), 1)
+	type result struct {
+		b   []byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := w.lb.HTTPClient(time.Duration(secs+10)*time.Second).Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", profileAddr, secs))
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("profile: %s: %s", resp.Status, b)
+		}
+		got <- result{b, err}
+	}()
+	w.synSeq += synSeqStride
+	f := dataplane.Flows{Template: template(64, wireSynBase, true), AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
+	w.senders, w.synSenders = w.synSenders, w.senders
+	_, err := w.measure(f, time.Duration(secs)*time.Second+200*time.Millisecond)
+	w.senders, w.synSenders = w.synSenders, w.senders
+	res := <-got
+	if err = errors.Join(err, res.err); err != nil {
+		return err
+	}
+	r.SlowPathProfile = res.b
 	return nil
 }
 
@@ -484,6 +524,10 @@ func (w *wire) synStream(r *Report, o Options, subject string, made func() (uint
 	res := &Result{Key: "new-flows/" + subject + "/64", Scenario: "new-flows", Subject: subject, Size: 64, Unit: UnitCPS}
 	t := template(64, wireSynBase, true)
 	var sent, got uint64
+	// One sender: the other CPU is left to whatever takes new flows
+	// (xipvsd's slow path; for nftables the sender's softirq does it all).
+	w.senders, w.synSenders = w.synSenders, w.senders
+	defer func() { w.senders, w.synSenders = w.synSenders, w.senders }()
 	for i := 0; i < o.Repeats; i++ {
 		w.synSeq += synSeqStride
 		f := dataplane.Flows{Template: t, AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
@@ -495,7 +539,7 @@ func (w *wire) synStream(r *Report, o Options, subject string, made func() (uint
 		sent += s.sent
 		got += s.total()
 	}
-	res.Detail = map[string]any{"syns_sent": sent, "first_packets_counted": got}
+	res.Detail = map[string]any{"syns_sent": sent, "first_packets_counted": got, "senders": w.senders}
 	if made != nil {
 		n, err := made()
 		if err != nil {

@@ -86,6 +86,7 @@ func main() {
 		"drop a persistence template when its real is quiesced (weight 0), as IPVS's\nexpire_quiescent_template sysctl; off, persistent clients stay on a quiesced real")
 	configFile := fs.String("config", "", "configuration file to apply at start and on SIGHUP or xipvsadm --reload:\nYAML (see README), or an ipvsadm rules file as ipvsadm-save writes")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9639", "where Prometheus /metrics is served (\"\" to not serve it)")
+	pprofOn := fs.Bool("pprof", false, "also serve Go's profiles under /debug/pprof/ on --metrics-addr")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -147,7 +148,7 @@ func main() {
 	}
 	opts := runOptions{ifaces: ifaces, socket: api.SocketPath(*socket), connTable: uint32(*connTable), sweep: *sweep,
 		expireQuiescent: *expireQuiescent, pinDir: *pinDir, stateFile: *stateFile, flush: *flush,
-		configFile: *configFile, config: cfg, metricsAddr: *metricsAddr}
+		configFile: *configFile, config: cfg, metricsAddr: *metricsAddr, pprof: *pprofOn}
 	if err := run(log, opts); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)
@@ -173,6 +174,7 @@ type runOptions struct {
 	configFile      string
 	config          *config.Config // configFile's contents, read at start
 	metricsAddr     string
+	pprof           bool
 }
 
 // dryRunCheck validates the interfaces and, if given, the configuration
@@ -270,7 +272,7 @@ func run(log *slog.Logger, o runOptions) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	if o.metricsAddr != "" {
-		ms, mln, err := serveMetrics(o.metricsAddr, srv, dp)
+		ms, mln, err := serveMetrics(o.metricsAddr, srv, dp, o.pprof)
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,12 +125,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 // serveMetrics serves /metrics on addr until the returned server is shut
 // down.
-func serveMetrics(addr string, srv *server.Server, dp *dataplane.Dataplane) (*http.Server, net.Listener, error) {
+func serveMetrics(addr string, srv *server.Server, dp *dataplane.Dataplane, profiling bool) (*http.Server, net.Listener, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(srv, dp), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if profiling {
+		// Go's profiles, for finding where the slow path spends its time.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
