@@ -1,12 +1,13 @@
 # xipvs: Linux Virtual Server on XDP.
 #   make demo      build, then balance real HTTP through XDP in DR, TUN, NAT and FULLNAT (root)
 #   make test      every test, the privileged ones included when root
+#   make bench     xipvs against the ceiling, nftables and HAProxy (root; installs nftables and haproxy)
 #   make generate  regenerate the BPF objects (needs clang-19)
 GO      ?= go
 BIN     ?= bin
 GOFLAGS ?=
 
-.PHONY: all build demo test test-unit generate check-generate bench clean
+.PHONY: all build demo test test-unit generate check-generate bench bench-deps bench-bpf clean
 
 all: build
 
@@ -35,7 +36,17 @@ check-generate: generate
 	@git diff --exit-code -- 'dataplane/*_bpfel.go' 'dataplane/*_bpfel.o' || \
 		(echo "generated BPF objects are stale: run 'make generate' and commit" >&2; exit 1)
 
-bench:
+# The harness: namespaces on veth pairs, results under bench/results/.
+bench: build bench-deps
+	$(GO) run ./bench/cmd/xipvs-bench -bin $(BIN)
+
+bench-deps:
+	@command -v nft >/dev/null && command -v haproxy >/dev/null || { \
+		echo "installing nftables and haproxy (the peers xipvs is measured against)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables haproxy >/dev/null; }
+
+# BPF cost per packet only (Program.Run with Repeat), as Go benchmarks.
+bench-bpf:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./bench/...
 
 clean:

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -45,7 +46,14 @@ func main() {
 	if *flows > 0 {
 		o.Flows = *flows
 	}
-	o.Bin = *bin
+	if *bin != "" {
+		abs, err := filepath.Abs(*bin)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "xipvs-bench:", err)
+			os.Exit(2)
+		}
+		o.Bin = abs
+	}
 	o.Log = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,157 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/xipvs/xipvs/internal/testutil"
+)
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestSmoke runs the whole harness in its quick mode, so that it cannot
+// rot: every scenario must produce its samples, the traffic must reach
+// the sinks split as the scheduler decided, and the report must be
+// written in all three formats. It asserts no performance number.
+func TestSmoke(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	if m := Missing(); len(m) > 0 {
+		msg := "the peers are not installed (" + strings.Join(m, ", ") + "): apt-get install nftables haproxy"
+		if os.Getenv("XIPVS_REQUIRE_PRIVILEGED") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	o := Quick()
+	o.Log = testLog{t}
+	r, err := Run(context.Background(), o, "go test ./bench -run TestSmoke")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Skipped) > 0 {
+		t.Errorf("not measured: %q", r.Skipped)
+	}
+	var want []string
+	for _, s := range o.Sizes {
+		for _, subj := range []string{"ceiling/ceiling", "established/xipvs-dr", "established/xipvs-tun", "established/xipvs-nat", "established/xipvs-fullnat", "established/nftables"} {
+			want = append(want, subj+"/"+strconv.Itoa(s))
+		}
+	}
+	want = append(want, "new-flows/xipvs-dr/64", "new-flows/nftables/64",
+		"tcp-connect/routed-no-balancer", "tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy",
+		"bpf-cost/ceiling", "bpf-cost/xipvs-dr", "bpf-cost/xipvs-fullnat-reply")
+	for _, k := range []string{"xipvs-nat", "nftables"} {
+		for _, kind := range []string{"first-packet", "established"} {
+			want = append(want, "latency/"+k+"-"+kind+"/p50", "latency/"+k+"-"+kind+"/p99")
+		}
+	}
+	for _, k := range want {
+		res := r.Get(k)
+		if res == nil {
+			t.Errorf("%s: missing", k)
+			continue
+		}
+		if len(res.Samples) != o.Repeats {
+			t.Errorf("%s: %d samples, want %d", k, len(res.Samples), o.Repeats)
+		}
+		if res.Min <= 0 || res.Min > res.Median || res.Median > res.Max {
+			t.Errorf("%s: median %v min %v max %v", k, res.Median, res.Min, res.Max)
+		}
+		if sent, ok := res.Detail["frames_sent"].(uint64); ok {
+			if got := res.Detail["frames_counted"].(uint64); got == 0 || got > sent {
+				t.Errorf("%s: %d frames counted of %d sent", k, got, sent)
+			}
+		}
+	}
+	if x := r.Get("new-flows/xipvs-dr/64"); x != nil {
+		if got, made := x.Detail["first_packets_counted"].(uint64), x.Detail["connections_made_in_all"].(uint64); got == 0 || got > made {
+			t.Errorf("SYN stream: %d first packets reached a real, but xipvsd made %d connections", got, made)
+		}
+	}
+	for _, k := range []string{"tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy"} {
+		if x := r.Get(k); x != nil && x.Detail["failed_attempts"].(uint64) != 0 {
+			t.Errorf("%s: %v failed connection attempts", k, x.Detail["failed_attempts"])
+		}
+	}
+	// The per-real split and the scheduler's weights.
+	splits := 0
+	for _, c := range r.Checks {
+		if !c.Ok {
+			t.Errorf("check %s failed: %s", c.Name, c.Detail)
+		}
+		if strings.HasPrefix(c.Name, "per-real split") {
+			splits++
+		}
+	}
+	if splits != 6*len(o.Sizes) {
+		t.Errorf("%d per-real split checks, want %d", splits, 6*len(o.Sizes))
+	}
+	if len(r.SlowPathProfile) == 0 || !strings.Contains(r.SlowPathTop, "dataplane.(*slowPath)") {
+		t.Errorf("no slow-path profile:\n%s", r.SlowPathTop)
+	}
+
+	dir := t.TempDir()
+	paths, err := r.Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case strings.HasSuffix(p, ".json"):
+			var back Report
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+			if len(back.Results) != len(r.Results) || len(back.Results[0].Samples) != o.Repeats {
+				t.Errorf("%s: %d results, want %d", p, len(back.Results), len(r.Results))
+			}
+		case strings.HasSuffix(p, ".svg"):
+			d := xml.NewDecoder(strings.NewReader(string(b)))
+			rects := 0
+			for {
+				tok, err := d.Token()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", p, err)
+				}
+				if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+					rects++
+				}
+			}
+			if rects != len(r.Results)+1 {
+				t.Errorf("%s: %d bars, want %d", p, rects-1, len(r.Results))
+			}
+		case strings.HasSuffix(p, ".md"):
+			if !strings.Contains(string(b), "| established | xipvs-dr | 64 B |") {
+				t.Errorf("%s: no DR row:\n%s", p, b)
+			}
+		}
+	}
+	// Nothing left behind.
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "xb") {
+		t.Errorf("namespaces left behind:\n%s", out)
+	}
+}
