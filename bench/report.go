@@ -215,7 +215,9 @@ func (r *Report) Markdown() string {
 
 	targets := []target{
 		{"DR established >= 0.9x ceiling (64 B)", func(r *Report) (bool, bool) { return atLeast(r, "established/xipvs-dr/64", "ceiling/ceiling/64", 0.9) }},
-		{"DR established >= 4x nftables (64 B)", func(r *Report) (bool, bool) { return atLeast(r, "established/xipvs-dr/64", "established/nftables/64", 4) }},
+		{"DR established >= 4x nftables (64 B)", func(r *Report) (bool, bool) {
+			return atLeast(r, "established/xipvs-dr/64", "established/nftables/64", 4)
+		}},
 		{"TUN established >= 0.8x ceiling (64 B)", func(r *Report) (bool, bool) { return atLeast(r, "established/xipvs-tun/64", "ceiling/ceiling/64", 0.8) }},
 		{"NAT established >= 0.8x ceiling (64 B)", func(r *Report) (bool, bool) { return atLeast(r, "established/xipvs-nat/64", "ceiling/ceiling/64", 0.8) }},
 		{"FULLNAT established >= 0.8x ceiling (64 B)", func(r *Report) (bool, bool) {

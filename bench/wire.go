@@ -10,9 +10,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/api"
@@ -41,15 +44,17 @@ var (
 
 const (
 	wireMTU      = 1600
-	wirePorts    = 64     // source ports per client address of the established flows
-	synPorts     = 60000  // of the SYN stream
-	sendChunk    = 65536  // frames per live-frames call while measuring
-	setupChunk   = 32     // frames per call while setting flows up (the slow path's pace)
-	setupPasses  = 20     // SYN passes at most before giving up on setting every flow up
+	wirePorts    = 64      // source ports per client address of the established flows
+	synPorts     = 60000   // of the SYN stream
+	sendChunk    = 65536   // frames per live-frames call while measuring
+	setupChunk   = 32      // frames per call while setting flows up (the slow path's pace)
+	setupPasses  = 20      // SYN passes at most before giving up on setting every flow up
 	synSeqStride = 1 << 26 // SYN stream tuples per sample: never reused in a run
 )
 
-func wireRealMAC(i int) net.HardwareAddr { return net.HardwareAddr{0x02, 0x77, 0, 0, 0, byte(0x0b + i)} }
+func wireRealMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0x77, 0, 0, 0, byte(0x0b + i)}
+}
 
 type wire struct {
 	gen, lb      testutil.Netns
@@ -136,6 +141,20 @@ func newWire(prefix string, o Options) (_ *wire, err error) {
 	return w, nil
 }
 
+// pinThread pins the calling (locked) thread to cpu and returns what
+// undoes it.
+func pinThread(cpu int) (func(), error) {
+	var old, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		return nil, err
+	}
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return nil, fmt.Errorf("pin sender to cpu %d: %w", cpu, err)
+	}
+	return func() { _ = unix.SchedSetaffinity(0, &old) }, nil
+}
+
 func ifindex(ns testutil.Netns, name string) (int, error) {
 	var idx int
 	err := ns.Do(func() error {
@@ -206,20 +225,27 @@ func (w *wire) measure(f dataplane.Flows, d time.Duration) (sample, error) {
 	if err := w.lg.ResetSink(); err != nil {
 		return sample{}, err
 	}
-	// One sender per CPU: one alone is slower than the hop it feeds
-	// (every frame's whole path runs in its softirq), so the hop would
-	// not be what is measured.
+	// One sender per CPU, each pinned to its CPU: one alone is slower
+	// than the hop it feeds (every frame's whole path runs in its
+	// softirq), and unpinned senders make the hop's NAPI wander between
+	// CPUs, which gives bimodal rates.
 	start := time.Now()
 	errs := make(chan error, w.senders)
 	for i := 0; i < w.senders; i++ {
 		go func() {
-			for time.Since(start) < d {
-				if err := w.send(f.Template, sendChunk); err != nil {
-					errs <- err
-					return
+			errs <- w.gen.Do(func() error {
+				restore, err := pinThread(i % runtime.NumCPU())
+				if err != nil {
+					return err
 				}
-			}
-			errs <- nil
+				defer restore()
+				for time.Since(start) < d {
+					if err := w.lg.Send(w.genIf, f.Template, sendChunk, 0); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		}()
 	}
 	var err error
@@ -448,7 +474,7 @@ func (w *wire) profileSlowPath(r *Report, o Options) error {
 	}
 	got := make(chan result, 1)
 	go func() {
-		resp, err := w.lb.HTTPClient(time.Duration(secs+10)*time.Second).Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", profileAddr, secs))
+		resp, err := w.lb.HTTPClient(time.Duration(secs+10) * time.Second).Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", profileAddr, secs))
 		if err != nil {
 			got <- result{err: err}
 			return
