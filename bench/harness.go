@@ -69,7 +69,7 @@ var peerTools = []string{"nft", "haproxy"}
 func Missing() []string {
 	var m []string
 	for _, t := range peerTools {
-		if _, err := exec.LookPath(t); err != nil {
+		if !installed(t) {
 			m = append(m, t)
 		}
 	}

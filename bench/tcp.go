@@ -358,7 +358,7 @@ func (t *tcpLab) run(ctx context.Context, r *Report, o Options, work string) err
 	if err := t.xipvs(r, o, work); err != nil {
 		return fmt.Errorf("xipvs: %w", err)
 	}
-	if _, err := lookPath("nft"); err == nil && ctx.Err() == nil {
+	if installed("nft") && ctx.Err() == nil {
 		o.logf("scenarios 4 and 5 through nftables DNAT")
 		if err := nft(t.lb.Netns, fmt.Sprintf(nftTCP, tcpVIP, tcpReals[0], tcpReals[1])); err != nil {
 			return err
@@ -368,7 +368,7 @@ func (t *tcpLab) run(ctx context.Context, r *Report, o Options, work string) err
 			return fmt.Errorf("nftables: %w", err)
 		}
 	}
-	if _, err := lookPath("haproxy"); err == nil && ctx.Err() == nil {
+	if installed("haproxy") && ctx.Err() == nil {
 		o.logf("scenario 4 through HAProxy (tcp mode)")
 		if err := t.haproxy(r, o, work); err != nil {
 			return fmt.Errorf("haproxy: %w", err)
