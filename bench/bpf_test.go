@@ -16,7 +16,7 @@ import (
 // service (XDP_PASS), and a new flow with no AF_XDP socket (XDP_DROP).
 func BenchmarkDirector(b *testing.B) {
 	testutil.RequirePrivileged(b)
-	d, err := dataplane.Open(dataplane.Options{ConnTableSize: 1 << 16})
+	d, err := dataplane.OpenHarness(1 << 16)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func BenchmarkDirector(b *testing.B) {
 	vip := netip.MustParseAddr("192.0.2.10")
 	cl := netip.MustParseAddr("198.51.100.7")
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
-	if err := d.SetInterfaceForTest(1, mac, 0); err != nil {
+	if err := d.SetInterface(1, mac, 0); err != nil {
 		b.Fatal(err)
 	}
 	if err := d.SetService(dataplane.ServiceKey{VIP: vip, Port: 80, Proto: 6}, 1); err != nil {

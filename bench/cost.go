@@ -22,13 +22,13 @@ var costModes = []string{"dr", "tun", "nat", "nat-reply", "fullnat", "fullnat-re
 // every run, so it is measured one packet per call against DR measured
 // the same way, and reported as DR's repeat cost plus that difference.
 type costLab struct {
-	d         *dataplane.Dataplane
+	d         *dataplane.Harness
 	mac, rmac net.HardwareAddr
 	keys      map[string]dataplane.ConnKey
 }
 
 func newCostLab() (_ *costLab, err error) {
-	d, err := dataplane.Open(dataplane.Options{ConnTableSize: 1 << 16})
+	d, err := dataplane.OpenHarness(1 << 16)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +45,7 @@ func newCostLab() (_ *costLab, err error) {
 		mac  = net.HardwareAddr{2, 0, 0, 0, 0, 1}
 		rmac = net.HardwareAddr{2, 0, 0, 0, 0, 0x11}
 	)
-	if err := d.SetInterfaceForTest(1, mac, 0); err != nil {
+	if err := d.SetInterface(1, mac, 0); err != nil {
 		return nil, err
 	}
 	reals := map[uint32]dataplane.Real{

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/loadgen"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
@@ -206,7 +207,7 @@ func bpfCost(r *Report, o Options) error {
 		return err
 	}
 	defer lab.Close()
-	lg, err := dataplane.OpenLoadgen(dataplane.LoadgenOptions{CeilingDst: lab.rmac, CeilingSrc: lab.mac})
+	lg, err := loadgen.Open(loadgen.Options{CeilingDst: lab.rmac, CeilingSrc: lab.mac})
 	if err != nil {
 		return err
 	}
@@ -214,7 +215,7 @@ func bpfCost(r *Report, o Options) error {
 	frame := lab.frame("dr")
 	res := &Result{Key: "bpf-cost/ceiling", Scenario: "bpf-cost", Subject: "ceiling", Unit: UnitNs}
 	for i := 0; i < o.Repeats; i++ {
-		v, per, err := lg.Benchmark(dataplane.CeilingProgram, frame, o.CostRepeat)
+		v, per, err := lg.Benchmark(loadgen.Ceiling, frame, o.CostRepeat)
 		if err != nil {
 			return err
 		}

@@ -17,7 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/loadgen"
+	"github.com/xipvs/xipvs/dataplane/pass"
 	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
@@ -59,8 +60,8 @@ func wireRealMAC(i int) net.HardwareAddr {
 type wire struct {
 	gen, lb      testutil.Netns
 	genIf, lbIf  int
-	lg           *dataplane.Loadgen
-	sink         *dataplane.Attachment
+	lg           *loadgen.Programs
+	sink         *loadgen.Attachment
 	names        []string
 	synSeq       uint64
 	flows, ports uint32
@@ -132,7 +133,7 @@ func newWire(prefix string, o Options) (_ *wire, err error) {
 	if w.lbIf, err = ifindex(w.lb, "eth0"); err != nil {
 		return nil, err
 	}
-	if w.lg, err = dataplane.OpenLoadgen(dataplane.LoadgenOptions{CeilingDst: wireRealMAC(0), CeilingSrc: wireLbMAC}); err != nil {
+	if w.lg, err = loadgen.Open(loadgen.Options{CeilingDst: wireRealMAC(0), CeilingSrc: wireLbMAC}); err != nil {
 		return nil, err
 	}
 	if err := w.gen.Do(func() (err error) { w.sink, err = w.lg.AttachSink(w.genIf); return }); err != nil {
@@ -190,9 +191,9 @@ func template(size int, src netip.Addr, syn bool) []byte {
 		SYN: syn, ACK: !syn, Payload: make([]byte, size-54)}.Build()
 }
 
-func (w *wire) established(size int, syn bool) (dataplane.Flows, []byte) {
+func (w *wire) established(size int, syn bool) (loadgen.Flows, []byte) {
 	t := template(size, wireEstBase, syn)
-	return dataplane.Flows{Template: t, AddrBase: wireEstBase, PortBase: 1024, Ports: w.ports, Count: w.flows}, t
+	return loadgen.Flows{Template: t, AddrBase: wireEstBase, PortBase: 1024, Ports: w.ports, Count: w.flows}, t
 }
 
 func (w *wire) send(t []byte, n uint32) error {
@@ -203,7 +204,7 @@ func (w *wire) send(t []byte, n uint32) error {
 // server and the time it took.
 type sample struct {
 	sent    uint64
-	counted map[byte]dataplane.SinkCount
+	counted map[byte]loadgen.SinkCount
 	took    time.Duration
 }
 
@@ -218,7 +219,7 @@ func (s sample) total() uint64 {
 func (s sample) mpps() float64 { return float64(s.total()) / s.took.Seconds() / 1e6 }
 
 // measure sends f's flows for d and counts what reaches the sink.
-func (w *wire) measure(f dataplane.Flows, d time.Duration) (sample, error) {
+func (w *wire) measure(f loadgen.Flows, d time.Duration) (sample, error) {
 	if err := w.lg.SetFlows(f); err != nil {
 		return sample{}, err
 	}
@@ -271,7 +272,7 @@ func (w *wire) measure(f dataplane.Flows, d time.Duration) (sample, error) {
 
 // paced sends n frames of f from its start in small chunks, pausing
 // between them, so that a slow path can take every one.
-func (w *wire) paced(f dataplane.Flows, n int) error {
+func (w *wire) paced(f loadgen.Flows, n int) error {
 	if err := w.lg.SetFlows(f); err != nil {
 		return err
 	}
@@ -363,7 +364,7 @@ func splitText(got map[byte]uint64, want map[byte]float64) string {
 
 func (w *wire) run(ctx context.Context, r *Report, o Options, work string) error {
 	o.logf("scenario 1: ceiling (MAC rewrite + XDP_TX, no lookup) on the wire")
-	var ceil *dataplane.Attachment
+	var ceil *loadgen.Attachment
 	if err := w.lb.Do(func() (err error) { ceil, err = w.lg.AttachCeiling(w.lbIf); return }); err != nil {
 		return err
 	}
@@ -487,7 +488,7 @@ func (w *wire) profileSlowPath(r *Report, o Options) error {
 		got <- result{b, err}
 	}()
 	w.synSeq += synSeqStride
-	f := dataplane.Flows{Template: template(64, wireSynBase, true), AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
+	f := loadgen.Flows{Template: template(64, wireSynBase, true), AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
 	w.senders, w.synSenders = w.synSenders, w.senders
 	_, err := w.measure(f, time.Duration(secs)*time.Second+200*time.Millisecond)
 	w.senders, w.synSenders = w.synSenders, w.senders
@@ -556,7 +557,7 @@ func (w *wire) synStream(r *Report, o Options, subject string, made func() (uint
 	defer func() { w.senders, w.synSenders = w.synSenders, w.senders }()
 	for i := 0; i < o.Repeats; i++ {
 		w.synSeq += synSeqStride
-		f := dataplane.Flows{Template: t, AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
+		f := loadgen.Flows{Template: t, AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
 		s, err := w.measure(f, o.Sample)
 		if err != nil {
 			return err
@@ -589,7 +590,7 @@ const nftWire = `table ip xipvs_bench {
 func (w *wire) nftables(r *Report, o Options) (err error) {
 	// A native program on eth0 so that the generator's frames arrive
 	// (veth trap 1); it passes everything to the stack.
-	if err := w.lb.Do(func() error { return dataplane.AttachPass(w.lbIf) }); err != nil {
+	if err := w.lb.Do(func() error { return pass.Attach(w.lbIf) }); err != nil {
 		return err
 	}
 	rules := fmt.Sprintf(nftWire, wireVIP, wireReals[0], wireReals[1], wireReals[1], wireReals[2], wireReals[2], wireReals[2])

@@ -31,15 +31,23 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
 
-/* Forwarding methods, as IPVS IP_VS_CONN_F_* low bits. */
-#define FWD_MASQ 0
-#define FWD_TUNNEL 2
-#define FWD_DROUTE 3
-#define FWD_FULLNAT 5 /* DPVS's DPVS_FWD_MODE_FNAT */
+/* The named enums below are shared with Go: bpf2go generates their Go
+ * constants from the object's BTF (-type), so they are never copied by
+ * hand. */
 
-/* conn.flags */
-#define CONN_F_REPLY 0x1   /* a reply entry (real server -> client) */
-#define CONN_F_FULLNAT 0x2 /* either entry of a FULLNAT connection */
+/* Forwarding methods (real.fwd), as IPVS IP_VS_CONN_F_* low bits. */
+enum fwd_method {
+	FWD_MASQ = 0,
+	FWD_TUNNEL = 2,
+	FWD_DROUTE = 3,
+	FWD_FULLNAT = 5, /* DPVS's DPVS_FWD_MODE_FNAT */
+};
+
+/* conn_val.flags */
+enum conn_flag {
+	CONN_F_REPLY = 0x1,   /* a reply entry (real server -> client) */
+	CONN_F_FULLNAT = 0x2, /* either entry of a FULLNAT connection */
+};
 
 /* TOA: the client's address as a TCP option (the toa module's format). */
 #define TCPOPT_TOA 254
@@ -48,28 +56,32 @@
 #define IPIP_HLEN 20
 
 /* real.flags */
-#define REAL_F_MAC_VALID 0x1
+enum real_flag {
+	REAL_F_MAC_VALID = 0x1,
+};
 
-/* IPVS TCP states (include/uapi/linux/ip_vs.h numbering). */
-#define TCPS_NONE 0
-#define TCPS_ESTABLISHED 1
-#define TCPS_SYN_SENT 2
-#define TCPS_SYN_RECV 3
-#define TCPS_FIN_WAIT 4
-#define TCPS_TIME_WAIT 5
-#define TCPS_CLOSE 6
-#define TCPS_CLOSE_WAIT 7
-#define TCPS_LAST_ACK 8
-#define TCPS_LISTEN 9
-#define TCPS_SYNACK 10
-#define TCPS_LAST 11
+/* IPVS TCP states (include/uapi/linux/ip_vs.h numbering), conn_val.state. */
+enum tcp_state {
+	TCPS_NONE = 0,
+	TCPS_ESTABLISHED = 1,
+	TCPS_SYN_SENT = 2,
+	TCPS_SYN_RECV = 3,
+	TCPS_FIN_WAIT = 4,
+	TCPS_TIME_WAIT = 5,
+	TCPS_CLOSE = 6,
+	TCPS_CLOSE_WAIT = 7,
+	TCPS_LAST_ACK = 8,
+	TCPS_LISTEN = 9,
+	TCPS_SYNACK = 10,
+	TCPS_LAST = 11,
+};
 
 /* The fast path refreshes conn.last_seen at most this often, so a busy
  * flow does not write the shared entry on every packet. */
 #define LAST_SEEN_GRANULARITY_NS 1000000000ULL
 
 /* Global counters (stats map index). */
-enum {
+enum stat_idx {
 	STAT_PASS = 0,        /* passed to the kernel: not ours */
 	STAT_FWD,             /* connection hit, forwarded */
 	STAT_SLOW_PATH,       /* new flow handed to AF_XDP */

@@ -240,6 +240,16 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	return to_slow_path(ctx, stat);
 }
 
+/* Names the shared enums in the object's BTF, so that bpf2go can generate
+ * their Go constants; never read. */
+const volatile struct shared_enums {
+	enum fwd_method fwd;
+	enum conn_flag conn_flag;
+	enum real_flag real_flag;
+	enum tcp_state tcp_state;
+	enum stat_idx stat;
+} xipvs_shared_enums;
+
 SEC("xdp")
 int xipvs_director(struct xdp_md *ctx)
 {

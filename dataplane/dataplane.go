@@ -40,13 +40,6 @@ const (
 // Fwd is a forwarding method as the data plane encodes it.
 type Fwd uint8
 
-// Forwarding methods (IPVS IP_VS_CONN_F_* numbering; FULLNAT as DPVS).
-const (
-	FwdMasq    Fwd = 0
-	FwdTunnel  Fwd = 2
-	FwdRoute   Fwd = 3
-	FwdFullNAT Fwd = 5
-)
 
 // ServiceKey identifies a virtual service in the data plane.
 type ServiceKey struct {
@@ -77,14 +70,6 @@ type ConnKey struct {
 
 // ConnFlags mark what kind of entry a Conn is (bpf/consts.h CONN_F_*).
 type ConnFlags uint8
-
-const (
-	// ConnReply marks the reply entry of a NAT or FULLNAT connection,
-	// keyed by the real server's reply tuple.
-	ConnReply ConnFlags = 0x1
-	// ConnFullNAT marks both entries of a FULLNAT connection.
-	ConnFullNAT ConnFlags = 0x2
-)
 
 // Conn is a connection entry. DR and TUN connections have one, keyed by
 // the client's tuple. NAT and FULLNAT connections have two: the forward
@@ -198,10 +183,6 @@ func Open(opts Options) (*Dataplane, error) {
 		copts.Maps.PinPath = opts.PinDir
 	}
 	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load director: %+v", ve)
-		}
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
 			return nil, fmt.Errorf("the maps pinned in %s do not fit this xipvsd (%w): another version or --conn-table-size made them; "+
 				"start with --flush to discard them and every connection they hold", opts.PinDir, err)
@@ -427,8 +408,6 @@ func (d *Dataplane) syncNATSource(addr netip.Addr) error {
 	return nil
 }
 
-const realFlagMACValid = 0x1
-
 // DeleteReal clears real server id; connections still naming it are
 // dropped by the fast path until they expire.
 func (d *Dataplane) DeleteReal(id uint32) error {
@@ -507,38 +486,13 @@ func (d *Dataplane) WalkConns(fn func(ConnKey, Conn) bool) error {
 	}
 }
 
-// Counter indexes of the global counters (bpf/consts.h STAT_*).
-const (
-	StatPass = iota
-	StatFwd
-	StatSlowPath
-	StatDropNoXSK
-	StatDropNoMAC
-	StatDropNoReal
-	StatPassMalformed
-	StatPassFragment
-	StatReply
-	StatICMPFragNeeded
-	StatDropTooBig
-	StatTOASkipped
-	StatDropAdjust
-	numStats
-)
-
-// StatNames names the global counters, by index.
-var StatNames = [numStats]string{
-	"pass", "forward", "slow_path", "drop_no_xsk", "drop_no_mac",
-	"drop_no_real", "pass_malformed", "pass_fragment", "reply",
-	"icmp_frag_needed", "drop_too_big", "toa_skipped", "drop_adjust",
-}
-
 // Counters returns the data plane's global counters summed over CPUs.
-func (d *Dataplane) Counters() ([numStats]uint64, error) {
-	var out [numStats]uint64
+func (d *Dataplane) Counters() ([NumStats]uint64, error) {
+	var out [NumStats]uint64
 	for i := range out {
 		var per []uint64
 		if err := d.objs.Stats.Lookup(uint32(i), &per); err != nil {
-			return out, fmt.Errorf("read counter %s: %w", StatNames[i], err)
+			return out, fmt.Errorf("read counter %s: %w", StatNames()[i], err)
 		}
 		for _, v := range per {
 			out[i] += v
@@ -573,81 +527,6 @@ func (v Verdict) String() string {
 		return "XDP_REDIRECT"
 	}
 	return fmt.Sprintf("XDP(%d)", uint32(v))
-}
-
-// xdpMd mirrors struct xdp_md for BPF_PROG_RUN's context.
-type xdpMd struct {
-	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
-}
-
-// maxFrame bounds the output of one Program.Run.
-const maxFrame = 4096
-
-// Run runs the director program once on frame as if it arrived on
-// ifindex (0: no interface) and rx queue; it returns the verdict and the
-// frame as the program left it. The slow path forwards a new flow's first
-// packet with this, so every packet transform has one definition.
-func (d *Dataplane) Run(frame []byte, ifindex, queue uint32) (Verdict, []byte, error) {
-	out := make([]byte, maxFrame)
-	opts := &ebpf.RunOptions{Data: frame, DataOut: out}
-	if ifindex != 0 {
-		opts.Context = xdpMd{DataEnd: uint32(len(frame)), IngressIfindex: ifindex, RxQueueIndex: queue}
-	}
-	ret, err := d.objs.XipvsDirector.Run(opts)
-	if err != nil {
-		return 0, nil, fmt.Errorf("run director: %w", err)
-	}
-	return Verdict(ret), opts.DataOut, nil
-}
-
-// Benchmark runs the program repeat times on frame in the kernel
-// (BPF_PROG_RUN with Repeat) and returns the verdict and the mean time per
-// run. Without a context the kernel presents the frame as received on the
-// loopback device (ifindex 1) queue 0.
-func (d *Dataplane) Benchmark(frame []byte, repeat int) (Verdict, time.Duration, error) {
-	ret, dur, err := d.objs.XipvsDirector.Benchmark(frame, repeat, nil)
-	if err != nil {
-		return 0, 0, fmt.Errorf("benchmark director: %w", err)
-	}
-	return Verdict(ret), dur, nil
-}
-
-// SetInterfaceForTest registers an interface in the ifaces map without
-// attaching anything, so that Program.Run can forward as if it arrived
-// there. Tests and benchmarks use it with ifindex 1 (loopback).
-func (d *Dataplane) SetInterfaceForTest(ifindex int, mac net.HardwareAddr, slot uint16) error {
-	var v directorIface
-	copy(v.Mac[:], mac)
-	v.Slot = slot
-	if err := d.objs.Ifaces.Put(uint32(ifindex), &v); err != nil {
-		return fmt.Errorf("set iface %d: %w", ifindex, err)
-	}
-	d.realsMu.Lock()
-	d.ifaceMACs[ifindex] = append(net.HardwareAddr(nil), mac...)
-	d.realsMu.Unlock()
-	return nil
-}
-
-// AttachPass attaches an XDP_PASS program natively to ifindex through
-// netlink, in the calling thread's namespace. It stays attached after the
-// process exits, until the link or its namespace goes away. Topologies
-// put it on the receiving peer of every veth that XDP transmits into:
-// without a native program there, XDP_TX and redirects into the veth are
-// silently dropped.
-func AttachPass(ifindex int) error {
-	var objs passObjects
-	if err := loadPassObjects(&objs, nil); err != nil {
-		return fmt.Errorf("load pass program: %w", err)
-	}
-	defer objs.Close()
-	l, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return fmt.Errorf("link %d: %w", ifindex, err)
-	}
-	if err := netlink.LinkSetXdpFdWithFlags(l, objs.XipvsPass.FD(), unix.XDP_FLAGS_DRV_MODE); err != nil {
-		return fmt.Errorf("attach pass program to %s: %w", l.Attrs().Name, err)
-	}
-	return nil
 }
 
 // Traffic is what passed through the director for one real server:

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type directorConnFlag uint32
+
+const (
+	directorConnFlagCONN_F_REPLY   directorConnFlag = 1
+	directorConnFlagCONN_F_FULLNAT directorConnFlag = 2
+)
+
 type directorConnKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -40,6 +47,15 @@ type directorConnVal struct {
 	Smac     [6]uint8
 }
 
+type directorFwdMethod uint32
+
+const (
+	directorFwdMethodFWD_MASQ    directorFwdMethod = 0
+	directorFwdMethodFWD_TUNNEL  directorFwdMethod = 2
+	directorFwdMethodFWD_DROUTE  directorFwdMethod = 3
+	directorFwdMethodFWD_FULLNAT directorFwdMethod = 5
+)
+
 type directorIface struct {
 	_    structs.HostLayout
 	Mac  [6]uint8
@@ -58,6 +74,12 @@ type directorReal struct {
 	TunSrc  uint32
 }
 
+type directorRealFlag uint32
+
+const (
+	directorRealFlagREAL_F_MAC_VALID directorRealFlag = 1
+)
+
 type directorRealStats struct {
 	_        structs.HostLayout
 	Inpkts   uint64
@@ -65,6 +87,34 @@ type directorRealStats struct {
 	Outpkts  uint64
 	Outbytes uint64
 }
+
+type directorSharedEnums struct {
+	_        structs.HostLayout
+	Fwd      uint32
+	ConnFlag uint32
+	RealFlag uint32
+	TcpState uint32
+	Stat     uint32
+}
+
+type directorStatIdx uint32
+
+const (
+	directorStatIdxSTAT_PASS             directorStatIdx = 0
+	directorStatIdxSTAT_FWD              directorStatIdx = 1
+	directorStatIdxSTAT_SLOW_PATH        directorStatIdx = 2
+	directorStatIdxSTAT_DROP_NO_XSK      directorStatIdx = 3
+	directorStatIdxSTAT_DROP_NO_MAC      directorStatIdx = 4
+	directorStatIdxSTAT_DROP_NO_REAL     directorStatIdx = 5
+	directorStatIdxSTAT_PASS_MALFORMED   directorStatIdx = 6
+	directorStatIdxSTAT_PASS_FRAGMENT    directorStatIdx = 7
+	directorStatIdxSTAT_REPLY            directorStatIdx = 8
+	directorStatIdxSTAT_ICMP_FRAG_NEEDED directorStatIdx = 9
+	directorStatIdxSTAT_DROP_TOO_BIG     directorStatIdx = 10
+	directorStatIdxSTAT_TOA_SKIPPED      directorStatIdx = 11
+	directorStatIdxSTAT_DROP_ADJUST      directorStatIdx = 12
+	directorStatIdxSTAT_MAX              directorStatIdx = 13
+)
 
 type directorSvcKey struct {
 	_     structs.HostLayout
@@ -80,20 +130,38 @@ type directorSvcVal struct {
 	Flags uint32
 }
 
+type directorTcpState uint32
+
+const (
+	directorTcpStateTCPS_NONE        directorTcpState = 0
+	directorTcpStateTCPS_ESTABLISHED directorTcpState = 1
+	directorTcpStateTCPS_SYN_SENT    directorTcpState = 2
+	directorTcpStateTCPS_SYN_RECV    directorTcpState = 3
+	directorTcpStateTCPS_FIN_WAIT    directorTcpState = 4
+	directorTcpStateTCPS_TIME_WAIT   directorTcpState = 5
+	directorTcpStateTCPS_CLOSE       directorTcpState = 6
+	directorTcpStateTCPS_CLOSE_WAIT  directorTcpState = 7
+	directorTcpStateTCPS_LAST_ACK    directorTcpState = 8
+	directorTcpStateTCPS_LISTEN      directorTcpState = 9
+	directorTcpStateTCPS_SYNACK      directorTcpState = 10
+	directorTcpStateTCPS_LAST        directorTcpState = 11
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	directorMapConns          = "conns"
-	directorMapIfaces         = "ifaces"
-	directorMapNatSources     = "nat_sources"
-	directorMapRealTraffic    = "real_traffic"
-	directorMapReals          = "reals"
-	directorMapServices       = "services"
-	directorMapStats          = "stats"
-	directorMapTxPorts        = "tx_ports"
-	directorMapXsks           = "xsks"
-	directorProgXipvsDirector = "xipvs_director"
+	directorMapConns            = "conns"
+	directorMapIfaces           = "ifaces"
+	directorMapNatSources       = "nat_sources"
+	directorMapRealTraffic      = "real_traffic"
+	directorMapReals            = "reals"
+	directorMapServices         = "services"
+	directorMapStats            = "stats"
+	directorMapTxPorts          = "tx_ports"
+	directorMapXsks             = "xsks"
+	directorProgXipvsDirector   = "xipvs_director"
+	directorVarXipvsSharedEnums = "xipvs_shared_enums"
 )
 
 // loadDirector returns the embedded CollectionSpec for director.
@@ -160,6 +228,7 @@ type directorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type directorVariableSpecs struct {
+	XipvsSharedEnums *ebpf.VariableSpec `ebpf:"xipvs_shared_enums"`
 }
 
 // directorObjects contains all objects after they have been loaded into the kernel.
@@ -211,6 +280,7 @@ func (m *directorMaps) Close() error {
 //
 // It can be passed to loadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type directorVariables struct {
+	XipvsSharedEnums *ebpf.Variable `ebpf:"xipvs_shared_enums"`
 }
 
 // directorPrograms contains all programs after they have been loaded into the kernel.

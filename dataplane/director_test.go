@@ -29,10 +29,10 @@ var (
 // loopback device (ifindex 1), queue 0.
 const loIfindex = 1
 
-func openDirector(t *testing.T) *dataplane.Dataplane {
+func openDirector(t *testing.T) *dataplane.Harness {
 	t.Helper()
 	testutil.RequirePrivileged(t)
-	d, err := dataplane.Open(dataplane.Options{ConnTableSize: 1024})
+	d, err := dataplane.OpenHarness(1024)
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -41,7 +41,7 @@ func openDirector(t *testing.T) *dataplane.Dataplane {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	if err := d.SetInterfaceForTest(loIfindex, ifMAC, 0); err != nil {
+	if err := d.SetInterface(loIfindex, ifMAC, 0); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -53,7 +53,7 @@ func tcpKey(sport uint16) dataplane.ConnKey {
 
 // setup installs a TCP and a UDP service on the VIP with one real
 // server (id 1, MAC resolved) and one real whose MAC is unknown (id 2).
-func setup(t *testing.T, d *dataplane.Dataplane) {
+func setup(t *testing.T, d *dataplane.Harness) {
 	t.Helper()
 	for _, k := range []dataplane.ServiceKey{{VIP: vip, Port: 80, Proto: 6}, {VIP: vip, Port: 53, Proto: 17}} {
 		if err := d.SetService(k, 1); err != nil {

@@ -29,7 +29,7 @@ const (
 	fullnatID = 13
 )
 
-func setupModes(t *testing.T, d *dataplane.Dataplane) {
+func setupModes(t *testing.T, d *dataplane.Harness) {
 	t.Helper()
 	for _, k := range []dataplane.ServiceKey{{VIP: vip, Port: 80, Proto: 6}, {VIP: vip, Port: 53, Proto: 17}} {
 		if err := d.SetService(k, 1); err != nil {
@@ -50,7 +50,7 @@ func setupModes(t *testing.T, d *dataplane.Dataplane) {
 }
 
 // flow writes the entries of a new connection as the slow path does.
-func flow(t *testing.T, d *dataplane.Dataplane, k dataplane.ConnKey, dec dataplane.Decision, state conntrack.State) {
+func flow(t *testing.T, d *dataplane.Harness, k dataplane.ConnKey, dec dataplane.Decision, state conntrack.State) {
 	t.Helper()
 	f := dataplane.NewFlow{Key: k, Ifindex: loIfindex, SrcMAC: clientMAC}
 	if err := d.SetConns(f, dec, dataplane.Now()); err != nil {
@@ -65,7 +65,7 @@ func flow(t *testing.T, d *dataplane.Dataplane, k dataplane.ConnKey, dec datapla
 	}
 }
 
-func run(t *testing.T, d *dataplane.Dataplane, in []byte) (dataplane.Verdict, []byte) {
+func run(t *testing.T, d *dataplane.Harness, in []byte) (dataplane.Verdict, []byte) {
 	t.Helper()
 	v, out, err := d.Run(in, 0, 0)
 	if err != nil {

@@ -175,7 +175,7 @@ func (r *Resolver) update(addr netip.Addr, ifindex int, mac net.HardwareAddr) {
 	}
 	r.mu.Unlock()
 	if changed {
-		r.log.Info("real server MAC", "addr", addr, "ifindex", ifindex, "mac", mac)
+		r.log.Info("real server MAC", "addr", addr, "ifindex", ifindex, "mac", mac.String())
 		r.onChange(addr, ifindex, mac)
 	}
 }

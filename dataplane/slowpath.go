@@ -202,7 +202,7 @@ func (sp *slowPath) handle(qs queueSock, frame []byte) {
 	if !fwd {
 		return
 	}
-	verdict, out, err := sp.d.Run(frame, uint32(qs.ifindex), uint32(qs.queue))
+	verdict, out, err := sp.d.run(frame, uint32(qs.ifindex), uint32(qs.queue))
 	if err != nil {
 		sp.failed.Add(1)
 		sp.d.log.Warn("slow path run", "err", err)

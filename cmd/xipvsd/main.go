@@ -506,7 +506,7 @@ func (b *backend) Info() api.Info {
 	if c, err := b.dp.Counters(); err == nil {
 		var total uint64
 		for i, v := range c {
-			info.Counters["xdp_"+dataplane.StatNames[i]] = v
+			info.Counters["xdp_"+dataplane.StatNames()[i]] = v
 			total += v
 		}
 		info.Counters["xdp_rx"] = total

@@ -109,7 +109,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.reals, float64(nreals))
 	if ctr, err := c.dp.Counters(); err == nil {
 		for i, v := range ctr {
-			counter(c.xdp, v, dataplane.StatNames[i])
+			counter(c.xdp, v, dataplane.StatNames()[i])
 		}
 	}
 	sp := c.dp.SlowPathStats()

@@ -20,8 +20,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
-
-	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/decap"
 )
 
 // Modes and decapsulations.
@@ -264,7 +263,7 @@ func Up(o Options) (changes []string, err error) {
 		if st.DecapInterface != "" && st.DecapInterface != dev {
 			return changes, fmt.Errorf("the decap program is on %s already; run down first to move it to %s", st.DecapInterface, dev)
 		}
-		attached, err := dataplane.AttachDecap(dev, o.VIPs)
+		attached, err := decap.Attach(dev, o.VIPs)
 		if err != nil {
 			return changes, err
 		}
@@ -289,7 +288,7 @@ func Down(stateFile string) (changes []string, err error) {
 	}
 	var errs []error
 	if st.DecapInterface != "" {
-		detached, err := dataplane.DetachDecap(st.DecapInterface)
+		detached, err := decap.Detach(st.DecapInterface)
 		if err != nil {
 			errs = append(errs, err)
 		} else if detached {

@@ -6,7 +6,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/pass"
 )
 
 // Host is one namespace on a LAN, with eth0 on the LAN's bridge.
@@ -97,7 +97,7 @@ func (l *LAN) AddHost(name string, addr netip.Prefix, o HostOptions) (*Host, err
 			if err != nil {
 				return err
 			}
-			return dataplane.AttachPass(ifc.Index)
+			return pass.Attach(ifc.Index)
 		}); err != nil {
 			return nil, err
 		}
@@ -138,7 +138,7 @@ func (l *LAN) Attach(h *Host, name, dev string, addr netip.Prefix, o HostOptions
 			if err != nil {
 				return err
 			}
-			return dataplane.AttachPass(ifc.Index)
+			return pass.Attach(ifc.Index)
 		}); err != nil {
 			return err
 		}

@@ -1,4 +1,9 @@
-package dataplane
+// Package loadgen holds the benchmark harness's XDP programs
+// (bpf/loadgen.bpf.c): a live-frames packet generator, a sink that counts
+// frames per destination MAC and drops them, and the ceiling forwarder
+// (MAC rewrite and XDP_TX, nothing else). They are tools of the bench, not
+// part of the director.
+package loadgen
 
 import (
 	"encoding/binary"
@@ -10,26 +15,25 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/xipvs/xipvs/dataplane"
 	"golang.org/x/sys/unix"
 )
 
-// Loadgen holds the benchmark harness's XDP programs (bpf/loadgen.bpf.c):
-// a live-frames packet generator, a sink that counts frames per
-// destination MAC and drops them, and the ceiling forwarder (MAC rewrite
-// and XDP_TX, nothing else).
-type Loadgen struct {
+// Programs are the loaded generator, sink and ceiling programs.
+type Programs struct {
 	objs  loadgenObjects
 	links []link.Link
 }
 
-// LoadgenOptions configures OpenLoadgen.
-type LoadgenOptions struct {
+// Options configures Open.
+type Options struct {
 	// CeilingDst and CeilingSrc are the MACs the ceiling program writes.
 	CeilingDst, CeilingSrc net.HardwareAddr
 }
 
-// OpenLoadgen loads the harness's programs.
-func OpenLoadgen(o LoadgenOptions) (*Loadgen, error) {
+// Open loads the harness's programs.
+func Open(o Options) (*Programs, error) {
 	spec, err := loadLoadgen()
 	if err != nil {
 		return nil, fmt.Errorf("load loadgen spec: %w", err)
@@ -41,7 +45,7 @@ func OpenLoadgen(o LoadgenOptions) (*Loadgen, error) {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	g := &Loadgen{}
+	g := &Programs{}
 	if err := spec.LoadAndAssign(&g.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -52,8 +56,8 @@ func OpenLoadgen(o LoadgenOptions) (*Loadgen, error) {
 	return g, nil
 }
 
-// Close detaches what the Loadgen attached and unloads it.
-func (g *Loadgen) Close() error {
+// Close detaches what Programs attached and unloads it.
+func (g *Programs) Close() error {
 	var err error
 	for i := len(g.links) - 1; i >= 0; i-- {
 		err = errors.Join(err, g.links[i].Close())
@@ -68,7 +72,7 @@ type Attachment struct{ l link.Link }
 // Close detaches the program.
 func (a *Attachment) Close() error { return a.l.Close() }
 
-func (g *Loadgen) attach(p *ebpf.Program, ifindex int) (*Attachment, error) {
+func (g *Programs) attach(p *ebpf.Program, ifindex int) (*Attachment, error) {
 	l, err := link.AttachXDP(link.XDPOptions{Program: p, Interface: ifindex, Flags: link.XDPDriverMode})
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to ifindex %d: %w", p, ifindex, err)
@@ -78,13 +82,13 @@ func (g *Loadgen) attach(p *ebpf.Program, ifindex int) (*Attachment, error) {
 
 // AttachSink attaches the counting sink natively to ifindex, in the
 // calling thread's network namespace.
-func (g *Loadgen) AttachSink(ifindex int) (*Attachment, error) {
+func (g *Programs) AttachSink(ifindex int) (*Attachment, error) {
 	return g.attach(g.objs.LoadgenSink, ifindex)
 }
 
 // AttachCeiling attaches the ceiling forwarder natively to ifindex, in
 // the calling thread's network namespace.
-func (g *Loadgen) AttachCeiling(ifindex int) (*Attachment, error) {
+func (g *Programs) AttachCeiling(ifindex int) (*Attachment, error) {
 	return g.attach(g.objs.LoadgenCeiling, ifindex)
 }
 
@@ -93,7 +97,7 @@ type SinkCount struct{ Pkts, Bytes uint64 }
 
 // SinkCounts returns the sink's counts by the last byte of the
 // destination MAC, summed over CPUs; MACs with nothing counted are left out.
-func (g *Loadgen) SinkCounts() (map[byte]SinkCount, error) {
+func (g *Programs) SinkCounts() (map[byte]SinkCount, error) {
 	out := map[byte]SinkCount{}
 	var (
 		k  uint32
@@ -117,7 +121,7 @@ func (g *Loadgen) SinkCounts() (map[byte]SinkCount, error) {
 }
 
 // ResetSink zeroes the sink's counts.
-func (g *Loadgen) ResetSink() error {
+func (g *Programs) ResetSink() error {
 	zero := make([]loadgenSinkCount, ebpf.MustPossibleCPU())
 	for k := uint32(0); k < 256; k++ {
 		if err := g.objs.SinkCounts.Put(k, zero); err != nil {
@@ -149,7 +153,7 @@ const (
 )
 
 // SetFlows loads f into the generator and sets its sequence to f.Start.
-func (g *Loadgen) SetFlows(f Flows) error {
+func (g *Programs) SetFlows(f Flows) error {
 	t := f.Template
 	if len(t) < genHdrLen || binary.BigEndian.Uint16(t[12:]) != unix.ETH_P_IP ||
 		t[genIPOff] != 0x45 || t[genIPOff+9] != unix.IPPROTO_TCP || t[genTCPOff+12]>>4 != 5 {
@@ -181,7 +185,7 @@ func (g *Loadgen) SetFlows(f Flows) error {
 }
 
 // Seq returns how many frames the generator has numbered (Start included).
-func (g *Loadgen) Seq() (uint64, error) {
+func (g *Programs) Seq() (uint64, error) {
 	var v uint64
 	if err := g.objs.GenSeq.Lookup(uint32(0), &v); err != nil {
 		return 0, fmt.Errorf("read generator sequence: %w", err)
@@ -229,7 +233,7 @@ func genSums(t []byte) (ip, tcp uint32) {
 // run writes the next flow into a frame made from f.Template and
 // transmits it out of ifindex. batch is the kernel's frames per batch
 // (0: its default, 64).
-func (g *Loadgen) Send(ifindex int, template []byte, n, batch uint32) error {
+func (g *Programs) Send(ifindex int, template []byte, n, batch uint32) error {
 	opts := &ebpf.RunOptions{
 		Data:      template,
 		Context:   xdpMd{DataEnd: uint32(len(template)), IngressIfindex: uint32(ifindex)},
@@ -243,23 +247,23 @@ func (g *Loadgen) Send(ifindex int, template []byte, n, batch uint32) error {
 	return nil
 }
 
-// LoadgenProgram names one of the Loadgen's programs.
-type LoadgenProgram int
+// Program names one of the harness's programs.
+type Program int
 
-// The Loadgen's programs.
+// The harness's programs.
 const (
-	GenProgram LoadgenProgram = iota
-	SinkProgram
-	CeilingProgram
+	Gen Program = iota
+	Sink
+	Ceiling
 )
 
-func (g *Loadgen) prog(p LoadgenProgram) (*ebpf.Program, error) {
+func (g *Programs) prog(p Program) (*ebpf.Program, error) {
 	switch p {
-	case GenProgram:
+	case Gen:
 		return g.objs.LoadgenGen, nil
-	case SinkProgram:
+	case Sink:
 		return g.objs.LoadgenSink, nil
-	case CeilingProgram:
+	case Ceiling:
 		return g.objs.LoadgenCeiling, nil
 	}
 	return nil, fmt.Errorf("no loadgen program %d", p)
@@ -267,22 +271,22 @@ func (g *Loadgen) prog(p LoadgenProgram) (*ebpf.Program, error) {
 
 // Run runs program p once on frame (not live: nothing is transmitted)
 // and returns its verdict and the frame as it left it.
-func (g *Loadgen) Run(p LoadgenProgram, frame []byte) (Verdict, []byte, error) {
+func (g *Programs) Run(p Program, frame []byte) (dataplane.Verdict, []byte, error) {
 	prog, err := g.prog(p)
 	if err != nil {
 		return 0, nil, err
 	}
-	opts := &ebpf.RunOptions{Data: frame, DataOut: make([]byte, maxFrame)}
+	opts := &ebpf.RunOptions{Data: frame, DataOut: make([]byte, 4096)}
 	ret, err := prog.Run(opts)
 	if err != nil {
 		return 0, nil, fmt.Errorf("run %s: %w", prog, err)
 	}
-	return Verdict(ret), opts.DataOut, nil
+	return dataplane.Verdict(ret), opts.DataOut, nil
 }
 
 // Benchmark runs program p repeat times on frame (BPF_PROG_RUN with
 // Repeat, not live) and returns its verdict and the mean time per run.
-func (g *Loadgen) Benchmark(p LoadgenProgram, frame []byte, repeat int) (Verdict, time.Duration, error) {
+func (g *Programs) Benchmark(p Program, frame []byte, repeat int) (dataplane.Verdict, time.Duration, error) {
 	prog, err := g.prog(p)
 	if err != nil {
 		return 0, 0, err
@@ -291,5 +295,10 @@ func (g *Loadgen) Benchmark(p LoadgenProgram, frame []byte, repeat int) (Verdict
 	if err != nil {
 		return 0, 0, fmt.Errorf("benchmark %s: %w", prog, err)
 	}
-	return Verdict(ret), dur, nil
+	return dataplane.Verdict(ret), dur, nil
+}
+
+// xdpMd mirrors struct xdp_md for BPF_PROG_RUN's context.
+type xdpMd struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
 }

@@ -1,4 +1,4 @@
-package dataplane_test
+package loadgen_test
 
 import (
 	"bytes"
@@ -11,13 +11,14 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/loadgen"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
-func openLoadgen(t *testing.T, dst, src net.HardwareAddr) *dataplane.Loadgen {
+func openLoadgen(t *testing.T, dst, src net.HardwareAddr) *loadgen.Programs {
 	t.Helper()
 	testutil.RequirePrivileged(t)
-	g, err := dataplane.OpenLoadgen(dataplane.LoadgenOptions{CeilingDst: dst, CeilingSrc: src})
+	g, err := loadgen.Open(loadgen.Options{CeilingDst: dst, CeilingSrc: src})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestLoadgenGenerator(t *testing.T) {
 			Src: netip.MustParseAddr("10.78.0.1"), Dst: netip.MustParseAddr("10.77.0.100"),
 			SrcPort: 1024, DstPort: 80, ACK: true, Payload: bytes.Repeat([]byte{0xa5}, size-54),
 		}.Build()
-		f := dataplane.Flows{Template: tmpl, AddrBase: netip.MustParseAddr("10.78.0.1"), PortBase: 1024, Ports: 3, Count: 7, Start: 5}
+		f := loadgen.Flows{Template: tmpl, AddrBase: netip.MustParseAddr("10.78.0.1"), PortBase: 1024, Ports: 3, Count: 7, Start: 5}
 		if err := g.SetFlows(f); err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +50,7 @@ func TestLoadgenGenerator(t *testing.T) {
 			if i%2 == 1 {
 				in = mangled
 			}
-			v, out, err := g.Run(dataplane.GenProgram, in)
+			v, out, err := g.Run(loadgen.Gen, in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,7 +81,7 @@ func TestLoadgenGenerator(t *testing.T) {
 	if err != nil || seq != 15 {
 		t.Fatalf("sequence %d (%v), want 15", seq, err)
 	}
-	if err := g.SetFlows(dataplane.Flows{Template: []byte{1, 2, 3}}); err == nil {
+	if err := g.SetFlows(loadgen.Flows{Template: []byte{1, 2, 3}}); err == nil {
 		t.Fatal("a short template was accepted")
 	}
 }
@@ -94,7 +95,7 @@ func TestLoadgenSinkAndCeiling(t *testing.T) {
 		SrcPort: 1024, DstPort: 80, ACK: true, Payload: make([]byte, 10),
 	}.Build()
 
-	v, out, err := g.Run(dataplane.CeilingProgram, ipFrame)
+	v, out, err := g.Run(loadgen.Ceiling, ipFrame)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,20 +108,20 @@ func TestLoadgenSinkAndCeiling(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		if v, _, err := g.Run(dataplane.SinkProgram, out); err != nil || v != dataplane.XDPDrop {
+		if v, _, err := g.Run(loadgen.Sink, out); err != nil || v != dataplane.XDPDrop {
 			t.Fatalf("sink: verdict %v (%v), want XDP_DROP", v, err)
 		}
 	}
 	arp := append(append([]byte(nil), out[:12]...), 0x08, 0x06)
 	arp = append(arp, make([]byte, 28)...)
-	if v, _, err := g.Run(dataplane.SinkProgram, arp); err != nil || v != dataplane.XDPPass {
+	if v, _, err := g.Run(loadgen.Sink, arp); err != nil || v != dataplane.XDPPass {
 		t.Fatalf("sink, ARP: verdict %v (%v), want XDP_PASS", v, err)
 	}
 	counts, err := g.SinkCounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCounts := map[byte]dataplane.SinkCount{0x0b: {Pkts: 3, Bytes: 3 * uint64(len(out))}}
+	wantCounts := map[byte]loadgen.SinkCount{0x0b: {Pkts: 3, Bytes: 3 * uint64(len(out))}}
 	if len(counts) != 1 || counts[0x0b] != wantCounts[0x0b] {
 		t.Fatalf("sink counts %v, want %v", counts, wantCounts)
 	}

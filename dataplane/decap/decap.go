@@ -1,4 +1,8 @@
-package dataplane
+// Package decap is the real-server side of TUN: a small XDP program
+// (bpf/decap.bpf.c) that strips the outer header of IP-in-IP packets to
+// the VIPs and passes the inner packet to the stack, so that a real server
+// needs no ipip module.
+package decap
 
 import (
 	"errors"
@@ -17,13 +21,13 @@ const decapProgName = "xipvs_decap"
 // program that is not xipvs's decap program.
 var ErrForeignXDP = errors.New("another XDP program is attached")
 
-// AttachDecap makes ifname strip the outer header of IP-in-IP packets
+// Attach makes ifname strip the outer header of IP-in-IP packets
 // to any of vips (the real-server side of TUN). When the decap program
 // is already attached there, vips are added to its VIP set; otherwise
 // it is loaded and attached through netlink, natively when the driver
 // supports it, else in generic mode. The attachment outlives the
 // process. It reports whether this call attached the program.
-func AttachDecap(ifname string, vips []netip.Addr) (bool, error) {
+func Attach(ifname string, vips []netip.Addr) (bool, error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return false, fmt.Errorf("interface %s: %w", ifname, err)
@@ -58,7 +62,7 @@ func putVIPs(m *ebpf.Map, vips []netip.Addr) error {
 		if !v.Is4() {
 			return fmt.Errorf("VIP %v: only IPv4", v)
 		}
-		if err := m.Put(be32(v), uint8(1)); err != nil {
+		if err := m.Put(v.As4(), uint8(1)); err != nil {
 			return fmt.Errorf("decap VIP %v: %w", v, err)
 		}
 	}
@@ -98,9 +102,9 @@ func decapMap(l netlink.Link) (*ebpf.Map, error) {
 	return nil, fmt.Errorf("%s: the decap program's VIP map is missing", l.Attrs().Name)
 }
 
-// DetachDecap removes the decap program from ifname; it reports false
+// Detach removes the decap program from ifname; it reports false
 // when it was not attached. Another program is left alone (an error).
-func DetachDecap(ifname string) (bool, error) {
+func Detach(ifname string) (bool, error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return false, fmt.Errorf("interface %s: %w", ifname, err)
@@ -116,9 +120,9 @@ func DetachDecap(ifname string) (bool, error) {
 	return true, nil
 }
 
-// DecapCounters returns what the decap program on ifname did: packets
+// Counters returns what the decap program on ifname did: packets
 // decapsulated, IP-in-IP packets to other addresses, failures.
-func DecapCounters(ifname string) (ok, notVIP, failed uint64, err error) {
+func Counters(ifname string) (ok, notVIP, failed uint64, err error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return 0, 0, 0, err

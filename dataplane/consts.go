@@ -1,0 +1,87 @@
+package dataplane
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// The constants below come from the named enums of bpf/consts.h, through
+// the Go types bpf2go generates from the object's BTF (-type): C and Go
+// cannot drift apart.
+
+// Forwarding methods (IPVS IP_VS_CONN_F_* numbering; FULLNAT as DPVS).
+const (
+	FwdMasq    = Fwd(directorFwdMethodFWD_MASQ)
+	FwdTunnel  = Fwd(directorFwdMethodFWD_TUNNEL)
+	FwdRoute   = Fwd(directorFwdMethodFWD_DROUTE)
+	FwdFullNAT = Fwd(directorFwdMethodFWD_FULLNAT)
+)
+
+// Connection entry flags.
+const (
+	// ConnReply marks the reply entry of a NAT or FULLNAT connection,
+	// keyed by the real server's reply tuple.
+	ConnReply = ConnFlags(directorConnFlagCONN_F_REPLY)
+	// ConnFullNAT marks both entries of a FULLNAT connection.
+	ConnFullNAT = ConnFlags(directorConnFlagCONN_F_FULLNAT)
+)
+
+const realFlagMACValid = uint8(directorRealFlagREAL_F_MAC_VALID)
+
+// Indexes of the global counters (Counters).
+const (
+	StatPass           = int(directorStatIdxSTAT_PASS)
+	StatFwd            = int(directorStatIdxSTAT_FWD)
+	StatSlowPath       = int(directorStatIdxSTAT_SLOW_PATH)
+	StatDropNoXSK      = int(directorStatIdxSTAT_DROP_NO_XSK)
+	StatDropNoMAC      = int(directorStatIdxSTAT_DROP_NO_MAC)
+	StatDropNoReal     = int(directorStatIdxSTAT_DROP_NO_REAL)
+	StatPassMalformed  = int(directorStatIdxSTAT_PASS_MALFORMED)
+	StatPassFragment   = int(directorStatIdxSTAT_PASS_FRAGMENT)
+	StatReply          = int(directorStatIdxSTAT_REPLY)
+	StatICMPFragNeeded = int(directorStatIdxSTAT_ICMP_FRAG_NEEDED)
+	StatDropTooBig     = int(directorStatIdxSTAT_DROP_TOO_BIG)
+	StatTOASkipped     = int(directorStatIdxSTAT_TOA_SKIPPED)
+	StatDropAdjust     = int(directorStatIdxSTAT_DROP_ADJUST)
+	// NumStats is how many global counters there are.
+	NumStats = int(directorStatIdxSTAT_MAX)
+)
+
+// StatNames names the global counters by index, as bpf/consts.h's enum
+// stat_idx does without its STAT_ prefix, in lower case ("drop_no_xsk").
+// The names are read from the object's BTF.
+var StatNames = sync.OnceValue(func() []string {
+	names, err := enumNames("stat_idx", "STAT_", NumStats)
+	if err != nil {
+		panic(err) // the embedded object is built with its BTF
+	}
+	return names
+})
+
+// enumNames returns the names of a C enum's values 0..n-1, trimmed of
+// prefix and lower-cased.
+func enumNames(enum, prefix string, n int) ([]string, error) {
+	spec, err := loadDirector()
+	if err != nil {
+		return nil, err
+	}
+	var e *btf.Enum
+	if err := spec.Types.TypeByName(enum, &e); err != nil {
+		return nil, fmt.Errorf("enum %s in the director's BTF: %w", enum, err)
+	}
+	out := make([]string, n)
+	for _, v := range e.Values {
+		if v.Value < uint64(n) {
+			out[v.Value] = strings.ToLower(strings.TrimPrefix(v.Name, prefix))
+		}
+	}
+	for i, name := range out {
+		if name == "" {
+			return nil, fmt.Errorf("enum %s: no name for %d", enum, i)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,85 @@
+package dataplane
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Harness is the director program loaded without attaching it to any
+// interface, for running it on frames with BPF_PROG_RUN: the BPF tests
+// and the bench's cost table. xipvsd does not use it.
+type Harness struct {
+	*Dataplane
+}
+
+// OpenHarness loads the director program and its maps, unpinned and
+// attached nowhere, with a connection table of connTableSize entries.
+func OpenHarness(connTableSize uint32) (*Harness, error) {
+	d, err := Open(Options{ConnTableSize: connTableSize})
+	if err != nil {
+		return nil, err
+	}
+	return &Harness{Dataplane: d}, nil
+}
+
+// xdpMd mirrors struct xdp_md for BPF_PROG_RUN's context.
+type xdpMd struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// maxFrame bounds the output of one Program.Run.
+const maxFrame = 4096
+
+// run runs the director program once on frame as if it arrived on
+// ifindex (0: no interface) and rx queue; it returns the verdict and the
+// frame as the program left it.
+func (d *Dataplane) run(frame []byte, ifindex, queue uint32) (Verdict, []byte, error) {
+	out := make([]byte, maxFrame)
+	opts := &ebpf.RunOptions{Data: frame, DataOut: out}
+	if ifindex != 0 {
+		opts.Context = xdpMd{DataEnd: uint32(len(frame)), IngressIfindex: ifindex, RxQueueIndex: queue}
+	}
+	ret, err := d.objs.XipvsDirector.Run(opts)
+	if err != nil {
+		return 0, nil, fmt.Errorf("run director: %w", err)
+	}
+	return Verdict(ret), opts.DataOut, nil
+}
+
+// Run runs the director program once on frame as if it arrived on
+// ifindex (0: no interface) and rx queue; it returns the verdict and the
+// frame as the program left it.
+func (h *Harness) Run(frame []byte, ifindex, queue uint32) (Verdict, []byte, error) {
+	return h.run(frame, ifindex, queue)
+}
+
+// Benchmark runs the program repeat times on frame in the kernel
+// (BPF_PROG_RUN with Repeat) and returns the verdict and the mean time per
+// run. Without a context the kernel presents the frame as received on the
+// loopback device (ifindex 1) queue 0.
+func (h *Harness) Benchmark(frame []byte, repeat int) (Verdict, time.Duration, error) {
+	ret, dur, err := h.objs.XipvsDirector.Benchmark(frame, repeat, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("benchmark director: %w", err)
+	}
+	return Verdict(ret), dur, nil
+}
+
+// SetInterface registers an interface in the ifaces map without
+// attaching anything, so that Program.Run can forward as if the frame
+// arrived there. Tests and benchmarks use it with ifindex 1 (loopback).
+func (h *Harness) SetInterface(ifindex int, mac net.HardwareAddr, slot uint16) error {
+	var v directorIface
+	copy(v.Mac[:], mac)
+	v.Slot = slot
+	if err := h.objs.Ifaces.Put(uint32(ifindex), &v); err != nil {
+		return fmt.Errorf("set iface %d: %w", ifindex, err)
+	}
+	h.realsMu.Lock()
+	h.ifaceMACs[ifindex] = append(net.HardwareAddr(nil), mac...)
+	h.realsMu.Unlock()
+	return nil
+}
