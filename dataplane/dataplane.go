@@ -40,7 +40,6 @@ const (
 // Fwd is a forwarding method as the data plane encodes it.
 type Fwd uint8
 
-
 // ServiceKey identifies a virtual service in the data plane.
 type ServiceKey struct {
 	VIP   netip.Addr
