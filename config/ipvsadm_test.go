@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/xipvs/xipvs/sched"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -55,7 +57,7 @@ func TestParseArgs(t *testing.T) {
 			}
 		}},
 		{"-A -t 192.168.0.210:80 -s sh -b sh-fallback,sh-port", func(t *testing.T, c *Command) {
-			if b, err := ParseSchedFlags(c.Service.Scheduler, c.Service.SchedFlags); err != nil || b != SchedFlag1|SchedFlag2 {
+			if b, err := sched.ParseFlags(c.Service.Scheduler, c.Service.SchedFlags); err != nil || b != sched.FlagFallback|sched.FlagPort {
 				t.Errorf("flags %v: %v %v", c.Service.SchedFlags, b, err)
 			}
 		}},
@@ -181,5 +183,23 @@ func TestParseArgsErrors(t *testing.T) {
 				t.Errorf("%q: error of unexpected type %T: %v", line, err, err)
 			}
 		}
+	}
+}
+
+// TestUnknownSchedulerRefused: a scheduler name is checked by the
+// config package (through sched), so xipvsadm's local check of a rules
+// file refuses it before asking xipvsd.
+func TestUnknownSchedulerRefused(t *testing.T) {
+	if _, err := ParseArgs([]string{"-A", "-t", "192.0.2.1:80", "-s", "wlcx"}); !errors.Is(err, ErrNoScheduler) {
+		t.Errorf("-s wlcx: %v, want %v", err, ErrNoScheduler)
+	}
+	lines := []Line{{N: 1, Args: []string{"-A", "-t", "192.0.2.1:80", "-s", "rr"}}, {N: 2, Args: []string{"-E", "-t", "192.0.2.1:80", "-s", "nosuch"}}}
+	err := CheckLines(lines)
+	var le *LineError
+	if !errors.As(err, &le) || le.N != 2 || !errors.Is(err, ErrNoScheduler) {
+		t.Errorf("CheckLines: %v, want line 2: %v", err, ErrNoScheduler)
+	}
+	if _, err := ParseArgs([]string{"-A", "-t", "192.0.2.1:80", "-s", "rr", "-b", "sh-port"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("rr with sh-port: %v, want invalid", err)
 	}
 }

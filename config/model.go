@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/xipvs/xipvs/sched"
 )
 
 // Proto is a virtual service's transport protocol.
@@ -141,6 +143,10 @@ const (
 // ErrInvalid wraps every validation failure.
 var ErrInvalid = errors.New("invalid")
 
+// ErrNoScheduler is a service naming a scheduler xipvs does not have
+// (ipvsadm's message).
+var ErrNoScheduler = errors.New("Scheduler not found")
+
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
@@ -174,8 +180,11 @@ func (s Service) Validate() error {
 	if s.Scheduler == "" {
 		return invalid("no scheduler")
 	}
-	if _, err := ParseSchedFlags(s.Scheduler, s.SchedFlags); err != nil {
-		return err
+	if !sched.Known(s.Scheduler) {
+		return fmt.Errorf("%w: %q", ErrNoScheduler, s.Scheduler)
+	}
+	if _, err := sched.ParseFlags(s.Scheduler, s.SchedFlags); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if err := s.Check.Validate(); err != nil {
 		return err

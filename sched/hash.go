@@ -70,6 +70,9 @@ type sh struct {
 func init() { Register("sh", func() Scheduler { return &sh{} }) }
 
 func (s *sh) Name() string      { return "sh" }
+// FlagNames are ipvsadm's names of flag-1 and flag-2 for sh.
+func (s *sh) FlagNames() [2]string { return [2]string{"sh-fallback", "sh-port"} }
+
 func (s *sh) SetFlags(f Flags)  { s.flags = f }
 func (s *sh) Update(ds []*Dest) { weightedBuckets(s.buckets[:], ds) }
 func (s *sh) Schedule(f Flow) *Dest {

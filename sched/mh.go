@@ -35,6 +35,9 @@ var (
 func init() { Register("mh", func() Scheduler { return &mh{} }) }
 
 func (s *mh) Name() string     { return "mh" }
+// FlagNames are ipvsadm's names of flag-1 and flag-2 for mh.
+func (s *mh) FlagNames() [2]string { return [2]string{"mh-fallback", "mh-port"} }
+
 func (s *mh) SetFlags(f Flags) { s.flags = f }
 
 // mhHash is ip_vs_mh_hashkey: hsiphash of the 32-bit value

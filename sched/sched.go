@@ -47,23 +47,6 @@ type Flow struct {
 	Now time.Duration
 }
 
-// Flags are ipvsadm's scheduler flags (--sched-flags, -b on -A/-E). The
-// kernel names the same bits per scheduler: sh-fallback and mh-fallback
-// are flag-1, sh-port and mh-port are flag-2.
-type Flags uint8
-
-// Scheduler flag bits (IP_VS_SVC_F_SCHED1..3 shifted down).
-const (
-	FlagFallback Flags = 1 << iota // flag-1: sh-fallback, mh-fallback
-	FlagPort                       // flag-2: sh-port, mh-port
-	Flag3                          // flag-3: no scheduler uses it
-)
-
-// Flagged is implemented by schedulers that read scheduler flags.
-type Flagged interface {
-	SetFlags(Flags)
-}
-
 // Scheduler picks a destination for each new connection of one service.
 // Calls are serialised by the service owner.
 type Scheduler interface {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/sched"
 )
 
 // ipvsVersion is the IPVS version ipvsadm prints; scripts match on it.
@@ -199,8 +200,8 @@ func printService(w io.Writer, n *namer, s api.Service, f config.ListFormat) {
 		fmt.Fprintf(w, "%-33s%s%s%s%s%s\n", name, ln(r.CPS), ln(r.InPPS), ln(r.OutPPS), ln(r.InBPS), ln(r.OutBPS))
 	default:
 		fmt.Fprintf(w, "%s %s", name, s.Scheduler)
-		if bits, err := config.ParseSchedFlags(s.Scheduler, s.SchedFlags); err == nil && bits != 0 {
-			fmt.Fprintf(w, " (%s)", strings.Join(config.SchedFlagNames(s.Scheduler, bits), ","))
+		if f, err := sched.ParseFlags(s.Scheduler, s.SchedFlags); err == nil && f != 0 {
+			fmt.Fprintf(w, " (%s)", strings.Join(f.Names(s.Scheduler), ","))
 		}
 		if s.Persistent {
 			fmt.Fprintf(w, " persistent %d", s.Timeout)
@@ -276,8 +277,8 @@ func printRules(w io.Writer, svcs []api.Service, marks []config.MarkRule, laddrs
 		if s.OnePacket {
 			fmt.Fprint(bw, " -o")
 		}
-		if bits, err := config.ParseSchedFlags(s.Scheduler, s.SchedFlags); err == nil && bits != 0 {
-			fmt.Fprintf(bw, " -b %s", strings.Join(config.SchedFlagNames(s.Scheduler, bits), ","))
+		if f, err := sched.ParseFlags(s.Scheduler, s.SchedFlags); err == nil && f != 0 {
+			fmt.Fprintf(bw, " -b %s", strings.Join(f.Names(s.Scheduler), ","))
 		}
 		fmt.Fprint(bw, s.Check.Args())
 		if s.OnFailure != "" {

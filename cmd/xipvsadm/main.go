@@ -52,6 +52,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 		fmt.Fprintln(stderr, err)
+		if errors.Is(err, config.ErrNoScheduler) {
+			return 1 // refused, as by the kernel
+		}
 		return 2
 	}
 	switch cmd.Op {

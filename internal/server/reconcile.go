@@ -8,7 +8,6 @@ import (
 
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
-	"github.com/xipvs/xipvs/sched"
 )
 
 // Config returns the running configuration: services sorted by key,
@@ -103,9 +102,6 @@ func precheck(want *config.Config, route func(config.Dest) error) error {
 			return fmt.Errorf("service %s: %w", sc.Service.ServiceKey, ErrServiceExists)
 		}
 		seen[sc.Service.ServiceKey] = true
-		if _, err := sched.New(sc.Service.Scheduler); err != nil {
-			return fmt.Errorf("service %s: %w", sc.Service.ServiceKey, ErrNoScheduler)
-		}
 		dseen := map[netip.AddrPort]bool{}
 		for _, d := range sc.Dests {
 			if err := d.Validate(sc.Service.ServiceKey); err != nil {

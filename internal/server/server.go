@@ -29,7 +29,7 @@ var (
 	ErrSvcNotDefined = config.ErrSvcNotDefined
 	ErrDestExists    = config.ErrDestExists
 	ErrNoDest        = config.ErrNoDest
-	ErrNoScheduler   = errors.New("Scheduler not found")
+	ErrNoScheduler   = config.ErrNoScheduler
 	ErrUnsupported   = errors.New("not supported")
 	ErrFull          = errors.New("Memory allocation problem")
 	ErrMarkExists    = config.ErrMarkExists
@@ -169,8 +169,8 @@ func (sv *service) templateKey(src netip.Addr, dport uint16) tmplKey {
 
 func (sv *service) setSchedFlags() {
 	if f, ok := sv.sched.(sched.Flagged); ok {
-		bits, _ := config.ParseSchedFlags(sv.cfg.Scheduler, sv.cfg.SchedFlags) // validated
-		f.SetFlags(sched.Flags(bits))
+		flags, _ := sched.ParseFlags(sv.cfg.Scheduler, sv.cfg.SchedFlags) // validated
+		f.SetFlags(flags)
 	}
 }
 

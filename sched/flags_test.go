@@ -1,0 +1,63 @@
+package sched
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+// TestParseFlags follows ipvsadm's parse_sched_flags: generic names for
+// every scheduler, a scheduler's own names only for it.
+func TestParseFlags(t *testing.T) {
+	for _, c := range []struct {
+		sched string
+		names []string
+		want  Flags
+		err   error
+	}{
+		{"wlc", nil, 0, nil},
+		{"wlc", []string{"flag-1", "flag-3"}, FlagFallback | Flag3, nil},
+		{"sh", []string{"sh-fallback", "sh-port"}, FlagFallback | FlagPort, nil},
+		{"sh", []string{"flag-2"}, FlagPort, nil},
+		{"mh", []string{"mh-port"}, FlagPort, nil},
+		{"mh", []string{"sh-port"}, 0, ErrIncompatibleFlag},
+		{"rr", []string{"mh-fallback"}, 0, ErrIncompatibleFlag},
+		{"rr", []string{"fallback"}, 0, ErrBadFlag},
+		{"rr", []string{""}, 0, ErrBadFlag},
+	} {
+		got, err := ParseFlags(c.sched, c.names)
+		if !errors.Is(err, c.err) || got != c.want {
+			t.Errorf("ParseFlags(%s, %q) = %v, %v; want %v, %v", c.sched, c.names, got, err, c.want, c.err)
+		}
+	}
+}
+
+func TestFlagNames(t *testing.T) {
+	for _, c := range []struct {
+		sched string
+		f     Flags
+		want  []string
+	}{
+		{"sh", FlagFallback | FlagPort, []string{"sh-fallback", "sh-port"}},
+		{"mh", FlagPort | Flag3, []string{"mh-port", "flag-3"}},
+		{"wrr", FlagFallback, []string{"flag-1"}},
+		{"wrr", 0, nil},
+	} {
+		if got := c.f.Names(c.sched); !slices.Equal(got, c.want) {
+			t.Errorf("%v.Names(%s) = %q, want %q", c.f, c.sched, got, c.want)
+		}
+	}
+}
+
+func TestKnown(t *testing.T) {
+	for _, n := range []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"} {
+		if !Known(n) {
+			t.Errorf("%s unknown", n)
+		}
+	}
+	for _, n := range []string{"", "fo", "WLC", "ovf"} {
+		if Known(n) {
+			t.Errorf("%q known", n)
+		}
+	}
+}
