@@ -86,62 +86,279 @@ func perr(format string, args ...any) error {
 	return &ParseError{Msg: fmt.Sprintf(format, args...)}
 }
 
-type optSpec struct {
+// argKind is whether an option takes an argument.
+type argKind int
+
+const (
+	noArg argKind = iota
+	needArg
+	optArg // -p [timeout]
+)
+
+// option is one ipvsadm option: its names, its argument, and what it
+// means. A command option names its Op; every other option has a set
+// function that records its value on the command being parsed.
+type option struct {
 	long  string
 	short byte
-	arg   int // 0 none, 1 required, 2 optional
+	arg   argKind
+	op    Op
+	set   func(p *parser, val string, has bool) error
 }
 
-var optSpecs = []optSpec{
-	{"add-service", 'A', 0}, {"edit-service", 'E', 0}, {"delete-service", 'D', 0},
-	{"clear", 'C', 0}, {"restore", 'R', 0}, {"save", 'S', 0},
-	{"add-server", 'a', 0}, {"edit-server", 'e', 0}, {"delete-server", 'd', 0},
-	{"list", 'L', 0}, {"list", 'l', 0}, {"zero", 'Z', 0}, {"set", 0, 1},
-	{"help", 'h', 0}, {"version", 'v', 0},
-	{"tcp-service", 't', 1}, {"udp-service", 'u', 1}, {"fwmark-service", 'f', 1},
-	{"scheduler", 's', 1}, {"persistent", 'p', 2}, {"netmask", 'M', 1},
-	{"sched-flags", 'b', 1}, {"real-server", 'r', 1},
-	{"gatewaying", 'g', 0}, {"ipip", 'i', 0}, {"masquerading", 'm', 0},
-	{"weight", 'w', 1}, {"u-threshold", 'x', 1}, {"l-threshold", 'y', 1},
-	{"numeric", 'n', 0}, {"connection", 'c', 0}, {"timeout", 0, 0},
-	{"stats", 0, 0}, {"rate", 0, 0}, {"exact", 0, 0}, {"thresholds", 0, 0},
-	{"persistent-conn", 0, 0}, {"nosort", 0, 0}, {"sort", 0, 0}, {"ops", 'o', 0},
-	{"add-mark", 0, 0}, {"del-mark", 0, 0}, {"get-mark", 0, 0},
-	{"fullnat", 0, 0}, {"add-laddr", 'P', 0}, {"del-laddr", 'Q', 0}, {"get-laddr", 'G', 0},
-	{"laddr", 'z', 1}, {"ifname", 'F', 1}, {"exact", 'X', 0},
-	{"tun-type", 0, 1}, {"tun-port", 0, 1}, {"tun-nocsum", 0, 0}, {"tun-csum", 0, 0}, {"tun-remcsum", 0, 0},
-	// Accepted only to be refused with a reason (see unsupported).
-	{"pe", 0, 1}, {"sctp-service", 'q', 1}, {"ipv6", '6', 0},
-	{"start-daemon", 0, 1}, {"stop-daemon", 0, 1}, {"daemon", 0, 0},
-	{"mcast-interface", 0, 1}, {"syncid", 0, 1},
-	// xipvs's health checks (on -A/-E for the service's reals, on -a/-e
-	// for one real), failure policy and sorry server (-A/-E).
-	{"check", 0, 1}, {"check-port", 0, 1}, {"check-path", 0, 1}, {"check-status", 0, 1},
-	{"check-body", 0, 1}, {"check-send", 0, 1}, {"check-expect", 0, 1}, {"check-exec", 0, 1},
-	{"check-interval", 0, 1}, {"check-timeout", 0, 1}, {"rise", 0, 1}, {"fall", 0, 1},
-	{"on-failure", 0, 1}, {"sorry-server", 0, 1}, {"sorry-method", 0, 1},
-	{"health", 0, 0},
+// listFlag is a -L modifier.
+func listFlag(f func(*ListFormat)) func(*parser, string, bool) error {
+	return func(p *parser, _ string, _ bool) error { f(&p.cmd.List); return nil }
 }
 
-// unsupported are ipvsadm options xipvs refuses, with the reason.
-var unsupported = map[string]string{
-	"pe":              "persistence engines (--pe sip) are not supported: xipvs does not parse SIP",
-	"sctp-service":    "SCTP services (-q) are not supported: the data plane handles TCP and UDP",
-	"ipv6":            "IPv6 (-6) is not supported yet: the data plane is IPv4 only",
-	"start-daemon":    "the connection synchronization daemon is not supported: connections survive a restart of xipvsd through pinned maps, not by syncing to a backup",
-	"stop-daemon":     "the connection synchronization daemon is not supported",
-	"daemon":          "the connection synchronization daemon is not supported",
-	"mcast-interface": "the connection synchronization daemon is not supported",
-	"syncid":          "the connection synchronization daemon is not supported",
-	"tun-port":        "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)",
-	"tun-nocsum":      "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)",
-	"tun-csum":        "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)",
-	"tun-remcsum":     "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)",
+// checkField sets a health-check field: the service's (-A/-E) or the
+// real's (-a/-e).
+func checkField(f func(c *Check, val string) error) func(*parser, string, bool) error {
+	return func(p *parser, val string, _ bool) error {
+		c := &p.cmd.Service.Check
+		if p.op == OpAddDest || p.op == OpEditDest {
+			c = &p.cmd.Dest.Check
+		}
+		return f(c, val)
+	}
 }
 
-// fullnatSpec is what -b means on -a and -e (DPVS's ipvsadm): FULLNAT
-// forwarding, no argument. On -A and -E it stays --sched-flags.
-var fullnatSpec = lookupLong("fullnat")
+// forwarding selects a forwarding method (-g, -i, -m, -b on -a/-e).
+func forwarding(f Fwd) func(*parser, string, bool) error {
+	return func(p *parser, _ string, _ bool) error {
+		if p.fwdGiven {
+			return perr("multiple forwarding methods specified")
+		}
+		p.fwdGiven = true
+		p.cmd.Dest.Fwd = f
+		return nil
+	}
+}
+
+// refused is an ipvsadm option xipvs does not support, with the reason.
+func refused(why string) func(*parser, string, bool) error {
+	return func(*parser, string, bool) error { return perr("%s", why) }
+}
+
+const (
+	noSyncDaemon = "the connection synchronization daemon is not supported"
+	noGUE        = "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)"
+)
+
+// options is ipvsadm 1.31's option table, with DPVS's FULLNAT options
+// and xipvs's port groups and health checks.
+var options = []option{
+	// Commands.
+	{long: "add-service", short: 'A', op: OpAddService},
+	{long: "edit-service", short: 'E', op: OpEditService},
+	{long: "delete-service", short: 'D', op: OpDelService},
+	{long: "clear", short: 'C', op: OpClear},
+	{long: "restore", short: 'R', op: OpRestore},
+	{long: "save", short: 'S', op: OpSave},
+	{long: "add-server", short: 'a', op: OpAddDest},
+	{long: "edit-server", short: 'e', op: OpEditDest},
+	{long: "delete-server", short: 'd', op: OpDelDest},
+	{long: "list", short: 'L', op: OpList},
+	{long: "list", short: 'l', op: OpList},
+	{long: "zero", short: 'Z', op: OpZero},
+	{long: "set", arg: needArg, op: OpSetTimeout},
+	{long: "help", short: 'h', op: OpHelp},
+	{long: "version", short: 'v', op: OpVersion},
+	{long: "add-mark", op: OpAddMark},
+	{long: "del-mark", op: OpDelMark},
+	{long: "get-mark", op: OpGetMark},
+	{long: "add-laddr", short: 'P', op: OpAddLaddr},
+	{long: "del-laddr", short: 'Q', op: OpDelLaddr},
+	{long: "get-laddr", short: 'G', op: OpGetLaddr},
+
+	// Services.
+	{long: "tcp-service", short: 't', arg: needArg, set: func(p *parser, v string, _ bool) error { return p.service(TCP, v) }},
+	{long: "udp-service", short: 'u', arg: needArg, set: func(p *parser, v string, _ bool) error { return p.service(UDP, v) }},
+	{long: "fwmark-service", short: 'f', arg: needArg, set: (*parser).fwmark},
+	{long: "scheduler", short: 's', arg: needArg, set: func(p *parser, v string, _ bool) error { p.cmd.Service.Scheduler = v; return nil }},
+	{long: "persistent", short: 'p', arg: optArg, set: (*parser).persistent},
+	{long: "netmask", short: 'M', arg: needArg, set: func(p *parser, v string, _ bool) error {
+		m, err := parseNetmask(v)
+		if err != nil {
+			return perr("illegal virtual server persistent mask specified: %q", v)
+		}
+		p.cmd.Service.Netmask = m
+		return nil
+	}},
+	{long: "sched-flags", short: 'b', arg: needArg, set: func(p *parser, v string, _ bool) error {
+		p.cmd.Service.SchedFlags = strings.Split(v, ",")
+		return nil
+	}},
+	{long: "ops", short: 'o', set: func(p *parser, _ string, _ bool) error { p.cmd.Service.OnePacket = true; return nil }},
+
+	// Real servers.
+	{long: "real-server", short: 'r', arg: needArg, set: func(p *parser, v string, _ bool) error {
+		addr, port, err := parseHostPort(v, p.cmd.Service.Proto, false)
+		if err != nil {
+			return perr("illegal real server address[:port] specified: %v", err)
+		}
+		p.cmd.HasDest = true
+		p.cmd.Dest.Addr, p.cmd.Dest.Port = addr, port
+		return nil
+	}},
+	{long: "gatewaying", short: 'g', set: forwarding(FwdRoute)},
+	{long: "ipip", short: 'i', set: forwarding(FwdTunnel)},
+	{long: "masquerading", short: 'm', set: forwarding(FwdMasq)},
+	// -b on -a and -e (DPVS's ipvsadm); on -A and -E, -b stays
+	// --sched-flags (see ParseArgs).
+	{long: "fullnat", set: forwarding(FwdFullNAT)},
+	{long: "weight", short: 'w', arg: needArg, set: func(p *parser, v string, _ bool) error {
+		w, err := strconv.Atoi(v)
+		if err != nil || w < 0 || w > MaxWeight {
+			return perr("illegal weight specified: %q", v)
+		}
+		p.cmd.Dest.Weight, p.weightGiven = w, true
+		return nil
+	}},
+	{long: "u-threshold", short: 'x', arg: needArg, set: func(p *parser, v string, _ bool) error {
+		return threshold(&p.cmd.Dest.UThreshold, "u-threshold", v)
+	}},
+	{long: "l-threshold", short: 'y', arg: needArg, set: func(p *parser, v string, _ bool) error {
+		return threshold(&p.cmd.Dest.LThreshold, "l-threshold", v)
+	}},
+	{long: "tun-type", arg: needArg, set: func(_ *parser, v string, _ bool) error {
+		if v != "ipip" {
+			return perr("tunnel type %q is not supported: -i is IP-in-IP (--tun-type ipip)", v)
+		}
+		return nil
+	}},
+
+	// FULLNAT local addresses (DPVS).
+	{long: "laddr", short: 'z', arg: needArg, set: func(p *parser, v string, _ bool) error {
+		a, err := netip.ParseAddr(v)
+		if err != nil || !a.Is4() {
+			return perr("illegal local address specified: %q", v)
+		}
+		p.cmd.LocalAddr = a
+		return nil
+	}},
+	// DPVS names the device that holds the local address; xipvs finds
+	// the egress from the routing table. Accepted so DPVS lines run.
+	{long: "ifname", short: 'F', arg: needArg, set: func(*parser, string, bool) error { return nil }},
+
+	// Listing.
+	{long: "numeric", short: 'n', set: listFlag(func(l *ListFormat) { l.Numeric = true })},
+	{long: "connection", short: 'c', set: listFlag(func(l *ListFormat) { l.Conn = true })},
+	{long: "timeout", set: listFlag(func(l *ListFormat) { l.Timeout = true })},
+	{long: "stats", set: listFlag(func(l *ListFormat) { l.Stats = true })},
+	{long: "rate", set: listFlag(func(l *ListFormat) { l.Rate = true })},
+	{long: "exact", short: 'X', set: listFlag(func(l *ListFormat) { l.Exact = true })},
+	{long: "thresholds", set: listFlag(func(l *ListFormat) { l.Thresholds = true })},
+	{long: "persistent-conn", set: listFlag(func(l *ListFormat) { l.PersistentConn = true })},
+	{long: "nosort", set: listFlag(func(l *ListFormat) { l.NoSort = true })},
+	{long: "sort", set: listFlag(func(l *ListFormat) { l.NoSort = false })},
+	{long: "health", set: listFlag(func(l *ListFormat) { l.Health = true })},
+
+	// Health checks (on -A/-E for the service's reals, on -a/-e for one
+	// real), failure policy and sorry server (-A/-E).
+	{long: "check", arg: needArg, set: checkField(func(c *Check, v string) error { c.Type = v; return nil })},
+	{long: "check-port", arg: needArg, set: checkField(func(c *Check, v string) error {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			return perr("illegal check port %q", v)
+		}
+		c.Port = uint16(n)
+		return nil
+	})},
+	{long: "check-path", arg: needArg, set: checkField(func(c *Check, v string) error { c.Path = v; return nil })},
+	{long: "check-status", arg: needArg, set: checkField(func(c *Check, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return perr("illegal check status %q", v)
+		}
+		c.Status = n
+		return nil
+	})},
+	{long: "check-body", arg: needArg, set: checkField(func(c *Check, v string) error { c.Body = v; return nil })},
+	{long: "check-send", arg: needArg, set: checkField(func(c *Check, v string) error { c.Send = v; return nil })},
+	{long: "check-expect", arg: needArg, set: checkField(func(c *Check, v string) error { c.Expect = v; return nil })},
+	{long: "check-exec", arg: needArg, set: checkField(func(c *Check, v string) error { c.Exec = v; return nil })},
+	{long: "check-interval", arg: needArg, set: checkField(func(c *Check, v string) error {
+		return durationArg(&c.Interval, "check-interval", v)
+	})},
+	{long: "check-timeout", arg: needArg, set: checkField(func(c *Check, v string) error {
+		return durationArg(&c.Timeout, "check-timeout", v)
+	})},
+	{long: "rise", arg: needArg, set: checkField(func(c *Check, v string) error { return count(&c.Rise, "rise", v) })},
+	{long: "fall", arg: needArg, set: checkField(func(c *Check, v string) error { return count(&c.Fall, "fall", v) })},
+	{long: "on-failure", arg: needArg, set: func(p *parser, v string, _ bool) error { p.cmd.Service.OnFailure = v; return nil }},
+	{long: "sorry-server", arg: needArg, set: func(p *parser, v string, _ bool) error { p.sorry = v; return nil }},
+	{long: "sorry-method", arg: needArg, set: func(p *parser, v string, _ bool) error {
+		f, ok := methods[strings.ToLower(v)]
+		if !ok {
+			return perr("illegal --sorry-method %q: want dr, tun, nat or fullnat", v)
+		}
+		p.cmd.Service.Sorry.Fwd = f
+		return nil
+	}},
+
+	// Accepted only to be refused with a reason.
+	{long: "pe", arg: needArg, set: refused("persistence engines (--pe sip) are not supported: xipvs does not parse SIP")},
+	{long: "sctp-service", short: 'q', arg: needArg, set: refused("SCTP services (-q) are not supported: the data plane handles TCP and UDP")},
+	{long: "ipv6", short: '6', set: refused("IPv6 (-6) is not supported yet: the data plane is IPv4 only")},
+	{long: "start-daemon", arg: needArg, set: refused(noSyncDaemon + ": connections survive a restart of xipvsd through pinned maps, not by syncing to a backup")},
+	{long: "stop-daemon", arg: needArg, set: refused(noSyncDaemon)},
+	{long: "daemon", set: refused(noSyncDaemon)},
+	{long: "mcast-interface", arg: needArg, set: refused(noSyncDaemon)},
+	{long: "syncid", arg: needArg, set: refused(noSyncDaemon)},
+	{long: "tun-port", arg: needArg, set: refused(noGUE)},
+	{long: "tun-nocsum", set: refused(noGUE)},
+	{long: "tun-csum", set: refused(noGUE)},
+	{long: "tun-remcsum", set: refused(noGUE)},
+}
+
+func threshold(dst *uint32, name, v string) error {
+	t, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return perr("illegal %s specified: %q", name, v)
+	}
+	*dst = uint32(t)
+	return nil
+}
+
+func durationArg(dst *time.Duration, name, v string) error {
+	d, err := parseSeconds(v)
+	if err != nil || d == 0 {
+		return perr("illegal --%s %q (seconds)", name, v)
+	}
+	*dst = d
+	return nil
+}
+
+func count(dst *int, name, v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return perr("illegal --%s %q (1..1000)", name, v)
+	}
+	*dst = n
+	return nil
+}
+
+// fullnatOption is what -b means on -a and -e.
+var fullnatOption = lookupLong("fullnat")
+
+func lookupShort(c byte) *option {
+	for i := range options {
+		if options[i].short == c {
+			return &options[i]
+		}
+	}
+	return nil
+}
+
+func lookupLong(name string) *option {
+	for i := range options {
+		if options[i].long == name {
+			return &options[i]
+		}
+	}
+	return nil
+}
 
 // destCommand reports whether args hold -a or -e (also combined with
 // other short flags, or spelled long), which decides how -b reads.
@@ -157,7 +374,7 @@ func destCommand(args []string) bool {
 			if a[j] == 'a' || a[j] == 'e' {
 				return true
 			}
-			if spec := lookupShort(a[j]); spec == nil || spec.arg != 0 {
+			if o := lookupShort(a[j]); o == nil || o.arg != noArg {
 				break // the rest of the word is an argument
 			}
 		}
@@ -165,330 +382,202 @@ func destCommand(args []string) bool {
 	return false
 }
 
-func lookupShort(c byte) *optSpec {
-	for i := range optSpecs {
-		if optSpecs[i].short == c {
-			return &optSpecs[i]
-		}
-	}
-	return nil
-}
-
-func lookupLong(name string) *optSpec {
-	for i := range optSpecs {
-		if optSpecs[i].long == name {
-			return &optSpecs[i]
-		}
-	}
-	return nil
-}
-
-var commandOps = map[string]Op{
-	"add-service": OpAddService, "edit-service": OpEditService, "delete-service": OpDelService,
-	"clear": OpClear, "restore": OpRestore, "save": OpSave, "add-server": OpAddDest,
-	"edit-server": OpEditDest, "delete-server": OpDelDest, "list": OpList, "zero": OpZero,
-	"set": OpSetTimeout, "help": OpHelp, "version": OpVersion,
-	"add-mark": OpAddMark, "del-mark": OpDelMark, "get-mark": OpGetMark,
-	"add-laddr": OpAddLaddr, "del-laddr": OpDelLaddr, "get-laddr": OpGetLaddr,
-}
-
 func (o Op) markOp() bool { return o == OpAddMark || o == OpDelMark || o == OpGetMark }
+
+// occurrence is one option found on the command line.
+type occurrence struct {
+	opt *option
+	val string
+	has bool
+}
+
+// parser holds what ParseArgs learns while it applies the options.
+type parser struct {
+	cmd         *Command
+	op          Op // the command, found before any option is applied
+	positional  []string
+	weightGiven bool
+	fwdGiven    bool
+	sorry       string
+	markTargets []string
+}
 
 // ParseArgs parses ipvsadm's arguments (without the program name) as
 // ipvsadm 1.31 does: short options may be combined (-Ln) and take their
 // argument attached or as the next word; long options take "=value" or
 // the next word; -p takes an optional timeout.
 func ParseArgs(args []string) (*Command, error) {
-	cmd := &Command{Given: map[string]bool{}}
-	var positional []string
-	type occurrence struct {
-		spec *optSpec
-		val  string
-		has  bool
+	occ, positional, err := scan(args)
+	if err != nil {
+		return nil, err
 	}
+	p := &parser{cmd: &Command{Given: map[string]bool{}}, positional: positional}
+	// The command decides how -t/-u values and check options read.
+	for _, o := range occ {
+		if o.opt.op != OpNone {
+			p.op = o.opt.op
+			break
+		}
+	}
+	for _, o := range occ {
+		if err := p.apply(o); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.finish(); err != nil {
+		return nil, err
+	}
+	return p.cmd, p.cmd.check()
+}
+
+// scan splits args into options (with their arguments) and positional
+// words.
+func scan(args []string) ([]occurrence, []string, error) {
 	var occ []occurrence
+	var positional []string
 	onDest := destCommand(args)
 	for i := 0; i < len(args); i++ {
 		a := args[i]
+		// next takes the following word as an argument, for needArg
+		// always, for optArg when it is not an option.
+		next := func(o *option) (string, bool) {
+			if i+1 < len(args) && (o.arg == needArg || !strings.HasPrefix(args[i+1], "-")) {
+				i++
+				return args[i], true
+			}
+			return "", false
+		}
 		switch {
 		case strings.HasPrefix(a, "--") && len(a) > 2:
-			name, val, hasVal := strings.Cut(a[2:], "=")
-			spec := lookupLong(name)
-			if spec == nil {
-				return nil, perr("unknown option --%s", name)
-			}
-			if spec.arg == 0 && hasVal {
-				return nil, perr("option --%s takes no argument", name)
-			}
-			if spec.arg == 1 && !hasVal {
-				if i+1 >= len(args) {
-					return nil, perr("option --%s needs an argument", name)
+			name, val, has := strings.Cut(a[2:], "=")
+			o := lookupLong(name)
+			switch {
+			case o == nil:
+				return nil, nil, perr("unknown option --%s", name)
+			case o.arg == noArg && has:
+				return nil, nil, perr("option --%s takes no argument", name)
+			case o.arg != noArg && !has:
+				val, has = next(o)
+				if o.arg == needArg && !has {
+					return nil, nil, perr("option --%s needs an argument", name)
 				}
-				i++
-				val, hasVal = args[i], true
 			}
-			if spec.arg == 2 && !hasVal && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
-				i++
-				val, hasVal = args[i], true
-			}
-			occ = append(occ, occurrence{spec, val, hasVal})
+			occ = append(occ, occurrence{o, val, has})
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			for j := 1; j < len(a); j++ {
-				spec := lookupShort(a[j])
+				o := lookupShort(a[j])
 				if a[j] == 'b' && onDest {
-					spec = fullnatSpec
+					o = fullnatOption
 				}
-				if spec == nil {
-					return nil, perr("invalid option -%c", a[j])
+				if o == nil {
+					return nil, nil, perr("invalid option -%c", a[j])
 				}
-				if spec.arg == 0 {
-					occ = append(occ, occurrence{spec, "", false})
+				if o.arg == noArg {
+					occ = append(occ, occurrence{o, "", false})
 					continue
 				}
-				rest := a[j+1:]
-				if rest != "" {
-					occ = append(occ, occurrence{spec, rest, true})
-					break
-				}
-				switch {
-				case spec.arg == 1:
-					if i+1 >= len(args) {
-						return nil, perr("option -%c needs an argument", a[j])
+				// The rest of the word, or the next word, is the argument.
+				val, has := a[j+1:], j+1 < len(a)
+				if !has {
+					val, has = next(o)
+					if o.arg == needArg && !has {
+						return nil, nil, perr("option -%c needs an argument", a[j])
 					}
-					i++
-					occ = append(occ, occurrence{spec, args[i], true})
-				case i+1 < len(args) && !strings.HasPrefix(args[i+1], "-"):
-					i++
-					occ = append(occ, occurrence{spec, args[i], true})
-				default:
-					occ = append(occ, occurrence{spec, "", false})
 				}
+				occ = append(occ, occurrence{o, val, has})
 				break
 			}
 		default:
 			positional = append(positional, a)
 		}
 	}
+	return occ, positional, nil
+}
 
-	// The command decides how -t/-u values read, so find it first.
-	op := OpNone
-	for _, o := range occ {
-		if x, ok := commandOps[o.spec.long]; ok && op == OpNone {
-			op = x
+// apply records one option on the command.
+func (p *parser) apply(o occurrence) error {
+	cmd, name := p.cmd, o.opt.long
+	if o.opt.op != OpNone {
+		if cmd.Op != OpNone && cmd.Op != o.opt.op {
+			return perr("multiple commands specified")
 		}
+		cmd.Op = o.opt.op
+		if o.opt.op == OpSetTimeout {
+			p.positional = append([]string{o.val}, p.positional...)
+		}
+		return nil
 	}
-	weightGiven := false
-	sorryArg := ""
-	var markTargets []occurrence
-	for _, o := range occ {
-		name := o.spec.long
-		if op, ok := commandOps[name]; ok {
-			if cmd.Op != OpNone && cmd.Op != op {
-				return nil, perr("multiple commands specified")
-			}
-			cmd.Op = op
-			if op == OpSetTimeout {
-				positional = append([]string{o.val}, positional...)
-			}
-			continue
-		}
-		if cmd.Given[name] && name != "sort" && name != "numeric" {
-			return nil, perr("multiple %s options specified", name)
-		}
-		cmd.Given[name] = true
-		if why, ok := unsupported[name]; ok {
-			return nil, perr("%s", why)
-		}
-		chk := &cmd.Service.Check
-		if op == OpAddDest || op == OpEditDest {
-			chk = &cmd.Dest.Check
-		}
-		switch name {
-		case "check":
-			chk.Type = o.val
-		case "check-port":
-			p, err := strconv.ParseUint(o.val, 10, 16)
-			if err != nil || p == 0 {
-				return nil, perr("illegal check port %q", o.val)
-			}
-			chk.Port = uint16(p)
-		case "check-path":
-			chk.Path = o.val
-		case "check-body":
-			chk.Body = o.val
-		case "check-send":
-			chk.Send = o.val
-		case "check-expect":
-			chk.Expect = o.val
-		case "check-exec":
-			chk.Exec = o.val
-		case "check-status":
-			v, err := strconv.Atoi(o.val)
-			if err != nil {
-				return nil, perr("illegal check status %q", o.val)
-			}
-			chk.Status = v
-		case "check-interval", "check-timeout":
-			d, err := parseSeconds(o.val)
-			if err != nil || d == 0 {
-				return nil, perr("illegal --%s %q (seconds)", name, o.val)
-			}
-			if name == "check-interval" {
-				chk.Interval = d
-			} else {
-				chk.Timeout = d
-			}
-		case "rise", "fall":
-			v, err := strconv.Atoi(o.val)
-			if err != nil || v < 1 || v > 1000 {
-				return nil, perr("illegal --%s %q (1..1000)", name, o.val)
-			}
-			if name == "rise" {
-				chk.Rise = v
-			} else {
-				chk.Fall = v
-			}
-		case "on-failure":
-			cmd.Service.OnFailure = o.val
-		case "sorry-server":
-			sorryArg = o.val
-		case "sorry-method":
-			f, ok := methods[strings.ToLower(o.val)]
-			if !ok {
-				return nil, perr("illegal --sorry-method %q: want dr, tun, nat or fullnat", o.val)
-			}
-			cmd.Service.Sorry.Fwd = f
-		case "health":
-			cmd.List.Health = true
-		case "tun-type":
-			if o.val != "ipip" {
-				return nil, perr("tunnel type %q is not supported: -i is IP-in-IP (--tun-type ipip)", o.val)
-			}
-		case "tcp-service", "udp-service":
-			proto := TCP
-			if name == "udp-service" {
-				proto = UDP
-			}
-			if op.markOp() {
-				markTargets = append(markTargets, o)
-				cmd.Service.Proto = proto
-				continue
-			}
-			if cmd.HasService {
-				return nil, perr("multiple service options specified")
-			}
-			addr, port, err := parseHostPort(o.val, proto, true)
-			if err != nil {
-				return nil, perr("illegal virtual server address[:port] specified: %v", err)
-			}
-			cmd.HasService = true
-			cmd.Service.Proto, cmd.Service.Addr, cmd.Service.Port = proto, addr, port
-		case "fwmark-service":
-			if cmd.HasService {
-				return nil, perr("multiple service options specified")
-			}
-			m, err := strconv.ParseUint(o.val, 10, 32)
-			if err != nil || m == 0 {
-				return nil, perr("illegal virtual server fwmark specified: %q", o.val)
-			}
-			cmd.HasService = true
-			cmd.Service.FWMark = uint32(m)
-		case "scheduler":
-			cmd.Service.Scheduler = o.val
-		case "persistent":
-			cmd.Service.Persistent = true
-			cmd.Service.Timeout = DefaultTimeout
-			if o.has {
-				t, err := strconv.ParseUint(o.val, 10, 32)
-				if err != nil || t == 0 {
-					return nil, perr("illegal timeout for persistent service: %q", o.val)
-				}
-				cmd.Service.Timeout = uint32(t)
-			}
-		case "netmask":
-			p, err := parseNetmask(o.val)
-			if err != nil {
-				return nil, perr("illegal virtual server persistent mask specified: %q", o.val)
-			}
-			cmd.Service.Netmask = p
-		case "sched-flags":
-			cmd.Service.SchedFlags = strings.Split(o.val, ",")
-		case "real-server":
-			addr, port, err := parseHostPort(o.val, cmd.Service.Proto, false)
-			if err != nil {
-				return nil, perr("illegal real server address[:port] specified: %v", err)
-			}
-			cmd.HasDest = true
-			cmd.Dest.Addr, cmd.Dest.Port = addr, port
-		case "gatewaying", "ipip", "masquerading", "fullnat":
-			if b2i(cmd.Given["gatewaying"])+b2i(cmd.Given["ipip"])+b2i(cmd.Given["masquerading"])+b2i(cmd.Given["fullnat"]) > 1 {
-				return nil, perr("multiple forwarding methods specified")
-			}
-			cmd.Dest.Fwd = map[string]Fwd{"gatewaying": FwdRoute, "ipip": FwdTunnel, "masquerading": FwdMasq, "fullnat": FwdFullNAT}[name]
-		case "laddr":
-			a, err := netip.ParseAddr(o.val)
-			if err != nil || !a.Is4() {
-				return nil, perr("illegal local address specified: %q", o.val)
-			}
-			cmd.LocalAddr = a
-		case "ifname":
-			// DPVS names the device that holds the local address; xipvs
-			// finds the egress from the routing table. Accepted so DPVS
-			// lines run unchanged.
-		case "weight":
-			w, err := strconv.Atoi(o.val)
-			if err != nil || w < 0 || w > MaxWeight {
-				return nil, perr("illegal weight specified: %q", o.val)
-			}
-			cmd.Dest.Weight = w
-			weightGiven = true
-		case "u-threshold", "l-threshold":
-			t, err := strconv.ParseUint(o.val, 10, 32)
-			if err != nil {
-				return nil, perr("illegal %s specified: %q", name, o.val)
-			}
-			if name == "u-threshold" {
-				cmd.Dest.UThreshold = uint32(t)
-			} else {
-				cmd.Dest.LThreshold = uint32(t)
-			}
-		case "numeric":
-			cmd.List.Numeric = true
-		case "connection":
-			cmd.List.Conn = true
-		case "timeout":
-			cmd.List.Timeout = true
-		case "stats":
-			cmd.List.Stats = true
-		case "rate":
-			cmd.List.Rate = true
-		case "exact":
-			cmd.List.Exact = true
-		case "thresholds":
-			cmd.List.Thresholds = true
-		case "persistent-conn":
-			cmd.List.PersistentConn = true
-		case "nosort":
-			cmd.List.NoSort = true
-		case "sort":
-			cmd.List.NoSort = false
-		case "ops":
-			cmd.Service.OnePacket = true
-		}
+	if cmd.Given[name] && name != "sort" && name != "numeric" {
+		return perr("multiple %s options specified", name)
 	}
+	cmd.Given[name] = true
+	return o.opt.set(p, o.val, o.has)
+}
+
+// service records -t/-u: a service, or a port group's address for the
+// mark commands.
+func (p *parser) service(proto Proto, v string) error {
+	if p.op.markOp() {
+		p.markTargets = append(p.markTargets, v)
+		p.cmd.Service.Proto = proto
+		return nil
+	}
+	if p.cmd.HasService {
+		return perr("multiple service options specified")
+	}
+	addr, port, err := parseHostPort(v, proto, true)
+	if err != nil {
+		return perr("illegal virtual server address[:port] specified: %v", err)
+	}
+	p.cmd.HasService = true
+	p.cmd.Service.Proto, p.cmd.Service.Addr, p.cmd.Service.Port = proto, addr, port
+	return nil
+}
+
+func (p *parser) fwmark(v string, _ bool) error {
+	if p.cmd.HasService {
+		return perr("multiple service options specified")
+	}
+	m, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || m == 0 {
+		return perr("illegal virtual server fwmark specified: %q", v)
+	}
+	p.cmd.HasService = true
+	p.cmd.Service.FWMark = uint32(m)
+	return nil
+}
+
+func (p *parser) persistent(v string, has bool) error {
+	p.cmd.Service.Persistent = true
+	if has {
+		t, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || t == 0 {
+			return perr("illegal timeout for persistent service: %q", v)
+		}
+		p.cmd.Service.Timeout = uint32(t)
+	}
+	return nil
+}
+
+// finish completes the command once every option is applied: the
+// command itself, arguments that belong to it, and ipvsadm's defaults.
+func (p *parser) finish() error {
+	cmd := p.cmd
 	if cmd.Op == OpNone {
-		if len(occ) == 0 && len(positional) == 0 {
+		g := cmd.Given
+		switch {
+		case len(g) == 0 && len(p.positional) == 0:
 			cmd.Op = OpList // bare ipvsadm lists
-		} else if cmd.Given["numeric"] || cmd.Given["connection"] || cmd.Given["stats"] || cmd.Given["rate"] {
+		case g["numeric"] || g["connection"] || g["stats"] || g["rate"]:
 			cmd.Op = OpList
-		} else {
-			return nil, perr("no command specified")
+		default:
+			return perr("no command specified")
 		}
 	}
-	if sorryArg != "" {
-		addr, port, err := parseHostPort(sorryArg, cmd.Service.Proto, false)
+	if p.sorry != "" {
+		addr, port, err := parseHostPort(p.sorry, cmd.Service.Proto, false)
 		if err != nil {
-			return nil, perr("illegal sorry server %q: %v", sorryArg, err)
+			return perr("illegal sorry server %q: %v", p.sorry, err)
 		}
 		if port == 0 {
 			port = cmd.Service.Port
@@ -497,53 +586,26 @@ func ParseArgs(args []string) (*Command, error) {
 	}
 	for _, n := range []string{"on-failure", "sorry-server", "sorry-method"} {
 		if cmd.Given[n] && cmd.Op != OpAddService && cmd.Op != OpEditService {
-			return nil, perr("--%s is for -A and -E", n)
+			return perr("--%s is for -A and -E", n)
 		}
 	}
 	if cmd.Given["check"] || cmd.Given["rise"] || cmd.Given["fall"] {
 		switch cmd.Op {
 		case OpAddService, OpEditService, OpAddDest, OpEditDest:
 		default:
-			return nil, perr("health-check options are for -A, -E, -a and -e")
+			return perr("health-check options are for -A, -E, -a and -e")
 		}
 	}
 	if cmd.Op == OpSetTimeout {
-		if len(positional) != 3 {
-			return nil, perr("--set needs three timeouts: tcp tcpfin udp")
+		if err := p.timeouts(); err != nil {
+			return err
 		}
-		for i, p := range positional {
-			v, err := strconv.Atoi(p)
-			if err != nil || v < 0 {
-				return nil, perr("illegal timeout %q", p)
-			}
-			cmd.Timeouts[i] = v
-		}
-		positional = nil
 	}
-	if len(positional) > 0 {
-		return nil, perr("unexpected argument %q", positional[0])
+	if len(p.positional) > 0 {
+		return perr("unexpected argument %q", p.positional[0])
 	}
-	if op.markOp() {
-		if cmd.Service.FWMark == 0 && op != OpGetMark {
-			return nil, perr("--%s needs a mark (-f MARK)", op)
-		}
-		for _, o := range markTargets {
-			rules, err := parseMarkTarget(cmd.Service.FWMark, cmd.Service.Proto, o.val)
-			if err != nil {
-				return nil, perr("illegal port group address[:ports] specified: %v", err)
-			}
-			cmd.Marks = append(cmd.Marks, rules...)
-		}
-		if op == OpAddMark && len(cmd.Marks) == 0 {
-			return nil, perr("--add-mark needs -t or -u ADDR[:PORTS]")
-		}
-		for _, r := range cmd.Marks {
-			if err := r.Validate(); err != nil {
-				return nil, perr("%v", err)
-			}
-		}
-		cmd.HasService = false
-		return cmd, nil
+	if cmd.Op.markOp() {
+		return p.marks()
 	}
 	if cmd.HasService && cmd.Service.FWMark != 0 && cmd.Service.Proto == 0 {
 		cmd.Service.Proto = TCP
@@ -555,23 +617,54 @@ func ParseArgs(args []string) (*Command, error) {
 		// silently, so "-r RS:80 -g" on a :443 service means RS:443).
 		cmd.Dest.Port = cmd.Service.Port
 	}
-	if !weightGiven {
+	if !p.weightGiven {
 		cmd.Dest.Weight = DefaultWeight
 	}
-	if cmd.Service.Persistent && !cmd.Service.Netmask.IsValid() {
-		cmd.Service.Netmask = netip.PrefixFrom(netip.IPv4Unspecified(), 32)
+	if cmd.Op == OpAddService || cmd.Op == OpEditService {
+		cmd.Service.SetDefaults()
 	}
-	if (cmd.Op == OpAddService || cmd.Op == OpEditService) && cmd.Service.Scheduler == "" {
-		cmd.Service.Scheduler = DefaultScheduler
-	}
-	return cmd, cmd.check()
+	return nil
 }
 
-func b2i(b bool) int {
-	if b {
-		return 1
+// timeouts reads --set's three values (tcp tcpfin udp).
+func (p *parser) timeouts() error {
+	if len(p.positional) != 3 {
+		return perr("--set needs three timeouts: tcp tcpfin udp")
 	}
-	return 0
+	for i, s := range p.positional {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 || v > MaxTimeout {
+			return perr("illegal timeout %q (0..%d seconds)", s, MaxTimeout)
+		}
+		p.cmd.Timeouts[i] = v
+	}
+	p.positional = nil
+	return nil
+}
+
+// marks builds the port-group rules of --add-mark and --del-mark.
+func (p *parser) marks() error {
+	cmd := p.cmd
+	if cmd.Service.FWMark == 0 && cmd.Op != OpGetMark {
+		return perr("--%s needs a mark (-f MARK)", cmd.Op)
+	}
+	for _, v := range p.markTargets {
+		rules, err := parseMarkTarget(cmd.Service.FWMark, cmd.Service.Proto, v)
+		if err != nil {
+			return perr("illegal port group address[:ports] specified: %v", err)
+		}
+		cmd.Marks = append(cmd.Marks, rules...)
+	}
+	if cmd.Op == OpAddMark && len(cmd.Marks) == 0 {
+		return perr("--add-mark needs -t or -u ADDR[:PORTS]")
+	}
+	for _, r := range cmd.Marks {
+		if err := r.Validate(); err != nil {
+			return perr("%v", err)
+		}
+	}
+	cmd.HasService = false
+	return nil
 }
 
 // check enforces which options each command needs, as ipvsadm does.

@@ -203,3 +203,15 @@ func TestUnknownSchedulerRefused(t *testing.T) {
 		t.Errorf("rr with sh-port: %v, want invalid", err)
 	}
 }
+
+// TestSetTimeoutRange: a timeout the kernel would refuse (more than
+// INT_MAX jiffies) is a command-line error, not silently ignored.
+func TestSetTimeoutRange(t *testing.T) {
+	if _, err := ParseArgs([]string{"--set", "9999999999", "1", "1"}); err == nil {
+		t.Error("--set 9999999999 1 1 accepted")
+	}
+	c, err := ParseArgs([]string{"--set", "2147483", "0", "5"})
+	if err != nil || c.Timeouts != [3]int{2147483, 0, 5} {
+		t.Errorf("--set 2147483 0 5: %+v, %v", c, err)
+	}
+}

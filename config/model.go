@@ -132,13 +132,37 @@ func (f Fwd) Rewrites() bool { return f == FwdMasq || f == FwdFullNAT }
 // AddrPort is the destination's address and port.
 func (d Dest) AddrPort() netip.AddrPort { return netip.AddrPortFrom(d.Addr, d.Port) }
 
-// Defaults, as ipvsadm's.
+// Defaults and limits, as ipvsadm's and the kernel's.
 const (
 	DefaultScheduler = "wlc"
 	DefaultWeight    = 1
-	DefaultTimeout   = 300
-	MaxWeight        = 65535
+	// DefaultTimeout is a persistent service's timeout in seconds.
+	DefaultTimeout = 300
+	MaxWeight      = 65535
+	// MaxTimeout is the largest --set timeout in seconds, as the kernel's
+	// ip_vs_set_timeout takes them (INT_MAX jiffies at HZ=1000).
+	MaxTimeout = 2147483
 )
+
+// SetDefaults fills in what a service may leave out, the one place
+// ipvsadm's defaults are applied (command line, YAML, API): the wlc
+// scheduler; for a persistent service a 300 s timeout and a /32 mask; a
+// service that is not persistent has neither.
+func (s *Service) SetDefaults() {
+	if s.Scheduler == "" {
+		s.Scheduler = DefaultScheduler
+	}
+	if !s.Persistent {
+		s.Timeout, s.Netmask = 0, netip.Prefix{}
+		return
+	}
+	if s.Timeout == 0 {
+		s.Timeout = DefaultTimeout
+	}
+	if !s.Netmask.IsValid() {
+		s.Netmask = netip.PrefixFrom(netip.IPv4Unspecified(), 32)
+	}
+}
 
 // ErrInvalid wraps every validation failure.
 var ErrInvalid = errors.New("invalid")

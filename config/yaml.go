@@ -209,15 +209,8 @@ func (fs FileService) service() (*ServiceConfig, error) {
 		svc.Proto, svc.Addr, svc.Port = proto, addr, port
 	}
 	svc.Scheduler = fs.Scheduler
-	if svc.Scheduler == "" {
-		svc.Scheduler = DefaultScheduler
-	}
 	if fs.Persistent != nil {
 		svc.Persistent, svc.Timeout = true, *fs.Persistent
-		if svc.Timeout == 0 {
-			svc.Timeout = DefaultTimeout
-		}
-		svc.Netmask = netip.PrefixFrom(netip.IPv4Unspecified(), 32)
 	}
 	if fs.Netmask != "" {
 		if !svc.Persistent {
@@ -242,6 +235,7 @@ func (fs FileService) service() (*ServiceConfig, error) {
 		}
 		svc.Sorry = SorryServer{Addr: sd.AddrPort(), Fwd: sd.Fwd}
 	}
+	svc.SetDefaults()
 	if err := svc.Validate(); err != nil {
 		return nil, err
 	}

@@ -77,9 +77,13 @@ func TestReconcileRollsBack(t *testing.T) {
 	if after := s.Config(); !reflect.DeepEqual(after, before) {
 		t.Errorf("not rolled back:\n%+v\nwant:\n%+v", after, before)
 	}
-	// Invalid input fails before anything changes.
+	// Invalid input fails before anything changes (an unknown scheduler
+	// is refused by the rules parser already; an API client can still
+	// send one).
+	unknown := before.Clone()
+	unknown.Services[0].Service.Scheduler = "nosuch"
 	for _, w := range []*config.Config{
-		rules(t, "-A -t 10.0.0.100:80 -s nosuch\n"),
+		unknown,
 		{Services: []config.ServiceConfig{before.Services[0], before.Services[0]}},
 	} {
 		if err := s.Reconcile(w); err == nil {

@@ -273,21 +273,12 @@ func (s *Server) allocReal() (uint32, error) {
 // normalize checks a service and fills in ipvsadm's defaults for what an
 // API client may leave out.
 func normalize(svc *config.Service) error {
+	svc.SetDefaults()
 	if err := svc.Validate(); err != nil {
 		return err
 	}
 	if svc.OnePacket {
 		return fmt.Errorf("one-packet scheduling (-o): %w yet", ErrUnsupported)
-	}
-	if svc.Persistent {
-		if svc.Timeout == 0 {
-			svc.Timeout = config.DefaultTimeout
-		}
-		if !svc.Netmask.IsValid() {
-			svc.Netmask = netip.PrefixFrom(netip.IPv4Unspecified(), 32)
-		}
-	} else {
-		svc.Timeout, svc.Netmask = 0, netip.Prefix{}
 	}
 	return nil
 }
