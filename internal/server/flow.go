@@ -1,0 +1,120 @@
+package server
+
+// flow.go: scheduling a new flow, with persistence templates
+// (ip_vs_core.c's ip_vs_schedule and ip_vs_sched_persist).
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/sched"
+)
+
+// tmplKey is what IPVS keys a persistence template on, within one
+// service: the client's address under the -M netmask and the virtual
+// port (0 for port-zero, firewall-mark and FTP services).
+type tmplKey struct {
+	client netip.Addr
+	vport  uint16
+}
+
+// template pins a client network to a real while it controls
+// connections or its timeout has not run out (IPVS's
+// IP_VS_CONN_F_TEMPLATE entries).
+type template struct {
+	dest    *dest
+	expires time.Duration
+}
+
+// templateKey returns the template of a new flow of sv.
+func (sv *service) templateKey(src netip.Addr, dport uint16) tmplKey {
+	p, _ := src.Prefix(sv.cfg.Netmask.Bits())
+	vport := dport
+	if sv.cfg.FWMark != 0 || sv.cfg.Port == 0 || sv.cfg.Port == 21 {
+		vport = 0
+	}
+	return tmplKey{client: p.Addr(), vport: vport}
+}
+
+// NewFlow schedules a new connection: the slow path's handler.
+func (s *Server) NewFlow(f dataplane.NewFlow) (dataplane.Decision, bool) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sv, ok := s.byDP[dataplane.ServiceKey{VIP: f.Key.Dst, Port: f.Key.DstPort, Proto: f.Key.Proto}]
+	if !ok {
+		// Every port of the VIP, as the data plane looks it up.
+		if sv, ok = s.byDP[dataplane.ServiceKey{VIP: f.Key.Dst, Proto: f.Key.Proto}]; !ok {
+			return dataplane.Decision{}, false
+		}
+	}
+	flow := sched.Flow{Src: f.Key.Src, Dst: f.Key.Dst, SrcPort: f.Key.SrcPort, DstPort: f.Key.DstPort, Proto: f.Key.Proto, Now: now}
+	d := s.schedule(sv, flow)
+	if d == nil {
+		return dataplane.Decision{}, false
+	}
+	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id}
+	if d.cfg.Fwd.Rewrites() {
+		rport := d.cfg.Port
+		if rport == 0 { // port-zero and -f services: the client's port
+			rport = f.Key.DstPort
+		}
+		dec.Out = dataplane.ConnKey{Src: f.Key.Src, Dst: d.cfg.Addr, SrcPort: f.Key.SrcPort, DstPort: rport}
+		if d.cfg.Fwd == config.FwdFullNAT {
+			lip, lport, err := s.allocLocal(sv, f.Key.Proto)
+			if err != nil {
+				if now := time.Now(); now.Sub(s.noLaddrLogged) > 10*time.Second {
+					s.noLaddrLogged = now
+					s.log.Warn("new FULLNAT connection dropped", "err", err)
+				}
+				return dataplane.Decision{}, false
+			}
+			dec.Out.Src, dec.Out.SrcPort, dec.FullNAT = lip, lport, true
+		}
+	}
+	// ip_vs_bind_dest: counted as inactive until the next sweep sees its
+	// state; reaching the upper threshold overloads the real.
+	d.sd.InactConns++
+	d.conns++
+	if u := d.cfg.UThreshold; u != 0 && uint32(d.sd.ActiveConns+d.sd.InactConns) >= u {
+		d.sd.Overloaded = true
+	}
+	sv.sched.Changed(d.sd)
+	return dec, true
+}
+
+// schedule picks the real of a new flow, through the client's
+// persistence template when the service is persistent (IPVS's
+// ip_vs_sched_persist).
+func (s *Server) schedule(sv *service, f sched.Flow) *dest {
+	if !sv.cfg.Persistent {
+		if sd := sv.sched.Schedule(f); sd != nil {
+			return s.reals[sd.ID]
+		}
+		return nil
+	}
+	timeout := time.Duration(sv.cfg.Timeout) * time.Second
+	k := sv.templateKey(f.Src, f.DstPort)
+	if t := sv.templates[k]; t != nil {
+		// ip_vs_check_template: a deleted real (already gone from the
+		// map), or with expire_quiescent_template a quiesced one, ends
+		// the template.
+		// A real failing its health check ends the template too, and
+		// so does the sorry server once a real is back.
+		quiesced := s.opts.ExpireQuiescentTemplate && t.dest.cfg.Weight == 0
+		if !quiesced && !t.dest.down && !(t.dest == sv.sorry && sv.anyUp()) {
+			t.expires = f.Now + timeout
+			return t.dest
+		}
+		delete(sv.templates, k)
+	}
+	sd := sv.sched.Schedule(f)
+	if sd == nil {
+		return nil
+	}
+	d := s.reals[sd.ID]
+	sv.templates[k] = &template{dest: d, expires: f.Now + timeout}
+	return d
+}

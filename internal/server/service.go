@@ -1,0 +1,292 @@
+package server
+
+// service.go: virtual services (ipvsadm -A, -E, -D, -C) and the keys they
+// claim in the data plane's services map (ip_vs_ctl.c's service half).
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/sched"
+)
+
+type service struct {
+	cfg   config.Service
+	id    uint32
+	dests []*dest // the kernel's list order: newest first
+	sched sched.Scheduler
+	// templates are the persistence templates of a persistent service.
+	templates map[tmplKey]*template
+	// laddrs are the FULLNAT local addresses, used in turn.
+	laddrs    []netip.Addr
+	laddrNext int
+	// retired holds the counters of reals deleted from the service.
+	retired conntrack.Stats
+	est     conntrack.Estimator
+	// sorry is the sorry server's real, when configured.
+	sorry *dest
+}
+
+func (sv *service) setSchedFlags() {
+	if f, ok := sv.sched.(sched.Flagged); ok {
+		flags, _ := sched.ParseFlags(sv.cfg.Scheduler, sv.cfg.SchedFlags) // validated
+		f.SetFlags(flags)
+	}
+}
+
+func (s *service) findDest(addr netip.Addr, port uint16) (int, *dest) {
+	for i, d := range s.dests {
+		if d.cfg.Addr == addr && d.cfg.Port == port {
+			return i, d
+		}
+	}
+	return -1, nil
+}
+
+func (s *service) schedDests() []*sched.Dest {
+	if s.sorry != nil && !s.anyUp() {
+		return []*sched.Dest{s.sorry.sd}
+	}
+	out := make([]*sched.Dest, 0, len(s.dests))
+	for _, d := range s.dests {
+		if d.down && s.cfg.OnFailure == config.OnFailureRemove {
+			continue
+		}
+		out = append(out, d.sd)
+	}
+	return out
+}
+
+// anyUp reports whether some real of s passes its health check (or has
+// none).
+func (s *service) anyUp() bool {
+	for _, d := range s.dests {
+		if !d.down {
+			return true
+		}
+	}
+	return false
+}
+
+// normalize checks a service and fills in ipvsadm's defaults for what an
+// API client may leave out.
+func normalize(svc *config.Service) error {
+	svc.SetDefaults()
+	if err := svc.Validate(); err != nil {
+		return err
+	}
+	if svc.OnePacket {
+		return fmt.Errorf("one-packet scheduling (-o): %w yet", ErrUnsupported)
+	}
+	return nil
+}
+
+// desiredKeys computes the data plane's service keys from the services
+// and mark rules: each -t/-u service its own key, each -f service the
+// keys its mark binds (a port group wins over a plain service on the same
+// port, as a firewall-mark service does in IPVS).
+func (s *Server) desiredKeys() (map[dataplane.ServiceKey]*service, error) {
+	want := make(map[dataplane.ServiceKey]*service, len(s.byDP))
+	for _, sv := range s.services {
+		if sv.cfg.FWMark == 0 {
+			want[dataplane.ServiceKey{VIP: sv.cfg.Addr, Port: sv.cfg.Port, Proto: uint8(sv.cfg.Proto)}] = sv
+		}
+	}
+	byMark := map[uint32]*service{}
+	for _, sv := range s.services {
+		if sv.cfg.FWMark != 0 {
+			byMark[sv.cfg.FWMark] = sv
+		}
+	}
+	for _, r := range s.marks {
+		sv := byMark[r.Mark]
+		if sv == nil {
+			continue
+		}
+		k := dataplane.ServiceKey{VIP: r.Addr, Proto: uint8(r.Proto)}
+		for p := int(r.PortLo); p <= int(r.PortHi); p++ {
+			k.Port = uint16(p)
+			want[k] = sv
+		}
+		if len(want) > dataplane.MaxServiceKeys {
+			return nil, fmt.Errorf("%w: services and port groups would claim more than %d ports", ErrFull, dataplane.MaxServiceKeys)
+		}
+	}
+	return want, nil
+}
+
+// syncKeys brings the data plane's services map in line with the model;
+// on a capacity error it changes nothing and the caller undoes its change.
+func (s *Server) syncKeys() error {
+	want, err := s.desiredKeys()
+	if err != nil {
+		return err
+	}
+	for k, sv := range want {
+		if s.byDP[k] == sv {
+			continue
+		}
+		if err := s.opts.Dataplane.SetService(k, sv.id); err != nil {
+			return err
+		}
+		s.byDP[k] = sv
+	}
+	for k := range s.byDP {
+		if _, ok := want[k]; !ok {
+			if err := s.opts.Dataplane.DeleteService(k); err != nil {
+				return err
+			}
+			delete(s.byDP, k)
+		}
+	}
+	return nil
+}
+
+// AddService adds a virtual service (ipvsadm -A).
+func (s *Server) AddService(svc config.Service) error {
+	if err := normalize(&svc); err != nil {
+		return err
+	}
+	sc, err := sched.New(svc.Scheduler)
+	if err != nil {
+		return ErrNoScheduler
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.services[svc.ServiceKey]; ok {
+		return ErrServiceExists
+	}
+	if len(s.services) >= dataplane.MaxServices {
+		return fmt.Errorf("%w: more than %d services", ErrFull, dataplane.MaxServices)
+	}
+	sv := &service{cfg: svc, id: s.nextSvcID, sched: sc, templates: map[tmplKey]*template{}}
+	sv.setSchedFlags()
+	s.services[svc.ServiceKey] = sv
+	s.byID[sv.id] = sv
+	if err := s.syncKeys(); err != nil {
+		delete(s.services, svc.ServiceKey)
+		delete(s.byID, sv.id)
+		_ = s.syncKeys()
+		return err
+	}
+	s.nextSvcID++
+	if err := s.setSorry(sv); err != nil {
+		s.log.Warn("sorry server not installed", "service", svc.ServiceKey.String(), "err", err)
+	}
+	s.changed()
+	s.log.Info("service added", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
+		"persistent", svc.Timeout, "flags", svc.SchedFlags)
+	return nil
+}
+
+// EditService changes a service's settings (ipvsadm -E).
+func (s *Server) EditService(svc config.Service) error {
+	if err := normalize(&svc); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sv, ok := s.services[svc.ServiceKey]
+	if !ok {
+		return ErrNoService
+	}
+	if svc.Scheduler != sv.cfg.Scheduler {
+		sc, err := sched.New(svc.Scheduler)
+		if err != nil {
+			return ErrNoScheduler
+		}
+		sc.Update(sv.schedDests())
+		sv.sched = sc
+	}
+	if !svc.Persistent || svc.Netmask != sv.cfg.Netmask {
+		// Templates keyed on the old netmask (or no longer wanted).
+		clear(sv.templates)
+	}
+	oldSorry := sv.cfg.Sorry
+	sv.cfg = svc
+	sv.setSchedFlags()
+	if svc.Sorry != oldSorry {
+		if err := s.setSorry(sv); err != nil {
+			s.log.Warn("sorry server not installed", "service", svc.ServiceKey.String(), "err", err)
+		}
+	}
+	sv.sched.Update(sv.schedDests())
+	s.changed()
+	s.log.Info("service edited", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
+		"persistent", svc.Timeout, "flags", svc.SchedFlags)
+	return nil
+}
+
+// DeleteService removes a service, its destinations and their
+// connections (ipvsadm -D).
+func (s *Server) DeleteService(k config.ServiceKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sv, ok := s.services[k]
+	if !ok {
+		return ErrNoService
+	}
+	defer s.changed()
+	return s.deleteServiceLocked(sv)
+}
+
+func (s *Server) deleteServiceLocked(sv *service) error {
+	delete(s.services, sv.cfg.ServiceKey)
+	delete(s.byID, sv.id)
+	if err := s.syncKeys(); err != nil {
+		return err
+	}
+	ids := map[uint32]bool{}
+	for _, d := range sv.dests {
+		ids[d.realID] = true
+	}
+	if err := s.expireConns(ids); err != nil {
+		return err
+	}
+	for _, d := range sv.dests {
+		s.releaseDest(d)
+	}
+	if sv.sorry != nil {
+		_ = s.expireConns(map[uint32]bool{sv.sorry.realID: true})
+		s.releaseDest(sv.sorry)
+		sv.sorry = nil
+	}
+	s.log.Info("service deleted", "service", sv.cfg.ServiceKey.String())
+	return nil
+}
+
+// Clear removes every service (ipvsadm -C).
+func (s *Server) Clear() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.changed()
+	for _, sv := range s.services {
+		if err := s.deleteServiceLocked(sv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetTimeouts changes the tcp, tcpfin and udp timeouts (ipvsadm --set);
+// a zero leaves that timeout unchanged, as in ipvsadm.
+func (s *Server) SetTimeouts(tcp, tcpfin, udp time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tcp > 0 {
+		s.timeouts.TCP[conntrack.StateEstablished] = tcp
+	}
+	if tcpfin > 0 {
+		s.timeouts.TCP[conntrack.StateFinWait] = tcpfin
+	}
+	if udp > 0 {
+		s.timeouts.UDP = udp
+	}
+	s.changed()
+	s.log.Info("timeouts set", "tcp", s.timeouts.TCP[conntrack.StateEstablished],
+		"tcpfin", s.timeouts.TCP[conntrack.StateFinWait], "udp", s.timeouts.UDP)
+}

@@ -1,0 +1,126 @@
+package server
+
+// status.go: read-only views: services with counts and counters,
+// connections (-Lnc), timeouts, templates.
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+)
+
+// Timeouts returns the tcp, tcpfin and udp timeouts.
+func (s *Server) Timeouts() (tcp, tcpfin, udp time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.timeouts.TCP[conntrack.StateEstablished], s.timeouts.TCP[conntrack.StateFinWait], s.timeouts.UDP
+}
+
+// DestStatus is a destination with its connection counts, counters and
+// rates.
+type DestStatus struct {
+	config.Dest
+	ActiveConns int
+	InactConns  int
+	// PersistConns counts the persistence templates naming the real.
+	PersistConns int
+	Stats        conntrack.Stats
+	Rates        conntrack.Rates
+	Health       HealthStatus
+}
+
+// ServiceStatus is a service with its destinations, counters and rates.
+type ServiceStatus struct {
+	config.Service
+	Dests []DestStatus
+	Stats conntrack.Stats
+	Rates conntrack.Rates
+	// SorryActive is set while the sorry server takes new flows.
+	SorryActive bool
+}
+
+// Services returns every service and destination, in no set order.
+func (s *Server) Services() []ServiceStatus {
+	traffic := s.readTraffic()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ServiceStatus, 0, len(s.services))
+	for _, sv := range s.services {
+		persist := map[*dest]int{}
+		for _, t := range sv.templates {
+			persist[t.dest]++
+		}
+		per := make(map[*dest]conntrack.Stats, len(sv.dests))
+		st := ServiceStatus{Service: sv.cfg, Rates: sv.est.Rates()}
+		for _, d := range sv.dests {
+			per[d] = destStats(d, traffic[d])
+			st.Dests = append(st.Dests, DestStatus{Dest: d.cfg, ActiveConns: d.sd.ActiveConns, InactConns: d.sd.InactConns,
+				PersistConns: persist[d], Stats: per[d], Rates: d.est.Rates(), Health: s.healthOf(sv, d)})
+		}
+		st.Stats = s.serviceStatsLocked(sv, per)
+		st.SorryActive = sv.sorry != nil && !sv.anyUp()
+		out = append(out, st)
+	}
+	return out
+}
+
+// Templates returns the number of persistence templates of a service.
+func (s *Server) Templates(k config.ServiceKey) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sv := s.services[k]; sv != nil {
+		return len(sv.templates)
+	}
+	return 0
+}
+
+// ConnStatus is one connection as ipvsadm -c lists it.
+type ConnStatus struct {
+	Proto   uint8
+	Expire  time.Duration // time left before it is aged out
+	State   string        // IPVS state name; "UDP" for UDP, as /proc/net/ip_vs_conn
+	Client  netip.AddrPort
+	Virtual netip.AddrPort
+	Real    netip.AddrPort
+}
+
+// Conns lists the connection table (ipvsadm -Lnc).
+func (s *Server) Conns() ([]ConnStatus, error) {
+	s.mu.Lock()
+	to := s.timeouts
+	reals := make(map[uint32]netip.AddrPort, len(s.reals))
+	for id, d := range s.reals {
+		reals[id] = d.cfg.AddrPort()
+	}
+	s.mu.Unlock()
+	now := s.opts.Now()
+	var out []ConnStatus
+	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		if c.Flags&dataplane.ConnReply != 0 {
+			return true // listed with its forward entry
+		}
+		left := to.Remaining(k.Proto, c.State, c.LastSeen, now)
+		if left < 0 {
+			left = 0
+		}
+		state := c.State.String()
+		if k.Proto == conntrack.ProtoUDP {
+			state = "UDP"
+		}
+		real := reals[c.RealID]
+		if c.Rewrites() {
+			real = netip.AddrPortFrom(c.Out.Dst, c.Out.DstPort)
+		}
+		if real.Port() == 0 {
+			// -g/-i reals of port-zero and -f services: the client's port.
+			real = netip.AddrPortFrom(real.Addr(), k.DstPort)
+		}
+		out = append(out, ConnStatus{Proto: k.Proto, Expire: left, State: state,
+			Client: netip.AddrPortFrom(k.Src, k.SrcPort), Virtual: netip.AddrPortFrom(k.Dst, k.DstPort), Real: real})
+		return true
+	})
+	return out, err
+}
