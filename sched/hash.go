@@ -69,7 +69,8 @@ type sh struct {
 
 func init() { Register("sh", func() Scheduler { return &sh{} }) }
 
-func (s *sh) Name() string      { return "sh" }
+func (s *sh) Name() string { return "sh" }
+
 // FlagNames are ipvsadm's names of flag-1 and flag-2 for sh.
 func (s *sh) FlagNames() [2]string { return [2]string{"sh-fallback", "sh-port"} }
 

@@ -34,7 +34,8 @@ var (
 
 func init() { Register("mh", func() Scheduler { return &mh{} }) }
 
-func (s *mh) Name() string     { return "mh" }
+func (s *mh) Name() string { return "mh" }
+
 // FlagNames are ipvsadm's names of flag-1 and flag-2 for mh.
 func (s *mh) FlagNames() [2]string { return [2]string{"mh-fallback", "mh-port"} }
 
