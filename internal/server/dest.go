@@ -165,8 +165,8 @@ func checkHop(d config.Dest, hop dataplane.NextHop, director func(ifindex int) b
 	return nil
 }
 
-// AddDest adds a real server to a service (ipvsadm -a).
-func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
+// addDest adds a real server to a service (ipvsadm -a).
+func (s *Server) addDest(k config.ServiceKey, d config.Dest) error {
 	if err := d.Validate(k); err != nil {
 		return err
 	}
@@ -243,8 +243,8 @@ func (s *Server) writeReal(d *dest) error {
 	return nil
 }
 
-// EditDest changes a real server's settings (ipvsadm -e).
-func (s *Server) EditDest(k config.ServiceKey, d config.Dest) error {
+// editDest changes a real server's settings (ipvsadm -e).
+func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 	if err := d.Validate(k); err != nil {
 		return err
 	}
@@ -288,9 +288,9 @@ func (s *Server) EditDest(k config.ServiceKey, d config.Dest) error {
 	return nil
 }
 
-// DeleteDest removes a real server and expires its connections
+// deleteDest removes a real server and expires its connections
 // (ipvsadm -d).
-func (s *Server) DeleteDest(k config.ServiceKey, addr netip.Addr, port uint16) error {
+func (s *Server) deleteDest(k config.ServiceKey, addr netip.Addr, port uint16) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sv, ok := s.services[k]

@@ -146,9 +146,9 @@ func (s *Server) LocalPortsInUse(addr netip.Addr) int {
 	return n
 }
 
-// AddLocalAddr adds a FULLNAT local address to a service (DPVS's
+// addLocalAddr adds a FULLNAT local address to a service (DPVS's
 // ipvsadm --add-laddr -z ADDR -t VIP:PORT).
-func (s *Server) AddLocalAddr(k config.ServiceKey, addr netip.Addr) error {
+func (s *Server) addLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 	if !addr.Is4() || addr.IsUnspecified() || addr.IsMulticast() {
 		return fmt.Errorf("%w: local address %v must be a unicast IPv4 address", config.ErrInvalid, addr)
 	}
@@ -167,9 +167,9 @@ func (s *Server) AddLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 	return nil
 }
 
-// DeleteLocalAddr removes a local address from a service. Connections
+// deleteLocalAddr removes a local address from a service. Connections
 // already using it keep it until they end.
-func (s *Server) DeleteLocalAddr(k config.ServiceKey, addr netip.Addr) error {
+func (s *Server) deleteLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sv, ok := s.services[k]

@@ -9,9 +9,9 @@ import (
 	"github.com/xipvs/xipvs/config"
 )
 
-// AddMarks binds ports to firewall marks for -f services (xipvsadm
+// addMarks binds ports to firewall marks for -f services (xipvsadm
 // --add-mark). All rules are checked before any is applied.
-func (s *Server) AddMarks(rules []config.MarkRule) error {
+func (s *Server) addMarks(rules []config.MarkRule) error {
 	for _, r := range rules {
 		if err := r.Validate(); err != nil {
 			return err
@@ -32,9 +32,9 @@ func (s *Server) AddMarks(rules []config.MarkRule) error {
 	return nil
 }
 
-// DeleteMarks removes port-group rules (xipvsadm --del-mark): the given
+// deleteMarks removes port-group rules (xipvsadm --del-mark): the given
 // rules, each of which must exist, or with no rules every rule of mark.
-func (s *Server) DeleteMarks(mark uint32, rules []config.MarkRule) error {
+func (s *Server) deleteMarks(mark uint32, rules []config.MarkRule) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var keep []config.MarkRule

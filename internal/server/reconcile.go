@@ -51,15 +51,13 @@ func cmpU(a, b uint32) int {
 	return 0
 }
 
-// Reconcile makes the running configuration want, changing only what
+// apply makes the running configuration want, changing only what
 // differs: a service or real present in both keeps its connections,
 // counters and persistence. Everything is checked before anything
 // changes; if a change still fails, what was done is undone and the
 // error returned, so a failed reload or restore leaves the configuration
-// as it was. Reconcile calls are serialized.
-func (s *Server) Reconcile(want *config.Config) error {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
+// as it was. cfgMu is held.
+func (s *Server) apply(want *config.Config) error {
 	want = want.Clone()
 	if err := precheck(want, func(d config.Dest) error { _, err := s.route(d); return err }); err != nil {
 		return err
@@ -158,7 +156,7 @@ func (s *Server) reconcile(have, want *config.Config) (int, error) {
 	// Services that go, with their reals and connections.
 	for _, hs := range have.Services {
 		if want.Find(hs.Service.ServiceKey) < 0 {
-			if err := step(s.DeleteService(hs.Service.ServiceKey)); err != nil {
+			if err := step(s.deleteService(hs.Service.ServiceKey)); err != nil {
 				return n, err
 			}
 		}
@@ -166,7 +164,7 @@ func (s *Server) reconcile(have, want *config.Config) (int, error) {
 	// Port groups: removed ones first, so a changed range can be re-added.
 	for _, r := range have.Marks {
 		if !slices.Contains(want.Marks, r) {
-			if err := step(s.DeleteMarks(r.Mark, []config.MarkRule{r})); err != nil {
+			if err := step(s.deleteMarks(r.Mark, []config.MarkRule{r})); err != nil {
 				return n, err
 			}
 		}
@@ -178,7 +176,7 @@ func (s *Server) reconcile(have, want *config.Config) (int, error) {
 		}
 	}
 	if len(add) > 0 {
-		if err := step(s.AddMarks(add)); err != nil {
+		if err := step(s.addMarks(add)); err != nil {
 			return n, err
 		}
 	}
@@ -188,16 +186,16 @@ func (s *Server) reconcile(have, want *config.Config) (int, error) {
 		if i := have.Find(k); i >= 0 {
 			hs = have.Services[i]
 			if !sameService(hs.Service, ws.Service) {
-				if err := step(s.EditService(ws.Service)); err != nil {
+				if err := step(s.editService(ws.Service)); err != nil {
 					return n, err
 				}
 			}
-		} else if err := step(s.AddService(ws.Service)); err != nil {
+		} else if err := step(s.addService(ws.Service)); err != nil {
 			return n, err
 		}
 		for _, d := range hs.Dests {
 			if ws.FindDest(d.Addr, d.Port) < 0 {
-				if err := step(s.DeleteDest(k, d.Addr, d.Port)); err != nil {
+				if err := step(s.deleteDest(k, d.Addr, d.Port)); err != nil {
 					return n, err
 				}
 			}
@@ -209,9 +207,9 @@ func (s *Server) reconcile(have, want *config.Config) (int, error) {
 			var err error
 			switch {
 			case j < 0:
-				err = step(s.AddDest(k, d))
+				err = step(s.addDest(k, d))
 			case hs.Dests[j] != d:
-				err = step(s.EditDest(k, d))
+				err = step(s.editDest(k, d))
 			}
 			if err != nil {
 				return n, err
@@ -219,14 +217,14 @@ func (s *Server) reconcile(have, want *config.Config) (int, error) {
 		}
 		for _, a := range hs.LocalAddrs {
 			if !slices.Contains(ws.LocalAddrs, a) {
-				if err := step(s.DeleteLocalAddr(k, a)); err != nil {
+				if err := step(s.deleteLocalAddr(k, a)); err != nil {
 					return n, err
 				}
 			}
 		}
 		for _, a := range ws.LocalAddrs {
 			if !slices.Contains(hs.LocalAddrs, a) {
-				if err := step(s.AddLocalAddr(k, a)); err != nil {
+				if err := step(s.addLocalAddr(k, a)); err != nil {
 					return n, err
 				}
 			}
@@ -240,7 +238,7 @@ func (s *Server) reconcile(have, want *config.Config) (int, error) {
 		}
 	}
 	if changed {
-		s.SetTimeouts(t[0], t[1], t[2])
+		s.setTimeouts(t[0], t[1], t[2])
 		n++
 	}
 	return n, nil

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
@@ -93,4 +94,64 @@ func TestReconcileRollsBack(t *testing.T) {
 			t.Errorf("changed by a refused configuration: %+v", after)
 		}
 	}
+}
+
+// blockingDP blocks SetReal for one address until released, then fails
+// it: a restore that is slow and then rolls back.
+type blockingDP struct {
+	*fakeDP
+	addr             string
+	entered, release chan struct{}
+}
+
+func (b *blockingDP) SetReal(id uint32, r dataplane.Real) error {
+	if r.Addr.String() == b.addr {
+		close(b.entered)
+		<-b.release
+		return errors.New("injected map failure")
+	}
+	return b.fakeDP.SetReal(id, r)
+}
+
+// TestCommandWaitsForRestore: a command sent while a restore runs lands
+// after it, so the restore's rollback cannot undo the command, and the
+// command is not lost.
+func TestCommandWaitsForRestore(t *testing.T) {
+	bdp := &blockingDP{fakeDP: newFakeDP(), addr: "10.0.0.13", entered: make(chan struct{}), release: make(chan struct{})}
+	s, _, _ := newTestServer(t)
+	s.opts.Dataplane = bdp
+	restored := make(chan error, 1)
+	go func() {
+		restored <- s.ApplyLines(lines(t, "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.13 -g\n"))
+	}()
+	<-bdp.entered
+	added := make(chan error, 1)
+	go func() {
+		added <- s.AddService(config.Service{ServiceKey: config.ServiceKey{Proto: config.UDP, Addr: vip, Port: 53}, Scheduler: "rr"})
+	}()
+	select {
+	case err := <-added:
+		t.Fatalf("command landed in the middle of a restore (%v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(bdp.release)
+	if err := <-restored; err == nil {
+		t.Fatal("restore did not fail")
+	}
+	if err := <-added; err != nil {
+		t.Fatal(err)
+	}
+	got := s.Config()
+	if len(got.Services) != 1 || got.Services[0].Service.Proto != config.UDP {
+		t.Errorf("after a failed restore and a command: %+v, want only the command's UDP service", got.Services)
+	}
+}
+
+func lines(t *testing.T, s string) []config.Line {
+	t.Helper()
+	ls, err := config.ReadRules(strings.NewReader(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls
 }

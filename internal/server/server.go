@@ -1,7 +1,9 @@
 // Package server is xipvsd's in-process core: it owns the virtual
 // services, their destinations and schedulers, and keeps the data plane's
-// maps in step with them. All state is guarded by one mutex, Server.mu;
-// API handlers are thin adapters over its methods.
+// maps in step with them. Configuration changes are serialized by one
+// lock, Server.cfgMu (commands.go); the state they change, which new
+// flows, sweeps and listings also read, is guarded by Server.mu. API
+// handlers are thin adapters over its methods.
 package server
 
 import (
@@ -78,8 +80,11 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
-	// applyMu serializes Reconcile calls.
-	applyMu sync.Mutex
+	// cfgMu serializes configuration changes: it is held for the whole
+	// of one command, restore or reload (commands.go), so a command
+	// never lands in the middle of a restore whose rollback would undo
+	// it. Taken before mu, never while holding it.
+	cfgMu sync.Mutex
 
 	mu       sync.Mutex // guards everything below
 	services map[config.ServiceKey]*service

@@ -58,7 +58,7 @@ type clock struct{ now time.Duration }
 
 func (c *clock) Now() time.Duration { return c.now }
 
-func newTestServer(t *testing.T) (*Server, *fakeDP, *clock) {
+func newTestServer(t testing.TB) (*Server, *fakeDP, *clock) {
 	t.Helper()
 	dp := newFakeDP()
 	clk := &clock{now: time.Hour}

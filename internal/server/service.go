@@ -146,8 +146,8 @@ func (s *Server) syncKeys() error {
 	return nil
 }
 
-// AddService adds a virtual service (ipvsadm -A).
-func (s *Server) AddService(svc config.Service) error {
+// addService adds a virtual service (ipvsadm -A).
+func (s *Server) addService(svc config.Service) error {
 	if err := normalize(&svc); err != nil {
 		return err
 	}
@@ -183,8 +183,8 @@ func (s *Server) AddService(svc config.Service) error {
 	return nil
 }
 
-// EditService changes a service's settings (ipvsadm -E).
-func (s *Server) EditService(svc config.Service) error {
+// editService changes a service's settings (ipvsadm -E).
+func (s *Server) editService(svc config.Service) error {
 	if err := normalize(&svc); err != nil {
 		return err
 	}
@@ -221,9 +221,9 @@ func (s *Server) EditService(svc config.Service) error {
 	return nil
 }
 
-// DeleteService removes a service, its destinations and their
+// deleteService removes a service, its destinations and their
 // connections (ipvsadm -D).
-func (s *Server) DeleteService(k config.ServiceKey) error {
+func (s *Server) deleteService(k config.ServiceKey) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sv, ok := s.services[k]
@@ -259,8 +259,8 @@ func (s *Server) deleteServiceLocked(sv *service) error {
 	return nil
 }
 
-// Clear removes every service (ipvsadm -C).
-func (s *Server) Clear() error {
+// clear removes every service (ipvsadm -C).
+func (s *Server) clear() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.changed()
@@ -272,9 +272,9 @@ func (s *Server) Clear() error {
 	return nil
 }
 
-// SetTimeouts changes the tcp, tcpfin and udp timeouts (ipvsadm --set);
+// setTimeouts changes the tcp, tcpfin and udp timeouts (ipvsadm --set);
 // a zero leaves that timeout unchanged, as in ipvsadm.
-func (s *Server) SetTimeouts(tcp, tcpfin, udp time.Duration) {
+func (s *Server) setTimeouts(tcp, tcpfin, udp time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if tcp > 0 {

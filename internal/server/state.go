@@ -117,6 +117,8 @@ type Adopter interface {
 // name (services keys, reals, and connections to unknown reals). An
 // empty state therefore starts clean over adopted maps.
 func (s *Server) Restore(st State, dp Adopter) error {
+	s.cfgMu.Lock()
+	defer s.cfgMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.services) != 0 {
