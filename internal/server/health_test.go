@@ -71,7 +71,7 @@ func TestSetHealth(t *testing.T) {
 	}
 	// Deleting the service releases the sorry server's real too.
 	apply(t, s, "-D -t 10.0.0.100:80")
-	if len(dp.reals) != 0 {
-		t.Errorf("reals left: %v", dp.reals)
+	if len(dp.Reals) != 0 {
+		t.Errorf("reals left: %v", dp.Reals)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/testutil"
 )
 
 var (
@@ -34,13 +35,13 @@ func addSvc(t *testing.T, s *Server, k config.ServiceKey, dests ...config.Dest) 
 }
 
 // open schedules a new flow and writes its entries as the slow path does.
-func open(t *testing.T, s *Server, dp *fakeDP, clk *clock, src netip.Addr, sport, dport uint16) (dataplane.Decision, bool) {
+func open(t *testing.T, s *Server, dp *testutil.FakeDataplane, clk *clock, src netip.Addr, sport, dport uint16) (dataplane.Decision, bool) {
 	t.Helper()
 	f := dataplane.NewFlow{Key: dataplane.ConnKey{Src: src, Dst: mVIP, SrcPort: sport, DstPort: dport, Proto: conntrack.ProtoTCP}, Ifindex: 2}
 	dec, ok := s.NewFlow(f)
 	if ok {
 		for _, e := range dataplane.Entries(f, dec, clk.now, nil) {
-			dp.conns[e.Key] = e.Conn
+			dp.Conns[e.Key] = e.Conn
 		}
 	}
 	return dec, ok
@@ -56,12 +57,12 @@ func TestNATDecision(t *testing.T) {
 	}
 	// The reply entry is keyed RIP:8080 -> client and rewrites back.
 	rk := dataplane.ConnKey{Src: mRIP, Dst: client(1), SrcPort: 8080, DstPort: 40000, Proto: conntrack.ProtoTCP}
-	r, ok := dp.conns[rk]
+	r, ok := dp.Conns[rk]
 	if !ok || r.Flags != dataplane.ConnReply || r.Out != (dataplane.ConnKey{Src: mVIP, Dst: client(1), SrcPort: 80, DstPort: 40000}) {
 		t.Fatalf("reply entry %+v (%v)", r, ok)
 	}
-	if dp.reals[1].Fwd != dataplane.FwdMasq {
-		t.Errorf("real written with fwd %v", dp.reals[1].Fwd)
+	if dp.Reals[1].Fwd != dataplane.FwdMasq {
+		t.Errorf("real written with fwd %v", dp.Reals[1].Fwd)
 	}
 	// -e -g on a port-mapped real is refused: DR keeps the port.
 	if err := s.EditDest(svcKey(80), config.Dest{Addr: mRIP, Port: 8080, Fwd: config.FwdRoute, Weight: 1}); err == nil {
@@ -147,26 +148,26 @@ func TestFullNATLocalPorts(t *testing.T) {
 	// port comes back, and the next flow gets exactly it.
 	var victim dataplane.ConnKey
 	var victimConn dataplane.Conn
-	for key, c := range dp.conns {
+	for key, c := range dp.Conns {
 		if c.Flags&dataplane.ConnReply == 0 {
 			victim, victimConn = key, c
 			break
 		}
 	}
-	for key, c := range dp.conns {
+	for key, c := range dp.Conns {
 		if key != victim && key != victimConn.Peer(conntrack.ProtoTCP) {
 			c.LastSeen = clk.now + time.Hour
-			dp.conns[key] = c
+			dp.Conns[key] = c
 		}
 	}
 	clk.now += 2 * time.Minute // SYN_RECV's timeout is 60 s (state 0: NONE, 2 s)
 	if err := s.Sweep(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := dp.conns[victim]; ok {
+	if _, ok := dp.Conns[victim]; ok {
 		t.Fatal("idle FULLNAT connection not expired")
 	}
-	if _, ok := dp.conns[victimConn.Peer(conntrack.ProtoTCP)]; ok {
+	if _, ok := dp.Conns[victimConn.Peer(conntrack.ProtoTCP)]; ok {
 		t.Fatal("its reply entry not expired")
 	}
 	dec, ok := open(t, s, dp, clk, client(100), 1, 80)
@@ -181,21 +182,21 @@ func TestSweepPairedEntries(t *testing.T) {
 	s.SetTimeouts(0, 0, 0)
 	open(t, s, dp, clk, client(1), 1000, 80)
 	fk := dataplane.ConnKey{Src: client(1), Dst: mVIP, SrcPort: 1000, DstPort: 80, Proto: conntrack.ProtoTCP}
-	c := dp.conns[fk]
+	c := dp.Conns[fk]
 	c.State = conntrack.StateEstablished
-	dp.conns[fk] = c
+	dp.Conns[fk] = c
 	rk := c.Peer(conntrack.ProtoTCP)
 	// Only the server talks (a download the client ACKs rarely): the
 	// reply entry keeps the connection alive.
 	clk.now += 14 * time.Minute
-	r := dp.conns[rk]
+	r := dp.Conns[rk]
 	r.LastSeen = clk.now
-	dp.conns[rk] = r
+	dp.Conns[rk] = r
 	clk.now += 2 * time.Minute // forward idle 16 min > 15 min
 	if err := s.Sweep(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := dp.conns[fk]; !ok {
+	if _, ok := dp.Conns[fk]; !ok {
 		t.Fatal("connection expired although its replies were recent")
 	}
 	if st := s.Services(); st[0].Dests[0].ActiveConns != 1 {
@@ -205,24 +206,24 @@ func TestSweepPairedEntries(t *testing.T) {
 	if err := s.Sweep(); err != nil {
 		t.Fatal(err)
 	}
-	if len(dp.conns) != 0 {
-		t.Fatalf("entries left after both went idle: %v", dp.conns)
+	if len(dp.Conns) != 0 {
+		t.Fatalf("entries left after both went idle: %v", dp.Conns)
 	}
 	// A reply entry without its forward entry goes after a grace time.
-	dp.conns[rk] = r
+	dp.Conns[rk] = r
 	r.LastSeen = clk.now
-	dp.conns[rk] = r
+	dp.Conns[rk] = r
 	if err := s.Sweep(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := dp.conns[rk]; !ok {
+	if _, ok := dp.Conns[rk]; !ok {
 		t.Fatal("fresh orphan reply entry removed at once")
 	}
 	clk.now += orphanReplyAge + time.Second
 	if err := s.Sweep(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := dp.conns[rk]; ok {
+	if _, ok := dp.Conns[rk]; ok {
 		t.Fatal("orphan reply entry kept")
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/testutil"
 )
 
 func rules(t *testing.T, s string) *config.Config {
@@ -23,7 +24,7 @@ func rules(t *testing.T, s string) *config.Config {
 // failingDP fails SetReal for one real address, after precheck passed:
 // the case Reconcile must undo.
 type failingDP struct {
-	*fakeDP
+	*testutil.FakeDataplane
 	failAddr string
 }
 
@@ -31,7 +32,7 @@ func (f *failingDP) SetReal(id uint32, r dataplane.Real) error {
 	if r.Addr.String() == f.failAddr {
 		return errors.New("injected map failure")
 	}
-	return f.fakeDP.SetReal(id, r)
+	return f.FakeDataplane.SetReal(id, r)
 }
 
 func TestReconcileByDifference(t *testing.T) {
@@ -42,7 +43,7 @@ func TestReconcileByDifference(t *testing.T) {
 	id11 := s.services[config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}].dests[1].realID
 	// A connection on 10.0.0.11 survives a reload that keeps that real.
 	k := dataplane.ConnKey{Src: rs2, Dst: vip, SrcPort: 1, DstPort: 80, Proto: 6}
-	dp.conns[k] = dataplane.Conn{RealID: id11}
+	dp.Conns[k] = dataplane.Conn{RealID: id11}
 	want := rules(t, "-A -t 10.0.0.100:80 -s wrr\n-a -t 10.0.0.100:80 -r 10.0.0.11 -g -w 5\n-A -u 10.0.0.100:53 -s rr\n")
 	if err := s.Reconcile(want); err != nil {
 		t.Fatal(err)
@@ -52,7 +53,7 @@ func TestReconcileByDifference(t *testing.T) {
 		got.Services[0].Dests[0].Weight != 5 {
 		t.Errorf("after reconcile: %+v", got)
 	}
-	if _, ok := dp.conns[k]; !ok {
+	if _, ok := dp.Conns[k]; !ok {
 		t.Error("the kept real's connection was expired")
 	}
 	if s.services[config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}].dests[0].realID != id11 {
@@ -61,7 +62,7 @@ func TestReconcileByDifference(t *testing.T) {
 }
 
 func TestReconcileRollsBack(t *testing.T) {
-	fdp := &failingDP{fakeDP: newFakeDP()}
+	fdp := &failingDP{FakeDataplane: testutil.NewFakeDataplane()}
 	s, _, _ := newTestServer(t)
 	s.opts.Dataplane = fdp
 	start := rules(t, "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.11 -g\n-A -u 10.0.0.100:53 -s rr\n")
@@ -99,7 +100,7 @@ func TestReconcileRollsBack(t *testing.T) {
 // blockingDP blocks SetReal for one address until released, then fails
 // it: a restore that is slow and then rolls back.
 type blockingDP struct {
-	*fakeDP
+	*testutil.FakeDataplane
 	addr             string
 	entered, release chan struct{}
 }
@@ -110,14 +111,14 @@ func (b *blockingDP) SetReal(id uint32, r dataplane.Real) error {
 		<-b.release
 		return errors.New("injected map failure")
 	}
-	return b.fakeDP.SetReal(id, r)
+	return b.FakeDataplane.SetReal(id, r)
 }
 
 // TestCommandWaitsForRestore: a command sent while a restore runs lands
 // after it, so the restore's rollback cannot undo the command, and the
 // command is not lost.
 func TestCommandWaitsForRestore(t *testing.T) {
-	bdp := &blockingDP{fakeDP: newFakeDP(), addr: "10.0.0.13", entered: make(chan struct{}), release: make(chan struct{})}
+	bdp := &blockingDP{FakeDataplane: testutil.NewFakeDataplane(), addr: "10.0.0.13", entered: make(chan struct{}), release: make(chan struct{})}
 	s, _, _ := newTestServer(t)
 	s.opts.Dataplane = bdp
 	restored := make(chan error, 1)

@@ -10,57 +10,16 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/testutil"
 )
-
-// fakeDP is an in-memory data plane: maps as Go maps.
-type fakeDP struct {
-	services map[dataplane.ServiceKey]uint32
-	reals    map[uint32]dataplane.Real
-	conns    map[dataplane.ConnKey]dataplane.Conn
-}
-
-func newFakeDP() *fakeDP {
-	return &fakeDP{services: map[dataplane.ServiceKey]uint32{}, reals: map[uint32]dataplane.Real{},
-		conns: map[dataplane.ConnKey]dataplane.Conn{}}
-}
-
-func (f *fakeDP) Interfaces() []dataplane.Interface {
-	return []dataplane.Interface{{Name: "eth0", Index: 2}}
-}
-func (f *fakeDP) SetService(k dataplane.ServiceKey, id uint32) error {
-	f.services[k] = id
-	return nil
-}
-func (f *fakeDP) DeleteService(k dataplane.ServiceKey) error {
-	if _, ok := f.services[k]; !ok {
-		return errors.New("no such key")
-	}
-	delete(f.services, k)
-	return nil
-}
-func (f *fakeDP) SetReal(id uint32, r dataplane.Real) error { f.reals[id] = r; return nil }
-func (f *fakeDP) DeleteReal(id uint32) error                { delete(f.reals, id); return nil }
-func (f *fakeDP) WalkConns(fn func(dataplane.ConnKey, dataplane.Conn) bool) error {
-	for k, c := range f.conns {
-		if !fn(k, c) {
-			break
-		}
-	}
-	return nil
-}
-func (f *fakeDP) LookupConn(k dataplane.ConnKey) (dataplane.Conn, bool, error) {
-	c, ok := f.conns[k]
-	return c, ok, nil
-}
-func (f *fakeDP) DeleteConn(k dataplane.ConnKey) error { delete(f.conns, k); return nil }
 
 type clock struct{ now time.Duration }
 
 func (c *clock) Now() time.Duration { return c.now }
 
-func newTestServer(t testing.TB) (*Server, *fakeDP, *clock) {
+func newTestServer(t testing.TB) (*Server, *testutil.FakeDataplane, *clock) {
 	t.Helper()
-	dp := newFakeDP()
+	dp := testutil.NewFakeDataplane()
 	clk := &clock{now: time.Hour}
 	s := New(Options{Dataplane: dp, Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
 	return s, dp, clk
@@ -129,15 +88,15 @@ func apply(t *testing.T, s *Server, line string) {
 
 // newConn schedules a TCP connection as the slow path does and records it
 // in the fake connection table as established.
-func newConn(t *testing.T, s *Server, dp *fakeDP, src string, sport, dport uint16) netip.Addr {
+func newConn(t *testing.T, s *Server, dp *testutil.FakeDataplane, src string, sport, dport uint16) netip.Addr {
 	t.Helper()
 	k := dataplane.ConnKey{Src: netip.MustParseAddr(src), Dst: vip, SrcPort: sport, DstPort: dport, Proto: conntrack.ProtoTCP}
 	d, ok := s.NewFlow(dataplane.NewFlow{Key: k})
 	if !ok {
 		t.Fatalf("flow %v not scheduled", k)
 	}
-	dp.conns[k] = dataplane.Conn{RealID: d.RealID, ServiceID: d.ServiceID, State: conntrack.StateEstablished, LastSeen: s.opts.Now()}
-	return dp.reals[d.RealID].Addr
+	dp.Conns[k] = dataplane.Conn{RealID: d.RealID, ServiceID: d.ServiceID, State: conntrack.StateEstablished, LastSeen: s.opts.Now()}
+	return dp.Reals[d.RealID].Addr
 }
 
 // A client sticks to one real while its template lives; with rr and no
@@ -159,9 +118,9 @@ func TestPersistence(t *testing.T) {
 	}
 	// The template outlives its timeout while it controls connections.
 	clk.now += 2 * time.Minute
-	for k, c := range dp.conns {
+	for k, c := range dp.Conns {
 		c.LastSeen = clk.now
-		dp.conns[k] = c
+		dp.Conns[k] = c
 	}
 	if err := s.Sweep(); err != nil {
 		t.Fatal(err)
@@ -170,7 +129,7 @@ func TestPersistence(t *testing.T) {
 		t.Fatalf("templates with live connections: %d, want 2", n)
 	}
 	// With the connections gone and the timeout run out it expires.
-	clear(dp.conns)
+	clear(dp.Conns)
 	clk.now += 2 * time.Minute
 	if err := s.Sweep(); err != nil {
 		t.Fatal(err)
@@ -221,18 +180,18 @@ func TestPersistenceAcrossPorts(t *testing.T) {
 func TestMarkKeys(t *testing.T) {
 	s, dp, _ := newTestServer(t)
 	apply(t, s, "--add-mark -f 1 -t 10.0.0.100:80,443,8000-8002")
-	if len(dp.services) != 0 {
-		t.Fatalf("keys without a -f service: %v", dp.services)
+	if len(dp.Services) != 0 {
+		t.Fatalf("keys without a -f service: %v", dp.Services)
 	}
 	apply(t, s, "-A -t 10.0.0.100:80 -s rr")
 	apply(t, s, "-A -f 1 -s wlc")
 	fw := s.services[config.ServiceKey{FWMark: 1, Proto: config.TCP}].id
 	want := map[uint16]uint32{80: fw, 443: fw, 8000: fw, 8001: fw, 8002: fw}
-	if len(dp.services) != len(want) {
-		t.Fatalf("keys %v", dp.services)
+	if len(dp.Services) != len(want) {
+		t.Fatalf("keys %v", dp.Services)
 	}
 	for p, id := range want {
-		if got := dp.services[dataplane.ServiceKey{VIP: vip, Port: p, Proto: 6}]; got != id {
+		if got := dp.Services[dataplane.ServiceKey{VIP: vip, Port: p, Proto: 6}]; got != id {
 			t.Errorf("port %d: service %d, want %d (the port group wins over -t :80)", p, got, id)
 		}
 	}
@@ -242,12 +201,12 @@ func TestMarkKeys(t *testing.T) {
 		t.Fatalf("overlap: %v", err)
 	}
 	apply(t, s, "--del-mark -f 1 -t 10.0.0.100:8000-8002")
-	if len(dp.services) != 2 {
-		t.Fatalf("after --del-mark of a range: %v", dp.services)
+	if len(dp.Services) != 2 {
+		t.Fatalf("after --del-mark of a range: %v", dp.Services)
 	}
 	apply(t, s, "-D -f 1")
-	if len(dp.services) != 1 || dp.services[dataplane.ServiceKey{VIP: vip, Port: 80, Proto: 6}] == 0 {
-		t.Fatalf("after -D -f 1 the -t service should own :80 again: %v", dp.services)
+	if len(dp.Services) != 1 || dp.Services[dataplane.ServiceKey{VIP: vip, Port: 80, Proto: 6}] == 0 {
+		t.Fatalf("after -D -f 1 the -t service should own :80 again: %v", dp.Services)
 	}
 }
 
@@ -268,11 +227,11 @@ func TestThresholds(t *testing.T) {
 	}
 	// 3 connections: 3*4 = 12 is not < 4*3 = 12: still overloaded.
 	var one dataplane.ConnKey
-	for k := range dp.conns {
+	for k := range dp.Conns {
 		one = k
 		break
 	}
-	delete(dp.conns, one)
+	delete(dp.Conns, one)
 	clk.now += time.Second
 	if err := s.Sweep(); err != nil {
 		t.Fatal(err)
@@ -280,8 +239,8 @@ func TestThresholds(t *testing.T) {
 	if _, ok := s.NewFlow(dataplane.NewFlow{Key: k}); ok {
 		t.Fatal("cleared at 3 of 4")
 	}
-	for k := range dp.conns {
-		delete(dp.conns, k)
+	for k := range dp.Conns {
+		delete(dp.Conns, k)
 		break
 	}
 	if err := s.Sweep(); err != nil {
@@ -313,22 +272,6 @@ func TestSchedulersAccepted(t *testing.T) {
 	}
 }
 
-func (f *fakeDP) ServiceKeys() ([]dataplane.ServiceKey, error) {
-	var out []dataplane.ServiceKey
-	for k := range f.services {
-		out = append(out, k)
-	}
-	return out, nil
-}
-
-func (f *fakeDP) RealIDs() ([]uint32, error) {
-	var out []uint32
-	for id := range f.reals {
-		out = append(out, id)
-	}
-	return out, nil
-}
-
 // A restarted server rebuilds the configuration with the same ids, so
 // the adopted connections keep their meaning, and removes what the state
 // does not name.
@@ -347,28 +290,28 @@ func TestRestore(t *testing.T) {
 	conn := newConn(t, s, dp, "192.0.2.1", 1, 80)
 	// Leftovers of something the state no longer names.
 	stale := dataplane.ServiceKey{VIP: vip, Port: 9999, Proto: 6}
-	dp.services[stale] = 77
-	dp.reals[99] = dataplane.Real{Addr: rs2}
+	dp.Services[stale] = 77
+	dp.Reals[99] = dataplane.Real{Addr: rs2}
 	ghost := dataplane.ConnKey{Src: netip.MustParseAddr("192.0.2.7"), Dst: vip, SrcPort: 7, DstPort: 9999, Proto: 6}
-	dp.conns[ghost] = dataplane.Conn{RealID: 99, ServiceID: 77, LastSeen: clk.now}
+	dp.Conns[ghost] = dataplane.Conn{RealID: 99, ServiceID: 77, LastSeen: clk.now}
 
 	r := New(Options{Dataplane: dp, Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
 	if err := r.Restore(saved, dp); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := dp.services[stale]; ok {
+	if _, ok := dp.Services[stale]; ok {
 		t.Error("stale service key kept")
 	}
-	if _, ok := dp.reals[99]; ok {
+	if _, ok := dp.Reals[99]; ok {
 		t.Error("stale real kept")
 	}
-	if _, ok := dp.conns[ghost]; ok {
+	if _, ok := dp.Conns[ghost]; ok {
 		t.Error("connection to an unknown real kept")
 	}
-	if len(dp.conns) != 1 {
-		t.Fatalf("adopted connections: %d, want 1", len(dp.conns))
+	if len(dp.Conns) != 1 {
+		t.Fatalf("adopted connections: %d, want 1", len(dp.Conns))
 	}
-	for k, c := range dp.conns {
+	for k, c := range dp.Conns {
 		if got := r.reals[c.RealID]; got == nil || got.cfg.Addr != conn || r.byID[c.ServiceID] == nil {
 			t.Fatalf("connection %v names real %d / service %d, which the restored server does not have as before", k, c.RealID, c.ServiceID)
 		}

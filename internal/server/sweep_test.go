@@ -7,6 +7,7 @@ import (
 
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/testutil"
 )
 
 // The sweep's steps, alone.
@@ -75,42 +76,42 @@ func TestSweepJudgePairs(t *testing.T) {
 func TestSweepExpireRereads(t *testing.T) {
 	est := conntrack.DefaultTimeouts().TCP[conntrack.StateEstablished]
 	now := est + time.Hour
-	dp := newFakeDP()
+	dp := testutil.NewFakeDataplane()
 	f, r := natPair(0, 0)
-	dp.conns[f.k], dp.conns[r.k] = f.c, r.c
+	dp.Conns[f.k], dp.Conns[r.k] = f.c, r.c
 	sw := newSweep(now)
 	sw.expired = []entry{f}
 	refreshed := f.c
 	refreshed.LastSeen = now
-	dp.conns[f.k] = refreshed
+	dp.Conns[f.k] = refreshed
 	if err := sw.expire(dp); err != nil {
 		t.Fatal(err)
 	}
-	if len(dp.conns) != 2 || len(sw.releases) != 0 {
-		t.Fatalf("refreshed connection deleted: %v", dp.conns)
+	if len(dp.Conns) != 2 || len(sw.releases) != 0 {
+		t.Fatalf("refreshed connection deleted: %v", dp.Conns)
 	}
-	dp.conns[f.k] = f.c
+	dp.Conns[f.k] = f.c
 	if err := sw.expire(dp); err != nil {
 		t.Fatal(err)
 	}
-	if len(dp.conns) != 0 || len(sw.releases) != 1 || sw.releases[0].k != r.k {
-		t.Errorf("after expiry: conns %v, releases %v", dp.conns, sw.releases)
+	if len(dp.Conns) != 0 || len(sw.releases) != 1 || sw.releases[0].k != r.k {
+		t.Errorf("after expiry: conns %v, releases %v", dp.Conns, sw.releases)
 	}
 }
 
 // TestSweepDropOrphans: a reply entry without its forward entry goes once
 // idle for orphanReplyAge, not before.
 func TestSweepDropOrphans(t *testing.T) {
-	dp := newFakeDP()
+	dp := testutil.NewFakeDataplane()
 	_, r := natPair(0, time.Minute)
-	dp.conns[r.k] = r.c
+	dp.Conns[r.k] = r.c
 	sw := newSweep(time.Minute + orphanReplyAge/2)
 	sw.replies[r.k] = r.c
-	if err := sw.dropOrphans(dp); err != nil || len(dp.conns) != 1 {
+	if err := sw.dropOrphans(dp); err != nil || len(dp.Conns) != 1 {
 		t.Fatalf("young orphan dropped (%v)", err)
 	}
 	sw.now = time.Minute + orphanReplyAge
-	if err := sw.dropOrphans(dp); err != nil || len(dp.conns) != 0 {
+	if err := sw.dropOrphans(dp); err != nil || len(dp.Conns) != 0 {
 		t.Errorf("old orphan kept (%v)", err)
 	}
 }
