@@ -83,7 +83,7 @@ enum tcp_state {
 /* Global counters (stats map index). */
 enum stat_idx {
 	STAT_PASS = 0,        /* passed to the kernel: not ours */
-	STAT_FWD,             /* connection hit, forwarded */
+	STAT_FORWARD,             /* connection hit, forwarded */
 	STAT_SLOW_PATH,       /* new flow handed to AF_XDP */
 	STAT_DROP_NO_XSK,     /* new flow, no AF_XDP socket bound: dropped */
 	STAT_DROP_NO_MAC,     /* real's MAC not yet resolved: dropped */

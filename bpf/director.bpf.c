@@ -55,7 +55,7 @@ static __always_inline int forward_tun(struct xdp_md *ctx, struct pkt *p, const 
 		*stat = STAT_DROP_ADJUST;
 		return XDP_DROP;
 	}
-	*stat = STAT_FWD;
+	*stat = STAT_FORWARD;
 	return egress(ctx, r->ifindex);
 }
 
@@ -115,7 +115,7 @@ static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struc
 		*stat = STAT_DROP_NO_REAL;
 		return XDP_DROP;
 	}
-	*stat = STAT_FWD;
+	*stat = STAT_FORWARD;
 	return egress(ctx, r->ifindex);
 }
 
@@ -126,7 +126,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct con
 	__u64 len = bpf_ntohs(p->ip->tot_len);
 	int act = forward_real(ctx, p, c, stat);
 
-	if (*stat == STAT_FWD)
+	if (*stat == STAT_FORWARD)
 		real_account(c->real_id, len, 0);
 	return act;
 }

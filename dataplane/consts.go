@@ -34,7 +34,7 @@ const realFlagMACValid = uint8(directorRealFlagREAL_F_MAC_VALID)
 // Indexes of the global counters (Counters).
 const (
 	StatPass           = int(directorStatIdxSTAT_PASS)
-	StatFwd            = int(directorStatIdxSTAT_FWD)
+	StatFwd            = int(directorStatIdxSTAT_FORWARD)
 	StatSlowPath       = int(directorStatIdxSTAT_SLOW_PATH)
 	StatDropNoXSK      = int(directorStatIdxSTAT_DROP_NO_XSK)
 	StatDropNoMAC      = int(directorStatIdxSTAT_DROP_NO_MAC)

@@ -101,7 +101,7 @@ type directorStatIdx uint32
 
 const (
 	directorStatIdxSTAT_PASS             directorStatIdx = 0
-	directorStatIdxSTAT_FWD              directorStatIdx = 1
+	directorStatIdxSTAT_FORWARD          directorStatIdx = 1
 	directorStatIdxSTAT_SLOW_PATH        directorStatIdx = 2
 	directorStatIdxSTAT_DROP_NO_XSK      directorStatIdx = 3
 	directorStatIdxSTAT_DROP_NO_MAC      directorStatIdx = 4

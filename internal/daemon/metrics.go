@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"net"
@@ -19,7 +19,7 @@ import (
 // time: nothing is counted twice and nothing runs per packet.
 type collector struct {
 	srv *server.Server
-	dp  *dataplane.Dataplane
+	dp  Counters
 
 	svcConns, svcInPkts, svcOutPkts, svcInBytes, svcOutBytes      *prometheus.Desc
 	realConns, realInPkts, realOutPkts, realInBytes, realOutBytes *prometheus.Desc
@@ -29,7 +29,7 @@ type collector struct {
 	xdp, slow, noLocalPort, services, reals                       *prometheus.Desc
 }
 
-func newCollector(srv *server.Server, dp *dataplane.Dataplane) *collector {
+func newCollector(srv *server.Server, dp Counters) *collector {
 	svc := []string{"service"}
 	real := []string{"service", "real", "forward"}
 	d := func(name, help string, labels []string) *prometheus.Desc {
@@ -125,7 +125,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 // serveMetrics serves /metrics on addr until the returned server is shut
 // down.
-func serveMetrics(addr string, srv *server.Server, dp *dataplane.Dataplane, profiling bool) (*http.Server, net.Listener, error) {
+func serveMetrics(addr string, srv *server.Server, dp Counters, profiling bool) (*http.Server, net.Listener, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(srv, dp), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -1,0 +1,223 @@
+// Package daemon is xipvsd: it opens the data plane, builds the server
+// over it, adopts the previous run's state, and serves the control API,
+// /metrics, reloads and the slow path until its context ends. The
+// command in cmd/xipvsd only parses flags.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/internal/health"
+	"github.com/xipvs/xipvs/internal/server"
+)
+
+// Version is xipvsd's version.
+const Version = "0.1.0"
+
+// Options are xipvsd's settings.
+type Options struct {
+	Interfaces    []string
+	Socket        string
+	ConnTableSize uint32
+	SweepInterval time.Duration
+	// ExpireQuiescentTemplate is IPVS's sysctl of that name.
+	ExpireQuiescentTemplate bool
+	PinDir                  string
+	StateFile               string
+	// Flush discards the pinned maps and the saved state first.
+	Flush bool
+	// ConfigFile is applied at start and on every reload; Config is its
+	// contents as read at start.
+	ConfigFile  string
+	Config      *config.Config
+	MetricsAddr string
+	Pprof       bool
+}
+
+// Counters is what the API's Info and /metrics read of the data plane.
+type Counters interface {
+	Interfaces() []dataplane.Interface
+	Counters() ([dataplane.NumStats]uint64, error)
+	SlowPathStats() dataplane.SlowPathStats
+}
+
+// DryRun validates the interfaces and, if given, the configuration with
+// the routes to its real servers, as the daemon would apply it.
+func DryRun(ifaces []string, cfg *config.Config) error {
+	idx := map[int]bool{}
+	for _, n := range ifaces {
+		ifc, err := net.InterfaceByName(n)
+		if err != nil {
+			return fmt.Errorf("interface %s: %w", n, err)
+		}
+		idx[ifc.Index] = true
+	}
+	if cfg == nil {
+		return nil
+	}
+	return server.Check(cfg, dataplane.RouteTo, func(i int) bool { return idx[i] })
+}
+
+// Cleanup removes the pinned maps and links (detaching XDP) and the
+// saved state.
+func Cleanup(pinDir, stateFile string) error {
+	return errors.Join(dataplane.Cleanup(pinDir), removeIfExists(stateFile))
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Run runs the director until ctx ends (or SIGINT/SIGTERM).
+func Run(ctx context.Context, log *slog.Logger, o Options) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if o.Flush {
+		if err := removeIfExists(o.StateFile); err != nil {
+			return err
+		}
+	}
+	// Read the state before touching the data plane: a bad file stops
+	// us with the pinned maps still forwarding.
+	st, err := server.ReadStateFile(o.StateFile)
+	if err != nil {
+		return fmt.Errorf("%w (xipvsd --flush starts over)", err)
+	}
+	dp, err := dataplane.Open(dataplane.Options{Interfaces: o.Interfaces, ConnTableSize: o.ConnTableSize, Logger: log,
+		PinDir: o.PinDir, Flush: o.Flush})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+
+	var srv *server.Server
+	resolver := dataplane.NewResolver(log, func(a netip.Addr, ifindex int, mac net.HardwareAddr) {
+		srv.OnNeighbor(a, ifindex, mac)
+	})
+	// Health checks follow the configuration: every change pokes the
+	// monitor, which is given the current targets.
+	poke := make(chan struct{}, 1)
+	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.RouteTo, Logger: log,
+		ExpireQuiescentTemplate: o.ExpireQuiescentTemplate,
+		Persist: func(st server.State) error {
+			select {
+			case poke <- struct{}{}:
+			default:
+			}
+			return server.WriteStateFile(o.StateFile, st)
+		}})
+	monitor := health.NewMonitor(nil, func(k health.Key, up bool, reason string) { srv.SetHealth(k, up, reason) })
+	defer monitor.Close()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-poke:
+				monitor.Set(srv.HealthTargets(), srv.Healthy)
+			}
+		}
+	}()
+	if err := srv.Restore(st, dp); err != nil {
+		return fmt.Errorf("adopting %s: %w (xipvsd --flush starts over)", o.StateFile, err)
+	}
+	poke <- struct{}{} // the adopted configuration's checks
+	go resolver.Run(ctx, time.Second)
+	go srv.RunSweeper(ctx, o.SweepInterval)
+	go srv.RunEstimator(ctx)
+	b := &backend{srv: srv, dp: dp, connTable: int(o.ConnTableSize), configFile: o.ConfigFile, log: log}
+	if o.Config != nil {
+		if err := srv.Reconcile(o.Config); err != nil {
+			return fmt.Errorf("applying %s: %w", o.ConfigFile, err)
+		}
+		log.Info("configuration loaded", "file", o.ConfigFile, "summary", o.Config.Summary())
+	}
+
+	if err := dp.StartSlowPath(srv.NewFlow); err != nil {
+		return err
+	}
+
+	ln, err := listen(o.Socket)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: api.Handler(b, statusOf), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	if o.MetricsAddr != "" {
+		ms, mln, err := serveMetrics(o.MetricsAddr, srv, dp, o.Pprof)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		go func() { _ = ms.Serve(mln) }()
+		defer ms.Close()
+		log.Info("serving metrics", "addr", mln.Addr().String())
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := b.Reload(); err != nil {
+				log.Error("reload failed; the running configuration is unchanged", "err", err)
+			}
+		}
+	}()
+	log.Info("xipvsd ready", "socket", o.Socket, "interfaces", strings.Join(o.Interfaces, ","), "version", Version)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(shutdownCtx)
+	_ = os.Remove(o.Socket)
+	log.Info("xipvsd stopping")
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// listen opens the control socket, root-only: its directory is 0700 when
+// xipvsd creates it and the socket itself 0600.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s: another xipvsd is listening", path)
+	}
+	_ = os.Remove(path)
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
