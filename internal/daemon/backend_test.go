@@ -26,7 +26,9 @@ func (fakeCounters) Counters() ([dataplane.NumStats]uint64, error) {
 	c[dataplane.StatFwd] = 7
 	return c, nil
 }
-func (fakeCounters) SlowPathStats() dataplane.SlowPathStats { return dataplane.SlowPathStats{NewConns: 3} }
+func (fakeCounters) SlowPathStats() dataplane.SlowPathStats {
+	return dataplane.SlowPathStats{NewConns: 3}
+}
 
 func newBackend(t *testing.T, configFile string) *backend {
 	t.Helper()

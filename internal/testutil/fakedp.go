@@ -68,4 +68,3 @@ func (f *FakeDataplane) RealIDs() ([]uint32, error) {
 	}
 	return out, nil
 }
-
