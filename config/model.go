@@ -62,6 +62,29 @@ func (f Fwd) String() string {
 	}
 }
 
+// fwdNames are the forwarding methods' names in saved files and on the
+// API (stable, unlike their numbers).
+var fwdNames = [...]string{FwdRoute: "route", FwdTunnel: "tunnel", FwdMasq: "masq", FwdFullNAT: "fullnat"}
+
+// MarshalText writes f as route, tunnel, masq or fullnat.
+func (f Fwd) MarshalText() ([]byte, error) {
+	if int(f) >= len(fwdNames) {
+		return nil, fmt.Errorf("forwarding method %d unknown", f)
+	}
+	return []byte(fwdNames[f]), nil
+}
+
+// UnmarshalText reads what MarshalText writes.
+func (f *Fwd) UnmarshalText(b []byte) error {
+	for i, n := range fwdNames {
+		if string(b) == n {
+			*f = Fwd(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("forwarding method %q unknown: want route, tunnel, masq or fullnat", b)
+}
+
 // Switch is the ipvsadm flag that selects f.
 func (f Fwd) Switch() string {
 	switch f {
@@ -78,12 +101,12 @@ func (f Fwd) Switch() string {
 
 // ServiceKey identifies a virtual service.
 type ServiceKey struct {
-	Proto Proto
-	Addr  netip.Addr
-	Port  uint16
+	Proto Proto      `json:"proto"`
+	Addr  netip.Addr `json:"addr,omitzero"`
+	Port  uint16     `json:"port"`
 	// FWMark, when non-zero, names a firewall-mark service instead of
 	// (Proto, Addr, Port).
-	FWMark uint32
+	FWMark uint32 `json:"fwmark,omitempty"`
 }
 
 // String is the service as ipvsadm -Ln names it: "TCP  1.2.3.4:80".
@@ -97,32 +120,32 @@ func (k ServiceKey) String() string {
 // Service is a virtual service's settings.
 type Service struct {
 	ServiceKey
-	Scheduler string
+	Scheduler string `json:"scheduler"`
 	// Persistent enables persistence with Timeout seconds and Netmask.
-	Persistent bool
-	Timeout    uint32
-	Netmask    netip.Prefix
-	SchedFlags []string
-	OnePacket  bool
+	Persistent bool         `json:"persistent,omitempty"`
+	Timeout    uint32       `json:"timeout,omitempty"`
+	Netmask    netip.Prefix `json:"netmask,omitzero"`
+	SchedFlags []string     `json:"sched_flags,omitempty"`
+	OnePacket  bool         `json:"one_packet,omitempty"`
 	// Check is the health check of the service's reals (their default).
-	Check Check `json:"check"`
+	Check Check `json:"check,omitzero"`
 	// OnFailure is what a real failing its check becomes: quiesce
 	// (weight 0, the default) or remove.
 	OnFailure string `json:"on_failure,omitempty"`
 	// Sorry takes new flows while every real fails its check.
-	Sorry SorryServer `json:"sorry"`
+	Sorry SorryServer `json:"sorry,omitzero"`
 }
 
 // Dest is a destination (real server) of a virtual service.
 type Dest struct {
-	Addr       netip.Addr
-	Port       uint16
-	Fwd        Fwd
-	Weight     int
-	UThreshold uint32
-	LThreshold uint32
+	Addr       netip.Addr `json:"addr"`
+	Port       uint16     `json:"port"`
+	Fwd        Fwd        `json:"fwd"`
+	Weight     int        `json:"weight"`
+	UThreshold uint32     `json:"u_threshold,omitempty"`
+	LThreshold uint32     `json:"l_threshold,omitempty"`
 	// Check, if set, replaces the service's check for this real.
-	Check Check `json:"check"`
+	Check Check `json:"check,omitzero"`
 }
 
 // Rewrites reports whether f rewrites the destination (NAT, FULLNAT),

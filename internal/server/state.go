@@ -39,7 +39,11 @@ type DestState struct {
 	Config config.Dest `json:"config"`
 }
 
-const stateVersion = 1
+// stateVersion is the version of the state file this xipvsd writes.
+// Version 1 (xipvs 0.1) spelled the service and real fields by their Go
+// names and the forwarding method by number; ReadStateFile converts it
+// (state_v1.go).
+const stateVersion = 2
 
 // snapshotLocked captures the configuration; s.mu is held.
 func (s *Server) snapshotLocked() State {
@@ -96,11 +100,22 @@ func ReadStateFile(path string) (State, error) {
 	if err != nil {
 		return st, err
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
+	var v struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
 		return st, fmt.Errorf("state file %s: %w", path, err)
 	}
-	if st.Version != stateVersion {
-		return st, fmt.Errorf("state file %s: version %d, want %d", path, st.Version, stateVersion)
+	switch v.Version {
+	case 1:
+		st, err = readStateV1(b)
+	case stateVersion:
+		err = json.Unmarshal(b, &st)
+	default:
+		return st, fmt.Errorf("state file %s: version %d, this xipvsd reads 1 and %d", path, v.Version, stateVersion)
+	}
+	if err != nil {
+		return st, fmt.Errorf("state file %s: %w", path, err)
 	}
 	return st, nil
 }
