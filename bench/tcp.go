@@ -32,7 +32,7 @@ var (
 )
 
 type tcpLab struct {
-	out, in   *testutil.LAN
+	lab       *testutil.Lab
 	cl, lb    *testutil.Host
 	listeners []net.Listener
 	wg        sync.WaitGroup
@@ -45,25 +45,13 @@ func newTCPLab(prefix string, o Options) (_ *tcpLab, err error) {
 			err = errors.Join(err, t.Close())
 		}
 	}()
-	if t.out, err = testutil.NewLAN(prefix); err != nil {
+	t.lab, err = testutil.NewLab(testutil.LabPlan{Prefix: prefix, Outside: "10.79.0", Inside: "10.80.0",
+		InsideReals: len(tcpReals), VIPs: []netip.Addr{tcpVIP}})
+	if err != nil {
 		return nil, err
 	}
-	if t.in, err = testutil.NewLAN(prefix + "i"); err != nil {
-		return nil, err
-	}
-	if t.cl, err = t.out.AddHost("cl", netip.MustParsePrefix("10.79.0.1/24"), testutil.HostOptions{TxChecksumOff: true}); err != nil {
-		return nil, err
-	}
+	t.cl, t.lb = t.lab.Client, t.lab.Director
 	if err := t.cl.IP("route", "add", "10.80.0.0/24", "via", "10.79.0.2"); err != nil {
-		return nil, err
-	}
-	if t.lb, err = t.out.AddHost("lb", netip.MustParsePrefix("10.79.0.2/24"), testutil.HostOptions{XDPPeer: true}); err != nil {
-		return nil, err
-	}
-	if err := t.lb.IP("addr", "add", tcpVIP.String()+"/32", "dev", "eth0"); err != nil {
-		return nil, err
-	}
-	if err := t.in.Attach(t.lb, "lb", "eth1", netip.MustParsePrefix("10.80.0.1/24"), testutil.HostOptions{XDPPeer: true}); err != nil {
 		return nil, err
 	}
 	for _, h := range []*testutil.Host{t.cl, t.lb} {
@@ -76,10 +64,9 @@ func newTCPLab(prefix string, o Options) (_ *tcpLab, err error) {
 	if err := t.lb.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
 		return nil, err
 	}
-	for i, rip := range tcpReals {
-		rs, err := t.in.AddHost(fmt.Sprintf("rs%d", i+1), netip.PrefixFrom(rip, 24), testutil.HostOptions{TxChecksumOff: true})
-		if err != nil {
-			return nil, err
+	for i, rs := range t.lab.Reals {
+		if rs.Addr.Addr() != tcpReals[i] {
+			return nil, fmt.Errorf("lab real %s at %v, want %v", rs.Name, rs.Addr, tcpReals[i])
 		}
 		if err := rs.IP("route", "add", "default", "via", "10.80.0.1"); err != nil {
 			return nil, err
@@ -126,14 +113,10 @@ func (t *tcpLab) Close() error {
 		ln.Close()
 	}
 	t.wg.Wait()
-	var err error
-	if t.in != nil {
-		err = errors.Join(err, t.in.Close())
+	if t.lab == nil {
+		return nil
 	}
-	if t.out != nil {
-		err = errors.Join(err, t.out.Close())
-	}
-	return err
+	return t.lab.Close()
 }
 
 // connectRate runs o.Clients clients for o.Sample, each connecting to

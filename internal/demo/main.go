@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -62,42 +61,25 @@ func run(bin string, requests int) (err error) {
 	}
 	step("Lab: outside LAN 10.99.0.0/24 (%s-sw): client cl, director lb eth0, real servers rs1 rs2 (DR, TUN);\n"+
 		"    inside LAN 10.98.0.0/24 (%si-sw): director lb eth1, rs3 (NAT, gateway = director), rs4 (FULLNAT, no route to clients)", prefix, prefix)
-	out, err := testutil.NewLAN(prefix)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	lab, err := testutil.NewLab(testutil.LabPlan{Prefix: prefix, Outside: "10.99.0", Inside: "10.98.0",
+		OutsideReals: 2, InsideReals: 2, VIPs: []netip.Addr{vips["DR"], vips["TUN"], vips["NAT"], vips["FULLNAT"]}})
 	if err != nil {
 		return err
 	}
-	in, err := testutil.NewLAN(prefix + "i")
-	if err != nil {
-		return errors.Join(err, out.Close())
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var daemon *testutil.Daemon
 	var prepared []*testutil.Host
 	defer func() {
 		step("Cleaning up")
 		for _, h := range prepared {
 			_ = h.Exec(xipvsadm, "realserver", "down").Run()
 		}
-		if daemon != nil {
-			daemon.Stop()
-		}
-		err = errors.Join(err, in.Close(), out.Close())
+		err = errors.Join(err, lab.Close())
 		if err == nil {
 			fmt.Println("removed every namespace, link, state file and process the demo made")
 		}
 	}()
-	cl, err := out.AddHost("cl", netip.MustParsePrefix("10.99.0.1/24"), testutil.HostOptions{TxChecksumOff: true})
-	if err != nil {
-		return err
-	}
-	lb, err := out.AddHost("lb", netip.MustParsePrefix("10.99.0.2/24"), testutil.HostOptions{XDPPeer: true})
-	if err != nil {
-		return err
-	}
-	if err := in.Attach(lb, "lb", "eth1", netip.MustParsePrefix("10.98.0.1/24"), testutil.HostOptions{XDPPeer: true}); err != nil {
-		return err
-	}
+	cl := lab.Client
 	var servers []*http.Server
 	defer func() {
 		for _, s := range servers {
@@ -130,67 +112,42 @@ func run(bin string, requests int) (err error) {
 		}
 		return nil
 	}
-	for i, rip := range []string{"10.99.0.11", "10.99.0.12"} {
-		name := fmt.Sprintf("rs%d", i+1)
-		rs, err := out.AddHost(name, netip.MustParsePrefix(rip+"/24"), testutil.HostOptions{TxChecksumOff: true})
-		if err != nil {
-			return err
-		}
+	for _, rs := range lab.Reals[:2] {
 		if err := realserver(rs, "up", "--vip", vips["DR"].String(), "--mode", "dr"); err != nil {
 			return err
 		}
 		if err := realserver(rs, "up", "--vip", vips["TUN"].String(), "--mode", "tun", "--interface", "eth0"); err != nil {
 			return err
 		}
-		if err := serve(rs, name, rip, 80); err != nil {
+		if err := serve(rs, lab.RealName(rs), rs.Addr.Addr().String(), 80); err != nil {
 			return err
 		}
 	}
-	rs3, err := in.AddHost("rs3", netip.MustParsePrefix("10.98.0.13/24"), testutil.HostOptions{TxChecksumOff: true})
-	if err != nil {
-		return err
-	}
+	rs3, rs4 := lab.Reals[2], lab.Reals[3]
 	fmt.Println("    rs3# ip route add default via 10.98.0.1 (NAT: replies go back through the director)")
 	if err := rs3.IP("route", "add", "default", "via", "10.98.0.1"); err != nil {
 		return err
 	}
-	rs4, err := in.AddHost("rs4", netip.MustParsePrefix("10.98.0.14/24"), testutil.HostOptions{TxChecksumOff: true})
-	if err != nil {
-		return err
-	}
 	fmt.Println("    rs4: no route change at all (FULLNAT)")
 	for _, h := range []*testutil.Host{rs3, rs4} {
-		if err := serve(h, strings.TrimPrefix(h.Name, prefix+"i-"), h.Addr.Addr().String(), 8080); err != nil {
-			return err
-		}
-	}
-	for _, v := range []string{"DR", "TUN", "NAT", "FULLNAT"} {
-		if err := lb.IP("addr", "add", vips[v].String()+"/32", "dev", "eth0"); err != nil {
+		if err := serve(h, lab.RealName(h), h.Addr.Addr().String(), 8080); err != nil {
 			return err
 		}
 	}
 	fmt.Println("    director: the four VIPs on eth0 (answers ARP for them); local address 10.98.0.250 on eth1 (FULLNAT)")
-	if err := lb.IP("addr", "add", "10.98.0.250/32", "dev", "eth1"); err != nil {
+	if err := lab.Director.IP("addr", "add", "10.98.0.250/32", "dev", "eth1"); err != nil {
 		return err
 	}
 
-	dir, err := os.MkdirTemp("", prefix)
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	socket := filepath.Join(dir, "xipvsd.sock") // its state file goes next to it
-	step("Director: xipvsd -i eth0,eth1 --socket %s", socket)
-	daemon, err = testutil.StartDaemon(lb.Netns, xipvsd, socket, "-i", "eth0,eth1")
-	if err != nil {
+	step("Director: xipvsd -i eth0,eth1 --socket %s", lab.Socket)
+	if err := lab.StartDaemon(xipvsd); err != nil {
 		return err
 	}
 	adm := func(args ...string) error {
 		fmt.Printf("    # xipvsadm %s\n", strings.Join(args, " "))
-		cmd := exec.Command(xipvsadm, args...)
-		cmd.Env = append(os.Environ(), "XIPVS_SOCKET="+socket)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		return cmd.Run()
+		out, err := lab.Adm(xipvsadm, args...)
+		fmt.Print(out)
+		return err
 	}
 	step("Configure one service per forwarding method, as with ipvsadm (FULLNAT as with DPVS's ipvsadm)")
 	dr, tun, nat, fnat := vips["DR"].String()+":80", vips["TUN"].String()+":80", vips["NAT"].String()+":80", vips["FULLNAT"].String()+":80"

@@ -21,7 +21,7 @@ import (
 func (lab *drLab) admExit(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(xipvsadmBin, args...)
-	cmd.Env = append(os.Environ(), "XIPVS_SOCKET="+lab.socket)
+	cmd.Env = append(os.Environ(), "XIPVS_SOCKET="+lab.Socket)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -418,7 +418,7 @@ func TestConfigReload(t *testing.T) {
     reals:
       - {addr: 10.77.0.12, method: dr}
 `)
-	if err := lab.daemon.Signal(syscall.SIGHUP); err != nil {
+	if err := lab.Daemon.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	want := "-A -t 10.77.0.100:80 -s wrr\n-a -t 10.77.0.100:80 -r 10.77.0.11:80 -g -w 1\n" +
@@ -441,7 +441,7 @@ func TestConfigReload(t *testing.T) {
 		t.Errorf("after reload GET answered by %q", body)
 	}
 	// The logs say once what changed.
-	if !strings.Contains(lab.daemon.Logs(), "configuration applied") || !strings.Contains(lab.daemon.Logs(), "reload") {
-		t.Errorf("logs lack the reload lines:\n%s", lab.daemon.Logs())
+	if !strings.Contains(lab.Daemon.Logs(), "configuration applied") || !strings.Contains(lab.Daemon.Logs(), "reload") {
+		t.Errorf("logs lack the reload lines:\n%s", lab.Daemon.Logs())
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -44,57 +42,24 @@ func TestMain(m *testing.M) {
 
 // drLab is a client, a director and two real servers on one L2 segment.
 type drLab struct {
-	args    []string // extra xipvsd arguments
-	lan     *testutil.LAN
-	cl, lb  *testutil.Host
-	rs      []*testutil.Host
-	vip     netip.Addr
-	daemon  *testutil.Daemon
-	socket  string
-	tempDir string
+	*testutil.Lab
+	args   []string // extra xipvsd arguments
+	cl, lb *testutil.Host
+	rs     []*testutil.Host
+	vip    netip.Addr
 }
 
 func newDRLab(t *testing.T, tag string, daemonArgs ...string) *drLab {
 	t.Helper()
-	testutil.RequirePrivileged(t)
-	prefix := fmt.Sprintf("xe%d%s", os.Getpid()%10000, tag)
-	lan, err := testutil.NewLAN(prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lab := &drLab{lan: lan, vip: netip.MustParseAddr("10.77.0.100"), tempDir: t.TempDir(), args: daemonArgs}
-	t.Cleanup(func() {
-		if lab.daemon != nil {
-			lab.daemon.Stop()
-			if t.Failed() {
-				t.Logf("xipvsd log:\n%s", lab.daemon.Logs())
-			}
-		}
-		if err := lan.Close(); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	must := func(h *testutil.Host, err error) *testutil.Host {
-		t.Helper()
-		if err != nil {
+	vip := netip.MustParseAddr("10.77.0.100")
+	l := testutil.NewTestLab(t, testutil.LabPlan{Prefix: fmt.Sprintf("xe%d%s", os.Getpid()%10000, tag),
+		Outside: "10.77.0", OutsideReals: 2, VIPs: []netip.Addr{vip}})
+	lab := &drLab{Lab: l, args: daemonArgs, cl: l.Client, lb: l.Director, rs: l.Reals, vip: vip}
+	for _, rs := range lab.rs {
+		if err := rs.MakeRealServer(vip); err != nil {
 			t.Fatal(err)
 		}
-		return h
 	}
-	lab.cl = must(lan.AddHost("cl", netip.MustParsePrefix("10.77.0.1/24"), testutil.HostOptions{TxChecksumOff: true}))
-	lab.lb = must(lan.AddHost("lb", netip.MustParsePrefix("10.77.0.2/24"), testutil.HostOptions{XDPPeer: true}))
-	for i := 1; i <= 2; i++ {
-		rs := must(lan.AddHost(fmt.Sprintf("rs%d", i), netip.MustParsePrefix(fmt.Sprintf("10.77.0.%d/24", 10+i)), testutil.HostOptions{TxChecksumOff: true}))
-		if err := rs.MakeRealServer(lab.vip); err != nil {
-			t.Fatal(err)
-		}
-		lab.rs = append(lab.rs, rs)
-	}
-	// The director answers ARP for the VIP, as lvs.sh's eth0:1 alias.
-	if err := lab.lb.IP("addr", "add", lab.vip.String()+"/32", "dev", "eth0"); err != nil {
-		t.Fatal(err)
-	}
-	lab.socket = filepath.Join(lab.tempDir, "xipvsd.sock")
 	lab.start(t)
 	return lab
 }
@@ -102,25 +67,19 @@ func newDRLab(t *testing.T, tag string, daemonArgs ...string) *drLab {
 // start starts xipvsd on the director.
 func (lab *drLab) start(t *testing.T) {
 	t.Helper()
-	d, err := testutil.StartDaemon(lab.lb.Netns, xipvsdBin, lab.socket, append([]string{"-i", "eth0"}, lab.args...)...)
-	if err != nil {
+	if err := lab.StartDaemon(xipvsdBin, lab.args...); err != nil {
 		t.Fatal(err)
 	}
-	lab.daemon = d
 }
 
 // adm runs xipvsadm against the lab's daemon and returns its stdout.
 func (lab *drLab) adm(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(xipvsadmBin, args...)
-	cmd.Env = append(os.Environ(), "XIPVS_SOCKET="+lab.socket)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := lab.Adm(xipvsadmBin, args...)
 	if err != nil {
-		t.Fatalf("xipvsadm %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 // serveHTTP runs an HTTP server on each real server, on port 80 or the
@@ -131,7 +90,7 @@ func (lab *drLab) serveHTTP(t *testing.T, ports ...int) {
 		ports = []int{80}
 	}
 	for _, rs := range lab.rs {
-		name := strings.TrimPrefix(rs.Name, lab.lan.Prefix+"-")
+		name := lab.RealName(rs)
 		for _, port := range ports {
 			var ln net.Listener
 			if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
@@ -151,7 +110,7 @@ func (lab *drLab) serveHTTP(t *testing.T, ports ...int) {
 func (lab *drLab) serveUDP(t *testing.T, port int) {
 	t.Helper()
 	for _, rs := range lab.rs {
-		name := strings.TrimPrefix(rs.Name, lab.lan.Prefix+"-")
+		name := lab.RealName(rs)
 		var pc net.PacketConn
 		if err := rs.Do(func() (err error) {
 			pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(lab.vip, uint16(port)).String())

@@ -64,7 +64,7 @@ func (k *keepAlive) get(t *testing.T) string {
 // server takes them.
 func TestHealthCheckQuiesceAndSorry(t *testing.T) {
 	lab := newDRLab(t, "hc")
-	sorry, err := lab.lan.AddHost("sorry", netip.MustParsePrefix("10.77.0.13/24"), testutil.HostOptions{TxChecksumOff: true})
+	sorry, err := lab.Out.AddHost("sorry", netip.MustParsePrefix("10.77.0.13/24"), testutil.HostOptions{TxChecksumOff: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestHealthCheckQuiesceAndSorry(t *testing.T) {
 		}
 	}
 	// Every transition logged once, with its reason.
-	logs := lab.daemon.Logs()
+	logs := lab.Daemon.Logs()
 	if n := strings.Count(logs, `msg="real server failed its check" service="TCP  10.77.0.100:80" real=10.77.0.11:80`); n != 2 {
 		t.Errorf("rs1 failure logged %d times, want 2:\n%s", n, logs)
 	}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +25,6 @@ import (
 // interface (NAT, FULLNAT) or through a router (TUN).
 type modeLab struct {
 	*drLab
-	inside *testutil.LAN
 }
 
 type labPlan struct {
@@ -41,78 +39,18 @@ type labPlan struct {
 
 func newModeLab(t *testing.T, tag string, plan labPlan) *modeLab {
 	t.Helper()
-	testutil.RequirePrivileged(t)
-	prefix := fmt.Sprintf("xm%d%s", os.Getpid()%10000, tag)
-	out, err := testutil.NewLAN(prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := testutil.NewLAN(prefix + "i")
-	if err != nil {
-		out.Close()
-		t.Fatal(err)
-	}
-	lab := &modeLab{drLab: &drLab{lan: out, vip: netip.MustParseAddr(plan.outside + ".100"), tempDir: t.TempDir()}, inside: in}
-	t.Cleanup(func() {
-		if lab.daemon != nil {
-			lab.daemon.Stop()
-			if t.Failed() {
-				t.Logf("xipvsd log:\n%s", lab.daemon.Logs())
-			}
-		}
-		if err := in.Close(); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-		if err := out.Close(); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	must := func(h *testutil.Host, err error) *testutil.Host {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	check := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	pfx := func(s string) netip.Prefix { return netip.MustParsePrefix(s + "/24") }
-	lab.cl = must(out.AddHost("cl", pfx(plan.outside+".1"), testutil.HostOptions{TxChecksumOff: true}))
-	lab.lb = must(out.AddHost("lb", pfx(plan.outside+".2"), testutil.HostOptions{XDPPeer: true}))
-	check(lab.lb.IP("addr", "add", lab.vip.String()+"/32", "dev", "eth0"))
-	if plan.routed {
-		gw := must(out.AddHost("gw", pfx(plan.outside+".254"), testutil.HostOptions{}))
-		check(in.Attach(gw, "gw", "eth1", pfx(plan.inside+".254"), testutil.HostOptions{}))
-		for _, k := range []string{"net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.eth0.rp_filter", "net.ipv4.conf.eth1.rp_filter"} {
-			v := "0"
-			if k == "net.ipv4.ip_forward" {
-				v = "1"
-			}
-			check(gw.Sysctl(k, v))
-		}
-		check(lab.lb.IP("route", "add", plan.inside+".0/24", "via", plan.outside+".254"))
-	} else {
-		check(in.Attach(lab.lb, "lb", "eth1", pfx(plan.inside+".1"), testutil.HostOptions{XDPPeer: true}))
-	}
-	for i := 1; i <= 2; i++ {
-		rs := must(in.AddHost(fmt.Sprintf("rs%d", i), pfx(fmt.Sprintf("%s.%d", plan.inside, 10+i)), testutil.HostOptions{TxChecksumOff: true}))
+	vip := netip.MustParseAddr(plan.outside + ".100")
+	l := testutil.NewTestLab(t, testutil.LabPlan{Prefix: fmt.Sprintf("xm%d%s", os.Getpid()%10000, tag),
+		Outside: plan.outside, Inside: plan.inside, Routed: plan.routed, InsideReals: 2, VIPs: []netip.Addr{vip}})
+	lab := &modeLab{drLab: &drLab{Lab: l, cl: l.Client, lb: l.Director, rs: l.Reals, vip: vip}}
+	for _, rs := range lab.rs {
 		if plan.realsGateway != "" {
-			check(rs.IP("route", "add", "default", "via", plan.realsGateway))
+			if err := rs.IP("route", "add", "default", "via", plan.realsGateway); err != nil {
+				t.Fatal(err)
+			}
 		}
-		lab.rs = append(lab.rs, rs)
 	}
-	lab.socket = filepath.Join(lab.tempDir, "xipvsd.sock")
-	ifaces := "eth0,eth1"
-	if plan.routed {
-		ifaces = "eth0"
-	}
-	d, err := testutil.StartDaemon(lab.lb.Netns, xipvsdBin, lab.socket, "-i", ifaces)
-	check(err)
-	lab.daemon = d
+	lab.start(t)
 	return lab
 }
 
@@ -123,9 +61,7 @@ func destLine(addr, fwd string, weight int) string {
 }
 
 // rsName is a real server's short name (rs1, rs2).
-func (lab *modeLab) rsName(rs *testutil.Host) string {
-	return strings.TrimPrefix(rs.Name, lab.inside.Prefix+"-")
-}
+func (lab *modeLab) rsName(rs *testutil.Host) string { return lab.RealName(rs) }
 
 // serveEcho runs an HTTP server on every real at port that answers
 // "NAME REMOTE-ADDR" and, for a POST, the body's length.
@@ -461,7 +397,7 @@ func TestTUNRouted(t *testing.T) {
 	if f := strings.Fields(body); len(f) != 3 || f[2] != "200000" {
 		t.Errorf("200000-byte upload through the tunnel: answer %q", body)
 	}
-	info, err := api.NewClient(lab.socket).Info()
+	info, err := api.NewClient(lab.Socket).Info()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +408,7 @@ func TestTUNRouted(t *testing.T) {
 	us := lab.vip.String() + ":5353"
 	lab.adm(t, "-A", "-u", us, "-s", "rr")
 	lab.adm(t, "-a", "-u", us, "-r", "10.83.0.11", "-i")
-	if got := lab.udpAsk(t, 5353); !strings.HasSuffix(got, "-rs1") {
+	if got := lab.udpAsk(t, 5353); got != "rs1" {
 		t.Errorf("UDP over TUN answered by %q", got)
 	}
 	if out := lab.adm(t, "-Ln"); !strings.Contains(out, destLine("10.83.0.11:80", "Tunnel", 1)) {

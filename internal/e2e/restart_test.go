@@ -139,7 +139,7 @@ func TestRestartKill9(t *testing.T) {
 		}(i, c)
 	}
 	time.Sleep(time.Second)
-	lab.daemon.Kill()
+	lab.Daemon.Kill()
 	killed := time.Now()
 
 	// Down: a new flow is dropped (the client would retransmit), not
@@ -179,9 +179,9 @@ func TestRestartKill9(t *testing.T) {
 		return
 	}
 	// --cleanup detaches the director and removes the pins.
-	lab.daemon.Stop()
-	lab.daemon = nil
-	out, err := lab.lb.Exec(xipvsdBin, "--cleanup", "--pin-dir", pins, "--state-file", filepath.Join(lab.tempDir, "state.json")).CombinedOutput()
+	lab.Daemon.Stop()
+	lab.Daemon = nil
+	out, err := lab.lb.Exec(xipvsdBin, "--cleanup", "--pin-dir", pins, "--state-file", filepath.Join(lab.Dir, "state.json")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("xipvsd --cleanup: %v: %s", err, out)
 	}
