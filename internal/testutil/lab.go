@@ -57,7 +57,9 @@ func NewLab(p LabPlan) (_ *Lab, err error) {
 		return nil, err
 	}
 	l.Socket = filepath.Join(l.Dir, "xipvsd.sock")
-	pfx := func(net string, host int) netip.Prefix { return netip.MustParsePrefix(fmt.Sprintf("%s.%d/24", net, host)) }
+	pfx := func(net string, host int) netip.Prefix {
+		return netip.MustParsePrefix(fmt.Sprintf("%s.%d/24", net, host))
+	}
 	if l.Out, err = NewLAN(p.Prefix); err != nil {
 		return nil, err
 	}
