@@ -24,6 +24,7 @@ struct pkt {
 	__u8 proto;
 	__u8 tcp_flags; /* TCP_F_* below; 0 for UDP */
 	__u8 frag;      /* non-zero for any IPv4 fragment */
+	__u16 l4_len;   /* IP total length minus the IP header */
 };
 
 #define TCP_F_FIN 0x01
@@ -44,11 +45,12 @@ static __always_inline int parse_eth(void **cursor, void *data_end, struct pkt *
 }
 
 /* parse_ipv4 returns the IP protocol or -1. The header length is validated
- * before it is used to move the cursor. */
+ * before it is used to move the cursor; the total length must cover the
+ * header and fit the frame (which Ethernet may pad beyond it). */
 static __always_inline int parse_ipv4(void **cursor, void *data_end, struct pkt *p)
 {
 	struct iphdr *ip = *cursor;
-	__u32 hlen;
+	__u32 hlen, len;
 
 	if ((void *)(ip + 1) > data_end)
 		return -1;
@@ -57,14 +59,20 @@ static __always_inline int parse_ipv4(void **cursor, void *data_end, struct pkt 
 	hlen = ip->ihl * 4;
 	if (*cursor + hlen > data_end)
 		return -1;
+	len = bpf_ntohs(ip->tot_len);
+	if (len < hlen || *cursor + len > data_end)
+		return -1;
 	p->ip = ip;
 	p->proto = ip->protocol;
 	p->frag = (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) != 0;
+	p->l4_len = len - hlen;
 	*cursor += hlen;
 	return ip->protocol;
 }
 
-/* parse_l4 fills ports and TCP flags; returns the protocol or -1. */
+/* parse_l4 fills ports and TCP flags; returns the protocol or -1. The
+ * TCP header (options included) or the UDP length must fit the IP
+ * payload. */
 static __always_inline int parse_l4(void *cursor, void *data_end, struct pkt *p)
 {
 	p->l4 = cursor;
@@ -73,7 +81,7 @@ static __always_inline int parse_l4(void *cursor, void *data_end, struct pkt *p)
 
 		if ((void *)(tcp + 1) > data_end)
 			return -1;
-		if (tcp->doff < 5)
+		if (tcp->doff < 5 || tcp->doff * 4 > p->l4_len)
 			return -1;
 		p->sport = tcp->source;
 		p->dport = tcp->dest;
@@ -83,8 +91,12 @@ static __always_inline int parse_l4(void *cursor, void *data_end, struct pkt *p)
 	}
 	if (p->proto == IPPROTO_UDP) {
 		struct udphdr *udp = cursor;
+		__u16 ulen;
 
 		if ((void *)(udp + 1) > data_end)
+			return -1;
+		ulen = bpf_ntohs(udp->len);
+		if (ulen < sizeof(*udp) || ulen > p->l4_len)
 			return -1;
 		p->sport = udp->source;
 		p->dport = udp->dest;

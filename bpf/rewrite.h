@@ -116,7 +116,14 @@ static __always_inline void clamp_mss(struct tcphdr *th, void *data_end, __u16 m
 			if (want >= mss)
 				return;
 			nmss = bpf_htons(want);
-			csum_replace2(&th->check, *(__u16 *)(opt + 2), nmss);
+			/* The checksum sums 16-bit words from the TCP header's
+			 * start, read as they lie (little endian here). An MSS
+			 * at an odd offset (after one NOP) straddles two words
+			 * and counts byte-swapped: as the plain number. */
+			if (((long)opt - (long)th) & 1)
+				csum_replace2(&th->check, mss, want);
+			else
+				csum_replace2(&th->check, *(__u16 *)(opt + 2), nmss);
 			__builtin_memcpy(opt + 2, &nmss, 2);
 			return;
 		}

@@ -101,12 +101,29 @@ func TestDirectorFixtures(t *testing.T) {
 	arp := append(append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, clientMAC...), 0x08, 0x06,
 		0, 1, 8, 0, 6, 4, 0, 1, 2, 0xcc, 0, 0, 0, 7, 198, 51, 100, 7, 0, 0, 0, 0, 0, 0, 192, 0, 2, 10)
 	icmp := append([]byte(nil), tcpHit[:14+20]...)
-	icmp[14+9] = 1 // protocol ICMP; the rest does not matter to the director
+	icmp[14+9] = 1                // protocol ICMP; the rest does not matter to the director
+	icmp[14+2], icmp[14+3] = 0, 20 // total length: the header alone
 	badIHL := append([]byte(nil), tcpHit...)
 	badIHL[14] = 0x44 // IHL 4 < 5
 	bigIHL := append([]byte(nil), tcpHit[:14+24]...)
 	bigIHL[14] = 0x4f // IHL 15: 60 bytes of header, the frame is shorter
 	shortTCP := tcpHit[:14+20+10]
+	// Lengths that disagree with the frame (issue 17): passed, never
+	// forwarded, even for a connection the director knows.
+	setLen := func(f []byte, off int, v uint16) []byte {
+		out := append([]byte(nil), f...)
+		out[off], out[off+1] = byte(v>>8), byte(v)
+		return out
+	}
+	ipLong := setLen(tcpHit, 14+2, uint16(len(tcpHit)-14+1))
+	ipShort := setLen(tcpHit, 14+2, 19)
+	tcpDoffPast := append([]byte(nil), tcpHit[:14+20+20]...)
+	tcpDoffPast = setLen(tcpDoffPast, 14+2, 40)
+	tcpDoffPast[14+20+12] = 0x60 // data offset 24 bytes in a 20-byte payload
+	udpLong := setLen(udpHit, 14+20+4, uint16(len(udpHit)-14-20+1))
+	udpShort := setLen(udpHit, 14+20+4, 7)
+	// The frame of issue 17, total length 11, to a DR service.
+	ipLen11, _ := hex.DecodeString("02d10000000102cc0000000708004500000b1234400040063c57c6336407c000020a9c4a0050000003e8000007d05012ffff1b3b0000")
 
 	tests := []struct {
 		name    string
@@ -129,6 +146,12 @@ func TestDirectorFixtures(t *testing.T) {
 		{"IHL below 5: passed", badIHL, dataplane.XDPPass, nil},
 		{"IHL beyond frame: passed", bigIHL, dataplane.XDPPass, nil},
 		{"truncated TCP header: passed", shortTCP, dataplane.XDPPass, nil},
+		{"IP total length past the frame: passed", ipLong, dataplane.XDPPass, nil},
+		{"IP total length below the header: passed", ipShort, dataplane.XDPPass, nil},
+		{"TCP data offset past the payload: passed", tcpDoffPast, dataplane.XDPPass, nil},
+		{"UDP length past the payload: passed", udpLong, dataplane.XDPPass, nil},
+		{"UDP length below its header: passed", udpShort, dataplane.XDPPass, nil},
+		{"issue 17's frame with total length 11: passed", ipLen11, dataplane.XDPPass, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -154,7 +177,7 @@ func TestDirectorFixtures(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c[dataplane.StatDropNoXSK] != 1 || c[dataplane.StatDropNoMAC] != 1 || c[dataplane.StatFwd] != 2 ||
-		c[dataplane.StatPassFragment] != 1 || c[dataplane.StatPassMalformed] != 5 || c[dataplane.StatPass] != 4 {
+		c[dataplane.StatPassFragment] != 1 || c[dataplane.StatPassMalformed] != 11 || c[dataplane.StatPass] != 4 {
 		t.Errorf("counters %v", c)
 	}
 }

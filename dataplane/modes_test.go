@@ -374,3 +374,44 @@ func TestRealTrafficCounters(t *testing.T) {
 		t.Errorf("after reset: %+v", got)
 	}
 }
+
+// TestMSSAtOddOffset: an MSS option after one NOP straddles two checksum
+// words; clamping it (TUN SYN) or lowering it (FULLNAT SYN-ACK) must
+// leave a valid TCP checksum (issue 17's frame, then built ones).
+func TestMSSAtOddOffset(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	in, err := hex.DecodeString("02d10000000102cc000000070800450000311234400040063c4ec6336407c000020a9c440050000003e8000007d070ffffff353e0000010402020405b4010a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !testutil.ChecksumsValid(in) {
+		t.Fatalf("the input's checksums are not valid")
+	}
+	sport := binary.BigEndian.Uint16(in[34:36])
+	flow(t, d, tcpKey(sport), dataplane.Decision{RealID: tunID, ServiceID: 1}, 0)
+	v, out := run(t, d, in)
+	if v != dataplane.XDPTx || len(out) != len(in)+20 {
+		t.Fatalf("verdict %v, %d bytes", v, len(out))
+	}
+	inner := append(append([]byte(nil), out[:14]...), out[34:]...)
+	if !testutil.ChecksumsValid(inner) {
+		t.Errorf("TUN SYN with MSS at an odd offset: inner checksum invalid: %s", hex.EncodeToString(out))
+	}
+	nopMSS := []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}},
+		{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}}
+	syn := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 52100, DstPort: 80, SYN: true, TCPOptions: nopMSS}.Build()
+	flow(t, d, tcpKey(52100), dataplane.Decision{RealID: fullnatID, ServiceID: 1, FullNAT: true,
+		Out: dataplane.ConnKey{Src: lip, Dst: rip, SrcPort: 30100, DstPort: 8080}}, 0)
+	if v, out := run(t, d, syn); v != dataplane.XDPTx || !testutil.ChecksumsValid(out) {
+		t.Errorf("FULLNAT SYN: verdict %v, %s", v, hex.EncodeToString(out))
+	}
+	sa := testutil.Frame{SrcMAC: realMAC, DstMAC: ifMAC, Src: rip, Dst: lip, SrcPort: 8080, DstPort: 30100, SYN: true, ACK: true, TCPOptions: nopMSS}.Build()
+	v, out = run(t, d, sa)
+	if v != dataplane.XDPTx || !testutil.ChecksumsValid(out) {
+		t.Errorf("FULLNAT SYN-ACK with MSS at an odd offset: verdict %v, checksums invalid: %s", v, hex.EncodeToString(out))
+	}
+	if mss := binary.BigEndian.Uint16(out[14+20+20+3:]); mss != 1460-8 {
+		t.Errorf("SYN-ACK MSS %d, want %d", mss, 1460-8)
+	}
+}

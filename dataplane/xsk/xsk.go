@@ -56,6 +56,9 @@ type Config struct {
 // ErrFrameTooLarge is returned by Transmit for a frame over FrameSize.
 var ErrFrameTooLarge = errors.New("frame larger than an AF_XDP frame")
 
+// xdpMaxTxSkbBudget is XDP_MAX_TX_SKB_BUDGET (linux/if_xdp.h, 6.17).
+const xdpMaxTxSkbBudget = 9
+
 // ErrTxFull is returned by Transmit when no TX frame or ring slot is free.
 var ErrTxFull = errors.New("AF_XDP tx ring full")
 
@@ -91,6 +94,7 @@ type Socket struct {
 	txFree []uint64 // UMEM addresses of free TX frames
 
 	rxAddrs []uint64 // scratch for Receive's refill, owned by the receiver
+	rxHeld  uint32   // frames handed out by Peek, not yet released
 
 	closeOnce sync.Once
 }
@@ -199,6 +203,10 @@ func (s *Socket) setup(cfg Config) error {
 		err = unix.Bind(s.fd, sa)
 		if err == nil {
 			s.mode = m
+			// Copy mode sends at most this many frames per kick (32 by
+			// default; the option exists since Linux 6.17): a whole
+			// batch in one kick where the kernel allows it.
+			_ = unix.SetsockoptInt(s.fd, unix.SOL_XDP, xdpMaxTxSkbBudget, cfg.RingSize)
 			return nil
 		}
 		if cfg.Mode == ModeAuto && m == ModeZeroCopy && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
@@ -293,6 +301,41 @@ func (s *Socket) Receive(max int, fn func(frame []byte)) int {
 	return int(avail)
 }
 
+// Peek fills frames with views of up to len(frames) received frames and
+// returns how many. The frames stay the caller's, in the UMEM, until
+// Release: a batch can be parsed, decided and transmitted before any of
+// its frames is reused. Peek after Peek without Release returns the
+// frames after those already held.
+func (s *Socket) Peek(frames [][]byte) int {
+	cons := atomic.LoadUint32(s.rx.consumer) + s.rxHeld
+	avail := atomic.LoadUint32(s.rx.producer) - cons
+	n := min(avail, uint32(len(frames)))
+	for i := uint32(0); i < n; i++ {
+		d := s.rx.xdpDesc(cons + i)
+		frames[i] = s.umem[d.Addr : d.Addr+uint64(d.Len)]
+	}
+	s.rxHeld += n
+	return int(n)
+}
+
+// Release gives every frame Peek handed out back to the kernel.
+func (s *Socket) Release() {
+	n := s.rxHeld
+	if n == 0 {
+		return
+	}
+	cons := atomic.LoadUint32(s.rx.consumer)
+	addrs := s.rxAddrs[:0]
+	for i := uint32(0); i < n; i++ {
+		d := s.rx.xdpDesc(cons + i)
+		addrs = append(addrs, d.Addr-d.Addr%s.frameSize)
+	}
+	atomic.StoreUint32(s.rx.consumer, cons+n)
+	s.rxHeld = 0
+	s.refill(addrs)
+	s.rxAddrs = addrs
+}
+
 // refill gives frames back to the kernel. The fill ring holds every RX
 // frame, so there is always room.
 func (s *Socket) refill(addrs []uint64) {
@@ -319,6 +362,76 @@ func (s *Socket) reclaim() {
 	atomic.StoreUint32(s.comp.consumer, cons+n)
 }
 
+// Tx is a batch of frames being queued on one socket's TX ring, from
+// BeginTx to Flush. It holds the socket's TX lock.
+type Tx struct {
+	s      *Socket
+	prod   uint32 // next descriptor to fill
+	queued uint32
+}
+
+// BeginTx starts a TX batch; Flush ends it. Frames written with Next and
+// Commit are published together and sent with as few kicks as the kernel
+// allows.
+func (s *Socket) BeginTx() *Tx {
+	s.txMu.Lock()
+	s.reclaim()
+	return &Tx{s: s, prod: atomic.LoadUint32(s.tx.producer)}
+}
+
+// Next returns a free TX frame to write an outgoing frame into (its
+// length is the UMEM frame size), or nil when the ring or the frames are
+// exhausted.
+func (t *Tx) Next() []byte {
+	s := t.s
+	if len(s.txFree) == 0 || t.prod-atomic.LoadUint32(s.tx.consumer) >= s.tx.size {
+		s.reclaim()
+		if len(s.txFree) == 0 || t.prod-atomic.LoadUint32(s.tx.consumer) >= s.tx.size {
+			return nil
+		}
+	}
+	addr := s.txFree[len(s.txFree)-1]
+	return s.umem[addr : addr+s.frameSize]
+}
+
+// Commit queues the first n bytes of the frame Next returned.
+func (t *Tx) Commit(n int) {
+	s := t.s
+	addr := s.txFree[len(s.txFree)-1]
+	s.txFree = s.txFree[:len(s.txFree)-1]
+	d := s.tx.xdpDesc(t.prod)
+	d.Addr, d.Len, d.Options = addr, uint32(n), 0
+	t.prod++
+	t.queued++
+}
+
+// Flush publishes the batch, kicks the kernel until it has taken every
+// queued frame (copy mode sends a bounded number per kick), and releases
+// the TX lock. It reports how many frames the batch queued.
+func (t *Tx) Flush() (int, error) {
+	s := t.s
+	defer s.txMu.Unlock()
+	if t.queued == 0 {
+		return 0, nil
+	}
+	atomic.StoreUint32(s.tx.producer, t.prod)
+	return int(t.queued), s.drain()
+}
+
+// drain kicks until the kernel has consumed the TX ring (or a bounded
+// number of tries). txMu held.
+func (s *Socket) drain() error {
+	for try := 0; try < 64; try++ {
+		if err := s.kick(); err != nil {
+			return err
+		}
+		if atomic.LoadUint32(s.tx.consumer) == atomic.LoadUint32(s.tx.producer) {
+			return nil
+		}
+	}
+	return nil
+}
+
 // Transmit copies frame into a TX frame, queues it and kicks the kernel.
 func (s *Socket) Transmit(frame []byte) error {
 	if uint64(len(frame)) > s.frameSize {
@@ -340,7 +453,7 @@ func (s *Socket) Transmit(frame []byte) error {
 	d.Len = uint32(len(frame))
 	d.Options = 0
 	atomic.StoreUint32(s.tx.producer, prod+1)
-	return s.kick()
+	return s.drain()
 }
 
 // kick tells the kernel there is TX work. In copy mode the send is done
