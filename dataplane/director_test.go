@@ -101,7 +101,7 @@ func TestDirectorFixtures(t *testing.T) {
 	arp := append(append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, clientMAC...), 0x08, 0x06,
 		0, 1, 8, 0, 6, 4, 0, 1, 2, 0xcc, 0, 0, 0, 7, 198, 51, 100, 7, 0, 0, 0, 0, 0, 0, 192, 0, 2, 10)
 	icmp := append([]byte(nil), tcpHit[:14+20]...)
-	icmp[14+9] = 1                // protocol ICMP; the rest does not matter to the director
+	icmp[14+9] = 1                 // protocol ICMP; the rest does not matter to the director
 	icmp[14+2], icmp[14+3] = 0, 20 // total length: the header alone
 	badIHL := append([]byte(nil), tcpHit...)
 	badIHL[14] = 0x44 // IHL 4 < 5
