@@ -75,6 +75,24 @@ struct {
 	__type(value, struct real_stats);
 } real_traffic SEC(".maps");
 
+/* What the Go slow path forwarded itself (the first packets of new
+ * connections), counted as the program counts: per real and by STAT_*.
+ * Written by Go only (absolute totals), so that they survive a restart
+ * with the rest of the counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_REALS);
+	__type(key, __u32);
+	__type(value, struct real_stats);
+} slow_traffic SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} slow_stats SEC(".maps");
+
 /* Global counters (STAT_*), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -135,8 +136,16 @@ type Dataplane struct {
 	ifaces  []Interface
 
 	realsMu   sync.RWMutex
-	reals     map[uint32]Real          // mirror of the reals map, for the slow path
+	reals     map[uint32]Real          // mirror of the reals map
 	ifaceMACs map[int]net.HardwareAddr // egress MAC by ifindex
+	// views are the reals map's entries as the slow path's transforms
+	// read them, one atomic pointer per id (no lock per packet).
+	views [MaxReals]atomic.Pointer[realView]
+	// What the slow path forwarded itself, counted as XDP counts it:
+	// global counters by STAT_* and per-real traffic (slow.go).
+	slowStats   [NumStats]atomic.Uint64
+	slowTraffic [MaxReals]slowCount
+	slowSaved   [MaxReals]bool // ids saveSlowCounts wrote non-zero
 
 	slow *slowPath
 }
@@ -189,6 +198,10 @@ func Open(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("load director: %w", err)
 	}
 	if d.adopted {
+		if err := d.loadSlowCounts(); err != nil {
+			d.Close()
+			return nil, err
+		}
 		d.log.Info("adopted pinned maps", "dir", opts.PinDir)
 	}
 	for i, name := range opts.Interfaces {
@@ -248,6 +261,7 @@ func (d *Dataplane) Close() error {
 	if d.slow != nil {
 		err = errors.Join(err, d.slow.close())
 		d.slow = nil
+		err = errors.Join(err, d.saveSlowCounts())
 	}
 	// Closing a pinned link only drops our reference: the program stays
 	// attached and forwarding (Cleanup detaches it).
@@ -373,6 +387,7 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	if err := d.objs.Reals.Put(id, &v); err != nil {
 		return fmt.Errorf("set real %d (%v): %w", id, r.Addr, err)
 	}
+	d.views[id].Store(viewOf(&v))
 	old, had := d.reals[id]
 	d.reals[id] = r
 	if err := d.syncNATSource(r.Addr); err != nil {
@@ -413,6 +428,7 @@ func (d *Dataplane) DeleteReal(id uint32) error {
 	if err := d.objs.Reals.Put(id, &directorReal{}); err != nil {
 		return fmt.Errorf("delete real %d: %w", id, err)
 	}
+	d.views[id].Store(nil)
 	d.realsMu.Lock()
 	defer d.realsMu.Unlock()
 	old, had := d.reals[id]
@@ -421,13 +437,6 @@ func (d *Dataplane) DeleteReal(id uint32) error {
 		return d.syncNATSource(old.Addr)
 	}
 	return nil
-}
-
-func (d *Dataplane) real(id uint32) (Real, bool) {
-	d.realsMu.RLock()
-	defer d.realsMu.RUnlock()
-	r, ok := d.reals[id]
-	return r, ok
 }
 
 // SetConn writes a connection entry.
@@ -496,6 +505,7 @@ func (d *Dataplane) Counters() ([NumStats]uint64, error) {
 		for _, v := range per {
 			out[i] += v
 		}
+		out[i] += d.slowStats[i].Load()
 	}
 	return out, nil
 }
@@ -550,6 +560,9 @@ func (d *Dataplane) RealTraffic(id uint32) (Traffic, error) {
 	for _, v := range per {
 		t = t.Add(Traffic{v.Inpkts, v.Inbytes, v.Outpkts, v.Outbytes})
 	}
+	if id < MaxReals {
+		t = t.Add(Traffic{InPkts: d.slowTraffic[id].pkts.Load(), InBytes: d.slowTraffic[id].bytes.Load()})
+	}
 	return t, nil
 }
 
@@ -560,5 +573,5 @@ func (d *Dataplane) ResetRealTraffic(id uint32) error {
 	if err := d.objs.RealTraffic.Update(id, zero, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("reset traffic of real %d: %w", id, err)
 	}
-	return nil
+	return d.resetSlowTraffic(id)
 }

@@ -157,6 +157,8 @@ const (
 	directorMapRealTraffic      = "real_traffic"
 	directorMapReals            = "reals"
 	directorMapServices         = "services"
+	directorMapSlowStats        = "slow_stats"
+	directorMapSlowTraffic      = "slow_traffic"
 	directorMapStats            = "stats"
 	directorMapTxPorts          = "tx_ports"
 	directorMapXsks             = "xsks"
@@ -219,6 +221,8 @@ type directorMapSpecs struct {
 	RealTraffic *ebpf.MapSpec `ebpf:"real_traffic"`
 	Reals       *ebpf.MapSpec `ebpf:"reals"`
 	Services    *ebpf.MapSpec `ebpf:"services"`
+	SlowStats   *ebpf.MapSpec `ebpf:"slow_stats"`
+	SlowTraffic *ebpf.MapSpec `ebpf:"slow_traffic"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	TxPorts     *ebpf.MapSpec `ebpf:"tx_ports"`
 	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
@@ -257,6 +261,8 @@ type directorMaps struct {
 	RealTraffic *ebpf.Map `ebpf:"real_traffic"`
 	Reals       *ebpf.Map `ebpf:"reals"`
 	Services    *ebpf.Map `ebpf:"services"`
+	SlowStats   *ebpf.Map `ebpf:"slow_stats"`
+	SlowTraffic *ebpf.Map `ebpf:"slow_traffic"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	TxPorts     *ebpf.Map `ebpf:"tx_ports"`
 	Xsks        *ebpf.Map `ebpf:"xsks"`
@@ -270,6 +276,8 @@ func (m *directorMaps) Close() error {
 		m.RealTraffic,
 		m.Reals,
 		m.Services,
+		m.SlowStats,
+		m.SlowTraffic,
 		m.Stats,
 		m.TxPorts,
 		m.Xsks,

@@ -33,27 +33,20 @@ type xdpMd struct {
 // maxFrame bounds the output of one Program.Run.
 const maxFrame = 4096
 
-// run runs the director program once on frame as if it arrived on
+// Run runs the director program once on frame as if it arrived on
 // ifindex (0: no interface) and rx queue; it returns the verdict and the
 // frame as the program left it.
-func (d *Dataplane) run(frame []byte, ifindex, queue uint32) (Verdict, []byte, error) {
+func (h *Harness) Run(frame []byte, ifindex, queue uint32) (Verdict, []byte, error) {
 	out := make([]byte, maxFrame)
 	opts := &ebpf.RunOptions{Data: frame, DataOut: out}
 	if ifindex != 0 {
 		opts.Context = xdpMd{DataEnd: uint32(len(frame)), IngressIfindex: ifindex, RxQueueIndex: queue}
 	}
-	ret, err := d.objs.XipvsDirector.Run(opts)
+	ret, err := h.objs.XipvsDirector.Run(opts)
 	if err != nil {
 		return 0, nil, fmt.Errorf("run director: %w", err)
 	}
 	return Verdict(ret), opts.DataOut, nil
-}
-
-// Run runs the director program once on frame as if it arrived on
-// ifindex (0: no interface) and rx queue; it returns the verdict and the
-// frame as the program left it.
-func (h *Harness) Run(frame []byte, ifindex, queue uint32) (Verdict, []byte, error) {
-	return h.run(frame, ifindex, queue)
 }
 
 // Benchmark runs the program repeat times on frame in the kernel

@@ -52,7 +52,7 @@ func setupModes(t *testing.T, d *dataplane.Harness) {
 // flow writes the entries of a new connection as the slow path does.
 func flow(t *testing.T, d *dataplane.Harness, k dataplane.ConnKey, dec dataplane.Decision, state conntrack.State) {
 	t.Helper()
-	f := dataplane.NewFlow{Key: k, Ifindex: loIfindex, SrcMAC: clientMAC}
+	f := dataplane.NewFlow{Key: k, Ifindex: loIfindex, SrcMAC: [6]byte(clientMAC)}
 	if err := d.SetConns(f, dec, dataplane.Now()); err != nil {
 		t.Fatal(err)
 	}

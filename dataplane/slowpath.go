@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -10,9 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane/xsk"
-	"golang.org/x/sys/unix"
 )
 
 // NewFlow is the first packet of a flow the fast path did not know.
@@ -22,7 +23,7 @@ type NewFlow struct {
 	Ifindex  int
 	// SrcMAC is the frame's source: the client's previous hop, where a
 	// NAT or FULLNAT connection's replies go back to.
-	SrcMAC net.HardwareAddr
+	SrcMAC [6]byte
 }
 
 // TCP flag bits of NewFlow.TCPFlags.
@@ -33,7 +34,8 @@ const (
 	TCPAck = 0x10
 )
 
-// Decision is where the slow path's handler sends a new flow.
+// Decision is where the slow path's handler sends a new flow. A zero
+// RealID drops the packet (no real server available).
 type Decision struct {
 	RealID    uint32
 	ServiceID uint32
@@ -44,20 +46,28 @@ type Decision struct {
 	FullNAT bool
 }
 
-// FlowHandler chooses a real server for a new flow; false drops the
-// packet (no real server available). It is called with the flow lock
-// held: at most one call runs at a time.
-type FlowHandler func(NewFlow) (Decision, bool)
+// FlowHandler decides a batch of new flows: decs[i] for flows[i]. Each
+// slow-path worker calls it with its own batch; calls may run at once.
+type FlowHandler func(flows []NewFlow, decs []Decision)
 
 // SlowPathStats counts what the slow path did.
 type SlowPathStats struct {
 	Received   uint64 // frames read from AF_XDP sockets
 	NewConns   uint64 // connections created
-	Forwarded  uint64 // frames transmitted after Program.Run
+	Followed   uint64 // frames of a flow created moments before (a burst)
+	Forwarded  uint64 // frames transmitted
 	NoDest     uint64 // dropped: the handler found no real server
-	Unparsable uint64 // dropped: not an IPv4 TCP/UDP frame
-	Failed     uint64 // dropped: map, run or transmit error
+	Unparsable uint64 // dropped: not a frame the director redirects
+	Failed     uint64 // dropped: map write or transmit failure
+	Batches    uint64 // batches handled (Received/Batches is the mean size)
 }
+
+// batchSize is the most frames one worker takes from its RX ring at once.
+const batchSize = 64
+
+// recentAge is how long a worker remembers the flows it created: packets
+// of one new flow queued before its entry was written follow it.
+const recentAge = 2 * time.Second
 
 type queueSock struct {
 	ifindex int
@@ -70,17 +80,17 @@ type slowPath struct {
 	handler FlowHandler
 	socks   map[int][]*xsk.Socket // by ifindex, by rx queue
 	all     []queueSock
-	flowMu  sync.Mutex
 	stop    chan struct{}
 	wg      sync.WaitGroup
 
-	received, newConns, forwarded, noDest, unparsable, failed atomic.Uint64
+	received, newConns, followed, forwarded, noDest, unparsable, failed, batches atomic.Uint64
 }
 
 // StartSlowPath binds one AF_XDP socket per rx queue of every director
-// interface, registers them in the XSKMAP and serves new flows with h
-// until Close. Before this runs (and after Close) the fast path drops
-// new flows, so clients retransmit rather than see a reset.
+// interface, registers them in the XSKMAP and serves new flows with h, a
+// worker goroutine per socket, until Close. Before this runs (and after
+// Close) the fast path drops new flows, so clients retransmit rather
+// than see a reset.
 func (d *Dataplane) StartSlowPath(h FlowHandler) error {
 	if d.slow != nil {
 		return errors.New("slow path already started")
@@ -112,8 +122,10 @@ func (d *Dataplane) StartSlowPath(h FlowHandler) error {
 	}
 	for _, qs := range sp.all {
 		sp.wg.Add(1)
-		go sp.serve(qs)
+		go sp.newWorker(qs).run()
 	}
+	sp.wg.Add(1)
+	go sp.saveCounts()
 	d.slow = sp
 	return nil
 }
@@ -125,8 +137,27 @@ func (d *Dataplane) SlowPathStats() SlowPathStats {
 		return SlowPathStats{}
 	}
 	return SlowPathStats{
-		Received: sp.received.Load(), NewConns: sp.newConns.Load(), Forwarded: sp.forwarded.Load(),
-		NoDest: sp.noDest.Load(), Unparsable: sp.unparsable.Load(), Failed: sp.failed.Load(),
+		Received: sp.received.Load(), NewConns: sp.newConns.Load(), Followed: sp.followed.Load(),
+		Forwarded: sp.forwarded.Load(), NoDest: sp.noDest.Load(), Unparsable: sp.unparsable.Load(),
+		Failed: sp.failed.Load(), Batches: sp.batches.Load(),
+	}
+}
+
+// saveCounts writes the slow path's counters to their pinned maps every
+// second until the slow path stops.
+func (sp *slowPath) saveCounts() {
+	defer sp.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-sp.stop:
+			return
+		case <-t.C:
+			if err := sp.d.saveSlowCounts(); err != nil {
+				sp.d.log.Warn("saving the slow path's counters", "err", err)
+			}
+		}
 	}
 }
 
@@ -161,100 +192,338 @@ func (d *Dataplane) ifaceByIndex(idx int) *Interface {
 	return nil
 }
 
-func (sp *slowPath) serve(qs queueSock) {
-	defer sp.wg.Done()
+// recentFlows remembers the connections a worker created in the last
+// recentAge to 2*recentAge, in two generations swapped every recentAge:
+// no scan, no lock (one worker owns it; a flow's packets all arrive on
+// one rx queue).
+type recentFlows struct {
+	cur, prev map[directorConnKey]directorConnVal
+	swapped   time.Time
+}
+
+func (r *recentFlows) get(k directorConnKey) (directorConnVal, bool) {
+	if v, ok := r.cur[k]; ok {
+		return v, true
+	}
+	v, ok := r.prev[k]
+	return v, ok
+}
+
+func (r *recentFlows) put(k directorConnKey, v directorConnVal) { r.cur[k] = v }
+
+func (r *recentFlows) age(now time.Time) {
+	if now.Sub(r.swapped) < recentAge {
+		return
+	}
+	r.prev, r.cur = r.cur, make(map[directorConnKey]directorConnVal, len(r.cur))
+	r.swapped = now
+}
+
+// worker serves one AF_XDP socket, a batch at a time.
+type worker struct {
+	sp     *slowPath
+	qs     queueSock
+	recent recentFlows
+
+	frames []([]byte)
+	pkts   []packet
+	keys   []directorConnKey
+	// fate of each frame: the forward entry it follows.
+	vals   []directorConnVal
+	follow []bool
+	sched  []int // index into flows, or -1
+	flows  []NewFlow
+	decs   []Decision
+	// The batch's map writes: reply entries before their forward entry.
+	wkeys []directorConnKey
+	wvals []directorConnVal
+	txs     map[*xsk.Socket]*xsk.Tx
+	inBatch map[directorConnKey]int // flows this batch decides, by key
+	stats   [NumStats]uint64
+}
+
+func (sp *slowPath) newWorker(qs queueSock) *worker {
+	return &worker{sp: sp, qs: qs,
+		recent: recentFlows{cur: map[directorConnKey]directorConnVal{}, prev: map[directorConnKey]directorConnVal{}, swapped: time.Now()},
+		frames: make([][]byte, batchSize), pkts: make([]packet, batchSize), keys: make([]directorConnKey, batchSize),
+		vals: make([]directorConnVal, batchSize), follow: make([]bool, batchSize), sched: make([]int, batchSize),
+		flows: make([]NewFlow, 0, batchSize), decs: make([]Decision, 0, batchSize),
+		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[directorConnKey]int{}}
+}
+
+func (w *worker) run() {
+	defer w.sp.wg.Done()
+	sock := w.qs.sock
 	for {
 		select {
-		case <-sp.stop:
+		case <-w.sp.stop:
 			return
 		default:
 		}
-		ready, err := qs.sock.Poll(100)
-		if err != nil {
-			sp.d.log.Error("slow path poll", "ifindex", qs.ifindex, "queue", qs.queue, "err", err)
-			return
-		}
-		if !ready {
+		n := sock.Peek(w.frames)
+		if n == 0 {
+			if _, err := sock.Poll(100); err != nil {
+				w.sp.d.log.Error("slow path poll", "ifindex", w.qs.ifindex, "queue", w.qs.queue, "err", err)
+				return
+			}
 			continue
 		}
-		qs.sock.Receive(64, func(frame []byte) { sp.handle(qs, frame) })
+		w.batch(w.frames[:n])
+		sock.Release()
 	}
 }
 
-// handle forwards one new-flow frame: find or create its connection, run
-// the director program on it (the same code as the fast path) and send
-// what the program produced.
-func (sp *slowPath) handle(qs queueSock, frame []byte) {
-	sp.received.Add(1)
-	key, flags, ok := parseFlow(frame)
-	if !ok {
-		sp.unparsable.Add(1)
-		return
+// batch handles frames: parse all, decide the new flows in one handler
+// call, write their entries in one batched map update, transform every
+// frame in Go into the TX ring of its egress socket, one kick per socket.
+func (w *worker) batch(frames [][]byte) {
+	sp, d := w.sp, w.sp.d
+	sp.received.Add(uint64(len(frames)))
+	sp.batches.Add(1)
+	w.recent.age(time.Now())
+	w.flows, w.decs = w.flows[:0], w.decs[:0]
+	inBatch := w.inBatch
+	clear(inBatch)
+	for i, f := range frames {
+		p, res := parsePacket(f)
+		w.sched[i], w.follow[i] = -1, false
+		if res != parsedOK {
+			sp.unparsable.Add(1)
+			continue
+		}
+		w.pkts[i] = p
+		k := directorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: be16(p.srcPort), Dport: be16(p.dstPort), Proto: p.proto}
+		w.keys[i] = k
+		if j, ok := inBatch[k]; ok {
+			// A second packet of a flow this batch decides.
+			w.sched[i] = j
+			continue
+		}
+		if v, ok := w.recent.get(k); ok && w.stillFollows(k, &p, &v) {
+			w.vals[i], w.follow[i] = v, true
+			sp.followed.Add(1)
+			continue
+		}
+		inBatch[k] = len(w.flows)
+		w.sched[i] = len(w.flows)
+		w.flows = append(w.flows, NewFlow{Key: ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst),
+			SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
 	}
-	sp.flowMu.Lock()
-	fwd, err := sp.ensureConn(NewFlow{Key: key, TCPFlags: flags, Ifindex: qs.ifindex, SrcMAC: append(net.HardwareAddr(nil), frame[6:12]...)})
-	sp.flowMu.Unlock()
-	if err != nil {
-		sp.failed.Add(1)
-		sp.d.log.Warn("slow path conn", "err", err)
-		return
+	if len(w.flows) > 0 {
+		w.decide()
 	}
-	if !fwd {
-		return
+	for i, f := range frames {
+		var v directorConnVal
+		switch {
+		case w.follow[i]:
+			v = w.vals[i]
+		case w.sched[i] >= 0 && w.decs[w.sched[i]].RealID != 0:
+			v = w.fwdVal(w.sched[i])
+		default:
+			continue
+		}
+		w.transmit(f, &w.pkts[i], v)
 	}
-	verdict, out, err := sp.d.run(frame, uint32(qs.ifindex), uint32(qs.queue))
-	if err != nil {
-		sp.failed.Add(1)
-		sp.d.log.Warn("slow path run", "err", err)
-		return
+	for s, tx := range w.txs {
+		n, err := tx.Flush()
+		sp.forwarded.Add(uint64(n))
+		if err != nil {
+			sp.failed.Add(1)
+			d.log.Warn("slow path transmit", "err", err)
+		}
+		delete(w.txs, s)
 	}
-	var tx *xsk.Socket
-	switch verdict {
-	case XDPTx:
-		tx = qs.sock
-	case XDPRedirect:
-		// A redirect after the conn exists is toward another director
-		// interface: the real's egress.
-		c, found, _ := sp.d.LookupConn(key)
-		if r, ok := sp.d.real(c.RealID); found && ok && r.Ifindex != qs.ifindex {
-			if socks := sp.socks[r.Ifindex]; len(socks) > 0 {
-				tx = socks[qs.queue%len(socks)]
-			}
+	d.addStats(&w.stats)
+	w.stats = [NumStats]uint64{}
+}
+
+// stillFollows reports whether a packet of a flow created moments ago
+// follows that flow's connection. Only a bare SYN may start a new one on
+// the same tuple (conn_reused: the old one is closing); that case costs
+// one lookup.
+func (w *worker) stillFollows(k directorConnKey, p *packet, v *directorConnVal) bool {
+	if p.proto != protoTCP || p.flags&(TCPSyn|TCPAck) != TCPSyn {
+		return true
+	}
+	var cur directorConnVal
+	if err := w.sp.d.objs.Conns.Lookup(&k, &cur); err != nil {
+		return false // gone: schedule afresh
+	}
+	if closing(conntrack.State(cur.State)) {
+		return false
+	}
+	*v = cur
+	return true
+}
+
+// closing is conn_reused's set of states a bare SYN starts over from.
+func closing(s conntrack.State) bool {
+	switch s {
+	case conntrack.StateFinWait, conntrack.StateTimeWait, conntrack.StateClose,
+		conntrack.StateCloseWait, conntrack.StateLastAck:
+		return true
+	}
+	return false
+}
+
+// decide asks the handler about the batch's new flows and writes their
+// entries with one batched update.
+func (w *worker) decide() {
+	sp, d := w.sp, w.sp.d
+	w.decs = w.decs[:len(w.flows)]
+	clear(w.decs)
+	sp.handler(w.flows, w.decs)
+	now := uint64(Now())
+	w.wkeys, w.wvals = w.wkeys[:0], w.wvals[:0]
+	for i := range w.flows {
+		dec := &w.decs[i]
+		if dec.RealID == 0 {
+			sp.noDest.Add(1)
+			continue
+		}
+		f := &w.flows[i]
+		ents, n := rawEntries(f, dec, now, d.ifaceMAC(f.Ifindex))
+		// The first packet moves the state, as conn_update would in XDP.
+		fwd := &ents[n-1].v
+		r := d.realView(dec.RealID)
+		dir := dirInputOnly
+		if r.fwd == FwdMasq || r.fwd == FwdFullNAT {
+			dir = dirInput
+		}
+		fwd.State = connState(fwd.State, f.Key.Proto, f.TCPFlags, dir)
+		for _, e := range ents[:n] {
+			w.wkeys, w.wvals = append(w.wkeys, e.k), append(w.wvals, e.v)
 		}
 	}
-	if tx == nil {
-		sp.failed.Add(1)
+	if len(w.wkeys) == 0 {
 		return
 	}
-	if err := tx.Transmit(out); err != nil {
-		sp.failed.Add(1)
-		return
+	done, err := d.objs.Conns.BatchUpdate(w.wkeys, w.wvals, &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
+	if err != nil {
+		sp.failed.Add(uint64(len(w.wkeys) - done))
+		d.log.Warn("slow path: writing new connections", "written", done, "of", len(w.wkeys), "err", err)
 	}
-	sp.forwarded.Add(1)
+	// Remember what was written; a flow whose entries were not all
+	// written is dropped (its client retransmits).
+	j := 0
+	for i := range w.flows {
+		if w.decs[i].RealID == 0 {
+			continue
+		}
+		n := 1
+		if w.decs[i].Out.Src.IsValid() {
+			n = 2
+		}
+		if j+n <= done {
+			w.recent.put(w.wkeys[j+n-1], w.wvals[j+n-1])
+			sp.newConns.Add(1)
+		} else {
+			w.decs[i].RealID = 0
+		}
+		j += n
+	}
 }
 
-// ensureConn makes sure key has a connection entry; it reports false
-// when the packet is to be dropped. A packet whose connection already
-// exists (a burst of one new flow queued before the entry was written)
-// follows that entry, so a burst goes to one real server.
-func (sp *slowPath) ensureConn(f NewFlow) (bool, error) {
-	c, found, err := sp.d.LookupConn(f.Key)
-	if err != nil {
-		return false, err
+// fwdVal is flow i's forward entry as written.
+func (w *worker) fwdVal(i int) directorConnVal {
+	k := w.flows[i].Key.raw()
+	v, _ := w.recent.get(k)
+	return v
+}
+
+// transmit applies the director's transform to frame f of a connection
+// whose forward entry is v and queues the result on its egress socket.
+func (w *worker) transmit(f []byte, p *packet, v directorConnVal) {
+	sp := w.sp
+	r := sp.d.realView(v.RealId)
+	sock := w.egressSock(r)
+	if sock == nil {
+		sp.failed.Add(1)
+		return
 	}
-	if found && !reusedBySyn(c, f) {
-		return true, nil
+	tx := w.txs[sock]
+	if tx == nil {
+		tx = sock.BeginTx()
+		w.txs[sock] = tx
 	}
-	dec, ok := sp.handler(f)
-	if !ok {
-		sp.noDest.Add(1)
-		return false, nil
+	buf := tx.Next()
+	if buf == nil || len(buf) < len(f)+ipipHLen {
+		sp.failed.Add(1)
+		return
 	}
-	if err := sp.d.SetConns(f, dec, Now()); err != nil {
-		return false, err
+	// The entry was written with the first packet's state; transform
+	// from the state before it, as XDP would have seen it.
+	v.State = uint8(conntrack.StateNone)
+	n, egress, stat := forwardFirst(buf, f, p, &v, r)
+	w.stats[stat]++
+	if n == 0 {
+		return
 	}
-	sp.newConns.Add(1)
-	return true, nil
+	if egress == -1 && sock != w.qs.sock {
+		// ICMP back out the ingress interface: another socket.
+		w.stats[stat]--
+		tx2 := w.txs[w.qs.sock]
+		if tx2 == nil {
+			tx2 = w.qs.sock.BeginTx()
+			w.txs[w.qs.sock] = tx2
+		}
+		if b2 := tx2.Next(); b2 != nil && len(b2) >= n {
+			copy(b2, buf[:n])
+			tx2.Commit(n)
+			w.stats[stat]++
+		}
+		return
+	}
+	tx.Commit(n)
+	if stat == StatFwd {
+		sp.d.accountSlow(v.RealId, uint64(p.totLen))
+	}
+}
+
+// egressSock is the socket a real's packets leave by: its interface's,
+// the queue matching this worker's where it has as many.
+func (w *worker) egressSock(r *realView) *xsk.Socket {
+	if !r.valid || r.ifindex == w.qs.ifindex {
+		return w.qs.sock
+	}
+	socks := w.sp.socks[r.ifindex]
+	if len(socks) == 0 {
+		return nil
+	}
+	return socks[w.qs.queue%len(socks)]
+}
+
+// entry is a raw connection-table entry.
+type entry struct {
+	k directorConnKey
+	v directorConnVal
+}
+
+// rawEntries builds the entries of a new connection in the order they
+// are written: for NAT and FULLNAT the reply entry first (replies can
+// come back as soon as the first packet leaves), then the forward entry.
+// It returns them and how many there are.
+func rawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]entry, int) {
+	var out [2]entry
+	fk := f.Key.raw()
+	fwd := directorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
+	if !dec.Out.Src.IsValid() {
+		out[0] = entry{fk, fwd}
+		return out, 1
+	}
+	var flags uint8
+	if dec.FullNAT {
+		flags = uint8(ConnFullNAT)
+	}
+	fwd.Flags = flags
+	fwd.Nsaddr, fwd.Ndaddr = be32(dec.Out.Src), be32(dec.Out.Dst)
+	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
+	rep := directorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
+		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
+		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
+	rk := directorConnKey{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
+	out[0], out[1] = entry{rk, rep}, entry{fk, fwd}
+	return out, 2
 }
 
 // Entry is one connection-table entry.
@@ -263,86 +532,27 @@ type Entry struct {
 	Conn Conn
 }
 
-// Entries returns the entries of a new connection, in the order they
-// are written: for NAT and FULLNAT the reply entry first (replies can
-// come back as soon as the first packet leaves), then the forward entry.
-// ifaceMAC is the MAC of the interface the flow came in on.
+// Entries returns the entries of a new connection, in the order the slow
+// path writes them (see rawEntries). ifaceMAC is the MAC of the
+// interface the flow came in on.
 func Entries(f NewFlow, dec Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
-	fwd := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now}
-	if !dec.Out.Src.IsValid() {
-		return []Entry{{f.Key, fwd}}
+	var mac [6]byte
+	copy(mac[:], ifaceMAC)
+	ents, n := rawEntries(&f, &dec, uint64(now), mac)
+	out := make([]Entry, n)
+	for i, e := range ents[:n] {
+		out[i] = Entry{connKeyFromRaw(e.k), connFromRaw(e.v)}
 	}
-	var flags ConnFlags
-	if dec.FullNAT {
-		flags = ConnFullNAT
-	}
-	fwd.Out, fwd.Flags = dec.Out, flags
-	rep := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now, Flags: flags | ConnReply,
-		Out:     ConnKey{Src: f.Key.Dst, Dst: f.Key.Src, SrcPort: f.Key.DstPort, DstPort: f.Key.SrcPort},
-		Ifindex: f.Ifindex, DstMAC: f.SrcMAC, SrcMAC: ifaceMAC}
-	return []Entry{{fwd.Peer(f.Key.Proto), rep}, {f.Key, fwd}}
+	return out
 }
 
 // SetConns writes the entries of a new connection (see Entries).
 func (d *Dataplane) SetConns(f NewFlow, dec Decision, now time.Duration) error {
-	d.realsMu.RLock()
-	smac := d.ifaceMACs[f.Ifindex]
-	d.realsMu.RUnlock()
-	for _, e := range Entries(f, dec, now, smac) {
+	mac := d.ifaceMAC(f.Ifindex)
+	for _, e := range Entries(f, dec, now, mac[:]) {
 		if err := d.SetConn(e.Key, e.Conn); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// reusedBySyn mirrors conn_reused in bpf/conn.h: a SYN on a closing
-// connection starts a new connection on the same tuple.
-func reusedBySyn(c Conn, f NewFlow) bool {
-	if f.Key.Proto != conntrack.ProtoTCP || f.TCPFlags&(TCPSyn|TCPAck) != TCPSyn {
-		return false
-	}
-	switch c.State {
-	case conntrack.StateFinWait, conntrack.StateTimeWait, conntrack.StateClose,
-		conntrack.StateCloseWait, conntrack.StateLastAck:
-		return true
-	}
-	return false
-}
-
-// parseFlow extracts the 5-tuple and TCP flags of an Ethernet/IPv4
-// TCP or UDP frame.
-func parseFlow(f []byte) (ConnKey, uint8, bool) {
-	if len(f) < 14+20 || binary.BigEndian.Uint16(f[12:14]) != 0x0800 {
-		return ConnKey{}, 0, false
-	}
-	ip := f[14:]
-	ihl := int(ip[0]&0x0f) * 4
-	if ip[0]>>4 != 4 || ihl < 20 || len(ip) < ihl {
-		return ConnKey{}, 0, false
-	}
-	proto := ip[9]
-	l4 := ip[ihl:]
-	k := ConnKey{
-		Src:   netip.AddrFrom4([4]byte(ip[12:16])),
-		Dst:   netip.AddrFrom4([4]byte(ip[16:20])),
-		Proto: proto,
-	}
-	var flags uint8
-	switch proto {
-	case conntrack.ProtoTCP:
-		if len(l4) < 20 {
-			return ConnKey{}, 0, false
-		}
-		flags = l4[13] & (TCPFin | TCPSyn | TCPRst | TCPAck)
-	case conntrack.ProtoUDP:
-		if len(l4) < 8 {
-			return ConnKey{}, 0, false
-		}
-	default:
-		return ConnKey{}, 0, false
-	}
-	k.SrcPort = binary.BigEndian.Uint16(l4[0:2])
-	k.DstPort = binary.BigEndian.Uint16(l4[2:4])
-	return k, flags, true
 }

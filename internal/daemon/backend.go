@@ -172,6 +172,8 @@ func (b *backend) Info() api.Info {
 	sp := b.dp.SlowPathStats()
 	info.Counters["slow_received"] = sp.Received
 	info.Counters["slow_new_conns"] = sp.NewConns
+	info.Counters["slow_followed"] = sp.Followed
+	info.Counters["slow_batches"] = sp.Batches
 	info.Counters["slow_forwarded"] = sp.Forwarded
 	info.Counters["slow_no_dest"] = sp.NoDest
 	info.Counters["slow_unparsable"] = sp.Unparsable

@@ -151,7 +151,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 		log.Info("configuration loaded", "file", o.ConfigFile, "summary", o.Config.Summary())
 	}
 
-	if err := dp.StartSlowPath(srv.NewFlow); err != nil {
+	if err := dp.StartSlowPath(srv.NewFlows); err != nil {
 		return err
 	}
 

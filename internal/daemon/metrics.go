@@ -116,7 +116,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, e := range []struct {
 		name string
 		v    uint64
-	}{{"received", sp.Received}, {"new_conns", sp.NewConns}, {"forwarded", sp.Forwarded},
+	}{{"received", sp.Received}, {"new_conns", sp.NewConns}, {"followed", sp.Followed}, {"batches", sp.Batches}, {"forwarded", sp.Forwarded},
 		{"no_dest", sp.NoDest}, {"unparsable", sp.Unparsable}, {"failed", sp.Failed}} {
 		counter(c.slow, e.v, e.name)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
@@ -267,6 +268,63 @@ func TestDRUDP(t *testing.T) {
 	if !strings.Contains(list, "UDP  10.77.0.100:5353 rr") {
 		t.Errorf("-Ln lacks the UDP service:\n%s", list)
 	}
+}
+
+// TestUDPBurstOneReal: a burst of datagrams of one new flow, sent before
+// the slow path has written the flow's entry, all go to one real server
+// (the later ones follow the first through the slow path's record of the
+// flows it just made), while rr sends each new flow to the next real.
+func TestUDPBurstOneReal(t *testing.T) {
+	lab := newDRLab(t, "bst")
+	lab.serveUDP(t, 5353)
+	vs := lab.vip.String() + ":5353"
+	lab.adm(t, "-A", "-u", vs, "-s", "rr")
+	lab.adm(t, "-a", "-u", vs, "-r", "10.77.0.11", "-g")
+	lab.adm(t, "-a", "-u", vs, "-r", "10.77.0.12", "-g")
+	// The first real's MAC resolved, so no datagram waits for ARP.
+	lab.udpAsk(t, 5353)
+	for flow := 0; flow < 4; flow++ {
+		var c net.Conn
+		if err := lab.cl.Do(func() (err error) {
+			c, err = net.Dial("udp4", netip.AddrPortFrom(lab.vip, 5353).String())
+			return
+		}); err != nil {
+			t.Fatal(err)
+		}
+		const burst = 32
+		for i := 0; i < burst; i++ {
+			if _, err := c.Write([]byte("who?")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := map[string]int{}
+		buf := make([]byte, 64)
+		for {
+			_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			n, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			got[string(buf[:n])]++
+		}
+		c.Close()
+		total := 0
+		for _, n := range got {
+			total += n
+		}
+		if len(got) != 1 || total < burst*9/10 {
+			t.Errorf("burst %d of %d datagrams of one new flow answered by %v", flow, burst, got)
+		}
+	}
+	if out := lab.adm(t, "-Ln"); !strings.Contains(out, "10.77.0.11:5353") {
+		t.Errorf("-Ln:\n%s", out)
+	}
+	info, err := api.NewClient(lab.Socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("slow path: received %d, new %d, followed %d, batches %d", info.Counters["slow_received"],
+		info.Counters["slow_new_conns"], info.Counters["slow_followed"], info.Counters["slow_batches"])
 }
 
 // TestDRRepliesBypassDirector captures frames on the client: requests

@@ -38,22 +38,38 @@ func (sv *service) templateKey(src netip.Addr, dport uint16) tmplKey {
 	return tmplKey{client: p.Addr(), vport: vport}
 }
 
-// NewFlow schedules a new connection: the slow path's handler.
-func (s *Server) NewFlow(f dataplane.NewFlow) (dataplane.Decision, bool) {
+// NewFlows schedules a batch of new connections, the slow path's
+// handler: decs[i] for flows[i], a zero RealID where no real server can
+// take the flow. The server's lock is taken once for the batch.
+func (s *Server) NewFlows(flows []dataplane.NewFlow, decs []dataplane.Decision) {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for i := range flows {
+		decs[i] = s.newFlow(&flows[i], now)
+	}
+}
+
+// NewFlow schedules one new connection (see NewFlows).
+func (s *Server) NewFlow(f dataplane.NewFlow) (dataplane.Decision, bool) {
+	decs := []dataplane.Decision{{}}
+	s.NewFlows([]dataplane.NewFlow{f}, decs)
+	return decs[0], decs[0].RealID != 0
+}
+
+// newFlow schedules f; s.mu is held.
+func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Decision {
 	sv, ok := s.byDP[dataplane.ServiceKey{VIP: f.Key.Dst, Port: f.Key.DstPort, Proto: f.Key.Proto}]
 	if !ok {
 		// Every port of the VIP, as the data plane looks it up.
 		if sv, ok = s.byDP[dataplane.ServiceKey{VIP: f.Key.Dst, Proto: f.Key.Proto}]; !ok {
-			return dataplane.Decision{}, false
+			return dataplane.Decision{}
 		}
 	}
 	flow := sched.Flow{Src: f.Key.Src, Dst: f.Key.Dst, SrcPort: f.Key.SrcPort, DstPort: f.Key.DstPort, Proto: f.Key.Proto, Now: now}
 	d := s.schedule(sv, flow)
 	if d == nil {
-		return dataplane.Decision{}, false
+		return dataplane.Decision{}
 	}
 	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id}
 	if d.cfg.Fwd.Rewrites() {
@@ -69,7 +85,7 @@ func (s *Server) NewFlow(f dataplane.NewFlow) (dataplane.Decision, bool) {
 					s.noLaddrLogged = now
 					s.log.Warn("new FULLNAT connection dropped", "err", err)
 				}
-				return dataplane.Decision{}, false
+				return dataplane.Decision{}
 			}
 			dec.Out.Src, dec.Out.SrcPort, dec.FullNAT = lip, lport, true
 		}
@@ -82,7 +98,7 @@ func (s *Server) NewFlow(f dataplane.NewFlow) (dataplane.Decision, bool) {
 		d.sd.Overloaded = true
 	}
 	sv.sched.Changed(d.sd)
-	return dec, true
+	return dec
 }
 
 // schedule picks the real of a new flow, through the client's

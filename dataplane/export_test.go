@@ -1,0 +1,89 @@
+package dataplane
+
+// Test hooks, compiled into this package's tests only.
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+)
+
+// DiffTransform writes the entries of frame's flow for real id as the
+// slow path does (NAT and FULLNAT tuples from nat and lip), runs the
+// program and the Go transform on the frame and describes any
+// difference; a frame that is not a new flow of vip's services must not
+// be forwarded by the program, and one the Go parser refuses must pass
+// unchanged.
+func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut, fullnatOut func(ConnKey) ConnKey) error {
+	p, res := parsePacket(frame)
+	verdict, xdpOut, err := h.Run(frame, 1, 0)
+	if err != nil {
+		return err
+	}
+	if res != parsedOK || p.dst != vip.As4() || (p.dstPort != 80 && p.dstPort != 53) || (p.dstPort == 80) != (p.proto == protoTCP) {
+		if verdict == XDPTx || verdict == XDPRedirect {
+			return fmt.Errorf("a frame that is no new flow (parse %d) is forwarded by XDP: %s", res, hex.EncodeToString(frame))
+		}
+		if res != parsedOK && (verdict != XDPPass || !bytes.Equal(xdpOut, frame)) {
+			return fmt.Errorf("a frame the Go parser refuses (%d) is not passed unchanged: %v %s", res, verdict, hex.EncodeToString(frame))
+		}
+		return nil
+	}
+	f := NewFlow{Key: ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst), SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto},
+		TCPFlags: p.flags, Ifindex: 1, SrcMAC: [6]byte(frame[6:12])}
+	dec := Decision{RealID: id, ServiceID: 1}
+	switch h.realView(id).fwd {
+	case FwdMasq:
+		dec.Out = natOut(f.Key)
+	case FwdFullNAT:
+		dec.Out, dec.FullNAT = fullnatOut(f.Key), true
+	}
+	ents, n := rawEntries(&f, &dec, uint64(Now()), h.ifaceMAC(1))
+	for _, e := range ents[:n] {
+		if err := h.objs.Conns.Put(&e.k, &e.v); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		for _, e := range ents[:n] {
+			_ = h.objs.Conns.Delete(&e.k)
+		}
+	}()
+	before, err := h.Counters()
+	if err != nil {
+		return err
+	}
+	if verdict, xdpOut, err = h.Run(frame, 1, 0); err != nil {
+		return err
+	}
+	after, err := h.Counters()
+	if err != nil {
+		return err
+	}
+	xdpStat := -1
+	for i := range after {
+		if after[i] != before[i] {
+			xdpStat = i
+		}
+	}
+	var xdpConn directorConnVal
+	fk := ents[n-1].k
+	if err := h.objs.Conns.Lookup(&fk, &xdpConn); err != nil {
+		return err
+	}
+	goConn := ents[n-1].v
+	out := make([]byte, len(frame)+64)
+	gn, egress, stat := forwardFirst(out, frame, &p, &goConn, h.realView(id))
+	goOut := out[:gn]
+	wantVerdict := XDPDrop
+	if gn > 0 && (egress == 1 || egress == -1) {
+		wantVerdict = XDPTx
+	}
+	if verdict != wantVerdict || (verdict == XDPTx && !bytes.Equal(goOut, xdpOut)) || goConn.State != xdpConn.State || xdpStat != stat {
+		return fmt.Errorf("real %d: XDP %v (counter %d) state %d, Go %v (counter %d) state %d\ninput: %s\nXDP:   %s\nGo:    %s", id,
+			verdict, xdpStat, xdpConn.State, wantVerdict, stat, goConn.State,
+			hex.EncodeToString(frame), hex.EncodeToString(xdpOut), hex.EncodeToString(goOut))
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package dataplane
+
+import "encoding/binary"
+
+// packet is what the director reads of one frame: the Go twin of
+// struct pkt and the parsers of bpf/parse.h, with the same rule for what
+// is well formed, so the slow path sees a frame exactly as XDP did.
+type packet struct {
+	ip, l4  int // offsets of the IP and TCP/UDP headers
+	ihl     int // IP header length in bytes
+	totLen  int // IP total length
+	proto   uint8
+	flags   uint8 // TCP_F_* (TCPFin, TCPSyn, TCPRst, TCPAck)
+	frag    bool
+	src     [4]byte
+	dst     [4]byte
+	srcPort uint16
+	dstPort uint16
+}
+
+// Outcomes of parsePacket.
+const (
+	parsedOK        = iota
+	parsedNotIPv4   // not IPv4, or not TCP/UDP: XDP passes it
+	parsedMalformed // XDP passes it (STAT_PASS_MALFORMED)
+	parsedFragment  // XDP passes it (STAT_PASS_FRAGMENT)
+)
+
+const ethHLen = 14
+
+// parsePacket parses an Ethernet frame as process() in director.bpf.c
+// does.
+func parsePacket(f []byte) (packet, int) {
+	var p packet
+	if len(f) < ethHLen || binary.BigEndian.Uint16(f[12:14]) != 0x0800 {
+		return p, parsedNotIPv4
+	}
+	ip := f[ethHLen:]
+	if len(ip) < 20 || ip[0]>>4 != 4 || ip[0]&0x0f < 5 {
+		return p, parsedMalformed
+	}
+	p.ip, p.ihl = ethHLen, int(ip[0]&0x0f)*4
+	p.totLen = int(binary.BigEndian.Uint16(ip[2:4]))
+	if p.ihl > len(ip) || p.totLen < p.ihl || p.totLen > len(ip) {
+		return p, parsedMalformed
+	}
+	p.proto = ip[9]
+	p.frag = binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0
+	copy(p.src[:], ip[12:16])
+	copy(p.dst[:], ip[16:20])
+	if p.proto != protoTCP && p.proto != protoUDP {
+		return p, parsedNotIPv4
+	}
+	if p.frag {
+		return p, parsedFragment
+	}
+	p.l4 = p.ip + p.ihl
+	l4, l4Len := f[p.l4:], p.totLen-p.ihl
+	switch p.proto {
+	case protoTCP:
+		if len(l4) < 20 {
+			return p, parsedMalformed
+		}
+		doff := int(l4[12]>>4) * 4
+		if doff < 20 || doff > l4Len {
+			return p, parsedMalformed
+		}
+		p.flags = l4[13] & (TCPFin | TCPSyn | TCPRst | TCPAck)
+	case protoUDP:
+		if len(l4) < 8 {
+			return p, parsedMalformed
+		}
+		if ulen := int(binary.BigEndian.Uint16(l4[4:6])); ulen < 8 || ulen > l4Len {
+			return p, parsedMalformed
+		}
+	}
+	p.srcPort = binary.BigEndian.Uint16(l4[0:2])
+	p.dstPort = binary.BigEndian.Uint16(l4[2:4])
+	return p, parsedOK
+}
+
+const (
+	protoTCP = 6
+	protoUDP = 17
+)
