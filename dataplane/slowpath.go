@@ -235,8 +235,8 @@ type worker struct {
 	flows  []NewFlow
 	decs   []Decision
 	// The batch's map writes: reply entries before their forward entry.
-	wkeys []directorConnKey
-	wvals []directorConnVal
+	wkeys   []directorConnKey
+	wvals   []directorConnVal
 	txs     map[*xsk.Socket]*xsk.Tx
 	inBatch map[directorConnKey]int // flows this batch decides, by key
 	stats   [NumStats]uint64
