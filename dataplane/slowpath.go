@@ -66,8 +66,9 @@ type SlowPathStats struct {
 const batchSize = 64
 
 // recentAge is how long a worker remembers the flows it created: packets
-// of one new flow queued before its entry was written follow it.
-const recentAge = 2 * time.Second
+// of one new flow queued before its entry was written follow it. The
+// race lasts as long as a batch takes; a second covers any backlog.
+const recentAge = time.Second
 
 type queueSock struct {
 	ifindex int
@@ -193,30 +194,40 @@ func (d *Dataplane) ifaceByIndex(idx int) *Interface {
 }
 
 // recentFlows remembers the connections a worker created in the last
-// recentAge to 2*recentAge, in two generations swapped every recentAge:
-// no scan, no lock (one worker owns it; a flow's packets all arrive on
-// one rx queue).
+// recentAge, in a direct-mapped cache of recentSlots (a newer flow
+// hashing to the same slot replaces an older one): bounded memory, no
+// allocation, no lock (one worker owns it; a flow's packets all arrive
+// on one rx queue).
 type recentFlows struct {
-	cur, prev map[directorConnKey]directorConnVal
-	swapped   time.Time
+	slots []recentSlot
 }
 
-func (r *recentFlows) get(k directorConnKey) (directorConnVal, bool) {
-	if v, ok := r.cur[k]; ok {
-		return v, true
-	}
-	v, ok := r.prev[k]
-	return v, ok
+type recentSlot struct {
+	k    directorConnKey
+	v    directorConnVal
+	made int64 // monotonic ns; 0: empty
 }
 
-func (r *recentFlows) put(k directorConnKey, v directorConnVal) { r.cur[k] = v }
+const recentSlots = 1 << 16
 
-func (r *recentFlows) age(now time.Time) {
-	if now.Sub(r.swapped) < recentAge {
-		return
+func newRecentFlows() recentFlows { return recentFlows{slots: make([]recentSlot, recentSlots)} }
+
+func (r *recentFlows) slot(k *directorConnKey) *recentSlot {
+	h := uint64(k.Saddr)*0x9e3779b97f4a7c15 ^ uint64(k.Daddr)*0xc2b2ae3d27d4eb4f ^
+		(uint64(k.Sport)<<16|uint64(k.Dport)<<32|uint64(k.Proto))*0x165667b19e3779f9
+	return &r.slots[(h>>32^h)&(recentSlots-1)]
+}
+
+func (r *recentFlows) get(k directorConnKey, now int64) (directorConnVal, bool) {
+	s := r.slot(&k)
+	if s.made != 0 && s.k == k && now-s.made < int64(recentAge) {
+		return s.v, true
 	}
-	r.prev, r.cur = r.cur, make(map[directorConnKey]directorConnVal, len(r.cur))
-	r.swapped = now
+	return directorConnVal{}, false
+}
+
+func (r *recentFlows) put(k directorConnKey, v directorConnVal, now int64) {
+	*r.slot(&k) = recentSlot{k: k, v: v, made: now}
 }
 
 // worker serves one AF_XDP socket, a batch at a time.
@@ -234,20 +245,22 @@ type worker struct {
 	sched  []int // index into flows, or -1
 	flows  []NewFlow
 	decs   []Decision
+	fwds   []directorConnVal // each flow's forward entry as written
 	// The batch's map writes: reply entries before their forward entry.
 	wkeys   []directorConnKey
 	wvals   []directorConnVal
 	txs     map[*xsk.Socket]*xsk.Tx
 	inBatch map[directorConnKey]int // flows this batch decides, by key
+	now     int64                   // the batch's time (Now)
 	stats   [NumStats]uint64
 }
 
 func (sp *slowPath) newWorker(qs queueSock) *worker {
 	return &worker{sp: sp, qs: qs,
-		recent: recentFlows{cur: map[directorConnKey]directorConnVal{}, prev: map[directorConnKey]directorConnVal{}, swapped: time.Now()},
+		recent: newRecentFlows(),
 		frames: make([][]byte, batchSize), pkts: make([]packet, batchSize), keys: make([]directorConnKey, batchSize),
 		vals: make([]directorConnVal, batchSize), follow: make([]bool, batchSize), sched: make([]int, batchSize),
-		flows: make([]NewFlow, 0, batchSize), decs: make([]Decision, 0, batchSize),
+		flows: make([]NewFlow, 0, batchSize), decs: make([]Decision, 0, batchSize), fwds: make([]directorConnVal, batchSize),
 		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[directorConnKey]int{}}
 }
 
@@ -280,7 +293,7 @@ func (w *worker) batch(frames [][]byte) {
 	sp, d := w.sp, w.sp.d
 	sp.received.Add(uint64(len(frames)))
 	sp.batches.Add(1)
-	w.recent.age(time.Now())
+	w.now = int64(Now())
 	w.flows, w.decs = w.flows[:0], w.decs[:0]
 	inBatch := w.inBatch
 	clear(inBatch)
@@ -299,7 +312,7 @@ func (w *worker) batch(frames [][]byte) {
 			w.sched[i] = j
 			continue
 		}
-		if v, ok := w.recent.get(k); ok && w.stillFollows(k, &p, &v) {
+		if v, ok := w.recent.get(k, w.now); ok && w.stillFollows(k, &p, &v) {
 			w.vals[i], w.follow[i] = v, true
 			sp.followed.Add(1)
 			continue
@@ -415,7 +428,8 @@ func (w *worker) decide() {
 			n = 2
 		}
 		if j+n <= done {
-			w.recent.put(w.wkeys[j+n-1], w.wvals[j+n-1])
+			w.fwds[i] = w.wvals[j+n-1]
+			w.recent.put(w.wkeys[j+n-1], w.wvals[j+n-1], w.now)
 			sp.newConns.Add(1)
 		} else {
 			w.decs[i].RealID = 0
@@ -425,11 +439,7 @@ func (w *worker) decide() {
 }
 
 // fwdVal is flow i's forward entry as written.
-func (w *worker) fwdVal(i int) directorConnVal {
-	k := w.flows[i].Key.raw()
-	v, _ := w.recent.get(k)
-	return v
-}
+func (w *worker) fwdVal(i int) directorConnVal { return w.fwds[i] }
 
 // transmit applies the director's transform to frame f of a connection
 // whose forward entry is v and queues the result on its egress socket.
