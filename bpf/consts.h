@@ -24,6 +24,11 @@
 #define MAX_QUEUES 64
 #endif
 
+/* Longest scheduler cycle (rr, wrr) XDP schedules new flows from. */
+#ifndef PICK_SEQ_LEN
+#define PICK_SEQ_LEN 1024
+#endif
+
 /* A stage that did not decide the packet's fate returns this (Katran). */
 #define FURTHER_PROCESSING -1
 

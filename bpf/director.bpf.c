@@ -181,6 +181,96 @@ static __always_inline int to_slow_path(struct xdp_md *ctx, __u32 *stat)
 	return act;
 }
 
+/* conn_create writes the entries of a new connection to real rid of
+ * service sid, as the Go slow path would (dataplane/slowpath.go
+ * rawEntries): for NAT the reply entry first, then the forward entry.
+ * Returns 0 or -1. */
+static __always_inline int conn_create(struct xdp_md *ctx, struct pkt *p, struct conn_key *ck,
+				       __u32 sid, __u32 rid, const struct real *r)
+{
+	struct conn_val v = {
+		.last_seen = bpf_ktime_get_coarse_ns(),
+		.real_id = rid,
+		.svc_id = sid,
+	};
+
+	if (r->fwd == FWD_MASQ) {
+		__u32 ifindex = ctx->ingress_ifindex;
+		struct iface *in = bpf_map_lookup_elem(&ifaces, &ifindex);
+		__be16 *rp = bpf_map_lookup_elem(&real_ports, &rid);
+		__be16 rport = rp && *rp ? *rp : ck->dport;
+		struct conn_key rk = {
+			.saddr = r->addr,
+			.daddr = ck->saddr,
+			.sport = rport,
+			.dport = ck->sport,
+			.proto = ck->proto,
+		};
+		struct conn_val rv = {
+			.last_seen = v.last_seen,
+			.real_id = rid,
+			.svc_id = sid,
+			.flags = CONN_F_REPLY,
+			.nsaddr = ck->daddr,
+			.ndaddr = ck->saddr,
+			.nsport = ck->dport,
+			.ndport = ck->sport,
+			.ifindex = ifindex,
+		};
+
+		if (!in)
+			return -1;
+		__builtin_memcpy(rv.dmac, p->eth->h_source, ETH_ALEN);
+		__builtin_memcpy(rv.smac, in->mac, ETH_ALEN);
+		if (bpf_map_update_elem(&conns, &rk, &rv, BPF_ANY))
+			return -1;
+		v.nsaddr = ck->saddr;
+		v.ndaddr = r->addr;
+		v.nsport = ck->sport;
+		v.ndport = rport;
+	}
+	return bpf_map_update_elem(&conns, ck, &v, BPF_ANY) ? -1 : 0;
+}
+
+/* new_flow schedules a new connection of service sid here, from the
+ * cycle of its scheduler that Go computed (rr, wrr: the n-th new flow
+ * goes to reals[n % len]), and forwards its first packet; services
+ * without one, FULLNAT reals and failures go to the Go slow path. */
+static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct conn_key *ck,
+				    __u32 sid, __u32 *stat)
+{
+	struct pick_ctl *ctl = bpf_map_lookup_elem(&pick_ctls, &sid);
+	struct pick_seq *seq;
+	struct conn_val *c;
+	struct real *r;
+	__u32 key, rid, idx;
+	__u64 n, *conns_made;
+
+	if (!ctl)
+		return to_slow_path(ctx, stat);
+	key = sid << 1 | (ctl->slot & 1);
+	seq = bpf_map_lookup_elem(&pick_seqs, &key);
+	if (!seq || seq->len == 0 || seq->len > PICK_SEQ_LEN)
+		return to_slow_path(ctx, stat);
+	n = __sync_fetch_and_add(&seq->cursor, 1);
+	idx = n % seq->len;
+	if (idx >= PICK_SEQ_LEN)
+		return to_slow_path(ctx, stat);
+	rid = seq->reals[idx];
+	r = bpf_map_lookup_elem(&reals, &rid);
+	if (!r || r->addr == 0 || r->fwd == FWD_FULLNAT)
+		return to_slow_path(ctx, stat);
+	if (conn_create(ctx, p, ck, sid, rid, r) < 0)
+		return to_slow_path(ctx, stat);
+	c = bpf_map_lookup_elem(&conns, ck);
+	if (!c)
+		return to_slow_path(ctx, stat);
+	conns_made = bpf_map_lookup_elem(&real_conns, &rid);
+	if (conns_made)
+		*conns_made += 1;
+	return forward(ctx, p, c, stat);
+}
+
 static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 {
 	void *data = (void *)(long)ctx->data;
@@ -189,6 +279,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	struct pkt p = {};
 	struct svc_key sk = {};
 	struct conn_key ck = {};
+	struct svc_val *sv;
 	struct conn_val *c;
 
 	*stat = STAT_PASS;
@@ -219,11 +310,13 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	ck.sport = p.sport;
 	ck.dport = p.dport;
 	ck.proto = p.proto;
-	if (!bpf_map_lookup_elem(&services, &sk)) {
+	sv = bpf_map_lookup_elem(&services, &sk);
+	if (!sv) {
 		/* Port 0 stands for every port of the VIP: a persistent
 		 * port-zero service or an all-ports port group. */
 		sk.port = 0;
-		if (!bpf_map_lookup_elem(&services, &sk)) {
+		sv = bpf_map_lookup_elem(&services, &sk);
+		if (!sv) {
 			/* Not for a service: a reply of a NAT or FULLNAT
 			 * connection, or not ours. */
 			if (!bpf_map_lookup_elem(&nat_sources, &ck.saddr))
@@ -237,7 +330,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	c = bpf_map_lookup_elem(&conns, &ck);
 	if (c && !(c->flags & CONN_F_REPLY) && !conn_reused(c, &p))
 		return forward(ctx, &p, c, stat);
-	return to_slow_path(ctx, stat);
+	return new_flow(ctx, &p, &ck, sv->id, stat);
 }
 
 /* Names the shared enums in the object's BTF, so that bpf2go can generate

@@ -42,6 +42,43 @@ struct {
 	__type(value, struct conn_val);
 } conns SEC(".maps");
 
+/* Services whose new flows XDP schedules (rr, wrr): which pick sequence
+ * is live, by service id. A service without an entry goes to Go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct pick_ctl);
+} pick_ctls SEC(".maps");
+
+/* The pick sequences, keyed by service id << 1 | slot; allocated only
+ * for the services that have them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct pick_seq);
+} pick_seqs SEC(".maps");
+
+/* Each real's port (network order; 0 keeps the client's), for NAT
+ * connections XDP makes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_REALS);
+	__type(key, __u32);
+	__type(value, __be16);
+} real_ports SEC(".maps");
+
+/* Connections XDP scheduled to each real, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_REALS);
+	__type(key, __u32);
+	__type(value, __u64);
+} real_conns SEC(".maps");
+
 /* Director interfaces: MAC and AF_XDP slot, keyed by ifindex. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -6,6 +6,7 @@
 #define XIPVS_STRUCTS_H
 
 #include <linux/types.h>
+#include "consts.h"
 
 /* Virtual service key: (VIP, port, protocol). */
 struct svc_key {
@@ -74,6 +75,22 @@ struct real_stats {
 	__u64 inbytes;
 	__u64 outpkts;
 	__u64 outbytes;
+};
+
+/* Which of a service's two pick sequences XDP reads: Go writes the
+ * other, then flips slot. */
+struct pick_ctl {
+	__u32 slot;
+	__u32 pad;
+};
+
+/* One cycle of a service's scheduler (rr, wrr), as Go computed it: the
+ * n-th new flow of the service goes to reals[n % len]. */
+struct pick_seq {
+	__u64 cursor; /* new flows scheduled from this sequence */
+	__u32 len;
+	__u32 pad;
+	__u32 reals[PICK_SEQ_LEN];
 };
 
 /* A director interface, keyed by ifindex. */

@@ -59,6 +59,9 @@ type Real struct {
 	MTU int
 	// TunnelSrc is the outer source address of TUN packets.
 	TunnelSrc netip.Addr
+	// Port is the real's port for NAT connections XDP makes (0: the
+	// client's destination port, for port-zero and -f services).
+	Port uint16
 }
 
 // ConnKey is a connection's 5-tuple as the client sends it.
@@ -388,6 +391,9 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 		return fmt.Errorf("set real %d (%v): %w", id, r.Addr, err)
 	}
 	d.views[id].Store(viewOf(&v))
+	if err := d.objs.RealPorts.Put(id, be16(r.Port)); err != nil {
+		return fmt.Errorf("set real %d (%v) port: %w", id, r.Addr, err)
+	}
 	old, had := d.reals[id]
 	d.reals[id] = r
 	if err := d.syncNATSource(r.Addr); err != nil {
@@ -540,14 +546,16 @@ func (v Verdict) String() string {
 
 // Traffic is what passed through the director for one real server:
 // packets and bytes (IP length) toward it, and back from it (NAT and
-// FULLNAT replies; zero in DR and TUN, where replies bypass the director).
+// FULLNAT replies; zero in DR and TUN, where replies bypass the director),
+// and the connections XDP scheduled to it itself (rr and wrr services).
 type Traffic struct {
 	InPkts, InBytes, OutPkts, OutBytes uint64
+	Conns                              uint64
 }
 
 // Add returns t + o.
 func (t Traffic) Add(o Traffic) Traffic {
-	return Traffic{t.InPkts + o.InPkts, t.InBytes + o.InBytes, t.OutPkts + o.OutPkts, t.OutBytes + o.OutBytes}
+	return Traffic{t.InPkts + o.InPkts, t.InBytes + o.InBytes, t.OutPkts + o.OutPkts, t.OutBytes + o.OutBytes, t.Conns + o.Conns}
 }
 
 // RealTraffic returns real id's traffic counters summed over CPUs.
@@ -558,7 +566,14 @@ func (d *Dataplane) RealTraffic(id uint32) (Traffic, error) {
 	}
 	var t Traffic
 	for _, v := range per {
-		t = t.Add(Traffic{v.Inpkts, v.Inbytes, v.Outpkts, v.Outbytes})
+		t = t.Add(Traffic{InPkts: v.Inpkts, InBytes: v.Inbytes, OutPkts: v.Outpkts, OutBytes: v.Outbytes})
+	}
+	var conns []uint64
+	if err := d.objs.RealConns.Lookup(id, &conns); err != nil {
+		return Traffic{}, fmt.Errorf("read connections of real %d: %w", id, err)
+	}
+	for _, n := range conns {
+		t.Conns += n
 	}
 	if id < MaxReals {
 		t = t.Add(Traffic{InPkts: d.slowTraffic[id].pkts.Load(), InBytes: d.slowTraffic[id].bytes.Load()})
@@ -572,6 +587,9 @@ func (d *Dataplane) ResetRealTraffic(id uint32) error {
 	zero := make([]directorRealStats, ebpf.MustPossibleCPU())
 	if err := d.objs.RealTraffic.Update(id, zero, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("reset traffic of real %d: %w", id, err)
+	}
+	if err := d.objs.RealConns.Update(id, make([]uint64, ebpf.MustPossibleCPU()), ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("reset connections of real %d: %w", id, err)
 	}
 	return d.resetSlowTraffic(id)
 }

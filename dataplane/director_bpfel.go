@@ -62,6 +62,20 @@ type directorIface struct {
 	Slot uint16
 }
 
+type directorPickCtl struct {
+	_    structs.HostLayout
+	Slot uint32
+	Pad  uint32
+}
+
+type directorPickSeq struct {
+	_      structs.HostLayout
+	Cursor uint64
+	Len    uint32
+	Pad    uint32
+	Reals  [1024]uint32
+}
+
 type directorReal struct {
 	_       structs.HostLayout
 	Addr    uint32
@@ -154,6 +168,10 @@ const (
 	directorMapConns            = "conns"
 	directorMapIfaces           = "ifaces"
 	directorMapNatSources       = "nat_sources"
+	directorMapPickCtls         = "pick_ctls"
+	directorMapPickSeqs         = "pick_seqs"
+	directorMapRealConns        = "real_conns"
+	directorMapRealPorts        = "real_ports"
 	directorMapRealTraffic      = "real_traffic"
 	directorMapReals            = "reals"
 	directorMapServices         = "services"
@@ -218,6 +236,10 @@ type directorMapSpecs struct {
 	Conns       *ebpf.MapSpec `ebpf:"conns"`
 	Ifaces      *ebpf.MapSpec `ebpf:"ifaces"`
 	NatSources  *ebpf.MapSpec `ebpf:"nat_sources"`
+	PickCtls    *ebpf.MapSpec `ebpf:"pick_ctls"`
+	PickSeqs    *ebpf.MapSpec `ebpf:"pick_seqs"`
+	RealConns   *ebpf.MapSpec `ebpf:"real_conns"`
+	RealPorts   *ebpf.MapSpec `ebpf:"real_ports"`
 	RealTraffic *ebpf.MapSpec `ebpf:"real_traffic"`
 	Reals       *ebpf.MapSpec `ebpf:"reals"`
 	Services    *ebpf.MapSpec `ebpf:"services"`
@@ -258,6 +280,10 @@ type directorMaps struct {
 	Conns       *ebpf.Map `ebpf:"conns"`
 	Ifaces      *ebpf.Map `ebpf:"ifaces"`
 	NatSources  *ebpf.Map `ebpf:"nat_sources"`
+	PickCtls    *ebpf.Map `ebpf:"pick_ctls"`
+	PickSeqs    *ebpf.Map `ebpf:"pick_seqs"`
+	RealConns   *ebpf.Map `ebpf:"real_conns"`
+	RealPorts   *ebpf.Map `ebpf:"real_ports"`
 	RealTraffic *ebpf.Map `ebpf:"real_traffic"`
 	Reals       *ebpf.Map `ebpf:"reals"`
 	Services    *ebpf.Map `ebpf:"services"`
@@ -273,6 +299,10 @@ func (m *directorMaps) Close() error {
 		m.Conns,
 		m.Ifaces,
 		m.NatSources,
+		m.PickCtls,
+		m.PickSeqs,
+		m.RealConns,
+		m.RealPorts,
 		m.RealTraffic,
 		m.Reals,
 		m.Services,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -413,5 +414,92 @@ func TestMSSAtOddOffset(t *testing.T) {
 	}
 	if mss := binary.BigEndian.Uint16(out[14+20+20+3:]); mss != 1460-8 {
 		t.Errorf("SYN-ACK MSS %d, want %d", mss, 1460-8)
+	}
+}
+
+// TestXDPPicks: a service with a pick cycle has its new flows scheduled
+// in XDP, the n-th to cycle[n % len], entries written as the slow path
+// writes them (NAT: the reply entry too), the first packet forwarded, the
+// connection counted for its real; a FULLNAT real in a cycle is left to
+// the slow path.
+func TestXDPPicks(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	const drA, drB = 21, 22
+	macA, macB := net.HardwareAddr{2, 0xee, 0, 0, 0, 0x21}, net.HardwareAddr{2, 0xee, 0, 0, 0, 0x22}
+	for id, mac := range map[uint32]net.HardwareAddr{drA: macA, drB: macB} {
+		if err := d.SetReal(id, dataplane.Real{Addr: netip.AddrFrom4([4]byte{10, 1, 0, byte(id)}), Ifindex: loIfindex, MAC: mac, Fwd: dataplane.FwdRoute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.SetPicks(1, []uint32{drA, drB, drB}); err != nil {
+		t.Fatal(err)
+	}
+	want := []net.HardwareAddr{macA, macB, macB, macA, macB, macB, macA}
+	for i, mac := range want {
+		syn := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: uint16(53000 + i), DstPort: 80, SYN: true}.Build()
+		v, out := run(t, d, syn)
+		if v != dataplane.XDPTx || !bytes.Equal(out[0:6], mac) {
+			t.Fatalf("new flow %d: %v to %x, want XDP_TX to %v", i, v, out[0:6], mac)
+		}
+		c, found, err := d.LookupConn(tcpKey(uint16(53000 + i)))
+		if err != nil || !found || c.State != conntrack.StateSynRecv || c.ServiceID != 1 {
+			t.Fatalf("new flow %d: entry %+v found %v (%v)", i, c, found, err)
+		}
+	}
+	if n, err := d.PickCursor(1); err != nil || n != uint64(len(want)) {
+		t.Errorf("cursor %d (%v), want %d", n, err, len(want))
+	}
+	ta, _ := d.RealTraffic(drA)
+	tb, _ := d.RealTraffic(drB)
+	if ta.Conns != 3 || tb.Conns != 4 {
+		t.Errorf("connections counted %d and %d, want 3 and 4", ta.Conns, tb.Conns)
+	}
+
+	// NAT: both entries, as the slow path writes them.
+	if err := d.SetReal(natID, dataplane.Real{Addr: rip, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdMasq, MTU: 1500, Port: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	if used, err := d.SetPicks(1, []uint32{natID}); err != nil || used != uint64(len(want)) {
+		t.Fatalf("replacing the cycle: %d used (%v), want %d", used, err, len(want))
+	}
+	k := tcpKey(54000)
+	syn := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 54000, DstPort: 80, SYN: true, MSS: 1460}.Build()
+	v, out := run(t, d, syn)
+	w := testutil.Frame{SrcMAC: ifMAC, DstMAC: realMAC, Src: client, Dst: rip, SrcPort: 54000, DstPort: 8080, SYN: true, MSS: 1460}
+	expectFrame(t, "NAT first packet scheduled in XDP", v, dataplane.XDPTx, out, w.Build())
+	dec := dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 54000, DstPort: 8080}}
+	for _, e := range dataplane.Entries(dataplane.NewFlow{Key: k, Ifindex: loIfindex, SrcMAC: [6]byte(clientMAC)}, dec, 0, ifMAC) {
+		got, found, err := d.LookupConn(e.Key)
+		if err != nil || !found {
+			t.Fatalf("entry %v missing (%v)", e.Key, err)
+		}
+		got.LastSeen, e.Conn.LastSeen = 0, 0
+		if e.Conn.Flags&dataplane.ConnReply == 0 {
+			e.Conn.State = conntrack.StateSynRecv
+		}
+		if fmt.Sprint(got) != fmt.Sprint(e.Conn) {
+			t.Errorf("entry %v:\n got %+v\nwant %+v", e.Key, got, e.Conn)
+		}
+	}
+
+	// FULLNAT needs a local port from Go: the slow path (no socket here:
+	// dropped, not forwarded).
+	if _, err := d.SetPicks(1, []uint32{fullnatID}); err != nil {
+		t.Fatal(err)
+	}
+	syn = testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 54001, DstPort: 80, SYN: true}.Build()
+	if v, _ := run(t, d, syn); v != dataplane.XDPDrop {
+		t.Errorf("FULLNAT in a cycle: %v, want the slow path (dropped without a socket)", v)
+	}
+	if _, found, _ := d.LookupConn(tcpKey(54001)); found {
+		t.Error("XDP made a FULLNAT connection")
+	}
+	if _, err := d.ClearPicks(1); err != nil {
+		t.Fatal(err)
+	}
+	syn = testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 54002, DstPort: 80, SYN: true}.Build()
+	if v, _ := run(t, d, syn); v != dataplane.XDPDrop {
+		t.Errorf("no cycle: %v, want the slow path", v)
 	}
 }

@@ -61,3 +61,36 @@ func TestKnown(t *testing.T) {
 		}
 	}
 }
+
+// TestCycleRepeats: a Cycler's cycle is what its Schedule returns, and
+// the next period repeats it; the scheduler itself is left as it was.
+func TestCycleRepeats(t *testing.T) {
+	for _, name := range []string{"rr", "wrr"} {
+		for _, weights := range [][]int{{1}, {1, 1, 1}, {3, 1}, {4, 6, 2}, {5, 0, 3, 7}, {0, 2}} {
+			s, _ := New(name)
+			var dests []*Dest
+			for i, w := range weights {
+				dests = append(dests, &Dest{ID: uint32(i + 1), Weight: w, LastWeight: w})
+			}
+			s.Update(dests)
+			// Start mid-way: a few picks first.
+			for i := 0; i < 2; i++ {
+				s.Schedule(Flow{})
+			}
+			cyc := s.(Cycler).Cycle(1024)
+			if cyc == nil {
+				t.Fatalf("%s %v: no cycle", name, weights)
+			}
+			for i := 0; i < 3*len(cyc); i++ {
+				if got := s.Schedule(Flow{}); got != cyc[i%len(cyc)] {
+					t.Fatalf("%s %v: pick %d is %d, the cycle says %d", name, weights, i, got.ID, cyc[i%len(cyc)].ID)
+				}
+			}
+		}
+	}
+	s, _ := New("wrr")
+	s.Update([]*Dest{{ID: 1, Weight: 1000}, {ID: 2, Weight: 999}})
+	if c := s.(Cycler).Cycle(1024); c != nil {
+		t.Errorf("a cycle of %d picks longer than the maximum", len(c))
+	}
+}

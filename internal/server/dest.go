@@ -61,7 +61,7 @@ func dpFwd(f config.Fwd) dataplane.Fwd {
 // real is d as the data plane's reals map holds it.
 func (d *dest) real(mac net.HardwareAddr) dataplane.Real {
 	return dataplane.Real{Addr: d.cfg.Addr, Ifindex: d.hop.Ifindex, MAC: mac, Fwd: dpFwd(d.cfg.Fwd),
-		MTU: d.hop.MTU, TunnelSrc: d.hop.Src}
+		MTU: d.hop.MTU, TunnelSrc: d.hop.Src, Port: d.cfg.Port}
 }
 
 func (s *Server) allocReal() (uint32, error) {
@@ -179,12 +179,13 @@ func (s *Server) addDest(k config.ServiceKey, d config.Dest) error {
 	if _, x := sv.findDest(d.Addr, d.Port); x != nil {
 		return ErrDestExists
 	}
+	s.catchUp(sv)
 	nd, err := s.newDest(sv, d)
 	if err != nil {
 		return err
 	}
 	sv.dests = append([]*dest{nd}, sv.dests...) // list_add: to the front
-	sv.sched.Update(sv.schedDests())
+	s.reschedule(sv)
 	s.changed()
 	s.log.Info("real server added", "service", k.String(), "real", d.AddrPort().String(),
 		"forward", d.Fwd.String(), "weight", d.Weight)
@@ -258,6 +259,7 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 	if x == nil {
 		return ErrNoDest
 	}
+	s.catchUp(sv)
 	// __ip_vs_update_dest: last_weight keeps the latest non-zero weight;
 	// removing or raising the upper threshold clears the overload flag.
 	if d.Weight != 0 {
@@ -282,7 +284,7 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 	}
 	x.cfg = d
 	x.sd.Weight = x.weight()
-	sv.sched.Update(sv.schedDests())
+	s.reschedule(sv)
 	s.changed()
 	s.log.Info("real server edited", "service", k.String(), "real", d.AddrPort().String(), "weight", d.Weight)
 	return nil
@@ -301,8 +303,9 @@ func (s *Server) deleteDest(k config.ServiceKey, addr netip.Addr, port uint16) e
 	if x == nil {
 		return ErrNoDest
 	}
+	s.catchUp(sv)
 	sv.dests = slices.Delete(sv.dests, i, i+1)
-	sv.sched.Update(sv.schedDests())
+	s.reschedule(sv)
 	for k, t := range sv.templates {
 		if t.dest == x {
 			delete(sv.templates, k)

@@ -12,13 +12,14 @@ import (
 // only while no real of sv passes its check), replacing any previous
 // one; s.mu is held.
 func (s *Server) setSorry(sv *service) error {
+	s.catchUp(sv)
 	if sv.sorry != nil {
 		_ = s.expireConns(map[uint32]bool{sv.sorry.realID: true})
 		s.releaseDest(sv.sorry)
 		sv.sorry = nil
 	}
 	if !sv.cfg.Sorry.IsSet() {
-		sv.sched.Update(sv.schedDests())
+		s.reschedule(sv)
 		return nil
 	}
 	d := config.Dest{Addr: sv.cfg.Sorry.Addr.Addr(), Port: sv.cfg.Sorry.Addr.Port(), Fwd: sv.cfg.Sorry.Fwd, Weight: 1}
@@ -27,7 +28,7 @@ func (s *Server) setSorry(sv *service) error {
 		return err
 	}
 	sv.sorry = nd
-	sv.sched.Update(sv.schedDests())
+	s.reschedule(sv)
 	return nil
 }
 
@@ -96,6 +97,7 @@ func (s *Server) SetHealth(k health.Key, up bool, reason string) {
 		return
 	}
 	wasUp := sv.anyUp()
+	s.catchUp(sv)
 	d.down, d.reason, d.since = !up, reason, time.Now()
 	d.sd.Weight = d.weight()
 	if !up {
@@ -105,7 +107,7 @@ func (s *Server) SetHealth(k health.Key, up bool, reason string) {
 			}
 		}
 	}
-	sv.sched.Update(sv.schedDests())
+	s.reschedule(sv)
 	action := sv.cfg.OnFailure
 	if action == "" {
 		action = config.OnFailureQuiesce

@@ -46,6 +46,10 @@ type Dataplane interface {
 	WalkConns(func(dataplane.ConnKey, dataplane.Conn) bool) error
 	LookupConn(dataplane.ConnKey) (dataplane.Conn, bool, error)
 	DeleteConn(dataplane.ConnKey) error
+	SetPicks(svcID uint32, cycle []uint32) (uint64, error)
+	ClearPicks(svcID uint32) (uint64, error)
+	PickCursor(svcID uint32) (uint64, error)
+	PickServices() ([]uint32, error)
 }
 
 // Neighbors resolves real servers' MAC addresses.

@@ -29,6 +29,9 @@ type service struct {
 	est     conntrack.Estimator
 	// sorry is the sorry server's real, when configured.
 	sorry *dest
+	// fast is the pick cycle XDP schedules the service's new flows
+	// from, if it has one (picks.go).
+	fast *fastPicks
 }
 
 func (sv *service) setSchedFlags() {
@@ -194,6 +197,7 @@ func (s *Server) editService(svc config.Service) error {
 	if !ok {
 		return ErrNoService
 	}
+	s.catchUp(sv)
 	if svc.Scheduler != sv.cfg.Scheduler {
 		sc, err := sched.New(svc.Scheduler)
 		if err != nil {
@@ -214,7 +218,7 @@ func (s *Server) editService(svc config.Service) error {
 			s.log.Warn("sorry server not installed", "service", svc.ServiceKey.String(), "err", err)
 		}
 	}
-	sv.sched.Update(sv.schedDests())
+	s.reschedule(sv)
 	s.changed()
 	s.log.Info("service edited", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
 		"persistent", svc.Timeout, "flags", svc.SchedFlags)
@@ -235,6 +239,10 @@ func (s *Server) deleteService(k config.ServiceKey) error {
 }
 
 func (s *Server) deleteServiceLocked(sv *service) error {
+	if _, err := s.opts.Dataplane.ClearPicks(sv.id); err != nil {
+		return err
+	}
+	sv.fast = nil
 	delete(s.services, sv.cfg.ServiceKey)
 	delete(s.byID, sv.id)
 	if err := s.syncKeys(); err != nil {

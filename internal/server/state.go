@@ -231,6 +231,9 @@ func (s *Server) Restore(st State, dp Adopter) error {
 			return err
 		}
 	}
+	if err := s.dropStalePicks(); err != nil {
+		return err
+	}
 	if err := s.rebuildPools(); err != nil {
 		return err
 	}

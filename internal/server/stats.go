@@ -30,7 +30,7 @@ func (s *Server) destStatsLocked(d *dest) conntrack.Stats {
 }
 
 func destStats(d *dest, tr dataplane.Traffic) conntrack.Stats {
-	return conntrack.Stats{Conns: d.conns, InPkts: tr.InPkts, InBytes: tr.InBytes, OutPkts: tr.OutPkts, OutBytes: tr.OutBytes}
+	return conntrack.Stats{Conns: d.conns + tr.Conns, InPkts: tr.InPkts, InBytes: tr.InBytes, OutPkts: tr.OutPkts, OutBytes: tr.OutBytes}
 }
 
 // readTraffic reads the data plane's counters of every real. The map

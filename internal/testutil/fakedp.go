@@ -13,12 +13,16 @@ type FakeDataplane struct {
 	Services map[dataplane.ServiceKey]uint32
 	Reals    map[uint32]dataplane.Real
 	Conns    map[dataplane.ConnKey]dataplane.Conn
+	// Picks are the services' pick cycles; Cursors how many flows a
+	// test has XDP take from each.
+	Picks   map[uint32][]uint32
+	Cursors map[uint32]uint64
 }
 
 // NewFakeDataplane returns an empty FakeDataplane.
 func NewFakeDataplane() *FakeDataplane {
 	return &FakeDataplane{Services: map[dataplane.ServiceKey]uint32{}, Reals: map[uint32]dataplane.Real{},
-		Conns: map[dataplane.ConnKey]dataplane.Conn{}}
+		Conns: map[dataplane.ConnKey]dataplane.Conn{}, Picks: map[uint32][]uint32{}, Cursors: map[uint32]uint64{}}
 }
 
 func (f *FakeDataplane) Interfaces() []dataplane.Interface {
@@ -64,6 +68,38 @@ func (f *FakeDataplane) ServiceKeys() ([]dataplane.ServiceKey, error) {
 func (f *FakeDataplane) RealIDs() ([]uint32, error) {
 	var out []uint32
 	for id := range f.Reals {
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+// SetPicks records a service's pick cycle (Picks).
+func (f *FakeDataplane) SetPicks(svcID uint32, cycle []uint32) (uint64, error) {
+	if f.Picks == nil {
+		f.Picks = map[uint32][]uint32{}
+	}
+	used := f.Cursors[svcID]
+	f.Picks[svcID] = append([]uint32(nil), cycle...)
+	delete(f.Cursors, svcID)
+	return used, nil
+}
+
+// ClearPicks forgets a service's pick cycle.
+func (f *FakeDataplane) ClearPicks(svcID uint32) (uint64, error) {
+	used := f.Cursors[svcID]
+	delete(f.Picks, svcID)
+	delete(f.Cursors, svcID)
+	return used, nil
+}
+
+// PickCursor is how many flows the test says XDP took from the cycle
+// (Cursors).
+func (f *FakeDataplane) PickCursor(svcID uint32) (uint64, error) { return f.Cursors[svcID], nil }
+
+// PickServices lists the services with a cycle.
+func (f *FakeDataplane) PickServices() ([]uint32, error) {
+	var out []uint32
+	for id := range f.Picks {
 		out = append(out, id)
 	}
 	return out, nil
