@@ -29,6 +29,11 @@
 #define PICK_SEQ_LEN 1024
 #endif
 
+/* FULLNAT ports one sweep can free; more are left for the next. */
+#ifndef MAX_SWEEP_RELEASED
+#define MAX_SWEEP_RELEASED 65536
+#endif
+
 /* A stage that did not decide the packet's fate returns this (Katran). */
 #define FURTHER_PROCESSING -1
 
@@ -52,6 +57,8 @@ enum fwd_method {
 enum conn_flag {
 	CONN_F_REPLY = 0x1,   /* a reply entry (real server -> client) */
 	CONN_F_FULLNAT = 0x2, /* either entry of a FULLNAT connection */
+	CONN_F_PERSIST = 0x4, /* a persistent service's: the sweep lists
+			       * the template it belongs to */
 };
 
 /* TOA: the client's address as a TCP option (the toa module's format). */

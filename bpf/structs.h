@@ -93,6 +93,52 @@ struct pick_seq {
 	__u32 reals[PICK_SEQ_LEN];
 };
 
+/* The sweep's arguments and results (BPF_PROG_RUN context of
+ * sweep.bpf.c): idle timeouts in ns by TCP state and for UDP. */
+struct sweep_args {
+	__u64 now;
+	__u64 tcp_timeout[TCPS_LAST];
+	__u64 udp_timeout;
+	__u64 orphan_age;
+	__u32 gen;      /* counts of this sweep carry it */
+	__u32 released; /* out: FULLNAT ports written to sweep_released */
+	__u64 seen;     /* out: entries visited */
+	__u64 expired;  /* out: connections deleted */
+	__u64 kept;     /* out: expired FULLNAT entries left for the next
+			 * sweep (sweep_released was full) */
+};
+
+/* One real's live connections as the sweep counted them. */
+struct sweep_count {
+	__u32 gen;
+	__u32 pad;
+	__u64 active;   /* ESTABLISHED TCP, as IPVS's ActiveConn */
+	__u64 inactive; /* the rest, UDP included (InActConn) */
+};
+
+/* A FULLNAT local port the sweep freed. */
+struct sweep_port {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* A persistent service as the sweep needs it: the client netmask and
+ * whether templates ignore the virtual port. */
+struct sweep_persist {
+	__u32 mask_bits;
+	__u32 port_zero;
+};
+
+/* A persistence template with a live connection. */
+struct sweep_tmpl {
+	__u32 svc_id;
+	__be32 client; /* under the service's netmask */
+	__be16 vport;
+	__u16 pad;
+};
+
 /* A director interface, keyed by ifindex. */
 struct iface {
 	__u8 mac[6];

@@ -27,6 +27,9 @@ const (
 	ConnReply = ConnFlags(directorConnFlagCONN_F_REPLY)
 	// ConnFullNAT marks both entries of a FULLNAT connection.
 	ConnFullNAT = ConnFlags(directorConnFlagCONN_F_FULLNAT)
+	// ConnPersist marks the forward entry of a persistent service's
+	// connection: the sweep lists its template.
+	ConnPersist = ConnFlags(directorConnFlagCONN_F_PERSIST)
 )
 
 const realFlagMACValid = uint8(directorRealFlagREAL_F_MAC_VALID)

@@ -150,7 +150,8 @@ type Dataplane struct {
 	slowTraffic [MaxReals]slowCount
 	slowSaved   [MaxReals]bool // ids saveSlowCounts wrote non-zero
 
-	slow *slowPath
+	slow  *slowPath
+	sweep *sweepProg
 }
 
 // Now is the kernel's monotonic coarse clock, the one conn.LastSeen uses.
@@ -206,6 +207,10 @@ func Open(opts Options) (*Dataplane, error) {
 			return nil, err
 		}
 		d.log.Info("adopted pinned maps", "dir", opts.PinDir)
+	}
+	if err := d.loadSweep(opts.ConnTableSize); err != nil {
+		d.Close()
+		return nil, err
 	}
 	for i, name := range opts.Interfaces {
 		if err := d.addInterface(name, uint16(i)); err != nil {
@@ -272,6 +277,8 @@ func (d *Dataplane) Close() error {
 		err = errors.Join(err, d.links[i].Close())
 	}
 	d.links = nil
+	err = errors.Join(err, d.sweep.Close())
+	d.sweep = nil
 	err = errors.Join(err, d.objs.Close())
 	return err
 }

@@ -18,6 +18,7 @@ type directorConnFlag uint32
 const (
 	directorConnFlagCONN_F_REPLY   directorConnFlag = 1
 	directorConnFlagCONN_F_FULLNAT directorConnFlag = 2
+	directorConnFlagCONN_F_PERSIST directorConnFlag = 4
 )
 
 type directorConnKey struct {

@@ -76,3 +76,20 @@ func (h *Harness) SetInterface(ifindex int, mac net.HardwareAddr, slot uint16) e
 	h.realsMu.Unlock()
 	return nil
 }
+
+// SetConnBatch writes connection entries in batches of 8192 (one
+// BPF_MAP_UPDATE_BATCH each): how tests and the bench fill big tables.
+func (h *Harness) SetConnBatch(keys []ConnKey, conns []Conn) error {
+	const chunk = 8192
+	ks, vs := make([]directorConnKey, 0, chunk), make([]directorConnVal, 0, chunk)
+	for i := 0; i < len(keys); i += chunk {
+		ks, vs = ks[:0], vs[:0]
+		for j := i; j < min(i+chunk, len(keys)); j++ {
+			ks, vs = append(ks, keys[j].raw()), append(vs, conns[j].raw())
+		}
+		if _, err := h.objs.Conns.BatchUpdate(ks, vs, nil); err != nil {
+			return fmt.Errorf("set conns: %w", err)
+		}
+	}
+	return nil
+}

@@ -44,6 +44,9 @@ type Decision struct {
 	// real port). Zero for DR and TUN.
 	Out     ConnKey
 	FullNAT bool
+	// Persistent marks a persistent service's connection (the sweep
+	// lists the templates of those).
+	Persistent bool
 }
 
 // FlowHandler decides a batch of new flows: decs[i] for flows[i]. Each
@@ -517,6 +520,9 @@ func rawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]ent
 	var out [2]entry
 	fk := f.Key.raw()
 	fwd := directorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
+	if dec.Persistent {
+		fwd.Flags = uint8(ConnPersist)
+	}
 	if !dec.Out.Src.IsValid() {
 		out[0] = entry{fk, fwd}
 		return out, 1
@@ -525,7 +531,7 @@ func rawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]ent
 	if dec.FullNAT {
 		flags = uint8(ConnFullNAT)
 	}
-	fwd.Flags = flags
+	fwd.Flags |= flags
 	fwd.Nsaddr, fwd.Ndaddr = be32(dec.Out.Src), be32(dec.Out.Dst)
 	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
 	rep := directorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),

@@ -32,10 +32,16 @@ type template struct {
 func (sv *service) templateKey(src netip.Addr, dport uint16) tmplKey {
 	p, _ := src.Prefix(sv.cfg.Netmask.Bits())
 	vport := dport
-	if sv.cfg.FWMark != 0 || sv.cfg.Port == 0 || sv.cfg.Port == 21 {
+	if sv.portZeroTemplates() {
 		vport = 0
 	}
 	return tmplKey{client: p.Addr(), vport: vport}
+}
+
+// portZeroTemplates reports whether sv's templates ignore the virtual
+// port: firewall-mark, port-zero and FTP services, as in IPVS.
+func (sv *service) portZeroTemplates() bool {
+	return sv.cfg.FWMark != 0 || sv.cfg.Port == 0 || sv.cfg.Port == 21
 }
 
 // NewFlows schedules a batch of new connections, the slow path's
@@ -71,7 +77,7 @@ func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Deci
 	if d == nil {
 		return dataplane.Decision{}
 	}
-	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id}
+	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id, Persistent: sv.cfg.Persistent}
 	if d.cfg.Fwd.Rewrites() {
 		rport := d.cfg.Port
 		if rport == 0 { // port-zero and -f services: the client's port

@@ -50,6 +50,7 @@ type Dataplane interface {
 	ClearPicks(svcID uint32) (uint64, error)
 	PickCursor(svcID uint32) (uint64, error)
 	PickServices() ([]uint32, error)
+	Sweep(dataplane.SweepArgs) (dataplane.SweepResult, error)
 }
 
 // Neighbors resolves real servers' MAC addresses.

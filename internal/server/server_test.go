@@ -95,7 +95,11 @@ func newConn(t *testing.T, s *Server, dp *testutil.FakeDataplane, src string, sp
 	if !ok {
 		t.Fatalf("flow %v not scheduled", k)
 	}
-	dp.Conns[k] = dataplane.Conn{RealID: d.RealID, ServiceID: d.ServiceID, State: conntrack.StateEstablished, LastSeen: s.opts.Now()}
+	c := dataplane.Conn{RealID: d.RealID, ServiceID: d.ServiceID, State: conntrack.StateEstablished, LastSeen: s.opts.Now()}
+	if d.Persistent {
+		c.Flags = dataplane.ConnPersist
+	}
+	dp.Conns[k] = c
 	return dp.Reals[d.RealID].Addr
 }
 

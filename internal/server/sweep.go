@@ -1,7 +1,10 @@
 package server
 
 // sweep.go: aging connections, recounting ActiveConn/InActConn and
-// expiring persistence templates (ip_vs_conn.c's expiry timers).
+// expiring persistence templates (ip_vs_conn.c's expiry timers). The pass
+// over the connection table runs in the kernel (dataplane Sweep); the
+// server gives it the timeouts and persistent services and applies what
+// it found: freed FULLNAT ports, counts per real, live templates.
 
 import (
 	"context"
@@ -16,203 +19,60 @@ import (
 // one).
 const orphanReplyAge = 10 * time.Second
 
-// entry is one connection-table entry as a sweep read it.
-type entry struct {
-	k dataplane.ConnKey
-	c dataplane.Conn
-}
-
-// sweep is one pass over the connection table. Its steps run in order;
-// only begin and finish hold the server's lock, the rest reads and
-// writes the data plane alone.
-type sweep struct {
-	now time.Duration
-	to  conntrack.Timeouts
-	// persistent are the persistent services by id, each with the
-	// templates that still control a live connection.
-	persistent map[uint32]*persistSweep
-	counts     map[uint32]*conntrack.Counts // live connections per real id
-	expired    []entry                      // idle past their timeout at walk time
-	// paired are NAT and FULLNAT forward entries, judged with their
-	// reply entries once the walk has seen both.
-	paired   []entry
-	replies  map[dataplane.ConnKey]dataplane.Conn
-	owned    map[dataplane.ConnKey]bool // reply entries a forward entry points to
-	releases []entry                    // deleted reply entries: their local ports go back
-}
-
-type persistSweep struct {
-	sv    *service
-	owned map[tmplKey]bool
-}
-
 // Sweep expires idle connections, recounts ActiveConn/InActConn per real
 // from the connection table, clears overload flags as connections go
 // (ip_vs_unbind_dest) and ages persistence templates.
 func (s *Server) Sweep() error {
-	sw := s.beginSweep()
-	dp := s.opts.Dataplane
-	if err := sw.walk(dp); err != nil {
+	args := s.beginSweep()
+	res, err := s.opts.Dataplane.Sweep(args)
+	if err != nil {
 		return err
 	}
-	sw.judgePairs()
-	if err := sw.expire(dp); err != nil {
-		return err
-	}
-	if err := sw.dropOrphans(dp); err != nil {
-		return err
-	}
-	s.finishSweep(sw)
+	s.finishSweep(args, res)
 	return nil
 }
 
-// beginSweep takes what the sweep needs of the configuration.
-func (s *Server) beginSweep() *sweep {
+// beginSweep gathers what the sweep needs of the configuration.
+func (s *Server) beginSweep() dataplane.SweepArgs {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sw := &sweep{to: s.timeouts, persistent: map[uint32]*persistSweep{}, counts: map[uint32]*conntrack.Counts{},
-		replies: map[dataplane.ConnKey]dataplane.Conn{}, owned: map[dataplane.ConnKey]bool{}}
+	a := dataplane.SweepArgs{Timeouts: s.timeouts, OrphanAge: orphanReplyAge, Persistent: map[uint32]dataplane.SweepPersist{}}
 	for id, sv := range s.byID {
 		if sv.cfg.Persistent {
-			sw.persistent[id] = &persistSweep{sv: sv, owned: map[tmplKey]bool{}}
+			a.Persistent[id] = dataplane.SweepPersist{MaskBits: sv.cfg.Netmask.Bits(), PortZero: sv.portZeroTemplates()}
 		}
 	}
-	sw.now = s.opts.Now()
-	return sw
-}
-
-// walk reads the table: DR and TUN entries are judged at once, NAT and
-// FULLNAT pairs are set aside for judgePairs.
-func (sw *sweep) walk(dp Dataplane) error {
-	return dp.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
-		switch {
-		case c.Flags&dataplane.ConnReply != 0:
-			sw.replies[k] = c
-		case c.Rewrites():
-			sw.paired = append(sw.paired, entry{k, c})
-		default:
-			sw.consider(k, c, c.LastSeen)
-		}
-		return true
-	})
-}
-
-// consider expires a connection last seen at last, or counts it as live
-// for its real and its persistence template.
-func (sw *sweep) consider(k dataplane.ConnKey, c dataplane.Conn, last time.Duration) {
-	if sw.to.Remaining(k.Proto, c.State, last, sw.now) <= 0 {
-		sw.expired = append(sw.expired, entry{k, c})
-		return
-	}
-	n := sw.counts[c.RealID]
-	if n == nil {
-		n = &conntrack.Counts{}
-		sw.counts[c.RealID] = n
-	}
-	n.Add(k.Proto, c.State)
-	if p := sw.persistent[c.ServiceID]; p != nil {
-		p.owned[p.sv.templateKey(k.Src, k.DstPort)] = true
-	}
-}
-
-// judgePairs judges each NAT or FULLNAT connection by the later of its
-// two entries' last-seen times: it is idle only when both directions are.
-func (sw *sweep) judgePairs() {
-	for _, e := range sw.paired {
-		last := e.c.LastSeen
-		rk := e.c.Peer(e.k.Proto)
-		if r, ok := sw.replies[rk]; ok && r.Peer(e.k.Proto) == e.k {
-			sw.owned[rk] = true
-			last = max(last, r.LastSeen)
-		}
-		sw.consider(e.k, e.c, last)
-	}
-}
-
-// expire deletes the expired connections (with their reply entries),
-// each re-read first: the slow path may have renewed it since the walk,
-// and traffic may have refreshed it.
-func (sw *sweep) expire(dp Dataplane) error {
-	for _, e := range sw.expired {
-		c, found, err := dp.LookupConn(e.k)
-		if err != nil {
-			return err
-		}
-		if !found {
-			continue
-		}
-		last := c.LastSeen
-		var rk dataplane.ConnKey
-		var r dataplane.Conn
-		hasReply := false
-		if c.Rewrites() {
-			rk = c.Peer(e.k.Proto)
-			if r, hasReply, err = dp.LookupConn(rk); err != nil {
-				return err
-			}
-			hasReply = hasReply && r.Flags&dataplane.ConnReply != 0 && r.Peer(e.k.Proto) == e.k
-			if hasReply {
-				last = max(last, r.LastSeen)
-			}
-		}
-		if sw.to.Remaining(e.k.Proto, c.State, last, sw.now) > 0 {
-			continue
-		}
-		if err := dp.DeleteConn(e.k); err != nil {
-			return err
-		}
-		if hasReply {
-			if err := dp.DeleteConn(rk); err != nil {
-				return err
-			}
-			sw.releases = append(sw.releases, entry{rk, r})
-		}
-	}
-	return nil
-}
-
-// dropOrphans deletes reply entries no forward entry points to (their
-// tuple was reused by a new connection, or the forward entry was
-// evicted) once they have been idle for orphanReplyAge.
-func (sw *sweep) dropOrphans(dp Dataplane) error {
-	for rk, r := range sw.replies {
-		if sw.owned[rk] || sw.now-r.LastSeen < orphanReplyAge {
-			continue
-		}
-		if _, found, err := dp.LookupConn(r.Peer(rk.Proto)); err != nil {
-			return err
-		} else if found {
-			continue // written since the walk
-		}
-		if err := dp.DeleteConn(rk); err != nil {
-			return err
-		}
-		sw.releases = append(sw.releases, entry{rk, r})
-	}
-	return nil
+	a.Now = s.opts.Now()
+	return a
 }
 
 // finishSweep gives the server what the sweep found: freed local ports,
 // connection counts per real (clearing overload flags) and template ages.
-func (s *Server) finishSweep(sw *sweep) {
+func (s *Server) finishSweep(a dataplane.SweepArgs, res dataplane.SweepResult) {
+	owned := map[uint32]map[tmplKey]bool{}
+	for _, t := range res.Owned {
+		if owned[t.ServiceID] == nil {
+			owned[t.ServiceID] = map[tmplKey]bool{}
+		}
+		owned[t.ServiceID][tmplKey{client: t.Client, vport: t.VPort}] = true
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, e := range sw.releases {
-		s.releaseLocal(e.k, e.c)
+	for _, p := range res.Released {
+		if pool := s.pools[poolKey{p.Addr, p.Proto}]; pool != nil {
+			pool.release(p.Port)
+		}
 	}
-	s.recount(sw.counts)
-	s.ageTemplates(sw.persistent, sw.now)
+	s.recount(res.Counts)
+	s.ageTemplates(a.Persistent, owned, a.Now)
 }
 
 // recount sets every real's ActiveConn/InActConn from counts and clears
 // its overload flag once under its threshold (ip_vs_unbind_dest); s.mu
 // is held.
-func (s *Server) recount(counts map[uint32]*conntrack.Counts) {
+func (s *Server) recount(counts map[uint32]conntrack.Counts) {
 	for id, d := range s.reals {
 		c := counts[id]
-		if c == nil {
-			c = &conntrack.Counts{}
-		}
 		changed := d.sd.ActiveConns != c.Active || d.sd.InactConns != c.Inactive
 		d.sd.ActiveConns, d.sd.InactConns = c.Active, c.Inactive
 		if d.sd.Overloaded && underThreshold(d) {
@@ -227,22 +87,24 @@ func (s *Server) recount(counts map[uint32]*conntrack.Counts) {
 
 // ageTemplates expires a template whose timeout has run out and that
 // controls no connection; one that still does is re-armed for another
-// timeout, as ip_vs_conn_expire does. s.mu is held.
-func (s *Server) ageTemplates(persistent map[uint32]*persistSweep, now time.Duration) {
-	for id, p := range persistent {
-		if s.byID[id] != p.sv {
-			continue // deleted meanwhile
+// timeout, as ip_vs_conn_expire does. Only the services the sweep was
+// run for are aged. s.mu is held.
+func (s *Server) ageTemplates(swept map[uint32]dataplane.SweepPersist, owned map[uint32]map[tmplKey]bool, now time.Duration) {
+	for id := range swept {
+		sv := s.byID[id]
+		if sv == nil || !sv.cfg.Persistent {
+			continue // deleted or changed meanwhile
 		}
-		timeout := time.Duration(p.sv.cfg.Timeout) * time.Second
-		for k, t := range p.sv.templates {
+		timeout := time.Duration(sv.cfg.Timeout) * time.Second
+		for k, t := range sv.templates {
 			if now < t.expires {
 				continue
 			}
-			if p.owned[k] {
+			if owned[id][k] {
 				t.expires = now + timeout
 				continue
 			}
-			delete(p.sv.templates, k)
+			delete(sv.templates, k)
 		}
 	}
 }
@@ -262,11 +124,28 @@ func underThreshold(d *dest) bool {
 	}
 }
 
-// RunSweeper sweeps every interval until ctx ends.
+// RunSweeper sweeps every interval until ctx ends. A sweep that takes
+// more than half the interval (a table of millions of connections on a
+// slow machine) stretches the wait to twice its time, so sweeping never
+// takes more than half a core; the stretch is logged when it starts and
+// ends.
 func (s *Server) RunSweeper(ctx context.Context, interval time.Duration) {
-	every(ctx, interval, func() {
+	wait, stretched := interval, false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		start := time.Now()
 		if err := s.Sweep(); err != nil {
 			s.log.Warn("connection sweep", "err", err)
 		}
-	})
+		took := time.Since(start)
+		wait = max(interval, 2*took)
+		if long := wait > interval; long != stretched {
+			stretched = long
+			s.log.Info("connection sweep interval", "interval", wait.Round(time.Millisecond), "sweep_took", took.Round(time.Millisecond))
+		}
+	}
 }

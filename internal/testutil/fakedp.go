@@ -104,3 +104,8 @@ func (f *FakeDataplane) PickServices() ([]uint32, error) {
 	}
 	return out, nil
 }
+
+// Sweep runs the sweep's Go model over Conns.
+func (f *FakeDataplane) Sweep(a dataplane.SweepArgs) (dataplane.SweepResult, error) {
+	return dataplane.SweepTable(f.Conns, a), nil
+}

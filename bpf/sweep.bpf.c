@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+/* sweep.bpf.c: ages the connection table in the kernel. Go runs it once
+ * per sweep interval with BPF_PROG_RUN (a BPF_PROG_TYPE_SYSCALL program,
+ * its maps replaced by the director's at load): one pass over the table
+ * with bpf_for_each_map_elem deletes every connection idle past its
+ * state's timeout (a NAT or FULLNAT connection only when both of its
+ * entries are), counts the live ones per real (ActiveConn, InActConn),
+ * lists the FULLNAT local ports it freed and the persistence templates
+ * that still control a connection. Go then does what only it can: port
+ * pools, template expiry, overload flags. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <linux/in.h>
+#include <bpf/bpf_endian.h>
+
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+
+/* Live connections per real id, stamped with the sweep's gen. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_REALS);
+	__type(key, __u32);
+	__type(value, struct sweep_count);
+} sweep_counts SEC(".maps");
+
+/* FULLNAT ports freed by the sweep, sweep_args.released of them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SWEEP_RELEASED);
+	__type(key, __u32);
+	__type(value, struct sweep_port);
+} sweep_released SEC(".maps");
+
+/* Persistent services by id, written by Go before each sweep. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sweep_persist);
+} sweep_persistent SEC(".maps");
+
+/* Templates with a live connection; Go reads and empties it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sweep_tmpl);
+	__type(value, __u8);
+} sweep_owned SEC(".maps");
+
+struct bpf_map;
+
+/* What the callback needs, on the stack (the helper takes no ctx). */
+struct walk {
+	struct sweep_args a;
+};
+
+static __always_inline __u64 timeout_of(const struct sweep_args *a, __u8 proto, __u8 state)
+{
+	if (proto == IPPROTO_UDP)
+		return a->udp_timeout;
+	if (state < TCPS_LAST)
+		return a->tcp_timeout[state];
+	return a->tcp_timeout[TCPS_CLOSE];
+}
+
+/* peer_key is the key of the other entry of a NAT or FULLNAT pair. */
+static __always_inline void peer_key(const struct conn_val *v, __u8 proto, struct conn_key *pk)
+{
+	pk->saddr = v->ndaddr;
+	pk->daddr = v->nsaddr;
+	pk->sport = v->ndport;
+	pk->dport = v->nsport;
+	pk->proto = proto;
+	pk->pad[0] = pk->pad[1] = pk->pad[2] = 0;
+}
+
+static __always_inline int same_key(const struct conn_key *a, const struct conn_key *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport &&
+	       a->dport == b->dport && a->proto == b->proto;
+}
+
+/* release_port records the local port of FULLNAT reply entry rk,
+ * deleted by the caller. Returns -1 when the list is full. */
+static __always_inline int release_port(struct walk *w, const struct conn_key *rk)
+{
+	__u32 i = w->a.released;
+	struct sweep_port *sp;
+
+	if (i >= MAX_SWEEP_RELEASED)
+		return -1;
+	sp = bpf_map_lookup_elem(&sweep_released, &i);
+	if (!sp)
+		return -1;
+	sp->addr = rk->daddr;
+	sp->port = rk->dport;
+	sp->proto = rk->proto;
+	w->a.released = i + 1;
+	return 0;
+}
+
+static __always_inline void count_live(struct walk *w, const struct conn_key *k, const struct conn_val *v)
+{
+	__u32 rid = v->real_id, sid = v->svc_id;
+	struct sweep_count *c = bpf_map_lookup_elem(&sweep_counts, &rid);
+	struct sweep_persist *p;
+
+	if (c) {
+		if (c->gen != w->a.gen) {
+			c->gen = w->a.gen;
+			c->active = 0;
+			c->inactive = 0;
+		}
+		if (k->proto == IPPROTO_TCP && v->state == TCPS_ESTABLISHED)
+			c->active++;
+		else
+			c->inactive++;
+	}
+	if (!(v->flags & CONN_F_PERSIST))
+		return;
+	p = bpf_map_lookup_elem(&sweep_persistent, &sid);
+	if (p) {
+		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport };
+		__u8 one = 1;
+
+		if (p->mask_bits >= 32)
+			t.client = k->saddr;
+		else if (p->mask_bits > 0)
+			t.client = k->saddr & bpf_htonl(~0U << (32 - p->mask_bits));
+		bpf_map_update_elem(&sweep_owned, &t, &one, BPF_ANY);
+	}
+}
+
+/* sweep_one judges one entry: a forward entry by the later of its and its
+ * reply entry's last-seen times; a reply entry only when it is an orphan
+ * (no forward entry points to it: its tuple was reused, or the forward
+ * entry was evicted), after orphan_age. */
+static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *v, struct walk *w)
+{
+	struct conn_key pk = {};
+	struct conn_val *peer = NULL;
+	__u64 last = v->last_seen;
+	int fullnat = v->flags & CONN_F_FULLNAT;
+
+	w->a.seen++;
+	if (v->nsaddr) {
+		peer_key(v, k->proto, &pk);
+		peer = bpf_map_lookup_elem(&conns, &pk);
+		if (peer) {
+			struct conn_key back = {};
+
+			peer_key(peer, k->proto, &back);
+			if (!same_key(&back, k) || ((peer->flags ^ v->flags) & CONN_F_REPLY) == 0)
+				peer = NULL;
+		}
+	}
+	if (v->flags & CONN_F_REPLY) {
+		if (peer)
+			return 0; /* judged with its forward entry */
+		if (w->a.now - last < w->a.orphan_age)
+			return 0;
+		if (fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
+			w->a.kept++;
+			return 0;
+		}
+		if (bpf_map_delete_elem(&conns, k) == 0 && fullnat)
+			release_port(w, k);
+		return 0;
+	}
+	if (peer && peer->last_seen > last)
+		last = peer->last_seen;
+	if (w->a.now - last < timeout_of(&w->a, k->proto, v->state)) {
+		count_live(w, k, v);
+		return 0;
+	}
+	if (peer && fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
+		w->a.kept++;
+		count_live(w, k, v);
+		return 0;
+	}
+	if (bpf_map_delete_elem(&conns, k) == 0)
+		w->a.expired++;
+	if (peer && bpf_map_delete_elem(&conns, &pk) == 0 && fullnat)
+		release_port(w, &pk);
+	return 0;
+}
+
+SEC("syscall")
+int xipvs_sweep(struct sweep_args *args)
+{
+	struct walk w = {};
+
+	__builtin_memcpy(&w.a, args, sizeof(w.a));
+	w.a.released = 0;
+	w.a.seen = 0;
+	w.a.expired = 0;
+	w.a.kept = 0;
+	bpf_for_each_map_elem(&conns, sweep_one, &w, 0);
+	args->released = w.a.released;
+	args->seen = w.a.seen;
+	args->expired = w.a.expired;
+	args->kept = w.a.kept;
+	return 0;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,293 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xipvs/xipvs/conntrack"
+)
+
+// The sweep ages the connection table in the kernel (bpf/sweep.bpf.c, a
+// BPF_PROG_TYPE_SYSCALL program run with BPF_PROG_RUN): one pass with
+// bpf_for_each_map_elem, no entry copied to Go. SweepTable is its Go
+// model, which FakeDataplane-based tests use and TestSweepMatchesModel
+// holds the program to.
+
+// SweepArgs is what one sweep needs.
+type SweepArgs struct {
+	Now      time.Duration // on Now's clock
+	Timeouts conntrack.Timeouts
+	// OrphanAge is how long a reply entry without its forward entry is
+	// kept (a new connection writes the reply entry just before the
+	// forward one).
+	OrphanAge time.Duration
+	// Persistent are the persistent services by id: the sweep lists the
+	// templates their live connections belong to.
+	Persistent map[uint32]SweepPersist
+}
+
+// SweepPersist is a persistent service as the sweep sees it.
+type SweepPersist struct {
+	MaskBits int  // client netmask (-M) as a prefix length
+	PortZero bool // templates ignore the virtual port (-f, port 0, FTP)
+}
+
+// Template is a persistence template with a live connection.
+type Template struct {
+	ServiceID uint32
+	Client    netip.Addr // under the service's netmask
+	VPort     uint16
+}
+
+// LocalPort is a FULLNAT local address and port (and protocol).
+type LocalPort struct {
+	Addr  netip.Addr
+	Port  uint16
+	Proto uint8
+}
+
+// SweepResult is what one sweep found and did.
+type SweepResult struct {
+	Counts   map[uint32]conntrack.Counts // live connections by real id
+	Released []LocalPort                 // FULLNAT ports of deleted connections
+	Owned    []Template
+	Seen     uint64 // entries visited
+	Expired  uint64 // connections deleted
+	Kept     uint64 // expired FULLNAT connections left for the next sweep
+}
+
+// sweepProg is the loaded sweep program and the maps only it uses.
+type sweepProg struct {
+	objs sweepObjects
+	gen  uint32
+}
+
+// loadSweep loads the sweep program over the director's connection
+// table.
+func (d *Dataplane) loadSweep(connTableSize uint32) error {
+	spec, err := loadSweep()
+	if err != nil {
+		return fmt.Errorf("load sweep spec: %w", err)
+	}
+	spec.Maps[sweepMapConns].MaxEntries = connTableSize
+	spec.Maps[sweepMapSweepOwned].MaxEntries = connTableSize
+	sp := &sweepProg{}
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{sweepMapConns: d.objs.Conns}}
+	// Only the program and the maps it uses: the director's others are
+	// never created twice.
+	var objs struct {
+		Prog       *ebpf.Program `ebpf:"xipvs_sweep"`
+		Counts     *ebpf.Map     `ebpf:"sweep_counts"`
+		Released   *ebpf.Map     `ebpf:"sweep_released"`
+		Persistent *ebpf.Map     `ebpf:"sweep_persistent"`
+		Owned      *ebpf.Map     `ebpf:"sweep_owned"`
+	}
+	if err := spec.LoadAndAssign(&objs, opts); err != nil {
+		return fmt.Errorf("load sweep: %w", err)
+	}
+	sp.objs = sweepObjects{sweepPrograms: sweepPrograms{XipvsSweep: objs.Prog},
+		sweepMaps: sweepMaps{SweepCounts: objs.Counts, SweepReleased: objs.Released, SweepPersistent: objs.Persistent, SweepOwned: objs.Owned}}
+	d.sweep = sp
+	return nil
+}
+
+func (sp *sweepProg) Close() error {
+	if sp == nil {
+		return nil
+	}
+	o := &sp.objs
+	return errors.Join(o.XipvsSweep.Close(), o.SweepCounts.Close(), o.SweepReleased.Close(),
+		o.SweepPersistent.Close(), o.SweepOwned.Close())
+}
+
+// Sweep ages the connection table once (see SweepArgs, SweepResult).
+func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
+	sp := d.sweep
+	if sp == nil {
+		return SweepResult{}, errors.New("sweep program not loaded")
+	}
+	o := &sp.objs
+	if err := syncPersistent(o.SweepPersistent, a.Persistent); err != nil {
+		return SweepResult{}, err
+	}
+	sp.gen++
+	if sp.gen == 0 {
+		sp.gen = 1
+	}
+	args := sweepSweepArgs{Now: uint64(a.Now), UdpTimeout: uint64(a.Timeouts.UDP), OrphanAge: uint64(a.OrphanAge), Gen: sp.gen}
+	for i := range args.TcpTimeout {
+		args.TcpTimeout[i] = uint64(a.Timeouts.TCP[i])
+	}
+	var out sweepSweepArgs
+	if _, err := o.XipvsSweep.Run(&ebpf.RunOptions{Context: args, ContextOut: &out}); err != nil {
+		return SweepResult{}, fmt.Errorf("run sweep: %w", err)
+	}
+	res := SweepResult{Counts: map[uint32]conntrack.Counts{}, Seen: out.Seen, Expired: out.Expired, Kept: out.Kept}
+	if err := readCounts(o.SweepCounts, sp.gen, res.Counts); err != nil {
+		return res, err
+	}
+	if n := int(out.Released); n > 0 {
+		keys, vals := make([]uint32, n), make([]sweepSweepPort, n)
+		var cursor ebpf.MapBatchCursor
+		got, err := o.SweepReleased.BatchLookup(&cursor, keys, vals, nil)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return res, fmt.Errorf("read released ports: %w", err)
+		}
+		for _, v := range vals[:got] {
+			res.Released = append(res.Released, LocalPort{Addr: addrFromBE32(v.Addr), Port: fromBE16(v.Port), Proto: v.Proto})
+		}
+	}
+	owned, err := drainOwned(o.SweepOwned)
+	res.Owned = owned
+	return res, err
+}
+
+func syncPersistent(m *ebpf.Map, want map[uint32]SweepPersist) error {
+	var (
+		id    uint32
+		v     sweepSweepPersist
+		stale []uint32
+	)
+	it := m.Iterate()
+	for it.Next(&id, &v) {
+		if _, ok := want[id]; !ok {
+			stale = append(stale, id)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read sweep_persistent: %w", err)
+	}
+	for _, id := range stale {
+		if err := m.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("sweep_persistent: %w", err)
+		}
+	}
+	for id, p := range want {
+		v := sweepSweepPersist{MaskBits: uint32(p.MaskBits)}
+		if p.PortZero {
+			v.PortZero = 1
+		}
+		if err := m.Put(id, &v); err != nil {
+			return fmt.Errorf("sweep_persistent: %w", err)
+		}
+	}
+	return nil
+}
+
+func readCounts(m *ebpf.Map, gen uint32, out map[uint32]conntrack.Counts) error {
+	const chunk = 4096
+	keys, vals := make([]uint32, chunk), make([]sweepSweepCount, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			if v := vals[i]; v.Gen == gen && v.Active+v.Inactive > 0 {
+				out[keys[i]] = conntrack.Counts{Active: int(v.Active), Inactive: int(v.Inactive)}
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read sweep counts: %w", err)
+		}
+	}
+}
+
+func drainOwned(m *ebpf.Map) ([]Template, error) {
+	const chunk = 4096
+	keys, vals := make([]sweepSweepTmpl, chunk), make([]uint8, chunk)
+	var out []Template
+	for {
+		var cursor ebpf.MapBatchCursor
+		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		for _, k := range keys[:n] {
+			out = append(out, Template{ServiceID: k.SvcId, Client: addrFromBE32(k.Client), VPort: fromBE16(k.Vport)})
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && n == 0) {
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("read sweep templates: %w", err)
+		}
+	}
+}
+
+// SweepTable is the sweep's Go model over a table held in a Go map: the
+// same judgement as bpf/sweep.bpf.c, entry by entry.
+func SweepTable(conns map[ConnKey]Conn, a SweepArgs) SweepResult {
+	res := SweepResult{Counts: map[uint32]conntrack.Counts{}}
+	owned := map[Template]bool{}
+	peerOf := func(k ConnKey, c Conn) (ConnKey, Conn, bool) {
+		if !c.Rewrites() {
+			return ConnKey{}, Conn{}, false
+		}
+		pk := c.Peer(k.Proto)
+		p, ok := conns[pk]
+		if !ok || p.Peer(k.Proto) != k || (p.Flags^c.Flags)&ConnReply == 0 {
+			return ConnKey{}, Conn{}, false
+		}
+		return pk, p, true
+	}
+	count := func(k ConnKey, c Conn) {
+		n := res.Counts[c.RealID]
+		n.Add(k.Proto, c.State)
+		res.Counts[c.RealID] = n
+		if p, ok := a.Persistent[c.ServiceID]; ok && c.Flags&ConnPersist != 0 {
+			t := Template{ServiceID: c.ServiceID, VPort: k.DstPort}
+			if p.PortZero {
+				t.VPort = 0
+			}
+			pfx, _ := k.Src.Prefix(p.MaskBits)
+			t.Client = pfx.Addr()
+			owned[t] = true
+		}
+	}
+	release := func(k ConnKey, c Conn) {
+		if c.Flags&ConnFullNAT != 0 {
+			res.Released = append(res.Released, LocalPort{Addr: k.Dst, Port: k.DstPort, Proto: k.Proto})
+		}
+	}
+	keys := make([]ConnKey, 0, len(conns))
+	for k := range conns {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		c, ok := conns[k]
+		if !ok {
+			continue // deleted with its pair
+		}
+		res.Seen++
+		pk, p, hasPeer := peerOf(k, c)
+		last := c.LastSeen
+		if c.Flags&ConnReply != 0 {
+			if hasPeer || a.Now-last < a.OrphanAge {
+				continue
+			}
+			delete(conns, k)
+			release(k, c)
+			continue
+		}
+		if hasPeer {
+			last = max(last, p.LastSeen)
+		}
+		if a.Timeouts.Remaining(k.Proto, c.State, last, a.Now) > 0 {
+			count(k, c)
+			continue
+		}
+		delete(conns, k)
+		res.Expired++
+		if hasPeer {
+			delete(conns, pk)
+			release(pk, p)
+		}
+	}
+	for t := range owned {
+		res.Owned = append(res.Owned, t)
+	}
+	return res
+}
