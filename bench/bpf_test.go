@@ -88,7 +88,7 @@ func BenchmarkModes(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer lab.Close()
-	for _, mode := range costModes {
+	for _, mode := range costSubjects {
 		b.Run(mode, func(b *testing.B) {
 			var total float64
 			runs := 0

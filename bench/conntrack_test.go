@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/server"
@@ -62,11 +60,4 @@ func benchSweep(b *testing.B, n int) {
 	b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(sweeps), "cpu-ms/sweep")
 	b.ReportMetric(float64(wall.Microseconds())/1e3/float64(sweeps), "wall-ms/sweep")
 	b.ReportMetric(float64(mem)/float64(n), "B/conn")
-}
-
-// cpuTime is the process's user+system CPU time.
-func cpuTime() time.Duration {
-	var ru unix.Rusage
-	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

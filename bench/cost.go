@@ -1,17 +1,25 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/loadgen"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
-// costModes are the hit paths costLab measures.
-var costModes = []string{"dr", "tun", "nat", "nat-reply", "fullnat", "fullnat-reply"}
+// costModes are the hit paths costLab measures; costSubjects adds the
+// references and the director's path for a packet that is no service's.
+var (
+	costModes    = []string{"dr", "tun", "nat", "nat-reply", "fullnat", "fullnat-reply"}
+	costSubjects = append([]string{"ceiling", "reference-lb", "not-ours", "vip-other-port"}, costModes...)
+)
 
 // costLab is the director loaded without interfaces, with one established
 // connection per forwarding mode among 50,000 others, for measuring the
@@ -21,8 +29,14 @@ var costModes = []string{"dr", "tun", "nat", "nat-reply", "fullnat", "fullnat-re
 // rewrite: addresses, ports, checksums, MACs). TUN grows the frame on
 // every run, so it is measured one packet per call against DR measured
 // the same way, and reported as DR's repeat cost plus that difference.
+//
+// The references run on the same frames: the ceiling (MAC rewrite and
+// XDP_TX) and the reference load balancer (loadgen_reflb: one service
+// lookup, one LRU connection lookup among the same 50,001 connections,
+// MAC rewrite, XDP_TX).
 type costLab struct {
 	d         *dataplane.Harness
+	lg        *loadgen.Programs
 	mac, rmac net.HardwareAddr
 	keys      map[string]dataplane.ConnKey
 }
@@ -78,10 +92,18 @@ func newCostLab() (_ *costLab, err error) {
 			Ifindex: 1, DstMAC: rmac, SrcMAC: mac}
 		err = d.SetConn(k, c)
 	}
-	// Filler, so that hits are found among many entries.
+	// Filler, so that hits are found among many entries; the reference
+	// LB gets the same.
+	var refFlows []loadgen.RefTuple
+	var refMACs []net.HardwareAddr
 	for i := 0; i < 50000; i++ {
-		est(1, 0, tuple(netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}), 40000, vip, 80), dataplane.ConnKey{})
+		k := tuple(netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}), 40000, vip, 80)
+		est(1, 0, k, dataplane.ConnKey{})
+		refFlows = append(refFlows, loadgen.RefTuple{Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: 6})
+		refMACs = append(refMACs, rmac)
 	}
+	refFlows = append(refFlows, loadgen.RefTuple{Src: cl, Dst: vip, SrcPort: 1001, DstPort: 80, Proto: 6})
+	refMACs = append(refMACs, rmac)
 	// DR and TUN: one entry each (their rewrite keeps the tuple).
 	est(1, 0, tuple(cl, 1001, vip, 80), dataplane.ConnKey{})
 	est(2, 0, tuple(cl, 1002, vip, 80), dataplane.ConnKey{})
@@ -105,7 +127,15 @@ func newCostLab() (_ *costLab, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return &costLab{d: d, mac: mac, rmac: rmac, keys: map[string]dataplane.ConnKey{
+	lg, err := loadgen.Open(loadgen.Options{CeilingDst: rmac, CeilingSrc: mac})
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(lg.SetRefService(vip, 80, 6), lg.SetRefConns(refFlows, refMACs)); err != nil {
+		lg.Close()
+		return nil, err
+	}
+	return &costLab{d: d, lg: lg, mac: mac, rmac: rmac, keys: map[string]dataplane.ConnKey{
 		"dr":            tuple(cl, 1001, vip, 80),
 		"tun":           tuple(cl, 1002, vip, 80),
 		"nat":           tuple(cl, 1003, vip, 80),
@@ -115,7 +145,18 @@ func newCostLab() (_ *costLab, err error) {
 	}}, nil
 }
 
-func (c *costLab) Close() error { return c.d.Close() }
+func (c *costLab) Close() error { return errors.Join(c.lg.Close(), c.d.Close()) }
+
+// fixChecksums rebuilds f's checksums after a field was changed.
+func fixChecksums(f []byte) []byte {
+	p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+	buf := gopacket.NewSerializeBuffer()
+	tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	_ = tcp.SetNetworkLayerForChecksum(ip)
+	_ = gopacket.SerializePacket(buf, gopacket.SerializeOptions{ComputeChecksums: true}, p)
+	return buf.Bytes()
+}
 
 // frame is a 64-byte ACK of mode's connection.
 func (c *costLab) frame(mode string) []byte {
@@ -147,8 +188,36 @@ func (c *costLab) singleCost(f []byte, calls int) (float64, error) {
 	return total / float64(calls), nil
 }
 
-// cost returns ns per packet of mode's hit path.
-func (c *costLab) cost(mode string, repeat int) (float64, error) {
+// cost returns ns per packet of subject's path.
+func (c *costLab) cost(subject string, repeat int) (float64, error) {
+	switch subject {
+	case "ceiling", "reference-lb":
+		p := map[string]loadgen.Program{"ceiling": loadgen.Ceiling, "reference-lb": loadgen.RefLB}[subject]
+		v, per, err := c.lg.Benchmark(p, c.frame("dr"), repeat)
+		if err != nil {
+			return 0, err
+		}
+		if v != dataplane.XDPTx {
+			return 0, fmt.Errorf("%s: verdict %v, want XDP_TX", subject, v)
+		}
+		return float64(per.Nanoseconds()), nil
+	case "not-ours", "vip-other-port":
+		f := c.frame("dr")
+		if subject == "not-ours" {
+			f[14+16+3]++ // to another host
+		} else {
+			f[14+20+3] = 22 // to port 22 of the VIP: no service there
+		}
+		v, per, err := c.d.Benchmark(fixChecksums(f), repeat)
+		if err != nil {
+			return 0, err
+		}
+		if v != dataplane.XDPPass {
+			return 0, fmt.Errorf("%s: verdict %v, want XDP_PASS", subject, v)
+		}
+		return float64(per.Nanoseconds()), nil
+	}
+	mode := subject
 	if mode != "tun" {
 		return c.repeatCost(c.frame(mode), repeat)
 	}

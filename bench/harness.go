@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xipvs/xipvs/dataplane"
-	"github.com/xipvs/xipvs/dataplane/loadgen"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
@@ -39,6 +37,11 @@ type Options struct {
 	Pings int `json:"pings"`
 	// CostRepeat is the Repeat of one Program.Run cost sample.
 	CostRepeat int `json:"cost_repeat"`
+	// Runs is how many times the whole round sequence runs back to back
+	// (the report compares the first two: its repeatability line).
+	Runs int `json:"runs"`
+	// AgingSizes are the connection-table sizes the sweep is timed on.
+	AgingSizes []int `json:"aging_sizes"`
 	// Bin holds xipvsd and xipvsadm; empty builds them into a temporary
 	// directory.
 	Bin string `json:"-"`
@@ -48,12 +51,14 @@ type Options struct {
 
 // Full is `make bench`: at least five samples of everything.
 func Full() Options {
-	return Options{Repeats: 5, Sample: time.Second, Flows: 4096, Senders: runtime.NumCPU(), Sizes: []int{64, 1500}, Clients: 16, Pings: 1000, CostRepeat: 1_000_000}
+	return Options{Repeats: 5, Sample: time.Second, Flows: 4096, Senders: runtime.NumCPU(), Sizes: []int{64, 1500}, Clients: 16, Pings: 1000,
+		CostRepeat: 1_000_000, Runs: 2, AgingSizes: []int{1 << 20, 10_000_000}}
 }
 
 // Quick is the smoke run of `make test`: every scenario, a few seconds.
 func Quick() Options {
-	return Options{Quick: true, Repeats: 2, Sample: 100 * time.Millisecond, Flows: 512, Senders: runtime.NumCPU(), Sizes: []int{64, 1500}, Clients: 4, Pings: 50, CostRepeat: 10_000}
+	return Options{Quick: true, Repeats: 2, Sample: 100 * time.Millisecond, Flows: 512, Senders: runtime.NumCPU(), Sizes: []int{64, 1500}, Clients: 4, Pings: 50,
+		CostRepeat: 10_000, Runs: 2, AgingSizes: []int{1 << 16}}
 }
 
 func (o Options) logf(format string, args ...any) {
@@ -107,42 +112,100 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 	defer os.RemoveAll(work)
 	prefix := fmt.Sprintf("xb%d", os.Getpid()%100000)
 
-	o.logf("scenario 6: BPF cost per packet (Program.Run, Repeat %d)", o.CostRepeat)
-	if err := bpfCost(r, o); err != nil {
-		return r, fmt.Errorf("bpf cost: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return r, err
-	}
-
+	o.logf("building the topologies: the wire (generator and a director per subject), the TCP lab, the cost lab, the aging tables")
 	w, err := newWire(prefix+"w", o)
 	if err != nil {
 		return r, fmt.Errorf("wire topology: %w", err)
 	}
-	err = w.run(ctx, r, o, work)
-	err = errors.Join(err, w.Close())
-	if err != nil {
+	defer func() { err = errors.Join(err, w.Close()) }()
+	if err := w.setup(r, o, work); err != nil {
 		return r, err
 	}
-	if len(r.SlowPathProfile) > 0 {
-		top, err := pprofTop(work, r.SlowPathProfile)
-		if err != nil {
-			r.Skipped = append(r.Skipped, "the slow path's profile summary: "+err.Error())
-		}
-		r.SlowPathTop = top
-	}
-	if err := ctx.Err(); err != nil {
-		return r, err
-	}
-
 	t, err := newTCPLab(prefix+"t", o)
 	if err != nil {
 		return r, fmt.Errorf("tcp topology: %w", err)
 	}
-	err = t.run(ctx, r, o, work)
-	err = errors.Join(err, t.Close())
+	defer func() { err = errors.Join(err, t.Close()) }()
+	cost, err := newCostLab()
+	if err != nil {
+		return r, fmt.Errorf("cost lab: %w", err)
+	}
+	defer cost.Close()
+	aging, err := newAgingLab(o.AgingSizes)
+	if err != nil {
+		return r, fmt.Errorf("aging tables: %w", err)
+	}
+	defer aging.Close()
+
+	splits := map[string]map[byte]uint64{}
+	for run := 1; run <= o.Runs; run++ {
+		for round := 1; round <= o.Repeats; round++ {
+			o.logf("run %d of %d, round %d of %d", run, o.Runs, round, o.Repeats)
+			if err := cost.round(r, o, run); err != nil {
+				return r, fmt.Errorf("bpf cost: %w", err)
+			}
+			for _, size := range o.Sizes {
+				if err := w.packetRound(r, o, run, size, splits); err != nil {
+					return r, fmt.Errorf("established flows: %w", err)
+				}
+			}
+			if err := w.newFlowRound(r, o, run); err != nil {
+				return r, fmt.Errorf("new flows: %w", err)
+			}
+			if err := t.round(ctx, r, o, run, work); err != nil {
+				return r, fmt.Errorf("tcp lab: %w", err)
+			}
+			if err := aging.round(r, run); err != nil {
+				return r, fmt.Errorf("aging: %w", err)
+			}
+			if err := ctx.Err(); err != nil {
+				return r, err
+			}
+		}
+	}
+	checkSplits(r, splits)
+	o.logf("profiling xipvsd's Go slow path during a SYN stream")
+	if err := w.profileSlowPath(r, o); err != nil {
+		return r, fmt.Errorf("profile: %w", err)
+	}
+	if top, err := pprofTop(work, r.SlowPathProfile); err != nil {
+		r.Skipped = append(r.Skipped, "the slow path's profile summary: "+err.Error())
+	} else {
+		r.SlowPathTop = top
+	}
+	r.addRatios(o)
 	r.Took = time.Since(r.Started)
-	return r, err
+	return r, nil
+}
+
+// addRatios defines the report's comparisons.
+func (r *Report) addRatios(o Options) {
+	r.ratio("bpf: reference-lb / ceiling", "bpf-cost/reference-lb", "bpf-cost/ceiling")
+	for _, m := range costModes {
+		r.ratio("bpf: xipvs-"+m+" / reference-lb", "bpf-cost/xipvs-"+m, "bpf-cost/reference-lb")
+	}
+	r.ratio("bpf: xipvs-not-ours / ceiling", "bpf-cost/xipvs-not-ours", "bpf-cost/ceiling")
+	r.ratio("bpf: xipvs-vip-other-port / ceiling", "bpf-cost/xipvs-vip-other-port", "bpf-cost/ceiling")
+	for _, size := range o.Sizes {
+		pre := fmt.Sprintf("established %d B: ", size)
+		key := func(s string) string { return fmt.Sprintf("established/%s/%d", s, size) }
+		r.ratio(pre+"reference-lb / ceiling", key("reference-lb"), key("ceiling"))
+		for _, m := range wireModes {
+			r.ratio(pre+"xipvs-"+m+" / ceiling", key("xipvs-"+m), key("ceiling"))
+			r.ratio(pre+"xipvs-"+m+" / nftables", key("xipvs-"+m), key("nftables"))
+		}
+		r.ratio(pre+"nftables / ceiling", key("nftables"), key("ceiling"))
+	}
+	r.ratio("new flows: xipvs-dr / nftables", "new-flows/xipvs-dr", "new-flows/nftables")
+	r.ratio("new flows: xipvs-slowpath / nftables", "new-flows/xipvs-slowpath", "new-flows/nftables")
+	r.ratio("new flows: slow path, 2 queues / 1 queue", "new-flows/xipvs-slowpath-2q-2senders", "new-flows/xipvs-slowpath-1q-2senders")
+	r.ratio("tcp-connect: xipvs-nat / nftables", "tcp-connect/xipvs-nat", "tcp-connect/nftables")
+	r.ratio("tcp-connect: xipvs-nat / haproxy", "tcp-connect/xipvs-nat", "tcp-connect/haproxy")
+	r.ratio("tcp-connect: xipvs-nat / routed-no-balancer", "tcp-connect/xipvs-nat", "tcp-connect/routed-no-balancer")
+	for _, k := range []string{"first-packet/p50", "first-packet/p99", "established/p50", "established/p99"} {
+		kind, p, _ := strings.Cut(k, "/")
+		r.ratio(kind+" "+p+": xipvs-nat / nftables", "latency/xipvs-nat-"+k, "latency/nftables-"+k)
+	}
 }
 
 // pprofTop returns the heaviest functions of a CPU profile.
@@ -200,41 +263,19 @@ func (x *xipvs) stop() {
 	_ = os.Remove(x.socket)
 }
 
-// cost scenario: BPF cost per packet.
-func bpfCost(r *Report, o Options) error {
-	lab, err := newCostLab()
-	if err != nil {
-		return err
-	}
-	defer lab.Close()
-	lg, err := loadgen.Open(loadgen.Options{CeilingDst: lab.rmac, CeilingSrc: lab.mac})
-	if err != nil {
-		return err
-	}
-	defer lg.Close()
-	frame := lab.frame("dr")
-	res := &Result{Key: "bpf-cost/ceiling", Scenario: "bpf-cost", Subject: "ceiling", Unit: UnitNs}
-	for i := 0; i < o.Repeats; i++ {
-		v, per, err := lg.Benchmark(loadgen.Ceiling, frame, o.CostRepeat)
+// round measures every cost subject once (BPF_PROG_RUN with Repeat):
+// the ceiling, the reference LB, the director's paths.
+func (c *costLab) round(r *Report, o Options, run int) error {
+	for _, subject := range costSubjects {
+		ns, err := c.cost(subject, o.CostRepeat)
 		if err != nil {
 			return err
 		}
-		if v != dataplane.XDPTx {
-			return fmt.Errorf("ceiling verdict %v", v)
+		name := subject
+		if subject != "ceiling" && subject != "reference-lb" {
+			name = "xipvs-" + subject
 		}
-		res.Samples = append(res.Samples, float64(per.Nanoseconds()))
-	}
-	r.add(res)
-	for _, mode := range costModes {
-		res := &Result{Key: "bpf-cost/xipvs-" + mode, Scenario: "bpf-cost", Subject: "xipvs-" + mode, Unit: UnitNs}
-		for i := 0; i < o.Repeats; i++ {
-			ns, err := lab.cost(mode, o.CostRepeat)
-			if err != nil {
-				return err
-			}
-			res.Samples = append(res.Samples, ns)
-		}
-		r.add(res)
+		r.sample(Result{Key: "bpf-cost/" + name, Scenario: "bpf-cost", Subject: name, Unit: UnitNs}, run, ns)
 	}
 	return nil
 }

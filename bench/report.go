@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,6 +20,7 @@ const (
 	UnitCPS  = "conn/s"
 	UnitUs   = "us"
 	UnitNs   = "ns/packet"
+	UnitMs   = "ms CPU"
 )
 
 // Result is one measured quantity: every sample and their median, min
@@ -32,8 +34,11 @@ type Result struct {
 	// Subject is what was measured: ceiling, xipvs-dr, nftables, haproxy ...
 	Subject string `json:"subject"`
 	// Size is the frame length in bytes (0: not a packet-rate result).
-	Size    int       `json:"size,omitempty"`
-	Unit    string    `json:"unit"`
+	Size int    `json:"size,omitempty"`
+	Unit string `json:"unit"`
+	// Run is which of the back-to-back runs measured it (1, 2); each
+	// sample is one round, in which every subject was measured once.
+	Run     int       `json:"run"`
 	Samples []float64 `json:"samples"`
 	Median  float64   `json:"median"`
 	Min     float64   `json:"min"`
@@ -47,14 +52,7 @@ func (r *Result) summarise() {
 	if len(r.Samples) == 0 {
 		return
 	}
-	s := slices.Clone(r.Samples)
-	slices.Sort(s)
-	r.Min, r.Max = s[0], s[len(s)-1]
-	if n := len(s); n%2 == 1 {
-		r.Median = s[n/2]
-	} else {
-		r.Median = (s[n/2-1] + s[n/2]) / 2
-	}
+	r.Median, r.Min, r.Max = summary(r.Samples)
 }
 
 // Check is a property the harness verified while measuring (the
@@ -97,6 +95,59 @@ func thisMachine() Machine {
 	return m
 }
 
+// Ratio is one comparison the report makes, computed round by round:
+// in each round both subjects were measured within seconds of each
+// other, so the per-round ratios cancel the machine's drift, and their
+// median and spread are what the report shows.
+type Ratio struct {
+	Name     string `json:"name"`
+	Num, Den string `json:"-"` // result keys
+	// Runs holds, per run, the per-round ratios and their summary.
+	Runs []RatioRun `json:"runs"`
+}
+
+// RatioRun is a ratio in one run.
+type RatioRun struct {
+	PerRound []float64 `json:"per_round"`
+	Median   float64   `json:"median"`
+	Min      float64   `json:"min"`
+	Max      float64   `json:"max"`
+}
+
+// Repeatable reports whether the ratio's medians of the first two runs
+// are within tol of each other (relative to the first).
+func (x *Ratio) Repeatable(tol float64) (bool, bool) {
+	if len(x.Runs) < 2 || x.Runs[0].Median == 0 || len(x.Runs[1].PerRound) == 0 {
+		return false, false
+	}
+	return math.Abs(x.Runs[1].Median/x.Runs[0].Median-1) <= tol, true
+}
+
+// Pooled is the median of the per-round ratios of every run.
+func (x *Ratio) Pooled() (float64, bool) {
+	var all []float64
+	for _, r := range x.Runs {
+		all = append(all, r.PerRound...)
+	}
+	if len(all) == 0 {
+		return 0, false
+	}
+	m, _, _ := summary(all)
+	return m, true
+}
+
+func summary(v []float64) (median, lo, hi float64) {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	lo, hi = s[0], s[len(s)-1]
+	if n := len(s); n%2 == 1 {
+		median = s[n/2]
+	} else {
+		median = (s[n/2-1] + s[n/2]) / 2
+	}
+	return median, lo, hi
+}
+
 // Report is one run of the harness.
 type Report struct {
 	Command  string        `json:"command"`
@@ -106,6 +157,7 @@ type Report struct {
 	Machine  Machine       `json:"machine"`
 	Settings Options       `json:"settings"`
 	Results  []*Result     `json:"results"`
+	Ratios   []*Ratio      `json:"ratios"`
 	Checks   []Check       `json:"checks"`
 	// SlowPathProfile is a Go CPU profile of xipvsd taken during a SYN
 	// stream (pprof format), written next to the report.
@@ -116,21 +168,59 @@ type Report struct {
 	Skipped []string `json:"skipped,omitempty"`
 }
 
-// add records res; a result without samples is reported as not measured.
-func (r *Report) add(res *Result) *Result {
-	if len(res.Samples) == 0 {
-		r.Skipped = append(r.Skipped, res.Key+": no samples")
-		return res
+// sample adds one round's sample v to the result key of run, made from
+// proto the first time.
+func (r *Report) sample(proto Result, run int, v float64) *Result {
+	x := r.result(proto.Key, run)
+	if x == nil {
+		c := proto
+		c.Run, c.Samples, c.Detail = run, nil, map[string]any{}
+		x = &c
+		r.Results = append(r.Results, x)
 	}
-	res.summarise()
-	r.Results = append(r.Results, res)
-	return res
+	x.Samples = append(x.Samples, v)
+	x.summarise()
+	return x
 }
 
-// Get returns the result with key, or nil.
-func (r *Report) Get(key string) *Result {
+// result returns the result with key of run, or nil.
+func (r *Report) result(key string, run int) *Result {
 	for _, x := range r.Results {
-		if x.Key == key {
+		if x.Key == key && x.Run == run {
+			return x
+		}
+	}
+	return nil
+}
+
+// Get returns the result with key of the first run, or nil.
+func (r *Report) Get(key string) *Result { return r.result(key, 1) }
+
+// ratio adds the comparison num / den, computed per round of each run.
+func (r *Report) ratio(name, num, den string) {
+	x := &Ratio{Name: name, Num: num, Den: den}
+	for run := 1; run <= r.Settings.Runs; run++ {
+		a, b := r.result(num, run), r.result(den, run)
+		var rr RatioRun
+		if a != nil && b != nil {
+			for i := 0; i < min(len(a.Samples), len(b.Samples)); i++ {
+				if b.Samples[i] != 0 {
+					rr.PerRound = append(rr.PerRound, a.Samples[i]/b.Samples[i])
+				}
+			}
+		}
+		if len(rr.PerRound) > 0 {
+			rr.Median, rr.Min, rr.Max = summary(rr.PerRound)
+		}
+		x.Runs = append(x.Runs, rr)
+	}
+	r.Ratios = append(r.Ratios, x)
+}
+
+// Ratio returns the ratio named name, or nil.
+func (r *Report) Ratio(name string) *Ratio {
+	for _, x := range r.Ratios {
+		if x.Name == name {
 			return x
 		}
 	}
@@ -139,14 +229,6 @@ func (r *Report) Get(key string) *Result {
 
 func (r *Report) check(name string, ok bool, format string, args ...any) {
 	r.Checks = append(r.Checks, Check{Name: name, Ok: ok, Detail: fmt.Sprintf(format, args...)})
-}
-
-// ratio returns a/b formatted, or "" when either is missing.
-func ratio(a, b *Result) string {
-	if a == nil || b == nil || b.Median == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%.2fx", a.Median/b.Median)
 }
 
 func num(v float64) string {
@@ -160,80 +242,98 @@ func num(v float64) string {
 	}
 }
 
-// target is a goal from the issue, evaluated on medians and reported.
+// target is a goal from the issues, evaluated on the pooled per-round
+// ratios (or a median) and reported, never asserted.
 type target struct {
 	text string
 	met  func(r *Report) (bool, bool) // met, known
 }
 
-func atLeast(r *Report, a, b string, x float64) (bool, bool) {
-	ra, rb := r.Get(a), r.Get(b)
-	if ra == nil || rb == nil {
-		return false, false
+func ratioAtLeast(name string, x float64) func(*Report) (bool, bool) {
+	return func(r *Report) (bool, bool) {
+		q := r.Ratio(name)
+		if q == nil {
+			return false, false
+		}
+		v, ok := q.Pooled()
+		return v >= x, ok
 	}
-	return ra.Median >= x*rb.Median, true
 }
 
-// Markdown renders the report as the tables README and the issue note
-// carry.
+func ratioAtMost(name string, x float64) func(*Report) (bool, bool) {
+	return func(r *Report) (bool, bool) {
+		q := r.Ratio(name)
+		if q == nil {
+			return false, false
+		}
+		v, ok := q.Pooled()
+		return v <= x, ok
+	}
+}
+
+func medianAtMost(key string, x float64) func(*Report) (bool, bool) {
+	return func(r *Report) (bool, bool) {
+		res := r.Get(key)
+		if res == nil {
+			return false, false
+		}
+		return res.Median <= x, true
+	}
+}
+
+var targets = []target{
+	{"new flows/s (SYN stream, XDP-scheduled wrr) >= 2x nftables", ratioAtLeast("new flows: xipvs-dr / nftables", 2)},
+	{"first-packet p50 (SYN to SYN-ACK, xipvs NAT) <= nftables", ratioAtMost("first-packet p50: xipvs-nat / nftables", 1)},
+	{"DR hit path <= 1.5x the reference LB (BPF cost)", ratioAtMost("bpf: xipvs-dr / reference-lb", 1.5)},
+	{"a packet to no service's address <= 2x the ceiling (BPF cost)", ratioAtMost("bpf: xipvs-not-ours / ceiling", 2)},
+	{"aging: one sweep of 1M connections <= 100 ms CPU", medianAtMost("aging/sweep-1m", 100)},
+	{"aging: 10M connections swept within the default interval (1 s)", medianAtMost("aging/sweep-10m", 1000)},
+	{"DR established >= 0.9x ceiling (64 B)", ratioAtLeast("established 64 B: xipvs-dr / ceiling", 0.9)},
+	{"DR established >= 4x nftables (64 B)", ratioAtLeast("established 64 B: xipvs-dr / nftables", 4)},
+	{"TCP connect/close per s >= nftables", ratioAtLeast("tcp-connect: xipvs-nat / nftables", 1)},
+}
+
+// Markdown renders the report: the measured quantities, the ratios with
+// their spread in each run, the repeatability line, the targets.
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Machine: %s, %d vCPU, %d MiB, kernel %s, %s. Command: `%s`", r.Machine.CPU, r.Machine.CPUs, r.Machine.MemMiB, r.Machine.Kernel, r.Machine.Go, r.Command)
-	fmt.Fprintf(&b, " (%s, %d repeats of %s per sample, %d flows; took %s).\n\n", map[bool]string{true: "quick", false: "full"}[r.Quick],
-		r.Settings.Repeats, r.Settings.Sample, r.Settings.Flows, r.Took.Round(time.Second))
+	fmt.Fprintf(&b, " (%s: %d runs of %d rounds, samples of %s, %d flows; took %s).\n\n", map[bool]string{true: "quick", false: "full"}[r.Quick],
+		r.Settings.Runs, r.Settings.Repeats, r.Settings.Sample, r.Settings.Flows, r.Took.Round(time.Second))
 
-	b.WriteString("| scenario | subject | frame | median | min | max | unit | vs ceiling | vs nftables | vs HAProxy |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, x := range r.Results {
-		size := ""
-		if x.Size > 0 {
-			size = fmt.Sprintf("%d B", x.Size)
-		}
-		var vsCeil, vsNft, vsHa string
-		switch x.Scenario {
-		case "established":
-			vsCeil = ratio(x, r.Get(fmt.Sprintf("ceiling/ceiling/%d", x.Size)))
-			vsNft = ratio(x, r.Get(fmt.Sprintf("established/nftables/%d", x.Size)))
-		case "ceiling":
-			vsNft = ratio(x, r.Get(fmt.Sprintf("established/nftables/%d", x.Size)))
-		case "new-flows":
-			vsNft = ratio(x, r.Get("new-flows/nftables/64"))
-		case "tcp-connect":
-			vsNft = ratio(x, r.Get("tcp-connect/nftables"))
-			vsHa = ratio(x, r.Get("tcp-connect/haproxy"))
-		case "latency":
-			kind, p, _ := strings.Cut(strings.TrimPrefix(x.Key, "latency/xipvs-nat-"), "/")
-			if strings.HasPrefix(x.Key, "latency/xipvs-nat-") {
-				vsNft = ratio(x, r.Get("latency/nftables-"+kind+"/"+p))
+	b.WriteString("Ratios, computed round by round (every subject measured once per round, interleaved); median [min–max] of the rounds:\n\n")
+	b.WriteString("| ratio | run 1 | run 2 | runs within ±15% |\n|---|---|---|---|\n")
+	within, rows := 0, 0
+	var drift []string
+	for _, x := range r.Ratios {
+		cell := func(i int) string {
+			if i >= len(x.Runs) || len(x.Runs[i].PerRound) == 0 {
+				return ""
 			}
-		case "bpf-cost":
-			vsCeil = ratio(x, r.Get("bpf-cost/ceiling"))
+			q := x.Runs[i]
+			return fmt.Sprintf("%.2fx [%.2f–%.2f]", q.Median, q.Min, q.Max)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			x.Scenario, x.Subject, size, num(x.Median), num(x.Min), num(x.Max), x.Unit, vsCeil, vsNft, vsHa)
+		rep := ""
+		if ok, known := x.Repeatable(0.15); known {
+			rows++
+			rep = "yes"
+			if ok {
+				within++
+			} else {
+				rep = "NO"
+				drift = append(drift, x.Name)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", x.Name, cell(0), cell(1), rep)
+	}
+	if rows > 0 {
+		fmt.Fprintf(&b, "\n**Repeatability: %d of %d ratio rows within ±15%% across the two back-to-back runs.**", within, rows)
+		if len(drift) > 0 {
+			fmt.Fprintf(&b, " Outside: %s.", strings.Join(drift, "; "))
+		}
+		b.WriteString("\n")
 	}
 
-	targets := []target{
-		{"DR established >= 0.9x ceiling (64 B)", func(r *Report) (bool, bool) { return atLeast(r, "established/xipvs-dr/64", "ceiling/ceiling/64", 0.9) }},
-		{"DR established >= 4x nftables (64 B)", func(r *Report) (bool, bool) {
-			return atLeast(r, "established/xipvs-dr/64", "established/nftables/64", 4)
-		}},
-		{"TUN established >= 0.8x ceiling (64 B)", func(r *Report) (bool, bool) { return atLeast(r, "established/xipvs-tun/64", "ceiling/ceiling/64", 0.8) }},
-		{"NAT established >= 0.8x ceiling (64 B)", func(r *Report) (bool, bool) { return atLeast(r, "established/xipvs-nat/64", "ceiling/ceiling/64", 0.8) }},
-		{"FULLNAT established >= 0.8x ceiling (64 B)", func(r *Report) (bool, bool) {
-			return atLeast(r, "established/xipvs-fullnat/64", "ceiling/ceiling/64", 0.8)
-		}},
-		{"new flows/s (SYN stream) >= nftables", func(r *Report) (bool, bool) { return atLeast(r, "new-flows/xipvs-dr/64", "new-flows/nftables/64", 1) }},
-		{"TCP connect/close per s >= nftables", func(r *Report) (bool, bool) { return atLeast(r, "tcp-connect/xipvs-nat", "tcp-connect/nftables", 1) }},
-		{"TCP connect/close per s >= 3x HAProxy", func(r *Report) (bool, bool) { return atLeast(r, "tcp-connect/xipvs-nat", "tcp-connect/haproxy", 3) }},
-		{"first-packet p99 <= 100 us", func(r *Report) (bool, bool) {
-			x := r.Get("latency/xipvs-nat-first-packet/p99")
-			if x == nil {
-				return false, false
-			}
-			return x.Median <= 100, true
-		}},
-	}
 	b.WriteString("\n| target (reported, not asserted) | result |\n|---|---|\n")
 	for _, t := range targets {
 		met, known := t.met(r)
@@ -242,6 +342,24 @@ func (r *Report) Markdown() string {
 			s = map[bool]string{true: "met", false: "missed"}[met]
 		}
 		fmt.Fprintf(&b, "| %s | %s |\n", t.text, s)
+	}
+
+	b.WriteString("\nMeasured quantities, median [min–max] of the rounds:\n\n| scenario | subject | frame | unit | run 1 | run 2 |\n|---|---|---|---|---|---|\n")
+	for _, x := range r.Results {
+		if x.Run != 1 {
+			continue
+		}
+		size := ""
+		if x.Size > 0 {
+			size = fmt.Sprintf("%d B", x.Size)
+		}
+		cell := func(y *Result) string {
+			if y == nil {
+				return ""
+			}
+			return fmt.Sprintf("%s [%s–%s]", num(y.Median), num(y.Min), num(y.Max))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", x.Scenario, x.Subject, size, x.Unit, cell(x), cell(r.result(x.Key, 2)))
 	}
 	if len(r.Checks) > 0 {
 		b.WriteString("\n| check | ok | detail |\n|---|---|---|\n")
@@ -253,7 +371,7 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "\nNot measured: %s\n", s)
 	}
 	if r.SlowPathTop != "" {
-		fmt.Fprintf(&b, "\nWhere xipvsd's time goes during a SYN stream (Go CPU profile, `go tool pprof -top -cum`):\n\n```\n%s```\n", r.SlowPathTop)
+		fmt.Fprintf(&b, "\nWhere xipvsd's time goes during a SYN stream through the Go slow path (Go CPU profile, `go tool pprof -top -cum`):\n\n```\n%s```\n", r.SlowPathTop)
 	}
 	return b.String()
 }

@@ -45,45 +45,55 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("not measured: %q", r.Skipped)
 	}
 	var want []string
-	for _, s := range o.Sizes {
-		for _, subj := range []string{"ceiling/ceiling", "established/xipvs-dr", "established/xipvs-tun", "established/xipvs-nat", "established/xipvs-fullnat", "established/nftables"} {
-			want = append(want, subj+"/"+strconv.Itoa(s))
+	for _, size := range o.Sizes {
+		for _, subj := range []string{"ceiling", "reference-lb", "xipvs-dr", "xipvs-tun", "xipvs-nat", "xipvs-fullnat", "nftables"} {
+			want = append(want, "established/"+subj+"/"+strconv.Itoa(size))
 		}
 	}
-	want = append(want, "new-flows/xipvs-dr/64", "new-flows/nftables/64",
+	want = append(want, "new-flows/xipvs-dr", "new-flows/xipvs-slowpath", "new-flows/nftables",
+		"new-flows/xipvs-slowpath-1q-2senders", "new-flows/xipvs-slowpath-2q-2senders",
 		"tcp-connect/routed-no-balancer", "tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy",
-		"bpf-cost/ceiling", "bpf-cost/xipvs-dr", "bpf-cost/xipvs-fullnat-reply")
+		"bpf-cost/ceiling", "bpf-cost/reference-lb", "bpf-cost/xipvs-dr", "bpf-cost/xipvs-not-ours", "bpf-cost/xipvs-fullnat-reply",
+		agingKey(o.AgingSizes[0]))
 	for _, k := range []string{"xipvs-nat", "nftables"} {
 		for _, kind := range []string{"first-packet", "established"} {
 			want = append(want, "latency/"+k+"-"+kind+"/p50", "latency/"+k+"-"+kind+"/p99")
 		}
 	}
 	for _, k := range want {
-		res := r.Get(k)
-		if res == nil {
-			t.Errorf("%s: missing", k)
-			continue
-		}
-		if len(res.Samples) != o.Repeats {
-			t.Errorf("%s: %d samples, want %d", k, len(res.Samples), o.Repeats)
-		}
-		if res.Min <= 0 || res.Min > res.Median || res.Median > res.Max {
-			t.Errorf("%s: median %v min %v max %v", k, res.Median, res.Min, res.Max)
-		}
-		if sent, ok := res.Detail["frames_sent"].(uint64); ok {
-			if got := res.Detail["frames_counted"].(uint64); got == 0 || got > sent {
-				t.Errorf("%s: %d frames counted of %d sent", k, got, sent)
+		for run := 1; run <= o.Runs; run++ {
+			res := r.result(k, run)
+			if res == nil {
+				t.Errorf("%s run %d: missing", k, run)
+				continue
 			}
-		}
-	}
-	if x := r.Get("new-flows/xipvs-dr/64"); x != nil {
-		if got, made := x.Detail["first_packets_counted"].(uint64), x.Detail["connections_made_in_all"].(uint64); got == 0 || got > made {
-			t.Errorf("SYN stream: %d first packets reached a real, but xipvsd made %d connections", got, made)
+			if len(res.Samples) != o.Repeats {
+				t.Errorf("%s: %d samples, want %d", k, len(res.Samples), o.Repeats)
+			}
+			if res.Min <= 0 || res.Min > res.Median || res.Median > res.Max {
+				t.Errorf("%s: median %v min %v max %v", k, res.Median, res.Min, res.Max)
+			}
+			if sent, ok := res.Detail["frames_sent"].(uint64); ok {
+				if got := res.Detail["frames_counted"].(uint64); got == 0 || got > sent {
+					t.Errorf("%s: %d frames counted of %d sent", k, got, sent)
+				}
+			}
+			if got, ok := res.Detail["first_packets_counted"].(uint64); ok && (got == 0 || got > res.Detail["syns_sent"].(uint64)) {
+				t.Errorf("%s: %d first packets counted of %v SYNs", k, got, res.Detail["syns_sent"])
+			}
 		}
 	}
 	for _, k := range []string{"tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy"} {
 		if x := r.Get(k); x != nil && x.Detail["failed_attempts"].(uint64) != 0 {
 			t.Errorf("%s: %v failed connection attempts", k, x.Detail["failed_attempts"])
+		}
+	}
+	// Every ratio has its per-round values in both runs.
+	for _, x := range r.Ratios {
+		for i, q := range x.Runs {
+			if len(q.PerRound) != o.Repeats {
+				t.Errorf("ratio %s run %d: %d rounds, want %d", x.Name, i+1, len(q.PerRound), o.Repeats)
+			}
 		}
 	}
 	// The per-real split and the scheduler's weights.
@@ -96,10 +106,10 @@ func TestSmoke(t *testing.T) {
 			splits++
 		}
 	}
-	if splits != 6*len(o.Sizes) {
-		t.Errorf("%d per-real split checks, want %d", splits, 6*len(o.Sizes))
+	if want := 7 * len(o.Sizes); splits != want {
+		t.Errorf("%d per-real split checks, want %d", splits, want)
 	}
-	if len(r.SlowPathProfile) == 0 || !strings.Contains(r.SlowPathTop, "dataplane.(*slowPath)") {
+	if len(r.SlowPathProfile) == 0 || !strings.Contains(r.SlowPathTop, "dataplane.(*worker)") {
 		t.Errorf("no slow-path profile:\n%s", r.SlowPathTop)
 	}
 
@@ -119,7 +129,7 @@ func TestSmoke(t *testing.T) {
 			if err := json.Unmarshal(b, &back); err != nil {
 				t.Fatalf("%s: %v", p, err)
 			}
-			if len(back.Results) != len(r.Results) || len(back.Results[0].Samples) != o.Repeats {
+			if len(back.Results) != len(r.Results) || len(back.Results[0].Samples) != o.Repeats || len(back.Ratios) != len(r.Ratios) {
 				t.Errorf("%s: %d results, want %d", p, len(back.Results), len(r.Results))
 			}
 		case strings.HasSuffix(p, ".svg"):
@@ -137,12 +147,12 @@ func TestSmoke(t *testing.T) {
 					rects++
 				}
 			}
-			if rects != len(r.Results)+1 {
-				t.Errorf("%s: %d bars, want %d", p, rects-1, len(r.Results))
+			if want := len(r.Results) / o.Runs; rects != want+1 {
+				t.Errorf("%s: %d bars, want %d", p, rects-1, want)
 			}
 		case strings.HasSuffix(p, ".md"):
-			if !strings.Contains(string(b), "| established | xipvs-dr | 64 B |") {
-				t.Errorf("%s: no DR row:\n%s", p, b)
+			if !strings.Contains(string(b), "| established | xipvs-dr | 64 B |") || !strings.Contains(string(b), "Repeatability: ") {
+				t.Errorf("%s: no DR row or repeatability line:\n%s", p, b)
 			}
 		}
 	}

@@ -25,8 +25,8 @@ func (r *Report) SVG() string {
 	pick := func(title, unit string, keep func(*Result) bool, label func(*Result) string) panel {
 		p := panel{title: title, unit: unit}
 		for _, x := range r.Results {
-			if keep(x) {
-				p.bars = append(p.bars, bar{label: label(x), median: x.Median, min: x.Min, max: x.Max, ceiling: x.Scenario == "ceiling" || x.Subject == "ceiling"})
+			if x.Run == 1 && keep(x) {
+				p.bars = append(p.bars, bar{label: label(x), median: x.Median, min: x.Min, max: x.Max, ceiling: x.Subject == "ceiling" || x.Subject == "reference-lb"})
 			}
 		}
 		return p
@@ -35,7 +35,7 @@ func (r *Report) SVG() string {
 	subject := func(x *Result) string { return x.Subject }
 	panels := []panel{
 		pick("Established flows through the director (higher is better)", UnitMpps,
-			func(x *Result) bool { return x.Scenario == "ceiling" || x.Scenario == "established" }, withSize),
+			func(x *Result) bool { return x.Scenario == "established" }, withSize),
 		pick("New flows per second: SYN stream counted at the sinks, and TCP connect/close with concurrent clients", UnitCPS,
 			func(x *Result) bool { return x.Scenario == "new-flows" || x.Scenario == "tcp-connect" },
 			func(x *Result) string { return x.Scenario + " " + x.Subject }),
@@ -44,6 +44,8 @@ func (r *Report) SVG() string {
 			func(x *Result) string { return strings.TrimPrefix(x.Key, "latency/") }),
 		pick("BPF cost per packet, Program.Run with Repeat (lower is better)", UnitNs,
 			func(x *Result) bool { return x.Scenario == "bpf-cost" }, subject),
+		pick("Aging: CPU of one sweep of the connection table (lower is better)", UnitMs,
+			func(x *Result) bool { return x.Scenario == "aging" }, subject),
 	}
 	const (
 		width   = 900

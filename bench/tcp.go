@@ -253,54 +253,31 @@ func percentile(v []float64, p float64) float64 {
 	return s[i]
 }
 
-// measure records connect rate and, when withLatency, latencies of
-// subject.
-func (t *tcpLab) measure(r *Report, o Options, subject string, withLatency bool) error {
-	return t.measureTo(r, o, subject, tcpVIP, withLatency)
-}
-
-func (t *tcpLab) measureTo(r *Report, o Options, subject string, to netip.Addr, withLatency bool) error {
-	res := &Result{Key: "tcp-connect/" + subject, Scenario: "tcp-connect", Subject: subject, Unit: UnitCPS}
-	var failed uint64
-	for i := 0; i < o.Repeats; i++ {
-		cps, f, err := t.connectRate(o, to)
-		if err != nil {
-			return err
-		}
-		res.Samples = append(res.Samples, cps)
-		failed += f
+// measure records one round's connect rate to `to` and, when
+// withLatency, latencies of subject.
+func (t *tcpLab) measure(r *Report, o Options, run int, subject string, to netip.Addr, withLatency bool) error {
+	cps, failed, err := t.connectRate(o, to)
+	if err != nil {
+		return err
 	}
-	res.Detail = map[string]any{"clients": o.Clients, "failed_attempts": failed}
-	r.add(res)
-	o.logf("  %-28s %8.0f connections/s (median; %d clients; %d failed attempts)", res.Key, res.Median, o.Clients, failed)
+	res := r.sample(Result{Key: "tcp-connect/" + subject, Scenario: "tcp-connect", Subject: subject, Unit: UnitCPS}, run, cps)
+	res.Detail["clients"] = o.Clients
+	addDetail(res, "failed_attempts", failed)
 	if !withLatency {
 		return nil
 	}
-	lat := map[string]*Result{}
-	raw := map[string][]float64{}
-	for _, kind := range []string{"first-packet", "established"} {
-		for _, p := range []string{"p50", "p99"} {
-			k := fmt.Sprintf("latency/%s-%s/%s", subject, kind, p)
-			lat[kind+p] = &Result{Key: k, Scenario: "latency", Subject: subject + " " + kind + " " + p, Unit: UnitUs}
-		}
+	first, est, err := t.latency(o)
+	if err != nil {
+		return err
 	}
-	for i := 0; i < o.Repeats; i++ {
-		first, est, err := t.latency(o)
-		if err != nil {
-			return err
-		}
-		for kind, v := range map[string][]float64{"first-packet": first, "established": est} {
-			lat[kind+"p50"].Samples = append(lat[kind+"p50"].Samples, percentile(v, 0.50))
-			lat[kind+"p99"].Samples = append(lat[kind+"p99"].Samples, percentile(v, 0.99))
-			raw[kind] = append(raw[kind], v...)
-		}
-	}
-	for _, kind := range []string{"first-packet", "established"} {
-		for _, p := range []string{"p50", "p99"} {
-			x := lat[kind+p]
-			x.Detail = map[string]any{"per_sample_of": o.Pings, "all_us": raw[kind]}
-			r.add(x)
-			o.logf("  %-40s %7.1f us (median over %d samples)", x.Key, x.Median, len(x.Samples))
+	for kind, v := range map[string][]float64{"first-packet": first, "established": est} {
+		for _, p := range []struct {
+			name string
+			q    float64
+		}{{"p50", 0.50}, {"p99", 0.99}} {
+			k := fmt.Sprintf("latency/%s-%s/%s", subject, kind, p.name)
+			x := r.sample(Result{Key: k, Scenario: "latency", Subject: subject + " " + kind + " " + p.name, Unit: UnitUs}, run, percentile(v, p.q))
+			x.Detail["per_sample_of"] = o.Pings
 		}
 	}
 	return nil
@@ -330,37 +307,34 @@ backend reals
 	server rs2 %s:80
 `
 
-func (t *tcpLab) run(ctx context.Context, r *Report, o Options, work string) error {
-	// The endpoints' own limit: the clients straight to one real server,
-	// routed by the director's kernel, no balancer.
-	o.logf("scenario 4 baseline: TCP connect/close with %d clients to a real server, routed, no balancer", o.Clients)
-	if err := t.measureTo(r, o, "routed-no-balancer", tcpReals[0], false); err != nil {
+// round measures every subject of the TCP lab once, set up and torn down
+// in turn: routed with no balancer (the endpoints' own limit), xipvs NAT,
+// nftables DNAT, HAProxy (tcp mode).
+func (t *tcpLab) round(ctx context.Context, r *Report, o Options, run int, work string) error {
+	if err := t.measure(r, o, run, "routed-no-balancer", tcpReals[0], false); err != nil {
 		return fmt.Errorf("baseline: %w", err)
 	}
-	o.logf("scenarios 4 and 5: TCP connect/close with %d clients, and latency, through xipvs NAT", o.Clients)
-	if err := t.xipvs(r, o, work); err != nil {
+	if err := t.xipvs(r, o, run, work); err != nil {
 		return fmt.Errorf("xipvs: %w", err)
 	}
 	if installed("nft") && ctx.Err() == nil {
-		o.logf("scenarios 4 and 5 through nftables DNAT")
 		if err := nft(t.lb.Netns, fmt.Sprintf(nftTCP, tcpVIP, tcpReals[0], tcpReals[1])); err != nil {
 			return err
 		}
-		err := t.measure(r, o, "nftables", true)
+		err := t.measure(r, o, run, "nftables", tcpVIP, true)
 		if err = errors.Join(err, t.lb.Exec("nft", "delete", "table", "ip", "xipvs_bench").Run()); err != nil {
 			return fmt.Errorf("nftables: %w", err)
 		}
 	}
 	if installed("haproxy") && ctx.Err() == nil {
-		o.logf("scenario 4 through HAProxy (tcp mode)")
-		if err := t.haproxy(r, o, work); err != nil {
+		if err := t.haproxy(r, o, run, work); err != nil {
 			return fmt.Errorf("haproxy: %w", err)
 		}
 	}
 	return ctx.Err()
 }
 
-func (t *tcpLab) xipvs(r *Report, o Options, work string) (err error) {
+func (t *tcpLab) xipvs(r *Report, o Options, run int, work string) (err error) {
 	x, err := startXipvs(t.lb.Netns, o, work, "tcp", false, "eth0", "eth1")
 	if err != nil {
 		return err
@@ -380,10 +354,10 @@ func (t *tcpLab) xipvs(r *Report, o Options, work string) (err error) {
 			return err
 		}
 	}
-	return t.measure(r, o, "xipvs-nat", true)
+	return t.measure(r, o, run, "xipvs-nat", tcpVIP, true)
 }
 
-func (t *tcpLab) haproxy(r *Report, o Options, work string) error {
+func (t *tcpLab) haproxy(r *Report, o Options, run int, work string) error {
 	cfg := filepath.Join(work, "haproxy.cfg")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, haproxyCfg, tcpVIP, tcpReals[0], tcpReals[1]), 0o644); err != nil {
 		return err
@@ -408,7 +382,7 @@ func (t *tcpLab) haproxy(r *Report, o Options, work string) error {
 	if err := t.waitServing(done); err != nil {
 		return fmt.Errorf("%w: %s", err, logs.String())
 	}
-	return t.measure(r, o, "haproxy", false)
+	return t.measure(r, o, run, "haproxy", tcpVIP, false)
 }
 
 // waitServing waits until the VIP answers, or the process ends.

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,32 +22,43 @@ import (
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
-// The wire: the packet-rate topology. One veth pair joins the generator
-// namespace (g0) and the director namespace (eth0), a one-armed director
-// as in LVS-DR: the generator transmits client frames into the director,
-// the director forwards them back out of eth0 toward a real server's MAC
-// (XDP_TX), and the sink on g0 counts them per destination MAC, that is
-// per real server, and drops them. The real servers are neighbour entries
-// on the director: nothing answers for them, so no receiving stack is in
-// the measurement. The MTU is 1600 so that a 1500-byte frame still fits
-// after TUN's 20-byte IPIP header.
+// The wire: the packet-rate topology. A generator namespace is joined by
+// one veth pair to each subject's director namespace: the ceiling, the
+// reference load balancer, xipvs (one xipvsd, a service per forwarding
+// method), nftables, and a second xipvs director on a two-queue veth. A
+// director is one-armed, as in LVS-DR: the generator transmits client
+// frames into it, it forwards them back out of eth0 toward a real
+// server's MAC, and the sink on the generator's side counts them per
+// destination MAC, that is per real server, and drops them. The real
+// servers are neighbour entries on the director: nothing answers for
+// them, so no receiving stack is in the measurement. The MTU is 1600 so
+// that a 1500-byte frame still fits after TUN's 20-byte IPIP header. All
+// veth pairs are alike, so subjects measured seconds apart on different
+// pairs compare as on one.
 var (
 	wireGenMAC  = net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x01}
 	wireLbMAC   = net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x02}
-	wireVIP     = netip.MustParseAddr("10.77.0.100")
 	wireLIP     = netip.MustParseAddr("10.77.0.250")
 	wireEstBase = netip.MustParseAddr("10.78.0.1") // established flows' clients
-	wireSynBase = netip.MustParseAddr("10.90.0.1") // the SYN stream's clients
+	wireSynBase = netip.MustParseAddr("10.90.0.1") // the SYN streams' clients
 	wireReals   = []netip.Addr{netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12"), netip.MustParseAddr("10.77.0.13")}
 	wireWeights = []int{1, 2, 3}
+	// wireVIPs are the xipvs director's services, one per forwarding
+	// method, and a wlc service whose new flows go through the Go slow
+	// path; the ceiling, reference LB and nftables use the DR VIP.
+	wireVIPs = map[string]netip.Addr{
+		"dr": netip.MustParseAddr("10.77.0.100"), "tun": netip.MustParseAddr("10.77.0.101"),
+		"nat": netip.MustParseAddr("10.77.0.102"), "fullnat": netip.MustParseAddr("10.77.0.103"),
+		"slowpath": netip.MustParseAddr("10.77.0.104"),
+	}
 )
 
 const (
 	wireMTU      = 1600
 	wirePorts    = 64      // source ports per client address of the established flows
-	synPorts     = 60000   // of the SYN stream
+	synPorts     = 60000   // of the SYN streams
 	sendChunk    = 65536   // frames per live-frames call while measuring
-	setupChunk   = 32      // frames per call while setting flows up (the slow path's pace)
+	setupChunk   = 32      // frames per call while setting flows up (a slow path's pace)
 	setupPasses  = 20      // SYN passes at most before giving up on setting every flow up
 	synSeqStride = 1 << 26 // SYN stream tuples per sample: never reused in a run
 )
@@ -57,60 +67,98 @@ func wireRealMAC(i int) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0x77, 0, 0, 0, byte(0x0b + i)}
 }
 
-type wire struct {
-	gen, lb      testutil.Netns
+// Wire subjects (director namespaces).
+const (
+	dirCeiling = "ceiling"
+	dirRefLB   = "reference-lb"
+	dirXipvs   = "xipvs"
+	dirNft     = "nftables"
+	dirXipvs2Q = "xipvs-2q"
+)
+
+// director is one subject's namespace on the wire.
+type director struct {
+	ns           testutil.Netns
 	genIf, lbIf  int
+	queues       int
+	attachments  []*loadgen.Attachment
+	x            *xipvs
+	nftInstalled bool
+}
+
+type wire struct {
+	gen          testutil.Netns
+	dirs         map[string]*director
+	order        []string // creation order, for cleanup
 	lg           *loadgen.Programs
-	sink         *loadgen.Attachment
 	names        []string
 	synSeq       uint64
 	flows, ports uint32
 	senders      int
-	synSenders   int // senders of the SYN stream
 }
 
 func newWire(prefix string, o Options) (_ *wire, err error) {
-	w := &wire{flows: uint32(o.Flows), ports: wirePorts, senders: max(o.Senders, 1), synSenders: 1}
+	w := &wire{flows: uint32(o.Flows), ports: wirePorts, senders: max(o.Senders, 1), dirs: map[string]*director{}}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, w.Close())
 		}
 	}()
-	for _, n := range []string{"gen", "lb"} {
-		ns, err := testutil.AddNetns(prefix + "-" + n)
+	if w.gen, err = testutil.AddNetns(prefix + "-gen"); err != nil {
+		return nil, err
+	}
+	w.names = append(w.names, w.gen.Name)
+	if w.lg, err = loadgen.Open(loadgen.Options{CeilingDst: wireRealMAC(0), CeilingSrc: wireLbMAC}); err != nil {
+		return nil, err
+	}
+	for i, name := range []string{dirCeiling, dirRefLB, dirXipvs, dirNft, dirXipvs2Q} {
+		queues := 1
+		if name == dirXipvs2Q {
+			queues = 2
+		}
+		d, err := w.addDirector(prefix, i, queues)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		w.names = append(w.names, ns.Name)
-		if err := ns.Sysctl("net.ipv6.conf.default.disable_ipv6", "1"); err != nil {
+		w.dirs[name] = d
+		w.order = append(w.order, name)
+	}
+	return w, nil
+}
+
+// addDirector makes director namespace number i and its veth pair
+// (g<i> in the generator's namespace, eth0 in the director's).
+func (w *wire) addDirector(prefix string, i, queues int) (*director, error) {
+	ns, err := testutil.AddNetns(fmt.Sprintf("%s-lb%d", prefix, i))
+	if err != nil {
+		return nil, err
+	}
+	w.names = append(w.names, ns.Name)
+	d := &director{ns: ns, queues: queues}
+	for _, n := range []testutil.Netns{ns, w.gen} {
+		if err := n.Sysctl("net.ipv6.conf.default.disable_ipv6", "1"); err != nil {
 			return nil, err
-		}
-		if n == "gen" {
-			w.gen = ns
-		} else {
-			w.lb = ns
 		}
 	}
-	mtu := strconv.Itoa(wireMTU)
+	mtu, q, g := strconv.Itoa(wireMTU), strconv.Itoa(queues), fmt.Sprintf("g%d", i)
 	steps := []struct {
 		ns   testutil.Netns
 		args []string
 	}{
-		{w.gen, []string{"link", "add", "g0", "address", wireGenMAC.String(), "mtu", mtu, "numtxqueues", "1", "numrxqueues", "1", "type", "veth",
-			"peer", "name", "eth0", "netns", w.lb.Name, "address", wireLbMAC.String(), "mtu", mtu, "numtxqueues", "1", "numrxqueues", "1"}},
-		{w.gen, []string{"addr", "add", "10.77.0.1/24", "dev", "g0"}},
-		{w.gen, []string{"link", "set", "g0", "up"}},
-		{w.lb, []string{"addr", "add", "10.77.0.2/24", "dev", "eth0"}},
-		{w.lb, []string{"addr", "add", wireLIP.String() + "/32", "dev", "eth0"}},
-		{w.lb, []string{"link", "set", "eth0", "up"}},
-		{w.lb, []string{"route", "add", "10.64.0.0/10", "via", "10.77.0.1"}},
-		{w.lb, []string{"neigh", "replace", "10.77.0.1", "lladdr", wireGenMAC.String(), "dev", "eth0", "nud", "permanent"}},
+		{w.gen, []string{"link", "add", g, "address", wireGenMAC.String(), "mtu", mtu, "numtxqueues", q, "numrxqueues", q, "type", "veth",
+			"peer", "name", "eth0", "netns", ns.Name, "address", wireLbMAC.String(), "mtu", mtu, "numtxqueues", q, "numrxqueues", q}},
+		{w.gen, []string{"link", "set", g, "up"}},
+		{ns, []string{"addr", "add", "10.77.0.2/24", "dev", "eth0"}},
+		{ns, []string{"addr", "add", wireLIP.String() + "/32", "dev", "eth0"}},
+		{ns, []string{"link", "set", "eth0", "up"}},
+		{ns, []string{"route", "add", "10.64.0.0/10", "via", "10.77.0.1"}},
+		{ns, []string{"neigh", "replace", "10.77.0.1", "lladdr", wireGenMAC.String(), "dev", "eth0", "nud", "permanent"}},
 	}
-	for i, r := range wireReals {
+	for j, r := range wireReals {
 		steps = append(steps, struct {
 			ns   testutil.Netns
 			args []string
-		}{w.lb, []string{"neigh", "replace", r.String(), "lladdr", wireRealMAC(i).String(), "dev", "eth0", "nud", "permanent"}})
+		}{ns, []string{"neigh", "replace", r.String(), "lladdr", wireRealMAC(j).String(), "dev", "eth0", "nud", "permanent"}})
 	}
 	for _, s := range steps {
 		if err := s.ns.IP(s.args...); err != nil {
@@ -123,23 +171,29 @@ func newWire(prefix string, o Options) (_ *wire, err error) {
 		// It forwards out of the interface it received on: no redirects.
 		{"net.ipv4.conf.all.send_redirects", "0"}, {"net.ipv4.conf.eth0.send_redirects", "0"},
 	} {
-		if err := w.lb.Sysctl(kv[0], kv[1]); err != nil {
+		if err := ns.Sysctl(kv[0], kv[1]); err != nil {
 			return nil, err
 		}
 	}
-	if w.genIf, err = ifindex(w.gen, "g0"); err != nil {
+	var err2 error
+	if d.genIf, err2 = ifindex(w.gen, g); err2 != nil {
+		return nil, err2
+	}
+	if d.lbIf, err2 = ifindex(ns, "eth0"); err2 != nil {
+		return nil, err2
+	}
+	sink, err := w.attachIn(w.gen, func() (*loadgen.Attachment, error) { return w.lg.AttachSink(d.genIf) })
+	if err != nil {
 		return nil, err
 	}
-	if w.lbIf, err = ifindex(w.lb, "eth0"); err != nil {
-		return nil, err
-	}
-	if w.lg, err = loadgen.Open(loadgen.Options{CeilingDst: wireRealMAC(0), CeilingSrc: wireLbMAC}); err != nil {
-		return nil, err
-	}
-	if err := w.gen.Do(func() (err error) { w.sink, err = w.lg.AttachSink(w.genIf); return }); err != nil {
-		return nil, err
-	}
-	return w, nil
+	d.attachments = append(d.attachments, sink)
+	return d, nil
+}
+
+func (w *wire) attachIn(ns testutil.Netns, fn func() (*loadgen.Attachment, error)) (*loadgen.Attachment, error) {
+	var a *loadgen.Attachment
+	err := ns.Do(func() (err error) { a, err = fn(); return })
+	return a, err
 }
 
 // pinThread pins the calling (locked) thread to cpu and returns what
@@ -169,11 +223,17 @@ func ifindex(ns testutil.Netns, name string) (int, error) {
 	return idx, err
 }
 
-// Close removes everything the wire made.
+// Close stops what runs on the wire and removes everything it made.
 func (w *wire) Close() error {
 	var err error
-	if w.sink != nil {
-		err = errors.Join(err, w.sink.Close())
+	for i := len(w.order) - 1; i >= 0; i-- {
+		d := w.dirs[w.order[i]]
+		if d.x != nil {
+			d.x.stop()
+		}
+		for _, a := range d.attachments {
+			err = errors.Join(err, a.Close())
+		}
 	}
 	if w.lg != nil {
 		err = errors.Join(err, w.lg.Close())
@@ -185,19 +245,25 @@ func (w *wire) Close() error {
 	return err
 }
 
-// template is a client frame of size bytes to the VIP's port 80.
-func template(size int, src netip.Addr, syn bool) []byte {
-	return testutil.Frame{SrcMAC: wireGenMAC, DstMAC: wireLbMAC, Src: src, Dst: wireVIP, SrcPort: 1024, DstPort: 80,
+// template is a client frame of size bytes to vip's port 80.
+func template(size int, src, vip netip.Addr, syn bool) []byte {
+	return testutil.Frame{SrcMAC: wireGenMAC, DstMAC: wireLbMAC, Src: src, Dst: vip, SrcPort: 1024, DstPort: 80,
 		SYN: syn, ACK: !syn, Payload: make([]byte, size-54)}.Build()
 }
 
-func (w *wire) established(size int, syn bool) (loadgen.Flows, []byte) {
-	t := template(size, wireEstBase, syn)
-	return loadgen.Flows{Template: t, AddrBase: wireEstBase, PortBase: 1024, Ports: w.ports, Count: w.flows}, t
+// established are the established flows to vip.
+func (w *wire) established(size int, vip netip.Addr, syn bool) loadgen.Flows {
+	return loadgen.Flows{Template: template(size, wireEstBase, vip, syn), AddrBase: wireEstBase, PortBase: 1024, Ports: w.ports, Count: w.flows}
 }
 
-func (w *wire) send(t []byte, n uint32) error {
-	return w.gen.Do(func() error { return w.lg.Send(w.genIf, t, n, 0) })
+// synFlows is a SYN stream to vip that never repeats a tuple.
+func (w *wire) synFlows(vip netip.Addr) loadgen.Flows {
+	w.synSeq += synSeqStride
+	return loadgen.Flows{Template: template(64, wireSynBase, vip, true), AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
+}
+
+func (w *wire) send(d *director, t []byte, n uint32) error {
+	return w.gen.Do(func() error { return w.lg.Send(d.genIf, t, n, 0) })
 }
 
 // sample is one measurement: frames generated, frames counted per real
@@ -216,23 +282,23 @@ func (s sample) total() uint64 {
 	return t
 }
 
-func (s sample) mpps() float64 { return float64(s.total()) / s.took.Seconds() / 1e6 }
-
-// measure sends f's flows for d and counts what reaches the sink.
-func (w *wire) measure(f loadgen.Flows, d time.Duration) (sample, error) {
+// measure sends f's flows into d for dur from senders generator threads
+// and counts what reaches the sink.
+func (w *wire) measure(d *director, f loadgen.Flows, dur time.Duration, senders int) (sample, error) {
 	if err := w.lg.SetFlows(f); err != nil {
 		return sample{}, err
 	}
 	if err := w.lg.ResetSink(); err != nil {
 		return sample{}, err
 	}
-	// One sender per CPU, each pinned to its CPU: one alone is slower
-	// than the hop it feeds (every frame's whole path runs in its
-	// softirq), and unpinned senders make the hop's NAPI wander between
-	// CPUs, which gives bimodal rates.
+	// Each sender pinned to its CPU: one alone is slower than the hop it
+	// feeds (every frame's whole path runs in its softirq), and unpinned
+	// senders make the hop's NAPI wander between CPUs, which gives
+	// bimodal rates. A veth hands each sender's frames to the receive
+	// queue of its CPU.
 	start := time.Now()
-	errs := make(chan error, w.senders)
-	for i := 0; i < w.senders; i++ {
+	errs := make(chan error, senders)
+	for i := 0; i < senders; i++ {
 		go func() {
 			errs <- w.gen.Do(func() error {
 				restore, err := pinThread(i % runtime.NumCPU())
@@ -240,8 +306,8 @@ func (w *wire) measure(f loadgen.Flows, d time.Duration) (sample, error) {
 					return err
 				}
 				defer restore()
-				for time.Since(start) < d {
-					if err := w.lg.Send(w.genIf, f.Template, sendChunk, 0); err != nil {
+				for time.Since(start) < dur {
+					if err := w.lg.Send(d.genIf, f.Template, sendChunk, 0); err != nil {
 						return err
 					}
 				}
@@ -250,7 +316,7 @@ func (w *wire) measure(f loadgen.Flows, d time.Duration) (sample, error) {
 		}()
 	}
 	var err error
-	for i := 0; i < w.senders; i++ {
+	for i := 0; i < senders; i++ {
 		err = errors.Join(err, <-errs)
 	}
 	took := time.Since(start)
@@ -270,14 +336,14 @@ func (w *wire) measure(f loadgen.Flows, d time.Duration) (sample, error) {
 	return sample{sent: seq - f.Start, counted: counted, took: took}, nil
 }
 
-// paced sends n frames of f from its start in small chunks, pausing
-// between them, so that a slow path can take every one.
-func (w *wire) paced(f loadgen.Flows, n int) error {
+// paced sends n frames of f from its start into d in small chunks,
+// pausing between them, so that a slow path can take every one.
+func (w *wire) paced(d *director, f loadgen.Flows, n int) error {
 	if err := w.lg.SetFlows(f); err != nil {
 		return err
 	}
 	for sent := 0; sent < n; sent += setupChunk {
-		if err := w.send(f.Template, uint32(min(setupChunk, n-sent))); err != nil {
+		if err := w.send(d, f.Template, uint32(min(setupChunk, n-sent))); err != nil {
 			return err
 		}
 		time.Sleep(time.Millisecond)
@@ -285,128 +351,99 @@ func (w *wire) paced(f loadgen.Flows, n int) error {
 	return nil
 }
 
-// packetRates measures subject's established flows at every size and
-// records the results; split is the share of flows each real server
-// (by MAC byte) should see.
-func (w *wire) packetRates(r *Report, o Options, scenario, subject string, split map[byte]float64) error {
-	for _, size := range o.Sizes {
-		f, _ := w.established(size, false)
-		res := &Result{Key: fmt.Sprintf("%s/%s/%d", scenario, subject, size), Scenario: scenario, Subject: subject, Size: size, Unit: UnitMpps}
-		var sent, got uint64
-		perReal := map[byte]uint64{}
-		for i := 0; i < o.Repeats; i++ {
-			s, err := w.measure(f, o.Sample)
-			if err != nil {
-				return err
-			}
-			res.Samples = append(res.Samples, s.mpps())
-			sent += s.sent
-			got += s.total()
-			for k, c := range s.counted {
-				perReal[k] += c.Pkts
-			}
+var fwdFlag = map[string]string{"dr": "-g", "tun": "-i", "nat": "-m", "fullnat": "-b"}
+
+// wireModes are the xipvs forwarding methods measured on the wire.
+var wireModes = []string{"dr", "tun", "nat", "fullnat"}
+
+// setup prepares every subject: the ceiling and reference LB programs,
+// xipvsd with a service per method (every established flow set up
+// through it and checked against wrr's weights), nftables with the same
+// flows in conntrack, and the two-queue xipvsd.
+func (w *wire) setup(r *Report, o Options, work string) error {
+	ceil, ref, xd, nd, x2 := w.dirs[dirCeiling], w.dirs[dirRefLB], w.dirs[dirXipvs], w.dirs[dirNft], w.dirs[dirXipvs2Q]
+	a, err := w.attachIn(ceil.ns, func() (*loadgen.Attachment, error) { return w.lg.AttachCeiling(ceil.lbIf) })
+	if err != nil {
+		return err
+	}
+	ceil.attachments = append(ceil.attachments, a)
+	if a, err = w.attachIn(ref.ns, func() (*loadgen.Attachment, error) { return w.lg.AttachRefLB(ref.lbIf) }); err != nil {
+		return err
+	}
+	ref.attachments = append(ref.attachments, a)
+	if err := w.refConns(); err != nil {
+		return err
+	}
+
+	o.logf("setting up xipvsd: a wrr service per forwarding method (%d established flows each) and a wlc service", o.Flows)
+	if xd.x, err = startXipvs(xd.ns, o, work, "wire", true, "eth0"); err != nil {
+		return err
+	}
+	for _, mode := range wireModes {
+		if err := w.xipvsService(r, o, xd, mode); err != nil {
+			return fmt.Errorf("xipvs %s: %w\nxipvsd log:\n%s", mode, err, xd.x.d.Logs())
 		}
-		res.Detail = map[string]any{"frames_sent": sent, "frames_counted": got, "per_real_frames": macKeys(perReal)}
-		r.add(res)
-		o.logf("  %-28s %6.3f Mpps (median of %d; %d frames sent, %d counted)", res.Key, res.Median, len(res.Samples), sent, got)
-		r.check("per-real split "+res.Key, splitOK(perReal, split), "%s", splitText(perReal, split))
+	}
+	if err := slowService(xd.x); err != nil {
+		return err
+	}
+	if x2.x, err = startXipvs(x2.ns, o, work, "wire2q", false, "eth0"); err != nil {
+		return err
+	}
+	if err := slowService(x2.x); err != nil {
+		return err
+	}
+	if !installed("nft") {
+		return nil
+	}
+	o.logf("setting up nftables DNAT (numgen, 1:2:3) with the flows in conntrack")
+	// A native program on eth0 so that the generator's frames arrive
+	// (veth trap 1); it passes everything to the stack.
+	if err := nd.ns.Do(func() error { return pass.Attach(nd.lbIf) }); err != nil {
+		return err
+	}
+	v := wireVIPs["dr"]
+	rules := fmt.Sprintf(nftWire, v, wireReals[0], wireReals[1], wireReals[1], wireReals[2], wireReals[2], wireReals[2])
+	if err := nft(nd.ns, rules); err != nil {
+		return err
+	}
+	nd.nftInstalled = true
+	// Conntrack picks the flows up from their first ACK.
+	if err := w.paced(nd, w.established(64, v, false), o.Flows); err != nil {
+		return err
+	}
+	if out, err := nd.ns.Exec("cat", "/proc/sys/net/netfilter/nf_conntrack_count").Output(); err == nil {
+		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		r.check("nftables tracks every flow before measuring", n >= o.Flows, "%d of %d flows in conntrack", n, o.Flows)
 	}
 	return nil
 }
 
-func macKeys(m map[byte]uint64) map[string]uint64 {
-	out := map[string]uint64{}
-	for k, v := range m {
-		out[wireRealMAC(int(k)-0x0b).String()] = v
-	}
-	return out
-}
-
-// splitOK reports whether every real's share of the frames is within one
-// percentage point of its share of the flows, and nothing went elsewhere.
-func splitOK(got map[byte]uint64, want map[byte]float64) bool {
-	var total uint64
-	for _, v := range got {
-		total += v
-	}
-	if total == 0 {
-		return false
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			return false
-		}
-	}
-	for k, share := range want {
-		if math.Abs(float64(got[k])/float64(total)-share) > 0.01 {
-			return false
-		}
-	}
-	return true
-}
-
-func splitText(got map[byte]uint64, want map[byte]float64) string {
-	var total uint64
-	for _, v := range got {
-		total += v
-	}
-	var parts []string
-	for i, r := range wireReals {
-		k := byte(0x0b + i)
-		g := 0.0
-		if total > 0 {
-			g = float64(got[k]) / float64(total)
-		}
-		parts = append(parts, fmt.Sprintf("%s %.1f%% (want %.1f%%)", r, 100*g, 100*want[k]))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func (w *wire) run(ctx context.Context, r *Report, o Options, work string) error {
-	o.logf("scenario 1: ceiling (MAC rewrite + XDP_TX, no lookup) on the wire")
-	var ceil *loadgen.Attachment
-	if err := w.lb.Do(func() (err error) { ceil, err = w.lg.AttachCeiling(w.lbIf); return }); err != nil {
+// refConns gives the reference LB the established flows, split over the
+// reals 1:2:3 as wrr splits them.
+func (w *wire) refConns() error {
+	if err := w.lg.SetRefService(wireVIPs["dr"], 80, 6); err != nil {
 		return err
 	}
-	err := w.packetRates(r, o, "ceiling", "ceiling", map[byte]float64{0x0b: 1})
-	if err = errors.Join(err, ceil.Close()); err != nil {
-		return err
+	var flows []loadgen.RefTuple
+	var macs []net.HardwareAddr
+	split := []int{0, 1, 1, 2, 2, 2}
+	b := wireEstBase.As4()
+	base := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	for n := uint32(0); n < w.flows; n++ {
+		a := base + n/w.ports
+		src := netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
+		flows = append(flows, loadgen.RefTuple{Src: src, Dst: wireVIPs["dr"], SrcPort: uint16(1024 + n%w.ports), DstPort: 80, Proto: 6})
+		macs = append(macs, wireRealMAC(split[n%6]))
 	}
-
-	for _, mode := range []string{"dr", "tun", "nat", "fullnat"} {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		o.logf("scenario 2: xipvs %s, %d established flows over 3 reals (wrr 1:2:3)", strings.ToUpper(mode), o.Flows)
-		if err := w.xipvsMode(r, o, work, mode); err != nil {
-			return fmt.Errorf("xipvs %s: %w", mode, err)
-		}
-	}
-
-	if !installed("nft") {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	o.logf("scenario 3: nftables DNAT (numgen, 1:2:3) on the same hop")
-	return w.nftables(r, o)
+	return w.lg.SetRefConns(flows, macs)
 }
 
-var fwdFlag = map[string]string{"dr": "-g", "tun": "-i", "nat": "-m", "fullnat": "-b"}
-
-func (w *wire) xipvsMode(r *Report, o Options, work, mode string) (err error) {
-	x, err := startXipvs(w.lb, o, work, "wire-"+mode, mode == "dr", "eth0")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("%w\nxipvsd log:\n%s", err, x.d.Logs())
-		}
-		x.stop()
-	}()
-	vs := wireVIP.String() + ":80"
+// xipvsService adds mode's wrr service and sets every established flow up
+// through xipvs: paced SYNs until the scheduler has counted all of them,
+// then one ACK each (SYN_RECV -> ESTABLISHED, in XDP).
+func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) error {
+	vs := wireVIPs[mode].String() + ":80"
 	cmds := [][]string{{"-A", "-t", vs, "-s", "wrr"}}
 	if mode == "fullnat" {
 		cmds = append(cmds, []string{"--add-laddr", "-z", wireLIP.String(), "-t", vs})
@@ -415,21 +452,18 @@ func (w *wire) xipvsMode(r *Report, o Options, work, mode string) (err error) {
 		cmds = append(cmds, []string{"-a", "-t", vs, "-r", rip.String() + ":80", fwdFlag[mode], "-w", strconv.Itoa(wireWeights[i])})
 	}
 	for _, c := range cmds {
-		if err := x.run(c...); err != nil {
+		if err := d.x.run(c...); err != nil {
 			return err
 		}
 	}
-	client := api.NewClient(x.socket)
-	// Set every flow up: SYNs through the slow path, paced, until the
-	// scheduler has seen all of them, then one ACK each (SYN_RECV ->
-	// ESTABLISHED, in XDP).
-	syn, _ := w.established(64, true)
+	client := api.NewClient(d.x.socket)
 	var conns map[byte]uint64
+	var err error
 	for pass := 0; ; pass++ {
-		if err := w.paced(syn, o.Flows); err != nil {
+		if err := w.paced(d, w.established(64, wireVIPs[mode], true), o.Flows); err != nil {
 			return err
 		}
-		if conns, err = schedConns(client); err != nil {
+		if conns, err = schedConns(client, wireVIPs[mode]); err != nil {
 			return err
 		}
 		if n := sum(conns); n >= uint64(o.Flows) {
@@ -438,36 +472,161 @@ func (w *wire) xipvsMode(r *Report, o Options, work, mode string) (err error) {
 			return fmt.Errorf("only %d of %d flows set up after %d passes", n, o.Flows, pass+1)
 		}
 	}
-	ack, _ := w.established(64, false)
-	if err := w.paced(ack, o.Flows); err != nil {
+	if err := w.paced(d, w.established(64, wireVIPs[mode], false), o.Flows); err != nil {
 		return err
-	}
-	want := map[byte]float64{}
-	for k, v := range conns {
-		want[k] = float64(v) / float64(sum(conns))
 	}
 	r.check(fmt.Sprintf("xipvs-%s wrr 1:2:3 schedules the flows by weight", mode), wrrOK(conns, o.Flows), "connections per real: %v of %d", macKeys(conns), o.Flows)
-	if err := w.packetRates(r, o, "established", "xipvs-"+mode, want); err != nil {
+	return nil
+}
+
+// slowService adds the wlc service whose new flows the Go slow path
+// schedules (wlc's picks follow connection counts: no XDP cycle).
+func slowService(x *xipvs) error {
+	vs := wireVIPs["slowpath"].String() + ":80"
+	if err := x.run("-A", "-t", vs, "-s", "wlc"); err != nil {
 		return err
 	}
-	if mode == "dr" {
-		o.logf("scenario 4: new flows through the slow path (SYN stream, distinct tuples)")
-		if err := w.synStream(r, o, "xipvs-dr", func() (uint64, error) {
-			c, err := schedConns(client)
-			return sum(c), err
-		}); err != nil {
+	for _, rip := range wireReals {
+		if err := x.run("-a", "-t", vs, "-r", rip.String()+":80", "-g"); err != nil {
 			return err
-		}
-		// One more SYN stream, under Go's CPU profiler: where the slow
-		// path's time goes.
-		if err := w.profileSlowPath(r, o); err != nil {
-			return fmt.Errorf("profile: %w", err)
 		}
 	}
 	return nil
 }
 
+// packetRound measures every subject's established flows once at size,
+// into r's run: the ceiling, the reference LB, xipvs per method and
+// nftables, back to back.
+func (w *wire) packetRound(r *Report, o Options, run, size int, splits map[string]map[byte]uint64) error {
+	type subj struct {
+		name, dir string
+		vip       netip.Addr
+	}
+	subjects := []subj{{"ceiling", dirCeiling, wireVIPs["dr"]}, {"reference-lb", dirRefLB, wireVIPs["dr"]}}
+	for _, m := range wireModes {
+		subjects = append(subjects, subj{"xipvs-" + m, dirXipvs, wireVIPs[m]})
+	}
+	if w.dirs[dirNft].nftInstalled {
+		subjects = append(subjects, subj{"nftables", dirNft, wireVIPs["dr"]})
+	}
+	for _, s := range subjects {
+		smp, err := w.measure(w.dirs[s.dir], w.established(size, s.vip, false), o.Sample, w.senders)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		key := fmt.Sprintf("established/%s/%d", s.name, size)
+		res := r.sample(Result{Key: key, Scenario: "established", Subject: s.name, Size: size, Unit: UnitMpps}, run,
+			float64(smp.total())/smp.took.Seconds()/1e6)
+		addDetail(res, "frames_sent", smp.sent)
+		addDetail(res, "frames_counted", smp.total())
+		if splits[key] == nil {
+			splits[key] = map[byte]uint64{}
+		}
+		for m, c := range smp.counted {
+			splits[key][m] += c.Pkts
+		}
+	}
+	return nil
+}
+
+func addDetail(res *Result, k string, v uint64) {
+	old, _ := res.Detail[k].(uint64)
+	res.Detail[k] = old + v
+}
+
+// newFlowRound measures new flows per second once per subject: SYN
+// streams that never repeat a tuple, counted at the sinks. One sender
+// each, so that a CPU is left to whatever takes new flows (for nftables
+// the sender's softirq does it all); then the Go slow path with two
+// senders, on one and on two receive queues.
+func (w *wire) newFlowRound(r *Report, o Options, run int) error {
+	type stream struct {
+		name, dir string
+		vip       netip.Addr
+		senders   int
+	}
+	streams := []stream{
+		{"xipvs-dr", dirXipvs, wireVIPs["dr"], 1},
+		{"xipvs-slowpath", dirXipvs, wireVIPs["slowpath"], 1},
+	}
+	if w.dirs[dirNft].nftInstalled {
+		streams = append(streams, stream{"nftables", dirNft, wireVIPs["dr"], 1})
+	}
+	streams = append(streams, stream{"xipvs-slowpath-1q-2senders", dirXipvs, wireVIPs["slowpath"], 2},
+		stream{"xipvs-slowpath-2q-2senders", dirXipvs2Q, wireVIPs["slowpath"], 2})
+	for _, s := range streams {
+		smp, err := w.measure(w.dirs[s.dir], w.synFlows(s.vip), o.Sample, s.senders)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		res := r.sample(Result{Key: "new-flows/" + s.name, Scenario: "new-flows", Subject: s.name, Size: 64, Unit: UnitCPS}, run,
+			float64(smp.total())/smp.took.Seconds())
+		addDetail(res, "syns_sent", smp.sent)
+		addDetail(res, "first_packets_counted", smp.total())
+		res.Detail["senders"] = s.senders
+	}
+	return nil
+}
+
+// checkSplits checks that each real's share of the frames equals its
+// share of the flows within one point.
+func checkSplits(r *Report, splits map[string]map[byte]uint64) {
+	want := map[byte]float64{0x0b: 1.0 / 6, 0x0c: 2.0 / 6, 0x0d: 3.0 / 6}
+	for key, got := range splits {
+		w := want
+		if strings.HasPrefix(key, "established/ceiling/") {
+			w = map[byte]float64{0x0b: 1}
+		}
+		r.check("per-real split "+key, splitOK(got, w), "%s", splitText(got, w))
+	}
+}
+
+func macKeys(m map[byte]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range m {
+		if i := int(k) - 0x0b; i >= 0 && i < len(wireReals) {
+			out[wireReals[i].String()] = v
+		}
+	}
+	return out
+}
+
+func splitOK(got map[byte]uint64, want map[byte]float64) bool {
+	total := sum(got)
+	if total == 0 {
+		return false
+	}
+	for m, v := range got {
+		if _, ok := want[m]; !ok && v > 0 {
+			return false
+		}
+	}
+	for m, share := range want {
+		if math.Abs(float64(got[m])/float64(total)-share) > 0.01 {
+			return false
+		}
+	}
+	return true
+}
+
+func splitText(got map[byte]uint64, want map[byte]float64) string {
+	total := sum(got)
+	var parts []string
+	for i, rip := range wireReals {
+		m := byte(0x0b + i)
+		g := 0.0
+		if total > 0 {
+			g = float64(got[m]) / float64(total) * 100
+		}
+		parts = append(parts, fmt.Sprintf("%s %.1f%% (want %.1f%%)", rip, g, want[m]*100))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// profileSlowPath takes a CPU profile of the xipvs director's xipvsd
+// while a SYN stream goes through its Go slow path (the wlc service).
 func (w *wire) profileSlowPath(r *Report, o Options) error {
+	d := w.dirs[dirXipvs]
 	secs := max(int(o.Sample.Seconds()), 1)
 	type result struct {
 		b   []byte
@@ -475,7 +634,7 @@ func (w *wire) profileSlowPath(r *Report, o Options) error {
 	}
 	got := make(chan result, 1)
 	go func() {
-		resp, err := w.lb.HTTPClient(time.Duration(secs+10) * time.Second).Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", profileAddr, secs))
+		resp, err := d.ns.HTTPClient(time.Duration(secs+10) * time.Second).Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", profileAddr, secs))
 		if err != nil {
 			got <- result{err: err}
 			return
@@ -487,11 +646,7 @@ func (w *wire) profileSlowPath(r *Report, o Options) error {
 		}
 		got <- result{b, err}
 	}()
-	w.synSeq += synSeqStride
-	f := loadgen.Flows{Template: template(64, wireSynBase, true), AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
-	w.senders, w.synSenders = w.synSenders, w.senders
-	_, err := w.measure(f, time.Duration(secs)*time.Second+200*time.Millisecond)
-	w.senders, w.synSenders = w.synSenders, w.senders
+	_, err := w.measure(d, w.synFlows(wireVIPs["slowpath"]), time.Duration(secs)*time.Second+200*time.Millisecond, 1)
 	res := <-got
 	if err = errors.Join(err, res.err); err != nil {
 		return err
@@ -523,15 +678,18 @@ func sum(m map[byte]uint64) uint64 {
 	return t
 }
 
-// schedConns returns the connections the scheduler gave each wire real
-// (by MAC byte).
-func schedConns(c *api.Client) (map[byte]uint64, error) {
+// schedConns returns the connections the scheduler of vip's service
+// gave each wire real (by MAC byte).
+func schedConns(c *api.Client, vip netip.Addr) (map[byte]uint64, error) {
 	svcs, err := c.Services()
 	if err != nil {
 		return nil, err
 	}
 	out := map[byte]uint64{}
 	for _, s := range svcs {
+		if s.Addr != vip {
+			continue
+		}
 		for _, d := range s.Dests {
 			for i, rip := range wireReals {
 				if d.Addr == rip {
@@ -543,42 +701,6 @@ func schedConns(c *api.Client) (map[byte]uint64, error) {
 	return out, nil
 }
 
-// synStream sends SYNs of tuples never seen before as fast as the
-// generator goes, and counts the first packets that reach the reals.
-// made, if set, returns how many connections the balancer has made in
-// all (to report how many it set up against how many reached a real).
-func (w *wire) synStream(r *Report, o Options, subject string, made func() (uint64, error)) error {
-	res := &Result{Key: "new-flows/" + subject + "/64", Scenario: "new-flows", Subject: subject, Size: 64, Unit: UnitCPS}
-	t := template(64, wireSynBase, true)
-	var sent, got uint64
-	// One sender: the other CPU is left to whatever takes new flows
-	// (xipvsd's slow path; for nftables the sender's softirq does it all).
-	w.senders, w.synSenders = w.synSenders, w.senders
-	defer func() { w.senders, w.synSenders = w.synSenders, w.senders }()
-	for i := 0; i < o.Repeats; i++ {
-		w.synSeq += synSeqStride
-		f := loadgen.Flows{Template: t, AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
-		s, err := w.measure(f, o.Sample)
-		if err != nil {
-			return err
-		}
-		res.Samples = append(res.Samples, float64(s.total())/s.took.Seconds())
-		sent += s.sent
-		got += s.total()
-	}
-	res.Detail = map[string]any{"syns_sent": sent, "first_packets_counted": got, "senders": w.senders}
-	if made != nil {
-		n, err := made()
-		if err != nil {
-			return err
-		}
-		res.Detail["connections_made_in_all"] = n
-	}
-	r.add(res)
-	o.logf("  %-28s %8.0f new flows/s (median; %d SYNs offered, %d reached a real)", res.Key, res.Median, sent, got)
-	return nil
-}
-
 const nftWire = `table ip xipvs_bench {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
@@ -586,36 +708,6 @@ const nftWire = `table ip xipvs_bench {
 	}
 }
 `
-
-func (w *wire) nftables(r *Report, o Options) (err error) {
-	// A native program on eth0 so that the generator's frames arrive
-	// (veth trap 1); it passes everything to the stack.
-	if err := w.lb.Do(func() error { return pass.Attach(w.lbIf) }); err != nil {
-		return err
-	}
-	rules := fmt.Sprintf(nftWire, wireVIP, wireReals[0], wireReals[1], wireReals[1], wireReals[2], wireReals[2], wireReals[2])
-	if err := nft(w.lb, rules); err != nil {
-		return err
-	}
-	defer func() {
-		err = errors.Join(err, w.lb.Exec("nft", "delete", "table", "ip", "xipvs_bench").Run(), w.lb.IP("link", "set", "dev", "eth0", "xdp", "off"))
-	}()
-	// Conntrack picks the flows up from their first ACK.
-	ack, _ := w.established(64, false)
-	if err := w.paced(ack, o.Flows); err != nil {
-		return err
-	}
-	if out, err := w.lb.Exec("cat", "/proc/sys/net/netfilter/nf_conntrack_count").Output(); err == nil {
-		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-		r.check("nftables tracks every flow before measuring", n >= o.Flows, "%d of %d flows in conntrack", n, o.Flows)
-	}
-	want := map[byte]float64{0x0b: 1.0 / 6, 0x0c: 2.0 / 6, 0x0d: 3.0 / 6}
-	if err := w.packetRates(r, o, "established", "nftables", want); err != nil {
-		return err
-	}
-	o.logf("scenario 4: new flows through nftables (SYN stream)")
-	return w.synStream(r, o, "nftables", nil)
-}
 
 // nft loads rules into ns.
 func nft(ns testutil.Netns, rules string) error {

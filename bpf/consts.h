@@ -4,6 +4,9 @@
 #ifndef XIPVS_CONSTS_H
 #define XIPVS_CONSTS_H
 
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
 #ifndef MAX_SERVICES
 /* Entries of the services map: one per virtual port; a port group
  * (firewall-mark service) takes one per port it binds. */
@@ -33,6 +36,23 @@
 #ifndef MAX_SWEEP_RELEASED
 #define MAX_SWEEP_RELEASED 65536
 #endif
+
+/* Slots of the address prefilter (addr_filter); a power of two. */
+#define ADDR_SLOTS 65536
+
+/* addr_filter flags. */
+enum addr_flag {
+	ADDR_F_VIP = 0x1,        /* a VIP: traffic to it may be a service's */
+	ADDR_F_NAT_SOURCE = 0x2, /* a NAT/FULLNAT real: traffic from it may be a reply */
+	ADDR_F_ALL_PORTS = 0x4,  /* a VIP with a port-zero (every port) service key */
+};
+
+/* addr_slot folds an IPv4 address (as loaded from the packet) to its
+ * prefilter slot. dataplane/addrfilter.go computes the same. */
+static __always_inline __u32 addr_slot(__u32 addr)
+{
+	return (addr ^ (addr >> 16)) & (ADDR_SLOTS - 1);
+}
 
 /* A stage that did not decide the packet's fate returns this (Katran). */
 #define FURTHER_PROCESSING -1

@@ -271,16 +271,41 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct co
 	return forward(ctx, p, c, stat);
 }
 
+/* service looks up the service of (VIP, port, protocol); port 0 stands
+ * for every port of the VIP (a persistent port-zero service or an
+ * all-ports port group), looked up only where the prefilter says some
+ * VIP has one. */
+static __always_inline struct svc_val *service(__be32 vip, __be16 port, __u8 proto, __u8 flags)
+{
+	struct svc_key sk = { .vip = vip, .port = port, .proto = proto };
+	struct svc_val *sv = bpf_map_lookup_elem(&services, &sk);
+
+	if (sv || !(flags & ADDR_F_ALL_PORTS))
+		return sv;
+	sk.port = 0;
+	return bpf_map_lookup_elem(&services, &sk);
+}
+
+/* addr_flags is the prefilter's word for addr: which of VIP and NAT
+ * source some address hashing there is. */
+static __always_inline __u8 addr_flags(__be32 addr)
+{
+	__u32 i = addr_slot(addr);
+	__u8 *f = bpf_map_lookup_elem(&addr_filter, &i);
+
+	return f ? *f : 0;
+}
+
 static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	void *cursor = data;
 	struct pkt p = {};
-	struct svc_key sk = {};
 	struct conn_key ck = {};
 	struct svc_val *sv;
 	struct conn_val *c;
+	__u8 dflags, sflags, vflags;
 
 	*stat = STAT_PASS;
 	if (parse_eth(&cursor, data_end, &p) != ETH_P_IP_BE)
@@ -290,6 +315,13 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 		return XDP_PASS;
 	}
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+		return XDP_PASS;
+	/* Traffic that is neither to a VIP nor from a NAT/FULLNAT real
+	 * leaves here, after two array reads and no hash lookup. */
+	vflags = addr_flags(p.ip->daddr);
+	dflags = vflags & ADDR_F_VIP;
+	sflags = addr_flags(p.ip->saddr) & ADDR_F_NAT_SOURCE;
+	if (!dflags && !sflags)
 		return XDP_PASS;
 	if (p.frag) {
 		/* Only the first fragment carries ports; IPVS reassembles first.
@@ -302,34 +334,27 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 		return XDP_PASS;
 	}
 
-	sk.vip = p.ip->daddr;
-	sk.port = p.dport;
-	sk.proto = p.proto;
 	ck.saddr = p.ip->saddr;
 	ck.daddr = p.ip->daddr;
 	ck.sport = p.sport;
 	ck.dport = p.dport;
 	ck.proto = p.proto;
-	sv = bpf_map_lookup_elem(&services, &sk);
-	if (!sv) {
-		/* Port 0 stands for every port of the VIP: a persistent
-		 * port-zero service or an all-ports port group. */
-		sk.port = 0;
-		sv = bpf_map_lookup_elem(&services, &sk);
-		if (!sv) {
-			/* Not for a service: a reply of a NAT or FULLNAT
-			 * connection, or not ours. */
-			if (!bpf_map_lookup_elem(&nat_sources, &ck.saddr))
-				return XDP_PASS;
-			c = bpf_map_lookup_elem(&conns, &ck);
-			if (c && (c->flags & CONN_F_REPLY))
-				return reply(ctx, &p, c, stat);
-			return XDP_PASS;
-		}
-	}
+	/* The connection first: an established flow needs no service
+	 * lookup (a connection exists only for a service's traffic, and
+	 * goes with its service). */
 	c = bpf_map_lookup_elem(&conns, &ck);
-	if (c && !(c->flags & CONN_F_REPLY) && !conn_reused(c, &p))
+	if (c && (c->flags & CONN_F_REPLY)) {
+		if (sflags)
+			return reply(ctx, &p, c, stat);
+		return XDP_PASS;
+	}
+	if (dflags && c && !conn_reused(c, &p))
 		return forward(ctx, &p, c, stat);
+	if (!dflags)
+		return XDP_PASS;
+	sv = service(p.ip->daddr, p.dport, p.proto, vflags);
+	if (!sv)
+		return XDP_PASS;
 	return new_flow(ctx, &p, &ck, sv->id, stat);
 }
 
@@ -341,6 +366,7 @@ const volatile struct shared_enums {
 	enum real_flag real_flag;
 	enum tcp_state tcp_state;
 	enum stat_idx stat;
+	enum addr_flag addr_flag;
 } xipvs_shared_enums;
 
 SEC("xdp")

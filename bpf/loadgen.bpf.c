@@ -10,12 +10,19 @@
  *                    the director chose) and drops them; ARP and the rest pass.
  *   loadgen_ceiling  the best a forwarder can do on this hop: rewrite the
  *                    MACs and XDP_TX, no parsing beyond Ethernet, no lookup.
+ *   loadgen_reflb    the minimal load balancer, what any LB pays for an
+ *                    established flow: parse to the ports, one service hash
+ *                    lookup, one LRU connection lookup, MAC rewrite, XDP_TX.
  *
  * Frames are recycled by the live-frames page pool with whatever the last
  * hop left in them (a NAT rewrite, an IPIP header), so the generator
  * rewrites all of the headers from its template on every run. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -153,6 +160,79 @@ int loadgen_ceiling(struct xdp_md *ctx)
 		eth->h_dest[i] = ceiling_dst[i];
 		eth->h_source[i] = ceiling_src[i];
 	}
+	return XDP_TX;
+}
+
+/* The reference LB's tables. */
+struct ref_svc_key {
+	__be32 vip;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct ref_conn_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ref_conn {
+	__u8 mac[ETH_ALEN]; /* the real's */
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct ref_svc_key);
+	__type(value, __u32);
+} ref_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct ref_conn_key);
+	__type(value, struct ref_conn);
+} ref_conns SEC(".maps");
+
+SEC("xdp")
+int loadgen_reflb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct ref_svc_key sk = {};
+	struct ref_conn_key ck = {};
+	struct ref_conn *c;
+	__be16 *ports;
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl < 5)
+		return XDP_PASS;
+	ports = (void *)ip + ip->ihl * 4;
+	if ((void *)(ports + 2) > data_end || (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
+		return XDP_PASS;
+	sk.vip = ip->daddr;
+	sk.port = ports[1];
+	sk.proto = ip->protocol;
+	if (!bpf_map_lookup_elem(&ref_services, &sk))
+		return XDP_PASS;
+	ck.saddr = ip->saddr;
+	ck.daddr = ip->daddr;
+	ck.sport = ports[0];
+	ck.dport = ports[1];
+	ck.proto = ip->protocol;
+	c = bpf_map_lookup_elem(&ref_conns, &ck);
+	if (!c)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_dest, c->mac, ETH_ALEN);
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++)
+		eth->h_source[i] = ceiling_src[i];
 	return XDP_TX;
 }
 

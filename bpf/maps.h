@@ -24,15 +24,17 @@ struct {
 	__type(value, struct real);
 } reals SEC(".maps");
 
-/* Addresses of NAT and FULLNAT real servers: only packets from these
- * can be replies, so other traffic that is not for a service passes
- * without a connection lookup. The value is unused. */
+/* The prefilter: by addr_slot(address), whether some VIP (ADDR_F_VIP)
+ * or NAT/FULLNAT real address (ADDR_F_NAT_SOURCE) hashes there. Most
+ * traffic that is not ours leaves after two reads of it; a hit is then
+ * checked against the services map or the connection table. Go keeps it
+ * in step with services and nat_sources. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_REALS);
-	__type(key, __be32);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ADDR_SLOTS);
+	__type(key, __u32);
 	__type(value, __u8);
-} nat_sources SEC(".maps");
+} addr_filter SEC(".maps");
 
 /* Connections, written by Go's slow path, read and state-updated here. */
 struct {

@@ -152,6 +152,9 @@ type Dataplane struct {
 
 	slow  *slowPath
 	sweep *sweepProg
+
+	filter  *addrFilter
+	svcKeys map[ServiceKey]bool // the services map's keys
 }
 
 // Now is the kernel's monotonic coarse clock, the one conn.LastSeen uses.
@@ -180,7 +183,8 @@ func Open(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("load director spec: %w", err)
 	}
 	spec.Maps[directorMapConns].MaxEntries = opts.ConnTableSize
-	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}, ifaceMACs: map[int]net.HardwareAddr{}, pinDir: opts.PinDir}
+	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}, ifaceMACs: map[int]net.HardwareAddr{}, pinDir: opts.PinDir,
+		filter: newAddrFilter(), svcKeys: map[ServiceKey]bool{}}
 	var copts ebpf.CollectionOptions
 	if opts.PinDir != "" {
 		if err := preparePinDir(opts.PinDir, opts.Flush); err != nil {
@@ -209,6 +213,10 @@ func Open(opts Options) (*Dataplane, error) {
 		d.log.Info("adopted pinned maps", "dir", opts.PinDir)
 	}
 	if err := d.loadSweep(opts.ConnTableSize); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := d.rebuildFilter(); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -348,7 +356,13 @@ func (d *Dataplane) SetService(k ServiceKey, id uint32) error {
 	if err := d.objs.Services.Put(k.raw(), directorSvcVal{Id: id}); err != nil {
 		return fmt.Errorf("set service %v:%d/%d: %w", k.VIP, k.Port, k.Proto, err)
 	}
-	return nil
+	d.realsMu.Lock()
+	defer d.realsMu.Unlock()
+	if d.svcKeys[k] {
+		return nil
+	}
+	d.svcKeys[k] = true
+	return d.filterVIP(k, 1)
 }
 
 // DeleteService removes a virtual service; a missing one is not an error.
@@ -356,7 +370,13 @@ func (d *Dataplane) DeleteService(k ServiceKey) error {
 	if err := d.objs.Services.Delete(k.raw()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete service %v:%d/%d: %w", k.VIP, k.Port, k.Proto, err)
 	}
-	return nil
+	d.realsMu.Lock()
+	defer d.realsMu.Unlock()
+	if !d.svcKeys[k] {
+		return nil
+	}
+	delete(d.svcKeys, k)
+	return d.filterVIP(k, -1)
 }
 
 // Adopted reports whether Open took its maps over from a pin directory.
@@ -412,7 +432,7 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	return nil
 }
 
-// syncNATSource keeps addr in nat_sources exactly while a NAT or
+// syncNATSource marks addr in the prefilter exactly while a NAT or
 // FULLNAT real has it: only packets from those can be replies. realsMu
 // is held.
 func (d *Dataplane) syncNATSource(addr netip.Addr) error {
@@ -423,16 +443,7 @@ func (d *Dataplane) syncNATSource(addr netip.Addr) error {
 			break
 		}
 	}
-	var err error
-	if want {
-		err = d.objs.NatSources.Put(be32(addr), uint8(1))
-	} else if err = d.objs.NatSources.Delete(be32(addr)); errors.Is(err, ebpf.ErrKeyNotExist) {
-		err = nil
-	}
-	if err != nil {
-		return fmt.Errorf("nat_sources %v: %w", addr, err)
-	}
-	return nil
+	return d.filterNATSource(addr, want)
 }
 
 // DeleteReal clears real server id; connections still naming it are

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type directorAddrFlag uint32
+
+const (
+	directorAddrFlagADDR_F_VIP        directorAddrFlag = 1
+	directorAddrFlagADDR_F_NAT_SOURCE directorAddrFlag = 2
+	directorAddrFlagADDR_F_ALL_PORTS  directorAddrFlag = 4
+)
+
 type directorConnFlag uint32
 
 const (
@@ -110,6 +118,7 @@ type directorSharedEnums struct {
 	RealFlag uint32
 	TcpState uint32
 	Stat     uint32
+	AddrFlag uint32
 }
 
 type directorStatIdx uint32
@@ -166,9 +175,9 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	directorMapAddrFilter       = "addr_filter"
 	directorMapConns            = "conns"
 	directorMapIfaces           = "ifaces"
-	directorMapNatSources       = "nat_sources"
 	directorMapPickCtls         = "pick_ctls"
 	directorMapPickSeqs         = "pick_seqs"
 	directorMapRealConns        = "real_conns"
@@ -234,9 +243,9 @@ type directorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type directorMapSpecs struct {
+	AddrFilter  *ebpf.MapSpec `ebpf:"addr_filter"`
 	Conns       *ebpf.MapSpec `ebpf:"conns"`
 	Ifaces      *ebpf.MapSpec `ebpf:"ifaces"`
-	NatSources  *ebpf.MapSpec `ebpf:"nat_sources"`
 	PickCtls    *ebpf.MapSpec `ebpf:"pick_ctls"`
 	PickSeqs    *ebpf.MapSpec `ebpf:"pick_seqs"`
 	RealConns   *ebpf.MapSpec `ebpf:"real_conns"`
@@ -278,9 +287,9 @@ func (o *directorObjects) Close() error {
 //
 // It can be passed to loadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type directorMaps struct {
+	AddrFilter  *ebpf.Map `ebpf:"addr_filter"`
 	Conns       *ebpf.Map `ebpf:"conns"`
 	Ifaces      *ebpf.Map `ebpf:"ifaces"`
-	NatSources  *ebpf.Map `ebpf:"nat_sources"`
 	PickCtls    *ebpf.Map `ebpf:"pick_ctls"`
 	PickSeqs    *ebpf.Map `ebpf:"pick_seqs"`
 	RealConns   *ebpf.Map `ebpf:"real_conns"`
@@ -297,9 +306,9 @@ type directorMaps struct {
 
 func (m *directorMaps) Close() error {
 	return _DirectorClose(
+		m.AddrFilter,
 		m.Conns,
 		m.Ifaces,
-		m.NatSources,
 		m.PickCtls,
 		m.PickSeqs,
 		m.RealConns,

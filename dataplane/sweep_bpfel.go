@@ -141,9 +141,9 @@ type sweepSweepTmpl struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	sweepMapAddrFilter      = "addr_filter"
 	sweepMapConns           = "conns"
 	sweepMapIfaces          = "ifaces"
-	sweepMapNatSources      = "nat_sources"
 	sweepMapPickCtls        = "pick_ctls"
 	sweepMapPickSeqs        = "pick_seqs"
 	sweepMapRealConns       = "real_conns"
@@ -212,9 +212,9 @@ type sweepProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sweepMapSpecs struct {
+	AddrFilter      *ebpf.MapSpec `ebpf:"addr_filter"`
 	Conns           *ebpf.MapSpec `ebpf:"conns"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
-	NatSources      *ebpf.MapSpec `ebpf:"nat_sources"`
 	PickCtls        *ebpf.MapSpec `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.MapSpec `ebpf:"pick_seqs"`
 	RealConns       *ebpf.MapSpec `ebpf:"real_conns"`
@@ -259,9 +259,9 @@ func (o *sweepObjects) Close() error {
 //
 // It can be passed to loadSweepObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sweepMaps struct {
+	AddrFilter      *ebpf.Map `ebpf:"addr_filter"`
 	Conns           *ebpf.Map `ebpf:"conns"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
-	NatSources      *ebpf.Map `ebpf:"nat_sources"`
 	PickCtls        *ebpf.Map `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.Map `ebpf:"pick_seqs"`
 	RealConns       *ebpf.Map `ebpf:"real_conns"`
@@ -282,9 +282,9 @@ type sweepMaps struct {
 
 func (m *sweepMaps) Close() error {
 	return _SweepClose(
+		m.AddrFilter,
 		m.Conns,
 		m.Ifaces,
-		m.NatSources,
 		m.PickCtls,
 		m.PickSeqs,
 		m.RealConns,

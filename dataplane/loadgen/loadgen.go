@@ -86,6 +86,46 @@ func (g *Programs) AttachSink(ifindex int) (*Attachment, error) {
 	return g.attach(g.objs.LoadgenSink, ifindex)
 }
 
+// AttachRefLB attaches the reference load balancer natively to ifindex,
+// in the calling thread's network namespace.
+func (g *Programs) AttachRefLB(ifindex int) (*Attachment, error) {
+	return g.attach(g.objs.LoadgenReflb, ifindex)
+}
+
+// RefTuple is a flow of the reference load balancer (addresses in
+// network order as netip gives them).
+type RefTuple struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+	Proto            uint8
+}
+
+func be16(v uint16) uint16 { return v<<8 | v>>8 }
+
+// SetRefService makes (vip, port, proto) a service of the reference LB.
+func (g *Programs) SetRefService(vip netip.Addr, port uint16, proto uint8) error {
+	k := loadgenRefSvcKey{Vip: binary.NativeEndian.Uint32(vip.AsSlice()), Port: be16(port), Proto: proto}
+	if err := g.objs.RefServices.Put(&k, uint32(1)); err != nil {
+		return fmt.Errorf("reference service: %w", err)
+	}
+	return nil
+}
+
+// SetRefConns gives the reference LB its connections, each to mac.
+func (g *Programs) SetRefConns(flows []RefTuple, macs []net.HardwareAddr) error {
+	keys := make([]loadgenRefConnKey, len(flows))
+	vals := make([]loadgenRefConn, len(flows))
+	for i, f := range flows {
+		keys[i] = loadgenRefConnKey{Saddr: binary.NativeEndian.Uint32(f.Src.AsSlice()), Daddr: binary.NativeEndian.Uint32(f.Dst.AsSlice()),
+			Sport: be16(f.SrcPort), Dport: be16(f.DstPort), Proto: f.Proto}
+		copy(vals[i].Mac[:], macs[i])
+	}
+	if _, err := g.objs.RefConns.BatchUpdate(keys, vals, nil); err != nil {
+		return fmt.Errorf("reference connections: %w", err)
+	}
+	return nil
+}
+
 // AttachCeiling attaches the ceiling forwarder natively to ifindex, in
 // the calling thread's network namespace.
 func (g *Programs) AttachCeiling(ifindex int) (*Attachment, error) {
@@ -255,6 +295,7 @@ const (
 	Gen Program = iota
 	Sink
 	Ceiling
+	RefLB
 )
 
 func (g *Programs) prog(p Program) (*ebpf.Program, error) {
@@ -265,6 +306,8 @@ func (g *Programs) prog(p Program) (*ebpf.Program, error) {
 		return g.objs.LoadgenSink, nil
 	case Ceiling:
 		return g.objs.LoadgenCeiling, nil
+	case RefLB:
+		return g.objs.LoadgenReflb, nil
 	}
 	return nil, fmt.Errorf("no loadgen program %d", p)
 }

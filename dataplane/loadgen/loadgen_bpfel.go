@@ -24,6 +24,30 @@ type loadgenGenCfg struct {
 	TcpSum   uint32
 }
 
+type loadgenRefConn struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad uint16
+}
+
+type loadgenRefConnKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type loadgenRefSvcKey struct {
+	_     structs.HostLayout
+	Vip   uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type loadgenSinkCount struct {
 	_     structs.HostLayout
 	Pkts  uint64
@@ -36,9 +60,12 @@ type loadgenSinkCount struct {
 const (
 	loadgenMapGenConfig       = "gen_config"
 	loadgenMapGenSeq          = "gen_seq"
+	loadgenMapRefConns        = "ref_conns"
+	loadgenMapRefServices     = "ref_services"
 	loadgenMapSinkCounts      = "sink_counts"
 	loadgenProgLoadgenCeiling = "loadgen_ceiling"
 	loadgenProgLoadgenGen     = "loadgen_gen"
+	loadgenProgLoadgenReflb   = "loadgen_reflb"
 	loadgenProgLoadgenSink    = "loadgen_sink"
 	loadgenVarCeilingDst      = "ceiling_dst"
 	loadgenVarCeilingSrc      = "ceiling_src"
@@ -88,6 +115,7 @@ type loadgenSpecs struct {
 type loadgenProgramSpecs struct {
 	LoadgenCeiling *ebpf.ProgramSpec `ebpf:"loadgen_ceiling"`
 	LoadgenGen     *ebpf.ProgramSpec `ebpf:"loadgen_gen"`
+	LoadgenReflb   *ebpf.ProgramSpec `ebpf:"loadgen_reflb"`
 	LoadgenSink    *ebpf.ProgramSpec `ebpf:"loadgen_sink"`
 }
 
@@ -95,9 +123,11 @@ type loadgenProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type loadgenMapSpecs struct {
-	GenConfig  *ebpf.MapSpec `ebpf:"gen_config"`
-	GenSeq     *ebpf.MapSpec `ebpf:"gen_seq"`
-	SinkCounts *ebpf.MapSpec `ebpf:"sink_counts"`
+	GenConfig   *ebpf.MapSpec `ebpf:"gen_config"`
+	GenSeq      *ebpf.MapSpec `ebpf:"gen_seq"`
+	RefConns    *ebpf.MapSpec `ebpf:"ref_conns"`
+	RefServices *ebpf.MapSpec `ebpf:"ref_services"`
+	SinkCounts  *ebpf.MapSpec `ebpf:"sink_counts"`
 }
 
 // loadgenVariableSpecs contains global variables before they are loaded into the kernel.
@@ -128,15 +158,19 @@ func (o *loadgenObjects) Close() error {
 //
 // It can be passed to loadLoadgenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type loadgenMaps struct {
-	GenConfig  *ebpf.Map `ebpf:"gen_config"`
-	GenSeq     *ebpf.Map `ebpf:"gen_seq"`
-	SinkCounts *ebpf.Map `ebpf:"sink_counts"`
+	GenConfig   *ebpf.Map `ebpf:"gen_config"`
+	GenSeq      *ebpf.Map `ebpf:"gen_seq"`
+	RefConns    *ebpf.Map `ebpf:"ref_conns"`
+	RefServices *ebpf.Map `ebpf:"ref_services"`
+	SinkCounts  *ebpf.Map `ebpf:"sink_counts"`
 }
 
 func (m *loadgenMaps) Close() error {
 	return _LoadgenClose(
 		m.GenConfig,
 		m.GenSeq,
+		m.RefConns,
+		m.RefServices,
 		m.SinkCounts,
 	)
 }
@@ -155,6 +189,7 @@ type loadgenVariables struct {
 type loadgenPrograms struct {
 	LoadgenCeiling *ebpf.Program `ebpf:"loadgen_ceiling"`
 	LoadgenGen     *ebpf.Program `ebpf:"loadgen_gen"`
+	LoadgenReflb   *ebpf.Program `ebpf:"loadgen_reflb"`
 	LoadgenSink    *ebpf.Program `ebpf:"loadgen_sink"`
 }
 
@@ -162,6 +197,7 @@ func (p *loadgenPrograms) Close() error {
 	return _LoadgenClose(
 		p.LoadgenCeiling,
 		p.LoadgenGen,
+		p.LoadgenReflb,
 		p.LoadgenSink,
 	)
 }

@@ -126,3 +126,31 @@ func TestLoadgenSinkAndCeiling(t *testing.T) {
 		t.Fatalf("sink counts %v, want %v", counts, wantCounts)
 	}
 }
+
+// TestRefLB: the reference load balancer forwards a known connection of
+// a service to its real's MAC, drops an unknown one and passes the rest.
+func TestRefLB(t *testing.T) {
+	rmac, src := net.HardwareAddr{2, 0, 0, 0, 0, 0x11}, net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	g := openLoadgen(t, nil, src)
+	vip, cl := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("198.51.100.7")
+	if err := g.SetRefService(vip, 80, 6); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.SetRefConns([]loadgen.RefTuple{{Src: cl, Dst: vip, SrcPort: 4000, DstPort: 80, Proto: 6}}, []net.HardwareAddr{rmac}); err != nil {
+		t.Fatal(err)
+	}
+	hit := testutil.Frame{Src: cl, Dst: vip, SrcPort: 4000, DstPort: 80, ACK: true}.Build()
+	v, out, err := g.Run(loadgen.RefLB, hit)
+	want := append(append(append([]byte(nil), rmac...), src...), hit[12:]...)
+	if err != nil || v != dataplane.XDPTx || !bytes.Equal(out, want) {
+		t.Errorf("hit: %v %v\n got %x\nwant %x", v, err, out, want)
+	}
+	miss := testutil.Frame{Src: cl, Dst: vip, SrcPort: 4001, DstPort: 80, SYN: true}.Build()
+	if v, _, err := g.Run(loadgen.RefLB, miss); err != nil || v != dataplane.XDPDrop {
+		t.Errorf("miss: %v %v", v, err)
+	}
+	other := testutil.Frame{Src: cl, Dst: vip, SrcPort: 4000, DstPort: 22, ACK: true}.Build()
+	if v, _, err := g.Run(loadgen.RefLB, other); err != nil || v != dataplane.XDPPass {
+		t.Errorf("not a service: %v %v", v, err)
+	}
+}
