@@ -227,6 +227,7 @@ type xipvs struct {
 	d      *testutil.Daemon
 	adm    string
 	socket string
+	state  string
 	ns     testutil.Netns
 }
 
@@ -238,12 +239,14 @@ func startXipvs(ns testutil.Netns, o Options, work, name string, profiling bool,
 	if profiling {
 		metrics = []string{"--metrics-addr", profileAddr, "--pprof"}
 	}
+	// Each daemon its own state file: one must never adopt another's.
+	state := filepath.Join(work, name+".state.json")
 	d, err := testutil.StartDaemon(ns, filepath.Join(o.Bin, "xipvsd"), socket,
-		append([]string{"-i", strings.Join(ifaces, ","), "--pin-dir", "", "--flush", "--conn-table-size", "2097152"}, metrics...)...)
+		append([]string{"-i", strings.Join(ifaces, ","), "--pin-dir", "", "--flush", "--state-file", state, "--conn-table-size", "2097152"}, metrics...)...)
 	if err != nil {
 		return nil, err
 	}
-	return &xipvs{d: d, adm: filepath.Join(o.Bin, "xipvsadm"), socket: socket, ns: ns}, nil
+	return &xipvs{d: d, adm: filepath.Join(o.Bin, "xipvsadm"), socket: socket, state: state, ns: ns}, nil
 }
 
 const profileAddr = "127.0.0.1:9639"
@@ -261,6 +264,7 @@ func (x *xipvs) run(args ...string) error {
 func (x *xipvs) stop() {
 	x.d.Stop()
 	_ = os.Remove(x.socket)
+	_ = os.Remove(x.state)
 }
 
 // round measures every cost subject once (BPF_PROG_RUN with Repeat):

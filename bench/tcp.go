@@ -178,8 +178,13 @@ func (t *tcpLab) latency(o Options) (first, est []float64, err error) {
 		if err != nil {
 			return -1, 0, err
 		}
-		// A lost SYN fails the sample in seconds, not minutes.
+		// A lost SYN fails the sample in seconds, not minutes; so does a
+		// lost answer.
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_SYNCNT, 2); err != nil {
+			unix.Close(fd)
+			return -1, 0, err
+		}
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5}); err != nil {
 			unix.Close(fd)
 			return -1, 0, err
 		}
@@ -206,6 +211,9 @@ func (t *tcpLab) latency(o Options) (first, est []float64, err error) {
 			n, err := unix.Read(fd, b)
 			if err == unix.EINTR {
 				continue
+			}
+			if err == unix.EAGAIN {
+				return fmt.Errorf("no answer to a one-byte request within 5 s on an established connection")
 			}
 			if err != nil {
 				return err

@@ -11,9 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultPinDir is where xipvsd pins its maps and links unless told.
-const DefaultPinDir = "/sys/fs/bpf/xipvs"
-
 const bpffsRoot = "/sys/fs/bpf"
 
 func isBPFFS(dir string) bool {

@@ -35,15 +35,20 @@ func (l *listFlag) Set(v string) error {
 const usage = `Usage: xipvsd -i IFACE[,IFACE...] [options]
 
 xipvsd is the xipvs director: Linux Virtual Server on XDP. It attaches the
-XDP director natively to each interface, hands the first packet of every new
-flow to its scheduler over AF_XDP, and forwards established flows in XDP.
-Configure it with xipvsadm, which takes ipvsadm's arguments.
+XDP director natively to each interface and forwards established flows in
+XDP. New flows of rr and wrr services are scheduled in XDP from the cycle of
+picks xipvsd computes; those of other services go to xipvsd over AF_XDP, in
+batches. Configure it with xipvsadm, which takes ipvsadm's arguments.
 
 Restarts: the maps and XDP links are pinned under --pin-dir and the
 configuration is saved to --state-file at every change. When xipvsd exits
-(cleanly or killed), established connections keep flowing in XDP and new
-flows are dropped (clients retransmit); the next xipvsd adopts the pins and
-the state and serves new flows again. xipvsd --cleanup removes it all.
+(cleanly or killed), established connections keep flowing in XDP, rr and
+wrr services keep taking new flows, and other new flows are dropped
+(clients retransmit); the next xipvsd adopts the pins and the state and
+serves new flows again. xipvsd --cleanup removes it all. In a network
+namespace other than the host's, the default socket, state file and pin
+directory carry the namespace's inode, so directors in two namespaces never
+share them (xipvsadm run in the namespace finds its socket).
 Configuration: with --config FILE (YAML, or an ipvsadm rules file) xipvsd
 applies the file at start and again on SIGHUP or "xipvsadm reload", by
 difference and all or nothing; --dry-run validates it and exits.
@@ -61,14 +66,15 @@ func main() {
 	fs := flag.NewFlagSet("xipvsd", flag.ExitOnError)
 	fs.Var(&ifaces, "i", "director interface(s), comma separated or repeated")
 	fs.Var(&ifaces, "interface", "same as -i")
-	socket := fs.String("socket", "", "control socket (default $XIPVS_SOCKET or "+api.DefaultSocket+")")
+	defSocket, defState, defPins := api.Defaults()
+	socket := fs.String("socket", "", "control socket (default $XIPVS_SOCKET or "+defSocket+")")
 	connTable := fs.Uint("conn-table-size", dataplane.DefaultConnTableSize, "connection table capacity (entries)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	sweep := fs.Duration("sweep-interval", time.Second, "how often idle connections are aged out")
 	dryRun := fs.Bool("dry-run", false, "validate the options and interfaces, then exit")
-	pinDir := fs.String("pin-dir", dataplane.DefaultPinDir,
+	pinDir := fs.String("pin-dir", defPins,
 		"bpffs directory for the pinned maps and XDP links; they outlive xipvsd, so established\nflows keep flowing while it is down or restarting (\"\" to not pin)")
-	stateFile := fs.String("state-file", "/run/xipvs/state.json", "where the configuration is kept for a restart to adopt")
+	stateFile := fs.String("state-file", defState, "where the configuration is kept for a restart to adopt")
 	flush := fs.Bool("flush", false, "discard pinned maps and saved state (every connection) before starting")
 	cleanup := fs.Bool("cleanup", false, "remove the pinned maps and links (detaching XDP) and the saved state, then exit")
 	expireQuiescent := fs.Bool("expire-quiescent-template", false,

@@ -20,11 +20,8 @@ import (
 	"github.com/xipvs/xipvs/conntrack"
 )
 
-// DefaultSocket is where xipvsd listens unless --socket or XIPVS_SOCKET
-// says otherwise.
-const DefaultSocket = "/run/xipvs/xipvsd.sock"
-
-// SocketPath returns flagValue if set, else $XIPVS_SOCKET, else the default.
+// SocketPath returns flagValue if set, else $XIPVS_SOCKET, else the
+// default for this network namespace (Defaults).
 func SocketPath(flagValue string) string {
 	if flagValue != "" {
 		return flagValue
@@ -32,7 +29,8 @@ func SocketPath(flagValue string) string {
 	if v := os.Getenv("XIPVS_SOCKET"); v != "" {
 		return v
 	}
-	return DefaultSocket
+	socket, _, _ := Defaults()
+	return socket
 }
 
 // DestRequest names a destination of a service.
