@@ -29,6 +29,8 @@ var (
 // or an ipvsadm rules file describes, what -S writes.
 type Config struct {
 	Services []ServiceConfig `json:"services"`
+	// index finds a service in Services by key (rebuilt when stale).
+	index map[ServiceKey]int
 	Marks    []MarkRule      `json:"marks,omitempty"`
 	// Timeouts are --set's tcp, tcpfin and udp seconds; 0 keeps the
 	// running (or default) value.
@@ -58,7 +60,22 @@ func (c *Config) Clone() *Config {
 
 // Find returns the index of service k, or -1.
 func (c *Config) Find(k ServiceKey) int {
-	return slices.IndexFunc(c.Services, func(s ServiceConfig) bool { return s.Service.ServiceKey == k })
+	// An index, so that a configuration of 100,000 services is applied
+	// line by line without a linear search per line. It is rebuilt when
+	// Services changed length behind its back; a hit is checked.
+	if len(c.index) != len(c.Services) {
+		c.index = make(map[ServiceKey]int, len(c.Services))
+		for i, s := range c.Services {
+			c.index[s.Service.ServiceKey] = i
+		}
+	}
+	if i, ok := c.index[k]; ok && i < len(c.Services) && c.Services[i].Service.ServiceKey == k {
+		return i
+	} else if ok {
+		c.index = nil
+		return c.Find(k)
+	}
+	return -1
 }
 
 // FindDest returns the index of the real addr:port in s, or -1.
@@ -77,6 +94,9 @@ func (c *Config) Apply(cmd *Command) error {
 			return ErrServiceExists
 		}
 		c.Services = append(c.Services, ServiceConfig{Service: cmd.Service})
+		if c.index != nil {
+			c.index[k] = len(c.Services) - 1
+		}
 	case OpEditService:
 		i := c.Find(k)
 		if i < 0 {
@@ -306,6 +326,7 @@ func ApplyLines(base *Config, lines []Line) (*Config, error) {
 			return nil, &LineError{N: l.N, Text: strings.Join(l.Args, " "), Err: err}
 		}
 	}
+	c.index = nil // a lookup aid, not part of the value
 	return c, nil
 }
 

@@ -208,3 +208,25 @@ func TestParseYAMLHealth(t *testing.T) {
 		}
 	}
 }
+
+// TestValidationGaps: what issue 17 found accepted is refused.
+func TestValidationGaps(t *testing.T) {
+	for _, k := range []ServiceKey{
+		{FWMark: 5, Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: TCP},
+		{FWMark: 5, Port: 80, Proto: TCP},
+		{Proto: TCP, Addr: netip.MustParseAddr("255.255.255.255"), Port: 80},
+		{Proto: TCP, Addr: netip.MustParseAddr("0.0.0.0"), Port: 80},
+		{Proto: TCP, Addr: netip.MustParseAddr("224.0.0.1"), Port: 80},
+	} {
+		if err := k.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v accepted (%v)", k, err)
+		}
+	}
+	if err := (ServiceKey{FWMark: 5, Proto: TCP}).Validate(); err != nil {
+		t.Errorf("a plain -f service refused: %v", err)
+	}
+	d := Dest{Addr: netip.MustParseAddr("255.255.255.255"), Port: 80, Weight: 1}
+	if err := d.Validate(ServiceKey{Proto: TCP, Addr: netip.MustParseAddr("192.0.2.1"), Port: 80}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("broadcast real accepted (%v)", err)
+	}
+}

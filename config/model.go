@@ -198,9 +198,18 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
+// unicast reports whether a is a unicast address: not unspecified,
+// multicast or the limited broadcast address.
+func unicast(a netip.Addr) bool {
+	return !a.IsUnspecified() && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
 // Validate checks a service key.
 func (k ServiceKey) Validate() error {
 	if k.FWMark != 0 {
+		if k.Addr.IsValid() || k.Port != 0 {
+			return invalid("a firewall-mark service (fwmark %d) has no address or port; give one or the other", k.FWMark)
+		}
 		return nil
 	}
 	if k.Proto != TCP && k.Proto != UDP {
@@ -209,7 +218,7 @@ func (k ServiceKey) Validate() error {
 	if !k.Addr.Is4() {
 		return invalid("service address %v: only IPv4 is supported", k.Addr)
 	}
-	if k.Addr.IsUnspecified() || k.Addr.IsMulticast() {
+	if !unicast(k.Addr) {
 		return invalid("service address %v is not a unicast address", k.Addr)
 	}
 	return nil
@@ -256,7 +265,7 @@ func (d Dest) Validate(svc ServiceKey) error {
 	if !d.Addr.Is4() {
 		return invalid("real server address %v: only IPv4 is supported", d.Addr)
 	}
-	if d.Addr.IsUnspecified() || d.Addr.IsMulticast() {
+	if !unicast(d.Addr) {
 		return invalid("real server address %v is not a unicast address", d.Addr)
 	}
 	if d.Weight < 0 || d.Weight > MaxWeight {

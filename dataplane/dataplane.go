@@ -26,11 +26,10 @@ import (
 
 // Limits compiled into the BPF program (bpf/consts.h).
 const (
-	// MaxServiceKeys is the size of the services map: one entry per
-	// (VIP, port, protocol) a service or port group claims.
-	MaxServiceKeys = 65536
-	// MaxServices is how many virtual services the daemon accepts.
-	MaxServices = 4096
+	// DefaultServiceTableSize is the size of the services map when none
+	// is set: one entry per (VIP, port, protocol) a service or port group
+	// claims, so also the most services.
+	DefaultServiceTableSize = 65536
 	MaxReals    = 8192
 	MaxIfaces   = 64
 	MaxQueues   = 64
@@ -109,6 +108,9 @@ type Options struct {
 	Interfaces []string
 	// ConnTableSize is the connection table's capacity.
 	ConnTableSize uint32
+	// ServiceTableSize is the services map's capacity (default
+	// DefaultServiceTableSize).
+	ServiceTableSize uint32
 	Logger        *slog.Logger
 	// PinDir, when set, is a directory on a BPF filesystem where the maps
 	// and each interface's XDP link are pinned: they outlive the
@@ -153,9 +155,14 @@ type Dataplane struct {
 	slow  *slowPath
 	sweep *sweepProg
 
-	filter  *addrFilter
-	svcKeys map[ServiceKey]bool // the services map's keys
+	filter           *addrFilter
+	svcKeys          map[ServiceKey]bool // the services map's keys
+	serviceTableSize int
 }
+
+// ServiceTableSize is the services map's capacity: the most keys the
+// services and port groups can claim.
+func (d *Dataplane) ServiceTableSize() int { return d.serviceTableSize }
 
 // Now is the kernel's monotonic coarse clock, the one conn.LastSeen uses.
 func Now() time.Duration {
@@ -183,8 +190,12 @@ func Open(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("load director spec: %w", err)
 	}
 	spec.Maps[directorMapConns].MaxEntries = opts.ConnTableSize
+	if opts.ServiceTableSize == 0 {
+		opts.ServiceTableSize = DefaultServiceTableSize
+	}
+	spec.Maps[directorMapServices].MaxEntries = opts.ServiceTableSize
 	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}, ifaceMACs: map[int]net.HardwareAddr{}, pinDir: opts.PinDir,
-		filter: newAddrFilter(), svcKeys: map[ServiceKey]bool{}}
+		filter: newAddrFilter(), svcKeys: map[ServiceKey]bool{}, serviceTableSize: int(opts.ServiceTableSize)}
 	var copts ebpf.CollectionOptions
 	if opts.PinDir != "" {
 		if err := preparePinDir(opts.PinDir, opts.Flush); err != nil {

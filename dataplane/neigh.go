@@ -229,3 +229,19 @@ func (r *Resolver) Run(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// LocalAddress reports (with a nil error) whether addr is an address of
+// one of this network namespace's interfaces: a FULLNAT local address
+// must be the director's, or the reals' replies to it go nowhere.
+func LocalAddress(addr netip.Addr) error {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == addr {
+			return nil
+		}
+	}
+	return fmt.Errorf("not an address of this director (ip addr add %v/32 dev IFACE)", addr)
+}

@@ -69,6 +69,8 @@ func main() {
 	defSocket, defState, defPins := api.Defaults()
 	socket := fs.String("socket", "", "control socket (default $XIPVS_SOCKET or "+defSocket+")")
 	connTable := fs.Uint("conn-table-size", dataplane.DefaultConnTableSize, "connection table capacity (entries)")
+	svcTable := fs.Uint("service-table-size", dataplane.DefaultServiceTableSize,
+		"services map capacity: the most (VIP, port, protocol) keys services and port groups claim,\nso the most services")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	sweep := fs.Duration("sweep-interval", time.Second, "how often idle connections are aged out")
 	dryRun := fs.Bool("dry-run", false, "validate the options and interfaces, then exit")
@@ -140,7 +142,7 @@ func main() {
 		}
 		return
 	}
-	opts := daemon.Options{Interfaces: ifaces, Socket: api.SocketPath(*socket), ConnTableSize: uint32(*connTable),
+	opts := daemon.Options{Interfaces: ifaces, Socket: api.SocketPath(*socket), ConnTableSize: uint32(*connTable), ServiceTableSize: uint32(*svcTable),
 		SweepInterval: *sweep, ExpireQuiescentTemplate: *expireQuiescent, PinDir: *pinDir, StateFile: *stateFile,
 		Flush: *flush, ConfigFile: *configFile, Config: cfg, MetricsAddr: *metricsAddr, Pprof: *pprofOn}
 	if err := daemon.Run(context.Background(), log, opts); err != nil {

@@ -119,11 +119,12 @@ type Backend interface {
 	DeleteLocalAddr(LaddrRequest) error
 	LocalAddrs() []ServiceLaddrs
 	Zero(*config.ServiceKey) error
-	// Restore applies rules-file lines (ipvsadm -R) all or nothing.
-	Restore([]config.Line) error
+	// Restore applies rules-file lines (ipvsadm -R) all or nothing; it
+	// is abandoned, and undone, when ctx ends (the client went away).
+	Restore(ctx context.Context, lines []config.Line) error
 	// Reload re-reads xipvsd's configuration file and applies the
 	// difference, all or nothing.
-	Reload() error
+	Reload(ctx context.Context) error
 	// Config is the running configuration.
 	Config() *config.Config
 }
@@ -242,18 +243,26 @@ func Handler(b Backend, status StatusOf) http.Handler {
 	})
 	do("POST /v1/restore", func(r *http.Request) (any, error) {
 		var lines []config.Line
-		return nil, decode(r, &lines, func() error { return b.Restore(lines) })
+		return nil, decode(r, &lines, func() error { return b.Restore(r.Context(), lines) })
 	})
-	do("POST /v1/reload", func(*http.Request) (any, error) { return nil, b.Reload() })
+	do("POST /v1/reload", func(r *http.Request) (any, error) { return nil, b.Reload(r.Context()) })
 	do("GET /v1/config", func(*http.Request) (any, error) { return b.Config(), nil })
 	do("GET /v1/laddrs", func(*http.Request) (any, error) { return b.LocalAddrs(), nil })
 	return mux
 }
 
+// MaxRequestBytes bounds a request body: a rules file of several hundred
+// thousand lines fits.
+const MaxRequestBytes = 256 << 20
+
 func decode(r *http.Request, v any, then func() error) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, MaxRequestBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &Error{Message: fmt.Sprintf("request too large: xipvsd takes at most %d MiB", MaxRequestBytes>>20), Status: http.StatusRequestEntityTooLarge}
+		}
 		return &Error{Message: fmt.Sprintf("bad request: %v", err), Status: http.StatusBadRequest}
 	}
 	return then()

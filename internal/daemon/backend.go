@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,11 +51,13 @@ func statusOf(err error) int {
 func (b *backend) Config() *config.Config { return b.srv.Config() }
 
 // Restore applies ipvsadm -R's lines, all or nothing.
-func (b *backend) Restore(lines []config.Line) error { return b.srv.ApplyLines(lines) }
+func (b *backend) Restore(ctx context.Context, lines []config.Line) error {
+	return b.srv.ApplyLines(ctx, lines)
+}
 
 // Reload re-reads the configuration file and applies the difference; on
 // any error the running configuration stays as it was.
-func (b *backend) Reload() error {
+func (b *backend) Reload(ctx context.Context) error {
 	if b.configFile == "" {
 		return &api.Error{Message: "xipvsd runs without --config: nothing to reload", Status: http.StatusBadRequest}
 	}
@@ -70,7 +73,7 @@ func (b *backend) Reload() error {
 		return &api.Error{Message: fmt.Sprintf("reload: %s names interfaces %s, xipvsd runs on %s: restart to change interfaces",
 			b.configFile, strings.Join(ifaces, ","), strings.Join(have, ",")), Status: http.StatusBadRequest}
 	}
-	if err := b.srv.Reconcile(cfg); err != nil {
+	if err := b.srv.ReconcileContext(ctx, cfg); err != nil {
 		return fmt.Errorf("reload %s: %w", b.configFile, err)
 	}
 	b.log.Info("configuration reloaded", "file", b.configFile, "summary", cfg.Summary())

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -59,12 +60,12 @@ func services(b *backend) []string {
 // TestReload: a reload applies the file; a bad file, or one naming other
 // interfaces, is refused with 400 and changes nothing.
 func TestReload(t *testing.T) {
-	if err := newBackend(t, "").Reload(); statusOf(err) != http.StatusBadRequest {
+	if err := newBackend(t, "").Reload(context.Background()); statusOf(err) != http.StatusBadRequest {
 		t.Errorf("reload without --config: %v (status %d)", err, statusOf(err))
 	}
 	path := writeFile(t, "interfaces: [eth0]\nservices:\n  - tcp: 192.0.2.1:80\n    reals: [{addr: 10.0.0.11}]\n")
 	b := newBackend(t, path)
-	if err := b.Reload(); err != nil {
+	if err := b.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"TCP  192.0.2.1:80"}
@@ -79,7 +80,7 @@ func TestReload(t *testing.T) {
 		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		err := b.Reload()
+		err := b.Reload(context.Background())
 		if st := statusOf(err); st != http.StatusBadRequest {
 			t.Errorf("reload of %q: %v (status %d), want 400", bad, err, st)
 		}
@@ -100,10 +101,10 @@ func TestRestoreAllOrNothing(t *testing.T) {
 		}
 		return ls
 	}
-	if err := b.Restore(read("-A -t 192.0.2.1:80 -s rr\n-a -t 192.0.2.1:80 -r 10.0.0.11 -g\n")); err != nil {
+	if err := b.Restore(context.Background(), read("-A -t 192.0.2.1:80 -s rr\n-a -t 192.0.2.1:80 -r 10.0.0.11 -g\n")); err != nil {
 		t.Fatal(err)
 	}
-	err := b.Restore(read("-A -t 192.0.2.2:80 -s rr\n-a -t 192.0.2.3:80 -r 10.0.0.11 -g\n"))
+	err := b.Restore(context.Background(), read("-A -t 192.0.2.2:80 -s rr\n-a -t 192.0.2.3:80 -r 10.0.0.11 -g\n"))
 	if !errors.Is(err, server.ErrSvcNotDefined) || statusOf(err) != http.StatusNotFound {
 		t.Errorf("restore with a missing service: %v (status %d)", err, statusOf(err))
 	}

@@ -34,6 +34,8 @@ type Options struct {
 	Interfaces    []string
 	Socket        string
 	ConnTableSize uint32
+	// ServiceTableSize is the services map's capacity.
+	ServiceTableSize uint32
 	SweepInterval time.Duration
 	// ExpireQuiescentTemplate is IPVS's sysctl of that name.
 	ExpireQuiescentTemplate bool
@@ -70,7 +72,7 @@ func DryRun(ifaces []string, cfg *config.Config) error {
 	if cfg == nil {
 		return nil
 	}
-	return server.Check(cfg, dataplane.RouteTo, func(i int) bool { return idx[i] })
+	return server.Check(cfg, dataplane.RouteTo, func(i int) bool { return idx[i] }, dataplane.LocalAddress)
 }
 
 // Cleanup removes the pinned maps and links (detaching XDP) and the
@@ -101,7 +103,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	if err != nil {
 		return fmt.Errorf("%w (xipvsd --flush starts over)", err)
 	}
-	dp, err := dataplane.Open(dataplane.Options{Interfaces: o.Interfaces, ConnTableSize: o.ConnTableSize, Logger: log,
+	dp, err := dataplane.Open(dataplane.Options{Interfaces: o.Interfaces, ConnTableSize: o.ConnTableSize, ServiceTableSize: o.ServiceTableSize, Logger: log,
 		PinDir: o.PinDir, Flush: o.Flush})
 	if err != nil {
 		return err
@@ -116,7 +118,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	// monitor, which is given the current targets.
 	poke := make(chan struct{}, 1)
 	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.RouteTo, Logger: log,
-		ExpireQuiescentTemplate: o.ExpireQuiescentTemplate,
+		ExpireQuiescentTemplate: o.ExpireQuiescentTemplate, LocalAddress: dataplane.LocalAddress, ServiceKeys: dp.ServiceTableSize(),
 		Persist: func(st server.State) error {
 			select {
 			case poke <- struct{}{}:
@@ -176,7 +178,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if err := b.Reload(); err != nil {
+			if err := b.Reload(ctx); err != nil {
 				log.Error("reload failed; the running configuration is unchanged", "err", err)
 			}
 		}

@@ -5,11 +5,55 @@ package server
 // restores and reloads never interleave.
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
 	"github.com/xipvs/xipvs/config"
 )
+
+// batch defers, while one restore or reload applies, the work each of
+// its commands would otherwise repeat: the state file is written once at
+// the end (so a kill -9 in the middle restarts with the old
+// configuration, never a mix), and the connections of deleted reals are
+// expired in one walk of the table, their ids freed after it.
+type batch struct {
+	dirty  bool
+	doomed map[uint32]*dest
+}
+
+// beginBatch starts a batch; cfgMu and s.mu are not held.
+func (s *Server) beginBatch() {
+	s.mu.Lock()
+	s.batch = &batch{doomed: map[uint32]*dest{}}
+	s.mu.Unlock()
+}
+
+// endBatch expires the deleted reals' connections, frees their ids and
+// writes the state once.
+func (s *Server) endBatch() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.batch
+	s.batch = nil
+	var err error
+	if len(b.doomed) > 0 {
+		ids := map[uint32]bool{}
+		for id := range b.doomed {
+			ids[id] = true
+		}
+		err = s.expireConns(ids)
+		for id := range b.doomed {
+			s.freeReals = append(s.freeReals, id)
+		}
+	}
+	if b.dirty {
+		s.changed()
+	}
+	return err
+}
 
 // locked runs fn holding cfgMu.
 func (s *Server) locked(fn func() error) error {
@@ -84,18 +128,55 @@ func (s *Server) SetTimeouts(tcp, tcpfin, udp time.Duration) {
 // Reconcile makes the running configuration want by difference, all or
 // nothing (see apply): a reload.
 func (s *Server) Reconcile(want *config.Config) error {
-	return s.locked(func() error { return s.apply(want) })
+	return s.ReconcileContext(context.Background(), want)
+}
+
+// ReconcileContext is Reconcile, abandoned (and undone) when ctx ends.
+func (s *Server) ReconcileContext(ctx context.Context, want *config.Config) error {
+	return s.lockedCtx(ctx, func() error { return s.applyBatch(ctx, want) })
 }
 
 // ApplyLines applies the lines of an ipvsadm rules file (ipvsadm -R) to
 // the running configuration: the result is computed on a copy, then
-// applied by difference, all or nothing.
-func (s *Server) ApplyLines(lines []config.Line) error {
-	return s.locked(func() error {
+// applied by difference, all or nothing. A restore abandoned by its
+// client (ctx ends) stops and leaves the configuration as it was.
+func (s *Server) ApplyLines(ctx context.Context, lines []config.Line) error {
+	return s.lockedCtx(ctx, func() error {
 		want, err := config.ApplyLines(s.Config(), lines)
 		if err != nil {
 			return err
 		}
-		return s.apply(want)
+		return s.applyBatch(ctx, want)
 	})
+}
+
+// applyBatch is apply in a batch.
+func (s *Server) applyBatch(ctx context.Context, want *config.Config) error {
+	s.beginBatch()
+	err := s.apply(ctx, want)
+	return errors.Join(err, s.endBatch())
+}
+
+// lockedCtx runs fn holding cfgMu, unless ctx ends first (a client that
+// gave up waiting for another command's lock).
+func (s *Server) lockedCtx(ctx context.Context, fn func() error) error {
+	got := make(chan struct{})
+	go func() {
+		s.cfgMu.Lock()
+		close(got)
+	}()
+	select {
+	case <-got:
+	case <-ctx.Done():
+		go func() {
+			<-got
+			s.cfgMu.Unlock()
+		}()
+		return fmt.Errorf("abandoned while waiting for another configuration change: %w", ctx.Err())
+	}
+	defer s.cfgMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fn()
 }

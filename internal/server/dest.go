@@ -80,9 +80,11 @@ func (s *Server) allocReal() (uint32, error) {
 
 // expireConns deletes the connections of the given real ids: a deleted
 // real's connections are expired, as IPVS does with expire_nodest_conn=1,
-// so an id is never reused while connections still name it.
+// so an id is never reused while connections still name it. In a batch
+// the walk waits for the end of it (every caller then releases the reals,
+// which the batch records).
 func (s *Server) expireConns(ids map[uint32]bool) error {
-	if len(ids) == 0 {
+	if len(ids) == 0 || s.batch != nil {
 		return nil
 	}
 	type entry struct {
@@ -113,7 +115,13 @@ func (s *Server) releaseDest(d *dest) {
 		s.log.Warn("delete real", "id", d.realID, "err", err)
 	}
 	delete(s.reals, d.realID)
-	s.freeReals = append(s.freeReals, d.realID)
+	if s.batch != nil {
+		// Its connections are expired at the end of the batch; the id
+		// is free after that.
+		s.batch.doomed[d.realID] = d
+	} else {
+		s.freeReals = append(s.freeReals, d.realID)
+	}
 	if !s.viaInUse(d.via()) && s.opts.Neighbors != nil {
 		s.opts.Neighbors.Unwatch(d.via())
 	}

@@ -149,8 +149,8 @@ func (s *Server) LocalPortsInUse(addr netip.Addr) int {
 // addLocalAddr adds a FULLNAT local address to a service (DPVS's
 // ipvsadm --add-laddr -z ADDR -t VIP:PORT).
 func (s *Server) addLocalAddr(k config.ServiceKey, addr netip.Addr) error {
-	if !addr.Is4() || addr.IsUnspecified() || addr.IsMulticast() {
-		return fmt.Errorf("%w: local address %v must be a unicast IPv4 address", config.ErrInvalid, addr)
+	if err := checkLocalAddr(addr, s.opts.LocalAddress); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -164,6 +164,20 @@ func (s *Server) addLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 	sv.laddrs = append(sv.laddrs, addr)
 	s.changed()
 	s.log.Info("local address added", "service", k.String(), "laddr", addr.String())
+	return nil
+}
+
+// checkLocalAddr refuses a local address that is not a unicast IPv4
+// address of the director (onDirector, when set, says which are).
+func checkLocalAddr(addr netip.Addr, onDirector func(netip.Addr) error) error {
+	if !addr.Is4() || addr.IsUnspecified() || addr.IsMulticast() || addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return fmt.Errorf("%w: local address %v must be a unicast IPv4 address", config.ErrInvalid, addr)
+	}
+	if onDirector != nil {
+		if err := onDirector(addr); err != nil {
+			return fmt.Errorf("%w: local address %v: %v", config.ErrInvalid, addr, err)
+		}
+	}
 	return nil
 }
 

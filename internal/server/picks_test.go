@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"testing"
@@ -44,7 +45,7 @@ func TestPickCycles(t *testing.T) {
 		{"rr with a FULLNAT real", "-A -t 10.0.0.100:83 -s rr\n-a -t 10.0.0.100:83 -r 10.0.0.11 -g\n-a -t 10.0.0.100:83 -r 10.0.0.13 -b"},
 		{"rr with a threshold", "-A -t 10.0.0.100:84 -s rr\n-a -t 10.0.0.100:84 -r 10.0.0.11 -g -x 10"},
 	} {
-		if err := s.ApplyLines(lines(t, c.lines+"\n")); err != nil {
+		if err := s.ApplyLines(context.Background(), lines(t, c.lines+"\n")); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 		first := fieldsOf(c.lines)[:3]

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -57,15 +58,31 @@ func cmpU(a, b uint32) int {
 // changes; if a change still fails, what was done is undone and the
 // error returned, so a failed reload or restore leaves the configuration
 // as it was. cfgMu is held.
-func (s *Server) apply(want *config.Config) error {
+func (s *Server) apply(ctx context.Context, want *config.Config) error {
 	want = want.Clone()
-	if err := precheck(want, func(d config.Dest) error { _, err := s.route(d); return err }); err != nil {
+	// One route lookup per real address and method, however many
+	// services use it (the check depends on nothing else).
+	type hopKey struct {
+		addr netip.Addr
+		fwd  config.Fwd
+	}
+	hops := map[hopKey]error{}
+	route := func(d config.Dest) error {
+		k := hopKey{d.Addr, d.Fwd}
+		if err, ok := hops[k]; ok {
+			return err
+		}
+		_, err := s.route(d)
+		hops[k] = err
+		return err
+	}
+	if err := precheck(want, route, s.opts.LocalAddress); err != nil {
 		return err
 	}
 	old := s.Config()
-	n, err := s.reconcile(old, want)
+	n, err := s.reconcile(ctx, old, want)
 	if err != nil {
-		if _, rerr := s.reconcile(s.Config(), old); rerr != nil {
+		if _, rerr := s.reconcile(context.Background(), s.Config(), old); rerr != nil {
 			return fmt.Errorf("%w (restoring the previous configuration failed too: %v)", err, rerr)
 		}
 		return err
@@ -77,19 +94,20 @@ func (s *Server) apply(want *config.Config) error {
 // Check validates a configuration as Reconcile would before applying it,
 // routes to the real servers included (xipvsd --dry-run): route finds
 // the next hop of an address, director tells the director's interfaces.
-func Check(want *config.Config, route func(netip.Addr) (dataplane.NextHop, error), director func(ifindex int) bool) error {
+func Check(want *config.Config, route func(netip.Addr) (dataplane.NextHop, error), director func(ifindex int) bool,
+	localAddress func(netip.Addr) error) error {
 	return precheck(want.Clone(), func(d config.Dest) error {
 		hop, err := route(d.Addr)
 		if err != nil {
 			return fmt.Errorf("real server %v: %w", d.Addr, err)
 		}
 		return checkHop(d, hop, director)
-	})
+	}, localAddress)
 }
 
 // precheck validates want as the operations would, and normalizes its
 // services so they compare equal to running ones.
-func precheck(want *config.Config, route func(config.Dest) error) error {
+func precheck(want *config.Config, route func(config.Dest) error, localAddress func(netip.Addr) error) error {
 	seen := map[config.ServiceKey]bool{}
 	for i := range want.Services {
 		sc := &want.Services[i]
@@ -114,8 +132,8 @@ func precheck(want *config.Config, route func(config.Dest) error) error {
 			}
 		}
 		for _, a := range sc.LocalAddrs {
-			if !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
-				return fmt.Errorf("%w: local address %v must be a unicast IPv4 address", config.ErrInvalid, a)
+			if err := checkLocalAddr(a, localAddress); err != nil {
+				return fmt.Errorf("service %s: %w", sc.Service.ServiceKey, err)
 			}
 		}
 	}
@@ -145,11 +163,12 @@ func sameService(a, b config.Service) bool {
 
 // reconcile applies the difference from have to want and counts the
 // operations; it stops at the first error.
-func (s *Server) reconcile(have, want *config.Config) (int, error) {
+func (s *Server) reconcile(ctx context.Context, have, want *config.Config) (int, error) {
 	n := 0
 	step := func(err error) error {
 		if err == nil {
 			n++
+			err = ctx.Err()
 		}
 		return err
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"reflect"
 	"strings"
@@ -123,7 +124,7 @@ func TestCommandWaitsForRestore(t *testing.T) {
 	s.opts.Dataplane = bdp
 	restored := make(chan error, 1)
 	go func() {
-		restored <- s.ApplyLines(lines(t, "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.13 -g\n"))
+		restored <- s.ApplyLines(context.Background(), lines(t, "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.13 -g\n"))
 	}()
 	<-bdp.entered
 	added := make(chan error, 1)

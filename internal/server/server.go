@@ -78,6 +78,12 @@ type Options struct {
 	// Persist, if set, is given the configuration after every change
 	// (the daemon writes its state file with it).
 	Persist func(State) error
+	// LocalAddress, if set, checks that a FULLNAT local address is one
+	// of the director's (dataplane.LocalAddress).
+	LocalAddress func(netip.Addr) error
+	// ServiceKeys is the data plane's services map capacity (default
+	// dataplane.DefaultServiceTableSize).
+	ServiceKeys int
 }
 
 // Server owns the configuration and the connection counts.
@@ -90,6 +96,8 @@ type Server struct {
 	// never lands in the middle of a restore whose rollback would undo
 	// it. Taken before mu, never while holding it.
 	cfgMu sync.Mutex
+	// batch is set while a restore or reload applies (commands.go).
+	batch *batch
 
 	mu       sync.Mutex // guards everything below
 	services map[config.ServiceKey]*service
@@ -107,6 +115,14 @@ type Server struct {
 	pools          map[poolKey]*portPool
 	portsExhausted uint64
 	noLaddrLogged  time.Time
+}
+
+// serviceKeys is the services map's capacity.
+func (s *Server) serviceKeys() int {
+	if s.opts.ServiceKeys > 0 {
+		return s.opts.ServiceKeys
+	}
+	return dataplane.DefaultServiceTableSize
 }
 
 // New returns a server with no services.

@@ -115,8 +115,8 @@ func (s *Server) desiredKeys() (map[dataplane.ServiceKey]*service, error) {
 			k.Port = uint16(p)
 			want[k] = sv
 		}
-		if len(want) > dataplane.MaxServiceKeys {
-			return nil, fmt.Errorf("%w: services and port groups would claim more than %d ports", ErrFull, dataplane.MaxServiceKeys)
+		if len(want) > s.serviceKeys() {
+			return nil, fmt.Errorf("%w: services and port groups would claim more than %d ports (xipvsd --service-table-size)", ErrFull, s.serviceKeys())
 		}
 	}
 	return want, nil
@@ -149,6 +149,50 @@ func (s *Server) syncKeys() error {
 	return nil
 }
 
+// serviceKey is the data plane key of a -t/-u service.
+func (sv *service) serviceKey() dataplane.ServiceKey {
+	return dataplane.ServiceKey{VIP: sv.cfg.Addr, Port: sv.cfg.Port, Proto: uint8(sv.cfg.Proto)}
+}
+
+// syncServiceKey installs, or with on false removes, the key of a -t/-u
+// service: one map write, where syncKeys recomputes every key (what a
+// -f service, or a port group, needs). A key a port group's service holds
+// stays its: a firewall-mark service wins, as in IPVS.
+func (s *Server) syncServiceKey(sv *service, on bool) error {
+	k := sv.serviceKey()
+	owner := s.byDP[k]
+	if owner != nil && owner != sv && owner.cfg.FWMark != 0 {
+		return nil
+	}
+	if !on {
+		if owner != sv {
+			return nil
+		}
+		if err := s.opts.Dataplane.DeleteService(k); err != nil {
+			return err
+		}
+		delete(s.byDP, k)
+		return nil
+	}
+	if owner == nil && len(s.byDP) >= s.serviceKeys() {
+		return fmt.Errorf("%w: services and port groups would claim more than %d ports (xipvsd --service-table-size)", ErrFull, s.serviceKeys())
+	}
+	if err := s.opts.Dataplane.SetService(k, sv.id); err != nil {
+		return err
+	}
+	s.byDP[k] = sv
+	return nil
+}
+
+// syncServiceKeys brings sv's keys in: its own for a -t/-u service, all
+// of them for a -f one.
+func (s *Server) syncServiceKeys(sv *service, on bool) error {
+	if sv.cfg.FWMark == 0 {
+		return s.syncServiceKey(sv, on)
+	}
+	return s.syncKeys()
+}
+
 // addService adds a virtual service (ipvsadm -A).
 func (s *Server) addService(svc config.Service) error {
 	if err := normalize(&svc); err != nil {
@@ -163,17 +207,17 @@ func (s *Server) addService(svc config.Service) error {
 	if _, ok := s.services[svc.ServiceKey]; ok {
 		return ErrServiceExists
 	}
-	if len(s.services) >= dataplane.MaxServices {
-		return fmt.Errorf("%w: more than %d services", ErrFull, dataplane.MaxServices)
+	if len(s.services) >= s.serviceKeys() {
+		return fmt.Errorf("%w: more than %d services (xipvsd --service-table-size)", ErrFull, s.serviceKeys())
 	}
 	sv := &service{cfg: svc, id: s.nextSvcID, sched: sc, templates: map[tmplKey]*template{}}
 	sv.setSchedFlags()
 	s.services[svc.ServiceKey] = sv
 	s.byID[sv.id] = sv
-	if err := s.syncKeys(); err != nil {
+	if err := s.syncServiceKeys(sv, true); err != nil {
 		delete(s.services, svc.ServiceKey)
 		delete(s.byID, sv.id)
-		_ = s.syncKeys()
+		_ = s.syncServiceKeys(sv, false)
 		return err
 	}
 	s.nextSvcID++
@@ -245,7 +289,7 @@ func (s *Server) deleteServiceLocked(sv *service) error {
 	sv.fast = nil
 	delete(s.services, sv.cfg.ServiceKey)
 	delete(s.byID, sv.id)
-	if err := s.syncKeys(); err != nil {
+	if err := s.syncServiceKeys(sv, false); err != nil {
 		return err
 	}
 	ids := map[uint32]bool{}

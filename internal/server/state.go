@@ -66,6 +66,10 @@ func (s *Server) snapshotLocked() State {
 // changed reports a configuration change to Options.Persist; s.mu is
 // held. A failure to persist is logged: the change itself took effect.
 func (s *Server) changed() {
+	if s.batch != nil {
+		s.batch.dirty = true
+		return
+	}
 	if s.opts.Persist == nil {
 		return
 	}

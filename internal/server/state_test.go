@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/netip"
 	"os"
@@ -89,7 +90,7 @@ func TestStateRoundTrip(t *testing.T) {
 	s, _, _ := newTestServer(t)
 	s.opts.Persist = func(st State) error { saved = st; return nil }
 	withTunnelSource(s)
-	if err := s.ApplyLines(lines(t, v1Commands)); err != nil {
+	if err := s.ApplyLines(context.Background(), lines(t, v1Commands)); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "state.json")
