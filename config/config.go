@@ -31,7 +31,7 @@ type Config struct {
 	Services []ServiceConfig `json:"services"`
 	// index finds a service in Services by key (rebuilt when stale).
 	index map[ServiceKey]int
-	Marks    []MarkRule      `json:"marks,omitempty"`
+	Marks []MarkRule `json:"marks,omitempty"`
 	// Timeouts are --set's tcp, tcpfin and udp seconds; 0 keeps the
 	// running (or default) value.
 	Timeouts [3]int `json:"timeouts"`

@@ -30,9 +30,9 @@ const (
 	// is set: one entry per (VIP, port, protocol) a service or port group
 	// claims, so also the most services.
 	DefaultServiceTableSize = 65536
-	MaxReals    = 8192
-	MaxIfaces   = 64
-	MaxQueues   = 64
+	MaxReals                = 8192
+	MaxIfaces               = 64
+	MaxQueues               = 64
 	// DefaultConnTableSize is the connection table size when none is set.
 	DefaultConnTableSize = 1 << 20
 )
@@ -111,7 +111,7 @@ type Options struct {
 	// ServiceTableSize is the services map's capacity (default
 	// DefaultServiceTableSize).
 	ServiceTableSize uint32
-	Logger        *slog.Logger
+	Logger           *slog.Logger
 	// PinDir, when set, is a directory on a BPF filesystem where the maps
 	// and each interface's XDP link are pinned: they outlive the
 	// process, so established flows keep flowing while xipvsd is down,

@@ -36,7 +36,7 @@ type Options struct {
 	ConnTableSize uint32
 	// ServiceTableSize is the services map's capacity.
 	ServiceTableSize uint32
-	SweepInterval time.Duration
+	SweepInterval    time.Duration
 	// ExpireQuiescentTemplate is IPVS's sysctl of that name.
 	ExpireQuiescentTemplate bool
 	PinDir                  string
