@@ -231,9 +231,10 @@ type xipvs struct {
 	ns     testutil.Netns
 }
 
-// startXipvs starts xipvsd on ifaces in ns; with profiling it serves
+// startXipvs starts xipvsd on iface (a comma list) in ns, with extra
+// arguments; with profiling it serves
 // Go's profiles on 127.0.0.1:9639 inside ns.
-func startXipvs(ns testutil.Netns, o Options, work, name string, profiling bool, ifaces ...string) (*xipvs, error) {
+func startXipvs(ns testutil.Netns, o Options, work, name string, profiling bool, iface string, extra ...string) (*xipvs, error) {
 	socket := filepath.Join(work, name+".sock")
 	metrics := []string{"--metrics-addr", ""}
 	if profiling {
@@ -242,7 +243,7 @@ func startXipvs(ns testutil.Netns, o Options, work, name string, profiling bool,
 	// Each daemon its own state file: one must never adopt another's.
 	state := filepath.Join(work, name+".state.json")
 	d, err := testutil.StartDaemon(ns, filepath.Join(o.Bin, "xipvsd"), socket,
-		append([]string{"-i", strings.Join(ifaces, ","), "--pin-dir", "", "--flush", "--state-file", state, "--conn-table-size", "2097152"}, metrics...)...)
+		append(append([]string{"-i", iface, "--pin-dir", "", "--flush", "--state-file", state, "--conn-table-size", "2097152"}, metrics...), extra...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -343,7 +343,7 @@ func (t *tcpLab) round(ctx context.Context, r *Report, o Options, run int, work 
 }
 
 func (t *tcpLab) xipvs(r *Report, o Options, run int, work string) (err error) {
-	x, err := startXipvs(t.lb.Netns, o, work, "tcp", false, "eth0", "eth1")
+	x, err := startXipvs(t.lb.Netns, o, work, "tcp", false, "eth0,eth1")
 	if err != nil {
 		return err
 	}

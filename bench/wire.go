@@ -25,7 +25,10 @@ import (
 // The wire: the packet-rate topology. A generator namespace is joined by
 // one veth pair to each subject's director namespace: the ceiling, the
 // reference load balancer, xipvs (one xipvsd, a service per forwarding
-// method), nftables, and a second xipvs director on a two-queue veth. A
+// method), nftables, and two xipvs directors that take the SYN streams
+// (one on a single-queue veth, one on a two-queue veth), so that the
+// millions of connections those make are not in the table of the director
+// whose established flows are measured. A
 // director is one-armed, as in LVS-DR: the generator transmits client
 // frames into it, it forwards them back out of eth0 toward a real
 // server's MAC, and the sink on the generator's side counts them per
@@ -69,12 +72,18 @@ func wireRealMAC(i int) net.HardwareAddr {
 
 // Wire subjects (director namespaces).
 const (
-	dirCeiling = "ceiling"
-	dirRefLB   = "reference-lb"
-	dirXipvs   = "xipvs"
-	dirNft     = "nftables"
-	dirXipvs2Q = "xipvs-2q"
+	dirCeiling  = "ceiling"
+	dirRefLB    = "reference-lb"
+	dirXipvs    = "xipvs"
+	dirNft      = "nftables"
+	dirXipvsNew = "xipvs-new"
+	dirXipvs2Q  = "xipvs-new-2q"
 )
+
+// newFlowTable is the connection table of the directors that take the
+// SYN streams: their sweeps stay short, as a busy director's would with
+// a table sized for its rate.
+const newFlowTable = "262144"
 
 // director is one subject's namespace on the wire.
 type director struct {
@@ -111,7 +120,7 @@ func newWire(prefix string, o Options) (_ *wire, err error) {
 	if w.lg, err = loadgen.Open(loadgen.Options{CeilingDst: wireRealMAC(0), CeilingSrc: wireLbMAC}); err != nil {
 		return nil, err
 	}
-	for i, name := range []string{dirCeiling, dirRefLB, dirXipvs, dirNft, dirXipvs2Q} {
+	for i, name := range []string{dirCeiling, dirRefLB, dirXipvs, dirNft, dirXipvsNew, dirXipvs2Q} {
 		queues := 1
 		if name == dirXipvs2Q {
 			queues = 2
@@ -361,7 +370,7 @@ var wireModes = []string{"dr", "tun", "nat", "fullnat"}
 // through it and checked against wrr's weights), nftables with the same
 // flows in conntrack, and the two-queue xipvsd.
 func (w *wire) setup(r *Report, o Options, work string) error {
-	ceil, ref, xd, nd, x2 := w.dirs[dirCeiling], w.dirs[dirRefLB], w.dirs[dirXipvs], w.dirs[dirNft], w.dirs[dirXipvs2Q]
+	ceil, ref, xd, nd, xn, x2 := w.dirs[dirCeiling], w.dirs[dirRefLB], w.dirs[dirXipvs], w.dirs[dirNft], w.dirs[dirXipvsNew], w.dirs[dirXipvs2Q]
 	a, err := w.attachIn(ceil.ns, func() (*loadgen.Attachment, error) { return w.lg.AttachCeiling(ceil.lbIf) })
 	if err != nil {
 		return err
@@ -375,8 +384,8 @@ func (w *wire) setup(r *Report, o Options, work string) error {
 		return err
 	}
 
-	o.logf("setting up xipvsd: a wrr service per forwarding method (%d established flows each) and a wlc service", o.Flows)
-	if xd.x, err = startXipvs(xd.ns, o, work, "wire", true, "eth0"); err != nil {
+	o.logf("setting up xipvsd: a wrr service per forwarding method (%d established flows each)", o.Flows)
+	if xd.x, err = startXipvs(xd.ns, o, work, "wire", false, "eth0"); err != nil {
 		return err
 	}
 	for _, mode := range wireModes {
@@ -384,13 +393,17 @@ func (w *wire) setup(r *Report, o Options, work string) error {
 			return fmt.Errorf("xipvs %s: %w\nxipvsd log:\n%s", mode, err, xd.x.d.Logs())
 		}
 	}
-	if err := slowService(xd.x); err != nil {
+	o.logf("setting up the xipvsd that take the SYN streams: a wrr service (new flows in XDP) and a wlc one (the Go slow path)")
+	if xn.x, err = startXipvs(xn.ns, o, work, "wirenew", true, "eth0", "--conn-table-size", newFlowTable); err != nil {
 		return err
 	}
-	if x2.x, err = startXipvs(x2.ns, o, work, "wire2q", false, "eth0"); err != nil {
+	if err := synServices(xn.x); err != nil {
 		return err
 	}
-	if err := slowService(x2.x); err != nil {
+	if x2.x, err = startXipvs(x2.ns, o, work, "wire2q", false, "eth0", "--conn-table-size", newFlowTable); err != nil {
+		return err
+	}
+	if err := synServices(x2.x); err != nil {
 		return err
 	}
 	if !installed("nft") {
@@ -479,16 +492,19 @@ func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) erro
 	return nil
 }
 
-// slowService adds the wlc service whose new flows the Go slow path
-// schedules (wlc's picks follow connection counts: no XDP cycle).
-func slowService(x *xipvs) error {
-	vs := wireVIPs["slowpath"].String() + ":80"
-	if err := x.run("-A", "-t", vs, "-s", "wlc"); err != nil {
-		return err
-	}
-	for _, rip := range wireReals {
-		if err := x.run("-a", "-t", vs, "-r", rip.String()+":80", "-g"); err != nil {
+// synServices adds the SYN streams' services: wrr on the DR VIP (new
+// flows scheduled in XDP) and wlc on the slow-path VIP (wlc's picks follow
+// connection counts: no XDP cycle, the Go slow path decides).
+func synServices(x *xipvs) error {
+	for vip, sched := range map[string]string{"dr": "wrr", "slowpath": "wlc"} {
+		vs := wireVIPs[vip].String() + ":80"
+		if err := x.run("-A", "-t", vs, "-s", sched); err != nil {
 			return err
+		}
+		for i, rip := range wireReals {
+			if err := x.run("-a", "-t", vs, "-r", rip.String()+":80", "-g", "-w", strconv.Itoa(wireWeights[i])); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -525,6 +541,17 @@ func (w *wire) packetRound(r *Report, o Options, run, size int, splits map[strin
 		for m, c := range smp.counted {
 			splits[key][m] += c.Pkts
 		}
+		if s.dir == dirXipvs {
+			// Established flows make no new connection.
+			conns, err := schedConns(api.NewClient(w.dirs[dirXipvs].x.socket), s.vip)
+			if err != nil {
+				return err
+			}
+			if n := sum(conns); n != uint64(o.Flows) {
+				r.check(fmt.Sprintf("%s: established flows keep their connections", key), false,
+					"%d connections after measuring %d established flows: %v", n, o.Flows, macKeys(conns))
+			}
+		}
 	}
 	return nil
 }
@@ -546,13 +573,13 @@ func (w *wire) newFlowRound(r *Report, o Options, run int) error {
 		senders   int
 	}
 	streams := []stream{
-		{"xipvs-dr", dirXipvs, wireVIPs["dr"], 1},
-		{"xipvs-slowpath", dirXipvs, wireVIPs["slowpath"], 1},
+		{"xipvs-dr", dirXipvsNew, wireVIPs["dr"], 1},
+		{"xipvs-slowpath", dirXipvsNew, wireVIPs["slowpath"], 1},
 	}
 	if w.dirs[dirNft].nftInstalled {
 		streams = append(streams, stream{"nftables", dirNft, wireVIPs["dr"], 1})
 	}
-	streams = append(streams, stream{"xipvs-slowpath-1q-2senders", dirXipvs, wireVIPs["slowpath"], 2},
+	streams = append(streams, stream{"xipvs-slowpath-1q-2senders", dirXipvsNew, wireVIPs["slowpath"], 2},
 		stream{"xipvs-slowpath-2q-2senders", dirXipvs2Q, wireVIPs["slowpath"], 2})
 	for _, s := range streams {
 		smp, err := w.measure(w.dirs[s.dir], w.synFlows(s.vip), o.Sample, s.senders)
@@ -623,10 +650,10 @@ func splitText(got map[byte]uint64, want map[byte]float64) string {
 	return strings.Join(parts, ", ")
 }
 
-// profileSlowPath takes a CPU profile of the xipvs director's xipvsd
-// while a SYN stream goes through its Go slow path (the wlc service).
+// profileSlowPath takes a CPU profile of an xipvsd while a SYN stream
+// goes through its Go slow path (the wlc service).
 func (w *wire) profileSlowPath(r *Report, o Options) error {
-	d := w.dirs[dirXipvs]
+	d := w.dirs[dirXipvsNew]
 	secs := max(int(o.Sample.Seconds()), 1)
 	type result struct {
 		b   []byte

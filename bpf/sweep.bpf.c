@@ -67,6 +67,13 @@ static __always_inline __u64 timeout_of(const struct sweep_args *a, __u8 proto, 
 	return a->tcp_timeout[TCPS_CLOSE];
 }
 
+/* idle is how long an entry last seen at last has been idle at now; an
+ * entry refreshed by XDP after the sweep took its time has not been. */
+static __always_inline __u64 idle(__u64 now, __u64 last)
+{
+	return last > now ? 0 : now - last;
+}
+
 /* peer_key is the key of the other entry of a NAT or FULLNAT pair. */
 static __always_inline void peer_key(const struct conn_val *v, __u8 proto, struct conn_key *pk)
 {
@@ -161,7 +168,7 @@ static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *
 	if (v->flags & CONN_F_REPLY) {
 		if (peer)
 			return 0; /* judged with its forward entry */
-		if (w->a.now - last < w->a.orphan_age)
+		if (idle(w->a.now, last) < w->a.orphan_age)
 			return 0;
 		if (fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
 			w->a.kept++;
@@ -173,7 +180,7 @@ static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *
 	}
 	if (peer && peer->last_seen > last)
 		last = peer->last_seen;
-	if (w->a.now - last < timeout_of(&w->a, k->proto, v->state)) {
+	if (idle(w->a.now, last) < timeout_of(&w->a, k->proto, v->state)) {
 		count_live(w, k, v);
 		return 0;
 	}

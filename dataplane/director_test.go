@@ -29,7 +29,7 @@ var (
 // loopback device (ifindex 1), queue 0.
 const loIfindex = 1
 
-func openDirector(t *testing.T) *dataplane.Harness {
+func openDirector(t testing.TB) *dataplane.Harness {
 	t.Helper()
 	testutil.RequirePrivileged(t)
 	d, err := dataplane.OpenHarness(1024)

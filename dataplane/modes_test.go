@@ -30,7 +30,7 @@ const (
 	fullnatID = 13
 )
 
-func setupModes(t *testing.T, d *dataplane.Harness) {
+func setupModes(t testing.TB, d *dataplane.Harness) {
 	t.Helper()
 	for _, k := range []dataplane.ServiceKey{{VIP: vip, Port: 80, Proto: 6}, {VIP: vip, Port: 53, Proto: 17}} {
 		if err := d.SetService(k, 1); err != nil {
@@ -51,7 +51,7 @@ func setupModes(t *testing.T, d *dataplane.Harness) {
 }
 
 // flow writes the entries of a new connection as the slow path does.
-func flow(t *testing.T, d *dataplane.Harness, k dataplane.ConnKey, dec dataplane.Decision, state conntrack.State) {
+func flow(t testing.TB, d *dataplane.Harness, k dataplane.ConnKey, dec dataplane.Decision, state conntrack.State) {
 	t.Helper()
 	f := dataplane.NewFlow{Key: k, Ifindex: loIfindex, SrcMAC: [6]byte(clientMAC)}
 	if err := d.SetConns(f, dec, dataplane.Now()); err != nil {

@@ -19,6 +19,10 @@ import (
 func randomTable(r *rand.Rand, n int, now time.Duration, to conntrack.Timeouts) map[dataplane.ConnKey]dataplane.Conn {
 	t := map[dataplane.ConnKey]dataplane.Conn{}
 	idle := func(proto uint8, s conntrack.State) time.Duration {
+		if r.IntN(20) == 0 {
+			// Refreshed by XDP after the sweep read its clock.
+			return now + time.Duration(r.IntN(1000))*time.Millisecond
+		}
 		d := to.Timeout(proto, s)
 		return now - time.Duration(r.Float64()*2*float64(d))
 	}
