@@ -34,18 +34,23 @@ var (
 var genericFlags = [3]string{"flag-1", "flag-2", "flag-3"}
 
 // flagNames returns the names of the three bits for scheduler, and the
-// names other schedulers give them (accepted only for their owner).
+// names other schedulers give them (accepted only for their owner). The
+// table is made once from the registered schedulers (Register resets it).
 func flagNames(scheduler string) (own [3]string, foreign map[string]bool) {
+	regMu.Lock()
+	if flagTable == nil {
+		flagTable = map[string][2]string{}
+		for name, f := range registry {
+			if fl, ok := f().(Flagged); ok {
+				flagTable[name] = fl.FlagNames()
+			}
+		}
+	}
+	table := flagTable
+	regMu.Unlock()
 	own = genericFlags
 	foreign = map[string]bool{}
-	regMu.RLock()
-	defer regMu.RUnlock()
-	for name, f := range registry {
-		fl, ok := f().(Flagged)
-		if !ok {
-			continue
-		}
-		n := fl.FlagNames()
+	for name, n := range table {
 		if name == scheduler {
 			own[0], own[1] = n[0], n[1]
 		} else {

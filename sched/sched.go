@@ -72,6 +72,8 @@ func (noCounts) Changed(*Dest) {}
 var (
 	regMu    sync.RWMutex
 	registry = map[string]func() Scheduler{}
+	// flagTable caches each flagged scheduler's flag names (flags.go).
+	flagTable map[string][2]string
 )
 
 // Register makes a scheduler available under its ipvsadm name.
@@ -79,6 +81,7 @@ func Register(name string, factory func() Scheduler) {
 	regMu.Lock()
 	defer regMu.Unlock()
 	registry[name] = factory
+	flagTable = nil
 }
 
 // New returns a fresh scheduler by ipvsadm name.

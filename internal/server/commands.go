@@ -55,6 +55,16 @@ func (s *Server) endBatch() error {
 	return err
 }
 
+// logChange logs one configuration change, at debug level inside a batch
+// (which logs its summary once); s.mu is held.
+func (s *Server) logChange(msg string, args ...any) {
+	if s.batch != nil {
+		s.log.Debug(msg, args...)
+		return
+	}
+	s.log.Info(msg, args...)
+}
+
 // locked runs fn holding cfgMu.
 func (s *Server) locked(fn func() error) error {
 	s.cfgMu.Lock()

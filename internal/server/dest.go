@@ -195,7 +195,7 @@ func (s *Server) addDest(k config.ServiceKey, d config.Dest) error {
 	sv.dests = append([]*dest{nd}, sv.dests...) // list_add: to the front
 	s.reschedule(sv)
 	s.changed()
-	s.log.Info("real server added", "service", k.String(), "real", d.AddrPort().String(),
+	s.logChange("real server added", "service", k.String(), "real", d.AddrPort().String(),
 		"forward", d.Fwd.String(), "weight", d.Weight)
 	return nil
 }
@@ -294,7 +294,7 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 	x.sd.Weight = x.weight()
 	s.reschedule(sv)
 	s.changed()
-	s.log.Info("real server edited", "service", k.String(), "real", d.AddrPort().String(), "weight", d.Weight)
+	s.logChange("real server edited", "service", k.String(), "real", d.AddrPort().String(), "weight", d.Weight)
 	return nil
 }
 
@@ -325,7 +325,7 @@ func (s *Server) deleteDest(k config.ServiceKey, addr netip.Addr, port uint16) e
 	s.retireDestLocked(x)
 	s.releaseDest(x)
 	s.changed()
-	s.log.Info("real server deleted", "service", k.String(), "real", netip.AddrPortFrom(addr, port).String())
+	s.logChange("real server deleted", "service", k.String(), "real", netip.AddrPortFrom(addr, port).String())
 	return nil
 }
 

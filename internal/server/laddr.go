@@ -163,7 +163,7 @@ func (s *Server) addLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 	}
 	sv.laddrs = append(sv.laddrs, addr)
 	s.changed()
-	s.log.Info("local address added", "service", k.String(), "laddr", addr.String())
+	s.logChange("local address added", "service", k.String(), "laddr", addr.String())
 	return nil
 }
 
@@ -196,7 +196,7 @@ func (s *Server) deleteLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 	}
 	sv.laddrs = slices.Delete(sv.laddrs, i, i+1)
 	s.changed()
-	s.log.Info("local address deleted", "service", k.String(), "laddr", addr.String())
+	s.logChange("local address deleted", "service", k.String(), "laddr", addr.String())
 	return nil
 }
 

@@ -27,7 +27,7 @@ func (s *Server) addMarks(rules []config.MarkRule) error {
 		return err
 	}
 	for _, r := range rules {
-		s.log.Info("port group added", "rule", r.String())
+		s.logChange("port group added", "rule", r.String())
 	}
 	return nil
 }
@@ -63,7 +63,7 @@ func (s *Server) deleteMarks(mark uint32, rules []config.MarkRule) error {
 	if err := s.setMarks(keep); err != nil {
 		return err
 	}
-	s.log.Info("port group deleted", "mark", mark, "rules", removed)
+	s.logChange("port group deleted", "mark", mark, "rules", removed)
 	return nil
 }
 

@@ -225,7 +225,7 @@ func (s *Server) addService(svc config.Service) error {
 		s.log.Warn("sorry server not installed", "service", svc.ServiceKey.String(), "err", err)
 	}
 	s.changed()
-	s.log.Info("service added", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
+	s.logChange("service added", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
 		"persistent", svc.Timeout, "flags", svc.SchedFlags)
 	return nil
 }
@@ -264,7 +264,7 @@ func (s *Server) editService(svc config.Service) error {
 	}
 	s.reschedule(sv)
 	s.changed()
-	s.log.Info("service edited", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
+	s.logChange("service edited", "service", svc.ServiceKey.String(), "scheduler", svc.Scheduler,
 		"persistent", svc.Timeout, "flags", svc.SchedFlags)
 	return nil
 }
@@ -307,7 +307,7 @@ func (s *Server) deleteServiceLocked(sv *service) error {
 		s.releaseDest(sv.sorry)
 		sv.sorry = nil
 	}
-	s.log.Info("service deleted", "service", sv.cfg.ServiceKey.String())
+	s.logChange("service deleted", "service", sv.cfg.ServiceKey.String())
 	return nil
 }
 
@@ -339,6 +339,6 @@ func (s *Server) setTimeouts(tcp, tcpfin, udp time.Duration) {
 		s.timeouts.UDP = udp
 	}
 	s.changed()
-	s.log.Info("timeouts set", "tcp", s.timeouts.TCP[conntrack.StateEstablished],
+	s.logChange("timeouts set", "tcp", s.timeouts.TCP[conntrack.StateEstablished],
 		"tcpfin", s.timeouts.TCP[conntrack.StateFinWait], "udp", s.timeouts.UDP)
 }
