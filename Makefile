@@ -7,7 +7,7 @@ GO      ?= go
 BIN     ?= bin
 GOFLAGS ?=
 
-.PHONY: all build demo test test-unit generate check-generate bench bench-deps bench-bpf clean
+.PHONY: all build demo test test-unit fuzz-short generate check-generate bench bench-deps bench-bpf clean
 
 all: build
 
@@ -23,6 +23,14 @@ demo: build
 test:
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 ./...
+
+# The data-plane fuzz targets, briefly (CI runs this after make test; as
+# root): the director over every forwarding method, and the Go transform
+# against the program.
+FUZZTIME ?= 30s
+fuzz-short:
+	$(GO) test -run '^$$' -fuzz '^FuzzDirector$$' -fuzztime $(FUZZTIME) ./dataplane
+	$(GO) test -run '^$$' -fuzz '^FuzzTransform$$' -fuzztime $(FUZZTIME) ./dataplane
 
 test-unit:
 	$(GO) test -count=1 ./config/... ./sched/... ./conntrack/...
