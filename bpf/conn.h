@@ -7,7 +7,9 @@
 
 #include <bpf/bpf_helpers.h>
 #include "consts.h"
+#include "maps.h"
 #include "parse.h"
+#include "stats.h"
 #include "structs.h"
 
 /* IPVS's tcp_states, by direction: INPUT (client -> server when the
@@ -99,6 +101,90 @@ static __always_inline void conn_update(struct conn_val *c, const struct pkt *p,
 {
 	conn_touch(c);
 	conn_state(c, p, dir);
+}
+
+/* conn_lookup finds a connection entry: established first, then
+ * embryonic (*embryonic says which). */
+static __always_inline struct conn_val *conn_lookup(struct conn_key *k, int *embryonic)
+{
+	struct conn_val *c = bpf_map_lookup_elem(&est_conns, k);
+
+	*embryonic = 0;
+	if (c)
+		return c;
+	c = bpf_map_lookup_elem(&conns, k);
+	*embryonic = c != NULL;
+	return c;
+}
+
+/* conn_peer_key is the key of the other entry of a NAT or FULLNAT pair. */
+static __always_inline void conn_peer_key(const struct conn_val *c, __u8 proto, struct conn_key *pk)
+{
+	pk->saddr = c->ndaddr;
+	pk->daddr = c->nsaddr;
+	pk->sport = c->ndport;
+	pk->dport = c->nsport;
+	pk->proto = proto;
+	pk->pad[0] = pk->pad[1] = pk->pad[2] = 0;
+}
+
+/* UDP flows are promoted at their third packet: one packet is a query or
+ * a flood, more is a flow. */
+#define UDP_PROMOTE_HITS 2
+
+/* conn_established reports whether embryonic entry c, just forwarded,
+ * now belongs in est_conns: TCP once established, UDP after a few
+ * packets. */
+static __always_inline int conn_established(struct conn_val *c, const struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP)
+		return c->state == TCPS_ESTABLISHED;
+	if (c->hits < UDP_PROMOTE_HITS)
+		c->hits++;
+	return c->hits >= UDP_PROMOTE_HITS;
+}
+
+/* conn_promote moves connection k (entry c) from the embryonic table to
+ * the established one, its reply entry first (NAT, FULLNAT). When
+ * est_conns is full the connection stays embryonic, counted. */
+static __always_inline void conn_promote(struct conn_key *k, struct conn_val *c)
+{
+	struct conn_key rk = {};
+	long err;
+
+	if (c->nsaddr) {
+		struct conn_val *r;
+
+		conn_peer_key(c, k->proto, &rk);
+		r = bpf_map_lookup_elem(&conns, &rk);
+		if (r && (r->flags & CONN_F_REPLY)) {
+			err = bpf_map_update_elem(&est_conns, &rk, r, BPF_NOEXIST);
+			if (err && err != -17 /* EEXIST: promoted already */) {
+				stat_inc(STAT_EST_FULL);
+				return;
+			}
+			bpf_map_delete_elem(&conns, &rk);
+		}
+	}
+	err = bpf_map_update_elem(&est_conns, k, c, BPF_NOEXIST);
+	if (err && err != -17) {
+		stat_inc(STAT_EST_FULL);
+		return;
+	}
+	bpf_map_delete_elem(&conns, k);
+}
+
+/* conn_drop_est removes an established connection (and its reply entry)
+ * whose tuple a new connection takes over (conn_reused). */
+static __always_inline void conn_drop_est(struct conn_key *k, struct conn_val *c)
+{
+	if (c->nsaddr) {
+		struct conn_key rk = {};
+
+		conn_peer_key(c, k->proto, &rk);
+		bpf_map_delete_elem(&est_conns, &rk);
+	}
+	bpf_map_delete_elem(&est_conns, k);
 }
 
 #endif

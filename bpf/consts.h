@@ -127,6 +127,7 @@ enum stat_idx {
 	STAT_DROP_TOO_BIG,    /* TUN: packet too big for the tunnel, no DF */
 	STAT_TOA_SKIPPED,     /* FULLNAT: no room for the TOA option */
 	STAT_DROP_ADJUST,     /* growing or shrinking the frame failed */
+	STAT_EST_FULL,        /* a connection stayed embryonic: est_conns full */
 	STAT_MAX,
 };
 

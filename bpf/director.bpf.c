@@ -147,7 +147,8 @@ static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_
 				.dport = c->nsport,
 				.proto = p->proto,
 			};
-			struct conn_val *f = bpf_map_lookup_elem(&conns, &fk);
+			int embryonic;
+			struct conn_val *f = conn_lookup(&fk, &embryonic);
 
 			if (f)
 				conn_state(f, p, DIR_OUTPUT);
@@ -306,6 +307,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	struct svc_val *sv;
 	struct conn_val *c;
 	__u8 dflags, sflags, vflags;
+	int embryonic, act;
 
 	*stat = STAT_PASS;
 	if (parse_eth(&cursor, data_end, &p) != ETH_P_IP_BE)
@@ -342,16 +344,22 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	/* The connection first: an established flow needs no service
 	 * lookup (a connection exists only for a service's traffic, and
 	 * goes with its service). */
-	c = bpf_map_lookup_elem(&conns, &ck);
+	c = conn_lookup(&ck, &embryonic);
 	if (c && (c->flags & CONN_F_REPLY)) {
 		if (sflags)
 			return reply(ctx, &p, c, stat);
 		return XDP_PASS;
 	}
-	if (dflags && c && !conn_reused(c, &p))
-		return forward(ctx, &p, c, stat);
 	if (!dflags)
 		return XDP_PASS;
+	if (c && !conn_reused(c, &p)) {
+		act = forward(ctx, &p, c, stat);
+		if (embryonic && *stat == STAT_FORWARD && conn_established(c, &p))
+			conn_promote(&ck, c);
+		return act;
+	}
+	if (c && !embryonic)
+		conn_drop_est(&ck, c);
 	sv = service(p.ip->daddr, p.dport, p.proto, vflags);
 	if (!sv)
 		return XDP_PASS;

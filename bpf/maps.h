@@ -36,13 +36,28 @@ struct {
 	__type(value, __u8);
 } addr_filter SEC(".maps");
 
-/* Connections, written by Go's slow path, read and state-updated here. */
+/* Embryonic connections (a TCP connection before its handshake
+ * completes, a UDP flow before its second packet), written by Go's slow
+ * path and by new_flow, read and state-updated here. An LRU: under a SYN
+ * flood the oldest embryonic entries make room, nothing else does. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_CONNS);
 	__type(key, struct conn_key);
 	__type(value, struct conn_val);
 } conns SEC(".maps");
+
+/* Established connections, promoted from conns (conn_promote). A plain
+ * hash: an entry leaves only by its timeout (the sweep) or its real's
+ * removal, never to make room; when it is full a connection stays
+ * embryonic (counted: est_full). Allocated per entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct conn_key);
+	__type(value, struct conn_val);
+} est_conns SEC(".maps");
 
 /* Services whose new flows XDP schedules (rr, wrr): which pick sequence
  * is live, by service id. A service without an entry goes to Go. */

@@ -31,7 +31,9 @@ struct conn_key {
 	__u8 pad[3];
 };
 
-/* A connection entry. A NAT or FULLNAT connection has two: the forward
+/* A connection entry, in the embryonic table (conns, an LRU) until the
+ * connection is established, then in the established one (est_conns, a
+ * hash that never evicts). A NAT or FULLNAT connection has two: the forward
  * entry under the client's tuple and a reply entry (CONN_F_REPLY) under
  * the tuple of the real server's replies, so either direction is found
  * in one lookup. The n* fields are the tuple a packet leaves with (NAT
@@ -44,7 +46,7 @@ struct conn_val {
 	__u32 svc_id;
 	__u8 state;      /* TCPS_*; UDP stays TCPS_NONE; kept on the forward entry */
 	__u8 flags;      /* CONN_F_* */
-	__u16 pad;
+	__u16 hits;      /* UDP: packets seen while embryonic (promotion) */
 	__be32 nsaddr;
 	__be32 ndaddr;
 	__be16 nsport;

@@ -56,7 +56,25 @@ struct bpf_map;
 /* What the callback needs, on the stack (the helper takes no ctx). */
 struct walk {
 	struct sweep_args a;
+	int est; /* walking est_conns (else conns) */
 };
+
+/* lookup2 finds an entry in either table; *est says which. */
+static __always_inline struct conn_val *lookup2(struct conn_key *k, int *est)
+{
+	struct conn_val *v = bpf_map_lookup_elem(&est_conns, k);
+
+	*est = v != NULL;
+	if (v)
+		return v;
+	return bpf_map_lookup_elem(&conns, k);
+}
+
+/* delete2 deletes k from the table est names. */
+static __always_inline long delete2(struct conn_key *k, int est)
+{
+	return est ? bpf_map_delete_elem(&est_conns, k) : bpf_map_delete_elem(&conns, k);
+}
 
 static __always_inline __u64 timeout_of(const struct sweep_args *a, __u8 proto, __u8 state)
 {
@@ -152,11 +170,12 @@ static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *
 	struct conn_val *peer = NULL;
 	__u64 last = v->last_seen;
 	int fullnat = v->flags & CONN_F_FULLNAT;
+	int peer_est = 0;
 
 	w->a.seen++;
 	if (v->nsaddr) {
 		peer_key(v, k->proto, &pk);
-		peer = bpf_map_lookup_elem(&conns, &pk);
+		peer = lookup2(&pk, &peer_est);
 		if (peer) {
 			struct conn_key back = {};
 
@@ -174,7 +193,7 @@ static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *
 			w->a.kept++;
 			return 0;
 		}
-		if (bpf_map_delete_elem(&conns, k) == 0 && fullnat)
+		if (delete2(k, w->est) == 0 && fullnat)
 			release_port(w, k);
 		return 0;
 	}
@@ -189,9 +208,9 @@ static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *
 		count_live(w, k, v);
 		return 0;
 	}
-	if (bpf_map_delete_elem(&conns, k) == 0)
+	if (delete2(k, w->est) == 0)
 		w->a.expired++;
-	if (peer && bpf_map_delete_elem(&conns, &pk) == 0 && fullnat)
+	if (peer && delete2(&pk, peer_est) == 0 && fullnat)
 		release_port(w, &pk);
 	return 0;
 }
@@ -207,6 +226,8 @@ int xipvs_sweep(struct sweep_args *args)
 	w.a.expired = 0;
 	w.a.kept = 0;
 	bpf_for_each_map_elem(&conns, sweep_one, &w, 0);
+	w.est = 1;
+	bpf_for_each_map_elem(&est_conns, sweep_one, &w, 0);
 	args->released = w.a.released;
 	args->seen = w.a.seen;
 	args->expired = w.a.expired;

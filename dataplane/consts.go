@@ -49,9 +49,15 @@ const (
 	StatDropTooBig     = int(directorStatIdxSTAT_DROP_TOO_BIG)
 	StatTOASkipped     = int(directorStatIdxSTAT_TOA_SKIPPED)
 	StatDropAdjust     = int(directorStatIdxSTAT_DROP_ADJUST)
+	StatEstFull        = int(directorStatIdxSTAT_EST_FULL)
 	// NumStats is how many global counters there are.
 	NumStats = int(directorStatIdxSTAT_MAX)
 )
+
+// StatIsEvent reports whether counter i counts an event on a packet
+// another counter already counts (toa_skipped, est_full), so that a sum
+// of the others is the packets the program saw.
+func StatIsEvent(i int) bool { return i == StatTOASkipped || i == StatEstFull }
 
 // StatNames names the global counters by index, as bpf/consts.h's enum
 // stat_idx does without its STAT_ prefix, in lower case ("drop_no_xsk").

@@ -190,6 +190,7 @@ func Open(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("load director spec: %w", err)
 	}
 	spec.Maps[directorMapConns].MaxEntries = opts.ConnTableSize
+	spec.Maps[directorMapEstConns].MaxEntries = opts.ConnTableSize
 	if opts.ServiceTableSize == 0 {
 		opts.ServiceTableSize = DefaultServiceTableSize
 	}
@@ -208,6 +209,11 @@ func Open(opts Options) (*Dataplane, error) {
 			}
 		}
 		copts.Maps.PinPath = opts.PinDir
+		if d.adopted {
+			if err := dropStalePins(spec, opts.PinDir, d.log); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
@@ -474,9 +480,18 @@ func (d *Dataplane) DeleteReal(id uint32) error {
 	return nil
 }
 
-// SetConn writes a connection entry.
+// SetConn writes a connection entry where it is: in the established
+// table if it is there, else in the embryonic one.
 func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
-	if err := d.objs.Conns.Put(k.raw(), c.raw()); err != nil {
+	raw := k.raw()
+	err := d.objs.EstConns.Update(&raw, c.raw(), ebpf.UpdateExist)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("set conn: %w", err)
+	}
+	if err := d.objs.Conns.Put(&raw, c.raw()); err != nil {
 		return fmt.Errorf("set conn: %w", err)
 	}
 	return nil
@@ -484,21 +499,38 @@ func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
 
 // LookupConn reads a connection entry.
 func (d *Dataplane) LookupConn(k ConnKey) (Conn, bool, error) {
-	var v directorConnVal
-	err := d.objs.Conns.Lookup(k.raw(), &v)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return Conn{}, false, nil
-	}
-	if err != nil {
-		return Conn{}, false, fmt.Errorf("lookup conn: %w", err)
+	raw := k.raw()
+	v, found, err := d.lookupRaw(&raw)
+	if !found || err != nil {
+		return Conn{}, false, err
 	}
 	return connFromRaw(v), true, nil
 }
 
-// DeleteConn removes a connection entry; a missing one is not an error.
+// lookupRaw finds an entry in the established table, then the embryonic
+// one, as the program does.
+func (d *Dataplane) lookupRaw(k *directorConnKey) (directorConnVal, bool, error) {
+	var v directorConnVal
+	for _, m := range []*ebpf.Map{d.objs.EstConns, d.objs.Conns} {
+		err := m.Lookup(k, &v)
+		if err == nil {
+			return v, true, nil
+		}
+		if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return v, false, fmt.Errorf("lookup conn: %w", err)
+		}
+	}
+	return v, false, nil
+}
+
+// DeleteConn removes a connection entry from either table; a missing one
+// is not an error.
 func (d *Dataplane) DeleteConn(k ConnKey) error {
-	if err := d.objs.Conns.Delete(k.raw()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete conn: %w", err)
+	raw := k.raw()
+	for _, m := range []*ebpf.Map{d.objs.EstConns, d.objs.Conns} {
+		if err := m.Delete(&raw); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete conn: %w", err)
+		}
 	}
 	return nil
 }
@@ -512,21 +544,24 @@ const connBatch = 4096
 func (d *Dataplane) WalkConns(fn func(ConnKey, Conn) bool) error {
 	keys := make([]directorConnKey, connBatch)
 	vals := make([]directorConnVal, connBatch)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := d.objs.Conns.BatchLookup(&cursor, keys, vals, nil)
-		for i := 0; i < n; i++ {
-			if !fn(connKeyFromRaw(keys[i]), connFromRaw(vals[i])) {
-				return nil
+	for _, m := range []*ebpf.Map{d.objs.EstConns, d.objs.Conns} {
+		var cursor ebpf.MapBatchCursor
+		for {
+			n, err := m.BatchLookup(&cursor, keys, vals, nil)
+			for i := 0; i < n; i++ {
+				if !fn(connKeyFromRaw(keys[i]), connFromRaw(vals[i])) {
+					return nil
+				}
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("walk conns: %w", err)
 			}
 		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("walk conns: %w", err)
-		}
 	}
+	return nil
 }
 
 // Counters returns the data plane's global counters summed over CPUs.

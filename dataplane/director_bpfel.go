@@ -46,7 +46,7 @@ type directorConnVal struct {
 	SvcId    uint32
 	State    uint8
 	Flags    uint8
-	Pad      uint16
+	Hits     uint16
 	Nsaddr   uint32
 	Ndaddr   uint32
 	Nsport   uint16
@@ -137,7 +137,8 @@ const (
 	directorStatIdxSTAT_DROP_TOO_BIG     directorStatIdx = 10
 	directorStatIdxSTAT_TOA_SKIPPED      directorStatIdx = 11
 	directorStatIdxSTAT_DROP_ADJUST      directorStatIdx = 12
-	directorStatIdxSTAT_MAX              directorStatIdx = 13
+	directorStatIdxSTAT_EST_FULL         directorStatIdx = 13
+	directorStatIdxSTAT_MAX              directorStatIdx = 14
 )
 
 type directorSvcKey struct {
@@ -177,6 +178,7 @@ const (
 const (
 	directorMapAddrFilter       = "addr_filter"
 	directorMapConns            = "conns"
+	directorMapEstConns         = "est_conns"
 	directorMapIfaces           = "ifaces"
 	directorMapPickCtls         = "pick_ctls"
 	directorMapPickSeqs         = "pick_seqs"
@@ -245,6 +247,7 @@ type directorProgramSpecs struct {
 type directorMapSpecs struct {
 	AddrFilter  *ebpf.MapSpec `ebpf:"addr_filter"`
 	Conns       *ebpf.MapSpec `ebpf:"conns"`
+	EstConns    *ebpf.MapSpec `ebpf:"est_conns"`
 	Ifaces      *ebpf.MapSpec `ebpf:"ifaces"`
 	PickCtls    *ebpf.MapSpec `ebpf:"pick_ctls"`
 	PickSeqs    *ebpf.MapSpec `ebpf:"pick_seqs"`
@@ -289,6 +292,7 @@ func (o *directorObjects) Close() error {
 type directorMaps struct {
 	AddrFilter  *ebpf.Map `ebpf:"addr_filter"`
 	Conns       *ebpf.Map `ebpf:"conns"`
+	EstConns    *ebpf.Map `ebpf:"est_conns"`
 	Ifaces      *ebpf.Map `ebpf:"ifaces"`
 	PickCtls    *ebpf.Map `ebpf:"pick_ctls"`
 	PickSeqs    *ebpf.Map `ebpf:"pick_seqs"`
@@ -308,6 +312,7 @@ func (m *directorMaps) Close() error {
 	return _DirectorClose(
 		m.AddrFilter,
 		m.Conns,
+		m.EstConns,
 		m.Ifaces,
 		m.PickCtls,
 		m.PickSeqs,

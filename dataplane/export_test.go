@@ -48,6 +48,7 @@ func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut,
 	defer func() {
 		for _, e := range ents[:n] {
 			_ = h.objs.Conns.Delete(&e.k)
+			_ = h.objs.EstConns.Delete(&e.k)
 		}
 	}()
 	before, err := h.Counters()
@@ -67,10 +68,13 @@ func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut,
 			xdpStat = i
 		}
 	}
-	var xdpConn directorConnVal
 	fk := ents[n-1].k
-	if err := h.objs.Conns.Lookup(&fk, &xdpConn); err != nil {
+	xdpConn, found, err := h.lookupRaw(&fk)
+	if err != nil {
 		return err
+	}
+	if !found {
+		return fmt.Errorf("the connection's entry is gone after the program ran")
 	}
 	goConn := ents[n-1].v
 	out := make([]byte, len(frame)+64)

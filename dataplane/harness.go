@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -92,4 +93,15 @@ func (h *Harness) SetConnBatch(keys []ConnKey, conns []Conn) error {
 		}
 	}
 	return nil
+}
+
+// Established reports whether connection entry k is in the established
+// table (est_conns) rather than the embryonic one.
+func (h *Harness) Established(k ConnKey) (bool, error) {
+	var v directorConnVal
+	err := h.objs.EstConns.Lookup(k.raw(), &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	return err == nil, err
 }

@@ -3,10 +3,12 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -48,6 +50,39 @@ func preparePinDir(dir string, flush bool) error {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("pin directory: %w", err)
+	}
+	return nil
+}
+
+// dropStalePins removes from dir the pins of the maps this version lays
+// out differently from the xipvsd that pinned them (an upgrade that adds
+// a counter or a field), so that they are created afresh: counters start
+// from zero, and the configuration maps are rewritten when the state is
+// restored. The connection tables are never dropped: one that does not
+// fit is left for the load to refuse, with the --flush advice.
+func dropStalePins(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error {
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName || name == directorMapConns || name == directorMapEstConns {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("pinned map %s: %w", name, err)
+		}
+		stale := ms.Compatible(m)
+		m.Close()
+		if stale == nil {
+			continue
+		}
+		log.Warn("a pinned map does not fit this xipvsd: created afresh, the connection tables are kept",
+			"map", name, "reason", stale)
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("remove stale pin %s: %w", path, err)
+		}
 	}
 	return nil
 }
@@ -157,13 +192,17 @@ func (d *Dataplane) RealIDs() ([]uint32, error) {
 // memory (the map's memlock: elements, keys, values, buckets and LRU
 // lists), in bytes.
 func (d *Dataplane) ConnTableMemory() (uint64, error) {
-	info, err := d.objs.Conns.Info()
-	if err != nil {
-		return 0, err
+	var total uint64
+	for _, m := range []*ebpf.Map{d.objs.Conns, d.objs.EstConns} {
+		info, err := m.Info()
+		if err != nil {
+			return 0, err
+		}
+		n, ok := info.Memlock()
+		if !ok {
+			return 0, fmt.Errorf("kernel does not report map memory")
+		}
+		total += n
 	}
-	m, ok := info.Memlock()
-	if !ok {
-		return 0, fmt.Errorf("kernel does not report map memory")
-	}
-	return m, nil
+	return total, nil
 }

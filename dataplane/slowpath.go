@@ -361,8 +361,8 @@ func (w *worker) stillFollows(k directorConnKey, p *packet, v *directorConnVal) 
 	if p.proto != protoTCP || p.flags&(TCPSyn|TCPAck) != TCPSyn {
 		return true
 	}
-	var cur directorConnVal
-	if err := w.sp.d.objs.Conns.Lookup(&k, &cur); err != nil {
+	cur, found, err := w.sp.d.lookupRaw(&k)
+	if err != nil || !found {
 		return false // gone: schedule afresh
 	}
 	if closing(conntrack.State(cur.State)) {

@@ -74,9 +74,10 @@ func (d *Dataplane) loadSweep(connTableSize uint32) error {
 		return fmt.Errorf("load sweep spec: %w", err)
 	}
 	spec.Maps[sweepMapConns].MaxEntries = connTableSize
+	spec.Maps[sweepMapEstConns].MaxEntries = connTableSize
 	spec.Maps[sweepMapSweepOwned].MaxEntries = connTableSize
 	sp := &sweepProg{}
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{sweepMapConns: d.objs.Conns}}
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{sweepMapConns: d.objs.Conns, sweepMapEstConns: d.objs.EstConns}}
 	// Only the program and the maps it uses: the director's others are
 	// never created twice.
 	var objs struct {

@@ -30,7 +30,7 @@ type sweepConnVal struct {
 	SvcId    uint32
 	State    uint8
 	Flags    uint8
-	Pad      uint16
+	Hits     uint16
 	Nsaddr   uint32
 	Ndaddr   uint32
 	Nsport   uint16
@@ -143,6 +143,7 @@ type sweepSweepTmpl struct {
 const (
 	sweepMapAddrFilter      = "addr_filter"
 	sweepMapConns           = "conns"
+	sweepMapEstConns        = "est_conns"
 	sweepMapIfaces          = "ifaces"
 	sweepMapPickCtls        = "pick_ctls"
 	sweepMapPickSeqs        = "pick_seqs"
@@ -214,6 +215,7 @@ type sweepProgramSpecs struct {
 type sweepMapSpecs struct {
 	AddrFilter      *ebpf.MapSpec `ebpf:"addr_filter"`
 	Conns           *ebpf.MapSpec `ebpf:"conns"`
+	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
 	PickCtls        *ebpf.MapSpec `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.MapSpec `ebpf:"pick_seqs"`
@@ -261,6 +263,7 @@ func (o *sweepObjects) Close() error {
 type sweepMaps struct {
 	AddrFilter      *ebpf.Map `ebpf:"addr_filter"`
 	Conns           *ebpf.Map `ebpf:"conns"`
+	EstConns        *ebpf.Map `ebpf:"est_conns"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
 	PickCtls        *ebpf.Map `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.Map `ebpf:"pick_seqs"`
@@ -284,6 +287,7 @@ func (m *sweepMaps) Close() error {
 	return _SweepClose(
 		m.AddrFilter,
 		m.Conns,
+		m.EstConns,
 		m.Ifaces,
 		m.PickCtls,
 		m.PickSeqs,

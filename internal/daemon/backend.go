@@ -168,7 +168,9 @@ func (b *backend) Info() api.Info {
 		var total uint64
 		for i, v := range c {
 			info.Counters["xdp_"+dataplane.StatNames()[i]] = v
-			total += v
+			if !dataplane.StatIsEvent(i) {
+				total += v
+			}
 		}
 		info.Counters["xdp_rx"] = total
 	}

@@ -35,6 +35,8 @@ type labPlan struct {
 	// realsGateway is the reals' default gateway on the inside LAN
 	// (empty: none).
 	realsGateway string
+	// daemonArgs are xipvsd's extra arguments.
+	daemonArgs []string
 }
 
 func newModeLab(t *testing.T, tag string, plan labPlan) *modeLab {
@@ -42,7 +44,7 @@ func newModeLab(t *testing.T, tag string, plan labPlan) *modeLab {
 	vip := netip.MustParseAddr(plan.outside + ".100")
 	l := testutil.NewTestLab(t, testutil.LabPlan{Prefix: fmt.Sprintf("xm%d%s", os.Getpid()%10000, tag),
 		Outside: plan.outside, Inside: plan.inside, Routed: plan.routed, InsideReals: 2, VIPs: []netip.Addr{vip}})
-	lab := &modeLab{drLab: &drLab{Lab: l, cl: l.Client, lb: l.Director, rs: l.Reals, vip: vip}}
+	lab := &modeLab{drLab: &drLab{Lab: l, args: plan.daemonArgs, cl: l.Client, lb: l.Director, rs: l.Reals, vip: vip}}
 	for _, rs := range lab.rs {
 		if plan.realsGateway != "" {
 			if err := rs.IP("route", "add", "default", "via", plan.realsGateway); err != nil {

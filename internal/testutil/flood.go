@@ -1,0 +1,64 @@
+package testutil
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/xipvs/xipvs/dataplane/loadgen"
+)
+
+// SYNFlood is a spoofed-source SYN generator on one host's eth0: the
+// live-frames generator (dataplane/loadgen), every frame from a source
+// address and port never used before. The host's bridge port needs an
+// XDP program (HostOptions.XDPPeer) to receive what it sends.
+type SYNFlood struct {
+	h       *Host
+	lg      *loadgen.Programs
+	ifindex int
+	frame   []byte
+}
+
+// NewSYNFlood prepares a flood from h to dst (through the next hop
+// dstMAC), sources counting up from srcBase (50,000 ports per address).
+func NewSYNFlood(h *Host, dstMAC net.HardwareAddr, dst netip.AddrPort, srcBase netip.Addr) (*SYNFlood, error) {
+	f := &SYNFlood{h: h}
+	var err error
+	if f.lg, err = loadgen.Open(loadgen.Options{}); err != nil {
+		return nil, err
+	}
+	f.frame = Frame{SrcMAC: h.MAC, DstMAC: dstMAC, Src: srcBase, Dst: dst.Addr(), SrcPort: 1024, DstPort: dst.Port(), SYN: true}.Build()
+	if err := h.Do(func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		f.ifindex = ifc.Index
+		return nil
+	}); err != nil {
+		f.lg.Close()
+		return nil, err
+	}
+	if err := f.lg.SetFlows(loadgen.Flows{Template: f.frame, AddrBase: srcBase, PortBase: 1024, Ports: 50000}); err != nil {
+		f.lg.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Send sends n more SYNs as fast as the generator goes.
+func (f *SYNFlood) Send(n uint32) error {
+	return f.h.Do(func() error { return f.lg.Send(f.ifindex, f.frame, n, 0) })
+}
+
+// Sent is how many SYNs the flood has sent.
+func (f *SYNFlood) Sent() (uint64, error) {
+	n, err := f.lg.Seq()
+	if err != nil {
+		return 0, fmt.Errorf("flood: %w", err)
+	}
+	return n, nil
+}
+
+// Close unloads the generator.
+func (f *SYNFlood) Close() error { return f.lg.Close() }
