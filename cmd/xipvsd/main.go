@@ -68,7 +68,7 @@ func main() {
 	fs.Var(&ifaces, "interface", "same as -i")
 	defSocket, defState, defPins := api.Defaults()
 	socket := fs.String("socket", "", "control socket (default $XIPVS_SOCKET or "+defSocket+")")
-	connTable := fs.Uint("conn-table-size", dataplane.DefaultConnTableSize, "connection table capacity (entries)")
+	connTable := fs.Uint("conn-table-size", dataplane.DefaultConnTableSize, "entries in each of the two connection tables: embryonic (an LRU) and established (never evicted); 1024 to 268435456")
 	svcTable := fs.Uint("service-table-size", dataplane.DefaultServiceTableSize,
 		"services map capacity: the most (VIP, port, protocol) keys services and port groups claim,\nso the most services")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -124,6 +124,11 @@ func main() {
 			os.Exit(1)
 		}
 		cfg = c
+	}
+	const minTable, maxTable = 1024, 1 << 28
+	if *connTable < minTable || *connTable > maxTable {
+		fmt.Fprintf(os.Stderr, "xipvsd: --conn-table-size %d: want %d to %d entries\n", *connTable, minTable, maxTable)
+		os.Exit(2)
 	}
 	if len(ifaces) == 0 {
 		fmt.Fprintln(os.Stderr, "xipvsd: no interface given (-i IFACE, or interfaces: in --config)")
