@@ -128,6 +128,7 @@ enum stat_idx {
 	STAT_TOA_SKIPPED,     /* FULLNAT: no room for the TOA option */
 	STAT_DROP_ADJUST,     /* growing or shrinking the frame failed */
 	STAT_EST_FULL,        /* a connection stayed embryonic: est_conns full */
+	STAT_ICMP_FORWARD,    /* an ICMP error about a connection, sent on */
 	STAT_MAX,
 };
 

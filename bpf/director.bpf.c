@@ -5,8 +5,9 @@
  * their replies rewritten back), by XDP_TX or a devmap redirect. A packet
  * to a virtual service without a connection goes to the Go slow path over
  * AF_XDP, or is dropped while no socket is bound (never passed: the
- * director's stack would answer a SYN with a RST). Everything else passes
- * to the kernel untouched. */
+ * director's stack would answer a SYN with a RST). ICMP errors about a
+ * connection follow it (icmp.h). Everything else passes to the kernel
+ * untouched. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -18,15 +19,8 @@
 #include "stats.h"
 #include "rewrite.h"
 #include "conn.h"
-
-/* egress sends the (rewritten) frame out ifindex: XDP_TX when that is
- * where it came in, else a devmap redirect. */
-static __always_inline int egress(struct xdp_md *ctx, __u32 ifindex)
-{
-	if (ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect_map(&tx_ports, ifindex, XDP_DROP);
-}
+#include "lookup.h"
+#include "icmp.h"
 
 /* forward_tun sends a packet of a TUN connection: MSS clamped on SYNs,
  * ICMP fragmentation-needed for a DF packet the tunnel cannot carry,
@@ -287,16 +281,6 @@ static __always_inline struct svc_val *service(__be32 vip, __be16 port, __u8 pro
 	return bpf_map_lookup_elem(&services, &sk);
 }
 
-/* addr_flags is the prefilter's word for addr: which of VIP and NAT
- * source some address hashing there is. */
-static __always_inline __u8 addr_flags(__be32 addr)
-{
-	__u32 i = addr_slot(addr);
-	__u8 *f = bpf_map_lookup_elem(&addr_filter, &i);
-
-	return f ? *f : 0;
-}
-
 static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 {
 	void *data = (void *)(long)ctx->data;
@@ -315,6 +299,11 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	if (parse_ipv4(&cursor, data_end, &p) < 0) {
 		*stat = STAT_PASS_MALFORMED;
 		return XDP_PASS;
+	}
+	if (p.proto == IPPROTO_ICMP) {
+		if (p.frag)
+			return XDP_PASS;
+		return icmp_error(ctx, &p, cursor, addr_flags(p.ip->daddr) & ADDR_F_VIP, stat);
 	}
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return XDP_PASS;

@@ -50,6 +50,7 @@ const (
 	StatTOASkipped     = int(directorStatIdxSTAT_TOA_SKIPPED)
 	StatDropAdjust     = int(directorStatIdxSTAT_DROP_ADJUST)
 	StatEstFull        = int(directorStatIdxSTAT_EST_FULL)
+	StatICMPForward    = int(directorStatIdxSTAT_ICMP_FORWARD)
 	// NumStats is how many global counters there are.
 	NumStats = int(directorStatIdxSTAT_MAX)
 )

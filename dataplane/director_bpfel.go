@@ -138,7 +138,8 @@ const (
 	directorStatIdxSTAT_TOA_SKIPPED      directorStatIdx = 11
 	directorStatIdxSTAT_DROP_ADJUST      directorStatIdx = 12
 	directorStatIdxSTAT_EST_FULL         directorStatIdx = 13
-	directorStatIdxSTAT_MAX              directorStatIdx = 14
+	directorStatIdxSTAT_ICMP_FORWARD     directorStatIdx = 14
+	directorStatIdxSTAT_MAX              directorStatIdx = 15
 )
 
 type directorSvcKey struct {

@@ -123,6 +123,17 @@ func ChecksumsValid(frame []byte) bool {
 		return false
 	}
 	l4 := frame[14+int(ip.IHL)*4 : 14+int(ip.Length)]
+	if ip.Protocol == layers.IPProtocolICMPv4 {
+		// No pseudo header; a quoted IP header must be whole too.
+		if fold(sum(l4)) != 0xffff {
+			return false
+		}
+		if len(l4) >= 8+20 && l4[8]>>4 == 4 {
+			qlen := int(l4[8]&0xf) * 4
+			return len(l4) >= 8+qlen && fold(sum(l4[8:8+qlen])) == 0xffff
+		}
+		return true
+	}
 	if ip.Protocol == layers.IPProtocolUDP && len(l4) >= 8 && l4[6] == 0 && l4[7] == 0 {
 		return true // UDP checksum not used
 	}
@@ -131,6 +142,45 @@ func ChecksumsValid(frame []byte) bool {
 	pseudo = append(pseudo, ip.DstIP.To4()...)
 	pseudo = append(pseudo, 0, byte(ip.Protocol), byte(len(l4)>>8), byte(len(l4)))
 	return fold(sum(pseudo)+sum(l4)) == 0xffff
+}
+
+// ICMPError builds an ICMP error frame of type typ and code from src to
+// dst quoting quoted (an IP packet, as much of it as given); mtu is the
+// next-hop MTU of a fragmentation-needed error.
+func ICMPError(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, typ, code uint8, mtu uint16, quoted []byte) []byte {
+	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, TOS: 0xc0, Id: 0x4321, Protocol: layers.IPProtocolICMPv4,
+		SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Seq: mtu}
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload(quoted)); err != nil {
+		panic(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// Quote is what an ICMP error quotes of frame: its IP header and the
+// first 8 bytes after it.
+func Quote(frame []byte) []byte {
+	hl := int(frame[14]&0xf) * 4
+	return append([]byte(nil), frame[14:14+hl+8]...)
+}
+
+// Requote gives a quoted IP packet other addresses and ports, its IP
+// header checksum recomputed and its TCP/UDP checksum left as it was (a
+// translated ICMP error's quote, as IPVS makes it).
+func Requote(q []byte, src, dst netip.Addr, sport, dport uint16) []byte {
+	out := append([]byte(nil), q...)
+	hl := int(out[0]&0xf) * 4
+	s, d := src.As4(), dst.As4()
+	copy(out[12:16], s[:])
+	copy(out[16:20], d[:])
+	out[hl], out[hl+1], out[hl+2], out[hl+3] = byte(sport>>8), byte(sport), byte(dport>>8), byte(dport)
+	out[10], out[11] = 0, 0
+	c := ^fold(sum(out[:hl]))
+	out[10], out[11] = byte(c>>8), byte(c)
+	return out
 }
 
 func sum(b []byte) uint32 {
