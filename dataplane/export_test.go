@@ -91,3 +91,11 @@ func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut,
 	}
 	return nil
 }
+
+// PortUnreachable is the slow path's answer to a new flow no real
+// server can take.
+func PortUnreachable(frame []byte) ([]byte, bool) {
+	out := make([]byte, len(frame)+icmpFrameLen)
+	n, ok := icmpPortUnreachable(out, copy(out, frame))
+	return out[:n], ok
+}

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
@@ -47,6 +49,10 @@ type Decision struct {
 	// Persistent marks a persistent service's connection (the sweep
 	// lists the templates of those).
 	Persistent bool
+	// Unreachable (with RealID 0): the flow is a service's and no real
+	// server can take it; the client is answered ICMP port unreachable,
+	// rate-limited, as IPVS's ip_vs_leave does.
+	Unreachable bool
 }
 
 // FlowHandler decides a batch of new flows: decs[i] for flows[i]. Each
@@ -55,14 +61,18 @@ type FlowHandler func(flows []NewFlow, decs []Decision)
 
 // SlowPathStats counts what the slow path did.
 type SlowPathStats struct {
-	Received   uint64 // frames read from AF_XDP sockets
-	NewConns   uint64 // connections created
-	Followed   uint64 // frames of a flow created moments before (a burst)
-	Forwarded  uint64 // frames transmitted
-	NoDest     uint64 // dropped: the handler found no real server
-	Unparsable uint64 // dropped: not a frame the director redirects
-	Failed     uint64 // dropped: map write or transmit failure
-	Batches    uint64 // batches handled (Received/Batches is the mean size)
+	Received  uint64 // frames read from AF_XDP sockets
+	NewConns  uint64 // connections created
+	Followed  uint64 // frames of a flow created moments before (a burst)
+	Forwarded uint64 // frames transmitted
+	NoDest    uint64 // dropped: the handler found no real server
+	// PortUnreach counts the ICMP port unreachable answers to flows no
+	// real could take (Decision.Unreachable); UnreachLimited those the
+	// rate limit held back.
+	PortUnreach, UnreachLimited uint64
+	Unparsable                  uint64 // dropped: not a frame the director redirects
+	Failed                      uint64 // dropped: map write or transmit failure
+	Batches                     uint64 // batches handled (Received/Batches is the mean size)
 }
 
 // batchSize is the most frames one worker takes from its RX ring at once.
@@ -88,6 +98,13 @@ type slowPath struct {
 	wg      sync.WaitGroup
 
 	received, newConns, followed, forwarded, noDest, unparsable, failed, batches atomic.Uint64
+	portUnreach, unreachLimited                                                  atomic.Uint64
+
+	// unreach paces the port unreachable answers, as the kernel paces
+	// ICMP (net.ipv4.icmp_msgs_per_sec 1000, burst 50).
+	unreach *rate.Limiter
+	// unreachLog paces the log line about them.
+	unreachLog rate.Sometimes
 }
 
 // StartSlowPath binds one AF_XDP socket per rx queue of every director
@@ -99,7 +116,8 @@ func (d *Dataplane) StartSlowPath(h FlowHandler) error {
 	if d.slow != nil {
 		return errors.New("slow path already started")
 	}
-	sp := &slowPath{d: d, handler: h, socks: map[int][]*xsk.Socket{}, stop: make(chan struct{})}
+	sp := &slowPath{d: d, handler: h, socks: map[int][]*xsk.Socket{}, stop: make(chan struct{}),
+		unreach: rate.NewLimiter(1000, 50), unreachLog: rate.Sometimes{Interval: 10 * time.Second}}
 	for i := range d.ifaces {
 		ifc := &d.ifaces[i]
 		for q := 0; q < ifc.RxQueues; q++ {
@@ -143,6 +161,7 @@ func (d *Dataplane) SlowPathStats() SlowPathStats {
 	return SlowPathStats{
 		Received: sp.received.Load(), NewConns: sp.newConns.Load(), Followed: sp.followed.Load(),
 		Forwarded: sp.forwarded.Load(), NoDest: sp.noDest.Load(), Unparsable: sp.unparsable.Load(),
+		PortUnreach: sp.portUnreach.Load(), UnreachLimited: sp.unreachLimited.Load(),
 		Failed: sp.failed.Load(), Batches: sp.batches.Load(),
 	}
 }
@@ -335,6 +354,9 @@ func (w *worker) batch(frames [][]byte) {
 			v = w.vals[i]
 		case w.sched[i] >= 0 && w.decs[w.sched[i]].RealID != 0:
 			v = w.fwdVal(w.sched[i])
+		case w.sched[i] >= 0 && w.decs[w.sched[i]].Unreachable:
+			w.unreachable(f, &w.pkts[i])
+			continue
 		default:
 			continue
 		}
@@ -491,6 +513,37 @@ func (w *worker) transmit(f []byte, p *packet, v directorConnVal) {
 	if stat == StatFwd {
 		sp.d.accountSlow(v.RealId, uint64(p.totLen))
 	}
+}
+
+// unreachable answers frame f, a new flow no real server can take, with
+// an ICMP port unreachable out the way it came, within the rate limit.
+func (w *worker) unreachable(f []byte, p *packet) {
+	sp := w.sp
+	if !sp.unreach.Allow() {
+		sp.unreachLimited.Add(1)
+		return
+	}
+	tx := w.txs[w.qs.sock]
+	if tx == nil {
+		tx = w.qs.sock.BeginTx()
+		w.txs[w.qs.sock] = tx
+	}
+	buf := tx.Next()
+	if buf == nil || len(buf) < len(f)+icmpFrameLen {
+		sp.failed.Add(1)
+		return
+	}
+	n, ok := icmpPortUnreachable(buf, copy(buf, f))
+	if !ok {
+		return // IP options: no quote of the usual size
+	}
+	tx.Commit(n)
+	sp.portUnreach.Add(1)
+	sp.unreachLog.Do(func() {
+		sp.d.log.Warn("new flows to a service with no available real server: answered ICMP port unreachable",
+			"service", fmt.Sprintf("%s:%d/%d", netip.AddrFrom4(p.dst), p.dstPort, p.proto),
+			"client", netip.AddrFrom4(p.src), "answered", sp.portUnreach.Load(), "rate_limited", sp.unreachLimited.Load())
+	})
 }
 
 // egressSock is the socket a real's packets leave by: its interface's,

@@ -355,6 +355,20 @@ func forwardTun(out []byte, n int, p *packet, r *realView) (int, int, int) {
 // back to its sender, from the address it was sent to, quoting its IP
 // header and 8 bytes. It needs a 20-byte IP header.
 func icmpFragNeeded(out []byte, n int, mtu uint16) (int, bool) {
+	return icmpUnreachable(out, n, 4, mtu)
+}
+
+// icmpPortUnreachable answers the frame in out[:n] with an ICMP port
+// unreachable (type 3 code 3) from the address it was sent to, as IPVS's
+// ip_vs_leave does for a new flow no real server can take.
+func icmpPortUnreachable(out []byte, n int) (int, bool) {
+	return icmpUnreachable(out, n, 3, 0)
+}
+
+// icmpUnreachable turns the frame in out[:n] into an ICMP destination
+// unreachable with code (and next-hop mtu) back to its sender; see
+// icmpFragNeeded.
+func icmpUnreachable(out []byte, n int, code uint8, mtu uint16) (int, bool) {
 	const grow = 20 + 8
 	if n+grow < icmpFrameLen || out[ethHLen]&0x0f != 5 {
 		return 0, false
@@ -382,7 +396,7 @@ func icmpFragNeeded(out []byte, n int, mtu uint16) (int, bool) {
 	copy(ip[16:20], daddr[:])
 	le.PutUint16(ip[10:12], ipv4Csum(ip))
 	icmp := f[ethHLen+20:]
-	icmp[0], icmp[1] = 3, 4
+	icmp[0], icmp[1] = 3, code
 	icmp[2], icmp[3], icmp[4], icmp[5] = 0, 0, 0, 0
 	binary.BigEndian.PutUint16(icmp[6:8], mtu)
 	var s uint32

@@ -181,6 +181,8 @@ func (b *backend) Info() api.Info {
 	info.Counters["slow_batches"] = sp.Batches
 	info.Counters["slow_forwarded"] = sp.Forwarded
 	info.Counters["slow_no_dest"] = sp.NoDest
+	info.Counters["slow_port_unreach"] = sp.PortUnreach
+	info.Counters["slow_unreach_limited"] = sp.UnreachLimited
 	info.Counters["slow_unparsable"] = sp.Unparsable
 	info.Counters["slow_failed"] = sp.Failed
 	info.Counters["fullnat_no_local_port"] = b.srv.LocalPortsExhausted()

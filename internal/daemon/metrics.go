@@ -117,7 +117,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		name string
 		v    uint64
 	}{{"received", sp.Received}, {"new_conns", sp.NewConns}, {"followed", sp.Followed}, {"batches", sp.Batches}, {"forwarded", sp.Forwarded},
-		{"no_dest", sp.NoDest}, {"unparsable", sp.Unparsable}, {"failed", sp.Failed}} {
+		{"no_dest", sp.NoDest}, {"port_unreach", sp.PortUnreach}, {"unreach_limited", sp.UnreachLimited},
+		{"unparsable", sp.Unparsable}, {"failed", sp.Failed}} {
 		counter(c.slow, e.v, e.name)
 	}
 	counter(c.noLocalPort, c.srv.LocalPortsExhausted())

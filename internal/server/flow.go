@@ -75,7 +75,8 @@ func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Deci
 	flow := sched.Flow{Src: f.Key.Src, Dst: f.Key.Dst, SrcPort: f.Key.SrcPort, DstPort: f.Key.DstPort, Proto: f.Key.Proto, Now: now}
 	d := s.schedule(sv, flow)
 	if d == nil {
-		return dataplane.Decision{}
+		// ip_vs_leave: no real can take it; the client is told.
+		return dataplane.Decision{Unreachable: true}
 	}
 	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id, Persistent: sv.cfg.Persistent}
 	if d.cfg.Fwd.Rewrites() {

@@ -149,7 +149,7 @@ func ChecksumsValid(frame []byte) bool {
 // next-hop MTU of a fragmentation-needed error.
 func ICMPError(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, typ, code uint8, mtu uint16, quoted []byte) []byte {
 	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, TOS: 0xc0, Id: 0x4321, Protocol: layers.IPProtocolICMPv4,
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, TOS: 0xc0, Protocol: layers.IPProtocolICMPv4,
 		SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
 	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Seq: mtu}
 	buf := gopacket.NewSerializeBuffer()
