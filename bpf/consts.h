@@ -37,6 +37,11 @@
 #define MAX_SWEEP_RELEASED 65536
 #endif
 
+/* Sources admission control remembers (known_sources). */
+#ifndef KNOWN_SOURCES
+#define KNOWN_SOURCES 131072
+#endif
+
 /* Slots of the address prefilter (addr_filter); a power of two. */
 #define ADDR_SLOTS 65536
 
@@ -79,7 +84,33 @@ enum conn_flag {
 	CONN_F_FULLNAT = 0x2, /* either entry of a FULLNAT connection */
 	CONN_F_PERSIST = 0x4, /* a persistent service's: the sweep lists
 			       * the template it belongs to */
+	CONN_F_SP_PENDING = 0x8, /* SYN proxy: Go is opening the connection
+				  * to the real; its packets go to Go */
+	CONN_F_SYNPROXY = 0x10,  /* SYN proxy: sequence numbers, timestamps
+				  * and window adjusted (seqadj) */
 };
+
+/* svc_val.flags */
+enum svc_flag {
+	SVC_F_SYNPROXY = 0x1,      /* SYN proxy always (-j/--synproxy) */
+	SVC_F_SYNPROXY_AUTO = 0x2, /* SYN proxy while the defence is engaged
+				    * (a TCP service of NAT/FULLNAT reals) */
+	SVC_F_TOA_ROOM = 0x4,      /* FULLNAT reals: advertise an MSS 8 lower */
+};
+
+/* defence.flags */
+enum defence_flag {
+	DEF_F_ENGAGED = 0x1, /* the slow path is overloaded: SYN proxy for
+			      * SVC_F_SYNPROXY_AUTO services */
+};
+
+/* SYN cookie timestamps: the low TS_OPT_BITS of the SYN-ACK's TSval carry
+ * the client's options, read back from its ACK's TSecr (the kernel's
+ * cookie_init_timestamp does the same with 6 bits). */
+#define TS_OPT_WSCALE 0xf  /* the client's window scale; 0xf: none */
+#define TS_OPT_SACK 0x10   /* the client offered SACK */
+#define TS_OPT_MSS_SHIFT 5 /* 2 bits: index into the kernel's v4 MSS table */
+#define TS_OPT_BITS 7
 
 /* TOA: the client's address as a TCP option (the toa module's format). */
 #define TCPOPT_TOA 254
@@ -129,6 +160,10 @@ enum stat_idx {
 	STAT_DROP_ADJUST,     /* growing or shrinking the frame failed */
 	STAT_EST_FULL,        /* a connection stayed embryonic: est_conns full */
 	STAT_ICMP_FORWARD,    /* an ICMP error about a connection, sent on */
+	STAT_SP_SYNACK,       /* SYN proxy: a SYN answered with a cookie SYN-ACK */
+	STAT_SP_DROP,         /* SYN proxy: no valid cookie (or a bad checksum) */
+	STAT_SHED,            /* admission: a new source's SYN over the rate */
+	STAT_NEW_SYN,         /* event: a SYN with no connection to a service */
 	STAT_MAX,
 };
 

@@ -21,6 +21,31 @@
 #include "conn.h"
 #include "lookup.h"
 #include "icmp.h"
+#include "synproxy.h"
+
+/* synproxy_forward and synproxy_reply apply a SYN-proxied connection's
+ * adjustments (its seqadjs entry under key k) to a TCP packet. */
+static __always_inline void synproxy_adjust(struct xdp_md *ctx, struct pkt *p, struct conn_key *k, int reply)
+{
+	struct seqadj *a = bpf_map_lookup_elem(&seqadjs, k);
+	__u32 th_off = (void *)p->l4 - (void *)(long)ctx->data;
+	struct seqadj adj;
+
+	if (!a || p->proto != IPPROTO_TCP)
+		return;
+	adj = *a;
+	xipvs_seqadj(ctx, th_off, &adj, reply);
+}
+
+static __always_inline void synproxy_forward(struct xdp_md *ctx, struct pkt *p, struct conn_key *k)
+{
+	synproxy_adjust(ctx, p, k, 0);
+}
+
+static __always_inline void synproxy_reply(struct xdp_md *ctx, struct pkt *p, struct conn_key *k)
+{
+	synproxy_adjust(ctx, p, k, 1);
+}
 
 /* forward_tun sends a packet of a TUN connection: MSS clamped on SYNs,
  * ICMP fragmentation-needed for a DF packet the tunnel cannot carry,
@@ -55,8 +80,8 @@ static __always_inline int forward_tun(struct xdp_md *ctx, struct pkt *p, const 
 
 /* forward_real sends a packet of a known connection toward its real
  * server. Returns an XDP action. */
-static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struct conn_val *c,
-				   __u32 *stat)
+static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struct conn_key *k,
+					struct conn_val *c, __u32 *stat)
 {
 	__u32 rid = c->real_id;
 	struct real *r = bpf_map_lookup_elem(&reals, &rid);
@@ -82,6 +107,8 @@ static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struc
 		conn_update(c, p, DIR_INPUT);
 		nat_rewrite(p, c);
 		set_macs(p->eth, r->mac, r->src_mac);
+		if (c->flags & CONN_F_SYNPROXY)
+			synproxy_forward(ctx, p, k);
 		break;
 	case FWD_FULLNAT: {
 		__be32 caddr = p->ip->saddr;
@@ -90,6 +117,8 @@ static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struc
 		conn_update(c, p, DIR_INPUT);
 		nat_rewrite(p, c);
 		set_macs(p->eth, r->mac, r->src_mac);
+		if (c->flags & CONN_F_SYNPROXY)
+			synproxy_forward(ctx, p, k);
 		/* The toa module reads the option from the ACK that completes
 		 * the handshake (SYN_RECV -> ESTABLISHED here). */
 		if (p->proto == IPPROTO_TCP && old_state == TCPS_SYN_RECV &&
@@ -114,11 +143,11 @@ static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struc
 }
 
 /* forward is forward_real with the real's traffic accounted. */
-static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct conn_val *c,
-				   __u32 *stat)
+static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct conn_key *k,
+				   struct conn_val *c, __u32 *stat)
 {
 	__u64 len = bpf_ntohs(p->ip->tot_len);
-	int act = forward_real(ctx, p, c, stat);
+	int act = forward_real(ctx, p, k, c, stat);
 
 	if (*stat == STAT_FORWARD)
 		real_account(c->real_id, len, 0);
@@ -129,7 +158,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct con
  * client and sends it out the way the client's packets came in. TCP
  * flags that can move the state are applied to the forward entry, with
  * IPVS's OUTPUT table. */
-static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_val *c, __u32 *stat)
+static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_key *k,
+				 struct conn_val *c, __u32 *stat)
 {
 	conn_touch(c);
 	if (p->proto == IPPROTO_TCP) {
@@ -153,6 +183,8 @@ static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_
 	}
 	real_account(c->real_id, bpf_ntohs(p->ip->tot_len), 1);
 	nat_rewrite(p, c);
+	if (c->flags & CONN_F_SYNPROXY)
+		synproxy_reply(ctx, p, k);
 	set_macs(p->eth, c->dmac, c->smac);
 	*stat = STAT_REPLY;
 	return egress(ctx, c->ifindex);
@@ -263,7 +295,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct co
 	conns_made = bpf_map_lookup_elem(&real_conns, &rid);
 	if (conns_made)
 		*conns_made += 1;
-	return forward(ctx, p, c, stat);
+	return forward(ctx, p, ck, c, stat);
 }
 
 /* service looks up the service of (VIP, port, protocol); port 0 stands
@@ -335,16 +367,24 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	 * goes with its service). */
 	c = conn_lookup(&ck, &embryonic);
 	if (c && (c->flags & CONN_F_REPLY)) {
-		if (sflags)
-			return reply(ctx, &p, c, stat);
-		return XDP_PASS;
+		if (!sflags)
+			return XDP_PASS;
+		/* SYN proxy: the real's SYN-ACK is Go's to take. */
+		if (c->flags & CONN_F_SP_PENDING)
+			return to_slow_path(ctx, stat);
+		return reply(ctx, &p, &ck, c, stat);
 	}
 	if (!dflags)
 		return XDP_PASS;
+	if (c && (c->flags & CONN_F_SP_PENDING))
+		return to_slow_path(ctx, stat);
 	if (c && !conn_reused(c, &p)) {
-		act = forward(ctx, &p, c, stat);
-		if (embryonic && *stat == STAT_FORWARD && conn_established(c, &p))
+		act = forward(ctx, &p, &ck, c, stat);
+		if (embryonic && *stat == STAT_FORWARD && conn_established(c, &p)) {
 			conn_promote(&ck, c);
+			if (p.proto == IPPROTO_TCP)
+				known_source(ck.saddr);
+		}
 		return act;
 	}
 	if (c && !embryonic)
@@ -352,6 +392,24 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	sv = service(p.ip->daddr, p.dport, p.proto, vflags);
 	if (!sv)
 		return XDP_PASS;
+	if (p.proto == IPPROTO_TCP) {
+		int bare_syn = (p.tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN;
+
+		if (bare_syn)
+			stat_inc(STAT_NEW_SYN);
+		if (synproxy_on(sv->flags)) {
+			if (bare_syn)
+				return sp_synack(ctx, &p, sv->flags, stat);
+			act = sp_cookie_ack(&p, data_end, stat);
+			if (act != FURTHER_PROCESSING)
+				return act;
+			return to_slow_path(ctx, stat);
+		}
+		if (bare_syn && !admit(ck.saddr)) {
+			*stat = STAT_SHED;
+			return XDP_DROP;
+		}
+	}
 	return new_flow(ctx, &p, &ck, sv->id, stat);
 }
 

@@ -8,6 +8,41 @@
 #include "consts.h"
 #include "structs.h"
 
+/* The defence settings (Go). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct defence);
+} defence SEC(".maps");
+
+/* SYN-proxied connections' adjustments, by either connection key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct conn_key);
+	__type(value, struct seqadj);
+} seqadjs SEC(".maps");
+
+/* Sources that completed a TCP handshake recently (written when a
+ * connection is promoted): admission control lets them through. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, KNOWN_SOURCES);
+	__type(key, __be32);
+	__type(value, __u64);
+} known_sources SEC(".maps");
+
+/* Admission control's pacing of new sources, per CPU: the time (ns) the
+ * next SYN is due (GCRA's theoretical arrival time). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} admit_tat SEC(".maps");
+
 /* Virtual services; a miss here means the packet is not ours. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -18,7 +18,26 @@ struct svc_key {
 
 struct svc_val {
 	__u32 id;    /* service id, chosen by Go */
-	__u32 flags; /* reserved */
+	__u32 flags; /* SVC_F_* */
+};
+
+/* A SYN-proxied connection's adjustments, under both of its keys: what
+ * the client was told minus what the real chose. */
+struct seqadj {
+	__u32 delta;  /* the real's sequence numbers: cookie ISN - real's ISN */
+	__u32 tsoff;  /* the real's timestamps: our TSval - the real's */
+	__s8 wshift;  /* the real's window scale - the one we advertised */
+	__u8 pad[3];
+};
+
+/* The director's defence settings, written by Go. */
+struct defence {
+	__u32 flags;        /* DEF_F_* */
+	__u16 mss;          /* the MSS our SYN-ACKs advertise */
+	__u8 wscale;        /* the window scale they advertise */
+	__u8 pad;
+	__u64 admit_interval; /* ns between new sources' SYNs per CPU; 0: no limit */
+	__u64 admit_burst;    /* ns of credit a CPU may bank */
 };
 
 /* Connection key: the client's 5-tuple as it reaches the director. */

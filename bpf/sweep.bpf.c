@@ -170,6 +170,7 @@ static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *
 	struct conn_val *peer = NULL;
 	__u64 last = v->last_seen;
 	int fullnat = v->flags & CONN_F_FULLNAT;
+	int sp = v->flags & CONN_F_SYNPROXY;
 	int peer_est = 0;
 
 	w->a.seen++;
@@ -195,6 +196,8 @@ static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *
 		}
 		if (delete2(k, w->est) == 0 && fullnat)
 			release_port(w, k);
+		if (sp)
+			bpf_map_delete_elem(&seqadjs, k);
 		return 0;
 	}
 	if (peer && peer->last_seen > last)
@@ -212,6 +215,11 @@ static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *
 		w->a.expired++;
 	if (peer && delete2(&pk, peer_est) == 0 && fullnat)
 		release_port(w, &pk);
+	if (sp) {
+		bpf_map_delete_elem(&seqadjs, k);
+		if (peer)
+			bpf_map_delete_elem(&seqadjs, &pk);
+	}
 	return 0;
 }
 

@@ -24,9 +24,11 @@ const (
 type directorConnFlag uint32
 
 const (
-	directorConnFlagCONN_F_REPLY   directorConnFlag = 1
-	directorConnFlagCONN_F_FULLNAT directorConnFlag = 2
-	directorConnFlagCONN_F_PERSIST directorConnFlag = 4
+	directorConnFlagCONN_F_REPLY      directorConnFlag = 1
+	directorConnFlagCONN_F_FULLNAT    directorConnFlag = 2
+	directorConnFlagCONN_F_PERSIST    directorConnFlag = 4
+	directorConnFlagCONN_F_SP_PENDING directorConnFlag = 8
+	directorConnFlagCONN_F_SYNPROXY   directorConnFlag = 16
 )
 
 type directorConnKey struct {
@@ -54,6 +56,16 @@ type directorConnVal struct {
 	Ifindex  uint32
 	Dmac     [6]uint8
 	Smac     [6]uint8
+}
+
+type directorDefence struct {
+	_             structs.HostLayout
+	Flags         uint32
+	Mss           uint16
+	Wscale        uint8
+	Pad           uint8
+	AdmitInterval uint64
+	AdmitBurst    uint64
 }
 
 type directorFwdMethod uint32
@@ -111,6 +123,14 @@ type directorRealStats struct {
 	Outbytes uint64
 }
 
+type directorSeqadj struct {
+	_      structs.HostLayout
+	Delta  uint32
+	Tsoff  uint32
+	Wshift int8
+	Pad    [3]uint8
+}
+
 type directorSharedEnums struct {
 	_        structs.HostLayout
 	Fwd      uint32
@@ -139,7 +159,11 @@ const (
 	directorStatIdxSTAT_DROP_ADJUST      directorStatIdx = 12
 	directorStatIdxSTAT_EST_FULL         directorStatIdx = 13
 	directorStatIdxSTAT_ICMP_FORWARD     directorStatIdx = 14
-	directorStatIdxSTAT_MAX              directorStatIdx = 15
+	directorStatIdxSTAT_SP_SYNACK        directorStatIdx = 15
+	directorStatIdxSTAT_SP_DROP          directorStatIdx = 16
+	directorStatIdxSTAT_SHED             directorStatIdx = 17
+	directorStatIdxSTAT_NEW_SYN          directorStatIdx = 18
+	directorStatIdxSTAT_MAX              directorStatIdx = 19
 )
 
 type directorSvcKey struct {
@@ -178,15 +202,19 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	directorMapAddrFilter       = "addr_filter"
+	directorMapAdmitTat         = "admit_tat"
 	directorMapConns            = "conns"
+	directorMapDefence          = "defence"
 	directorMapEstConns         = "est_conns"
 	directorMapIfaces           = "ifaces"
+	directorMapKnownSources     = "known_sources"
 	directorMapPickCtls         = "pick_ctls"
 	directorMapPickSeqs         = "pick_seqs"
 	directorMapRealConns        = "real_conns"
 	directorMapRealPorts        = "real_ports"
 	directorMapRealTraffic      = "real_traffic"
 	directorMapReals            = "reals"
+	directorMapSeqadjs          = "seqadjs"
 	directorMapServices         = "services"
 	directorMapSlowStats        = "slow_stats"
 	directorMapSlowTraffic      = "slow_traffic"
@@ -246,22 +274,26 @@ type directorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type directorMapSpecs struct {
-	AddrFilter  *ebpf.MapSpec `ebpf:"addr_filter"`
-	Conns       *ebpf.MapSpec `ebpf:"conns"`
-	EstConns    *ebpf.MapSpec `ebpf:"est_conns"`
-	Ifaces      *ebpf.MapSpec `ebpf:"ifaces"`
-	PickCtls    *ebpf.MapSpec `ebpf:"pick_ctls"`
-	PickSeqs    *ebpf.MapSpec `ebpf:"pick_seqs"`
-	RealConns   *ebpf.MapSpec `ebpf:"real_conns"`
-	RealPorts   *ebpf.MapSpec `ebpf:"real_ports"`
-	RealTraffic *ebpf.MapSpec `ebpf:"real_traffic"`
-	Reals       *ebpf.MapSpec `ebpf:"reals"`
-	Services    *ebpf.MapSpec `ebpf:"services"`
-	SlowStats   *ebpf.MapSpec `ebpf:"slow_stats"`
-	SlowTraffic *ebpf.MapSpec `ebpf:"slow_traffic"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	TxPorts     *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
+	AddrFilter   *ebpf.MapSpec `ebpf:"addr_filter"`
+	AdmitTat     *ebpf.MapSpec `ebpf:"admit_tat"`
+	Conns        *ebpf.MapSpec `ebpf:"conns"`
+	Defence      *ebpf.MapSpec `ebpf:"defence"`
+	EstConns     *ebpf.MapSpec `ebpf:"est_conns"`
+	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
+	KnownSources *ebpf.MapSpec `ebpf:"known_sources"`
+	PickCtls     *ebpf.MapSpec `ebpf:"pick_ctls"`
+	PickSeqs     *ebpf.MapSpec `ebpf:"pick_seqs"`
+	RealConns    *ebpf.MapSpec `ebpf:"real_conns"`
+	RealPorts    *ebpf.MapSpec `ebpf:"real_ports"`
+	RealTraffic  *ebpf.MapSpec `ebpf:"real_traffic"`
+	Reals        *ebpf.MapSpec `ebpf:"reals"`
+	Seqadjs      *ebpf.MapSpec `ebpf:"seqadjs"`
+	Services     *ebpf.MapSpec `ebpf:"services"`
+	SlowStats    *ebpf.MapSpec `ebpf:"slow_stats"`
+	SlowTraffic  *ebpf.MapSpec `ebpf:"slow_traffic"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	TxPorts      *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks         *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // directorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -291,36 +323,44 @@ func (o *directorObjects) Close() error {
 //
 // It can be passed to loadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type directorMaps struct {
-	AddrFilter  *ebpf.Map `ebpf:"addr_filter"`
-	Conns       *ebpf.Map `ebpf:"conns"`
-	EstConns    *ebpf.Map `ebpf:"est_conns"`
-	Ifaces      *ebpf.Map `ebpf:"ifaces"`
-	PickCtls    *ebpf.Map `ebpf:"pick_ctls"`
-	PickSeqs    *ebpf.Map `ebpf:"pick_seqs"`
-	RealConns   *ebpf.Map `ebpf:"real_conns"`
-	RealPorts   *ebpf.Map `ebpf:"real_ports"`
-	RealTraffic *ebpf.Map `ebpf:"real_traffic"`
-	Reals       *ebpf.Map `ebpf:"reals"`
-	Services    *ebpf.Map `ebpf:"services"`
-	SlowStats   *ebpf.Map `ebpf:"slow_stats"`
-	SlowTraffic *ebpf.Map `ebpf:"slow_traffic"`
-	Stats       *ebpf.Map `ebpf:"stats"`
-	TxPorts     *ebpf.Map `ebpf:"tx_ports"`
-	Xsks        *ebpf.Map `ebpf:"xsks"`
+	AddrFilter   *ebpf.Map `ebpf:"addr_filter"`
+	AdmitTat     *ebpf.Map `ebpf:"admit_tat"`
+	Conns        *ebpf.Map `ebpf:"conns"`
+	Defence      *ebpf.Map `ebpf:"defence"`
+	EstConns     *ebpf.Map `ebpf:"est_conns"`
+	Ifaces       *ebpf.Map `ebpf:"ifaces"`
+	KnownSources *ebpf.Map `ebpf:"known_sources"`
+	PickCtls     *ebpf.Map `ebpf:"pick_ctls"`
+	PickSeqs     *ebpf.Map `ebpf:"pick_seqs"`
+	RealConns    *ebpf.Map `ebpf:"real_conns"`
+	RealPorts    *ebpf.Map `ebpf:"real_ports"`
+	RealTraffic  *ebpf.Map `ebpf:"real_traffic"`
+	Reals        *ebpf.Map `ebpf:"reals"`
+	Seqadjs      *ebpf.Map `ebpf:"seqadjs"`
+	Services     *ebpf.Map `ebpf:"services"`
+	SlowStats    *ebpf.Map `ebpf:"slow_stats"`
+	SlowTraffic  *ebpf.Map `ebpf:"slow_traffic"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	TxPorts      *ebpf.Map `ebpf:"tx_ports"`
+	Xsks         *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *directorMaps) Close() error {
 	return _DirectorClose(
 		m.AddrFilter,
+		m.AdmitTat,
 		m.Conns,
+		m.Defence,
 		m.EstConns,
 		m.Ifaces,
+		m.KnownSources,
 		m.PickCtls,
 		m.PickSeqs,
 		m.RealConns,
 		m.RealPorts,
 		m.RealTraffic,
 		m.Reals,
+		m.Seqadjs,
 		m.Services,
 		m.SlowStats,
 		m.SlowTraffic,

@@ -40,6 +40,16 @@ type sweepConnVal struct {
 	Smac     [6]uint8
 }
 
+type sweepDefence struct {
+	_             structs.HostLayout
+	Flags         uint32
+	Mss           uint16
+	Wscale        uint8
+	Pad           uint8
+	AdmitInterval uint64
+	AdmitBurst    uint64
+}
+
 type sweepIface struct {
 	_    structs.HostLayout
 	Mac  [6]uint8
@@ -78,6 +88,14 @@ type sweepRealStats struct {
 	Inbytes  uint64
 	Outpkts  uint64
 	Outbytes uint64
+}
+
+type sweepSeqadj struct {
+	_      structs.HostLayout
+	Delta  uint32
+	Tsoff  uint32
+	Wshift int8
+	Pad    [3]uint8
 }
 
 type sweepSvcKey struct {
@@ -142,15 +160,19 @@ type sweepSweepTmpl struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	sweepMapAddrFilter      = "addr_filter"
+	sweepMapAdmitTat        = "admit_tat"
 	sweepMapConns           = "conns"
+	sweepMapDefence         = "defence"
 	sweepMapEstConns        = "est_conns"
 	sweepMapIfaces          = "ifaces"
+	sweepMapKnownSources    = "known_sources"
 	sweepMapPickCtls        = "pick_ctls"
 	sweepMapPickSeqs        = "pick_seqs"
 	sweepMapRealConns       = "real_conns"
 	sweepMapRealPorts       = "real_ports"
 	sweepMapRealTraffic     = "real_traffic"
 	sweepMapReals           = "reals"
+	sweepMapSeqadjs         = "seqadjs"
 	sweepMapServices        = "services"
 	sweepMapSlowStats       = "slow_stats"
 	sweepMapSlowTraffic     = "slow_traffic"
@@ -214,15 +236,19 @@ type sweepProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sweepMapSpecs struct {
 	AddrFilter      *ebpf.MapSpec `ebpf:"addr_filter"`
+	AdmitTat        *ebpf.MapSpec `ebpf:"admit_tat"`
 	Conns           *ebpf.MapSpec `ebpf:"conns"`
+	Defence         *ebpf.MapSpec `ebpf:"defence"`
 	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	KnownSources    *ebpf.MapSpec `ebpf:"known_sources"`
 	PickCtls        *ebpf.MapSpec `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.MapSpec `ebpf:"pick_seqs"`
 	RealConns       *ebpf.MapSpec `ebpf:"real_conns"`
 	RealPorts       *ebpf.MapSpec `ebpf:"real_ports"`
 	RealTraffic     *ebpf.MapSpec `ebpf:"real_traffic"`
 	Reals           *ebpf.MapSpec `ebpf:"reals"`
+	Seqadjs         *ebpf.MapSpec `ebpf:"seqadjs"`
 	Services        *ebpf.MapSpec `ebpf:"services"`
 	SlowStats       *ebpf.MapSpec `ebpf:"slow_stats"`
 	SlowTraffic     *ebpf.MapSpec `ebpf:"slow_traffic"`
@@ -262,15 +288,19 @@ func (o *sweepObjects) Close() error {
 // It can be passed to loadSweepObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sweepMaps struct {
 	AddrFilter      *ebpf.Map `ebpf:"addr_filter"`
+	AdmitTat        *ebpf.Map `ebpf:"admit_tat"`
 	Conns           *ebpf.Map `ebpf:"conns"`
+	Defence         *ebpf.Map `ebpf:"defence"`
 	EstConns        *ebpf.Map `ebpf:"est_conns"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	KnownSources    *ebpf.Map `ebpf:"known_sources"`
 	PickCtls        *ebpf.Map `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.Map `ebpf:"pick_seqs"`
 	RealConns       *ebpf.Map `ebpf:"real_conns"`
 	RealPorts       *ebpf.Map `ebpf:"real_ports"`
 	RealTraffic     *ebpf.Map `ebpf:"real_traffic"`
 	Reals           *ebpf.Map `ebpf:"reals"`
+	Seqadjs         *ebpf.Map `ebpf:"seqadjs"`
 	Services        *ebpf.Map `ebpf:"services"`
 	SlowStats       *ebpf.Map `ebpf:"slow_stats"`
 	SlowTraffic     *ebpf.Map `ebpf:"slow_traffic"`
@@ -286,15 +316,19 @@ type sweepMaps struct {
 func (m *sweepMaps) Close() error {
 	return _SweepClose(
 		m.AddrFilter,
+		m.AdmitTat,
 		m.Conns,
+		m.Defence,
 		m.EstConns,
 		m.Ifaces,
+		m.KnownSources,
 		m.PickCtls,
 		m.PickSeqs,
 		m.RealConns,
 		m.RealPorts,
 		m.RealTraffic,
 		m.Reals,
+		m.Seqadjs,
 		m.Services,
 		m.SlowStats,
 		m.SlowTraffic,

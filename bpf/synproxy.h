@@ -1,0 +1,475 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* synproxy.h: the SYN proxy (NAT and FULLNAT services) and admission
+ * control (every service), the XDP half.
+ *
+ * SYN proxy, as DPVS's and the kernel's SYNPROXY target do it: a SYN to
+ * a SYN-proxied service is answered here with a SYN-ACK whose sequence
+ * number is a SYN cookie (the kernel's, bpf_tcp_raw_gen_syncookie_ipv4)
+ * and whose window is 0; no state is kept. The client's options that
+ * the cookie cannot hold (window scale, SACK, the MSS index) ride in the
+ * low bits of the SYN-ACK's TSval, as the kernel's cookie_init_timestamp
+ * does, and come back in the ACK's TSecr. An ACK with a valid cookie
+ * goes to Go, which schedules the connection, opens it to the real and,
+ * on the real's SYN-ACK, writes the adjustments below, acknowledges the
+ * real and opens the client's window (dataplane/synproxy.go). From then
+ * on the connection is forwarded here, with the real's sequence numbers,
+ * timestamps and window shifted to what the client was told. A spoofed
+ * SYN costs one SYN-ACK and nothing else.
+ *
+ * Admission control: with a rate set, SYNs from sources that have not
+ * completed a handshake recently (known_sources) are paced per CPU
+ * (GCRA); those over the rate are dropped (STAT_SHED). Known sources
+ * always pass. */
+#ifndef XIPVS_SYNPROXY_H
+#define XIPVS_SYNPROXY_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "consts.h"
+#include "csum.h"
+#include "maps.h"
+#include "parse.h"
+#include "rewrite.h"
+#include "stats.h"
+
+#define TCPOPT_EOL 0
+#define TCPOPT_NOP 1
+#define TCPOPT_MSS 2
+#define TCPOPT_WINDOW 3
+#define TCPOPT_SACK_PERM 4
+#define TCPOPT_SACK 5
+#define TCPOPT_TIMESTAMP 8
+#define TCP_MAX_WSCALE 14
+
+/* The TCP options of one packet, as sp_opts finds them. Offsets are from
+ * the TCP header's start; 0 means absent. */
+struct sp_opts {
+	__u32 tsval;   /* host order */
+	__u32 tsecr;   /* host order */
+	__u16 ts_off;  /* of TSval (TSecr follows) */
+	__u16 sack_off; /* of the first SACK block */
+	__u8 sack_blocks;
+	__u8 wscale;   /* TS_OPT_WSCALE: none */
+	__u8 sack_ok;
+	__u8 pad;
+};
+
+/* load_be32 reads a 32-bit network-order field at any alignment. */
+static __always_inline __u32 load_be32(const __u8 *p)
+{
+	__u32 v;
+
+	__builtin_memcpy(&v, p, 4);
+	return bpf_ntohl(v);
+}
+
+/* xipvs_tcp_opts walks the options of the TCP header th_off bytes into
+ * the frame (at most 12 of them) into *o; returns 0, or -1 when there is
+ * no TCP header there. A global function: the verifier checks it once,
+ * not at every call with every caller's state. */
+__noinline int xipvs_tcp_opts(struct xdp_md *ctx, __u64 th_off, struct sp_opts *o)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tcphdr *th;
+	__u8 *base;
+	__u32 end, off = sizeof(*th);
+
+	if (!o || th_off > 100)
+		return -1;
+	th = data + th_off;
+	if ((void *)(th + 1) > data_end)
+		return -1;
+	base = (void *)th;
+	end = th->doff * 4;
+	o->wscale = TS_OPT_WSCALE;
+	for (int i = 0; i < 12; i++) {
+		__u8 *opt;
+		__u8 kind, len;
+
+		if (off + 1 > end || off > 58)
+			return 0;
+		opt = base + off;
+		if ((void *)(opt + 1) > data_end)
+			return 0;
+		kind = opt[0];
+		if (kind == TCPOPT_EOL)
+			return 0;
+		if (kind == TCPOPT_NOP) {
+			off++;
+			continue;
+		}
+		if (off + 2 > end || (void *)(opt + 2) > data_end)
+			return 0;
+		len = opt[1];
+		if (len < 2 || off + len > end)
+			return 0;
+		if (kind == TCPOPT_WINDOW && len == 3 && (void *)(opt + 3) <= data_end) {
+			o->wscale = opt[2] < TCP_MAX_WSCALE ? opt[2] : TCP_MAX_WSCALE;
+		} else if (kind == TCPOPT_SACK_PERM && len == 2) {
+			o->sack_ok = 1;
+		} else if (kind == TCPOPT_TIMESTAMP && len == 10 && (void *)(opt + 10) <= data_end) {
+			o->tsval = load_be32(opt + 2);
+			o->tsecr = load_be32(opt + 6);
+			o->ts_off = off + 2;
+		} else if (kind == TCPOPT_SACK && len >= 10 && (len - 2) % 8 == 0) {
+			o->sack_off = off + 2;
+			o->sack_blocks = (len - 2) / 8;
+		}
+		off += len;
+	}
+	return 0;
+}
+
+/* swap_halves byte-swaps both 16-bit halves of v: a field at an odd
+ * offset from the checksummed area's start counts byte-swapped. */
+static __always_inline __u32 swap_halves(__u32 v)
+{
+	return ((v & 0x00ff00ffu) << 8) | ((v >> 8) & 0x00ff00ffu);
+}
+
+/* tcp_set32 writes host-order value to the 32-bit field at off from the
+ * TCP header th, updating its checksum. Returns -1 out of bounds. */
+static __always_inline int tcp_set32(struct tcphdr *th, void *data_end, __u32 off, __u32 value)
+{
+	__u8 *f;
+	__u32 from, to;
+
+	if (off > 56)
+		return -1;
+	f = (__u8 *)th + off;
+	if ((void *)(f + 4) > data_end)
+		return -1;
+	__builtin_memcpy(&from, f, 4);
+	to = bpf_htonl(value);
+	if (off & 1)
+		csum_replace4(&th->check, swap_halves(from), swap_halves(to));
+	else
+		csum_replace4(&th->check, from, to);
+	__builtin_memcpy(f, &to, 4);
+	return 0;
+}
+
+/* xipvs_seqadj shifts a TCP packet (header th_off bytes into the frame)
+ * of a SYN-proxied connection. Toward the real (reply 0): its
+ * acknowledgment, SACK blocks and TSecr to the real's numbers. Toward
+ * the client (reply 1): its sequence number, TSval and window to what
+ * the client was told. A global function, verified once. */
+__noinline int xipvs_seqadj(struct xdp_md *ctx, __u64 th_off, const struct seqadj *a, int reply)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct sp_opts o = {};
+	struct tcphdr *th;
+	__u32 delta, tsoff;
+	int wshift;
+
+	if (!a || th_off > 100)
+		return -1;
+	delta = a->delta;
+	tsoff = a->tsoff;
+	wshift = a->wshift;
+	th = data + th_off;
+	if ((void *)(th + 1) > data_end)
+		return -1;
+	if (reply) {
+		__u32 win = bpf_ntohs(th->window);
+		__be16 nwin;
+
+		tcp_set32(th, data_end, 4, bpf_ntohl(th->seq) + delta);
+		if (wshift > 0 && wshift < 15)
+			win <<= wshift;
+		else if (wshift < 0 && wshift > -15)
+			win = (win + (1u << -wshift) - 1) >> -wshift;
+		if (win > 0xffff)
+			win = 0xffff;
+		nwin = bpf_htons(win);
+		if (nwin != th->window) {
+			csum_replace2(&th->check, th->window, nwin);
+			th->window = nwin;
+		}
+	} else if (th->ack) {
+		tcp_set32(th, data_end, 8, bpf_ntohl(th->ack_seq) - delta);
+	}
+	xipvs_tcp_opts(ctx, th_off, &o);
+	/* Re-derived: the verifier forgets th's range across the call. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	th = data + th_off;
+	if ((void *)(th + 1) > data_end)
+		return -1;
+	if (o.ts_off) {
+		if (reply)
+			tcp_set32(th, data_end, o.ts_off, o.tsval + tsoff);
+		else
+			tcp_set32(th, data_end, o.ts_off + 4, o.tsecr - tsoff);
+	}
+	if (reply)
+		return 0;
+	for (int i = 0; i < 4; i++) {
+		__u32 off = o.sack_off + i * 8;
+		__u8 *b;
+
+		if (i >= o.sack_blocks || off > 52)
+			break;
+		b = (__u8 *)th + off;
+		if ((void *)(b + 8) > data_end)
+			break;
+		tcp_set32(th, data_end, off, load_be32(b) - delta);
+		tcp_set32(th, data_end, off + 4, load_be32(b + 4) - delta);
+	}
+	return 0;
+}
+
+/* The kernel's IPv4 SYN cookie MSS table (msstab in syncookies.c). */
+static __always_inline __u32 sp_mss_index(__u32 mss)
+{
+	if (mss >= 1460)
+		return 3;
+	if (mss >= 1440)
+		return 2;
+	if (mss >= 1300)
+		return 1;
+	return 0;
+}
+
+/* SYN-ACK sizes: Ethernet, IP, TCP with MSS only (no timestamps: the
+ * client's other options cannot be kept) or with MSS, SACK-permitted or
+ * NOPs, timestamps, and window scale or NOPs. */
+#define SP_OPTS_SHORT 4
+#define SP_OPTS_LONG 20
+#define SP_FRAME_SHORT (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr) + SP_OPTS_SHORT)
+#define SP_FRAME_LONG (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr) + SP_OPTS_LONG)
+
+/* sp_csum_ok checks a SYN's IP and TCP checksums (no payload). */
+static __always_inline int sp_csum_ok(struct iphdr *ip, struct tcphdr *th, __u32 tcp_len, void *data_end)
+{
+	__s64 s;
+	__u32 sum;
+
+	s = bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0);
+	if (s < 0 || csum_fold(s) != 0)
+		return 0;
+	s = bpf_csum_diff(0, 0, (__be32 *)th, tcp_len, 0);
+	if (s < 0)
+		return 0;
+	sum = s;
+	sum = csum_add32(sum, ip->saddr);
+	sum = csum_add32(sum, ip->daddr);
+	sum += bpf_htons(IPPROTO_TCP);
+	sum += bpf_htons(tcp_len);
+	return csum_fold(sum) == 0;
+}
+
+/* sp_synack answers a SYN (no ACK, RST or FIN; 20-byte IP header, no
+ * payload) with a cookie SYN-ACK, in place, out the way it came. */
+static __always_inline int sp_synack(struct xdp_md *ctx, struct pkt *p, __u32 svc_flags, __u32 *stat)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tcphdr *th = p->l4;
+	__u32 key = 0, tcp_len, tsval = 0, mss, seq, frame;
+	struct defence *def = bpf_map_lookup_elem(&defence, &key);
+	__u8 dmac[ETH_ALEN], smac[ETH_ALEN];
+	__be32 saddr, daddr;
+	__be16 sport, dport;
+	struct sp_opts o = {};
+	__u32 hdr[10] = {}; /* the TCP header and options we send */
+	__u8 *opt = (__u8 *)&hdr[5];
+	__s64 cookie;
+	__u32 sum = 0;
+	int has_ts;
+
+	*stat = STAT_SP_DROP;
+	tcp_len = th->doff * 4;
+	if (p->ip->ihl != 5 || tcp_len < sizeof(*th) || p->l4_len != tcp_len)
+		return XDP_DROP;
+	/* Room for the longest TCP header after this one's start, so that
+	 * the helpers may read tcp_len bytes of it whatever it is (the
+	 * kernel's xdp_synproxy selftest does the same). */
+	if (bpf_xdp_adjust_tail(ctx, 60 - (int)tcp_len))
+		return XDP_DROP;
+	{
+		void *data = (void *)(long)ctx->data;
+		struct ethhdr *eth = data;
+		struct iphdr *ip = data + sizeof(*eth);
+
+		data_end = (void *)(long)ctx->data_end;
+		th = (void *)(ip + 1);
+		if ((void *)th + 60 > data_end)
+			return XDP_DROP;
+		tcp_len = th->doff * 4;
+		if (tcp_len < sizeof(*th))
+			return XDP_DROP;
+		if (!sp_csum_ok(ip, th, tcp_len, data_end))
+			return XDP_DROP;
+		cookie = bpf_tcp_raw_gen_syncookie_ipv4(ip, th, tcp_len);
+		if (cookie < 0)
+			return XDP_DROP;
+		/* What the answer needs of the SYN, before the frame changes. */
+		__builtin_memcpy(dmac, eth->h_source, ETH_ALEN);
+		__builtin_memcpy(smac, eth->h_dest, ETH_ALEN);
+		saddr = ip->daddr;
+		daddr = ip->saddr;
+		sport = th->dest;
+		dport = th->source;
+		seq = bpf_ntohl(th->seq);
+	}
+	xipvs_tcp_opts(ctx, sizeof(struct ethhdr) + sizeof(struct iphdr), &o);
+	has_ts = o.ts_off != 0;
+
+	mss = def && def->mss ? def->mss : 1460;
+	if (svc_flags & SVC_F_TOA_ROOM)
+		mss -= TCPOLEN_TOA;
+	hdr[0] = sport | (dport << 16);
+	hdr[1] = bpf_htonl((__u32)cookie);
+	hdr[2] = bpf_htonl(seq + 1);
+	/* data offset, flags SYN|ACK, window 0: the client sends nothing
+	 * until Go opens the window once the real has answered. */
+	hdr[3] = bpf_htons(((has_ts ? 5 + SP_OPTS_LONG / 4 : 5 + SP_OPTS_SHORT / 4) << 12) | 0x12);
+	hdr[4] = 0;
+	opt[0] = TCPOPT_MSS;
+	opt[1] = 4;
+	opt[2] = mss >> 8;
+	opt[3] = mss & 0xff;
+	if (has_ts) {
+		tsval = (__u32)(bpf_ktime_get_ns() / 1000000) & ~((1u << TS_OPT_BITS) - 1);
+		tsval |= o.wscale & TS_OPT_WSCALE;
+		if (o.sack_ok)
+			tsval |= TS_OPT_SACK;
+		tsval |= sp_mss_index((__u32)(cookie >> 32) & 0xffff) << TS_OPT_MSS_SHIFT;
+		opt[4] = o.sack_ok ? TCPOPT_SACK_PERM : TCPOPT_NOP;
+		opt[5] = o.sack_ok ? 2 : TCPOPT_NOP;
+		opt[6] = TCPOPT_TIMESTAMP;
+		opt[7] = 10;
+		hdr[7] = bpf_htonl(tsval);
+		hdr[8] = bpf_htonl(o.tsval);
+		opt[16] = TCPOPT_NOP;
+		if (o.wscale != TS_OPT_WSCALE) {
+			opt[17] = TCPOPT_WINDOW;
+			opt[18] = 3;
+			opt[19] = def ? def->wscale : 7;
+		} else {
+			opt[17] = opt[18] = opt[19] = TCPOPT_NOP;
+		}
+	}
+	frame = has_ts ? SP_FRAME_LONG : SP_FRAME_SHORT;
+	{
+		__u64 cur = (void *)(long)ctx->data_end - (void *)(long)ctx->data;
+
+		asm volatile("" : "+r"(cur)); /* keep the subtraction a scalar */
+		if (bpf_xdp_adjust_tail(ctx, (int)frame - (int)cur))
+			return XDP_DROP;
+	}
+	{
+		void *data = (void *)(long)ctx->data;
+		struct ethhdr *eth = data;
+		struct iphdr *ip = data + sizeof(*eth);
+		struct tcphdr *nth = (void *)(ip + 1);
+		__u32 tlen = frame - sizeof(*eth) - sizeof(*ip);
+
+		data_end = (void *)(long)ctx->data_end;
+		if (data + SP_FRAME_SHORT > data_end)
+			return XDP_DROP;
+		set_macs(eth, dmac, smac);
+		eth->h_proto = bpf_htons(ETH_P_IP);
+		*(__u8 *)ip = 0x45;
+		ip->tos = 0;
+		ip->tot_len = bpf_htons(sizeof(*ip) + tlen);
+		ip->id = 0;
+		ip->frag_off = bpf_htons(IP_DF);
+		ip->ttl = 64;
+		ip->protocol = IPPROTO_TCP;
+		ip->check = 0;
+		ip->saddr = saddr;
+		ip->daddr = daddr;
+		ip->check = ipv4_csum(ip);
+
+		sum = csum_add32(sum, saddr);
+		sum = csum_add32(sum, daddr);
+		sum += bpf_htons(IPPROTO_TCP);
+		sum += bpf_htons(tlen);
+#pragma unroll
+		for (int i = 0; i < 10; i++)
+			if (i < tlen / 4)
+				sum = csum_add32(sum, hdr[i]);
+		((__u16 *)hdr)[8] = csum_fold(sum);
+		if (has_ts) {
+			if ((void *)nth + sizeof(struct tcphdr) + SP_OPTS_LONG > data_end)
+				return XDP_DROP;
+			__builtin_memcpy(nth, hdr, sizeof(struct tcphdr) + SP_OPTS_LONG);
+		} else {
+			if ((void *)nth + sizeof(struct tcphdr) + SP_OPTS_SHORT > data_end)
+				return XDP_DROP;
+			__builtin_memcpy(nth, hdr, sizeof(struct tcphdr) + SP_OPTS_SHORT);
+		}
+	}
+	*stat = STAT_SP_SYNACK;
+	return XDP_TX;
+}
+
+/* sp_cookie_ack takes a client's ACK to a SYN-proxied service with no
+ * connection: with a valid cookie it goes to Go (to_slow_path), else it
+ * is dropped. Returns FURTHER_PROCESSING for the former. */
+static __always_inline int sp_cookie_ack(struct pkt *p, void *data_end, __u32 *stat)
+{
+	struct tcphdr *th = p->l4;
+
+	*stat = STAT_SP_DROP;
+	if ((p->tcp_flags & (TCP_F_SYN | TCP_F_RST | TCP_F_ACK)) != TCP_F_ACK)
+		return XDP_DROP;
+	if ((void *)(th + 1) > data_end)
+		return XDP_DROP;
+	if (bpf_tcp_raw_check_syncookie_ipv4(p->ip, th) != 0)
+		return XDP_DROP;
+	return FURTHER_PROCESSING;
+}
+
+/* synproxy_on reports whether a service's new connections go through
+ * the SYN proxy now. */
+static __always_inline int synproxy_on(__u32 svc_flags)
+{
+	__u32 key = 0;
+	struct defence *def;
+
+	if (svc_flags & SVC_F_SYNPROXY)
+		return 1;
+	if (!(svc_flags & SVC_F_SYNPROXY_AUTO))
+		return 0;
+	def = bpf_map_lookup_elem(&defence, &key);
+	return def && (def->flags & DEF_F_ENGAGED);
+}
+
+/* admit reports whether a SYN from saddr may open a connection: a known
+ * source always; a new one within the rate. */
+static __always_inline int admit(__be32 saddr)
+{
+	__u32 key = 0;
+	struct defence *def = bpf_map_lookup_elem(&defence, &key);
+	__u64 now, *tat;
+
+	if (!def || !def->admit_interval)
+		return 1;
+	if (bpf_map_lookup_elem(&known_sources, &saddr))
+		return 1;
+	tat = bpf_map_lookup_elem(&admit_tat, &key);
+	if (!tat)
+		return 1;
+	now = bpf_ktime_get_ns();
+	if (*tat < now)
+		*tat = now;
+	if (*tat - now > def->admit_burst)
+		return 0;
+	*tat += def->admit_interval;
+	return 1;
+}
+
+/* known_source records that saddr completed a handshake. */
+static __always_inline void known_source(__be32 saddr)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	bpf_map_update_elem(&known_sources, &saddr, &now, BPF_ANY);
+}
+
+#endif
