@@ -27,7 +27,7 @@ func BenchmarkDirector(b *testing.B) {
 	if err := d.SetInterface(1, mac, 0); err != nil {
 		b.Fatal(err)
 	}
-	if err := d.SetService(dataplane.ServiceKey{VIP: vip, Port: 80, Proto: 6}, 1); err != nil {
+	if err := d.SetService(dataplane.ServiceKey{VIP: vip, Port: 80, Proto: 6}, 1, 0); err != nil {
 		b.Fatal(err)
 	}
 	if err := d.SetReal(1, dataplane.Real{Addr: netip.MustParseAddr("10.0.0.11"), Ifindex: 1, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 0x11}, Fwd: dataplane.FwdRoute}); err != nil {

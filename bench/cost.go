@@ -77,7 +77,7 @@ func newCostLab() (_ *costLab, err error) {
 	}
 	// Services: the VIP, and RIP:8080 for the entries that rewrite back.
 	for _, k := range []dataplane.ServiceKey{{VIP: vip, Port: 80, Proto: 6}, {VIP: rip, Port: 8080, Proto: 6}} {
-		if err := d.SetService(k, 1); err != nil {
+		if err := d.SetService(k, 1, 0); err != nil {
 			return nil, err
 		}
 	}

@@ -422,6 +422,8 @@ const volatile struct shared_enums {
 	enum tcp_state tcp_state;
 	enum stat_idx stat;
 	enum addr_flag addr_flag;
+	enum svc_flag svc_flag;
+	enum defence_flag defence_flag;
 } xipvs_shared_enums;
 
 SEC("xdp")

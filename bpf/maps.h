@@ -13,7 +13,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct defence);
+	__type(value, struct defence_cfg);
 } defence SEC(".maps");
 
 /* SYN-proxied connections' adjustments, by either connection key. */

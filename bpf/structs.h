@@ -31,7 +31,7 @@ struct seqadj {
 };
 
 /* The director's defence settings, written by Go. */
-struct defence {
+struct defence_cfg {
 	__u32 flags;        /* DEF_F_* */
 	__u16 mss;          /* the MSS our SYN-ACKs advertise */
 	__u8 wscale;        /* the window scale they advertise */

@@ -269,7 +269,7 @@ static __always_inline int sp_synack(struct xdp_md *ctx, struct pkt *p, __u32 sv
 	void *data_end = (void *)(long)ctx->data_end;
 	struct tcphdr *th = p->l4;
 	__u32 key = 0, tcp_len, tsval = 0, mss, seq, frame;
-	struct defence *def = bpf_map_lookup_elem(&defence, &key);
+	struct defence_cfg *def = bpf_map_lookup_elem(&defence, &key);
 	__u8 dmac[ETH_ALEN], smac[ETH_ALEN];
 	__be32 saddr, daddr;
 	__be16 sport, dport;
@@ -430,7 +430,7 @@ static __always_inline int sp_cookie_ack(struct pkt *p, void *data_end, __u32 *s
 static __always_inline int synproxy_on(__u32 svc_flags)
 {
 	__u32 key = 0;
-	struct defence *def;
+	struct defence_cfg *def;
 
 	if (svc_flags & SVC_F_SYNPROXY)
 		return 1;
@@ -445,7 +445,7 @@ static __always_inline int synproxy_on(__u32 svc_flags)
 static __always_inline int admit(__be32 saddr)
 {
 	__u32 key = 0;
-	struct defence *def = bpf_map_lookup_elem(&defence, &key);
+	struct defence_cfg *def = bpf_map_lookup_elem(&defence, &key);
 	__u64 now, *tat;
 
 	if (!def || !def->admit_interval)

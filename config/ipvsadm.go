@@ -190,6 +190,18 @@ var options = []option{
 		return nil
 	}},
 	{long: "ops", short: 'o', set: func(p *parser, _ string, _ bool) error { p.cmd.Service.OnePacket = true; return nil }},
+	// DPVS's spelling: -j enable|disable.
+	{long: "synproxy", short: 'j', arg: needArg, set: func(p *parser, v string, _ bool) error {
+		switch v {
+		case "enable":
+			p.cmd.Service.SynProxy = true
+		case "disable":
+			p.cmd.Service.SynProxy = false
+		default:
+			return perr("synproxy switch must be enable or disable: %q", v)
+		}
+		return nil
+	}},
 
 	// Real servers.
 	{long: "real-server", short: 'r', arg: needArg, set: func(p *parser, v string, _ bool) error {

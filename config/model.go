@@ -127,6 +127,10 @@ type Service struct {
 	Netmask    netip.Prefix `json:"netmask,omitzero"`
 	SchedFlags []string     `json:"sched_flags,omitempty"`
 	OnePacket  bool         `json:"one_packet,omitempty"`
+	// SynProxy answers the service's SYNs with SYN cookies and opens a
+	// connection to a real only for a client that completed the
+	// handshake (DPVS's -j enable). TCP, NAT and FULLNAT reals only.
+	SynProxy bool `json:"synproxy,omitempty"`
 	// Check is the health check of the service's reals (their default).
 	Check Check `json:"check,omitzero"`
 	// OnFailure is what a real failing its check becomes: quiesce
@@ -250,6 +254,12 @@ func (s Service) Validate() error {
 	}
 	if s.OnFailure != "" && s.OnFailure != OnFailureQuiesce && s.OnFailure != OnFailureRemove {
 		return invalid("on-failure %q: want quiesce or remove", s.OnFailure)
+	}
+	if s.SynProxy && (s.FWMark != 0 || s.Proto != TCP) {
+		return invalid("synproxy (-j enable) is for TCP services (-t)")
+	}
+	if s.SynProxy && s.Sorry.IsSet() && !s.Sorry.Fwd.Rewrites() {
+		return invalid("synproxy (-j enable) needs NAT or FULLNAT reals: the sorry server's method is %s", s.Sorry.Fwd)
 	}
 	if s.Sorry.IsSet() {
 		sd := Dest{Addr: s.Sorry.Addr.Addr(), Port: s.Sorry.Addr.Port(), Fwd: s.Sorry.Fwd, Weight: 1}

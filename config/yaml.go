@@ -63,6 +63,7 @@ type FileService struct {
 	Netmask    string     `yaml:"netmask"`
 	SchedFlags []string   `yaml:"sched_flags"`
 	OnePacket  bool       `yaml:"ops"`
+	SynProxy   bool       `yaml:"synproxy"`
 	LocalAddrs []string   `yaml:"local_addrs"`
 	Reals      []FileReal `yaml:"reals"`
 	// Check is the health check of every real; OnFailure is quiesce
@@ -222,7 +223,7 @@ func (fs FileService) service() (*ServiceConfig, error) {
 		}
 		svc.Netmask = p
 	}
-	svc.SchedFlags, svc.OnePacket = fs.SchedFlags, fs.OnePacket
+	svc.SchedFlags, svc.OnePacket, svc.SynProxy = fs.SchedFlags, fs.OnePacket, fs.SynProxy
 	chk, err := fs.Check.check()
 	if err != nil {
 		return nil, err

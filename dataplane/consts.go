@@ -30,6 +30,12 @@ const (
 	// ConnPersist marks the forward entry of a persistent service's
 	// connection: the sweep lists its template.
 	ConnPersist = ConnFlags(directorConnFlagCONN_F_PERSIST)
+	// ConnSPPending: a SYN-proxied connection whose handshake with the
+	// real the slow path is completing; XDP hands its packets there.
+	ConnSPPending = ConnFlags(directorConnFlagCONN_F_SP_PENDING)
+	// ConnSynProxy: a SYN-proxied connection; XDP shifts its sequence
+	// numbers, timestamps and window (the seqadjs map).
+	ConnSynProxy = ConnFlags(directorConnFlagCONN_F_SYNPROXY)
 )
 
 const realFlagMACValid = uint8(directorRealFlagREAL_F_MAC_VALID)
@@ -51,14 +57,32 @@ const (
 	StatDropAdjust     = int(directorStatIdxSTAT_DROP_ADJUST)
 	StatEstFull        = int(directorStatIdxSTAT_EST_FULL)
 	StatICMPForward    = int(directorStatIdxSTAT_ICMP_FORWARD)
+	StatSPSynAck       = int(directorStatIdxSTAT_SP_SYNACK)
+	StatSPDrop         = int(directorStatIdxSTAT_SP_DROP)
+	StatShed           = int(directorStatIdxSTAT_SHED)
+	StatNewSYN         = int(directorStatIdxSTAT_NEW_SYN)
 	// NumStats is how many global counters there are.
 	NumStats = int(directorStatIdxSTAT_MAX)
 )
 
+// SvcFlags are a service key's data plane flags (bpf/consts.h svc_flag).
+type SvcFlags uint32
+
+const (
+	// SvcSynProxy: the SYN proxy answers the service's SYNs (-j enable).
+	SvcSynProxy = SvcFlags(directorSvcFlagSVC_F_SYNPROXY)
+	// SvcSynProxyAuto: the SYN proxy answers them while the defence is
+	// engaged (a TCP service of NAT and FULLNAT reals).
+	SvcSynProxyAuto = SvcFlags(directorSvcFlagSVC_F_SYNPROXY_AUTO)
+	// SvcTOARoom: FULLNAT reals; the proxy's SYN-ACK advertises an MSS
+	// that leaves room for the TOA option.
+	SvcTOARoom = SvcFlags(directorSvcFlagSVC_F_TOA_ROOM)
+)
+
 // StatIsEvent reports whether counter i counts an event on a packet
-// another counter already counts (toa_skipped, est_full), so that a sum
+// another counter already counts (toa_skipped, est_full, new_syn), so that a sum
 // of the others is the packets the program saw.
-func StatIsEvent(i int) bool { return i == StatTOASkipped || i == StatEstFull }
+func StatIsEvent(i int) bool { return i == StatTOASkipped || i == StatEstFull || i == StatNewSYN }
 
 // StatNames names the global counters by index, as bpf/consts.h's enum
 // stat_idx does without its STAT_ prefix, in lower case ("drop_no_xsk").

@@ -158,6 +158,16 @@ type Dataplane struct {
 	filter           *addrFilter
 	svcKeys          map[ServiceKey]bool // the services map's keys
 	serviceTableSize int
+
+	// The defence (synproxy.go, defence.go): the settings written, and
+	// whether the automatic SYN proxy is engaged.
+	defenceMu     sync.Mutex
+	defence       Defence
+	defenceWScale atomic.Uint32
+	engaged       atomic.Bool
+	disengagedAt  atomic.Int64 // unix ns
+	defenceSince  time.Time
+	defenceReason string
 }
 
 // ServiceTableSize is the services map's capacity: the most keys the
@@ -369,8 +379,8 @@ func connFromRaw(r directorConnVal) Conn {
 }
 
 // SetService adds or replaces a virtual service.
-func (d *Dataplane) SetService(k ServiceKey, id uint32) error {
-	if err := d.objs.Services.Put(k.raw(), directorSvcVal{Id: id}); err != nil {
+func (d *Dataplane) SetService(k ServiceKey, id uint32, flags SvcFlags) error {
+	if err := d.objs.Services.Put(k.raw(), directorSvcVal{Id: id, Flags: uint32(flags)}); err != nil {
 		return fmt.Errorf("set service %v:%d/%d: %w", k.VIP, k.Port, k.Proto, err)
 	}
 	d.realsMu.Lock()

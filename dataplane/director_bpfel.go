@@ -58,7 +58,7 @@ type directorConnVal struct {
 	Smac     [6]uint8
 }
 
-type directorDefence struct {
+type directorDefenceCfg struct {
 	_             structs.HostLayout
 	Flags         uint32
 	Mss           uint16
@@ -67,6 +67,12 @@ type directorDefence struct {
 	AdmitInterval uint64
 	AdmitBurst    uint64
 }
+
+type directorDefenceFlag uint32
+
+const (
+	directorDefenceFlagDEF_F_ENGAGED directorDefenceFlag = 1
+)
 
 type directorFwdMethod uint32
 
@@ -132,13 +138,15 @@ type directorSeqadj struct {
 }
 
 type directorSharedEnums struct {
-	_        structs.HostLayout
-	Fwd      uint32
-	ConnFlag uint32
-	RealFlag uint32
-	TcpState uint32
-	Stat     uint32
-	AddrFlag uint32
+	_           structs.HostLayout
+	Fwd         uint32
+	ConnFlag    uint32
+	RealFlag    uint32
+	TcpState    uint32
+	Stat        uint32
+	AddrFlag    uint32
+	SvcFlag     uint32
+	DefenceFlag uint32
 }
 
 type directorStatIdx uint32
@@ -164,6 +172,14 @@ const (
 	directorStatIdxSTAT_SHED             directorStatIdx = 17
 	directorStatIdxSTAT_NEW_SYN          directorStatIdx = 18
 	directorStatIdxSTAT_MAX              directorStatIdx = 19
+)
+
+type directorSvcFlag uint32
+
+const (
+	directorSvcFlagSVC_F_SYNPROXY      directorSvcFlag = 1
+	directorSvcFlagSVC_F_SYNPROXY_AUTO directorSvcFlag = 2
+	directorSvcFlagSVC_F_TOA_ROOM      directorSvcFlag = 4
 )
 
 type directorSvcKey struct {

@@ -56,7 +56,7 @@ func tcpKey(sport uint16) dataplane.ConnKey {
 func setup(t *testing.T, d *dataplane.Harness) {
 	t.Helper()
 	for _, k := range []dataplane.ServiceKey{{VIP: vip, Port: 80, Proto: 6}, {VIP: vip, Port: 53, Proto: 17}} {
-		if err := d.SetService(k, 1); err != nil {
+		if err := d.SetService(k, 1, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -283,7 +283,7 @@ func TestWalkConnsBatches(t *testing.T) {
 func TestDirectorAllPortsKey(t *testing.T) {
 	d := openDirector(t)
 	other := netip.MustParseAddr("192.0.2.20")
-	if err := d.SetService(dataplane.ServiceKey{VIP: other, Port: 0, Proto: 6}, 2); err != nil {
+	if err := d.SetService(dataplane.ServiceKey{VIP: other, Port: 0, Proto: 6}, 2, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.SetReal(1, dataplane.Real{Addr: rip, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdRoute}); err != nil {

@@ -33,7 +33,7 @@ const (
 func setupModes(t testing.TB, d *dataplane.Harness) {
 	t.Helper()
 	for _, k := range []dataplane.ServiceKey{{VIP: vip, Port: 80, Proto: 6}, {VIP: vip, Port: 53, Proto: 17}} {
-		if err := d.SetService(k, 1); err != nil {
+		if err := d.SetService(k, 1, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

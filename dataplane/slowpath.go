@@ -53,6 +53,10 @@ type Decision struct {
 	// server can take it; the client is answered ICMP port unreachable,
 	// rate-limited, as IPVS's ip_vs_leave does.
 	Unreachable bool
+	// SynProxy: the service's SYNs are proxied (-j enable); a flow that
+	// reaches the slow path with an ACK carried a valid cookie.
+	// SynProxyAuto: they are while the defence is engaged.
+	SynProxy, SynProxyAuto bool
 }
 
 // FlowHandler decides a batch of new flows: decs[i] for flows[i]. Each
@@ -70,6 +74,9 @@ type SlowPathStats struct {
 	// real could take (Decision.Unreachable); UnreachLimited those the
 	// rate limit held back.
 	PortUnreach, UnreachLimited uint64
+	// The SYN proxy: handshakes opened to a real, completed, and failed
+	// (the real answered RST or nothing; the client was reset).
+	ProxyOpened, ProxyEstablished, ProxyFailed uint64
 	Unparsable                  uint64 // dropped: not a frame the director redirects
 	Failed                      uint64 // dropped: map write or transmit failure
 	Batches                     uint64 // batches handled (Received/Batches is the mean size)
@@ -99,6 +106,11 @@ type slowPath struct {
 
 	received, newConns, followed, forwarded, noDest, unparsable, failed, batches atomic.Uint64
 	portUnreach, unreachLimited                                                  atomic.Uint64
+	proxyOpened, proxyEstablished, proxyFailed                                   atomic.Uint64
+
+	// proxy holds the SYN proxy's handshakes under way (synproxy.go).
+	proxy    proxyTable
+	proxyLog rate.Sometimes
 
 	// unreach paces the port unreachable answers, as the kernel paces
 	// ICMP (net.ipv4.icmp_msgs_per_sec 1000, burst 50).
@@ -117,7 +129,8 @@ func (d *Dataplane) StartSlowPath(h FlowHandler) error {
 		return errors.New("slow path already started")
 	}
 	sp := &slowPath{d: d, handler: h, socks: map[int][]*xsk.Socket{}, stop: make(chan struct{}),
-		unreach: rate.NewLimiter(1000, 50), unreachLog: rate.Sometimes{Interval: 10 * time.Second}}
+		unreach: rate.NewLimiter(1000, 50), unreachLog: rate.Sometimes{Interval: 10 * time.Second},
+		proxyLog: rate.Sometimes{Interval: 10 * time.Second}}
 	for i := range d.ifaces {
 		ifc := &d.ifaces[i]
 		for q := 0; q < ifc.RxQueues; q++ {
@@ -148,6 +161,8 @@ func (d *Dataplane) StartSlowPath(h FlowHandler) error {
 	}
 	sp.wg.Add(1)
 	go sp.saveCounts()
+	sp.wg.Add(1)
+	go sp.housekeeping()
 	d.slow = sp
 	return nil
 }
@@ -162,6 +177,7 @@ func (d *Dataplane) SlowPathStats() SlowPathStats {
 		Received: sp.received.Load(), NewConns: sp.newConns.Load(), Followed: sp.followed.Load(),
 		Forwarded: sp.forwarded.Load(), NoDest: sp.noDest.Load(), Unparsable: sp.unparsable.Load(),
 		PortUnreach: sp.portUnreach.Load(), UnreachLimited: sp.unreachLimited.Load(),
+		ProxyOpened: sp.proxyOpened.Load(), ProxyEstablished: sp.proxyEstablished.Load(), ProxyFailed: sp.proxyFailed.Load(),
 		Failed: sp.failed.Load(), Batches: sp.batches.Load(),
 	}
 }
@@ -275,6 +291,10 @@ type worker struct {
 	inBatch map[directorConnKey]int // flows this batch decides, by key
 	now     int64                   // the batch's time (Now)
 	stats   [NumStats]uint64
+	// The SYN proxy: which flows of the batch it opens (and whether it
+	// has), and the frames it sends after the batch.
+	proxyFlow, proxyDone []bool
+	queued               []queuedFrame
 }
 
 func (sp *slowPath) newWorker(qs queueSock) *worker {
@@ -283,7 +303,8 @@ func (sp *slowPath) newWorker(qs queueSock) *worker {
 		frames: make([][]byte, batchSize), pkts: make([]packet, batchSize), keys: make([]directorConnKey, batchSize),
 		vals: make([]directorConnVal, batchSize), follow: make([]bool, batchSize), sched: make([]int, batchSize),
 		flows: make([]NewFlow, 0, batchSize), decs: make([]Decision, 0, batchSize), fwds: make([]directorConnVal, batchSize),
-		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[directorConnKey]int{}}
+		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[directorConnKey]int{},
+		proxyFlow: make([]bool, batchSize), proxyDone: make([]bool, batchSize)}
 }
 
 func (w *worker) run() {
@@ -329,6 +350,14 @@ func (w *worker) batch(frames [][]byte) {
 		w.pkts[i] = p
 		k := directorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: be16(p.srcPort), Dport: be16(p.dstPort), Proto: p.proto}
 		w.keys[i] = k
+		if px := sp.proxy.get(k); px != nil {
+			// A handshake under way: the real's answer, or the client
+			// again (its ACK resent): the latter waits for its window.
+			if k == px.rk {
+				w.proxyAnswer(f, &p, px)
+			}
+			continue
+		}
 		if j, ok := inBatch[k]; ok {
 			// A second packet of a flow this batch decides.
 			w.sched[i] = j
@@ -352,6 +381,12 @@ func (w *worker) batch(frames [][]byte) {
 		switch {
 		case w.follow[i]:
 			v = w.vals[i]
+		case w.sched[i] >= 0 && w.proxyFlow[w.sched[i]]:
+			if j := w.sched[i]; !w.proxyDone[j] {
+				w.proxyDone[j] = true
+				w.proxyOpen(f, &w.pkts[i], j)
+			}
+			continue
 		case w.sched[i] >= 0 && w.decs[w.sched[i]].RealID != 0:
 			v = w.fwdVal(w.sched[i])
 		case w.sched[i] >= 0 && w.decs[w.sched[i]].Unreachable:
@@ -371,6 +406,7 @@ func (w *worker) batch(frames [][]byte) {
 		}
 		delete(w.txs, s)
 	}
+	w.flushQueued()
 	d.addStats(&w.stats)
 	w.stats = [NumStats]uint64{}
 }
@@ -415,12 +451,26 @@ func (w *worker) decide() {
 	w.wkeys, w.wvals = w.wkeys[:0], w.wvals[:0]
 	for i := range w.flows {
 		dec := &w.decs[i]
+		w.proxyFlow[i], w.proxyDone[i] = false, false
 		if dec.RealID == 0 {
 			sp.noDest.Add(1)
 			continue
 		}
 		f := &w.flows[i]
 		ents, n := rawEntries(f, dec, now, d.ifaceMAC(f.Ifindex))
+		if f.Key.Proto == protoTCP && f.TCPFlags&(TCPSyn|TCPAck|TCPRst) == TCPAck && n == 2 && d.proxying(dec) {
+			// A valid cookie's ACK: the entries wait, pending, for the
+			// handshake with the real (synproxy.go).
+			w.proxyFlow[i] = true
+			for j := range ents[:n] {
+				ents[j].v.Flags |= uint8(ConnSPPending)
+			}
+			ents[1].v.State = uint8(conntrack.StateSynRecv)
+			for _, e := range ents[:n] {
+				w.wkeys, w.wvals = append(w.wkeys, e.k), append(w.wvals, e.v)
+			}
+			continue
+		}
 		// The first packet moves the state, as conn_update would in XDP.
 		fwd := &ents[n-1].v
 		r := d.realView(dec.RealID)
@@ -454,10 +504,13 @@ func (w *worker) decide() {
 		}
 		if j+n <= done {
 			w.fwds[i] = w.wvals[j+n-1]
-			w.recent.put(w.wkeys[j+n-1], w.wvals[j+n-1], w.now)
+			if !w.proxyFlow[i] {
+				w.recent.put(w.wkeys[j+n-1], w.wvals[j+n-1], w.now)
+			}
 			sp.newConns.Add(1)
 		} else {
 			w.decs[i].RealID = 0
+			w.proxyFlow[i] = false
 		}
 		j += n
 	}

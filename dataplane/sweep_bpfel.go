@@ -40,7 +40,7 @@ type sweepConnVal struct {
 	Smac     [6]uint8
 }
 
-type sweepDefence struct {
+type sweepDefenceCfg struct {
 	_             structs.HostLayout
 	Flags         uint32
 	Mss           uint16

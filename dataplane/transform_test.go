@@ -59,7 +59,7 @@ func newDiffLab(t testing.TB) *diffLab {
 		t.Fatal(err)
 	}
 	for _, k := range []dataplane.ServiceKey{{VIP: dtVIP, Port: 80, Proto: 6}, {VIP: dtVIP, Port: 53, Proto: 17}} {
-		if err := h.SetService(k, 1); err != nil {
+		if err := h.SetService(k, 1, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -212,6 +212,9 @@ func printService(w io.Writer, n *namer, s api.Service, f config.ListFormat) {
 		if s.OnePacket {
 			fmt.Fprint(w, " ops")
 		}
+		if s.SynProxy {
+			fmt.Fprint(w, " synproxy")
+		}
 		fmt.Fprintln(w)
 	}
 	if !f.NoSort {
@@ -276,6 +279,9 @@ func printRules(w io.Writer, svcs []api.Service, marks []config.MarkRule, laddrs
 		}
 		if s.OnePacket {
 			fmt.Fprint(bw, " -o")
+		}
+		if s.SynProxy {
+			fmt.Fprint(bw, " -j enable")
 		}
 		if f, err := sched.ParseFlags(s.Scheduler, s.SchedFlags); err == nil && f != 0 {
 			fmt.Fprintf(bw, " -b %s", strings.Join(f.Names(s.Scheduler), ","))

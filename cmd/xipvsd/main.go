@@ -85,6 +85,14 @@ func main() {
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9639", "where Prometheus /metrics is served (\"\" to not serve it)")
 	pprofOn := fs.Bool("pprof", false, "also serve Go's profiles under /debug/pprof/ on --metrics-addr")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	spAuto := fs.Bool("synproxy-auto", true,
+		"engage the SYN proxy by itself for every TCP service of NAT and FULLNAT reals while the\nslow path is overloaded (its AF_XDP rings drop new flows) or new SYNs pass --synproxy-auto-rate")
+	spAutoRate := fs.Uint64("synproxy-auto-rate", 0, "new SYNs per second to services that engage the automatic SYN proxy (0: only overload)")
+	spMSS := fs.Uint("synproxy-mss", dataplane.DefaultProxyMSS, "the MSS the SYN proxy's SYN-ACKs advertise (8 less for FULLNAT, for TOA)")
+	spWScale := fs.Uint("synproxy-wscale", dataplane.DefaultProxyWScale, "the window scale the SYN proxy's SYN-ACKs advertise (0 to 14)")
+	admitRate := fs.Uint64("admit-rate", 0,
+		"admission control: SYNs per second from sources that have not completed a handshake\nrecently, across the director; the rest are dropped and counted (xdp_shed). Known sources\nalways pass. 0: no limit")
+	admitBurst := fs.Uint64("admit-burst", 64, "admission control: SYNs from new sources one CPU may take at once")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -125,6 +133,10 @@ func main() {
 		}
 		cfg = c
 	}
+	if *spMSS < 536 || *spMSS > 9000 || *spWScale > 14 {
+		fmt.Fprintf(os.Stderr, "xipvsd: --synproxy-mss %d / --synproxy-wscale %d: want an MSS of 536 to 9000 and a scale of 0 to 14\n", *spMSS, *spWScale)
+		os.Exit(2)
+	}
 	const minTable, maxTable = 1024, 1 << 28
 	if *connTable < minTable || *connTable > maxTable {
 		fmt.Fprintf(os.Stderr, "xipvsd: --conn-table-size %d: want %d to %d entries\n", *connTable, minTable, maxTable)
@@ -149,7 +161,9 @@ func main() {
 	}
 	opts := daemon.Options{Interfaces: ifaces, Socket: api.SocketPath(*socket), ConnTableSize: uint32(*connTable), ServiceTableSize: uint32(*svcTable),
 		SweepInterval: *sweep, ExpireQuiescentTemplate: *expireQuiescent, PinDir: *pinDir, StateFile: *stateFile,
-		Flush: *flush, ConfigFile: *configFile, Config: cfg, MetricsAddr: *metricsAddr, Pprof: *pprofOn}
+		Flush: *flush, ConfigFile: *configFile, Config: cfg, MetricsAddr: *metricsAddr, Pprof: *pprofOn,
+		Defence: dataplane.Defence{MSS: uint16(*spMSS), WScale: uint8(*spWScale), AdmitRate: *admitRate, AdmitBurst: *admitBurst,
+			Auto: *spAuto, AutoSYNRate: *spAutoRate}}
 	if err := daemon.Run(context.Background(), log, opts); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)

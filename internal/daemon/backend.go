@@ -182,6 +182,14 @@ func (b *backend) Info() api.Info {
 	info.Counters["slow_forwarded"] = sp.Forwarded
 	info.Counters["slow_no_dest"] = sp.NoDest
 	info.Counters["slow_port_unreach"] = sp.PortUnreach
+	info.Counters["slow_proxy_opened"] = sp.ProxyOpened
+	info.Counters["slow_proxy_established"] = sp.ProxyEstablished
+	info.Counters["slow_proxy_failed"] = sp.ProxyFailed
+	if b.dp.DefenceStatus().Engaged {
+		info.Counters["defence_engaged"] = 1
+	} else {
+		info.Counters["defence_engaged"] = 0
+	}
 	info.Counters["slow_unreach_limited"] = sp.UnreachLimited
 	info.Counters["slow_unparsable"] = sp.Unparsable
 	info.Counters["slow_failed"] = sp.Failed

@@ -30,6 +30,7 @@ func (fakeCounters) Counters() ([dataplane.NumStats]uint64, error) {
 func (fakeCounters) SlowPathStats() dataplane.SlowPathStats {
 	return dataplane.SlowPathStats{NewConns: 3}
 }
+func (fakeCounters) DefenceStatus() dataplane.DefenceStatus { return dataplane.DefenceStatus{} }
 
 func newBackend(t *testing.T, configFile string) *backend {
 	t.Helper()

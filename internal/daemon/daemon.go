@@ -49,6 +49,8 @@ type Options struct {
 	Config      *config.Config
 	MetricsAddr string
 	Pprof       bool
+	// Defence is the flood defence (dataplane.Defence).
+	Defence dataplane.Defence
 }
 
 // Counters is what the API's Info and /metrics read of the data plane.
@@ -56,6 +58,7 @@ type Counters interface {
 	Interfaces() []dataplane.Interface
 	Counters() ([dataplane.NumStats]uint64, error)
 	SlowPathStats() dataplane.SlowPathStats
+	DefenceStatus() dataplane.DefenceStatus
 }
 
 // DryRun validates the interfaces and, if given, the configuration with
@@ -153,6 +156,9 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 		log.Info("configuration loaded", "file", o.ConfigFile, "summary", o.Config.Summary())
 	}
 
+	if err := dp.SetDefence(o.Defence); err != nil {
+		return err
+	}
 	if err := dp.StartSlowPath(srv.NewFlows); err != nil {
 		return err
 	}

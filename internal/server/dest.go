@@ -187,6 +187,9 @@ func (s *Server) addDest(k config.ServiceKey, d config.Dest) error {
 	if _, x := sv.findDest(d.Addr, d.Port); x != nil {
 		return ErrDestExists
 	}
+	if err := synProxyFits(sv.cfg, d.Fwd); err != nil {
+		return err
+	}
 	s.catchUp(sv)
 	nd, err := s.newDest(sv, d)
 	if err != nil {
@@ -266,6 +269,9 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 	_, x := sv.findDest(d.Addr, d.Port)
 	if x == nil {
 		return ErrNoDest
+	}
+	if err := synProxyFits(sv.cfg, d.Fwd); err != nil {
+		return err
 	}
 	s.catchUp(sv)
 	// __ip_vs_update_dest: last_weight keeps the latest non-zero weight;

@@ -78,7 +78,8 @@ func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Deci
 		// ip_vs_leave: no real can take it; the client is told.
 		return dataplane.Decision{Unreachable: true}
 	}
-	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id, Persistent: sv.cfg.Persistent}
+	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id, Persistent: sv.cfg.Persistent,
+		SynProxy: sv.cfg.SynProxy, SynProxyAuto: sv.dpf&dataplane.SvcSynProxyAuto != 0}
 	if d.cfg.Fwd.Rewrites() {
 		rport := d.cfg.Port
 		if rport == 0 { // port-zero and -f services: the client's port

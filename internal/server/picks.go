@@ -50,6 +50,7 @@ func (s *Server) catchUp(sv *service) {
 func (s *Server) reschedule(sv *service) {
 	sv.sched.Update(sv.schedDests())
 	s.syncPicks(sv)
+	s.syncFlags(sv)
 }
 
 // syncPicks installs or clears sv's pick cycle; s.mu is held.

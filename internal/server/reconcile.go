@@ -157,7 +157,7 @@ func precheck(want *config.Config, route func(config.Dest) error, localAddress f
 
 func sameService(a, b config.Service) bool {
 	return a.ServiceKey == b.ServiceKey && a.Scheduler == b.Scheduler && a.Persistent == b.Persistent &&
-		a.Timeout == b.Timeout && a.Netmask == b.Netmask && a.OnePacket == b.OnePacket &&
+		a.Timeout == b.Timeout && a.Netmask == b.Netmask && a.OnePacket == b.OnePacket && a.SynProxy == b.SynProxy &&
 		slices.Equal(a.SchedFlags, b.SchedFlags) && a.Check == b.Check && a.OnFailure == b.OnFailure && a.Sorry == b.Sorry
 }
 

@@ -39,7 +39,7 @@ var (
 // Dataplane is what the server needs of the data plane.
 type Dataplane interface {
 	Interfaces() []dataplane.Interface
-	SetService(dataplane.ServiceKey, uint32) error
+	SetService(dataplane.ServiceKey, uint32, dataplane.SvcFlags) error
 	DeleteService(dataplane.ServiceKey) error
 	SetReal(uint32, dataplane.Real) error
 	DeleteReal(uint32) error

@@ -32,6 +32,74 @@ type service struct {
 	// fast is the pick cycle XDP schedules the service's new flows
 	// from, if it has one (picks.go).
 	fast *fastPicks
+	// dpf are the data plane flags its keys were written with.
+	dpf dataplane.SvcFlags
+}
+
+// synProxyFits refuses a DR or TUN real on a SYN-proxied service: the
+// proxy must see the real's replies to finish the handshake.
+func synProxyFits(svc config.Service, fwd config.Fwd) error {
+	if svc.SynProxy && !fwd.Rewrites() {
+		return fmt.Errorf("%w: synproxy (-j enable) needs NAT (-m) or FULLNAT (-b) reals: the director must see the real's replies, and a %s real answers the client directly",
+			config.ErrInvalid, fwd)
+	}
+	return nil
+}
+
+// dataplaneFlags are the data plane flags sv's keys should carry: the SYN
+// proxy always (-j enable), or while the defence is engaged for a TCP
+// service whose every real (sorry server included) is NAT or FULLNAT, and
+// the MSS room for TOA when a real is FULLNAT.
+func (sv *service) dataplaneFlags() dataplane.SvcFlags {
+	var f dataplane.SvcFlags
+	if sv.cfg.SynProxy {
+		f |= dataplane.SvcSynProxy
+	}
+	all := sv.cfg.Proto == config.TCP && sv.cfg.FWMark == 0 && len(sv.dests) > 0
+	check := func(d *dest) {
+		if !d.cfg.Fwd.Rewrites() {
+			all = false
+		}
+		if d.cfg.Fwd == config.FwdFullNAT {
+			f |= dataplane.SvcTOARoom
+		}
+	}
+	for _, d := range sv.dests {
+		check(d)
+	}
+	if sv.sorry != nil {
+		check(sv.sorry)
+	}
+	if all {
+		f |= dataplane.SvcSynProxyAuto
+	}
+	return f
+}
+
+// syncFlags rewrites sv's keys when its data plane flags change (a real
+// added, removed or edited, -j switched); s.mu is held.
+func (s *Server) syncFlags(sv *service) {
+	f := sv.dataplaneFlags()
+	if f == sv.dpf {
+		return
+	}
+	sv.dpf = f
+	write := func(k dataplane.ServiceKey) {
+		if err := s.opts.Dataplane.SetService(k, sv.id, f); err != nil {
+			s.log.Warn("updating a service's data plane flags", "service", sv.cfg.ServiceKey.String(), "err", err)
+		}
+	}
+	if sv.cfg.FWMark == 0 {
+		if k := sv.serviceKey(); s.byDP[k] == sv {
+			write(k)
+		}
+		return
+	}
+	for k, owner := range s.byDP {
+		if owner == sv {
+			write(k)
+		}
+	}
 }
 
 func (sv *service) setSchedFlags() {
@@ -133,7 +201,8 @@ func (s *Server) syncKeys() error {
 		if s.byDP[k] == sv {
 			continue
 		}
-		if err := s.opts.Dataplane.SetService(k, sv.id); err != nil {
+		sv.dpf = sv.dataplaneFlags()
+		if err := s.opts.Dataplane.SetService(k, sv.id, sv.dpf); err != nil {
 			return err
 		}
 		s.byDP[k] = sv
@@ -177,7 +246,8 @@ func (s *Server) syncServiceKey(sv *service, on bool) error {
 	if owner == nil && len(s.byDP) >= s.serviceKeys() {
 		return fmt.Errorf("%w: services and port groups would claim more than %d ports (xipvsd --service-table-size)", ErrFull, s.serviceKeys())
 	}
-	if err := s.opts.Dataplane.SetService(k, sv.id); err != nil {
+	sv.dpf = sv.dataplaneFlags()
+	if err := s.opts.Dataplane.SetService(k, sv.id, sv.dpf); err != nil {
 		return err
 	}
 	s.byDP[k] = sv
@@ -240,6 +310,11 @@ func (s *Server) editService(svc config.Service) error {
 	sv, ok := s.services[svc.ServiceKey]
 	if !ok {
 		return ErrNoService
+	}
+	for _, d := range sv.dests {
+		if err := synProxyFits(svc, d.cfg.Fwd); err != nil {
+			return err
+		}
 	}
 	s.catchUp(sv)
 	if svc.Scheduler != sv.cfg.Scheduler {

@@ -11,6 +11,7 @@ import (
 // (ifindex 2).
 type FakeDataplane struct {
 	Services map[dataplane.ServiceKey]uint32
+	SvcFlags map[dataplane.ServiceKey]dataplane.SvcFlags
 	Reals    map[uint32]dataplane.Real
 	Conns    map[dataplane.ConnKey]dataplane.Conn
 	// Picks are the services' pick cycles; Cursors how many flows a
@@ -21,15 +22,16 @@ type FakeDataplane struct {
 
 // NewFakeDataplane returns an empty FakeDataplane.
 func NewFakeDataplane() *FakeDataplane {
-	return &FakeDataplane{Services: map[dataplane.ServiceKey]uint32{}, Reals: map[uint32]dataplane.Real{},
+	return &FakeDataplane{Services: map[dataplane.ServiceKey]uint32{}, SvcFlags: map[dataplane.ServiceKey]dataplane.SvcFlags{}, Reals: map[uint32]dataplane.Real{},
 		Conns: map[dataplane.ConnKey]dataplane.Conn{}, Picks: map[uint32][]uint32{}, Cursors: map[uint32]uint64{}}
 }
 
 func (f *FakeDataplane) Interfaces() []dataplane.Interface {
 	return []dataplane.Interface{{Name: "eth0", Index: 2}}
 }
-func (f *FakeDataplane) SetService(k dataplane.ServiceKey, id uint32) error {
+func (f *FakeDataplane) SetService(k dataplane.ServiceKey, id uint32, flags dataplane.SvcFlags) error {
 	f.Services[k] = id
+	f.SvcFlags[k] = flags
 	return nil
 }
 func (f *FakeDataplane) DeleteService(k dataplane.ServiceKey) error {
