@@ -77,9 +77,9 @@ type SlowPathStats struct {
 	// The SYN proxy: handshakes opened to a real, completed, and failed
 	// (the real answered RST or nothing; the client was reset).
 	ProxyOpened, ProxyEstablished, ProxyFailed uint64
-	Unparsable                  uint64 // dropped: not a frame the director redirects
-	Failed                      uint64 // dropped: map write or transmit failure
-	Batches                     uint64 // batches handled (Received/Batches is the mean size)
+	Unparsable                                 uint64 // dropped: not a frame the director redirects
+	Failed                                     uint64 // dropped: map write or transmit failure
+	Batches                                    uint64 // batches handled (Received/Batches is the mean size)
 }
 
 // batchSize is the most frames one worker takes from its RX ring at once.

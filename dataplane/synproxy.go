@@ -172,13 +172,13 @@ func parseTCPOpts(th []byte) tcpOpts {
 
 // tcpFrame is a TCP segment the proxy builds.
 type tcpFrame struct {
-	dstMAC, srcMAC   [6]byte
-	src, dst         [4]byte
-	sport, dport     uint16
-	seq, ack         uint32
-	flags            uint8 // the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10)
-	window           uint16
-	opts             []byte // a multiple of 4 bytes
+	dstMAC, srcMAC [6]byte
+	src, dst       [4]byte
+	sport, dport   uint16
+	seq, ack       uint32
+	flags          uint8 // the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10)
+	window         uint16
+	opts           []byte // a multiple of 4 bytes
 }
 
 // buildTCP writes f into out (Ethernet, a 20-byte IP header with DF,
@@ -320,7 +320,7 @@ func (w *worker) proxyOpen(f []byte, p *packet, i int) {
 	sp := w.sp
 	f2 := &w.flows[i]
 	dec := &w.decs[i]
-	th := f[p.l4:p.totLen+p.ip]
+	th := f[p.l4 : p.totLen+p.ip]
 	o := parseTCPOpts(th)
 	px := &proxied{
 		client: f2.Key, out: dec.Out, fullnat: dec.FullNAT, realID: dec.RealID,

@@ -115,4 +115,3 @@ func TestSynProxy(t *testing.T) {
 			c["xdp_sp_synack"], c["slow_proxy_established"], c["slow_proxy_failed"])
 	}
 }
-
