@@ -52,12 +52,24 @@ type drLab struct {
 
 func newDRLab(t *testing.T, tag string, daemonArgs ...string) *drLab {
 	t.Helper()
+	return newDRLabAttacked(t, tag, "", daemonArgs...)
+}
+
+// newDRLabAttacked is newDRLab with an attacker host linked straight to
+// the director (Lab.AddAttacker) when attacker is set.
+func newDRLabAttacked(t *testing.T, tag, attacker string, daemonArgs ...string) *drLab {
+	t.Helper()
 	vip := netip.MustParseAddr("10.77.0.100")
 	l := testutil.NewTestLab(t, testutil.LabPlan{Prefix: fmt.Sprintf("xe%d%s", os.Getpid()%10000, tag),
 		Outside: "10.77.0", OutsideReals: 2, VIPs: []netip.Addr{vip}})
 	lab := &drLab{Lab: l, args: daemonArgs, cl: l.Client, lb: l.Director, rs: l.Reals, vip: vip}
 	for _, rs := range lab.rs {
 		if err := rs.MakeRealServer(vip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if attacker != "" {
+		if _, err := l.AddAttacker(attacker); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -37,6 +37,9 @@ type labPlan struct {
 	realsGateway string
 	// daemonArgs are xipvsd's extra arguments.
 	daemonArgs []string
+	// attacker, a /24 prefix without the last octet, links an attacker
+	// host straight to the director (Lab.AddAttacker).
+	attacker string
 }
 
 func newModeLab(t *testing.T, tag string, plan labPlan) *modeLab {
@@ -45,6 +48,11 @@ func newModeLab(t *testing.T, tag string, plan labPlan) *modeLab {
 	l := testutil.NewTestLab(t, testutil.LabPlan{Prefix: fmt.Sprintf("xm%d%s", os.Getpid()%10000, tag),
 		Outside: plan.outside, Inside: plan.inside, Routed: plan.routed, InsideReals: 2, VIPs: []netip.Addr{vip}})
 	lab := &modeLab{drLab: &drLab{Lab: l, args: plan.daemonArgs, cl: l.Client, lb: l.Director, rs: l.Reals, vip: vip}}
+	if plan.attacker != "" {
+		if _, err := l.AddAttacker(plan.attacker); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, rs := range lab.rs {
 		if plan.realsGateway != "" {
 			if err := rs.IP("route", "add", "default", "via", plan.realsGateway); err != nil {

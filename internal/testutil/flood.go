@@ -15,6 +15,7 @@ import (
 type SYNFlood struct {
 	h       *Host
 	lg      *loadgen.Programs
+	sink    *loadgen.Attachment
 	ifindex int
 	frame   []byte
 }
@@ -34,7 +35,10 @@ func NewSYNFlood(h *Host, dstMAC net.HardwareAddr, dst netip.AddrPort, srcBase n
 			return err
 		}
 		f.ifindex = ifc.Index
-		return nil
+		// What comes back (SYN-ACKs to spoofed sources) is dropped in
+		// XDP, not handed to the host's stack.
+		f.sink, err = f.lg.AttachSink(ifc.Index)
+		return err
 	}); err != nil {
 		f.lg.Close()
 		return nil, err
@@ -60,5 +64,10 @@ func (f *SYNFlood) Sent() (uint64, error) {
 	return n, nil
 }
 
-// Close unloads the generator.
-func (f *SYNFlood) Close() error { return f.lg.Close() }
+// Close detaches the sink and unloads the generator.
+func (f *SYNFlood) Close() error {
+	if f.sink != nil {
+		f.sink.Close()
+	}
+	return f.lg.Close()
+}

@@ -3,6 +3,7 @@ package testutil
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -43,6 +44,49 @@ type Lab struct {
 	Dir    string
 	Socket string
 	Daemon *Daemon
+	// Attacker is AddAttacker's host.
+	Attacker *Host
+}
+
+// AddAttacker links a new host, PREFIX-atk, straight to the director:
+// the director's atk0 at NET.1/24, the host's eth0 at NET.2/24 (NET as
+// "10.96.0"). A flood from it reaches the director the way an upstream
+// link would, and what the director sends back (SYN-ACKs) costs neither
+// a software bridge nor the host's stack (SYNFlood drops it in XDP).
+// Call it before StartDaemon, which then serves atk0 as well.
+func (l *Lab) AddAttacker(subnet string) (*Host, error) {
+	ns, err := AddNetns(l.Plan.Prefix + "-atk")
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{Netns: ns, Addr: netip.MustParsePrefix(subnet + ".2/24")}
+	l.Attacker = h
+	steps := []func() error{
+		func() error {
+			return l.Director.IP("link", "add", "atk0", "numtxqueues", "1", "numrxqueues", "1", "type", "veth",
+				"peer", "name", "eth0", "netns", ns.Name, "numtxqueues", "1", "numrxqueues", "1")
+		},
+		func() error { return l.Director.IP("addr", "add", subnet+".1/24", "dev", "atk0") },
+		func() error { return l.Director.IP("link", "set", "atk0", "up") },
+		func() error { return ns.IP("addr", "add", h.Addr.String(), "dev", "eth0") },
+		func() error { return ns.IP("link", "set", "eth0", "up") },
+		func() error {
+			return ns.Do(func() error {
+				ifc, err := net.InterfaceByName("eth0")
+				if err != nil {
+					return err
+				}
+				h.MAC = ifc.HardwareAddr
+				return nil
+			})
+		},
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
 }
 
 // NewLab builds p. On error, what was made is removed.
@@ -130,6 +174,9 @@ func (l *Lab) StartDaemon(bin string, args ...string) error {
 		if l.In != nil && !l.Plan.Routed {
 			ifaces = "eth0,eth1"
 		}
+		if l.Attacker != nil {
+			ifaces += ",atk0"
+		}
 		args = append([]string{"-i", ifaces}, args...)
 	}
 	d, err := StartDaemon(l.Director.Netns, bin, l.Socket, args...)
@@ -162,6 +209,10 @@ func (l *Lab) Close() error {
 		l.Daemon = nil
 	}
 	var err error
+	if l.Attacker != nil {
+		err = errors.Join(err, DelNetns(l.Attacker.Name))
+		l.Attacker = nil
+	}
 	if l.In != nil {
 		err = errors.Join(err, l.In.Close())
 	}

@@ -136,3 +136,13 @@ func (n Netns) HTTPClient(timeout time.Duration) *http.Client {
 	}}
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
+
+// Interface looks up interface name in the namespace.
+func (n Netns) Interface(name string) (*net.Interface, error) {
+	var ifc *net.Interface
+	err := n.Do(func() (err error) {
+		ifc, err = net.InterfaceByName(name)
+		return
+	})
+	return ifc, err
+}

@@ -1,0 +1,263 @@
+package testutil
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// FloodTrial is legitimate traffic measured while a spoofed-source SYN
+// flood runs at the generator's full rate: what the e2e tests assert and
+// the bench's flood scenario reports, for xipvs and for the peers.
+type FloodTrial struct {
+	// Client makes the legitimate connections to Target (an HTTP server
+	// answering any path; /stream must send bytes until the client
+	// closes).
+	Client *Host
+	Target netip.AddrPort
+	// Attacker floods Target through NextHop (the director's MAC) from
+	// sources counting up from SpoofBase.
+	Attacker  *Host
+	NextHop   net.HardwareAddr
+	SpoofBase netip.Addr
+	// Conns legitimate connections, Parallel at a time, each given
+	// Timeout to connect and be answered (curl -m 2).
+	Conns, Parallel int
+	Timeout         time.Duration
+	// Stream measures a download from /stream opened before the flood.
+	Stream bool
+	// Probe, if set, is timed a few times during the flood (xipvsadm -Ln).
+	Probe func() error
+}
+
+// FloodResult is what a FloodTrial measured.
+type FloodResult struct {
+	Tried, Served int
+	// Connect times of the connections that were served.
+	ConnectP50, ConnectP99, ConnectMax time.Duration
+	// Retransmits counts served connections that took longer than a
+	// SYN retransmission (1 s) to connect.
+	Retransmits int
+	// StreamBefore and StreamDuring are the download's rate (bytes/s)
+	// in the second before the flood and during it.
+	StreamBefore, StreamDuring float64
+	ProbeMax                   time.Duration
+	ProbeErr                   error
+	// FloodSent SYNs in FloodTime.
+	FloodSent uint64
+	FloodTime time.Duration
+}
+
+// String is the result in one line.
+func (r FloodResult) String() string {
+	s := fmt.Sprintf("%d/%d served, connect p50 %v p99 %v max %v, %d after a retransmit, flood %.0f SYN/s",
+		r.Served, r.Tried, r.ConnectP50.Round(time.Microsecond), r.ConnectP99.Round(time.Microsecond),
+		r.ConnectMax.Round(time.Microsecond), r.Retransmits, r.FloodRate())
+	if r.StreamBefore > 0 {
+		s += fmt.Sprintf(", download %.0f -> %.0f MB/s (%.0f%%)", r.StreamBefore/1e6, r.StreamDuring/1e6, 100*r.StreamRatio())
+	}
+	if r.ProbeMax > 0 {
+		s += fmt.Sprintf(", probe max %v", r.ProbeMax.Round(time.Millisecond))
+	}
+	return s
+}
+
+// FloodRate is the flood's SYNs per second.
+func (r FloodResult) FloodRate() float64 {
+	if r.FloodTime <= 0 {
+		return 0
+	}
+	return float64(r.FloodSent) / r.FloodTime.Seconds()
+}
+
+// StreamRatio is the download's rate during the flood over before it.
+func (r FloodResult) StreamRatio() float64 {
+	if r.StreamBefore == 0 {
+		return 0
+	}
+	return r.StreamDuring / r.StreamBefore
+}
+
+// Run runs the trial.
+func (ft FloodTrial) Run() (FloodResult, error) {
+	var res FloodResult
+	flood, err := NewSYNFlood(ft.Attacker, ft.NextHop, ft.Target, ft.SpoofBase)
+	if err != nil {
+		return res, err
+	}
+	defer flood.Close()
+
+	// The download, opened and measured before the flood starts.
+	var streamed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	if ft.Stream {
+		var c net.Conn
+		if err := ft.Client.Do(func() (err error) {
+			c, err = net.DialTimeout("tcp4", ft.Target.String(), 5*time.Second)
+			return
+		}); err != nil {
+			return res, fmt.Errorf("download: %w", err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /stream HTTP/1.1\r\nHost: vip\r\n\r\n")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 256<<10)
+			for {
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, err := c.Read(buf)
+				streamed.Add(int64(n))
+				if err != nil {
+					return
+				}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+		time.Sleep(300 * time.Millisecond) // slow start
+		b0 := streamed.Load()
+		time.Sleep(time.Second)
+		res.StreamBefore = float64(streamed.Load() - b0)
+	}
+
+	// The flood, flat out, until the trial ends.
+	floodDone := make(chan error, 1)
+	var floodStop atomic.Bool
+	go func() {
+		for !floodStop.Load() {
+			if err := flood.Send(1 << 20); err != nil {
+				floodDone <- err
+				return
+			}
+		}
+		floodDone <- nil
+	}()
+	floodStart := time.Now()
+	time.Sleep(300 * time.Millisecond)
+	s0, t0 := streamed.Load(), time.Now()
+
+	// The legitimate connections.
+	type outcome struct {
+		ok      bool
+		connect time.Duration
+	}
+	outcomes := make(chan outcome, ft.Conns)
+	jobs := make(chan struct{}, ft.Conns)
+	for i := 0; i < ft.Conns; i++ {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	var cw sync.WaitGroup
+	for w := 0; w < max(ft.Parallel, 1); w++ {
+		cw.Add(1)
+		go func() {
+			defer cw.Done()
+			for range jobs {
+				ok, d := ft.legit()
+				outcomes <- outcome{ok, d}
+			}
+		}()
+	}
+	if ft.Probe != nil {
+		for i := 0; i < 5; i++ {
+			t := time.Now()
+			if err := ft.Probe(); err != nil && res.ProbeErr == nil {
+				res.ProbeErr = err
+			}
+			res.ProbeMax = max(res.ProbeMax, time.Since(t))
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	cw.Wait()
+	close(outcomes)
+	if ft.Stream {
+		res.StreamDuring = float64(streamed.Load()-s0) / time.Since(t0).Seconds()
+	}
+	floodStop.Store(true)
+	if err := <-floodDone; err != nil {
+		return res, err
+	}
+	res.FloodTime = time.Since(floodStart)
+	res.FloodSent, _ = flood.Sent()
+	close(stop)
+
+	var times []time.Duration
+	for o := range outcomes {
+		res.Tried++
+		if !o.ok {
+			continue
+		}
+		res.Served++
+		times = append(times, o.connect)
+		if o.connect > 900*time.Millisecond {
+			res.Retransmits++
+		}
+	}
+	slices.Sort(times)
+	if n := len(times); n > 0 {
+		res.ConnectP50 = times[n/2]
+		res.ConnectP99 = times[min(n-1, n*99/100)]
+		res.ConnectMax = times[n-1]
+	}
+	return res, nil
+}
+
+// legit makes one legitimate connection: connect, GET /, read the
+// answer, all within the trial's timeout.
+func (ft FloodTrial) legit() (bool, time.Duration) {
+	deadline := time.Now().Add(ft.Timeout)
+	var c net.Conn
+	start := time.Now()
+	err := ft.Client.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", ft.Target.String(), ft.Timeout)
+		return
+	})
+	connect := time.Since(start)
+	if err != nil {
+		return false, connect
+	}
+	defer c.Close()
+	_ = c.SetDeadline(deadline)
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return false, connect
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return err == nil && resp.StatusCode == 200, connect
+}
+
+// ServeFloodTarget serves what a FloodTrial asks on port of h: a short
+// answer on every path, and /stream sending until the client closes.
+func ServeFloodTarget(h *Host, port int) (io.Closer, error) {
+	var ln net.Listener
+	if err := h.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return }); err != nil {
+		return nil, err
+	}
+	chunk := make([]byte, 64<<10)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		}
+		fmt.Fprint(w, "ok")
+	})}
+	go srv.Serve(ln)
+	return srv, nil
+}
