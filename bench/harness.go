@@ -42,6 +42,9 @@ type Options struct {
 	Runs int `json:"runs"`
 	// AgingSizes are the connection-table sizes the sweep is timed on.
 	AgingSizes []int `json:"aging_sizes"`
+	// FloodConns is the legitimate connections of one flood trial (the
+	// flood scenario runs once per run).
+	FloodConns int `json:"flood_conns"`
 	// Bin holds xipvsd and xipvsadm; empty builds them into a temporary
 	// directory.
 	Bin string `json:"-"`
@@ -52,13 +55,13 @@ type Options struct {
 // Full is `make bench`: at least five samples of everything.
 func Full() Options {
 	return Options{Repeats: 5, Sample: time.Second, Flows: 4096, Senders: runtime.NumCPU(), Sizes: []int{64, 1500}, Clients: 16, Pings: 1000,
-		CostRepeat: 1_000_000, Runs: 2, AgingSizes: []int{1 << 20, 10_000_000}}
+		CostRepeat: 1_000_000, Runs: 2, AgingSizes: []int{1 << 20, 10_000_000}, FloodConns: 200}
 }
 
 // Quick is the smoke run of `make test`: every scenario, a few seconds.
 func Quick() Options {
 	return Options{Quick: true, Repeats: 2, Sample: 100 * time.Millisecond, Flows: 512, Senders: runtime.NumCPU(), Sizes: []int{64, 1500}, Clients: 4, Pings: 50,
-		CostRepeat: 10_000, Runs: 2, AgingSizes: []int{1 << 16}}
+		CostRepeat: 10_000, Runs: 2, AgingSizes: []int{1 << 16}, FloodConns: 20}
 }
 
 func (o Options) logf(format string, args ...any) {
@@ -136,6 +139,11 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 		return r, fmt.Errorf("aging tables: %w", err)
 	}
 	defer aging.Close()
+	flood, err := newFloodLab(prefix + "f")
+	if err != nil {
+		return r, fmt.Errorf("flood lab: %w", err)
+	}
+	defer func() { err = errors.Join(err, flood.Close()) }()
 
 	splits := map[string]map[byte]uint64{}
 	for run := 1; run <= o.Runs; run++ {
@@ -161,6 +169,10 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 			if err := ctx.Err(); err != nil {
 				return r, err
 			}
+		}
+		o.logf("run %d of %d: the SYN flood scenario", run, o.Runs)
+		if err := flood.run(r, o, run, work); err != nil {
+			return r, fmt.Errorf("flood: %w", err)
 		}
 	}
 	checkSplits(r, splits)

@@ -21,6 +21,10 @@ const (
 	UnitUs   = "us"
 	UnitNs   = "ns/packet"
 	UnitMs   = "ms CPU"
+	// The flood scenario's.
+	UnitPct    = "%"
+	UnitMsWall = "ms"
+	UnitSYNs   = "SYN/s"
 )
 
 // Result is one measured quantity: every sample and their median, min
@@ -271,6 +275,16 @@ func ratioAtMost(name string, x float64) func(*Report) (bool, bool) {
 	}
 }
 
+func medianAtLeast(key string, x float64) func(*Report) (bool, bool) {
+	return func(r *Report) (bool, bool) {
+		res := r.Get(key)
+		if res == nil {
+			return false, false
+		}
+		return res.Median >= x, true
+	}
+}
+
 func medianAtMost(key string, x float64) func(*Report) (bool, bool) {
 	return func(r *Report) (bool, bool) {
 		res := r.Get(key)
@@ -291,6 +305,12 @@ var targets = []target{
 	{"DR established >= 0.9x ceiling (64 B)", ratioAtLeast("established 64 B: xipvs-dr / ceiling", 0.9)},
 	{"DR established >= 4x nftables (64 B)", ratioAtLeast("established 64 B: xipvs-dr / nftables", 4)},
 	{"TCP connect/close per s >= nftables", ratioAtLeast("tcp-connect: xipvs-nat / nftables", 1)},
+	{"SYN flood at the generator's full rate, NAT with the SYN proxy: >= 99% of legitimate connections served", medianAtLeast("flood/xipvs-nat-synproxy@max/served", 99)},
+	{"SYN flood, NAT with the SYN proxy: p99 connect <= 100 ms", medianAtMost("flood/xipvs-nat-synproxy@max/connect-p99", 100)},
+	{"SYN flood, DR with admission control: >= 95% served", medianAtLeast("flood/xipvs-dr-admission@max/served", 95)},
+	{"SYN flood: an established download keeps >= 80% (NAT, SYN proxy)", medianAtLeast("flood/xipvs-nat-synproxy@max/download-kept", 80)},
+	{"SYN flood: an established download keeps >= 80% (DR, admission)", medianAtLeast("flood/xipvs-dr-admission@max/download-kept", 80)},
+	{"SYN flood: xipvsadm -Ln answers within 200 ms", medianAtMost("flood/xipvs-nat-synproxy@max/xipvsadm-Ln", 200)},
 }
 
 // Markdown renders the report: the measured quantities, the ratios with

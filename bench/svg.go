@@ -46,6 +46,12 @@ func (r *Report) SVG() string {
 			func(x *Result) bool { return x.Scenario == "bpf-cost" }, subject),
 		pick("Aging: CPU of one sweep of the connection table (lower is better)", UnitMs,
 			func(x *Result) bool { return x.Scenario == "aging" }, subject),
+		pick("SYN flood: legitimate connections served, and an established download's rate kept (higher is better)", UnitPct,
+			func(x *Result) bool { return x.Scenario == "flood" && x.Unit == UnitPct }, subject),
+		pick("SYN flood: p99 connect of the legitimate clients, slowest xipvsadm -Ln (lower is better)", UnitMsWall,
+			func(x *Result) bool { return x.Scenario == "flood" && x.Unit == UnitMsWall }, subject),
+		pick("SYN flood: the flood's rate", UnitSYNs,
+			func(x *Result) bool { return x.Scenario == "flood" && x.Unit == UnitSYNs }, subject),
 	}
 	const (
 		width   = 900

@@ -163,7 +163,7 @@ enum stat_idx {
 	STAT_SP_SYNACK,       /* SYN proxy: a SYN answered with a cookie SYN-ACK */
 	STAT_SP_DROP,         /* SYN proxy: no valid cookie (or a bad checksum) */
 	STAT_SHED,            /* admission: a new source's SYN over the rate */
-	STAT_NEW_SYN,         /* event: a SYN with no connection to a service */
+	STAT_NEW_SYN,         /* event: a SYN (no ACK, RST, FIN) to a VIP */
 	STAT_MAX,
 };
 

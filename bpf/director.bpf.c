@@ -362,6 +362,16 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	ck.sport = p.sport;
 	ck.dport = p.dport;
 	ck.proto = p.proto;
+	/* Admission control first: under a flood, a new source's SYN over
+	 * the rate costs no connection or service lookup. */
+	if (dflags && p.proto == IPPROTO_TCP &&
+	    (p.tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN) {
+		stat_inc(STAT_NEW_SYN);
+		if (!admit(ck.saddr)) {
+			*stat = STAT_SHED;
+			return XDP_DROP;
+		}
+	}
 	/* The connection first: an established flow needs no service
 	 * lookup (a connection exists only for a service's traffic, and
 	 * goes with its service). */
@@ -392,23 +402,13 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	sv = service(p.ip->daddr, p.dport, p.proto, vflags);
 	if (!sv)
 		return XDP_PASS;
-	if (p.proto == IPPROTO_TCP) {
-		int bare_syn = (p.tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN;
-
-		if (bare_syn)
-			stat_inc(STAT_NEW_SYN);
-		if (synproxy_on(sv->flags)) {
-			if (bare_syn)
-				return sp_synack(ctx, &p, sv->flags, stat);
-			act = sp_cookie_ack(&p, data_end, stat);
-			if (act != FURTHER_PROCESSING)
-				return act;
-			return to_slow_path(ctx, stat);
-		}
-		if (bare_syn && !admit(ck.saddr)) {
-			*stat = STAT_SHED;
-			return XDP_DROP;
-		}
+	if (p.proto == IPPROTO_TCP && synproxy_on(sv->flags)) {
+		if ((p.tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN)
+			return sp_synack(ctx, &p, sv->flags, stat);
+		act = sp_cookie_ack(ctx, &p, stat);
+		if (act != FURTHER_PROCESSING)
+			return act;
+		return to_slow_path(ctx, stat);
 	}
 	return new_flow(ctx, &p, &ck, sv->id, stat);
 }

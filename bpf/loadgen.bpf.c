@@ -8,6 +8,10 @@
  *   loadgen_sink     attached natively where the forwarded frames land:
  *                    counts IPv4 frames per destination MAC (the real server
  *                    the director chose) and drops them; ARP and the rest pass.
+ *   loadgen_spoofed  attached on a flood's source: drops what comes back to
+ *                    the spoofed sources (RFC 2544's benchmarking range,
+ *                    198.18.0.0/15) and passes everything else, so the
+ *                    host can also be a legitimate client on the same link.
  *   loadgen_ceiling  the best a forwarder can do on this hop: rewrite the
  *                    MACs and XDP_TX, no parsing beyond Ethernet, no lookup.
  *   loadgen_reflb    the minimal load balancer, what any LB pays for an
@@ -140,6 +144,21 @@ int loadgen_sink(struct xdp_md *ctx)
 		c->bytes += data_end - data;
 	}
 	return XDP_DROP;
+}
+
+SEC("xdp")
+int loadgen_spoofed(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	if ((ip->daddr & bpf_htonl(0xfffe0000)) == bpf_htonl(0xc6120000))
+		return XDP_DROP;
+	return XDP_PASS;
 }
 
 SEC("xdp")

@@ -409,18 +409,30 @@ static __always_inline int sp_synack(struct xdp_md *ctx, struct pkt *p, __u32 sv
 }
 
 /* sp_cookie_ack takes a client's ACK to a SYN-proxied service with no
- * connection: with a valid cookie it goes to Go (to_slow_path), else it
- * is dropped. Returns FURTHER_PROCESSING for the former. */
-static __always_inline int sp_cookie_ack(struct pkt *p, void *data_end, __u32 *stat)
+ * connection: with a valid cookie it goes to Go (FURTHER_PROCESSING),
+ * else it is dropped. A client whose ACK was lost probes our zero window
+ * with the sequence number before its next one: no data, and a cookie
+ * that checks with seq + 1; it goes to Go as the ACK it stands for. */
+static __always_inline int sp_cookie_ack(struct xdp_md *ctx, struct pkt *p, __u32 *stat)
 {
+	void *data_end = (void *)(long)ctx->data_end;
 	struct tcphdr *th = p->l4;
+	struct tcphdr probe;
 
 	*stat = STAT_SP_DROP;
 	if ((p->tcp_flags & (TCP_F_SYN | TCP_F_RST | TCP_F_ACK)) != TCP_F_ACK)
 		return XDP_DROP;
 	if ((void *)(th + 1) > data_end)
 		return XDP_DROP;
-	if (bpf_tcp_raw_check_syncookie_ipv4(p->ip, th) != 0)
+	if (bpf_tcp_raw_check_syncookie_ipv4(p->ip, th) == 0)
+		return FURTHER_PROCESSING;
+	if (p->l4_len != th->doff * 4)
+		return XDP_DROP;
+	__builtin_memcpy(&probe, th, sizeof(probe));
+	probe.seq = bpf_htonl(bpf_ntohl(th->seq) + 1);
+	if (bpf_tcp_raw_check_syncookie_ipv4(p->ip, &probe) != 0)
+		return XDP_DROP;
+	if (tcp_set32(th, data_end, 4, bpf_ntohl(th->seq) + 1) < 0)
 		return XDP_DROP;
 	return FURTHER_PROCESSING;
 }

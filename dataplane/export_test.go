@@ -64,7 +64,7 @@ func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut,
 	}
 	xdpStat := -1
 	for i := range after {
-		if after[i] != before[i] {
+		if after[i] != before[i] && !StatIsEvent(i) {
 			xdpStat = i
 		}
 	}

@@ -86,6 +86,13 @@ func (g *Programs) AttachSink(ifindex int) (*Attachment, error) {
 	return g.attach(g.objs.LoadgenSink, ifindex)
 }
 
+// AttachSpoofedDrop attaches natively to ifindex, in the calling thread's
+// network namespace, the program that drops what comes back to a flood's
+// spoofed sources (198.18.0.0/15) and passes the rest.
+func (g *Programs) AttachSpoofedDrop(ifindex int) (*Attachment, error) {
+	return g.attach(g.objs.LoadgenSpoofed, ifindex)
+}
+
 // AttachRefLB attaches the reference load balancer natively to ifindex,
 // in the calling thread's network namespace.
 func (g *Programs) AttachRefLB(ifindex int) (*Attachment, error) {

@@ -67,6 +67,7 @@ const (
 	loadgenProgLoadgenGen     = "loadgen_gen"
 	loadgenProgLoadgenReflb   = "loadgen_reflb"
 	loadgenProgLoadgenSink    = "loadgen_sink"
+	loadgenProgLoadgenSpoofed = "loadgen_spoofed"
 	loadgenVarCeilingDst      = "ceiling_dst"
 	loadgenVarCeilingSrc      = "ceiling_src"
 )
@@ -117,6 +118,7 @@ type loadgenProgramSpecs struct {
 	LoadgenGen     *ebpf.ProgramSpec `ebpf:"loadgen_gen"`
 	LoadgenReflb   *ebpf.ProgramSpec `ebpf:"loadgen_reflb"`
 	LoadgenSink    *ebpf.ProgramSpec `ebpf:"loadgen_sink"`
+	LoadgenSpoofed *ebpf.ProgramSpec `ebpf:"loadgen_spoofed"`
 }
 
 // loadgenMapSpecs contains maps before they are loaded into the kernel.
@@ -191,6 +193,7 @@ type loadgenPrograms struct {
 	LoadgenGen     *ebpf.Program `ebpf:"loadgen_gen"`
 	LoadgenReflb   *ebpf.Program `ebpf:"loadgen_reflb"`
 	LoadgenSink    *ebpf.Program `ebpf:"loadgen_sink"`
+	LoadgenSpoofed *ebpf.Program `ebpf:"loadgen_spoofed"`
 }
 
 func (p *loadgenPrograms) Close() error {
@@ -199,6 +202,7 @@ func (p *loadgenPrograms) Close() error {
 		p.LoadgenGen,
 		p.LoadgenReflb,
 		p.LoadgenSink,
+		p.LoadgenSpoofed,
 	)
 }
 

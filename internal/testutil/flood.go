@@ -10,19 +10,23 @@ import (
 
 // SYNFlood is a spoofed-source SYN generator on one host's eth0: the
 // live-frames generator (dataplane/loadgen), every frame from a source
-// address and port never used before. The host's bridge port needs an
-// XDP program (HostOptions.XDPPeer) to receive what it sends.
+// address and port never used before. The peer of the host's eth0 needs
+// an XDP program to receive what it sends (HostOptions.XDPPeer, or the
+// director's own on Lab.AddAttacker's link).
 type SYNFlood struct {
 	h       *Host
 	lg      *loadgen.Programs
-	sink    *loadgen.Attachment
 	ifindex int
 	frame   []byte
 }
 
 // NewSYNFlood prepares a flood from h to dst (through the next hop
-// dstMAC), sources counting up from srcBase (50,000 ports per address).
+// dstMAC), sources counting up from srcBase (50,000 ports per address),
+// which must lie in 198.18.0.0/15 (RFC 2544's benchmarking range).
 func NewSYNFlood(h *Host, dstMAC net.HardwareAddr, dst netip.AddrPort, srcBase netip.Addr) (*SYNFlood, error) {
+	if !netip.MustParsePrefix("198.18.0.0/15").Contains(srcBase) {
+		return nil, fmt.Errorf("flood sources from %v: want 198.18.0.0/15", srcBase)
+	}
 	f := &SYNFlood{h: h}
 	var err error
 	if f.lg, err = loadgen.Open(loadgen.Options{}); err != nil {
@@ -35,10 +39,7 @@ func NewSYNFlood(h *Host, dstMAC net.HardwareAddr, dst netip.AddrPort, srcBase n
 			return err
 		}
 		f.ifindex = ifc.Index
-		// What comes back (SYN-ACKs to spoofed sources) is dropped in
-		// XDP, not handed to the host's stack.
-		f.sink, err = f.lg.AttachSink(ifc.Index)
-		return err
+		return nil
 	}); err != nil {
 		f.lg.Close()
 		return nil, err
@@ -64,10 +65,5 @@ func (f *SYNFlood) Sent() (uint64, error) {
 	return n, nil
 }
 
-// Close detaches the sink and unloads the generator.
-func (f *SYNFlood) Close() error {
-	if f.sink != nil {
-		f.sink.Close()
-	}
-	return f.lg.Close()
-}
+// Close unloads the generator.
+func (f *SYNFlood) Close() error { return f.lg.Close() }

@@ -35,6 +35,9 @@ type FloodTrial struct {
 	Stream bool
 	// Probe, if set, is timed a few times during the flood (xipvsadm -Ln).
 	Probe func() error
+	// Rate paces the flood (SYNs per second, roughly); 0 is the
+	// generator's full rate.
+	Rate int
 }
 
 // FloodResult is what a FloodTrial measured.
@@ -136,10 +139,24 @@ func (ft FloodTrial) Run() (FloodResult, error) {
 	floodDone := make(chan error, 1)
 	var floodStop atomic.Bool
 	go func() {
+		// Paced: a burst every 10 ms (the generator's call returns
+		// after ~25 ms of its own; the sleep absorbs the rest).
+		chunk, tick := uint32(1<<20), time.Duration(0)
+		if ft.Rate > 0 {
+			tick = 10 * time.Millisecond
+			chunk = uint32(max(ft.Rate/100, 1))
+		}
+		next := time.Now()
 		for !floodStop.Load() {
-			if err := flood.Send(1 << 20); err != nil {
+			if err := flood.Send(chunk); err != nil {
 				floodDone <- err
 				return
+			}
+			if tick > 0 {
+				next = next.Add(tick)
+				if d := time.Until(next); d > 0 {
+					time.Sleep(d)
+				}
 			}
 		}
 		floodDone <- nil

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/xipvs/xipvs/dataplane/loadgen"
 )
 
 // LabPlan describes a director lab: an outside LAN with the client (.1)
@@ -46,14 +48,19 @@ type Lab struct {
 	Daemon *Daemon
 	// Attacker is AddAttacker's host.
 	Attacker *Host
+	atkProgs *loadgen.Programs
+	atkDrop  *loadgen.Attachment
 }
 
 // AddAttacker links a new host, PREFIX-atk, straight to the director:
 // the director's atk0 at NET.1/24, the host's eth0 at NET.2/24 (NET as
-// "10.96.0"). A flood from it reaches the director the way an upstream
-// link would, and what the director sends back (SYN-ACKs) costs neither
-// a software bridge nor the host's stack (SYNFlood drops it in XDP).
-// Call it before StartDaemon, which then serves atk0 as well.
+// "10.96.0"), its default route through the director. A flood from it
+// reaches the director the way traffic from an upstream link does, and
+// what the director sends back to the spoofed sources costs neither a
+// software bridge nor the host's stack (SYNFlood drops it in XDP), so
+// the host is also the legitimate client sharing that link (and the
+// director's rx queue) with the flood. Call it before StartDaemon, which
+// then serves atk0 as well.
 func (l *Lab) AddAttacker(subnet string) (*Host, error) {
 	ns, err := AddNetns(l.Plan.Prefix + "-atk")
 	if err != nil {
@@ -70,6 +77,8 @@ func (l *Lab) AddAttacker(subnet string) (*Host, error) {
 		func() error { return l.Director.IP("link", "set", "atk0", "up") },
 		func() error { return ns.IP("addr", "add", h.Addr.String(), "dev", "eth0") },
 		func() error { return ns.IP("link", "set", "eth0", "up") },
+		func() error { return ns.IP("route", "add", "default", "via", subnet+".1") },
+		func() error { return ns.SetTxChecksum("eth0", false) },
 		func() error {
 			return ns.Do(func() error {
 				ifc, err := net.InterfaceByName("eth0")
@@ -77,7 +86,15 @@ func (l *Lab) AddAttacker(subnet string) (*Host, error) {
 					return err
 				}
 				h.MAC = ifc.HardwareAddr
-				return nil
+				// What comes back to the spoofed sources (SYN-ACKs) is
+				// dropped in XDP, not handed to the host's stack; the
+				// host's own traffic passes. (An XDP program here also
+				// lets the director's XDP_TX reach the host at all.)
+				if l.atkProgs, err = loadgen.Open(loadgen.Options{}); err != nil {
+					return err
+				}
+				l.atkDrop, err = l.atkProgs.AttachSpoofedDrop(ifc.Index)
+				return err
 			})
 		},
 	}
@@ -209,6 +226,14 @@ func (l *Lab) Close() error {
 		l.Daemon = nil
 	}
 	var err error
+	if l.atkDrop != nil {
+		l.atkDrop.Close()
+		l.atkDrop = nil
+	}
+	if l.atkProgs != nil {
+		l.atkProgs.Close()
+		l.atkProgs = nil
+	}
 	if l.Attacker != nil {
 		err = errors.Join(err, DelNetns(l.Attacker.Name))
 		l.Attacker = nil

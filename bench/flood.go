@@ -1,0 +1,242 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/xipvs/xipvs/dataplane/pass"
+	"github.com/xipvs/xipvs/internal/testutil"
+)
+
+// The flood lab (issue 17): a spoofed-source SYN flood at the generator's
+// full rate from an attacker linked straight to the director (atk0), while
+// a legitimate client on the same link (the same host, its own address)
+// makes connections and keeps a download running (testutil.FloodTrial). Subjects: xipvs NAT with the SYN proxy and
+// without any defence, xipvs DR with admission control and without, and
+// nftables DNAT (conntrack) to the same NAT reals. Two real servers sit
+// on the outside LAN (DR, the VIP on lo) and two inside (NAT, the director
+// their gateway).
+var (
+	floodNATVIP = netip.MustParseAddr("10.81.0.100")
+	floodDRVIP  = netip.MustParseAddr("10.81.0.101")
+)
+
+type floodLab struct {
+	lab     *testutil.Lab
+	servers []io.Closer
+}
+
+func newFloodLab(prefix string) (_ *floodLab, err error) {
+	f := &floodLab{}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, f.Close())
+		}
+	}()
+	f.lab, err = testutil.NewLab(testutil.LabPlan{Prefix: prefix, Outside: "10.81.0", Inside: "10.82.0",
+		OutsideReals: 2, InsideReals: 2, VIPs: []netip.Addr{floodNATVIP, floodDRVIP}})
+	if err != nil {
+		return nil, err
+	}
+	atk, err := f.lab.AddAttacker("10.83.0")
+	if err != nil {
+		return nil, err
+	}
+	// The client's second leg, on the outside LAN: the DR reals answer
+	// it there, not through the director.
+	if err := f.lab.Out.Attach(atk, "atkl", "eth1", netip.MustParsePrefix("10.81.0.9/24"), testutil.HostOptions{TxChecksumOff: true}); err != nil {
+		return nil, err
+	}
+	// Toward the VIPs it still goes by the director's link.
+	for _, vip := range []netip.Addr{floodNATVIP, floodDRVIP} {
+		if err := atk.IP("route", "add", vip.String()+"/32", "via", "10.83.0.1", "src", "10.83.0.2"); err != nil {
+			return nil, err
+		}
+	}
+	for _, kv := range [][2]string{{"net.ipv4.conf.all.rp_filter", "0"}, {"net.ipv4.conf.eth1.rp_filter", "0"}} {
+		if err := atk.Sysctl(kv[0], kv[1]); err != nil {
+			return nil, err
+		}
+	}
+	if err := f.lab.Director.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+		return nil, err
+	}
+	// Upstream is where the attacker is: the director's stack (nftables)
+	// takes the spoofed sources as routable, and its answers go back there.
+	if err := f.lab.Director.IP("route", "add", "default", "via", "10.83.0.2"); err != nil {
+		return nil, err
+	}
+	for i, rs := range f.lab.Reals {
+		if i < 2 {
+			err = rs.MakeRealServer(floodDRVIP)
+			if err == nil { // DR: the reals answer the client directly (below)
+				err = rs.IP("route", "add", "10.83.0.0/24", "via", "10.81.0.9")
+			}
+		} else {
+			err = rs.IP("route", "add", "default", "via", "10.82.0.1")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := rs.Sysctl("net.core.somaxconn", "4096"); err != nil {
+			return nil, err
+		}
+		srv, err := testutil.ServeFloodTarget(rs, 80)
+		if err != nil {
+			return nil, err
+		}
+		f.servers = append(f.servers, srv)
+	}
+	return f, nil
+}
+
+func (f *floodLab) Close() error {
+	for _, s := range f.servers {
+		s.Close()
+	}
+	if f.lab == nil {
+		return nil
+	}
+	return f.lab.Close()
+}
+
+// floodRates are the flood's rates: the generator's full rate (0), and
+// one of the order the issue's hping3 reached (~54k SYN/s), twice that.
+func floodRates(o Options) []int {
+	if o.Quick {
+		return []int{0}
+	}
+	return []int{0, 100_000}
+}
+
+func rateName(rate int) string {
+	if rate == 0 {
+		return "max"
+	}
+	return fmt.Sprintf("%dk", rate/1000)
+}
+
+// trial runs one FloodTrial to vip at rate and records it as subject.
+func (f *floodLab) trial(r *Report, o Options, run int, subject string, vip netip.Addr, rate int, probe func() error) error {
+	ifc, err := f.lab.Director.Interface("atk0")
+	if err != nil {
+		return err
+	}
+	ft := testutil.FloodTrial{Client: f.lab.Attacker, Target: netip.AddrPortFrom(vip, 80), Attacker: f.lab.Attacker,
+		NextHop: ifc.HardwareAddr, SpoofBase: netip.MustParseAddr("198.18.0.0"), Conns: o.FloodConns, Parallel: 10,
+		Timeout: 2 * time.Second, Stream: true, Probe: probe, Rate: rate}
+	res, err := ft.Run()
+	if err != nil {
+		return err
+	}
+	subject += "@" + rateName(rate)
+	o.logf("flood, %s: %s", subject, res)
+	add := func(what, unit string, v float64) *Result {
+		x := r.sample(Result{Key: "flood/" + subject + "/" + what, Scenario: "flood", Subject: subject + " " + what, Unit: unit}, run, v)
+		x.Detail["flood_syn_per_s"] = int(res.FloodRate())
+		return x
+	}
+	add("served", UnitPct, 100*float64(res.Served)/float64(max(res.Tried, 1))).Detail["of"] = res.Tried
+	add("connect-p99", UnitMsWall, float64(res.ConnectP99)/1e6)
+	add("download-kept", UnitPct, 100*res.StreamRatio())
+	add("flood-rate", UnitSYNs, res.FloodRate())
+	if probe != nil {
+		add("xipvsadm-Ln", UnitMsWall, float64(res.ProbeMax)/1e6)
+	}
+	return nil
+}
+
+// run measures every subject once.
+func (f *floodLab) run(r *Report, o Options, run int, work string) error {
+	dir := f.lab.Director
+	nat := floodNATVIP.String() + ":80"
+	dr := floodDRVIP.String() + ":80"
+	for _, s := range []struct {
+		name   string
+		vip    netip.Addr
+		daemon []string
+		rules  [][]string
+	}{
+		{"xipvs-nat-synproxy", floodNATVIP, nil, [][]string{{"-A", "-t", nat, "-s", "wlc", "-j", "enable"},
+			{"-a", "-t", nat, "-r", "10.82.0.13:80", "-m"}, {"-a", "-t", nat, "-r", "10.82.0.14:80", "-m"}}},
+		{"xipvs-nat-undefended", floodNATVIP, []string{"--synproxy-auto=false"}, [][]string{{"-A", "-t", nat, "-s", "wlc"},
+			{"-a", "-t", nat, "-r", "10.82.0.13:80", "-m"}, {"-a", "-t", nat, "-r", "10.82.0.14:80", "-m"}}},
+		{"xipvs-dr-admission", floodDRVIP, []string{"--admit-rate", "1000"}, [][]string{{"-A", "-t", dr, "-s", "rr"},
+			{"-a", "-t", dr, "-r", "10.81.0.11", "-g"}, {"-a", "-t", dr, "-r", "10.81.0.12", "-g"}}},
+		{"xipvs-dr-undefended", floodDRVIP, nil, [][]string{{"-A", "-t", dr, "-s", "rr"},
+			{"-a", "-t", dr, "-r", "10.81.0.11", "-g"}, {"-a", "-t", dr, "-r", "10.81.0.12", "-g"}}},
+	} {
+		x, err := startXipvs(dir.Netns, o, work, "flood", false, "eth0,eth1,atk0", s.daemon...)
+		if err != nil {
+			return err
+		}
+		err = func() error {
+			for _, rule := range s.rules {
+				if err := x.run(rule...); err != nil {
+					return err
+				}
+			}
+			// The client completes a few handshakes first: a source seen
+			// before the flood.
+			if err := f.warm(s.vip); err != nil {
+				return err
+			}
+			for _, rate := range floodRates(o) {
+				if err := f.trial(r, o, run, s.name, s.vip, rate, func() error { return x.run("-Ln") }); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			err = fmt.Errorf("%s: %w\nxipvsd log:\n%s", s.name, err, x.d.Logs())
+		}
+		x.stop()
+		if err != nil {
+			return err
+		}
+	}
+	if !installed("nft") {
+		return nil
+	}
+	// nftables: the director's stack takes the flood (a pass program on
+	// atk0 lets the generator's frames in).
+	atk, err := dir.Interface("atk0")
+	if err != nil {
+		return err
+	}
+	if err := dir.Do(func() error { return pass.Attach(atk.Index) }); err != nil {
+		return err
+	}
+	defer dir.IP("link", "set", "dev", "atk0", "xdp", "off")
+	if err := nft(dir.Netns, fmt.Sprintf(nftTCP, floodNATVIP, "10.82.0.13", "10.82.0.14")); err != nil {
+		return err
+	}
+	defer dir.Exec("nft", "delete", "table", "ip", "xipvs_bench").Run()
+	if err := f.warm(floodNATVIP); err != nil {
+		return err
+	}
+	for _, rate := range floodRates(o) {
+		if err := f.trial(r, o, run, "nftables", floodNATVIP, rate, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// warm makes a few connections from the client to vip.
+func (f *floodLab) warm(vip netip.Addr) error {
+	hc := f.lab.Attacker.HTTPClient(5 * time.Second)
+	for i := 0; i < 3; i++ {
+		resp, err := hc.Get(fmt.Sprintf("http://%s/", vip))
+		if err != nil {
+			return fmt.Errorf("before the flood: %w", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return nil
+}
