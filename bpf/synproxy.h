@@ -268,7 +268,7 @@ static __always_inline int sp_synack(struct xdp_md *ctx, struct pkt *p, __u32 sv
 {
 	void *data_end = (void *)(long)ctx->data_end;
 	struct tcphdr *th = p->l4;
-	__u32 key = 0, tcp_len, tsval = 0, mss, seq, frame;
+	__u32 key = 0, tcp_len, tsval = 0, mss, wscale, seq, frame;
 	struct defence_cfg *def = bpf_map_lookup_elem(&defence, &key);
 	__u8 dmac[ETH_ALEN], smac[ETH_ALEN];
 	__be32 saddr, daddr;
@@ -318,7 +318,14 @@ static __always_inline int sp_synack(struct xdp_md *ctx, struct pkt *p, __u32 sv
 	xipvs_tcp_opts(ctx, sizeof(struct ethhdr) + sizeof(struct iphdr), &o);
 	has_ts = o.ts_off != 0;
 
-	mss = def && def->mss ? def->mss : 1460;
+	/* Unset (all zero): the defaults, as Go's SetDefence writes them. */
+	if (!def || !def->mss) {
+		mss = 1460;
+		wscale = 7;
+	} else {
+		mss = def->mss;
+		wscale = def->wscale;
+	}
 	if (svc_flags & SVC_F_TOA_ROOM)
 		mss -= TCPOLEN_TOA;
 	hdr[0] = sport | (dport << 16);
@@ -348,7 +355,7 @@ static __always_inline int sp_synack(struct xdp_md *ctx, struct pkt *p, __u32 sv
 		if (o.wscale != TS_OPT_WSCALE) {
 			opt[17] = TCPOPT_WINDOW;
 			opt[18] = 3;
-			opt[19] = def ? def->wscale : 7;
+			opt[19] = wscale;
 		} else {
 			opt[17] = opt[18] = opt[19] = TCPOPT_NOP;
 		}

@@ -243,6 +243,11 @@ func Open(opts Options) (*Dataplane, error) {
 		d.Close()
 		return nil, err
 	}
+	// The defence's defaults until the daemon sets its own.
+	if err := d.SetDefence(Defence{}); err != nil {
+		d.Close()
+		return nil, err
+	}
 	if err := d.rebuildFilter(); err != nil {
 		d.Close()
 		return nil, err

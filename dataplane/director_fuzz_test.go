@@ -32,6 +32,10 @@ func fuzzSeeds() [][]byte {
 		f(8080, 30001, "10.1.0.11", "10.1.0.250", testutil.Frame{SYN: true, ACK: true, MSS: 1460, Timestamps: true}),     // FULLNAT reply
 		f(5300, 53, "198.51.100.7", "192.0.2.10", testutil.Frame{Proto: layers.IPProtocolUDP, Payload: []byte("q")}),     // NAT UDP
 		f(41000, 80, "198.51.100.7", "192.0.2.99", testutil.Frame{ACK: true}),                                            // not ours
+		f(42000, 81, "198.51.100.7", "192.0.2.10", testutil.Frame{SYN: true, MSS: 1460, Timestamps: true}),               // SYN proxy
+		f(42000, 81, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, Timestamps: true}),                          // its ACK
+		f(53000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, Timestamps: true, Payload: []byte("x")}),    // proxied
+		f(8080, 53000, "10.1.0.11", "198.51.100.7", testutil.Frame{ACK: true, Timestamps: true, Payload: []byte("y")}),   // its reply
 	}
 	for _, h := range []string{
 		"02d10000000102cc000000070800450000311234400040063c4ec6336407c000020a9c440050000003e8000007d070ffffff353e0000010402020405b4010a",
@@ -63,6 +67,25 @@ func FuzzDirector(f *testing.F) {
 	flow(f, d, tcpKey(51000), dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 51000, DstPort: 8080}}, conntrack.StateSynRecv)
 	flow(f, d, tcpKey(52000), dataplane.Decision{RealID: fullnatID, ServiceID: 1, FullNAT: true,
 		Out: dataplane.ConnKey{Src: lip, Dst: rip, SrcPort: 30001, DstPort: 8080}}, conntrack.StateSynRecv)
+	// A SYN-proxied service (its SYNs answered with cookie SYN-ACKs) and
+	// a proxied NAT connection (sequence numbers shifted both ways).
+	if err := d.SetService(dataplane.ServiceKey{VIP: vip, Port: 81, Proto: 6}, 2, dataplane.SvcSynProxy); err != nil {
+		f.Fatal(err)
+	}
+	spk := tcpKey(53000)
+	flow(f, d, spk, dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 53000, DstPort: 8080}},
+		conntrack.StateEstablished)
+	spc, _, _ := d.LookupConn(spk)
+	for _, key := range []dataplane.ConnKey{spk, spc.Peer(conntrack.ProtoTCP)} {
+		e, _, _ := d.LookupConn(key)
+		e.Flags |= dataplane.ConnSynProxy
+		if err := d.SetConn(key, e); err != nil {
+			f.Fatal(err)
+		}
+		if err := d.SetSeqadj(key, 100000, 5000, -2); err != nil {
+			f.Fatal(err)
+		}
+	}
 	udp := dataplane.ConnKey{Src: client, Dst: vip, SrcPort: 5300, DstPort: 53, Proto: conntrack.ProtoUDP}
 	flow(f, d, udp, dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 5300, DstPort: 5300}}, 0)
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -92,6 +115,14 @@ func checkForwarded(t *testing.T, in, out []byte) {
 	t.Helper()
 	if len(out) >= 34 && out[14+9] == 1 && len(out) == 70 {
 		return // an ICMP fragmentation-needed of fixed size (checked by the fixtures)
+	}
+	if len(in) >= 54 && in[14+20+13]&0x17 == 0x02 && binary.BigEndian.Uint16(in[14+20+2:]) == 81 &&
+		(len(out) == 58 || len(out) == 74) && out[14+9] == 6 && out[14+20+13] == 0x12 {
+		// The SYN proxy's SYN-ACK, built afresh: whole and valid.
+		if !testutil.ChecksumsValid(out) {
+			t.Fatalf("SYN-ACK with invalid checksums:\nin:  %x\nout: %x", in, out)
+		}
+		return
 	}
 	grow := len(out) - len(in)
 	if grow != 0 && grow != 20 && grow != 8 {

@@ -105,3 +105,9 @@ func (h *Harness) Established(k ConnKey) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// SetSeqadj writes a SYN-proxied connection's adjustments under key k,
+// as the slow path does when the real answers.
+func (h *Harness) SetSeqadj(k ConnKey, delta, tsoff uint32, wshift int8) error {
+	return h.objs.Seqadjs.Put(k.raw(), directorSeqadj{Delta: delta, Tsoff: tsoff, Wshift: wshift})
+}

@@ -26,6 +26,10 @@ type Frame struct {
 	Timestamps         bool   // a TCP timestamps option (NOP, NOP, TS)
 	TCPOptions         []layers.TCPOption
 	NoUDPChecksum      bool // send UDP without a checksum (0)
+	// Seq, AckNum and Window replace the TCP defaults (1000, 2000 with
+	// ACK, 65535) when non-zero; ECE and CWR set those flags.
+	Seq, AckNum uint32
+	Window      uint16
 }
 
 // Build serialises f with gopacket, lengths and checksums computed.
@@ -65,6 +69,15 @@ func (f Frame) Build() []byte {
 			Seq: 1000, Ack: 0, SYN: f.SYN, ACK: f.ACK, FIN: f.FIN, RST: f.RST, Window: 65535}
 		if f.ACK {
 			t.Ack = 2000
+		}
+		if f.Seq != 0 {
+			t.Seq = f.Seq
+		}
+		if f.AckNum != 0 {
+			t.Ack = f.AckNum
+		}
+		if f.Window != 0 {
+			t.Window = f.Window
 		}
 		if f.MSS != 0 {
 			t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindMSS, OptionLength: 4,
