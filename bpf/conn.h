@@ -133,12 +133,12 @@ static __always_inline void conn_peer_key(const struct conn_val *c, __u8 proto, 
 #define UDP_PROMOTE_HITS 2
 
 /* conn_established reports whether embryonic entry c, just forwarded,
- * now belongs in est_conns: TCP once established, UDP after a few
- * packets. */
+ * now belongs in est_conns: TCP once established after a SYN (or the SYN
+ * proxy's validated handshake), UDP after a few packets. */
 static __always_inline int conn_established(struct conn_val *c, const struct pkt *p)
 {
 	if (p->proto == IPPROTO_TCP)
-		return c->state == TCPS_ESTABLISHED;
+		return c->state == TCPS_ESTABLISHED && (c->flags & (CONN_F_SYN_SEEN | CONN_F_SYNPROXY));
 	if (c->hits < UDP_PROMOTE_HITS)
 		c->hits++;
 	return c->hits >= UDP_PROMOTE_HITS;

@@ -88,6 +88,9 @@ enum conn_flag {
 				  * to the real; its packets go to Go */
 	CONN_F_SYNPROXY = 0x10,  /* SYN proxy: sequence numbers, timestamps
 				  * and window adjusted (seqadj) */
+	CONN_F_SYN_SEEN = 0x20,  /* TCP: a SYN opened it; only such a
+				  * connection is promoted to est_conns (a
+				  * blind ACK flood creates none there) */
 };
 
 /* svc_val.flags */

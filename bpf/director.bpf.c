@@ -221,6 +221,9 @@ static __always_inline int conn_create(struct xdp_md *ctx, struct pkt *p, struct
 		.svc_id = sid,
 	};
 
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
+		v.flags |= CONN_F_SYN_SEEN;
+
 	if (r->fwd == FWD_MASQ) {
 		__u32 ifindex = ctx->ingress_ifindex;
 		struct iface *in = bpf_map_lookup_elem(&ifaces, &ifindex);
@@ -389,6 +392,8 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	if (c && (c->flags & CONN_F_SP_PENDING))
 		return to_slow_path(ctx, stat);
 	if (c && !conn_reused(c, &p)) {
+		if (embryonic && p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
+			c->flags |= CONN_F_SYN_SEEN;
 		act = forward(ctx, &p, &ck, c, stat);
 		if (embryonic && *stat == STAT_FORWARD && conn_established(c, &p)) {
 			conn_promote(&ck, c);

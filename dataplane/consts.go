@@ -36,6 +36,9 @@ const (
 	// ConnSynProxy: a SYN-proxied connection; XDP shifts its sequence
 	// numbers, timestamps and window (the seqadjs map).
 	ConnSynProxy = ConnFlags(directorConnFlagCONN_F_SYNPROXY)
+	// ConnSynSeen: a SYN opened the TCP connection; only such a one is
+	// promoted to the established table.
+	ConnSynSeen = ConnFlags(directorConnFlagCONN_F_SYN_SEEN)
 )
 
 const realFlagMACValid = uint8(directorRealFlagREAL_F_MAC_VALID)

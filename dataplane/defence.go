@@ -35,8 +35,8 @@ func (sp *slowPath) housekeeping() {
 		return
 	}
 	w := sp.newWorker(sp.all[0])
-	var lastDrops, lastSYN uint64
-	var lastOverload time.Time
+	var lastDrops, lastSYN, shedLogged uint64
+	var lastOverload, shedAt time.Time
 	first := true
 	for {
 		select {
@@ -47,12 +47,19 @@ func (sp *slowPath) housekeeping() {
 		sp.proxyExpire(w)
 
 		drops := sp.rxDrops()
-		syn := sp.d.counter(StatNewSYN)
+		ctr, _ := sp.d.Counters()
+		syn, shed := ctr[StatNewSYN], ctr[StatShed]
 		dDrops, dSYN := drops-lastDrops, syn-lastSYN
 		lastDrops, lastSYN = drops, syn
 		if first {
-			first = false
+			first, shedLogged = false, shed
 			continue
+		}
+		// Admission control sheds in XDP; say so, at most every 10 s.
+		if shed > shedLogged && time.Since(shedAt) >= 10*time.Second {
+			sp.d.log.Warn("admission control: SYNs from new sources over --admit-rate dropped",
+				"dropped", shed-shedLogged)
+			shedLogged, shedAt = shed, time.Now()
 		}
 		sp.d.defenceMu.Lock()
 		def := sp.d.defence

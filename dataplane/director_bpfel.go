@@ -29,6 +29,7 @@ const (
 	directorConnFlagCONN_F_PERSIST    directorConnFlag = 4
 	directorConnFlagCONN_F_SP_PENDING directorConnFlag = 8
 	directorConnFlagCONN_F_SYNPROXY   directorConnFlag = 16
+	directorConnFlagCONN_F_SYN_SEEN   directorConnFlag = 32
 )
 
 type directorConnKey struct {

@@ -120,7 +120,8 @@ func TestEstablishedNeverEvicted(t *testing.T) {
 	}
 	// The handshake's last packet: ESTABLISHED in IPVS's INPUT table.
 	open := func(port uint16) dataplane.Verdict {
-		if err := d.SetConn(tcpKey(port), dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateSynRecv, LastSeen: dataplane.Now()}); err != nil {
+		if err := d.SetConn(tcpKey(port), dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateSynRecv, LastSeen: dataplane.Now(),
+			Flags: dataplane.ConnSynSeen}); err != nil {
 			t.Fatal(err)
 		}
 		v, _, err := d.Run(ack(port), 0, 0)

@@ -469,7 +469,7 @@ func TestXDPPicks(t *testing.T) {
 	w := testutil.Frame{SrcMAC: ifMAC, DstMAC: realMAC, Src: client, Dst: rip, SrcPort: 54000, DstPort: 8080, SYN: true, MSS: 1460}
 	expectFrame(t, "NAT first packet scheduled in XDP", v, dataplane.XDPTx, out, w.Build())
 	dec := dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 54000, DstPort: 8080}}
-	for _, e := range dataplane.Entries(dataplane.NewFlow{Key: k, Ifindex: loIfindex, SrcMAC: [6]byte(clientMAC)}, dec, 0, ifMAC) {
+	for _, e := range dataplane.Entries(dataplane.NewFlow{Key: k, Ifindex: loIfindex, SrcMAC: [6]byte(clientMAC), TCPFlags: dataplane.TCPSyn}, dec, 0, ifMAC) {
 		got, found, err := d.LookupConn(e.Key)
 		if err != nil || !found {
 			t.Fatalf("entry %v missing (%v)", e.Key, err)

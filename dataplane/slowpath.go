@@ -629,6 +629,9 @@ func rawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]ent
 	if dec.Persistent {
 		fwd.Flags = uint8(ConnPersist)
 	}
+	if f.Key.Proto == protoTCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn {
+		fwd.Flags |= uint8(ConnSynSeen)
+	}
 	if !dec.Out.Src.IsValid() {
 		out[0] = entry{fk, fwd}
 		return out, 1

@@ -139,25 +139,26 @@ func (ft FloodTrial) Run() (FloodResult, error) {
 	floodDone := make(chan error, 1)
 	var floodStop atomic.Bool
 	go func() {
-		// Paced: a burst every 10 ms (the generator's call returns
-		// after ~25 ms of its own; the sleep absorbs the rest).
-		chunk, tick := uint32(1<<20), time.Duration(0)
-		if ft.Rate > 0 {
-			tick = 10 * time.Millisecond
-			chunk = uint32(max(ft.Rate/100, 1))
-		}
-		next := time.Now()
+		// Paced: each call sends what the rate owes since the start
+		// (a generator call costs ~25 ms of its own, which this
+		// absorbs).
+		start := time.Now()
+		var sent uint64
 		for !floodStop.Load() {
-			if err := flood.Send(chunk); err != nil {
+			n := uint64(1 << 20)
+			if ft.Rate > 0 {
+				owed := uint64(time.Since(start).Seconds()*float64(ft.Rate)) - sent
+				if owed < 1000 {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				n = min(owed, 1<<20)
+			}
+			if err := flood.Send(uint32(n)); err != nil {
 				floodDone <- err
 				return
 			}
-			if tick > 0 {
-				next = next.Add(tick)
-				if d := time.Until(next); d > 0 {
-					time.Sleep(d)
-				}
-			}
+			sent += n
 		}
 		floodDone <- nil
 	}()
