@@ -202,7 +202,7 @@ func restore(c *api.Client, stdin io.Reader, stderr io.Writer) int {
 
 const helpText = `xipvsadm v0.1.0 -- ipvsadm for xipvsd (Linux Virtual Server on XDP)
 Usage:
-  xipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+  xipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-j enable|disable]
   xipvsadm -D virtual-service
   xipvsadm -C
   xipvsadm -R
@@ -281,6 +281,10 @@ Options:
   --nosort                            disable sorting output of service/server entries
   --sort                              does nothing, for backwards compatibility
   --ops          -o                   one-packet scheduling (refused: not supported yet)
+  --synproxy     -j enable|disable    SYN proxy for the service (DPVS's switch): the director
+                                      answers SYNs with SYN cookies and opens a connection to a
+                                      real only for a client that completes the handshake; -t
+                                      services with NAT (-m) or FULLNAT (-b) reals
   --tun-type     ipip                 accepted on -a/-e -i; the only tunnel type
   --socket PATH                       xipvsd's control socket (default
                                       $XIPVS_SOCKET or /run/xipvs/xipvsd.sock)
