@@ -36,12 +36,12 @@ func BenchmarkDirector(b *testing.B) {
 	// Fill the table so the hit is found among many entries.
 	for i := 0; i < 50000; i++ {
 		k := dataplane.ConnKey{Src: netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}), Dst: vip, SrcPort: 40000, DstPort: 80, Proto: 6}
-		if err := d.SetConn(k, dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: dataplane.Now()}); err != nil {
+		if err := d.SetEstConn(k, dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: dataplane.Now(), Flags: dataplane.ConnSynSeen}); err != nil {
 			b.Fatal(err)
 		}
 	}
 	hitKey := dataplane.ConnKey{Src: cl, Dst: vip, SrcPort: 40000, DstPort: 80, Proto: 6}
-	if err := d.SetConn(hitKey, dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: dataplane.Now()}); err != nil {
+	if err := d.SetEstConn(hitKey, dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: dataplane.Now(), Flags: dataplane.ConnSynSeen}); err != nil {
 		b.Fatal(err)
 	}
 	cases := []struct {

@@ -88,9 +88,9 @@ func newCostLab() (_ *costLab, err error) {
 		if err != nil {
 			return
 		}
-		c := dataplane.Conn{RealID: real, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: dataplane.Now(), Flags: flags, Out: out,
-			Ifindex: 1, DstMAC: rmac, SrcMAC: mac}
-		err = d.SetConn(k, c)
+		c := dataplane.Conn{RealID: real, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: dataplane.Now(),
+			Flags: flags | dataplane.ConnSynSeen, Out: out, Ifindex: 1, DstMAC: rmac, SrcMAC: mac}
+		err = d.SetEstConn(k, c) // established connections live in the established table
 	}
 	// Filler, so that hits are found among many entries; the reference
 	// LB gets the same.

@@ -111,3 +111,13 @@ func (h *Harness) Established(k ConnKey) (bool, error) {
 func (h *Harness) SetSeqadj(k ConnKey, delta, tsoff uint32, wshift int8) error {
 	return h.objs.Seqadjs.Put(k.raw(), directorSeqadj{Delta: delta, Tsoff: tsoff, Wshift: wshift})
 }
+
+// SetEstConn writes a connection entry straight into the established
+// table, as a connection XDP promoted: the bench's hit-path costs are
+// measured on established connections.
+func (h *Harness) SetEstConn(k ConnKey, c Conn) error {
+	if err := h.objs.EstConns.Put(k.raw(), c.raw()); err != nil {
+		return fmt.Errorf("set established conn: %w", err)
+	}
+	return nil
+}
