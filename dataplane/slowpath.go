@@ -295,6 +295,8 @@ type worker struct {
 	// has), and the frames it sends after the batch.
 	proxyFlow, proxyDone []bool
 	queued               []queuedFrame
+	arena                []byte     // the queued frames' bytes, reused per batch
+	scratch              [4096]byte // a frame bound for another socket
 }
 
 func (sp *slowPath) newWorker(qs queueSock) *worker {
@@ -529,12 +531,18 @@ func (w *worker) transmit(f []byte, p *packet, v directorConnVal) {
 		sp.failed.Add(1)
 		return
 	}
-	tx := w.txs[sock]
-	if tx == nil {
-		tx = sock.BeginTx()
-		w.txs[sock] = tx
+	// Straight into this worker's own TX ring; for another interface's
+	// socket, into a scratch frame queued for after the batch (a worker
+	// holds one socket's transmit lock at a time: flushQueued).
+	own := sock == w.qs.sock
+	var tx *xsk.Tx
+	var buf []byte
+	if own {
+		tx = w.ownTx()
+		buf = tx.Next()
+	} else {
+		buf = w.scratch[:]
 	}
-	buf := tx.Next()
 	if buf == nil || len(buf) < len(f)+ipipHLen {
 		sp.failed.Add(1)
 		return
@@ -547,25 +555,42 @@ func (w *worker) transmit(f []byte, p *packet, v directorConnVal) {
 	if n == 0 {
 		return
 	}
-	if egress == -1 && sock != w.qs.sock {
-		// ICMP back out the ingress interface: another socket.
-		w.stats[stat]--
-		tx2 := w.txs[w.qs.sock]
-		if tx2 == nil {
-			tx2 = w.qs.sock.BeginTx()
-			w.txs[w.qs.sock] = tx2
+	switch {
+	case own:
+		tx.Commit(n)
+	case egress == -1:
+		// ICMP back out the ingress interface: this worker's socket.
+		tx = w.ownTx()
+		if b2 := tx.Next(); b2 != nil && len(b2) >= n {
+			tx.Commit(copy(b2, buf[:n]))
+		} else {
+			w.stats[stat]--
+			sp.failed.Add(1)
 		}
-		if b2 := tx2.Next(); b2 != nil && len(b2) >= n {
-			copy(b2, buf[:n])
-			tx2.Commit(n)
-			w.stats[stat]++
-		}
-		return
+	default:
+		w.queue(sock, buf[:n])
 	}
-	tx.Commit(n)
 	if stat == StatFwd {
 		sp.d.accountSlow(v.RealId, uint64(p.totLen))
 	}
+}
+
+// ownTx is the batch's transmission on this worker's own socket.
+func (w *worker) ownTx() *xsk.Tx {
+	tx := w.txs[w.qs.sock]
+	if tx == nil {
+		tx = w.qs.sock.BeginTx()
+		w.txs[w.qs.sock] = tx
+	}
+	return tx
+}
+
+// queue copies frame into the batch's arena, to be sent on sock after
+// the batch.
+func (w *worker) queue(sock *xsk.Socket, frame []byte) {
+	start := len(w.arena)
+	w.arena = append(w.arena, frame...)
+	w.queued = append(w.queued, queuedFrame{sock, w.arena[start:len(w.arena):len(w.arena)]})
 }
 
 // unreachable answers frame f, a new flow no real server can take, with
@@ -576,11 +601,7 @@ func (w *worker) unreachable(f []byte, p *packet) {
 		sp.unreachLimited.Add(1)
 		return
 	}
-	tx := w.txs[w.qs.sock]
-	if tx == nil {
-		tx = w.qs.sock.BeginTx()
-		w.txs[w.qs.sock] = tx
-	}
+	tx := w.ownTx()
 	buf := tx.Next()
 	if buf == nil || len(buf) < len(f)+icmpFrameLen {
 		sp.failed.Add(1)

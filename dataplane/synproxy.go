@@ -528,9 +528,8 @@ func (w *worker) queueBuilt(sock *xsk.Socket, t *tcpFrame) {
 		w.sp.failed.Add(1)
 		return
 	}
-	buf := make([]byte, ethHLen+20+20+len(t.opts))
-	n := buildTCP(buf, t)
-	w.queued = append(w.queued, queuedFrame{sock, buf[:n]})
+	var buf [ethHLen + 20 + 60]byte
+	w.queue(sock, buf[:buildTCP(buf[:], t)])
 }
 
 // queuedFrame is a frame a worker sends after its batch.
@@ -565,6 +564,7 @@ func (w *worker) flushQueued() {
 		}
 		w.queued = rest
 	}
+	w.arena = w.arena[:0]
 }
 
 // proxyExpire resends the SYNs of handshakes a real has not answered
