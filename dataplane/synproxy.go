@@ -497,15 +497,18 @@ func (w *worker) proxyReset(px *proxied) {
 		seq: px.cookieISN + 1, ack: px.clientISN + 1, flags: TCPRst | TCPAck})
 }
 
-// proxyForget closes px's entries: still pending (XDP forwards nothing
-// of them), CLOSE, so that the sweep removes them within the CLOSE
+// proxyForget closes px's entries: CLOSE and no longer pending (a stray
+// packet is forwarded as it is and answered by the real, never taken
+// for a new flow here), so that the sweep removes them within the CLOSE
 // timeout and frees a FULLNAT local port the way it frees every other.
 func (w *worker) proxyForget(px *proxied) {
-	fwd := px.fwd
+	fwd, rep := px.fwd, px.rep
 	fwd.State = uint8(conntrack.StateClose)
+	fwd.Flags &^= uint8(ConnSPPending)
+	rep.Flags &^= uint8(ConnSPPending)
 	now := uint64(Now())
-	fwd.LastSeen, px.rep.LastSeen = now, now
-	_, _ = w.sp.d.objs.Conns.BatchUpdate([]directorConnKey{px.rk, px.fk}, []directorConnVal{px.rep, fwd}, nil)
+	fwd.LastSeen, rep.LastSeen = now, now
+	_, _ = w.sp.d.objs.Conns.BatchUpdate([]directorConnKey{px.rk, px.fk}, []directorConnVal{rep, fwd}, nil)
 }
 
 // ifaceSock is the socket to send out of interface ifindex by: this
