@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,5 +115,32 @@ func TestSynProxy(t *testing.T) {
 	if c["xdp_sp_synack"] < 7 || c["slow_proxy_established"] < 7 || c["slow_proxy_failed"] != 0 {
 		t.Errorf("counters: sp_synack %d, proxy established %d, failed %d; want 7, 7, 0",
 			c["xdp_sp_synack"], c["slow_proxy_established"], c["slow_proxy_failed"])
+	}
+	// A real that refuses (nothing listens: its stack answers RST): the
+	// client, whose handshake the director completed, is reset.
+	closed := lab.vip.String() + ":82"
+	lab.adm(t, "-A", "-t", closed, "-s", "rr", "-j", "enable")
+	lab.adm(t, "-a", "-t", closed, "-r", lab.rs[0].Addr.Addr().String()+":9", "-m")
+	// The reset reaches the client so fast that it may be reported to
+	// connect() itself, else once to the write, the read then seeing the
+	// end of the stream.
+	var conn net.Conn
+	err := lab.cl.Do(func() (err error) { conn, err = net.DialTimeout("tcp4", closed, 2*time.Second); return })
+	switch {
+	case err != nil:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("connect through the proxy to a refusing real: %v, want reset", err)
+		}
+	default:
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, werr := fmt.Fprint(conn, "GET / HTTP/1.0\r\n\r\n")
+		n, rerr := conn.Read(make([]byte, 64))
+		if !errors.Is(werr, syscall.ECONNRESET) && !errors.Is(rerr, syscall.ECONNRESET) && !(errors.Is(rerr, io.EOF) && n == 0) {
+			t.Errorf("through the proxy to a refusing real: write %v, read %d bytes, %v; want the connection reset", werr, n, rerr)
+		}
+	}
+	if c := lab.counters(t); c["slow_proxy_failed"] != 1 {
+		t.Errorf("slow_proxy_failed %d, want 1", c["slow_proxy_failed"])
 	}
 }
