@@ -538,11 +538,11 @@ func (d *Dataplane) lookupRaw(k *directorConnKey) (directorConnVal, bool, error)
 	return v, false, nil
 }
 
-// DeleteConn removes a connection entry from either table; a missing one
-// is not an error.
+// DeleteConn removes a connection entry from either table, and a SYN
+// proxied one's adjustments; a missing one is not an error.
 func (d *Dataplane) DeleteConn(k ConnKey) error {
 	raw := k.raw()
-	for _, m := range []*ebpf.Map{d.objs.EstConns, d.objs.Conns} {
+	for _, m := range []*ebpf.Map{d.objs.EstConns, d.objs.Conns, d.objs.Seqadjs} {
 		if err := m.Delete(&raw); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete conn: %w", err)
 		}

@@ -121,3 +121,13 @@ func (h *Harness) SetEstConn(k ConnKey, c Conn) error {
 	}
 	return nil
 }
+
+// HasSeqadj reports whether key k has SYN-proxy adjustments.
+func (h *Harness) HasSeqadj(k ConnKey) (bool, error) {
+	var v directorSeqadj
+	err := h.objs.Seqadjs.Lookup(k.raw(), &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}

@@ -214,4 +214,14 @@ func TestSeqadjFixtures(t *testing.T) {
 	oddWant.TCPOptions = []layers.TCPOption{nop, tsOpt(9, 80000-5000), nop}
 	v, out = run(t, d, odd.Build())
 	expectFrame(t, "TS at an odd offset", v, dataplane.XDPTx, out, oddWant.Build())
+
+	// Deleting the connection (its real removed) takes its adjustments.
+	for _, key := range []dataplane.ConnKey{k, rk} {
+		if err := d.DeleteConn(key); err != nil {
+			t.Fatal(err)
+		}
+		if has, err := d.HasSeqadj(key); has || err != nil {
+			t.Errorf("adjustments of %v left after DeleteConn (%v)", key, err)
+		}
+	}
 }
