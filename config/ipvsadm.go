@@ -177,14 +177,8 @@ var options = []option{
 	{long: "fwmark-service", short: 'f', arg: needArg, set: (*parser).fwmark},
 	{long: "scheduler", short: 's', arg: needArg, set: func(p *parser, v string, _ bool) error { p.cmd.Service.Scheduler = v; return nil }},
 	{long: "persistent", short: 'p', arg: optArg, set: (*parser).persistent},
-	{long: "netmask", short: 'M', arg: needArg, set: func(p *parser, v string, _ bool) error {
-		m, err := parseNetmask(v)
-		if err != nil {
-			return perr("illegal virtual server persistent mask specified: %q", v)
-		}
-		p.cmd.Service.Netmask = m
-		return nil
-	}},
+	// -M is read once the service's family is known (finish).
+	{long: "netmask", short: 'M', arg: needArg, set: func(p *parser, v string, _ bool) error { p.netmask = v; return nil }},
 	{long: "sched-flags", short: 'b', arg: needArg, set: func(p *parser, v string, _ bool) error {
 		p.cmd.Service.SchedFlags = strings.Split(v, ",")
 		return nil
@@ -243,10 +237,10 @@ var options = []option{
 	// FULLNAT local addresses (DPVS).
 	{long: "laddr", short: 'z', arg: needArg, set: func(p *parser, v string, _ bool) error {
 		a, err := netip.ParseAddr(v)
-		if err != nil || !a.Is4() {
+		if err != nil || a.Zone() != "" {
 			return perr("illegal local address specified: %q", v)
 		}
-		p.cmd.LocalAddr = a
+		p.cmd.LocalAddr = a.Unmap()
 		return nil
 	}},
 	// DPVS names the device that holds the local address; xipvs finds
@@ -312,7 +306,8 @@ var options = []option{
 	// Accepted only to be refused with a reason.
 	{long: "pe", arg: needArg, set: refused("persistence engines (--pe sip) are not supported: xipvs does not parse SIP")},
 	{long: "sctp-service", short: 'q', arg: needArg, set: refused("SCTP services (-q) are not supported: the data plane handles TCP and UDP")},
-	{long: "ipv6", short: '6', set: refused("IPv6 (-6) is not supported yet: the data plane is IPv4 only")},
+	// -6 may come before or after -f (ipvsadm 1.32 takes either order).
+	{long: "ipv6", short: '6', set: func(p *parser, _ string, _ bool) error { p.v6 = true; return nil }},
 	{long: "start-daemon", arg: needArg, set: refused(noSyncDaemon + ": connections survive a restart of xipvsd through pinned maps, not by syncing to a backup")},
 	{long: "stop-daemon", arg: needArg, set: refused(noSyncDaemon)},
 	{long: "daemon", set: refused(noSyncDaemon)},
@@ -412,6 +407,8 @@ type parser struct {
 	fwdGiven    bool
 	sorry       string
 	markTargets []string
+	v6          bool   // -6
+	netmask     string // -M, read in finish
 }
 
 // ParseArgs parses ipvsadm's arguments (without the program name) as
@@ -622,6 +619,19 @@ func (p *parser) finish() error {
 	if cmd.HasService && cmd.Service.FWMark != 0 && cmd.Service.Proto == 0 {
 		cmd.Service.Proto = TCP
 	}
+	if p.v6 {
+		if cmd.Service.FWMark == 0 {
+			return perr("-6 must go with -f (an IPv6 firewall-mark service); an address service's family is its address's")
+		}
+		cmd.Service.V6 = true
+	}
+	if p.netmask != "" {
+		m, err := parseNetmask(p.netmask, cmd.Service.IsV6())
+		if err != nil {
+			return perr("%v", err)
+		}
+		cmd.Service.Netmask = m
+	}
 	if cmd.HasDest && cmd.Service.FWMark == 0 && (cmd.Dest.Port == 0 || !cmd.Dest.Fwd.Rewrites()) {
 		// ipvsadm: a real server without a port takes the virtual
 		// port, and so does every direct-routing or tunnel real (those
@@ -707,6 +717,9 @@ func (c *Command) check() error {
 	if c.Given["laddr"] && c.Op != OpAddLaddr && c.Op != OpDelLaddr {
 		return perr("-z is for --add-laddr and --del-laddr")
 	}
+	if c.LocalAddr.IsValid() && c.HasService && c.LocalAddr.Is6() != c.Service.IsV6() {
+		return perr("local address %v is not of the service's family (%s)", c.LocalAddr, family(c.Service.IsV6()))
+	}
 	if c.HasService && (c.Op == OpAddService || c.Op == OpEditService) {
 		if err := c.Service.Validate(); err != nil {
 			return err
@@ -725,11 +738,26 @@ func (c *Command) check() error {
 // persistence; that is checked by Service.Validate.
 func parseHostPort(s string, proto Proto, service bool) (netip.Addr, uint16, error) {
 	host, portStr := s, ""
-	if i := strings.LastIndexByte(s, ':'); i >= 0 && !strings.Contains(s[:i], ":") {
+	switch {
+	case strings.HasPrefix(s, "["):
+		// [IPv6]:PORT or [IPv6], as ipvsadm writes them.
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return netip.Addr{}, 0, fmt.Errorf("%q: no closing bracket", s)
+		}
+		host = s[1:end]
+		if rest := s[end+1:]; rest != "" {
+			if rest[0] != ':' || len(rest) == 1 {
+				return netip.Addr{}, 0, fmt.Errorf("%q: want [ADDRESS]:PORT", s)
+			}
+			portStr = rest[1:]
+		}
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
+			return netip.Addr{}, 0, fmt.Errorf("%q is not an IPv6 address", host)
+		}
+	case strings.Count(s, ":") == 1:
+		i := strings.IndexByte(s, ':')
 		host, portStr = s[:i], s[i+1:]
-	}
-	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
-		host = host[1 : len(host)-1]
 	}
 	addr, err := resolveHost(host)
 	if err != nil {
@@ -791,14 +819,23 @@ func parsePort(s string, proto Proto) (uint16, error) {
 	return uint16(n), nil
 }
 
-// parseNetmask accepts a dotted mask (255.255.255.0) or a prefix length.
-func parseNetmask(s string) (netip.Prefix, error) {
+// parseNetmask reads a persistence netmask as ipvsadm's -M does: for an
+// IPv4 service a dotted mask (255.255.255.0) or a prefix length, for an
+// IPv6 one a prefix length 1..128.
+func parseNetmask(s string, v6 bool) (netip.Prefix, error) {
+	if v6 {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 128 {
+			return netip.Prefix{}, fmt.Errorf("illegal ipv6 netmask specified: %q (1..128)", s)
+		}
+		return netip.PrefixFrom(netip.IPv6Unspecified(), n), nil
+	}
 	if n, err := strconv.Atoi(s); err == nil && n >= 0 && n <= 32 {
 		return netip.PrefixFrom(netip.IPv4Unspecified(), n), nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || !a.Is4() {
-		return netip.Prefix{}, fmt.Errorf("bad netmask %q", s)
+		return netip.Prefix{}, fmt.Errorf("illegal virtual server persistent mask specified: %q", s)
 	}
 	b := a.As4()
 	m := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
@@ -807,7 +844,7 @@ func parseNetmask(s string) (netip.Prefix, error) {
 		ones++
 	}
 	if ones < 32 && m<<ones != 0 {
-		return netip.Prefix{}, fmt.Errorf("netmask %q is not contiguous", s)
+		return netip.Prefix{}, fmt.Errorf("illegal virtual server persistent mask specified: %q is not contiguous", s)
 	}
 	return netip.PrefixFrom(netip.IPv4Unspecified(), ones), nil
 }

@@ -215,3 +215,111 @@ func TestSetTimeoutRange(t *testing.T) {
 		t.Errorf("--set 2147483 0 5: %+v, %v", c, err)
 	}
 }
+
+// TestParseArgsIPv6: ipvsadm's IPv6 syntax (bracketed addresses, -f -6,
+// -M as a prefix length, --add-laddr -z with an IPv6 address).
+func TestParseArgsIPv6(t *testing.T) {
+	vip := netip.MustParseAddr("2001:db8::1")
+	tests := []struct {
+		line  string
+		check func(t *testing.T, c *Command)
+	}{
+		{"-A -t [2001:db8::1]:80 -s rr", func(t *testing.T, c *Command) {
+			k := c.Service.ServiceKey
+			if k.Addr != vip || k.Port != 80 || k.Proto != TCP || !k.IsV6() || k.V6 {
+				t.Errorf("%+v", k)
+			}
+		}},
+		{"-A -u [2001:db8::1]:53 -s sh", func(t *testing.T, c *Command) {
+			if c.Service.Proto != UDP || c.Service.Port != 53 || c.Service.Addr != vip {
+				t.Errorf("%+v", c.Service)
+			}
+		}},
+		{"-a -t [2001:db8::1]:80 -r [2001:db8::11]:8080 -m -w 3", func(t *testing.T, c *Command) {
+			if c.Dest.Addr != netip.MustParseAddr("2001:db8::11") || c.Dest.Port != 8080 || c.Dest.Weight != 3 {
+				t.Errorf("%+v", c.Dest)
+			}
+		}},
+		{"-a -t [2001:db8::1]:80 -r 2001:db8::11 -g", func(t *testing.T, c *Command) {
+			if c.Dest.Addr != netip.MustParseAddr("2001:db8::11") || c.Dest.Port != 80 {
+				t.Errorf("bare IPv6 real takes the virtual port: %+v", c.Dest)
+			}
+		}},
+		{"-A -t [2001:db8::1]:80 -p 600", func(t *testing.T, c *Command) {
+			if c.Service.Netmask != netip.PrefixFrom(netip.IPv6Unspecified(), 128) || c.Service.Timeout != 600 {
+				t.Errorf("IPv6 default mask /128: %+v", c.Service)
+			}
+		}},
+		{"-A -t [2001:db8::1]:80 -p -M 64", func(t *testing.T, c *Command) {
+			if c.Service.Netmask != netip.PrefixFrom(netip.IPv6Unspecified(), 64) {
+				t.Errorf("-M 64: %v", c.Service.Netmask)
+			}
+		}},
+		// -M before -t: read once the family is known.
+		{"-A -p -M 48 -t [2001:db8::1]:0", func(t *testing.T, c *Command) {
+			if c.Service.Netmask.Bits() != 48 || !c.Service.Netmask.Addr().Is6() {
+				t.Errorf("-M 48: %v", c.Service.Netmask)
+			}
+		}},
+		{"-A -f 5 -6 -s rr", func(t *testing.T, c *Command) {
+			if c.Service.FWMark != 5 || !c.Service.V6 || !c.Service.IsV6() {
+				t.Errorf("%+v", c.Service)
+			}
+		}},
+		{"-A -6 -f 5 -s rr -p", func(t *testing.T, c *Command) {
+			if !c.Service.IsV6() || c.Service.Netmask.Bits() != 128 {
+				t.Errorf("-6 before -f: %+v", c.Service)
+			}
+		}},
+		{"-a -f 5 -6 -r [2001:db8::11] -g", func(t *testing.T, c *Command) {
+			if !c.Service.IsV6() || c.Dest.Addr != netip.MustParseAddr("2001:db8::11") {
+				t.Errorf("%+v %+v", c.Service, c.Dest)
+			}
+		}},
+		{"--add-laddr -t [2001:db8::1]:80 -z 2001:db8:1::100", func(t *testing.T, c *Command) {
+			if c.Op != OpAddLaddr || c.LocalAddr != netip.MustParseAddr("2001:db8:1::100") {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"--add-mark -f 5 -t [2001:db8::1]:80,443", func(t *testing.T, c *Command) {
+			if len(c.Marks) != 2 || c.Marks[0].Addr != vip || c.Marks[1].PortLo != 443 {
+				t.Errorf("%+v", c.Marks)
+			}
+			if got := c.Marks[0].String(); got != "-f 5 -t [2001:db8::1]:80" {
+				t.Errorf("rule renders as %q", got)
+			}
+		}},
+		{"--add-mark -f 5 -u 2001:db8::1", func(t *testing.T, c *Command) {
+			if len(c.Marks) != 1 || c.Marks[0].Addr != vip || !c.Marks[0].AllPorts() {
+				t.Errorf("%+v", c.Marks)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.line, func(t *testing.T) {
+			c, err := ParseArgs(strings.Fields(tc.line))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+	for _, line := range []string{
+		"-a -t [2001:db8::1]:80 -r 10.0.0.1 -g",         // mixed families
+		"-a -t 10.0.0.1:80 -r [2001:db8::11]:80 -m",     // mixed families
+		"-a -t 10.0.0.1:80 -r [2001:db8::11]:80 -i",     // IPVS allows it; xipvs does not
+		"-A -t [2001:db8::1]:80 -p -M 0",                // ipvsadm: 1..128
+		"-A -t [2001:db8::1]:80 -p -M 129",              //
+		"-A -t [2001:db8::1]:80 -p -M 255.255.255.0",    // a dotted mask is IPv4's
+		"-A -t [2001:db8::1]:80 -6",                     // -6 without -f
+		"-A -t [ff02::1]:80",                            // multicast
+		"-A -t [::]:80",                                 // unspecified
+		"--add-laddr -t [2001:db8::1]:80 -z 10.0.0.9",   // laddr of the other family
+		"--add-laddr -t 10.0.0.1:80 -z 2001:db8:1::100", //
+		"-A -t [fe80::1%eth0]:80",                       // zoned
+	} {
+		if c, err := ParseArgs(strings.Fields(line)); err == nil {
+			t.Errorf("%q accepted: %+v", line, c)
+		}
+	}
+}

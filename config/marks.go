@@ -41,7 +41,11 @@ func (r MarkRule) String() string {
 	if r.Proto == UDP {
 		flag = "-u"
 	}
-	s := fmt.Sprintf("-f %d %s %s", r.Mark, flag, r.Addr)
+	addr := r.Addr.String()
+	if r.Addr.Is6() {
+		addr = "[" + addr + "]"
+	}
+	s := fmt.Sprintf("-f %d %s %s", r.Mark, flag, addr)
 	switch {
 	case r.AllPorts():
 	case r.PortLo == r.PortHi:
@@ -68,9 +72,25 @@ func (r MarkRule) Validate() error {
 
 // parseMarkTarget parses "ADDR[:PORTS]" of --add-mark/--del-mark, where
 // PORTS is a comma list of ports, names or LO-HI ranges, as iptables'
-// multiport takes them. No PORTS binds every port.
+// multiport takes them, and an IPv6 ADDR is bracketed ([2001:db8::1]:80).
+// No PORTS binds every port.
 func parseMarkTarget(mark uint32, proto Proto, s string) ([]MarkRule, error) {
 	host, ports, hasPorts := strings.Cut(s, ":")
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return nil, fmt.Errorf("%q: no closing bracket", s)
+		}
+		host, ports, hasPorts = s[1:end], "", false
+		if rest := s[end+1:]; rest != "" {
+			if rest[0] != ':' {
+				return nil, fmt.Errorf("%q: want [ADDR]:PORTS", s)
+			}
+			ports, hasPorts = rest[1:], true
+		}
+	} else if strings.Count(s, ":") > 1 {
+		host, hasPorts = s, false // a bare IPv6 address
+	}
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
 		return nil, fmt.Errorf("%q is not an IP address", host)

@@ -107,11 +107,34 @@ type ServiceKey struct {
 	// FWMark, when non-zero, names a firewall-mark service instead of
 	// (Proto, Addr, Port).
 	FWMark uint32 `json:"fwmark,omitempty"`
+	// V6 makes a firewall-mark service an IPv6 one (ipvsadm -f MARK -6);
+	// an address service's family is its address's.
+	V6 bool `json:"v6,omitempty"`
+}
+
+// IsV6 reports whether the service is an IPv6 one.
+func (k ServiceKey) IsV6() bool {
+	if k.FWMark != 0 {
+		return k.V6
+	}
+	return k.Addr.Is6()
+}
+
+// MaskBits is the longest persistence netmask of the service's family:
+// 32, or 128 for IPv6.
+func (k ServiceKey) MaskBits() int {
+	if k.IsV6() {
+		return 128
+	}
+	return 32
 }
 
 // String is the service as ipvsadm -Ln names it: "TCP  1.2.3.4:80".
 func (k ServiceKey) String() string {
 	if k.FWMark != 0 {
+		if k.V6 {
+			return "FWM  " + strconv.FormatUint(uint64(k.FWMark), 10) + " IPv6"
+		}
 		return "FWM  " + strconv.FormatUint(uint64(k.FWMark), 10)
 	}
 	return k.Proto.String() + "  " + netip.AddrPortFrom(k.Addr, k.Port).String()
@@ -173,8 +196,8 @@ const (
 
 // SetDefaults fills in what a service may leave out, the one place
 // ipvsadm's defaults are applied (command line, YAML, API): the wlc
-// scheduler; for a persistent service a 300 s timeout and a /32 mask; a
-// service that is not persistent has neither.
+// scheduler; for a persistent service a 300 s timeout and a /32 mask
+// (/128 for IPv6); a service that is not persistent has neither.
 func (s *Service) SetDefaults() {
 	if s.Scheduler == "" {
 		s.Scheduler = DefaultScheduler
@@ -187,7 +210,7 @@ func (s *Service) SetDefaults() {
 		s.Timeout = DefaultTimeout
 	}
 	if !s.Netmask.IsValid() {
-		s.Netmask = netip.PrefixFrom(netip.IPv4Unspecified(), 32)
+		s.Netmask = maskPrefix(s.MaskBits(), s.IsV6())
 	}
 }
 
@@ -202,10 +225,26 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
+// maskPrefix is a persistence netmask of bits in the family v6 says.
+func maskPrefix(bits int, v6 bool) netip.Prefix {
+	if v6 {
+		return netip.PrefixFrom(netip.IPv6Unspecified(), bits)
+	}
+	return netip.PrefixFrom(netip.IPv4Unspecified(), bits)
+}
+
 // unicast reports whether a is a unicast address: not unspecified,
 // multicast or the limited broadcast address.
 func unicast(a netip.Addr) bool {
 	return !a.IsUnspecified() && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// family names a's address family as messages do.
+func family(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 // Validate checks a service key.
@@ -216,11 +255,14 @@ func (k ServiceKey) Validate() error {
 		}
 		return nil
 	}
+	if k.V6 {
+		return invalid("-6 is for firewall-mark services (-f MARK -6); an address service's family is its address's")
+	}
 	if k.Proto != TCP && k.Proto != UDP {
 		return invalid("protocol %d: only TCP and UDP services are supported", k.Proto)
 	}
-	if !k.Addr.Is4() {
-		return invalid("service address %v: only IPv4 is supported", k.Addr)
+	if !k.Addr.IsValid() || k.Addr.Is4In6() || k.Addr.Zone() != "" {
+		return invalid("service address %v: want an IPv4 or IPv6 address", k.Addr)
 	}
 	if !unicast(k.Addr) {
 		return invalid("service address %v is not a unicast address", k.Addr)
@@ -236,6 +278,14 @@ func (s Service) Validate() error {
 	}
 	if s.FWMark == 0 && s.Port == 0 && !s.Persistent {
 		return invalid("service port 0 (all ports) requires persistence (-p)")
+	}
+	if s.Netmask.IsValid() {
+		if s.Netmask.Addr().Is6() != s.IsV6() {
+			return invalid("persistence netmask %v is not of the service's family (%s)", s.Netmask, family(s.IsV6()))
+		}
+		if s.IsV6() && s.Netmask.Bits() < 1 {
+			return invalid("illegal ipv6 netmask specified: /%d (1..128)", s.Netmask.Bits())
+		}
 	}
 	if s.Scheduler == "" {
 		return invalid("no scheduler")
@@ -272,8 +322,18 @@ func (s Service) Validate() error {
 
 // Validate checks a destination of service svc.
 func (d Dest) Validate(svc ServiceKey) error {
-	if !d.Addr.Is4() {
-		return invalid("real server address %v: only IPv4 is supported", d.Addr)
+	if !d.Addr.IsValid() || d.Addr.Is4In6() || d.Addr.Zone() != "" {
+		return invalid("real server address %v: want an IPv4 or IPv6 address", d.Addr)
+	}
+	if d.Addr.Is6() != svc.IsV6() {
+		// IPVS mixes families only for tunnels (ip_vs_genl_set_cmd:
+		// EINVAL otherwise); xipvs's tunnels keep the family too.
+		if d.Fwd == FwdTunnel {
+			return invalid("real server %v is %s and the service %s: xipvs tunnels keep the family (IPVS's %s-in-%s tunnels are not supported)",
+				d.Addr, family(d.Addr.Is6()), family(svc.IsV6()), family(svc.IsV6()), family(d.Addr.Is6()))
+		}
+		return invalid("real server %v is %s and the service %s: mixed address families are allowed only for tunnels",
+			d.Addr, family(d.Addr.Is6()), family(svc.IsV6()))
 	}
 	if !unicast(d.Addr) {
 		return invalid("real server address %v is not a unicast address", d.Addr)

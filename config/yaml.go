@@ -58,6 +58,7 @@ type FileService struct {
 	TCP        string     `yaml:"tcp"`
 	UDP        string     `yaml:"udp"`
 	FWMark     uint32     `yaml:"fwmark"`
+	IPv6       bool       `yaml:"ipv6"` // an IPv6 fwmark service (-f MARK -6)
 	Scheduler  string     `yaml:"scheduler"`
 	Persistent *uint32    `yaml:"persistent"`
 	Netmask    string     `yaml:"netmask"`
@@ -197,7 +198,7 @@ func (fs FileService) service() (*ServiceConfig, error) {
 	}
 	switch {
 	case fs.FWMark != 0:
-		svc.FWMark, svc.Proto = fs.FWMark, TCP
+		svc.FWMark, svc.Proto, svc.V6 = fs.FWMark, TCP, fs.IPv6
 	default:
 		proto, s := TCP, fs.TCP
 		if fs.UDP != "" {
@@ -208,6 +209,9 @@ func (fs FileService) service() (*ServiceConfig, error) {
 			return nil, invalid("%v", err)
 		}
 		svc.Proto, svc.Addr, svc.Port = proto, addr, port
+		if fs.IPv6 {
+			return nil, invalid("ipv6 is for fwmark services; an address service's family is its address's")
+		}
 	}
 	svc.Scheduler = fs.Scheduler
 	if fs.Persistent != nil {
@@ -217,7 +221,7 @@ func (fs FileService) service() (*ServiceConfig, error) {
 		if !svc.Persistent {
 			return nil, invalid("netmask needs persistent")
 		}
-		p, err := parseNetmask(fs.Netmask)
+		p, err := parseNetmask(fs.Netmask, svc.IsV6())
 		if err != nil {
 			return nil, invalid("%v", err)
 		}
@@ -243,8 +247,11 @@ func (fs FileService) service() (*ServiceConfig, error) {
 	sc := &ServiceConfig{Service: svc}
 	for _, l := range fs.LocalAddrs {
 		a, err := netip.ParseAddr(l)
-		if err != nil || !a.Is4() {
-			return nil, invalid("local address %q is not an IPv4 address", l)
+		if err != nil || a.Zone() != "" {
+			return nil, invalid("local address %q is not an IP address", l)
+		}
+		if a = a.Unmap(); a.Is6() != svc.IsV6() {
+			return nil, invalid("local address %v is not of the service's family (%s)", a, family(svc.IsV6()))
 		}
 		if slices.Contains(sc.LocalAddrs, a) {
 			return nil, fmt.Errorf("%w: %v", ErrLaddrExists, a)

@@ -536,3 +536,32 @@ func BenchmarkSchedule(b *testing.B) {
 		}
 	}
 }
+
+// IPv6 addresses hash as the kernel's ip_vs_dh/sh/lblc hashkeys fold
+// them: addr_fold = ip6[0]^ip6[1]^ip6[2]^ip6[3], then hash_32 of its host
+// order. By hand: 2001:db8::a00:1 folds to 0x20010db8^0x0a000001 =
+// 0x2a010db9, and 0x2a010db9 * 0x61C88647 mod 2^32 >> 24 = 5;
+// 2001:db8::2 folds to 0x20010dba, bucket 160.
+func TestIPv6Fold(t *testing.T) {
+	for a, want := range map[string]uint32{"2001:db8::a00:1": 5, "2001:db8::2": 160} {
+		if got := hash32(addr32(ip(a)), 8); got != want {
+			t.Errorf("hash_32(fold(%s)) = %d, want %d", a, got, want)
+		}
+	}
+	// dh, list [id3 id2 id1]: bucket 5 is id1's, 160 id2's.
+	s := newSched(t, "dh")
+	s.Update(added(1, 1, 1))
+	for dst, id := range map[string]uint32{"2001:db8::a00:1": 1, "2001:db8::2": 2} {
+		if got := pick(s, Flow{Dst: ip(dst), Src: ip("2001:db8:77::1")}); got != id {
+			t.Errorf("dh %s: got %d want %d", dst, got, id)
+		}
+	}
+	// sh, list [id2:w2, id1:w1]: bucket 5 is id1's, 160 id2's.
+	s = newSched(t, "sh")
+	s.Update(added(1, 2))
+	for src, id := range map[string]uint32{"2001:db8::a00:1": 1, "2001:db8::2": 2} {
+		if got := pick(s, Flow{Src: ip(src)}); got != id {
+			t.Errorf("sh %s: got %d want %d", src, got, id)
+		}
+	}
+}

@@ -22,12 +22,15 @@ import (
 const ipvsVersion = "1.2.1"
 
 // sortServices orders services as libipvs's ipvs_cmp_services: fwmark,
-// protocol, address, port.
+// family (IPv4 first), protocol, address, port.
 func sortServices(s []api.Service) {
 	sort.Slice(s, func(i, j int) bool {
 		a, b := s[i].ServiceKey, s[j].ServiceKey
 		if a.FWMark != b.FWMark {
 			return a.FWMark < b.FWMark
+		}
+		if a.IsV6() != b.IsV6() {
+			return b.IsV6()
 		}
 		if a.Proto != b.Proto {
 			return a.Proto < b.Proto
@@ -85,7 +88,8 @@ func readServices(path string) map[string]string {
 	return m
 }
 
-// addrPort renders an address and port as ipvsadm's addrport_to_anyname.
+// addrPort renders an address and port as ipvsadm's addrport_to_anyname:
+// an IPv6 address (or its name) in brackets.
 func (n *namer) addrPort(a netip.Addr, port uint16, proto config.Proto) string {
 	if n.numeric {
 		return netip.AddrPortFrom(a, port).String()
@@ -100,7 +104,58 @@ func (n *namer) addrPort(a netip.Addr, port uint16, proto config.Proto) string {
 	if name, ok := n.ports[p+"/"+strings.ToLower(proto.String())]; ok {
 		p = name
 	}
+	if a.Is6() {
+		host = "[" + host + "]"
+	}
 	return host + ":" + p
+}
+
+// serviceName is a service as ipvsadm's print_service_entry names it: in
+// a listing "TCP  ADDR:PORT" (IPv4 names cut to 33 columns) or "FWM  N"
+// ("FWM  N IPv6"); in rules (-S) "-t ADDR:PORT" or "-f N" ("-f N -6").
+func serviceName(n *namer, k config.ServiceKey, rule bool) string {
+	mark := strconv.FormatUint(uint64(k.FWMark), 10)
+	switch {
+	case k.FWMark != 0 && rule && k.V6:
+		return "-f " + mark + " -6"
+	case k.FWMark != 0 && rule:
+		return "-f " + mark
+	case k.FWMark != 0 && k.V6:
+		return "FWM  " + mark + " IPv6"
+	case k.FWMark != 0:
+		return "FWM  " + mark
+	case rule && k.Proto == config.UDP:
+		return "-u " + n.addrPort(k.Addr, k.Port, k.Proto)
+	case rule:
+		return "-t " + n.addrPort(k.Addr, k.Port, k.Proto)
+	}
+	name := k.Proto.String() + "  " + n.addrPort(k.Addr, k.Port, k.Proto)
+	if !k.Addr.Is6() {
+		name = truncate(name, 33)
+	}
+	return name
+}
+
+// destName is a real server in a listing: IPv4 names cut to 28 columns,
+// IPv6 ones whole, as ipvsadm prints them.
+func destName(n *namer, a netip.Addr, port uint16, proto config.Proto) string {
+	name := n.addrPort(a, port, proto)
+	if !a.Is6() {
+		name = truncate(name, 28)
+	}
+	return name
+}
+
+// maskArg renders a persistence netmask other than the family's full
+// one as ipvsadm does (dotted for IPv4, a prefix length for IPv6), or "".
+func maskArg(k config.ServiceKey, m netip.Prefix) string {
+	if !m.IsValid() || m.Bits() == k.MaskBits() {
+		return ""
+	}
+	if k.IsV6() {
+		return strconv.Itoa(m.Bits())
+	}
+	return maskString(m.Bits())
 }
 
 func truncate(s string, n int) string {
@@ -184,12 +239,7 @@ func largenum(v uint64, exact bool) string {
 
 // printService writes one service and its reals.
 func printService(w io.Writer, n *namer, s api.Service, f config.ListFormat) {
-	var name string
-	if s.FWMark != 0 {
-		name = "FWM  " + strconv.FormatUint(uint64(s.FWMark), 10)
-	} else {
-		name = truncate(s.Proto.String()+"  "+n.addrPort(s.Addr, s.Port, s.Proto), 33)
-	}
+	name := serviceName(n, s.ServiceKey, false)
 	ln := func(v uint64) string { return largenum(v, f.Exact) }
 	switch {
 	case f.Stats:
@@ -205,8 +255,8 @@ func printService(w io.Writer, n *namer, s api.Service, f config.ListFormat) {
 		}
 		if s.Persistent {
 			fmt.Fprintf(w, " persistent %d", s.Timeout)
-			if s.Netmask.IsValid() && s.Netmask.Bits() != 32 {
-				fmt.Fprintf(w, " mask %s", maskString(s.Netmask.Bits()))
+			if m := maskArg(s.ServiceKey, s.Netmask); m != "" {
+				fmt.Fprintf(w, " mask %s", m)
 			}
 		}
 		if s.OnePacket {
@@ -228,7 +278,7 @@ func printService(w io.Writer, n *namer, s api.Service, f config.ListFormat) {
 		if failed {
 			d.Weight = 0 // quiesced, as keepalived's inhibit_on_failure shows it
 		}
-		dn := truncate(n.addrPort(d.Addr, d.Port, s.Proto), 28)
+		dn := destName(n, d.Addr, d.Port, s.Proto)
 		switch {
 		case f.Stats:
 			st := d.Stats
@@ -261,20 +311,12 @@ func printRules(w io.Writer, svcs []api.Service, marks []config.MarkRule, laddrs
 		sortServices(svcs)
 	}
 	for _, s := range svcs {
-		var name string
-		switch {
-		case s.FWMark != 0:
-			name = "-f " + strconv.FormatUint(uint64(s.FWMark), 10)
-		case s.Proto == config.UDP:
-			name = "-u " + n.addrPort(s.Addr, s.Port, s.Proto)
-		default:
-			name = "-t " + n.addrPort(s.Addr, s.Port, s.Proto)
-		}
+		name := serviceName(n, s.ServiceKey, true)
 		fmt.Fprintf(bw, "-A %s -s %s", name, s.Scheduler)
 		if s.Persistent {
 			fmt.Fprintf(bw, " -p %d", s.Timeout)
-			if s.Netmask.IsValid() && s.Netmask.Bits() != 32 {
-				fmt.Fprintf(bw, " -M %s", maskString(s.Netmask.Bits()))
+			if m := maskArg(s.ServiceKey, s.Netmask); m != "" {
+				fmt.Fprintf(bw, " -M %s", m)
 			}
 		}
 		if s.OnePacket {
@@ -384,6 +426,9 @@ func printLaddrs(w io.Writer, all []api.ServiceLaddrs, only *config.ServiceKey) 
 		name := netip.AddrPortFrom(s.Service.Addr, s.Service.Port).String()
 		if s.Service.FWMark != 0 {
 			name = fmt.Sprintf("FWM %d", s.Service.FWMark)
+			if s.Service.V6 {
+				name += " IPv6"
+			}
 		}
 		fmt.Fprintf(w, "%-20s %-8d\n", name, len(s.Laddrs))
 		for _, l := range s.Laddrs {
@@ -402,10 +447,7 @@ func printHealth(w io.Writer, svcs []api.Service, numeric bool) error {
 	fmt.Fprint(bw, "Prot LocalAddress:Port Check OnFailure\n"+
 		"  -> RemoteAddress:Port           Weight Health Since                Reason\n")
 	for _, s := range svcs {
-		name := "FWM  " + strconv.FormatUint(uint64(s.FWMark), 10)
-		if s.FWMark == 0 {
-			name = truncate(s.Proto.String()+"  "+n.addrPort(s.Addr, s.Port, s.Proto), 33)
-		}
+		name := serviceName(n, s.ServiceKey, false)
 		check := s.Check.Type
 		if check == "" {
 			check = "-"
@@ -431,7 +473,7 @@ func printHealth(w io.Writer, svcs []api.Service, numeric bool) error {
 			if d.Health.Up {
 				reason = ""
 			}
-			fmt.Fprintf(bw, "  -> %-28s %-6d %-6s %-20s %s\n", truncate(n.addrPort(d.Addr, d.Port, s.Proto), 28),
+			fmt.Fprintf(bw, "  -> %-28s %-6d %-6s %-20s %s\n", destName(n, d.Addr, d.Port, s.Proto),
 				d.Weight, state, since, reason)
 		}
 		if s.Sorry.IsSet() {

@@ -199,3 +199,76 @@ func TestLargenum(t *testing.T) {
 		t.Errorf("exact: %q", got)
 	}
 }
+
+// dualStackFixture is the data of golden.sh's dual-stack files.
+func dualStackFixture() []api.Service {
+	v4 := svc(config.TCP, "10.0.0.100", 80, "wrr", dst("10.0.0.11", 80, 1, 0, 0))
+	m1 := dst("2001:db8::11", 80, 3, 5, 2)
+	m1.Fwd = config.FwdMasq
+	m1.Stats = conntrack.Stats{Conns: 7, InPkts: 70, OutPkts: 60, InBytes: 7000, OutBytes: 600000}
+	m2 := dst("2001:db8:1234:5678:9abc:def0:1234:5678", 8080, 1, 0, 0)
+	m2.Fwd = config.FwdMasq
+	tcp6 := svc(config.TCP, "2001:db8::100", 80, "rr", m2, m1)
+	tcp6.Persistent, tcp6.Timeout, tcp6.Netmask = true, 600, netip.MustParsePrefix("::/64")
+	tcp6.Stats = m1.Stats
+	udp6 := svc(config.UDP, "2001:db8::100", 53, "rr", dst("2001:db8::12", 53, 1, 0, 9))
+	fwm6 := api.Service{Service: config.Service{ServiceKey: config.ServiceKey{FWMark: 7, V6: true, Proto: config.TCP}, Scheduler: "wlc",
+		Persistent: true, Timeout: 300, Netmask: netip.MustParsePrefix("::/128")},
+		Dests: []api.Dest{dst("2001:db8::13", 0, 1, 0, 0)}}
+	return []api.Service{fwm6, udp6, tcp6, v4} // unsorted on purpose
+}
+
+// Dual-stack listings and rules against golden.sh's printf output of
+// ipvsadm's formats; -S's output parses back to the same services.
+func TestDualStackGolden(t *testing.T) {
+	check := func(name string, out []byte) {
+		t.Helper()
+		want, err := os.ReadFile("testdata/" + name + ".golden")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out, want) {
+			t.Errorf("%s:\ngot:\n%s\nwant:\n%s", name, out, want)
+		}
+	}
+	for name, f := range map[string]config.ListFormat{
+		"list-dualstack":  {Numeric: true},
+		"stats-dualstack": {Numeric: true, Stats: true},
+	} {
+		var out bytes.Buffer
+		if err := printList(&out, 4096, dualStackFixture(), f, nil); err != nil {
+			t.Fatal(err)
+		}
+		check(name, out.Bytes())
+	}
+	var rules bytes.Buffer
+	if err := printRules(&rules, dualStackFixture(), nil, nil, true, false); err != nil {
+		t.Fatal(err)
+	}
+	check("save-dualstack", rules.Bytes())
+	cfg, err := config.ParseRules(bytes.NewReader(rules.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dualStackFixture()
+	sortServices(want)
+	if len(cfg.Services) != len(want) {
+		t.Fatalf("parsed back %d services, want %d", len(cfg.Services), len(want))
+	}
+	for i, s := range cfg.Services {
+		w := want[i]
+		if s.Service.ServiceKey != w.ServiceKey || s.Service.Netmask != w.Netmask || s.Service.Timeout != w.Timeout || len(s.Dests) != len(w.Dests) {
+			t.Errorf("service %d parsed back as %+v, want %+v", i, s.Service, w.Service)
+		}
+	}
+	ap := netip.MustParseAddrPort
+	conns := []api.Conn{
+		{Proto: config.TCP, ExpireSeconds: 60, State: "SYN_RECV", Client: ap("[2001:db8:77::1]:43211"), Virtual: ap("[2001:db8::100]:80"), Real: ap("[2001:db8::11]:80")},
+		{Proto: config.TCP, ExpireSeconds: 899, State: "ESTABLISHED", Client: ap("10.77.0.1:43210"), Virtual: ap("10.77.0.100:80"), Real: ap("10.77.0.11:80")},
+	}
+	var out bytes.Buffer
+	if err := printConns(&out, conns, config.ListFormat{Numeric: true, Conn: true}); err != nil {
+		t.Fatal(err)
+	}
+	check("conns-dualstack", out.Bytes())
+}

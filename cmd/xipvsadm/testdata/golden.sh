@@ -76,3 +76,56 @@ exact=1; stats > stats-exact.golden; exact=0
 	printf -- "-A %s -s %s\n" "-u 10.0.0.100:53" rr
 	printf -- "-a %s -r %s %s -w %d --tun-type ipip\n" "-u 10.0.0.100:53" 10.0.0.12:53 -i 1
 } > save-numeric.golden
+
+# Dual stack (format_test.go's dualStackFixture): IPv6 names bracketed
+# and never cut (print_service_entry truncates only AF_INET names), an
+# IPv6 mask as " mask %i" / " -M %i", an IPv6 fwmark service as
+# "FWM  %d IPv6" / "-f %d -6"; IPv4 services sort before IPv6 ones
+# (ipvs_cmp_services compares the family after the mark).
+long6="[2001:db8:1234:5678:9abc:def0:1234:5678]:8080"
+{
+	head
+	printf "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+	printf "%s %s\n" "TCP  10.0.0.100:80" wrr
+	printf "  -> %-28s %-7s %-6d %-10u %-10u\n" "10.0.0.11:80" Route 1 0 0
+	printf "%s %s persistent %u mask %i\n" "TCP  [2001:db8::100]:80" rr 600 64
+	printf "  -> %-28s %-7s %-6d %-10u %-10u\n" "[2001:db8::11]:80" Masq 3 5 2
+	printf "  -> %-28s %-7s %-6d %-10u %-10u\n" "$long6" Masq 1 0 0
+	printf "%s %s\n" "UDP  [2001:db8::100]:53" rr
+	printf "  -> %-28s %-7s %-6d %-10u %-10u\n" "[2001:db8::12]:53" Route 1 0 9
+	printf "%s %s persistent %u\n" "FWM  7 IPv6" wlc 300
+	printf "  -> %-28s %-7s %-6d %-10u %-10u\n" "[2001:db8::13]:0" Route 1 0 0
+} > list-dualstack.golden
+
+{
+	head; stat_title Conns InPkts OutPkts InBytes OutBytes
+	svc5 "TCP  10.0.0.100:80" 0 0 0 0 0
+	dst5 "10.0.0.11:80" 0 0 0 0 0
+	svc5 "TCP  [2001:db8::100]:80" 7 70 60 7000 600000
+	dst5 "[2001:db8::11]:80" 7 70 60 7000 600000
+	dst5 "$long6" 0 0 0 0 0
+	svc5 "UDP  [2001:db8::100]:53" 0 0 0 0 0
+	dst5 "[2001:db8::12]:53" 0 0 0 0 0
+	svc5 "FWM  7 IPv6" 0 0 0 0 0
+	dst5 "[2001:db8::13]:0" 0 0 0 0 0
+} > stats-dualstack.golden
+
+{
+	printf -- "-A %s -s %s\n" "-t 10.0.0.100:80" wrr
+	printf -- "-a %s -r %s %s -w %d\n" "-t 10.0.0.100:80" 10.0.0.11:80 -g 1
+	printf -- "-A %s -s %s -p %u -M %i\n" "-t [2001:db8::100]:80" rr 600 64
+	printf -- "-a %s -r %s %s -w %d\n" "-t [2001:db8::100]:80" "[2001:db8::11]:80" -m 3
+	printf -- "-a %s -r %s %s -w %d\n" "-t [2001:db8::100]:80" "$long6" -m 1
+	printf -- "-A %s -s %s\n" "-u [2001:db8::100]:53" rr
+	printf -- "-a %s -r %s %s -w %d\n" "-u [2001:db8::100]:53" "[2001:db8::12]:53" -g 1
+	printf -- "-A %s -s %s -p %u\n" "-f 7 -6" wlc 300
+	printf -- "-a %s -r %s %s -w %d\n" "-f 7 -6" "[2001:db8::13]:0" -g 1
+} > save-dualstack.golden
+
+# -Lnc: print_conn's "%-3s %02ld:%02ld %-11s %-18s %-18s %s".
+{
+	printf "IPVS connection entries\n"
+	printf "pro expire %-11s %-18s %-18s %s\n" state source virtual destination
+	printf "%-3s %02ld:%02ld %-11s %-18s %-18s %s\n" TCP 14 59 ESTABLISHED "10.77.0.1:43210" "10.77.0.100:80" "10.77.0.11:80"
+	printf "%-3s %02ld:%02ld %-11s %-18s %-18s %s\n" TCP 1 0 SYN_RECV "[2001:db8:77::1]:43211" "[2001:db8::100]:80" "[2001:db8::11]:80"
+} > conns-dualstack.golden
