@@ -59,10 +59,20 @@ static __always_inline __u32 addr_slot(__u32 addr)
 	return (addr ^ (addr >> 16)) & (ADDR_SLOTS - 1);
 }
 
+/* addr6_slot folds an IPv6 address to its slot: its four words XORed,
+ * then as addr_slot (dataplane/addrfilter.go computes the same). */
+static __always_inline __u32 addr6_slot(const __u32 *a)
+{
+	return addr_slot(a[0] ^ a[1] ^ a[2] ^ a[3]);
+}
+
 /* A stage that did not decide the packet's fate returns this (Katran). */
 #define FURTHER_PROCESSING -1
 
 #define ETH_P_IP_BE 0x0008 /* htons(ETH_P_IP) on little endian */
+#define ETH_P_IPV6_BE 0xDD86 /* htons(ETH_P_IPV6) */
+/* The IPv6 extension headers parse_ipv6 skips, at most this many. */
+#define IPV6_MAX_EXT 4
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
 
@@ -124,6 +134,7 @@ enum defence_flag {
 /* real.flags */
 enum real_flag {
 	REAL_F_MAC_VALID = 0x1,
+	REAL_F_IPV6 = 0x2,       /* an IPv6 real: addr6 holds its address */
 };
 
 /* IPVS TCP states (include/uapi/linux/ip_vs.h numbering), conn_val.state. */

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
-/* director.bpf.c: the xipvs director. For each IPv4 TCP/UDP packet: a
+/* director.bpf.c: the xipvs director. For each IPv4 TCP/UDP packet (IPv6:
+ * director6.h): a
  * connection hit is forwarded here (DR: new Ethernet addresses; TUN: an
  * IP-in-IP header; NAT and FULLNAT: addresses and ports rewritten, and
  * their replies rewritten back), by XDP_TX or a devmap redirect. A packet
@@ -208,6 +209,39 @@ static __always_inline int to_slow_path(struct xdp_md *ctx, __u32 *stat)
 	return act;
 }
 
+/* pick_real takes the next real of service sid's pick sequence (the
+ * cycle of its scheduler that Go computed: the n-th new flow goes to
+ * reals[n % len]); NULL when the service has none. */
+static __always_inline struct real *pick_real(__u32 sid, __u32 *rid)
+{
+	struct pick_ctl *ctl = bpf_map_lookup_elem(&pick_ctls, &sid);
+	struct pick_seq *seq;
+	__u32 key, idx;
+	__u64 n;
+
+	if (!ctl)
+		return NULL;
+	key = sid << 1 | (ctl->slot & 1);
+	seq = bpf_map_lookup_elem(&pick_seqs, &key);
+	if (!seq || seq->len == 0 || seq->len > PICK_SEQ_LEN)
+		return NULL;
+	n = __sync_fetch_and_add(&seq->cursor, 1);
+	idx = n % seq->len;
+	if (idx >= PICK_SEQ_LEN)
+		return NULL;
+	*rid = seq->reals[idx];
+	return bpf_map_lookup_elem(&reals, rid);
+}
+
+/* count_pick counts a connection XDP scheduled to real rid. */
+static __always_inline void count_pick(__u32 rid)
+{
+	__u64 *n = bpf_map_lookup_elem(&real_conns, &rid);
+
+	if (n)
+		*n += 1;
+}
+
 /* conn_create writes the entries of a new connection to real rid of
  * service sid, as the Go slow path would (dataplane/slowpath.go
  * rawEntries): for NAT the reply entry first, then the forward entry.
@@ -269,25 +303,11 @@ static __always_inline int conn_create(struct xdp_md *ctx, struct pkt *p, struct
 static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct conn_key *ck,
 				    __u32 sid, __u32 *stat)
 {
-	struct pick_ctl *ctl = bpf_map_lookup_elem(&pick_ctls, &sid);
-	struct pick_seq *seq;
 	struct conn_val *c;
 	struct real *r;
-	__u32 key, rid, idx;
-	__u64 n, *conns_made;
+	__u32 rid;
 
-	if (!ctl)
-		return to_slow_path(ctx, stat);
-	key = sid << 1 | (ctl->slot & 1);
-	seq = bpf_map_lookup_elem(&pick_seqs, &key);
-	if (!seq || seq->len == 0 || seq->len > PICK_SEQ_LEN)
-		return to_slow_path(ctx, stat);
-	n = __sync_fetch_and_add(&seq->cursor, 1);
-	idx = n % seq->len;
-	if (idx >= PICK_SEQ_LEN)
-		return to_slow_path(ctx, stat);
-	rid = seq->reals[idx];
-	r = bpf_map_lookup_elem(&reals, &rid);
+	r = pick_real(sid, &rid);
 	if (!r || r->addr == 0 || r->fwd == FWD_FULLNAT)
 		return to_slow_path(ctx, stat);
 	if (conn_create(ctx, p, ck, sid, rid, r) < 0)
@@ -295,9 +315,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct co
 	c = bpf_map_lookup_elem(&conns, ck);
 	if (!c)
 		return to_slow_path(ctx, stat);
-	conns_made = bpf_map_lookup_elem(&real_conns, &rid);
-	if (conns_made)
-		*conns_made += 1;
+	count_pick(rid);
 	return forward(ctx, p, ck, c, stat);
 }
 
@@ -316,6 +334,8 @@ static __always_inline struct svc_val *service(__be32 vip, __be16 port, __u8 pro
 	return bpf_map_lookup_elem(&services, &sk);
 }
 
+#include "director6.h"
+
 static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 {
 	void *data = (void *)(long)ctx->data;
@@ -329,8 +349,14 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	int embryonic, act;
 
 	*stat = STAT_PASS;
-	if (parse_eth(&cursor, data_end, &p) != ETH_P_IP_BE)
+	switch (parse_eth(&cursor, data_end, &p)) {
+	case ETH_P_IP_BE:
+		break;
+	case ETH_P_IPV6_BE:
+		return process6(ctx, cursor, &p, stat);
+	default:
 		return XDP_PASS;
+	}
 	if (parse_ipv4(&cursor, data_end, &p) < 0) {
 		*stat = STAT_PASS_MALFORMED;
 		return XDP_PASS;

@@ -51,6 +51,14 @@ struct {
 	__type(value, struct svc_val);
 } services SEC(".maps");
 
+/* IPv6 virtual services. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct svc_key6);
+	__type(value, struct svc_val);
+} services6 SEC(".maps");
+
 /* Real servers by id; id 0 is never used. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -93,6 +101,23 @@ struct {
 	__type(key, struct conn_key);
 	__type(value, struct conn_val);
 } est_conns SEC(".maps");
+
+/* IPv6 connections: conns and est_conns for IPv6 tuples. Go sizes them
+ * (a quarter of the IPv4 tables unless told otherwise). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CONNS / 4);
+	__type(key, struct conn_key6);
+	__type(value, struct conn_val6);
+} conns6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS / 4);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct conn_key6);
+	__type(value, struct conn_val6);
+} est_conns6 SEC(".maps");
 
 /* Services whose new flows XDP schedules (rr, wrr): which pick sequence
  * is live, by service id. A service without an entry goes to Go. */

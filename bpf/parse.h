@@ -8,6 +8,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
@@ -17,14 +18,15 @@
 /* What the director needs of one packet. */
 struct pkt {
 	struct ethhdr *eth;
-	struct iphdr *ip;
+	struct iphdr *ip;      /* IPv4; NULL for IPv6 */
+	struct ipv6hdr *ip6;   /* IPv6; NULL for IPv4 */
 	void *l4;       /* the TCP or UDP header */
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
 	__u8 tcp_flags; /* TCP_F_* below; 0 for UDP */
 	__u8 frag;      /* non-zero for any IPv4 fragment */
-	__u16 l4_len;   /* IP total length minus the IP header */
+	__u16 l4_len;   /* IP total length minus the IP header(s) */
 };
 
 #define TCP_F_FIN 0x01
@@ -70,6 +72,70 @@ static __always_inline int parse_ipv4(void **cursor, void *data_end, struct pkt 
 	return ip->protocol;
 }
 
+/* IPv6 next-header values parse_ipv6 knows. */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_DEST 60
+
+/* parse_ipv6 returns the upper-layer protocol or -1 (malformed). It skips
+ * up to IPV6_MAX_EXT hop-by-hop, destination-options and routing headers
+ * (a routing header with segments left means the destination is not yet
+ * the final one: reported as a fragment is, for the kernel); a fragment
+ * header sets frag. The payload length must fit the frame (a jumbogram,
+ * length 0, is malformed here). */
+static __always_inline int parse_ipv6(void **cursor, void *data_end, struct pkt *p)
+{
+	struct ipv6hdr *ip6 = *cursor;
+	__u8 *h;
+	__u32 len, ext = 0;
+	__u8 next;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	if (ip6->version != 6)
+		return -1;
+	len = bpf_ntohs(ip6->payload_len);
+	if (len == 0 || (void *)(ip6 + 1) + len > data_end)
+		return -1;
+	p->ip6 = ip6;
+	next = ip6->nexthdr;
+	h = (void *)(ip6 + 1);
+#pragma unroll
+	for (int i = 0; i < IPV6_MAX_EXT; i++) {
+		__u32 hl;
+
+		if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_DEST &&
+		    next != NEXTHDR_FRAGMENT)
+			break;
+		if ((void *)(h + 8) > data_end)
+			return -1;
+		if (next == NEXTHDR_FRAGMENT) {
+			p->frag = 1;
+			hl = 8;
+		} else {
+			hl = (h[1] + 1) * 8;
+			if (next == NEXTHDR_ROUTING && h[3] != 0)
+				p->frag = 1; /* segments left: not for us yet */
+		}
+		ext += hl;
+		if (ext > len)
+			return -1;
+		next = h[0];
+		h += hl;
+		if (p->frag)
+			break;
+	}
+	if (next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST)
+		p->frag = 1; /* more extension headers than we skip: the kernel's */
+	if ((void *)h > data_end)
+		return -1;
+	p->proto = next;
+	p->l4_len = len - ext;
+	*cursor = h;
+	return next;
+}
+
 /* parse_l4 fills ports and TCP flags; returns the protocol or -1. The
  * TCP header (options included) or the UDP length must fit the IP
  * payload. */
@@ -98,6 +164,8 @@ static __always_inline int parse_l4(void *cursor, void *data_end, struct pkt *p)
 		ulen = bpf_ntohs(udp->len);
 		if (ulen < sizeof(*udp) || ulen > p->l4_len)
 			return -1;
+		if (p->ip6 && udp->check == 0)
+			return -1; /* IPv6 UDP must carry a checksum */
 		p->sport = udp->source;
 		p->dport = udp->dest;
 		return IPPROTO_UDP;

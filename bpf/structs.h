@@ -16,6 +16,14 @@ struct svc_key {
 	__u8 pad;
 };
 
+/* An IPv6 virtual service key. */
+struct svc_key6 {
+	__u8 vip[16];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
 struct svc_val {
 	__u32 id;    /* service id, chosen by Go */
 	__u32 flags; /* SVC_F_* */
@@ -75,7 +83,38 @@ struct conn_val {
 	__u8 smac[6];    /* reply entries: the egress interface's MAC */
 };
 
-/* A real server as the data plane needs it. */
+/* An IPv6 connection's key and entry: conn_key and conn_val with
+ * 16-byte addresses, in tables of their own (conns6, est_conns6) so that
+ * an IPv4 connection stays 16 + 48 bytes. conn_val6 begins as conn_val
+ * does (last_seen .. hits at the same offsets: conn.h's state functions
+ * take either), then the n* tuple and the reply entry's next hop. */
+struct conn_key6 {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct conn_val6 {
+	__u64 last_seen;
+	__u32 real_id;
+	__u32 svc_id;
+	__u8 state;
+	__u8 flags;
+	__u16 hits;
+	__be16 nsport;
+	__be16 ndport;
+	__u8 nsaddr[16];
+	__u8 ndaddr[16];
+	__u32 ifindex;
+	__u8 dmac[6];
+	__u8 smac[6];
+};
+
+/* A real server as the data plane needs it. An IPv6 real has addr 0
+ * (REAL_F_IPV6) and its address in addr6. */
 struct real {
 	__be32 addr;
 	__u32 ifindex; /* egress interface */
@@ -87,6 +126,7 @@ struct real {
 			  * needs no interface lookup */
 	__u16 mtu;       /* egress MTU (TUN: what the outer packet must fit) */
 	__be32 tun_src;  /* TUN: outer source, the director's address */
+	__u8 addr6[16];  /* an IPv6 real's address */
 };
 
 /* Traffic of one real server (per CPU): packets and bytes (IP length,

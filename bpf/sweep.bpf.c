@@ -80,9 +80,10 @@ static __always_inline __u64 timeout_of(const struct sweep_args *a, __u8 proto, 
 {
 	if (proto == IPPROTO_UDP)
 		return a->udp_timeout;
-	if (state < TCPS_LAST)
-		return a->tcp_timeout[state];
-	return a->tcp_timeout[TCPS_CLOSE];
+	if (state >= TCPS_LAST)
+		state = TCPS_CLOSE;
+	/* The mask keeps the bound in the verifier's sight (a no-op). */
+	return a->tcp_timeout[state & 15];
 }
 
 /* idle is how long an entry last seen at last has been idle at now; an
@@ -128,23 +129,31 @@ static __always_inline int release_port(struct walk *w, const struct conn_key *r
 	return 0;
 }
 
+/* count_one counts a live connection of real rid toward its ActiveConn
+ * (ESTABLISHED TCP) or InActConn. */
+static __always_inline void count_one(struct walk *w, __u32 rid, int active)
+{
+	struct sweep_count *c = bpf_map_lookup_elem(&sweep_counts, &rid);
+
+	if (!c)
+		return;
+	if (c->gen != w->a.gen) {
+		c->gen = w->a.gen;
+		c->active = 0;
+		c->inactive = 0;
+	}
+	if (active)
+		c->active++;
+	else
+		c->inactive++;
+}
+
 static __always_inline void count_live(struct walk *w, const struct conn_key *k, const struct conn_val *v)
 {
-	__u32 rid = v->real_id, sid = v->svc_id;
-	struct sweep_count *c = bpf_map_lookup_elem(&sweep_counts, &rid);
+	__u32 sid = v->svc_id;
 	struct sweep_persist *p;
 
-	if (c) {
-		if (c->gen != w->a.gen) {
-			c->gen = w->a.gen;
-			c->active = 0;
-			c->inactive = 0;
-		}
-		if (k->proto == IPPROTO_TCP && v->state == TCPS_ESTABLISHED)
-			c->active++;
-		else
-			c->inactive++;
-	}
+	count_one(w, v->real_id, k->proto == IPPROTO_TCP && v->state == TCPS_ESTABLISHED);
 	if (!(v->flags & CONN_F_PERSIST))
 		return;
 	p = bpf_map_lookup_elem(&sweep_persistent, &sid);
@@ -223,6 +232,89 @@ static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *
 	return 0;
 }
 
+static __always_inline int nat6(const struct conn_val6 *v)
+{
+	const __u32 *a = (const void *)v->nsaddr;
+
+	return (a[0] | a[1] | a[2] | a[3]) != 0;
+}
+
+static __always_inline void peer_key6(const struct conn_val6 *v, __u8 proto, struct conn_key6 *pk)
+{
+	__builtin_memcpy(pk->saddr, v->ndaddr, 16);
+	__builtin_memcpy(pk->daddr, v->nsaddr, 16);
+	pk->sport = v->ndport;
+	pk->dport = v->nsport;
+	pk->proto = proto;
+}
+
+static __always_inline int same_key6(const struct conn_key6 *a, const struct conn_key6 *b)
+{
+	const __u32 *x = (const void *)a, *y = (const void *)b;
+	__u32 d = 0;
+
+	/* saddr, daddr, ports: the first 36 bytes; then proto. */
+#pragma unroll
+	for (int i = 0; i < 9; i++)
+		d |= x[i] ^ y[i];
+	return d == 0 && a->proto == b->proto;
+}
+
+static __always_inline struct conn_val6 *lookup6(struct conn_key6 *k, int *est)
+{
+	struct conn_val6 *v = bpf_map_lookup_elem(&est_conns6, k);
+
+	*est = v != NULL;
+	if (v)
+		return v;
+	return bpf_map_lookup_elem(&conns6, k);
+}
+
+static __always_inline long delete6(struct conn_key6 *k, int est)
+{
+	return est ? bpf_map_delete_elem(&est_conns6, k) : bpf_map_delete_elem(&conns6, k);
+}
+
+/* sweep_one6 is sweep_one for the IPv6 tables (DR and NAT: no FULLNAT
+ * ports, SYN proxy or templates). */
+static long sweep_one6(struct bpf_map *map, struct conn_key6 *k, struct conn_val6 *v, struct walk *w)
+{
+	struct conn_key6 pk = {};
+	struct conn_val6 *peer = NULL;
+	__u64 last = v->last_seen;
+	int peer_est = 0;
+
+	w->a.seen++;
+	if (nat6(v)) {
+		peer_key6(v, k->proto, &pk);
+		peer = lookup6(&pk, &peer_est);
+		if (peer) {
+			struct conn_key6 back = {};
+
+			peer_key6(peer, k->proto, &back);
+			if (!same_key6(&back, k) ||
+			    ((peer->flags ^ v->flags) & CONN_F_REPLY) == 0)
+				peer = NULL;
+		}
+	}
+	if (v->flags & CONN_F_REPLY) {
+		if (!peer && idle(w->a.now, last) >= w->a.orphan_age)
+			delete6(k, w->est);
+		return 0;
+	}
+	if (peer && peer->last_seen > last)
+		last = peer->last_seen;
+	if (idle(w->a.now, last) < timeout_of(&w->a, k->proto, v->state)) {
+		count_one(w, v->real_id, k->proto == IPPROTO_TCP && v->state == TCPS_ESTABLISHED);
+		return 0;
+	}
+	if (delete6(k, w->est) == 0)
+		w->a.expired++;
+	if (peer)
+		delete6(&pk, peer_est);
+	return 0;
+}
+
 SEC("syscall")
 int xipvs_sweep(struct sweep_args *args)
 {
@@ -236,6 +328,10 @@ int xipvs_sweep(struct sweep_args *args)
 	bpf_for_each_map_elem(&conns, sweep_one, &w, 0);
 	w.est = 1;
 	bpf_for_each_map_elem(&est_conns, sweep_one, &w, 0);
+	w.est = 0;
+	bpf_for_each_map_elem(&conns6, sweep_one6, &w, 0);
+	w.est = 1;
+	bpf_for_each_map_elem(&est_conns6, sweep_one6, &w, 0);
 	args->released = w.a.released;
 	args->seen = w.a.seen;
 	args->expired = w.a.expired;

@@ -20,6 +20,9 @@ const addrSlots = 65536
 // addrSlot is addr_slot of bpf/consts.h: the address as the program
 // loads it from the packet (network order in a native u32), folded.
 func addrSlot(a netip.Addr) uint32 {
+	if a.Is6() {
+		return addr6Slot(a)
+	}
 	b := a.As4()
 	u := binary.NativeEndian.Uint32(b[:])
 	return (u ^ u>>16) & (addrSlots - 1)

@@ -108,6 +108,9 @@ type Options struct {
 	Interfaces []string
 	// ConnTableSize is the connection table's capacity.
 	ConnTableSize uint32
+	// ConnTableSize6 is the IPv6 connection tables' capacity (default
+	// DefaultConnTableSize6(ConnTableSize)).
+	ConnTableSize6 uint32
 	// ServiceTableSize is the services map's capacity (default
 	// DefaultServiceTableSize).
 	ServiceTableSize uint32
@@ -199,12 +202,18 @@ func Open(opts Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load director spec: %w", err)
 	}
+	if opts.ConnTableSize6 == 0 {
+		opts.ConnTableSize6 = DefaultConnTableSize6(opts.ConnTableSize)
+	}
 	spec.Maps[directorMapConns].MaxEntries = opts.ConnTableSize
 	spec.Maps[directorMapEstConns].MaxEntries = opts.ConnTableSize
+	spec.Maps[directorMapConns6].MaxEntries = opts.ConnTableSize6
+	spec.Maps[directorMapEstConns6].MaxEntries = opts.ConnTableSize6
 	if opts.ServiceTableSize == 0 {
 		opts.ServiceTableSize = DefaultServiceTableSize
 	}
 	spec.Maps[directorMapServices].MaxEntries = opts.ServiceTableSize
+	spec.Maps[directorMapServices6].MaxEntries = opts.ServiceTableSize
 	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}, ifaceMACs: map[int]net.HardwareAddr{}, pinDir: opts.PinDir,
 		filter: newAddrFilter(), svcKeys: map[ServiceKey]bool{}, serviceTableSize: int(opts.ServiceTableSize)}
 	var copts ebpf.CollectionOptions
@@ -239,7 +248,7 @@ func Open(opts Options) (*Dataplane, error) {
 		}
 		d.log.Info("adopted pinned maps", "dir", opts.PinDir)
 	}
-	if err := d.loadSweep(opts.ConnTableSize); err != nil {
+	if err := d.loadSweep(opts.ConnTableSize, opts.ConnTableSize6); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -385,7 +394,13 @@ func connFromRaw(r directorConnVal) Conn {
 
 // SetService adds or replaces a virtual service.
 func (d *Dataplane) SetService(k ServiceKey, id uint32, flags SvcFlags) error {
-	if err := d.objs.Services.Put(k.raw(), directorSvcVal{Id: id, Flags: uint32(flags)}); err != nil {
+	var err error
+	if k.VIP.Is6() {
+		err = d.objs.Services6.Put(k.raw6(), directorSvcVal{Id: id, Flags: uint32(flags)})
+	} else {
+		err = d.objs.Services.Put(k.raw(), directorSvcVal{Id: id, Flags: uint32(flags)})
+	}
+	if err != nil {
 		return fmt.Errorf("set service %v:%d/%d: %w", k.VIP, k.Port, k.Proto, err)
 	}
 	d.realsMu.Lock()
@@ -399,7 +414,13 @@ func (d *Dataplane) SetService(k ServiceKey, id uint32, flags SvcFlags) error {
 
 // DeleteService removes a virtual service; a missing one is not an error.
 func (d *Dataplane) DeleteService(k ServiceKey) error {
-	if err := d.objs.Services.Delete(k.raw()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	var err error
+	if k.VIP.Is6() {
+		err = d.objs.Services6.Delete(k.raw6())
+	} else {
+		err = d.objs.Services.Delete(k.raw())
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete service %v:%d/%d: %w", k.VIP, k.Port, k.Proto, err)
 	}
 	d.realsMu.Lock()
@@ -421,7 +442,15 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	if id == 0 || id >= MaxReals {
 		return fmt.Errorf("real id %d out of range", id)
 	}
-	v := directorReal{Addr: be32(r.Addr), Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd), Mtu: uint16(r.MTU)}
+	v := directorReal{Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd), Mtu: uint16(r.MTU)}
+	if r.Addr.Is6() {
+		if r.Fwd != FwdRoute && r.Fwd != FwdMasq {
+			return fmt.Errorf("set real %d (%v): IPv6 reals are forwarded by DR or NAT", id, r.Addr)
+		}
+		v.Addr6, v.Flags = r.Addr.As16(), realFlagIPv6
+	} else {
+		v.Addr = be32(r.Addr)
+	}
 	if r.TunnelSrc.IsValid() {
 		v.TunSrc = be32(r.TunnelSrc)
 	}
@@ -440,7 +469,7 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 		v.Flags |= realFlagMACValid
 	} else {
 		var old directorReal
-		if err := d.objs.Reals.Lookup(id, &old); err == nil && old.Addr == v.Addr && old.Flags&realFlagMACValid != 0 {
+		if err := d.objs.Reals.Lookup(id, &old); err == nil && old.Addr == v.Addr && old.Addr6 == v.Addr6 && old.Flags&realFlagMACValid != 0 {
 			v.Mac = old.Mac
 			v.Flags |= realFlagMACValid
 			r.MAC = append(net.HardwareAddr(nil), old.Mac[:]...)
@@ -498,15 +527,23 @@ func (d *Dataplane) DeleteReal(id uint32) error {
 // SetConn writes a connection entry where it is: in the established
 // table if it is there, else in the embryonic one.
 func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
-	raw := k.raw()
-	err := d.objs.EstConns.Update(&raw, c.raw(), ebpf.UpdateExist)
+	if k.Src.Is6() {
+		return setConnIn(d.objs.EstConns6, d.objs.Conns6, k.raw6(), c.raw6())
+	}
+	return setConnIn(d.objs.EstConns, d.objs.Conns, k.raw(), c.raw())
+}
+
+// setConnIn writes entry v under key k: in table est if it is there,
+// else in table emb.
+func setConnIn[K, V any](est, emb *ebpf.Map, k K, v V) error {
+	err := est.Update(&k, &v, ebpf.UpdateExist)
 	if err == nil {
 		return nil
 	}
 	if !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("set conn: %w", err)
 	}
-	if err := d.objs.Conns.Put(&raw, c.raw()); err != nil {
+	if err := emb.Put(&k, &v); err != nil {
 		return fmt.Errorf("set conn: %w", err)
 	}
 	return nil
@@ -514,6 +551,14 @@ func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
 
 // LookupConn reads a connection entry.
 func (d *Dataplane) LookupConn(k ConnKey) (Conn, bool, error) {
+	if k.Src.Is6() {
+		raw := k.raw6()
+		v, found, err := lookupIn[directorConnKey6, directorConnVal6](&raw, d.objs.EstConns6, d.objs.Conns6)
+		if !found || err != nil {
+			return Conn{}, false, err
+		}
+		return connFromRaw6(v), true, nil
+	}
 	raw := k.raw()
 	v, found, err := d.lookupRaw(&raw)
 	if !found || err != nil {
@@ -525,8 +570,13 @@ func (d *Dataplane) LookupConn(k ConnKey) (Conn, bool, error) {
 // lookupRaw finds an entry in the established table, then the embryonic
 // one, as the program does.
 func (d *Dataplane) lookupRaw(k *directorConnKey) (directorConnVal, bool, error) {
-	var v directorConnVal
-	for _, m := range []*ebpf.Map{d.objs.EstConns, d.objs.Conns} {
+	return lookupIn[directorConnKey, directorConnVal](k, d.objs.EstConns, d.objs.Conns)
+}
+
+// lookupIn finds key k in the first of maps that has it.
+func lookupIn[K, V any](k *K, maps ...*ebpf.Map) (V, bool, error) {
+	var v V
+	for _, m := range maps {
 		err := m.Lookup(k, &v)
 		if err == nil {
 			return v, true, nil
@@ -541,6 +591,15 @@ func (d *Dataplane) lookupRaw(k *directorConnKey) (directorConnVal, bool, error)
 // DeleteConn removes a connection entry from either table, and a SYN
 // proxied one's adjustments; a missing one is not an error.
 func (d *Dataplane) DeleteConn(k ConnKey) error {
+	if k.Src.Is6() {
+		raw := k.raw6()
+		for _, m := range []*ebpf.Map{d.objs.EstConns6, d.objs.Conns6} {
+			if err := m.Delete(&raw); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("delete conn: %w", err)
+			}
+		}
+		return nil
+	}
 	raw := k.raw()
 	for _, m := range []*ebpf.Map{d.objs.EstConns, d.objs.Conns, d.objs.Seqadjs} {
 		if err := m.Delete(&raw); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -557,26 +616,41 @@ const connBatch = 4096
 // so that a walk never holds the map for long. Entries may change while
 // the walk runs; fn returning false stops it.
 func (d *Dataplane) WalkConns(fn func(ConnKey, Conn) bool) error {
-	keys := make([]directorConnKey, connBatch)
-	vals := make([]directorConnVal, connBatch)
-	for _, m := range []*ebpf.Map{d.objs.EstConns, d.objs.Conns} {
+	more, err := walkIn(fn, func(k directorConnKey, v directorConnVal) (ConnKey, Conn) { return connKeyFromRaw(k), connFromRaw(v) },
+		d.objs.EstConns, d.objs.Conns)
+	if err != nil || !more {
+		return err
+	}
+	_, err = walkIn(fn, func(k directorConnKey6, v directorConnVal6) (ConnKey, Conn) {
+		return connKeyFromRaw6(k), connFromRaw6(v)
+	},
+		d.objs.EstConns6, d.objs.Conns6)
+	return err
+}
+
+// walkIn calls fn for every entry of maps, converted by conv, in
+// batches; it reports whether fn wants more.
+func walkIn[K, V any](fn func(ConnKey, Conn) bool, conv func(K, V) (ConnKey, Conn), maps ...*ebpf.Map) (bool, error) {
+	keys := make([]K, connBatch)
+	vals := make([]V, connBatch)
+	for _, m := range maps {
 		var cursor ebpf.MapBatchCursor
 		for {
 			n, err := m.BatchLookup(&cursor, keys, vals, nil)
 			for i := 0; i < n; i++ {
-				if !fn(connKeyFromRaw(keys[i]), connFromRaw(vals[i])) {
-					return nil
+				if !fn(conv(keys[i], vals[i])) {
+					return false, nil
 				}
 			}
 			if errors.Is(err, ebpf.ErrKeyNotExist) {
 				break
 			}
 			if err != nil {
-				return fmt.Errorf("walk conns: %w", err)
+				return false, fmt.Errorf("walk conns: %w", err)
 			}
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // Counters returns the data plane's global counters summed over CPUs.

@@ -42,6 +42,16 @@ type directorConnKey struct {
 	Pad   [3]uint8
 }
 
+type directorConnKey6 struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type directorConnVal struct {
 	_        structs.HostLayout
 	LastSeen uint64
@@ -54,6 +64,23 @@ type directorConnVal struct {
 	Ndaddr   uint32
 	Nsport   uint16
 	Ndport   uint16
+	Ifindex  uint32
+	Dmac     [6]uint8
+	Smac     [6]uint8
+}
+
+type directorConnVal6 struct {
+	_        structs.HostLayout
+	LastSeen uint64
+	RealId   uint32
+	SvcId    uint32
+	State    uint8
+	Flags    uint8
+	Hits     uint16
+	Nsport   uint16
+	Ndport   uint16
+	Nsaddr   [16]uint8
+	Ndaddr   [16]uint8
 	Ifindex  uint32
 	Dmac     [6]uint8
 	Smac     [6]uint8
@@ -114,12 +141,14 @@ type directorReal struct {
 	SrcMac  [6]uint8
 	Mtu     uint16
 	TunSrc  uint32
+	Addr6   [16]uint8
 }
 
 type directorRealFlag uint32
 
 const (
 	directorRealFlagREAL_F_MAC_VALID directorRealFlag = 1
+	directorRealFlagREAL_F_IPV6      directorRealFlag = 2
 )
 
 type directorRealStats struct {
@@ -191,6 +220,14 @@ type directorSvcKey struct {
 	Pad   uint8
 }
 
+type directorSvcKey6 struct {
+	_     structs.HostLayout
+	Vip   [16]uint8
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type directorSvcVal struct {
 	_     structs.HostLayout
 	Id    uint32
@@ -221,8 +258,10 @@ const (
 	directorMapAddrFilter       = "addr_filter"
 	directorMapAdmitTat         = "admit_tat"
 	directorMapConns            = "conns"
+	directorMapConns6           = "conns6"
 	directorMapDefence          = "defence"
 	directorMapEstConns         = "est_conns"
+	directorMapEstConns6        = "est_conns6"
 	directorMapIfaces           = "ifaces"
 	directorMapKnownSources     = "known_sources"
 	directorMapPickCtls         = "pick_ctls"
@@ -233,6 +272,7 @@ const (
 	directorMapReals            = "reals"
 	directorMapSeqadjs          = "seqadjs"
 	directorMapServices         = "services"
+	directorMapServices6        = "services6"
 	directorMapSlowStats        = "slow_stats"
 	directorMapSlowTraffic      = "slow_traffic"
 	directorMapStats            = "stats"
@@ -294,8 +334,10 @@ type directorMapSpecs struct {
 	AddrFilter   *ebpf.MapSpec `ebpf:"addr_filter"`
 	AdmitTat     *ebpf.MapSpec `ebpf:"admit_tat"`
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
+	Conns6       *ebpf.MapSpec `ebpf:"conns6"`
 	Defence      *ebpf.MapSpec `ebpf:"defence"`
 	EstConns     *ebpf.MapSpec `ebpf:"est_conns"`
+	EstConns6    *ebpf.MapSpec `ebpf:"est_conns6"`
 	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
 	KnownSources *ebpf.MapSpec `ebpf:"known_sources"`
 	PickCtls     *ebpf.MapSpec `ebpf:"pick_ctls"`
@@ -306,6 +348,7 @@ type directorMapSpecs struct {
 	Reals        *ebpf.MapSpec `ebpf:"reals"`
 	Seqadjs      *ebpf.MapSpec `ebpf:"seqadjs"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
+	Services6    *ebpf.MapSpec `ebpf:"services6"`
 	SlowStats    *ebpf.MapSpec `ebpf:"slow_stats"`
 	SlowTraffic  *ebpf.MapSpec `ebpf:"slow_traffic"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
@@ -343,8 +386,10 @@ type directorMaps struct {
 	AddrFilter   *ebpf.Map `ebpf:"addr_filter"`
 	AdmitTat     *ebpf.Map `ebpf:"admit_tat"`
 	Conns        *ebpf.Map `ebpf:"conns"`
+	Conns6       *ebpf.Map `ebpf:"conns6"`
 	Defence      *ebpf.Map `ebpf:"defence"`
 	EstConns     *ebpf.Map `ebpf:"est_conns"`
+	EstConns6    *ebpf.Map `ebpf:"est_conns6"`
 	Ifaces       *ebpf.Map `ebpf:"ifaces"`
 	KnownSources *ebpf.Map `ebpf:"known_sources"`
 	PickCtls     *ebpf.Map `ebpf:"pick_ctls"`
@@ -355,6 +400,7 @@ type directorMaps struct {
 	Reals        *ebpf.Map `ebpf:"reals"`
 	Seqadjs      *ebpf.Map `ebpf:"seqadjs"`
 	Services     *ebpf.Map `ebpf:"services"`
+	Services6    *ebpf.Map `ebpf:"services6"`
 	SlowStats    *ebpf.Map `ebpf:"slow_stats"`
 	SlowTraffic  *ebpf.Map `ebpf:"slow_traffic"`
 	Stats        *ebpf.Map `ebpf:"stats"`
@@ -367,8 +413,10 @@ func (m *directorMaps) Close() error {
 		m.AddrFilter,
 		m.AdmitTat,
 		m.Conns,
+		m.Conns6,
 		m.Defence,
 		m.EstConns,
+		m.EstConns6,
 		m.Ifaces,
 		m.KnownSources,
 		m.PickCtls,
@@ -379,6 +427,7 @@ func (m *directorMaps) Close() error {
 		m.Reals,
 		m.Seqadjs,
 		m.Services,
+		m.Services6,
 		m.SlowStats,
 		m.SlowTraffic,
 		m.Stats,

@@ -68,16 +68,19 @@ type sweepProg struct {
 
 // loadSweep loads the sweep program over the director's connection
 // table.
-func (d *Dataplane) loadSweep(connTableSize uint32) error {
+func (d *Dataplane) loadSweep(connTableSize, connTableSize6 uint32) error {
 	spec, err := loadSweep()
 	if err != nil {
 		return fmt.Errorf("load sweep spec: %w", err)
 	}
 	spec.Maps[sweepMapConns].MaxEntries = connTableSize
 	spec.Maps[sweepMapEstConns].MaxEntries = connTableSize
+	spec.Maps[sweepMapConns6].MaxEntries = connTableSize6
+	spec.Maps[sweepMapEstConns6].MaxEntries = connTableSize6
 	spec.Maps[sweepMapSweepOwned].MaxEntries = connTableSize
 	sp := &sweepProg{}
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{sweepMapConns: d.objs.Conns, sweepMapEstConns: d.objs.EstConns}}
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{sweepMapConns: d.objs.Conns, sweepMapEstConns: d.objs.EstConns,
+		sweepMapConns6: d.objs.Conns6, sweepMapEstConns6: d.objs.EstConns6, sweepMapSeqadjs: d.objs.Seqadjs}}
 	// Only the program and the maps it uses: the director's others are
 	// never created twice.
 	var objs struct {

@@ -23,6 +23,16 @@ type sweepConnKey struct {
 	Pad   [3]uint8
 }
 
+type sweepConnKey6 struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type sweepConnVal struct {
 	_        structs.HostLayout
 	LastSeen uint64
@@ -35,6 +45,23 @@ type sweepConnVal struct {
 	Ndaddr   uint32
 	Nsport   uint16
 	Ndport   uint16
+	Ifindex  uint32
+	Dmac     [6]uint8
+	Smac     [6]uint8
+}
+
+type sweepConnVal6 struct {
+	_        structs.HostLayout
+	LastSeen uint64
+	RealId   uint32
+	SvcId    uint32
+	State    uint8
+	Flags    uint8
+	Hits     uint16
+	Nsport   uint16
+	Ndport   uint16
+	Nsaddr   [16]uint8
+	Ndaddr   [16]uint8
 	Ifindex  uint32
 	Dmac     [6]uint8
 	Smac     [6]uint8
@@ -80,6 +107,7 @@ type sweepReal struct {
 	SrcMac  [6]uint8
 	Mtu     uint16
 	TunSrc  uint32
+	Addr6   [16]uint8
 }
 
 type sweepRealStats struct {
@@ -101,6 +129,14 @@ type sweepSeqadj struct {
 type sweepSvcKey struct {
 	_     structs.HostLayout
 	Vip   uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type sweepSvcKey6 struct {
+	_     structs.HostLayout
+	Vip   [16]uint8
 	Port  uint16
 	Proto uint8
 	Pad   uint8
@@ -162,8 +198,10 @@ const (
 	sweepMapAddrFilter      = "addr_filter"
 	sweepMapAdmitTat        = "admit_tat"
 	sweepMapConns           = "conns"
+	sweepMapConns6          = "conns6"
 	sweepMapDefence         = "defence"
 	sweepMapEstConns        = "est_conns"
+	sweepMapEstConns6       = "est_conns6"
 	sweepMapIfaces          = "ifaces"
 	sweepMapKnownSources    = "known_sources"
 	sweepMapPickCtls        = "pick_ctls"
@@ -174,6 +212,7 @@ const (
 	sweepMapReals           = "reals"
 	sweepMapSeqadjs         = "seqadjs"
 	sweepMapServices        = "services"
+	sweepMapServices6       = "services6"
 	sweepMapSlowStats       = "slow_stats"
 	sweepMapSlowTraffic     = "slow_traffic"
 	sweepMapStats           = "stats"
@@ -238,8 +277,10 @@ type sweepMapSpecs struct {
 	AddrFilter      *ebpf.MapSpec `ebpf:"addr_filter"`
 	AdmitTat        *ebpf.MapSpec `ebpf:"admit_tat"`
 	Conns           *ebpf.MapSpec `ebpf:"conns"`
+	Conns6          *ebpf.MapSpec `ebpf:"conns6"`
 	Defence         *ebpf.MapSpec `ebpf:"defence"`
 	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
+	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
 	KnownSources    *ebpf.MapSpec `ebpf:"known_sources"`
 	PickCtls        *ebpf.MapSpec `ebpf:"pick_ctls"`
@@ -250,6 +291,7 @@ type sweepMapSpecs struct {
 	Reals           *ebpf.MapSpec `ebpf:"reals"`
 	Seqadjs         *ebpf.MapSpec `ebpf:"seqadjs"`
 	Services        *ebpf.MapSpec `ebpf:"services"`
+	Services6       *ebpf.MapSpec `ebpf:"services6"`
 	SlowStats       *ebpf.MapSpec `ebpf:"slow_stats"`
 	SlowTraffic     *ebpf.MapSpec `ebpf:"slow_traffic"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
@@ -290,8 +332,10 @@ type sweepMaps struct {
 	AddrFilter      *ebpf.Map `ebpf:"addr_filter"`
 	AdmitTat        *ebpf.Map `ebpf:"admit_tat"`
 	Conns           *ebpf.Map `ebpf:"conns"`
+	Conns6          *ebpf.Map `ebpf:"conns6"`
 	Defence         *ebpf.Map `ebpf:"defence"`
 	EstConns        *ebpf.Map `ebpf:"est_conns"`
+	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
 	KnownSources    *ebpf.Map `ebpf:"known_sources"`
 	PickCtls        *ebpf.Map `ebpf:"pick_ctls"`
@@ -302,6 +346,7 @@ type sweepMaps struct {
 	Reals           *ebpf.Map `ebpf:"reals"`
 	Seqadjs         *ebpf.Map `ebpf:"seqadjs"`
 	Services        *ebpf.Map `ebpf:"services"`
+	Services6       *ebpf.Map `ebpf:"services6"`
 	SlowStats       *ebpf.Map `ebpf:"slow_stats"`
 	SlowTraffic     *ebpf.Map `ebpf:"slow_traffic"`
 	Stats           *ebpf.Map `ebpf:"stats"`
@@ -318,8 +363,10 @@ func (m *sweepMaps) Close() error {
 		m.AddrFilter,
 		m.AdmitTat,
 		m.Conns,
+		m.Conns6,
 		m.Defence,
 		m.EstConns,
+		m.EstConns6,
 		m.Ifaces,
 		m.KnownSources,
 		m.PickCtls,
@@ -330,6 +377,7 @@ func (m *sweepMaps) Close() error {
 		m.Reals,
 		m.Seqadjs,
 		m.Services,
+		m.Services6,
 		m.SlowStats,
 		m.SlowTraffic,
 		m.Stats,

@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* director6.h: the director for IPv6, included by director.bpf.c after
+ * the IPv4 path whose pieces it shares (the TCP state machine of conn.h,
+ * the pick sequences, the slow-path handoff). Its tables are IPv6's own:
+ * services6, conns6 (embryonic, an LRU) and est_conns6 (established).
+ * DR (new Ethernet addresses) and NAT (addresses and ports rewritten,
+ * replies un-NATed) are forwarded here; anything else of a VIP goes to
+ * the slow path, and ICMPv6 (neighbour discovery first of all) passes to
+ * the kernel. */
+#ifndef XIPVS_DIRECTOR6_H
+#define XIPVS_DIRECTOR6_H
+
+#include <stddef.h>
+
+/* conn.h's state functions take a conn_val; an IPv6 entry begins with
+ * the same fields at the same offsets. */
+_Static_assert(offsetof(struct conn_val6, last_seen) == offsetof(struct conn_val, last_seen), "conn_val6 prefix");
+_Static_assert(offsetof(struct conn_val6, state) == offsetof(struct conn_val, state), "conn_val6 prefix");
+_Static_assert(offsetof(struct conn_val6, flags) == offsetof(struct conn_val, flags), "conn_val6 prefix");
+_Static_assert(offsetof(struct conn_val6, hits) == offsetof(struct conn_val, hits), "conn_val6 prefix");
+#define CONN4(c6) ((struct conn_val *)(c6))
+
+static __always_inline void addr6_copy(__u8 *dst, const void *src)
+{
+	__builtin_memcpy(dst, src, 16);
+}
+
+static __always_inline int addr6_eq(const void *a, const void *b)
+{
+	const __u32 *x = a, *y = b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+static __always_inline int addr6_zero(const void *a)
+{
+	const __u32 *x = a;
+
+	return (x[0] | x[1] | x[2] | x[3]) == 0;
+}
+
+static __always_inline __u8 addr6_flags(const void *a)
+{
+	__u32 i = addr6_slot(a);
+	__u8 *f = bpf_map_lookup_elem(&addr_filter, &i);
+
+	return f ? *f : 0;
+}
+
+/* csum_replace16 updates *sum for a 16-byte field going from -> to. */
+static __always_inline void csum_replace16(__u16 *sum, const void *from, const void *to, int udp)
+{
+	const __u32 *f = from, *t = to;
+	__u32 s = (__u16)~*sum;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		s = csum_add32(s, ~f[i]);
+		s = csum_add32(s, t[i]);
+	}
+	*sum = csum_fold(s);
+	if (udp && *sum == 0)
+		*sum = 0xffff;
+}
+
+static __always_inline struct conn_val6 *conn6_lookup(struct conn_key6 *k, int *embryonic)
+{
+	struct conn_val6 *c = bpf_map_lookup_elem(&est_conns6, k);
+
+	*embryonic = 0;
+	if (c)
+		return c;
+	c = bpf_map_lookup_elem(&conns6, k);
+	*embryonic = c != NULL;
+	return c;
+}
+
+static __always_inline void conn6_peer_key(const struct conn_val6 *c, __u8 proto, struct conn_key6 *pk)
+{
+	addr6_copy(pk->saddr, c->ndaddr);
+	addr6_copy(pk->daddr, c->nsaddr);
+	pk->sport = c->ndport;
+	pk->dport = c->nsport;
+	pk->proto = proto;
+	pk->pad[0] = pk->pad[1] = pk->pad[2] = 0;
+}
+
+/* conn6_promote is conn_promote for IPv6 tables. */
+static __always_inline void conn6_promote(struct conn_key6 *k, struct conn_val6 *c)
+{
+	struct conn_key6 rk = {};
+	long err;
+
+	if (!addr6_zero(c->nsaddr)) {
+		struct conn_val6 *r;
+
+		conn6_peer_key(c, k->proto, &rk);
+		r = bpf_map_lookup_elem(&conns6, &rk);
+		if (r && (r->flags & CONN_F_REPLY)) {
+			err = bpf_map_update_elem(&est_conns6, &rk, r, BPF_NOEXIST);
+			if (err && err != -17) {
+				stat_inc(STAT_EST_FULL);
+				return;
+			}
+			bpf_map_delete_elem(&conns6, &rk);
+		}
+	}
+	err = bpf_map_update_elem(&est_conns6, k, c, BPF_NOEXIST);
+	if (err && err != -17) {
+		stat_inc(STAT_EST_FULL);
+		return;
+	}
+	bpf_map_delete_elem(&conns6, k);
+}
+
+static __always_inline void conn6_drop_est(struct conn_key6 *k, struct conn_val6 *c)
+{
+	if (!addr6_zero(c->nsaddr)) {
+		struct conn_key6 rk = {};
+
+		conn6_peer_key(c, k->proto, &rk);
+		bpf_map_delete_elem(&est_conns6, &rk);
+	}
+	bpf_map_delete_elem(&est_conns6, k);
+}
+
+/* nat6_rewrite gives the packet c's tuple; IPv6 has no header checksum,
+ * the TCP/UDP one covers the addresses through the pseudo-header. */
+static __always_inline void nat6_rewrite(struct pkt *p, const struct conn_val6 *c)
+{
+	struct ipv6hdr *ip6 = p->ip6;
+	int udp = p->proto == IPPROTO_UDP;
+	__u16 *sum;
+	__be16 *sport, *dport;
+
+	if (udp) {
+		struct udphdr *uh = p->l4;
+
+		sum = &uh->check;
+		sport = &uh->source;
+		dport = &uh->dest;
+	} else {
+		struct tcphdr *th = p->l4;
+
+		sum = &th->check;
+		sport = &th->source;
+		dport = &th->dest;
+	}
+	if (!addr6_eq(&ip6->saddr, c->nsaddr)) {
+		csum_replace16(sum, &ip6->saddr, c->nsaddr, udp);
+		addr6_copy((__u8 *)&ip6->saddr, c->nsaddr);
+	}
+	if (!addr6_eq(&ip6->daddr, c->ndaddr)) {
+		csum_replace16(sum, &ip6->daddr, c->ndaddr, udp);
+		addr6_copy((__u8 *)&ip6->daddr, c->ndaddr);
+	}
+	if (*sport != c->nsport) {
+		l4_csum_replace2(sum, *sport, c->nsport, udp);
+		*sport = c->nsport;
+	}
+	if (*dport != c->ndport) {
+		l4_csum_replace2(sum, *dport, c->ndport, udp);
+		*dport = c->ndport;
+	}
+}
+
+/* ip6_len is what IPVS counts of an IPv6 packet: header and payload. */
+static __always_inline __u64 ip6_len(const struct pkt *p)
+{
+	return sizeof(struct ipv6hdr) + bpf_ntohs(p->ip6->payload_len);
+}
+
+/* forward6 sends a packet of a known IPv6 connection to its real. */
+static __always_inline int forward6(struct xdp_md *ctx, struct pkt *p, struct conn_val6 *c, __u32 *stat)
+{
+	__u32 rid = c->real_id;
+	struct real *r = bpf_map_lookup_elem(&reals, &rid);
+
+	if (!r || !(r->flags & REAL_F_IPV6)) {
+		*stat = STAT_DROP_NO_REAL;
+		return XDP_DROP;
+	}
+	if (!(r->flags & REAL_F_MAC_VALID)) {
+		*stat = STAT_DROP_NO_MAC;
+		return XDP_DROP;
+	}
+	switch (r->fwd) {
+	case FWD_DROUTE:
+		conn_update(CONN4(c), p, DIR_INPUT_ONLY);
+		break;
+	case FWD_MASQ:
+		conn_update(CONN4(c), p, DIR_INPUT);
+		nat6_rewrite(p, c);
+		break;
+	default:
+		*stat = STAT_DROP_NO_REAL;
+		return XDP_DROP;
+	}
+	set_macs(p->eth, r->mac, r->src_mac);
+	real_account(rid, ip6_len(p), 0);
+	*stat = STAT_FORWARD;
+	return egress(ctx, r->ifindex);
+}
+
+/* reply6 un-NATs a real's IPv6 reply, as reply() does IPv4's. */
+static __always_inline int reply6(struct xdp_md *ctx, struct pkt *p, struct conn_val6 *c, __u32 *stat)
+{
+	conn_touch(CONN4(c));
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_FIN | TCP_F_RST))) {
+		struct conn_key6 fk = {};
+		struct conn_val6 *f;
+		int embryonic;
+
+		conn6_peer_key(c, p->proto, &fk);
+		f = conn6_lookup(&fk, &embryonic);
+		if (f)
+			conn_state(CONN4(f), p, DIR_OUTPUT);
+	}
+	real_account(c->real_id, ip6_len(p), 1);
+	nat6_rewrite(p, c);
+	set_macs(p->eth, c->dmac, c->smac);
+	*stat = STAT_REPLY;
+	return egress(ctx, c->ifindex);
+}
+
+/* conn6_create writes a new IPv6 connection's entries as the slow path
+ * would (dataplane/slowpath6.go): NAT's reply entry first. */
+static __always_inline int conn6_create(struct xdp_md *ctx, struct pkt *p, struct conn_key6 *ck,
+					__u32 sid, __u32 rid, const struct real *r)
+{
+	struct conn_val6 v = {
+		.last_seen = bpf_ktime_get_coarse_ns(),
+		.real_id = rid,
+		.svc_id = sid,
+	};
+
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
+		v.flags |= CONN_F_SYN_SEEN;
+	if (r->fwd == FWD_MASQ) {
+		__u32 ifindex = ctx->ingress_ifindex;
+		struct iface *in = bpf_map_lookup_elem(&ifaces, &ifindex);
+		__be16 *rp = bpf_map_lookup_elem(&real_ports, &rid);
+		__be16 rport = rp && *rp ? *rp : ck->dport;
+		struct conn_key6 rk = {
+			.sport = rport,
+			.dport = ck->sport,
+			.proto = ck->proto,
+		};
+		struct conn_val6 rv = {
+			.last_seen = v.last_seen,
+			.real_id = rid,
+			.svc_id = sid,
+			.flags = CONN_F_REPLY,
+			.nsport = ck->dport,
+			.ndport = ck->sport,
+			.ifindex = ifindex,
+		};
+
+		if (!in)
+			return -1;
+		addr6_copy(rk.saddr, r->addr6);
+		addr6_copy(rk.daddr, ck->saddr);
+		addr6_copy(rv.nsaddr, ck->daddr);
+		addr6_copy(rv.ndaddr, ck->saddr);
+		__builtin_memcpy(rv.dmac, p->eth->h_source, ETH_ALEN);
+		__builtin_memcpy(rv.smac, in->mac, ETH_ALEN);
+		if (bpf_map_update_elem(&conns6, &rk, &rv, BPF_ANY))
+			return -1;
+		addr6_copy(v.nsaddr, ck->saddr);
+		addr6_copy(v.ndaddr, r->addr6);
+		v.nsport = ck->sport;
+		v.ndport = rport;
+	}
+	return bpf_map_update_elem(&conns6, ck, &v, BPF_ANY) ? -1 : 0;
+}
+
+/* new_flow6 is new_flow for IPv6: DR and NAT reals XDP picks itself. */
+static __always_inline int new_flow6(struct xdp_md *ctx, struct pkt *p, struct conn_key6 *ck,
+				     __u32 sid, __u32 *stat)
+{
+	struct conn_val6 *c;
+	struct real *r;
+	__u32 rid;
+
+	r = pick_real(sid, &rid);
+	if (!r || !(r->flags & REAL_F_IPV6) || (r->fwd != FWD_DROUTE && r->fwd != FWD_MASQ))
+		return to_slow_path(ctx, stat);
+	if (conn6_create(ctx, p, ck, sid, rid, r) < 0)
+		return to_slow_path(ctx, stat);
+	c = bpf_map_lookup_elem(&conns6, ck);
+	if (!c)
+		return to_slow_path(ctx, stat);
+	count_pick(rid);
+	return forward6(ctx, p, c, stat);
+}
+
+static __always_inline struct svc_val *service6(const struct conn_key6 *ck, __u8 flags)
+{
+	struct svc_key6 sk = { .port = ck->dport, .proto = ck->proto };
+	struct svc_val *sv;
+
+	addr6_copy(sk.vip, ck->daddr);
+	sv = bpf_map_lookup_elem(&services6, &sk);
+	if (sv || !(flags & ADDR_F_ALL_PORTS))
+		return sv;
+	sk.port = 0;
+	return bpf_map_lookup_elem(&services6, &sk);
+}
+
+/* process6 handles an IPv6 frame whose Ethernet header p holds. */
+static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt *p, __u32 *stat)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct conn_key6 ck = {};
+	struct conn_val6 *c;
+	struct svc_val *sv;
+	__u8 vflags, dflags, sflags;
+	int embryonic, act;
+
+	if (parse_ipv6(&cursor, data_end, p) < 0) {
+		*stat = STAT_PASS_MALFORMED;
+		return XDP_PASS;
+	}
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && !p->frag)
+		return XDP_PASS; /* ICMPv6 (neighbour discovery), and the rest */
+	vflags = addr6_flags(&p->ip6->daddr);
+	dflags = vflags & ADDR_F_VIP;
+	sflags = addr6_flags(&p->ip6->saddr) & ADDR_F_NAT_SOURCE;
+	if (!dflags && !sflags)
+		return XDP_PASS;
+	if (p->frag) {
+		*stat = STAT_PASS_FRAGMENT;
+		return XDP_PASS;
+	}
+	if (parse_l4(cursor, data_end, p) < 0) {
+		*stat = STAT_PASS_MALFORMED;
+		return XDP_PASS;
+	}
+	addr6_copy(ck.saddr, &p->ip6->saddr);
+	addr6_copy(ck.daddr, &p->ip6->daddr);
+	ck.sport = p->sport;
+	ck.dport = p->dport;
+	ck.proto = p->proto;
+	if (dflags && p->proto == IPPROTO_TCP &&
+	    (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN)
+		stat_inc(STAT_NEW_SYN);
+	c = conn6_lookup(&ck, &embryonic);
+	if (c && (c->flags & CONN_F_REPLY)) {
+		if (!sflags)
+			return XDP_PASS;
+		return reply6(ctx, p, c, stat);
+	}
+	if (!dflags)
+		return XDP_PASS;
+	if (c && !conn_reused(CONN4(c), p)) {
+		if (embryonic && p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
+			c->flags |= CONN_F_SYN_SEEN;
+		act = forward6(ctx, p, c, stat);
+		if (embryonic && *stat == STAT_FORWARD && conn_established(CONN4(c), p))
+			conn6_promote(&ck, c);
+		return act;
+	}
+	if (c && !embryonic)
+		conn6_drop_est(&ck, c);
+	sv = service6(&ck, vflags);
+	if (!sv)
+		return XDP_PASS;
+	return new_flow6(ctx, p, &ck, sv->id, stat);
+}
+
+#endif
