@@ -133,15 +133,17 @@ func usable(state int) bool {
 // addrs, takes a usable MAC or triggers resolution when the entry is
 // missing, unusable or stale.
 func (r *Resolver) check(ifindex int, addrs ...netip.Addr) {
-	neighs, err := netlink.NeighList(ifindex, unix.AF_INET)
-	if err != nil {
-		r.log.Warn("neighbour list", "ifindex", ifindex, "err", err)
-		return
-	}
-	table := make(map[netip.Addr]netlink.Neigh, len(neighs))
-	for _, n := range neighs {
-		if ip, ok := netip.AddrFromSlice(n.IP); ok {
-			table[ip.Unmap()] = n
+	table := map[netip.Addr]netlink.Neigh{}
+	for _, fam := range families(addrs) {
+		neighs, err := netlink.NeighList(ifindex, fam)
+		if err != nil {
+			r.log.Warn("neighbour list", "ifindex", ifindex, "err", err)
+			return
+		}
+		for _, n := range neighs {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				table[ip.Unmap()] = n
+			}
 		}
 	}
 	for _, a := range addrs {
@@ -156,10 +158,31 @@ func (r *Resolver) check(ifindex int, addrs ...netip.Addr) {
 	}
 }
 
-// trigger asks the kernel to (re)resolve addr: NTF_USE on a neighbour
-// entry behaves as if a packet were sent to it.
+// families lists the address families (ARP's AF_INET, NDP's AF_INET6)
+// of addrs.
+func families(addrs []netip.Addr) []int {
+	var v4, v6 bool
+	for _, a := range addrs {
+		v4, v6 = v4 || a.Is4(), v6 || a.Is6()
+	}
+	var out []int
+	if v4 {
+		out = append(out, unix.AF_INET)
+	}
+	if v6 {
+		out = append(out, unix.AF_INET6)
+	}
+	return out
+}
+
+// trigger asks the kernel to (re)resolve addr (ARP, or NDP for IPv6):
+// NTF_USE on a neighbour entry behaves as if a packet were sent to it.
 func (r *Resolver) trigger(addr netip.Addr, ifindex int) {
-	n := &netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET, IP: addr.AsSlice(), Flags: netlink.NTF_USE}
+	fam := unix.AF_INET
+	if addr.Is6() {
+		fam = unix.AF_INET6
+	}
+	n := &netlink.Neigh{LinkIndex: ifindex, Family: fam, IP: addr.AsSlice(), Flags: netlink.NTF_USE}
 	if err := netlink.NeighSet(n); err != nil {
 		r.log.Warn("neighbour resolve", "addr", addr, "ifindex", ifindex, "err", err)
 	}
@@ -243,5 +266,9 @@ func LocalAddress(addr netip.Addr) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("not an address of this director (ip addr add %v/32 dev IFACE)", addr)
+	bits := 32
+	if addr.Is6() {
+		bits = 128
+	}
+	return fmt.Errorf("not an address of this director (ip addr add %v/%d dev IFACE)", addr, bits)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,6 +171,14 @@ func (d *Dataplane) ServiceKeys() ([]ServiceKey, error) {
 	for it.Next(&k, &v) {
 		out = append(out, ServiceKey{VIP: addrFromBE32(k.Vip), Port: fromBE16(k.Port), Proto: k.Proto})
 	}
+	if err := it.Err(); err != nil {
+		return nil, err
+	}
+	var k6 directorSvcKey6
+	it = d.objs.Services6.Iterate()
+	for it.Next(&k6, &v) {
+		out = append(out, ServiceKey{VIP: netip.AddrFrom16(k6.Vip), Port: fromBE16(k6.Port), Proto: k6.Proto})
+	}
 	return out, it.Err()
 }
 
@@ -181,7 +190,7 @@ func (d *Dataplane) RealIDs() ([]uint32, error) {
 		if err := d.objs.Reals.Lookup(id, &v); err != nil {
 			return nil, err
 		}
-		if v.Addr != 0 {
+		if v.Addr != 0 || v.Flags&realFlagIPv6 != 0 {
 			out = append(out, id)
 		}
 	}
@@ -193,7 +202,7 @@ func (d *Dataplane) RealIDs() ([]uint32, error) {
 // lists), in bytes.
 func (d *Dataplane) ConnTableMemory() (uint64, error) {
 	var total uint64
-	for _, m := range []*ebpf.Map{d.objs.Conns, d.objs.EstConns} {
+	for _, m := range []*ebpf.Map{d.objs.Conns, d.objs.EstConns, d.objs.Conns6, d.objs.EstConns6} {
 		info, err := m.Info()
 		if err != nil {
 			return 0, err

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -343,8 +344,12 @@ func (w *worker) batch(frames [][]byte) {
 	inBatch := w.inBatch
 	clear(inBatch)
 	for i, f := range frames {
-		p, res := parsePacket(f)
 		w.sched[i], w.follow[i] = -1, false
+		if len(f) >= ethHLen && binary.BigEndian.Uint16(f[12:14]) == ethTypeIPv6 {
+			w.slow6(f)
+			continue
+		}
+		p, res := parsePacket(f)
 		if res != parsedOK {
 			sp.unparsable.Add(1)
 			continue
@@ -682,6 +687,9 @@ type Entry struct {
 // path writes them (see rawEntries). ifaceMAC is the MAC of the
 // interface the flow came in on.
 func Entries(f NewFlow, dec Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
+	if f.Key.Src.Is6() {
+		return entries6(&f, &dec, now, ifaceMAC)
+	}
 	var mac [6]byte
 	copy(mac[:], ifaceMAC)
 	ents, n := rawEntries(&f, &dec, uint64(now), mac)

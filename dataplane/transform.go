@@ -89,7 +89,7 @@ type realView struct {
 
 // viewOf is the view of a reals-map entry.
 func viewOf(r *directorReal) *realView {
-	v := &realView{valid: r.Addr != 0, macValid: r.Flags&realFlagMACValid != 0, fwd: Fwd(r.Fwd),
+	v := &realView{valid: r.Addr != 0 || r.Flags&realFlagIPv6 != 0, macValid: r.Flags&realFlagMACValid != 0, fwd: Fwd(r.Fwd),
 		mac: r.Mac, srcMAC: r.SrcMac, ifindex: int(r.Ifindex), mtu: int(r.Mtu)}
 	le.PutUint32(v.addr[:], r.Addr)
 	le.PutUint32(v.tunSrc[:], r.TunSrc)

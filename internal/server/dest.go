@@ -190,6 +190,9 @@ func (s *Server) addDest(k config.ServiceKey, d config.Dest) error {
 	if err := synProxyFits(sv.cfg, d.Fwd); err != nil {
 		return err
 	}
+	if err := ipv6Fits(k, d.Fwd); err != nil {
+		return err
+	}
 	s.catchUp(sv)
 	nd, err := s.newDest(sv, d)
 	if err != nil {
@@ -271,6 +274,9 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 		return ErrNoDest
 	}
 	if err := synProxyFits(sv.cfg, d.Fwd); err != nil {
+		return err
+	}
+	if err := ipv6Fits(k, d.Fwd); err != nil {
 		return err
 	}
 	s.catchUp(sv)

@@ -46,6 +46,16 @@ func synProxyFits(svc config.Service, fwd config.Fwd) error {
 	return nil
 }
 
+// ipv6Fits refuses what IPv6 services cannot do yet: tunnel and FULLNAT
+// reals (the IPv6 data plane forwards by DR and NAT).
+func ipv6Fits(svc config.ServiceKey, fwd config.Fwd) error {
+	if svc.IsV6() && fwd != config.FwdRoute && fwd != config.FwdMasq {
+		return fmt.Errorf("%w: IPv6 real servers are forwarded by direct routing (-g) or NAT (-m); %s over IPv6 is not built yet",
+			ErrUnsupported, fwd)
+	}
+	return nil
+}
+
 // dataplaneFlags are the data plane flags sv's keys should carry: the SYN
 // proxy always (-j enable), or while the defence is engaged for a TCP
 // service whose every real (sorry server included) is NAT or FULLNAT, and
@@ -153,6 +163,17 @@ func normalize(svc *config.Service) error {
 	if svc.OnePacket {
 		return fmt.Errorf("one-packet scheduling (-o): %w yet", ErrUnsupported)
 	}
+	if svc.IsV6() && svc.SynProxy {
+		return fmt.Errorf("synproxy (-j enable) on an IPv6 service: %w yet", ErrUnsupported)
+	}
+	if svc.IsV6() && svc.Persistent {
+		return fmt.Errorf("persistence (-p) on an IPv6 service: %w yet", ErrUnsupported)
+	}
+	if svc.Sorry.IsSet() {
+		if err := ipv6Fits(svc.ServiceKey, svc.Sorry.Fwd); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -177,6 +198,9 @@ func (s *Server) desiredKeys() (map[dataplane.ServiceKey]*service, error) {
 		sv := byMark[r.Mark]
 		if sv == nil {
 			continue
+		}
+		if r.Addr.Is6() != sv.cfg.IsV6() {
+			continue // a rule binds only addresses of its service's family
 		}
 		k := dataplane.ServiceKey{VIP: r.Addr, Proto: uint8(r.Proto)}
 		for p := int(r.PortLo); p <= int(r.PortHi); p++ {

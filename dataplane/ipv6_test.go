@@ -1,0 +1,258 @@
+package dataplane_test
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+)
+
+var (
+	vip6    = netip.MustParseAddr("2001:db8::100")
+	client6 = netip.MustParseAddr("2001:db8:77::7")
+	rip6    = netip.MustParseAddr("2001:db8:1::11")
+)
+
+// Real ids of the IPv6 fixtures.
+const (
+	dr6ID  = 21
+	nat6ID = 22
+)
+
+// frame6 describes an IPv6 test frame, serialized by gopacket with its
+// checksums computed there (never by the code under test).
+type frame6 struct {
+	srcMAC, dstMAC   net.HardwareAddr
+	src, dst         netip.Addr
+	sport, dport     uint16
+	udp, syn, ack    bool
+	hopLimit         uint8
+	payload          []byte
+	hopByHop, dstOpt bool // extension headers before the transport header
+	fragment         bool // a fragment header (first fragment)
+}
+
+func (f frame6) build(t *testing.T) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: f.srcMAC, DstMAC: f.dstMAC, EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, HopLimit: f.hopLimit, SrcIP: f.src.AsSlice(), DstIP: f.dst.AsSlice()}
+	if ip.HopLimit == 0 {
+		ip.HopLimit = 64
+	}
+	var l4 gopacket.SerializableLayer
+	var next layers.IPProtocol
+	if f.udp {
+		u := &layers.UDP{SrcPort: layers.UDPPort(f.sport), DstPort: layers.UDPPort(f.dport)}
+		if err := u.SetNetworkLayerForChecksum(ip); err != nil {
+			t.Fatal(err)
+		}
+		l4, next = u, layers.IPProtocolUDP
+	} else {
+		tc := &layers.TCP{SrcPort: layers.TCPPort(f.sport), DstPort: layers.TCPPort(f.dport), SYN: f.syn, ACK: f.ack,
+			Seq: 1000, Ack: 2000, Window: 65535, DataOffset: 5}
+		if err := tc.SetNetworkLayerForChecksum(ip); err != nil {
+			t.Fatal(err)
+		}
+		l4, next = tc, layers.IPProtocolTCP
+	}
+	// Extension headers are raw bytes: next header, length, padding.
+	var ext []byte
+	hdrs := []layers.IPProtocol{}
+	if f.hopByHop {
+		hdrs = append(hdrs, layers.IPProtocolIPv6HopByHop)
+	}
+	if f.dstOpt {
+		hdrs = append(hdrs, layers.IPProtocolIPv6Destination)
+	}
+	if f.fragment {
+		hdrs = append(hdrs, layers.IPProtocolIPv6Fragment)
+	}
+	ip.NextHeader = next
+	if len(hdrs) > 0 {
+		ip.NextHeader = hdrs[0]
+		for i, h := range hdrs {
+			nh := next
+			if i+1 < len(hdrs) {
+				nh = hdrs[i+1]
+			}
+			if h == layers.IPProtocolIPv6Fragment {
+				ext = append(ext, byte(nh), 0, 0, 1, 0, 0, 0x12, 0x34) // offset 0, M=1
+			} else {
+				ext = append(ext, byte(nh), 0, 1, 4, 0, 0, 0, 0) // PadN
+			}
+		}
+	}
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	// The checksum covers only the transport header and payload: compute
+	// it without extension headers, then splice them in.
+	if err := gopacket.SerializeLayers(buf, opts, eth, ip, l4, gopacket.Payload(f.payload)); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	if len(ext) == 0 {
+		return append([]byte(nil), b...)
+	}
+	out := append([]byte(nil), b[:54]...)
+	out = append(out, ext...)
+	out = append(out, b[54:]...)
+	plen := len(out) - 54
+	out[18], out[19] = byte(plen>>8), byte(plen)
+	out[20] = byte(hdrs[0])
+	return out
+}
+
+func setupIPv6(t *testing.T, d *dataplane.Harness) {
+	t.Helper()
+	for _, k := range []dataplane.ServiceKey{{VIP: vip6, Port: 80, Proto: 6}, {VIP: vip6, Port: 53, Proto: 17}} {
+		if err := d.SetService(k, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, r := range map[uint32]dataplane.Real{
+		dr6ID:  {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdRoute, MTU: 1500},
+		nat6ID: {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdMasq, MTU: 1500},
+	} {
+		if err := d.SetReal(id, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestIPv6Fixtures(t *testing.T) {
+	d := openDirector(t)
+	setupIPv6(t, d)
+	tcpKey6 := func(sport uint16) dataplane.ConnKey {
+		return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
+	}
+	flow(t, d, tcpKey6(50000), dataplane.Decision{RealID: dr6ID, ServiceID: 1}, conntrack.StateEstablished)
+	nat := dataplane.Decision{RealID: nat6ID, ServiceID: 1, Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 50001, DstPort: 8080}}
+	flow(t, d, tcpKey6(50001), nat, conntrack.StateEstablished)
+	udpKey := dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: 5353, DstPort: 53, Proto: conntrack.ProtoUDP}
+	flow(t, d, udpKey, dataplane.Decision{RealID: nat6ID, ServiceID: 1, Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 5353, DstPort: 5300}}, 0)
+
+	data := []byte("GET / HTTP/1.1\r\n\r\n")
+	in := func(sport uint16) frame6 {
+		return frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: sport, dport: 80, ack: true, payload: data}
+	}
+
+	// DR: only the MACs change (no hop limit decrement, as IPVS's DR).
+	f := in(50000)
+	v, out := run(t, d, f.build(t))
+	w := f
+	w.srcMAC, w.dstMAC = ifMAC, realMAC
+	expectFrame6(t, "DR", v, dataplane.XDPTx, out, w.build(t))
+
+	// DR through a hop-by-hop and a destination-options header.
+	f.hopByHop, f.dstOpt = true, true
+	v, out = run(t, d, f.build(t))
+	w.hopByHop, w.dstOpt = true, true
+	expectFrame6(t, "DR with extension headers", v, dataplane.XDPTx, out, w.build(t))
+
+	// A fragment is the kernel's, unchanged.
+	f = in(50000)
+	f.fragment = true
+	frag := f.build(t)
+	v, out = run(t, d, frag)
+	expectFrame6(t, "fragment", v, dataplane.XDPPass, out, frag)
+
+	// NAT: to RIP:8080, the checksum over the new pseudo-header.
+	f = in(50001)
+	v, out = run(t, d, f.build(t))
+	w = f
+	w.srcMAC, w.dstMAC, w.dst, w.dport = ifMAC, realMAC, rip6, 8080
+	expectFrame6(t, "NAT forward", v, dataplane.XDPTx, out, w.build(t))
+
+	// NAT reply: from RIP:8080 back as VIP:80 to the client's hop.
+	r := frame6{srcMAC: realMAC, dstMAC: ifMAC, src: rip6, dst: client6, sport: 8080, dport: 50001, ack: true, payload: []byte("HTTP/1.1 200 OK\r\n")}
+	v, out = run(t, d, r.build(t))
+	wr := r
+	wr.srcMAC, wr.dstMAC, wr.src, wr.sport = ifMAC, clientMAC, vip6, 80
+	expectFrame6(t, "NAT reply", v, dataplane.XDPTx, out, wr.build(t))
+
+	// UDP NAT, both ways (IPv6 UDP always carries a checksum).
+	u := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 5353, dport: 53, udp: true, payload: []byte("query")}
+	v, out = run(t, d, u.build(t))
+	wu := u
+	wu.srcMAC, wu.dstMAC, wu.dst, wu.dport = ifMAC, realMAC, rip6, 5300
+	expectFrame6(t, "UDP NAT forward", v, dataplane.XDPTx, out, wu.build(t))
+	ur := frame6{srcMAC: realMAC, dstMAC: ifMAC, src: rip6, dst: client6, sport: 5300, dport: 5353, udp: true, payload: []byte("answer")}
+	v, out = run(t, d, ur.build(t))
+	wur := ur
+	wur.srcMAC, wur.dstMAC, wur.src, wur.sport = ifMAC, clientMAC, vip6, 53
+	expectFrame6(t, "UDP NAT reply", v, dataplane.XDPTx, out, wur.build(t))
+
+	// UDP with a zero checksum is malformed over IPv6: passed unchanged.
+	bad := u.build(t)
+	bad[14+40+6], bad[14+40+7] = 0, 0
+	v, out = run(t, d, bad)
+	expectFrame6(t, "UDP zero checksum", v, dataplane.XDPPass, out, bad)
+
+	// A new flow to the VIP goes to the slow path (dropped here: no
+	// AF_XDP socket is bound); traffic to another address passes.
+	syn := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 40000, dport: 80, syn: true}.build(t)
+	if v, _ = run(t, d, syn); v != dataplane.XDPDrop {
+		t.Errorf("new IPv6 flow: verdict %v, want drop (no slow path bound)", v)
+	}
+	other := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: netip.MustParseAddr("2001:db8::200"), sport: 40000, dport: 80, syn: true}.build(t)
+	v, out = run(t, d, other)
+	expectFrame6(t, "not a VIP", v, dataplane.XDPPass, out, other)
+
+	// The connections are listed with their family's addresses.
+	n := 0
+	if err := d.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		if k.Src.Is6() {
+			n++
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 5 { // DR 1, TCP NAT 2, UDP NAT 2
+		t.Errorf("walk: %d IPv6 entries, want 5", n)
+	}
+}
+
+// TestIPv6Sweep: the sweep ages IPv6 connections (both entries of a NAT
+// one) and counts the live ones per real.
+func TestIPv6Sweep(t *testing.T) {
+	d := openDirector(t)
+	setupIPv6(t, d)
+	k := dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: 50001, DstPort: 80, Proto: conntrack.ProtoTCP}
+	flow(t, d, k, dataplane.Decision{RealID: nat6ID, ServiceID: 1, Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 50001, DstPort: 8080}}, conntrack.StateEstablished)
+	var a dataplane.SweepArgs
+	a.Now = dataplane.Now()
+	for i := range a.Timeouts.TCP {
+		a.Timeouts.TCP[i] = 3600e9
+	}
+	a.Timeouts.UDP, a.OrphanAge = 3600e9, 3600e9
+	res, err := d.Sweep(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Expired != 0 || res.Counts[nat6ID].Active != 1 {
+		t.Fatalf("live: %+v", res)
+	}
+	a.Now += 7200e9
+	if res, err = d.Sweep(a); err != nil || res.Expired != 1 {
+		t.Fatalf("expired: %+v %v", res, err)
+	}
+	if _, found, _ := d.LookupConn(k); found {
+		t.Error("forward entry left")
+	}
+	if _, found, _ := d.LookupConn(dataplane.ConnKey{Src: rip6, Dst: client6, SrcPort: 8080, DstPort: 50001, Proto: conntrack.ProtoTCP}); found {
+		t.Error("reply entry left")
+	}
+}
+
+func expectFrame6(t *testing.T, name string, v, wantV dataplane.Verdict, got, want []byte) {
+	t.Helper()
+	if v != wantV || string(got) != string(want) {
+		t.Errorf("%s: verdict %v, want %v\nwant: %x\ngot:  %x", name, v, wantV, want, got)
+	}
+}
