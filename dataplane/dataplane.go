@@ -451,7 +451,7 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	} else {
 		v.Addr = be32(r.Addr)
 	}
-	if r.TunnelSrc.IsValid() {
+	if r.TunnelSrc.Is4() {
 		v.TunSrc = be32(r.TunnelSrc)
 	}
 	if r.Fwd == FwdTunnel && !r.TunnelSrc.Is4() {
