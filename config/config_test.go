@@ -230,3 +230,41 @@ func TestValidationGaps(t *testing.T) {
 		t.Errorf("broadcast real accepted (%v)", err)
 	}
 }
+
+// TestParseYAMLIPv6: IPv6 services, reals and fwmark services in YAML,
+// with the family rules of the command line.
+func TestParseYAMLIPv6(t *testing.T) {
+	c, _, err := ParseYAML(strings.NewReader(`services:
+  - tcp: "[2001:db8::1]:80"
+    scheduler: rr
+    persistent: 600
+    netmask: "64"
+    reals:
+      - {addr: "[2001:db8::11]:8080", method: nat, weight: 3}
+  - fwmark: 5
+    ipv6: true
+    reals:
+      - {addr: "2001:db8::12"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Services[0]
+	if s.Service.Addr != netip.MustParseAddr("2001:db8::1") || s.Service.Netmask != netip.MustParsePrefix("::/64") ||
+		s.Dests[0].Addr != netip.MustParseAddr("2001:db8::11") || s.Dests[0].Port != 8080 || s.Dests[0].Fwd != FwdMasq {
+		t.Errorf("%+v", s)
+	}
+	if f := c.Services[1].Service; !f.IsV6() || f.FWMark != 5 {
+		t.Errorf("%+v", f)
+	}
+	for _, bad := range []string{
+		`services: [{tcp: "[2001:db8::1]:80", reals: [{addr: 10.0.0.2}]}]`,
+		`services: [{tcp: "10.0.0.1:80", ipv6: true}]`,
+		`services: [{tcp: "[2001:db8::1]:80", persistent: 60, netmask: 255.255.255.0}]`,
+		`services: [{tcp: "[2001:db8::1]:80", local_addrs: [10.0.0.9]}]`,
+	} {
+		if _, _, err := ParseYAML(strings.NewReader(bad)); err == nil {
+			t.Errorf("accepted: %s", bad)
+		}
+	}
+}

@@ -248,14 +248,17 @@ Either long or short options are allowed.
 virtual-service:
   --tcp-service|-t  service-address   service-address is host[:port]
   --udp-service|-u  service-address   service-address is host[:port]
+                                      (IPv6: [2001:db8::1]:80)
   --fwmark-service|-f fwmark          fwmark is an integer greater than zero;
                                       its ports are bound with --add-mark
+  --ipv6         -6                   with -f: an IPv6 firewall-mark service
 
 Options:
   --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|mh,
                                       the default scheduler is wlc.
   --persistent   -p [timeout]         persistent service (default 300 seconds)
-  --netmask      -M netmask           persistent granularity mask (default /32)
+  --netmask      -M netmask           persistent granularity mask (default /32;
+                                      IPv6: a prefix length, default 128)
   --sched-flags  -b flags             scheduler flags, comma separated:
                                       sh-fallback,sh-port (sh), mh-fallback,mh-port (mh),
                                       flag-1,flag-2,flag-3
@@ -340,8 +343,11 @@ On -A/-E:
   --sorry-method dr|tun|nat|fullnat   (default dr)
   xipvsadm -L --health  lists each real's state, since when, and why.
 
+IPv6 services take DR (-g) and NAT (-m) reals of their own family; IPv6
+tunnels, FULLNAT, persistence and the SYN proxy are refused as not built yet.
+
 Not supported (refused with the reason): --pe (SIP persistence), -q (SCTP),
--6 (IPv6), --start-daemon/--stop-daemon/--syncid/--mcast-interface
+--start-daemon/--stop-daemon/--syncid/--mcast-interface
 (connection sync: pinned maps keep connections across a restart instead),
 --tun-type gue|gre and its --tun-* options, -o.
 
