@@ -258,7 +258,8 @@ func expectFrame6(t *testing.T, name string, v, wantV dataplane.Verdict, got, wa
 }
 
 // BenchmarkHitFamilies times a connection hit in the kernel (BPF_PROG_RUN
-// with Repeat), IPv4 next to IPv6, DR and NAT:
+// with Repeat), IPv4 next to IPv6, DR (a NAT hit rewrites the frame in
+// place, so the repeats after the first would not be hits):
 // go test -run '^$' -bench HitFamilies ./dataplane (root).
 func BenchmarkHitFamilies(b *testing.B) {
 	d := openDirector(b)
@@ -284,9 +285,7 @@ func BenchmarkHitFamilies(b *testing.B) {
 		return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
 	}
 	flow(b, d, key4(50000), dataplane.Decision{RealID: 1, ServiceID: 1}, conntrack.StateEstablished)
-	flow(b, d, key4(50001), dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 50001, DstPort: 8080}}, conntrack.StateEstablished)
 	flow(b, d, key6(50000), dataplane.Decision{RealID: dr6ID, ServiceID: 1}, conntrack.StateEstablished)
-	flow(b, d, key6(50001), dataplane.Decision{RealID: nat6ID, ServiceID: 1, Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 50001, DstPort: 8080}}, conntrack.StateEstablished)
 	payload := make([]byte, 64)
 	v4 := func(sport uint16) []byte {
 		return testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: sport, DstPort: 80, ACK: true, Payload: payload}.Build()
@@ -297,7 +296,7 @@ func BenchmarkHitFamilies(b *testing.B) {
 	for _, c := range []struct {
 		name  string
 		frame []byte
-	}{{"ipv4-dr", v4(50000)}, {"ipv6-dr", v6(50000)}, {"ipv4-nat", v4(50001)}, {"ipv6-nat", v6(50001)}} {
+	}{{"ipv4-dr", v4(50000)}, {"ipv6-dr", v6(50000)}} {
 		b.Run(c.name, func(b *testing.B) {
 			v, dur, err := d.Benchmark(c.frame, b.N)
 			if err != nil {
