@@ -108,10 +108,12 @@ func (w *worker) slow6(f []byte) {
 		w.transmit6(f, &p, c)
 		return
 	}
-	flows := append(w.flows[:0], NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
-	decs := append(w.decs[:0], Decision{})
-	sp.handler(flows, decs)
-	dec := decs[0]
+	// Its own one-flow batch: w.flows and w.decs hold the IPv4 flows the
+	// batch is still collecting.
+	w.flow6[0] = NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])}
+	w.dec6[0] = Decision{}
+	sp.handler(w.flow6[:], w.dec6[:])
+	flows, dec := w.flow6[:], w.dec6[0]
 	if dec.RealID == 0 {
 		sp.noDest.Add(1)
 		return
