@@ -129,39 +129,17 @@ static __always_inline void conn6_drop_est(struct conn_key6 *k, struct conn_val6
 static __always_inline void nat6_rewrite(struct pkt *p, const struct conn_val6 *c)
 {
 	struct ipv6hdr *ip6 = p->ip6;
-	int udp = p->proto == IPPROTO_UDP;
-	__u16 *sum;
-	__be16 *sport, *dport;
+	struct l4_fields f = l4_fields(p);
 
-	if (udp) {
-		struct udphdr *uh = p->l4;
-
-		sum = &uh->check;
-		sport = &uh->source;
-		dport = &uh->dest;
-	} else {
-		struct tcphdr *th = p->l4;
-
-		sum = &th->check;
-		sport = &th->source;
-		dport = &th->dest;
-	}
 	if (!addr6_eq(&ip6->saddr, c->nsaddr)) {
-		csum_replace16(sum, &ip6->saddr, c->nsaddr, udp);
+		csum_replace16(f.sum, &ip6->saddr, c->nsaddr, f.udp);
 		addr6_copy((__u8 *)&ip6->saddr, c->nsaddr);
 	}
 	if (!addr6_eq(&ip6->daddr, c->ndaddr)) {
-		csum_replace16(sum, &ip6->daddr, c->ndaddr, udp);
+		csum_replace16(f.sum, &ip6->daddr, c->ndaddr, f.udp);
 		addr6_copy((__u8 *)&ip6->daddr, c->ndaddr);
 	}
-	if (*sport != c->nsport) {
-		l4_csum_replace2(sum, *sport, c->nsport, udp);
-		*sport = c->nsport;
-	}
-	if (*dport != c->ndport) {
-		l4_csum_replace2(sum, *dport, c->ndport, udp);
-		*dport = c->ndport;
-	}
+	nat_ports(&f, c->nsport, c->ndport);
 }
 
 /* ip6_len is what IPVS counts of an IPv6 packet: header and payload. */

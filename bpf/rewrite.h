@@ -37,28 +37,57 @@ static __always_inline void set_macs(struct ethhdr *eth, const __u8 *dst, const 
 	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
 }
 
+/* The fields NAT rewrites in a TCP or UDP header. */
+struct l4_fields {
+	__u16 *sum;
+	__be16 *sport;
+	__be16 *dport;
+	int udp;
+};
+
+static __always_inline struct l4_fields l4_fields(struct pkt *p)
+{
+	struct l4_fields f = { .udp = p->proto == IPPROTO_UDP };
+
+	if (f.udp) {
+		struct udphdr *uh = p->l4;
+
+		f.sum = &uh->check;
+		f.sport = &uh->source;
+		f.dport = &uh->dest;
+	} else {
+		struct tcphdr *th = p->l4;
+
+		f.sum = &th->check;
+		f.sport = &th->source;
+		f.dport = &th->dest;
+	}
+	return f;
+}
+
+/* nat_ports gives the packet c's ports (nsport, ndport): the part of the
+ * rewrite both families share. */
+static __always_inline void nat_ports(struct l4_fields *f, __be16 nsport, __be16 ndport)
+{
+	if (*f->sport != nsport) {
+		l4_csum_replace2(f->sum, *f->sport, nsport, f->udp);
+		*f->sport = nsport;
+	}
+	if (*f->dport != ndport) {
+		l4_csum_replace2(f->sum, *f->dport, ndport, f->udp);
+		*f->dport = ndport;
+	}
+}
+
 /* nat_rewrite gives the packet the tuple (nsaddr, ndaddr, nsport, ndport)
  * of c, updating the IP and the TCP/UDP checksums incrementally. */
 static __always_inline void nat_rewrite(struct pkt *p, const struct conn_val *c)
 {
 	struct iphdr *ip = p->ip;
-	int udp = p->proto == IPPROTO_UDP;
-	__u16 *sum;
-	__be16 *sport, *dport;
+	struct l4_fields f = l4_fields(p);
+	__u16 *sum = f.sum;
+	int udp = f.udp;
 
-	if (udp) {
-		struct udphdr *uh = p->l4;
-
-		sum = &uh->check;
-		sport = &uh->source;
-		dport = &uh->dest;
-	} else {
-		struct tcphdr *th = p->l4;
-
-		sum = &th->check;
-		sport = &th->source;
-		dport = &th->dest;
-	}
 	if (ip->saddr != c->nsaddr) {
 		csum_replace4(&ip->check, ip->saddr, c->nsaddr);
 		l4_csum_replace4(sum, ip->saddr, c->nsaddr, udp);
@@ -69,14 +98,7 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct conn_val *c)
 		l4_csum_replace4(sum, ip->daddr, c->ndaddr, udp);
 		ip->daddr = c->ndaddr;
 	}
-	if (*sport != c->nsport) {
-		l4_csum_replace2(sum, *sport, c->nsport, udp);
-		*sport = c->nsport;
-	}
-	if (*dport != c->ndport) {
-		l4_csum_replace2(sum, *dport, c->ndport, udp);
-		*dport = c->ndport;
-	}
+	nat_ports(&f, c->nsport, c->ndport);
 }
 
 /* clamp_mss lowers the MSS option of a SYN to min(mss - minus, max), not

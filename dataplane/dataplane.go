@@ -592,17 +592,16 @@ func lookupIn[K, V any](k *K, maps ...*ebpf.Map) (V, bool, error) {
 // proxied one's adjustments; a missing one is not an error.
 func (d *Dataplane) DeleteConn(k ConnKey) error {
 	if k.Src.Is6() {
-		raw := k.raw6()
-		for _, m := range []*ebpf.Map{d.objs.EstConns6, d.objs.Conns6} {
-			if err := m.Delete(&raw); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("delete conn: %w", err)
-			}
-		}
-		return nil
+		return deleteIn(k.raw6(), d.objs.EstConns6, d.objs.Conns6)
 	}
-	raw := k.raw()
-	for _, m := range []*ebpf.Map{d.objs.EstConns, d.objs.Conns, d.objs.Seqadjs} {
-		if err := m.Delete(&raw); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	return deleteIn(k.raw(), d.objs.EstConns, d.objs.Conns, d.objs.Seqadjs)
+}
+
+// deleteIn deletes key k from each of maps; a missing key is not an
+// error.
+func deleteIn[K any](k K, maps ...*ebpf.Map) error {
+	for _, m := range maps {
+		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete conn: %w", err)
 		}
 	}

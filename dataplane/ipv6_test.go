@@ -167,6 +167,9 @@ func TestIPv6Fixtures(t *testing.T) {
 	w = f
 	w.srcMAC, w.dstMAC, w.dst, w.dport = ifMAC, realMAC, rip6, 8080
 	expectFrame6(t, "NAT forward", v, dataplane.XDPTx, out, w.build(t))
+	// The slow path's Go transform of a first packet sends the same.
+	goOut := dataplane.GoTransform6(f.build(t), dataplane.Real{MAC: realMAC, Fwd: dataplane.FwdMasq}, ifMAC, nat.Out)
+	expectFrame6(t, "NAT forward, Go", dataplane.XDPTx, dataplane.XDPTx, goOut, w.build(t))
 
 	// NAT reply: from RIP:8080 back as VIP:80 to the client's hop.
 	r := frame6{srcMAC: realMAC, dstMAC: ifMAC, src: rip6, dst: client6, sport: 8080, dport: 50001, ack: true, payload: []byte("HTTP/1.1 200 OK\r\n")}
@@ -181,6 +184,9 @@ func TestIPv6Fixtures(t *testing.T) {
 	wu := u
 	wu.srcMAC, wu.dstMAC, wu.dst, wu.dport = ifMAC, realMAC, rip6, 5300
 	expectFrame6(t, "UDP NAT forward", v, dataplane.XDPTx, out, wu.build(t))
+	goOut = dataplane.GoTransform6(u.build(t), dataplane.Real{MAC: realMAC, Fwd: dataplane.FwdMasq}, ifMAC,
+		dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 5353, DstPort: 5300})
+	expectFrame6(t, "UDP NAT forward, Go", dataplane.XDPTx, dataplane.XDPTx, goOut, wu.build(t))
 	ur := frame6{srcMAC: realMAC, dstMAC: ifMAC, src: rip6, dst: client6, sport: 5300, dport: 5353, udp: true, payload: []byte("answer")}
 	v, out = run(t, d, ur.build(t))
 	wur := ur

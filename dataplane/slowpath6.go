@@ -128,7 +128,10 @@ func (w *worker) slow6(f []byte) {
 	first := *fwd // the state before the first packet, as XDP saw it
 	fwd.State = conntrack.State(connState(uint8(fwd.State), p.proto, p.flags, dir))
 	for _, e := range ents {
-		if err := d.SetConn(e.Key, e.Conn); err != nil {
+		// A new connection's entries go to the embryonic table, as the
+		// IPv4 batch writes them (XDP dropped any established entry of
+		// a reused tuple before handing the packet over).
+		if err := d.objs.Conns6.Put(e.Key.raw6(), e.Conn.raw6()); err != nil {
 			sp.failed.Add(1)
 			d.log.Warn("slow path: writing a new IPv6 connection", "err", err)
 			return
@@ -182,39 +185,31 @@ func (w *worker) transmit6(f []byte, p *packet6, c Conn) {
 	sp.d.accountSlow(c.RealID, uint64(p.totLen))
 }
 
-// nat6Rewrite gives an IPv6 packet the tuple out, the TCP/UDP checksum
-// updated for every changed 16-bit word (the pseudo-header holds the
-// addresses).
+// nat6Rewrite is nat6_rewrite: the packet gets the tuple out, the
+// TCP/UDP checksum updated incrementally (the pseudo-header holds the
+// addresses; IPv6 has no header checksum).
 func nat6Rewrite(f []byte, p *packet6, out ConnKey) {
 	ip, l4 := f[ethHLen:], f[p.l4:]
+	udp := p.proto == protoUDP
 	sum := l4[16:18]
-	if p.proto == protoUDP {
+	if udp {
 		sum = l4[6:8]
 	}
 	src, dst := out.Src.As16(), out.Dst.As16()
-	var words [20][2]uint16 // (from, to) of the addresses' and ports' words
-	n := 0
-	for i := 0; i < 16; i += 2 {
-		words[n] = [2]uint16{le.Uint16(ip[8+i:]), le.Uint16(src[i:])}
-		words[n+1] = [2]uint16{le.Uint16(ip[24+i:]), le.Uint16(dst[i:])}
-		n += 2
-	}
-	var ports [4]byte
-	binary.BigEndian.PutUint16(ports[0:], out.SrcPort)
-	binary.BigEndian.PutUint16(ports[2:], out.DstPort)
-	words[16] = [2]uint16{le.Uint16(l4[0:2]), le.Uint16(ports[0:2])}
-	words[17] = [2]uint16{le.Uint16(l4[2:4]), le.Uint16(ports[2:4])}
-	for _, w := range words[:18] {
-		if w[0] != w[1] {
-			csumReplace2(sum, w[0], w[1])
-		}
-	}
-	if p.proto == protoUDP && le.Uint16(sum) == 0 {
-		le.PutUint16(sum, 0xffff)
+	for i := 0; i < 16; i += 4 {
+		l4CsumReplace4(sum, le.Uint32(ip[8+i:]), le.Uint32(src[i:]), udp)
+		l4CsumReplace4(sum, le.Uint32(ip[24+i:]), le.Uint32(dst[i:]), udp)
 	}
 	copy(ip[8:24], src[:])
 	copy(ip[24:40], dst[:])
-	copy(l4[0:4], ports[:])
+	if sport := be16(out.SrcPort); le.Uint16(l4[0:2]) != sport {
+		l4CsumReplace2(sum, le.Uint16(l4[0:2]), sport, udp)
+		le.PutUint16(l4[0:2], sport)
+	}
+	if dport := be16(out.DstPort); le.Uint16(l4[2:4]) != dport {
+		l4CsumReplace2(sum, le.Uint16(l4[2:4]), dport, udp)
+		le.PutUint16(l4[2:4], dport)
+	}
 }
 
 // entries6 is rawEntries for an IPv6 flow, in the model's types: the
