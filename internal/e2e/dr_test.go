@@ -173,9 +173,15 @@ func (lab *drLab) httpGetPort(t *testing.T, port int) string {
 // from any other address is not accepted.
 func (lab *drLab) udpAsk(t *testing.T, port int) string {
 	t.Helper()
+	return lab.udpAskAt(t, netip.AddrPortFrom(lab.vip, uint16(port)))
+}
+
+// udpAskAt is udpAsk of the virtual service vs (of either family).
+func (lab *drLab) udpAskAt(t *testing.T, vs netip.AddrPort) string {
+	t.Helper()
 	var c net.Conn
 	if err := lab.cl.Do(func() (err error) {
-		c, err = net.Dial("udp4", netip.AddrPortFrom(lab.vip, uint16(port)).String())
+		c, err = net.Dial("udp", vs.String())
 		return
 	}); err != nil {
 		t.Fatal(err)

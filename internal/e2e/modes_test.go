@@ -73,14 +73,14 @@ func destLine(addr, fwd string, weight int) string {
 // rsName is a real server's short name (rs1, rs2).
 func (lab *modeLab) rsName(rs *testutil.Host) string { return lab.RealName(rs) }
 
-// serveEcho runs an HTTP server on every real at port that answers
-// "NAME REMOTE-ADDR" and, for a POST, the body's length.
-func (lab *modeLab) serveEcho(t *testing.T, port int) {
+// serveEcho runs an HTTP server on every real at port (both families)
+// that answers "NAME REMOTE-ADDR" and, for a POST, the body's length.
+func (lab *drLab) serveEcho(t *testing.T, port int) {
 	t.Helper()
 	for _, rs := range lab.rs {
-		name := lab.rsName(rs)
+		name := lab.RealName(rs)
 		var ln net.Listener
-		if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return }); err != nil {
+		if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
 			t.Fatal(err)
 		}
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -92,15 +92,15 @@ func (lab *modeLab) serveEcho(t *testing.T, port int) {
 	}
 }
 
-// serveUDPEcho answers every datagram to port on each real (any local
-// address) with "NAME REMOTE-ADDR".
-func (lab *modeLab) serveUDPEcho(t *testing.T, bind netip.Addr, port int) {
+// serveUDPEcho answers every datagram to bind:port on each real (bind
+// unspecified: any local address of its family) with "NAME REMOTE-ADDR".
+func (lab *drLab) serveUDPEcho(t *testing.T, bind netip.Addr, port int) {
 	t.Helper()
 	for _, rs := range lab.rs {
-		name := lab.rsName(rs)
+		name := lab.RealName(rs)
 		var pc net.PacketConn
 		if err := rs.Do(func() (err error) {
-			pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(bind, uint16(port)).String())
+			pc, err = net.ListenPacket("udp", netip.AddrPortFrom(bind, uint16(port)).String())
 			return
 		}); err != nil {
 			t.Fatal(err)
@@ -121,14 +121,20 @@ func (lab *modeLab) serveUDPEcho(t *testing.T, bind netip.Addr, port int) {
 
 // get sends one HTTP/1.0 request to VIP:port on a new connection from
 // the client and returns the body and the client's own address.
-func (lab *modeLab) get(t *testing.T, port int, body []byte) (string, netip.AddrPort) {
+func (lab *drLab) get(t *testing.T, port int, body []byte) (string, netip.AddrPort) {
+	t.Helper()
+	return lab.getAt(t, netip.AddrPortFrom(lab.vip, uint16(port)), body)
+}
+
+// getAt is get to the virtual service vs (of either family).
+func (lab *drLab) getAt(t *testing.T, vs netip.AddrPort, body []byte) (string, netip.AddrPort) {
 	t.Helper()
 	var c net.Conn
 	if err := lab.cl.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(lab.vip, uint16(port)).String(), 10*time.Second)
+		c, err = net.DialTimeout("tcp", vs.String(), 10*time.Second)
 		return
 	}); err != nil {
-		t.Fatalf("connect to the VIP: %v", err)
+		t.Fatalf("connect to %v: %v", vs, err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
@@ -152,9 +158,15 @@ func (lab *modeLab) get(t *testing.T, port int, body []byte) (string, netip.Addr
 // ask fetches VIP:port once and returns the echo server's answer split
 // into name, the address it saw, and the body length, with the client's
 // own address.
-func (lab *modeLab) ask(t *testing.T, port int) (name, seen string, local netip.AddrPort) {
+func (lab *drLab) ask(t *testing.T, port int) (name, seen string, local netip.AddrPort) {
 	t.Helper()
-	body, local := lab.get(t, port, nil)
+	return lab.askAt(t, netip.AddrPortFrom(lab.vip, uint16(port)))
+}
+
+// askAt is ask of the virtual service vs (of either family).
+func (lab *drLab) askAt(t *testing.T, vs netip.AddrPort) (name, seen string, local netip.AddrPort) {
+	t.Helper()
+	body, local := lab.getAt(t, vs, nil)
 	f := strings.Fields(body)
 	if len(f) != 3 {
 		t.Fatalf("answer %q", body)
