@@ -167,6 +167,10 @@ struct sweep_args {
 	__u64 expired;  /* out: connections deleted */
 	__u64 kept;     /* out: expired FULLNAT entries left for the next
 			 * sweep (sweep_released was full) */
+	__u32 ipv6;     /* walk the IPv6 tables too: Go sets it once an IPv6
+			 * connection may exist (walking an empty table still
+			 * costs its buckets) */
+	__u32 pad;
 };
 
 /* One real's live connections as the sweep counted them. */

@@ -139,6 +139,10 @@ type Dataplane struct {
 	log     *slog.Logger
 	pinDir  string
 	adopted bool // the maps came from PinDir
+	// ipv6 is set once an IPv6 connection may exist (an IPv6 service, an
+	// IPv6 entry written, or adopted ones): only then does the sweep
+	// walk the IPv6 tables.
+	ipv6 atomic.Bool
 	objs    directorObjects
 	links   []link.Link
 	ifaces  []Interface
@@ -247,6 +251,7 @@ func Open(opts Options) (*Dataplane, error) {
 			return nil, err
 		}
 		d.log.Info("adopted pinned maps", "dir", opts.PinDir)
+		d.ipv6.Store(anyKey(d.objs.Conns6) || anyKey(d.objs.EstConns6))
 	}
 	if err := d.loadSweep(opts.ConnTableSize, opts.ConnTableSize6); err != nil {
 		d.Close()
@@ -396,6 +401,7 @@ func connFromRaw(r directorConnVal) Conn {
 func (d *Dataplane) SetService(k ServiceKey, id uint32, flags SvcFlags) error {
 	var err error
 	if k.VIP.Is6() {
+		d.ipv6.Store(true)
 		err = d.objs.Services6.Put(k.raw6(), directorSvcVal{Id: id, Flags: uint32(flags)})
 	} else {
 		err = d.objs.Services.Put(k.raw(), directorSvcVal{Id: id, Flags: uint32(flags)})
@@ -528,6 +534,7 @@ func (d *Dataplane) DeleteReal(id uint32) error {
 // table if it is there, else in the embryonic one.
 func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
 	if k.Src.Is6() {
+		d.ipv6.Store(true)
 		return setConnIn(d.objs.EstConns6, d.objs.Conns6, k.raw6(), c.raw6())
 	}
 	return setConnIn(d.objs.EstConns, d.objs.Conns, k.raw(), c.raw())

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/xipvs/xipvs/conntrack"
 )
 
@@ -65,4 +66,10 @@ func addr6Slot(a netip.Addr) uint32 {
 	u := binary.NativeEndian.Uint32(b[0:]) ^ binary.NativeEndian.Uint32(b[4:]) ^
 		binary.NativeEndian.Uint32(b[8:]) ^ binary.NativeEndian.Uint32(b[12:])
 	return (u ^ u>>16) & (addrSlots - 1)
+}
+
+// anyKey reports whether m holds an entry.
+func anyKey(m *ebpf.Map) bool {
+	var k directorConnKey6
+	return m.NextKey(nil, &k) == nil
 }

@@ -123,6 +123,9 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 		sp.gen = 1
 	}
 	args := sweepSweepArgs{Now: uint64(a.Now), UdpTimeout: uint64(a.Timeouts.UDP), OrphanAge: uint64(a.OrphanAge), Gen: sp.gen}
+	if d.ipv6.Load() {
+		args.Ipv6 = 1
+	}
 	for i := range args.TcpTimeout {
 		args.TcpTimeout[i] = uint64(a.Timeouts.TCP[i])
 	}

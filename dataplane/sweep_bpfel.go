@@ -159,6 +159,8 @@ type sweepSweepArgs struct {
 	Seen       uint64
 	Expired    uint64
 	Kept       uint64
+	Ipv6       uint32
+	Pad        uint32
 }
 
 type sweepSweepCount struct {
