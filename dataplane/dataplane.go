@@ -142,10 +142,10 @@ type Dataplane struct {
 	// ipv6 is set once an IPv6 connection may exist (an IPv6 service, an
 	// IPv6 entry written, or adopted ones): only then does the sweep
 	// walk the IPv6 tables.
-	ipv6 atomic.Bool
-	objs    directorObjects
-	links   []link.Link
-	ifaces  []Interface
+	ipv6   atomic.Bool
+	objs   directorObjects
+	links  []link.Link
+	ifaces []Interface
 
 	realsMu   sync.RWMutex
 	reals     map[uint32]Real          // mirror of the reals map
