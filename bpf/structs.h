@@ -196,12 +196,15 @@ struct sweep_persist {
 	__u32 port_zero;
 };
 
-/* A persistence template with a live connection. */
+/* A persistence template with a live connection. client is the
+ * client's address under the service's netmask: an IPv4 address in its
+ * first four bytes (v6 0), or an IPv6 address (v6 1). */
 struct sweep_tmpl {
 	__u32 svc_id;
-	__be32 client; /* under the service's netmask */
+	__u8 client[16];
 	__be16 vport;
-	__u16 pad;
+	__u8 v6;
+	__u8 pad;
 };
 
 /* A director interface, keyed by ifindex. */

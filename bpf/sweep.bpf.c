@@ -161,10 +161,12 @@ static __always_inline void count_live(struct walk *w, const struct conn_key *k,
 		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport };
 		__u8 one = 1;
 
+		__be32 *client = (void *)t.client;
+
 		if (p->mask_bits >= 32)
-			t.client = k->saddr;
+			*client = k->saddr;
 		else if (p->mask_bits > 0)
-			t.client = k->saddr & bpf_htonl(~0U << (32 - p->mask_bits));
+			*client = k->saddr & bpf_htonl(~0U << (32 - p->mask_bits));
 		bpf_map_update_elem(&sweep_owned, &t, &one, BPF_ANY);
 	}
 }
@@ -275,8 +277,38 @@ static __always_inline long delete6(struct conn_key6 *k, int est)
 	return est ? bpf_map_delete_elem(&est_conns6, k) : bpf_map_delete_elem(&conns6, k);
 }
 
+/* count_live6 is count_live for an IPv6 connection: the template's
+ * client is the source under a prefix length of up to 128 bits. */
+static __always_inline void count_live6(struct walk *w, const struct conn_key6 *k, const struct conn_val6 *v)
+{
+	__u32 sid = v->svc_id;
+	struct sweep_persist *p;
+
+	count_one(w, v->real_id, k->proto == IPPROTO_TCP && v->state == TCPS_ESTABLISHED);
+	if (!(v->flags & CONN_F_PERSIST))
+		return;
+	p = bpf_map_lookup_elem(&sweep_persistent, &sid);
+	if (p) {
+		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport, .v6 = 1 };
+		const __be32 *src = (const void *)k->saddr;
+		__be32 *client = (void *)t.client;
+		__u8 one = 1;
+
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			int bits = (int)p->mask_bits - 32 * i;
+
+			if (bits >= 32)
+				client[i] = src[i];
+			else if (bits > 0)
+				client[i] = src[i] & bpf_htonl(~0U << (32 - bits));
+		}
+		bpf_map_update_elem(&sweep_owned, &t, &one, BPF_ANY);
+	}
+}
+
 /* sweep_one6 is sweep_one for the IPv6 tables (DR and NAT: no FULLNAT
- * ports, SYN proxy or templates). */
+ * ports or SYN proxy). */
 static long sweep_one6(struct bpf_map *map, struct conn_key6 *k, struct conn_val6 *v, struct walk *w)
 {
 	struct conn_key6 pk = {};
@@ -305,7 +337,7 @@ static long sweep_one6(struct bpf_map *map, struct conn_key6 *k, struct conn_val
 	if (peer && peer->last_seen > last)
 		last = peer->last_seen;
 	if (idle(w->a.now, last) < timeout_of(&w->a, k->proto, v->state)) {
-		count_one(w, v->real_id, k->proto == IPPROTO_TCP && v->state == TCPS_ESTABLISHED);
+		count_live6(w, k, v);
 		return 0;
 	}
 	if (delete6(k, w->est) == 0)

@@ -1,8 +1,10 @@
 package dataplane_test
 
 import (
+	"cmp"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -231,8 +233,16 @@ func TestIPv6Sweep(t *testing.T) {
 	setupIPv6(t, d)
 	k := dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: 50001, DstPort: 80, Proto: conntrack.ProtoTCP}
 	flow(t, d, k, dataplane.Decision{RealID: nat6ID, ServiceID: 1, Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 50001, DstPort: 8080}}, conntrack.StateEstablished)
+	// A persistent service's connection: its template is the client under
+	// /64 (service 2) and under /127 with the port ignored (service 3).
+	src := netip.MustParseAddr("2001:db8:c::1:2:3:5")
+	for i, sid := range []uint32{2, 3} {
+		pk := dataplane.ConnKey{Src: src, Dst: vip6, SrcPort: 50002 + uint16(i), DstPort: 443, Proto: conntrack.ProtoTCP}
+		flow(t, d, pk, dataplane.Decision{RealID: dr6ID, ServiceID: sid, Persistent: true}, conntrack.StateEstablished)
+	}
 	var a dataplane.SweepArgs
 	a.Now = dataplane.Now()
+	a.Persistent = map[uint32]dataplane.SweepPersist{2: {MaskBits: 64}, 3: {MaskBits: 127, PortZero: true}}
 	for i := range a.Timeouts.TCP {
 		a.Timeouts.TCP[i] = 3600e9
 	}
@@ -241,11 +251,19 @@ func TestIPv6Sweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Expired != 0 || res.Counts[nat6ID].Active != 1 {
+	if res.Expired != 0 || res.Counts[nat6ID].Active != 1 || res.Counts[dr6ID].Active != 2 {
 		t.Fatalf("live: %+v", res)
 	}
+	wantOwned := []dataplane.Template{
+		{ServiceID: 2, Client: netip.MustParseAddr("2001:db8:c::"), VPort: 443},
+		{ServiceID: 3, Client: netip.MustParseAddr("2001:db8:c::1:2:3:4"), VPort: 0},
+	}
+	slices.SortFunc(res.Owned, func(x, y dataplane.Template) int { return cmp.Compare(x.ServiceID, y.ServiceID) })
+	if !slices.Equal(res.Owned, wantOwned) {
+		t.Errorf("templates: got %v, want %v", res.Owned, wantOwned)
+	}
 	a.Now += 7200e9
-	if res, err = d.Sweep(a); err != nil || res.Expired != 1 {
+	if res, err = d.Sweep(a); err != nil || res.Expired != 3 {
 		t.Fatalf("expired: %+v %v", res, err)
 	}
 	if _, found, _ := d.LookupConn(k); found {

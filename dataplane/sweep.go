@@ -213,7 +213,11 @@ func drainOwned(m *ebpf.Map) ([]Template, error) {
 		var cursor ebpf.MapBatchCursor
 		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		for _, k := range keys[:n] {
-			out = append(out, Template{ServiceID: k.SvcId, Client: addrFromBE32(k.Client), VPort: fromBE16(k.Vport)})
+			client := netip.AddrFrom4([4]byte(k.Client[:4]))
+			if k.V6 != 0 {
+				client = netip.AddrFrom16(k.Client)
+			}
+			out = append(out, Template{ServiceID: k.SvcId, Client: client, VPort: fromBE16(k.Vport)})
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && n == 0) {
 			return out, nil

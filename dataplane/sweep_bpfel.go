@@ -188,9 +188,10 @@ type sweepSweepPort struct {
 type sweepSweepTmpl struct {
 	_      structs.HostLayout
 	SvcId  uint32
-	Client uint32
+	Client [16]uint8
 	Vport  uint16
-	Pad    uint16
+	V6     uint8
+	Pad    uint8
 }
 
 // Names of all BPF objects in the ELF.

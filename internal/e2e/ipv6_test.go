@@ -89,6 +89,42 @@ func TestIPv6DR(t *testing.T) {
 	if out, err := lab.Adm(xipvsadmBin, "-a", "-t", vs, "-r", "10.77.0.11:80", "-g"); err == nil {
 		t.Errorf("an IPv4 real on an IPv6 service was accepted: %s", out)
 	}
+
+	// Persistence with -M 64: two clients of one /64 share a template,
+	// a client of another /64 gets a template of its own from rr.
+	addr6(t, lab.cl, "eth0", "fd77::ffff:1/64")
+	addr6(t, lab.cl, "eth0", "fd78::1/64")
+	for _, h := range append([]*testutil.Host{lab.lb}, lab.rs...) {
+		if err := h.IP("-6", "route", "add", "fd78::/64", "dev", "eth0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lab.adm(t, "-E", "-t", vs, "-s", "rr", "-p", "600", "-M", "64")
+	lab.adm(t, "-e", "-t", vs, "-r", "[fd77::11]:80", "-g", "-w", "1")
+	if list := lab.adm(t, "-Ln"); !strings.Contains(list, "TCP  "+vs+" rr persistent 600 mask 64\n") {
+		t.Errorf("-Ln:\n%s", list)
+	}
+	byReal := func(src string) map[string]int {
+		count := map[string]int{}
+		for i := 0; i < 3; i++ {
+			body, local := lab.getFrom(t, netip.MustParseAddr(src), at, nil)
+			if local.Addr().String() != src {
+				t.Fatalf("connected from %v, want %s", local, src)
+			}
+			count[strings.Fields(body)[0]]++
+		}
+		return count
+	}
+	a, b, other := byReal("fd77::1"), byReal("fd77::ffff:1"), byReal("fd78::1")
+	if len(a) != 1 || len(b) != 1 || len(other) != 1 {
+		t.Fatalf("persistence -M 64 split a client's connections: %v %v %v", a, b, other)
+	}
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("two clients of one /64 went to different reals: %v, %v", a, b)
+	}
+	if fmt.Sprint(a) == fmt.Sprint(other) {
+		t.Errorf("a client of another /64 shared the template: %v, %v", a, other)
+	}
 }
 
 // TestIPv6NAT: NAT over IPv6 through the director's second interface,
@@ -133,7 +169,7 @@ func TestIPv6NAT(t *testing.T) {
 	// What IPv6 cannot do yet is refused, clearly.
 	for _, args := range [][]string{
 		{"-a", "-t", vs, "-r", "[fd83::13]:8080", "-i"},
-		{"-A", "-t", "[fd82::101]:80", "-p"},
+		{"-A", "-t", "[fd82::101]:80", "-j", "enable"},
 	} {
 		if out, err := lab.Adm(xipvsadmBin, args...); err == nil {
 			t.Errorf("%v accepted: %s", args, out)

@@ -129,9 +129,19 @@ func (lab *drLab) get(t *testing.T, port int, body []byte) (string, netip.AddrPo
 // getAt is get to the virtual service vs (of either family).
 func (lab *drLab) getAt(t *testing.T, vs netip.AddrPort, body []byte) (string, netip.AddrPort) {
 	t.Helper()
+	return lab.getFrom(t, netip.Addr{}, vs, body)
+}
+
+// getFrom is getAt from the client's address src (any when invalid).
+func (lab *drLab) getFrom(t *testing.T, src netip.Addr, vs netip.AddrPort, body []byte) (string, netip.AddrPort) {
+	t.Helper()
 	var c net.Conn
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if src.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	}
 	if err := lab.cl.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", vs.String(), 10*time.Second)
+		c, err = d.Dial("tcp", vs.String())
 		return
 	}); err != nil {
 		t.Fatalf("connect to %v: %v", vs, err)

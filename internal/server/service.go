@@ -166,9 +166,6 @@ func normalize(svc *config.Service) error {
 	if svc.IsV6() && svc.SynProxy {
 		return fmt.Errorf("synproxy (-j enable) on an IPv6 service: %w yet", ErrUnsupported)
 	}
-	if svc.IsV6() && svc.Persistent {
-		return fmt.Errorf("persistence (-p) on an IPv6 service: %w yet", ErrUnsupported)
-	}
 	if svc.Sorry.IsSet() {
 		if err := ipv6Fits(svc.ServiceKey, svc.Sorry.Fwd); err != nil {
 			return err
