@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xipvs/xipvs/internal/testutil"
 )
@@ -175,4 +177,45 @@ func TestIPv6NAT(t *testing.T) {
 			t.Errorf("%v accepted: %s", args, out)
 		}
 	}
+}
+
+// TestIPv6RestartKill9: kill -9 of xipvsd in the middle of 20 long IPv6
+// NAT streams (wlc: scheduled by the Go slow path): every stream
+// completes intact through the entries left in XDP, and the restarted
+// daemon adopts them (-Lnc lists them) and schedules new IPv6 flows.
+func TestIPv6RestartKill9(t *testing.T) {
+	pins := filepath.Join(mountBPFFS(t), "xipvs")
+	lab := newModeLab(t, "k96", labPlan{outside: "10.84.0", inside: "10.85.0", daemonArgs: []string{"--pin-dir", pins}})
+	vip := netip.MustParseAddr("fd84::100")
+	addr6(t, lab.cl, "eth0", "fd84::1/64")
+	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	addr6(t, lab.lb, "eth1", "fd85::1/64")
+	for i, rs := range lab.rs {
+		addr6(t, rs, "eth0", fmt.Sprintf("fd85::%d/64", 11+i))
+		if err := rs.IP("-6", "route", "add", "default", "via", "fd85::1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lab.serveStreams(t, 9000)
+	vs := "[" + vip.String() + "]:80"
+	lab.adm(t, "-A", "-t", vs, "-s", "wlc")
+	lab.adm(t, "-a", "-t", vs, "-r", "[fd85::11]:9000", "-m")
+	lab.adm(t, "-a", "-t", vs, "-r", "[fd85::12]:9000", "-m")
+
+	const streams = 20
+	wait := lab.startStreams(t, streams, netip.AddrPortFrom(vip, 80))
+	time.Sleep(time.Second)
+	lab.Daemon.Kill()
+	time.Sleep(time.Second)
+	lab.start(t)
+	conns := lab.adm(t, "-Lnc")
+	if n := strings.Count(conns, " "+vs+" "); n < streams || strings.Count(conns, "ESTABLISHED") < streams {
+		t.Errorf("-Lnc after restart lists %d of the %d IPv6 streams:\n%s", n, streams, conns)
+	}
+	if c, err := lab.dialAt(netip.AddrPortFrom(vip, 80), 2*time.Second); err != nil {
+		t.Errorf("new IPv6 connection after restart: %v", err)
+	} else {
+		c.Close()
+	}
+	wait()
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,12 +72,61 @@ func (lab *drLab) serveStreams(t *testing.T, port int) {
 }
 
 func (lab *drLab) dial(t *testing.T, port int, timeout time.Duration) (net.Conn, error) {
+	return lab.dialAt(netip.AddrPortFrom(lab.vip, uint16(port)), timeout)
+}
+
+func (lab *drLab) dialAt(vs netip.AddrPort, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
 	err := lab.cl.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", lab.vip, port), timeout)
+		c, err = net.DialTimeout("tcp", vs.String(), timeout)
 		return
 	})
 	return c, err
+}
+
+// startStreams opens n streams to vs (served by serveStreams) and reads
+// them in the background; the function it returns waits for all of
+// them and fails the test for each one that broke or came back wrong.
+func (lab *drLab) startStreams(t *testing.T, n int, vs netip.AddrPort) (wait func()) {
+	t.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		c, err := lab.dialAt(vs, 5*time.Second)
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		wg.Add(1)
+		go func(i int, c net.Conn) {
+			defer wg.Done()
+			defer c.Close()
+			seed := uint32(1000 + i)
+			var b [4]byte
+			binary.BigEndian.PutUint32(b[:], seed)
+			if _, err := c.Write(b[:]); err != nil {
+				errs[i] = err
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+			got, err := io.ReadAll(c)
+			if err != nil {
+				errs[i] = fmt.Errorf("after %d bytes: %w", len(got), err)
+				return
+			}
+			if want := sha256.Sum256(streamData(seed)); sha256.Sum256(got) != want {
+				errs[i] = fmt.Errorf("payload corrupted or short: %d bytes", len(got))
+			}
+		}(i, c)
+	}
+	return func() {
+		t.Helper()
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("stream %d: %v", i, err)
+			}
+		}
+	}
 }
 
 // mountBPFFS mounts a private bpffs for the test's pins, so they outlive
@@ -113,35 +163,7 @@ func TestRestartKill9(t *testing.T) {
 	lab.httpGet(t) // real MACs resolved
 
 	const streams = 50
-	errs := make([]error, streams)
-	var wg sync.WaitGroup
-	for i := 0; i < streams; i++ {
-		c, err := lab.dial(t, 9000, 5*time.Second)
-		if err != nil {
-			t.Fatalf("stream %d: %v", i, err)
-		}
-		wg.Add(1)
-		go func(i int, c net.Conn) {
-			defer wg.Done()
-			defer c.Close()
-			seed := uint32(1000 + i)
-			var b [4]byte
-			binary.BigEndian.PutUint32(b[:], seed)
-			if _, err := c.Write(b[:]); err != nil {
-				errs[i] = err
-				return
-			}
-			_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-			got, err := io.ReadAll(c)
-			if err != nil {
-				errs[i] = fmt.Errorf("after %d bytes: %w", len(got), err)
-				return
-			}
-			if want := sha256.Sum256(streamData(seed)); sha256.Sum256(got) != want {
-				errs[i] = fmt.Errorf("payload corrupted or short: %d bytes", len(got))
-			}
-		}(i, c)
-	}
+	wait := lab.startStreams(t, streams, netip.AddrPortFrom(lab.vip, 9000))
 	time.Sleep(time.Second)
 	lab.Daemon.Kill()
 	killed := time.Now()
@@ -179,12 +201,7 @@ func TestRestartKill9(t *testing.T) {
 		t.Errorf("-Lnc after restart does not show the %d adopted streams:\n%s", streams, conns)
 	}
 
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("stream %d: %v", i, err)
-		}
-	}
+	wait()
 	if t.Failed() {
 		return
 	}
