@@ -179,6 +179,45 @@ func TestIPv6NAT(t *testing.T) {
 	}
 }
 
+// TestIPv6NATOneInterface: client, director and reals on one segment,
+// the client in a prefix of its own, so the reals answer it through
+// their gateway, the director, which un-NATs the replies in XDP.
+func TestIPv6NATOneInterface(t *testing.T) {
+	lab := newDRLab(t, "nat16")
+	vip := netip.MustParseAddr("fd77::100")
+	client := netip.MustParseAddr("fd79::1")
+	addr6(t, lab.cl, "eth0", client.String()+"/64")
+	if err := lab.cl.IP("-6", "route", "add", "fd77::/64", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	addr6(t, lab.lb, "eth0", "fd77::2/64")
+	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	for i, rs := range lab.rs {
+		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
+		if err := rs.IP("-6", "route", "add", "fd79::/64", "via", "fd77::2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lab.serveEcho(t, 8080)
+	vs := "[" + vip.String() + "]:80"
+	at := netip.AddrPortFrom(vip, 80)
+	lab.adm(t, "-A", "-t", vs, "-s", "rr")
+	lab.adm(t, "-a", "-t", vs, "-r", "[fd77::11]:8080", "-m")
+	lab.adm(t, "-a", "-t", vs, "-r", "[fd77::12]:8080", "-m")
+	count := map[string]int{}
+	for i := 0; i < 10; i++ {
+		body, local := lab.getFrom(t, client, at, nil)
+		f := strings.Fields(body)
+		if len(f) != 3 || f[1] != local.String() {
+			t.Fatalf("answer %q to %v: the real must see the client", body, local)
+		}
+		count[f[0]]++
+	}
+	if count["rs1"] != 5 || count["rs2"] != 5 {
+		t.Errorf("rr over two IPv6 NAT reals on one interface: %v, want 5/5", count)
+	}
+}
+
 // TestIPv6RestartKill9: kill -9 of xipvsd in the middle of 20 long IPv6
 // NAT streams (wlc: scheduled by the Go slow path): every stream
 // completes intact through the entries left in XDP, and the restarted
