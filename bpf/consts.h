@@ -130,6 +130,7 @@ enum defence_flag {
 #define TCPOLEN_TOA 8
 /* Outer IPv4 header of a TUN packet. */
 #define IPIP_HLEN 20
+#define IP6IP6_HLEN 40 /* the outer IPv6 header of IPv6-in-IPv6 */
 
 /* real.flags */
 enum real_flag {
@@ -168,7 +169,7 @@ enum stat_idx {
 	STAT_PASS_MALFORMED,  /* truncated or bad header: passed untouched */
 	STAT_PASS_FRAGMENT,   /* IPv4 fragment: passed */
 	STAT_REPLY,           /* NAT/FULLNAT reply un-NATed, forwarded */
-	STAT_ICMP_FRAG_NEEDED,/* TUN: DF packet too big, ICMP sent back */
+	STAT_ICMP_FRAG_NEEDED,/* TUN: DF packet too big, ICMP (ICMPv6 packet too big) sent back */
 	STAT_DROP_TOO_BIG,    /* TUN: packet too big for the tunnel, no DF */
 	STAT_TOA_SKIPPED,     /* FULLNAT: no room for the TOA option */
 	STAT_DROP_ADJUST,     /* growing or shrinking the frame failed */

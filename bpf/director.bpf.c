@@ -353,7 +353,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	case ETH_P_IP_BE:
 		break;
 	case ETH_P_IPV6_BE:
-		return process6(ctx, cursor, &p, stat);
+		return process6(ctx, cursor, &p, stat, 0);
 	default:
 		return XDP_PASS;
 	}
@@ -464,6 +464,25 @@ int xipvs_director(struct xdp_md *ctx)
 	int act = process(ctx, &stat);
 
 	/* One counter per packet; Go derives the total as their sum. */
+	stat_inc(stat);
+	return act;
+}
+
+/* xipvs_replay6 is the IPv6 slow path's way out: after it has written a
+ * new connection, Go runs the frame through this program (BPF_PROG_RUN,
+ * as received on its interface) and sends what comes out, so that the
+ * first packet is transformed by the very code of the hit path. */
+SEC("xdp")
+int xipvs_replay6(struct xdp_md *ctx)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	void *cursor = (void *)(long)ctx->data;
+	__u32 stat = STAT_DROP_NO_REAL;
+	struct pkt p = {};
+	int act = XDP_DROP;
+
+	if (parse_eth(&cursor, data_end, &p) == ETH_P_IPV6_BE)
+		act = process6(ctx, cursor, &p, &stat, 1);
 	stat_inc(stat);
 	return act;
 }

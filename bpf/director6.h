@@ -3,10 +3,10 @@
  * the IPv4 path whose pieces it shares (the TCP state machine of conn.h,
  * the pick sequences, the slow-path handoff). Its tables are IPv6's own:
  * services6, conns6 (embryonic, an LRU) and est_conns6 (established).
- * DR (new Ethernet addresses) and NAT (addresses and ports rewritten,
- * replies un-NATed) are forwarded here; anything else of a VIP goes to
- * the slow path, and ICMPv6 (neighbour discovery first of all) passes to
- * the kernel. */
+ * DR (new Ethernet addresses), TUN (IPv6 in IPv6) and NAT (addresses
+ * and ports rewritten, replies un-NATed) are forwarded here; anything
+ * else of a VIP goes to the slow path, and ICMPv6 (neighbour discovery
+ * first of all) passes to the kernel. */
 #ifndef XIPVS_DIRECTOR6_H
 #define XIPVS_DIRECTOR6_H
 
@@ -148,6 +148,150 @@ static __always_inline __u64 ip6_len(const struct pkt *p)
 	return sizeof(struct ipv6hdr) + bpf_ntohs(p->ip6->payload_len);
 }
 
+/* tun6_encap puts an outer IPv6 header (next header 41, director ->
+ * real) in front of the packet, as IPVS's ip_vs_tunnel_xmit_v6: the
+ * inner traffic class and hop limit, flow label 0. The Ethernet header
+ * is rewritten toward r's next hop. Returns 0 or -1. */
+static __always_inline int tun6_encap(struct xdp_md *ctx, const struct real *r)
+{
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct ipv6hdr *outer, *inner;
+
+	if (bpf_xdp_adjust_head(ctx, -IP6IP6_HLEN))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	outer = (void *)(eth + 1);
+	inner = (void *)(outer + 1);
+	if ((void *)(inner + 1) > data_end)
+		return -1;
+	set_macs(eth, r->mac, r->src_mac);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	/* Version and traffic class from the inner header, no flow label. */
+	*(__be32 *)outer = *(__be32 *)inner & bpf_htonl(0xfff00000);
+	outer->payload_len = bpf_htons(bpf_ntohs(inner->payload_len) + sizeof(*inner));
+	outer->nexthdr = IPPROTO_IPV6;
+	outer->hop_limit = inner->hop_limit;
+	addr6_copy((__u8 *)&outer->saddr, r->tun_src6);
+	addr6_copy((__u8 *)&outer->daddr, r->addr6);
+	return 0;
+}
+
+#define IPV6_MIN_MTU 1280
+/* An ICMPv6 error quotes as much of the packet as fits the minimum MTU. */
+#define PTB_QUOTE (IPV6_MIN_MTU - 40 - 8)
+#define PTB_FRAME_LEN (sizeof(struct ethhdr) + 40 + 8 + PTB_QUOTE)
+
+/* icmp6_too_big turns a packet too big for the tunnel into an ICMPv6
+ * Packet Too Big (type 2, MTU mtu) back to its sender, from the address
+ * it was sent to, out the way it came, quoting the first PTB_QUOTE bytes
+ * of the packet (the frame must hold that many). Returns 0 or -1. */
+static __always_inline int icmp6_too_big(struct xdp_md *ctx, __u32 mtu)
+{
+	const int grow = sizeof(struct ipv6hdr) + 8;
+	void *data, *data_end;
+	struct ethhdr *eth, *oeth;
+	struct ipv6hdr *ip6, *oip6;
+	__u8 dmac[ETH_ALEN], smac[ETH_ALEN];
+	__u32 saddr[4], daddr[4], s = 0;
+	__u8 *icmp;
+	__s64 sum;
+
+	if (bpf_xdp_adjust_head(ctx, -grow))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + PTB_FRAME_LEN > data_end)
+		return -1;
+	/* The old Ethernet header's bytes are reused by the new headers. */
+	oeth = data + grow;
+	oip6 = (void *)(oeth + 1);
+	__builtin_memcpy(dmac, oeth->h_source, ETH_ALEN);
+	__builtin_memcpy(smac, oeth->h_dest, ETH_ALEN);
+	__builtin_memcpy(saddr, &oip6->daddr, 16);
+	__builtin_memcpy(daddr, &oip6->saddr, 16);
+
+	eth = data;
+	ip6 = (void *)(eth + 1);
+	icmp = (void *)(ip6 + 1);
+	set_macs(eth, dmac, smac);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	*(__be32 *)ip6 = bpf_htonl(0x60000000);
+	ip6->payload_len = bpf_htons(8 + PTB_QUOTE);
+	ip6->nexthdr = IPPROTO_ICMPV6;
+	ip6->hop_limit = 64;
+	__builtin_memcpy(&ip6->saddr, saddr, 16);
+	__builtin_memcpy(&ip6->daddr, daddr, 16);
+	icmp[0] = 2; /* ICMPV6_PKT_TOOBIG */
+	icmp[1] = 0;
+	icmp[2] = icmp[3] = 0;
+	*(__be32 *)(icmp + 4) = bpf_htonl(mtu);
+
+	if (bpf_xdp_adjust_tail(ctx, (int)PTB_FRAME_LEN - (int)(data_end - data)))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + PTB_FRAME_LEN > data_end)
+		return -1;
+	/* The pseudo-header, then the message in three pieces (the helper
+	 * takes at most 512 bytes). */
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		s = csum_add32(s, saddr[i]);
+		s = csum_add32(s, daddr[i]);
+	}
+	s = csum_add32(s, bpf_htonl(8 + PTB_QUOTE));
+	s = csum_add32(s, bpf_htonl(IPPROTO_ICMPV6));
+	icmp = data + sizeof(struct ethhdr) + 40;
+	sum = bpf_csum_diff(NULL, 0, (void *)icmp, 512, s);
+	if (sum < 0)
+		return -1;
+	sum = bpf_csum_diff(NULL, 0, (void *)(icmp + 512), 512, (__u32)sum);
+	if (sum < 0)
+		return -1;
+	sum = bpf_csum_diff(NULL, 0, (void *)(icmp + 1024), 8 + PTB_QUOTE - 1024, (__u32)sum);
+	if (sum < 0)
+		return -1;
+	*(__u16 *)(icmp + 2) = csum_fold((__u32)sum);
+	return 0;
+}
+
+/* forward_tun6 is forward_tun for IPv6 in IPv6: the MSS of a SYN clamped
+ * to what fits the tunnel (MTU - 40 - 60), a packet too big for it
+ * answered with Packet Too Big (IPv6 routers never fragment), else the
+ * outer header. */
+static __always_inline int forward_tun6(struct xdp_md *ctx, struct pkt *p, const struct real *r,
+					__u32 *stat)
+{
+	__u32 len = ip6_len(p);
+	__u32 mtu = r->mtu;
+
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_F_SYN) && mtu > IP6IP6_HLEN + 60)
+		clamp_mss(p->l4, (void *)(long)ctx->data_end, mtu - IP6IP6_HLEN - 60, 0);
+	if (mtu && len + IP6IP6_HLEN > mtu) {
+		/* A tunnel that cannot carry the minimum MTU is misconfigured
+		 * (xipvsd warns): there is no smaller MTU to announce. */
+		if (mtu < IP6IP6_HLEN + IPV6_MIN_MTU) {
+			*stat = STAT_DROP_TOO_BIG;
+			return XDP_DROP;
+		}
+		if (icmp6_too_big(ctx, mtu - IP6IP6_HLEN) < 0) {
+			*stat = STAT_DROP_ADJUST;
+			return XDP_DROP;
+		}
+		*stat = STAT_ICMP_FRAG_NEEDED;
+		return XDP_TX;
+	}
+	if (tun6_encap(ctx, r) < 0) {
+		*stat = STAT_DROP_ADJUST;
+		return XDP_DROP;
+	}
+	*stat = STAT_FORWARD;
+	return egress(ctx, r->ifindex);
+}
+
 /* forward6 sends a packet of a known IPv6 connection to its real. */
 static __always_inline int forward6(struct xdp_md *ctx, struct pkt *p, struct conn_val6 *c, __u32 *stat)
 {
@@ -170,6 +314,10 @@ static __always_inline int forward6(struct xdp_md *ctx, struct pkt *p, struct co
 		conn_update(CONN4(c), p, DIR_INPUT);
 		nat6_rewrite(p, c);
 		break;
+	case FWD_TUNNEL:
+		conn_update(CONN4(c), p, DIR_INPUT_ONLY);
+		real_account(rid, ip6_len(p), 0);
+		return forward_tun6(ctx, p, r, stat);
 	default:
 		*stat = STAT_DROP_NO_REAL;
 		return XDP_DROP;
@@ -261,7 +409,7 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct pkt *p, struct c
 	__u32 rid;
 
 	r = pick_real(sid, &rid);
-	if (!r || !(r->flags & REAL_F_IPV6) || (r->fwd != FWD_DROUTE && r->fwd != FWD_MASQ))
+	if (!r || !(r->flags & REAL_F_IPV6) || r->fwd == FWD_FULLNAT)
 		return to_slow_path(ctx, stat);
 	if (conn6_create(ctx, p, ck, sid, rid, r) < 0)
 		return to_slow_path(ctx, stat);
@@ -285,8 +433,12 @@ static __always_inline struct svc_val *service6(const struct conn_key6 *ck, __u8
 	return bpf_map_lookup_elem(&services6, &sk);
 }
 
-/* process6 handles an IPv6 frame whose Ethernet header p holds. */
-static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt *p, __u32 *stat)
+/* process6 handles an IPv6 frame whose Ethernet header p holds. replay:
+ * the slow path runs a frame whose connection it has just written
+ * (xipvs_replay6), which is forwarded as a hit or dropped, never handed
+ * over again. */
+static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt *p, __u32 *stat,
+				    const int replay)
 {
 	void *data_end = (void *)(long)ctx->data_end;
 	struct conn_key6 ck = {};
@@ -319,7 +471,7 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 	ck.sport = p->sport;
 	ck.dport = p->dport;
 	ck.proto = p->proto;
-	if (dflags && p->proto == IPPROTO_TCP &&
+	if (dflags && !replay && p->proto == IPPROTO_TCP &&
 	    (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN)
 		stat_inc(STAT_NEW_SYN);
 	c = conn6_lookup(&ck, &embryonic);
@@ -337,6 +489,10 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 		if (embryonic && *stat == STAT_FORWARD && conn_established(CONN4(c), p))
 			conn6_promote(&ck, c);
 		return act;
+	}
+	if (replay) {
+		*stat = STAT_DROP_NO_REAL; /* its connection went meanwhile */
+		return XDP_DROP;
 	}
 	if (c && !embryonic)
 		conn6_drop_est(&ck, c);

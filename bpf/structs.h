@@ -127,6 +127,7 @@ struct real {
 	__u16 mtu;       /* egress MTU (TUN: what the outer packet must fit) */
 	__be32 tun_src;  /* TUN: outer source, the director's address */
 	__u8 addr6[16];  /* an IPv6 real's address */
+	__u8 tun_src6[16]; /* TUN to an IPv6 real: the outer source */
 };
 
 /* Traffic of one real server (per CPU): packets and bytes (IP length,

@@ -450,18 +450,21 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	}
 	v := directorReal{Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd), Mtu: uint16(r.MTU)}
 	if r.Addr.Is6() {
-		if r.Fwd != FwdRoute && r.Fwd != FwdMasq {
-			return fmt.Errorf("set real %d (%v): IPv6 reals are forwarded by DR or NAT", id, r.Addr)
+		if r.Fwd == FwdFullNAT {
+			return fmt.Errorf("set real %d (%v): IPv6 reals are forwarded by DR, TUN or NAT", id, r.Addr)
 		}
 		v.Addr6, v.Flags = r.Addr.As16(), realFlagIPv6
 	} else {
 		v.Addr = be32(r.Addr)
 	}
-	if r.TunnelSrc.Is4() {
+	switch {
+	case r.TunnelSrc.Is4():
 		v.TunSrc = be32(r.TunnelSrc)
+	case r.TunnelSrc.Is6():
+		v.TunSrc6 = r.TunnelSrc.As16()
 	}
-	if r.Fwd == FwdTunnel && !r.TunnelSrc.Is4() {
-		return fmt.Errorf("set real %d (%v): a TUN real needs a tunnel source address", id, r.Addr)
+	if r.Fwd == FwdTunnel && (!r.TunnelSrc.IsValid() || r.TunnelSrc.Is4() != r.Addr.Is4()) {
+		return fmt.Errorf("set real %d (%v): a TUN real needs a tunnel source address of its family", id, r.Addr)
 	}
 	d.realsMu.Lock()
 	defer d.realsMu.Unlock()

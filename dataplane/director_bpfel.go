@@ -142,6 +142,7 @@ type directorReal struct {
 	Mtu     uint16
 	TunSrc  uint32
 	Addr6   [16]uint8
+	TunSrc6 [16]uint8
 }
 
 type directorRealFlag uint32
@@ -279,6 +280,7 @@ const (
 	directorMapTxPorts          = "tx_ports"
 	directorMapXsks             = "xsks"
 	directorProgXipvsDirector   = "xipvs_director"
+	directorProgXipvsReplay6    = "xipvs_replay6"
 	directorVarXipvsSharedEnums = "xipvs_shared_enums"
 )
 
@@ -325,6 +327,7 @@ type directorSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type directorProgramSpecs struct {
 	XipvsDirector *ebpf.ProgramSpec `ebpf:"xipvs_director"`
+	XipvsReplay6  *ebpf.ProgramSpec `ebpf:"xipvs_replay6"`
 }
 
 // directorMapSpecs contains maps before they are loaded into the kernel.
@@ -448,11 +451,13 @@ type directorVariables struct {
 // It can be passed to loadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type directorPrograms struct {
 	XipvsDirector *ebpf.Program `ebpf:"xipvs_director"`
+	XipvsReplay6  *ebpf.Program `ebpf:"xipvs_replay6"`
 }
 
 func (p *directorPrograms) Close() error {
 	return _DirectorClose(
 		p.XipvsDirector,
+		p.XipvsReplay6,
 	)
 }
 

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/netip"
 )
 
@@ -99,21 +98,4 @@ func PortUnreachable(frame []byte) ([]byte, bool) {
 	out := make([]byte, len(frame)+icmpFrameLen)
 	n, ok := icmpPortUnreachable(out, copy(out, frame))
 	return out[:n], ok
-}
-
-// GoTransform6 is what the IPv6 slow path sends, from interface MAC src,
-// for frame of a connection to real r whose forward tuple is out (NAT;
-// zero for DR): the frame transformed by transmit6's steps, or nil when
-// the Go parser refuses it.
-func GoTransform6(frame []byte, r Real, src net.HardwareAddr, out ConnKey) []byte {
-	p, ok := parsePacket6(frame)
-	if !ok {
-		return nil
-	}
-	f := append([]byte(nil), frame...)
-	if r.Fwd == FwdMasq {
-		nat6Rewrite(f, &p, out)
-	}
-	setMACs(f, [6]byte(r.MAC), [6]byte(src))
-	return f
 }

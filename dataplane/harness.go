@@ -50,6 +50,19 @@ func (h *Harness) Run(frame []byte, ifindex, queue uint32) (Verdict, []byte, err
 	return Verdict(ret), opts.DataOut, nil
 }
 
+// Replay6 runs the IPv6 slow path's replay program (xipvs_replay6) once
+// on frame, as received on the loopback device: what the slow path does
+// with a frame whose connection it has written.
+func (h *Harness) Replay6(frame []byte) (Verdict, []byte, error) {
+	out := make([]byte, maxFrame)
+	opts := &ebpf.RunOptions{Data: frame, DataOut: out}
+	ret, err := h.objs.XipvsReplay6.Run(opts)
+	if err != nil {
+		return 0, nil, fmt.Errorf("run replay6: %w", err)
+	}
+	return Verdict(ret), opts.DataOut, nil
+}
+
 // Benchmark runs the program repeat times on frame in the kernel
 // (BPF_PROG_RUN with Repeat) and returns the verdict and the mean time per
 // run. Without a context the kernel presents the frame as received on the

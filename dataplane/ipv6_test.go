@@ -25,7 +25,11 @@ var (
 const (
 	dr6ID  = 21
 	nat6ID = 22
+	tun6ID = 23
 )
+
+// tunSrc6 is the director's outer source toward the IPv6 TUN real.
+var tunSrc6 = netip.MustParseAddr("2001:db8:1::2")
 
 // frame6 describes an IPv6 test frame, serialized by gopacket with its
 // checksums computed there (never by the code under test).
@@ -35,6 +39,9 @@ type frame6 struct {
 	sport, dport     uint16
 	udp, syn, ack    bool
 	hopLimit         uint8
+	tclass           uint8
+	flowLabel        uint32
+	mss              uint16 // a TCP MSS option when non-zero
 	payload          []byte
 	hopByHop, dstOpt bool // extension headers before the transport header
 	fragment         bool // a fragment header (first fragment)
@@ -42,7 +49,8 @@ type frame6 struct {
 
 func (f frame6) build(t testing.TB) []byte {
 	eth := &layers.Ethernet{SrcMAC: f.srcMAC, DstMAC: f.dstMAC, EthernetType: layers.EthernetTypeIPv6}
-	ip := &layers.IPv6{Version: 6, HopLimit: f.hopLimit, SrcIP: f.src.AsSlice(), DstIP: f.dst.AsSlice()}
+	ip := &layers.IPv6{Version: 6, HopLimit: f.hopLimit, TrafficClass: f.tclass, FlowLabel: f.flowLabel,
+		SrcIP: f.src.AsSlice(), DstIP: f.dst.AsSlice()}
 	if ip.HopLimit == 0 {
 		ip.HopLimit = 64
 	}
@@ -56,7 +64,11 @@ func (f frame6) build(t testing.TB) []byte {
 		l4, next = u, layers.IPProtocolUDP
 	} else {
 		tc := &layers.TCP{SrcPort: layers.TCPPort(f.sport), DstPort: layers.TCPPort(f.dport), SYN: f.syn, ACK: f.ack,
-			Seq: 1000, Ack: 2000, Window: 65535, DataOffset: 5}
+			Seq: 1000, Ack: 2000, Window: 65535}
+		if f.mss != 0 {
+			tc.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4,
+				OptionData: []byte{byte(f.mss >> 8), byte(f.mss)}}}
+		}
 		if err := tc.SetNetworkLayerForChecksum(ip); err != nil {
 			t.Fatal(err)
 		}
@@ -119,6 +131,7 @@ func setupIPv6(t *testing.T, d *dataplane.Harness) {
 	for id, r := range map[uint32]dataplane.Real{
 		dr6ID:  {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdRoute, MTU: 1500},
 		nat6ID: {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdMasq, MTU: 1500},
+		tun6ID: {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdTunnel, MTU: 1500, TunnelSrc: tunSrc6},
 	} {
 		if err := d.SetReal(id, r); err != nil {
 			t.Fatal(err)
@@ -169,9 +182,6 @@ func TestIPv6Fixtures(t *testing.T) {
 	w = f
 	w.srcMAC, w.dstMAC, w.dst, w.dport = ifMAC, realMAC, rip6, 8080
 	expectFrame6(t, "NAT forward", v, dataplane.XDPTx, out, w.build(t))
-	// The slow path's Go transform of a first packet sends the same.
-	goOut := dataplane.GoTransform6(f.build(t), dataplane.Real{MAC: realMAC, Fwd: dataplane.FwdMasq}, ifMAC, nat.Out)
-	expectFrame6(t, "NAT forward, Go", dataplane.XDPTx, dataplane.XDPTx, goOut, w.build(t))
 
 	// NAT reply: from RIP:8080 back as VIP:80 to the client's hop.
 	r := frame6{srcMAC: realMAC, dstMAC: ifMAC, src: rip6, dst: client6, sport: 8080, dport: 50001, ack: true, payload: []byte("HTTP/1.1 200 OK\r\n")}
@@ -186,9 +196,6 @@ func TestIPv6Fixtures(t *testing.T) {
 	wu := u
 	wu.srcMAC, wu.dstMAC, wu.dst, wu.dport = ifMAC, realMAC, rip6, 5300
 	expectFrame6(t, "UDP NAT forward", v, dataplane.XDPTx, out, wu.build(t))
-	goOut = dataplane.GoTransform6(u.build(t), dataplane.Real{MAC: realMAC, Fwd: dataplane.FwdMasq}, ifMAC,
-		dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 5353, DstPort: 5300})
-	expectFrame6(t, "UDP NAT forward, Go", dataplane.XDPTx, dataplane.XDPTx, goOut, wu.build(t))
 	ur := frame6{srcMAC: realMAC, dstMAC: ifMAC, src: rip6, dst: client6, sport: 5300, dport: 5353, udp: true, payload: []byte("answer")}
 	v, out = run(t, d, ur.build(t))
 	wur := ur
@@ -228,6 +235,82 @@ func TestIPv6Fixtures(t *testing.T) {
 
 // TestIPv6Sweep: the sweep ages IPv6 connections (both entries of a NAT
 // one) and counts the live ones per real.
+// tunnelled6 is what TUN sends for inner (an IPv6 frame as built): an
+// outer IPv6 header (traffic class and hop limit of the inner one, flow
+// label 0, next header 41) from tunSrc6 to rip6, to the real's MAC.
+func tunnelled6(t *testing.T, inner []byte) []byte {
+	t.Helper()
+	in := gopacket.NewPacket(inner, layers.LayerTypeEthernet, gopacket.Default)
+	ip := in.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	eth := &layers.Ethernet{SrcMAC: ifMAC, DstMAC: realMAC, EthernetType: layers.EthernetTypeIPv6}
+	outer := &layers.IPv6{Version: 6, TrafficClass: ip.TrafficClass, HopLimit: ip.HopLimit,
+		NextHeader: layers.IPProtocolIPv6, SrcIP: tunSrc6.AsSlice(), DstIP: rip6.AsSlice()}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true}, eth, outer, gopacket.Payload(inner[14:])); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestIPv6Tunnel: TUN over IPv6 through Program.Run: IPv6 in IPv6, the
+// SYN's MSS clamped to MTU - 100, a packet too big for the tunnel
+// answered with ICMPv6 Packet Too Big, and the slow path's replay.
+func TestIPv6Tunnel(t *testing.T) {
+	d := openDirector(t)
+	setupIPv6(t, d)
+	key := func(sport uint16) dataplane.ConnKey {
+		return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
+	}
+	flow(t, d, key(50010), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, conntrack.StateEstablished)
+	f := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 50010, dport: 80, ack: true,
+		hopLimit: 57, tclass: 0x28, flowLabel: 0x12345, payload: []byte("GET / HTTP/1.1\r\n\r\n")}
+	v, out := run(t, d, f.build(t))
+	expectFrame6(t, "TUN", v, dataplane.XDPTx, out, tunnelled6(t, f.build(t)))
+
+	// A SYN: MSS 1460 clamped to 1500 - 40 - 60, checksum kept right.
+	flow(t, d, key(50011), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, 0)
+	syn := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 50011, dport: 80, syn: true, mss: 1460}
+	v, out = run(t, d, syn.build(t))
+	clamped := syn
+	clamped.mss = 1400
+	expectFrame6(t, "TUN SYN", v, dataplane.XDPTx, out, tunnelled6(t, clamped.build(t)))
+
+	// 1560 bytes of IPv6 do not fit a 1500-byte tunnel: Packet Too Big
+	// (MTU 1460) from the VIP back to the client, quoting 1232 bytes.
+	big := f
+	big.payload = make([]byte, 1500)
+	for i := range big.payload {
+		big.payload[i] = byte(i)
+	}
+	bigFrame := big.build(t)
+	v, out = run(t, d, bigFrame)
+	eth := &layers.Ethernet{SrcMAC: ifMAC, DstMAC: clientMAC, EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: vip6.AsSlice(), DstIP: client6.AsSlice()}
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypePacketTooBig, 0)}
+	if err := icmp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	body := append([]byte{0, 0, 0x05, 0xb4}, bigFrame[14:14+1232]...)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, icmp, gopacket.Payload(body)); err != nil {
+		t.Fatal(err)
+	}
+	expectFrame6(t, "Packet Too Big", v, dataplane.XDPTx, out, buf.Bytes())
+
+	// The slow path's replay forwards a frame of a written connection as
+	// the hit path does, and drops one without (never hands it over).
+	v, out, err := d.Replay6(f.build(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectFrame6(t, "replay", v, dataplane.XDPTx, out, tunnelled6(t, f.build(t)))
+	orphan := f
+	orphan.sport = 50099
+	if v, _, err = d.Replay6(orphan.build(t)); err != nil || v != dataplane.XDPDrop {
+		t.Errorf("replay of a frame without a connection: %v %v, want a drop", v, err)
+	}
+}
+
 func TestIPv6Sweep(t *testing.T) {
 	d := openDirector(t)
 	setupIPv6(t, d)

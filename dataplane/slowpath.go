@@ -298,9 +298,11 @@ type worker struct {
 	queued               []queuedFrame
 	arena                []byte     // the queued frames' bytes, reused per batch
 	scratch              [4096]byte // a frame bound for another socket
-	// An IPv6 flow, decided on its own (slow6).
-	flow6 [1]NewFlow
-	dec6  [1]Decision
+	// An IPv6 flow, decided on its own (slow6), and the context its
+	// frame is replayed with.
+	flow6     [1]NewFlow
+	dec6      [1]Decision
+	replayCtx xdpMd
 }
 
 func (sp *slowPath) newWorker(qs queueSock) *worker {

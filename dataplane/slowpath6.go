@@ -6,14 +6,16 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/xipvs/xipvs/conntrack"
+	"github.com/cilium/ebpf"
+	"github.com/xipvs/xipvs/dataplane/xsk"
 )
 
 // The IPv6 slow path. An IPv6 frame the program handed over is decided
 // on its own (not batched as IPv4's are): its connection is looked up
 // first (a packet of a flow decided a moment ago follows it), else the
-// handler decides, the entries are written and the frame is transformed
-// here as forward6 of bpf/director6.h would, into the egress socket.
+// handler decides and the entries are written; then the frame is run
+// through the program's replay entry, which forwards it as a hit, and
+// what comes out is sent.
 
 const (
 	ethTypeIPv6 = 0x86dd
@@ -105,7 +107,7 @@ func (w *worker) slow6(f []byte) {
 	bareSYN := p.proto == protoTCP && p.flags&(TCPSyn|TCPAck) == TCPSyn
 	if found && c.Flags&ConnReply == 0 && !(bareSYN && closing(c.State)) {
 		sp.followed.Add(1)
-		w.transmit6(f, &p, c)
+		w.transmit6(f, c.RealID)
 		return
 	}
 	// Its own one-flow batch: w.flows and w.decs hold the IPv4 flows the
@@ -119,14 +121,9 @@ func (w *worker) slow6(f []byte) {
 		return
 	}
 	mac := d.ifaceMAC(w.qs.ifindex)
+	// The entries as they are before the first packet: its replay moves
+	// the state on, as a hit would.
 	ents := Entries(flows[0], dec, Now(), mac[:])
-	fwd := &ents[len(ents)-1].Conn
-	dir := dirInputOnly
-	if fwd.Rewrites() {
-		dir = dirInput
-	}
-	first := *fwd // the state before the first packet, as XDP saw it
-	fwd.State = conntrack.State(connState(uint8(fwd.State), p.proto, p.flags, dir))
 	for _, e := range ents {
 		// A new connection's entries go to the embryonic table, as the
 		// IPv4 batch writes them (XDP dropped any established entry of
@@ -138,78 +135,51 @@ func (w *worker) slow6(f []byte) {
 		}
 	}
 	sp.newConns.Add(1)
-	w.transmit6(f, &p, first)
+	w.transmit6(f, dec.RealID)
 }
 
-// transmit6 sends frame f of the IPv6 connection whose forward entry is c
-// as forward6 would: new MACs, and for NAT the entry's tuple.
-func (w *worker) transmit6(f []byte, p *packet6, c Conn) {
+// transmit6 sends frame f of an IPv6 connection whose entries are in
+// the tables: it runs f through xipvs_replay6 (BPF_PROG_RUN, as received
+// on the worker's interface and queue), which transforms it as the hit
+// path would (and counts it), and sends what comes out: toward the real
+// (XDP_REDIRECT, or XDP_TX on the real's own interface) or back the way
+// it came (XDP_TX: a Packet Too Big). A dropped frame the program has
+// counted.
+func (w *worker) transmit6(f []byte, realID uint32) {
 	sp := w.sp
-	r := sp.d.realView(c.RealID)
-	switch {
-	case !r.valid || (r.fwd != FwdRoute && r.fwd != FwdMasq):
-		w.stats[StatDropNoReal]++
-		return
-	case !r.macValid:
-		w.stats[StatDropNoMAC]++
+	w.replayCtx = xdpMd{DataEnd: uint32(len(f)), IngressIfindex: uint32(w.qs.ifindex), RxQueueIndex: uint32(w.qs.queue)}
+	opts := ebpf.RunOptions{Data: f, DataOut: w.scratch[:], Context: &w.replayCtx}
+	ret, err := sp.d.objs.XipvsReplay6.Run(&opts)
+	if err != nil {
+		sp.failed.Add(1)
+		sp.d.log.Warn("slow path: replaying an IPv6 frame", "err", err)
 		return
 	}
-	sock := w.egressSock(r)
+	var sock *xsk.Socket
+	switch Verdict(ret) {
+	case XDPTx:
+		sock = w.qs.sock
+	case XDPRedirect:
+		sock = w.egressSock(sp.d.realView(realID))
+	default:
+		return
+	}
+	out := opts.DataOut
 	if sock == nil {
 		sp.failed.Add(1)
 		return
 	}
-	own := sock == w.qs.sock
-	var buf []byte
-	if own {
-		buf = w.ownTx().Next()
-	} else {
-		buf = w.scratch[:]
+	if sock != w.qs.sock {
+		w.queue(sock, out)
+		return
 	}
-	if buf == nil || len(buf) < len(f) {
+	tx := w.ownTx()
+	buf := tx.Next()
+	if buf == nil || len(buf) < len(out) {
 		sp.failed.Add(1)
 		return
 	}
-	n := copy(buf, f)
-	out := buf[:n]
-	if r.fwd == FwdMasq {
-		nat6Rewrite(out, p, c.Out)
-	}
-	setMACs(out, r.mac, r.srcMAC)
-	if own {
-		w.ownTx().Commit(n)
-	} else {
-		w.queue(sock, out)
-	}
-	w.stats[StatFwd]++
-	sp.d.accountSlow(c.RealID, uint64(p.totLen))
-}
-
-// nat6Rewrite is nat6_rewrite: the packet gets the tuple out, the
-// TCP/UDP checksum updated incrementally (the pseudo-header holds the
-// addresses; IPv6 has no header checksum).
-func nat6Rewrite(f []byte, p *packet6, out ConnKey) {
-	ip, l4 := f[ethHLen:], f[p.l4:]
-	udp := p.proto == protoUDP
-	sum := l4[16:18]
-	if udp {
-		sum = l4[6:8]
-	}
-	src, dst := out.Src.As16(), out.Dst.As16()
-	for i := 0; i < 16; i += 4 {
-		l4CsumReplace4(sum, le.Uint32(ip[8+i:]), le.Uint32(src[i:]), udp)
-		l4CsumReplace4(sum, le.Uint32(ip[24+i:]), le.Uint32(dst[i:]), udp)
-	}
-	copy(ip[8:24], src[:])
-	copy(ip[24:40], dst[:])
-	if sport := be16(out.SrcPort); le.Uint16(l4[0:2]) != sport {
-		l4CsumReplace2(sum, le.Uint16(l4[0:2]), sport, udp)
-		le.PutUint16(l4[0:2], sport)
-	}
-	if dport := be16(out.DstPort); le.Uint16(l4[2:4]) != dport {
-		l4CsumReplace2(sum, le.Uint16(l4[2:4]), dport, udp)
-		le.PutUint16(l4[2:4], dport)
-	}
+	tx.Commit(copy(buf, out))
 }
 
 // entries6 is rawEntries for an IPv6 flow, in the model's types: the

@@ -108,6 +108,7 @@ type sweepReal struct {
 	Mtu     uint16
 	TunSrc  uint32
 	Addr6   [16]uint8
+	TunSrc6 [16]uint8
 }
 
 type sweepRealStats struct {

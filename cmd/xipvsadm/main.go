@@ -306,19 +306,23 @@ Port groups (firewall-mark services):
 Forwarding methods:
   -g  the real server has the VIP on lo and sits on the director's segment;
       only MAC addresses change. Replies go straight to the client.
-  -i  the packet is wrapped in IP-in-IP to the real server, which may be
-      routed; replies go straight to the client. Prepare the real server
-      with 'xipvsadm realserver up --mode tun' (no ipip module needed).
+  -i  the packet is wrapped in IP-in-IP (IPv6 in IPv6 for an IPv6 service)
+      to the real server, which may be routed; replies go straight to the
+      client. Prepare the real server with 'xipvsadm realserver up --mode
+      tun' (no ipip or ip6_tunnel module needed).
   -m  destination rewritten (port mapping allowed); the real server's
       gateway must be the director, which rewrites the replies back.
   -b  source and destination rewritten: the real server sees a local
       address (--add-laddr) and needs no route change.
 
 Real servers (run on the real server, as root):
-  realserver up    VIP/32 on lo, arp_ignore=1 and arp_announce=2 (all, lo),
+  realserver up    VIP/32 on lo, arp_ignore=1 and arp_announce=2 (all, lo);
+                   an IPv6 VIP as a /128 on lo (Linux never advertises a
+                   lo address on another interface: no sysctl needed);
                    and for tun the decapsulation: an XDP program on
                    --interface (default: the default route's) that strips
-                   the outer header, or --decap tunl0 for the kernel device.
+                   the outer header (IPv4 and IPv6), or --decap tunl0 for
+                   the kernel device (IPv4 only).
                    Idempotent; what it changed is recorded.
   realserver down  restores exactly what up changed.
 

@@ -1,7 +1,7 @@
 // Package decap is the real-server side of TUN: a small XDP program
-// (bpf/decap.bpf.c) that strips the outer header of IP-in-IP packets to
-// the VIPs and passes the inner packet to the stack, so that a real server
-// needs no ipip module.
+// (bpf/decap.bpf.c) that strips the outer header of IPv4-in-IPv4 and
+// IPv6-in-IPv6 packets to the VIPs and passes the inner packet to the
+// stack, so that a real server needs no ipip or ip6_tunnel module.
 package decap
 
 import (
@@ -22,7 +22,7 @@ const decapProgName = "xipvs_decap"
 var ErrForeignXDP = errors.New("another XDP program is attached")
 
 // Attach makes ifname strip the outer header of IP-in-IP packets
-// to any of vips (the real-server side of TUN). When the decap program
+// (IPv4 in IPv4, IPv6 in IPv6) to any of vips (the real-server side of TUN). When the decap program
 // is already attached there, vips are added to its VIP set; otherwise
 // it is loaded and attached through netlink, natively when the driver
 // supports it, else in generic mode. The attachment outlives the
@@ -59,10 +59,17 @@ func Attach(ifname string, vips []netip.Addr) (bool, error) {
 
 func putVIPs(m *ebpf.Map, vips []netip.Addr) error {
 	for _, v := range vips {
-		if !v.Is4() {
-			return fmt.Errorf("VIP %v: only IPv4", v)
+		var err error
+		switch {
+		case m.KeySize() == 4 && v.Is4():
+			// A decap program attached by a release before IPv6.
+			err = m.Put(v.As4(), uint8(1))
+		case m.KeySize() == 4:
+			return fmt.Errorf("VIP %v: the decap program attached predates IPv6; run realserver down, then up", v)
+		default:
+			err = m.Put(decapVipKey{Addr: v.As16()}, uint8(1))
 		}
-		if err := m.Put(v.As4(), uint8(1)); err != nil {
+		if err != nil {
 			return fmt.Errorf("decap VIP %v: %w", v, err)
 		}
 	}

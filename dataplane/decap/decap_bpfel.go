@@ -8,9 +8,15 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type decapVipKey struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+}
 
 // Names of all BPF objects in the ELF.
 //

@@ -1,10 +1,14 @@
 // Package realserver prepares a host as an LVS real server, as the
 // seeds' real-server.sh scripts do by hand, and undoes it: each VIP on lo
-// as a /32, arp_ignore=1 and arp_announce=2 (all and lo) so the host
-// never answers ARP for the VIP, and for TUN the decapsulation: xipvs's
-// decap XDP program on the interface (no ipip module needed), or the
-// kernel's tunl0 device where it exists. What Up changed is recorded in
-// a state file so Down restores exactly that.
+// as a /32 (IPv6: a /128), arp_ignore=1 and arp_announce=2 (all and lo)
+// so the host never answers ARP for an IPv4 VIP, and for TUN the
+// decapsulation: xipvs's decap XDP program on the interface (no ipip or
+// ip6_tunnel module needed), or the kernel's tunl0 device where it exists
+// (IPv4). An IPv6 VIP needs no sysctl: Linux answers a neighbour
+// solicitation only for an address of the interface it arrived on
+// (ndisc_recv_ns looks the target up strictly on that device), so a VIP
+// on lo is never advertised. What Up changed is recorded in a state file
+// so Down restores exactly that.
 package realserver
 
 import (
@@ -21,6 +25,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/xipvs/xipvs/dataplane/decap"
+	"golang.org/x/sys/unix"
 )
 
 // Modes and decapsulations.
@@ -129,13 +134,22 @@ func (st *State) setSysctl(name, value string) error {
 	return nil
 }
 
-// addVIP puts vip/32 on dev unless it is there already.
+// hostPrefix is vip as a host prefix: /32, or /128 for IPv6.
+func hostPrefix(vip netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(vip.BitLen(), vip.BitLen())}
+}
+
+// addVIP puts vip as a host prefix on dev unless it is there already.
 func (st *State) addVIP(dev string, vip netip.Addr) (bool, error) {
 	l, err := netlink.LinkByName(dev)
 	if err != nil {
 		return false, fmt.Errorf("device %s: %w", dev, err)
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	fam := netlink.FAMILY_V4
+	if vip.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	addrs, err := netlink.AddrList(l, fam)
 	if err != nil {
 		return false, fmt.Errorf("addresses of %s: %w", dev, err)
 	}
@@ -144,9 +158,12 @@ func (st *State) addVIP(dev string, vip netip.Addr) (bool, error) {
 			return false, nil
 		}
 	}
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	a := &netlink.Addr{IPNet: hostPrefix(vip)}
+	if vip.Is6() {
+		a.Flags = unix.IFA_F_NODAD // usable at once; lo does no DAD anyway
+	}
 	if err := netlink.AddrAdd(l, a); err != nil {
-		return false, fmt.Errorf("add %v/32 to %s: %w", vip, dev, err)
+		return false, fmt.Errorf("add %v to %s: %w", a.IPNet, dev, err)
 	}
 	if !slices.Contains(st.Addrs[dev], vip) {
 		st.Addrs[dev] = append(st.Addrs[dev], vip)
@@ -154,19 +171,22 @@ func (st *State) addVIP(dev string, vip netip.Addr) (bool, error) {
 	return true, nil
 }
 
-// DefaultInterface is the interface of the IPv4 default route.
+// DefaultInterface is the interface of the IPv4 default route, else of
+// the IPv6 one.
 func DefaultInterface() (string, error) {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return "", err
-	}
-	for _, r := range routes {
-		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
-			l, err := netlink.LinkByIndex(r.LinkIndex)
-			if err != nil {
-				return "", err
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := netlink.RouteList(nil, fam)
+		if err != nil {
+			return "", err
+		}
+		for _, r := range routes {
+			if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+				l, err := netlink.LinkByIndex(r.LinkIndex)
+				if err != nil {
+					return "", err
+				}
+				return l.Attrs().Name, nil
 			}
-			return l.Attrs().Name, nil
 		}
 	}
 	return "", errors.New("no default route: name the interface with --interface")
@@ -179,10 +199,12 @@ func Up(o Options) (changes []string, err error) {
 	if len(o.VIPs) == 0 {
 		return nil, errors.New("no VIP given (--vip VIP[,VIP...])")
 	}
+	v4 := false
 	for _, v := range o.VIPs {
-		if !v.Is4() || v.IsUnspecified() || v.IsMulticast() || v.IsLoopback() {
-			return nil, fmt.Errorf("VIP %v: a unicast IPv4 address is needed", v)
+		if v.Zone() != "" || v.IsUnspecified() || v.IsMulticast() || v.IsLoopback() || v.IsLinkLocalUnicast() || v.Is4In6() {
+			return nil, fmt.Errorf("VIP %v: a global unicast IPv4 or IPv6 address is needed", v)
 		}
+		v4 = v4 || v.Is4()
 	}
 	switch o.Mode {
 	case ModeDR, ModeTUN:
@@ -197,6 +219,9 @@ func Up(o Options) (changes []string, err error) {
 	}
 	if o.Mode == ModeDR && (o.Decap != DecapXDP || o.Interface != "") {
 		return nil, errors.New("--decap and --interface are for --mode tun")
+	}
+	if o.Decap == DecapTunl0 && slices.ContainsFunc(o.VIPs, netip.Addr.Is6) {
+		return nil, errors.New("--decap tunl0 carries IPv4 only: use --decap xdp for IPv6 VIPs")
 	}
 	if o.StateFile == "" {
 		o.StateFile = StatePath()
@@ -234,12 +259,15 @@ func Up(o Options) (changes []string, err error) {
 			return changes, err
 		}
 		if added {
-			note("%v/32 on %s", v, vipDev)
+			note("%v on %s", hostPrefix(v), vipDev)
 		}
 	}
-	sysctls := [][2]string{
-		{"net.ipv4.conf.all.arp_ignore", "1"}, {"net.ipv4.conf.all.arp_announce", "2"},
-		{"net.ipv4.conf.lo.arp_ignore", "1"}, {"net.ipv4.conf.lo.arp_announce", "2"},
+	var sysctls [][2]string
+	if v4 {
+		sysctls = [][2]string{
+			{"net.ipv4.conf.all.arp_ignore", "1"}, {"net.ipv4.conf.all.arp_announce", "2"},
+			{"net.ipv4.conf.lo.arp_ignore", "1"}, {"net.ipv4.conf.lo.arp_announce", "2"},
+		}
 	}
 	if vipDev == "tunl0" {
 		sysctls = append(sysctls, [2]string{"net.ipv4.conf.tunl0.rp_filter", "0"}, [2]string{"net.ipv4.conf.all.rp_filter", "0"})
@@ -302,12 +330,12 @@ func Down(stateFile string) (changes []string, err error) {
 			continue
 		}
 		for _, v := range vips {
-			a := &netlink.Addr{IPNet: &net.IPNet{IP: v.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+			a := &netlink.Addr{IPNet: hostPrefix(v)}
 			if err := netlink.AddrDel(l, a); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
 				errs = append(errs, fmt.Errorf("remove %v from %s: %w", v, dev, err))
 				continue
 			}
-			changes = append(changes, fmt.Sprintf("%v/32 off %s", v, dev))
+			changes = append(changes, fmt.Sprintf("%v off %s", a.IPNet, dev))
 		}
 	}
 	for name, old := range st.Sysctls {

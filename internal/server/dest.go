@@ -167,8 +167,15 @@ func checkHop(d config.Dest, hop dataplane.NextHop, director func(ifindex int) b
 	if !director(hop.Ifindex) {
 		return fmt.Errorf("real server %v is reached through interface %d, which this director does not serve (xipvsd -i)", d.Addr, hop.Ifindex)
 	}
-	if d.Fwd == config.FwdTunnel && !hop.Src.Is4() {
-		return fmt.Errorf("real server %v: no IPv4 source address on the route to it for the tunnel's outer header", d.Addr)
+	if d.Fwd == config.FwdTunnel {
+		if !hop.Src.IsValid() || hop.Src.Is4() != d.Addr.Is4() {
+			return fmt.Errorf("real server %v: no %s source address on the route to it for the tunnel's outer header", d.Addr, family(d.Addr))
+		}
+		// IPv6 routers never fragment: a tunnel that cannot carry
+		// IPv6's minimum MTU (1280) inside would lose packets.
+		if d.Addr.Is6() && hop.MTU != 0 && hop.MTU < 1280+40 {
+			return fmt.Errorf("real server %v: the route to it has MTU %d; an IPv6 tunnel needs at least 1320 (1280 inside)", d.Addr, hop.MTU)
+		}
 	}
 	return nil
 }
@@ -353,4 +360,12 @@ func (s *Server) OnNeighbor(addr netip.Addr, ifindex int, mac net.HardwareAddr) 
 			s.log.Warn("update real MAC", "real", d.cfg.Addr, "via", addr, "err", err)
 		}
 	}
+}
+
+// family names a's address family as an error message does.
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }

@@ -49,8 +49,8 @@ func synProxyFits(svc config.Service, fwd config.Fwd) error {
 // ipv6Fits refuses what IPv6 services cannot do yet: tunnel and FULLNAT
 // reals (the IPv6 data plane forwards by DR and NAT).
 func ipv6Fits(svc config.ServiceKey, fwd config.Fwd) error {
-	if svc.IsV6() && fwd != config.FwdRoute && fwd != config.FwdMasq {
-		return fmt.Errorf("%w: IPv6 real servers are forwarded by direct routing (-g) or NAT (-m); %s over IPv6 is not built yet",
+	if svc.IsV6() && fwd == config.FwdFullNAT {
+		return fmt.Errorf("%w: IPv6 real servers are forwarded by direct routing (-g), tunnelling (-i) or NAT (-m); %s over IPv6 is not built yet",
 			ErrUnsupported, fwd)
 	}
 	return nil
