@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
@@ -170,12 +172,83 @@ func TestIPv6NAT(t *testing.T) {
 	}
 	// What IPv6 cannot do yet is refused, clearly.
 	for _, args := range [][]string{
-		{"-a", "-t", vs, "-r", "[fd83::13]:8080", "-i"},
+		{"-a", "-t", vs, "-r", "[fd83::13]:8080", "-b"},
 		{"-A", "-t", "[fd82::101]:80", "-j", "enable"},
 	} {
 		if out, err := lab.Adm(xipvsadmBin, args...); err == nil {
 			t.Errorf("%v accepted: %s", args, out)
 		}
+	}
+}
+
+// TestIPv6TUN: IPv6 in IPv6 to reals prepared only by `xipvsadm
+// realserver up --mode tun` (the decap XDP program, no ip6_tunnel
+// module), rr 5/5 scheduled in XDP, then wlc through the slow path, UDP,
+// and a large upload whose full-sized segments do not fit the tunnel:
+// the director answers ICMPv6 Packet Too Big and the client's path MTU
+// discovery shrinks them.
+func TestIPv6TUN(t *testing.T) {
+	lab := newDRLab(t, "v6tun")
+	vip := netip.MustParseAddr("fd77::100")
+	addr6(t, lab.cl, "eth0", "fd77::1/64")
+	addr6(t, lab.lb, "eth0", "fd77::2/64")
+	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	for i, rs := range lab.rs {
+		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
+		out := realserver(t, rs, "up", "--vip", vip.String(), "--mode", "tun", "--interface", "eth0")
+		if !strings.Contains(out, "fd77::100/128 on lo") || !strings.Contains(out, "decap XDP program on eth0") || strings.Contains(out, "arp_ignore") {
+			t.Errorf("realserver up for an IPv6 VIP changed:\n%s", out)
+		}
+		rs := rs
+		t.Cleanup(func() { _ = rs.Exec(xipvsadmBin, "realserver", "down").Run() })
+	}
+	lab.serveEcho(t, 80)
+	lab.serveUDPEcho(t, vip, 53)
+	vs := "[" + vip.String() + "]:80"
+	at := netip.AddrPortFrom(vip, 80)
+	lab.adm(t, "-A", "-t", vs, "-s", "rr")
+	lab.adm(t, "-a", "-t", vs, "-r", "[fd77::11]:80", "-i")
+	lab.adm(t, "-a", "-t", vs, "-r", "[fd77::12]:80", "-i")
+	if count := askEach(t, lab, at, 10); count["rs1"] != 5 || count["rs2"] != 5 {
+		t.Errorf("rr over two IPv6 TUN reals: %v, want 5/5", count)
+	}
+	if out := lab.adm(t, "-Ln"); !strings.Contains(out, destLine("[fd77::11]:80", "Tunnel", 1)) {
+		t.Errorf("-Ln:\n%s", out)
+	}
+	// wlc: new flows decided by the Go slow path, whose first packet is
+	// tunnelled by the replay program.
+	lab.adm(t, "-E", "-t", vs, "-s", "wlc")
+	if count := askEach(t, lab, at, 4); count["rs1"]+count["rs2"] != 4 {
+		t.Errorf("wlc over two IPv6 TUN reals: %v", count)
+	}
+	big := bytes.Repeat([]byte("x"), 200000)
+	body, _ := lab.getAt(t, at, big)
+	if f := strings.Fields(body); len(f) != 3 || f[2] != "200000" {
+		t.Errorf("200000-byte upload through the IPv6 tunnel: answer %q", body)
+	}
+	info, err := api.NewClient(lab.Socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Counters["xdp_icmp_frag_needed"] == 0 {
+		t.Errorf("no Packet Too Big sent for the upload: counters %v", info.Counters)
+	}
+	t.Logf("ICMPv6 Packet Too Big sent: %d", info.Counters["xdp_icmp_frag_needed"])
+
+	us := "[" + vip.String() + "]:53"
+	lab.adm(t, "-A", "-u", us, "-s", "rr")
+	lab.adm(t, "-a", "-u", us, "-r", "[fd77::12]", "-i")
+	if got := strings.Fields(lab.udpAskAt(t, netip.AddrPortFrom(vip, 53))); len(got) == 0 || got[0] != "rs2" {
+		t.Errorf("UDP over the IPv6 tunnel answered %q", got)
+	}
+	// down takes the VIP off lo and the program off eth0.
+	rs := lab.rs[0]
+	realserver(t, rs, "down")
+	if out, _ := rs.Exec("ip", "-6", "addr", "show", "dev", "lo").Output(); strings.Contains(string(out), vip.String()) {
+		t.Errorf("VIP still on lo after down:\n%s", out)
+	}
+	if out, _ := rs.Exec("ip", "link", "show", "dev", "eth0").Output(); strings.Contains(string(out), "xdp") {
+		t.Errorf("decap program still on eth0 after down:\n%s", out)
 	}
 }
 
