@@ -4,9 +4,10 @@
  * the pick sequences, the slow-path handoff). Its tables are IPv6's own:
  * services6, conns6 (embryonic, an LRU) and est_conns6 (established).
  * DR (new Ethernet addresses), TUN (IPv6 in IPv6) and NAT (addresses
- * and ports rewritten, replies un-NATed) are forwarded here; anything
- * else of a VIP goes to the slow path, and ICMPv6 (neighbour discovery
- * first of all) passes to the kernel. */
+ * and ports rewritten, replies un-NATed) are forwarded here, with the
+ * ICMPv6 errors about their connections; anything else of a VIP goes to
+ * the slow path, and the rest of ICMPv6 (neighbour discovery first of
+ * all) passes to the kernel. */
 #ifndef XIPVS_DIRECTOR6_H
 #define XIPVS_DIRECTOR6_H
 
@@ -349,6 +350,165 @@ static __always_inline int reply6(struct xdp_md *ctx, struct pkt *p, struct conn
 	return egress(ctx, c->ifindex);
 }
 
+/* ICMPv6 errors about tracked connections, as IPVS's ip_vs_in_icmp_v6
+ * and ip_vs_out_icmp_v6 (icmp.h says how for IPv4; the same two
+ * directions here): destination unreachable, packet too big and time
+ * exceeded, quoting a TCP or UDP packet right after its IPv6 header (a
+ * quoted extension header is not followed: the error passes). The
+ * ICMPv6 checksum covers the outer addresses through the pseudo-header,
+ * so it follows every address changed, outer or quoted; the quoted
+ * TCP/UDP checksum is left as it is, as IPVS leaves it. */
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_TIME_EXCEED 3
+
+/* What an ICMPv6 error quotes. */
+struct icmp6_quote {
+	__u16 *sum;          /* the ICMPv6 checksum */
+	struct ipv6hdr *ip6; /* the quoted IPv6 header */
+	__be16 *ports;       /* its source and destination ports */
+};
+
+static __always_inline int parse_icmp6_error(void *cursor, void *data_end, const struct pkt *p,
+					     struct icmp6_quote *q)
+{
+	__u8 *icmp = cursor;
+	struct ipv6hdr *ip6;
+
+	if ((void *)(icmp + 8) > data_end)
+		return -1;
+	if (icmp[0] != ICMPV6_DEST_UNREACH && icmp[0] != ICMPV6_PKT_TOOBIG && icmp[0] != ICMPV6_TIME_EXCEED)
+		return -1;
+	ip6 = (void *)(icmp + 8);
+	if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+		return -1;
+	if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+		return -1;
+	/* The quote must lie within the outer payload, ports included. */
+	if (8 + sizeof(*ip6) + 4 > p->l4_len)
+		return -1;
+	q->ports = (void *)(ip6 + 1);
+	if ((void *)(q->ports + 2) > data_end)
+		return -1;
+	q->sum = (void *)(icmp + 2);
+	q->ip6 = ip6;
+	return 0;
+}
+
+/* icmp6_set_addr changes an address of the message or of the outer
+ * header; the ICMPv6 checksum follows. */
+static __always_inline void icmp6_set_addr(struct icmp6_quote *q, void *field, const void *to)
+{
+	csum_replace16(q->sum, field, to, 0);
+	addr6_copy(field, to);
+}
+
+static __always_inline void icmp6_set_port(struct icmp6_quote *q, __be16 *field, __be16 to)
+{
+	csum_replace2(q->sum, *field, to);
+	*field = to;
+}
+
+/* icmp6_translate is icmp_translate: the quoted packet becomes the one
+ * entry c's traffic leaves with, reversed; the outer destination its
+ * sender, the outer source src unless NULL. */
+static __always_inline void icmp6_translate(struct pkt *p, struct icmp6_quote *q,
+					    const struct conn_val6 *c, const __u8 *src)
+{
+	icmp6_set_addr(q, &q->ip6->saddr, c->ndaddr);
+	icmp6_set_addr(q, &q->ip6->daddr, c->nsaddr);
+	icmp6_set_port(q, &q->ports[0], c->ndport);
+	icmp6_set_port(q, &q->ports[1], c->nsport);
+	icmp6_set_addr(q, &p->ip6->daddr, c->ndaddr);
+	if (src)
+		icmp6_set_addr(q, &p->ip6->saddr, src);
+}
+
+/* icmp6_to_real sends an error quoting a packet from a VIP on to the
+ * real of the connection (forward entry c). */
+static __always_inline int icmp6_to_real(struct xdp_md *ctx, struct pkt *p, struct icmp6_quote *q,
+					 struct conn_val6 *c, __u32 *stat)
+{
+	__u32 rid = c->real_id;
+	struct real *r = bpf_map_lookup_elem(&reals, &rid);
+	__u32 len = ip6_len(p);
+
+	if (!r || !(r->flags & REAL_F_IPV6)) {
+		*stat = STAT_DROP_NO_REAL;
+		return XDP_DROP;
+	}
+	if (!(r->flags & REAL_F_MAC_VALID)) {
+		*stat = STAT_DROP_NO_MAC;
+		return XDP_DROP;
+	}
+	real_account(rid, len, 0);
+	switch (r->fwd) {
+	case FWD_DROUTE:
+		break;
+	case FWD_TUNNEL:
+		if (r->mtu && len + IP6IP6_HLEN > r->mtu) {
+			*stat = STAT_DROP_TOO_BIG;
+			return XDP_DROP;
+		}
+		if (tun6_encap(ctx, r) < 0) {
+			*stat = STAT_DROP_ADJUST;
+			return XDP_DROP;
+		}
+		*stat = STAT_ICMP_FORWARD;
+		return egress(ctx, r->ifindex);
+	case FWD_MASQ:
+		icmp6_translate(p, q, c, NULL);
+		break;
+	default:
+		*stat = STAT_DROP_NO_REAL;
+		return XDP_DROP;
+	}
+	set_macs(p->eth, r->mac, r->src_mac);
+	*stat = STAT_ICMP_FORWARD;
+	return egress(ctx, r->ifindex);
+}
+
+/* icmp6_error handles an ICMPv6 message (p's protocol is ICMPv6, not a
+ * fragment); anything but an error about a connection passes, neighbour
+ * discovery first of all. vip: the outer destination is a VIP. */
+static __always_inline int icmp6_error(struct xdp_md *ctx, struct pkt *p, void *cursor, int vip, __u32 *stat)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct icmp6_quote q;
+	struct conn_key6 k = {};
+	struct conn_val6 *c;
+	int embryonic;
+
+	if (parse_icmp6_error(cursor, data_end, p, &q) < 0)
+		return XDP_PASS;
+	/* The connection, seen from the quoted packet's other end. */
+	addr6_copy(k.saddr, &q.ip6->daddr);
+	addr6_copy(k.daddr, &q.ip6->saddr);
+	k.sport = q.ports[1];
+	k.dport = q.ports[0];
+	k.proto = q.ip6->nexthdr;
+	if (vip && addr6_eq(&q.ip6->saddr, &p->ip6->daddr)) {
+		c = conn6_lookup(&k, &embryonic);
+		if (!c || (c->flags & CONN_F_REPLY))
+			return XDP_PASS;
+		conn_touch(CONN4(c));
+		return icmp6_to_real(ctx, p, &q, c, stat);
+	}
+	/* From the inside: only toward a NAT real's address. */
+	if (!(addr6_flags(&q.ip6->daddr) & ADDR_F_NAT_SOURCE))
+		return XDP_PASS;
+	c = conn6_lookup(&k, &embryonic);
+	if (!c || !(c->flags & CONN_F_REPLY))
+		return XDP_PASS;
+	conn_touch(CONN4(c));
+	real_account(c->real_id, ip6_len(p), 1);
+	/* To the client from the VIP, whoever sent it inside. */
+	icmp6_translate(p, &q, c, c->nsaddr);
+	set_macs(p->eth, c->dmac, c->smac);
+	*stat = STAT_ICMP_FORWARD;
+	return egress(ctx, c->ifindex);
+}
+
 /* conn6_create writes a new IPv6 connection's entries as the slow path
  * would (dataplane/slowpath6.go): NAT's reply entry first. */
 static __always_inline int conn6_create(struct xdp_md *ctx, struct pkt *p, struct conn_key6 *ck,
@@ -451,8 +611,10 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 		*stat = STAT_PASS_MALFORMED;
 		return XDP_PASS;
 	}
+	if (!replay && p->proto == IPPROTO_ICMPV6 && !p->frag)
+		return icmp6_error(ctx, p, cursor, addr6_flags(&p->ip6->daddr) & ADDR_F_VIP, stat);
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && !p->frag)
-		return XDP_PASS; /* ICMPv6 (neighbour discovery), and the rest */
+		return XDP_PASS;
 	vflags = addr6_flags(&p->ip6->daddr);
 	dflags = vflags & ADDR_F_VIP;
 	sflags = addr6_flags(&p->ip6->saddr) & ADDR_F_NAT_SOURCE;

@@ -311,6 +311,88 @@ func TestIPv6Tunnel(t *testing.T) {
 	}
 }
 
+// icmp6Error builds an ICMPv6 error frame (gopacket computes the
+// checksum) quoting q, an IPv6 packet without its Ethernet header; word
+// is the 4 bytes after the checksum (Packet Too Big: the MTU).
+func icmp6Error(t *testing.T, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, typ uint8, word uint32, q []byte) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, 0)}
+	if err := icmp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	body := append([]byte{byte(word >> 24), byte(word >> 16), byte(word >> 8), byte(word)}, q...)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, icmp, gopacket.Payload(body)); err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// TestIPv6ICMPErrors: ICMPv6 errors quoting a tracked connection follow
+// it as IPVS's ip_vs_in_icmp_v6 and ip_vs_out_icmp_v6 do (DR, TUN, NAT,
+// from outside and from a NAT real); neighbour discovery and errors about
+// unknown connections pass. Expected frames are built by gopacket.
+func TestIPv6ICMPErrors(t *testing.T) {
+	d := openDirector(t)
+	setupIPv6(t, d)
+	key := func(sport uint16) dataplane.ConnKey {
+		return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
+	}
+	flow(t, d, key(51000), dataplane.Decision{RealID: dr6ID, ServiceID: 1}, conntrack.StateEstablished)
+	flow(t, d, key(51001), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, conntrack.StateEstablished)
+	flow(t, d, key(51002), dataplane.Decision{RealID: nat6ID, ServiceID: 1,
+		Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 51002, DstPort: 8080}}, conntrack.StateEstablished)
+	router6 := netip.MustParseAddr("2001:db8:ff::1")
+	routerMAC := net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x01}
+	// What left from the VIP toward the client, quoted back by a router.
+	fromVIP := func(cport uint16) []byte {
+		return frame6{src: vip6, dst: client6, sport: 80, dport: cport, ack: true, payload: make([]byte, 200),
+			srcMAC: ifMAC, dstMAC: clientMAC}.build(t)[14:]
+	}
+
+	in := icmp6Error(t, routerMAC, ifMAC, router6, vip6, 2, 1400, fromVIP(51000))
+	v, out := run(t, d, in)
+	expectFrame6(t, "DR: on to the real as it is", v, dataplane.XDPTx, out, withMACs(in, realMAC, ifMAC))
+
+	in = icmp6Error(t, routerMAC, ifMAC, router6, vip6, 2, 1400, fromVIP(51001))
+	v, out = run(t, d, in)
+	expectFrame6(t, "TUN: on to the real in IPv6 in IPv6", v, dataplane.XDPTx, out, tunnelled6(t, in))
+
+	// NAT: the real sees its own packet (RIP:8080 -> client) quoted, the
+	// error addressed to it.
+	in = icmp6Error(t, routerMAC, ifMAC, router6, vip6, 1, 0, fromVIP(51002))
+	v, out = run(t, d, in)
+	q := frame6{src: rip6, dst: client6, sport: 8080, dport: 51002, ack: true, payload: make([]byte, 200),
+		srcMAC: ifMAC, dstMAC: clientMAC}.build(t)[14:]
+	// The quoted TCP checksum is left as it was (IPVS leaves it too).
+	copy(q[40+16:40+18], fromVIP(51002)[40+16:40+18])
+	want := icmp6Error(t, ifMAC, realMAC, router6, rip6, 1, 0, q)
+	expectFrame6(t, "NAT: translated for the real", v, dataplane.XDPTx, out, want)
+
+	// From the NAT real (time exceeded about client -> RIP:8080): to the
+	// client from the VIP, quoting what the client sent.
+	toReal := frame6{src: client6, dst: rip6, sport: 51002, dport: 8080, ack: true, payload: make([]byte, 100),
+		srcMAC: ifMAC, dstMAC: realMAC}.build(t)[14:]
+	in = icmp6Error(t, realMAC, ifMAC, rip6, client6, 3, 0, toReal)
+	v, out = run(t, d, in)
+	q = frame6{src: client6, dst: vip6, sport: 51002, dport: 80, ack: true, payload: make([]byte, 100),
+		srcMAC: ifMAC, dstMAC: realMAC}.build(t)[14:]
+	copy(q[40+16:40+18], toReal[40+16:40+18])
+	want = icmp6Error(t, ifMAC, clientMAC, vip6, client6, 3, 0, q)
+	expectFrame6(t, "NAT real: to the client from the VIP", v, dataplane.XDPTx, out, want)
+
+	// An error about no connection, and neighbour discovery, pass.
+	in = icmp6Error(t, routerMAC, ifMAC, router6, vip6, 2, 1400, fromVIP(51999))
+	v, out = run(t, d, in)
+	expectFrame6(t, "unknown connection", v, dataplane.XDPPass, out, in)
+	ns := icmp6Error(t, clientMAC, ifMAC, client6, vip6, 135, 0, vip6.AsSlice())
+	v, out = run(t, d, ns)
+	expectFrame6(t, "neighbour solicitation", v, dataplane.XDPPass, out, ns)
+}
+
 func TestIPv6Sweep(t *testing.T) {
 	d := openDirector(t)
 	setupIPv6(t, d)
