@@ -128,6 +128,7 @@ enum defence_flag {
 /* TOA: the client's address as a TCP option (the toa module's format). */
 #define TCPOPT_TOA 254
 #define TCPOLEN_TOA 8
+#define TCPOLEN_TOA6 20 /* DPVS's toa for IPv6: kind 254, port, 16-byte address */
 /* Outer IPv4 header of a TUN packet. */
 #define IPIP_HLEN 20
 #define IP6IP6_HLEN 40 /* the outer IPv6 header of IPv6-in-IPv6 */

@@ -3,8 +3,9 @@
  * the IPv4 path whose pieces it shares (the TCP state machine of conn.h,
  * the pick sequences, the slow-path handoff). Its tables are IPv6's own:
  * services6, conns6 (embryonic, an LRU) and est_conns6 (established).
- * DR (new Ethernet addresses), TUN (IPv6 in IPv6) and NAT (addresses
- * and ports rewritten, replies un-NATed) are forwarded here, with the
+ * DR (new Ethernet addresses), TUN (IPv6 in IPv6), NAT (addresses and
+ * ports rewritten, replies un-NATed) and FULLNAT (both ends rewritten,
+ * TOA for IPv6 added) are forwarded here, with the
  * ICMPv6 errors about their connections; anything else of a VIP goes to
  * the slow path, and the rest of ICMPv6 (neighbour discovery first of
  * all) passes to the kernel. */
@@ -259,6 +260,115 @@ static __always_inline int icmp6_too_big(struct xdp_md *ctx, __u32 mtu)
 	return 0;
 }
 
+/* TCP header words toa6_insert may move: doff 10 at most, so that the
+ * 20-byte option fits in the 60-byte maximum. */
+#define TOA6_MAX_DOFF 10
+
+/* toa6_insert adds the TOA option for IPv6 in the format DPVS's toa
+ * module reads (kind 254, length 20: the client's port, then its 16-byte
+ * address, network order) at the end of the TCP options of a packet whose
+ * TCP header follows the IPv6 header. The headers move 20 bytes toward
+ * the front; the payload stays. Returns 0, -1 when there is no room (or
+ * an extension header: the packet is left as it was) or -2 when the frame
+ * could not be grown. */
+static __always_inline int toa6_insert(struct xdp_md *ctx, const __u8 *caddr, __be16 cport)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	struct tcphdr *th;
+	__u32 doff, words;
+	__u16 oldlen, newlen, oldw, neww;
+	__u8 *toa;
+
+	if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_TCP)
+		return -1;
+	th = (void *)(ip6 + 1);
+	if ((void *)(th + 1) > data_end)
+		return -1;
+	doff = th->doff;
+	if (doff > TOA6_MAX_DOFF)
+		return -1;
+	if (bpf_xdp_adjust_head(ctx, -TCPOLEN_TOA6))
+		return -2;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	/* Move the Ethernet, IPv6 and TCP headers down, 16 bits at a time. */
+	words = (sizeof(struct ethhdr) + sizeof(struct ipv6hdr)) / 2 + doff * 2;
+	for (__u32 i = 0; i < (sizeof(struct ethhdr) + sizeof(struct ipv6hdr)) / 2 + TOA6_MAX_DOFF * 2; i++) {
+		__u16 *dst = data + i * 2;
+		__u16 *src = data + TCPOLEN_TOA6 + i * 2;
+
+		if (i >= words)
+			break;
+		if ((void *)(src + 1) > data_end)
+			return -2;
+		*dst = *src;
+	}
+	ip6 = data + sizeof(struct ethhdr);
+	th = (void *)(ip6 + 1);
+	if ((void *)(th + 1) > data_end)
+		return -2;
+	toa = (void *)th + doff * 4;
+	if ((void *)(toa + TCPOLEN_TOA6) > data_end)
+		return -2;
+	toa[0] = TCPOPT_TOA;
+	toa[1] = TCPOLEN_TOA6;
+	__builtin_memcpy(toa + 2, &cport, 2);
+	__builtin_memcpy(toa + 4, caddr, 16);
+
+	oldlen = ip6->payload_len;
+	newlen = bpf_htons(bpf_ntohs(oldlen) + TCPOLEN_TOA6);
+	ip6->payload_len = newlen;
+	/* The pseudo-header's length (the payload's, with no extension
+	 * header), the data offset word, and the option's own words. */
+	csum_replace2(&th->check, oldlen, newlen);
+	oldw = *(__u16 *)((void *)th + 12);
+	th->doff = doff + TCPOLEN_TOA6 / 4;
+	neww = *(__u16 *)((void *)th + 12);
+	csum_replace2(&th->check, oldw, neww);
+	{
+		__u16 *o = (void *)toa;
+		__u32 s = (__u16)~th->check;
+
+#pragma unroll
+		for (int i = 0; i < TCPOLEN_TOA6 / 2; i++)
+			s += o[i];
+		th->check = csum_fold(s);
+	}
+	return 0;
+}
+
+/* forward_fullnat6 sends a packet of an IPv6 FULLNAT connection: both
+ * ends rewritten, and on the ACK that completes the handshake the TOA
+ * option with the client's address, which the toa module reads. */
+static __always_inline int forward_fullnat6(struct xdp_md *ctx, struct pkt *p, struct conn_val6 *c,
+					    const struct real *r, __u32 *stat)
+{
+	__u8 old_state = c->state;
+	__be16 cport = p->sport;
+	__u8 caddr[16];
+
+	addr6_copy(caddr, &p->ip6->saddr);
+	conn_update(CONN4(c), p, DIR_INPUT);
+	real_account(c->real_id, ip6_len(p), 0);
+	nat6_rewrite(p, c);
+	set_macs(p->eth, r->mac, r->src_mac);
+	if (p->proto == IPPROTO_TCP && old_state == TCPS_SYN_RECV &&
+	    (p->tcp_flags & (TCP_F_SYN | TCP_F_RST | TCP_F_ACK)) == TCP_F_ACK) {
+		int err = toa6_insert(ctx, caddr, cport);
+
+		if (err == -2) {
+			*stat = STAT_DROP_ADJUST;
+			return XDP_DROP;
+		}
+		if (err < 0)
+			stat_inc(STAT_TOA_SKIPPED);
+	}
+	*stat = STAT_FORWARD;
+	return egress(ctx, r->ifindex);
+}
+
 /* forward_tun6 is forward_tun for IPv6 in IPv6: the MSS of a SYN clamped
  * to what fits the tunnel (MTU - 40 - 60), a packet too big for it
  * answered with Packet Too Big (IPv6 routers never fragment), else the
@@ -319,6 +429,8 @@ static __always_inline int forward6(struct xdp_md *ctx, struct pkt *p, struct co
 		conn_update(CONN4(c), p, DIR_INPUT_ONLY);
 		real_account(rid, ip6_len(p), 0);
 		return forward_tun6(ctx, p, r, stat);
+	case FWD_FULLNAT:
+		return forward_fullnat6(ctx, p, c, r, stat);
 	default:
 		*stat = STAT_DROP_NO_REAL;
 		return XDP_DROP;
@@ -343,6 +455,9 @@ static __always_inline int reply6(struct xdp_md *ctx, struct pkt *p, struct conn
 		if (f)
 			conn_state(CONN4(f), p, DIR_OUTPUT);
 	}
+	/* FULLNAT: the client's segments must leave room for TOA. */
+	if (p->proto == IPPROTO_TCP && (c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))
+		clamp_mss(p->l4, (void *)(long)ctx->data_end, 0xffff, TCPOLEN_TOA6);
 	real_account(c->real_id, ip6_len(p), 1);
 	nat6_rewrite(p, c);
 	set_macs(p->eth, c->dmac, c->smac);
@@ -459,6 +574,11 @@ static __always_inline int icmp6_to_real(struct xdp_md *ctx, struct pkt *p, stru
 	case FWD_MASQ:
 		icmp6_translate(p, q, c, NULL);
 		break;
+	case FWD_FULLNAT:
+		/* The real sees the error from the local address: it may have
+		 * no route back to the router that sent it. */
+		icmp6_translate(p, q, c, c->nsaddr);
+		break;
 	default:
 		*stat = STAT_DROP_NO_REAL;
 		return XDP_DROP;
@@ -494,7 +614,7 @@ static __always_inline int icmp6_error(struct xdp_md *ctx, struct pkt *p, void *
 		conn_touch(CONN4(c));
 		return icmp6_to_real(ctx, p, &q, c, stat);
 	}
-	/* From the inside: only toward a NAT real's address. */
+	/* From the inside: only toward a NAT or FULLNAT real's address. */
 	if (!(addr6_flags(&q.ip6->daddr) & ADDR_F_NAT_SOURCE))
 		return XDP_PASS;
 	c = conn6_lookup(&k, &embryonic);

@@ -182,12 +182,13 @@ struct sweep_count {
 	__u64 inactive; /* the rest, UDP included (InActConn) */
 };
 
-/* A FULLNAT local port the sweep freed. */
+/* A FULLNAT local port the sweep freed: an IPv4 address in addr's
+ * first four bytes (v6 0), or an IPv6 one. */
 struct sweep_port {
-	__be32 addr;
+	__u8 addr[16];
 	__be16 port;
 	__u8 proto;
-	__u8 pad;
+	__u8 v6;
 };
 
 /* A persistent service as the sweep needs it: the client netmask and

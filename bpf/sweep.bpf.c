@@ -122,9 +122,30 @@ static __always_inline int release_port(struct walk *w, const struct conn_key *r
 	sp = bpf_map_lookup_elem(&sweep_released, &i);
 	if (!sp)
 		return -1;
-	sp->addr = rk->daddr;
+	__builtin_memset(sp->addr, 0, sizeof(sp->addr));
+	__builtin_memcpy(sp->addr, &rk->daddr, 4);
 	sp->port = rk->dport;
 	sp->proto = rk->proto;
+	sp->v6 = 0;
+	w->a.released = i + 1;
+	return 0;
+}
+
+/* release_port6 is release_port for an IPv6 reply entry. */
+static __always_inline int release_port6(struct walk *w, const struct conn_key6 *rk)
+{
+	__u32 i = w->a.released;
+	struct sweep_port *sp;
+
+	if (i >= MAX_SWEEP_RELEASED)
+		return -1;
+	sp = bpf_map_lookup_elem(&sweep_released, &i);
+	if (!sp)
+		return -1;
+	__builtin_memcpy(sp->addr, rk->daddr, 16);
+	sp->port = rk->dport;
+	sp->proto = rk->proto;
+	sp->v6 = 1;
 	w->a.released = i + 1;
 	return 0;
 }
@@ -307,13 +328,13 @@ static __always_inline void count_live6(struct walk *w, const struct conn_key6 *
 	}
 }
 
-/* sweep_one6 is sweep_one for the IPv6 tables (DR and NAT: no FULLNAT
- * ports or SYN proxy). */
+/* sweep_one6 is sweep_one for the IPv6 tables (no SYN proxy there). */
 static long sweep_one6(struct bpf_map *map, struct conn_key6 *k, struct conn_val6 *v, struct walk *w)
 {
 	struct conn_key6 pk = {};
 	struct conn_val6 *peer = NULL;
 	__u64 last = v->last_seen;
+	int fullnat = v->flags & CONN_F_FULLNAT;
 	int peer_est = 0;
 
 	w->a.seen++;
@@ -330,8 +351,14 @@ static long sweep_one6(struct bpf_map *map, struct conn_key6 *k, struct conn_val
 		}
 	}
 	if (v->flags & CONN_F_REPLY) {
-		if (!peer && idle(w->a.now, last) >= w->a.orphan_age)
-			delete6(k, w->est);
+		if (peer || idle(w->a.now, last) < w->a.orphan_age)
+			return 0;
+		if (fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
+			w->a.kept++;
+			return 0;
+		}
+		if (delete6(k, w->est) == 0 && fullnat)
+			release_port6(w, k);
 		return 0;
 	}
 	if (peer && peer->last_seen > last)
@@ -340,10 +367,15 @@ static long sweep_one6(struct bpf_map *map, struct conn_key6 *k, struct conn_val
 		count_live6(w, k, v);
 		return 0;
 	}
+	if (peer && fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
+		w->a.kept++;
+		count_live6(w, k, v);
+		return 0;
+	}
 	if (delete6(k, w->est) == 0)
 		w->a.expired++;
-	if (peer)
-		delete6(&pk, peer_est);
+	if (peer && delete6(&pk, peer_est) == 0 && fullnat)
+		release_port6(w, &pk);
 	return 0;
 }
 

@@ -143,8 +143,12 @@ func (d *Dataplane) rebuildFilter() error {
 	)
 	it := d.objs.Reals.Iterate()
 	for it.Next(&id, &r) {
-		if r.Addr != 0 && (Fwd(r.Fwd) == FwdMasq || Fwd(r.Fwd) == FwdFullNAT) {
-			if err := d.filterNATSource(addrFromBE32(r.Addr), true); err != nil {
+		addr := addrFromBE32(r.Addr)
+		if r.Flags&realFlagIPv6 != 0 {
+			addr = netip.AddrFrom16(r.Addr6)
+		}
+		if (r.Addr != 0 || r.Flags&realFlagIPv6 != 0) && (Fwd(r.Fwd) == FwdMasq || Fwd(r.Fwd) == FwdFullNAT) {
+			if err := d.filterNATSource(addr, true); err != nil {
 				return err
 			}
 		}

@@ -450,9 +450,6 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	}
 	v := directorReal{Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd), Mtu: uint16(r.MTU)}
 	if r.Addr.Is6() {
-		if r.Fwd == FwdFullNAT {
-			return fmt.Errorf("set real %d (%v): IPv6 reals are forwarded by DR, TUN or NAT", id, r.Addr)
-		}
 		v.Addr6, v.Flags = r.Addr.As16(), realFlagIPv6
 	} else {
 		v.Addr = be32(r.Addr)

@@ -23,9 +23,10 @@ var (
 
 // Real ids of the IPv6 fixtures.
 const (
-	dr6ID  = 21
-	nat6ID = 22
-	tun6ID = 23
+	dr6ID   = 21
+	nat6ID  = 22
+	tun6ID  = 23
+	fnat6ID = 24
 )
 
 // tunSrc6 is the director's outer source toward the IPv6 TUN real.
@@ -42,6 +43,7 @@ type frame6 struct {
 	tclass           uint8
 	flowLabel        uint32
 	mss              uint16 // a TCP MSS option when non-zero
+	tcpOpts          []layers.TCPOption
 	payload          []byte
 	hopByHop, dstOpt bool // extension headers before the transport header
 	fragment         bool // a fragment header (first fragment)
@@ -69,6 +71,7 @@ func (f frame6) build(t testing.TB) []byte {
 			tc.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4,
 				OptionData: []byte{byte(f.mss >> 8), byte(f.mss)}}}
 		}
+		tc.Options = append(tc.Options, f.tcpOpts...)
 		if err := tc.SetNetworkLayerForChecksum(ip); err != nil {
 			t.Fatal(err)
 		}
@@ -129,9 +132,10 @@ func setupIPv6(t *testing.T, d *dataplane.Harness) {
 		}
 	}
 	for id, r := range map[uint32]dataplane.Real{
-		dr6ID:  {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdRoute, MTU: 1500},
-		nat6ID: {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdMasq, MTU: 1500},
-		tun6ID: {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdTunnel, MTU: 1500, TunnelSrc: tunSrc6},
+		dr6ID:   {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdRoute, MTU: 1500},
+		nat6ID:  {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdMasq, MTU: 1500},
+		tun6ID:  {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdTunnel, MTU: 1500, TunnelSrc: tunSrc6},
+		fnat6ID: {Addr: rip6, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdFullNAT, MTU: 1500},
 	} {
 		if err := d.SetReal(id, r); err != nil {
 			t.Fatal(err)
@@ -308,6 +312,60 @@ func TestIPv6Tunnel(t *testing.T) {
 	orphan.sport = 50099
 	if v, _, err = d.Replay6(orphan.build(t)); err != nil || v != dataplane.XDPDrop {
 		t.Errorf("replay of a frame without a connection: %v %v, want a drop", v, err)
+	}
+}
+
+// TestIPv6FullNAT: FULLNAT over IPv6 through Program.Run: both ends
+// rewritten, the SYN-ACK's MSS lowered by the 20 bytes TOA takes, the
+// ACK that completes the handshake carrying the TOA option in DPVS's
+// IPv6 format (kind 254, length 20, port, address), replies un-NATed,
+// and the sweep handing the local port back.
+func TestIPv6FullNAT(t *testing.T) {
+	d := openDirector(t)
+	setupIPv6(t, d)
+	lip6 := netip.MustParseAddr("2001:db8:1::100")
+	k := dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: 52000, DstPort: 80, Proto: conntrack.ProtoTCP}
+	flow(t, d, k, dataplane.Decision{RealID: fnat6ID, ServiceID: 1, FullNAT: true,
+		Out: dataplane.ConnKey{Src: lip6, Dst: rip6, SrcPort: 40001, DstPort: 8080}}, 0)
+
+	syn := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 52000, dport: 80, syn: true, mss: 1460}
+	v, out := run(t, d, syn.build(t))
+	w := syn
+	w.srcMAC, w.dstMAC, w.src, w.dst, w.sport, w.dport = ifMAC, realMAC, lip6, rip6, 40001, 8080
+	expectFrame6(t, "FULLNAT SYN", v, dataplane.XDPTx, out, w.build(t))
+
+	synack := frame6{srcMAC: realMAC, dstMAC: ifMAC, src: rip6, dst: lip6, sport: 8080, dport: 40001, syn: true, ack: true, mss: 1440}
+	v, out = run(t, d, synack.build(t))
+	wr := synack
+	wr.srcMAC, wr.dstMAC, wr.src, wr.dst, wr.sport, wr.dport, wr.mss = ifMAC, clientMAC, vip6, client6, 80, 52000, 1420
+	expectFrame6(t, "FULLNAT SYN-ACK, MSS lowered for TOA", v, dataplane.XDPTx, out, wr.build(t))
+
+	ack := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 52000, dport: 80, ack: true, payload: []byte("GET /")}
+	v, out = run(t, d, ack.build(t))
+	wa := ack
+	wa.srcMAC, wa.dstMAC, wa.src, wa.dst, wa.sport, wa.dport = ifMAC, realMAC, lip6, rip6, 40001, 8080
+	toa := append([]byte{0xcb, 0x20}, client6.AsSlice()...) // port 52000
+	wa.tcpOpts = []layers.TCPOption{{OptionType: 254, OptionLength: 20, OptionData: toa}}
+	expectFrame6(t, "FULLNAT ACK with TOA", v, dataplane.XDPTx, out, wa.build(t))
+	// Later segments carry no TOA.
+	v, out = run(t, d, ack.build(t))
+	wa.tcpOpts = nil
+	expectFrame6(t, "FULLNAT data", v, dataplane.XDPTx, out, wa.build(t))
+
+	// Expired, the connection gives its local port back.
+	var a dataplane.SweepArgs
+	a.Now = dataplane.Now() + 7200e9
+	for i := range a.Timeouts.TCP {
+		a.Timeouts.TCP[i] = 3600e9
+	}
+	a.Timeouts.UDP, a.OrphanAge = 3600e9, 3600e9
+	res, err := d.Sweep(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []dataplane.LocalPort{{Addr: lip6, Port: 40001, Proto: conntrack.ProtoTCP}}
+	if !slices.Equal(res.Released, want) {
+		t.Errorf("released %v, want %v", res.Released, want)
 	}
 }
 

@@ -195,8 +195,12 @@ func entries6(f *NewFlow, dec *Decision, now time.Duration, ifaceMAC net.Hardwar
 	if !dec.Out.Src.IsValid() {
 		return []Entry{{f.Key, fwd}}
 	}
-	fwd.Out = dec.Out
-	rep := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now, Flags: ConnReply,
+	var fullnat ConnFlags
+	if dec.FullNAT {
+		fullnat = ConnFullNAT
+	}
+	fwd.Out, fwd.Flags = dec.Out, fwd.Flags|fullnat
+	rep := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now, Flags: ConnReply | fullnat,
 		Out:     ConnKey{Src: f.Key.Dst, Dst: f.Key.Src, SrcPort: f.Key.DstPort, DstPort: f.Key.SrcPort},
 		Ifindex: f.Ifindex, DstMAC: append(net.HardwareAddr(nil), f.SrcMAC[:]...), SrcMAC: append(net.HardwareAddr(nil), ifaceMAC...)}
 	return []Entry{{fwd.Peer(f.Key.Proto), rep}, {f.Key, fwd}}

@@ -145,7 +145,11 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 			return res, fmt.Errorf("read released ports: %w", err)
 		}
 		for _, v := range vals[:got] {
-			res.Released = append(res.Released, LocalPort{Addr: addrFromBE32(v.Addr), Port: fromBE16(v.Port), Proto: v.Proto})
+			addr := netip.AddrFrom4([4]byte(v.Addr[:4]))
+			if v.V6 != 0 {
+				addr = netip.AddrFrom16(v.Addr)
+			}
+			res.Released = append(res.Released, LocalPort{Addr: addr, Port: fromBE16(v.Port), Proto: v.Proto})
 		}
 	}
 	owned, err := drainOwned(o.SweepOwned)

@@ -180,10 +180,10 @@ type sweepSweepPersist struct {
 
 type sweepSweepPort struct {
 	_     structs.HostLayout
-	Addr  uint32
+	Addr  [16]uint8
 	Port  uint16
 	Proto uint8
-	Pad   uint8
+	V6    uint8
 }
 
 type sweepSweepTmpl struct {

@@ -197,9 +197,6 @@ func (s *Server) addDest(k config.ServiceKey, d config.Dest) error {
 	if err := synProxyFits(sv.cfg, d.Fwd); err != nil {
 		return err
 	}
-	if err := ipv6Fits(k, d.Fwd); err != nil {
-		return err
-	}
 	s.catchUp(sv)
 	nd, err := s.newDest(sv, d)
 	if err != nil {
@@ -281,9 +278,6 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 		return ErrNoDest
 	}
 	if err := synProxyFits(sv.cfg, d.Fwd); err != nil {
-		return err
-	}
-	if err := ipv6Fits(k, d.Fwd); err != nil {
 		return err
 	}
 	s.catchUp(sv)

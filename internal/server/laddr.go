@@ -167,14 +167,12 @@ func (s *Server) addLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 	return nil
 }
 
-// checkLocalAddr refuses a local address that is not a unicast IPv4
-// address of the director (onDirector, when set, says which are).
+// checkLocalAddr refuses a local address that is not a unicast address
+// of the director (onDirector, when set, says which are).
 func checkLocalAddr(addr netip.Addr, onDirector func(netip.Addr) error) error {
-	if addr.Is6() {
-		return fmt.Errorf("%w: local address %v: FULLNAT over IPv6 is not built yet", ErrUnsupported, addr)
-	}
-	if !addr.Is4() || addr.IsUnspecified() || addr.IsMulticast() || addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return fmt.Errorf("%w: local address %v must be a unicast IPv4 address", config.ErrInvalid, addr)
+	if !addr.IsValid() || addr.IsUnspecified() || addr.IsMulticast() || addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}) ||
+		addr.Is4In6() || addr.Zone() != "" || (addr.Is6() && addr.IsLinkLocalUnicast()) {
+		return fmt.Errorf("%w: local address %v must be a unicast IPv4 or global IPv6 address", config.ErrInvalid, addr)
 	}
 	if onDirector != nil {
 		if err := onDirector(addr); err != nil {

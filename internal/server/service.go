@@ -46,16 +46,6 @@ func synProxyFits(svc config.Service, fwd config.Fwd) error {
 	return nil
 }
 
-// ipv6Fits refuses what IPv6 services cannot do yet: tunnel and FULLNAT
-// reals (the IPv6 data plane forwards by DR and NAT).
-func ipv6Fits(svc config.ServiceKey, fwd config.Fwd) error {
-	if svc.IsV6() && fwd == config.FwdFullNAT {
-		return fmt.Errorf("%w: IPv6 real servers are forwarded by direct routing (-g), tunnelling (-i) or NAT (-m); %s over IPv6 is not built yet",
-			ErrUnsupported, fwd)
-	}
-	return nil
-}
-
 // dataplaneFlags are the data plane flags sv's keys should carry: the SYN
 // proxy always (-j enable), or while the defence is engaged for a TCP
 // service whose every real (sorry server included) is NAT or FULLNAT, and
@@ -165,11 +155,6 @@ func normalize(svc *config.Service) error {
 	}
 	if svc.IsV6() && svc.SynProxy {
 		return fmt.Errorf("synproxy (-j enable) on an IPv6 service: %w yet", ErrUnsupported)
-	}
-	if svc.Sorry.IsSet() {
-		if err := ipv6Fits(svc.ServiceKey, svc.Sorry.Fwd); err != nil {
-			return err
-		}
 	}
 	return nil
 }
