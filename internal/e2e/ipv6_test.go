@@ -252,6 +252,66 @@ func TestIPv6TUN(t *testing.T) {
 	}
 }
 
+// TestIPv6FULLNAT: FULLNAT over IPv6 with an IPv6 local address; the
+// reals have no route to the client, see the local address, and find the
+// client in the TOA option (captured on the real, IPv6 format); UDP too.
+func TestIPv6FULLNAT(t *testing.T) {
+	lab := newModeLab(t, "fnat6", labPlan{outside: "10.86.0", inside: "10.87.0"})
+	vip := netip.MustParseAddr("fd86::100")
+	lip := "fd87::250"
+	addr6(t, lab.cl, "eth0", "fd86::1/64")
+	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	addr6(t, lab.lb, "eth1", "fd87::1/64")
+	addr6(t, lab.lb, "eth1", lip+"/128")
+	for i, rs := range lab.rs {
+		addr6(t, rs, "eth0", fmt.Sprintf("fd87::%d/64", 11+i))
+	}
+	lab.serveEcho(t, 8080)
+	lab.serveUDPEcho(t, netip.IPv6Unspecified(), 5300)
+	vs := "[" + vip.String() + "]:80"
+	at := netip.AddrPortFrom(vip, 80)
+	lab.adm(t, "-A", "-t", vs, "-s", "rr")
+	lab.adm(t, "--add-laddr", "-z", lip, "-t", vs)
+	lab.adm(t, "-a", "-t", vs, "-r", "[fd87::11]:8080", "-b")
+	lab.adm(t, "-a", "-t", vs, "-r", "[fd87::12]:8080", "-b")
+	toa := []func() (netip.AddrPort, bool){captureTOA(t, lab.rs[0], 8080, true), captureTOA(t, lab.rs[1], 8080, true)}
+	count := map[string]int{}
+	for i := 0; i < 10; i++ {
+		name, seen, local := lab.askAt(t, at)
+		count[name]++
+		if !strings.HasPrefix(seen, "["+lip+"]:") {
+			t.Errorf("real %s saw %s, want the local address %s", name, seen, lip)
+		}
+		capture := toa[0]
+		if name == "rs2" {
+			capture = toa[1]
+		}
+		if got, ok := capture(); !ok || got != local {
+			t.Errorf("TOA seen by %s: %v (found %v), want the client %v", name, got, ok, local)
+		}
+	}
+	if count["rs1"] != 5 || count["rs2"] != 5 {
+		t.Errorf("rr over two IPv6 FULLNAT reals: %v, want 5/5", count)
+	}
+	if out := lab.adm(t, "--get-laddr"); !strings.Contains(out, lip) {
+		t.Errorf("--get-laddr:\n%s", out)
+	}
+	us := "[" + vip.String() + "]:53"
+	lab.adm(t, "-A", "-u", us, "-s", "wlc")
+	lab.adm(t, "--add-laddr", "-z", lip, "-u", us)
+	lab.adm(t, "-a", "-u", us, "-r", "[fd87::11]:5300", "-b")
+	for i := 0; i < 2; i++ {
+		ans := strings.Fields(lab.udpAskAt(t, netip.AddrPortFrom(vip, 53)))
+		if len(ans) != 2 || ans[0] != "rs1" || !strings.HasPrefix(ans[1], "["+lip+"]:") {
+			t.Errorf("UDP FULLNAT answer %v, want rs1 seeing %s", ans, lip)
+		}
+	}
+	// A local address of the other family is refused.
+	if out, err := lab.Adm(xipvsadmBin, "--add-laddr", "-z", "10.87.0.250", "-t", vs); err == nil {
+		t.Errorf("an IPv4 local address on an IPv6 service was accepted: %s", out)
+	}
+}
+
 // TestIPv6NATOneInterface: client, director and reals on one segment,
 // the client in a prefix of its own, so the reals answer it through
 // their gateway, the director, which un-NATs the replies in XDP.

@@ -273,12 +273,17 @@ func TestNATOneInterface(t *testing.T) {
 }
 
 // captureTOA opens a packet socket on rs that returns the TOA option of
-// the first TCP segment to port that carries one.
-func captureTOA(t *testing.T, rs *testutil.Host, port uint16) func() (netip.AddrPort, bool) {
+// the first TCP segment to port that carries one: over IPv4 (kind 254,
+// length 8) or, with v6, over IPv6 (kind 254, length 20, DPVS's format).
+func captureTOA(t *testing.T, rs *testutil.Host, port uint16, v6 bool) func() (netip.AddrPort, bool) {
 	t.Helper()
 	var fd int
+	ethType := uint16(unix.ETH_P_IP)
+	if v6 {
+		ethType = unix.ETH_P_IPV6
+	}
 	if err := rs.Do(func() (err error) {
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(ethType)))
 		return
 	}); err != nil {
 		t.Fatal(err)
@@ -293,10 +298,15 @@ func captureTOA(t *testing.T, rs *testutil.Host, port uint16) func() (netip.Addr
 				return netip.AddrPort{}, false
 			}
 			p := buf[:n]
-			if len(p) < 14+20+20 || p[14+9] != unix.IPPROTO_TCP {
+			var l4 []byte
+			switch {
+			case !v6 && len(p) >= 14+20+20 && p[14+9] == unix.IPPROTO_TCP:
+				l4 = p[14+int(p[14]&0xf)*4:]
+			case v6 && len(p) >= 14+40+20 && p[14+6] == unix.IPPROTO_TCP:
+				l4 = p[14+40:]
+			default:
 				continue
 			}
-			l4 := p[14+int(p[14]&0xf)*4:]
 			if binary.BigEndian.Uint16(l4[2:4]) != port {
 				continue
 			}
@@ -313,8 +323,11 @@ func captureTOA(t *testing.T, rs *testutil.Host, port uint16) func() (netip.Addr
 				if i+1 >= len(opts) || opts[i+1] < 2 {
 					break
 				}
-				if opts[i] == 254 && opts[i+1] == 8 && i+8 <= len(opts) {
+				if opts[i] == 254 && !v6 && opts[i+1] == 8 && i+8 <= len(opts) {
 					return netip.AddrPortFrom(netip.AddrFrom4([4]byte(opts[i+4:i+8])), binary.BigEndian.Uint16(opts[i+2:i+4])), true
+				}
+				if opts[i] == 254 && v6 && opts[i+1] == 20 && i+20 <= len(opts) {
+					return netip.AddrPortFrom(netip.AddrFrom16([16]byte(opts[i+4:i+20])), binary.BigEndian.Uint16(opts[i+2:i+4])), true
 				}
 				i += int(opts[i+1])
 			}
@@ -336,8 +349,8 @@ func TestFULLNAT(t *testing.T) {
 	lab.adm(t, "--add-laddr", "-z", lip, "-t", vs)
 	lab.adm(t, "-a", "-t", vs, "-r", "10.85.0.11:8080", "-b")
 	lab.adm(t, "-a", "-t", vs, "-r", "10.85.0.12:8080", "--fullnat")
-	toa1 := captureTOA(t, lab.rs[0], 8080)
-	toa2 := captureTOA(t, lab.rs[1], 8080)
+	toa1 := captureTOA(t, lab.rs[0], 8080, false)
+	toa2 := captureTOA(t, lab.rs[1], 8080, false)
 	count := map[string]int{}
 	for i := 0; i < 4; i++ {
 		name, seen, local := lab.ask(t, 80)

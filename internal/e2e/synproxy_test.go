@@ -89,7 +89,7 @@ func TestSynProxy(t *testing.T) {
 	if seen["rs1"] != 2 || seen["rs2"] != 2 {
 		t.Errorf("rr through the proxy: %v", seen)
 	}
-	toa := captureTOA(t, lab.rs[0], 8080)
+	toa := captureTOA(t, lab.rs[0], 8080, false)
 	name, addr, local := lab.ask(t, 81)
 	if name != "rs1" || !strings.HasPrefix(addr, lip+":") {
 		t.Errorf("FULLNAT through the proxy: %s saw %s", name, addr)
