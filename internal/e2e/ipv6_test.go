@@ -23,6 +23,17 @@ func addr6(t *testing.T, h *testutil.Host, dev, prefix string) {
 	}
 }
 
+// vip6On puts an IPv6 VIP on the director as /128 with preferred_lft 0,
+// as an IPv6 director needs it: a deprecated address is never chosen as
+// a source, so health checks and tunnel headers leave from the director's
+// own address, not from the VIP (which a DR or TUN real holds itself).
+func vip6On(t *testing.T, h *testutil.Host, dev string, vip netip.Addr) {
+	t.Helper()
+	if err := h.IP("-6", "addr", "add", vip.String()+"/128", "dev", dev, "nodad", "preferred_lft", "0"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // askEach asks vs n times on new connections and counts the answers by
 // real; every real must have seen the client's own address.
 func askEach(t *testing.T, lab *drLab, vs netip.AddrPort, n int) map[string]int {
@@ -47,7 +58,7 @@ func TestIPv6DR(t *testing.T) {
 	vip := netip.MustParseAddr("fd77::100")
 	addr6(t, lab.cl, "eth0", "fd77::1/64")
 	addr6(t, lab.lb, "eth0", "fd77::2/64")
-	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	vip6On(t, lab.lb, "eth0", vip)
 	for i, rs := range lab.rs {
 		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
 		addr6(t, rs, "lo", vip.String()+"/128")
@@ -129,6 +140,32 @@ func TestIPv6DR(t *testing.T) {
 	if fmt.Sprint(a) == fmt.Sprint(other) {
 		t.Errorf("a client of another /64 shared the template: %v, %v", a, other)
 	}
+
+	// Health checks reach IPv6 reals: rs2 checked on a closed port goes
+	// down and takes no new flows; -L --health names it.
+	lab.adm(t, "-E", "-t", vs, "-s", "rr", "--check", "tcp", "--check-interval", "0.3", "--check-timeout", "0.2",
+		"--rise", "2", "--fall", "2")
+	// (A real's own check replaces the service's, defaults and all.)
+	lab.adm(t, "-e", "-t", vs, "-r", "[fd77::12]:80", "-g", "--check", "tcp", "--check-port", "9",
+		"--check-interval", "0.3", "--check-timeout", "0.2", "--rise", "2", "--fall", "2")
+	deadline := time.Now().Add(5 * time.Second)
+	down := func() bool {
+		for _, l := range strings.Split(lab.adm(t, "-L", "-n", "--health"), "\n") {
+			if strings.Contains(l, "[fd77::12]:80") && strings.Contains(l, "DOWN") {
+				return true
+			}
+		}
+		return false
+	}
+	for !down() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if health := lab.adm(t, "-L", "-n", "--health"); !down() || strings.Count(health, "DOWN") != 1 {
+		t.Fatalf("--health, want only rs2 down:\n%s", health)
+	}
+	if count := askEach(t, lab, at, 4); count["rs1"] != 4 {
+		t.Errorf("with rs2 down, new IPv6 flows went to %v, want rs1 only", count)
+	}
 }
 
 // TestIPv6NAT: NAT over IPv6 through the director's second interface,
@@ -139,7 +176,7 @@ func TestIPv6NAT(t *testing.T) {
 	vip := netip.MustParseAddr("fd82::100")
 	addr6(t, lab.cl, "eth0", "fd82::1/64")
 	addr6(t, lab.lb, "eth0", "fd82::2/64")
-	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	vip6On(t, lab.lb, "eth0", vip)
 	addr6(t, lab.lb, "eth1", "fd83::1/64")
 	for i, rs := range lab.rs {
 		addr6(t, rs, "eth0", fmt.Sprintf("fd83::%d/64", 11+i))
@@ -172,7 +209,6 @@ func TestIPv6NAT(t *testing.T) {
 	}
 	// What IPv6 cannot do yet is refused, clearly.
 	for _, args := range [][]string{
-		{"-a", "-t", vs, "-r", "[fd83::13]:8080", "-b"},
 		{"-A", "-t", "[fd82::101]:80", "-j", "enable"},
 	} {
 		if out, err := lab.Adm(xipvsadmBin, args...); err == nil {
@@ -192,7 +228,7 @@ func TestIPv6TUN(t *testing.T) {
 	vip := netip.MustParseAddr("fd77::100")
 	addr6(t, lab.cl, "eth0", "fd77::1/64")
 	addr6(t, lab.lb, "eth0", "fd77::2/64")
-	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	vip6On(t, lab.lb, "eth0", vip)
 	for i, rs := range lab.rs {
 		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
 		out := realserver(t, rs, "up", "--vip", vip.String(), "--mode", "tun", "--interface", "eth0")
@@ -260,7 +296,7 @@ func TestIPv6FULLNAT(t *testing.T) {
 	vip := netip.MustParseAddr("fd86::100")
 	lip := "fd87::250"
 	addr6(t, lab.cl, "eth0", "fd86::1/64")
-	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	vip6On(t, lab.lb, "eth0", vip)
 	addr6(t, lab.lb, "eth1", "fd87::1/64")
 	addr6(t, lab.lb, "eth1", lip+"/128")
 	for i, rs := range lab.rs {
@@ -324,7 +360,7 @@ func TestIPv6NATOneInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr6(t, lab.lb, "eth0", "fd77::2/64")
-	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	vip6On(t, lab.lb, "eth0", vip)
 	for i, rs := range lab.rs {
 		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
 		if err := rs.IP("-6", "route", "add", "fd79::/64", "via", "fd77::2"); err != nil {
@@ -360,7 +396,7 @@ func TestIPv6RestartKill9(t *testing.T) {
 	lab := newModeLab(t, "k96", labPlan{outside: "10.84.0", inside: "10.85.0", daemonArgs: []string{"--pin-dir", pins}})
 	vip := netip.MustParseAddr("fd84::100")
 	addr6(t, lab.cl, "eth0", "fd84::1/64")
-	addr6(t, lab.lb, "eth0", vip.String()+"/128")
+	vip6On(t, lab.lb, "eth0", vip)
 	addr6(t, lab.lb, "eth1", "fd85::1/64")
 	for i, rs := range lab.rs {
 		addr6(t, rs, "eth0", fmt.Sprintf("fd85::%d/64", 11+i))

@@ -217,6 +217,14 @@ func (s *Server) newDest(sv *service, d config.Dest) (*dest, error) {
 	if err != nil {
 		return nil, err
 	}
+	if hop.Src.IsValid() && hop.Src == sv.cfg.Addr {
+		// IPv6 source selection prefers the VIP (a /128 matches any
+		// destination longer than the director's own /64 does): health
+		// checks and tunnel headers would then leave from the VIP, and a
+		// DR or TUN real, which holds the VIP, answers itself.
+		s.log.Warn("the director's route to this real server has the VIP as its source address; add the VIP with preferred_lft 0 so that the kernel never picks it as a source (ip -6 addr add VIP/128 dev IFACE preferred_lft 0)",
+			"service", sv.cfg.ServiceKey.String(), "real", d.Addr.String())
+	}
 	id, err := s.allocReal()
 	if err != nil {
 		return nil, err
