@@ -1,11 +1,11 @@
 // Command demo is `make demo`: it builds an LVS lab in network namespaces
 // (a client, a director with an outside and an inside interface, real
-// servers for DR and TUN outside and for NAT and FULLNAT inside), starts
-// xipvsd on the director, configures one service per forwarding method
-// with xipvsadm exactly as an LVS admin would, sends HTTP requests to
-// each VIP from the client and prints which real server answered and
-// whom it saw. It removes everything it made
-// when it ends, also on failure or Ctrl-C.
+// servers for DR and TUN outside and for NAT and FULLNAT inside), dual
+// stack, starts xipvsd on the director, configures one service per
+// forwarding method and address family with xipvsadm exactly as an LVS
+// admin would, sends HTTP requests to each VIP from the client and prints
+// which real server answered and whom it saw. It removes everything it
+// made when it ends, also on failure or Ctrl-C.
 package main
 
 import (
@@ -58,9 +58,11 @@ func run(bin string, requests int) (err error) {
 	vips := map[string]netip.Addr{
 		"DR": netip.MustParseAddr("10.99.0.100"), "TUN": netip.MustParseAddr("10.99.0.101"),
 		"NAT": netip.MustParseAddr("10.99.0.102"), "FULLNAT": netip.MustParseAddr("10.99.0.103"),
+		"DR6": netip.MustParseAddr("fd99::100"), "TUN6": netip.MustParseAddr("fd99::101"),
+		"NAT6": netip.MustParseAddr("fd99::102"), "FULLNAT6": netip.MustParseAddr("fd99::103"),
 	}
-	step("Lab: outside LAN 10.99.0.0/24 (%s-sw): client cl, director lb eth0, real servers rs1 rs2 (DR, TUN);\n"+
-		"    inside LAN 10.98.0.0/24 (%si-sw): director lb eth1, rs3 (NAT, gateway = director), rs4 (FULLNAT, no route to clients)", prefix, prefix)
+	step("Lab: outside LAN 10.99.0.0/24 and fd99::/64 (%s-sw): client cl, director lb eth0, real servers rs1 rs2 (DR, TUN);\n"+
+		"    inside LAN 10.98.0.0/24 and fd98::/64 (%si-sw): director lb eth1, rs3 (NAT, gateway = director), rs4 (FULLNAT, no route to clients)", prefix, prefix)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	lab, err := testutil.NewLab(testutil.LabPlan{Prefix: prefix, Outside: "10.99.0", Inside: "10.98.0",
@@ -86,13 +88,13 @@ func run(bin string, requests int) (err error) {
 			s.Close()
 		}
 	}()
-	serve := func(h *testutil.Host, name, rip string, port int) error {
+	serve := func(h *testutil.Host, name string, port int) error {
 		var ln net.Listener
-		if err := h.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return }); err != nil {
+		if err := h.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
 			return err
 		}
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "hello from %s (%s:%d), you are %s\n", name, rip, port, r.RemoteAddr)
+			fmt.Fprintf(w, "hello from %s at %v, you are %s\n", name, r.Context().Value(http.LocalAddrContextKey), r.RemoteAddr)
 		})}
 		servers = append(servers, srv)
 		go srv.Serve(ln)
@@ -112,29 +114,59 @@ func run(bin string, requests int) (err error) {
 		}
 		return nil
 	}
+	// IPv6 next to IPv4 on the same links (no duplicate address
+	// detection: usable at once). The director's IPv6 VIPs get
+	// preferred_lft 0, so the kernel never picks one as a source address.
+	v6 := []struct {
+		h    *testutil.Host
+		args []string
+	}{
+		{cl, []string{"fd99::1/64", "dev", "eth0"}},
+		{lab.Director, []string{"fd99::2/64", "dev", "eth0"}},
+		{lab.Director, []string{"fd98::1/64", "dev", "eth1"}},
+		{lab.Reals[0], []string{"fd99::11/64", "dev", "eth0"}},
+		{lab.Reals[1], []string{"fd99::12/64", "dev", "eth0"}},
+		{lab.Reals[2], []string{"fd98::13/64", "dev", "eth0"}},
+		{lab.Reals[3], []string{"fd98::14/64", "dev", "eth0"}},
+		{lab.Director, []string{"fd98::250/128", "dev", "eth1"}},
+	}
+	for _, m := range []string{"DR6", "TUN6", "NAT6", "FULLNAT6"} {
+		v6 = append(v6, struct {
+			h    *testutil.Host
+			args []string
+		}{lab.Director, []string{vips[m].String() + "/128", "dev", "eth0", "preferred_lft", "0"}})
+	}
+	for _, a := range v6 {
+		if err := a.h.IP(append([]string{"-6", "addr", "add"}, append(a.args, "nodad")...)...); err != nil {
+			return err
+		}
+	}
 	for _, rs := range lab.Reals[:2] {
-		if err := realserver(rs, "up", "--vip", vips["DR"].String(), "--mode", "dr"); err != nil {
+		if err := realserver(rs, "up", "--vip", vips["DR"].String()+","+vips["DR6"].String(), "--mode", "dr"); err != nil {
 			return err
 		}
-		if err := realserver(rs, "up", "--vip", vips["TUN"].String(), "--mode", "tun", "--interface", "eth0"); err != nil {
+		if err := realserver(rs, "up", "--vip", vips["TUN"].String()+","+vips["TUN6"].String(), "--mode", "tun", "--interface", "eth0"); err != nil {
 			return err
 		}
-		if err := serve(rs, lab.RealName(rs), rs.Addr.Addr().String(), 80); err != nil {
+		if err := serve(rs, lab.RealName(rs), 80); err != nil {
 			return err
 		}
 	}
 	rs3, rs4 := lab.Reals[2], lab.Reals[3]
-	fmt.Println("    rs3# ip route add default via 10.98.0.1 (NAT: replies go back through the director)")
+	fmt.Println("    rs3# ip route add default via 10.98.0.1; ip -6 route add default via fd98::1 (NAT: replies go back through the director)")
 	if err := rs3.IP("route", "add", "default", "via", "10.98.0.1"); err != nil {
+		return err
+	}
+	if err := rs3.IP("-6", "route", "add", "default", "via", "fd98::1"); err != nil {
 		return err
 	}
 	fmt.Println("    rs4: no route change at all (FULLNAT)")
 	for _, h := range []*testutil.Host{rs3, rs4} {
-		if err := serve(h, lab.RealName(h), h.Addr.Addr().String(), 8080); err != nil {
+		if err := serve(h, lab.RealName(h), 8080); err != nil {
 			return err
 		}
 	}
-	fmt.Println("    director: the four VIPs on eth0 (answers ARP for them); local address 10.98.0.250 on eth1 (FULLNAT)")
+	fmt.Println("    director: the eight VIPs on eth0 (answers ARP and neighbour solicitations for them); local addresses 10.98.0.250 and fd98::250 on eth1 (FULLNAT)")
 	if err := lab.Director.IP("addr", "add", "10.98.0.250/32", "dev", "eth1"); err != nil {
 		return err
 	}
@@ -150,7 +182,9 @@ func run(bin string, requests int) (err error) {
 		return err
 	}
 	step("Configure one service per forwarding method, as with ipvsadm (FULLNAT as with DPVS's ipvsadm)")
-	dr, tun, nat, fnat := vips["DR"].String()+":80", vips["TUN"].String()+":80", vips["NAT"].String()+":80", vips["FULLNAT"].String()+":80"
+	vs := func(m string) string { return netip.AddrPortFrom(vips[m], 80).String() }
+	dr, tun, nat, fnat := vs("DR"), vs("TUN"), vs("NAT"), vs("FULLNAT")
+	dr6, tun6, nat6, fnat6 := vs("DR6"), vs("TUN6"), vs("NAT6"), vs("FULLNAT6")
 	for _, a := range [][]string{
 		{"-A", "-t", dr, "-s", "rr"},
 		{"-a", "-t", dr, "-r", "10.99.0.11:80", "-g"},
@@ -163,6 +197,17 @@ func run(bin string, requests int) (err error) {
 		{"-A", "-t", fnat, "-s", "rr"},
 		{"--add-laddr", "-z", "10.98.0.250", "-t", fnat},
 		{"-a", "-t", fnat, "-r", "10.98.0.14:8080", "-b"},
+		{"-A", "-t", dr6, "-s", "rr"},
+		{"-a", "-t", dr6, "-r", "[fd99::11]:80", "-g"},
+		{"-a", "-t", dr6, "-r", "[fd99::12]:80", "-g"},
+		{"-A", "-t", tun6, "-s", "rr"},
+		{"-a", "-t", tun6, "-r", "fd99::11", "-i"},
+		{"-a", "-t", tun6, "-r", "fd99::12", "-i"},
+		{"-A", "-t", nat6, "-s", "rr"},
+		{"-a", "-t", nat6, "-r", "[fd98::13]:8080", "-m"},
+		{"-A", "-t", fnat6, "-s", "rr"},
+		{"--add-laddr", "-z", "fd98::250", "-t", fnat6},
+		{"-a", "-t", fnat6, "-r", "[fd98::14]:8080", "-b"},
 	} {
 		if err := adm(a...); err != nil {
 			return err
@@ -170,13 +215,17 @@ func run(bin string, requests int) (err error) {
 	}
 
 	hc := cl.HTTPClient(10 * time.Second)
-	for _, mode := range []string{"DR", "TUN", "NAT", "FULLNAT"} {
-		step("%s: client 10.99.0.1 sends %d HTTP requests to http://%s/ (a new TCP connection each)", mode, requests, vips[mode])
+	for _, mode := range []string{"DR", "TUN", "NAT", "FULLNAT", "DR6", "TUN6", "NAT6", "FULLNAT6"} {
+		client := "10.99.0.1"
+		if vips[mode].Is6() {
+			client = "fd99::1"
+		}
+		step("%s: client %s sends %d HTTP requests to http://%s/ (a new TCP connection each)", mode, client, requests, vs(mode))
 		for i := 1; i <= requests; i++ {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			resp, err := hc.Get("http://" + vips[mode].String() + "/")
+			resp, err := hc.Get("http://" + vs(mode) + "/")
 			if err != nil {
 				return fmt.Errorf("%s request %d: %w", mode, i, err)
 			}
