@@ -207,9 +207,20 @@ func (r *Report) addRatios(o Options) {
 			r.ratio(pre+"xipvs-"+m+" / nftables", key("xipvs-"+m), key("nftables"))
 		}
 		r.ratio(pre+"nftables / ceiling", key("nftables"), key("ceiling"))
+		// IPv6 (the same payload, a 40-byte header): against IPv4 and
+		// against nftables' IPv6 DNAT.
+		for _, m := range wireModes6 {
+			r.ratio(pre+"xipvs-"+m+" / xipvs-"+strings.TrimSuffix(m, "6"), key("xipvs-"+m), key("xipvs-"+strings.TrimSuffix(m, "6")))
+			r.ratio(pre+"xipvs-"+m+" / nftables6", key("xipvs-"+m), key("nftables6"))
+		}
+		r.ratio(pre+"nftables6 / nftables", key("nftables6"), key("nftables"))
 	}
 	r.ratio("new flows: xipvs-dr / nftables", "new-flows/xipvs-dr", "new-flows/nftables")
 	r.ratio("new flows: xipvs-slowpath / nftables", "new-flows/xipvs-slowpath", "new-flows/nftables")
+	r.ratio("new flows: xipvs-dr6 / nftables6", "new-flows/xipvs-dr6", "new-flows/nftables6")
+	r.ratio("new flows: xipvs-slowpath6 / nftables6", "new-flows/xipvs-slowpath6", "new-flows/nftables6")
+	r.ratio("new flows: xipvs-dr6 / xipvs-dr", "new-flows/xipvs-dr6", "new-flows/xipvs-dr")
+	r.ratio("new flows: xipvs-slowpath6 / xipvs-slowpath", "new-flows/xipvs-slowpath6", "new-flows/xipvs-slowpath")
 	r.ratio("new flows: slow path, 2 queues / 1 queue", "new-flows/xipvs-slowpath-2q-2senders", "new-flows/xipvs-slowpath-1q-2senders")
 	r.ratio("tcp-connect: xipvs-nat / nftables", "tcp-connect/xipvs-nat", "tcp-connect/nftables")
 	r.ratio("tcp-connect: xipvs-nat / haproxy", "tcp-connect/xipvs-nat", "tcp-connect/haproxy")

@@ -46,11 +46,13 @@ func TestSmoke(t *testing.T) {
 	}
 	var want []string
 	for _, size := range o.Sizes {
-		for _, subj := range []string{"ceiling", "reference-lb", "xipvs-dr", "xipvs-tun", "xipvs-nat", "xipvs-fullnat", "nftables"} {
+		for _, subj := range []string{"ceiling", "reference-lb", "xipvs-dr", "xipvs-tun", "xipvs-nat", "xipvs-fullnat", "nftables",
+			"xipvs-dr6", "xipvs-nat6", "nftables6"} {
 			want = append(want, "established/"+subj+"/"+strconv.Itoa(size))
 		}
 	}
 	want = append(want, "new-flows/xipvs-dr", "new-flows/xipvs-slowpath", "new-flows/nftables",
+		"new-flows/xipvs-dr6", "new-flows/xipvs-slowpath6", "new-flows/nftables6",
 		"new-flows/xipvs-slowpath-1q-2senders", "new-flows/xipvs-slowpath-2q-2senders",
 		"tcp-connect/routed-no-balancer", "tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy",
 		"bpf-cost/ceiling", "bpf-cost/reference-lb", "bpf-cost/xipvs-dr", "bpf-cost/xipvs-not-ours", "bpf-cost/xipvs-fullnat-reply",
@@ -106,7 +108,7 @@ func TestSmoke(t *testing.T) {
 			splits++
 		}
 	}
-	if want := 7 * len(o.Sizes); splits != want {
+	if want := 10 * len(o.Sizes); splits != want {
 		t.Errorf("%d per-real split checks, want %d", splits, want)
 	}
 	if len(r.SlowPathProfile) == 0 || !strings.Contains(r.SlowPathTop, "dataplane.(*worker)") {

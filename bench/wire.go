@@ -53,8 +53,23 @@ var (
 		"dr": netip.MustParseAddr("10.77.0.100"), "tun": netip.MustParseAddr("10.77.0.101"),
 		"nat": netip.MustParseAddr("10.77.0.102"), "fullnat": netip.MustParseAddr("10.77.0.103"),
 		"slowpath": netip.MustParseAddr("10.77.0.104"),
+		"dr6": netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
+		"slowpath6": netip.MustParseAddr("fd77::104"),
 	}
+	// IPv6: the same reals (same MACs) at fd77::b, ::c, ::d, and clients
+	// whose addresses differ in their last 32 bits.
+	wireReals6   = []netip.Addr{netip.MustParseAddr("fd77::b"), netip.MustParseAddr("fd77::c"), netip.MustParseAddr("fd77::d")}
+	wireEstBase6 = netip.MustParseAddr("fd78::1:0")
+	wireSynBase6 = netip.MustParseAddr("fd90::1:0")
 )
+
+// realsOf are the wire's real servers of vip's family.
+func realsOf(vip netip.Addr) []netip.Addr {
+	if vip.Is6() {
+		return wireReals6
+	}
+	return wireReals
+}
 
 const (
 	wireMTU      = 1600
@@ -163,15 +178,39 @@ func (w *wire) addDirector(prefix string, i, queues int) (*director, error) {
 		{ns, []string{"route", "add", "10.64.0.0/10", "via", "10.77.0.1"}},
 		{ns, []string{"neigh", "replace", "10.77.0.1", "lladdr", wireGenMAC.String(), "dev", "eth0", "nud", "permanent"}},
 	}
-	for j, r := range wireReals {
-		steps = append(steps, struct {
-			ns   testutil.Netns
-			args []string
-		}{ns, []string{"neigh", "replace", r.String(), "lladdr", wireRealMAC(j).String(), "dev", "eth0", "nud", "permanent"}})
+	for j := range wireReals {
+		for _, r := range []netip.Addr{wireReals[j], wireReals6[j]} {
+			steps = append(steps, struct {
+				ns   testutil.Netns
+				args []string
+			}{ns, []string{"neigh", "replace", r.String(), "lladdr", wireRealMAC(j).String(), "dev", "eth0", "nud", "permanent"}})
+		}
 	}
-	for _, s := range steps {
+	// IPv6 on the director's side only (the generator's stays off: no
+	// neighbour discovery on the wire), static neighbours as for IPv4;
+	// enabled on eth0 once the first step has made it.
+	steps = append(steps[:4], append([]struct {
+		ns   testutil.Netns
+		args []string
+	}{
+		{ns, []string{"-6", "addr", "add", "fd77::2/64", "dev", "eth0", "nodad"}},
+	}, steps[4:]...)...)
+	steps = append(steps, []struct {
+		ns   testutil.Netns
+		args []string
+	}{
+		{ns, []string{"-6", "neigh", "replace", "fd77::1", "lladdr", wireGenMAC.String(), "dev", "eth0", "nud", "permanent"}},
+		{ns, []string{"-6", "route", "add", "fd78::/16", "via", "fd77::1"}},
+		{ns, []string{"-6", "route", "add", "fd90::/16", "via", "fd77::1"}},
+	}...)
+	for i, s := range steps {
 		if err := s.ns.IP(s.args...); err != nil {
 			return nil, err
+		}
+		if i == 0 {
+			if err := ns.Sysctl("net.ipv6.conf.eth0.disable_ipv6", "0"); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for _, kv := range [][2]string{
@@ -179,6 +218,7 @@ func (w *wire) addDirector(prefix string, i, queues int) (*director, error) {
 		{"net.ipv4.conf.all.rp_filter", "0"}, {"net.ipv4.conf.eth0.rp_filter", "0"},
 		// It forwards out of the interface it received on: no redirects.
 		{"net.ipv4.conf.all.send_redirects", "0"}, {"net.ipv4.conf.eth0.send_redirects", "0"},
+		{"net.ipv6.conf.all.forwarding", "1"},
 	} {
 		if err := ns.Sysctl(kv[0], kv[1]); err != nil {
 			return nil, err
@@ -254,21 +294,38 @@ func (w *wire) Close() error {
 	return err
 }
 
-// template is a client frame of size bytes to vip's port 80.
+// template is a client frame to vip's port 80: size bytes over IPv4;
+// over IPv6 the same payload, so 20 bytes more (frameSize).
 func template(size int, src, vip netip.Addr, syn bool) []byte {
 	return testutil.Frame{SrcMAC: wireGenMAC, DstMAC: wireLbMAC, Src: src, Dst: vip, SrcPort: 1024, DstPort: 80,
 		SYN: syn, ACK: !syn, Payload: make([]byte, size-54)}.Build()
 }
 
+// frameSize is the frame the wire sends to vip for a size-byte IPv4 one.
+func frameSize(size int, vip netip.Addr) int {
+	if vip.Is6() {
+		return size + 20
+	}
+	return size
+}
+
 // established are the established flows to vip.
 func (w *wire) established(size int, vip netip.Addr, syn bool) loadgen.Flows {
-	return loadgen.Flows{Template: template(size, wireEstBase, vip, syn), AddrBase: wireEstBase, PortBase: 1024, Ports: w.ports, Count: w.flows}
+	base := wireEstBase
+	if vip.Is6() {
+		base = wireEstBase6
+	}
+	return loadgen.Flows{Template: template(size, base, vip, syn), AddrBase: base, PortBase: 1024, Ports: w.ports, Count: w.flows}
 }
 
 // synFlows is a SYN stream to vip that never repeats a tuple.
 func (w *wire) synFlows(vip netip.Addr) loadgen.Flows {
 	w.synSeq += synSeqStride
-	return loadgen.Flows{Template: template(64, wireSynBase, vip, true), AddrBase: wireSynBase, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
+	base := wireSynBase
+	if vip.Is6() {
+		base = wireSynBase6
+	}
+	return loadgen.Flows{Template: template(64, base, vip, true), AddrBase: base, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
 }
 
 func (w *wire) send(d *director, t []byte, n uint32) error {
@@ -295,6 +352,9 @@ func (s sample) total() uint64 {
 // and counts what reaches the sink.
 func (w *wire) measure(d *director, f loadgen.Flows, dur time.Duration, senders int) (sample, error) {
 	if err := w.lg.SetFlows(f); err != nil {
+		return sample{}, err
+	}
+	if err := w.settle(); err != nil {
 		return sample{}, err
 	}
 	if err := w.lg.ResetSink(); err != nil {
@@ -345,6 +405,29 @@ func (w *wire) measure(d *director, f loadgen.Flows, dur time.Duration, senders 
 	return sample{sent: seq - f.Start, counted: counted, took: took}, nil
 }
 
+// settle waits (up to 2 s) until nothing reaches the sinks, which share
+// one count: a slow path still draining the previous sample's backlog
+// would otherwise be counted in the next one's.
+func (w *wire) settle() error {
+	last := uint64(math.MaxUint64)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		c, err := w.lg.SinkCounts()
+		if err != nil {
+			return err
+		}
+		var n uint64
+		for _, v := range c {
+			n += v.Pkts
+		}
+		if n == last {
+			return nil
+		}
+		last = n
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
 // paced sends n frames of f from its start into d in small chunks,
 // pausing between them, so that a slow path can take every one.
 func (w *wire) paced(d *director, f loadgen.Flows, n int) error {
@@ -360,10 +443,14 @@ func (w *wire) paced(d *director, f loadgen.Flows, n int) error {
 	return nil
 }
 
-var fwdFlag = map[string]string{"dr": "-g", "tun": "-i", "nat": "-m", "fullnat": "-b"}
+var fwdFlag = map[string]string{"dr": "-g", "tun": "-i", "nat": "-m", "fullnat": "-b", "dr6": "-g", "nat6": "-m"}
 
 // wireModes are the xipvs forwarding methods measured on the wire.
 var wireModes = []string{"dr", "tun", "nat", "fullnat"}
+
+// wireModes6 are the IPv6 forwarding methods measured on the wire, on the
+// same director as wireModes.
+var wireModes6 = []string{"dr6", "nat6"}
 
 // setup prepares every subject: the ceiling and reference LB programs,
 // xipvsd with a service per method (every established flow set up
@@ -388,7 +475,7 @@ func (w *wire) setup(r *Report, o Options, work string) error {
 	if xd.x, err = startXipvs(xd.ns, o, work, "wire", false, "eth0"); err != nil {
 		return err
 	}
-	for _, mode := range wireModes {
+	for _, mode := range append(append([]string(nil), wireModes...), wireModes6...) {
 		if err := w.xipvsService(r, o, xd, mode); err != nil {
 			return fmt.Errorf("xipvs %s: %w\nxipvsd log:\n%s", mode, err, xd.x.d.Logs())
 		}
@@ -421,13 +508,20 @@ func (w *wire) setup(r *Report, o Options, work string) error {
 		return err
 	}
 	nd.nftInstalled = true
-	// Conntrack picks the flows up from their first ACK.
-	if err := w.paced(nd, w.established(64, v, false), o.Flows); err != nil {
+	v6 := wireVIPs["dr6"]
+	rules6 := fmt.Sprintf(nftWire6, v6, wireReals6[0], wireReals6[1], wireReals6[1], wireReals6[2], wireReals6[2], wireReals6[2])
+	if err := nft(nd.ns, rules6); err != nil {
 		return err
+	}
+	// Conntrack picks the flows up from their first ACK.
+	for _, vip := range []netip.Addr{v, v6} {
+		if err := w.paced(nd, w.established(64, vip, false), o.Flows); err != nil {
+			return err
+		}
 	}
 	if out, err := nd.ns.Exec("cat", "/proc/sys/net/netfilter/nf_conntrack_count").Output(); err == nil {
 		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-		r.check("nftables tracks every flow before measuring", n >= o.Flows, "%d of %d flows in conntrack", n, o.Flows)
+		r.check("nftables tracks every flow before measuring (IPv4 and IPv6)", n >= 2*o.Flows, "%d of %d flows in conntrack", n, 2*o.Flows)
 	}
 	return nil
 }
@@ -456,13 +550,13 @@ func (w *wire) refConns() error {
 // through xipvs: paced SYNs until the scheduler has counted all of them,
 // then one ACK each (SYN_RECV -> ESTABLISHED, in XDP).
 func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) error {
-	vs := wireVIPs[mode].String() + ":80"
+	vs := netip.AddrPortFrom(wireVIPs[mode], 80).String()
 	cmds := [][]string{{"-A", "-t", vs, "-s", "wrr"}}
 	if mode == "fullnat" {
 		cmds = append(cmds, []string{"--add-laddr", "-z", wireLIP.String(), "-t", vs})
 	}
-	for i, rip := range wireReals {
-		cmds = append(cmds, []string{"-a", "-t", vs, "-r", rip.String() + ":80", fwdFlag[mode], "-w", strconv.Itoa(wireWeights[i])})
+	for i, rip := range realsOf(wireVIPs[mode]) {
+		cmds = append(cmds, []string{"-a", "-t", vs, "-r", netip.AddrPortFrom(rip, 80).String(), fwdFlag[mode], "-w", strconv.Itoa(wireWeights[i])})
 	}
 	for _, c := range cmds {
 		if err := d.x.run(c...); err != nil {
@@ -496,13 +590,13 @@ func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) erro
 // flows scheduled in XDP) and wlc on the slow-path VIP (wlc's picks follow
 // connection counts: no XDP cycle, the Go slow path decides).
 func synServices(x *xipvs) error {
-	for vip, sched := range map[string]string{"dr": "wrr", "slowpath": "wlc"} {
-		vs := wireVIPs[vip].String() + ":80"
+	for vip, sched := range map[string]string{"dr": "wrr", "slowpath": "wlc", "dr6": "wrr", "slowpath6": "wlc"} {
+		vs := netip.AddrPortFrom(wireVIPs[vip], 80).String()
 		if err := x.run("-A", "-t", vs, "-s", sched); err != nil {
 			return err
 		}
-		for i, rip := range wireReals {
-			if err := x.run("-a", "-t", vs, "-r", rip.String()+":80", "-g", "-w", strconv.Itoa(wireWeights[i])); err != nil {
+		for i, rip := range realsOf(wireVIPs[vip]) {
+			if err := x.run("-a", "-t", vs, "-r", netip.AddrPortFrom(rip, 80).String(), "-g", "-w", strconv.Itoa(wireWeights[i])); err != nil {
 				return err
 			}
 		}
@@ -519,11 +613,11 @@ func (w *wire) packetRound(r *Report, o Options, run, size int, splits map[strin
 		vip       netip.Addr
 	}
 	subjects := []subj{{"ceiling", dirCeiling, wireVIPs["dr"]}, {"reference-lb", dirRefLB, wireVIPs["dr"]}}
-	for _, m := range wireModes {
+	for _, m := range append(append([]string(nil), wireModes...), wireModes6...) {
 		subjects = append(subjects, subj{"xipvs-" + m, dirXipvs, wireVIPs[m]})
 	}
 	if w.dirs[dirNft].nftInstalled {
-		subjects = append(subjects, subj{"nftables", dirNft, wireVIPs["dr"]})
+		subjects = append(subjects, subj{"nftables", dirNft, wireVIPs["dr"]}, subj{"nftables6", dirNft, wireVIPs["dr6"]})
 	}
 	for _, s := range subjects {
 		smp, err := w.measure(w.dirs[s.dir], w.established(size, s.vip, false), o.Sample, w.senders)
@@ -533,6 +627,7 @@ func (w *wire) packetRound(r *Report, o Options, run, size int, splits map[strin
 		key := fmt.Sprintf("established/%s/%d", s.name, size)
 		res := r.sample(Result{Key: key, Scenario: "established", Subject: s.name, Size: size, Unit: UnitMpps}, run,
 			float64(smp.total())/smp.took.Seconds()/1e6)
+		res.Detail["frame_bytes"] = frameSize(size, s.vip)
 		addDetail(res, "frames_sent", smp.sent)
 		addDetail(res, "frames_counted", smp.total())
 		if splits[key] == nil {
@@ -575,9 +670,11 @@ func (w *wire) newFlowRound(r *Report, o Options, run int) error {
 	streams := []stream{
 		{"xipvs-dr", dirXipvsNew, wireVIPs["dr"], 1},
 		{"xipvs-slowpath", dirXipvsNew, wireVIPs["slowpath"], 1},
+		{"xipvs-dr6", dirXipvsNew, wireVIPs["dr6"], 1},
+		{"xipvs-slowpath6", dirXipvsNew, wireVIPs["slowpath6"], 1},
 	}
 	if w.dirs[dirNft].nftInstalled {
-		streams = append(streams, stream{"nftables", dirNft, wireVIPs["dr"], 1})
+		streams = append(streams, stream{"nftables", dirNft, wireVIPs["dr"], 1}, stream{"nftables6", dirNft, wireVIPs["dr6"], 1})
 	}
 	streams = append(streams, stream{"xipvs-slowpath-1q-2senders", dirXipvsNew, wireVIPs["slowpath"], 2},
 		stream{"xipvs-slowpath-2q-2senders", dirXipvs2Q, wireVIPs["slowpath"], 2})
@@ -718,7 +815,7 @@ func schedConns(c *api.Client, vip netip.Addr) (map[byte]uint64, error) {
 			continue
 		}
 		for _, d := range s.Dests {
-			for i, rip := range wireReals {
+			for i, rip := range realsOf(vip) {
 				if d.Addr == rip {
 					out[byte(0x0b+i)] += d.Stats.Conns
 				}
@@ -732,6 +829,14 @@ const nftWire = `table ip xipvs_bench {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr %s tcp dport 80 dnat to numgen inc mod 6 map { 0 : %s, 1 : %s, 2 : %s, 3 : %s, 4 : %s, 5 : %s }
+	}
+}
+`
+
+const nftWire6 = `table ip6 xipvs_bench6 {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip6 daddr %s tcp dport 80 dnat to numgen inc mod 6 map { 0 : %s, 1 : %s, 2 : %s, 3 : %s, 4 : %s, 5 : %s }
 	}
 }
 `

@@ -3,11 +3,13 @@
  *
  *   loadgen_gen      run through BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES:
  *                    writes flow number n of the configured set into the
- *                    frame (source address and port, both checksums) and
- *                    transmits it (XDP_TX out of the run's ingress ifindex).
+ *                    frame (source address and port, the checksums; for
+ *                    IPv6 the address's last 32 bits) and transmits it
+ *                    (XDP_TX out of the run's ingress ifindex).
  *   loadgen_sink     attached natively where the forwarded frames land:
- *                    counts IPv4 frames per destination MAC (the real server
- *                    the director chose) and drops them; ARP and the rest pass.
+ *                    counts IPv4 and IPv6 frames per destination MAC (the
+ *                    real server the director chose) and drops them; ARP
+ *                    and the rest pass.
  *   loadgen_spoofed  attached on a flood's source: drops what comes back to
  *                    the spoofed sources (RFC 2544's benchmarking range,
  *                    198.18.0.0/15) and passes everything else, so the
@@ -34,19 +36,24 @@
 #define GEN_HDR_LEN 54
 #define GEN_IP_OFF 14
 #define GEN_TCP_OFF 34
+/* Ethernet + IPv6 (no extension header) + TCP (no options). */
+#define GEN6_HDR_LEN 74
+#define GEN6_SRC_LOW 34 /* the source address's last 32 bits */
+#define GEN6_TCP_OFF 54
 
 /* What loadgen_gen sends: a header template and how flow n differs from
  * it. Checksum bases are one's complement sums (unfolded, of 16-bit words
  * as loaded from memory) of every checksummed word except the checksum
  * itself, the source address and, for TCP, the source port. */
 struct gen_cfg {
-	__u8 hdr[GEN_HDR_LEN];
+	__u8 hdr[GEN6_HDR_LEN]; /* GEN_HDR_LEN bytes of it for IPv4 */
 	__u16 port_base;   /* host order */
 	__u32 addr_base;   /* host order */
 	__u32 ports;       /* source ports per address */
 	__u32 flows;       /* flows cycled through; 0: never repeat a tuple */
 	__u32 ip_sum;      /* IPv4 header checksum base */
 	__u32 tcp_sum;     /* TCP checksum base (pseudo header included) */
+	__u32 v6;          /* the template is IPv6 */
 };
 
 struct {
@@ -113,6 +120,18 @@ int loadgen_gen(struct xdp_md *ctx)
 	ports = cfg->ports ? cfg->ports : 1;
 	addr = bpf_htonl(cfg->addr_base + (__u32)(n / ports));
 	port = bpf_htons(cfg->port_base + (__u16)(n % ports));
+	if (cfg->v6) {
+		/* No header checksum; the address's last word and the port go
+		 * into the TCP checksum as IPv4's do. */
+		if (data + GEN6_HDR_LEN > data_end)
+			return XDP_ABORTED;
+		__builtin_memcpy(data, cfg->hdr, GEN6_HDR_LEN);
+		*(__u32 *)(data + GEN6_SRC_LOW) = addr;
+		*(__u16 *)(data + GEN6_TCP_OFF) = port;
+		sum = cfg->tcp_sum + (addr & 0xffff) + (addr >> 16) + port;
+		*(__u16 *)(data + GEN6_TCP_OFF + 16) = fold(sum);
+		return XDP_TX;
+	}
 
 	__builtin_memcpy(data, cfg->hdr, GEN_HDR_LEN);
 	*(__u32 *)(data + GEN_IP_OFF + 12) = addr;
@@ -135,7 +154,11 @@ int loadgen_sink(struct xdp_md *ctx)
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
+	if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return XDP_PASS;
+	/* IPv6 to a multicast MAC is the director's own (neighbour
+	 * discovery, MLD), never a forwarded frame. */
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6) && (eth->h_dest[0] & 1))
 		return XDP_PASS;
 	key = eth->h_dest[5];
 	c = bpf_map_lookup_elem(&sink_counts, &key);

@@ -183,8 +183,9 @@ func (g *Programs) ResetSink() error {
 // address AddrBase + n/Ports and source port PortBase + n%Ports; with
 // Count set, n wraps at Count, so Count distinct flows repeat in order.
 type Flows struct {
-	// Template is the whole frame: Ethernet, IPv4 without options, TCP
-	// without options, then the payload (which is sent as it is).
+	// Template is the whole frame: Ethernet, IPv4 without options (or
+	// IPv6 without extension headers), TCP without options, then the
+	// payload (which is sent as it is).
 	Template []byte
 	AddrBase netip.Addr
 	PortBase uint16
@@ -194,33 +195,46 @@ type Flows struct {
 }
 
 const (
-	genHdrLen = 54
-	genIPOff  = 14
-	genTCPOff = 34
+	genHdrLen  = 54
+	genIPOff   = 14
+	genTCPOff  = 34
+	gen6HdrLen = 74
+	gen6TCPOff = 54
 )
 
 // SetFlows loads f into the generator and sets its sequence to f.Start.
+// An IPv6 template varies the last 32 bits of the source address.
 func (g *Programs) SetFlows(f Flows) error {
 	t := f.Template
-	if len(t) < genHdrLen || binary.BigEndian.Uint16(t[12:]) != unix.ETH_P_IP ||
-		t[genIPOff] != 0x45 || t[genIPOff+9] != unix.IPPROTO_TCP || t[genTCPOff+12]>>4 != 5 {
-		return errors.New("generator template: want Ethernet, IPv4 without options, TCP without options")
+	v4 := len(t) >= genHdrLen && binary.BigEndian.Uint16(t[12:]) == unix.ETH_P_IP &&
+		t[genIPOff] == 0x45 && t[genIPOff+9] == unix.IPPROTO_TCP && t[genTCPOff+12]>>4 == 5
+	v6 := len(t) >= gen6HdrLen && binary.BigEndian.Uint16(t[12:]) == unix.ETH_P_IPV6 &&
+		t[genIPOff]>>4 == 6 && t[genIPOff+6] == unix.IPPROTO_TCP && t[gen6TCPOff+12]>>4 == 5
+	if !v4 && !v6 {
+		return errors.New("generator template: want Ethernet, IPv4 without options or IPv6 without extension headers, TCP without options")
 	}
-	if !f.AddrBase.Is4() {
-		return fmt.Errorf("generator source base %v: not IPv4", f.AddrBase)
+	if f.AddrBase.Is4() != v4 {
+		return fmt.Errorf("generator source base %v: not of the template's family", f.AddrBase)
 	}
 	if f.Ports == 0 || f.Ports > 65536-uint32(f.PortBase) {
 		return fmt.Errorf("generator: %d ports from %d do not fit", f.Ports, f.PortBase)
 	}
 	var cfg loadgenGenCfg
-	copy(cfg.Hdr[:], t[:genHdrLen])
 	cfg.PortBase = f.PortBase
-	a := f.AddrBase.As4()
-	cfg.AddrBase = binary.BigEndian.Uint32(a[:])
 	cfg.Ports = f.Ports
 	cfg.Flows = f.Count
-	ipSum, tcpSum := genSums(t)
-	cfg.IpSum, cfg.TcpSum = ipSum, tcpSum
+	if v4 {
+		copy(cfg.Hdr[:], t[:genHdrLen])
+		a := f.AddrBase.As4()
+		cfg.AddrBase = binary.BigEndian.Uint32(a[:])
+		cfg.IpSum, cfg.TcpSum = genSums(t)
+	} else {
+		copy(cfg.Hdr[:], t[:gen6HdrLen])
+		a := f.AddrBase.As16()
+		cfg.AddrBase = binary.BigEndian.Uint32(a[12:])
+		cfg.TcpSum = genSums6(t)
+		cfg.V6 = 1
+	}
 	zero := uint32(0)
 	if err := g.objs.GenConfig.Put(zero, &cfg); err != nil {
 		return fmt.Errorf("set generator config: %w", err)
@@ -273,6 +287,37 @@ func genSums(t []byte) (ip, tcp uint32) {
 		tcp += uint32(seg[len(seg)-1]) // the last byte is the low byte of a little-endian load
 	}
 	return ip, tcp
+}
+
+// genSums6 is genSums for an IPv6 template: the TCP checksum base over
+// the pseudo header (source address but its last 32 bits, destination,
+// length, next header) and the segment without the checksum and the
+// source port.
+func genSums6(t []byte) (tcp uint32) {
+	le := func(b []byte) uint32 { return uint32(binary.LittleEndian.Uint16(b)) }
+	ip := t[genIPOff : genIPOff+40]
+	seg := t[gen6TCPOff : gen6TCPOff+int(binary.BigEndian.Uint16(ip[4:]))]
+	for i := 8; i < 40; i += 2 {
+		if i == 20 || i == 22 {
+			continue // the source address's last 32 bits
+		}
+		tcp += le(ip[i:])
+	}
+	var w [4]byte
+	binary.BigEndian.PutUint32(w[:], uint32(len(seg)))
+	tcp += le(w[0:]) + le(w[2:])
+	binary.BigEndian.PutUint32(w[:], unix.IPPROTO_TCP)
+	tcp += le(w[0:]) + le(w[2:])
+	for i := 0; i+1 < len(seg); i += 2 {
+		if i == 0 || i == 16 {
+			continue // source port, checksum
+		}
+		tcp += le(seg[i:])
+	}
+	if len(seg)%2 == 1 {
+		tcp += uint32(seg[len(seg)-1])
+	}
+	return tcp
 }
 
 // Send runs the generator n times in live-frames mode, in the calling

@@ -15,13 +15,14 @@ import (
 
 type loadgenGenCfg struct {
 	_        structs.HostLayout
-	Hdr      [54]uint8
+	Hdr      [74]uint8
 	PortBase uint16
 	AddrBase uint32
 	Ports    uint32
 	Flows    uint32
 	IpSum    uint32
 	TcpSum   uint32
+	V6       uint32
 }
 
 type loadgenRefConn struct {

@@ -86,6 +86,41 @@ func TestLoadgenGenerator(t *testing.T) {
 	}
 }
 
+// TestLoadgenGenerator6: an IPv6 template; flow n's frame is exactly
+// the one gopacket builds for its source (the address's last 32 bits)
+// and port, checksum included.
+func TestLoadgenGenerator6(t *testing.T) {
+	g := openLoadgen(t, nil, nil)
+	base := netip.MustParseAddr("fd78::1:ffff:fffe")
+	frame := func(src netip.Addr, port uint16, size int) []byte {
+		return testutil.Frame{Src: src, Dst: netip.MustParseAddr("fd77::100"), SrcPort: port, DstPort: 80, ACK: true,
+			Payload: bytes.Repeat([]byte{0xa5}, size-74)}.Build()
+	}
+	for _, size := range []int{78, 1500, 79} {
+		f := loadgen.Flows{Template: frame(base, 1024, size), AddrBase: base, PortBase: 1024, Ports: 3, Count: 7, Start: 5}
+		if err := g.SetFlows(f); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 8; i++ {
+			v, out, err := g.Run(loadgen.Gen, f.Template)
+			if err != nil || v != dataplane.XDPTx {
+				t.Fatalf("size %d frame %d: %v %v", size, i, v, err)
+			}
+			n := (5 + i) % 7
+			a := base.As16()
+			low := uint32(a[12])<<24 | uint32(a[13])<<16 | uint32(a[14])<<8 | uint32(a[15])
+			low += uint32(n / 3) // carries out of the last word are the generator's limit
+			a[12], a[13], a[14], a[15] = byte(low>>24), byte(low>>16), byte(low>>8), byte(low)
+			if want := frame(netip.AddrFrom16(a), uint16(1024+n%3), size); !bytes.Equal(out, want) {
+				t.Fatalf("size %d frame %d:\n got %x\nwant %x", size, i, out[:80], want[:80])
+			}
+		}
+	}
+	if err := g.SetFlows(loadgen.Flows{Template: frame(base, 1024, 78), AddrBase: netip.MustParseAddr("10.0.0.1"), Ports: 1}); err == nil {
+		t.Fatal("an IPv4 base with an IPv6 template was accepted")
+	}
+}
+
 func TestLoadgenSinkAndCeiling(t *testing.T) {
 	dst := net.HardwareAddr{2, 0x77, 0, 0, 0, 0x0b}
 	src := net.HardwareAddr{2, 0x77, 0, 0, 0, 0x02}

@@ -32,7 +32,8 @@ type Frame struct {
 	Window      uint16
 }
 
-// Build serialises f with gopacket, lengths and checksums computed.
+// Build serialises f with gopacket, lengths and checksums computed: an
+// IPv4 frame, or an IPv6 one when Src is an IPv6 address.
 func (f Frame) Build() []byte {
 	if f.SrcMAC == nil {
 		f.SrcMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
@@ -50,13 +51,26 @@ func (f Frame) Build() []byte {
 		f.ID = 0x1234
 	}
 	eth := &layers.Ethernet{SrcMAC: f.SrcMAC, DstMAC: f.DstMAC, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: f.TTL, TOS: f.TOS, Id: f.ID, Protocol: f.Proto,
-		SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice(), FragOffset: f.FragOffset}
-	switch {
-	case f.MoreFragments:
-		ip.Flags = layers.IPv4MoreFragments
-	case !f.NoDF:
-		ip.Flags = layers.IPv4DontFragment
+	var ip interface {
+		gopacket.NetworkLayer
+		gopacket.SerializableLayer
+	}
+	if f.Src.Is6() {
+		// IPv6: TTL is the hop limit, TOS the traffic class; no
+		// fragment fields (a fragment needs an extension header).
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip = &layers.IPv6{Version: 6, HopLimit: f.TTL, TrafficClass: f.TOS, NextHeader: f.Proto,
+			SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice()}
+	} else {
+		ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: f.TTL, TOS: f.TOS, Id: f.ID, Protocol: f.Proto,
+			SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice(), FragOffset: f.FragOffset}
+		switch {
+		case f.MoreFragments:
+			ip4.Flags = layers.IPv4MoreFragments
+		case !f.NoDF:
+			ip4.Flags = layers.IPv4DontFragment
+		}
+		ip = ip4
 	}
 	var l4 gopacket.SerializableLayer
 	switch f.Proto {
@@ -99,7 +113,7 @@ func (f Frame) Build() []byte {
 		panic(err)
 	}
 	out := append([]byte(nil), buf.Bytes()...)
-	if f.NoUDPChecksum && f.Proto == layers.IPProtocolUDP {
+	if f.NoUDPChecksum && f.Proto == layers.IPProtocolUDP && f.Src.Is4() {
 		out[14+20+6], out[14+20+7] = 0, 0
 	}
 	return out
