@@ -53,7 +53,7 @@ var (
 		"dr": netip.MustParseAddr("10.77.0.100"), "tun": netip.MustParseAddr("10.77.0.101"),
 		"nat": netip.MustParseAddr("10.77.0.102"), "fullnat": netip.MustParseAddr("10.77.0.103"),
 		"slowpath": netip.MustParseAddr("10.77.0.104"),
-		"dr6": netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
+		"dr6":      netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
 		"slowpath6": netip.MustParseAddr("fd77::104"),
 	}
 	// IPv6: the same reals (same MACs) at fd77::b, ::c, ::d, and clients
