@@ -1,5 +1,5 @@
 # xipvs: Linux Virtual Server on XDP.
-#   make demo      build, then balance real HTTP through XDP in DR, TUN, NAT and FULLNAT (root)
+#   make demo      build, then balance real HTTP through XDP in DR, TUN, NAT and FULLNAT, IPv4 and IPv6 (root)
 #   make test      every test, the privileged ones included when root
 #   make bench     xipvs against the ceiling, nftables and HAProxy (root; installs nftables and haproxy)
 #   make generate  regenerate the BPF objects (needs clang-19)
