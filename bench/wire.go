@@ -701,7 +701,11 @@ func checkSplits(r *Report, splits map[string]map[byte]uint64) {
 		if strings.HasPrefix(key, "established/ceiling/") {
 			w = map[byte]float64{0x0b: 1}
 		}
-		r.check("per-real split "+key, splitOK(got, w), "%s", splitText(got, w))
+		reals := wireReals
+		if subj := strings.Split(key, "/")[1]; strings.HasSuffix(subj, "6") {
+			reals = wireReals6
+		}
+		r.check("per-real split "+key, splitOK(got, w), "%s", splitText(got, w, reals))
 	}
 }
 
@@ -733,10 +737,10 @@ func splitOK(got map[byte]uint64, want map[byte]float64) bool {
 	return true
 }
 
-func splitText(got map[byte]uint64, want map[byte]float64) string {
+func splitText(got map[byte]uint64, want map[byte]float64, reals []netip.Addr) string {
 	total := sum(got)
 	var parts []string
-	for i, rip := range wireReals {
+	for i, rip := range reals {
 		m := byte(0x0b + i)
 		g := 0.0
 		if total > 0 {

@@ -110,9 +110,9 @@ static __always_inline int same_key(const struct conn_key *a, const struct conn_
 	       a->dport == b->dport && a->proto == b->proto;
 }
 
-/* release_port records the local port of FULLNAT reply entry rk,
- * deleted by the caller. Returns -1 when the list is full. */
-static __always_inline int release_port(struct walk *w, const struct conn_key *rk)
+/* release_at records a freed FULLNAT local port (addr, port, proto; addr
+ * of 16 bytes when v6, else 4). Returns -1 when the list is full. */
+static __always_inline int release_at(struct walk *w, const void *addr, __be16 port, __u8 proto, __u8 v6)
 {
 	__u32 i = w->a.released;
 	struct sweep_port *sp;
@@ -123,31 +123,28 @@ static __always_inline int release_port(struct walk *w, const struct conn_key *r
 	if (!sp)
 		return -1;
 	__builtin_memset(sp->addr, 0, sizeof(sp->addr));
-	__builtin_memcpy(sp->addr, &rk->daddr, 4);
-	sp->port = rk->dport;
-	sp->proto = rk->proto;
-	sp->v6 = 0;
+	if (v6)
+		__builtin_memcpy(sp->addr, addr, 16);
+	else
+		__builtin_memcpy(sp->addr, addr, 4);
+	sp->port = port;
+	sp->proto = proto;
+	sp->v6 = v6;
 	w->a.released = i + 1;
 	return 0;
+}
+
+/* release_port records the local port of FULLNAT reply entry rk,
+ * deleted by the caller. */
+static __always_inline int release_port(struct walk *w, const struct conn_key *rk)
+{
+	return release_at(w, &rk->daddr, rk->dport, rk->proto, 0);
 }
 
 /* release_port6 is release_port for an IPv6 reply entry. */
 static __always_inline int release_port6(struct walk *w, const struct conn_key6 *rk)
 {
-	__u32 i = w->a.released;
-	struct sweep_port *sp;
-
-	if (i >= MAX_SWEEP_RELEASED)
-		return -1;
-	sp = bpf_map_lookup_elem(&sweep_released, &i);
-	if (!sp)
-		return -1;
-	__builtin_memcpy(sp->addr, rk->daddr, 16);
-	sp->port = rk->dport;
-	sp->proto = rk->proto;
-	sp->v6 = 1;
-	w->a.released = i + 1;
-	return 0;
+	return release_at(w, rk->daddr, rk->dport, rk->proto, 1);
 }
 
 /* count_one counts a live connection of real rid toward its ActiveConn

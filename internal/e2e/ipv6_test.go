@@ -34,6 +34,30 @@ func vip6On(t *testing.T, h *testutil.Host, dev string, vip netip.Addr) {
 	}
 }
 
+// newModeLab6 is newModeLab with IPv6 on it: the client at out::1, the
+// director at out::2 with the VIP out::100 on eth0 and at in::1 on eth1,
+// the reals at in::11 and in::12; with gateway, the reals' default route
+// is the director (NAT).
+func newModeLab6(t *testing.T, tag string, plan labPlan, out, in string, gateway bool) (*modeLab, netip.Addr) {
+	t.Helper()
+	lab := newModeLab(t, tag, plan)
+	vip := netip.MustParseAddr(out + "::100")
+	addr6(t, lab.cl, "eth0", out+"::1/64")
+	addr6(t, lab.lb, "eth0", out+"::2/64")
+	vip6On(t, lab.lb, "eth0", vip)
+	addr6(t, lab.lb, "eth1", in+"::1/64")
+	for i, rs := range lab.rs {
+		addr6(t, rs, "eth0", fmt.Sprintf("%s::%d/64", in, 11+i))
+		if !gateway {
+			continue
+		}
+		if err := rs.IP("-6", "route", "add", "default", "via", in+"::1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lab, vip
+}
+
 // askEach asks vs n times on new connections and counts the answers by
 // real; every real must have seen the client's own address.
 func askEach(t *testing.T, lab *drLab, vs netip.AddrPort, n int) map[string]int {
@@ -172,18 +196,7 @@ func TestIPv6DR(t *testing.T) {
 // with port mapping, TCP and UDP; the real sees the client's address and
 // the client gets its answers from the VIP.
 func TestIPv6NAT(t *testing.T) {
-	lab := newModeLab(t, "nat6", labPlan{outside: "10.82.0", inside: "10.83.0"})
-	vip := netip.MustParseAddr("fd82::100")
-	addr6(t, lab.cl, "eth0", "fd82::1/64")
-	addr6(t, lab.lb, "eth0", "fd82::2/64")
-	vip6On(t, lab.lb, "eth0", vip)
-	addr6(t, lab.lb, "eth1", "fd83::1/64")
-	for i, rs := range lab.rs {
-		addr6(t, rs, "eth0", fmt.Sprintf("fd83::%d/64", 11+i))
-		if err := rs.IP("-6", "route", "add", "default", "via", "fd83::1"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lab, vip := newModeLab6(t, "nat6", labPlan{outside: "10.82.0", inside: "10.83.0"}, "fd82", "fd83", true)
 	lab.serveEcho(t, 8080)
 	lab.serveUDPEcho(t, netip.IPv6Unspecified(), 8080)
 	vs := "[" + vip.String() + "]:80"
@@ -292,16 +305,9 @@ func TestIPv6TUN(t *testing.T) {
 // reals have no route to the client, see the local address, and find the
 // client in the TOA option (captured on the real, IPv6 format); UDP too.
 func TestIPv6FULLNAT(t *testing.T) {
-	lab := newModeLab(t, "fnat6", labPlan{outside: "10.86.0", inside: "10.87.0"})
-	vip := netip.MustParseAddr("fd86::100")
+	lab, vip := newModeLab6(t, "fnat6", labPlan{outside: "10.86.0", inside: "10.87.0"}, "fd86", "fd87", false)
 	lip := "fd87::250"
-	addr6(t, lab.cl, "eth0", "fd86::1/64")
-	vip6On(t, lab.lb, "eth0", vip)
-	addr6(t, lab.lb, "eth1", "fd87::1/64")
 	addr6(t, lab.lb, "eth1", lip+"/128")
-	for i, rs := range lab.rs {
-		addr6(t, rs, "eth0", fmt.Sprintf("fd87::%d/64", 11+i))
-	}
 	lab.serveEcho(t, 8080)
 	lab.serveUDPEcho(t, netip.IPv6Unspecified(), 5300)
 	vs := "[" + vip.String() + "]:80"
@@ -393,17 +399,7 @@ func TestIPv6NATOneInterface(t *testing.T) {
 // daemon adopts them (-Lnc lists them) and schedules new IPv6 flows.
 func TestIPv6RestartKill9(t *testing.T) {
 	pins := filepath.Join(mountBPFFS(t), "xipvs")
-	lab := newModeLab(t, "k96", labPlan{outside: "10.84.0", inside: "10.85.0", daemonArgs: []string{"--pin-dir", pins}})
-	vip := netip.MustParseAddr("fd84::100")
-	addr6(t, lab.cl, "eth0", "fd84::1/64")
-	vip6On(t, lab.lb, "eth0", vip)
-	addr6(t, lab.lb, "eth1", "fd85::1/64")
-	for i, rs := range lab.rs {
-		addr6(t, rs, "eth0", fmt.Sprintf("fd85::%d/64", 11+i))
-		if err := rs.IP("-6", "route", "add", "default", "via", "fd85::1"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lab, vip := newModeLab6(t, "k96", labPlan{outside: "10.84.0", inside: "10.85.0", daemonArgs: []string{"--pin-dir", pins}}, "fd84", "fd85", true)
 	lab.serveStreams(t, 9000)
 	vs := "[" + vip.String() + "]:80"
 	lab.adm(t, "-A", "-t", vs, "-s", "wlc")
