@@ -298,10 +298,16 @@ type worker struct {
 	queued               []queuedFrame
 	arena                []byte     // the queued frames' bytes, reused per batch
 	scratch              [4096]byte // a frame bound for another socket
-	// An IPv6 flow, decided on its own (slow6), and the context its
-	// frame is replayed with.
-	flow6     [1]NewFlow
-	dec6      [1]Decision
+	// The batch's IPv6 frames (indexes into it), their new flows and
+	// decisions, the entries written, what the worker created lately,
+	// and the context a frame is replayed with (slowpath6.go).
+	idx6      []int
+	flows6    []NewFlow
+	decs6     []Decision
+	inBatch6  map[directorConnKey6]int
+	wkeys6    []directorConnKey6
+	wvals6    []directorConnVal6
+	recent6   recent6
 	replayCtx xdpMd
 }
 
@@ -312,7 +318,9 @@ func (sp *slowPath) newWorker(qs queueSock) *worker {
 		vals: make([]directorConnVal, batchSize), follow: make([]bool, batchSize), sched: make([]int, batchSize),
 		flows: make([]NewFlow, 0, batchSize), decs: make([]Decision, 0, batchSize), fwds: make([]directorConnVal, batchSize),
 		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[directorConnKey]int{},
-		proxyFlow: make([]bool, batchSize), proxyDone: make([]bool, batchSize)}
+		proxyFlow: make([]bool, batchSize), proxyDone: make([]bool, batchSize),
+		flows6: make([]NewFlow, 0, batchSize), decs6: make([]Decision, 0, batchSize),
+		inBatch6: map[directorConnKey6]int{}, recent6: newRecent6()}
 }
 
 func (w *worker) run() {
@@ -348,10 +356,11 @@ func (w *worker) batch(frames [][]byte) {
 	w.flows, w.decs = w.flows[:0], w.decs[:0]
 	inBatch := w.inBatch
 	clear(inBatch)
+	w.idx6 = w.idx6[:0]
 	for i, f := range frames {
 		w.sched[i], w.follow[i] = -1, false
 		if len(f) >= ethHLen && binary.BigEndian.Uint16(f[12:14]) == ethTypeIPv6 {
-			w.slow6(f)
+			w.idx6 = append(w.idx6, i)
 			continue
 		}
 		p, res := parsePacket(f)
@@ -391,6 +400,8 @@ func (w *worker) batch(frames [][]byte) {
 	for i, f := range frames {
 		var v directorConnVal
 		switch {
+		case len(w.idx6) > 0 && len(f) >= ethHLen && binary.BigEndian.Uint16(f[12:14]) == ethTypeIPv6:
+			continue // batch6's
 		case w.follow[i]:
 			v = w.vals[i]
 		case w.sched[i] >= 0 && w.proxyFlow[w.sched[i]]:
@@ -408,6 +419,9 @@ func (w *worker) batch(frames [][]byte) {
 			continue
 		}
 		w.transmit(f, &w.pkts[i], v)
+	}
+	if len(w.idx6) > 0 {
+		w.batch6(frames)
 	}
 	for s, tx := range w.txs {
 		n, err := tx.Flush()

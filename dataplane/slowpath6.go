@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"hash/maphash"
 	"net"
 	"net/netip"
 	"time"
@@ -10,12 +11,11 @@ import (
 	"github.com/xipvs/xipvs/dataplane/xsk"
 )
 
-// The IPv6 slow path. An IPv6 frame the program handed over is decided
-// on its own (not batched as IPv4's are): its connection is looked up
-// first (a packet of a flow decided a moment ago follows it), else the
-// handler decides and the entries are written; then the frame is run
-// through the program's replay entry, which forwards it as a hit, and
-// what comes out is sent.
+// The IPv6 slow path. A batch's IPv6 frames are decided together, as
+// IPv4's are (one handler call, one batched map update; a packet of a
+// flow created a moment ago follows it); then each frame is run through
+// the program's replay entry, which forwards it as a hit would, and what
+// comes out is sent.
 
 const (
 	ethTypeIPv6 = 0x86dd
@@ -90,56 +90,154 @@ func parsePacket6(f []byte) (p packet6, ok bool) {
 	return p, true
 }
 
-// slow6 handles one IPv6 frame of the slow path.
-func (w *worker) slow6(f []byte) {
-	sp, d := w.sp, w.sp.d
-	p, ok := parsePacket6(f)
-	if !ok {
-		sp.unparsable.Add(1)
-		return
-	}
-	k := ConnKey{Src: netip.AddrFrom16(p.src), Dst: netip.AddrFrom16(p.dst), SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}
-	c, found, err := d.LookupConn(k)
-	if err != nil {
-		sp.failed.Add(1)
-		return
-	}
-	bareSYN := p.proto == protoTCP && p.flags&(TCPSyn|TCPAck) == TCPSyn
-	if found && c.Flags&ConnReply == 0 && !(bareSYN && closing(c.State)) {
-		sp.followed.Add(1)
-		w.transmit6(f, c.RealID)
-		return
-	}
-	// Its own one-flow batch: w.flows and w.decs hold the IPv4 flows the
-	// batch is still collecting.
-	w.flow6[0] = NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])}
-	w.dec6[0] = Decision{}
-	sp.handler(w.flow6[:], w.dec6[:])
-	flows, dec := w.flow6[:], w.dec6[0]
-	if dec.RealID == 0 {
-		sp.noDest.Add(1)
-		return
-	}
-	mac := d.ifaceMAC(w.qs.ifindex)
-	// The entries as they are before the first packet: its replay moves
-	// the state on, as a hit would.
-	ents := Entries(flows[0], dec, Now(), mac[:])
-	for _, e := range ents {
-		// A new connection's entries go to the embryonic table, as the
-		// IPv4 batch writes them (XDP dropped any established entry of
-		// a reused tuple before handing the packet over).
-		if err := d.objs.Conns6.Put(e.Key.raw6(), e.Conn.raw6()); err != nil {
-			sp.failed.Add(1)
-			d.log.Warn("slow path: writing a new IPv6 connection", "err", err)
-			return
-		}
-	}
-	sp.newConns.Add(1)
-	w.transmit6(f, dec.RealID)
+// recent6 remembers the IPv6 flows a worker created in the last
+// recentAge (recentFlows for IPv6 keys): a second packet of a new flow,
+// handed over before its entries were written, follows it without a map
+// lookup.
+type recent6 struct {
+	seed  maphash.Seed
+	slots []recentSlot6
 }
 
-// transmit6 sends frame f of an IPv6 connection whose entries are in
-// the tables: it runs f through xipvs_replay6 (BPF_PROG_RUN, as received
+type recentSlot6 struct {
+	k    directorConnKey6
+	real uint32
+	made int64 // monotonic ns; 0: empty
+}
+
+const recentSlots6 = 1 << 12
+
+func newRecent6() recent6 {
+	return recent6{seed: maphash.MakeSeed(), slots: make([]recentSlot6, recentSlots6)}
+}
+
+func (r *recent6) slot(k *directorConnKey6) *recentSlot6 {
+	return &r.slots[maphash.Comparable(r.seed, *k)&(recentSlots6-1)]
+}
+
+// get returns the real of flow k if the worker created it lately.
+func (r *recent6) get(k *directorConnKey6, now int64) (uint32, bool) {
+	s := r.slot(k)
+	if s.made != 0 && s.k == *k && now-s.made < int64(recentAge) {
+		return s.real, true
+	}
+	return 0, false
+}
+
+func (r *recent6) put(k *directorConnKey6, real uint32, now int64) {
+	*r.slot(k) = recentSlot6{k: *k, real: real, made: now}
+}
+
+// batch6 handles a batch's IPv6 frames (w.idx6 into frames) as batch
+// does IPv4's: the new flows decided in one handler call and their
+// entries written in one batched update; then every frame that has a
+// connection is sent through the replay program (transmit6).
+func (w *worker) batch6(frames [][]byte) {
+	sp := w.sp
+	w.flows6, w.decs6 = w.flows6[:0], w.decs6[:0]
+	clear(w.inBatch6)
+	for _, i := range w.idx6 {
+		f := frames[i]
+		w.sched[i], w.follow[i] = -1, false
+		p, ok := parsePacket6(f)
+		if !ok {
+			sp.unparsable.Add(1)
+			continue
+		}
+		k := ConnKey{Src: netip.AddrFrom16(p.src), Dst: netip.AddrFrom16(p.dst), SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}
+		rk := k.raw6()
+		if j, ok := w.inBatch6[rk]; ok {
+			w.sched[i] = j // a second packet of a flow this batch decides
+			continue
+		}
+		if real, ok := w.recent6.get(&rk, w.now); ok && w.stillFollows6(k, &p) {
+			w.follow[i], w.vals[i].RealId = true, real
+			sp.followed.Add(1)
+			continue
+		}
+		w.inBatch6[rk] = len(w.flows6)
+		w.sched[i] = len(w.flows6)
+		w.flows6 = append(w.flows6, NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
+	}
+	if len(w.flows6) > 0 {
+		w.decide6()
+	}
+	for _, i := range w.idx6 {
+		switch j := w.sched[i]; {
+		case w.follow[i]:
+			w.transmit6(frames[i], w.vals[i].RealId)
+		case j >= 0 && w.decs6[j].RealID != 0:
+			w.transmit6(frames[i], w.decs6[j].RealID)
+		}
+	}
+}
+
+// stillFollows6 is stillFollows for an IPv6 flow: only a bare SYN may
+// start a new connection on a tuple (the old one closing), which costs a
+// lookup.
+func (w *worker) stillFollows6(k ConnKey, p *packet6) bool {
+	if p.proto != protoTCP || p.flags&(TCPSyn|TCPAck) != TCPSyn {
+		return true
+	}
+	c, found, err := w.sp.d.LookupConn(k)
+	return err == nil && found && c.Flags&ConnReply == 0 && !closing(c.State)
+}
+
+// decide6 asks the handler about the batch's new IPv6 flows and writes
+// their entries (as they are before the first packet: its replay moves
+// the state on, as a hit would) to the embryonic table in one batched
+// update, as decide does for IPv4 (XDP dropped any established entry of
+// a reused tuple before handing the packet over).
+func (w *worker) decide6() {
+	sp, d := w.sp, w.sp.d
+	w.decs6 = w.decs6[:len(w.flows6)]
+	clear(w.decs6)
+	sp.handler(w.flows6, w.decs6)
+	now := Now()
+	w.wkeys6, w.wvals6 = w.wkeys6[:0], w.wvals6[:0]
+	for i := range w.flows6 {
+		if w.decs6[i].RealID == 0 {
+			sp.noDest.Add(1)
+			continue
+		}
+		mac := d.ifaceMAC(w.flows6[i].Ifindex)
+		for _, e := range entries6(&w.flows6[i], &w.decs6[i], now, mac[:]) {
+			w.wkeys6, w.wvals6 = append(w.wkeys6, e.Key.raw6()), append(w.wvals6, e.Conn.raw6())
+		}
+	}
+	if len(w.wkeys6) == 0 {
+		return
+	}
+	done, err := d.objs.Conns6.BatchUpdate(w.wkeys6, w.wvals6, &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
+	if err != nil {
+		sp.failed.Add(uint64(len(w.wkeys6) - done))
+		d.log.Warn("slow path: writing new IPv6 connections", "written", done, "of", len(w.wkeys6), "err", err)
+	}
+	// A flow whose entries were not all written is dropped (its client
+	// retransmits).
+	j := 0
+	for i := range w.flows6 {
+		if w.decs6[i].RealID == 0 {
+			continue
+		}
+		n := 1
+		if w.decs6[i].Out.Src.IsValid() {
+			n = 2
+		}
+		if j+n <= done {
+			k := w.flows6[i].Key.raw6()
+			w.recent6.put(&k, w.decs6[i].RealID, w.now)
+			sp.newConns.Add(1)
+		} else {
+			w.decs6[i].RealID = 0
+		}
+		j += n
+	}
+}
+
+// transmit6 sends frame f of an IPv6 connection to real realID whose
+// entries are in the tables: it runs f through
+// xipvs_replay6 (BPF_PROG_RUN, as received
 // on the worker's interface and queue), which transforms it as the hit
 // path would (and counts it), and sends what comes out: toward the real
 // (XDP_REDIRECT, or XDP_TX on the real's own interface) or back the way
