@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane/xsk"
 )
 
@@ -200,8 +201,17 @@ func (w *worker) decide6() {
 			sp.noDest.Add(1)
 			continue
 		}
-		mac := d.ifaceMAC(w.flows6[i].Ifindex)
-		for _, e := range entries6(&w.flows6[i], &w.decs6[i], now, mac[:]) {
+		f := &w.flows6[i]
+		mac := d.ifaceMAC(f.Ifindex)
+		ents := entries6(f, &w.decs6[i], now, mac[:])
+		if d.realView(w.decs6[i].RealID).fwd == FwdRoute {
+			// DR: the first packet only needs new MACs (transmit6 gives
+			// them), so the entry takes its state after it here, as
+			// IPv4's decide writes it, and the packet is not replayed.
+			c := &ents[len(ents)-1].Conn
+			c.State = conntrack.State(connState(uint8(c.State), f.Key.Proto, f.TCPFlags, dirInputOnly))
+		}
+		for _, e := range ents {
 			w.wkeys6, w.wvals6 = append(w.wkeys6, e.Key.raw6()), append(w.wvals6, e.Conn.raw6())
 		}
 	}
@@ -245,6 +255,10 @@ func (w *worker) decide6() {
 // counted.
 func (w *worker) transmit6(f []byte, realID uint32) {
 	sp := w.sp
+	if r := sp.d.realView(realID); r.valid && r.macValid && r.fwd == FwdRoute {
+		w.route6(f, realID, r)
+		return
+	}
 	w.replayCtx = xdpMd{DataEnd: uint32(len(f)), IngressIfindex: uint32(w.qs.ifindex), RxQueueIndex: uint32(w.qs.queue)}
 	opts := ebpf.RunOptions{Data: f, DataOut: w.scratch[:], Context: &w.replayCtx}
 	ret, err := sp.d.objs.XipvsReplay6.Run(&opts)
@@ -278,6 +292,37 @@ func (w *worker) transmit6(f []byte, realID uint32) {
 		return
 	}
 	tx.Commit(copy(buf, out))
+}
+
+// route6 sends frame f of a DR connection to real r: new MACs only, as
+// forward6 does (its entry already holds the state after the packet).
+func (w *worker) route6(f []byte, realID uint32, r *realView) {
+	sp := w.sp
+	sock := w.egressSock(r)
+	if sock == nil {
+		sp.failed.Add(1)
+		return
+	}
+	var buf []byte
+	own := sock == w.qs.sock
+	if own {
+		buf = w.ownTx().Next()
+	} else {
+		buf = w.scratch[:]
+	}
+	if buf == nil || len(buf) < len(f) {
+		sp.failed.Add(1)
+		return
+	}
+	n := copy(buf, f)
+	setMACs(buf[:n], r.mac, r.srcMAC)
+	if own {
+		w.ownTx().Commit(n)
+	} else {
+		w.queue(sock, buf[:n])
+	}
+	w.stats[StatFwd]++
+	sp.d.accountSlow(realID, uint64(ip6HLen+int(binary.BigEndian.Uint16(f[ethHLen+4:]))))
 }
 
 // entries6 is rawEntries for an IPv6 flow, in the model's types: the
