@@ -92,6 +92,14 @@ func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut,
 	return nil
 }
 
+// PortUnreachable6 is the IPv6 slow path's answer to a new flow no real
+// server can take.
+func PortUnreachable6(frame []byte) ([]byte, bool) {
+	out := make([]byte, len(frame)+ip6HLen+8)
+	n, ok := icmp6PortUnreachable(out, copy(out, frame))
+	return out[:n], ok
+}
+
 // PortUnreachable is the slow path's answer to a new flow no real
 // server can take.
 func PortUnreachable(frame []byte) ([]byte, bool) {

@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"cmp"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -449,6 +450,44 @@ func TestIPv6ICMPErrors(t *testing.T) {
 	ns := icmp6Error(t, clientMAC, ifMAC, client6, vip6, 135, 0, vip6.AsSlice())
 	v, out = run(t, d, ns)
 	expectFrame6(t, "neighbour solicitation", v, dataplane.XDPPass, out, ns)
+
+	// The slow path's answer to a new flow no real can take (ip_vs_leave):
+	// port unreachable from the VIP, quoting the packet; a big one is cut
+	// to what fits IPv6's minimum MTU.
+	for _, size := range []int{10, 1400} {
+		syn := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 53000, dport: 80, syn: true,
+			payload: make([]byte, size)}.build(t)
+		got, ok := dataplane.PortUnreachable6(syn)
+		q := syn[14:]
+		if len(q) > 1280-48 {
+			q = q[:1280-48]
+		}
+		// Type 1 code 4: gopacket's ICMPv6 builder takes the code.
+		want := icmp6Error(t, ifMAC, clientMAC, vip6, client6, 1, 0, q)
+		want[14+40+1] = 4
+		want = fixICMPv6Sum(t, want)
+		expectFrame6(t, fmt.Sprintf("port unreachable (%d bytes of payload)", size), dataplane.XDPTx, dataplane.XDPTx, got, want)
+		if !ok {
+			t.Errorf("port unreachable refused a %d-byte payload", size)
+		}
+	}
+}
+
+// fixICMPv6Sum recomputes an ICMPv6 frame's checksum with gopacket.
+func fixICMPv6Sum(t *testing.T, f []byte) []byte {
+	t.Helper()
+	p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+	ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	icmp := p.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+	if err := icmp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet), ip, icmp, gopacket.Payload(icmp.Payload)); err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
 }
 
 func TestIPv6Sweep(t *testing.T) {

@@ -304,6 +304,7 @@ type worker struct {
 	idx6      []int
 	flows6    []NewFlow
 	decs6     []Decision
+	answered6 []bool // flows6[i]'s ICMPv6 answer is sent
 	inBatch6  map[directorConnKey6]int
 	wkeys6    []directorConnKey6
 	wvals6    []directorConnVal6
@@ -319,7 +320,7 @@ func (sp *slowPath) newWorker(qs queueSock) *worker {
 		flows: make([]NewFlow, 0, batchSize), decs: make([]Decision, 0, batchSize), fwds: make([]directorConnVal, batchSize),
 		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[directorConnKey]int{},
 		proxyFlow: make([]bool, batchSize), proxyDone: make([]bool, batchSize),
-		flows6: make([]NewFlow, 0, batchSize), decs6: make([]Decision, 0, batchSize),
+		flows6: make([]NewFlow, 0, batchSize), decs6: make([]Decision, 0, batchSize), answered6: make([]bool, batchSize),
 		inBatch6: map[directorConnKey6]int{}, recent6: newRecent6()}
 }
 

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/maphash"
 	"net"
 	"net/netip"
@@ -162,6 +163,7 @@ func (w *worker) batch6(frames [][]byte) {
 	}
 	if len(w.flows6) > 0 {
 		w.decide6()
+		clear(w.answered6)
 	}
 	for _, i := range w.idx6 {
 		switch j := w.sched[i]; {
@@ -169,8 +171,97 @@ func (w *worker) batch6(frames [][]byte) {
 			w.transmit6(frames[i], w.vals[i].RealId)
 		case j >= 0 && w.decs6[j].RealID != 0:
 			w.transmit6(frames[i], w.decs6[j].RealID)
+		case j >= 0 && w.decs6[j].Unreachable && !w.answered6[j]:
+			w.answered6[j] = true
+			w.unreachable6(frames[i], w.flows6[j].Key)
 		}
 	}
+}
+
+// unreachable6 answers frame f, a new IPv6 flow no real server can take,
+// with an ICMPv6 port unreachable out the way it came, within the rate
+// limit IPv4's answers share (ip_vs_leave's icmpv6_send).
+func (w *worker) unreachable6(f []byte, k ConnKey) {
+	sp := w.sp
+	if !sp.unreach.Allow() {
+		sp.unreachLimited.Add(1)
+		return
+	}
+	tx := w.ownTx()
+	buf := tx.Next()
+	if buf == nil || len(buf) < len(f)+ip6HLen+8 {
+		sp.failed.Add(1)
+		return
+	}
+	n, ok := icmp6PortUnreachable(buf, copy(buf, f))
+	if !ok {
+		return
+	}
+	tx.Commit(n)
+	sp.portUnreach.Add(1)
+	sp.unreachLog.Do(func() {
+		sp.d.log.Warn("new flows to a service with no available real server: answered ICMP port unreachable",
+			"service", fmt.Sprintf("[%v]:%d/%d", k.Dst, k.DstPort, k.Proto),
+			"client", k.Src, "answered", sp.portUnreach.Load(), "rate_limited", sp.unreachLimited.Load())
+	})
+}
+
+// icmp6Quote is how much of a packet an ICMPv6 error quotes: what fits
+// the minimum MTU (1280) after its own headers.
+const icmp6Quote = 1280 - ip6HLen - 8
+
+// icmp6PortUnreachable turns the IPv6 frame in out[:n] into an ICMPv6
+// destination unreachable, port unreachable (type 1, code 4) back to its
+// sender from the address it was sent to, quoting as much of the packet
+// as fits the minimum MTU. out must have room for the 48 bytes the
+// headers add.
+func icmp6PortUnreachable(out []byte, n int) (int, bool) {
+	const grow = ip6HLen + 8
+	if n < ethHLen+ip6HLen {
+		return 0, false
+	}
+	q := min(n-ethHLen, icmp6Quote)
+	if len(out) < ethHLen+grow+q {
+		return 0, false
+	}
+	var dmac, smac [6]byte
+	copy(dmac[:], out[6:12])
+	copy(smac[:], out[0:6])
+	var src, dst [16]byte
+	copy(src[:], out[ethHLen+24:ethHLen+40]) // from the address it was sent to
+	copy(dst[:], out[ethHLen+8:ethHLen+24])
+	copy(out[ethHLen+grow:], out[ethHLen:ethHLen+q])
+	f := out[:ethHLen+grow+q]
+	setMACs(f, dmac, smac)
+	binary.BigEndian.PutUint16(f[12:14], ethTypeIPv6)
+	ip := f[ethHLen : ethHLen+ip6HLen]
+	binary.BigEndian.PutUint32(ip[0:4], 0x60000000)
+	binary.BigEndian.PutUint16(ip[4:6], uint16(8+q))
+	ip[6], ip[7] = 58, 64 // ICMPv6, hop limit
+	copy(ip[8:24], src[:])
+	copy(ip[24:40], dst[:])
+	icmp := f[ethHLen+ip6HLen:]
+	icmp[0], icmp[1] = 1, 4
+	clear(icmp[2:8])
+	// The pseudo-header (addresses, length, next header), then the
+	// message, summed as the BPF code sums: 16-bit loads as they lie.
+	var s uint32
+	for i := 8; i < ip6HLen; i += 2 {
+		s += uint32(le.Uint16(ip[i:]))
+	}
+	var word [4]byte
+	binary.BigEndian.PutUint32(word[:], uint32(len(icmp)))
+	s += uint32(le.Uint16(word[0:])) + uint32(le.Uint16(word[2:]))
+	binary.BigEndian.PutUint32(word[:], 58)
+	s += uint32(le.Uint16(word[0:])) + uint32(le.Uint16(word[2:]))
+	for i := 0; i+1 < len(icmp); i += 2 {
+		s += uint32(le.Uint16(icmp[i:]))
+	}
+	if len(icmp)%2 == 1 {
+		s += uint32(icmp[len(icmp)-1])
+	}
+	le.PutUint16(icmp[2:4], csumFold(s))
+	return len(f), true
 }
 
 // stillFollows6 is stillFollows for an IPv6 flow: only a bare SYN may

@@ -220,6 +220,16 @@ func TestIPv6NAT(t *testing.T) {
 	if !strings.Contains(list, "TCP  "+vs) || !strings.Contains(list, "[fd83::11]:8080") {
 		t.Errorf("--stats:\n%s", list)
 	}
+	// A service with no real answers ICMPv6 port unreachable (ip_vs_leave):
+	// the client's connect fails at once, refused.
+	lab.adm(t, "-A", "-t", "["+vip.String()+"]:81", "-s", "wlc")
+	start := time.Now()
+	if c, err := lab.dialAt(netip.AddrPortFrom(vip, 81), 3*time.Second); err == nil {
+		c.Close()
+		t.Error("connected to a service with no real server")
+	} else if !strings.Contains(err.Error(), "refused") || time.Since(start) > time.Second {
+		t.Errorf("connect to a service with no real: %v after %v, want refused at once", err, time.Since(start))
+	}
 	// What IPv6 cannot do yet is refused, clearly.
 	for _, args := range [][]string{
 		{"-A", "-t", "[fd82::101]:80", "-j", "enable"},
