@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -361,6 +362,61 @@ func TestIPv6FULLNAT(t *testing.T) {
 	// A local address of the other family is refused.
 	if out, err := lab.Adm(xipvsadmBin, "--add-laddr", "-z", "10.87.0.250", "-t", vs); err == nil {
 		t.Errorf("an IPv4 local address on an IPv6 service was accepted: %s", out)
+	}
+}
+
+// TestIPv6ReloadMetrics: a YAML file reloaded with IPv6 services (by
+// difference, as for IPv4), traffic through them, and /metrics naming
+// them as -Ln does.
+func TestIPv6ReloadMetrics(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "xipvs.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("services:\n  - tcp: 10.77.0.100:80\n    reals: [{addr: 10.77.0.11, method: dr}]\n")
+	lab := newDRLab(t, "v6rl", "--config", cfgPath)
+	vip := netip.MustParseAddr("fd77::100")
+	addr6(t, lab.cl, "eth0", "fd77::1/64")
+	addr6(t, lab.lb, "eth0", "fd77::2/64")
+	vip6On(t, lab.lb, "eth0", vip)
+	for i, rs := range lab.rs {
+		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
+		addr6(t, rs, "lo", vip.String()+"/128")
+	}
+	lab.serveEcho(t, 80)
+	write(`services:
+  - tcp: 10.77.0.100:80
+    reals: [{addr: 10.77.0.11, method: dr}]
+  - tcp: "[fd77::100]:80"
+    scheduler: wrr
+    reals:
+      - {addr: "fd77::11", method: dr, weight: 1}
+      - {addr: "fd77::12", method: dr, weight: 2}
+`)
+	if _, errOut, code := lab.admExit(t, "", "reload"); code != 0 {
+		t.Fatalf("reload: exit %d: %s", code, errOut)
+	}
+	want := "-A -t 10.77.0.100:80 -s wlc\n-a -t 10.77.0.100:80 -r 10.77.0.11:80 -g -w 1\n" +
+		"-A -t [fd77::100]:80 -s wrr\n-a -t [fd77::100]:80 -r [fd77::11]:80 -g -w 1\n-a -t [fd77::100]:80 -r [fd77::12]:80 -g -w 2\n"
+	if got := lab.adm(t, "-Sn"); got != want {
+		t.Fatalf("after the reload:\n%s\nwant:\n%s", got, want)
+	}
+	if count := askEach(t, lab, netip.AddrPortFrom(vip, 80), 6); count["rs1"] != 2 || count["rs2"] != 4 {
+		t.Errorf("wrr 1:2 over IPv6 after the reload: %v", count)
+	}
+	var body string
+	if err := lab.lb.Do(func() (err error) { body, err = (&netHTTP{}).get("http://127.0.0.1:9639/metrics"); return }); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{
+		`xipvs_service_connections_total{service="TCP  [fd77::100]:80"} 6`,
+		`xipvs_real_connections_total{forward="Route",real="[fd77::12]:80",service="TCP  [fd77::100]:80"} 4`,
+	} {
+		if !strings.Contains(body, w) {
+			t.Errorf("/metrics lacks %q", w)
+		}
 	}
 }
 
