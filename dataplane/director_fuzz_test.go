@@ -37,6 +37,21 @@ func fuzzSeeds() [][]byte {
 		f(53000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, Timestamps: true, Payload: []byte("x")}),    // proxied
 		f(8080, 53000, "10.1.0.11", "198.51.100.7", testutil.Frame{ACK: true, Timestamps: true, Payload: []byte("y")}),   // its reply
 	}
+	// IPv6: a connection of every method (the IPv6 fixtures' lab), an
+	// ICMPv6 error about one, a frame too big for the tunnel.
+	c6, v6, r6 := client6.String(), vip6.String(), rip6.String()
+	seeds = append(seeds,
+		f(50000, 80, c6, v6, testutil.Frame{ACK: true, Payload: []byte("GET / HTTP/1.0\r\n\r\n")}), // DR
+		f(50010, 80, c6, v6, testutil.Frame{SYN: true, MSS: 1460}),                                 // TUN
+		f(50010, 80, c6, v6, testutil.Frame{ACK: true, Payload: make([]byte, 1450)}),               // TUN, too big
+		f(50001, 80, c6, v6, testutil.Frame{ACK: true, Payload: make([]byte, 100)}),                // NAT
+		f(8080, 50001, r6, c6, testutil.Frame{SYN: true, ACK: true, MSS: 1440}),                    // NAT reply
+		f(52000, 80, c6, v6, testutil.Frame{ACK: true, Payload: []byte("x")}),                      // FULLNAT, TOA
+		f(8080, 40001, r6, "2001:db8:1::100", testutil.Frame{SYN: true, ACK: true, MSS: 1440}),     // FULLNAT reply
+		f(5353, 53, c6, v6, testutil.Frame{Proto: layers.IPProtocolUDP, Payload: []byte("q")}),     // NAT UDP
+	)
+	quoted := testutil.Frame{Src: vip6, Dst: client6, SrcPort: 80, DstPort: 50001, ACK: true, Payload: make([]byte, 100)}.Build()[14:]
+	seeds = append(seeds, testutil.ICMPv6Error(clientMAC, ifMAC, netip.MustParseAddr("2001:db8:ff::1"), vip6, 2, 0, 1400, quoted))
 	for _, h := range []string{
 		"02d10000000102cc000000070800450000311234400040063c4ec6336407c000020a9c440050000003e8000007d070ffffff353e0000010402020405b4010a",
 		"02d10000000102cc0000000708004500000b1234400040063c57c6336407c000020a9c4a0050000003e8000007d05012ffff1b3b0000",
@@ -88,6 +103,7 @@ func FuzzDirector(f *testing.F) {
 	}
 	udp := dataplane.ConnKey{Src: client, Dst: vip, SrcPort: 5300, DstPort: 53, Proto: conntrack.ProtoUDP}
 	flow(f, d, udp, dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 5300, DstPort: 5300}}, 0)
+	setupIPv6Conns(f, d)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 || len(in) > 1600 {
 			return // BPF_PROG_RUN's bounds
@@ -113,6 +129,10 @@ func FuzzDirector(f *testing.F) {
 // checkForwarded checks a forwarded frame against the frame it came from.
 func checkForwarded(t *testing.T, in, out []byte) {
 	t.Helper()
+	if len(in) >= 14 && binary.BigEndian.Uint16(in[12:14]) == 0x86dd {
+		checkForwarded6(t, in, out)
+		return
+	}
 	if len(out) >= 34 && out[14+9] == 1 && len(out) == 70 {
 		return // an ICMP fragmentation-needed of fixed size (checked by the fixtures)
 	}
@@ -148,6 +168,61 @@ func trim(f []byte) []byte {
 		return f
 	}
 	if n := 14 + int(binary.BigEndian.Uint16(f[16:18])); n <= len(f) {
+		return f[:n]
+	}
+	return f
+}
+
+// setupIPv6Conns gives the fuzz lab the IPv6 fixtures' services, reals
+// and a connection of every forwarding method.
+func setupIPv6Conns(tb testing.TB, d *dataplane.Harness) {
+	setupIPv6(tb, d)
+	key := func(sport uint16) dataplane.ConnKey {
+		return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
+	}
+	flow(tb, d, key(50000), dataplane.Decision{RealID: dr6ID, ServiceID: 1}, conntrack.StateEstablished)
+	flow(tb, d, key(50010), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, 0)
+	flow(tb, d, key(50001), dataplane.Decision{RealID: nat6ID, ServiceID: 1,
+		Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 50001, DstPort: 8080}}, conntrack.StateSynRecv)
+	flow(tb, d, key(52000), dataplane.Decision{RealID: fnat6ID, ServiceID: 1, FullNAT: true,
+		Out: dataplane.ConnKey{Src: netip.MustParseAddr("2001:db8:1::100"), Dst: rip6, SrcPort: 40001, DstPort: 8080}}, conntrack.StateSynRecv)
+	flow(tb, d, dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: 5353, DstPort: 53, Proto: conntrack.ProtoUDP},
+		dataplane.Decision{RealID: nat6ID, ServiceID: 1, Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 5353, DstPort: 5300}}, 0)
+}
+
+// checkForwarded6 is checkForwarded for an IPv6 frame: it grows by an
+// outer IPv6 header (TUN) or the 20-byte TOA option (FULLNAT) or not at
+// all, or becomes a Packet Too Big of fixed size; checksums stay valid.
+func checkForwarded6(t *testing.T, in, out []byte) {
+	t.Helper()
+	if len(out) == 14+40+8+1232 && out[14+6] == 58 && out[14+40] == 2 {
+		if !testutil.ChecksumsValid(out) {
+			t.Fatalf("Packet Too Big with an invalid checksum:\nin:  %x\nout: %x", in, out)
+		}
+		return
+	}
+	inner := out
+	switch grow := len(out) - len(in); grow {
+	case 0, 20:
+	case 40:
+		if out[14]>>4 != 6 || out[14+6] != 41 {
+			t.Fatalf("grew by 40 bytes but not IPv6 in IPv6:\nin:  %x\nout: %x", in, out)
+		}
+		inner = append(append([]byte(nil), out[:14]...), out[54:]...)
+	default:
+		t.Fatalf("IPv6 frame grew by %d bytes:\nin:  %x\nout: %x", grow, in, out)
+	}
+	if testutil.ChecksumsValid(trim6(in)) && !testutil.ChecksumsValid(trim6(inner)) {
+		t.Fatalf("valid checksums in, invalid out:\nin:  %x\nout: %x", in, out)
+	}
+}
+
+// trim6 cuts what follows an IPv6 packet in its frame.
+func trim6(f []byte) []byte {
+	if len(f) < 14+40 {
+		return f
+	}
+	if n := 14 + 40 + int(binary.BigEndian.Uint16(f[18:20])); n <= len(f) {
 		return f[:n]
 	}
 	return f

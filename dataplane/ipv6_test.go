@@ -125,7 +125,7 @@ func (f frame6) build(t testing.TB) []byte {
 	return out
 }
 
-func setupIPv6(t *testing.T, d *dataplane.Harness) {
+func setupIPv6(t testing.TB, d *dataplane.Harness) {
 	t.Helper()
 	for _, k := range []dataplane.ServiceKey{{VIP: vip6, Port: 80, Proto: 6}, {VIP: vip6, Port: 53, Proto: 17}} {
 		if err := d.SetService(k, 1, 0); err != nil {
@@ -370,24 +370,12 @@ func TestIPv6FullNAT(t *testing.T) {
 	}
 }
 
-// icmp6Error builds an ICMPv6 error frame (gopacket computes the
-// checksum) quoting q, an IPv6 packet without its Ethernet header; word
-// is the 4 bytes after the checksum (Packet Too Big: the MTU).
+// icmp6Error builds an ICMPv6 error frame (code 0) quoting q, an IPv6
+// packet without its Ethernet header; word is the 4 bytes after the
+// checksum (Packet Too Big: the MTU).
 func icmp6Error(t *testing.T, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, typ uint8, word uint32, q []byte) []byte {
 	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv6}
-	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
-	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, 0)}
-	if err := icmp.SetNetworkLayerForChecksum(ip); err != nil {
-		t.Fatal(err)
-	}
-	body := append([]byte{byte(word >> 24), byte(word >> 16), byte(word >> 8), byte(word)}, q...)
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip, icmp, gopacket.Payload(body)); err != nil {
-		t.Fatal(err)
-	}
-	return append([]byte(nil), buf.Bytes()...)
+	return testutil.ICMPv6Error(srcMAC, dstMAC, src, dst, typ, 0, word, q)
 }
 
 // TestIPv6ICMPErrors: ICMPv6 errors quoting a tracked connection follow
@@ -462,32 +450,12 @@ func TestIPv6ICMPErrors(t *testing.T) {
 		if len(q) > 1280-48 {
 			q = q[:1280-48]
 		}
-		// Type 1 code 4: gopacket's ICMPv6 builder takes the code.
-		want := icmp6Error(t, ifMAC, clientMAC, vip6, client6, 1, 0, q)
-		want[14+40+1] = 4
-		want = fixICMPv6Sum(t, want)
+		want := testutil.ICMPv6Error(ifMAC, clientMAC, vip6, client6, 1, 4, 0, q)
 		expectFrame6(t, fmt.Sprintf("port unreachable (%d bytes of payload)", size), dataplane.XDPTx, dataplane.XDPTx, got, want)
 		if !ok {
 			t.Errorf("port unreachable refused a %d-byte payload", size)
 		}
 	}
-}
-
-// fixICMPv6Sum recomputes an ICMPv6 frame's checksum with gopacket.
-func fixICMPv6Sum(t *testing.T, f []byte) []byte {
-	t.Helper()
-	p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
-	ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
-	icmp := p.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
-	if err := icmp.SetNetworkLayerForChecksum(ip); err != nil {
-		t.Fatal(err)
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet), ip, icmp, gopacket.Payload(icmp.Payload)); err != nil {
-		t.Fatal(err)
-	}
-	return append([]byte(nil), buf.Bytes()...)
 }
 
 func TestIPv6Sweep(t *testing.T) {

@@ -137,10 +137,13 @@ func IPIP(frame []byte, dst, src net.HardwareAddr, outerSrc, outerDst netip.Addr
 	return append([]byte(nil), buf.Bytes()...)
 }
 
-// ChecksumsValid decodes an Ethernet/IPv4 frame and reports whether its
-// IPv4 header checksum and TCP/UDP checksum are correct.
+// ChecksumsValid decodes an Ethernet/IPv4 or IPv6 frame and reports
+// whether its checksums (IPv4 header, TCP/UDP/ICMP) are correct.
 func ChecksumsValid(frame []byte) bool {
 	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	if ip6, ok := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ok {
+		return checksumsValid6(frame, ip6)
+	}
 	ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 	if !ok {
 		return false
@@ -169,6 +172,45 @@ func ChecksumsValid(frame []byte) bool {
 	pseudo = append(pseudo, ip.DstIP.To4()...)
 	pseudo = append(pseudo, 0, byte(ip.Protocol), byte(len(l4)>>8), byte(len(l4)))
 	return fold(sum(pseudo)+sum(l4)) == 0xffff
+}
+
+// checksumsValid6 checks an IPv6 frame's TCP, UDP or ICMPv6 checksum
+// (IPv6 has no header checksum); the upper layer must follow the IPv6
+// header directly. A UDP checksum of zero is invalid over IPv6.
+func checksumsValid6(frame []byte, ip *layers.IPv6) bool {
+	end := 14 + 40 + int(ip.Length)
+	if end > len(frame) {
+		return false
+	}
+	next := ip.NextHeader
+	if next != layers.IPProtocolTCP && next != layers.IPProtocolUDP && next != layers.IPProtocolICMPv6 {
+		return false
+	}
+	l4 := frame[14+40 : end]
+	if next == layers.IPProtocolUDP && len(l4) >= 8 && l4[6] == 0 && l4[7] == 0 {
+		return false
+	}
+	var pseudo []byte
+	pseudo = append(pseudo, ip.SrcIP.To16()...)
+	pseudo = append(pseudo, ip.DstIP.To16()...)
+	pseudo = append(pseudo, byte(len(l4)>>24), byte(len(l4)>>16), byte(len(l4)>>8), byte(len(l4)), 0, 0, 0, byte(next))
+	return fold(sum(pseudo)+sum(l4)) == 0xffff
+}
+
+// ICMPv6Error builds an ICMPv6 error frame of type typ and code from src
+// to dst quoting quoted (an IPv6 packet, as much of it as given); word is
+// the 32 bits after the checksum (Packet Too Big: the MTU).
+func ICMPv6Error(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, typ, code uint8, word uint32, quoted []byte) []byte {
+	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, code)}
+	_ = icmp.SetNetworkLayerForChecksum(ip)
+	body := append([]byte{byte(word >> 24), byte(word >> 16), byte(word >> 8), byte(word)}, quoted...)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, icmp, gopacket.Payload(body)); err != nil {
+		panic(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
 }
 
 // ICMPError builds an ICMP error frame of type typ and code from src to
