@@ -582,7 +582,7 @@ func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) erro
 	if err := w.paced(d, w.established(64, wireVIPs[mode], false), o.Flows); err != nil {
 		return err
 	}
-	r.check(fmt.Sprintf("xipvs-%s wrr 1:2:3 schedules the flows by weight", mode), wrrOK(conns, o.Flows), "connections per real: %v of %d", macKeys(conns), o.Flows)
+	r.check(fmt.Sprintf("xipvs-%s wrr 1:2:3 schedules the flows by weight", mode), wrrOK(conns, o.Flows), "connections per real: %v of %d", macKeys(conns, realsOf(wireVIPs[mode])), o.Flows)
 	return nil
 }
 
@@ -644,7 +644,7 @@ func (w *wire) packetRound(r *Report, o Options, run, size int, splits map[strin
 			}
 			if n := sum(conns); n != uint64(o.Flows) {
 				r.check(fmt.Sprintf("%s: established flows keep their connections", key), false,
-					"%d connections after measuring %d established flows: %v", n, o.Flows, macKeys(conns))
+					"%d connections after measuring %d established flows: %v", n, o.Flows, macKeys(conns, realsOf(s.vip)))
 			}
 		}
 	}
@@ -709,11 +709,11 @@ func checkSplits(r *Report, splits map[string]map[byte]uint64) {
 	}
 }
 
-func macKeys(m map[byte]uint64) map[string]uint64 {
+func macKeys(m map[byte]uint64, reals []netip.Addr) map[string]uint64 {
 	out := map[string]uint64{}
 	for k, v := range m {
-		if i := int(k) - 0x0b; i >= 0 && i < len(wireReals) {
-			out[wireReals[i].String()] = v
+		if i := int(k) - 0x0b; i >= 0 && i < len(reals) {
+			out[reals[i].String()] = v
 		}
 	}
 	return out
