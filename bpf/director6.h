@@ -15,11 +15,7 @@
 #include <stddef.h>
 
 /* conn.h's state functions take a conn_val; an IPv6 entry begins with
- * the same fields at the same offsets. */
-_Static_assert(offsetof(struct conn_val6, last_seen) == offsetof(struct conn_val, last_seen), "conn_val6 prefix");
-_Static_assert(offsetof(struct conn_val6, state) == offsetof(struct conn_val, state), "conn_val6 prefix");
-_Static_assert(offsetof(struct conn_val6, flags) == offsetof(struct conn_val, flags), "conn_val6 prefix");
-_Static_assert(offsetof(struct conn_val6, hits) == offsetof(struct conn_val, hits), "conn_val6 prefix");
+ * the same fields at the same offsets (asserted in structs.h). */
 #define CONN4(c6) ((struct conn_val *)(c6))
 
 static __always_inline void addr6_copy(__u8 *dst, const void *src)

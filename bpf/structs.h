@@ -5,6 +5,8 @@
 #ifndef XIPVS_STRUCTS_H
 #define XIPVS_STRUCTS_H
 
+#include <stddef.h>
+
 #include <linux/types.h>
 #include "consts.h"
 
@@ -112,6 +114,14 @@ struct conn_val6 {
 	__u8 dmac[6];
 	__u8 smac[6];
 };
+
+/* The shared prefix: code written for conn_val reads a conn_val6. */
+_Static_assert(offsetof(struct conn_val6, last_seen) == offsetof(struct conn_val, last_seen), "conn_val6 prefix");
+_Static_assert(offsetof(struct conn_val6, real_id) == offsetof(struct conn_val, real_id), "conn_val6 prefix");
+_Static_assert(offsetof(struct conn_val6, svc_id) == offsetof(struct conn_val, svc_id), "conn_val6 prefix");
+_Static_assert(offsetof(struct conn_val6, state) == offsetof(struct conn_val, state), "conn_val6 prefix");
+_Static_assert(offsetof(struct conn_val6, flags) == offsetof(struct conn_val, flags), "conn_val6 prefix");
+_Static_assert(offsetof(struct conn_val6, hits) == offsetof(struct conn_val, hits), "conn_val6 prefix");
 
 /* A real server as the data plane needs it. An IPv6 real has addr 0
  * (REAL_F_IPV6) and its address in addr6. */

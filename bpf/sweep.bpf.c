@@ -166,15 +166,23 @@ static __always_inline void count_one(struct walk *w, __u32 rid, int active)
 		c->inactive++;
 }
 
+/* live_persist counts a live connection (count_one) and returns its
+ * persistent service, NULL when it belongs to none. */
+static __always_inline struct sweep_persist *live_persist(struct walk *w, __u8 proto, const struct conn_val *v)
+{
+	__u32 sid = v->svc_id;
+
+	count_one(w, v->real_id, proto == IPPROTO_TCP && v->state == TCPS_ESTABLISHED);
+	if (!(v->flags & CONN_F_PERSIST))
+		return NULL;
+	return bpf_map_lookup_elem(&sweep_persistent, &sid);
+}
+
 static __always_inline void count_live(struct walk *w, const struct conn_key *k, const struct conn_val *v)
 {
 	__u32 sid = v->svc_id;
-	struct sweep_persist *p;
+	struct sweep_persist *p = live_persist(w, k->proto, v);
 
-	count_one(w, v->real_id, k->proto == IPPROTO_TCP && v->state == TCPS_ESTABLISHED);
-	if (!(v->flags & CONN_F_PERSIST))
-		return;
-	p = bpf_map_lookup_elem(&sweep_persistent, &sid);
 	if (p) {
 		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport };
 		__u8 one = 1;
@@ -300,12 +308,8 @@ static __always_inline long delete6(struct conn_key6 *k, int est)
 static __always_inline void count_live6(struct walk *w, const struct conn_key6 *k, const struct conn_val6 *v)
 {
 	__u32 sid = v->svc_id;
-	struct sweep_persist *p;
+	struct sweep_persist *p = live_persist(w, k->proto, (const struct conn_val *)v);
 
-	count_one(w, v->real_id, k->proto == IPPROTO_TCP && v->state == TCPS_ESTABLISHED);
-	if (!(v->flags & CONN_F_PERSIST))
-		return;
-	p = bpf_map_lookup_elem(&sweep_persistent, &sid);
 	if (p) {
 		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport, .v6 = 1 };
 		const __be32 *src = (const void *)k->saddr;

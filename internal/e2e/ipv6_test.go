@@ -35,6 +35,25 @@ func vip6On(t *testing.T, h *testutil.Host, dev string, vip netip.Addr) {
 	}
 }
 
+// addDR6 puts IPv6 on a DR lab's segment: the client at fd77::1, the
+// director at fd77::2 with the VIP fd77::100, the reals at fd77::11 and
+// fd77::12, and with vipOnLo the VIP on the reals' lo (a DR real; TUN
+// reals are prepared by xipvsadm realserver instead).
+func addDR6(t *testing.T, lab *drLab, vipOnLo bool) netip.Addr {
+	t.Helper()
+	vip := netip.MustParseAddr("fd77::100")
+	addr6(t, lab.cl, "eth0", "fd77::1/64")
+	addr6(t, lab.lb, "eth0", "fd77::2/64")
+	vip6On(t, lab.lb, "eth0", vip)
+	for i, rs := range lab.rs {
+		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
+		if vipOnLo {
+			addr6(t, rs, "lo", vip.String()+"/128")
+		}
+	}
+	return vip
+}
+
 // newModeLab6 is newModeLab with IPv6 on it: the client at out::1, the
 // director at out::2 with the VIP out::100 on eth0 and at in::1 on eth1,
 // the reals at in::11 and in::12; with gateway, the reals' default route
@@ -80,14 +99,7 @@ func askEach(t *testing.T, lab *drLab, vs netip.AddrPort, n int) map[string]int 
 // receiving interface, so nothing like arp_ignore is needed).
 func TestIPv6DR(t *testing.T) {
 	lab := newDRLab(t, "v6dr")
-	vip := netip.MustParseAddr("fd77::100")
-	addr6(t, lab.cl, "eth0", "fd77::1/64")
-	addr6(t, lab.lb, "eth0", "fd77::2/64")
-	vip6On(t, lab.lb, "eth0", vip)
-	for i, rs := range lab.rs {
-		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
-		addr6(t, rs, "lo", vip.String()+"/128")
-	}
+	vip := addDR6(t, lab, true)
 	lab.serveEcho(t, 80)
 	lab.serveUDPEcho(t, vip, 80) // from the VIP, as a DR real must answer
 	vs := "[" + vip.String() + "]:80"
@@ -249,12 +261,8 @@ func TestIPv6NAT(t *testing.T) {
 // discovery shrinks them.
 func TestIPv6TUN(t *testing.T) {
 	lab := newDRLab(t, "v6tun")
-	vip := netip.MustParseAddr("fd77::100")
-	addr6(t, lab.cl, "eth0", "fd77::1/64")
-	addr6(t, lab.lb, "eth0", "fd77::2/64")
-	vip6On(t, lab.lb, "eth0", vip)
-	for i, rs := range lab.rs {
-		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
+	vip := addDR6(t, lab, false)
+	for _, rs := range lab.rs {
 		out := realserver(t, rs, "up", "--vip", vip.String(), "--mode", "tun", "--interface", "eth0")
 		if !strings.Contains(out, "fd77::100/128 on lo") || !strings.Contains(out, "decap XDP program on eth0") || strings.Contains(out, "arp_ignore") {
 			t.Errorf("realserver up for an IPv6 VIP changed:\n%s", out)
@@ -377,14 +385,7 @@ func TestIPv6ReloadMetrics(t *testing.T) {
 	}
 	write("services:\n  - tcp: 10.77.0.100:80\n    reals: [{addr: 10.77.0.11, method: dr}]\n")
 	lab := newDRLab(t, "v6rl", "--config", cfgPath)
-	vip := netip.MustParseAddr("fd77::100")
-	addr6(t, lab.cl, "eth0", "fd77::1/64")
-	addr6(t, lab.lb, "eth0", "fd77::2/64")
-	vip6On(t, lab.lb, "eth0", vip)
-	for i, rs := range lab.rs {
-		addr6(t, rs, "eth0", fmt.Sprintf("fd77::%d/64", 11+i))
-		addr6(t, rs, "lo", vip.String()+"/128")
-	}
+	vip := addDR6(t, lab, true)
 	lab.serveEcho(t, 80)
 	write(`services:
   - tcp: 10.77.0.100:80
