@@ -749,9 +749,15 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 	ck.sport = p->sport;
 	ck.dport = p->dport;
 	ck.proto = p->proto;
+	/* Admission control first, as for IPv4 (sources by their /64). */
 	if (dflags && !replay && p->proto == IPPROTO_TCP &&
-	    (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN)
+	    (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN) {
 		stat_inc(STAT_NEW_SYN);
+		if (!admit6(ck.saddr)) {
+			*stat = STAT_SHED;
+			return XDP_DROP;
+		}
+	}
 	c = conn6_lookup(&ck, &embryonic);
 	if (c && (c->flags & CONN_F_REPLY)) {
 		if (!sflags)
@@ -764,8 +770,11 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 		if (embryonic && p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
 			c->flags |= CONN_F_SYN_SEEN;
 		act = forward6(ctx, p, c, stat);
-		if (embryonic && *stat == STAT_FORWARD && conn_established(CONN4(c), p))
+		if (embryonic && *stat == STAT_FORWARD && conn_established(CONN4(c), p)) {
 			conn6_promote(&ck, c);
+			if (p->proto == IPPROTO_TCP)
+				known_source6(ck.saddr);
+		}
 		return act;
 	}
 	if (replay) {

@@ -34,6 +34,15 @@ struct {
 	__type(value, __u64);
 } known_sources SEC(".maps");
 
+/* IPv6 sources that completed a handshake, by their /64 (the first 8
+ * bytes of the address, as they lie). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, KNOWN_SOURCES);
+	__type(key, __u64);
+	__type(value, __u64);
+} known_sources6 SEC(".maps");
+
 /* Admission control's pacing of new sources, per CPU: the time (ns) the
  * next SYN is due (GCRA's theoretical arrival time). */
 struct {

@@ -459,17 +459,15 @@ static __always_inline int synproxy_on(__u32 svc_flags)
 	return def && (def->flags & DEF_F_ENGAGED);
 }
 
-/* admit reports whether a SYN from saddr may open a connection: a known
- * source always; a new one within the rate. */
-static __always_inline int admit(__be32 saddr)
+/* admit_from reports whether a SYN from a source may open a connection:
+ * a known source (known: its entry in a known-sources map, or NULL)
+ * always; a new one within the rate, which IPv4 and IPv6 sources share. */
+static __always_inline int admit_from(struct defence_cfg *def, void *known)
 {
 	__u32 key = 0;
-	struct defence_cfg *def = bpf_map_lookup_elem(&defence, &key);
 	__u64 now, *tat;
 
-	if (!def || !def->admit_interval)
-		return 1;
-	if (bpf_map_lookup_elem(&known_sources, &saddr))
+	if (known)
 		return 1;
 	tat = bpf_map_lookup_elem(&admit_tat, &key);
 	if (!tat)
@@ -483,12 +481,51 @@ static __always_inline int admit(__be32 saddr)
 	return 1;
 }
 
+static __always_inline struct defence_cfg *admission_on(void)
+{
+	__u32 key = 0;
+	struct defence_cfg *def = bpf_map_lookup_elem(&defence, &key);
+
+	return def && def->admit_interval ? def : NULL;
+}
+
+/* admit is admit_from for an IPv4 source. */
+static __always_inline int admit(__be32 saddr)
+{
+	struct defence_cfg *def = admission_on();
+
+	return !def || admit_from(def, bpf_map_lookup_elem(&known_sources, &saddr));
+}
+
+/* admit6 is admit for an IPv6 source, known by its /64: one host's
+ * addresses (privacy extensions) count as one source, and a flood from
+ * one /64 is paced as one. */
+static __always_inline int admit6(const void *saddr)
+{
+	struct defence_cfg *def = admission_on();
+	__u64 prefix;
+
+	if (!def)
+		return 1;
+	__builtin_memcpy(&prefix, saddr, 8);
+	return admit_from(def, bpf_map_lookup_elem(&known_sources6, &prefix));
+}
+
 /* known_source records that saddr completed a handshake. */
 static __always_inline void known_source(__be32 saddr)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 
 	bpf_map_update_elem(&known_sources, &saddr, &now, BPF_ANY);
+}
+
+/* known_source6 records that the /64 of saddr completed a handshake. */
+static __always_inline void known_source6(const void *saddr)
+{
+	__u64 now = bpf_ktime_get_coarse_ns(), prefix;
+
+	__builtin_memcpy(&prefix, saddr, 8);
+	bpf_map_update_elem(&known_sources6, &prefix, &now, BPF_ANY);
 }
 
 #endif

@@ -265,6 +265,7 @@ const (
 	directorMapEstConns6        = "est_conns6"
 	directorMapIfaces           = "ifaces"
 	directorMapKnownSources     = "known_sources"
+	directorMapKnownSources6    = "known_sources6"
 	directorMapPickCtls         = "pick_ctls"
 	directorMapPickSeqs         = "pick_seqs"
 	directorMapRealConns        = "real_conns"
@@ -334,29 +335,30 @@ type directorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type directorMapSpecs struct {
-	AddrFilter   *ebpf.MapSpec `ebpf:"addr_filter"`
-	AdmitTat     *ebpf.MapSpec `ebpf:"admit_tat"`
-	Conns        *ebpf.MapSpec `ebpf:"conns"`
-	Conns6       *ebpf.MapSpec `ebpf:"conns6"`
-	Defence      *ebpf.MapSpec `ebpf:"defence"`
-	EstConns     *ebpf.MapSpec `ebpf:"est_conns"`
-	EstConns6    *ebpf.MapSpec `ebpf:"est_conns6"`
-	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
-	KnownSources *ebpf.MapSpec `ebpf:"known_sources"`
-	PickCtls     *ebpf.MapSpec `ebpf:"pick_ctls"`
-	PickSeqs     *ebpf.MapSpec `ebpf:"pick_seqs"`
-	RealConns    *ebpf.MapSpec `ebpf:"real_conns"`
-	RealPorts    *ebpf.MapSpec `ebpf:"real_ports"`
-	RealTraffic  *ebpf.MapSpec `ebpf:"real_traffic"`
-	Reals        *ebpf.MapSpec `ebpf:"reals"`
-	Seqadjs      *ebpf.MapSpec `ebpf:"seqadjs"`
-	Services     *ebpf.MapSpec `ebpf:"services"`
-	Services6    *ebpf.MapSpec `ebpf:"services6"`
-	SlowStats    *ebpf.MapSpec `ebpf:"slow_stats"`
-	SlowTraffic  *ebpf.MapSpec `ebpf:"slow_traffic"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	TxPorts      *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks         *ebpf.MapSpec `ebpf:"xsks"`
+	AddrFilter    *ebpf.MapSpec `ebpf:"addr_filter"`
+	AdmitTat      *ebpf.MapSpec `ebpf:"admit_tat"`
+	Conns         *ebpf.MapSpec `ebpf:"conns"`
+	Conns6        *ebpf.MapSpec `ebpf:"conns6"`
+	Defence       *ebpf.MapSpec `ebpf:"defence"`
+	EstConns      *ebpf.MapSpec `ebpf:"est_conns"`
+	EstConns6     *ebpf.MapSpec `ebpf:"est_conns6"`
+	Ifaces        *ebpf.MapSpec `ebpf:"ifaces"`
+	KnownSources  *ebpf.MapSpec `ebpf:"known_sources"`
+	KnownSources6 *ebpf.MapSpec `ebpf:"known_sources6"`
+	PickCtls      *ebpf.MapSpec `ebpf:"pick_ctls"`
+	PickSeqs      *ebpf.MapSpec `ebpf:"pick_seqs"`
+	RealConns     *ebpf.MapSpec `ebpf:"real_conns"`
+	RealPorts     *ebpf.MapSpec `ebpf:"real_ports"`
+	RealTraffic   *ebpf.MapSpec `ebpf:"real_traffic"`
+	Reals         *ebpf.MapSpec `ebpf:"reals"`
+	Seqadjs       *ebpf.MapSpec `ebpf:"seqadjs"`
+	Services      *ebpf.MapSpec `ebpf:"services"`
+	Services6     *ebpf.MapSpec `ebpf:"services6"`
+	SlowStats     *ebpf.MapSpec `ebpf:"slow_stats"`
+	SlowTraffic   *ebpf.MapSpec `ebpf:"slow_traffic"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // directorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -386,29 +388,30 @@ func (o *directorObjects) Close() error {
 //
 // It can be passed to loadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type directorMaps struct {
-	AddrFilter   *ebpf.Map `ebpf:"addr_filter"`
-	AdmitTat     *ebpf.Map `ebpf:"admit_tat"`
-	Conns        *ebpf.Map `ebpf:"conns"`
-	Conns6       *ebpf.Map `ebpf:"conns6"`
-	Defence      *ebpf.Map `ebpf:"defence"`
-	EstConns     *ebpf.Map `ebpf:"est_conns"`
-	EstConns6    *ebpf.Map `ebpf:"est_conns6"`
-	Ifaces       *ebpf.Map `ebpf:"ifaces"`
-	KnownSources *ebpf.Map `ebpf:"known_sources"`
-	PickCtls     *ebpf.Map `ebpf:"pick_ctls"`
-	PickSeqs     *ebpf.Map `ebpf:"pick_seqs"`
-	RealConns    *ebpf.Map `ebpf:"real_conns"`
-	RealPorts    *ebpf.Map `ebpf:"real_ports"`
-	RealTraffic  *ebpf.Map `ebpf:"real_traffic"`
-	Reals        *ebpf.Map `ebpf:"reals"`
-	Seqadjs      *ebpf.Map `ebpf:"seqadjs"`
-	Services     *ebpf.Map `ebpf:"services"`
-	Services6    *ebpf.Map `ebpf:"services6"`
-	SlowStats    *ebpf.Map `ebpf:"slow_stats"`
-	SlowTraffic  *ebpf.Map `ebpf:"slow_traffic"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	TxPorts      *ebpf.Map `ebpf:"tx_ports"`
-	Xsks         *ebpf.Map `ebpf:"xsks"`
+	AddrFilter    *ebpf.Map `ebpf:"addr_filter"`
+	AdmitTat      *ebpf.Map `ebpf:"admit_tat"`
+	Conns         *ebpf.Map `ebpf:"conns"`
+	Conns6        *ebpf.Map `ebpf:"conns6"`
+	Defence       *ebpf.Map `ebpf:"defence"`
+	EstConns      *ebpf.Map `ebpf:"est_conns"`
+	EstConns6     *ebpf.Map `ebpf:"est_conns6"`
+	Ifaces        *ebpf.Map `ebpf:"ifaces"`
+	KnownSources  *ebpf.Map `ebpf:"known_sources"`
+	KnownSources6 *ebpf.Map `ebpf:"known_sources6"`
+	PickCtls      *ebpf.Map `ebpf:"pick_ctls"`
+	PickSeqs      *ebpf.Map `ebpf:"pick_seqs"`
+	RealConns     *ebpf.Map `ebpf:"real_conns"`
+	RealPorts     *ebpf.Map `ebpf:"real_ports"`
+	RealTraffic   *ebpf.Map `ebpf:"real_traffic"`
+	Reals         *ebpf.Map `ebpf:"reals"`
+	Seqadjs       *ebpf.Map `ebpf:"seqadjs"`
+	Services      *ebpf.Map `ebpf:"services"`
+	Services6     *ebpf.Map `ebpf:"services6"`
+	SlowStats     *ebpf.Map `ebpf:"slow_stats"`
+	SlowTraffic   *ebpf.Map `ebpf:"slow_traffic"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
+	Xsks          *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *directorMaps) Close() error {
@@ -422,6 +425,7 @@ func (m *directorMaps) Close() error {
 		m.EstConns6,
 		m.Ifaces,
 		m.KnownSources,
+		m.KnownSources6,
 		m.PickCtls,
 		m.PickSeqs,
 		m.RealConns,

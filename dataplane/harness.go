@@ -111,8 +111,14 @@ func (h *Harness) SetConnBatch(keys []ConnKey, conns []Conn) error {
 // Established reports whether connection entry k is in the established
 // table (est_conns) rather than the embryonic one.
 func (h *Harness) Established(k ConnKey) (bool, error) {
-	var v directorConnVal
-	err := h.objs.EstConns.Lookup(k.raw(), &v)
+	var err error
+	if k.Src.Is6() {
+		var v directorConnVal6
+		err = h.objs.EstConns6.Lookup(k.raw6(), &v)
+	} else {
+		var v directorConnVal
+		err = h.objs.EstConns.Lookup(k.raw(), &v)
+	}
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, nil
 	}

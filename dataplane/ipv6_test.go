@@ -458,6 +458,54 @@ func TestIPv6ICMPErrors(t *testing.T) {
 	}
 }
 
+// TestIPv6Admission: with admission control on, SYNs from new IPv6
+// sources are paced (shed past the burst); a source whose /64 completed
+// a handshake passes, whatever its address within the /64.
+func TestIPv6Admission(t *testing.T) {
+	d := openDirector(t)
+	setupIPv6(t, d)
+	if err := d.SetDefence(dataplane.Defence{AdmitRate: 1, AdmitBurst: 1}); err != nil {
+		t.Fatal(err)
+	}
+	shed := func() uint64 {
+		c, err := d.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c[dataplane.StatShed]
+	}
+	syn := func(src string, sport uint16) []byte {
+		return frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: netip.MustParseAddr(src), dst: vip6, sport: sport, dport: 80, syn: true}.build(t)
+	}
+	// A known /64: one of its hosts completes a handshake through XDP
+	// (its SYN, within the burst, then the ACK that promotes the entry
+	// and records the /64).
+	known := dataplane.ConnKey{Src: netip.MustParseAddr("2001:db8:aa::1"), Dst: vip6, SrcPort: 40000, DstPort: 80, Proto: conntrack.ProtoTCP}
+	flow(t, d, known, dataplane.Decision{RealID: dr6ID, ServiceID: 1}, 0)
+	if v, _ := run(t, d, syn(known.Src.String(), 40000)); v != dataplane.XDPTx {
+		t.Fatalf("the known source's SYN: %v", v)
+	}
+	run(t, d, frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: known.Src, dst: vip6, sport: 40000, dport: 80, ack: true}.build(t))
+	if est, err := d.Established(known); err != nil || !est {
+		t.Fatalf("the handshake did not promote the connection: %v %v", est, err)
+	}
+
+	before := shed()
+	for i := 0; i < 20; i++ {
+		run(t, d, syn(fmt.Sprintf("2001:db8:%x::1", 0x100+i), 50000))
+	}
+	if n := shed() - before; n < 15 {
+		t.Errorf("20 SYNs from new /64s at 1/s with a burst of 1: %d shed, want most", n)
+	}
+	before = shed()
+	for i := 0; i < 5; i++ {
+		run(t, d, syn(fmt.Sprintf("2001:db8:aa::%x", 0x10+i), 50001+uint16(i)))
+	}
+	if n := shed() - before; n != 0 {
+		t.Errorf("SYNs from a known /64 shed: %d", n)
+	}
+}
+
 func TestIPv6Sweep(t *testing.T) {
 	d := openDirector(t)
 	setupIPv6(t, d)

@@ -208,6 +208,7 @@ const (
 	sweepMapEstConns6       = "est_conns6"
 	sweepMapIfaces          = "ifaces"
 	sweepMapKnownSources    = "known_sources"
+	sweepMapKnownSources6   = "known_sources6"
 	sweepMapPickCtls        = "pick_ctls"
 	sweepMapPickSeqs        = "pick_seqs"
 	sweepMapRealConns       = "real_conns"
@@ -287,6 +288,7 @@ type sweepMapSpecs struct {
 	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
 	KnownSources    *ebpf.MapSpec `ebpf:"known_sources"`
+	KnownSources6   *ebpf.MapSpec `ebpf:"known_sources6"`
 	PickCtls        *ebpf.MapSpec `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.MapSpec `ebpf:"pick_seqs"`
 	RealConns       *ebpf.MapSpec `ebpf:"real_conns"`
@@ -342,6 +344,7 @@ type sweepMaps struct {
 	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
 	KnownSources    *ebpf.Map `ebpf:"known_sources"`
+	KnownSources6   *ebpf.Map `ebpf:"known_sources6"`
 	PickCtls        *ebpf.Map `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.Map `ebpf:"pick_seqs"`
 	RealConns       *ebpf.Map `ebpf:"real_conns"`
@@ -373,6 +376,7 @@ func (m *sweepMaps) Close() error {
 		m.EstConns6,
 		m.Ifaces,
 		m.KnownSources,
+		m.KnownSources6,
 		m.PickCtls,
 		m.PickSeqs,
 		m.RealConns,
