@@ -25,10 +25,11 @@ import (
 // The wire: the packet-rate topology. A generator namespace is joined by
 // one veth pair to each subject's director namespace: the ceiling, the
 // reference load balancer, xipvs (one xipvsd, a service per forwarding
-// method), nftables, and two xipvs directors that take the SYN streams
-// (one on a single-queue veth, one on a two-queue veth), so that the
-// millions of connections those make are not in the table of the director
-// whose established flows are measured. A
+// method), nftables, two xipvs directors that take the SYN streams (one
+// on a single-queue veth, one on a two-queue veth) and an nftables one
+// that takes nftables' SYN streams, so that the millions of connections
+// those make are not in the table (or conntrack) of the director whose
+// established flows are measured. A
 // director is one-armed, as in LVS-DR: the generator transmits client
 // frames into it, it forwards them back out of eth0 toward a real
 // server's MAC, and the sink on the generator's side counts them per
@@ -91,6 +92,7 @@ const (
 	dirRefLB    = "reference-lb"
 	dirXipvs    = "xipvs"
 	dirNft      = "nftables"
+	dirNftNew   = "nftables-new"
 	dirXipvsNew = "xipvs-new"
 	dirXipvs2Q  = "xipvs-new-2q"
 )
@@ -135,7 +137,7 @@ func newWire(prefix string, o Options) (_ *wire, err error) {
 	if w.lg, err = loadgen.Open(loadgen.Options{CeilingDst: wireRealMAC(0), CeilingSrc: wireLbMAC}); err != nil {
 		return nil, err
 	}
-	for i, name := range []string{dirCeiling, dirRefLB, dirXipvs, dirNft, dirXipvsNew, dirXipvs2Q} {
+	for i, name := range []string{dirCeiling, dirRefLB, dirXipvs, dirNft, dirXipvsNew, dirXipvs2Q, dirNftNew} {
 		queues := 1
 		if name == dirXipvs2Q {
 			queues = 2
@@ -497,22 +499,16 @@ func (w *wire) setup(r *Report, o Options, work string) error {
 		return nil
 	}
 	o.logf("setting up nftables DNAT (numgen, 1:2:3) with the flows in conntrack")
-	// A native program on eth0 so that the generator's frames arrive
-	// (veth trap 1); it passes everything to the stack.
-	if err := nd.ns.Do(func() error { return pass.Attach(nd.lbIf) }); err != nil {
-		return err
+	// nftables takes the SYN streams on a director of its own, as xipvs
+	// does: their connections would fill the measured director's
+	// conntrack, whose early drop then evicts established flows (picked
+	// up from ACKs, never assured), which come back mapped afresh.
+	for _, d := range []*director{nd, w.dirs[dirNftNew]} {
+		if err := nftDirector(d); err != nil {
+			return err
+		}
 	}
-	v := wireVIPs["dr"]
-	rules := fmt.Sprintf(nftWire, v, wireReals[0], wireReals[1], wireReals[1], wireReals[2], wireReals[2], wireReals[2])
-	if err := nft(nd.ns, rules); err != nil {
-		return err
-	}
-	nd.nftInstalled = true
-	v6 := wireVIPs["dr6"]
-	rules6 := fmt.Sprintf(nftWire6, v6, wireReals6[0], wireReals6[1], wireReals6[1], wireReals6[2], wireReals6[2], wireReals6[2])
-	if err := nft(nd.ns, rules6); err != nil {
-		return err
-	}
+	v, v6 := wireVIPs["dr"], wireVIPs["dr6"]
 	// Conntrack picks the flows up from their first ACK.
 	for _, vip := range []netip.Addr{v, v6} {
 		if err := w.paced(nd, w.established(64, vip, false), o.Flows); err != nil {
@@ -523,6 +519,26 @@ func (w *wire) setup(r *Report, o Options, work string) error {
 		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 		r.check("nftables tracks every flow before measuring (IPv4 and IPv6)", n >= 2*o.Flows, "%d of %d flows in conntrack", n, 2*o.Flows)
 	}
+	return nil
+}
+
+// nftDirector loads the wire's DNAT rules (IPv4 and IPv6, numgen 1:2:3)
+// into d, behind a native program on eth0 so that the generator's frames
+// arrive (veth trap 1) and pass to the stack.
+func nftDirector(d *director) error {
+	if err := d.ns.Do(func() error { return pass.Attach(d.lbIf) }); err != nil {
+		return err
+	}
+	v, v6 := wireVIPs["dr"], wireVIPs["dr6"]
+	rules := fmt.Sprintf(nftWire, v, wireReals[0], wireReals[1], wireReals[1], wireReals[2], wireReals[2], wireReals[2])
+	if err := nft(d.ns, rules); err != nil {
+		return err
+	}
+	rules6 := fmt.Sprintf(nftWire6, v6, wireReals6[0], wireReals6[1], wireReals6[1], wireReals6[2], wireReals6[2], wireReals6[2])
+	if err := nft(d.ns, rules6); err != nil {
+		return err
+	}
+	d.nftInstalled = true
 	return nil
 }
 
@@ -674,7 +690,7 @@ func (w *wire) newFlowRound(r *Report, o Options, run int) error {
 		{"xipvs-slowpath6", dirXipvsNew, wireVIPs["slowpath6"], 1},
 	}
 	if w.dirs[dirNft].nftInstalled {
-		streams = append(streams, stream{"nftables", dirNft, wireVIPs["dr"], 1}, stream{"nftables6", dirNft, wireVIPs["dr6"], 1})
+		streams = append(streams, stream{"nftables", dirNftNew, wireVIPs["dr"], 1}, stream{"nftables6", dirNftNew, wireVIPs["dr6"], 1})
 	}
 	streams = append(streams, stream{"xipvs-slowpath-1q-2senders", dirXipvsNew, wireVIPs["slowpath"], 2},
 		stream{"xipvs-slowpath-2q-2senders", dirXipvs2Q, wireVIPs["slowpath"], 2})
