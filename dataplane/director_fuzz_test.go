@@ -177,14 +177,11 @@ func trim(f []byte) []byte {
 // and a connection of every forwarding method.
 func setupIPv6Conns(tb testing.TB, d *dataplane.Harness) {
 	setupIPv6(tb, d)
-	key := func(sport uint16) dataplane.ConnKey {
-		return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
-	}
-	flow(tb, d, key(50000), dataplane.Decision{RealID: dr6ID, ServiceID: 1}, conntrack.StateEstablished)
-	flow(tb, d, key(50010), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, 0)
-	flow(tb, d, key(50001), dataplane.Decision{RealID: nat6ID, ServiceID: 1,
+	flow(tb, d, tcpKey6(50000), dataplane.Decision{RealID: dr6ID, ServiceID: 1}, conntrack.StateEstablished)
+	flow(tb, d, tcpKey6(50010), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, 0)
+	flow(tb, d, tcpKey6(50001), dataplane.Decision{RealID: nat6ID, ServiceID: 1,
 		Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 50001, DstPort: 8080}}, conntrack.StateSynRecv)
-	flow(tb, d, key(52000), dataplane.Decision{RealID: fnat6ID, ServiceID: 1, FullNAT: true,
+	flow(tb, d, tcpKey6(52000), dataplane.Decision{RealID: fnat6ID, ServiceID: 1, FullNAT: true,
 		Out: dataplane.ConnKey{Src: netip.MustParseAddr("2001:db8:1::100"), Dst: rip6, SrcPort: 40001, DstPort: 8080}}, conntrack.StateSynRecv)
 	flow(tb, d, dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: 5353, DstPort: 53, Proto: conntrack.ProtoUDP},
 		dataplane.Decision{RealID: nat6ID, ServiceID: 1, Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 5353, DstPort: 5300}}, 0)

@@ -144,12 +144,14 @@ func setupIPv6(t testing.TB, d *dataplane.Harness) {
 	}
 }
 
+// tcpKey6 is the client's TCP connection from sport to VIP:80.
+func tcpKey6(sport uint16) dataplane.ConnKey {
+	return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
+}
+
 func TestIPv6Fixtures(t *testing.T) {
 	d := openDirector(t)
 	setupIPv6(t, d)
-	tcpKey6 := func(sport uint16) dataplane.ConnKey {
-		return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
-	}
 	flow(t, d, tcpKey6(50000), dataplane.Decision{RealID: dr6ID, ServiceID: 1}, conntrack.StateEstablished)
 	nat := dataplane.Decision{RealID: nat6ID, ServiceID: 1, Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 50001, DstPort: 8080}}
 	flow(t, d, tcpKey6(50001), nat, conntrack.StateEstablished)
@@ -263,17 +265,14 @@ func tunnelled6(t *testing.T, inner []byte) []byte {
 func TestIPv6Tunnel(t *testing.T) {
 	d := openDirector(t)
 	setupIPv6(t, d)
-	key := func(sport uint16) dataplane.ConnKey {
-		return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
-	}
-	flow(t, d, key(50010), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, conntrack.StateEstablished)
+	flow(t, d, tcpKey6(50010), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, conntrack.StateEstablished)
 	f := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 50010, dport: 80, ack: true,
 		hopLimit: 57, tclass: 0x28, flowLabel: 0x12345, payload: []byte("GET / HTTP/1.1\r\n\r\n")}
 	v, out := run(t, d, f.build(t))
 	expectFrame6(t, "TUN", v, dataplane.XDPTx, out, tunnelled6(t, f.build(t)))
 
 	// A SYN: MSS 1460 clamped to 1500 - 40 - 60, checksum kept right.
-	flow(t, d, key(50011), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, 0)
+	flow(t, d, tcpKey6(50011), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, 0)
 	syn := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 50011, dport: 80, syn: true, mss: 1460}
 	v, out = run(t, d, syn.build(t))
 	clamped := syn
@@ -385,12 +384,9 @@ func icmp6Error(t *testing.T, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Ad
 func TestIPv6ICMPErrors(t *testing.T) {
 	d := openDirector(t)
 	setupIPv6(t, d)
-	key := func(sport uint16) dataplane.ConnKey {
-		return dataplane.ConnKey{Src: client6, Dst: vip6, SrcPort: sport, DstPort: 80, Proto: conntrack.ProtoTCP}
-	}
-	flow(t, d, key(51000), dataplane.Decision{RealID: dr6ID, ServiceID: 1}, conntrack.StateEstablished)
-	flow(t, d, key(51001), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, conntrack.StateEstablished)
-	flow(t, d, key(51002), dataplane.Decision{RealID: nat6ID, ServiceID: 1,
+	flow(t, d, tcpKey6(51000), dataplane.Decision{RealID: dr6ID, ServiceID: 1}, conntrack.StateEstablished)
+	flow(t, d, tcpKey6(51001), dataplane.Decision{RealID: tun6ID, ServiceID: 1}, conntrack.StateEstablished)
+	flow(t, d, tcpKey6(51002), dataplane.Decision{RealID: nat6ID, ServiceID: 1,
 		Out: dataplane.ConnKey{Src: client6, Dst: rip6, SrcPort: 51002, DstPort: 8080}}, conntrack.StateEstablished)
 	router6 := netip.MustParseAddr("2001:db8:ff::1")
 	routerMAC := net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x01}
