@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane/xsk"
 )
 
@@ -285,7 +284,7 @@ func (w *worker) decide6() {
 	w.decs6 = w.decs6[:len(w.flows6)]
 	clear(w.decs6)
 	sp.handler(w.flows6, w.decs6)
-	now := Now()
+	now := uint64(Now())
 	w.wkeys6, w.wvals6 = w.wkeys6[:0], w.wvals6[:0]
 	for i := range w.flows6 {
 		if w.decs6[i].RealID == 0 {
@@ -293,17 +292,16 @@ func (w *worker) decide6() {
 			continue
 		}
 		f := &w.flows6[i]
-		mac := d.ifaceMAC(f.Ifindex)
-		ents := entries6(f, &w.decs6[i], now, mac[:])
+		ents, n := rawEntries6(f, &w.decs6[i], now, d.ifaceMAC(f.Ifindex))
 		if d.realView(w.decs6[i].RealID).fwd == FwdRoute {
 			// DR: the first packet only needs new MACs (transmit6 gives
 			// them), so the entry takes its state after it here, as
 			// IPv4's decide writes it, and the packet is not replayed.
-			c := &ents[len(ents)-1].Conn
-			c.State = conntrack.State(connState(uint8(c.State), f.Key.Proto, f.TCPFlags, dirInputOnly))
+			v := &ents[n-1].v
+			v.State = connState(v.State, f.Key.Proto, f.TCPFlags, dirInputOnly)
 		}
-		for _, e := range ents {
-			w.wkeys6, w.wvals6 = append(w.wkeys6, e.Key.raw6()), append(w.wvals6, e.Conn.raw6())
+		for _, e := range ents[:n] {
+			w.wkeys6, w.wvals6 = append(w.wkeys6, e.k), append(w.wvals6, e.v)
 		}
 	}
 	if len(w.wkeys6) == 0 {
@@ -416,26 +414,51 @@ func (w *worker) route6(f []byte, realID uint32, r *realView) {
 	sp.d.accountSlow(realID, uint64(ip6HLen+int(binary.BigEndian.Uint16(f[ethHLen+4:]))))
 }
 
-// entries6 is rawEntries for an IPv6 flow, in the model's types: the
-// forward entry, and for NAT the reply entry before it.
-func entries6(f *NewFlow, dec *Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
-	fwd := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now}
+// entry6 is a raw IPv6 connection-table entry.
+type entry6 struct {
+	k directorConnKey6
+	v directorConnVal6
+}
+
+// rawEntries6 is rawEntries for an IPv6 flow: its entries as written,
+// NAT's and FULLNAT's reply entry first, and how many there are.
+func rawEntries6(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]entry6, int) {
+	var out [2]entry6
+	fk := f.Key.raw6()
+	fwd := directorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
 	if dec.Persistent {
-		fwd.Flags = ConnPersist
+		fwd.Flags = uint8(ConnPersist)
 	}
 	if f.Key.Proto == protoTCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn {
-		fwd.Flags |= ConnSynSeen
+		fwd.Flags |= uint8(ConnSynSeen)
 	}
 	if !dec.Out.Src.IsValid() {
-		return []Entry{{f.Key, fwd}}
+		out[0] = entry6{fk, fwd}
+		return out, 1
 	}
-	var fullnat ConnFlags
+	var flags uint8
 	if dec.FullNAT {
-		fullnat = ConnFullNAT
+		flags = uint8(ConnFullNAT)
 	}
-	fwd.Out, fwd.Flags = dec.Out, fwd.Flags|fullnat
-	rep := Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, LastSeen: now, Flags: ConnReply | fullnat,
-		Out:     ConnKey{Src: f.Key.Dst, Dst: f.Key.Src, SrcPort: f.Key.DstPort, DstPort: f.Key.SrcPort},
-		Ifindex: f.Ifindex, DstMAC: append(net.HardwareAddr(nil), f.SrcMAC[:]...), SrcMAC: append(net.HardwareAddr(nil), ifaceMAC...)}
-	return []Entry{{fwd.Peer(f.Key.Proto), rep}, {f.Key, fwd}}
+	fwd.Flags |= flags
+	fwd.Nsaddr, fwd.Ndaddr = dec.Out.Src.As16(), dec.Out.Dst.As16()
+	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
+	rep := directorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
+		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
+		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
+	rk := directorConnKey6{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
+	out[0], out[1] = entry6{rk, rep}, entry6{fk, fwd}
+	return out, 2
+}
+
+// entries6 is Entries for an IPv6 flow, in the model's types.
+func entries6(f *NewFlow, dec *Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
+	var mac [6]byte
+	copy(mac[:], ifaceMAC)
+	ents, n := rawEntries6(f, dec, uint64(now), mac)
+	out := make([]Entry, n)
+	for i, e := range ents[:n] {
+		out[i] = Entry{connKeyFromRaw6(e.k), connFromRaw6(e.v)}
+	}
+	return out
 }
