@@ -115,6 +115,8 @@ enum svc_flag {
 enum defence_flag {
 	DEF_F_ENGAGED = 0x1, /* the slow path is overloaded: SYN proxy for
 			      * SVC_F_SYNPROXY_AUTO services */
+	DEF_F_SLOPPY_TCP = 0x2, /* any TCP packet but a RST may start a
+				 * connection (IPVS's sloppy_tcp) */
 };
 
 /* SYN cookie timestamps: the low TS_OPT_BITS of the SYN-ACK's TSval carry
@@ -180,6 +182,7 @@ enum stat_idx {
 	STAT_SP_DROP,         /* SYN proxy: no valid cookie (or a bad checksum) */
 	STAT_SHED,            /* admission: a new source's SYN over the rate */
 	STAT_NEW_SYN,         /* event: a SYN (no ACK, RST, FIN) to a VIP */
+	STAT_PASS_NO_CONN,    /* TCP, no connection and no SYN (sloppy TCP off), or a RST: passed */
 	STAT_MAX,
 };
 

@@ -441,6 +441,10 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 			return act;
 		return to_slow_path(ctx, stat);
 	}
+	if (p.proto == IPPROTO_TCP && !tcp_schedules(&p)) {
+		*stat = STAT_PASS_NO_CONN;
+		return XDP_PASS;
+	}
 	return new_flow(ctx, &p, &ck, sv->id, stat);
 }
 

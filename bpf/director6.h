@@ -786,6 +786,10 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 	sv = service6(&ck, vflags);
 	if (!sv)
 		return XDP_PASS;
+	if (p->proto == IPPROTO_TCP && !tcp_schedules(p)) {
+		*stat = STAT_PASS_NO_CONN;
+		return XDP_PASS;
+	}
 	return new_flow6(ctx, p, &ck, sv->id, stat);
 }
 

@@ -459,6 +459,25 @@ static __always_inline int synproxy_on(__u32 svc_flags)
 	return def && (def->flags & DEF_F_ENGAGED);
 }
 
+/* tcp_schedules reports whether a TCP packet that has no connection may
+ * start one, as IPVS's tcp_conn_schedule: a SYN (a SYN-ACK too, for
+ * active FTP), never a RST; any other packet only with --sloppy-tcp
+ * (IPVS's sloppy_tcp), so that a flow ECMP moves here from another
+ * director is picked up mid-stream. One map read, for packets with no
+ * connection that are not SYNs. */
+static __always_inline int tcp_schedules(const struct pkt *p)
+{
+	__u32 key = 0;
+	struct defence_cfg *def;
+
+	if (p->tcp_flags & TCP_F_RST)
+		return 0;
+	if (p->tcp_flags & TCP_F_SYN)
+		return 1;
+	def = bpf_map_lookup_elem(&defence, &key);
+	return def && (def->flags & DEF_F_SLOPPY_TCP);
+}
+
 /* admit_from reports whether a SYN from a source may open a connection:
  * a known source (known: its entry in a known-sources map, or NULL)
  * always; a new one within the rate, which IPv4 and IPv6 sources share. */

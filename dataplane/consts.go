@@ -64,6 +64,7 @@ const (
 	StatSPDrop         = int(directorStatIdxSTAT_SP_DROP)
 	StatShed           = int(directorStatIdxSTAT_SHED)
 	StatNewSYN         = int(directorStatIdxSTAT_NEW_SYN)
+	StatPassNoConn     = int(directorStatIdxSTAT_PASS_NO_CONN)
 	// NumStats is how many global counters there are.
 	NumStats = int(directorStatIdxSTAT_MAX)
 )

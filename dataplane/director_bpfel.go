@@ -99,7 +99,8 @@ type directorDefenceCfg struct {
 type directorDefenceFlag uint32
 
 const (
-	directorDefenceFlagDEF_F_ENGAGED directorDefenceFlag = 1
+	directorDefenceFlagDEF_F_ENGAGED    directorDefenceFlag = 1
+	directorDefenceFlagDEF_F_SLOPPY_TCP directorDefenceFlag = 2
 )
 
 type directorFwdMethod uint32
@@ -202,7 +203,8 @@ const (
 	directorStatIdxSTAT_SP_DROP          directorStatIdx = 16
 	directorStatIdxSTAT_SHED             directorStatIdx = 17
 	directorStatIdxSTAT_NEW_SYN          directorStatIdx = 18
-	directorStatIdxSTAT_MAX              directorStatIdx = 19
+	directorStatIdxSTAT_PASS_NO_CONN     directorStatIdx = 19
+	directorStatIdxSTAT_MAX              directorStatIdx = 20
 )
 
 type directorSvcFlag uint32

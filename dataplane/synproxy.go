@@ -43,6 +43,12 @@ type Defence struct {
 	// flows or, with AutoSYNRate set, when new SYNs come faster.
 	Auto        bool
 	AutoSYNRate uint64
+	// SloppyTCP lets any TCP packet but a RST that has no connection
+	// start one (IPVS's sloppy_tcp): a flow that ECMP moves here from
+	// another director is scheduled mid-stream and picked up. Off, as in
+	// IPVS, only a SYN starts a connection and other packets pass to
+	// the kernel (counted as pass_no_conn).
+	SloppyTCP bool
 }
 
 // Defaults of Defence.
@@ -75,6 +81,9 @@ func (d *Dataplane) writeDefence(def Defence) error {
 	}
 	if def.Engaged {
 		v.Flags |= uint32(directorDefenceFlagDEF_F_ENGAGED)
+	}
+	if def.SloppyTCP {
+		v.Flags |= uint32(directorDefenceFlagDEF_F_SLOPPY_TCP)
 	}
 	if def.AdmitRate > 0 {
 		cpus, err := ebpf.PossibleCPU()

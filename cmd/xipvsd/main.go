@@ -92,6 +92,8 @@ func main() {
 	spWScale := fs.Uint("synproxy-wscale", dataplane.DefaultProxyWScale, "the window scale the SYN proxy's SYN-ACKs advertise (0 to 14)")
 	admitRate := fs.Uint64("admit-rate", 0,
 		"admission control: SYNs per second from sources that have not completed a handshake\nrecently, across the director; the rest are dropped and counted (xdp_shed). Known sources\nalways pass. 0: no limit")
+	sloppyTCP := fs.Bool("sloppy-tcp", false,
+		"schedule a TCP packet that has no connection even if it is not a SYN (IPVS's sloppy_tcp):\nneeded behind ECMP, where a flow can move to this director mid-stream (with mh or sh\nevery director picks the same real). Off, such packets pass to the kernel (pass_no_conn)")
 	admitBurst := fs.Uint64("admit-burst", 64, "admission control: SYNs from new sources one CPU may take at once")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -163,7 +165,7 @@ func main() {
 		SweepInterval: *sweep, ExpireQuiescentTemplate: *expireQuiescent, PinDir: *pinDir, StateFile: *stateFile,
 		Flush: *flush, ConfigFile: *configFile, Config: cfg, MetricsAddr: *metricsAddr, Pprof: *pprofOn,
 		Defence: dataplane.Defence{MSS: uint16(*spMSS), WScale: uint8(*spWScale), AdmitRate: *admitRate, AdmitBurst: *admitBurst,
-			Auto: *spAuto, AutoSYNRate: *spAutoRate}}
+			Auto: *spAuto, AutoSYNRate: *spAutoRate, SloppyTCP: *sloppyTCP}}
 	if err := daemon.Run(context.Background(), log, opts); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)
