@@ -54,6 +54,8 @@ type ListFormat struct {
 	Numeric, Conn, Stats, Rate, Exact, Timeout, Thresholds, PersistentConn, NoSort bool
 	// Health lists the health checks' states (xipvs).
 	Health bool
+	// BGP lists the BGP speaker's sessions and routes (xipvs).
+	BGP bool
 }
 
 // Command is one parsed ipvsadm command line.
@@ -259,6 +261,7 @@ var options = []option{
 	{long: "nosort", set: listFlag(func(l *ListFormat) { l.NoSort = true })},
 	{long: "sort", set: listFlag(func(l *ListFormat) { l.NoSort = false })},
 	{long: "health", set: listFlag(func(l *ListFormat) { l.Health = true })},
+	{long: "bgp", set: listFlag(func(l *ListFormat) { l.BGP = true })},
 
 	// Health checks (on -A/-E for the service's reals, on -a/-e for one
 	// real), failure policy and sorry server (-A/-E).

@@ -32,8 +32,13 @@ import (
 //	    reals:
 //	      - {addr: 192.168.0.10:80, method: dr, weight: 2}
 //	      - {addr: 192.168.0.11, method: nat, u_threshold: 1000}
+//	bgp:                             # see FileBGP
+//	  asn: 65001
+//	  router_id: 10.0.0.2
+//	  peers: [{addr: 10.0.0.1, asn: 65000}]
 type File struct {
 	Interfaces []string      `yaml:"interfaces"`
+	BGP        *FileBGP      `yaml:"bgp"`
 	Timeouts   *FileTimeouts `yaml:"timeouts"`
 	Marks      []FileMark    `yaml:"marks"`
 	Services   []FileService `yaml:"services"`
@@ -134,25 +139,56 @@ var methods = map[string]Fwd{
 	"fullnat": FwdFullNAT, "b": FwdFullNAT,
 }
 
+// Loaded is what a configuration file holds: the services (Config), and
+// from a YAML file the interfaces and the BGP speaker's settings.
+type Loaded struct {
+	Config     *Config
+	Interfaces []string
+	BGP        *BGP
+}
+
 // ParseYAML reads a YAML configuration file into a Config; the error
 // names the offending service or real.
 func ParseYAML(r io.Reader) (*Config, []string, error) {
+	l, err := ParseYAMLFile(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l.Config, l.Interfaces, nil
+}
+
+// ParseYAMLFile reads a whole YAML configuration file.
+func ParseYAMLFile(r io.Reader) (*Loaded, error) {
 	dec := yaml.NewDecoder(r)
 	dec.KnownFields(true)
 	var f File
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return nil, nil, fmt.Errorf("yaml: %w", err)
+		return nil, fmt.Errorf("yaml: %w", err)
 	}
+	c, err := f.services()
+	if err != nil {
+		return nil, err
+	}
+	l := &Loaded{Config: c, Interfaces: f.Interfaces}
+	if f.BGP != nil {
+		if l.BGP, err = f.BGP.parse(); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+func (f *File) services() (*Config, error) {
 	c := &Config{}
 	if t := f.Timeouts; t != nil {
 		if t.TCP < 0 || t.TCPFin < 0 || t.UDP < 0 {
-			return nil, nil, invalid("timeouts must not be negative")
+			return nil, invalid("timeouts must not be negative")
 		}
 		c.Timeouts = [3]int{t.TCP, t.TCPFin, t.UDP}
 	}
 	for i, m := range f.Marks {
 		if (m.TCP == "") == (m.UDP == "") {
-			return nil, nil, invalid("marks[%d]: give one of tcp or udp", i)
+			return nil, invalid("marks[%d]: give one of tcp or udp", i)
 		}
 		proto, target := TCP, m.TCP
 		if m.UDP != "" {
@@ -160,29 +196,29 @@ func ParseYAML(r io.Reader) (*Config, []string, error) {
 		}
 		rules, err := parseMarkTarget(m.Mark, proto, target)
 		if err != nil {
-			return nil, nil, invalid("marks[%d]: %v", i, err)
+			return nil, invalid("marks[%d]: %v", i, err)
 		}
 		cmd := &Command{Op: OpAddMark, Marks: rules}
 		for _, r := range rules {
 			if err := r.Validate(); err != nil {
-				return nil, nil, fmt.Errorf("marks[%d]: %w", i, err)
+				return nil, fmt.Errorf("marks[%d]: %w", i, err)
 			}
 		}
 		if err := c.Apply(cmd); err != nil {
-			return nil, nil, fmt.Errorf("marks[%d]: %w", i, err)
+			return nil, fmt.Errorf("marks[%d]: %w", i, err)
 		}
 	}
 	for i, fs := range f.Services {
 		sc, err := fs.service()
 		if err != nil {
-			return nil, nil, fmt.Errorf("services[%d]: %w", i, err)
+			return nil, fmt.Errorf("services[%d]: %w", i, err)
 		}
 		if c.Find(sc.Service.ServiceKey) >= 0 {
-			return nil, nil, fmt.Errorf("services[%d] %s: %w", i, sc.Service.ServiceKey, ErrServiceExists)
+			return nil, fmt.Errorf("services[%d] %s: %w", i, sc.Service.ServiceKey, ErrServiceExists)
 		}
 		c.Services = append(c.Services, *sc)
 	}
-	return c, f.Interfaces, nil
+	return c, nil
 }
 
 func (fs FileService) service() (*ServiceConfig, error) {
@@ -303,22 +339,32 @@ func (r FileReal) dest(svc ServiceKey) (Dest, error) {
 // ipvsadm-save writes) when its first command line starts with "-".
 // It returns the interfaces a YAML file names.
 func Load(path string) (*Config, []string, error) {
-	b, err := os.ReadFile(path)
+	l, err := LoadFile(path)
 	if err != nil {
 		return nil, nil, err
+	}
+	return l.Config, l.Interfaces, nil
+}
+
+// LoadFile reads a configuration file as Load does, with the BGP
+// settings of a YAML file.
+func LoadFile(path string) (*Loaded, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
 	if IsRules(b) {
 		c, err := ParseRules(bytes.NewReader(b))
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		return c, nil, nil
+		return &Loaded{Config: c}, nil
 	}
-	c, ifaces, err := ParseYAML(bytes.NewReader(b))
+	l, err := ParseYAMLFile(bytes.NewReader(b))
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return c, ifaces, nil
+	return l, nil
 }
 
 // IsRules reports whether b reads as an ipvsadm rules file: its first

@@ -486,3 +486,50 @@ func printHealth(w io.Writer, svcs []api.Service, numeric bool) error {
 	}
 	return bw.Flush()
 }
+
+// printBGP lists the BGP speaker (xipvsadm -L --bgp): its identity, each
+// session, and each route with why it is or is not announced.
+func printBGP(w io.Writer, st api.BGPStatus) {
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	if !st.Enabled {
+		fmt.Fprintln(bw, "BGP is off (xipvsd --bgp-asn/--bgp-router-id/--bgp-peer, or a bgp: section in its YAML file)")
+		return
+	}
+	listen := "connects out only"
+	if st.ListenPort != 0 {
+		listen = fmt.Sprintf("listens on port %d", st.ListenPort)
+	}
+	fmt.Fprintf(bw, "BGP AS %d, router id %v, %s", st.ASN, st.RouterID, listen)
+	if st.Draining {
+		fmt.Fprint(bw, ", DRAINING (routes withdrawn, xipvsd stopping)")
+	}
+	fmt.Fprintln(bw)
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		d := time.Since(t).Round(time.Second)
+		return fmt.Sprintf("%02d:%02d:%02d", int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60)
+	}
+	fmt.Fprintf(bw, "%-39s %10s %-12s %-9s %5s %-6s %10s\n", "Neighbor", "AS", "State", "For", "Hold", "BFD", "Advertised")
+	for _, p := range st.Peers {
+		bfd := p.BFD
+		if bfd == "" {
+			bfd = "-"
+		}
+		fmt.Fprintf(bw, "%-39s %10d %-12s %-9s %5s %-6s %10d\n", p.Addr, p.ASN, p.State, ago(p.Since),
+			fmt.Sprintf("%ds", int(p.HoldTime.Seconds())), bfd, p.Advertised)
+		if p.State != "established" && p.LastError != "" {
+			fmt.Fprintf(bw, "  last error: %s\n", p.LastError)
+		}
+	}
+	fmt.Fprintf(bw, "%-43s %-10s %-9s %s\n", "Prefix", "Route", "For", "Why")
+	for _, r := range st.Routes {
+		state := "withdrawn"
+		if r.Announced {
+			state = "announced"
+		}
+		fmt.Fprintf(bw, "%-43s %-10s %-9s %s\n", r.Prefix, state, ago(r.Since), r.Why)
+	}
+}

@@ -149,6 +149,14 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 			printTimeouts(out, t)
 			return nil
 		}
+		if cmd.List.BGP {
+			st, err := c.BGP()
+			if err != nil {
+				return err
+			}
+			printBGP(out, st)
+			return nil
+		}
 		if cmd.List.Health {
 			svcs, err := c.Services()
 			if err != nil {
@@ -347,8 +355,12 @@ On -A/-E:
   --sorry-method dr|tun|nat|fullnat   (default dr)
   xipvsadm -L --health  lists each real's state, since when, and why.
 
-IPv6 services take DR (-g) and NAT (-m) reals of their own family; IPv6
-tunnels, FULLNAT, persistence and the SYN proxy are refused as not built yet.
+Scale-out (xipvsd --bgp-* or the bgp: section of its YAML file):
+  xipvsadm -L --bgp     lists the BGP sessions and each VIP's route:
+                        announced while a service of it has a healthy real.
+
+IPv6 services take DR, TUN, NAT and FULLNAT reals of their own family, and
+persistence; the SYN proxy (-j) on an IPv6 service is refused as not built yet.
 
 Not supported (refused with the reason): --pe (SIP persistence), -q (SCTP),
 --start-daemon/--stop-daemon/--syncid/--mcast-interface

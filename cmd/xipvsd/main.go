@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -95,6 +97,17 @@ func main() {
 	sloppyTCP := fs.Bool("sloppy-tcp", false,
 		"schedule a TCP packet that has no connection even if it is not a SYN (IPVS's sloppy_tcp):\nneeded behind ECMP, where a flow can move to this director mid-stream (with mh or sh\nevery director picks the same real). Off, such packets pass to the kernel (pass_no_conn)")
 	admitBurst := fs.Uint64("admit-burst", 64, "admission control: SYNs from new sources one CPU may take at once")
+	var bgpPeers, bgpCommunities, bgpAnnounce multiFlag
+	bgpASN := fs.Uint("bgp-asn", 0, "BGP: the local AS number; with --bgp-router-id and --bgp-peer, xipvsd announces each VIP\nas a /32 or /128 while a service of it has a healthy real (see README, Scale-out)")
+	bgpRouterID := fs.String("bgp-router-id", "", "BGP: the router id (an IPv4 address of this director)")
+	fs.Var(&bgpPeers, "bgp-peer", "BGP: a neighbour, ADDR,ASN[,hold_time=S][,password=P][,port=N][,multihop=TTL][,bfd][,bfd_interval=D];\nrepeat for more (hold time default 9s)")
+	bgpNextHop := fs.String("bgp-next-hop", "", "BGP: the IPv4 routes' next hop (default: the session's local address)")
+	bgpNextHop6 := fs.String("bgp-next-hop6", "", "BGP: the IPv6 routes' next hop (needed for IPv6 VIPs over IPv4 sessions)")
+	fs.Var(&bgpCommunities, "bgp-community", "BGP: a community ASN:VALUE (or no-export...) on every route; repeatable")
+	bgpMED := fs.Int64("bgp-med", -1, "BGP: the routes' MED (-1: none)")
+	fs.Var(&bgpAnnounce, "bgp-announce", "BGP: a prefix or address announced whatever the health (fwmark services' VIPs); repeatable")
+	bgpDrain := fs.Duration("bgp-drain", config.DefaultBGPDrain, "BGP: on SIGTERM, how long xipvsd goes on forwarding after withdrawing its routes")
+	bgpListen := fs.Uint("bgp-listen-port", 0, "BGP: also accept sessions on this TCP port (0: connect out only)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -121,12 +134,15 @@ func main() {
 		return
 	}
 	var cfg *config.Config
+	var fileBGP *config.BGP
 	if *configFile != "" {
-		c, fileIfaces, err := config.Load(*configFile)
+		l, err := config.LoadFile(*configFile)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
 			os.Exit(1)
 		}
+		c, fileIfaces := l.Config, l.Interfaces
+		fileBGP = l.BGP
 		if len(ifaces) == 0 {
 			ifaces = fileIfaces
 		} else if len(fileIfaces) > 0 && !slices.Equal(ifaces, fileIfaces) {
@@ -134,6 +150,19 @@ func main() {
 			os.Exit(1)
 		}
 		cfg = c
+	}
+	flagBGP, err := bgpFromFlags(*bgpASN, *bgpRouterID, bgpPeers, *bgpNextHop, *bgpNextHop6, bgpCommunities, *bgpMED, bgpAnnounce, *bgpDrain, *bgpListen)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
+		os.Exit(2)
+	}
+	bgpConf, bgpFromFile := flagBGP, false
+	if fileBGP != nil {
+		if flagBGP != nil {
+			fmt.Fprintf(os.Stderr, "xipvsd: %s has a bgp section and --bgp-* flags are given: give BGP settings in one place\n", *configFile)
+			os.Exit(2)
+		}
+		bgpConf, bgpFromFile = fileBGP, true
 	}
 	if *spMSS < 536 || *spMSS > 9000 || *spWScale > 14 {
 		fmt.Fprintf(os.Stderr, "xipvsd: --synproxy-mss %d / --synproxy-wscale %d: want an MSS of 536 to 9000 and a scale of 0 to 14\n", *spMSS, *spWScale)
@@ -154,6 +183,9 @@ func main() {
 			fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
 			os.Exit(1)
 		}
+		if bgpConf != nil {
+			fmt.Printf("xipvsd: BGP: AS %d, router id %v, %d peers\n", bgpConf.ASN, bgpConf.RouterID, len(bgpConf.Peers))
+		}
 		if cfg != nil {
 			fmt.Printf("xipvsd: configuration OK: %s\n", cfg.Summary())
 		} else {
@@ -165,9 +197,76 @@ func main() {
 		SweepInterval: *sweep, ExpireQuiescentTemplate: *expireQuiescent, PinDir: *pinDir, StateFile: *stateFile,
 		Flush: *flush, ConfigFile: *configFile, Config: cfg, MetricsAddr: *metricsAddr, Pprof: *pprofOn,
 		Defence: dataplane.Defence{MSS: uint16(*spMSS), WScale: uint8(*spWScale), AdmitRate: *admitRate, AdmitBurst: *admitBurst,
-			Auto: *spAuto, AutoSYNRate: *spAutoRate, SloppyTCP: *sloppyTCP}}
+			Auto: *spAuto, AutoSYNRate: *spAutoRate, SloppyTCP: *sloppyTCP},
+		BGP: bgpConf, BGPFromFile: bgpFromFile}
 	if err := daemon.Run(context.Background(), log, opts); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// multiFlag is a repeatable flag whose values may hold commas.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// bgpFromFlags builds the BGP settings of the --bgp-* flags (nil when
+// none is given).
+func bgpFromFlags(asn uint, routerID string, peers []string, nh, nh6 string, communities []string, med int64,
+	announce []string, drain time.Duration, listen uint) (*config.BGP, error) {
+	if asn == 0 && routerID == "" && len(peers) == 0 && nh == "" && nh6 == "" && len(communities) == 0 && med < 0 && len(announce) == 0 && listen == 0 {
+		return nil, nil
+	}
+	if asn > math.MaxUint32 || listen > math.MaxUint16 || med > math.MaxUint32 {
+		return nil, fmt.Errorf("--bgp-asn %d / --bgp-listen-port %d / --bgp-med %d: out of range", asn, listen, med)
+	}
+	b := &config.BGP{ASN: uint32(asn), ListenPort: uint16(listen), Drain: drain}
+	parse := func(name, s string) (netip.Addr, error) {
+		if s == "" {
+			return netip.Addr{}, nil
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return a, fmt.Errorf("%s %q: not an IP address", name, s)
+		}
+		return a.Unmap(), nil
+	}
+	var err error
+	if b.RouterID, err = parse("--bgp-router-id", routerID); err != nil {
+		return nil, err
+	}
+	if b.NextHop, err = parse("--bgp-next-hop", nh); err != nil {
+		return nil, err
+	}
+	if b.NextHop6, err = parse("--bgp-next-hop6", nh6); err != nil {
+		return nil, err
+	}
+	for _, p := range peers {
+		bp, err := config.ParseBGPPeer(p)
+		if err != nil {
+			return nil, err
+		}
+		b.Peers = append(b.Peers, bp)
+	}
+	for _, c := range communities {
+		v, err := config.ParseCommunity(c)
+		if err != nil {
+			return nil, err
+		}
+		b.Communities = append(b.Communities, v)
+	}
+	if med >= 0 {
+		v := uint32(med)
+		b.MED = &v
+	}
+	for _, a := range announce {
+		p, err := config.ParseAnnounce(a)
+		if err != nil {
+			return nil, err
+		}
+		b.Announce = append(b.Announce, p)
+	}
+	b.SetDefaults()
+	return b, b.Validate()
 }

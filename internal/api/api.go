@@ -127,6 +127,8 @@ type Backend interface {
 	Reload(ctx context.Context) error
 	// Config is the running configuration.
 	Config() *config.Config
+	// BGP is the BGP speaker's state.
+	BGP(ctx context.Context) BGPStatus
 }
 
 // LaddrRequest names a FULLNAT local address of a service.
@@ -248,6 +250,7 @@ func Handler(b Backend, status StatusOf) http.Handler {
 	do("POST /v1/reload", func(r *http.Request) (any, error) { return nil, b.Reload(r.Context()) })
 	do("GET /v1/config", func(*http.Request) (any, error) { return b.Config(), nil })
 	do("GET /v1/laddrs", func(*http.Request) (any, error) { return b.LocalAddrs(), nil })
+	do("GET /v1/bgp", func(r *http.Request) (any, error) { return b.BGP(r.Context()), nil })
 	return mux
 }
 

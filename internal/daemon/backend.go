@@ -15,6 +15,7 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/internal/bgp"
 	"github.com/xipvs/xipvs/internal/server"
 )
 
@@ -26,6 +27,10 @@ type backend struct {
 	connTable  int
 	configFile string
 	log        *slog.Logger
+	// bgp is the BGP speaker; bgpFromFile: its settings come from the
+	// configuration file (reloaded with it), not from flags.
+	bgp         *bgp.Speaker
+	bgpFromFile bool
 }
 
 // statusOf is the HTTP status of a backend error.
@@ -61,9 +66,14 @@ func (b *backend) Reload(ctx context.Context) error {
 	if b.configFile == "" {
 		return &api.Error{Message: "xipvsd runs without --config: nothing to reload", Status: http.StatusBadRequest}
 	}
-	cfg, ifaces, err := config.Load(b.configFile)
+	l, err := config.LoadFile(b.configFile)
 	if err != nil {
 		return &api.Error{Message: "reload: " + err.Error(), Status: http.StatusBadRequest}
+	}
+	cfg, ifaces := l.Config, l.Interfaces
+	if l.BGP != nil && !b.bgpFromFile {
+		return &api.Error{Message: fmt.Sprintf("reload: %s has a bgp section, but xipvsd's BGP settings come from its --bgp-* flags: give them in one place", b.configFile),
+			Status: http.StatusBadRequest}
 	}
 	var have []string
 	for _, i := range b.dp.Interfaces() {
@@ -76,9 +86,17 @@ func (b *backend) Reload(ctx context.Context) error {
 	if err := b.srv.ReconcileContext(ctx, cfg); err != nil {
 		return fmt.Errorf("reload %s: %w", b.configFile, err)
 	}
+	if b.bgpFromFile {
+		if err := b.bgp.Configure(ctx, l.BGP); err != nil {
+			return fmt.Errorf("reload %s: services applied; %w", b.configFile, err)
+		}
+	}
 	b.log.Info("configuration reloaded", "file", b.configFile, "summary", cfg.Summary())
 	return nil
 }
+
+// BGP is the BGP speaker's state.
+func (b *backend) BGP(ctx context.Context) api.BGPStatus { return b.bgp.Status(ctx) }
 
 func (b *backend) AddService(s config.Service) error       { return b.srv.AddService(s) }
 func (b *backend) EditService(s config.Service) error      { return b.srv.EditService(s) }

@@ -22,6 +22,7 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/internal/bgp"
 	"github.com/xipvs/xipvs/internal/health"
 	"github.com/xipvs/xipvs/internal/server"
 )
@@ -51,6 +52,10 @@ type Options struct {
 	Pprof       bool
 	// Defence is the flood defence (dataplane.Defence).
 	Defence dataplane.Defence
+	// BGP is the BGP speaker's configuration (nil: no BGP); BGPFromFile
+	// says it came from ConfigFile, so that reloads apply its changes.
+	BGP         *config.BGP
+	BGPFromFile bool
 }
 
 // Counters is what the API's Info and /metrics read of the data plane.
@@ -148,7 +153,10 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	go resolver.Run(ctx, time.Second)
 	go srv.RunSweeper(ctx, o.SweepInterval)
 	go srv.RunEstimator(ctx)
-	b := &backend{srv: srv, dp: dp, connTable: int(o.ConnTableSize), configFile: o.ConfigFile, log: log}
+	speaker := bgp.New(log)
+	defer speaker.Stop()
+	b := &backend{srv: srv, dp: dp, connTable: int(o.ConnTableSize), configFile: o.ConfigFile, log: log,
+		bgp: speaker, bgpFromFile: o.BGPFromFile}
 	if o.Config != nil {
 		if err := srv.Reconcile(o.Config); err != nil {
 			return fmt.Errorf("applying %s: %w", o.ConfigFile, err)
@@ -162,6 +170,23 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	if err := dp.StartSlowPath(srv.NewFlows); err != nil {
 		return err
 	}
+	// BGP last: routes are announced once this director can forward.
+	speaker.SetVIPs(vipHealth(srv))
+	if err := speaker.Configure(ctx, o.BGP); err != nil {
+		return err
+	}
+	go func() {
+		t := time.NewTicker(vipPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				speaker.SetVIPs(vipHealth(srv))
+			}
+		}
+	}()
 
 	ln, err := listen(o.Socket)
 	if err != nil {
@@ -171,7 +196,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	if o.MetricsAddr != "" {
-		ms, mln, err := serveMetrics(o.MetricsAddr, srv, dp, o.Pprof)
+		ms, mln, err := serveMetrics(o.MetricsAddr, srv, dp, speaker, o.Pprof)
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
@@ -195,6 +220,14 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	// Graceful drain: withdraw the routes and go on forwarding (and
+	// taking commands) while the routers move the flows to the other
+	// directors; a second SIGTERM or SIGINT cuts it short.
+	stop()
+	dctx, dcancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	speaker.Drain(dctx)
+	dcancel()
+	speaker.Stop()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(shutdownCtx)
@@ -204,6 +237,23 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 		err = nil
 	}
 	return err
+}
+
+// vipPoll is how often the BGP speaker is told the VIPs' health: a VIP
+// whose last real fails is withdrawn within a check's fall time plus this.
+const vipPoll = 200 * time.Millisecond
+
+// vipHealth is every VIP's health as the speaker takes it.
+func vipHealth(srv *server.Server) map[netip.Addr]bgp.VIP {
+	out := map[netip.Addr]bgp.VIP{}
+	for a, v := range srv.VIPs() {
+		why := fmt.Sprintf("%d of %d reals healthy", v.Healthy, v.Reals)
+		if v.Healthy == 0 && v.Sorry {
+			why += ", sorry server up"
+		}
+		out[a] = bgp.VIP{Up: v.Up(), Why: why}
+	}
+	return out
 }
 
 // listen opens the control socket, root-only: its directory is 0700 when

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/bgp"
 	"github.com/xipvs/xipvs/internal/server"
 )
 
@@ -20,6 +22,7 @@ import (
 type collector struct {
 	srv *server.Server
 	dp  Counters
+	bgp *bgp.Speaker
 
 	svcConns, svcInPkts, svcOutPkts, svcInBytes, svcOutBytes      *prometheus.Desc
 	realConns, realInPkts, realOutPkts, realInBytes, realOutBytes *prometheus.Desc
@@ -27,37 +30,42 @@ type collector struct {
 	realUp, sorryActive                                           *prometheus.Desc
 	svcCPS                                                        *prometheus.Desc
 	xdp, slow, noLocalPort, services, reals                       *prometheus.Desc
+	bgpUp, bgpAnnounced, bgpAdvertised, bgpDraining               *prometheus.Desc
 }
 
-func newCollector(srv *server.Server, dp Counters) *collector {
+func newCollector(srv *server.Server, dp Counters, sp *bgp.Speaker) *collector {
 	svc := []string{"service"}
 	real := []string{"service", "real", "forward"}
 	d := func(name, help string, labels []string) *prometheus.Desc {
 		return prometheus.NewDesc("xipvs_"+name, help, labels, nil)
 	}
-	return &collector{srv: srv, dp: dp,
-		svcConns:     d("service_connections_total", "Connections scheduled by the virtual service.", svc),
-		svcInPkts:    d("service_in_packets_total", "Packets toward the service's real servers.", svc),
-		svcOutPkts:   d("service_out_packets_total", "Reply packets through the director (NAT and FULLNAT).", svc),
-		svcInBytes:   d("service_in_bytes_total", "Bytes (IP length) toward the service's real servers.", svc),
-		svcOutBytes:  d("service_out_bytes_total", "Reply bytes through the director (NAT and FULLNAT).", svc),
-		svcCPS:       d("service_connections_per_second", "Smoothed connection rate (IPVS's estimator).", svc),
-		realConns:    d("real_connections_total", "Connections scheduled to the real server.", real),
-		realInPkts:   d("real_in_packets_total", "Packets toward the real server.", real),
-		realOutPkts:  d("real_out_packets_total", "Reply packets from the real server through the director.", real),
-		realInBytes:  d("real_in_bytes_total", "Bytes (IP length) toward the real server.", real),
-		realOutBytes: d("real_out_bytes_total", "Reply bytes from the real server through the director.", real),
-		realActive:   d("real_active_connections", "ActiveConn: established TCP connections.", real),
-		realInactive: d("real_inactive_connections", "InActConn: other connections.", real),
-		realWeight:   d("real_weight", "The real server's weight (0: quiesced).", real),
-		realPersist:  d("real_persistent_connections", "Persistence templates naming the real server.", real),
-		realUp:       d("real_up", "1 while the real passes its health check (or has none), 0 while it fails.", real),
-		sorryActive:  d("service_sorry_active", "1 while the sorry server takes the service's new flows.", svc),
-		xdp:          d("xdp_packets_total", "Packets seen by the XDP director, by outcome (drop_* are drops).", []string{"outcome"}),
-		slow:         d("slow_path_total", "Slow-path (AF_XDP) events by kind.", []string{"event"}),
-		noLocalPort:  d("fullnat_no_local_port_total", "New FULLNAT connections refused: no free local port.", nil),
-		services:     d("services", "Virtual services configured.", nil),
-		reals:        d("real_servers", "Real servers configured.", nil),
+	return &collector{srv: srv, dp: dp, bgp: sp,
+		bgpUp:         d("bgp_session_up", "1 while the BGP session with the peer is established.", []string{"peer", "state"}),
+		bgpAdvertised: d("bgp_advertised_prefixes", "Prefixes advertised to the peer.", []string{"peer"}),
+		bgpAnnounced:  d("bgp_announced", "1 while the prefix is announced, 0 while it is withdrawn (its VIP has no healthy real).", []string{"prefix"}),
+		bgpDraining:   d("bgp_draining", "1 once xipvsd withdrew its routes to stop.", nil),
+		svcConns:      d("service_connections_total", "Connections scheduled by the virtual service.", svc),
+		svcInPkts:     d("service_in_packets_total", "Packets toward the service's real servers.", svc),
+		svcOutPkts:    d("service_out_packets_total", "Reply packets through the director (NAT and FULLNAT).", svc),
+		svcInBytes:    d("service_in_bytes_total", "Bytes (IP length) toward the service's real servers.", svc),
+		svcOutBytes:   d("service_out_bytes_total", "Reply bytes through the director (NAT and FULLNAT).", svc),
+		svcCPS:        d("service_connections_per_second", "Smoothed connection rate (IPVS's estimator).", svc),
+		realConns:     d("real_connections_total", "Connections scheduled to the real server.", real),
+		realInPkts:    d("real_in_packets_total", "Packets toward the real server.", real),
+		realOutPkts:   d("real_out_packets_total", "Reply packets from the real server through the director.", real),
+		realInBytes:   d("real_in_bytes_total", "Bytes (IP length) toward the real server.", real),
+		realOutBytes:  d("real_out_bytes_total", "Reply bytes from the real server through the director.", real),
+		realActive:    d("real_active_connections", "ActiveConn: established TCP connections.", real),
+		realInactive:  d("real_inactive_connections", "InActConn: other connections.", real),
+		realWeight:    d("real_weight", "The real server's weight (0: quiesced).", real),
+		realPersist:   d("real_persistent_connections", "Persistence templates naming the real server.", real),
+		realUp:        d("real_up", "1 while the real passes its health check (or has none), 0 while it fails.", real),
+		sorryActive:   d("service_sorry_active", "1 while the sorry server takes the service's new flows.", svc),
+		xdp:           d("xdp_packets_total", "Packets seen by the XDP director, by outcome (drop_* are drops).", []string{"outcome"}),
+		slow:          d("slow_path_total", "Slow-path (AF_XDP) events by kind.", []string{"event"}),
+		noLocalPort:   d("fullnat_no_local_port_total", "New FULLNAT connections refused: no free local port.", nil),
+		services:      d("services", "Virtual services configured.", nil),
+		reals:         d("real_servers", "Real servers configured.", nil),
 	}
 }
 
@@ -123,13 +131,29 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.slow, e.v, e.name)
 	}
 	counter(c.noLocalPort, c.srv.LocalPortsExhausted())
+	if st := c.bgp.Status(context.Background()); st.Enabled {
+		b := func(v bool) float64 {
+			if v {
+				return 1
+			}
+			return 0
+		}
+		for _, p := range st.Peers {
+			gauge(c.bgpUp, b(p.State == "established"), p.Addr.String(), p.State)
+			gauge(c.bgpAdvertised, float64(p.Advertised), p.Addr.String())
+		}
+		for _, r := range st.Routes {
+			gauge(c.bgpAnnounced, b(r.Announced), r.Prefix.String())
+		}
+		gauge(c.bgpDraining, b(st.Draining))
+	}
 }
 
 // serveMetrics serves /metrics on addr until the returned server is shut
 // down.
-func serveMetrics(addr string, srv *server.Server, dp Counters, profiling bool) (*http.Server, net.Listener, error) {
+func serveMetrics(addr string, srv *server.Server, dp Counters, sp *bgp.Speaker, profiling bool) (*http.Server, net.Listener, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(srv, dp), collectors.NewGoCollector(),
+	reg.MustRegister(newCollector(srv, dp, sp), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -124,3 +124,40 @@ func (s *Server) Conns() ([]ConnStatus, error) {
 	})
 	return out, err
 }
+
+// VIPState is a VIP's health across its services, for the BGP speaker.
+type VIPState struct {
+	// Healthy and Reals count the reals of the VIP's services that pass
+	// their checks (or have none), and all of them.
+	Healthy, Reals int
+	// Sorry: some service of the VIP has a sorry server to take its new
+	// flows while no real is healthy.
+	Sorry bool
+}
+
+// Up reports whether the VIP can take new flows: a service of it has a
+// healthy real or a sorry server.
+func (v VIPState) Up() bool { return v.Healthy > 0 || v.Sorry }
+
+// VIPs returns the health of every VIP that has an address service
+// (firewall-mark services have no VIP of their own).
+func (s *Server) VIPs() map[netip.Addr]VIPState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[netip.Addr]VIPState{}
+	for k, sv := range s.services {
+		if k.FWMark != 0 {
+			continue
+		}
+		v := out[k.Addr]
+		for _, d := range sv.dests {
+			v.Reals++
+			if !d.down {
+				v.Healthy++
+			}
+		}
+		v.Sorry = v.Sorry || sv.sorry != nil
+		out[k.Addr] = v
+	}
+	return out
+}
