@@ -147,9 +147,17 @@ func (sp *Speaker) startLocked(ctx context.Context, cfg *config.BGP) error {
 		s.Stop()
 		return fmt.Errorf("bgp: start: %w", err)
 	}
-	// Routes from the routers are not wanted: reject them all on import.
+	// Routes from the routers are not wanted: only our own (local) ones
+	// enter the table (GoBGP's import policy sees those too).
+	local := &gobgpapi.Policy{Name: "xipvs-local-only", Statements: []*gobgpapi.Statement{{Name: "local",
+		Conditions: &gobgpapi.Conditions{RouteType: gobgpapi.Conditions_ROUTE_TYPE_LOCAL},
+		Actions:    &gobgpapi.Actions{RouteAction: gobgpapi.RouteAction_ROUTE_ACTION_ACCEPT}}}}
+	if err := s.AddPolicy(ctx, &gobgpapi.AddPolicyRequest{Policy: local}); err != nil {
+		s.Stop()
+		return fmt.Errorf("bgp: import policy: %w", err)
+	}
 	if err := s.SetPolicyAssignment(ctx, &gobgpapi.SetPolicyAssignmentRequest{Assignment: &gobgpapi.PolicyAssignment{
-		Name: "global", Direction: gobgpapi.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		Name: "global", Direction: gobgpapi.PolicyDirection_POLICY_DIRECTION_IMPORT, Policies: []*gobgpapi.Policy{{Name: local.Name}},
 		DefaultAction: gobgpapi.RouteAction_ROUTE_ACTION_REJECT}}); err != nil {
 		s.Stop()
 		return fmt.Errorf("bgp: import policy: %w", err)
