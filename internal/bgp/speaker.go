@@ -269,9 +269,8 @@ func (sp *Speaker) syncLocked() error {
 		}
 	}
 	if sp.draining {
-		for p, v := range want {
+		for p := range want {
 			want[p] = VIP{Up: false, Why: "draining: xipvsd is stopping"}
-			_ = v
 		}
 	}
 	var errs []string

@@ -1,42 +1,20 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
-	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/xipvs/xipvs/internal/testutil"
 )
-
-// The scale-out lab's streams: long enough to span a drain or a loss.
-const (
-	clusterChunk  = 8 << 10
-	clusterChunks = 48 // 384 KiB per stream, over about 12 s
-	clusterPause  = 250 * time.Millisecond
-)
-
-func clusterData(seed uint32) []byte {
-	r := rand.New(rand.NewPCG(uint64(seed), 19))
-	b := make([]byte, clusterChunk*clusterChunks)
-	for i := 0; i < len(b); i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
-	}
-	return b
-}
 
 // needBird skips (or, under XIPVS_REQUIRE_PRIVILEGED, fails) without BIRD.
 func needBird(t *testing.T) {
@@ -56,16 +34,7 @@ type clusterLab struct {
 	*testutil.Cluster
 	t    *testing.T
 	args [][]string // each director's xipvsd arguments
-	// ticks finds a stream's tick record by its seed (the servers time
-	// the client's ticks).
-	ticks sync.Map // uint32 -> *tickRec
-}
-
-// tickRec times the longest silence, across an event, between the
-// ticks a server receives from its client.
-type tickRec struct {
-	event *atomic.Int64 // unix ns, 0 before the event
-	gap   *atomic.Int64 // ns: the longest wait for a tick that came after the event
+	srv  *testutil.StreamServer
 }
 
 func newClusterLab(t *testing.T, tag string, p testutil.ClusterPlan) *clusterLab {
@@ -125,158 +94,33 @@ func (lab *clusterLab) adm(i int, args ...string) string {
 	return out
 }
 
-// serve runs the stream server on port of every real: it reads a 4-byte
-// seed and sends clusterData(seed) slowly.
+// serve runs the stream server on port of every real.
 func (lab *clusterLab) serve(port int) {
 	lab.t.Helper()
-	for _, rs := range lab.Reals {
-		var ln net.Listener
-		if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
-			lab.t.Fatal(err)
-		}
-		lab.t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					var seed [4]byte
-					if _, err := io.ReadFull(c, seed[:]); err != nil {
-						return
-					}
-					sd := binary.BigEndian.Uint32(seed[:])
-					// The client ticks every 100 ms through a director (in
-					// DR the client-to-real direction is the one that
-					// crosses the directors): the longest silence between
-					// ticks across an event times how long it was cut.
-					r, _ := lab.ticks.Load(sd)
-					ticksDone := make(chan struct{})
-					go func() {
-						defer close(ticksDone)
-						var b [1]byte
-						last := time.Now().UnixNano()
-						for {
-							if _, err := c.Read(b[:]); err != nil {
-								return
-							}
-							now := time.Now().UnixNano()
-							if tr, ok := r.(*tickRec); ok {
-								if ev := tr.event.Load(); ev != 0 && now > ev && now-last > tr.gap.Load() {
-									tr.gap.Store(now - last)
-								}
-							}
-							last = now
-						}
-					}()
-					data := clusterData(sd)
-					for i := 0; i < clusterChunks; i++ {
-						if _, err := c.Write(data[i*clusterChunk : (i+1)*clusterChunk]); err != nil {
-							return
-						}
-						time.Sleep(clusterPause)
-					}
-					// FIN, then wait for the client's: closing with its
-					// ticks unread would answer them with a RST.
-					_ = c.(*net.TCPConn).CloseWrite()
-					_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
-					<-ticksDone
-				}()
-			}
-		}()
+	srv, err := testutil.ServeStreams(lab.Reals, port)
+	if err != nil {
+		lab.t.Fatal(err)
 	}
+	lab.srv = srv
+	lab.t.Cleanup(srv.Close)
 }
 
-// streams are n long TCP streams from the client, read in the background.
-type streams struct {
-	errs  []error
-	wg    sync.WaitGroup
-	event atomic.Int64 // unix ns of the event whose recovery is timed
-	// gap[i] is the longest the server of stream i waited for a tick of
-	// its client's that arrived after the event: how long the stream's
-	// client-to-real direction (the one through a director in DR) was
-	// cut.
-	gap []atomic.Int64
-}
-
-func (lab *clusterLab) startStreams(n int, vs netip.AddrPort, seedBase uint32) *streams {
+func (lab *clusterLab) startStreams(n int, vs netip.AddrPort, seedBase uint32) *testutil.Streams {
 	lab.t.Helper()
-	s := &streams{errs: make([]error, n), gap: make([]atomic.Int64, n)}
-	for i := 0; i < n; i++ {
-		var c net.Conn
-		if err := lab.Client.Do(func() (err error) { c, err = net.DialTimeout("tcp", vs.String(), 5*time.Second); return }); err != nil {
-			lab.t.Fatalf("stream %d: %v", i, err)
-		}
-		s.wg.Add(1)
-		seed := seedBase + uint32(i)
-		lab.ticks.Store(seed, &tickRec{event: &s.event, gap: &s.gap[i]})
-		go func(i int, c net.Conn) {
-			defer s.wg.Done()
-			defer c.Close()
-			var b [4]byte
-			binary.BigEndian.PutUint32(b[:], seed)
-			if _, err := c.Write(b[:]); err != nil {
-				s.errs[i] = err
-				return
-			}
-			done := make(chan struct{})
-			defer close(done)
-			go func() {
-				t := time.NewTicker(100 * time.Millisecond)
-				defer t.Stop()
-				for {
-					select {
-					case <-done:
-						return
-					case <-t.C:
-						if _, err := c.Write([]byte{1}); err != nil {
-							return
-						}
-					}
-				}
-			}()
-			_ = c.SetDeadline(time.Now().Add(90 * time.Second))
-			h := sha256.New()
-			buf := make([]byte, 64<<10)
-			total := 0
-			for {
-				m, err := c.Read(buf)
-				if m > 0 {
-					h.Write(buf[:m])
-					total += m
-				}
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					s.errs[i] = fmt.Errorf("after %d bytes: %w", total, err)
-					return
-				}
-			}
-			if want := sha256.Sum256(clusterData(seed)); string(h.Sum(nil)) != string(want[:]) {
-				s.errs[i] = fmt.Errorf("payload corrupted or short: %d bytes", total)
-			}
-		}(i, c)
+	s, err := lab.srv.StartStreams(lab.Client, n, vs, seedBase)
+	if err != nil {
+		lab.t.Fatal(err)
 	}
 	return s
 }
 
-// mark records now as the event whose recovery is timed.
-func (s *streams) mark() time.Time {
-	now := time.Now()
-	s.event.Store(now.UnixNano())
-	return now
-}
-
-// wait waits for every stream, fails the test for each broken one, and
-// returns each stream's longest cut across the event, longest first.
-func (s *streams) wait(t *testing.T) []time.Duration {
+// waitStreams waits for every stream, fails the test for each broken
+// one, and returns the cuts across the event, longest first.
+func waitStreams(t *testing.T, s *testutil.Streams) []time.Duration {
 	t.Helper()
-	s.wg.Wait()
+	errs, cuts := s.Wait()
 	broken := 0
-	for i, err := range s.errs {
+	for i, err := range errs {
 		if err != nil {
 			broken++
 			if broken <= 10 {
@@ -285,14 +129,9 @@ func (s *streams) wait(t *testing.T) []time.Duration {
 		}
 	}
 	if broken > 0 {
-		t.Errorf("%d of %d streams broke", broken, len(s.errs))
+		t.Errorf("%d of %d streams broke", broken, len(errs))
 	}
-	var out []time.Duration
-	for i := range s.gap {
-		out = append(out, time.Duration(s.gap[i].Load()))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] > out[j] })
-	return out
+	return cuts
 }
 
 // stats returns the Conns column of director i's service listing.
@@ -352,7 +191,11 @@ func TestClusterBGP(t *testing.T) {
 	})
 	vs := netip.AddrPortFrom(vip, 80)
 	for i := range lab.Directors {
-		lab.start(i)
+		if i == 0 {
+			lab.start(i, "--metrics-addr", "127.0.0.1:9639")
+		} else {
+			lab.start(i)
+		}
 		// The same configuration on every director: mh with the source
 		// port picks the same real for a flow on each of them.
 		lab.adm(i, "-A", "-t", vs.String(), "-s", "mh", "-b", "mh-port")
@@ -390,6 +233,28 @@ func TestClusterBGP(t *testing.T) {
 	if out := lab.adm(1, "-L", "--bgp"); !strings.Contains(out, "withdrawn") || !strings.Contains(out, "0 of 2 reals healthy") {
 		t.Errorf("-L --bgp does not say why %v is withdrawn:\n%s", vip2, out)
 	}
+	metrics := func() string {
+		t.Helper()
+		resp, err := lab.Directors[0].HTTPClient(5 * time.Second).Get("http://127.0.0.1:9639/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	m := metrics()
+	for _, want := range []string{
+		`xipvs_bgp_session_up{peer="10.88.0.254",state="established"} 1`,
+		`xipvs_bgp_announced{prefix="10.88.0.100/32"} 1`,
+		`xipvs_bgp_announced{prefix="10.88.0.101/32"} 0`,
+		`xipvs_bgp_advertised_prefixes{peer="10.88.0.254"} 1`,
+		`xipvs_bgp_draining 0`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
 	if hops, _ := lab.NextHops(vip); len(hops) != 2 {
 		t.Errorf("route to %v via %v while only %v's reals failed", vip, hops, vip2)
 	}
@@ -406,7 +271,7 @@ func TestClusterBGP(t *testing.T) {
 	if c1 == 0 || c2 == 0 || c1+c2 < 200 {
 		t.Errorf("ECMP spread 200 streams as %d on d1 and %d on d2: want both used", c1, c2)
 	}
-	ev := s.mark()
+	ev := s.Mark()
 	if err := lab.Daemons[0].Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +279,7 @@ func TestClusterBGP(t *testing.T) {
 		t.Fatalf("drain of d1: %v", err)
 	}
 	t.Logf("drain: route moved to d2 alone %v after SIGTERM", time.Since(ev).Round(time.Millisecond))
-	gaps := s.wait(t)
+	gaps := waitStreams(t, s)
 	t.Logf("drain: the longest silence of a client toward its real across SIGTERM %v (median %v; ticks every 100 ms)", gaps[0].Round(time.Millisecond), gaps[len(gaps)/2].Round(time.Millisecond))
 	if logs := lab.Daemons[0].Logs(); !strings.Contains(logs, "BGP drain") {
 		t.Errorf("d1 logged no drain:\n%s", logs)
@@ -446,7 +311,7 @@ func (lab *clusterLab) abruptLoss(vs netip.AddrPort, n int, seedBase uint32, los
 	s := lab.startStreams(n, vs, seedBase)
 	time.Sleep(2 * time.Second)
 	onLost := lab.conns(lost, vs) - before
-	ev := s.mark()
+	ev := s.Mark()
 	if err := lab.Directors[lost].IP("link", "set", "eth0", "down"); err != nil {
 		t.Fatal(err)
 	}
@@ -465,7 +330,7 @@ func (lab *clusterLab) abruptLoss(vs netip.AddrPort, n int, seedBase uint32, los
 		}
 		c.Close()
 	}
-	gaps := s.wait(t)
+	gaps := waitStreams(t, s)
 	cut := 0
 	for _, g := range gaps {
 		if g > time.Second/2 {
