@@ -1,5 +1,6 @@
 # xipvs: Linux Virtual Server on XDP.
 #   make demo      build, then balance real HTTP through XDP in DR, TUN, NAT and FULLNAT, IPv4 and IPv6 (root)
+#   make demo-cluster  three directors announcing a VIP over BGP to a BIRD router with ECMP; one drained (root, bird2)
 #   make test      every test, the privileged ones included when root
 #   make bench     xipvs against the ceiling, nftables and HAProxy (root; installs nftables and haproxy)
 #   make generate  regenerate the BPF objects (needs clang-19)
@@ -7,7 +8,7 @@ GO      ?= go
 BIN     ?= bin
 GOFLAGS ?=
 
-.PHONY: all build demo test test-unit fuzz-short generate check-generate bench bench-deps bench-bpf clean
+.PHONY: all build demo demo-cluster test test-unit fuzz-short generate check-generate bench bench-deps bench-bpf clean
 
 all: build
 
@@ -17,6 +18,11 @@ build:
 
 demo: build
 	$(GO) run ./internal/demo -bin $(BIN)
+
+# Three directors behind a BIRD 2 router with ECMP over BGP; one drained
+# while long streams flow (root; needs bird2).
+demo-cluster: build
+	$(GO) run ./internal/democluster -bin $(BIN)
 
 # Packages run one at a time (-p 1): the privileged tests share the
 # machine's XDP and namespace facilities.

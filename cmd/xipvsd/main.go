@@ -56,6 +56,14 @@ applies the file at start and again on SIGHUP or "xipvsadm reload", by
 difference and all or nothing; --dry-run validates it and exits.
 Prometheus /metrics is served on --metrics-addr.
 
+Scale-out: with --bgp-asn, --bgp-router-id and --bgp-peer (or a bgp:
+section in the YAML file) xipvsd announces each VIP as a /32 or /128 while a
+service of it has a healthy real, withdraws it when none is left, and on
+SIGTERM withdraws everything and forwards on for --bgp-drain before it
+stops. Behind ECMP, give every director the same configuration, use mh (or
+sh) and --sloppy-tcp, so that a flow moved to another director is picked up
+on the same real. xipvsadm -L --bgp shows the sessions and routes.
+
 Run it in the host's mount namespace (not under "ip netns exec", whose
 private /sys takes the pins with it), or give --pin-dir on a bpffs that
 outlives it.
