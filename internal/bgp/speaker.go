@@ -415,6 +415,9 @@ func (sp *Speaker) Stop() {
 
 // Status is the speaker's state for listings and metrics.
 func (sp *Speaker) Status(ctx context.Context) api.BGPStatus {
+	if sp == nil {
+		return api.BGPStatus{}
+	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if sp.cfg == nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/internal/bgp"
 	"github.com/xipvs/xipvs/internal/server"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
@@ -157,3 +158,41 @@ func TestInfoCounters(t *testing.T) {
 }
 
 func slicesEqual(a, b []string) bool { return strings.Join(a, "|") == strings.Join(b, "|") }
+
+// TestReloadBGP: a bgp section is applied by a reload when the BGP
+// settings come from the file, refused (nothing changed) when they come
+// from flags, and its removal stops the speaker.
+func TestReloadBGP(t *testing.T) {
+	withBGP := "services:\n  - tcp: 192.0.2.1:80\n    reals: [{addr: 10.0.0.11}]\n" +
+		"bgp:\n  asn: 65001\n  router_id: 192.0.2.9\n  peers: [{addr: 127.0.0.1, asn: 65000, port: 1}]\n"
+	path := writeFile(t, withBGP)
+	ctx := context.Background()
+
+	b := newBackend(t, path)
+	b.bgp = bgp.New(b.log)
+	t.Cleanup(b.bgp.Stop)
+	if err := b.Reload(ctx); statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "one place") {
+		t.Errorf("bgp section with BGP from flags: %v", err)
+	}
+	if len(services(b)) != 0 || b.BGP(ctx).Enabled {
+		t.Errorf("a refused reload changed something: %v, %+v", services(b), b.BGP(ctx))
+	}
+
+	b.bgpFromFile = true
+	if err := b.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := b.BGP(ctx)
+	if !st.Enabled || st.ASN != 65001 || len(st.Peers) != 1 || st.Peers[0].Addr != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("after the reload: %+v", st)
+	}
+	if err := os.WriteFile(path, []byte("services: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.BGP(ctx); st.Enabled {
+		t.Errorf("bgp section removed, speaker still running: %+v", st)
+	}
+}
