@@ -175,18 +175,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	if err := speaker.Configure(ctx, o.BGP); err != nil {
 		return err
 	}
-	go func() {
-		t := time.NewTicker(vipPoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				speaker.SetVIPs(vipHealth(srv))
-			}
-		}
-	}()
+	go server.Every(ctx, vipPoll, func() { speaker.SetVIPs(vipHealth(srv)) })
 
 	ln, err := listen(o.Socket)
 	if err != nil {

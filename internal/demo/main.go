@@ -19,7 +19,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -31,10 +30,6 @@ func main() {
 	bin := flag.String("bin", "bin", "directory holding xipvsd and xipvsadm")
 	requests := flag.Int("n", 4, "HTTP requests to send to each VIP")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "demo: run as root (it makes network namespaces and attaches XDP)")
-		os.Exit(1)
-	}
 	if err := run(*bin, *requests); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
@@ -44,15 +39,9 @@ func main() {
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
 func run(bin string, requests int) (err error) {
-	xipvsd, err := filepath.Abs(filepath.Join(bin, "xipvsd"))
+	xipvsd, xipvsadm, err := testutil.DemoBinaries(bin)
 	if err != nil {
 		return err
-	}
-	xipvsadm := filepath.Join(filepath.Dir(xipvsd), "xipvsadm")
-	for _, b := range []string{xipvsd, xipvsadm} {
-		if _, err := os.Stat(b); err != nil {
-			return fmt.Errorf("%s missing: run `make build` first", b)
-		}
 	}
 	prefix := fmt.Sprintf("xdemo%d", os.Getpid()%10000)
 	vips := map[string]netip.Addr{

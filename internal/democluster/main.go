@@ -30,10 +30,6 @@ func main() {
 	bin := flag.String("bin", "bin", "directory holding xipvsd and xipvsadm")
 	n := flag.Int("n", 120, "long TCP streams to open through the directors")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "demo-cluster: run as root (it makes network namespaces and attaches XDP)")
-		os.Exit(1)
-	}
 	if _, err := exec.LookPath("bird"); err != nil {
 		fmt.Fprintln(os.Stderr, "demo-cluster: BIRD 2 is needed for the router: apt-get install bird2")
 		os.Exit(1)
@@ -72,15 +68,9 @@ services:
 `
 
 func run(bin string, streams int) (err error) {
-	xipvsd, err := filepath.Abs(filepath.Join(bin, "xipvsd"))
+	xipvsd, xipvsadm, err := testutil.DemoBinaries(bin)
 	if err != nil {
 		return err
-	}
-	xipvsadm := filepath.Join(filepath.Dir(xipvsd), "xipvsadm")
-	for _, b := range []string{xipvsd, xipvsadm} {
-		if _, err := os.Stat(b); err != nil {
-			return fmt.Errorf("%s missing: run `make build` first", b)
-		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

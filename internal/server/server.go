@@ -147,8 +147,8 @@ func New(opts Options) *Server {
 	}
 }
 
-// every runs fn every interval until ctx ends.
-func every(ctx context.Context, interval time.Duration, fn func()) {
+// Every calls fn every interval until ctx ends.
+func Every(ctx context.Context, interval time.Duration, fn func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

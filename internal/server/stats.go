@@ -103,7 +103,7 @@ func (s *Server) EstimateRates() {
 // RunEstimator samples rates every conntrack.EstimatorInterval until
 // ctx ends.
 func (s *Server) RunEstimator(ctx context.Context) {
-	every(ctx, conntrack.EstimatorInterval, s.EstimateRates)
+	Every(ctx, conntrack.EstimatorInterval, s.EstimateRates)
 }
 
 // Zero zeroes the counters and rates of one service and its reals, or of

@@ -120,3 +120,21 @@ func (d *Daemon) Kill() {
 	_ = d.cmd.Process.Kill()
 	<-d.done
 }
+
+// DemoBinaries checks that the demos run as root and finds xipvsd and
+// xipvsadm in dir (absolute paths).
+func DemoBinaries(dir string) (xipvsd, xipvsadm string, err error) {
+	if os.Geteuid() != 0 {
+		return "", "", fmt.Errorf("run as root (it makes network namespaces and attaches XDP)")
+	}
+	if xipvsd, err = filepath.Abs(filepath.Join(dir, "xipvsd")); err != nil {
+		return "", "", err
+	}
+	xipvsadm = filepath.Join(filepath.Dir(xipvsd), "xipvsadm")
+	for _, b := range []string{xipvsd, xipvsadm} {
+		if _, err := os.Stat(b); err != nil {
+			return "", "", fmt.Errorf("%s missing: run `make build` first", b)
+		}
+	}
+	return xipvsd, xipvsadm, nil
+}
