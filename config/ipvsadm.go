@@ -36,6 +36,8 @@ const (
 	OpAddLaddr       // --add-laddr (DPVS: FULLNAT local addresses)
 	OpDelLaddr       // --del-laddr
 	OpGetLaddr       // --get-laddr
+	OpStartDaemon    // --start-daemon master|backup
+	OpStopDaemon     // --stop-daemon master|backup
 )
 
 var opNames = map[Op]string{
@@ -45,6 +47,7 @@ var opNames = map[Op]string{
 	OpSetTimeout: "set", OpHelp: "help", OpVersion: "version",
 	OpAddMark: "add-mark", OpDelMark: "del-mark", OpGetMark: "get-mark",
 	OpAddLaddr: "add-laddr", OpDelLaddr: "del-laddr", OpGetLaddr: "get-laddr",
+	OpStartDaemon: "start-daemon", OpStopDaemon: "stop-daemon",
 }
 
 func (o Op) String() string { return opNames[o] }
@@ -56,6 +59,21 @@ type ListFormat struct {
 	Health bool
 	// BGP lists the BGP speaker's sessions and routes (xipvs).
 	BGP bool
+	// Daemon lists the connection sync daemons (ipvsadm -L --daemon).
+	Daemon bool
+}
+
+// SyncDaemon is a connection sync daemon's settings (ipvsadm
+// --start-daemon ROLE --mcast-interface IF --syncid N ...; the YAML
+// file's sync_daemons). Zero values take ipvsadm's defaults.
+type SyncDaemon struct {
+	Role      string     `json:"role" yaml:"state"`
+	Interface string     `json:"mcast_interface" yaml:"mcast_interface"`
+	SyncID    uint8      `json:"syncid" yaml:"syncid"`
+	MaxLen    int        `json:"sync_maxlen,omitempty" yaml:"sync_maxlen"`
+	Group     netip.Addr `json:"mcast_group,omitzero" yaml:"mcast_group"`
+	Port      uint16     `json:"mcast_port,omitempty" yaml:"mcast_port"`
+	TTL       uint8      `json:"mcast_ttl,omitempty" yaml:"mcast_ttl"`
 }
 
 // Command is one parsed ipvsadm command line.
@@ -75,6 +93,8 @@ type Command struct {
 	Marks []MarkRule
 	// LocalAddr is -z of --add-laddr and --del-laddr.
 	LocalAddr netip.Addr
+	// Daemon is --start-daemon's (and --stop-daemon's role).
+	Daemon SyncDaemon
 	// Given records which options appeared, by long name.
 	Given map[string]bool
 }
@@ -143,7 +163,6 @@ func refused(why string) func(*parser, string, bool) error {
 }
 
 const (
-	noSyncDaemon = "the connection synchronization daemon is not supported"
 	noGUE        = "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)"
 )
 
@@ -172,6 +191,8 @@ var options = []option{
 	{long: "add-laddr", short: 'P', op: OpAddLaddr},
 	{long: "del-laddr", short: 'Q', op: OpDelLaddr},
 	{long: "get-laddr", short: 'G', op: OpGetLaddr},
+	{long: "start-daemon", arg: needArg, op: OpStartDaemon},
+	{long: "stop-daemon", arg: needArg, op: OpStopDaemon},
 
 	// Services.
 	{long: "tcp-service", short: 't', arg: needArg, set: func(p *parser, v string, _ bool) error { return p.service(TCP, v) }},
@@ -311,11 +332,49 @@ var options = []option{
 	{long: "sctp-service", short: 'q', arg: needArg, set: refused("SCTP services (-q) are not supported: the data plane handles TCP and UDP")},
 	// -6 may come before or after -f (ipvsadm 1.32 takes either order).
 	{long: "ipv6", short: '6', set: func(p *parser, _ string, _ bool) error { p.v6 = true; return nil }},
-	{long: "start-daemon", arg: needArg, set: refused(noSyncDaemon + ": connections survive a restart of xipvsd through pinned maps, not by syncing to a backup")},
-	{long: "stop-daemon", arg: needArg, set: refused(noSyncDaemon)},
-	{long: "daemon", set: refused(noSyncDaemon)},
-	{long: "mcast-interface", arg: needArg, set: refused(noSyncDaemon)},
-	{long: "syncid", arg: needArg, set: refused(noSyncDaemon)},
+	// Connection sync (with --start-daemon).
+	{long: "daemon", set: listFlag(func(l *ListFormat) { l.Daemon = true })},
+	{long: "mcast-interface", arg: needArg, set: func(p *parser, v string, _ bool) error { p.cmd.Daemon.Interface = v; return nil }},
+	{long: "syncid", arg: needArg, set: func(p *parser, v string, _ bool) error {
+		n, err := strconv.ParseUint(v, 10, 8)
+		if err != nil {
+			return perr("illegal syncid specified: %q (0 to 255)", v)
+		}
+		p.cmd.Daemon.SyncID = uint8(n)
+		return nil
+	}},
+	{long: "sync-maxlen", arg: needArg, set: func(p *parser, v string, _ bool) error {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			return perr("illegal sync-maxlen specified: %q", v)
+		}
+		p.cmd.Daemon.MaxLen = int(n)
+		return nil
+	}},
+	{long: "mcast-group", arg: needArg, set: func(p *parser, v string, _ bool) error {
+		a, err := netip.ParseAddr(v)
+		if err != nil || !a.IsMulticast() {
+			return perr("illegal mcast-group specified: %q", v)
+		}
+		p.cmd.Daemon.Group = a
+		return nil
+	}},
+	{long: "mcast-port", arg: needArg, set: func(p *parser, v string, _ bool) error {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			return perr("illegal mcast-port specified: %q", v)
+		}
+		p.cmd.Daemon.Port = uint16(n)
+		return nil
+	}},
+	{long: "mcast-ttl", arg: needArg, set: func(p *parser, v string, _ bool) error {
+		n, err := strconv.ParseUint(v, 10, 8)
+		if err != nil || n == 0 {
+			return perr("illegal mcast-ttl specified: %q (1 to 255)", v)
+		}
+		p.cmd.Daemon.TTL = uint8(n)
+		return nil
+	}},
 	{long: "tun-port", arg: needArg, set: refused(noGUE)},
 	{long: "tun-nocsum", set: refused(noGUE)},
 	{long: "tun-csum", set: refused(noGUE)},
@@ -514,8 +573,14 @@ func (p *parser) apply(o occurrence) error {
 			return perr("multiple commands specified")
 		}
 		cmd.Op = o.opt.op
-		if o.opt.op == OpSetTimeout {
+		switch o.opt.op {
+		case OpSetTimeout:
 			p.positional = append([]string{o.val}, p.positional...)
+		case OpStartDaemon, OpStopDaemon:
+			if o.val != "master" && o.val != "backup" {
+				return perr("illegal %s parameter specified: %q (master or backup)", name, o.val)
+			}
+			cmd.Daemon.Role = o.val
 		}
 		return nil
 	}
@@ -607,6 +672,14 @@ func (p *parser) finish() error {
 		default:
 			return perr("health-check options are for -A, -E, -a and -e")
 		}
+	}
+	for _, n := range []string{"mcast-interface", "syncid", "sync-maxlen", "mcast-group", "mcast-port", "mcast-ttl"} {
+		if cmd.Given[n] && cmd.Op != OpStartDaemon {
+			return perr("--%s is for --start-daemon", n)
+		}
+	}
+	if cmd.Op == OpStartDaemon && cmd.Daemon.Interface == "" {
+		return perr("--start-daemon needs --mcast-interface")
 	}
 	if cmd.Op == OpSetTimeout {
 		if err := p.timeouts(); err != nil {

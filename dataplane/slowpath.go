@@ -730,3 +730,22 @@ func (d *Dataplane) SetConns(f NewFlow, dec Decision, now time.Duration) error {
 	}
 	return nil
 }
+
+// SetSynced writes the entries of a connection a sync master sent (see
+// internal/connsync): those of a new flow f decided as dec, with the
+// master's state on the forward entry and lastSeen as its age. They go
+// where SetConn puts them: a connection that is not already in the
+// established table goes to the embryonic LRU, so that a flood of sync
+// messages can never fill the table that is never evicted.
+func (d *Dataplane) SetSynced(f NewFlow, dec Decision, state conntrack.State, lastSeen time.Duration) error {
+	mac := d.ifaceMAC(f.Ifindex)
+	for _, e := range Entries(f, dec, lastSeen, mac[:]) {
+		if e.Conn.Flags&ConnReply == 0 {
+			e.Conn.State = state
+		}
+		if err := d.SetConn(e.Key, e.Conn); err != nil {
+			return fmt.Errorf("synced connection %v: %w", e.Key, err)
+		}
+	}
+	return nil
+}

@@ -533,3 +533,23 @@ func printBGP(w io.Writer, st api.BGPStatus) {
 		fmt.Fprintf(bw, "%-43s %-10s %-9s %s\n", r.Prefix, state, ago(r.Since), r.Why)
 	}
 }
+
+// printDaemons lists the sync daemons as ipvsadm -L --daemon does.
+func printDaemons(w io.Writer, ds []api.SyncDaemon) {
+	for _, d := range ds {
+		fmt.Fprintf(w, "%s sync daemon (mcast=%s, syncid=%d", d.Role, d.Interface, d.SyncID)
+		if d.MaxLen != 0 {
+			fmt.Fprintf(w, ", maxlen=%d", d.MaxLen)
+		}
+		if d.Group.IsValid() {
+			fmt.Fprintf(w, ", group=%s", d.Group)
+		}
+		if d.Port != 0 {
+			fmt.Fprintf(w, ", port=%d", d.Port)
+		}
+		if d.TTL != 0 {
+			fmt.Fprintf(w, ", ttl=%d", d.TTL)
+		}
+		fmt.Fprintln(w, ")")
+	}
+}

@@ -140,7 +140,19 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 		return printRules(out, svcs, marks, laddrs, cmd.List.Numeric, cmd.List.NoSort)
 	case config.OpSetTimeout:
 		return c.SetTimeouts(api.Timeouts{TCP: cmd.Timeouts[0], TCPFin: cmd.Timeouts[1], UDP: cmd.Timeouts[2]})
+	case config.OpStartDaemon:
+		return c.StartDaemon(cmd.Daemon)
+	case config.OpStopDaemon:
+		return c.StopDaemon(cmd.Daemon.Role)
 	case config.OpList:
+		if cmd.List.Daemon {
+			ds, err := c.Daemons()
+			if err != nil {
+				return err
+			}
+			printDaemons(out, ds)
+			return nil
+		}
 		if cmd.List.Timeout {
 			t, err := c.Timeouts()
 			if err != nil {
@@ -225,6 +237,9 @@ Usage:
   xipvsadm --get-mark [-f mark]
   xipvsadm --add-laddr|--del-laddr -z local-address virtual-service
   xipvsadm --get-laddr [virtual-service]
+  xipvsadm --start-daemon state [--mcast-interface interface] [--syncid sid]
+           [--sync-maxlen length] [--mcast-group group] [--mcast-port port] [--mcast-ttl ttl]
+  xipvsadm --stop-daemon state
   xipvsadm realserver up --vip VIP[,VIP...] --mode dr|tun [--interface DEV] [--decap xdp|tunl0]
   xipvsadm realserver down
   xipvsadm reload                 have xipvsd re-read its --config file (as SIGHUP)
@@ -245,6 +260,8 @@ Either long or short options are allowed.
   --list            -L|-l     list the table
   --zero            -Z        zero counters in a service or all services
   --set tcp tcpfin udp        set connection timeout values
+  --start-daemon              start connection sync daemon (state: master or backup)
+  --stop-daemon               stop connection sync daemon
   --add-mark                  bind ports of a VIP to a firewall mark (port group)
   --del-mark                  remove port-group bindings (all of the mark without -t/-u)
   --get-mark                  list port-group bindings
@@ -362,9 +379,13 @@ Scale-out (xipvsd --bgp-* or the bgp: section of its YAML file):
 IPv6 services take DR, TUN, NAT and FULLNAT reals of their own family, and
 persistence; the SYN proxy (-j) on an IPv6 service is refused as not built yet.
 
+Connection sync (IPVS's sync protocol version 1, multicast; kernel LVS
+directors can be masters or backups next to xipvs): --mcast-interface
+(required), --syncid (default 0: a backup takes any), --sync-maxlen (default
+the interface's MTU - 28), --mcast-group 224.0.0.81, --mcast-port 8848,
+--mcast-ttl 1; -L --daemon lists them. A master and a backup may run at once.
+
 Not supported (refused with the reason): --pe (SIP persistence), -q (SCTP),
---start-daemon/--stop-daemon/--syncid/--mcast-interface
-(connection sync: pinned maps keep connections across a restart instead),
 --tun-type gue|gre and its --tun-* options, -o.
 
 Statistics: packets and bytes toward each real are counted per CPU in XDP;

@@ -129,6 +129,11 @@ type Backend interface {
 	Config() *config.Config
 	// BGP is the BGP speaker's state.
 	BGP(ctx context.Context) BGPStatus
+	// StartDaemon, StopDaemon and Daemons run the connection sync
+	// daemons (ipvsadm --start-daemon, --stop-daemon, -L --daemon).
+	StartDaemon(config.SyncDaemon) error
+	StopDaemon(role string) error
+	Daemons() []SyncDaemon
 }
 
 // LaddrRequest names a FULLNAT local address of a service.
@@ -251,6 +256,15 @@ func Handler(b Backend, status StatusOf) http.Handler {
 	do("GET /v1/config", func(*http.Request) (any, error) { return b.Config(), nil })
 	do("GET /v1/laddrs", func(*http.Request) (any, error) { return b.LocalAddrs(), nil })
 	do("GET /v1/bgp", func(r *http.Request) (any, error) { return b.BGP(r.Context()), nil })
+	do("POST /v1/daemons/start", func(r *http.Request) (any, error) {
+		var d config.SyncDaemon
+		return nil, decode(r, &d, func() error { return b.StartDaemon(d) })
+	})
+	do("POST /v1/daemons/stop", func(r *http.Request) (any, error) {
+		var d StopDaemonRequest
+		return nil, decode(r, &d, func() error { return b.StopDaemon(d.Role) })
+	})
+	do("GET /v1/daemons", func(*http.Request) (any, error) { return b.Daemons(), nil })
 	return mux
 }
 

@@ -31,6 +31,7 @@ type backend struct {
 	// configuration file (reloaded with it), not from flags.
 	bgp         *bgp.Speaker
 	bgpFromFile bool
+	sync        syncDaemons
 }
 
 // statusOf is the HTTP status of a backend error.

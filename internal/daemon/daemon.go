@@ -217,6 +217,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	speaker.Drain(dctx)
 	dcancel()
 	speaker.Stop()
+	b.stopDaemons()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(shutdownCtx)

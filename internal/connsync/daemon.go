@@ -1,0 +1,324 @@
+package connsync
+
+// daemon.go: the master and backup sync daemons over UDP multicast, as
+// ipvsadm --start-daemon starts them in the kernel.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xipvs/xipvs/config"
+)
+
+// Roles.
+const (
+	Master = "master"
+	Backup = "backup"
+)
+
+// Defaults, as ipvsadm's and the kernel's.
+var DefaultGroup = netip.MustParseAddr("224.0.0.81")
+
+const (
+	DefaultPort = 8848
+	DefaultTTL  = 1
+)
+
+// Config is one sync daemon's settings (ipvsadm --start-daemon).
+type Config = config.SyncDaemon
+
+// Prepare validates c and fills in ipvsadm's defaults (group
+// 224.0.0.81, port 8848, TTL 1) and the kernel's maxlen (the
+// interface's MTU less the IP and UDP headers).
+func Prepare(c Config) (Config, error) {
+	if c.Role != Master && c.Role != Backup {
+		return c, fmt.Errorf("sync daemon state %q: want master or backup", c.Role)
+	}
+	if c.Interface == "" {
+		return c, errors.New("sync daemon: no multicast interface (--mcast-interface)")
+	}
+	if c.Group.IsValid() && (!c.Group.IsMulticast() || c.Group.Is6()) {
+		return c, fmt.Errorf("sync daemon: group %v: want an IPv4 multicast group (IPv6 groups are not supported yet)", c.Group)
+	}
+	if !c.Group.IsValid() {
+		c.Group = DefaultGroup
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	ifi, err := net.InterfaceByName(c.Interface)
+	if err != nil {
+		return c, fmt.Errorf("sync daemon: interface %q: %w", c.Interface, err)
+	}
+	max := ifi.MTU - 28
+	if c.MaxLen != 0 && c.MaxLen < HeaderLen+ConnLenV6 {
+		return c, fmt.Errorf("sync daemon: maxlen %d: want at least %d", c.MaxLen, HeaderLen+ConnLenV6)
+	}
+	if c.MaxLen == 0 || c.MaxLen > max {
+		c.MaxLen = max
+	}
+	return c, nil
+}
+
+// Stats counts what a daemon did.
+type Stats struct {
+	Messages  uint64 `json:"messages"`  // sent (master) or received (backup)
+	Conns     uint64 `json:"conns"`     // sent, or inserted
+	Bytes     uint64 `json:"bytes"`     // UDP payload
+	Malformed uint64 `json:"malformed"` // backup: messages dropped whole
+	Skipped   uint64 `json:"skipped"`   // backup: records of another service, real, protocol...
+	Errors    uint64 `json:"errors"`    // send or receive errors
+}
+
+// Source is what a master syncs: the connection table's current view.
+type Source func() ([]Record, error)
+
+// Record is a connection with its last activity.
+type Record struct {
+	Conn
+	LastSeen time.Duration
+}
+
+// Sink takes one connection on a backup; an error skips it (counted).
+type Sink func(Conn) error
+
+// Daemon is a running sync daemon.
+type Daemon struct {
+	Config
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+	conn   *net.UDPConn
+	stats  struct{ messages, conns, bytes, malformed, skipped, errors atomic.Uint64 }
+	mu     sync.Mutex
+	sent   map[connID]sentState
+}
+
+// Stats returns the daemon's counters.
+func (d *Daemon) Stats() Stats {
+	return Stats{Messages: d.stats.messages.Load(), Conns: d.stats.conns.Load(), Bytes: d.stats.bytes.Load(),
+		Malformed: d.stats.malformed.Load(), Skipped: d.stats.skipped.Load(), Errors: d.stats.errors.Load()}
+}
+
+// Stop stops the daemon and waits for it.
+func (d *Daemon) Stop() {
+	d.cancel()
+	d.conn.Close()
+	<-d.done
+}
+
+// connID names a connection in the master's record of what it sent.
+type connID struct {
+	client, virtual netip.AddrPort
+	proto           uint8
+}
+
+type sentState struct {
+	state    uint16
+	lastSeen time.Duration // the entry's last activity when sent
+	at       time.Time
+}
+
+// Interval is how often a master walks the table for changes.
+const Interval = 500 * time.Millisecond
+
+// StartMaster starts a master: every Interval it reads the table from
+// src and multicasts the connections that are new or changed state
+// since it last sent them, and those still active after half their
+// timeout (so that a backup's copy never expires while the master's
+// lives), packed into messages of at most MaxLen bytes.
+func StartMaster(c Config, src Source, log *slog.Logger) (*Daemon, error) {
+	ifi, err := net.InterfaceByName(c.Interface)
+	if err != nil {
+		return nil, err
+	}
+	local, err := ifaceAddr4(ifi)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: local.AsSlice()}, &net.UDPAddr{IP: c.Group.AsSlice(), Port: int(c.Port)})
+	if err != nil {
+		return nil, fmt.Errorf("sync master: %w", err)
+	}
+	if err := setMcastOpts(conn, ifi.Index, int(c.TTL)); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Daemon{Config: c, log: log.With("component", "sync", "role", Master), cancel: cancel, done: make(chan struct{}), conn: conn,
+		sent: map[connID]sentState{}}
+	go d.runMaster(ctx, src)
+	d.log.Info("sync master started", "mcast_interface", c.Interface, "syncid", c.SyncID, "group", c.Group.String(), "port", c.Port, "maxlen", c.MaxLen)
+	return d, nil
+}
+
+func ifaceAddr4(ifi *net.Interface) (netip.Addr, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("sync daemon: interface %s has no IPv4 address", ifi.Name)
+}
+
+// setMcastOpts sets the outgoing interface, TTL and no loopback, as the
+// kernel's make_send_sock.
+func setMcastOpts(c *net.UDPConn, ifindex, ttl int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		mreq := &unix.IPMreqn{Ifindex: int32(ifindex)}
+		if serr = unix.SetsockoptIPMreqn(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq); serr != nil {
+			return
+		}
+		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, ttl); serr != nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0)
+	})
+	return errors.Join(err, serr)
+}
+
+func (d *Daemon) runMaster(ctx context.Context, src Source) {
+	defer close(d.done)
+	t := time.NewTicker(Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		recs, err := src()
+		if err != nil {
+			d.stats.errors.Add(1)
+			continue
+		}
+		d.sendChanged(recs)
+	}
+}
+
+// sendChanged sends what changed since the last walk.
+func (d *Daemon) sendChanged(recs []Record) {
+	now := time.Now()
+	enc := Encoder{SyncID: d.SyncID, MaxLen: d.MaxLen}
+	d.mu.Lock()
+	seen := make(map[connID]bool, len(recs))
+	for _, r := range recs {
+		id := connID{r.Client, r.Virtual, r.Proto}
+		seen[id] = true
+		last, ok := d.sent[id]
+		refresh := time.Duration(r.Timeout) * time.Second / 2
+		if ok && last.state == r.State && (r.LastSeen == last.lastSeen || now.Sub(last.at) < refresh) {
+			continue
+		}
+		d.sent[id] = sentState{state: r.State, lastSeen: r.LastSeen, at: now}
+		if full := enc.Add(r.Conn); full != nil {
+			d.send(full)
+		}
+		d.stats.conns.Add(1)
+	}
+	for id := range d.sent {
+		if !seen[id] {
+			delete(d.sent, id)
+		}
+	}
+	d.mu.Unlock()
+	if m := enc.Flush(); m != nil {
+		d.send(m)
+	}
+}
+
+func (d *Daemon) send(msg []byte) {
+	if _, err := d.conn.Write(msg); err != nil {
+		d.stats.errors.Add(1)
+		return
+	}
+	d.stats.messages.Add(1)
+	d.stats.bytes.Add(uint64(len(msg)))
+}
+
+// StartBackup starts a backup: it joins the group on the interface and
+// hands every connection of every valid message (the sync id, unless 0,
+// must match) to sink. A malformed message is counted and dropped
+// whole; a record the sink refuses is counted and skipped. The log says
+// so at most every 10 s.
+func StartBackup(c Config, sink Sink, log *slog.Logger) (*Daemon, error) {
+	ifi, err := net.InterfaceByName(c.Interface)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: c.Group.AsSlice(), Port: int(c.Port)})
+	if err != nil {
+		return nil, fmt.Errorf("sync backup: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Daemon{Config: c, log: log.With("component", "sync", "role", Backup), cancel: cancel, done: make(chan struct{}), conn: conn}
+	go d.runBackup(ctx, sink)
+	d.log.Info("sync backup started", "mcast_interface", c.Interface, "syncid", c.SyncID, "group", c.Group.String(), "port", c.Port)
+	return d, nil
+}
+
+func (d *Daemon) runBackup(ctx context.Context, sink Sink) {
+	defer close(d.done)
+	buf := make([]byte, 65536)
+	var lastLog time.Time
+	for {
+		n, err := d.conn.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.stats.errors.Add(1)
+			continue
+		}
+		d.stats.messages.Add(1)
+		d.stats.bytes.Add(uint64(n))
+		conns, sk, err := Decode(buf[:n], d.SyncID)
+		if errors.Is(err, ErrSyncID) {
+			continue // another pair's traffic on the group: not an error
+		}
+		if err != nil {
+			d.stats.malformed.Add(1)
+			if time.Since(lastLog) > 10*time.Second {
+				lastLog = time.Now()
+				d.log.Warn("sync message dropped", "err", err, "bytes", n, "malformed_total", d.stats.malformed.Load())
+			}
+			continue
+		}
+		d.stats.skipped.Add(uint64(sk.Total()))
+		for _, c := range conns {
+			if err := sink(c); err != nil {
+				d.stats.skipped.Add(1)
+				if time.Since(lastLog) > 10*time.Second {
+					lastLog = time.Now()
+					d.log.Warn("synced connection skipped", "client", c.Client.String(), "virtual", c.Virtual.String(),
+						"real", c.Dest.String(), "err", err, "skipped_total", d.stats.skipped.Load())
+				}
+				continue
+			}
+			d.stats.conns.Add(1)
+		}
+	}
+}

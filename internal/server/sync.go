@@ -1,0 +1,200 @@
+package server
+
+// sync.go: connection synchronization (IPVS's sync daemon): the
+// master's view of the connection table and the backup's insertion of
+// what a master sent, bound to this director's own configuration.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/connsync"
+)
+
+// SyncConn is a connection as the master sees it: the record to send,
+// with its last activity (to tell a refresh from an idle entry).
+type SyncConn struct {
+	connsync.Conn
+	LastSeen time.Duration
+}
+
+// SyncConns lists the connections a master synchronizes: TCP in the
+// states IPVS syncs (ESTABLISHED, FIN_WAIT, TIME_WAIT, CLOSE,
+// CLOSE_WAIT) and UDP, with the forwarding method and the state's
+// timeout as IPVS sends them. The walk reads the tables; nothing is
+// added to the packet path.
+func (s *Server) SyncConns() ([]SyncConn, error) {
+	s.mu.Lock()
+	to := s.timeouts
+	type realInfo struct {
+		addr   netip.AddrPort
+		fwd    config.Fwd
+		fwmark uint32
+	}
+	reals := make(map[uint32]realInfo, len(s.reals))
+	for id, d := range s.reals {
+		reals[id] = realInfo{addr: d.cfg.AddrPort(), fwd: d.cfg.Fwd}
+	}
+	for _, sv := range s.services {
+		for _, d := range sv.dests {
+			if r, ok := reals[d.realID]; ok {
+				r.fwmark = sv.cfg.FWMark
+				reals[d.realID] = r
+			}
+		}
+	}
+	s.mu.Unlock()
+	var out []SyncConn
+	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		if c.Flags&dataplane.ConnReply != 0 {
+			return true
+		}
+		if k.Proto == conntrack.ProtoTCP && !syncedState(c.State) {
+			return true
+		}
+		r, ok := reals[c.RealID]
+		if !ok {
+			return true
+		}
+		sc := connsync.Conn{Proto: k.Proto, State: uint16(c.State), Flags: ipvsFwd(r.fwd), FWMark: r.fwmark,
+			Client: netip.AddrPortFrom(k.Src, k.SrcPort), Virtual: netip.AddrPortFrom(k.Dst, k.DstPort),
+			Timeout: uint32(to.Timeout(k.Proto, c.State) / time.Second)}
+		dport := r.addr.Port()
+		if c.Rewrites() {
+			dport = c.Out.DstPort
+		}
+		if dport == 0 {
+			dport = k.DstPort
+		}
+		sc.Dest = netip.AddrPortFrom(r.addr.Addr(), dport)
+		if k.Proto == conntrack.ProtoUDP {
+			sc.State = 0 // IP_VS_UDP_S_NORMAL
+		}
+		if c.Flags&dataplane.ConnFullNAT != 0 {
+			sc.Local = netip.AddrPortFrom(c.Out.Src, c.Out.SrcPort)
+		}
+		out = append(out, SyncConn{Conn: sc, LastSeen: c.LastSeen})
+		return true
+	})
+	return out, err
+}
+
+// syncedState reports whether IPVS synchronizes a TCP connection in
+// state st (ip_vs_sync_conn_needed).
+func syncedState(st conntrack.State) bool {
+	switch st {
+	case conntrack.StateEstablished, conntrack.StateFinWait, conntrack.StateTimeWait,
+		conntrack.StateClose, conntrack.StateCloseWait:
+		return true
+	}
+	return false
+}
+
+// ipvsFwd is IPVS's IP_VS_CONN_F_* forwarding method of f; FULLNAT,
+// which IPVS lacks, travels as masquerading with xipvs's local address
+// option.
+func ipvsFwd(f config.Fwd) uint32 {
+	switch f {
+	case config.FwdTunnel:
+		return connsync.FlagFwdTunnel
+	case config.FwdMasq, config.FwdFullNAT:
+		return connsync.FlagFwdMasq
+	default:
+		return connsync.FlagFwdRoute
+	}
+}
+
+// Errors of InsertSynced: the connection is skipped and counted.
+var (
+	ErrSyncNoService = errors.New("no such service here")
+	ErrSyncNoDest    = errors.New("no such real server in the service here")
+	ErrSyncMethod    = errors.New("forwarding method differs from this director's")
+	ErrSyncNoLocal   = errors.New("FULLNAT local address not among the service's here")
+	ErrSyncNoRoute   = errors.New("no route (or MAC yet) toward the client for NAT replies")
+)
+
+// syncedWriter is what a data plane needs to take synced connections.
+type syncedWriter interface {
+	SetSynced(f dataplane.NewFlow, dec dataplane.Decision, state conntrack.State, lastSeen time.Duration) error
+}
+
+// InsertSynced adds a connection a sync master sent to this director's
+// table, bound to its own configuration: the service (by address and
+// port, or by firewall mark) and the real must exist here with the same
+// forwarding method, else it is skipped with an error saying why. Its
+// age is set so that it expires when the master's would, and a FULLNAT
+// connection's local port is reserved in this director's pool.
+func (s *Server) InsertSynced(c connsync.Conn) error {
+	w, ok := s.opts.Dataplane.(syncedWriter)
+	if !ok {
+		return fmt.Errorf("this data plane cannot take synced connections")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var sv *service
+	if c.FWMark != 0 {
+		sv = s.services[config.ServiceKey{FWMark: c.FWMark, Proto: config.TCP, V6: c.V6()}]
+	} else {
+		sv = s.services[config.ServiceKey{Proto: config.Proto(c.Proto), Addr: c.Virtual.Addr(), Port: c.Virtual.Port()}]
+		if sv == nil { // a port-zero service
+			sv = s.services[config.ServiceKey{Proto: config.Proto(c.Proto), Addr: c.Virtual.Addr()}]
+		}
+	}
+	if sv == nil {
+		return ErrSyncNoService
+	}
+	_, d := sv.findDest(c.Dest.Addr(), c.Dest.Port())
+	if d == nil {
+		_, d = sv.findDest(c.Dest.Addr(), 0)
+	}
+	if d == nil {
+		return ErrSyncNoDest
+	}
+	if ipvsFwd(d.cfg.Fwd) != c.Flags&connsync.FlagFwdMask || (d.cfg.Fwd == config.FwdFullNAT) != c.Local.IsValid() {
+		return ErrSyncMethod
+	}
+	key := dataplane.ConnKey{Src: c.Client.Addr(), Dst: c.Virtual.Addr(), SrcPort: c.Client.Port(), DstPort: c.Virtual.Port(), Proto: c.Proto}
+	f := dataplane.NewFlow{Key: key, TCPFlags: dataplane.TCPAck}
+	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id, Persistent: sv.cfg.Persistent}
+	if d.cfg.Fwd.Rewrites() {
+		// The replies go back toward the client through this director's
+		// next hop to it.
+		hop, err := s.opts.Route(key.Src)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrSyncNoRoute, err)
+		}
+		via := hop.Via(key.Src)
+		mac := s.opts.Neighbors.MAC(via)
+		if mac == nil {
+			s.opts.Neighbors.Watch(via, hop.Ifindex)
+			return ErrSyncNoRoute
+		}
+		f.Ifindex = hop.Ifindex
+		copy(f.SrcMAC[:], mac)
+		dec.Out = dataplane.ConnKey{Src: key.Src, Dst: d.cfg.Addr, SrcPort: key.SrcPort, DstPort: c.Dest.Port()}
+		if d.cfg.Fwd == config.FwdFullNAT {
+			la := c.Local.Addr()
+			found := false
+			for _, a := range sv.laddrs {
+				found = found || a == la
+			}
+			if !found {
+				return ErrSyncNoLocal
+			}
+			s.pool(la, c.Proto).take(c.Local.Port())
+			dec.Out.Src, dec.Out.SrcPort, dec.FullNAT = la, c.Local.Port(), true
+		}
+	}
+	state := conntrack.State(c.State)
+	now := s.opts.Now()
+	lastSeen := now
+	if full := s.timeouts.Timeout(c.Proto, state); c.Timeout > 0 && time.Duration(c.Timeout)*time.Second < full {
+		lastSeen = now - (full - time.Duration(c.Timeout)*time.Second)
+	}
+	return w.SetSynced(f, dec, state, lastSeen)
+}
