@@ -39,6 +39,7 @@ FUZZTIME ?= 200000x
 fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzDirector$$' -fuzztime $(FUZZTIME) ./dataplane
 	$(GO) test -run '^$$' -fuzz '^FuzzTransform$$' -fuzztime $(FUZZTIME) ./dataplane
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/connsync
 
 test-unit:
 	$(GO) test -count=1 ./config/... ./sched/... ./conntrack/...

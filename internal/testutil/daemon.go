@@ -138,3 +138,6 @@ func DemoBinaries(dir string) (xipvsd, xipvsadm string, err error) {
 	}
 	return xipvsd, xipvsadm, nil
 }
+
+// Pid is the daemon's process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }

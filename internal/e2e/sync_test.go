@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/internal/connsync"
+	"github.com/xipvs/xipvs/internal/testutil"
+)
+
+func needKeepalived(t *testing.T) {
+	t.Helper()
+	testutil.RequirePrivileged(t)
+	if _, err := exec.LookPath("keepalived"); err != nil {
+		if os.Getenv("XIPVS_REQUIRE_PRIVILEGED") != "" {
+			t.Fatal("keepalived not installed (apt-get install keepalived; .ci/run installs it)")
+		}
+		t.Skip("keepalived not installed (apt-get install keepalived)")
+	}
+}
+
+// TestSyncFailover is issue 20's acceptance: two xipvs directors, the VIP
+// moved by keepalived's VRRP, connection sync from the master to the
+// backup; 100 long TCP streams through the master with wlc (not a hash
+// scheduler); -Lnc on the backup lists them before the failover; the
+// master's node is lost abruptly (link down, xipvsd and keepalived
+// killed), VRRP moves the VIP and every stream completes with the right
+// checksum through the backup.
+func TestSyncFailover(t *testing.T) {
+	needKeepalived(t)
+	vip := netip.MustParseAddr("10.93.0.100")
+	h, err := testutil.NewHA(testutil.HAPlan{Prefix: fmt.Sprintf("xe%dha", os.Getpid()%10000), Net: "10.93.0", Reals: 2, VIP: vip})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, d := range h.Daemons {
+				if d != nil {
+					t.Logf("d%d log:\n%s", i+1, d.Logs())
+				}
+				t.Logf("d%d keepalived:\n%s", i+1, h.VRRPLog(i))
+			}
+		}
+		if err := h.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	adm := func(i int, args ...string) string {
+		t.Helper()
+		out, err := h.Adm(i, xipvsadmBin, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	srv, err := testutil.ServeStreams(h.Reals, 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	vs := netip.AddrPortFrom(vip, 80)
+	for i := range h.Directors {
+		if err := h.StartDirector(i, xipvsdBin, "--metrics-addr", ""); err != nil {
+			t.Fatal(err)
+		}
+		// The same rules on both, as ipvsadm-save would restore them.
+		adm(i, "-A", "-t", vs.String(), "-s", "wlc")
+		for _, rs := range h.Reals {
+			adm(i, "-a", "-t", vs.String(), "-r", rs.Addr.Addr().String(), "-g")
+		}
+	}
+	adm(0, "--start-daemon", "master", "--mcast-interface", "eth0", "--syncid", "7")
+	adm(1, "--start-daemon", "backup", "--mcast-interface", "eth0", "--syncid", "7")
+	if out := adm(0, "-L", "--daemon"); out != "master sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n" {
+		t.Errorf("-L --daemon on the master:\n%q", out)
+	}
+	if out := adm(1, "-L", "--daemon"); out != "backup sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n" {
+		t.Errorf("-L --daemon on the backup:\n%q", out)
+	}
+	// Refusals with nothing changed.
+	if _, err := h.Adm(0, xipvsadmBin, "--start-daemon", "master", "--mcast-interface", "eth0"); err == nil {
+		t.Error("a second master started")
+	}
+	if _, err := h.Adm(0, xipvsadmBin, "--start-daemon", "primary", "--mcast-interface", "eth0"); err == nil {
+		t.Error("--start-daemon primary accepted")
+	}
+	if err := h.WaitVIP(0, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if h.HoldsVIP(1) {
+		t.Fatal("both directors hold the VIP")
+	}
+
+	// Sync traffic per 1000 new connections: short connections (open,
+	// close) through the master, its counters before and after.
+	before := daemonStats(t, h.Socket(0))
+	for i := 0; i < 1000; i++ {
+		var c net.Conn
+		if err := h.Client.Do(func() (err error) { c, err = net.DialTimeout("tcp", vs.String(), 3*time.Second); return }); err != nil {
+			t.Fatalf("short connection %d: %v", i, err)
+		}
+		c.Close()
+	}
+	time.Sleep(3 * time.Second) // the closes' state changes are walked too
+	after := daemonStats(t, h.Socket(0))
+	t.Logf("sync traffic for 1000 short connections: %d records in %d messages, %d bytes of UDP payload",
+		after.Conns-before.Conns, after.Messages-before.Messages, after.Bytes-before.Bytes)
+	if after.Conns == before.Conns {
+		t.Error("the master sent nothing for 1000 connections")
+	}
+
+	s, err := srv.StartStreams(h.Client, 100, vs, 3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The backup lists every stream (synced within the master's walk
+	// interval) before the failover.
+	deadline := time.Now().Add(10 * time.Second)
+	var listed int
+	for {
+		listed = 0
+		for _, l := range strings.Split(adm(1, "-Lnc"), "\n") {
+			if strings.Contains(l, "ESTABLISHED") && strings.Contains(l, vs.String()) {
+				listed++
+			}
+		}
+		if listed >= 100 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if listed < 100 {
+		t.Fatalf("the backup lists %d of 100 established connections:\n%s", listed, adm(1, "-Lnc"))
+	}
+	masterStats := daemonStats(t, h.Socket(0))
+	t.Logf("backup lists all 100 streams; master sent %d connection records in %d messages, %d bytes",
+		masterStats.Conns, masterStats.Messages, masterStats.Bytes)
+
+	// The master's node dies: its link goes down, xipvsd and keepalived
+	// are killed. VRRP moves the VIP; the streams go on through the
+	// backup's synced connections.
+	ev := s.Mark()
+	if err := h.Directors[0].IP("link", "set", "eth0", "down"); err != nil {
+		t.Fatal(err)
+	}
+	h.Daemons[0].Kill()
+	h.Daemons[0] = nil
+	h.StopVRRP(0)
+	if err := h.WaitVIP(1, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	moved := time.Since(ev)
+	cuts := waitStreams(t, s)
+	backup := daemonStats(t, h.Socket(1))
+	t.Logf("failover: VRRP moved the VIP after %v; the longest a client's packets waited %v (median %v); backup received %d messages, inserted %d connections, skipped %d, malformed %d",
+		moved.Round(time.Millisecond), cuts[0].Round(time.Millisecond), cuts[len(cuts)/2].Round(time.Millisecond),
+		backup.Messages, backup.Conns, backup.Skipped, backup.Malformed)
+	// New connections are served by the new master.
+	for i := 0; i < 10; i++ {
+		var c net.Conn
+		if err := h.Client.Do(func() (err error) { c, err = net.DialTimeout("tcp", vs.String(), 3*time.Second); return }); err != nil {
+			t.Errorf("new connection %d after the failover: %v", i, err)
+			continue
+		}
+		c.Close()
+	}
+}
+
+func daemonStats(t *testing.T, socket string) api.SyncStats {
+	t.Helper()
+	ds, err := api.NewClient(socket).Daemons()
+	if err != nil || len(ds) == 0 {
+		t.Fatalf("daemons: %v, %v", ds, err)
+	}
+	return ds[0].Stats
+}
+
+// TestSyncFlood: a flood of bogus sync messages (random bytes, and
+// well-formed records for random clients of a known service) to a
+// backup is counted and leaves its table bounded by its size (synced
+// connections go to the embryonic LRU) and the daemon responsive.
+func TestSyncFlood(t *testing.T) {
+	const table = 4096
+	lab := newDRLab(t, "sf", "--conn-table-size", fmt.Sprint(table), "--metrics-addr", "")
+	vs := netip.AddrPortFrom(lab.vip, 80)
+	lab.adm(t, "-A", "-t", vs.String(), "-s", "wlc")
+	rs := lab.rs[0].Addr.Addr()
+	lab.adm(t, "-a", "-t", vs.String(), "-r", rs.String(), "-g")
+	lab.adm(t, "--start-daemon", "backup", "--mcast-interface", "eth0")
+	if err := lab.cl.IP("route", "add", "224.0.0.0/4", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	var conn *net.UDPConn
+	if err := lab.cl.Do(func() (err error) {
+		conn, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 81), Port: 8848})
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rnd := rand.New(rand.NewPCG(1, 2))
+	start := time.Now()
+	cpu0 := processCPU(t, lab.Daemon.Pid())
+	bogus, records := 0, 0
+	for i := 0; i < 20000; i++ {
+		var msg []byte
+		if i%4 == 0 {
+			e := connsync.Encoder{MaxLen: 1472}
+			for j := 0; j < 40; j++ {
+				e.Add(connsync.Conn{Proto: 6, Flags: connsync.FlagFwdRoute, State: 1, Timeout: 900,
+					Client:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())}), uint16(rnd.Uint32())),
+					Virtual: vs, Dest: netip.AddrPortFrom(rs, 80)})
+				records++
+			}
+			msg = e.Flush()
+		} else {
+			msg = make([]byte, 8+rnd.IntN(1400))
+			for k := range msg {
+				msg[k] = byte(rnd.Uint32())
+			}
+			if i%2 == 0 { // a valid header around garbage
+				msg[0], msg[2], msg[3], msg[4], msg[5] = 0, byte(len(msg)>>8), byte(len(msg)), 9, 1
+			}
+			bogus++
+		}
+		if _, err := conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	wall := time.Since(start)
+	cpu := processCPU(t, lab.Daemon.Pid()) - cpu0
+	ds, err := api.NewClient(lab.Socket).Daemons()
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("daemons: %v %v", ds, err)
+	}
+	st := ds[0].Stats
+	n := 0
+	for _, l := range strings.Split(lab.adm(t, "-Lnc"), "\n") {
+		if strings.Contains(l, vs.String()) {
+			n++
+		}
+	}
+	t.Logf("flood: %d bogus and %d messages of %d well-formed records in %v: backup received %d, malformed %d, inserted %d, skipped %d; table holds %d (size %d); xipvsd used %v of CPU",
+		bogus, 20000-bogus, records, wall.Round(time.Millisecond), st.Messages, st.Malformed, st.Conns, st.Skipped, n, table, cpu)
+	if st.Malformed == 0 || st.Conns == 0 {
+		t.Errorf("nothing counted: %+v", st)
+	}
+	if n > table {
+		t.Errorf("the table holds %d synced connections, more than its size %d", n, table)
+	}
+	if cpu > 2*wall {
+		t.Errorf("xipvsd used %v of CPU in %v", cpu, wall)
+	}
+	// Still serving.
+	lab.adm(t, "-Ln")
+}
+
+// processCPU is a process's user and system CPU time.
+func processCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
