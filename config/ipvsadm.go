@@ -163,7 +163,7 @@ func refused(why string) func(*parser, string, bool) error {
 }
 
 const (
-	noGUE        = "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)"
+	noGUE = "GUE tunnels are not supported: -i is IP-in-IP (--tun-type ipip)"
 )
 
 // options is ipvsadm 1.31's option table, with DPVS's FULLNAT options
