@@ -32,6 +32,8 @@ import (
 //	    reals:
 //	      - {addr: 192.168.0.10:80, method: dr, weight: 2}
 //	      - {addr: 192.168.0.11, method: nat, u_threshold: 1000}
+//	sync_daemons:                    # ipvsadm --start-daemon
+//	  - {state: master, mcast_interface: eth0, syncid: 7}
 //	bgp:                             # see FileBGP
 //	  asn: 65001
 //	  router_id: 10.0.0.2
@@ -39,6 +41,7 @@ import (
 type File struct {
 	Interfaces []string      `yaml:"interfaces"`
 	BGP        *FileBGP      `yaml:"bgp"`
+	Sync       []FileSync    `yaml:"sync_daemons"`
 	Timeouts   *FileTimeouts `yaml:"timeouts"`
 	Marks      []FileMark    `yaml:"marks"`
 	Services   []FileService `yaml:"services"`
@@ -145,6 +148,39 @@ type Loaded struct {
 	Config     *Config
 	Interfaces []string
 	BGP        *BGP
+	// Sync are the connection sync daemons to run (at most a master
+	// and a backup).
+	Sync []SyncDaemon
+}
+
+// FileSync is a connection sync daemon in the YAML file, with
+// ipvsadm --start-daemon's option names.
+type FileSync struct {
+	State     string `yaml:"state"`
+	Interface string `yaml:"mcast_interface"`
+	SyncID    uint8  `yaml:"syncid"`
+	MaxLen    int    `yaml:"sync_maxlen"`
+	Group     string `yaml:"mcast_group"`
+	Port      uint16 `yaml:"mcast_port"`
+	TTL       uint8  `yaml:"mcast_ttl"`
+}
+
+func (f FileSync) daemon() (SyncDaemon, error) {
+	d := SyncDaemon{Role: f.State, Interface: f.Interface, SyncID: f.SyncID, MaxLen: f.MaxLen, Port: f.Port, TTL: f.TTL}
+	if d.Role != "master" && d.Role != "backup" {
+		return d, invalid("sync_daemons: state %q: want master or backup", f.State)
+	}
+	if d.Interface == "" {
+		return d, invalid("sync_daemons: %s: no mcast_interface", d.Role)
+	}
+	if f.Group != "" {
+		g, err := netip.ParseAddr(f.Group)
+		if err != nil || !g.IsMulticast() {
+			return d, invalid("sync_daemons: %s: mcast_group %q is not a multicast address", d.Role, f.Group)
+		}
+		d.Group = g
+	}
+	return d, nil
 }
 
 // ParseYAML reads a YAML configuration file into a Config; the error
@@ -170,6 +206,18 @@ func ParseYAMLFile(r io.Reader) (*Loaded, error) {
 		return nil, err
 	}
 	l := &Loaded{Config: c, Interfaces: f.Interfaces}
+	for _, fs := range f.Sync {
+		d, err := fs.daemon()
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range l.Sync {
+			if o.Role == d.Role {
+				return nil, invalid("sync_daemons: two %s daemons", d.Role)
+			}
+		}
+		l.Sync = append(l.Sync, d)
+	}
 	if f.BGP != nil {
 		if l.BGP, err = f.BGP.parse(); err != nil {
 			return nil, err

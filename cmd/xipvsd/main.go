@@ -143,6 +143,7 @@ func main() {
 	}
 	var cfg *config.Config
 	var fileBGP *config.BGP
+	var fileSync []config.SyncDaemon
 	if *configFile != "" {
 		l, err := config.LoadFile(*configFile)
 		if err != nil {
@@ -150,7 +151,7 @@ func main() {
 			os.Exit(1)
 		}
 		c, fileIfaces := l.Config, l.Interfaces
-		fileBGP = l.BGP
+		fileBGP, fileSync = l.BGP, l.Sync
 		if len(ifaces) == 0 {
 			ifaces = fileIfaces
 		} else if len(fileIfaces) > 0 && !slices.Equal(ifaces, fileIfaces) {
@@ -206,7 +207,7 @@ func main() {
 		Flush: *flush, ConfigFile: *configFile, Config: cfg, MetricsAddr: *metricsAddr, Pprof: *pprofOn,
 		Defence: dataplane.Defence{MSS: uint16(*spMSS), WScale: uint8(*spWScale), AdmitRate: *admitRate, AdmitBurst: *admitBurst,
 			Auto: *spAuto, AutoSYNRate: *spAutoRate, SloppyTCP: *sloppyTCP},
-		BGP: bgpConf, BGPFromFile: bgpFromFile}
+		BGP: bgpConf, BGPFromFile: bgpFromFile, Sync: fileSync}
 	if err := daemon.Run(context.Background(), log, opts); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)

@@ -87,6 +87,9 @@ func (b *backend) Reload(ctx context.Context) error {
 	if err := b.srv.ReconcileContext(ctx, cfg); err != nil {
 		return fmt.Errorf("reload %s: %w", b.configFile, err)
 	}
+	if err := b.applySync(l.Sync); err != nil {
+		return fmt.Errorf("reload %s: services applied; sync daemons: %w", b.configFile, err)
+	}
 	if b.bgpFromFile {
 		if err := b.bgp.Configure(ctx, l.BGP); err != nil {
 			return fmt.Errorf("reload %s: services applied; %w", b.configFile, err)

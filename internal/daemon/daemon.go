@@ -56,6 +56,8 @@ type Options struct {
 	// says it came from ConfigFile, so that reloads apply its changes.
 	BGP         *config.BGP
 	BGPFromFile bool
+	// Sync are the configuration file's connection sync daemons.
+	Sync []config.SyncDaemon
 }
 
 // Counters is what the API's Info and /metrics read of the data plane.
@@ -168,6 +170,9 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 		return err
 	}
 	if err := dp.StartSlowPath(srv.NewFlows); err != nil {
+		return err
+	}
+	if err := b.applySync(o.Sync); err != nil {
 		return err
 	}
 	// BGP last: routes are announced once this director can forward.

@@ -4,6 +4,7 @@ package daemon
 // master and a backup at most, both at once for active-active pairs.
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -18,6 +19,46 @@ import (
 type syncDaemons struct {
 	mu sync.Mutex
 	by map[string]*connsync.Daemon
+	// fromFile are the roles the configuration file runs (a reload
+	// applies the file's sync_daemons to those by difference).
+	fromFile map[string]config.SyncDaemon
+}
+
+// applySync runs the configuration file's sync daemons: those it adds
+// are started, those it drops stopped, those it changes restarted.
+func (b *backend) applySync(want []config.SyncDaemon) error {
+	b.sync.mu.Lock()
+	have := b.sync.fromFile
+	b.sync.fromFile = map[string]config.SyncDaemon{}
+	b.sync.mu.Unlock()
+	keep := map[string]bool{}
+	var errs []error
+	for _, d := range want {
+		if old, ok := have[d.Role]; ok && old == d {
+			keep[d.Role] = true
+			b.sync.mu.Lock()
+			b.sync.fromFile[d.Role] = d
+			b.sync.mu.Unlock()
+			continue
+		}
+		if _, ok := have[d.Role]; ok {
+			_ = b.StopDaemon(d.Role)
+		}
+		if err := b.StartDaemon(d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		keep[d.Role] = true
+		b.sync.mu.Lock()
+		b.sync.fromFile[d.Role] = d
+		b.sync.mu.Unlock()
+	}
+	for role := range have {
+		if !keep[role] {
+			_ = b.StopDaemon(role)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // StartDaemon starts a master or backup sync daemon; one of each role

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,18 +69,26 @@ func TestSyncFailover(t *testing.T) {
 	}
 	t.Cleanup(srv.Close)
 	vs := netip.AddrPortFrom(vip, 80)
-	for i := range h.Directors {
-		if err := h.StartDirector(i, xipvsdBin, "--metrics-addr", ""); err != nil {
-			t.Fatal(err)
-		}
-		// The same rules on both, as ipvsadm-save would restore them.
-		adm(i, "-A", "-t", vs.String(), "-s", "wlc")
-		for _, rs := range h.Reals {
-			adm(i, "-a", "-t", vs.String(), "-r", rs.Addr.Addr().String(), "-g")
-		}
+	// The master is configured with xipvsadm, the backup by its YAML
+	// file (sync_daemons), with the same service.
+	if err := h.StartDirector(0, xipvsdBin, "--metrics-addr", ""); err != nil {
+		t.Fatal(err)
+	}
+	adm(0, "-A", "-t", vs.String(), "-s", "wlc")
+	for _, rs := range h.Reals {
+		adm(0, "-a", "-t", vs.String(), "-r", rs.Addr.Addr().String(), "-g")
 	}
 	adm(0, "--start-daemon", "master", "--mcast-interface", "eth0", "--syncid", "7")
-	adm(1, "--start-daemon", "backup", "--mcast-interface", "eth0", "--syncid", "7")
+	conf := filepath.Join(t.TempDir(), "backup.yaml")
+	yaml := fmt.Sprintf("interfaces: [eth0]\nsync_daemons:\n  - {state: backup, mcast_interface: eth0, syncid: 7}\n"+
+		"services:\n  - tcp: %v\n    scheduler: wlc\n    reals:\n      - {addr: %v, method: dr}\n      - {addr: %v, method: dr}\n",
+		vs, h.Reals[1].Addr.Addr(), h.Reals[0].Addr.Addr())
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.StartDirector(1, xipvsdBin, "--metrics-addr", "", "--config", conf); err != nil {
+		t.Fatal(err)
+	}
 	if out := adm(0, "-L", "--daemon"); out != "master sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n" {
 		t.Errorf("-L --daemon on the master:\n%q", out)
 	}
