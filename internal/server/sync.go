@@ -169,8 +169,13 @@ func (s *Server) InsertSynced(c connsync.Conn) error {
 			return fmt.Errorf("%w: %v", ErrSyncNoRoute, err)
 		}
 		via := hop.Via(key.Src)
+		if s.opts.Neighbors == nil {
+			return ErrSyncNoRoute
+		}
 		mac := s.opts.Neighbors.MAC(via)
 		if mac == nil {
+			// Resolved in the background; the master's next send of
+			// the connection (a state change, a refresh) inserts it.
 			s.opts.Neighbors.Watch(via, hop.Ifindex)
 			return ErrSyncNoRoute
 		}

@@ -2,7 +2,9 @@ package testutil
 
 import (
 	"errors"
+	"time"
 
+	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
 )
 
@@ -110,4 +112,16 @@ func (f *FakeDataplane) PickServices() ([]uint32, error) {
 // Sweep runs the sweep's Go model over Conns.
 func (f *FakeDataplane) Sweep(a dataplane.SweepArgs) (dataplane.SweepResult, error) {
 	return dataplane.SweepTable(f.Conns, a), nil
+}
+
+// SetSynced stores a synced connection's entries as the data plane
+// does (dataplane.Entries, the state on the forward entry).
+func (f *FakeDataplane) SetSynced(fl dataplane.NewFlow, dec dataplane.Decision, state conntrack.State, lastSeen time.Duration) error {
+	for _, e := range dataplane.Entries(fl, dec, lastSeen, []byte{2, 0, 0, 0, 0, 2}) {
+		if e.Conn.Flags&dataplane.ConnReply == 0 {
+			e.Conn.State = state
+		}
+		f.Conns[e.Key] = e.Conn
+	}
+	return nil
 }

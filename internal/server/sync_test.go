@@ -1,0 +1,142 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/connsync"
+	"github.com/xipvs/xipvs/internal/testutil"
+)
+
+// fixedNeighbors knows every MAC: the client's next hop's.
+type fixedNeighbors struct{}
+
+func (fixedNeighbors) Watch(netip.Addr, int)          {}
+func (fixedNeighbors) Unwatch(netip.Addr)             {}
+func (fixedNeighbors) MAC(netip.Addr) net.HardwareAddr { return net.HardwareAddr{2, 0xcc, 0, 0, 0, 1} }
+
+// syncPair is a master and a backup with the same DR, NAT and FULLNAT
+// services.
+func syncPair(t *testing.T) (m, b *Server, mdp, bdp *testutil.FakeDataplane, clk *clock) {
+	t.Helper()
+	clk = &clock{now: time.Hour}
+	mk := func() (*Server, *testutil.FakeDataplane) {
+		dp := testutil.NewFakeDataplane()
+		s := New(Options{Dataplane: dp, Neighbors: fixedNeighbors{}, Now: clk.Now,
+			Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }})
+		for _, l := range []string{"-A -t 10.0.0.100:80 -s wlc", "-a -t 10.0.0.100:80 -r 10.0.0.11 -g",
+			"-A -t 10.0.0.100:81 -s wlc", "-a -t 10.0.0.100:81 -r 10.0.0.12:8081 -m",
+			"-A -t 10.0.0.100:82 -s wlc", "-a -t 10.0.0.100:82 -r 10.0.0.13:8082 -b"} {
+			apply(t, s, l)
+		}
+		if err := s.AddLocalAddr(config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 82}, netip.MustParseAddr("10.0.0.250")); err != nil {
+			t.Fatal(err)
+		}
+		return s, dp
+	}
+	m, mdp = mk()
+	b, bdp = mk()
+	return
+}
+
+// TestSyncConns: what a master lists (IPVS's states and forwarding
+// flags, FULLNAT's local address) a backup inserts into its own table
+// bound to its own configuration: DR, NAT with its reply entry toward
+// the client's next hop, FULLNAT with its local port reserved; records
+// naming another service or real, or another method, are refused.
+func TestSyncConns(t *testing.T) {
+	m, b, mdp, bdp, _ := syncPair(t)
+	client := netip.MustParseAddr("198.51.100.7")
+	for i, port := range []uint16{80, 81, 82} {
+		k := dataplane.ConnKey{Src: client, Dst: vip, SrcPort: uint16(40000 + i), DstPort: port, Proto: conntrack.ProtoTCP}
+		d, ok := m.NewFlow(dataplane.NewFlow{Key: k, Ifindex: 2, TCPFlags: dataplane.TCPSyn})
+		if !ok {
+			t.Fatalf("no real for %v", k)
+		}
+		for _, e := range dataplane.Entries(dataplane.NewFlow{Key: k, Ifindex: 2}, d, time.Hour, nil) {
+			if e.Conn.Flags&dataplane.ConnReply == 0 {
+				e.Conn.State = conntrack.StateEstablished
+			}
+			mdp.Conns[e.Key] = e.Conn
+		}
+	}
+	// A SYN_RECV connection is not synced (IPVS syncs from ESTABLISHED).
+	mdp.Conns[dataplane.ConnKey{Src: client, Dst: vip, SrcPort: 41000, DstPort: 80, Proto: 6}] = dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateSynRecv}
+
+	recs, err := m.SyncConns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 {
+		t.Fatalf("master lists %d connections: %+v", len(recs), recs)
+	}
+	byPort := map[uint16]connsync.Conn{}
+	for _, r := range recs {
+		byPort[r.Virtual.Port()] = r.Conn
+		if r.State != 1 || r.Timeout != 900 || r.Proto != 6 || r.Client.Addr() != client {
+			t.Errorf("record %+v", r.Conn)
+		}
+	}
+	if c := byPort[80]; c.Flags != connsync.FlagFwdRoute || c.Dest != netip.MustParseAddrPort("10.0.0.11:80") || c.Local.IsValid() {
+		t.Errorf("DR record %+v", c)
+	}
+	if c := byPort[81]; c.Flags != connsync.FlagFwdMasq || c.Dest != netip.MustParseAddrPort("10.0.0.12:8081") || c.Local.IsValid() {
+		t.Errorf("NAT record %+v", c)
+	}
+	laddr := netip.MustParseAddr("10.0.0.250")
+	if c := byPort[82]; c.Flags != connsync.FlagFwdMasq || c.Dest != netip.MustParseAddrPort("10.0.0.13:8082") || c.Local.Addr() != laddr {
+		t.Errorf("FULLNAT record %+v", c)
+	}
+
+	for _, r := range recs {
+		if err := b.InsertSynced(r.Conn); err != nil {
+			t.Errorf("insert %+v: %v", r.Conn, err)
+		}
+	}
+	// The backup's table holds what the master's does, entry for entry
+	// (reply entries included), the state on the forward entries.
+	for k, mc := range mdp.Conns {
+		if mc.State == conntrack.StateSynRecv {
+			continue
+		}
+		bc, ok := bdp.Conns[k]
+		if !ok {
+			t.Errorf("backup lacks %v", k)
+			continue
+		}
+		if bc.State != mc.State || bc.Out != mc.Out || bc.Flags&^dataplane.ConnSynSeen != mc.Flags&^dataplane.ConnSynSeen {
+			t.Errorf("%v: backup %+v, master %+v", k, bc, mc)
+		}
+	}
+	if n := b.LocalPortsInUse(laddr); n != 1 {
+		t.Errorf("backup's FULLNAT local ports in use: %d, want the synced one", n)
+	}
+
+	// Bound to the backup's configuration.
+	other := byPort[80]
+	other.Virtual = netip.MustParseAddrPort("10.0.0.100:443")
+	if err := b.InsertSynced(other); !errors.Is(err, ErrSyncNoService) {
+		t.Errorf("unknown service: %v", err)
+	}
+	other = byPort[80]
+	other.Dest = netip.MustParseAddrPort("10.0.0.99:80")
+	if err := b.InsertSynced(other); !errors.Is(err, ErrSyncNoDest) {
+		t.Errorf("unknown real: %v", err)
+	}
+	other = byPort[80]
+	other.Flags = connsync.FlagFwdTunnel
+	if err := b.InsertSynced(other); !errors.Is(err, ErrSyncMethod) {
+		t.Errorf("another method: %v", err)
+	}
+	other = byPort[82]
+	other.Local = netip.MustParseAddrPort("10.0.0.251:5000")
+	if err := b.InsertSynced(other); !errors.Is(err, ErrSyncNoLocal) {
+		t.Errorf("another local address: %v", err)
+	}
+}
