@@ -17,8 +17,8 @@ import (
 // fixedNeighbors knows every MAC: the client's next hop's.
 type fixedNeighbors struct{}
 
-func (fixedNeighbors) Watch(netip.Addr, int)          {}
-func (fixedNeighbors) Unwatch(netip.Addr)             {}
+func (fixedNeighbors) Watch(netip.Addr, int)           {}
+func (fixedNeighbors) Unwatch(netip.Addr)              {}
 func (fixedNeighbors) MAC(netip.Addr) net.HardwareAddr { return net.HardwareAddr{2, 0xcc, 0, 0, 0, 1} }
 
 // syncPair is a master and a backup with the same DR, NAT and FULLNAT
