@@ -1,6 +1,7 @@
 # xipvs: Linux Virtual Server on XDP.
 #   make demo      build, then balance real HTTP through XDP in DR, TUN, NAT and FULLNAT, IPv4 and IPv6 (root)
 #   make demo-cluster  three directors announcing a VIP over BGP to a BIRD router with ECMP; one drained (root, bird2)
+#   make demo-ha   an active-backup pair (keepalived VRRP + connection sync); the master lost mid-stream (root, keepalived)
 #   make test      every test, the privileged ones included when root
 #   make bench     xipvs against the ceiling, nftables and HAProxy (root; installs nftables and haproxy)
 #   make generate  regenerate the BPF objects (needs clang-19)
@@ -8,7 +9,7 @@ GO      ?= go
 BIN     ?= bin
 GOFLAGS ?=
 
-.PHONY: all build demo demo-cluster test test-unit fuzz-short generate check-generate bench bench-deps bench-bpf clean
+.PHONY: all build demo demo-cluster demo-ha test test-unit fuzz-short generate check-generate bench bench-deps bench-bpf clean
 
 all: build
 
@@ -23,6 +24,11 @@ demo: build
 # while long streams flow (root; needs bird2).
 demo-cluster: build
 	$(GO) run ./internal/democluster -bin $(BIN)
+
+# An active-backup pair: keepalived's VRRP and connection sync; the
+# master lost while streams flow (root; needs keepalived).
+demo-ha: build
+	$(GO) run ./internal/demoha -bin $(BIN)
 
 # Packages run one at a time (-p 1): the privileged tests share the
 # machine's XDP and namespace facilities.
