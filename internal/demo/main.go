@@ -36,7 +36,7 @@ func main() {
 	}
 }
 
-func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
+var step = testutil.DemoStep
 
 func run(bin string, requests int) (err error) {
 	xipvsd, xipvsadm, err := testutil.DemoBinaries(bin)

@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -19,7 +18,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -40,13 +38,9 @@ func main() {
 	}
 }
 
-func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
+var step = testutil.DemoStep
 
-func indent(s string) {
-	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		fmt.Println("    " + l)
-	}
-}
+var indent = testutil.DemoIndent
 
 // directorYAML is a director's configuration file: its BGP speaker and
 // the service, the same on every director.
@@ -84,13 +78,7 @@ func run(bin string, streams int) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		step("Cleaning up")
-		err = errors.Join(err, c.Close())
-		if err == nil {
-			fmt.Println("removed every namespace, link, state file and process the demo made")
-		}
-	}()
+	defer testutil.DemoCleanup(&err, c.Close)
 	srv, err := testutil.ServeStreams(c.Reals, 80)
 	if err != nil {
 		return err
@@ -159,16 +147,9 @@ func run(bin string, streams int) (err error) {
 	fmt.Println("    d2's flows are picked up mid-stream by d1 and d3 (--sloppy-tcp), and mh sends each to the real it was on")
 
 	step("Waiting for the streams")
-	errs, cuts := st.Wait()
-	broken := 0
-	for i, e := range errs {
-		if e != nil {
-			broken++
-			fmt.Printf("    stream %d: %v\n", i, e)
-		}
-	}
+	broken, longest := st.WaitAndReport()
 	fmt.Printf("    %d of %d streams completed with the right SHA-256; the longest a client's packets waited across the drain: %v\n",
-		streams-broken, streams, cuts[0].Round(time.Millisecond))
+		streams-broken, streams, longest.Round(time.Millisecond))
 	for _, i := range []int{0, 2} {
 		fmt.Printf("    d%d# xipvsadm -Ln --stats\n", i+1)
 		indent(adm(i, "-Ln", "--stats"))

@@ -7,7 +7,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -28,13 +27,9 @@ func main() {
 	}
 }
 
-func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
+var step = testutil.DemoStep
 
-func indent(s string) {
-	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		fmt.Println("    " + l)
-	}
-}
+var indent = testutil.DemoIndent
 
 func run(bin string, streams int) (err error) {
 	xipvsd, xipvsadm, err := testutil.DemoBinaries(bin)
@@ -49,13 +44,7 @@ func run(bin string, streams int) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		step("Cleaning up")
-		err = errors.Join(err, h.Close())
-		if err == nil {
-			fmt.Println("removed every namespace, link, state file and process the demo made")
-		}
-	}()
+	defer testutil.DemoCleanup(&err, h.Close)
 	srv, err := testutil.ServeStreams(h.Reals, 80)
 	if err != nil {
 		return err
@@ -118,16 +107,9 @@ func run(bin string, streams int) (err error) {
 	fmt.Printf("    VRRP moved %v to d2 %v after the loss; d2's XDP forwards the synced connections\n", vip, time.Since(ev).Round(time.Millisecond))
 
 	step("Waiting for the streams")
-	errs, cuts := st.Wait()
-	broken := 0
-	for i, e := range errs {
-		if e != nil {
-			broken++
-			fmt.Printf("    stream %d: %v\n", i, e)
-		}
-	}
+	broken, longest := st.WaitAndReport()
 	fmt.Printf("    %d of %d streams completed with the right SHA-256 through d2; the longest a client waited: %v\n",
-		streams-broken, streams, cuts[0].Round(time.Millisecond))
+		streams-broken, streams, longest.Round(time.Millisecond))
 	if err := adm(1, "-Ln", "--stats"); err != nil {
 		return err
 	}

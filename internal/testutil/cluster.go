@@ -35,28 +35,20 @@ type ClusterPlan struct {
 
 // Cluster is a built ClusterPlan.
 type Cluster struct {
-	Plan      ClusterPlan
-	Fabric    *LAN
-	Client    *Host
-	Router    *Host
-	Directors []*Host
-	Reals     []*Host
-	// Dir holds BIRD's configuration and socket, and the directors'
-	// sockets and state.
-	Dir     string
+	Plan   ClusterPlan
+	Fabric *LAN
+	Client *Host
+	Router *Host
+	Reals  []*Host
+	// DirectorSet's Dir also holds BIRD's configuration and socket.
+	DirectorSet
 	bird    *exec.Cmd
 	birdOut *strings.Builder
-	Daemons []*Daemon
 }
 
 // RouterAddr is the router's address on the fabric.
 func (c *Cluster) RouterAddr() netip.Addr {
 	return netip.MustParseAddr(c.Plan.Fabric + ".254")
-}
-
-// Socket is director i's (from 0) control socket.
-func (c *Cluster) Socket(i int) string {
-	return filepath.Join(c.Dir, fmt.Sprintf("d%d.sock", i+1))
 }
 
 // NewCluster builds p and starts BIRD on the router. On error, what was
@@ -65,7 +57,7 @@ func NewCluster(p ClusterPlan) (_ *Cluster, err error) {
 	if _, err := exec.LookPath("bird"); err != nil {
 		return nil, fmt.Errorf("bird (BIRD 2) not installed: apt-get install bird2: %w", err)
 	}
-	c := &Cluster{Plan: p, Daemons: make([]*Daemon, p.Directors)}
+	c := &Cluster{Plan: p, DirectorSet: DirectorSet{Daemons: make([]*Daemon, p.Directors)}}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.Close())
@@ -279,31 +271,6 @@ func (c *Cluster) WaitNextHops(a netip.Addr, n int, timeout time.Duration) ([]ne
 	}
 }
 
-// StartDirector starts xipvsd on director i (from 0) on eth0 with args,
-// its socket and state in Dir.
-func (c *Cluster) StartDirector(i int, bin string, args ...string) error {
-	args = append([]string{"-i", "eth0", "--state-file", filepath.Join(c.Dir, fmt.Sprintf("d%d.state.json", i+1))}, args...)
-	d, err := StartDaemon(c.Directors[i].Netns, bin, c.Socket(i), args...)
-	if err != nil {
-		return err
-	}
-	c.Daemons[i] = d
-	return nil
-}
-
-// Adm runs xipvsadm (bin) against director i.
-func (c *Cluster) Adm(i int, bin string, args ...string) (string, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "XIPVS_SOCKET="+c.Socket(i))
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("xipvsadm %s on d%d: %w: %s", strings.Join(args, " "), i+1, err, stderr.String())
-	}
-	return string(out), nil
-}
-
 // BirdLog is what BIRD printed.
 func (c *Cluster) BirdLog() string {
 	if c.birdOut == nil {
@@ -315,23 +282,10 @@ func (c *Cluster) BirdLog() string {
 // Close stops the daemons and BIRD and removes every namespace and file
 // the cluster made.
 func (c *Cluster) Close() error {
-	for i, d := range c.Daemons {
-		if d != nil {
-			d.Kill()
-			c.Daemons[i] = nil
-		}
-	}
 	if c.bird != nil && c.bird.Process != nil {
 		_ = c.bird.Process.Kill()
 		_ = c.bird.Wait()
 		c.bird = nil
 	}
-	var err error
-	if c.Fabric != nil {
-		err = errors.Join(err, c.Fabric.Close())
-	}
-	if c.Dir != "" {
-		err = errors.Join(err, os.RemoveAll(c.Dir))
-	}
-	return err
+	return c.closeAll(c.Fabric)
 }

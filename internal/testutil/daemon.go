@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -141,3 +142,22 @@ func DemoBinaries(dir string) (xipvsd, xipvsadm string, err error) {
 
 // Pid is the daemon's process id.
 func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
+// DemoStep prints a demo's step heading.
+func DemoStep(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
+
+// DemoIndent prints s indented under a step.
+func DemoIndent(s string) {
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		fmt.Println("    " + l)
+	}
+}
+
+// DemoCleanup is a demo's deferred end: it closes the lab and says so.
+func DemoCleanup(err *error, close func() error) {
+	DemoStep("Cleaning up")
+	*err = errors.Join(*err, close())
+	if *err == nil {
+		fmt.Println("removed every namespace, link, state file and process the demo made")
+	}
+}

@@ -28,15 +28,13 @@ type HAPlan struct {
 
 // HA is a built HAPlan.
 type HA struct {
-	Plan      HAPlan
-	LAN       *LAN
-	Client    *Host
-	Directors [2]*Host
-	Reals     []*Host
-	Dir       string
-	Daemons   [2]*Daemon
-	vrrp      [2]*exec.Cmd
-	vrrpOut   [2]*strings.Builder
+	Plan   HAPlan
+	LAN    *LAN
+	Client *Host
+	Reals  []*Host
+	DirectorSet
+	vrrp    [2]*exec.Cmd
+	vrrpOut [2]*strings.Builder
 }
 
 // NewHA builds p and starts keepalived on both directors (d1 the VRRP
@@ -45,7 +43,7 @@ func NewHA(p HAPlan) (_ *HA, err error) {
 	if _, err := exec.LookPath("keepalived"); err != nil {
 		return nil, fmt.Errorf("keepalived not installed (apt-get install keepalived): %w", err)
 	}
-	h := &HA{Plan: p}
+	h := &HA{Plan: p, DirectorSet: DirectorSet{Directors: make([]*Host, 2), Daemons: make([]*Daemon, 2)}}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, h.Close())
@@ -172,48 +170,10 @@ func (h *HA) WaitVIP(i int, timeout time.Duration) error {
 	return nil
 }
 
-// Socket is director i's control socket.
-func (h *HA) Socket(i int) string { return filepath.Join(h.Dir, fmt.Sprintf("d%d.sock", i+1)) }
-
-// StartDirector starts xipvsd on director i's eth0 with args.
-func (h *HA) StartDirector(i int, bin string, args ...string) error {
-	args = append([]string{"-i", "eth0", "--state-file", filepath.Join(h.Dir, fmt.Sprintf("d%d.state.json", i+1))}, args...)
-	d, err := StartDaemon(h.Directors[i].Netns, bin, h.Socket(i), args...)
-	if err != nil {
-		return err
-	}
-	h.Daemons[i] = d
-	return nil
-}
-
-// Adm runs xipvsadm (bin) against director i.
-func (h *HA) Adm(i int, bin string, args ...string) (string, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "XIPVS_SOCKET="+h.Socket(i))
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("xipvsadm %s on d%d: %w: %s", strings.Join(args, " "), i+1, err, stderr.String())
-	}
-	return string(out), nil
-}
-
 // Close stops everything and removes every namespace and file.
 func (h *HA) Close() error {
-	for i := range h.Directors {
+	for i := range h.vrrp {
 		h.StopVRRP(i)
-		if d := h.Daemons[i]; d != nil {
-			d.Kill()
-			h.Daemons[i] = nil
-		}
 	}
-	var err error
-	if h.LAN != nil {
-		err = errors.Join(err, h.LAN.Close())
-	}
-	if h.Dir != "" {
-		err = errors.Join(err, os.RemoveAll(h.Dir))
-	}
-	return err
+	return h.closeAll(h.LAN)
 }

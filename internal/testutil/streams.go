@@ -215,3 +215,16 @@ func (st *Streams) Wait() (errs []error, cuts []time.Duration) {
 	sort.Slice(cuts, func(i, j int) bool { return cuts[i] > cuts[j] })
 	return st.errs, cuts
 }
+
+// WaitAndReport is Wait for the demos: it prints each broken stream and
+// returns how many broke and the longest cut.
+func (st *Streams) WaitAndReport() (broken int, longest time.Duration) {
+	errs, cuts := st.Wait()
+	for i, e := range errs {
+		if e != nil {
+			broken++
+			fmt.Printf("    stream %d: %v\n", i, e)
+		}
+	}
+	return broken, cuts[0]
+}
