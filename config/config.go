@@ -339,3 +339,19 @@ func ParseRules(r io.Reader) (*Config, error) {
 	}
 	return ApplyLines(&Config{}, lines)
 }
+
+// SplitDaemons separates a rules file's connection sync daemon lines
+// (--start-daemon, --stop-daemon: ipvsadm -R runs them as it runs every
+// line) from its rules. Each daemon line is parsed; one that does not
+// parse is returned as a *LineError.
+func SplitDaemons(lines []Line) (rules []Line, daemons []*Command, err error) {
+	for _, l := range lines {
+		cmd, err := ParseArgs(l.Args)
+		if err == nil && (cmd.Op == OpStartDaemon || cmd.Op == OpStopDaemon) {
+			daemons = append(daemons, cmd)
+			continue
+		}
+		rules = append(rules, l)
+	}
+	return rules, daemons, nil
+}

@@ -402,11 +402,23 @@ func LoadFile(path string) (*Loaded, error) {
 		return nil, err
 	}
 	if IsRules(b) {
-		c, err := ParseRules(bytes.NewReader(b))
+		lines, err := ReadRules(bytes.NewReader(b))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		return &Loaded{Config: c}, nil
+		rules, daemons, _ := SplitDaemons(lines)
+		c, err := ApplyLines(&Config{}, rules)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		l := &Loaded{Config: c}
+		for _, d := range daemons {
+			if d.Op != OpStartDaemon {
+				return nil, fmt.Errorf("%s: --stop-daemon in a configuration file", path)
+			}
+			l.Sync = append(l.Sync, d.Daemon)
+		}
+		return l, nil
 	}
 	l, err := ParseYAMLFile(bytes.NewReader(b))
 	if err != nil {

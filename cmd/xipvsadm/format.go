@@ -15,6 +15,7 @@ import (
 
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/internal/api"
+	"github.com/xipvs/xipvs/internal/connsync"
 	"github.com/xipvs/xipvs/sched"
 )
 
@@ -551,5 +552,24 @@ func printDaemons(w io.Writer, ds []api.SyncDaemon) {
 			fmt.Fprintf(w, ", ttl=%d", d.TTL)
 		}
 		fmt.Fprintln(w, ")")
+	}
+}
+
+// printDaemonRules writes the running sync daemons as --start-daemon
+// lines for -S (-R runs them, as ipvsadm -R runs every line), with the
+// options that differ from the defaults.
+func printDaemonRules(w io.Writer, ds []api.SyncDaemon) {
+	for _, d := range ds {
+		fmt.Fprintf(w, "--start-daemon %s --mcast-interface %s --syncid %d", d.Role, d.Interface, d.SyncID)
+		if d.Group.IsValid() && d.Group != connsync.DefaultGroup {
+			fmt.Fprintf(w, " --mcast-group %s", d.Group)
+		}
+		if d.Port != 0 && d.Port != connsync.DefaultPort {
+			fmt.Fprintf(w, " --mcast-port %d", d.Port)
+		}
+		if d.TTL > 1 {
+			fmt.Fprintf(w, " --mcast-ttl %d", d.TTL)
+		}
+		fmt.Fprintln(w)
 	}
 }

@@ -137,7 +137,15 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return printRules(out, svcs, marks, laddrs, cmd.List.Numeric, cmd.List.NoSort)
+		if err := printRules(out, svcs, marks, laddrs, cmd.List.Numeric, cmd.List.NoSort); err != nil {
+			return err
+		}
+		ds, err := c.Daemons()
+		if err != nil {
+			return err
+		}
+		printDaemonRules(out, ds)
+		return nil
 	case config.OpSetTimeout:
 		return c.SetTimeouts(api.Timeouts{TCP: cmd.Timeouts[0], TCPFin: cmd.Timeouts[1], UDP: cmd.Timeouts[2]})
 	case config.OpStartDaemon:

@@ -16,6 +16,7 @@ import (
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/bgp"
+	"github.com/xipvs/xipvs/internal/connsync"
 	"github.com/xipvs/xipvs/internal/server"
 )
 
@@ -58,7 +59,34 @@ func (b *backend) Config() *config.Config { return b.srv.Config() }
 
 // Restore applies ipvsadm -R's lines, all or nothing.
 func (b *backend) Restore(ctx context.Context, lines []config.Line) error {
-	return b.srv.ApplyLines(ctx, lines)
+	rules, daemons, _ := config.SplitDaemons(lines)
+	// The daemons' lines are checked before anything is applied.
+	for _, d := range daemons {
+		if d.Op == config.OpStartDaemon {
+			if _, err := connsync.Prepare(d.Daemon); err != nil {
+				return &api.Error{Message: err.Error(), Status: http.StatusBadRequest}
+			}
+		}
+	}
+	if err := b.srv.ApplyLines(ctx, rules); err != nil {
+		return err
+	}
+	for _, d := range daemons {
+		if d.Op == config.OpStopDaemon {
+			if err := b.StopDaemon(d.Daemon.Role); err != nil {
+				return fmt.Errorf("rules applied; %w", err)
+			}
+			continue
+		}
+		if b.runs(d.Daemon) {
+			continue // the same daemon: nothing to do (-S | -R is idempotent)
+		}
+		_ = b.StopDaemon(d.Daemon.Role)
+		if err := b.StartDaemon(d.Daemon); err != nil {
+			return fmt.Errorf("rules applied; %w", err)
+		}
+	}
+	return nil
 }
 
 // Reload re-reads the configuration file and applies the difference; on

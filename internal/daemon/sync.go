@@ -136,3 +136,16 @@ func (b *backend) stopDaemons() {
 		delete(b.sync.by, role)
 	}
 }
+
+// runs reports whether a daemon with d's settings (defaults filled in)
+// is running.
+func (b *backend) runs(d config.SyncDaemon) bool {
+	c, err := connsync.Prepare(d)
+	if err != nil {
+		return false
+	}
+	b.sync.mu.Lock()
+	defer b.sync.mu.Unlock()
+	dm, ok := b.sync.by[c.Role]
+	return ok && dm.Config == c
+}

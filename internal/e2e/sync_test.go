@@ -95,6 +95,22 @@ func TestSyncFailover(t *testing.T) {
 	if out := adm(1, "-L", "--daemon"); out != "backup sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n" {
 		t.Errorf("-L --daemon on the backup:\n%q", out)
 	}
+	// -S writes the daemon as a --start-daemon line, which -R runs (the
+	// same daemon: left as it is; -C keeps the connections of what the file
+	// keeps, as -R applies by difference).
+	saved := adm(0, "-S", "-n")
+	if !strings.Contains(saved, "\n--start-daemon master --mcast-interface eth0 --syncid 7\n") {
+		t.Errorf("-S lacks the daemon:\n%s", saved)
+	}
+	restore := exec.Command(xipvsadmBin, "-R")
+	restore.Env = append(os.Environ(), "XIPVS_SOCKET="+h.Socket(0))
+	restore.Stdin = strings.NewReader("-C\n" + saved)
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("-S | -R: %v: %s", err, out)
+	}
+	if out := adm(0, "-S", "-n"); out != saved {
+		t.Errorf("-S after -R:\n%s\nwant\n%s", out, saved)
+	}
 	// Refusals with nothing changed.
 	if _, err := h.Adm(0, xipvsadmBin, "--start-daemon", "master", "--mcast-interface", "eth0"); err == nil {
 		t.Error("a second master started")
