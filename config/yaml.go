@@ -151,6 +151,8 @@ type Loaded struct {
 	// Sync are the connection sync daemons to run (at most a master
 	// and a backup).
 	Sync []SyncDaemon
+	// Keepalived says, for a keepalived.conf, what became of each line.
+	Keepalived []KeepalivedLine
 }
 
 // FileSync is a connection sync daemon in the YAML file, with
@@ -383,8 +385,10 @@ func (r FileReal) dest(svc ServiceKey) (Dest, error) {
 	return d, d.Validate(svc)
 }
 
-// Load reads a configuration file: YAML, or an ipvsadm rules file (what
-// ipvsadm-save writes) when its first command line starts with "-".
+// Load reads a configuration file: YAML, an ipvsadm rules file (what
+// ipvsadm-save writes) when its first command line starts with "-", or
+// a keepalived.conf (its LVS part) when it starts with a keepalived
+// keyword.
 // It returns the interfaces a YAML file names.
 func Load(path string) (*Config, []string, error) {
 	l, err := LoadFile(path)
@@ -400,6 +404,13 @@ func LoadFile(path string) (*Loaded, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
+	}
+	if IsKeepalived(b) {
+		k, err := ParseKeepalived(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return &Loaded{Config: k.Config, Keepalived: k.Lines}, nil
 	}
 	if IsRules(b) {
 		lines, err := ReadRules(bytes.NewReader(b))

@@ -144,6 +144,7 @@ func main() {
 	var cfg *config.Config
 	var fileBGP *config.BGP
 	var fileSync []config.SyncDaemon
+	var kaLines []config.KeepalivedLine
 	if *configFile != "" {
 		l, err := config.LoadFile(*configFile)
 		if err != nil {
@@ -152,6 +153,7 @@ func main() {
 		}
 		c, fileIfaces := l.Config, l.Interfaces
 		fileBGP, fileSync = l.BGP, l.Sync
+		kaLines = l.Keepalived
 		if len(ifaces) == 0 {
 			ifaces = fileIfaces
 		} else if len(fileIfaces) > 0 && !slices.Equal(ifaces, fileIfaces) {
@@ -195,6 +197,7 @@ func main() {
 		if bgpConf != nil {
 			fmt.Printf("xipvsd: BGP: AS %d, router id %v, %d peers\n", bgpConf.ASN, bgpConf.RouterID, len(bgpConf.Peers))
 		}
+		printKeepalived(kaLines)
 		if cfg != nil {
 			fmt.Printf("xipvsd: configuration OK: %s\n", cfg.Summary())
 		} else {
@@ -278,4 +281,31 @@ func bgpFromFlags(asn uint, routerID string, peers []string, nh, nh6 string, com
 	}
 	b.SetDefaults()
 	return b, b.Validate()
+}
+
+// printKeepalived says, for --dry-run of a keepalived.conf, which lines
+// xipvsd used, ignored, and cannot honour, grouped in that order.
+func printKeepalived(lines []config.KeepalivedLine) {
+	if len(lines) == 0 {
+		return
+	}
+	for _, use := range []string{config.UseUsed, config.UseIgnored, config.UseCannot} {
+		n := 0
+		for _, l := range lines {
+			if l.Use == use {
+				n++
+			}
+		}
+		fmt.Printf("keepalived.conf: %d lines %s\n", n, use)
+		for _, l := range lines {
+			if l.Use != use {
+				continue
+			}
+			fmt.Printf("  %s:%d: %s", l.File, l.N, l.Text)
+			if l.Why != "" {
+				fmt.Printf("  (%s)", l.Why)
+			}
+			fmt.Println()
+		}
+	}
 }
