@@ -51,7 +51,8 @@ serves new flows again. xipvsd --cleanup removes it all. In a network
 namespace other than the host's, the default socket, state file and pin
 directory carry the namespace's inode, so directors in two namespaces never
 share them (xipvsadm run in the namespace finds its socket).
-Configuration: with --config FILE (YAML, or an ipvsadm rules file) xipvsd
+Configuration: with --config FILE (YAML, an ipvsadm rules file, or a
+keepalived.conf: its virtual_server blocks) xipvsd
 applies the file at start and again on SIGHUP or "xipvsadm reload", by
 difference and all or nothing; --dry-run validates it and exits.
 Prometheus /metrics is served on --metrics-addr.
@@ -91,7 +92,7 @@ func main() {
 	cleanup := fs.Bool("cleanup", false, "remove the pinned maps and links (detaching XDP) and the saved state, then exit")
 	expireQuiescent := fs.Bool("expire-quiescent-template", false,
 		"drop a persistence template when its real is quiesced (weight 0), as IPVS's\nexpire_quiescent_template sysctl; off, persistent clients stay on a quiesced real")
-	configFile := fs.String("config", "", "configuration file to apply at start and on SIGHUP or xipvsadm --reload:\nYAML (see README), or an ipvsadm rules file as ipvsadm-save writes")
+	configFile := fs.String("config", "", "configuration file to apply at start and on SIGHUP or xipvsadm --reload:\nYAML (see README), an ipvsadm rules file as ipvsadm-save writes, or a keepalived.conf\n(its LVS part; --dry-run lists the lines used, ignored and not honoured)")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9639", "where Prometheus /metrics is served (\"\" to not serve it)")
 	pprofOn := fs.Bool("pprof", false, "also serve Go's profiles under /debug/pprof/ on --metrics-addr")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -210,7 +211,7 @@ func main() {
 		Flush: *flush, ConfigFile: *configFile, Config: cfg, MetricsAddr: *metricsAddr, Pprof: *pprofOn,
 		Defence: dataplane.Defence{MSS: uint16(*spMSS), WScale: uint8(*spWScale), AdmitRate: *admitRate, AdmitBurst: *admitBurst,
 			Auto: *spAuto, AutoSYNRate: *spAutoRate, SloppyTCP: *sloppyTCP},
-		BGP: bgpConf, BGPFromFile: bgpFromFile, Sync: fileSync}
+		BGP: bgpConf, BGPFromFile: bgpFromFile, Sync: fileSync, Keepalived: kaLines}
 	if err := daemon.Run(context.Background(), log, opts); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)

@@ -100,6 +100,12 @@ func (b *backend) Reload(ctx context.Context) error {
 		return &api.Error{Message: "reload: " + err.Error(), Status: http.StatusBadRequest}
 	}
 	cfg, ifaces := l.Config, l.Interfaces
+	if l.Keepalived != nil {
+		// A keepalived.conf has no port groups (LVS admins bind marks
+		// with iptables): those added with xipvsadm --add-mark stay.
+		cfg.Marks = b.srv.Config().Marks
+		logKeepalived(b.log, l.Keepalived)
+	}
 	if l.BGP != nil && !b.bgpFromFile {
 		return &api.Error{Message: fmt.Sprintf("reload: %s has a bgp section, but xipvsd's BGP settings come from its --bgp-* flags: give them in one place", b.configFile),
 			Status: http.StatusBadRequest}
@@ -245,4 +251,14 @@ func (b *backend) Info() api.Info {
 	info.Counters["slow_failed"] = sp.Failed
 	info.Counters["fullnat_no_local_port"] = b.srv.LocalPortsExhausted()
 	return info
+}
+
+// logKeepalived warns, once per load, of each keepalived.conf line xipvsd
+// cannot honour.
+func logKeepalived(log *slog.Logger, lines []config.KeepalivedLine) {
+	for _, l := range lines {
+		if l.Use == config.UseCannot {
+			log.Warn("keepalived.conf: cannot honour", "file", l.File, "line", l.N, "text", l.Text, "why", l.Why)
+		}
+	}
 }

@@ -58,6 +58,8 @@ type Options struct {
 	BGPFromFile bool
 	// Sync are the configuration file's connection sync daemons.
 	Sync []config.SyncDaemon
+	// Keepalived is, for a keepalived.conf, what became of its lines.
+	Keepalived []config.KeepalivedLine
 }
 
 // Counters is what the API's Info and /metrics read of the data plane.
@@ -164,6 +166,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 			return fmt.Errorf("applying %s: %w", o.ConfigFile, err)
 		}
 		log.Info("configuration loaded", "file", o.ConfigFile, "summary", o.Config.Summary())
+		logKeepalived(log, o.Keepalived)
 	}
 
 	if err := dp.SetDefence(o.Defence); err != nil {

@@ -48,6 +48,8 @@ type drLab struct {
 	cl, lb *testutil.Host
 	rs     []*testutil.Host
 	vip    netip.Addr
+	// servers are serveEcho's, by "rsN:port".
+	servers map[string]*http.Server
 }
 
 func newDRLab(t *testing.T, tag string, daemonArgs ...string) *drLab {

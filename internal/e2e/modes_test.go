@@ -75,21 +75,37 @@ func (lab *modeLab) rsName(rs *testutil.Host) string { return lab.RealName(rs) }
 
 // serveEcho runs an HTTP server on every real at port (both families)
 // that answers "NAME REMOTE-ADDR" and, for a POST, the body's length.
-func (lab *drLab) serveEcho(t *testing.T, port int) {
+func (lab *drLab) serveEcho(t *testing.T, ports ...int) {
 	t.Helper()
-	for _, rs := range lab.rs {
-		name := lab.RealName(rs)
-		var ln net.Listener
-		if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			n, _ := io.Copy(io.Discard, r.Body)
-			fmt.Fprintf(w, "%s %s %d", name, r.RemoteAddr, n)
-		})}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
+	if lab.servers == nil {
+		lab.servers = map[string]*http.Server{}
 	}
+	for _, rs := range lab.rs {
+		for _, port := range ports {
+			name := lab.RealName(rs)
+			var ln net.Listener
+			if err := rs.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n, _ := io.Copy(io.Discard, r.Body)
+				fmt.Fprintf(w, "%s %s %d", name, r.RemoteAddr, n)
+			})}
+			lab.servers[fmt.Sprintf("%s:%d", name, port)] = srv
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
+		}
+	}
+}
+
+// stopServer stops serveEcho's server on port of rs.
+func (lab *drLab) stopServer(t *testing.T, rs *testutil.Host, port int) {
+	t.Helper()
+	srv, ok := lab.servers[fmt.Sprintf("%s:%d", lab.RealName(rs), port)]
+	if !ok {
+		t.Fatalf("no server on %s:%d", lab.RealName(rs), port)
+	}
+	srv.Close()
 }
 
 // serveUDPEcho answers every datagram to bind:port on each real (bind
