@@ -193,7 +193,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	if o.MetricsAddr != "" {
-		ms, mln, err := serveMetrics(o.MetricsAddr, srv, dp, speaker, o.Pprof)
+		ms, mln, err := serveMetrics(o.MetricsAddr, b, o.Pprof)
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}

@@ -149,14 +149,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// serveMetrics serves /metrics on addr until the returned server is shut
-// down.
-func serveMetrics(addr string, srv *server.Server, dp Counters, sp *bgp.Speaker, profiling bool) (*http.Server, net.Listener, error) {
+// serveMetrics serves /metrics, and the status page at / with its data
+// at /status.json, on addr until the returned server is shut down.
+func serveMetrics(addr string, b *backend, profiling bool) (*http.Server, net.Listener, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(srv, dp, sp), collectors.NewGoCollector(),
+	reg.MustRegister(newCollector(b.srv, b.dp, b.bgp), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	statusHandler(b, mux)
 	if profiling {
 		// Go's profiles, for finding where the slow path spends its time.
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)

@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromium finds the browser, or skips (fails under
+// XIPVS_REQUIRE_PRIVILEGED: .ci/run installs it).
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, b := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(b); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("XIPVS_REQUIRE_PRIVILEGED") != "" {
+		t.Fatal("chromium not installed (apt-get install chromium; .ci/run installs it)")
+	}
+	t.Skip("chromium not installed (apt-get install chromium)")
+	return ""
+}
+
+// TestStatusPage opens xipvsd's status page in a real browser (headless
+// chromium driven by chromedp): it renders the running daemon's
+// services and reals with their health, and its numbers change after
+// traffic.
+func TestStatusPage(t *testing.T) {
+	browser := chromium(t)
+	lab := newDRLab(t, "sp", "--metrics-addr", "127.0.0.1:9639")
+	lab.serveHTTP(t)
+	vs := lab.vip.String() + ":80"
+	lab.adm(t, "-A", "-t", vs, "-s", "rr", "--check", "http", "--check-interval", "0.5")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.77.0.11", "-g", "-w", "3")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.77.0.12", "-g")
+
+	// The page is served on the director's loopback: a proxy on the
+	// test's own loopback reaches it for the browser.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var up net.Conn
+				if err := lab.lb.Do(func() (err error) { up, err = net.Dial("tcp", "127.0.0.1:9639"); return }); err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	url := "http://" + ln.Addr().String() + "/"
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(390, 844)) // a phone's viewport
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+
+	sel := `section.service[data-service="TCP 10.77.0.100:80"]`
+	text := func(css string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(css)))
+		if err != nil {
+			t.Fatalf("%s: %v", css, err)
+		}
+		return strings.TrimSpace(v)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(sel))); err != nil {
+		t.Fatalf("page: %v", err)
+	}
+	title, err := chromedp.Run(ctx, chromedp.Title())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name := text(sel + " .name"); title != "xipvs director" || name != "TCP 10.77.0.100:80 rr" {
+		t.Errorf("title %q, service %q", title, name)
+	}
+	if f := strings.Fields(text(sel + ` tr[data-real="10.77.0.11:80"]`)); len(f) < 3 || f[0] != "10.77.0.11:80" || f[1] != "route" || f[2] != "3" {
+		t.Errorf("real row %q", f)
+	}
+	// The health check comes up.
+	deadline := time.Now().Add(15 * time.Second)
+	for health := ""; !strings.Contains(health, "UP"); health = text(sel + ` tr[data-real="10.77.0.12:80"] td:nth-child(4)`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("health never UP on the page: %q", health)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	// Traffic: the page's numbers follow.
+	conns := func() int {
+		x, _ := strconv.Atoi(text(sel + ` tr[data-real="10.77.0.11:80"] .conns`))
+		y, _ := strconv.Atoi(text(sel + ` tr[data-real="10.77.0.12:80"] .conns`))
+		return x + y
+	}
+	before := conns()
+	for i := 0; i < 10; i++ {
+		lab.httpGet(t)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for conns() < before+10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the page's connection counts did not follow 10 requests: %d, then %d", before, conns())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if fwd := text("#ctr-xdp_forward"); fwd == "0" || fwd == "" {
+		t.Errorf("XDP forward counter on the page: %q", fwd)
+	}
+}
