@@ -2,6 +2,8 @@
 #   make demo      build, then balance real HTTP through XDP in DR, TUN, NAT and FULLNAT, IPv4 and IPv6 (root)
 #   make demo-cluster  three directors announcing a VIP over BGP to a BIRD router with ECMP; one drained (root, bird2)
 #   make demo-ha   an active-backup pair (keepalived VRRP + connection sync); the master lost mid-stream (root, keepalived)
+#   make install   xipvsd, xipvsadm, the systemd unit, man pages, bash completion (PREFIX, DESTDIR)
+#   make deb       build/xipvs_VERSION_ARCH.deb (nfpm)
 #   make test      every test, the privileged ones included when root
 #   make bench     xipvs against the ceiling, nftables and HAProxy (root; installs nftables and haproxy)
 #   make generate  regenerate the BPF objects (needs clang-19)
@@ -9,13 +11,47 @@ GO      ?= go
 BIN     ?= bin
 GOFLAGS ?=
 
-.PHONY: all build demo demo-cluster demo-ha test test-unit fuzz-short generate check-generate bench bench-deps bench-bpf clean
+.PHONY: all build demo demo-cluster demo-ha install man deb test test-unit fuzz-short generate check-generate bench bench-deps bench-bpf clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/xipvsd ./cmd/xipvsd
 	$(GO) build -o $(BIN)/xipvsadm ./cmd/xipvsadm
+
+# Installation (PREFIX, DESTDIR as usual; the unit's ExecStart follows
+# SBINDIR). A configuration file already there is left alone.
+PREFIX        ?= /usr/local
+SBINDIR       ?= $(PREFIX)/sbin
+MANDIR        ?= $(PREFIX)/share/man
+UNITDIR       ?= $(PREFIX)/lib/systemd/system
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+DOCDIR        ?= $(PREFIX)/share/doc/xipvs
+SYSCONFDIR    ?= /etc
+
+man: build
+	$(GO) run ./internal/mangen -bin $(BIN) -out build/man
+
+install: build man
+	install -D -m 0755 $(BIN)/xipvsd $(DESTDIR)$(SBINDIR)/xipvsd
+	install -D -m 0755 $(BIN)/xipvsadm $(DESTDIR)$(SBINDIR)/xipvsadm
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(COMPLETIONDIR) $(DESTDIR)$(DOCDIR)/examples
+	sed 's|/usr/sbin/xipvsd|$(SBINDIR)/xipvsd|' packaging/xipvsd.service > $(DESTDIR)$(UNITDIR)/xipvsd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/xipvsd.service
+	for p in xipvsd xipvsadm; do gzip -9n < build/man/$$p.8 > $(DESTDIR)$(MANDIR)/man8/$$p.8.gz; done
+	$(BIN)/xipvsadm completion bash > $(DESTDIR)$(COMPLETIONDIR)/xipvsadm
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -m 0644 packaging/xipvs.yaml $(DESTDIR)$(DOCDIR)/examples/xipvs.yaml
+	test -e $(DESTDIR)$(SYSCONFDIR)/xipvs/xipvs.yaml || install -D -m 0644 packaging/xipvs.yaml $(DESTDIR)$(SYSCONFDIR)/xipvs/xipvs.yaml
+	test -e $(DESTDIR)$(SYSCONFDIR)/default/xipvsd || install -D -m 0644 packaging/xipvsd.default $(DESTDIR)$(SYSCONFDIR)/default/xipvsd
+
+# The .deb: installed into a staging root as Debian lays it out, then
+# packed by nfpm (a Go tool of this module).
+deb: build
+	rm -rf build/stage
+	$(MAKE) install DESTDIR=$(CURDIR)/build/stage PREFIX=/usr UNITDIR=/lib/systemd/system
+	VERSION=$$($(BIN)/xipvsd --version | cut -d' ' -f2) ARCH=$$($(GO) env GOARCH) \
+		$(GO) tool nfpm package -f packaging/nfpm.yaml -p deb -t build/
 
 demo: build
 	$(GO) run ./internal/demo -bin $(BIN)
@@ -73,4 +109,4 @@ bench-bpf:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./bench/...
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) build

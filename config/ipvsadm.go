@@ -924,3 +924,20 @@ func parseNetmask(s string, v6 bool) (netip.Prefix, error) {
 	}
 	return netip.PrefixFrom(netip.IPv4Unspecified(), ones), nil
 }
+
+// OptionNames lists every option xipvsadm parses, as typed: --long and,
+// where there is one, -s. Shell completion is generated from it.
+func OptionNames() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, o := range options {
+		for _, n := range []string{"--" + o.long, string([]byte{'-', o.short})} {
+			if n == "-\x00" || seen[n] {
+				continue
+			}
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}

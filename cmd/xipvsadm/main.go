@@ -36,6 +36,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(rest) > 0 && rest[0] == "realserver" {
 		return realserverMain(rest[1:], stdout, stderr)
 	}
+	if len(rest) == 2 && rest[0] == "completion" && rest[1] == "bash" {
+		bashCompletion(stdout)
+		return 0
+	}
 	if len(rest) == 1 && rest[0] == "reload" {
 		if err := api.NewClient(api.SocketPath(socket)).Reload(); err != nil {
 			fmt.Fprintln(stderr, err)
@@ -251,6 +255,7 @@ Usage:
   xipvsadm realserver up --vip VIP[,VIP...] --mode dr|tun [--interface DEV] [--decap xdp|tunl0]
   xipvsadm realserver down
   xipvsadm reload                 have xipvsd re-read its --config file (as SIGHUP)
+  xipvsadm completion bash        print bash completion for xipvsadm
   xipvsadm -h
 
 Commands:
