@@ -42,6 +42,7 @@ install: build man
 	$(BIN)/xipvsadm completion bash > $(DESTDIR)$(COMPLETIONDIR)/xipvsadm
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -m 0644 packaging/xipvs.yaml $(DESTDIR)$(DOCDIR)/examples/xipvs.yaml
+	install -D -m 0644 packaging/grafana/xipvs-dashboard.json $(DESTDIR)$(DOCDIR)/grafana/xipvs-dashboard.json
 	test -e $(DESTDIR)$(SYSCONFDIR)/xipvs/xipvs.yaml || install -D -m 0644 packaging/xipvs.yaml $(DESTDIR)$(SYSCONFDIR)/xipvs/xipvs.yaml
 	test -e $(DESTDIR)$(SYSCONFDIR)/default/xipvsd || install -D -m 0644 packaging/xipvsd.default $(DESTDIR)$(SYSCONFDIR)/default/xipvsd
 

@@ -60,7 +60,7 @@ func TestDeb(t *testing.T) {
 	dpkg("-i", deb)
 	for _, f := range []string{"usr/sbin/xipvsd", "usr/sbin/xipvsadm", "lib/systemd/system/xipvsd.service",
 		"usr/share/man/man8/xipvsd.8.gz", "usr/share/man/man8/xipvsadm.8.gz", "usr/share/bash-completion/completions/xipvsadm",
-		"etc/xipvs/xipvs.yaml", "etc/default/xipvsd", "usr/share/doc/xipvs/README.md"} {
+		"etc/xipvs/xipvs.yaml", "etc/default/xipvsd", "usr/share/doc/xipvs/README.md", "usr/share/doc/xipvs/grafana/xipvs-dashboard.json"} {
 		if _, err := os.Stat(filepath.Join(r, f)); err != nil {
 			t.Errorf("not installed: %s", f)
 		}

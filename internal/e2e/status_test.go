@@ -2,16 +2,21 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/xipvs/xipvs/internal/testutil"
 )
 
 // chromium finds the browser, or skips (fails under
@@ -130,4 +135,79 @@ func TestStatusPage(t *testing.T) {
 	if fwd := text("#ctr-xdp_forward"); fwd == "0" || fwd == "" {
 		t.Errorf("XDP forward counter on the page: %q", fwd)
 	}
+}
+
+// TestGrafanaDashboard: every metric the Grafana dashboard
+// (packaging/grafana) queries is in a running xipvsd's /metrics, with
+// the labels its legends name.
+func TestGrafanaDashboard(t *testing.T) {
+	root, err := testutil.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "packaging/grafana/xipvs-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr   string `json:"expr"`
+				Legend string `json:"legendFormat"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	// A director with a checked service and a BGP peer (that never
+	// answers: the session metrics exist all the same).
+	lab := newDRLab(t, "gd", "--metrics-addr", "127.0.0.1:9639", "--bgp-asn", "65001", "--bgp-router-id", "10.77.0.2",
+		"--bgp-peer", "10.77.0.1,65000", "--bgp-drain", "0s")
+	lab.serveHTTP(t)
+	vs := lab.vip.String() + ":80"
+	lab.adm(t, "-A", "-t", vs, "-s", "rr", "--check", "tcp", "--check-interval", "0.5")
+	lab.adm(t, "-a", "-t", vs, "-r", "10.77.0.11", "-g")
+	lab.httpGet(t)
+	time.Sleep(time.Second) // the VIP's route is computed
+	resp, err := lab.lb.HTTPClient(5 * time.Second).Get("http://127.0.0.1:9639/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	series := map[string][]string{} // metric -> its sample lines
+	for _, l := range strings.Split(string(body), "\n") {
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		name := l[:strings.IndexAny(l, "{ ")]
+		series[name] = append(series[name], l)
+	}
+	metricRe := regexp.MustCompile(`([a-z][a-z0-9_]*)\{`)
+	labelRe := regexp.MustCompile(`\{\{(\w+)\}\}`)
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			names := metricRe.FindAllStringSubmatch(tg.Expr, -1)
+			if len(names) == 0 {
+				t.Errorf("%s: no metric in %q", p.Title, tg.Expr)
+			}
+			for _, m := range names {
+				n++
+				lines, ok := series[m[1]]
+				if !ok {
+					t.Errorf("%s: %s is not in /metrics", p.Title, m[1])
+					continue
+				}
+				for _, lb := range labelRe.FindAllStringSubmatch(tg.Legend, -1) {
+					if !strings.Contains(lines[0], lb[1]+`="`) {
+						t.Errorf("%s: %s has no label %s (%s)", p.Title, m[1], lb[1], lines[0])
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d panels, %d metric references, all in /metrics", len(dash.Panels), n)
 }
