@@ -19,10 +19,13 @@ type Check struct {
 	// or none (on a real: do not check it even if its service does).
 	Type string `json:"type,omitempty"`
 	// Port to check; 0 is the real's port (the virtual port for -f).
-	Port     uint16        `json:"port,omitempty"`
-	Path     string        `json:"path,omitempty"`
-	Status   int           `json:"status,omitempty"`
-	Body     string        `json:"body,omitempty"`
+	Port   uint16 `json:"port,omitempty"`
+	Path   string `json:"path,omitempty"`
+	Status int    `json:"status,omitempty"`
+	Body   string `json:"body,omitempty"`
+	// Digest, for http and https, is the MD5 of the whole body in hex
+	// (keepalived's HTTP_GET digest).
+	Digest   string        `json:"digest,omitempty"`
 	Send     string        `json:"send,omitempty"`
 	Expect   string        `json:"expect,omitempty"`
 	Exec     string        `json:"exec,omitempty"`
@@ -32,6 +35,9 @@ type Check struct {
 	// a row fail it.
 	Rise int `json:"rise,omitempty"`
 	Fall int `json:"fall,omitempty"`
+	// StartDown: a new real is down until its first check passes
+	// (keepalived's alpha); otherwise it takes flows at once.
+	StartDown bool `json:"start_down,omitempty"`
 }
 
 // Check defaults.
@@ -80,11 +86,17 @@ func (c Check) Validate() error {
 			return invalid("check status %d is not an HTTP status", c.Status)
 		}
 	case "exec":
+		if c.Digest != "" {
+			return invalid("a body digest is for http and https checks")
+		}
 		if c.Exec == "" {
 			return invalid("an exec check needs a command (--check-exec)")
 		}
 	default:
 		return invalid("check type %q: want tcp, http, https, udp, exec or none", c.Type)
+	}
+	if c.Digest != "" && (len(c.Digest) != 32 || strings.Trim(strings.ToLower(c.Digest), "0123456789abcdef") != "") {
+		return invalid("check digest %q: want an MD5 in hex (32 digits)", c.Digest)
 	}
 	if c.Type != "exec" && c.Exec != "" {
 		return invalid("--check-exec needs --check exec")
@@ -111,7 +123,7 @@ func (c Check) Args() string {
 	if c.Port != 0 {
 		fmt.Fprintf(&b, " --check-port %d", c.Port)
 	}
-	for _, o := range []struct{ name, v string }{{"check-path", c.Path}, {"check-body", c.Body},
+	for _, o := range []struct{ name, v string }{{"check-path", c.Path}, {"check-body", c.Body}, {"check-digest", c.Digest},
 		{"check-send", c.Send}, {"check-expect", c.Expect}, {"check-exec", c.Exec}} {
 		if o.v != "" {
 			fmt.Fprintf(&b, " --%s %s", o.name, quoteWord(o.v))
@@ -131,6 +143,9 @@ func (c Check) Args() string {
 	}
 	if c.Fall != 0 {
 		fmt.Fprintf(&b, " --fall %d", c.Fall)
+	}
+	if c.StartDown {
+		b.WriteString(" --check-start-down")
 	}
 	return b.String()
 }

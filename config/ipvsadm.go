@@ -305,6 +305,8 @@ var options = []option{
 		return nil
 	})},
 	{long: "check-body", arg: needArg, set: checkField(func(c *Check, v string) error { c.Body = v; return nil })},
+	{long: "check-digest", arg: needArg, set: checkField(func(c *Check, v string) error { c.Digest = strings.ToLower(v); return nil })},
+	{long: "check-start-down", set: checkField(func(c *Check, _ string) error { c.StartDown = true; return nil })},
 	{long: "check-send", arg: needArg, set: checkField(func(c *Check, v string) error { c.Send = v; return nil })},
 	{long: "check-expect", arg: needArg, set: checkField(func(c *Check, v string) error { c.Expect = v; return nil })},
 	{long: "check-exec", arg: needArg, set: checkField(func(c *Check, v string) error { c.Exec = v; return nil })},

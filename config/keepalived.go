@@ -334,6 +334,7 @@ type kaVS struct {
 	reals     []Dest
 	laddrs    []netip.Addr
 	inhibit   bool
+	alpha     bool
 	realInhib []bool
 	delayLoop time.Duration
 }
@@ -513,7 +514,10 @@ func (r *kaReader) virtualServer(n *kaNode) error {
 			}
 			v.reals = append(v.reals, d)
 			v.realInhib = append(v.realInhib, inhib)
-		case "quorum", "hysteresis", "quorum_up", "quorum_down", "alpha", "omega", "ha_suspend", "virtualhost", "retry",
+		case "alpha":
+			v.alpha = true
+			used("reals start down until their first check passes")
+		case "quorum", "hysteresis", "quorum_up", "quorum_down", "omega", "ha_suspend", "virtualhost", "retry",
 			"delay_before_retry", "warmup", "ops", "syn_proxy", "protocol_gre":
 			r.cannotVS(c)
 		default:
@@ -562,6 +566,9 @@ func (r *kaReader) virtualServer(n *kaNode) error {
 			d.Fwd = fwd
 			if d.Port == 0 && k.FWMark == 0 {
 				d.Port = k.Port
+			}
+			if d.Check.Enabled() && v.alpha {
+				d.Check.StartDown = true
 			}
 			if d.Check.Enabled() && v.delayLoop != 0 {
 				d.Check.Interval = v.delayLoop
@@ -801,7 +808,11 @@ func (r *kaReader) checker(n *kaNode) (Check, error) {
 					c.Status = s
 					r.mark(u.words[0], UseUsed, "")
 				case "digest":
-					r.mark(u.words[0], UseCannot, "no body digest: the status code decides")
+					if len(ua) != 1 {
+						return c, kaErr(u, "digest takes one value")
+					}
+					c.Digest = strings.ToLower(ua[0])
+					r.mark(u.words[0], UseUsed, "the body's MD5")
 				default:
 					r.markAll(u, UseCannot, "unknown url keyword")
 				}

@@ -49,7 +49,11 @@ func TestKeepalived(t *testing.T) {
 	}
 	want := []Dest{
 		{Addr: netip.MustParseAddr("10.80.0.12"), Port: 80, Fwd: FwdRoute, Weight: 1, Check: http(2*time.Second, time.Second, 3)},
-		{Addr: netip.MustParseAddr("10.80.0.11"), Port: 80, Fwd: FwdRoute, Weight: 3, Check: http(2*time.Second, time.Second, 3)},
+		{Addr: netip.MustParseAddr("10.80.0.11"), Port: 80, Fwd: FwdRoute, Weight: 3, Check: func() Check {
+			c := http(2*time.Second, time.Second, 3)
+			c.Digest = "9b3a0c85a887a256d6939da88aabd8cd"
+			return c
+		}()},
 	}
 	for i, d := range web.Dests {
 		if i >= len(want) || d != want[i] {
@@ -64,9 +68,9 @@ func TestKeepalived(t *testing.T) {
 	}
 	want = []Dest{
 		{Addr: netip.MustParseAddr("10.81.0.14"), Port: 8080, Fwd: FwdMasq, Weight: 2,
-			Check: Check{Type: "exec", Exec: "/bin/true 10.81.0.14", Interval: 3 * time.Second, Timeout: 2 * time.Second, Rise: 1, Fall: 2}},
+			Check: Check{Type: "exec", Exec: "/bin/true 10.81.0.14", Interval: 3 * time.Second, Timeout: 2 * time.Second, Rise: 1, Fall: 2, StartDown: true}},
 		{Addr: netip.MustParseAddr("10.81.0.13"), Port: 8080, Fwd: FwdMasq, Weight: 1,
-			Check: Check{Type: "tcp", Port: 9000, Interval: 3 * time.Second, Timeout: 2 * time.Second, Rise: 1, Fall: 2}},
+			Check: Check{Type: "tcp", Port: 9000, Interval: 3 * time.Second, Timeout: 2 * time.Second, Rise: 1, Fall: 2, StartDown: true}},
 	}
 	for i, d := range api.Dests {
 		if i >= len(want) || d != want[i] {
@@ -101,7 +105,8 @@ func TestKeepalived(t *testing.T) {
 		"keepalived.conf:vrrp_instance VI_1 {":                    UseIgnored,
 		"keepalived.conf:auth_pass 1111":                          UseIgnored,
 		"keepalived.conf:lb_algo wrr":                             UseUsed,
-		"keepalived.conf:digest 9b3a0c85a887a256d6939da88aabd8cd": UseCannot,
+		"keepalived.conf:digest 9b3a0c85a887a256d6939da88aabd8cd": UseUsed,
+		"nat.conf:alpha":                                          UseUsed,
 		"keepalived.conf:delay_before_retry 1":                    UseCannot,
 		"keepalived.conf:virtual_server 10.80.0.100 80 {":         UseCannot, // inhibit_on_failure on one real only
 		"nat.conf:quorum 1":                                       UseCannot,

@@ -90,6 +90,9 @@ type FileCheck struct {
 	Path     string `yaml:"path"`
 	Status   int    `yaml:"status"`
 	Body     string `yaml:"body"`
+	Digest   string `yaml:"digest"`
+	// StartDown: reals are down until their first check passes.
+	StartDown bool `yaml:"start_down"`
 	Send     string `yaml:"send"`
 	Expect   string `yaml:"expect"`
 	Exec     string `yaml:"exec"`
@@ -103,7 +106,7 @@ func (fc *FileCheck) check() (Check, error) {
 	if fc == nil {
 		return Check{}, nil
 	}
-	c := Check{Type: fc.Type, Port: fc.Port, Path: fc.Path, Status: fc.Status, Body: fc.Body, Send: fc.Send,
+	c := Check{Type: fc.Type, Port: fc.Port, Path: fc.Path, Status: fc.Status, Body: fc.Body, Digest: strings.ToLower(fc.Digest), StartDown: fc.StartDown, Send: fc.Send,
 		Expect: fc.Expect, Exec: fc.Exec, Rise: fc.Rise, Fall: fc.Fall}
 	if c.Type == "" {
 		return Check{}, invalid("check: no type (tcp, http, https, udp, exec or none)")

@@ -375,6 +375,9 @@ real of the service, on -a/-e for one real (replacing the service's):
   --check-expect TEXT   udp: text the answer must contain (default: any answer)
   --check-exec CMD      exec: /bin/sh -c CMD, exit 0 is healthy
                         ($XIPVS_REAL_ADDR, $XIPVS_REAL_PORT are set)
+  --check-digest MD5    http/https: the body's MD5 in hex (keepalived's digest)
+  --check-start-down    a new real takes no flows before its first check passes
+                        (keepalived's alpha)
   --check-interval S    seconds between checks (default 2)
   --check-timeout S     seconds a check may take (default 1)
   --rise N --fall N     successes to restore, failures to fail (default 2, 3)

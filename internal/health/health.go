@@ -8,7 +8,9 @@ package health
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -108,6 +110,11 @@ func probeHTTP(ctx context.Context, t Target) error {
 	}
 	if c.Body != "" && !bytes.Contains(body, []byte(c.Body)) {
 		return fmt.Errorf("HTTP %d without %q in the body", resp.StatusCode, c.Body)
+	}
+	if c.Digest != "" {
+		if sum := md5.Sum(body); hex.EncodeToString(sum[:]) != c.Digest {
+			return fmt.Errorf("HTTP %d, body digest %x, want %s", resp.StatusCode, sum, c.Digest)
+		}
 	}
 	return nil
 }

@@ -189,6 +189,9 @@ func TestProbes(t *testing.T) {
 		{"http 200", Target{addr, config.Check{Type: "http", Path: "/health"}}, true},
 		{"http body", Target{addr, config.Check{Type: "http", Path: "/health", Body: "path=/health"}}, true},
 		{"http body missing", Target{addr, config.Check{Type: "http", Body: "nope"}}, false},
+		// The digest is md5("path=/health ok"), computed outside Go.
+		{"http digest", Target{addr, config.Check{Type: "http", Path: "/health", Digest: "309eb97753a52a7a5c9d4327afb8853e"}}, true},
+		{"http digest differs", Target{addr, config.Check{Type: "http", Path: "/other", Digest: "309eb97753a52a7a5c9d4327afb8853e"}}, false},
 		{"http status", Target{addr, config.Check{Type: "http", Status: 204}}, false},
 		{"udp any answer", Target{uaddr, config.Check{Type: "udp"}}, true},
 		{"udp expect", Target{uaddr, config.Check{Type: "udp", Send: "ping", Expect: "pong:ping"}}, true},

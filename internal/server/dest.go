@@ -244,6 +244,11 @@ func (s *Server) newDest(sv *service, d config.Dest) (*dest, error) {
 func (s *Server) installDest(sv *service, d config.Dest, id uint32, hop dataplane.NextHop) (*dest, error) {
 	nd := &dest{cfg: d, svc: sv, realID: id, hop: hop,
 		sd: &sched.Dest{ID: id, Addr: d.Addr, Port: d.Port, Weight: d.Weight, LastWeight: d.Weight}}
+	if c := checkOf(sv, nd); c.Enabled() && c.StartDown {
+		// keepalived's alpha: no flows before the first check passes.
+		nd.down, nd.reason, nd.since = true, "not checked yet (start down)", time.Now()
+		nd.sd.Weight = 0
+	}
 	if err := s.writeReal(nd); err != nil {
 		return nil, err
 	}

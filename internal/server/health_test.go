@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/health"
 )
 
@@ -73,5 +74,41 @@ func TestSetHealth(t *testing.T) {
 	apply(t, s, "-D -t 10.0.0.100:80")
 	if len(dp.Reals) != 0 {
 		t.Errorf("reals left: %v", dp.Reals)
+	}
+}
+
+// TestStartDown: with --check-start-down (keepalived's alpha) a new real
+// takes no flow before its first check passes; without it, at once.
+func TestStartDown(t *testing.T) {
+	s, _, _ := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s rr --check tcp --check-start-down")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g --check tcp")
+	svc := config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}
+	k1 := health.Key{Service: svc, Real: netip.MustParseAddrPort("10.0.0.11:80")}
+	k2 := health.Key{Service: svc, Real: netip.MustParseAddrPort("10.0.0.12:80")}
+	if s.Healthy(k1) || !s.Healthy(k2) {
+		t.Fatalf("before any check: rs1 healthy %v (start down), rs2 healthy %v (its own check, not start down)", s.Healthy(k1), s.Healthy(k2))
+	}
+	flow := func(sport uint16) netip.Addr {
+		k := dataplane.ConnKey{Src: netip.MustParseAddr("192.0.2.1"), Dst: vip, SrcPort: sport, DstPort: 80, Proto: 6}
+		d, ok := s.NewFlow(dataplane.NewFlow{Key: k})
+		if !ok {
+			t.Fatal("no real")
+		}
+		return s.reals[d.RealID].cfg.Addr
+	}
+	for i := uint16(0); i < 4; i++ {
+		if got := flow(1000 + i); got != rs2 {
+			t.Fatalf("flow %d to %v before rs1's first check", i, got)
+		}
+	}
+	s.SetHealth(k1, true, "")
+	seen := map[netip.Addr]bool{}
+	for i := uint16(0); i < 4; i++ {
+		seen[flow(2000+i)] = true
+	}
+	if !seen[rs1] || !seen[rs2] {
+		t.Errorf("after rs1's first check: flows to %v", seen)
 	}
 }
