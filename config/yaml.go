@@ -85,21 +85,21 @@ type FileService struct {
 // FileCheck is a health check (see Check; durations in seconds or Go's
 // form: 2, 0.5, 500ms).
 type FileCheck struct {
-	Type     string `yaml:"type"`
-	Port     uint16 `yaml:"port"`
-	Path     string `yaml:"path"`
-	Status   int    `yaml:"status"`
-	Body     string `yaml:"body"`
-	Digest   string `yaml:"digest"`
+	Type   string `yaml:"type"`
+	Port   uint16 `yaml:"port"`
+	Path   string `yaml:"path"`
+	Status int    `yaml:"status"`
+	Body   string `yaml:"body"`
+	Digest string `yaml:"digest"`
 	// StartDown: reals are down until their first check passes.
-	StartDown bool `yaml:"start_down"`
-	Send     string `yaml:"send"`
-	Expect   string `yaml:"expect"`
-	Exec     string `yaml:"exec"`
-	Interval string `yaml:"interval"`
-	Timeout  string `yaml:"timeout"`
-	Rise     int    `yaml:"rise"`
-	Fall     int    `yaml:"fall"`
+	StartDown bool   `yaml:"start_down"`
+	Send      string `yaml:"send"`
+	Expect    string `yaml:"expect"`
+	Exec      string `yaml:"exec"`
+	Interval  string `yaml:"interval"`
+	Timeout   string `yaml:"timeout"`
+	Rise      int    `yaml:"rise"`
+	Fall      int    `yaml:"fall"`
 }
 
 func (fc *FileCheck) check() (Check, error) {
