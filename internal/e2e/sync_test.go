@@ -35,10 +35,26 @@ func needKeepalived(t *testing.T) {
 // master's node is lost abruptly (link down, xipvsd and keepalived
 // killed), VRRP moves the VIP and every stream completes with the right
 // checksum through the backup.
-func TestSyncFailover(t *testing.T) {
+func TestSyncFailover(t *testing.T) { syncFailover(t, false) }
+
+// TestSyncFailoverNAT is TestSyncFailover with NAT reals on a LAN of
+// their own behind the pair, their gateway moved by VRRP with the VIP:
+// the backup's synced connections carry the reply entries, and the
+// replies come back through it.
+func TestSyncFailoverNAT(t *testing.T) { syncFailover(t, true) }
+
+func syncFailover(t *testing.T, nat bool) {
 	needKeepalived(t)
 	vip := netip.MustParseAddr("10.93.0.100")
-	h, err := testutil.NewHA(testutil.HAPlan{Prefix: fmt.Sprintf("xe%dha", os.Getpid()%10000), Net: "10.93.0", Reals: 2, VIP: vip})
+	plan := testutil.HAPlan{Prefix: fmt.Sprintf("xe%dha", os.Getpid()%10000), Net: "10.93.0", Reals: 2, VIP: vip}
+	method, flag := "dr", "-g"
+	if nat {
+		plan.Prefix, plan.Net, plan.Inside = fmt.Sprintf("xe%dhn", os.Getpid()%10000), "10.95.0", "10.96.0"
+		vip = netip.MustParseAddr("10.95.0.100")
+		plan.VIP = vip
+		method, flag = "nat", "-m"
+	}
+	h, err := testutil.NewHA(plan)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,15 +92,21 @@ func TestSyncFailover(t *testing.T) {
 	}
 	adm(0, "-A", "-t", vs.String(), "-s", "wlc")
 	for _, rs := range h.Reals {
-		adm(0, "-a", "-t", vs.String(), "-r", rs.Addr.Addr().String(), "-g")
+		adm(0, "-a", "-t", vs.String(), "-r", rs.Addr.Addr().String(), flag)
 	}
 	adm(0, "--start-daemon", "master", "--mcast-interface", "eth0", "--syncid", "7")
 	conf := filepath.Join(t.TempDir(), "backup.yaml")
 	yaml := fmt.Sprintf("interfaces: [eth0]\nsync_daemons:\n  - {state: backup, mcast_interface: eth0, syncid: 7}\n"+
-		"services:\n  - tcp: %v\n    scheduler: wlc\n    reals:\n      - {addr: %v, method: dr}\n      - {addr: %v, method: dr}\n",
-		vs, h.Reals[1].Addr.Addr(), h.Reals[0].Addr.Addr())
+		"services:\n  - tcp: %v\n    scheduler: wlc\n    reals:\n      - {addr: %v, method: %s}\n      - {addr: %v, method: %s}\n",
+		vs, h.Reals[1].Addr.Addr(), method, h.Reals[0].Addr.Addr(), method)
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if nat {
+		yaml = strings.Replace(yaml, "interfaces: [eth0]", "interfaces: [eth0, eth1]", 1)
+		if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := h.StartDirector(1, xipvsdBin, "--metrics-addr", "", "--config", conf); err != nil {
 		t.Fatal(err)

@@ -367,6 +367,7 @@ func (s *Server) OnNeighbor(addr netip.Addr, ifindex int, mac net.HardwareAddr) 
 			s.log.Warn("update real MAC", "real", d.cfg.Addr, "via", addr, "err", err)
 		}
 	}
+	s.retrySynced(addr)
 }
 
 // family names a's address family as an error message does.

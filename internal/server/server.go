@@ -18,6 +18,7 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/connsync"
 )
 
 // Errors, with ipvsadm's messages (libipvs ipvs_strerror); the shared
@@ -104,13 +105,17 @@ type Server struct {
 	byID     map[uint32]*service
 	// byDP is what the data plane's services map holds: every (VIP,
 	// port, protocol) a service or a port group claims.
-	byDP      map[dataplane.ServiceKey]*service
-	marks     []config.MarkRule
-	reals     map[uint32]*dest
-	nextSvcID uint32
-	freeReals []uint32
-	nextReal  uint32
-	timeouts  conntrack.Timeouts
+	byDP  map[dataplane.ServiceKey]*service
+	marks []config.MarkRule
+	reals map[uint32]*dest
+	// syncPending are synced NAT connections waiting for the MAC of
+	// their client's next hop (by its address), syncPendingN how many.
+	syncPending  map[netip.Addr][]connsync.Conn
+	syncPendingN int
+	nextSvcID    uint32
+	freeReals    []uint32
+	nextReal     uint32
+	timeouts     conntrack.Timeouts
 	// pools are the FULLNAT local ports by (local address, protocol).
 	pools          map[poolKey]*portPool
 	portsExhausted uint64

@@ -130,12 +130,21 @@ type syncedWriter interface {
 // age is set so that it expires when the master's would, and a FULLNAT
 // connection's local port is reserved in this director's pool.
 func (s *Server) InsertSynced(c connsync.Conn) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.insertSyncedLocked(c)
+}
+
+// maxSyncPending bounds the NAT connections waiting for their client's
+// next hop to resolve.
+const maxSyncPending = 65536
+
+// insertSyncedLocked is InsertSynced; s.mu is held.
+func (s *Server) insertSyncedLocked(c connsync.Conn) error {
 	w, ok := s.opts.Dataplane.(syncedWriter)
 	if !ok {
 		return fmt.Errorf("this data plane cannot take synced connections")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var sv *service
 	if c.FWMark != 0 {
 		sv = s.services[config.ServiceKey{FWMark: c.FWMark, Proto: config.TCP, V6: c.V6()}]
@@ -174,10 +183,19 @@ func (s *Server) InsertSynced(c connsync.Conn) error {
 		}
 		mac := s.opts.Neighbors.MAC(via)
 		if mac == nil {
-			// Resolved in the background; the master's next send of
-			// the connection (a state change, a refresh) inserts it.
-			s.opts.Neighbors.Watch(via, hop.Ifindex)
-			return ErrSyncNoRoute
+			// Resolved in the background: OnNeighbor inserts it then.
+			if s.syncPendingN >= maxSyncPending {
+				return ErrSyncNoRoute
+			}
+			if s.syncPending == nil {
+				s.syncPending = map[netip.Addr][]connsync.Conn{}
+			}
+			s.syncPending[via] = append(s.syncPending[via], c)
+			s.syncPendingN++
+			// (Not under s.mu: the MAC may arrive at once, through
+			// OnNeighbor.)
+			go s.opts.Neighbors.Watch(via, hop.Ifindex)
+			return nil
 		}
 		f.Ifindex = hop.Ifindex
 		copy(f.SrcMAC[:], mac)
@@ -202,4 +220,20 @@ func (s *Server) InsertSynced(c connsync.Conn) error {
 		lastSeen = now - (full - time.Duration(c.Timeout)*time.Second)
 	}
 	return w.SetSynced(f, dec, state, lastSeen)
+}
+
+// retrySynced inserts the synced connections that waited for via's MAC;
+// s.mu is held.
+func (s *Server) retrySynced(via netip.Addr) {
+	pending := s.syncPending[via]
+	if len(pending) == 0 {
+		return
+	}
+	delete(s.syncPending, via)
+	s.syncPendingN -= len(pending)
+	for _, c := range pending {
+		if err := s.insertSyncedLocked(c); err != nil {
+			s.log.Warn("synced connection skipped", "client", c.Client.String(), "virtual", c.Virtual.String(), "err", err)
+		}
+	}
 }

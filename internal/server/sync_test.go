@@ -140,3 +140,38 @@ func TestSyncConns(t *testing.T) {
 		t.Errorf("another local address: %v", err)
 	}
 }
+
+// slowNeighbors knows no MAC until told, then calls back as the
+// resolver does.
+type slowNeighbors struct{ mac net.HardwareAddr }
+
+func (n *slowNeighbors) Watch(netip.Addr, int)          {}
+func (n *slowNeighbors) Unwatch(netip.Addr)             {}
+func (n *slowNeighbors) MAC(netip.Addr) net.HardwareAddr { return n.mac }
+
+// TestSyncWaitsForMAC: a synced NAT connection whose client's next hop
+// is not resolved yet waits for it, and is inserted when it resolves.
+func TestSyncWaitsForMAC(t *testing.T) {
+	clk := &clock{now: time.Hour}
+	dp := testutil.NewFakeDataplane()
+	nb := &slowNeighbors{}
+	s := New(Options{Dataplane: dp, Neighbors: nb, Now: clk.Now,
+		Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }})
+	apply(t, s, "-A -t 10.0.0.100:81 -s wlc")
+	apply(t, s, "-a -t 10.0.0.100:81 -r 10.0.0.12:8081 -m")
+	c := connsync.Conn{Proto: 6, Flags: connsync.FlagFwdMasq, State: 1, Timeout: 900,
+		Client: netip.MustParseAddrPort("198.51.100.7:40000"), Virtual: netip.MustParseAddrPort("10.0.0.100:81"),
+		Dest: netip.MustParseAddrPort("10.0.0.12:8081")}
+	if err := s.InsertSynced(c); err != nil {
+		t.Fatal(err)
+	}
+	k := dataplane.ConnKey{Src: c.Client.Addr(), Dst: vip, SrcPort: 40000, DstPort: 81, Proto: 6}
+	if _, ok := dp.Conns[k]; ok {
+		t.Fatal("inserted before the client's next hop resolved")
+	}
+	nb.mac = net.HardwareAddr{2, 0xcc, 0, 0, 0, 1}
+	s.OnNeighbor(c.Client.Addr(), 2, nb.mac)
+	if got, ok := dp.Conns[k]; !ok || got.State != conntrack.StateEstablished {
+		t.Fatalf("after resolution: %+v, %v", got, ok)
+	}
+}

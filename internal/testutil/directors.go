@@ -16,6 +16,8 @@ type DirectorSet struct {
 	Dir       string
 	Directors []*Host
 	Daemons   []*Daemon
+	// Ifaces are the interfaces xipvsd serves (eth0 if empty).
+	Ifaces string
 }
 
 // Socket is director i's control socket.
@@ -25,7 +27,11 @@ func (s *DirectorSet) Socket(i int) string {
 
 // StartDirector starts xipvsd on director i's eth0 with args.
 func (s *DirectorSet) StartDirector(i int, bin string, args ...string) error {
-	args = append([]string{"-i", "eth0", "--state-file", filepath.Join(s.Dir, fmt.Sprintf("d%d.state.json", i+1))}, args...)
+	ifaces := s.Ifaces
+	if ifaces == "" {
+		ifaces = "eth0"
+	}
+	args = append([]string{"-i", ifaces, "--state-file", filepath.Join(s.Dir, fmt.Sprintf("d%d.state.json", i+1))}, args...)
 	d, err := StartDaemon(s.Directors[i].Netns, bin, s.Socket(i), args...)
 	if err != nil {
 		return err

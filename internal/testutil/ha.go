@@ -22,6 +22,10 @@ type HAPlan struct {
 	Net   string
 	Reals int
 	VIP   netip.Addr
+	// Inside, a /24 without its last octet, puts the reals on a LAN of
+	// their own behind the directors (eth1 at .2 and .3) for NAT, with
+	// their gateway .254 moved by VRRP with the VIP.
+	Inside string
 	// AdvertInt is VRRP's advertisement interval (1 s if zero).
 	AdvertInt time.Duration
 }
@@ -30,6 +34,7 @@ type HAPlan struct {
 type HA struct {
 	Plan   HAPlan
 	LAN    *LAN
+	In     *LAN
 	Client *Host
 	Reals  []*Host
 	DirectorSet
@@ -70,12 +75,36 @@ func NewHA(p HAPlan) (_ *HA, err error) {
 			return nil, fmt.Errorf("bridge link set flood off: %w", err)
 		}
 	}
+	if p.Inside != "" {
+		if h.In, err = NewLAN(p.Prefix + "i"); err != nil {
+			return nil, err
+		}
+		for i, d := range h.Directors {
+			name := fmt.Sprintf("d%d", i+1)
+			if err := h.In.Attach(d, name, "eth1", netip.MustParsePrefix(fmt.Sprintf("%s.%d/24", p.Inside, 2+i)), HostOptions{XDPPeer: true}); err != nil {
+				return nil, err
+			}
+			if err := h.In.Switch.Exec("bridge", "link", "set", "dev", "p-"+name, "flood", "off").Run(); err != nil {
+				return nil, fmt.Errorf("bridge link set flood off: %w", err)
+			}
+		}
+		h.Ifaces = "eth0,eth1"
+	}
 	for i := 0; i < p.Reals; i++ {
-		rs, err := h.LAN.AddHost(fmt.Sprintf("rs%d", i+1), pfx(11+i), HostOptions{TxChecksumOff: true})
+		lan, addr := h.LAN, pfx(11+i)
+		if p.Inside != "" {
+			lan, addr = h.In, netip.MustParsePrefix(fmt.Sprintf("%s.%d/24", p.Inside, 11+i))
+		}
+		rs, err := lan.AddHost(fmt.Sprintf("rs%d", i+1), addr, HostOptions{TxChecksumOff: true})
 		if err != nil {
 			return nil, err
 		}
-		if err := rs.MakeRealServer(p.VIP); err != nil {
+		if p.Inside != "" {
+			err = rs.IP("route", "add", "default", "via", p.Inside+".254")
+		} else {
+			err = rs.MakeRealServer(p.VIP)
+		}
+		if err != nil {
 			return nil, err
 		}
 		h.Reals = append(h.Reals, rs)
@@ -99,6 +128,11 @@ func (h *HA) keepalivedConf(i int) string {
 	if adv == 0 {
 		adv = time.Second
 	}
+	gw := ""
+	if h.Plan.Inside != "" {
+		// The NAT reals' gateway moves with the VIP.
+		gw = "\n\t\t" + h.Plan.Inside + ".254/24 dev eth1"
+	}
 	return fmt.Sprintf(`global_defs {
 	router_id xipvs-d%d
 	vrrp_garp_master_delay 1
@@ -111,10 +145,10 @@ vrrp_instance VI_1 {
 	priority %d
 	advert_int %g
 	virtual_ipaddress {
-		%s/32 dev eth0
+		%s/32 dev eth0%s
 	}
 }
-`, i+1, state, prio, adv.Seconds(), h.Plan.VIP)
+`, i+1, state, prio, adv.Seconds(), h.Plan.VIP, gw)
 }
 
 func (h *HA) startVRRP(i int) error {
@@ -175,5 +209,9 @@ func (h *HA) Close() error {
 	for i := range h.vrrp {
 		h.StopVRRP(i)
 	}
-	return h.closeAll(h.LAN)
+	var err error
+	if h.In != nil {
+		err = h.In.Close()
+	}
+	return errors.Join(err, h.closeAll(h.LAN))
 }
