@@ -145,8 +145,8 @@ func TestSyncConns(t *testing.T) {
 // resolver does.
 type slowNeighbors struct{ mac net.HardwareAddr }
 
-func (n *slowNeighbors) Watch(netip.Addr, int)          {}
-func (n *slowNeighbors) Unwatch(netip.Addr)             {}
+func (n *slowNeighbors) Watch(netip.Addr, int)           {}
+func (n *slowNeighbors) Unwatch(netip.Addr)              {}
 func (n *slowNeighbors) MAC(netip.Addr) net.HardwareAddr { return n.mac }
 
 // TestSyncWaitsForMAC: a synced NAT connection whose client's next hop
