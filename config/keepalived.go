@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/xipvs/xipvs/sched"
 )
 
 // KeepalivedLine is what became of one line of a keepalived.conf.
@@ -324,10 +326,6 @@ func kaErr(n *kaNode, format string, args ...any) error {
 	return invalid("%s:%d: %s", n.words[0].file, n.words[0].line, fmt.Sprintf(format, args...))
 }
 
-// kaSchedulers are lb_algo's names xipvs has; keepalived also knows fo,
-// ovf and twos (not in xipvs).
-var kaSchedulers = []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"}
-
 // kaVS is a virtual_server's settings before its keys are expanded.
 type kaVS struct {
 	svc       Service
@@ -413,8 +411,9 @@ func (r *kaReader) virtualServer(n *kaNode) error {
 			if err != nil {
 				return err
 			}
-			if !slices.Contains(kaSchedulers, s) {
-				r.mark(c.words[0], UseCannot, "xipvs has rr wrr lc wlc lblc lblcr dh sh sed nq mh")
+			// keepalived also knows fo, ovf and twos, which xipvs has not.
+			if !slices.Contains(sched.Names(), s) {
+				r.mark(c.words[0], UseCannot, "xipvs has "+strings.Join(sched.Names(), " "))
 				return kaErr(c, "lb_algo %s: not an xipvs scheduler", s)
 			}
 			v.svc.Scheduler = s

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/sched"
 )
 
 // bashCompletion writes xipvsadm's bash completion, built from the
@@ -18,7 +19,7 @@ _xipvsadm() {
     cur="${COMP_WORDS[COMP_CWORD]}"
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     case "$prev" in
-        -s|--scheduler) COMPREPLY=( $(compgen -W "rr wrr lc wlc lblc lblcr dh sh sed nq mh" -- "$cur") ); return ;;
+        -s|--scheduler) COMPREPLY=( $(compgen -W "%s" -- "$cur") ); return ;;
         --start-daemon|--stop-daemon) COMPREPLY=( $(compgen -W "master backup" -- "$cur") ); return ;;
         --mcast-interface) COMPREPLY=( $(compgen -W "$(ls /sys/class/net 2>/dev/null)" -- "$cur") ); return ;;
         --check) COMPREPLY=( $(compgen -W "tcp http https udp exec none" -- "$cur") ); return ;;
@@ -33,5 +34,5 @@ _xipvsadm() {
     COMPREPLY=( $(compgen -W "%s" -- "$cur") )
 }
 complete -F _xipvsadm xipvsadm
-`, strings.Join(config.OptionNames(), " "))
+`, strings.Join(sched.Names(), " "), strings.Join(config.OptionNames(), " "))
 }

@@ -1,22 +1,15 @@
 package api
 
-import "github.com/xipvs/xipvs/config"
+import (
+	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/internal/connsync"
+)
 
 // SyncDaemon is a running connection sync daemon (ipvsadm -L --daemon)
 // with its counters.
 type SyncDaemon struct {
 	config.SyncDaemon
-	Stats SyncStats `json:"stats"`
-}
-
-// SyncStats counts what a sync daemon did.
-type SyncStats struct {
-	Messages  uint64 `json:"messages"`  // sent (master) or received (backup)
-	Conns     uint64 `json:"conns"`     // sent, or inserted
-	Bytes     uint64 `json:"bytes"`     // UDP payload
-	Malformed uint64 `json:"malformed"` // backup: messages dropped whole
-	Skipped   uint64 `json:"skipped"`   // backup: records of another service or real...
-	Errors    uint64 `json:"errors"`
+	Stats connsync.Stats `json:"stats"`
 }
 
 // StopDaemonRequest names the daemon --stop-daemon stops.

@@ -119,9 +119,7 @@ func (b *backend) Daemons() []api.SyncDaemon {
 	defer b.sync.mu.Unlock()
 	var out []api.SyncDaemon
 	for _, dm := range b.sync.by {
-		st := dm.Stats()
-		out = append(out, api.SyncDaemon{SyncDaemon: dm.Config, Stats: api.SyncStats{Messages: st.Messages, Conns: st.Conns,
-			Bytes: st.Bytes, Malformed: st.Malformed, Skipped: st.Skipped, Errors: st.Errors}})
+		out = append(out, api.SyncDaemon{SyncDaemon: dm.Config, Stats: dm.Stats()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Role > out[j].Role }) // master, backup
 	return out

@@ -222,7 +222,7 @@ func syncFailover(t *testing.T, nat bool) {
 	}
 }
 
-func daemonStats(t *testing.T, socket string) api.SyncStats {
+func daemonStats(t *testing.T, socket string) connsync.Stats {
 	t.Helper()
 	ds, err := api.NewClient(socket).Daemons()
 	if err != nil || len(ds) == 0 {
