@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"net"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"time"
 
+	"github.com/xipvs/xipvs/dataplane/loadgen"
 	"github.com/xipvs/xipvs/dataplane/pass"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
@@ -27,6 +29,10 @@ var (
 type floodLab struct {
 	lab     *testutil.Lab
 	servers []io.Closer
+	// The control's sink: a link of the attacker's own (sinka) into the
+	// director's namespace (sinkb), where a program drops every frame.
+	sinkProgs *loadgen.Programs
+	sinkMAC   net.HardwareAddr
 }
 
 func newFloodLab(prefix string) (_ *floodLab, err error) {
@@ -61,6 +67,9 @@ func newFloodLab(prefix string) (_ *floodLab, err error) {
 			return nil, err
 		}
 	}
+	if err := f.addSink(atk); err != nil {
+		return nil, err
+	}
 	if err := f.lab.Director.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
 		return nil, err
 	}
@@ -93,46 +102,92 @@ func newFloodLab(prefix string) (_ *floodLab, err error) {
 	return f, nil
 }
 
+// addSink links the attacker to the director's namespace a second time,
+// by a link whose director end drops every frame in XDP: the control
+// trial floods it, so that the generator runs as in any other trial but
+// nothing of the director (or of its ring) is in its path.
+func (f *floodLab) addSink(atk *testutil.Host) error {
+	dir := f.lab.Director
+	if err := atk.IP("link", "add", "sinka", "type", "veth", "peer", "name", "sinkb", "netns", dir.Name); err != nil {
+		return err
+	}
+	if err := atk.IP("link", "set", "sinka", "up"); err != nil {
+		return err
+	}
+	if err := dir.IP("link", "set", "sinkb", "up"); err != nil {
+		return err
+	}
+	return dir.Do(func() error {
+		ifc, err := net.InterfaceByName("sinkb")
+		if err != nil {
+			return err
+		}
+		f.sinkMAC = ifc.HardwareAddr
+		if f.sinkProgs, err = loadgen.Open(loadgen.Options{}); err != nil {
+			return err
+		}
+		_, err = f.sinkProgs.AttachSink(ifc.Index)
+		return err
+	})
+}
+
 func (f *floodLab) Close() error {
 	for _, s := range f.servers {
 		s.Close()
 	}
+	var err error
+	if f.sinkProgs != nil {
+		err = f.sinkProgs.Close()
+	}
 	if f.lab == nil {
-		return nil
+		return err
 	}
-	return f.lab.Close()
+	return errors.Join(err, f.lab.Close())
 }
 
-// floodRates are the flood's rates: the generator's full rate (0), and
-// one of the order the hping3 reached (~54k SYN/s), twice that.
-func floodRates(o Options) []int {
+// A floodLoad is one flood a subject is measured under.
+type floodLoad struct {
+	name string
+	// rate paces the live-frames generator (0: its full rate).
+	rate int
+	// tool is testutil.ToolHping3, or "" for the live-frames generator.
+	tool string
+	// sink sends the flood into the control's sink instead of the
+	// director.
+	sink bool
+}
+
+// floodLoads are the floods: the live-frames generator's full rate (one
+// vCPU of millions of SYNs per second), the same paced at 100k SYN/s,
+// and hping3 -S --flood --rand-source at its full rate (the tool the
+// issue's flood was made with).
+func floodLoads(o Options) []floodLoad {
 	if o.Quick {
-		return []int{0}
+		return []floodLoad{{name: "max"}, {name: "hping3", tool: testutil.ToolHping3}}
 	}
-	return []int{0, 100_000}
+	return []floodLoad{{name: "max"}, {name: "100k", rate: 100_000}, {name: "hping3", tool: testutil.ToolHping3}}
 }
 
-func rateName(rate int) string {
-	if rate == 0 {
-		return "max"
+// trial runs one FloodTrial to vip under load and records it as subject.
+func (f *floodLab) trial(r *Report, o Options, run int, subject string, vip netip.Addr, load floodLoad, probe func() error) error {
+	if load.tool != "" && !installed(load.tool) {
+		return nil // Missing() reported it
 	}
-	return fmt.Sprintf("%dk", rate/1000)
-}
-
-// trial runs one FloodTrial to vip at rate and records it as subject.
-func (f *floodLab) trial(r *Report, o Options, run int, subject string, vip netip.Addr, rate int, probe func() error) error {
 	ifc, err := f.lab.Director.Interface("atk0")
 	if err != nil {
 		return err
 	}
 	ft := testutil.FloodTrial{Client: f.lab.Attacker, Target: netip.AddrPortFrom(vip, 80), Attacker: f.lab.Attacker,
 		NextHop: ifc.HardwareAddr, SpoofBase: netip.MustParseAddr("198.18.0.0"), Conns: o.FloodConns, Parallel: 10,
-		Timeout: 2 * time.Second, Stream: true, Probe: probe, Rate: rate}
+		Timeout: 2 * time.Second, Stream: true, Probe: probe, Rate: load.rate, Tool: load.tool}
+	if load.sink {
+		ft.FloodIface, ft.NextHop = "sinka", f.sinkMAC
+	}
 	res, err := ft.Run()
 	if err != nil {
 		return err
 	}
-	subject += "@" + rateName(rate)
+	subject += "@" + load.name
 	o.logf("flood, %s: %s", subject, res)
 	add := func(what, unit string, v float64) *Result {
 		x := r.sample(Result{Key: "flood/" + subject + "/" + what, Scenario: "flood", Subject: subject + " " + what, Unit: unit}, run, v)
@@ -143,6 +198,12 @@ func (f *floodLab) trial(r *Report, o Options, run int, subject string, vip neti
 	add("connect-p99", UnitMsWall, float64(res.ConnectP99)/1e6)
 	add("download-kept", UnitPct, 100*res.StreamRatio())
 	add("flood-rate", UnitSYNs, res.FloodRate())
+	// The frames the director's receive ring on the client's link had
+	// no room for: the generator's, and the client host's own.
+	if load.tool == "" && !load.sink {
+		add("ring-refused-flood", UnitPkts, float64(res.RingRefused))
+	}
+	add("ring-refused-client", UnitPkts, float64(res.ClientRefused))
 	if probe != nil {
 		add("xipvsadm-Ln", UnitMsWall, float64(res.ProbeMax)/1e6)
 	}
@@ -184,10 +245,16 @@ func (f *floodLab) run(r *Report, o Options, run int, work string) error {
 			if err := f.warm(s.vip); err != nil {
 				return err
 			}
-			for _, rate := range floodRates(o) {
-				if err := f.trial(r, o, run, s.name, s.vip, rate, func() error { return x.run("-Ln") }); err != nil {
+			for _, load := range floodLoads(o) {
+				if err := f.trial(r, o, run, s.name, s.vip, load, func() error { return x.run("-Ln") }); err != nil {
 					return err
 				}
+			}
+			if s.name == "xipvs-dr-admission" {
+				// The control: the trial as above, the download through
+				// this director, while the generator floods the sink at
+				// its full rate.
+				return f.trial(r, o, run, "sink-control", s.vip, floodLoad{name: "max", sink: true}, func() error { return x.run("-Ln") })
 			}
 			return nil
 		}()
@@ -219,8 +286,8 @@ func (f *floodLab) run(r *Report, o Options, run int, work string) error {
 	if err := f.warm(floodNATVIP); err != nil {
 		return err
 	}
-	for _, rate := range floodRates(o) {
-		if err := f.trial(r, o, run, "nftables", floodNATVIP, rate, nil); err != nil {
+	for _, load := range floodLoads(o) {
+		if err := f.trial(r, o, run, "nftables", floodNATVIP, load, nil); err != nil {
 			return err
 		}
 	}

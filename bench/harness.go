@@ -72,7 +72,7 @@ func (o Options) logf(format string, args ...any) {
 
 // Peer tools the harness drives; a missing one is reported as not
 // measured.
-var peerTools = []string{"nft", "haproxy"}
+var peerTools = []string{"nft", "haproxy", "hping3"}
 
 // Missing returns the peer tools not installed.
 func Missing() []string {

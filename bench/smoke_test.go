@@ -90,6 +90,23 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: %v failed connection attempts", k, x.Detail["failed_attempts"])
 		}
 	}
+	// The flood scenario: each subject under each flood, once per run,
+	// with the flood's rate measured (hping3's from its own statistics).
+	for _, subj := range []string{"xipvs-nat-synproxy@max", "xipvs-nat-synproxy@hping3", "xipvs-dr-admission@max", "xipvs-dr-admission@hping3",
+		"xipvs-nat-undefended@max", "xipvs-dr-undefended@hping3", "nftables@max", "nftables@hping3", "sink-control@max"} {
+		for _, what := range []string{"served", "download-kept", "flood-rate", "ring-refused-client"} {
+			for run := 1; run <= o.Runs; run++ {
+				res := r.result("flood/"+subj+"/"+what, run)
+				if res == nil || len(res.Samples) != 1 {
+					t.Errorf("flood/%s/%s run %d: %v, want one sample", subj, what, run, res)
+					continue
+				}
+				if what == "flood-rate" && res.Median <= 0 {
+					t.Errorf("flood/%s run %d: no flood measured", subj, run)
+				}
+			}
+		}
+	}
 	// Every ratio has its per-round values in both runs.
 	for _, x := range r.Ratios {
 		for i, q := range x.Runs {

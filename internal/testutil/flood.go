@@ -24,6 +24,11 @@ type SYNFlood struct {
 // dstMAC), sources counting up from srcBase (50,000 ports per address),
 // which must lie in 198.18.0.0/15 (RFC 2544's benchmarking range).
 func NewSYNFlood(h *Host, dstMAC net.HardwareAddr, dst netip.AddrPort, srcBase netip.Addr) (*SYNFlood, error) {
+	return NewSYNFloodOn(h, "eth0", dstMAC, dst, srcBase)
+}
+
+// NewSYNFloodOn is NewSYNFlood out of h's interface iface.
+func NewSYNFloodOn(h *Host, iface string, dstMAC net.HardwareAddr, dst netip.AddrPort, srcBase netip.Addr) (*SYNFlood, error) {
 	if !netip.MustParsePrefix("198.18.0.0/15").Contains(srcBase) {
 		return nil, fmt.Errorf("flood sources from %v: want 198.18.0.0/15", srcBase)
 	}
@@ -34,7 +39,7 @@ func NewSYNFlood(h *Host, dstMAC net.HardwareAddr, dst netip.AddrPort, srcBase n
 	}
 	f.frame = Frame{SrcMAC: h.MAC, DstMAC: dstMAC, Src: srcBase, Dst: dst.Addr(), SrcPort: 1024, DstPort: dst.Port(), SYN: true}.Build()
 	if err := h.Do(func() error {
-		ifc, err := net.InterfaceByName("eth0")
+		ifc, err := net.InterfaceByName(iface)
 		if err != nil {
 			return err
 		}

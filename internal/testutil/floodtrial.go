@@ -1,7 +1,16 @@
 package testutil
 
 import (
+	"bytes"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/safchain/ethtool"
+
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // FloodTrial is legitimate traffic measured while a spoofed-source SYN
@@ -35,6 +46,15 @@ type FloodTrial struct {
 	Stream bool
 	// Probe, if set, is timed a few times during the flood (xipvsadm -Ln).
 	Probe func() error
+	// FloodIface is the attacker's interface the flood leaves by
+	// (default eth0).
+	FloodIface string
+	// Tool is the flood's generator: "" the live-frames generator
+	// (NewSYNFlood, millions of SYNs per second from one CPU), or
+	// ToolHping3 (hping3 -S --flood --rand-source from the attacker's
+	// stack, the tool the issue's flood was made with; Rate and
+	// FloodIface do not apply, its sources are any IPv4 address).
+	Tool string
 	// Rate paces the flood (SYNs per second, roughly); 0 is the
 	// generator's full rate.
 	Rate int
@@ -56,7 +76,16 @@ type FloodResult struct {
 	// FloodSent SYNs in FloodTime.
 	FloodSent uint64
 	FloodTime time.Duration
+	// RingRefused counts the live-frames generator's frames the director's
+	// receive ring on the client's link (the peer of the client's eth0)
+	// had no room for: a veth's ring holds 256 frames. ClientRefused
+	// counts the client host's own packets refused there: the legitimate
+	// client's, and hping3's (it sends through the host's stack).
+	RingRefused, ClientRefused uint64
 }
+
+// ToolHping3 is FloodTrial.Tool for hping3.
+const ToolHping3 = "hping3"
 
 // String is the result in one line.
 func (r FloodResult) String() string {
@@ -68,6 +97,9 @@ func (r FloodResult) String() string {
 	}
 	if r.ProbeMax > 0 {
 		s += fmt.Sprintf(", probe max %v", r.ProbeMax.Round(time.Millisecond))
+	}
+	if r.RingRefused > 0 || r.ClientRefused > 0 {
+		s += fmt.Sprintf(", refused by the director's full rx ring: %d of the generator's frames, %d of the host's own packets", r.RingRefused, r.ClientRefused)
 	}
 	return s
 }
@@ -91,11 +123,16 @@ func (r FloodResult) StreamRatio() float64 {
 // Run runs the trial.
 func (ft FloodTrial) Run() (FloodResult, error) {
 	var res FloodResult
-	flood, err := NewSYNFlood(ft.Attacker, ft.NextHop, ft.Target, ft.SpoofBase)
-	if err != nil {
-		return res, err
+	var flood *SYNFlood
+	if ft.Tool == "" {
+		var err error
+		if flood, err = NewSYNFloodOn(ft.Attacker, cmp.Or(ft.FloodIface, "eth0"), ft.NextHop, ft.Target, ft.SpoofBase); err != nil {
+			return res, err
+		}
+		defer flood.Close()
+	} else if ft.Tool != ToolHping3 {
+		return res, fmt.Errorf("flood tool %q: want %q or the live-frames generator", ft.Tool, ToolHping3)
 	}
-	defer flood.Close()
 
 	// The download, opened and measured before the flood starts.
 	var streamed atomic.Int64
@@ -136,32 +173,14 @@ func (ft FloodTrial) Run() (FloodResult, error) {
 	}
 
 	// The flood, flat out, until the trial ends.
-	floodDone := make(chan error, 1)
-	var floodStop atomic.Bool
-	go func() {
-		// Paced: each call sends what the rate owes since the start
-		// (a generator call costs ~25 ms of its own, which this
-		// absorbs).
-		start := time.Now()
-		var sent uint64
-		for !floodStop.Load() {
-			n := uint64(1 << 20)
-			if ft.Rate > 0 {
-				owed := uint64(time.Since(start).Seconds()*float64(ft.Rate)) - sent
-				if owed < 1000 {
-					time.Sleep(time.Millisecond)
-					continue
-				}
-				n = min(owed, 1<<20)
-			}
-			if err := flood.Send(uint32(n)); err != nil {
-				floodDone <- err
-				return
-			}
-			sent += n
-		}
-		floodDone <- nil
-	}()
+	drops0, err := ft.ringDrops()
+	if err != nil {
+		return res, err
+	}
+	stopFlood, err := ft.startFlood(flood)
+	if err != nil {
+		return res, err
+	}
 	floodStart := time.Now()
 	time.Sleep(300 * time.Millisecond)
 	s0, t0 := streamed.Load(), time.Now()
@@ -203,13 +222,20 @@ func (ft FloodTrial) Run() (FloodResult, error) {
 	if ft.Stream {
 		res.StreamDuring = float64(streamed.Load()-s0) / time.Since(t0).Seconds()
 	}
-	floodStop.Store(true)
-	if err := <-floodDone; err != nil {
+	res.FloodSent, err = stopFlood()
+	res.FloodTime = time.Since(floodStart)
+	if err != nil {
 		return res, err
 	}
-	res.FloodTime = time.Since(floodStart)
-	res.FloodSent, _ = flood.Sent()
 	close(stop)
+	drops1, err := ft.ringDrops()
+	if err != nil {
+		return res, err
+	}
+	res.RingRefused = drops1.xdp - drops0.xdp
+	if all := drops1.all - drops0.all; all > res.RingRefused {
+		res.ClientRefused = all - res.RingRefused
+	}
 
 	var times []time.Duration
 	for o := range outcomes {
@@ -230,6 +256,104 @@ func (ft FloodTrial) Run() (FloodResult, error) {
 		res.ConnectMax = times[n-1]
 	}
 	return res, nil
+}
+
+// startFlood starts the flood; the function it returns stops it and
+// reports how many SYNs were sent.
+func (ft FloodTrial) startFlood(flood *SYNFlood) (func() (uint64, error), error) {
+	if ft.Tool == ToolHping3 {
+		return ft.startHping3()
+	}
+	floodDone := make(chan error, 1)
+	var floodStop atomic.Bool
+	go func() {
+		// Paced: each call sends what the rate owes since the start
+		// (a generator call costs ~25 ms of its own, which this
+		// absorbs).
+		start := time.Now()
+		var sent uint64
+		for !floodStop.Load() {
+			n := uint64(1 << 20)
+			if ft.Rate > 0 {
+				owed := uint64(time.Since(start).Seconds()*float64(ft.Rate)) - sent
+				if owed < 1000 {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				n = min(owed, 1<<20)
+			}
+			if err := flood.Send(uint32(n)); err != nil {
+				floodDone <- err
+				return
+			}
+			sent += n
+		}
+		floodDone <- nil
+	}()
+	return func() (uint64, error) {
+		floodStop.Store(true)
+		if err := <-floodDone; err != nil {
+			return 0, err
+		}
+		return flood.Sent()
+	}, nil
+}
+
+var hpingSent = regexp.MustCompile(`(\d+) packets transmitted`)
+
+// startHping3 runs hping3 -S --flood --rand-source at the target from the
+// attacker's stack; stopped by SIGINT, it prints what it sent.
+func (ft FloodTrial) startHping3() (func() (uint64, error), error) {
+	cmd := ft.Attacker.Exec("hping3", "-S", "--flood", "--rand-source", "-p", strconv.Itoa(int(ft.Target.Port())), ft.Target.Addr().String())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("hping3: %w", err)
+	}
+	return func() (uint64, error) {
+		_ = cmd.Process.Signal(os.Interrupt)
+		werr := cmd.Wait()
+		m := hpingSent.FindSubmatch(out.Bytes())
+		if m == nil {
+			return 0, fmt.Errorf("hping3 (%v) printed no statistics: %s", werr, out.Bytes())
+		}
+		return strconv.ParseUint(string(m[1]), 10, 64)
+	}, nil
+}
+
+type ringDrops struct{ xdp, all uint64 }
+
+// ringDrops reads the drop counters of the client's eth0 (a veth): its
+// tx drops count what its peer's full ring refused, both of XDP frames
+// sent into it (the generator's, also counted apart) and of the stack's
+// packets.
+func (ft FloodTrial) ringDrops() (ringDrops, error) {
+	var d ringDrops
+	err := ft.Client.Do(func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if st := l.Attrs().Statistics; st != nil {
+			d.all = st.TxDropped
+		}
+		e, err := ethtool.NewEthtool()
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		stats, err := e.Stats("eth0")
+		if err != nil {
+			return fmt.Errorf("ethtool -S eth0: %w", err)
+		}
+		for k, v := range stats {
+			if strings.HasPrefix(k, "tx_queue_") && strings.HasSuffix(k, "_xdp_xmit_errors") {
+				d.xdp += v
+			}
+		}
+		return nil
+	})
+	return d, err
 }
 
 // legit makes one legitimate connection: connect, GET /, read the
