@@ -1,10 +1,10 @@
 package bench
 
 import (
-	"net"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"time"
 
