@@ -269,7 +269,9 @@ func (ft FloodTrial) startFlood(flood *SYNFlood) (func() (uint64, error), error)
 	go func() {
 		// Paced: each call sends what the rate owes since the start
 		// (a generator call costs ~25 ms of its own, which this
-		// absorbs).
+		// absorbs), as one burst at the generator's speed: a paced
+		// flood arrives in bursts of about rate/40 frames, not as a
+		// steady stream.
 		start := time.Now()
 		var sent uint64
 		for !floodStop.Load() {
