@@ -33,6 +33,9 @@ type floodLab struct {
 	// director's namespace (sinkb), where a program drops every frame.
 	sinkProgs *loadgen.Programs
 	sinkMAC   net.HardwareAddr
+	// A third link (shda to shdb), the DR subject's director attached
+	// to shdb: the shed rate is measured on it, nothing else crossing.
+	shedMAC net.HardwareAddr
 }
 
 func newFloodLab(prefix string) (_ *floodLab, err error) {
@@ -108,15 +111,22 @@ func newFloodLab(prefix string) (_ *floodLab, err error) {
 // nothing of the director (or of its ring) is in its path.
 func (f *floodLab) addSink(atk *testutil.Host) error {
 	dir := f.lab.Director
-	if err := atk.IP("link", "add", "sinka", "type", "veth", "peer", "name", "sinkb", "netns", dir.Name); err != nil {
+	for _, l := range [][2]string{{"sinka", "sinkb"}, {"shda", "shdb"}} {
+		if err := atk.IP("link", "add", l[0], "type", "veth", "peer", "name", l[1], "netns", dir.Name); err != nil {
+			return err
+		}
+		if err := atk.IP("link", "set", l[0], "up"); err != nil {
+			return err
+		}
+		if err := dir.IP("link", "set", l[1], "up"); err != nil {
+			return err
+		}
+	}
+	shd, err := dir.Interface("shdb")
+	if err != nil {
 		return err
 	}
-	if err := atk.IP("link", "set", "sinka", "up"); err != nil {
-		return err
-	}
-	if err := dir.IP("link", "set", "sinkb", "up"); err != nil {
-		return err
-	}
+	f.shedMAC = shd.HardwareAddr
 	return dir.Do(func() error {
 		ifc, err := net.InterfaceByName("sinkb")
 		if err != nil {
@@ -230,7 +240,11 @@ func (f *floodLab) run(r *Report, o Options, run int, work string) error {
 		{"xipvs-dr-undefended", floodDRVIP, nil, [][]string{{"-A", "-t", dr, "-s", "rr"},
 			{"-a", "-t", dr, "-r", "10.81.0.11", "-g"}, {"-a", "-t", dr, "-r", "10.81.0.12", "-g"}}},
 	} {
-		x, err := startXipvs(dir.Netns, o, work, "flood", false, "eth0,eth1,atk0", s.daemon...)
+		ifaces := "eth0,eth1,atk0"
+		if s.name == "xipvs-dr-admission" {
+			ifaces += ",shdb"
+		}
+		x, err := startXipvs(dir.Netns, o, work, "flood", false, ifaces, s.daemon...)
 		if err != nil {
 			return err
 		}
@@ -254,7 +268,10 @@ func (f *floodLab) run(r *Report, o Options, run int, work string) error {
 				// The control: the trial as above, the download through
 				// this director, while the generator floods the sink at
 				// its full rate.
-				return f.trial(r, o, run, "sink-control", s.vip, floodLoad{name: "max", sink: true}, func() error { return x.run("-Ln") })
+				if err := f.trial(r, o, run, "sink-control", s.vip, floodLoad{name: "max", sink: true}, func() error { return x.run("-Ln") }); err != nil {
+					return err
+				}
+				return f.shedRates(r, o, run, s.vip)
 			}
 			return nil
 		}()
@@ -289,6 +306,62 @@ func (f *floodLab) run(r *Report, o Options, run int, work string) error {
 	for _, load := range floodLoads(o) {
 		if err := f.trial(r, o, run, "nftables", floodNATVIP, load, nil); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// shedRates measures how fast one vCPU floods and sheds: the generator
+// at its full rate into the director's program with admission control
+// (on the shed link, nothing else crossing it; the receiving XDP runs in
+// the generator's own softirq, so the rate is what one vCPU does for
+// both), and the same into the program that drops every frame unread,
+// alternately. Their ratio is what the director's shedding costs beside
+// the floor any XDP program pays on this link.
+func (f *floodLab) shedRates(r *Report, o Options, run int, vip netip.Addr) error {
+	atk := f.lab.Attacker
+	targets := []struct {
+		subject, iface string
+		mac            net.HardwareAddr
+	}{{"xipvs-dr-admission", "shda", f.shedMAC}, {"drop-all", "sinka", f.sinkMAC}}
+	floods := make([]*testutil.SYNFlood, len(targets))
+	defer func() {
+		for _, fl := range floods {
+			if fl != nil {
+				fl.Close()
+			}
+		}
+	}()
+	for i, t := range targets {
+		var err error
+		if floods[i], err = testutil.NewSYNFloodOn(atk, t.iface, t.mac, netip.AddrPortFrom(vip, 80), netip.MustParseAddr("198.18.0.0")); err != nil {
+			return err
+		}
+	}
+	samples, length := 3, time.Second
+	if o.Quick {
+		samples, length = 1, 200*time.Millisecond
+	}
+	for i := 0; i < samples; i++ {
+		for j, t := range targets {
+			fl := floods[j]
+			n0, err := fl.Sent()
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			for time.Since(start) < length {
+				if err := fl.Send(1 << 18); err != nil {
+					return err
+				}
+			}
+			n1, err := fl.Sent()
+			if err != nil {
+				return err
+			}
+			mpps := float64(n1-n0) / time.Since(start).Seconds() / 1e6
+			o.logf("flood, one vCPU floods and sheds: %s %.2f Mpps", t.subject, mpps)
+			r.sample(Result{Key: "flood/shed/" + t.subject, Scenario: "flood", Subject: "one vCPU floods and sheds: " + t.subject, Unit: UnitMpps}, run, mpps)
 		}
 	}
 	return nil

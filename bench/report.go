@@ -371,7 +371,12 @@ func (r *Report) Markdown() string {
 		if c2 := r.result(c.Key, 2); c2 != nil {
 			kept += " (run 1) and " + num(c2.Median) + "% (run 2)"
 		}
-		fmt.Fprintf(&b, "\nThe control (`sink-control@max`): the same generator at its full rate into a program that drops every frame, on a link of its own with nothing of the director in its path, leaves the download %s of its rate: what the lab's attacker alone costs the download on this machine's CPUs. The `ring-refused` rows count what the director's receive ring on the client's link (a veth's 256 frames) had no room for.\n", kept)
+		fmt.Fprintf(&b, "\nThe control (`sink-control@max`): the same generator at its full rate into a program that drops every frame, on a link of its own with nothing of the director in its path, leaves the download %s of its rate: what the lab's attacker alone costs the download on this machine's CPUs. The `ring-refused` rows count what the director's receive ring on the client's link (a veth's 256 frames) had no room for.", kept)
+		a, d := r.Get("flood/shed/xipvs-dr-admission"), r.Get("flood/shed/drop-all")
+		if a != nil && d != nil && d.Median > 0 {
+			fmt.Fprintf(&b, " One vCPU generating and shedding (`one vCPU floods and sheds` rows) goes at %.2fx the rate into the director's admission control that it goes into a program dropping every frame unread.", a.Median/d.Median)
+		}
+		b.WriteString("\n")
 	}
 
 	b.WriteString("\nMeasured quantities, median [min–max] of the rounds:\n\n| scenario | subject | frame | unit | run 1 | run 2 |\n|---|---|---|---|---|---|\n")

@@ -107,6 +107,13 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
+	for _, subj := range []string{"xipvs-dr-admission", "drop-all"} {
+		for run := 1; run <= o.Runs; run++ {
+			if res := r.result("flood/shed/"+subj, run); res == nil || len(res.Samples) != 1 || res.Median <= 0 {
+				t.Errorf("flood/shed/%s run %d: %v, want one sample of a rate", subj, run, res)
+			}
+		}
+	}
 	// Every ratio has its per-round values in both runs.
 	for _, x := range r.Ratios {
 		for i, q := range x.Runs {

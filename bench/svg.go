@@ -52,6 +52,8 @@ func (r *Report) SVG() string {
 			func(x *Result) bool { return x.Scenario == "flood" && x.Unit == UnitMsWall }, subject),
 		pick("SYN flood: the flood's rate", UnitSYNs,
 			func(x *Result) bool { return x.Scenario == "flood" && x.Unit == UnitSYNs }, subject),
+		pick("SYN flood: frames one vCPU generates and sheds (higher is better)", UnitMpps,
+			func(x *Result) bool { return x.Scenario == "flood" && x.Unit == UnitMpps }, subject),
 		pick("SYN flood: packets the director's receive ring on the client's link refused (lower is better)", UnitPkts,
 			func(x *Result) bool { return x.Scenario == "flood" && x.Unit == UnitPkts }, subject),
 	}
