@@ -42,6 +42,18 @@
 #define KNOWN_SOURCES 131072
 #endif
 
+/* Slots of the known-source filter (known_filter), 2^KNOWN_FILTER_BITS. */
+#define KNOWN_FILTER_BITS 17
+#define KNOWN_FILTER_SLOTS (1u << KNOWN_FILTER_BITS)
+
+/* The filter's clock: coarse ns >> KNOWN_EPOCH_SHIFT (4.3 s), kept in 16
+ * bits (it wraps in 78 h, which only ever costs a lookup). A source is
+ * known for KNOWN_TTL_EPOCHS (an hour) after its last handshake. */
+#define KNOWN_EPOCH_SHIFT 32
+#ifndef KNOWN_TTL_EPOCHS
+#define KNOWN_TTL_EPOCHS 838
+#endif
+
 /* Slots of the address prefilter (addr_filter); a power of two. */
 #define ADDR_SLOTS 65536
 

@@ -43,6 +43,17 @@ struct {
 	__type(value, __u64);
 } known_sources6 SEC(".maps");
 
+/* In front of the two LRUs above: one read of a 256 KB array tells a
+ * flood's new sources, whose slots no known source touched within the
+ * hour, from the rest, which the LRU then confirms (a slot shared with a
+ * known source costs the lookup, never a wrong answer). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct known_filter);
+} known_filter SEC(".maps");
+
 /* Admission control's pacing of new sources, per CPU: the time (ns) the
  * next SYN is due (GCRA's theoretical arrival time). */
 struct {

@@ -50,6 +50,13 @@ struct defence_cfg {
 	__u64 admit_burst;    /* ns of credit a CPU may bank */
 };
 
+/* The known-source filter: by a hash of a source (an IPv4 address or an
+ * IPv6 /64), the epoch of the last handshake a source hashing there
+ * completed; 0: none. */
+struct known_filter {
+	__u16 epoch[KNOWN_FILTER_SLOTS];
+};
+
 /* Connection key: the client's 5-tuple as it reaches the director. */
 struct conn_key {
 	__be32 saddr;

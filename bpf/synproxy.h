@@ -478,20 +478,57 @@ static __always_inline int tcp_schedules(const struct pkt *p)
 	return def && (def->flags & DEF_F_SLOPPY_TCP);
 }
 
-/* admit_from reports whether a SYN from a source may open a connection:
- * a known source (known: its entry in a known-sources map, or NULL)
- * always; a new one within the rate, which IPv4 and IPv6 sources share. */
-static __always_inline int admit_from(struct defence_cfg *def, void *known)
+/* known_epoch is the known-source filter's clock at now (coarse ns),
+ * never 0 (the mark of a slot no handshake touched). */
+static __always_inline __u16 known_epoch(__u64 now)
+{
+	__u16 e = (__u16)(now >> KNOWN_EPOCH_SHIFT);
+
+	return e ? e : 1;
+}
+
+/* known_slot hashes a source (an IPv4 address, or an IPv6 /64 folded to
+ * 32 bits) to its slot in the filter (Fibonacci hashing). */
+static __always_inline __u32 known_slot(__u32 x)
+{
+	return (x * 2654435761u) >> (32 - KNOWN_FILTER_BITS);
+}
+
+/* known_recently reports whether some source hashing to slot completed a
+ * handshake within KNOWN_TTL_EPOCHS of now: if not, the source is new
+ * without an LRU lookup. */
+static __always_inline int known_recently(__u32 slot, __u64 now)
 {
 	__u32 key = 0;
-	__u64 now, *tat;
+	struct known_filter *f = bpf_map_lookup_elem(&known_filter, &key);
+	__u16 e;
 
-	if (known)
-		return 1;
-	tat = bpf_map_lookup_elem(&admit_tat, &key);
+	if (!f)
+		return 1; /* no filter: ask the LRU */
+	e = f->epoch[slot & (KNOWN_FILTER_SLOTS - 1)];
+	return e && (__u16)(known_epoch(now) - e) < KNOWN_TTL_EPOCHS;
+}
+
+/* mark_known stamps a source's slot with now's epoch. */
+static __always_inline void mark_known(__u32 slot, __u64 now)
+{
+	__u32 key = 0;
+	struct known_filter *f = bpf_map_lookup_elem(&known_filter, &key);
+
+	if (f)
+		f->epoch[slot & (KNOWN_FILTER_SLOTS - 1)] = known_epoch(now);
+}
+
+/* within_rate takes one new source's SYN from this CPU's pacing (GCRA on
+ * the coarse clock: the rate holds over time, admissions bunch at its
+ * ticks) and reports whether there was room for it. */
+static __always_inline int within_rate(struct defence_cfg *def, __u64 now)
+{
+	__u32 key = 0;
+	__u64 *tat = bpf_map_lookup_elem(&admit_tat, &key);
+
 	if (!tat)
 		return 1;
-	now = bpf_ktime_get_ns();
 	if (*tat < now)
 		*tat = now;
 	if (*tat - now > def->admit_burst)
@@ -508,12 +545,31 @@ static __always_inline struct defence_cfg *admission_on(void)
 	return def && def->admit_interval ? def : NULL;
 }
 
-/* admit is admit_from for an IPv4 source. */
+/* admit reports whether a SYN from an IPv4 source may open a connection:
+ * a known one (a handshake within the hour, still in known_sources)
+ * always; a new one within the rate, which IPv4 and IPv6 sources share.
+ * A flood's source costs one read of the filter, the clock and the
+ * pacing: no hash lookup. */
 static __always_inline int admit(__be32 saddr)
 {
 	struct defence_cfg *def = admission_on();
+	__u64 now;
 
-	return !def || admit_from(def, bpf_map_lookup_elem(&known_sources, &saddr));
+	if (!def)
+		return 1;
+	now = bpf_ktime_get_coarse_ns();
+	if (known_recently(known_slot(saddr), now) && bpf_map_lookup_elem(&known_sources, &saddr))
+		return 1;
+	return within_rate(def, now);
+}
+
+/* prefix64 is the /64 of an IPv6 address, as it lies. */
+static __always_inline __u64 prefix64(const void *saddr)
+{
+	__u64 prefix;
+
+	__builtin_memcpy(&prefix, saddr, 8);
+	return prefix;
 }
 
 /* admit6 is admit for an IPv6 source, known by its /64: one host's
@@ -522,12 +578,15 @@ static __always_inline int admit(__be32 saddr)
 static __always_inline int admit6(const void *saddr)
 {
 	struct defence_cfg *def = admission_on();
-	__u64 prefix;
+	__u64 now, prefix = prefix64(saddr);
 
 	if (!def)
 		return 1;
-	__builtin_memcpy(&prefix, saddr, 8);
-	return admit_from(def, bpf_map_lookup_elem(&known_sources6, &prefix));
+	now = bpf_ktime_get_coarse_ns();
+	if (known_recently(known_slot((__u32)prefix ^ (__u32)(prefix >> 32)), now) &&
+	    bpf_map_lookup_elem(&known_sources6, &prefix))
+		return 1;
+	return within_rate(def, now);
 }
 
 /* known_source records that saddr completed a handshake. */
@@ -535,15 +594,16 @@ static __always_inline void known_source(__be32 saddr)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 
+	mark_known(known_slot(saddr), now);
 	bpf_map_update_elem(&known_sources, &saddr, &now, BPF_ANY);
 }
 
 /* known_source6 records that the /64 of saddr completed a handshake. */
 static __always_inline void known_source6(const void *saddr)
 {
-	__u64 now = bpf_ktime_get_coarse_ns(), prefix;
+	__u64 now = bpf_ktime_get_coarse_ns(), prefix = prefix64(saddr);
 
-	__builtin_memcpy(&prefix, saddr, 8);
+	mark_known(known_slot((__u32)prefix ^ (__u32)(prefix >> 32)), now);
 	bpf_map_update_elem(&known_sources6, &prefix, &now, BPF_ANY);
 }
 

@@ -118,6 +118,11 @@ type directorIface struct {
 	Slot uint16
 }
 
+type directorKnownFilter struct {
+	_     structs.HostLayout
+	Epoch [131072]uint16
+}
+
 type directorPickCtl struct {
 	_    structs.HostLayout
 	Slot uint32
@@ -266,6 +271,7 @@ const (
 	directorMapEstConns         = "est_conns"
 	directorMapEstConns6        = "est_conns6"
 	directorMapIfaces           = "ifaces"
+	directorMapKnownFilter      = "known_filter"
 	directorMapKnownSources     = "known_sources"
 	directorMapKnownSources6    = "known_sources6"
 	directorMapPickCtls         = "pick_ctls"
@@ -345,6 +351,7 @@ type directorMapSpecs struct {
 	EstConns      *ebpf.MapSpec `ebpf:"est_conns"`
 	EstConns6     *ebpf.MapSpec `ebpf:"est_conns6"`
 	Ifaces        *ebpf.MapSpec `ebpf:"ifaces"`
+	KnownFilter   *ebpf.MapSpec `ebpf:"known_filter"`
 	KnownSources  *ebpf.MapSpec `ebpf:"known_sources"`
 	KnownSources6 *ebpf.MapSpec `ebpf:"known_sources6"`
 	PickCtls      *ebpf.MapSpec `ebpf:"pick_ctls"`
@@ -398,6 +405,7 @@ type directorMaps struct {
 	EstConns      *ebpf.Map `ebpf:"est_conns"`
 	EstConns6     *ebpf.Map `ebpf:"est_conns6"`
 	Ifaces        *ebpf.Map `ebpf:"ifaces"`
+	KnownFilter   *ebpf.Map `ebpf:"known_filter"`
 	KnownSources  *ebpf.Map `ebpf:"known_sources"`
 	KnownSources6 *ebpf.Map `ebpf:"known_sources6"`
 	PickCtls      *ebpf.Map `ebpf:"pick_ctls"`
@@ -426,6 +434,7 @@ func (m *directorMaps) Close() error {
 		m.EstConns,
 		m.EstConns6,
 		m.Ifaces,
+		m.KnownFilter,
 		m.KnownSources,
 		m.KnownSources6,
 		m.PickCtls,

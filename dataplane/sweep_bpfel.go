@@ -83,6 +83,11 @@ type sweepIface struct {
 	Slot uint16
 }
 
+type sweepKnownFilter struct {
+	_     structs.HostLayout
+	Epoch [131072]uint16
+}
+
 type sweepPickCtl struct {
 	_    structs.HostLayout
 	Slot uint32
@@ -207,6 +212,7 @@ const (
 	sweepMapEstConns        = "est_conns"
 	sweepMapEstConns6       = "est_conns6"
 	sweepMapIfaces          = "ifaces"
+	sweepMapKnownFilter     = "known_filter"
 	sweepMapKnownSources    = "known_sources"
 	sweepMapKnownSources6   = "known_sources6"
 	sweepMapPickCtls        = "pick_ctls"
@@ -287,6 +293,7 @@ type sweepMapSpecs struct {
 	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
 	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	KnownFilter     *ebpf.MapSpec `ebpf:"known_filter"`
 	KnownSources    *ebpf.MapSpec `ebpf:"known_sources"`
 	KnownSources6   *ebpf.MapSpec `ebpf:"known_sources6"`
 	PickCtls        *ebpf.MapSpec `ebpf:"pick_ctls"`
@@ -343,6 +350,7 @@ type sweepMaps struct {
 	EstConns        *ebpf.Map `ebpf:"est_conns"`
 	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	KnownFilter     *ebpf.Map `ebpf:"known_filter"`
 	KnownSources    *ebpf.Map `ebpf:"known_sources"`
 	KnownSources6   *ebpf.Map `ebpf:"known_sources6"`
 	PickCtls        *ebpf.Map `ebpf:"pick_ctls"`
@@ -375,6 +383,7 @@ func (m *sweepMaps) Close() error {
 		m.EstConns,
 		m.EstConns6,
 		m.Ifaces,
+		m.KnownFilter,
 		m.KnownSources,
 		m.KnownSources6,
 		m.PickCtls,
