@@ -102,7 +102,7 @@ func main() {
 	spMSS := fs.Uint("synproxy-mss", dataplane.DefaultProxyMSS, "the MSS the SYN proxy's SYN-ACKs advertise (8 less for FULLNAT, for TOA)")
 	spWScale := fs.Uint("synproxy-wscale", dataplane.DefaultProxyWScale, "the window scale the SYN proxy's SYN-ACKs advertise (0 to 14)")
 	admitRate := fs.Uint64("admit-rate", 0,
-		"admission control: SYNs per second from sources that have not completed a handshake\nrecently, across the director; the rest are dropped and counted (xdp_shed). Known sources\nalways pass. 0: no limit")
+		"admission control: SYNs per second from sources that have not completed a handshake\nwithin the hour, across the director; the rest are dropped and counted (xdp_shed). Known\nsources always pass. 0: no limit")
 	sloppyTCP := fs.Bool("sloppy-tcp", false,
 		"schedule a TCP packet that has no connection even if it is not a SYN (IPVS's sloppy_tcp):\nneeded behind ECMP, where a flow can move to this director mid-stream (with mh or sh\nevery director picks the same real). Off, such packets pass to the kernel (pass_no_conn)")
 	admitBurst := fs.Uint64("admit-burst", 64, "admission control: SYNs from new sources one CPU may take at once")
