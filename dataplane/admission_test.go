@@ -16,6 +16,22 @@ func knownSlot(a netip.Addr) uint32 {
 	return binary.NativeEndian.Uint32(a.AsSlice()) * 2654435761 >> (32 - 17)
 }
 
+// admissionOn turns admission control on at 1 new source's SYN per
+// second (a burst of 1) and returns a reader of the shed counter.
+func admissionOn(t *testing.T, d *dataplane.Harness) func() uint64 {
+	t.Helper()
+	if err := d.SetDefence(dataplane.Defence{AdmitRate: 1, AdmitBurst: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return func() uint64 {
+		c, err := d.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c[dataplane.StatShed]
+	}
+}
+
 // TestAdmission: with admission control on, SYNs from new IPv4 sources
 // are paced (shed past the burst); a source that completed a handshake
 // passes; and a new source that shares its slot of the known-source
@@ -24,16 +40,7 @@ func knownSlot(a netip.Addr) uint32 {
 func TestAdmission(t *testing.T) {
 	d := openDirector(t)
 	setup(t, d)
-	if err := d.SetDefence(dataplane.Defence{AdmitRate: 1, AdmitBurst: 1}); err != nil {
-		t.Fatal(err)
-	}
-	shed := func() uint64 {
-		c, err := d.Counters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c[dataplane.StatShed]
-	}
+	shed := admissionOn(t, d)
 	syn := func(src netip.Addr, sport uint16) []byte {
 		return testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: src, Dst: vip, SrcPort: sport, DstPort: 80, SYN: true}.Build()
 	}

@@ -460,16 +460,7 @@ func TestIPv6ICMPErrors(t *testing.T) {
 func TestIPv6Admission(t *testing.T) {
 	d := openDirector(t)
 	setupIPv6(t, d)
-	if err := d.SetDefence(dataplane.Defence{AdmitRate: 1, AdmitBurst: 1}); err != nil {
-		t.Fatal(err)
-	}
-	shed := func() uint64 {
-		c, err := d.Counters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c[dataplane.StatShed]
-	}
+	shed := admissionOn(t, d)
 	syn := func(src string, sport uint16) []byte {
 		return frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: netip.MustParseAddr(src), dst: vip6, sport: sport, dport: 80, syn: true}.build(t)
 	}
