@@ -105,10 +105,12 @@ func newFloodLab(prefix string) (_ *floodLab, err error) {
 	return f, nil
 }
 
-// addSink links the attacker to the director's namespace a second time,
-// by a link whose director end drops every frame in XDP: the control
+// addSink links the attacker to the director's namespace twice more:
+// sinka-sinkb, whose director end drops every frame in XDP (the control
 // trial floods it, so that the generator runs as in any other trial but
-// nothing of the director (or of its ring) is in its path.
+// nothing of the director, or of its ring, is in its path), and
+// shda-shdb, where the DR subject's director alone receives the flood
+// whose shed rate is measured.
 func (f *floodLab) addSink(atk *testutil.Host) error {
 	dir := f.lab.Director
 	for _, l := range [][2]string{{"sinka", "sinkb"}, {"shda", "shdb"}} {

@@ -494,6 +494,12 @@ static __always_inline __u32 known_slot(__u32 x)
 	return (x * 2654435761u) >> (32 - KNOWN_FILTER_BITS);
 }
 
+/* known_slot6 is known_slot for an IPv6 source's /64, folded. */
+static __always_inline __u32 known_slot6(__u64 prefix)
+{
+	return known_slot((__u32)prefix ^ (__u32)(prefix >> 32));
+}
+
 /* known_recently reports whether some source hashing to slot completed a
  * handshake within KNOWN_TTL_EPOCHS of now: if not, the source is new
  * without an LRU lookup. */
@@ -583,7 +589,7 @@ static __always_inline int admit6(const void *saddr)
 	if (!def)
 		return 1;
 	now = bpf_ktime_get_coarse_ns();
-	if (known_recently(known_slot((__u32)prefix ^ (__u32)(prefix >> 32)), now) &&
+	if (known_recently(known_slot6(prefix), now) &&
 	    bpf_map_lookup_elem(&known_sources6, &prefix))
 		return 1;
 	return within_rate(def, now);
@@ -603,7 +609,7 @@ static __always_inline void known_source6(const void *saddr)
 {
 	__u64 now = bpf_ktime_get_coarse_ns(), prefix = prefix64(saddr);
 
-	mark_known(known_slot((__u32)prefix ^ (__u32)(prefix >> 32)), now);
+	mark_known(known_slot6(prefix), now);
 	bpf_map_update_elem(&known_sources6, &prefix, &now, BPF_ANY);
 }
 

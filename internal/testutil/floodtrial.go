@@ -1,26 +1,24 @@
 package testutil
 
 import (
-	"bytes"
-	"os"
-	"regexp"
-	"strconv"
-	"strings"
-
-	"github.com/safchain/ethtool"
-
 	"bufio"
+	"bytes"
 	"cmp"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netlink"
 )
 
