@@ -138,6 +138,7 @@ func (f *floodLab) addSink(atk *testutil.Host) error {
 		if f.sinkProgs, err = loadgen.Open(loadgen.Options{}); err != nil {
 			return err
 		}
+		// Detached by sinkProgs.Close.
 		_, err = f.sinkProgs.AttachSink(ifc.Index)
 		return err
 	})
@@ -160,19 +161,21 @@ func (f *floodLab) Close() error {
 // A floodLoad is one flood a subject is measured under.
 type floodLoad struct {
 	name string
-	// rate paces the live-frames generator (0: its full rate).
+	// rate paces the generator (0: its full rate).
 	rate int
-	// tool is testutil.ToolHping3, or "" for the live-frames generator.
+	// tool is testutil.ToolHping3, or "" for testutil.NewSYNFlood's
+	// sender (live frames, else AF_XDP).
 	tool string
 	// sink sends the flood into the control's sink instead of the
 	// director.
 	sink bool
 }
 
-// floodLoads are the floods: the live-frames generator's full rate (one
-// vCPU of millions of SYNs per second), the same paced at 100k SYN/s,
-// and hping3 -S --flood --rand-source at its full rate (the tool the
-// issue's flood was made with).
+// floodLoads are the floods: the generator's full rate (one vCPU: live
+// frames, millions of SYNs per second, where the kernel allows them, else
+// an AF_XDP sender, about 1M SYN/s), the same paced at 100k SYN/s, and
+// hping3 -S --flood --rand-source at its full rate (the tool the issue's
+// flood was made with).
 func floodLoads(o Options) []floodLoad {
 	if o.Quick {
 		return []floodLoad{{name: "max"}, {name: "hping3", tool: testutil.ToolHping3}}
@@ -202,7 +205,7 @@ func (f *floodLab) trial(r *Report, o Options, run int, subject string, vip neti
 	subject += "@" + load.name
 	o.logf("flood, %s: %s", subject, res)
 	add := func(what, unit string, v float64) *Result {
-		x := r.sample(Result{Key: "flood/" + subject + "/" + what, Scenario: "flood", Subject: subject + " " + what, Unit: unit}, run, v)
+		x := r.sample(Result{Key: "flood/" + subject + "/" + what, Scenario: "flood", Subject: subject + " " + what, Unit: unit, Generator: res.Generator}, run, v)
 		x.Detail["flood_syn_per_s"] = int(res.FloodRate())
 		return x
 	}
@@ -212,10 +215,15 @@ func (f *floodLab) trial(r *Report, o Options, run int, subject string, vip neti
 	add("flood-rate", UnitSYNs, res.FloodRate())
 	// The frames the director's receive ring on the client's link had
 	// no room for: the generator's, and the client host's own.
-	if load.tool == "" && !load.sink {
+	switch {
+	case res.RingShared:
+		add("ring-refused-flood+client", UnitPkts, float64(res.ClientRefused))
+	case load.tool == "" && !load.sink:
 		add("ring-refused-flood", UnitPkts, float64(res.RingRefused))
+		fallthrough
+	default:
+		add("ring-refused-client", UnitPkts, float64(res.ClientRefused))
 	}
-	add("ring-refused-client", UnitPkts, float64(res.ClientRefused))
 	if probe != nil {
 		add("xipvsadm-Ln", UnitMsWall, float64(res.ProbeMax)/1e6)
 	}
@@ -363,7 +371,7 @@ func (f *floodLab) shedRates(r *Report, o Options, run int, vip netip.Addr) erro
 			}
 			mpps := float64(n1-n0) / time.Since(start).Seconds() / 1e6
 			o.logf("flood, one vCPU floods and sheds: %s %.2f Mpps", t.subject, mpps)
-			r.sample(Result{Key: "flood/shed/" + t.subject, Scenario: "flood", Subject: "one vCPU floods and sheds: " + t.subject, Unit: UnitMpps}, run, mpps)
+			r.sample(Result{Key: "flood/shed/" + t.subject, Scenario: "flood", Subject: "one vCPU floods and sheds: " + t.subject, Unit: UnitMpps, Generator: string(fl.Method())}, run, mpps)
 		}
 	}
 	return nil

@@ -45,6 +45,10 @@ type Options struct {
 	// FloodConns is the legitimate connections of one flood trial (the
 	// flood scenario runs once per run).
 	FloodConns int `json:"flood_conns"`
+	// Generator is how the wire's packet rates are generated: "" the best
+	// this kernel allows (live frames, else the closed loop),
+	// "live-frames" or "closed-loop".
+	Generator string `json:"generator,omitempty"`
 	// Bin holds xipvsd and xipvsadm; empty builds them into a temporary
 	// directory.
 	Bin string `json:"-"`
@@ -120,6 +124,13 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 	if err != nil {
 		return r, fmt.Errorf("wire topology: %w", err)
 	}
+	r.Generators = append(r.Generators,
+		fmt.Sprintf("packet rates (established, new flows): %s: %s; the ceiling rows are that generator through a subject that only bounces frames (XDP_TX), its own limit", w.Generator(), w.why))
+	floodGen := "af_xdp (an AF_XDP socket's TX ring, copy mode, one vCPU, open loop)"
+	if w.lg.LiveFramesAllowed() == nil {
+		floodGen = "live-frames (BPF_PROG_RUN, one vCPU, open loop)"
+	}
+	r.Generators = append(r.Generators, "SYN floods: "+floodGen+", and hping3 where named; tcp-connect and latency: tcp (real sockets); bpf-cost: bpf_prog_run (Program.Run with Repeat)")
 	defer func() { err = errors.Join(err, w.Close()) }()
 	if err := w.setup(r, o, work); err != nil {
 		return r, err
@@ -215,6 +226,9 @@ func (r *Report) addRatios(o Options) {
 		}
 		r.ratio(pre+"nftables6 / nftables", key("nftables6"), key("nftables"))
 	}
+	r.ratio("new flows: xipvs-dr / ceiling", "new-flows/xipvs-dr", "new-flows/ceiling")
+	r.ratio("new flows: xipvs-slowpath / ceiling", "new-flows/xipvs-slowpath", "new-flows/ceiling")
+	r.ratio("new flows: nftables / ceiling", "new-flows/nftables", "new-flows/ceiling")
 	r.ratio("new flows: xipvs-dr / nftables", "new-flows/xipvs-dr", "new-flows/nftables")
 	r.ratio("new flows: xipvs-slowpath / nftables", "new-flows/xipvs-slowpath", "new-flows/nftables")
 	r.ratio("new flows: xipvs-dr6 / nftables6", "new-flows/xipvs-dr6", "new-flows/nftables6")
@@ -303,7 +317,7 @@ func (c *costLab) round(r *Report, o Options, run int) error {
 		if subject != "ceiling" && subject != "reference-lb" {
 			name = "xipvs-" + subject
 		}
-		r.sample(Result{Key: "bpf-cost/" + name, Scenario: "bpf-cost", Subject: name, Unit: UnitNs}, run, ns)
+		r.sample(Result{Key: "bpf-cost/" + name, Scenario: "bpf-cost", Subject: name, Unit: UnitNs, Generator: GenProgRun}, run, ns)
 	}
 	return nil
 }

@@ -28,6 +28,12 @@ const (
 	UnitPkts   = "packets"
 )
 
+// Generators of a Result besides the loadgen methods and the wire's.
+const (
+	GenTCP     = "tcp"          // real sockets through the kernel's stack
+	GenProgRun = "bpf_prog_run" // Program.Run with Repeat, no wire
+)
+
 // Result is one measured quantity: every sample and their median, min
 // and max.
 type Result struct {
@@ -41,6 +47,12 @@ type Result struct {
 	// Size is the frame length in bytes (0: not a packet-rate result).
 	Size int    `json:"size,omitempty"`
 	Unit string `json:"unit"`
+	// Generator is what made the load: live-frames (open loop),
+	// closed-loop (AF_XDP seeds, XDP sends them round), af_xdp (an open
+	// loop AF_XDP sender), hping3, tcp (real sockets), bpf_prog_run
+	// (Program.Run with Repeat), or empty where nothing was sent
+	// (aging).
+	Generator string `json:"generator,omitempty"`
 	// Run is which of the back-to-back runs measured it (1, 2); each
 	// sample is one round, in which every subject was measured once.
 	Run     int       `json:"run"`
@@ -171,6 +183,8 @@ type Report struct {
 	SlowPathTop string `json:"slow_path_top,omitempty"`
 	// Skipped lists what could not be measured and why.
 	Skipped []string `json:"skipped,omitempty"`
+	// Generators says, per lab, which generator ran and why.
+	Generators []string `json:"generators,omitempty"`
 }
 
 // sample adds one round's sample v to the result key of run, made from
@@ -323,6 +337,13 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "Machine: %s, %d vCPU, %d MiB, kernel %s, %s. Command: `%s`", r.Machine.CPU, r.Machine.CPUs, r.Machine.MemMiB, r.Machine.Kernel, r.Machine.Go, r.Command)
 	fmt.Fprintf(&b, " (%s: %d runs of %d rounds, samples of %s, %d flows; took %s).\n\n", map[bool]string{true: "quick", false: "full"}[r.Quick],
 		r.Settings.Runs, r.Settings.Repeats, r.Settings.Sample, r.Settings.Flows, r.Took.Round(time.Second))
+	if len(r.Generators) > 0 {
+		b.WriteString("Generators (the `generator` column of every row below):\n\n")
+		for _, g := range r.Generators {
+			fmt.Fprintf(&b, "- %s\n", g)
+		}
+		b.WriteString("\n")
+	}
 
 	b.WriteString("Ratios, computed round by round (every subject measured once per round, interleaved); median [min–max] of the rounds:\n\n")
 	b.WriteString("| ratio | run 1 | run 2 | runs within ±15% |\n|---|---|---|---|\n")
@@ -379,7 +400,7 @@ func (r *Report) Markdown() string {
 		b.WriteString("\n")
 	}
 
-	b.WriteString("\nMeasured quantities, median [min–max] of the rounds:\n\n| scenario | subject | frame | unit | run 1 | run 2 |\n|---|---|---|---|---|---|\n")
+	b.WriteString("\nMeasured quantities, median [min–max] of the rounds:\n\n| scenario | subject | frame | generator | unit | run 1 | run 2 |\n|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Results {
 		if x.Run != 1 {
 			continue
@@ -394,7 +415,7 @@ func (r *Report) Markdown() string {
 			}
 			return fmt.Sprintf("%s [%s–%s]", num(y.Median), num(y.Min), num(y.Max))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", x.Scenario, x.Subject, size, x.Unit, cell(x), cell(r.result(x.Key, 2)))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", x.Scenario, x.Subject, size, x.Generator, x.Unit, cell(x), cell(r.result(x.Key, 2)))
 	}
 	if len(r.Checks) > 0 {
 		b.WriteString("\n| check | ok | detail |\n|---|---|---|\n")

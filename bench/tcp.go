@@ -268,7 +268,7 @@ func (t *tcpLab) measure(r *Report, o Options, run int, subject string, to netip
 	if err != nil {
 		return err
 	}
-	res := r.sample(Result{Key: "tcp-connect/" + subject, Scenario: "tcp-connect", Subject: subject, Unit: UnitCPS}, run, cps)
+	res := r.sample(Result{Key: "tcp-connect/" + subject, Scenario: "tcp-connect", Subject: subject, Unit: UnitCPS, Generator: GenTCP}, run, cps)
 	res.Detail["clients"] = o.Clients
 	addDetail(res, "failed_attempts", failed)
 	if !withLatency {
@@ -284,7 +284,7 @@ func (t *tcpLab) measure(r *Report, o Options, run int, subject string, to netip
 			q    float64
 		}{{"p50", 0.50}, {"p99", 0.99}} {
 			k := fmt.Sprintf("latency/%s-%s/%s", subject, kind, p.name)
-			x := r.sample(Result{Key: k, Scenario: "latency", Subject: subject + " " + kind + " " + p.name, Unit: UnitUs}, run, percentile(v, p.q))
+			x := r.sample(Result{Key: k, Scenario: "latency", Subject: subject + " " + kind + " " + p.name, Unit: UnitUs, Generator: GenTCP}, run, percentile(v, p.q))
 			x.Detail["per_sample_of"] = o.Pings
 		}
 	}

@@ -110,6 +110,11 @@ type director struct {
 	attachments  []*loadgen.Attachment
 	x            *xipvs
 	nftInstalled bool
+	// The generator's end of the link: its sender (live frames, or
+	// AF_XDP sockets on every queue) and, with AF_XDP, the closed loop
+	// seeded through them.
+	sender *loadgen.Sender
+	loop   *loadgen.Loop
 }
 
 type wire struct {
@@ -121,6 +126,18 @@ type wire struct {
 	synSeq       uint64
 	flows, ports uint32
 	senders      int
+	// method is how the packet rates are generated: live frames (open
+	// loop, where the kernel allows them) or AF_XDP (the closed loop).
+	method loadgen.Method
+	why    string // why that method
+}
+
+// Generator names how the wire's rows were generated.
+func (w *wire) Generator() string {
+	if w.method == loadgen.LiveFrames {
+		return "live-frames"
+	}
+	return "closed-loop"
 }
 
 func newWire(prefix string, o Options) (_ *wire, err error) {
@@ -137,6 +154,10 @@ func newWire(prefix string, o Options) (_ *wire, err error) {
 	if w.lg, err = loadgen.Open(loadgen.Options{CeilingDst: wireRealMAC(0), CeilingSrc: wireLbMAC}); err != nil {
 		return nil, err
 	}
+	if w.method, w.why, err = pickGenerator(w.lg, o.Generator); err != nil {
+		return nil, err
+	}
+	o.logf("packet rates: %s (%s)", w.Generator(), w.why)
 	for i, name := range []string{dirCeiling, dirRefLB, dirXipvs, dirNft, dirXipvsNew, dirXipvs2Q, dirNftNew} {
 		queues := 1
 		if name == dirXipvs2Q {
@@ -233,12 +254,47 @@ func (w *wire) addDirector(prefix string, i, queues int) (*director, error) {
 	if d.lbIf, err2 = ifindex(ns, "eth0"); err2 != nil {
 		return nil, err2
 	}
-	sink, err := w.attachIn(w.gen, func() (*loadgen.Attachment, error) { return w.lg.AttachSink(d.genIf) })
+	// The loop's near end: it counts what the director forwards, sends
+	// the loop's frames back, and drops the rest (a sink).
+	near, err := w.attachIn(w.gen, func() (*loadgen.Attachment, error) { return w.lg.AttachLoop(d.genIf) })
 	if err != nil {
 		return nil, err
 	}
-	d.attachments = append(d.attachments, sink)
+	d.attachments = append(d.attachments, near)
+	if err := w.gen.Do(func() (err error) {
+		d.sender, err = w.lg.NewSender(d.genIf, queues, w.method)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if w.method == loadgen.AFXDP {
+		if d.loop, err = d.sender.NewLoop(loadgen.DefaultSlots); err != nil {
+			return nil, err
+		}
+	}
 	return d, nil
+}
+
+// pickGenerator chooses how the wire generates its packet rates: want
+// ("" for the best this kernel allows, "live-frames" or "closed-loop"),
+// and why.
+func pickGenerator(lg *loadgen.Programs, want string) (loadgen.Method, string, error) {
+	live := lg.LiveFramesAllowed()
+	switch want {
+	case "":
+		if live != nil {
+			return loadgen.AFXDP, fmt.Sprintf("%v: frames seeded through AF_XDP and sent back to the subject by XDP on the generator's side", live), nil
+		}
+		return loadgen.LiveFrames, "this kernel allows live frames", nil
+	case "live-frames":
+		if live != nil {
+			return "", "", live
+		}
+		return loadgen.LiveFrames, "asked for", nil
+	case "closed-loop":
+		return loadgen.AFXDP, "asked for", nil
+	}
+	return "", "", fmt.Errorf("generator %q: want live-frames or closed-loop", want)
 }
 
 func (w *wire) attachIn(ns testutil.Netns, fn func() (*loadgen.Attachment, error)) (*loadgen.Attachment, error) {
@@ -281,6 +337,12 @@ func (w *wire) Close() error {
 		d := w.dirs[w.order[i]]
 		if d.x != nil {
 			d.x.stop()
+		}
+		if d.loop != nil {
+			err = errors.Join(err, d.loop.Close())
+		}
+		if d.sender != nil {
+			err = errors.Join(err, d.sender.Close())
 		}
 		for _, a := range d.attachments {
 			err = errors.Join(err, a.Close())
@@ -330,10 +392,6 @@ func (w *wire) synFlows(vip netip.Addr) loadgen.Flows {
 	return loadgen.Flows{Template: template(64, base, vip, true), AddrBase: base, PortBase: 1024, Ports: synPorts, Start: w.synSeq}
 }
 
-func (w *wire) send(d *director, t []byte, n uint32) error {
-	return w.gen.Do(func() error { return w.lg.Send(d.genIf, t, n, 0) })
-}
-
 // sample is one measurement: frames generated, frames counted per real
 // server and the time it took.
 type sample struct {
@@ -350,13 +408,42 @@ func (s sample) total() uint64 {
 	return t
 }
 
-// measure sends f's flows into d for dur from senders generator threads
-// and counts what reaches the sink.
+// measure runs f's flows through d for dur and counts what d forwards:
+// with live frames from senders generator threads, else with the closed
+// loop (seeded on min(senders, d's queues) queues).
 func (w *wire) measure(d *director, f loadgen.Flows, dur time.Duration, senders int) (sample, error) {
-	if err := w.lg.SetFlows(f); err != nil {
+	if err := w.settle(); err != nil {
 		return sample{}, err
 	}
-	if err := w.settle(); err != nil {
+	if w.method == loadgen.LiveFrames {
+		return w.measureLive(d, f, dur, senders)
+	}
+	return w.measureLoop(d, f, dur)
+}
+
+// measureLoop runs f's flows around d's closed loop for dur.
+func (w *wire) measureLoop(d *director, f loadgen.Flows, dur time.Duration) (sample, error) {
+	if err := w.lg.ResetSink(); err != nil {
+		return sample{}, err
+	}
+	start := time.Now()
+	if err := d.loop.Start(f); err != nil {
+		return sample{}, err
+	}
+	time.Sleep(dur)
+	counted, err := w.lg.SinkCounts()
+	took := time.Since(start)
+	st, serr := d.loop.Stop()
+	if err = errors.Join(err, serr); err != nil {
+		return sample{}, err
+	}
+	return sample{sent: st.Looped + uint64(loadgen.DefaultSlots) + st.Revived, counted: counted, took: took}, nil
+}
+
+// measureLive sends f's flows into d for dur from senders live-frames
+// generator threads and counts what reaches the sink.
+func (w *wire) measureLive(d *director, f loadgen.Flows, dur time.Duration, senders int) (sample, error) {
+	if err := w.lg.SetFlows(f); err != nil {
 		return sample{}, err
 	}
 	if err := w.lg.ResetSink(); err != nil {
@@ -433,11 +520,11 @@ func (w *wire) settle() error {
 // paced sends n frames of f from its start into d in small chunks,
 // pausing between them, so that a slow path can take every one.
 func (w *wire) paced(d *director, f loadgen.Flows, n int) error {
-	if err := w.lg.SetFlows(f); err != nil {
+	if err := d.sender.SetFlows(f); err != nil {
 		return err
 	}
 	for sent := 0; sent < n; sent += setupChunk {
-		if err := w.send(d, f.Template, uint32(min(setupChunk, n-sent))); err != nil {
+		if err := w.gen.Do(func() error { return d.sender.Send(uint32(min(setupChunk, n-sent))) }); err != nil {
 			return err
 		}
 		time.Sleep(time.Millisecond)
@@ -641,7 +728,7 @@ func (w *wire) packetRound(r *Report, o Options, run, size int, splits map[strin
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		key := fmt.Sprintf("established/%s/%d", s.name, size)
-		res := r.sample(Result{Key: key, Scenario: "established", Subject: s.name, Size: size, Unit: UnitMpps}, run,
+		res := r.sample(Result{Key: key, Scenario: "established", Subject: s.name, Size: size, Unit: UnitMpps, Generator: w.Generator()}, run,
 			float64(smp.total())/smp.took.Seconds()/1e6)
 		res.Detail["frame_bytes"] = frameSize(size, s.vip)
 		addDetail(res, "frames_sent", smp.sent)
@@ -684,6 +771,9 @@ func (w *wire) newFlowRound(r *Report, o Options, run int) error {
 		senders   int
 	}
 	streams := []stream{
+		// The control: the same stream through a subject that only
+		// bounces it, the most the generator can give any subject.
+		{"ceiling", dirCeiling, wireVIPs["dr"], 1},
 		{"xipvs-dr", dirXipvsNew, wireVIPs["dr"], 1},
 		{"xipvs-slowpath", dirXipvsNew, wireVIPs["slowpath"], 1},
 		{"xipvs-dr6", dirXipvsNew, wireVIPs["dr6"], 1},
@@ -699,7 +789,7 @@ func (w *wire) newFlowRound(r *Report, o Options, run int) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		res := r.sample(Result{Key: "new-flows/" + s.name, Scenario: "new-flows", Subject: s.name, Size: 64, Unit: UnitCPS}, run,
+		res := r.sample(Result{Key: "new-flows/" + s.name, Scenario: "new-flows", Subject: s.name, Size: 64, Unit: UnitCPS, Generator: w.Generator()}, run,
 			float64(smp.total())/smp.took.Seconds())
 		addDetail(res, "syns_sent", smp.sent)
 		addDetail(res, "first_packets_counted", smp.total())

@@ -1,11 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
-/* loadgen.bpf.c: the benchmark harness's three XDP programs (bench/).
+/* loadgen.bpf.c: the benchmark harness's XDP programs (bench/).
  *
- *   loadgen_gen      run through BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES:
- *                    writes flow number n of the configured set into the
- *                    frame (source address and port, the checksums; for
- *                    IPv6 the address's last 32 bits) and transmits it
- *                    (XDP_TX out of the run's ingress ifindex).
+ *   loadgen_gen      run through BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES
+ *                    where the kernel allows it: writes flow number n of the
+ *                    configured set into the frame (source address and
+ *                    port, the checksums; for IPv6 the address's last 32
+ *                    bits) and transmits it (XDP_TX out of the run's
+ *                    ingress ifindex).
+ *   loadgen_loop     the closed loop's far end, attached natively where
+ *                    the subject's forwarded frames land: counts them as
+ *                    loadgen_sink does, and sends every frame the loop
+ *                    seeded (a tag in its last bytes) straight back to the
+ *                    subject as the next flow of its slot (XDP_TX); frames
+ *                    without a tag are counted and dropped.
+ *   loadgen_probe    drops everything: what the harness runs once, live,
+ *                    to learn whether the kernel allows live frames.
  *   loadgen_sink     attached natively where the forwarded frames land:
  *                    counts IPv4 and IPv6 frames per destination MAC (the
  *                    real server the director chose) and drops them; ARP
@@ -20,9 +29,11 @@
  *                    established flow: parse to the ports, one service hash
  *                    lookup, one LRU connection lookup, MAC rewrite, XDP_TX.
  *
- * Frames are recycled by the live-frames page pool with whatever the last
- * hop left in them (a NAT rewrite, an IPIP header), so the generator
- * rewrites all of the headers from its template on every run. */
+ * Frames are recycled (by the live-frames page pool, or by the loop) with
+ * whatever the last hop left in them (a NAT rewrite, an IPIP header, a TOA
+ * option), so flows are written over all of the headers from the template
+ * every time, after the loop has cut the frame back to the template's
+ * length from its front. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -54,6 +65,9 @@ struct gen_cfg {
 	__u32 ip_sum;      /* IPv4 header checksum base */
 	__u32 tcp_sum;     /* TCP checksum base (pseudo header included) */
 	__u32 v6;          /* the template is IPv6 */
+	__u32 len;         /* the template's length */
+	__u32 tail;        /* the template ends in a loop tag (LOOP_TAG_LEN
+			    * bytes the checksum bases leave out) */
 };
 
 struct {
@@ -86,6 +100,77 @@ struct {
 	__type(value, struct sink_count);
 } sink_counts SEC(".maps");
 
+/* The closed loop. A seeded frame carries a tag in its last bytes: the
+ * slot it fills and the slot's generation when it was seeded. */
+enum loop_const {
+	LOOP_MAGIC = 0x4c50, /* "LP" */
+	LOOP_TAG_LEN = 8,
+	LOOP_MAX_FRAME = 2048,
+	LOOP_MAX_SLOTS = 4096,
+};
+
+struct loop_tag {
+	__be16 magic;
+	__u16 gen;
+	__u32 slot;
+};
+
+/* What loadgen_loop does with tagged frames. Flow numbers: the frame of
+ * slot s on its k-th trip carries flow start + k * slots + s (modulo
+ * gen_cfg.flows where set), so a loop never repeats a tuple unless told
+ * to cycle through a set. */
+struct loop_cfg {
+	__u64 start;
+	__u32 slots;
+	__u32 on; /* 0: tagged frames are dropped (the loop drains) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct loop_cfg);
+} loop_config SEC(".maps");
+
+/* One frame in flight per slot: its trip count and generation (the
+ * seeder replaces a lost frame under a new generation; the old one, if
+ * it was only late, is dropped when it comes back). */
+struct loop_slot {
+	__u64 k;
+	__u16 gen;
+	__u16 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LOOP_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct loop_slot);
+} loop_slots SEC(".maps");
+
+/* loadgen_loop's counters (per CPU). */
+enum loop_counter {
+	LOOP_LOOPED,  /* sent back to the subject as the next flow */
+	LOOP_STALE,   /* a replaced frame that came back late */
+	LOOP_STOPPED, /* tagged, while the loop was off or for no slot */
+	LOOP_COUNTERS,
+};
+
+/* Names the loop's tag and counters in the object's BTF, so that bpf2go
+ * generates their Go types and constants; never read. */
+const volatile struct loop_types {
+	enum loop_const consts;
+	enum loop_counter counter;
+	struct loop_tag tag;
+} loadgen_loop_types;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LOOP_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} loop_counts SEC(".maps");
+
 /* loadgen_ceiling's rewrite, set before load. */
 volatile const __u8 ceiling_dst[ETH_ALEN];
 volatile const __u8 ceiling_src[ETH_ALEN];
@@ -97,6 +182,56 @@ static __always_inline __u16 fold(__u32 s)
 	return (__u16)~s;
 }
 
+/* write_flow writes flow n of cfg over the headers of the frame at data
+ * (cfg->len bytes long): the template's headers with n's source address
+ * and port, and both checksums completed. Returns -1 if the frame is
+ * shorter than the template says. */
+static __always_inline int write_flow(void *data, void *data_end, const struct gen_cfg *cfg, __u64 n)
+{
+	__u32 addr, ports, sum, tail = 0;
+	__u16 port;
+
+	ports = cfg->ports ? cfg->ports : 1;
+	addr = bpf_htonl(cfg->addr_base + (__u32)(n / ports));
+	port = bpf_htons(cfg->port_base + (__u16)(n % ports));
+	if (cfg->tail) {
+		/* The tag's four words join the TCP checksum as the address
+		 * and port do; the bound keeps the offset in the verifier's
+		 * sight (a frame is at most LOOP_MAX_FRAME bytes). */
+		__u32 off = cfg->len - LOOP_TAG_LEN;
+		__u16 *t;
+
+		if (off > LOOP_MAX_FRAME - LOOP_TAG_LEN)
+			return -1;
+		t = data + off;
+		if ((void *)(t + 4) > data_end)
+			return -1;
+		tail = (__u32)t[0] + t[1] + t[2] + t[3];
+	}
+	if (cfg->v6) {
+		/* No header checksum; the address's last word and the port go
+		 * into the TCP checksum as IPv4's do. */
+		if (data + GEN6_HDR_LEN > data_end)
+			return -1;
+		__builtin_memcpy(data, cfg->hdr, GEN6_HDR_LEN);
+		*(__u32 *)(data + GEN6_SRC_LOW) = addr;
+		*(__u16 *)(data + GEN6_TCP_OFF) = port;
+		sum = cfg->tcp_sum + (addr & 0xffff) + (addr >> 16) + port + tail;
+		*(__u16 *)(data + GEN6_TCP_OFF + 16) = fold(sum);
+		return 0;
+	}
+	if (data + GEN_HDR_LEN > data_end)
+		return -1;
+	__builtin_memcpy(data, cfg->hdr, GEN_HDR_LEN);
+	*(__u32 *)(data + GEN_IP_OFF + 12) = addr;
+	*(__u16 *)(data + GEN_TCP_OFF) = port;
+	sum = cfg->ip_sum + (addr & 0xffff) + (addr >> 16);
+	*(__u16 *)(data + GEN_IP_OFF + 10) = fold(sum);
+	sum = cfg->tcp_sum + (addr & 0xffff) + (addr >> 16) + port + tail;
+	*(__u16 *)(data + GEN_TCP_OFF + 16) = fold(sum);
+	return 0;
+}
+
 SEC("xdp")
 int loadgen_gen(struct xdp_md *ctx)
 {
@@ -105,11 +240,7 @@ int loadgen_gen(struct xdp_md *ctx)
 	__u32 zero = 0;
 	struct gen_cfg *cfg;
 	__u64 *seq, n;
-	__u32 addr, ports, sum;
-	__u16 port;
 
-	if (data + GEN_HDR_LEN > data_end)
-		return XDP_ABORTED;
 	cfg = bpf_map_lookup_elem(&gen_config, &zero);
 	seq = bpf_map_lookup_elem(&gen_seq, &zero);
 	if (!cfg || !seq)
@@ -117,30 +248,114 @@ int loadgen_gen(struct xdp_md *ctx)
 	n = __sync_fetch_and_add(seq, 1);
 	if (cfg->flows)
 		n %= cfg->flows;
-	ports = cfg->ports ? cfg->ports : 1;
-	addr = bpf_htonl(cfg->addr_base + (__u32)(n / ports));
-	port = bpf_htons(cfg->port_base + (__u16)(n % ports));
-	if (cfg->v6) {
-		/* No header checksum; the address's last word and the port go
-		 * into the TCP checksum as IPv4's do. */
-		if (data + GEN6_HDR_LEN > data_end)
-			return XDP_ABORTED;
-		__builtin_memcpy(data, cfg->hdr, GEN6_HDR_LEN);
-		*(__u32 *)(data + GEN6_SRC_LOW) = addr;
-		*(__u16 *)(data + GEN6_TCP_OFF) = port;
-		sum = cfg->tcp_sum + (addr & 0xffff) + (addr >> 16) + port;
-		*(__u16 *)(data + GEN6_TCP_OFF + 16) = fold(sum);
-		return XDP_TX;
-	}
-
-	__builtin_memcpy(data, cfg->hdr, GEN_HDR_LEN);
-	*(__u32 *)(data + GEN_IP_OFF + 12) = addr;
-	*(__u16 *)(data + GEN_TCP_OFF) = port;
-	sum = cfg->ip_sum + (addr & 0xffff) + (addr >> 16);
-	*(__u16 *)(data + GEN_IP_OFF + 10) = fold(sum);
-	sum = cfg->tcp_sum + (addr & 0xffff) + (addr >> 16) + port;
-	*(__u16 *)(data + GEN_TCP_OFF + 16) = fold(sum);
+	if (write_flow(data, data_end, cfg, n) < 0)
+		return XDP_ABORTED;
 	return XDP_TX;
+}
+
+SEC("xdp")
+int loadgen_probe(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}
+
+/* count_frame counts a frame for the real server its destination MAC
+ * names. */
+static __always_inline void count_frame(struct ethhdr *eth, __u64 len)
+{
+	__u32 key = eth->h_dest[5];
+	struct sink_count *c = bpf_map_lookup_elem(&sink_counts, &key);
+
+	if (c) {
+		c->pkts++;
+		c->bytes += len;
+	}
+}
+
+/* loop_counted bumps one of the loop's counters. */
+static __always_inline void loop_counted(enum loop_counter which)
+{
+	__u32 key = which;
+	__u64 *c = bpf_map_lookup_elem(&loop_counts, &key);
+
+	if (c)
+		(*c)++;
+}
+
+SEC("xdp")
+int loadgen_loop(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct loop_slot *slot;
+	struct loop_cfg *lc;
+	struct gen_cfg *cfg;
+	struct loop_tag *tag;
+	enum loop_counter counter;
+	__u32 zero = 0, len, off, sid;
+	__u16 gen;
+	__u64 k, n;
+	int delta;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6) && (eth->h_dest[0] & 1))
+		return XDP_PASS;
+	len = data_end - data;
+	count_frame(eth, len);
+
+	/* The tag: the frame's last LOOP_TAG_LEN bytes, which no subject
+	 * moves (an encapsulation or a TCP option goes in front of them). */
+	if (len < sizeof(*eth) + LOOP_TAG_LEN || len > LOOP_MAX_FRAME)
+		return XDP_DROP;
+	/* The mask is a no-op after the check; it keeps clang-19 from
+	 * folding data + off + LOOP_TAG_LEN into data_end, which the
+	 * verifier cannot bound. */
+	off = (len - LOOP_TAG_LEN) & (LOOP_MAX_FRAME - 1);
+	tag = data + off;
+	if ((void *)(tag + 1) > data_end)
+		return XDP_DROP;
+	if (tag->magic != bpf_htons(LOOP_MAGIC))
+		return XDP_DROP; /* not the loop's: counted, as the sink does */
+	lc = bpf_map_lookup_elem(&loop_config, &zero);
+	cfg = bpf_map_lookup_elem(&gen_config, &zero);
+	if (!lc || !cfg || !lc->on || tag->slot >= lc->slots) {
+		counter = LOOP_STOPPED;
+		goto drop;
+	}
+	sid = tag->slot;
+	gen = tag->gen;
+	slot = bpf_map_lookup_elem(&loop_slots, &sid);
+	if (!slot || slot->gen != gen) {
+		/* A frame the seeder gave up on and replaced. */
+		counter = LOOP_STALE;
+		goto drop;
+	}
+	/* Back to the template's length: what a subject added sits in
+	 * front of the tag (an outer header, a TCP option), and the headers
+	 * are written afresh. */
+	delta = (int)len - (int)cfg->len;
+	if (delta) {
+		if (bpf_xdp_adjust_head(ctx, delta))
+			return XDP_DROP;
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+	}
+	k = slot->k + 1;
+	slot->k = k;
+	n = lc->start + k * lc->slots + sid;
+	if (cfg->flows)
+		n %= cfg->flows;
+	if (write_flow(data, data_end, cfg, n) < 0)
+		return XDP_DROP;
+	loop_counted(LOOP_LOOPED);
+	return XDP_TX;
+drop:
+	loop_counted(counter);
+	return XDP_DROP;
 }
 
 SEC("xdp")
@@ -149,8 +364,6 @@ int loadgen_sink(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	struct sink_count *c;
-	__u32 key;
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
@@ -160,12 +373,7 @@ int loadgen_sink(struct xdp_md *ctx)
 	 * discovery, MLD), never a forwarded frame. */
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6) && (eth->h_dest[0] & 1))
 		return XDP_PASS;
-	key = eth->h_dest[5];
-	c = bpf_map_lookup_elem(&sink_counts, &key);
-	if (c) {
-		c->pkts++;
-		c->bytes += data_end - data;
-	}
+	count_frame(eth, data_end - data);
 	return XDP_DROP;
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -22,8 +23,9 @@ import (
 
 // Programs are the loaded generator, sink and ceiling programs.
 type Programs struct {
-	objs  loadgenObjects
-	links []link.Link
+	objs     loadgenObjects
+	mu       sync.Mutex
+	attached []*Attachment // still attached: detached by Close
 }
 
 // Options configures Open.
@@ -58,26 +60,48 @@ func Open(o Options) (*Programs, error) {
 
 // Close detaches what Programs attached and unloads it.
 func (g *Programs) Close() error {
+	g.mu.Lock()
+	attached := g.attached
+	g.attached = nil
+	g.mu.Unlock()
 	var err error
-	for i := len(g.links) - 1; i >= 0; i-- {
-		err = errors.Join(err, g.links[i].Close())
+	for i := len(attached) - 1; i >= 0; i-- {
+		err = errors.Join(err, attached[i].Close())
 	}
-	g.links = nil
 	return errors.Join(err, g.objs.Close())
 }
 
-// Attachment is one program attached to one interface; Close detaches it.
-type Attachment struct{ l link.Link }
+// Attachment is one program attached to one interface; Close detaches it
+// (so does the Programs' Close). Programs keeps every attachment it made,
+// so that one whose caller dropped it is not detached by the garbage
+// collector (a bpf_link's finalizer) in the middle of a measurement.
+type Attachment struct {
+	mu sync.Mutex
+	l  link.Link
+}
 
 // Close detaches the program.
-func (a *Attachment) Close() error { return a.l.Close() }
+func (a *Attachment) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.l == nil {
+		return nil
+	}
+	err := a.l.Close()
+	a.l = nil
+	return err
+}
 
 func (g *Programs) attach(p *ebpf.Program, ifindex int) (*Attachment, error) {
 	l, err := link.AttachXDP(link.XDPOptions{Program: p, Interface: ifindex, Flags: link.XDPDriverMode})
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to ifindex %d: %w", p, ifindex, err)
 	}
-	return &Attachment{l: l}, nil
+	a := &Attachment{l: l}
+	g.mu.Lock()
+	g.attached = append(g.attached, a)
+	g.mu.Unlock()
+	return a, nil
 }
 
 // AttachSink attaches the counting sink natively to ifindex, in the
@@ -192,7 +216,15 @@ type Flows struct {
 	Ports    uint32
 	Count    uint32
 	Start    uint64
+	// Tagged reserves the template's last TagLen bytes for the closed
+	// loop's tag (Loop sets it): they take part in the TCP checksum
+	// frame by frame. The payload must be at least TagLen bytes long and
+	// the TCP segment of even length.
+	Tagged bool
 }
+
+// TagLen is the length of the closed loop's tag at the end of a frame.
+const TagLen = int(loadgenLoopConstLOOP_TAG_LEN)
 
 const (
 	genHdrLen  = 54
@@ -202,38 +234,63 @@ const (
 	gen6TCPOff = 54
 )
 
-// SetFlows loads f into the generator and sets its sequence to f.Start.
-// An IPv6 template varies the last 32 bits of the source address.
-func (g *Programs) SetFlows(f Flows) error {
+// config validates f and returns the generator's configuration for it.
+func (f Flows) config() (loadgenGenCfg, error) {
+	var cfg loadgenGenCfg
 	t := f.Template
 	v4 := len(t) >= genHdrLen && binary.BigEndian.Uint16(t[12:]) == unix.ETH_P_IP &&
 		t[genIPOff] == 0x45 && t[genIPOff+9] == unix.IPPROTO_TCP && t[genTCPOff+12]>>4 == 5
 	v6 := len(t) >= gen6HdrLen && binary.BigEndian.Uint16(t[12:]) == unix.ETH_P_IPV6 &&
 		t[genIPOff]>>4 == 6 && t[genIPOff+6] == unix.IPPROTO_TCP && t[gen6TCPOff+12]>>4 == 5
 	if !v4 && !v6 {
-		return errors.New("generator template: want Ethernet, IPv4 without options or IPv6 without extension headers, TCP without options")
+		return cfg, errors.New("generator template: want Ethernet, IPv4 without options or IPv6 without extension headers, TCP without options")
+	}
+	if len(t) > int(loadgenLoopConstLOOP_MAX_FRAME) {
+		return cfg, fmt.Errorf("generator template: %d bytes, more than %d", len(t), loadgenLoopConstLOOP_MAX_FRAME)
 	}
 	if f.AddrBase.Is4() != v4 {
-		return fmt.Errorf("generator source base %v: not of the template's family", f.AddrBase)
+		return cfg, fmt.Errorf("generator source base %v: not of the template's family", f.AddrBase)
 	}
 	if f.Ports == 0 || f.Ports > 65536-uint32(f.PortBase) {
-		return fmt.Errorf("generator: %d ports from %d do not fit", f.Ports, f.PortBase)
+		return cfg, fmt.Errorf("generator: %d ports from %d do not fit", f.Ports, f.PortBase)
 	}
-	var cfg loadgenGenCfg
+	hdr := genHdrLen
+	if v6 {
+		hdr = gen6HdrLen
+	}
+	tail := 0
+	if f.Tagged {
+		tail = TagLen
+		if len(t)-hdr < TagLen || (len(t)-hdr)%2 != 0 {
+			return cfg, fmt.Errorf("generator template: a %d-byte payload cannot end in the loop's tag (at least %d bytes, even)", len(t)-hdr, TagLen)
+		}
+		cfg.Tail = 1
+	}
 	cfg.PortBase = f.PortBase
 	cfg.Ports = f.Ports
 	cfg.Flows = f.Count
+	cfg.Len = uint32(len(t))
 	if v4 {
 		copy(cfg.Hdr[:], t[:genHdrLen])
 		a := f.AddrBase.As4()
 		cfg.AddrBase = binary.BigEndian.Uint32(a[:])
-		cfg.IpSum, cfg.TcpSum = genSums(t)
+		cfg.IpSum, cfg.TcpSum = genSums(t, tail)
 	} else {
 		copy(cfg.Hdr[:], t[:gen6HdrLen])
 		a := f.AddrBase.As16()
 		cfg.AddrBase = binary.BigEndian.Uint32(a[12:])
-		cfg.TcpSum = genSums6(t)
+		cfg.TcpSum = genSums6(t, tail)
 		cfg.V6 = 1
+	}
+	return cfg, nil
+}
+
+// SetFlows loads f into the generator and sets its sequence to f.Start.
+// An IPv6 template varies the last 32 bits of the source address.
+func (g *Programs) SetFlows(f Flows) error {
+	cfg, err := f.config()
+	if err != nil {
+		return err
 	}
 	zero := uint32(0)
 	if err := g.objs.GenConfig.Put(zero, &cfg); err != nil {
@@ -258,8 +315,9 @@ func (g *Programs) Seq() (uint64, error) {
 // complement sums, as the program loads 16-bit words (little endian on
 // bpfel), of the IPv4 header without its checksum and source address, and
 // of the TCP pseudo header, header and payload without the checksum, the
-// source address and the source port.
-func genSums(t []byte) (ip, tcp uint32) {
+// source address, the source port and the last tail bytes (the loop's
+// tag, added frame by frame).
+func genSums(t []byte, tail int) (ip, tcp uint32) {
 	le := func(b []byte) uint32 { return uint32(binary.LittleEndian.Uint16(b)) }
 	iph := t[genIPOff : genIPOff+20]
 	for i := 0; i < 20; i += 2 {
@@ -269,13 +327,13 @@ func genSums(t []byte) (ip, tcp uint32) {
 		ip += le(iph[i:])
 	}
 	totLen := int(binary.BigEndian.Uint16(iph[2:]))
-	seg := t[genTCPOff : genIPOff+totLen]
+	seg := t[genTCPOff : genIPOff+totLen-tail]
 	// Pseudo header: destination address, zero + protocol, TCP length.
 	tcp += le(iph[16:]) + le(iph[18:])
 	var w [2]byte
 	w[1] = unix.IPPROTO_TCP
 	tcp += le(w[:])
-	binary.BigEndian.PutUint16(w[:], uint16(len(seg)))
+	binary.BigEndian.PutUint16(w[:], uint16(len(seg)+tail))
 	tcp += le(w[:])
 	for i := 0; i+1 < len(seg); i += 2 {
 		if i == 0 || i == 16 {
@@ -291,12 +349,13 @@ func genSums(t []byte) (ip, tcp uint32) {
 
 // genSums6 is genSums for an IPv6 template: the TCP checksum base over
 // the pseudo header (source address but its last 32 bits, destination,
-// length, next header) and the segment without the checksum and the
-// source port.
-func genSums6(t []byte) (tcp uint32) {
+// length, next header) and the segment without the checksum, the source
+// port and the tail.
+func genSums6(t []byte, tail int) (tcp uint32) {
 	le := func(b []byte) uint32 { return uint32(binary.LittleEndian.Uint16(b)) }
 	ip := t[genIPOff : genIPOff+40]
-	seg := t[gen6TCPOff : gen6TCPOff+int(binary.BigEndian.Uint16(ip[4:]))]
+	segLen := int(binary.BigEndian.Uint16(ip[4:]))
+	seg := t[gen6TCPOff : gen6TCPOff+segLen-tail]
 	for i := 8; i < 40; i += 2 {
 		if i == 20 || i == 22 {
 			continue // the source address's last 32 bits
@@ -304,7 +363,7 @@ func genSums6(t []byte) (tcp uint32) {
 		tcp += le(ip[i:])
 	}
 	var w [4]byte
-	binary.BigEndian.PutUint32(w[:], uint32(len(seg)))
+	binary.BigEndian.PutUint32(w[:], uint32(segLen))
 	tcp += le(w[0:]) + le(w[2:])
 	binary.BigEndian.PutUint32(w[:], unix.IPPROTO_TCP)
 	tcp += le(w[0:]) + le(w[2:])
@@ -348,6 +407,7 @@ const (
 	Sink
 	Ceiling
 	RefLB
+	LoopProg
 )
 
 func (g *Programs) prog(p Program) (*ebpf.Program, error) {
@@ -360,6 +420,8 @@ func (g *Programs) prog(p Program) (*ebpf.Program, error) {
 		return g.objs.LoadgenCeiling, nil
 	case RefLB:
 		return g.objs.LoadgenReflb, nil
+	case LoopProg:
+		return g.objs.LoadgenLoop, nil
 	}
 	return nil, fmt.Errorf("no loadgen program %d", p)
 }

@@ -23,6 +23,59 @@ type loadgenGenCfg struct {
 	IpSum    uint32
 	TcpSum   uint32
 	V6       uint32
+	Len      uint32
+	Tail     uint32
+}
+
+type loadgenLoopCfg struct {
+	_     structs.HostLayout
+	Start uint64
+	Slots uint32
+	On    uint32
+}
+
+type loadgenLoopConst uint32
+
+const (
+	loadgenLoopConstLOOP_MAGIC     loadgenLoopConst = 19536
+	loadgenLoopConstLOOP_TAG_LEN   loadgenLoopConst = 8
+	loadgenLoopConstLOOP_MAX_FRAME loadgenLoopConst = 2048
+	loadgenLoopConstLOOP_MAX_SLOTS loadgenLoopConst = 4096
+)
+
+type loadgenLoopCounter uint32
+
+const (
+	loadgenLoopCounterLOOP_LOOPED   loadgenLoopCounter = 0
+	loadgenLoopCounterLOOP_STALE    loadgenLoopCounter = 1
+	loadgenLoopCounterLOOP_STOPPED  loadgenLoopCounter = 2
+	loadgenLoopCounterLOOP_COUNTERS loadgenLoopCounter = 3
+)
+
+type loadgenLoopSlot struct {
+	_   structs.HostLayout
+	K   uint64
+	Gen uint16
+	Pad [3]uint16
+}
+
+type loadgenLoopTag struct {
+	_     structs.HostLayout
+	Magic uint16
+	Gen   uint16
+	Slot  uint32
+}
+
+type loadgenLoopTypes struct {
+	_       structs.HostLayout
+	Consts  uint32
+	Counter uint32
+	Tag     struct {
+		_     structs.HostLayout
+		Magic uint16
+		Gen   uint16
+		Slot  uint32
+	}
 }
 
 type loadgenRefConn struct {
@@ -59,18 +112,24 @@ type loadgenSinkCount struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	loadgenMapGenConfig       = "gen_config"
-	loadgenMapGenSeq          = "gen_seq"
-	loadgenMapRefConns        = "ref_conns"
-	loadgenMapRefServices     = "ref_services"
-	loadgenMapSinkCounts      = "sink_counts"
-	loadgenProgLoadgenCeiling = "loadgen_ceiling"
-	loadgenProgLoadgenGen     = "loadgen_gen"
-	loadgenProgLoadgenReflb   = "loadgen_reflb"
-	loadgenProgLoadgenSink    = "loadgen_sink"
-	loadgenProgLoadgenSpoofed = "loadgen_spoofed"
-	loadgenVarCeilingDst      = "ceiling_dst"
-	loadgenVarCeilingSrc      = "ceiling_src"
+	loadgenMapGenConfig        = "gen_config"
+	loadgenMapGenSeq           = "gen_seq"
+	loadgenMapLoopConfig       = "loop_config"
+	loadgenMapLoopCounts       = "loop_counts"
+	loadgenMapLoopSlots        = "loop_slots"
+	loadgenMapRefConns         = "ref_conns"
+	loadgenMapRefServices      = "ref_services"
+	loadgenMapSinkCounts       = "sink_counts"
+	loadgenProgLoadgenCeiling  = "loadgen_ceiling"
+	loadgenProgLoadgenGen      = "loadgen_gen"
+	loadgenProgLoadgenLoop     = "loadgen_loop"
+	loadgenProgLoadgenProbe    = "loadgen_probe"
+	loadgenProgLoadgenReflb    = "loadgen_reflb"
+	loadgenProgLoadgenSink     = "loadgen_sink"
+	loadgenProgLoadgenSpoofed  = "loadgen_spoofed"
+	loadgenVarCeilingDst       = "ceiling_dst"
+	loadgenVarCeilingSrc       = "ceiling_src"
+	loadgenVarLoadgenLoopTypes = "loadgen_loop_types"
 )
 
 // loadLoadgen returns the embedded CollectionSpec for loadgen.
@@ -117,6 +176,8 @@ type loadgenSpecs struct {
 type loadgenProgramSpecs struct {
 	LoadgenCeiling *ebpf.ProgramSpec `ebpf:"loadgen_ceiling"`
 	LoadgenGen     *ebpf.ProgramSpec `ebpf:"loadgen_gen"`
+	LoadgenLoop    *ebpf.ProgramSpec `ebpf:"loadgen_loop"`
+	LoadgenProbe   *ebpf.ProgramSpec `ebpf:"loadgen_probe"`
 	LoadgenReflb   *ebpf.ProgramSpec `ebpf:"loadgen_reflb"`
 	LoadgenSink    *ebpf.ProgramSpec `ebpf:"loadgen_sink"`
 	LoadgenSpoofed *ebpf.ProgramSpec `ebpf:"loadgen_spoofed"`
@@ -128,6 +189,9 @@ type loadgenProgramSpecs struct {
 type loadgenMapSpecs struct {
 	GenConfig   *ebpf.MapSpec `ebpf:"gen_config"`
 	GenSeq      *ebpf.MapSpec `ebpf:"gen_seq"`
+	LoopConfig  *ebpf.MapSpec `ebpf:"loop_config"`
+	LoopCounts  *ebpf.MapSpec `ebpf:"loop_counts"`
+	LoopSlots   *ebpf.MapSpec `ebpf:"loop_slots"`
 	RefConns    *ebpf.MapSpec `ebpf:"ref_conns"`
 	RefServices *ebpf.MapSpec `ebpf:"ref_services"`
 	SinkCounts  *ebpf.MapSpec `ebpf:"sink_counts"`
@@ -137,8 +201,9 @@ type loadgenMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type loadgenVariableSpecs struct {
-	CeilingDst *ebpf.VariableSpec `ebpf:"ceiling_dst"`
-	CeilingSrc *ebpf.VariableSpec `ebpf:"ceiling_src"`
+	CeilingDst       *ebpf.VariableSpec `ebpf:"ceiling_dst"`
+	CeilingSrc       *ebpf.VariableSpec `ebpf:"ceiling_src"`
+	LoadgenLoopTypes *ebpf.VariableSpec `ebpf:"loadgen_loop_types"`
 }
 
 // loadgenObjects contains all objects after they have been loaded into the kernel.
@@ -163,6 +228,9 @@ func (o *loadgenObjects) Close() error {
 type loadgenMaps struct {
 	GenConfig   *ebpf.Map `ebpf:"gen_config"`
 	GenSeq      *ebpf.Map `ebpf:"gen_seq"`
+	LoopConfig  *ebpf.Map `ebpf:"loop_config"`
+	LoopCounts  *ebpf.Map `ebpf:"loop_counts"`
+	LoopSlots   *ebpf.Map `ebpf:"loop_slots"`
 	RefConns    *ebpf.Map `ebpf:"ref_conns"`
 	RefServices *ebpf.Map `ebpf:"ref_services"`
 	SinkCounts  *ebpf.Map `ebpf:"sink_counts"`
@@ -172,6 +240,9 @@ func (m *loadgenMaps) Close() error {
 	return _LoadgenClose(
 		m.GenConfig,
 		m.GenSeq,
+		m.LoopConfig,
+		m.LoopCounts,
+		m.LoopSlots,
 		m.RefConns,
 		m.RefServices,
 		m.SinkCounts,
@@ -182,8 +253,9 @@ func (m *loadgenMaps) Close() error {
 //
 // It can be passed to loadLoadgenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type loadgenVariables struct {
-	CeilingDst *ebpf.Variable `ebpf:"ceiling_dst"`
-	CeilingSrc *ebpf.Variable `ebpf:"ceiling_src"`
+	CeilingDst       *ebpf.Variable `ebpf:"ceiling_dst"`
+	CeilingSrc       *ebpf.Variable `ebpf:"ceiling_src"`
+	LoadgenLoopTypes *ebpf.Variable `ebpf:"loadgen_loop_types"`
 }
 
 // loadgenPrograms contains all programs after they have been loaded into the kernel.
@@ -192,6 +264,8 @@ type loadgenVariables struct {
 type loadgenPrograms struct {
 	LoadgenCeiling *ebpf.Program `ebpf:"loadgen_ceiling"`
 	LoadgenGen     *ebpf.Program `ebpf:"loadgen_gen"`
+	LoadgenLoop    *ebpf.Program `ebpf:"loadgen_loop"`
+	LoadgenProbe   *ebpf.Program `ebpf:"loadgen_probe"`
 	LoadgenReflb   *ebpf.Program `ebpf:"loadgen_reflb"`
 	LoadgenSink    *ebpf.Program `ebpf:"loadgen_sink"`
 	LoadgenSpoofed *ebpf.Program `ebpf:"loadgen_spoofed"`
@@ -201,6 +275,8 @@ func (p *loadgenPrograms) Close() error {
 	return _LoadgenClose(
 		p.LoadgenCeiling,
 		p.LoadgenGen,
+		p.LoadgenLoop,
+		p.LoadgenProbe,
 		p.LoadgenReflb,
 		p.LoadgenSink,
 		p.LoadgenSpoofed,

@@ -432,6 +432,14 @@ func (s *Socket) drain() error {
 	return nil
 }
 
+// Kick asks the kernel to send what the TX ring holds (copy mode sends
+// a bounded number per kick, and a full peer can refuse some).
+func (s *Socket) Kick() error {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	return s.drain()
+}
+
 // Transmit copies frame into a TX frame, queues it and kicks the kernel.
 func (s *Socket) Transmit(frame []byte) error {
 	if uint64(len(frame)) > s.frameSize {

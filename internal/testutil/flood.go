@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -8,16 +9,16 @@ import (
 	"github.com/xipvs/xipvs/dataplane/loadgen"
 )
 
-// SYNFlood is a spoofed-source SYN generator on one host's eth0: the
-// live-frames generator (dataplane/loadgen), every frame from a source
-// address and port never used before. The peer of the host's eth0 needs
+// SYNFlood is a spoofed-source SYN generator on one host's eth0
+// (dataplane/loadgen's Sender: live frames where the kernel allows them,
+// else an AF_XDP socket), every frame from a source address and port
+// never used before. With live frames the peer of the host's eth0 needs
 // an XDP program to receive what it sends (HostOptions.XDPPeer, or the
 // director's own on Lab.AddAttacker's link).
 type SYNFlood struct {
-	h       *Host
-	lg      *loadgen.Programs
-	ifindex int
-	frame   []byte
+	h  *Host
+	lg *loadgen.Programs
+	s  *loadgen.Sender
 }
 
 // NewSYNFlood prepares a flood from h to dst (through the next hop
@@ -37,38 +38,41 @@ func NewSYNFloodOn(h *Host, iface string, dstMAC net.HardwareAddr, dst netip.Add
 	if f.lg, err = loadgen.Open(loadgen.Options{}); err != nil {
 		return nil, err
 	}
-	f.frame = Frame{SrcMAC: h.MAC, DstMAC: dstMAC, Src: srcBase, Dst: dst.Addr(), SrcPort: 1024, DstPort: dst.Port(), SYN: true}.Build()
+	frame := Frame{SrcMAC: h.MAC, DstMAC: dstMAC, Src: srcBase, Dst: dst.Addr(), SrcPort: 1024, DstPort: dst.Port(), SYN: true}.Build()
 	if err := h.Do(func() error {
 		ifc, err := net.InterfaceByName(iface)
 		if err != nil {
 			return err
 		}
-		f.ifindex = ifc.Index
-		return nil
+		f.s, err = f.lg.NewSender(ifc.Index, 1, "")
+		return err
 	}); err != nil {
 		f.lg.Close()
 		return nil, err
 	}
-	if err := f.lg.SetFlows(loadgen.Flows{Template: f.frame, AddrBase: srcBase, PortBase: 1024, Ports: 50000}); err != nil {
-		f.lg.Close()
+	if err := f.s.SetFlows(loadgen.Flows{Template: frame, AddrBase: srcBase, PortBase: 1024, Ports: 50000}); err != nil {
+		f.Close()
 		return nil, err
 	}
 	return f, nil
 }
 
+// Method is how the flood's frames are sent (live frames or AF_XDP).
+func (f *SYNFlood) Method() loadgen.Method { return f.s.Method() }
+
 // Send sends n more SYNs as fast as the generator goes.
 func (f *SYNFlood) Send(n uint32) error {
-	return f.h.Do(func() error { return f.lg.Send(f.ifindex, f.frame, n, 0) })
+	return f.h.Do(func() error { return f.s.Send(n) })
 }
 
 // Sent is how many SYNs the flood has sent.
 func (f *SYNFlood) Sent() (uint64, error) {
-	n, err := f.lg.Seq()
+	n, err := f.s.Sent()
 	if err != nil {
 		return 0, fmt.Errorf("flood: %w", err)
 	}
 	return n, nil
 }
 
-// Close unloads the generator.
-func (f *SYNFlood) Close() error { return f.lg.Close() }
+// Close closes the sender and unloads the generator.
+func (f *SYNFlood) Close() error { return errors.Join(f.s.Close(), f.lg.Close()) }

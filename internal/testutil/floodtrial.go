@@ -20,6 +20,8 @@ import (
 
 	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netlink"
+
+	"github.com/xipvs/xipvs/dataplane/loadgen"
 )
 
 // FloodTrial is legitimate traffic measured while a spoofed-source SYN
@@ -47,8 +49,9 @@ type FloodTrial struct {
 	// FloodIface is the attacker's interface the flood leaves by
 	// (default eth0).
 	FloodIface string
-	// Tool is the flood's generator: "" the live-frames generator
-	// (NewSYNFlood, millions of SYNs per second from one CPU), or
+	// Tool is the flood's generator: "" NewSYNFlood's sender (live
+	// frames where the kernel allows them, millions of SYNs per second
+	// from one CPU; else an AF_XDP socket, about 1M SYN/s), or
 	// ToolHping3 (hping3 -S --flood --rand-source from the attacker's
 	// stack, the tool the flood was made with; Rate and
 	// FloodIface do not apply, its sources are any IPv4 address).
@@ -71,15 +74,21 @@ type FloodResult struct {
 	StreamBefore, StreamDuring float64
 	ProbeMax                   time.Duration
 	ProbeErr                   error
-	// FloodSent SYNs in FloodTime.
+	// FloodSent SYNs in FloodTime, sent by Generator (live-frames,
+	// af_xdp or hping3).
 	FloodSent uint64
 	FloodTime time.Duration
-	// RingRefused counts the live-frames generator's frames the director's
+	Generator string
+	// RingRefused counts the generator's frames the director's
 	// receive ring on the client's link (the peer of the client's eth0)
 	// had no room for: a veth's ring holds 256 frames. ClientRefused
 	// counts the client host's own packets refused there: the legitimate
 	// client's, and hping3's (it sends through the host's stack).
+	// RingShared says the two cannot be told apart (an AF_XDP sender's
+	// frames are socket buffers, counted with the host's): then
+	// ClientRefused holds both and RingRefused nothing.
 	RingRefused, ClientRefused uint64
+	RingShared                 bool
 }
 
 // ToolHping3 is FloodTrial.Tool for hping3.
@@ -87,16 +96,19 @@ const ToolHping3 = "hping3"
 
 // String is the result in one line.
 func (r FloodResult) String() string {
-	s := fmt.Sprintf("%d/%d served, connect p50 %v p99 %v max %v, %d after a retransmit, flood %.0f SYN/s",
+	s := fmt.Sprintf("%d/%d served, connect p50 %v p99 %v max %v, %d after a retransmit, flood %.0f SYN/s (%s)",
 		r.Served, r.Tried, r.ConnectP50.Round(time.Microsecond), r.ConnectP99.Round(time.Microsecond),
-		r.ConnectMax.Round(time.Microsecond), r.Retransmits, r.FloodRate())
+		r.ConnectMax.Round(time.Microsecond), r.Retransmits, r.FloodRate(), r.Generator)
 	if r.StreamBefore > 0 {
 		s += fmt.Sprintf(", download %.0f -> %.0f MB/s (%.0f%%)", r.StreamBefore/1e6, r.StreamDuring/1e6, 100*r.StreamRatio())
 	}
 	if r.ProbeMax > 0 {
 		s += fmt.Sprintf(", probe max %v", r.ProbeMax.Round(time.Millisecond))
 	}
-	if r.RingRefused > 0 || r.ClientRefused > 0 {
+	switch {
+	case r.RingShared && r.ClientRefused > 0:
+		s += fmt.Sprintf(", refused by the director's full rx ring: %d of the generator's frames and the host's own packets together", r.ClientRefused)
+	case r.RingRefused > 0 || r.ClientRefused > 0:
 		s += fmt.Sprintf(", refused by the director's full rx ring: %d of the generator's frames, %d of the host's own packets", r.RingRefused, r.ClientRefused)
 	}
 	return s
@@ -128,8 +140,12 @@ func (ft FloodTrial) Run() (FloodResult, error) {
 			return res, err
 		}
 		defer flood.Close()
+		res.Generator = string(flood.Method())
+		res.RingShared = flood.Method() != loadgen.LiveFrames
 	} else if ft.Tool != ToolHping3 {
-		return res, fmt.Errorf("flood tool %q: want %q or the live-frames generator", ft.Tool, ToolHping3)
+		return res, fmt.Errorf("flood tool %q: want %q or NewSYNFlood's sender (\"\")", ft.Tool, ToolHping3)
+	} else {
+		res.Generator = ToolHping3
 	}
 
 	// The download, opened and measured before the flood starts.
@@ -234,6 +250,10 @@ func (ft FloodTrial) Run() (FloodResult, error) {
 	if all := drops1.all - drops0.all; all > res.RingRefused {
 		res.ClientRefused = all - res.RingRefused
 	}
+	if res.RingShared {
+		res.ClientRefused += res.RingRefused
+		res.RingRefused = 0
+	}
 
 	var times []time.Duration
 	for o := range outcomes {
@@ -266,10 +286,11 @@ func (ft FloodTrial) startFlood(flood *SYNFlood) (func() (uint64, error), error)
 	var floodStop atomic.Bool
 	go func() {
 		// Paced: each call sends what the rate owes since the start
-		// (a generator call costs ~25 ms of its own, which this
+		// (a live-frames call costs ~25 ms of its own, which this
 		// absorbs), as one burst at the generator's speed: a paced
-		// flood arrives in bursts of about rate/40 frames, not as a
-		// steady stream.
+		// live-frames flood arrives in bursts of about rate/40 frames,
+		// an AF_XDP one in bursts of 1000 or more, not as a steady
+		// stream.
 		start := time.Now()
 		var sent uint64
 		for !floodStop.Load() {

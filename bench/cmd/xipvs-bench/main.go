@@ -25,6 +25,7 @@ func main() {
 	repeats := flag.Int("repeats", 0, "samples per quantity (default 5; quick 2)")
 	sample := flag.Duration("sample", 0, "length of one rate sample (default 1s; quick 100ms)")
 	flows := flag.Int("flows", 0, "established flows (default 4096; quick 512)")
+	generator := flag.String("generator", "", "packet rates by live-frames or closed-loop (default: live frames where the kernel allows them, else the closed loop)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: xipvs-bench [options]   (root)\n\n"+
 			"Scenarios: 1 ceiling (MAC rewrite + XDP_TX), 2 xipvs established flows per mode,\n"+
@@ -46,6 +47,7 @@ func main() {
 	if *flows > 0 {
 		o.Flows = *flows
 	}
+	o.Generator = *generator
 	if *bin != "" {
 		abs, err := filepath.Abs(*bin)
 		if err != nil {
