@@ -86,14 +86,24 @@ func sorted[T any](s []T) []string {
 	return out
 }
 
+// sweepClock is a sweep's clock for a table of idle times up to horizon:
+// the kernel's clock moved on by horizon, so that no last-seen time in
+// the table is before the machine booted (the monotonic clock of a
+// machine up for minutes is smaller than a 15-minute timeout).
+func sweepClock(horizon time.Duration) time.Duration {
+	return dataplane.Now() + horizon
+}
+
 // TestSweepMatchesModel runs the kernel sweep and its Go model over the
 // same random table: the same entries survive, the same counts, released
 // ports and live templates come out.
 func TestSweepMatchesModel(t *testing.T) {
 	d := openDirector(t)
-	now := dataplane.Now()
+	// randomTable's idle times reach twice the longest timeout.
+	to := conntrack.DefaultTimeouts()
+	now := sweepClock(2 * max(slices.Max(to.TCP[:]), to.UDP))
 	r := rand.New(rand.NewPCG(5, 6))
-	table := randomTable(r, 600, now, conntrack.DefaultTimeouts())
+	table := randomTable(r, 600, now, to)
 	for k, c := range table {
 		if err := d.SetConn(k, c); err != nil {
 			t.Fatal(err)

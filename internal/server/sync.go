@@ -217,7 +217,12 @@ func (s *Server) insertSyncedLocked(c connsync.Conn) error {
 	now := s.opts.Now()
 	lastSeen := now
 	if full := s.timeouts.Timeout(c.Proto, state); c.Timeout > 0 && time.Duration(c.Timeout)*time.Second < full {
-		lastSeen = now - (full - time.Duration(c.Timeout)*time.Second)
+		// The clock starts at boot: on a backup up for less than the
+		// time the connection has been idle, it is stamped at boot and
+		// lives longer than the master said, never more than a full
+		// timeout (a negative stamp would read as the far future and
+		// never expire).
+		lastSeen = max(now-(full-time.Duration(c.Timeout)*time.Second), 0)
 	}
 	return w.SetSynced(f, dec, state, lastSeen)
 }

@@ -141,6 +141,44 @@ func TestSyncConns(t *testing.T) {
 	}
 }
 
+// TestSyncAgeOnFreshBackup: a synced record's remaining timeout becomes
+// its last-seen time on the backup's monotonic clock; on a backup that
+// booted less than the record's idle time ago the time is boot, not
+// before it (which would never expire).
+func TestSyncAgeOnFreshBackup(t *testing.T) {
+	m, b, mdp, bdp, clk := syncPair(t)
+	k := dataplane.ConnKey{Src: netip.MustParseAddr("198.51.100.7"), Dst: vip, SrcPort: 40000, DstPort: 80, Proto: conntrack.ProtoTCP}
+	d, ok := m.NewFlow(dataplane.NewFlow{Key: k, Ifindex: 2, TCPFlags: dataplane.TCPSyn})
+	if !ok {
+		t.Fatal("no real")
+	}
+	for _, e := range dataplane.Entries(dataplane.NewFlow{Key: k, Ifindex: 2}, d, clk.now, nil) {
+		e.Conn.State = conntrack.StateEstablished
+		mdp.Conns[e.Key] = e.Conn
+	}
+	recs, err := m.SyncConns()
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("master lists %d (%v)", len(recs), err)
+	}
+	rec := recs[0].Conn
+	rec.Timeout = 60 // idle for 840 s of ESTABLISHED's 900
+	for _, c := range []struct {
+		now, want time.Duration
+	}{
+		{time.Hour, time.Hour - 840*time.Second}, // up an hour: exact
+		{2 * time.Minute, 0},                     // up two minutes: boot
+	} {
+		clk.now = c.now
+		delete(bdp.Conns, k)
+		if err := b.InsertSynced(rec); err != nil {
+			t.Fatal(err)
+		}
+		if got := bdp.Conns[k].LastSeen; got != c.want {
+			t.Errorf("backup up %v: last seen %v, want %v", c.now, got, c.want)
+		}
+	}
+}
+
 // slowNeighbors knows no MAC until told, then calls back as the
 // resolver does.
 type slowNeighbors struct{ mac net.HardwareAddr }
