@@ -21,6 +21,11 @@ import (
 func TestUpgradeKeepsConnections(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xipvs-test-pins-%d", os.Getpid()))
+	// Pins an earlier run of the same pid left (killed before its
+	// cleanup) would be adopted.
+	if err := dataplane.Cleanup(dir); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { dataplane.Cleanup(dir) })
 	d, err := dataplane.Open(dataplane.Options{ConnTableSize: 1024, PinDir: dir})
 	if err != nil {

@@ -109,7 +109,22 @@ func Run(name string, args ...string) error {
 }
 
 // AddNetns creates a namespace; it fails if one of that name exists.
+//
+// A namespace of that name left behind by a run that was killed (no
+// process in it) is deleted first; one with processes in it is an error.
 func AddNetns(name string) (Netns, error) {
+	if _, err := os.Stat("/run/netns/" + name); err == nil {
+		out, err := exec.Command("ip", "netns", "pids", name).Output()
+		if err != nil {
+			return Netns{}, fmt.Errorf("netns %s exists: %w", name, err)
+		}
+		if pids := strings.Fields(string(out)); len(pids) > 0 {
+			return Netns{}, fmt.Errorf("netns %s exists and is in use (pids %s)", name, strings.Join(pids, " "))
+		}
+		if err := DelNetns(name); err != nil {
+			return Netns{}, fmt.Errorf("netns %s left over: %w", name, err)
+		}
+	}
 	if err := Run("ip", "netns", "add", name); err != nil {
 		return Netns{}, err
 	}
