@@ -101,9 +101,9 @@ bench: build bench-deps
 	$(GO) run ./bench/cmd/xipvs-bench -bin $(BIN)
 
 bench-deps:
-	@command -v nft >/dev/null && command -v haproxy >/dev/null && command -v hping3 >/dev/null || { \
-		echo "installing nftables and haproxy (the peers xipvs is measured against) and hping3 (a flood)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables haproxy hping3 >/dev/null; }
+	@command -v nft >/dev/null && command -v haproxy >/dev/null && command -v hping3 >/dev/null && command -v trafgen >/dev/null || { \
+		echo "installing nftables and haproxy (the peers xipvs is measured against), hping3 and netsniff-ng's trafgen (flood sources)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables haproxy hping3 netsniff-ng >/dev/null; }
 
 # BPF cost per packet only (Program.Run with Repeat), as Go benchmarks.
 bench-bpf:

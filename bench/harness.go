@@ -76,7 +76,7 @@ func (o Options) logf(format string, args ...any) {
 
 // Peer tools the harness drives; a missing one is reported as not
 // measured.
-var peerTools = []string{"nft", "haproxy", "hping3"}
+var peerTools = []string{"nft", "haproxy", "hping3", "trafgen"}
 
 // Missing returns the peer tools not installed.
 func Missing() []string {
@@ -155,6 +155,11 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 		return r, fmt.Errorf("flood lab: %w", err)
 	}
 	defer func() { err = errors.Join(err, flood.Close()) }()
+	gens, err := newGenLab(prefix+"g", work)
+	if err != nil {
+		return r, fmt.Errorf("generators lab: %w", err)
+	}
+	defer func() { err = errors.Join(err, gens.Close()) }()
 
 	splits := map[string]map[byte]uint64{}
 	for run := 1; run <= o.Runs; run++ {
@@ -180,6 +185,10 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 			if err := ctx.Err(); err != nil {
 				return r, err
 			}
+		}
+		o.logf("run %d of %d: the flood generators, one vCPU each", run, o.Runs)
+		if err := gens.run(r, o, run); err != nil {
+			return r, fmt.Errorf("generators: %w", err)
 		}
 		o.logf("run %d of %d: the SYN flood scenario", run, o.Runs)
 		if err := flood.run(r, o, run, work); err != nil {
@@ -236,6 +245,8 @@ func (r *Report) addRatios(o Options) {
 	r.ratio("new flows: xipvs-dr6 / xipvs-dr", "new-flows/xipvs-dr6", "new-flows/xipvs-dr")
 	r.ratio("new flows: xipvs-slowpath6 / xipvs-slowpath", "new-flows/xipvs-slowpath6", "new-flows/xipvs-slowpath")
 	r.ratio("new flows: slow path, 2 queues / 1 queue", "new-flows/xipvs-slowpath-2q-2senders", "new-flows/xipvs-slowpath-1q-2senders")
+	r.ratio("flood sources: af_xdp / trafgen", "generators/af_xdp", "generators/trafgen")
+	r.ratio("flood sources: af_xdp / hping3", "generators/af_xdp", "generators/hping3")
 	r.ratio("tcp-connect: xipvs-nat / nftables", "tcp-connect/xipvs-nat", "tcp-connect/nftables")
 	r.ratio("tcp-connect: xipvs-nat / haproxy", "tcp-connect/xipvs-nat", "tcp-connect/haproxy")
 	r.ratio("tcp-connect: xipvs-nat / routed-no-balancer", "tcp-connect/xipvs-nat", "tcp-connect/routed-no-balancer")

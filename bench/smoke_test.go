@@ -29,7 +29,7 @@ func (l testLog) Write(p []byte) (int, error) {
 func TestSmoke(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	if m := Missing(); len(m) > 0 {
-		msg := "the peers are not installed (" + strings.Join(m, ", ") + "): apt-get install nftables haproxy"
+		msg := "the peers are not installed (" + strings.Join(m, ", ") + "): apt-get install nftables haproxy hping3 netsniff-ng"
 		if os.Getenv("XIPVS_REQUIRE_PRIVILEGED") == "1" {
 			t.Fatal(msg)
 		}
@@ -112,6 +112,13 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
+	for _, gen := range []string{"af_xdp", "trafgen", "hping3"} {
+		for run := 1; run <= o.Runs; run++ {
+			if res := r.result("generators/"+gen, run); res == nil || len(res.Samples) != 1 || res.Median <= 0 {
+				t.Errorf("generators/%s run %d: %v, want one sample of a rate", gen, run, res)
+			}
+		}
+	}
 	for _, subj := range []string{"xipvs-dr-admission", "drop-all"} {
 		for run := 1; run <= o.Runs; run++ {
 			if res := r.result("flood/shed/"+subj, run); res == nil || len(res.Samples) != 1 || res.Median <= 0 {
@@ -129,11 +136,16 @@ func TestSmoke(t *testing.T) {
 	if len(r.Generators) == 0 || !strings.Contains(r.Markdown(), "| generator |") {
 		t.Errorf("the report names no generator: %q", r.Generators)
 	}
-	// Every ratio has its per-round values in both runs.
+	// Every ratio has its per-round values in both runs (the flood
+	// sources are measured once per run).
 	for _, x := range r.Ratios {
+		want := o.Repeats
+		if strings.HasPrefix(x.Name, "flood sources:") {
+			want = 1
+		}
 		for i, q := range x.Runs {
-			if len(q.PerRound) != o.Repeats {
-				t.Errorf("ratio %s run %d: %d rounds, want %d", x.Name, i+1, len(q.PerRound), o.Repeats)
+			if len(q.PerRound) != want {
+				t.Errorf("ratio %s run %d: %d rounds, want %d", x.Name, i+1, len(q.PerRound), want)
 			}
 		}
 	}
