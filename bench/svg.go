@@ -56,6 +56,8 @@ func (r *Report) SVG() string {
 			func(x *Result) bool { return x.Scenario == "flood" && x.Unit == UnitMpps }, subject),
 		pick("SYN flood: packets the director's receive ring on the client's link refused (lower is better)", UnitPkts,
 			func(x *Result) bool { return x.Scenario == "flood" && x.Unit == UnitPkts }, subject),
+		pick("Flood sources: distinct SYNs one vCPU puts on a veth (higher is better)", UnitMpps,
+			func(x *Result) bool { return x.Scenario == "generators" }, subject),
 	}
 	const (
 		width   = 900

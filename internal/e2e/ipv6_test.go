@@ -407,16 +407,24 @@ func TestIPv6ReloadMetrics(t *testing.T) {
 	if count := askEach(t, lab, netip.AddrPortFrom(vip, 80), 6); count["rs1"] != 2 || count["rs2"] != 4 {
 		t.Errorf("wrr 1:2 over IPv6 after the reload: %v", count)
 	}
+	// wrr's picks are made in XDP and counted by the scheduler as it
+	// catches up with them: within a second or two.
 	var body string
-	if err := lab.lb.Do(func() (err error) { body, err = (&netHTTP{}).get("http://127.0.0.1:9639/metrics"); return }); err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range []string{
+	lines := []string{
 		`xipvs_service_connections_total{service="TCP  [fd77::100]:80"} 6`,
 		`xipvs_real_connections_total{forward="Route",real="[fd77::12]:80",service="TCP  [fd77::100]:80"} 4`,
-	} {
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err := lab.lb.Do(func() (err error) { body, err = (&netHTTP{}).get("http://127.0.0.1:9639/metrics"); return }); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(body, lines[0]) && strings.Contains(body, lines[1]) || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, w := range lines {
 		if !strings.Contains(body, w) {
-			t.Errorf("/metrics lacks %q", w)
+			t.Errorf("/metrics lacks %q:\n%s", w, grepLines(body, "fd77::100"))
 		}
 	}
 }
@@ -489,4 +497,15 @@ func TestIPv6RestartKill9(t *testing.T) {
 		c.Close()
 	}
 	wait()
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -85,11 +86,18 @@ func TestStatusPage(t *testing.T) {
 	defer cancel()
 
 	sel := `section.service[data-service="TCP 10.77.0.100:80"]`
+	// One query and read in the page itself: the page re-renders its
+	// tables every second, and a node chromedp found can be gone by the
+	// time it reads it ("No node with given id found").
 	text := func(css string) string {
 		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(css)))
+		js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return e ? e.innerText : "\x00none"; })()`, css)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
 		if err != nil {
 			t.Fatalf("%s: %v", css, err)
+		}
+		if v == "\x00none" {
+			t.Fatalf("%s: no such element", css)
 		}
 		return strings.TrimSpace(v)
 	}
