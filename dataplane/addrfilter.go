@@ -35,10 +35,12 @@ const (
 )
 
 type addrFilter struct {
-	mu   sync.Mutex
-	vips map[netip.Addr]int  // service keys per VIP
-	all  map[netip.Addr]int  // port-zero service keys per VIP
-	nat  map[netip.Addr]bool // NAT and FULLNAT real addresses
+	mu sync.Mutex
+	// rebuilding: counts change, the map is written once at the end.
+	rebuilding bool
+	vips       map[netip.Addr]int  // service keys per VIP
+	all        map[netip.Addr]int  // port-zero service keys per VIP
+	nat        map[netip.Addr]bool // NAT and FULLNAT real addresses
 	// per slot: how many VIPs, VIPs with a port-zero key and NAT
 	// sources fold there.
 	vipN, allN, natN [addrSlots]uint16
@@ -62,8 +64,13 @@ func (f *addrFilter) flags(slot uint32) uint8 {
 	return v
 }
 
-// write stores slot's flags in the map if they differ from before.
+// write stores slot's flags in the map if they differ from before
+// (unless the filter is being rebuilt: then rebuildFilter writes them
+// all at the end).
 func (d *Dataplane) writeSlot(slot uint32, before uint8) error {
+	if d.filter.rebuilding {
+		return nil
+	}
 	if now := d.filter.flags(slot); now != before {
 		if err := d.objs.AddrFilter.Put(slot, now); err != nil {
 			return fmt.Errorf("addr_filter: %w", err)
@@ -125,8 +132,19 @@ func (d *Dataplane) filterNATSource(addr netip.Addr, on bool) error {
 
 // rebuildFilter counts what adopted maps hold and writes every slot: a
 // restarted xipvsd's program must see the services and NAT reals the
-// previous one installed.
+// previous one installed. The counts are made in memory first and the
+// map written once, each slot its final flags: a slot a VIP shares with
+// a NAT real never loses its NAT-source bit in between (the real's
+// replies would pass to the kernel un-NATed, and its clients reset).
 func (d *Dataplane) rebuildFilter() error {
+	d.filter.mu.Lock()
+	d.filter.rebuilding = true
+	d.filter.mu.Unlock()
+	defer func() {
+		d.filter.mu.Lock()
+		d.filter.rebuilding = false
+		d.filter.mu.Unlock()
+	}()
 	keys, err := d.ServiceKeys()
 	if err != nil {
 		return err
@@ -158,10 +176,21 @@ func (d *Dataplane) rebuildFilter() error {
 	}
 	// Every slot, so that nothing an older run left stays.
 	keysAll, vals := make([]uint32, addrSlots), make([]uint8, addrSlots)
+	d.filter.mu.Lock()
 	for i := range keysAll {
 		keysAll[i], vals[i] = uint32(i), d.filter.flags(uint32(i))
 	}
-	if _, err := d.objs.AddrFilter.BatchUpdate(keysAll, vals, nil); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+	d.filter.mu.Unlock()
+	_, err = d.objs.AddrFilter.BatchUpdate(keysAll, vals, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		// No batch operations: slot by slot, each written once.
+		for i, k := range keysAll {
+			if err = d.objs.AddrFilter.Put(k, vals[i]); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("write addr_filter: %w", err)
 	}
 	return nil

@@ -107,3 +107,12 @@ func PortUnreachable(frame []byte) ([]byte, bool) {
 	n, ok := icmpPortUnreachable(out, copy(out, frame))
 	return out[:n], ok
 }
+
+// AddrSlot is the prefilter slot an address folds into.
+func AddrSlot(a netip.Addr) uint32 { return addrSlot(a) }
+
+// The prefilter's flags.
+const (
+	AddrVIP       = addrVIP
+	AddrNATSource = addrNATSource
+)

@@ -129,14 +129,20 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	// Health checks follow the configuration: every change pokes the
 	// monitor, which is given the current targets.
 	poke := make(chan struct{}, 1)
+	stateFile := &server.StateFile{Path: o.StateFile}
+	var b *backend // its sync daemons are saved with the configuration
 	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.RouteTo, Logger: log,
 		ExpireQuiescentTemplate: o.ExpireQuiescentTemplate, LocalAddress: dataplane.LocalAddress, ServiceKeys: dp.ServiceTableSize(),
+		Reserve: stateFile.Reserve,
 		Persist: func(st server.State) error {
 			select {
 			case poke <- struct{}{}:
 			default:
 			}
-			return server.WriteStateFile(o.StateFile, st)
+			if b != nil {
+				st.SyncDaemons = b.commandDaemons()
+			}
+			return stateFile.Save(st)
 		}})
 	monitor := health.NewMonitor(nil, func(k health.Key, up bool, reason string) { srv.SetHealth(k, up, reason) })
 	defer monitor.Close()
@@ -159,7 +165,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	go srv.RunEstimator(ctx)
 	speaker := bgp.New(log)
 	defer speaker.Stop()
-	b := &backend{srv: srv, dp: dp, connTable: int(o.ConnTableSize), configFile: o.ConfigFile, log: log,
+	b = &backend{srv: srv, dp: dp, connTable: int(o.ConnTableSize), configFile: o.ConfigFile, log: log,
 		bgp: speaker, bgpFromFile: o.BGPFromFile}
 	if o.Config != nil {
 		if err := srv.Reconcile(o.Config); err != nil {
@@ -178,6 +184,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	if err := b.applySync(o.Sync); err != nil {
 		return err
 	}
+	b.restoreDaemons(st.SyncDaemons)
 	// BGP last: routes are announced once this director can forward.
 	speaker.SetVIPs(vipHealth(srv))
 	if err := speaker.Configure(ctx, o.BGP); err != nil {

@@ -22,6 +22,109 @@ type syncDaemons struct {
 	// fromFile are the roles the configuration file runs (a reload
 	// applies the file's sync_daemons to those by difference).
 	fromFile map[string]config.SyncDaemon
+	// byCommand are those xipvsadm started (--start-daemon, -R): saved
+	// in the state file, started again by a restart.
+	byCommand map[string]config.SyncDaemon
+}
+
+// commandDaemons are the sync daemons to save, master first.
+func (b *backend) commandDaemons() []config.SyncDaemon {
+	b.sync.mu.Lock()
+	defer b.sync.mu.Unlock()
+	var out []config.SyncDaemon
+	for _, role := range []string{connsync.Master, connsync.Backup} {
+		if d, ok := b.sync.byCommand[role]; ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// restoreDaemons starts the saved sync daemons whose role the
+// configuration file did not start; one that cannot start (its interface
+// gone) is logged, not fatal.
+func (b *backend) restoreDaemons(saved []config.SyncDaemon) {
+	for _, d := range saved {
+		b.sync.mu.Lock()
+		_, running := b.sync.by[d.Role]
+		b.sync.mu.Unlock()
+		if running {
+			b.log.Warn("saved sync daemon not started: the configuration file runs that role", "role", d.Role)
+			continue
+		}
+		if err := b.startDaemon(d); err != nil {
+			b.log.Error("saved sync daemon not started", "role", d.Role, "err", err)
+			continue
+		}
+		b.log.Info("saved sync daemon started again", "role", d.Role)
+		b.sync.mu.Lock()
+		if b.sync.byCommand == nil {
+			b.sync.byCommand = map[string]config.SyncDaemon{}
+		}
+		b.sync.byCommand[d.Role] = d
+		b.sync.mu.Unlock()
+	}
+}
+
+// StartDaemon starts a master or backup sync daemon by command (one of
+// each role may run) and saves it; if it cannot be saved it is stopped
+// again and the error returned.
+func (b *backend) StartDaemon(d config.SyncDaemon) error {
+	if err := b.startDaemon(d); err != nil {
+		return err
+	}
+	b.sync.mu.Lock()
+	if b.sync.byCommand == nil {
+		b.sync.byCommand = map[string]config.SyncDaemon{}
+	}
+	b.sync.byCommand[d.Role] = d
+	b.sync.mu.Unlock()
+	if err := b.srv.Save(); err != nil {
+		b.sync.mu.Lock()
+		delete(b.sync.byCommand, d.Role)
+		b.sync.mu.Unlock()
+		_ = b.stopDaemon(d.Role)
+		return fmt.Errorf("sync daemon not started: %w", err)
+	}
+	return nil
+}
+
+// StopDaemon stops the sync daemon of role by command and saves that;
+// if it cannot be saved the daemon is started again and the error
+// returned.
+func (b *backend) StopDaemon(role string) error {
+	b.sync.mu.Lock()
+	was, saved := b.sync.byCommand[role]
+	b.sync.mu.Unlock()
+	var cfg config.SyncDaemon
+	if dm := b.running(role); dm != nil {
+		cfg = dm.Config
+	}
+	if err := b.stopDaemon(role); err != nil {
+		return err
+	}
+	if !saved {
+		return nil
+	}
+	b.sync.mu.Lock()
+	delete(b.sync.byCommand, role)
+	b.sync.mu.Unlock()
+	if err := b.srv.Save(); err != nil {
+		if serr := b.startDaemon(cfg); serr == nil {
+			b.sync.mu.Lock()
+			b.sync.byCommand[role] = was
+			b.sync.mu.Unlock()
+		}
+		return fmt.Errorf("sync daemon not stopped: %w", err)
+	}
+	return nil
+}
+
+// running returns the daemon of role, or nil.
+func (b *backend) running(role string) *connsync.Daemon {
+	b.sync.mu.Lock()
+	defer b.sync.mu.Unlock()
+	return b.sync.by[role]
 }
 
 // applySync runs the configuration file's sync daemons: those it adds
@@ -42,9 +145,9 @@ func (b *backend) applySync(want []config.SyncDaemon) error {
 			continue
 		}
 		if _, ok := have[d.Role]; ok {
-			_ = b.StopDaemon(d.Role)
+			_ = b.stopDaemon(d.Role)
 		}
-		if err := b.StartDaemon(d); err != nil {
+		if err := b.startDaemon(d); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -55,15 +158,15 @@ func (b *backend) applySync(want []config.SyncDaemon) error {
 	}
 	for role := range have {
 		if !keep[role] {
-			_ = b.StopDaemon(role)
+			_ = b.stopDaemon(role)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// StartDaemon starts a master or backup sync daemon; one of each role
+// startDaemon starts a master or backup sync daemon; one of each role
 // may run.
-func (b *backend) StartDaemon(d config.SyncDaemon) error {
+func (b *backend) startDaemon(d config.SyncDaemon) error {
 	c, err := connsync.Prepare(d)
 	if err != nil {
 		return &api.Error{Message: err.Error(), Status: http.StatusBadRequest}
@@ -99,8 +202,8 @@ func (b *backend) syncSource() ([]connsync.Record, error) {
 	return out, err
 }
 
-// StopDaemon stops the sync daemon of role.
-func (b *backend) StopDaemon(role string) error {
+// stopDaemon stops the sync daemon of role.
+func (b *backend) stopDaemon(role string) error {
 	b.sync.mu.Lock()
 	dm, ok := b.sync.by[role]
 	delete(b.sync.by, role)

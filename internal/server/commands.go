@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -14,11 +15,12 @@ import (
 	"github.com/xipvs/xipvs/config"
 )
 
-// batch defers, while one restore or reload applies, the work each of
-// its commands would otherwise repeat: the state file is written once at
-// the end (so a kill -9 in the middle restarts with the old
-// configuration, never a mix), and the connections of deleted reals are
-// expired in one walk of the table, their ids freed after it.
+// batch defers, while one change applies (a command, or a restore or
+// reload and all its steps), the work its steps would otherwise repeat:
+// the state file is written once at the end (so a kill -9 in the middle
+// restarts with the old configuration, never a mix), and the connections
+// of deleted reals are expired in one walk of the table, their ids freed
+// after it.
 type batch struct {
 	dirty  bool
 	doomed map[uint32]*dest
@@ -31,28 +33,66 @@ func (s *Server) beginBatch() {
 	s.mu.Unlock()
 }
 
-// endBatch expires the deleted reals' connections, frees their ids and
-// writes the state once.
+// endBatch expires the deleted reals' connections and frees their ids.
 func (s *Server) endBatch() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.batch
 	s.batch = nil
-	var err error
-	if len(b.doomed) > 0 {
-		ids := map[uint32]bool{}
-		for id := range b.doomed {
-			ids[id] = true
-		}
-		err = s.expireConns(ids)
-		for id := range b.doomed {
-			s.freeReals = append(s.freeReals, id)
-		}
+	if len(b.doomed) == 0 {
+		return nil
 	}
-	if b.dirty {
-		s.changed()
+	ids := map[uint32]bool{}
+	for id := range b.doomed {
+		ids[id] = true
+	}
+	err := s.expireConns(ids)
+	for id := range b.doomed {
+		s.freeReals = append(s.freeReals, id)
 	}
 	return err
+}
+
+// commit runs one change (fn) in a batch and saves the result before it
+// returns: a change is acknowledged only once it is on disk. If saving
+// fails the change is undone (the configuration reconciled back to what
+// it was before fn) and the error says so; a real that fn deleted comes
+// back for new connections, but the connections its deletion expired do
+// not. cfgMu is held.
+func (s *Server) commit(grow int, fn func(before func() *config.Config) error) error {
+	var old *config.Config
+	before := func() *config.Config {
+		if old == nil {
+			old = s.Config()
+		}
+		return old
+	}
+	if s.opts.Persist != nil {
+		before()
+	}
+	if s.opts.Reserve != nil {
+		if err := s.opts.Reserve(grow); err != nil {
+			return fmt.Errorf("%w: no room for it: %w; nothing was changed", ErrNotSaved, err)
+		}
+	}
+	s.beginBatch()
+	err := fn(before)
+	s.mu.Lock()
+	dirty := s.batch.dirty
+	var perr error
+	if dirty {
+		perr = s.persistLocked()
+	}
+	s.mu.Unlock()
+	if perr != nil {
+		s.log.Error("saving state: the change is undone", "err", perr)
+		if _, rerr := s.reconcile(context.Background(), s.Config(), before()); rerr != nil {
+			perr = fmt.Errorf("%w (undoing the change failed too: %v)", perr, rerr)
+		} else {
+			perr = fmt.Errorf("%w; the change was undone", perr)
+		}
+	}
+	return errors.Join(err, perr, s.endBatch())
 }
 
 // logChange logs one configuration change, at debug level inside a batch
@@ -65,12 +105,23 @@ func (s *Server) logChange(msg string, args ...any) {
 	s.log.Info(msg, args...)
 }
 
-// locked runs fn holding cfgMu.
-func (s *Server) locked(fn func() error) error {
+// locked runs the change fn holding cfgMu, and commits it.
+func (s *Server) locked(fn func() error) error { return s.lockedGrow(commandGrowth, fn) }
+
+// shrinking runs a change that only removes (the state it saves is no
+// larger), holding cfgMu, and commits it.
+func (s *Server) shrinking(fn func() error) error { return s.lockedGrow(0, fn) }
+
+func (s *Server) lockedGrow(grow int, fn func() error) error {
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()
-	return fn()
+	return s.commit(grow, func(func() *config.Config) error { return fn() })
 }
+
+// commandGrowth bounds what one command adds to the saved state (a
+// service with its settings, or a real): the room commit reserves
+// beyond the last state's size.
+const commandGrowth = 16 << 10
 
 // AddService adds a virtual service (ipvsadm -A).
 func (s *Server) AddService(svc config.Service) error {
@@ -85,11 +136,11 @@ func (s *Server) EditService(svc config.Service) error {
 // DeleteService removes a service, its destinations and their
 // connections (ipvsadm -D).
 func (s *Server) DeleteService(k config.ServiceKey) error {
-	return s.locked(func() error { return s.deleteService(k) })
+	return s.shrinking(func() error { return s.deleteService(k) })
 }
 
 // Clear removes every service (ipvsadm -C).
-func (s *Server) Clear() error { return s.locked(s.clear) }
+func (s *Server) Clear() error { return s.shrinking(s.clear) }
 
 // AddDest adds a real server to a service (ipvsadm -a).
 func (s *Server) AddDest(k config.ServiceKey, d config.Dest) error {
@@ -104,7 +155,7 @@ func (s *Server) EditDest(k config.ServiceKey, d config.Dest) error {
 // DeleteDest removes a real server and expires its connections
 // (ipvsadm -d).
 func (s *Server) DeleteDest(k config.ServiceKey, addr netip.Addr, port uint16) error {
-	return s.locked(func() error { return s.deleteDest(k, addr, port) })
+	return s.shrinking(func() error { return s.deleteDest(k, addr, port) })
 }
 
 // AddMarks binds ports to firewall marks for -f services (xipvsadm
@@ -116,7 +167,7 @@ func (s *Server) AddMarks(rules []config.MarkRule) error {
 // DeleteMarks removes port-group rules (xipvsadm --del-mark): the given
 // rules, each of which must exist, or with no rules every rule of mark.
 func (s *Server) DeleteMarks(mark uint32, rules []config.MarkRule) error {
-	return s.locked(func() error { return s.deleteMarks(mark, rules) })
+	return s.shrinking(func() error { return s.deleteMarks(mark, rules) })
 }
 
 // AddLocalAddr adds a FULLNAT local address to a service (--add-laddr).
@@ -126,7 +177,7 @@ func (s *Server) AddLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 
 // DeleteLocalAddr removes a FULLNAT local address (--del-laddr).
 func (s *Server) DeleteLocalAddr(k config.ServiceKey, addr netip.Addr) error {
-	return s.locked(func() error { return s.deleteLocalAddr(k, addr) })
+	return s.shrinking(func() error { return s.deleteLocalAddr(k, addr) })
 }
 
 // SetTimeouts changes the tcp, tcpfin and udp timeouts (ipvsadm --set);
@@ -160,11 +211,17 @@ func (s *Server) ApplyLines(ctx context.Context, lines []config.Line) error {
 	})
 }
 
-// applyBatch is apply in a batch.
+// applyBatch is apply, committed.
 func (s *Server) applyBatch(ctx context.Context, want *config.Config) error {
-	s.beginBatch()
-	err := s.apply(ctx, want)
-	return errors.Join(err, s.endBatch())
+	// The room the wanted configuration takes, saved: its own size and
+	// the ids and indentation of the state file.
+	grow := 0
+	if s.opts.Reserve != nil {
+		if b, err := json.Marshal(want); err == nil {
+			grow = 2*len(b) + commandGrowth
+		}
+	}
+	return s.commit(grow, func(before func() *config.Config) error { return s.apply(ctx, want, before) })
 }
 
 // lockedCtx runs fn holding cfgMu, unless ctx ends first (a client that

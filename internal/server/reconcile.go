@@ -58,7 +58,7 @@ func cmpU(a, b uint32) int {
 // changes; if a change still fails, what was done is undone and the
 // error returned, so a failed reload or restore leaves the configuration
 // as it was. cfgMu is held.
-func (s *Server) apply(ctx context.Context, want *config.Config) error {
+func (s *Server) apply(ctx context.Context, want *config.Config, before func() *config.Config) error {
 	want = want.Clone()
 	// One route lookup per real address and method, however many
 	// services use it (the check depends on nothing else).
@@ -79,7 +79,7 @@ func (s *Server) apply(ctx context.Context, want *config.Config) error {
 	if err := precheck(want, route, s.opts.LocalAddress); err != nil {
 		return err
 	}
-	old := s.Config()
+	old := before()
 	n, err := s.reconcile(ctx, old, want)
 	if err != nil {
 		if _, rerr := s.reconcile(context.Background(), s.Config(), old); rerr != nil {

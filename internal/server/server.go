@@ -31,10 +31,13 @@ var (
 	ErrNoDest        = config.ErrNoDest
 	ErrNoScheduler   = config.ErrNoScheduler
 	ErrUnsupported   = errors.New("not supported")
-	ErrFull          = errors.New("Memory allocation problem")
-	ErrMarkExists    = config.ErrMarkExists
-	ErrMarkOverlap   = config.ErrMarkOverlap
-	ErrNoMark        = config.ErrNoMark
+	// ErrNotSaved: the state could not be written; the change that
+	// needed saving was undone.
+	ErrNotSaved    = errors.New("configuration not saved")
+	ErrFull        = errors.New("Memory allocation problem")
+	ErrMarkExists  = config.ErrMarkExists
+	ErrMarkOverlap = config.ErrMarkOverlap
+	ErrNoMark      = config.ErrNoMark
 )
 
 // Dataplane is what the server needs of the data plane.
@@ -77,8 +80,13 @@ type Options struct {
 	// clients keep going to a quiesced real.
 	ExpireQuiescentTemplate bool
 	// Persist, if set, is given the configuration after every change
-	// (the daemon writes its state file with it).
+	// (the daemon writes its state file with it): the change is
+	// acknowledged only once it returns nil, and undone otherwise.
 	Persist func(State) error
+	// Reserve, if set, is asked before a change for room for the state
+	// to grow by n bytes (StateFile.Reserve): a change the disk has no
+	// room to save fails before anything changes.
+	Reserve func(n int) error
 	// LocalAddress, if set, checks that a FULLNAT local address is one
 	// of the director's (dataplane.LocalAddress).
 	LocalAddress func(netip.Addr) error

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/sched"
+	"golang.org/x/sys/unix"
 )
 
 // State is the configuration with the ids the data plane's maps refer
@@ -22,6 +24,10 @@ type State struct {
 	Services []ServiceState     `json:"services"`
 	Marks    []config.MarkRule  `json:"marks,omitempty"`
 	Timeouts map[string]float64 `json:"timeouts"` // seconds: tcp, tcpfin, udp
+	// SyncDaemons are the connection sync daemons started by command
+	// (xipvsadm --start-daemon, -R), which a restart starts again; the
+	// daemon adds them when it saves (the server runs none).
+	SyncDaemons []config.SyncDaemon `json:"sync_daemons,omitempty"`
 }
 
 // ServiceState is a service with its id and its reals in list order.
@@ -63,35 +69,142 @@ func (s *Server) snapshotLocked() State {
 	return st
 }
 
-// changed reports a configuration change to Options.Persist; s.mu is
-// held. A failure to persist is logged: the change itself took effect.
+// changed marks the configuration changed; s.mu is held. Every change
+// runs in a batch (commit), which saves it once at its end.
 func (s *Server) changed() {
 	if s.batch != nil {
 		s.batch.dirty = true
-		return
-	}
-	if s.opts.Persist == nil {
-		return
-	}
-	if err := s.opts.Persist(s.snapshotLocked()); err != nil {
-		s.log.Error("saving state", "err", err)
 	}
 }
 
-// WriteStateFile writes st to path atomically (temporary file, rename).
+// persistLocked gives the configuration to Options.Persist; s.mu is
+// held.
+func (s *Server) persistLocked() error {
+	if s.opts.Persist == nil {
+		return nil
+	}
+	if err := s.opts.Persist(s.snapshotLocked()); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotSaved, err)
+	}
+	return nil
+}
+
+// Save writes the running configuration again (what Options.Persist
+// adds of its own, such as the sync daemons, changed).
+func (s *Server) Save() error {
+	s.cfgMu.Lock()
+	defer s.cfgMu.Unlock()
+	if s.opts.Reserve != nil {
+		if err := s.opts.Reserve(commandGrowth); err != nil {
+			return fmt.Errorf("%w: no room for it: %w", ErrNotSaved, err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.persistLocked()
+}
+
+// WriteStateFile writes st to path durably and atomically (StateFile's
+// Save).
 func WriteStateFile(path string, st State) error {
+	return (&StateFile{Path: path}).Save(st)
+}
+
+// StateFile is where a daemon keeps its configuration. Save writes it
+// durably and atomically: a temporary file written and synced, renamed
+// over Path, the directory synced; a crash at any point leaves the old
+// file or the new one, whole. Reserve makes room for the next Save
+// before a change is made, so that a full disk fails the change, not its
+// saving. Not safe for concurrent use (the server saves under its lock).
+type StateFile struct {
+	Path string
+	// size is the last state saved; reserved the temporary file's
+	// allocated size.
+	size, reserved int
+}
+
+func (f *StateFile) tmp() string { return f.Path + ".tmp" }
+
+// Reserve allocates room for a state grow bytes larger than the last one
+// in the temporary file the next Save writes (fallocate); a file system
+// that cannot allocate ahead is not an error (Save then finds out).
+func (f *StateFile) Reserve(grow int) error {
+	if f.size == 0 {
+		if fi, err := os.Stat(f.Path); err == nil {
+			f.size = int(fi.Size())
+		}
+	}
+	n := f.size + grow
+	if n <= f.reserved {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(f.Path), 0o700); err != nil {
+		return err
+	}
+	fd, err := os.OpenFile(f.tmp(), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer fd.Close()
+	err = unix.Fallocate(int(fd.Fd()), 0, 0, int64(n))
+	switch {
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reserve %d bytes for %s: %w", n, f.tmp(), err)
+	}
+	f.reserved = n
+	return nil
+}
+
+// Save writes st.
+func (f *StateFile) Save(st State) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	path, tmp := f.Path, f.tmp()
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	// Into the room Reserve made, if it did, cut to size.
+	fd, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	f.reserved = 0
+	_, err = fd.Write(b)
+	if err == nil {
+		err = fd.Truncate(int64(len(b)))
+	}
+	if err == nil {
+		err = fd.Sync()
+	}
+	if cerr := fd.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	f.size = len(b)
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }
 
 // ReadStateFile reads a state file; a missing file is an empty state.
