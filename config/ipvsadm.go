@@ -74,6 +74,10 @@ type SyncDaemon struct {
 	Group     netip.Addr `json:"mcast_group,omitzero" yaml:"mcast_group"`
 	Port      uint16     `json:"mcast_port,omitempty" yaml:"mcast_port"`
 	TTL       uint8      `json:"mcast_ttl,omitempty" yaml:"mcast_ttl"`
+	// KeyFile holds the pair's shared key (xipvs's --sync-key-file, not
+	// ipvsadm's): a master signs its messages with it, a backup refuses
+	// every message it did not sign. Kernel peers ignore the signature.
+	KeyFile string `json:"sync_key_file,omitempty" yaml:"sync_key_file"`
 }
 
 // Command is one parsed ipvsadm command line.
@@ -367,6 +371,13 @@ var options = []option{
 			return perr("illegal mcast-port specified: %q", v)
 		}
 		p.cmd.Daemon.Port = uint16(n)
+		return nil
+	}},
+	{long: "sync-key-file", arg: needArg, set: func(p *parser, v string, _ bool) error {
+		if v == "" {
+			return perr("illegal sync-key-file specified: empty")
+		}
+		p.cmd.Daemon.KeyFile = v
 		return nil
 	}},
 	{long: "mcast-ttl", arg: needArg, set: func(p *parser, v string, _ bool) error {
@@ -675,7 +686,7 @@ func (p *parser) finish() error {
 			return perr("health-check options are for -A, -E, -a and -e")
 		}
 	}
-	for _, n := range []string{"mcast-interface", "syncid", "sync-maxlen", "mcast-group", "mcast-port", "mcast-ttl"} {
+	for _, n := range []string{"mcast-interface", "syncid", "sync-maxlen", "mcast-group", "mcast-port", "mcast-ttl", "sync-key-file"} {
 		if cmd.Given[n] && cmd.Op != OpStartDaemon {
 			return perr("--%s is for --start-daemon", n)
 		}

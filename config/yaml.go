@@ -168,10 +168,11 @@ type FileSync struct {
 	Group     string `yaml:"mcast_group"`
 	Port      uint16 `yaml:"mcast_port"`
 	TTL       uint8  `yaml:"mcast_ttl"`
+	KeyFile   string `yaml:"sync_key_file"`
 }
 
 func (f FileSync) daemon() (SyncDaemon, error) {
-	d := SyncDaemon{Role: f.State, Interface: f.Interface, SyncID: f.SyncID, MaxLen: f.MaxLen, Port: f.Port, TTL: f.TTL}
+	d := SyncDaemon{Role: f.State, Interface: f.Interface, SyncID: f.SyncID, MaxLen: f.MaxLen, Port: f.Port, TTL: f.TTL, KeyFile: f.KeyFile}
 	if d.Role != "master" && d.Role != "backup" {
 		return d, invalid("sync_daemons: state %q: want master or backup", f.State)
 	}

@@ -737,15 +737,47 @@ func (d *Dataplane) SetConns(f NewFlow, dec Decision, now time.Duration) error {
 // where SetConn puts them: a connection that is not already in the
 // established table goes to the embryonic LRU, so that a flood of sync
 // messages can never fill the table that is never evicted.
+//
+// An ESTABLISHED connection's entries go to the established table, where
+// nothing evicts them (a flood of synced or new embryonic entries in the
+// LRU included); when that table is full, to the LRU.
 func (d *Dataplane) SetSynced(f NewFlow, dec Decision, state conntrack.State, lastSeen time.Duration) error {
 	mac := d.ifaceMAC(f.Ifindex)
 	for _, e := range Entries(f, dec, lastSeen, mac[:]) {
 		if e.Conn.Flags&ConnReply == 0 {
 			e.Conn.State = state
 		}
-		if err := d.SetConn(e.Key, e.Conn); err != nil {
+		var err error
+		if state == conntrack.StateEstablished {
+			err = d.setEstablished(e.Key, e.Conn)
+		} else {
+			err = d.SetConn(e.Key, e.Conn)
+		}
+		if err != nil {
 			return fmt.Errorf("synced connection %v: %w", e.Key, err)
 		}
 	}
 	return nil
+}
+
+// setEstablished writes an entry into the established table (and out of
+// the LRU); a full established table leaves it to SetConn.
+func (d *Dataplane) setEstablished(k ConnKey, c Conn) error {
+	var err error
+	if k.Src.Is6() {
+		d.ipv6.Store(true)
+		raw := k.raw6()
+		if err = d.objs.EstConns6.Put(&raw, c.raw6()); err == nil {
+			_ = d.objs.Conns6.Delete(&raw)
+		}
+	} else {
+		raw := k.raw()
+		if err = d.objs.EstConns.Put(&raw, c.raw()); err == nil {
+			_ = d.objs.Conns.Delete(&raw)
+		}
+	}
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ENOSPC) {
+		return d.SetConn(k, c)
+	}
+	return err
 }

@@ -551,6 +551,9 @@ func printDaemons(w io.Writer, ds []api.SyncDaemon) {
 		if d.TTL != 0 {
 			fmt.Fprintf(w, ", ttl=%d", d.TTL)
 		}
+		if d.KeyFile != "" {
+			fmt.Fprintf(w, ", signed with %s", d.KeyFile)
+		}
 		fmt.Fprintln(w, ")")
 	}
 }
@@ -569,6 +572,9 @@ func printDaemonRules(w io.Writer, ds []api.SyncDaemon) {
 		}
 		if d.TTL > 1 {
 			fmt.Fprintf(w, " --mcast-ttl %d", d.TTL)
+		}
+		if d.KeyFile != "" {
+			fmt.Fprintf(w, " --sync-key-file %s", d.KeyFile)
 		}
 		fmt.Fprintln(w)
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,11 @@ func Prepare(c Config) (Config, error) {
 	if err != nil {
 		return c, fmt.Errorf("sync daemon: interface %q: %w", c.Interface, err)
 	}
+	if c.KeyFile != "" {
+		if _, err := LoadKey(c.KeyFile); err != nil {
+			return c, err
+		}
+	}
 	max := ifi.MTU - 28
 	if c.MaxLen != 0 && c.MaxLen < HeaderLen+ConnLenV6 {
 		return c, fmt.Errorf("sync daemon: maxlen %d: want at least %d", c.MaxLen, HeaderLen+ConnLenV6)
@@ -72,6 +78,29 @@ func Prepare(c Config) (Config, error) {
 	return c, nil
 }
 
+// MinKeyLen is the shortest shared key a sync daemon takes.
+const MinKeyLen = 16
+
+// LoadKey reads a sync daemon's shared key: the file's bytes, at least
+// MinKeyLen of them, in a file only its owner may read.
+func LoadKey(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("sync key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("sync key %s: readable by others (mode %v): chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("sync key: %w", err)
+	}
+	if len(b) < MinKeyLen {
+		return nil, fmt.Errorf("sync key %s: %d bytes, want at least %d (head -c 32 /dev/urandom > %s)", path, len(b), MinKeyLen, path)
+	}
+	return b, nil
+}
+
 // Stats counts what a daemon did.
 type Stats struct {
 	Messages  uint64 `json:"messages"`  // sent (master) or received (backup)
@@ -80,6 +109,9 @@ type Stats struct {
 	Malformed uint64 `json:"malformed"` // backup: messages dropped whole
 	Skipped   uint64 `json:"skipped"`   // backup: records of another service, real, protocol...
 	Errors    uint64 `json:"errors"`    // send or receive errors
+	// Unauthenticated counts, on a backup with a key, messages dropped
+	// whole: unsigned, signed with another key or altered, or replayed.
+	Unauthenticated uint64 `json:"unauthenticated"`
 }
 
 // Source is what a master syncs: the connection table's current view.
@@ -101,15 +133,21 @@ type Daemon struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	conn   *net.UDPConn
-	stats  struct{ messages, conns, bytes, malformed, skipped, errors atomic.Uint64 }
+	stats  struct{ messages, conns, bytes, malformed, skipped, errors, unauth atomic.Uint64 }
 	mu     sync.Mutex
 	sent   map[connID]sentState
+	// key signs (master) or checks (backup) every message; counter is
+	// the master's last message counter, seen the backup's by source.
+	key     []byte
+	counter uint64
+	seen    map[netip.Addr]uint64
 }
 
 // Stats returns the daemon's counters.
 func (d *Daemon) Stats() Stats {
 	return Stats{Messages: d.stats.messages.Load(), Conns: d.stats.conns.Load(), Bytes: d.stats.bytes.Load(),
-		Malformed: d.stats.malformed.Load(), Skipped: d.stats.skipped.Load(), Errors: d.stats.errors.Load()}
+		Malformed: d.stats.malformed.Load(), Skipped: d.stats.skipped.Load(), Errors: d.stats.errors.Load(),
+		Unauthenticated: d.stats.unauth.Load()}
 }
 
 // Stop stops the daemon and waits for it.
@@ -144,6 +182,12 @@ func StartMaster(c Config, src Source, log *slog.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	var key []byte
+	if c.KeyFile != "" {
+		if key, err = LoadKey(c.KeyFile); err != nil {
+			return nil, err
+		}
+	}
 	local, err := ifaceAddr4(ifi)
 	if err != nil {
 		return nil, err
@@ -158,10 +202,23 @@ func StartMaster(c Config, src Source, log *slog.Logger) (*Daemon, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{Config: c, log: log.With("component", "sync", "role", Master), cancel: cancel, done: make(chan struct{}), conn: conn,
-		sent: map[connID]sentState{}}
+		sent: map[connID]sentState{}, key: key}
 	go d.runMaster(ctx, src)
-	d.log.Info("sync master started", "mcast_interface", c.Interface, "syncid", c.SyncID, "group", c.Group.String(), "port", c.Port, "maxlen", c.MaxLen)
+	d.log.Info("sync master started", "mcast_interface", c.Interface, "syncid", c.SyncID, "group", c.Group.String(), "port", c.Port, "maxlen", c.MaxLen,
+		"signed", key != nil)
 	return d, nil
+}
+
+// nextCounter is the next signed message's counter: the wall clock in
+// nanoseconds, never below the last one plus one, so that a restarted
+// master's messages still count up at its backups.
+func (d *Daemon) nextCounter() uint64 {
+	n := uint64(time.Now().UnixNano())
+	if n <= d.counter {
+		n = d.counter + 1
+	}
+	d.counter = n
+	return n
 }
 
 func ifaceAddr4(ifi *net.Interface) (netip.Addr, error) {
@@ -222,7 +279,7 @@ func (d *Daemon) runMaster(ctx context.Context, src Source) {
 // sendChanged sends what changed since the last walk.
 func (d *Daemon) sendChanged(recs []Record) {
 	now := time.Now()
-	enc := Encoder{SyncID: d.SyncID, MaxLen: d.MaxLen}
+	enc := Encoder{SyncID: d.SyncID, MaxLen: d.MaxLen, Key: d.key, Counter: d.nextCounter}
 	d.mu.Lock()
 	seen := make(map[connID]bool, len(recs))
 	for _, r := range recs {
@@ -261,23 +318,94 @@ func (d *Daemon) send(msg []byte) {
 
 // StartBackup starts a backup: it joins the group on the interface and
 // hands every connection of every valid message (the sync id, unless 0,
-// must match) to sink. A malformed message is counted and dropped
-// whole; a record the sink refuses is counted and skipped. The log says
-// so at most every 10 s.
+// must match) to sink. As the kernel's (make_receive_sock), its socket
+// is bound to the group, not to every address, and to the interface:
+// a datagram sent to one of the director's addresses (a VIP), or
+// arriving on another interface, never reaches it. With a key, a message
+// must be signed by the pair's master with a counter above the last one
+// seen from its source. A malformed or unauthenticated message is
+// counted and dropped whole; a record the sink refuses is counted and
+// skipped. The log says so at most every 10 s.
 func StartBackup(c Config, sink Sink, log *slog.Logger) (*Daemon, error) {
 	ifi, err := net.InterfaceByName(c.Interface)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: c.Group.AsSlice(), Port: int(c.Port)})
+	var key []byte
+	if c.KeyFile != "" {
+		if key, err = LoadKey(c.KeyFile); err != nil {
+			return nil, err
+		}
+	}
+	conn, err := listenGroup(ifi, c.Group, c.Port)
 	if err != nil {
 		return nil, fmt.Errorf("sync backup: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{Config: c, log: log.With("component", "sync", "role", Backup), cancel: cancel, done: make(chan struct{}), conn: conn}
+	d := &Daemon{Config: c, log: log.With("component", "sync", "role", Backup), cancel: cancel, done: make(chan struct{}), conn: conn,
+		key: key, seen: map[netip.Addr]uint64{}}
 	go d.runBackup(ctx, sink)
-	d.log.Info("sync backup started", "mcast_interface", c.Interface, "syncid", c.SyncID, "group", c.Group.String(), "port", c.Port)
+	d.log.Info("sync backup started", "mcast_interface", c.Interface, "syncid", c.SyncID, "group", c.Group.String(), "port", c.Port,
+		"signed", key != nil)
 	return d, nil
+}
+
+// listenGroup opens a UDP socket that receives group:port on ifi only:
+// bound to the group address and to the interface, a member of the group
+// there, and of no group another socket joined (IP_MULTICAST_ALL off).
+func listenGroup(ifi *net.Interface, group netip.Addr, port uint16) (*net.UDPConn, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return nil, fmt.Errorf("SO_REUSEADDR: %w", err)
+	}
+	if err := unix.BindToDevice(fd, ifi.Name); err != nil {
+		return nil, fmt.Errorf("bind to %s: %w", ifi.Name, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: group.As4()}); err != nil {
+		return nil, fmt.Errorf("bind %v:%d: %w", group, port, err)
+	}
+	mreq := &unix.IPMreqn{Multiaddr: group.As4(), Ifindex: int32(ifi.Index)}
+	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+		return nil, fmt.Errorf("join %v on %s: %w", group, ifi.Name, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0); err != nil {
+		return nil, fmt.Errorf("IP_MULTICAST_ALL: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "sync")
+	ok = true
+	pc, err := net.FilePacketConn(f)
+	f.Close() // FilePacketConn dups the descriptor
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+// ErrReplayed: a signed message whose counter is not above the last one
+// seen from its source.
+var ErrReplayed = errors.New("message replayed (its counter is not above the last one from that source)")
+
+// authentic checks a message's signature and that its counter rises
+// (replays of a master's own messages are refused too).
+func (d *Daemon) authentic(msg []byte, from netip.Addr) error {
+	n, err := Verify(msg, d.key)
+	if err != nil {
+		return err
+	}
+	if n <= d.seen[from] {
+		return ErrReplayed
+	}
+	d.seen[from] = n
+	return nil
 }
 
 func (d *Daemon) runBackup(ctx context.Context, sink Sink) {
@@ -285,7 +413,7 @@ func (d *Daemon) runBackup(ctx context.Context, sink Sink) {
 	buf := make([]byte, 65536)
 	var lastLog time.Time
 	for {
-		n, err := d.conn.Read(buf)
+		n, from, err := d.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -295,6 +423,16 @@ func (d *Daemon) runBackup(ctx context.Context, sink Sink) {
 		}
 		d.stats.messages.Add(1)
 		d.stats.bytes.Add(uint64(n))
+		if d.key != nil {
+			if err := d.authentic(buf[:n], from.Addr().Unmap()); err != nil {
+				d.stats.unauth.Add(1)
+				if time.Since(lastLog) > 10*time.Second {
+					lastLog = time.Now()
+					d.log.Warn("sync message dropped", "from", from.String(), "err", err, "unauthenticated_total", d.stats.unauth.Load())
+				}
+				continue
+			}
+		}
 		conns, sk, err := Decode(buf[:n], d.SyncID)
 		if errors.Is(err, ErrSyncID) {
 			continue // another pair's traffic on the group: not an error

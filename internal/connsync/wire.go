@@ -6,6 +6,8 @@
 package connsync
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -37,6 +39,15 @@ const (
 	// parameter (OptFParam set), which kernel backups skip.
 	OptLocal   = OptFParam | 0x20
 	seqDataLen = 24
+	// OptAuth is xipvs's message authentication, on a signed message's
+	// first record: an 8-byte counter (big endian, rising with every
+	// message a master sends) and the first 16 bytes of the HMAC-SHA256,
+	// under the pair's shared key, of the whole message with those 16
+	// bytes zero. An optional parameter: kernel backups skip it.
+	OptAuth    = OptFParam | 0x21
+	authLen    = 8 + macLen
+	macLen     = 16
+	authOptLen = 2 + authLen
 )
 
 // IPVS connection flags that travel (IP_VS_CONN_F_*).
@@ -102,8 +113,18 @@ func align4(n int) int { return (n + 3) &^ 3 }
 
 // AppendConn appends c's record (padded to 4 bytes) to b.
 func AppendConn(b []byte, c Conn) []byte {
+	b, _ = appendConn(b, c, false)
+	return b
+}
+
+// appendConn is AppendConn; with auth, the record carries an OptAuth
+// option of zeros, whose value starts at the offset it returns.
+func appendConn(b []byte, c Conn, auth bool) ([]byte, int) {
 	v6 := c.V6()
 	size := c.Len()
+	if auth {
+		size += authOptLen
+	}
 	typ := byte(0)
 	if v6 {
 		typ = typeInet6
@@ -136,20 +157,30 @@ func AppendConn(b []byte, c Conn) []byte {
 		b = binary.BigEndian.AppendUint16(b, c.Local.Port())
 		b = append(b, a.AsSlice()...)
 	}
+	off := 0
+	if auth {
+		b = append(b, OptAuth, authLen)
+		off = len(b)
+		b = append(b, make([]byte, authLen)...)
+	}
 	for len(b)%4 != 0 {
 		b = append(b, 0)
 	}
-	return b
+	return b, off
 }
 
 // Encoder packs connections into messages of at most MaxLen bytes (the
 // multicast interface's MTU less the IP and UDP headers, as IPVS's
-// sync_maxlen).
+// sync_maxlen). With a Key every message is signed (OptAuth), its
+// counter from Counter.
 type Encoder struct {
-	SyncID uint8
-	MaxLen int
-	buf    []byte
-	n      int
+	SyncID  uint8
+	MaxLen  int
+	Key     []byte
+	Counter func() uint64
+	buf     []byte
+	n       int
+	authOff int
 }
 
 // Add adds c to the message under way; when it does not fit, the full
@@ -162,12 +193,17 @@ func (e *Encoder) Add(c Conn) (full []byte) {
 	if e.n == 0 {
 		e.buf = append(e.buf[:0], 0, e.SyncID, 0, 0, 0, ProtoVersion, 0, 0)
 	}
-	e.buf = AppendConn(e.buf, c)
+	var off int
+	e.buf, off = appendConn(e.buf, c, e.n == 0 && e.Key != nil)
+	if e.n == 0 {
+		e.authOff = off
+	}
 	e.n++
 	return full
 }
 
-// Flush returns the message under way (nil if empty) and starts over.
+// Flush returns the message under way (nil if empty), signed if the
+// encoder has a key, and starts over.
 func (e *Encoder) Flush() []byte {
 	if e.n == 0 {
 		return nil
@@ -175,8 +211,70 @@ func (e *Encoder) Flush() []byte {
 	binary.BigEndian.PutUint16(e.buf[2:], uint16(len(e.buf)))
 	e.buf[4] = byte(e.n)
 	out := append([]byte(nil), e.buf...)
+	if e.Key != nil {
+		binary.BigEndian.PutUint64(out[e.authOff:], e.Counter())
+		copy(out[e.authOff+8:], authMAC(e.Key, out, e.authOff+8))
+	}
 	e.buf, e.n = e.buf[:0], 0
 	return out
+}
+
+// authMAC is the MAC of msg whose MAC field starts at off (zero in it
+// when computed).
+func authMAC(key, msg []byte, off int) []byte {
+	var saved [macLen]byte
+	copy(saved[:], msg[off:off+macLen])
+	clear(msg[off : off+macLen])
+	h := hmac.New(sha256.New, key)
+	h.Write(msg)
+	sum := h.Sum(nil)
+	copy(msg[off:], saved[:])
+	return sum[:macLen]
+}
+
+// Verify errors.
+var (
+	ErrUnsigned = errors.New("message not signed (no authentication option)")
+	ErrBadMAC   = errors.New("message signed with another key, or altered")
+)
+
+// Verify checks a message's signature under key and returns its counter.
+// It reads no more of the message than it needs to find the option; a
+// message it accepts is then decoded as any other.
+func Verify(msg, key []byte) (uint64, error) {
+	if len(msg) < HeaderLen+ConnLenV4 || int(binary.BigEndian.Uint16(msg[2:])) != len(msg) {
+		return 0, ErrShort
+	}
+	r := msg[HeaderLen:]
+	size := int(binary.BigEndian.Uint16(r[2:]) & sizeMask)
+	base := ConnLenV4
+	if r[0] == typeInet6 {
+		base = ConnLenV6
+	}
+	if size > len(r) || size < base {
+		return 0, ErrBogus
+	}
+	for p := base; p+2 <= size; {
+		t, l := r[p], int(r[p+1])
+		p += 2
+		if l == 0 || p+l > size {
+			return 0, ErrBogus
+		}
+		if t == OptAuth {
+			if l != authLen {
+				return 0, ErrBogus
+			}
+			off := HeaderLen + p
+			m := make([]byte, len(msg))
+			copy(m, msg)
+			if !hmac.Equal(authMAC(key, m, off+8), msg[off+8:off+8+macLen]) {
+				return 0, ErrBadMAC
+			}
+			return binary.BigEndian.Uint64(msg[off:]), nil
+		}
+		p += l
+	}
+	return 0, ErrUnsigned
 }
 
 // Decode errors: the message is dropped whole.
@@ -315,7 +413,7 @@ func decodeConn(r []byte) (Conn, skipWhy, error) {
 		v := r[p : p+l]
 		p += l
 		kind := t &^ OptFParam
-		if seen[kind] && (kind == OptSeqData || kind == OptPEData || kind == OptPEName || t == OptLocal) {
+		if seen[kind] && (kind == OptSeqData || kind == OptPEData || kind == OptPEName || t == OptLocal || t == OptAuth) {
 			return c, keep, fmt.Errorf("option %d twice", kind)
 		}
 		seen[kind] = true
@@ -327,6 +425,8 @@ func decodeConn(r []byte) (Conn, skipWhy, error) {
 			c.SeqData = append([]byte(nil), v...)
 		case kind == OptPEData || kind == OptPEName:
 			// Persistence engines (SIP): not xipvs's; the data is ignored.
+		case t == OptAuth:
+			// Checked by Verify, where the backup has a key.
 		case t == OptLocal:
 			if l != 6 && l != 18 {
 				return c, keep, fmt.Errorf("local address option of %d bytes", l)

@@ -202,6 +202,11 @@ func FuzzDecode(f *testing.F) {
 	f.Add(unhex(f, kernelV4), uint8(7))
 	f.Add(unhex(f, "00 00 0008 00 01 0000"), uint8(0))
 	f.Fuzz(func(t *testing.T, msg []byte, id uint8) {
+		// Verify reads any message without a fault, and never takes
+		// one this key did not sign.
+		if _, err := Verify(msg, []byte("fuzz key 16 byte")); err == nil {
+			t.Fatalf("a message the fuzzer made passes Verify: %x", msg)
+		}
 		conns, _, err := Decode(msg, id)
 		if err != nil {
 			return

@@ -116,6 +116,7 @@ var (
 	ErrSyncMethod    = errors.New("forwarding method differs from this director's")
 	ErrSyncNoLocal   = errors.New("FULLNAT local address not among the service's here")
 	ErrSyncNoRoute   = errors.New("no route (or MAC yet) toward the client for NAT replies")
+	ErrSyncMoves     = errors.New("would move a live connection of this director to another real")
 )
 
 // syncedWriter is what a data plane needs to take synced connections.
@@ -138,6 +139,20 @@ func (s *Server) InsertSynced(c connsync.Conn) error {
 // maxSyncPending bounds the NAT connections waiting for their client's
 // next hop to resolve.
 const maxSyncPending = 65536
+
+// syncLiveIdle is how recently an entry must have been seen, in a state
+// other than ESTABLISHED, for a synced record not to move it.
+const syncLiveIdle = 10 * time.Second
+
+// syncLive reports whether an entry is a live connection a synced record
+// must not move to another real: ESTABLISHED, or seen within
+// syncLiveIdle (a tuple the master reused is closed or idle here).
+func (s *Server) syncLive(c dataplane.Conn) bool {
+	if c.State == conntrack.StateEstablished {
+		return true
+	}
+	return s.opts.Now()-c.LastSeen < syncLiveIdle
+}
 
 // insertSyncedLocked is InsertSynced; s.mu is held.
 func (s *Server) insertSyncedLocked(c connsync.Conn) error {
@@ -168,6 +183,12 @@ func (s *Server) insertSyncedLocked(c connsync.Conn) error {
 		return ErrSyncMethod
 	}
 	key := dataplane.ConnKey{Src: c.Client.Addr(), Dst: c.Virtual.Addr(), SrcPort: c.Client.Port(), DstPort: c.Virtual.Port(), Proto: c.Proto}
+	if old, found, err := s.opts.Dataplane.LookupConn(key); err == nil && found && old.RealID != d.realID && s.syncLive(old) {
+		// The kernel lets a master's record replace a connection to
+		// another real (the master reused the tuple); a record that
+		// would move one this director is forwarding is refused.
+		return ErrSyncMoves
+	}
 	f := dataplane.NewFlow{Key: key, TCPFlags: dataplane.TCPAck}
 	dec := dataplane.Decision{RealID: d.realID, ServiceID: sv.id, Persistent: sv.cfg.Persistent}
 	if d.cfg.Fwd.Rewrites() {

@@ -213,3 +213,47 @@ func TestSyncWaitsForMAC(t *testing.T) {
 		t.Fatalf("after resolution: %+v, %v", got, ok)
 	}
 }
+
+// TestSyncNeverMovesLive: a synced record naming another real than a
+// connection this director has is refused while that connection is
+// ESTABLISHED or was seen in the last 10 s (a forged record must not move
+// a live flow); a closed, idle one is replaced, as the kernel does when
+// the master reused the tuple; a record naming the same real updates it.
+func TestSyncNeverMovesLive(t *testing.T) {
+	_, b, _, bdp, clk := syncPair(t)
+	apply(t, b, "-a -t 10.0.0.100:80 -r 10.0.0.14 -g")
+	k := dataplane.ConnKey{Src: netip.MustParseAddr("198.51.100.7"), Dst: vip, SrcPort: 40000, DstPort: 80, Proto: conntrack.ProtoTCP}
+	rec := connsync.Conn{Proto: 6, Flags: connsync.FlagFwdRoute, State: 1, Timeout: 900,
+		Client: netip.AddrPortFrom(k.Src, k.SrcPort), Virtual: netip.AddrPortFrom(vip, 80), Dest: netip.MustParseAddrPort("10.0.0.14:80")}
+	var id11 uint32
+	for id, r := range bdp.Reals {
+		if r.Addr == netip.MustParseAddr("10.0.0.11") {
+			id11 = id
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		state conntrack.State
+		idle  time.Duration
+		moved bool
+	}{
+		{"established, idle an hour", conntrack.StateEstablished, time.Hour, false},
+		{"closing, seen just now", conntrack.StateFinWait, time.Second, false},
+		{"closed, idle a minute", conntrack.StateClose, time.Minute, true},
+	} {
+		bdp.Conns[k] = dataplane.Conn{RealID: id11, ServiceID: 1, State: c.state, LastSeen: clk.now - c.idle}
+		err := b.InsertSynced(rec)
+		if moved := bdp.Conns[k].RealID != id11; moved != c.moved || (err != nil) == c.moved {
+			t.Errorf("%s: moved %v (err %v), want moved %v", c.name, moved, err, c.moved)
+		}
+		if !c.moved && !errors.Is(err, ErrSyncMoves) {
+			t.Errorf("%s: %v, want %v", c.name, err, ErrSyncMoves)
+		}
+	}
+	// The same real: an update, not a move.
+	rec.Dest = netip.MustParseAddrPort("10.0.0.11:80")
+	bdp.Conns[k] = dataplane.Conn{RealID: id11, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: clk.now}
+	if err := b.InsertSynced(rec); err != nil {
+		t.Errorf("a record for the connection's own real: %v", err)
+	}
+}
