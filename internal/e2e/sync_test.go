@@ -339,6 +339,7 @@ func processCPU(t *testing.T, pid int) time.Duration {
 //   - multicast on the segment, no key: received, the new tuple inserted
 //     (the segment is the pair's), but the live connection not moved;
 //   - with a key, multicast on the segment unsigned: dropped whole.
+//
 // Through all of it the connection keeps being served by its real.
 func TestSyncForgedChangesNothing(t *testing.T) {
 	lab := newDRLab(t, "fg")
