@@ -249,8 +249,11 @@ func Handler(b Backend, status StatusOf) http.Handler {
 		return nil, decode(r, &z, func() error { return b.Zero(z.Service) })
 	})
 	do("POST /v1/restore", func(r *http.Request) (any, error) {
-		var lines []config.Line
-		return nil, decode(r, &lines, func() error { return b.Restore(r.Context(), lines) })
+		lines, err := decodeLines(r)
+		if err != nil {
+			return nil, err
+		}
+		return nil, b.Restore(r.Context(), lines)
 	})
 	do("POST /v1/reload", func(r *http.Request) (any, error) { return nil, b.Reload(r.Context()) })
 	do("GET /v1/config", func(*http.Request) (any, error) { return b.Config(), nil })
@@ -268,21 +271,73 @@ func Handler(b Backend, status StatusOf) http.Handler {
 	return mux
 }
 
-// MaxRequestBytes bounds a request body: a rules file of several hundred
-// thousand lines fits.
-const MaxRequestBytes = 256 << 20
+// Request bounds, checked while the body is read, before it is decoded
+// further: what a command, and a rules file (-R), may be. A million
+// rules-file lines of ipvsadm's length fit; no request can make xipvsd
+// hold more than a small multiple of MaxRestoreBytes.
+const (
+	MaxRequestBytes = 1 << 20
+	MaxRestoreBytes = 64 << 20
+	MaxRestoreLines = 1 << 20
+	maxLineArgs     = 256
+	maxArgBytes     = 4096
+)
+
+func tooLarge(limit int) error {
+	return &Error{Message: fmt.Sprintf("request too large: xipvsd takes at most %d MiB", limit>>20), Status: http.StatusRequestEntityTooLarge}
+}
+
+func badRequest(err error) error {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return tooLarge(int(tooBig.Limit))
+	}
+	return &Error{Message: fmt.Sprintf("bad request: %v", err), Status: http.StatusBadRequest}
+}
 
 func decode(r *http.Request, v any, then func() error) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, MaxRequestBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return &Error{Message: fmt.Sprintf("request too large: xipvsd takes at most %d MiB", MaxRequestBytes>>20), Status: http.StatusRequestEntityTooLarge}
-		}
-		return &Error{Message: fmt.Sprintf("bad request: %v", err), Status: http.StatusBadRequest}
+		return badRequest(err)
 	}
 	return then()
+}
+
+// decodeLines reads a rules file's lines one at a time (the body is
+// never held whole), refusing a body, a line count, a line or an
+// argument over its bound as soon as it is seen.
+func decodeLines(r *http.Request) ([]config.Line, error) {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, MaxRestoreBytes))
+	dec.DisallowUnknownFields()
+	if t, err := dec.Token(); err != nil {
+		return nil, badRequest(err)
+	} else if t != json.Delim('[') {
+		return nil, badRequest(errors.New("want an array of lines"))
+	}
+	var lines []config.Line
+	for dec.More() {
+		if len(lines) == MaxRestoreLines {
+			return nil, &Error{Message: fmt.Sprintf("request too large: at most %d lines", MaxRestoreLines), Status: http.StatusRequestEntityTooLarge}
+		}
+		var l config.Line
+		if err := dec.Decode(&l); err != nil {
+			return nil, badRequest(err)
+		}
+		if len(l.Args) > maxLineArgs {
+			return nil, badRequest(fmt.Errorf("line %d: %d words, at most %d", l.N, len(l.Args), maxLineArgs))
+		}
+		for _, a := range l.Args {
+			if len(a) > maxArgBytes {
+				return nil, badRequest(fmt.Errorf("line %d: a word of %d bytes, at most %d", l.N, len(a), maxArgBytes))
+			}
+		}
+		lines = append(lines, l)
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, badRequest(err)
+	}
+	return lines, nil
 }
 
 // Client talks to xipvsd over its Unix socket.

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/xipvs/xipvs/config"
@@ -63,25 +64,68 @@ func Probe(ctx context.Context, t Target) error {
 	case "udp":
 		return probeUDP(ctx, t)
 	case "exec":
-		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", c.Exec)
-		cmd.Env = append(os.Environ(), "XIPVS_REAL_ADDR="+t.Addr.Addr().String(),
-			"XIPVS_REAL_PORT="+strconv.Itoa(int(t.Addr.Port())))
-		cmd.WaitDelay = 100 * time.Millisecond
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("exec %q: timed out", c.Exec)
-			}
-			msg := strings.TrimSpace(string(out))
-			if len(msg) > 120 {
-				msg = msg[:120]
-			}
-			return fmt.Errorf("exec %q: %v %s", c.Exec, err, msg)
-		}
-		return nil
+		return probeExec(ctx, t)
 	}
 	return fmt.Errorf("unknown check type %q", c.Type)
 }
+
+// execOutputKept is how much of an exec check's output is kept (for the
+// reason a failure gives); the rest is read and thrown away.
+const execOutputKept = 4096
+
+// probeExec runs an exec check in a process group of its own: on a
+// timeout, and after it exits, the whole group is killed, so no child
+// it left behind piles up; its output is read to the end but only the
+// first execOutputKept bytes are kept.
+func probeExec(ctx context.Context, t Target) error {
+	c := t.Check
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", c.Exec)
+	cmd.Env = append(os.Environ(), "XIPVS_REAL_ADDR="+t.Addr.Addr().String(),
+		"XIPVS_REAL_PORT="+strconv.Itoa(int(t.Addr.Port())))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 100 * time.Millisecond
+	out := &headWriter{max: execOutputKept}
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	if cmd.Process != nil {
+		// Whatever the check left running in its group goes with it.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("exec %q: timed out", c.Exec)
+		}
+		msg := strings.TrimSpace(string(out.b))
+		if len(msg) > 120 {
+			msg = msg[:120]
+		}
+		return fmt.Errorf("exec %q: %v %s", c.Exec, err, msg)
+	}
+	return nil
+}
+
+// headWriter keeps the first max bytes written to it and counts the rest.
+type headWriter struct {
+	mu  sync.Mutex
+	b   []byte
+	max int
+	n   int64
+}
+
+func (w *headWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if room := w.max - len(w.b); room > 0 {
+		w.b = append(w.b, p[:min(room, len(p))]...)
+	}
+	w.n += int64(len(p))
+	return len(p), nil
+}
+
+// bodyKept is how much of an HTTP check's body the text it must contain
+// is looked for in; the digest covers the whole body.
+const bodyKept = 1 << 20
 
 func probeHTTP(ctx context.Context, t Target) error {
 	c := t.Check
@@ -104,15 +148,25 @@ func probeHTTP(ctx context.Context, t Target) error {
 		return err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != c.Status {
 		return fmt.Errorf("HTTP %d, want %d", resp.StatusCode, c.Status)
 	}
-	if c.Body != "" && !bytes.Contains(body, []byte(c.Body)) {
+	// The body streamed: the digest over all of it (keepalived's
+	// HTTP_GET digest is the whole page's), the text looked for in its
+	// first bodyKept bytes; the check's timeout bounds the reading.
+	digest := md5.New()
+	head := &headWriter{max: bodyKept}
+	if c.Body == "" {
+		head.max = 0
+	}
+	if _, err := io.Copy(io.MultiWriter(digest, head), resp.Body); err != nil {
+		return fmt.Errorf("HTTP %d, reading the body: %w", resp.StatusCode, err)
+	}
+	if c.Body != "" && !bytes.Contains(head.b, []byte(c.Body)) {
 		return fmt.Errorf("HTTP %d without %q in the body", resp.StatusCode, c.Body)
 	}
 	if c.Digest != "" {
-		if sum := md5.Sum(body); hex.EncodeToString(sum[:]) != c.Digest {
+		if sum := digest.Sum(nil); hex.EncodeToString(sum) != c.Digest {
 			return fmt.Errorf("HTTP %d, body digest %x, want %s", resp.StatusCode, sum, c.Digest)
 		}
 	}

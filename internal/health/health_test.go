@@ -1,12 +1,21 @@
 package health
 
 import (
+	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -215,5 +224,70 @@ func TestProbes(t *testing.T) {
 	mu.Unlock()
 	if err := run(Target{addr, config.Check{Type: "http"}}); err == nil {
 		t.Error("HTTP 500 passed")
+	}
+}
+
+// TestProbeBounds (issue 29): an exec check's output is read to its end
+// but kept only to execOutputKept bytes (a check printing 64 MB costs
+// kilobytes); a check that times out, or exits, takes every child it
+// left behind with it; an HTTP check's digest covers the whole body,
+// past the first MiB.
+func TestProbeBounds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	err := Probe(ctx, Target{netip.MustParseAddrPort("127.0.0.1:1"), config.Check{Type: "exec", Exec: "head -c 64000000 /dev/zero | tr '\\0' x; exit 1"}})
+	runtime.ReadMemStats(&after)
+	if err == nil || len(err.Error()) > 300 {
+		t.Errorf("a failing check printing 64 MB: %.300v", err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
+		t.Errorf("a check printing 64 MB cost %d MiB", alloc>>20)
+	}
+
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name, script string
+		timeout      time.Duration
+	}{
+		{"timed out", "sleep 60 & echo $! > %s; sleep 60", 300 * time.Millisecond},
+		{"exited", "sleep 60 & echo $! > %s; exit 0", 5 * time.Second},
+	} {
+		pidFile := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		_ = Probe(ctx, Target{netip.MustParseAddrPort("127.0.0.1:1"), config.Check{Type: "exec", Exec: fmt.Sprintf(c.script, pidFile)}})
+		cancel()
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		pid := strings.TrimSpace(string(b))
+		gone := false
+		for i := 0; i < 50 && !gone; i++ {
+			st, err := os.ReadFile("/proc/" + pid + "/stat")
+			gone = err != nil || strings.Contains(string(st), ") Z ") // gone, or a zombie awaiting init
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !gone {
+			t.Errorf("%s: the check's child %s still runs", c.name, pid)
+			_ = exec.Command("kill", "-9", pid).Run()
+		}
+	}
+
+	body := bytes.Repeat([]byte("0123456789abcdef"), 3<<20/16) // 3 MiB
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	defer srv.Close()
+	addr := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	whole, head := md5.Sum(body), md5.Sum(body[:1<<20])
+	for _, c := range []struct {
+		digest string
+		ok     bool
+	}{{hex.EncodeToString(whole[:]), true}, {hex.EncodeToString(head[:]), false}} {
+		err := Probe(ctx, Target{addr, config.Check{Type: "http", Status: 200, Digest: c.digest}})
+		if (err == nil) != c.ok {
+			t.Errorf("digest of the %s: %v", map[bool]string{true: "whole body", false: "first MiB"}[c.ok], err)
+		}
 	}
 }
