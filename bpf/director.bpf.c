@@ -375,6 +375,12 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	sflags = addr_flags(p.ip->saddr) & ADDR_F_NAT_SOURCE;
 	if (!dflags && !sflags)
 		return XDP_PASS;
+	/* What ip_rcv refuses (a bad header checksum, malformed options, a
+	 * source route) the kernel refuses: never forwarded. */
+	if (!ipv4_hdr_ok(ctx, p.ip)) {
+		*stat = STAT_PASS_MALFORMED;
+		return XDP_PASS;
+	}
 	if (p.frag) {
 		/* Only the first fragment carries ports; IPVS reassembles first.
 		 * Fragments are left to the kernel (counted). */

@@ -480,6 +480,23 @@ struct icmp6_quote {
 	__be16 *ports;       /* its source and destination ports */
 };
 
+/* icmp6_csum_ok reports whether an ICMPv6 message (the upper-layer
+ * payload, p->l4_len bytes at icmp) checks with its pseudo header. */
+static __always_inline int icmp6_csum_ok(struct xdp_md *ctx, const struct pkt *p, void *icmp)
+{
+	__u32 *sa = (__u32 *)&p->ip6->saddr, *da = (__u32 *)&p->ip6->daddr;
+	__u64 s = bpf_htonl(p->l4_len) + (__u32)bpf_htonl(IPPROTO_ICMPV6);
+	__s64 sum;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		s += (__u64)sa[i] + da[i];
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	sum = csum_bytes(ctx, icmp - (void *)(long)ctx->data, p->l4_len, (__u32)s);
+	return sum >= 0 && csum_fold((__u32)sum) == 0;
+}
+
 static __always_inline int parse_icmp6_error(void *cursor, void *data_end, const struct pkt *p,
 					     struct icmp6_quote *q)
 {
@@ -597,6 +614,11 @@ static __always_inline int icmp6_error(struct xdp_md *ctx, struct pkt *p, void *
 
 	if (parse_icmp6_error(cursor, data_end, p, &q) < 0)
 		return XDP_PASS;
+	/* A bad checksum is the kernel's to drop (icmpv6_rcv). */
+	if (!icmp6_csum_ok(ctx, p, cursor)) {
+		*stat = STAT_PASS_MALFORMED;
+		return XDP_PASS;
+	}
 	/* The connection, seen from the quoted packet's other end. */
 	addr6_copy(k.saddr, &q.ip6->daddr);
 	addr6_copy(k.daddr, &q.ip6->saddr);

@@ -78,6 +78,15 @@ static __always_inline int parse_icmp_error(void *cursor, void *data_end, struct
 	return 0;
 }
 
+/* icmp_csum_ok reports whether an ICMP message of len bytes (the IP
+ * payload) sums to zero. */
+static __always_inline int icmp_csum_ok(struct xdp_md *ctx, void *icmp, __u32 len)
+{
+	__s64 s = csum_bytes(ctx, icmp - (void *)(long)ctx->data, len, 0);
+
+	return s >= 0 && csum_fold((__u32)s) == 0;
+}
+
 /* icmp_word updates the ICMP checksum and *field for a 16-bit change. */
 static __always_inline void icmp_set2(struct icmp_quote *q, __be16 *field, __be16 to)
 {
@@ -179,6 +188,13 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct pkt *p, void *c
 
 	if (parse_icmp_error(cursor, data_end, p, &q) < 0)
 		return XDP_PASS;
+	/* An error with a bad checksum (or a bad outer header) is the
+	 * kernel's to drop, as icmp_rcv does: it tears nothing down and goes
+	 * nowhere. */
+	if (!ipv4_hdr_ok(ctx, p->ip) || !icmp_csum_ok(ctx, q.icmp, p->l4_len)) {
+		*stat = STAT_PASS_MALFORMED;
+		return XDP_PASS;
+	}
 	/* The connection the quoted packet belongs to, seen from its other
 	 * end: the key of the packets that came the other way. */
 	k.saddr = q.ip->daddr;

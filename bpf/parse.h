@@ -14,6 +14,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "consts.h"
+#include "csum.h"
 
 /* What the director needs of one packet. */
 struct pkt {
@@ -72,6 +73,121 @@ static __always_inline int parse_ipv4(void **cursor, void *data_end, struct pkt 
 	return ip->protocol;
 }
 
+/* IPv4 options ipv4_opts_ok knows (include/uapi/linux/ip.h). */
+#define IPV4_OPT_END 0
+#define IPV4_OPT_NOOP 1
+#define IPV4_OPT_RR 7
+#define IPV4_OPT_TS 68
+#define IPV4_OPT_LSRR 131
+#define IPV4_OPT_SSRR 137
+
+/* One walk over IPv4 options, copied out of the frame. */
+struct opts_walk {
+	__u8 o[64]; /* the options (at most 40 bytes) */
+	__u32 i;    /* the next option's offset */
+	__u32 len;  /* the options' length */
+	int ok;
+};
+
+/* opts_step checks the option at w->i and moves past it (a bpf_loop
+ * callback: 0 goes on, 1 stops). */
+static long opts_step(__u64 index, void *arg)
+{
+	struct opts_walk *w = arg;
+	__u32 i = w->i;
+	__u8 t, l;
+
+	if (i >= w->len || i >= 40)
+		return 1;
+	t = w->o[i & 63];
+	if (t == IPV4_OPT_END)
+		return 1;
+	if (t == IPV4_OPT_NOOP) {
+		w->i = i + 1;
+		return 0;
+	}
+	l = w->o[(i + 1) & 63];
+	if (w->len - i < 2 || l < 2 || l > w->len - i)
+		goto bad;
+	switch (t) {
+	case IPV4_OPT_LSRR:
+	case IPV4_OPT_SSRR:
+		goto bad;
+	case IPV4_OPT_RR:
+		if (l < 3 || w->o[(i + 2) & 63] < 4)
+			goto bad;
+		break;
+	case IPV4_OPT_TS:
+		if (l < 4 || w->o[(i + 2) & 63] < 5)
+			goto bad;
+		break;
+	}
+	w->i = i + l;
+	return 0;
+bad:
+	w->ok = 0;
+	return 1;
+}
+
+/* ipv4_opts_ok reports whether the options of the IPv4 header at offset
+ * off (ihl words long, whole in the frame) are what the kernel's
+ * ip_options_compile takes from a received packet: every option within
+ * the header, record-route and timestamp pointers where they may point,
+ * and no source route (which ip_rcv drops unless accept_source_route is
+ * set, never the case on a director). What it refuses, the kernel
+ * refuses before IPVS sees it. The walk is a bpf_loop callback, verified
+ * once. */
+static __always_inline int ipv4_opts_ok(struct xdp_md *ctx, __u32 off, __u32 ihl)
+{
+	struct opts_walk w = { .len = (ihl - 5) * 4, .ok = 1 };
+
+	if (ihl <= 5)
+		return 1;
+	if (w.len > 40 || bpf_xdp_load_bytes(ctx, off + sizeof(struct iphdr), w.o, w.len))
+		return 0;
+	bpf_loop(40, opts_step, &w, 0);
+	return w.ok;
+}
+
+/* ipv4_opts_sum returns the one's complement sum of the options of the
+ * IPv4 header at offset off (ihl words, more than 5), -1 on a fault. */
+static __always_inline __s64 ipv4_opts_sum(struct xdp_md *ctx, __u32 off, __u32 ihl)
+{
+	__u8 o[40] = {};
+	__u32 len = (ihl - 5) * 4;
+
+	if (len > 40 || bpf_xdp_load_bytes(ctx, off + sizeof(struct iphdr), o, len))
+		return -1;
+	return bpf_csum_diff(NULL, 0, (__be32 *)o, len, 0);
+}
+
+/* ipv4_hdr_ok reports whether ip's header checksum is right and its
+ * options well formed, as ip_rcv checks (the header is whole in the
+ * frame: parse_ipv4 took it). */
+static __always_inline int ipv4_hdr_ok(struct xdp_md *ctx, struct iphdr *ip)
+{
+	void *data = (void *)(long)ctx->data;
+	__u32 *w = (__u32 *)ip;
+	__u64 s = 0;
+	__s64 opts = 0;
+	__u32 ihl = ip->ihl;
+
+#pragma unroll
+	for (int i = 0; i < 5; i++)
+		s += w[i];
+	if (ihl > 5) {
+		opts = ipv4_opts_sum(ctx, (void *)ip - data, ihl);
+		if (opts < 0)
+			return 0;
+	}
+	s += (__u64)opts;
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	if (csum_fold((__u32)s) != 0)
+		return 0;
+	return ipv4_opts_ok(ctx, (void *)ip - data, ihl);
+}
+
 /* IPv6 next-header values parse_ipv6 knows. */
 #define NEXTHDR_HOP 0
 #define NEXTHDR_ROUTING 43
@@ -110,6 +226,10 @@ static __always_inline int parse_ipv6(void **cursor, void *data_end, struct pkt 
 			break;
 		if ((void *)(h + 8) > data_end)
 			return -1;
+		/* Hop-by-hop options come first or not at all (RFC 8200 4.1;
+		 * the kernel answers a parameter problem). */
+		if (next == NEXTHDR_HOP && i > 0)
+			return -1;
 		if (next == NEXTHDR_FRAGMENT) {
 			p->frag = 1;
 			hl = 8;
@@ -126,7 +246,9 @@ static __always_inline int parse_ipv6(void **cursor, void *data_end, struct pkt 
 		if (p->frag)
 			break;
 	}
-	if (next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST)
+	if (next == NEXTHDR_HOP)
+		return -1; /* hop-by-hop options, not first */
+	if (next == NEXTHDR_ROUTING || next == NEXTHDR_DEST)
 		p->frag = 1; /* more extension headers than we skip: the kernel's */
 	if ((void *)h > data_end)
 		return -1;

@@ -36,6 +36,11 @@ func fuzzSeeds() [][]byte {
 		f(42000, 81, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, Timestamps: true}),                          // its ACK
 		f(53000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, Timestamps: true, Payload: []byte("x")}),    // proxied
 		f(8080, 53000, "10.1.0.11", "198.51.100.7", testutil.Frame{ACK: true, Timestamps: true, Payload: []byte("y")}),   // its reply
+		// IPv4 options (issue 29): well formed, and a source route.
+		f(40000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, IPOptions: []layers.IPv4Option{{OptionType: 1},
+			{OptionType: 7, OptionLength: 7, OptionData: []byte{4, 0, 0, 0, 0}}, {OptionType: 0}}}),
+		f(40000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, IPOptions: []layers.IPv4Option{
+			{OptionType: 131, OptionLength: 7, OptionData: []byte{4, 10, 1, 0, 11}}, {OptionType: 0}}}),
 	}
 	// IPv6: a connection of every method (the IPv6 fixtures' lab), an
 	// ICMPv6 error about one, a frame too big for the tunnel.
@@ -118,6 +123,9 @@ func FuzzDirector(f *testing.F) {
 				t.Fatalf("passed a changed frame:\nin:  %x\nout: %x", in, out)
 			}
 		case dataplane.XDPTx, dataplane.XDPRedirect:
+			if len(in) >= 34 && binary.BigEndian.Uint16(in[12:]) == 0x0800 && !ipv4HeaderValid(in) {
+				t.Fatalf("forwarded a frame whose IPv4 header checksum is wrong: %x", in)
+			}
 			checkForwarded(t, in, out)
 		case dataplane.XDPDrop:
 		default:
@@ -223,4 +231,21 @@ func trim6(f []byte) []byte {
 		return f[:n]
 	}
 	return f
+}
+
+// ipv4HeaderValid reports whether an IPv4 frame's header is whole and
+// its checksum right.
+func ipv4HeaderValid(f []byte) bool {
+	hl := int(f[14]&0xf) * 4
+	if hl < 20 || len(f) < 14+hl {
+		return false
+	}
+	var s uint32
+	for i := 14; i < 14+hl; i += 2 {
+		s += uint32(binary.BigEndian.Uint16(f[i:]))
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return s == 0xffff
 }

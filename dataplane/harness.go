@@ -150,3 +150,18 @@ func (h *Harness) HasSeqadj(k ConnKey) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// VerifiedInstructions is how many instructions the kernel's verifier
+// processed to load the director program (its cost to load, and a
+// measure of how far it is from the verifier's limit of a million).
+func (d *Dataplane) VerifiedInstructions() (uint32, error) {
+	info, err := d.objs.XipvsDirector.Info()
+	if err != nil {
+		return 0, fmt.Errorf("director program info: %w", err)
+	}
+	n, ok := info.VerifiedInstructions()
+	if !ok {
+		return 0, fmt.Errorf("this kernel does not report verified instructions")
+	}
+	return n, nil
+}

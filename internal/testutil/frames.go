@@ -26,6 +26,8 @@ type Frame struct {
 	Timestamps         bool   // a TCP timestamps option (NOP, NOP, TS)
 	TCPOptions         []layers.TCPOption
 	NoUDPChecksum      bool // send UDP without a checksum (0)
+	// IPOptions are IPv4 options (the header padded to 4 bytes).
+	IPOptions []layers.IPv4Option
 	// Seq, AckNum and Window replace the TCP defaults (1000, 2000 with
 	// ACK, 65535) when non-zero; ECE and CWR set those flags.
 	Seq, AckNum uint32
@@ -63,7 +65,7 @@ func (f Frame) Build() []byte {
 			SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice()}
 	} else {
 		ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: f.TTL, TOS: f.TOS, Id: f.ID, Protocol: f.Proto,
-			SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice(), FragOffset: f.FragOffset}
+			SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice(), FragOffset: f.FragOffset, Options: f.IPOptions}
 		switch {
 		case f.MoreFragments:
 			ip4.Flags = layers.IPv4MoreFragments
