@@ -67,7 +67,7 @@ static __always_inline void l4_csum_replace2(__u16 *sum, __u16 from, __u16 to, i
 /* CSUM_MAX bounds what csum_bytes sums; CSUM_CHUNK is what one step
  * copies out of the frame. */
 #define CSUM_MAX 2048
-#define CSUM_CHUNK 64
+#define CSUM_CHUNK 32
 
 /* One walk of csum_bytes. */
 struct csum_walk {

@@ -58,7 +58,7 @@ static __always_inline int forward_tun(struct xdp_md *ctx, struct pkt *p, const 
 	__u16 mtu = r->mtu;
 
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_F_SYN) && mtu > IPIP_HLEN + 40)
-		clamp_mss(p->l4, (void *)(long)ctx->data_end, mtu - IPIP_HLEN - 40, 0);
+		clamp_mss(ctx, p->l4, mtu - IPIP_HLEN - 40, 0);
 	if (mtu && len + IPIP_HLEN > mtu) {
 		if (!(p->ip->frag_off & bpf_htons(IP_DF))) {
 			*stat = STAT_DROP_TOO_BIG;
@@ -180,7 +180,7 @@ static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_
 		}
 		/* FULLNAT: the client's segments must leave room for TOA. */
 		if ((c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))
-			clamp_mss(p->l4, (void *)(long)ctx->data_end, 0xffff, TCPOLEN_TOA);
+			clamp_mss(ctx, p->l4, 0xffff, TCPOLEN_TOA);
 	}
 	real_account(c->real_id, bpf_ntohs(p->ip->tot_len), 1);
 	nat_rewrite(p, c);

@@ -285,6 +285,11 @@ static __always_inline int toa6_insert(struct xdp_md *ctx, const __u8 *caddr, __
 	doff = th->doff;
 	if (doff > TOA6_MAX_DOFF)
 		return -1;
+	/* Read after an end-of-options? Not by anyone: NOPs instead. */
+	if (eol_to_nops(ctx, sizeof(struct ethhdr) + sizeof(struct ipv6hdr)) < 0)
+		return -2;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
 	if (bpf_xdp_adjust_head(ctx, -TCPOLEN_TOA6))
 		return -2;
 	data = (void *)(long)ctx->data;
@@ -376,7 +381,7 @@ static __always_inline int forward_tun6(struct xdp_md *ctx, struct pkt *p, const
 	__u32 mtu = r->mtu;
 
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_F_SYN) && mtu > IP6IP6_HLEN + 60)
-		clamp_mss(p->l4, (void *)(long)ctx->data_end, mtu - IP6IP6_HLEN - 60, 0);
+		clamp_mss(ctx, p->l4, mtu - IP6IP6_HLEN - 60, 0);
 	if (mtu && len + IP6IP6_HLEN > mtu) {
 		/* A tunnel that cannot carry the minimum MTU is misconfigured
 		 * (xipvsd warns): there is no smaller MTU to announce. */
@@ -453,7 +458,7 @@ static __always_inline int reply6(struct xdp_md *ctx, struct pkt *p, struct conn
 	}
 	/* FULLNAT: the client's segments must leave room for TOA. */
 	if (p->proto == IPPROTO_TCP && (c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))
-		clamp_mss(p->l4, (void *)(long)ctx->data_end, 0xffff, TCPOLEN_TOA6);
+		clamp_mss(ctx, p->l4, 0xffff, TCPOLEN_TOA6);
 	real_account(c->real_id, ip6_len(p), 1);
 	nat6_rewrite(p, c);
 	set_macs(p->eth, c->dmac, c->smac);

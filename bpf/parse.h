@@ -83,7 +83,7 @@ static __always_inline int parse_ipv4(void **cursor, void *data_end, struct pkt 
 
 /* One walk over IPv4 options, copied out of the frame. */
 struct opts_walk {
-	__u8 o[64]; /* the options (at most 40 bytes) */
+	__u8 o[44]; /* the options (at most 40 bytes), then zeros */
 	__u32 i;    /* the next option's offset */
 	__u32 len;  /* the options' length */
 	int ok;
@@ -99,14 +99,14 @@ static long opts_step(__u64 index, void *arg)
 
 	if (i >= w->len || i >= 40)
 		return 1;
-	t = w->o[i & 63];
+	t = w->o[i];
 	if (t == IPV4_OPT_END)
 		return 1;
 	if (t == IPV4_OPT_NOOP) {
 		w->i = i + 1;
 		return 0;
 	}
-	l = w->o[(i + 1) & 63];
+	l = w->o[i + 1];
 	if (w->len - i < 2 || l < 2 || l > w->len - i)
 		goto bad;
 	switch (t) {
@@ -114,11 +114,11 @@ static long opts_step(__u64 index, void *arg)
 	case IPV4_OPT_SSRR:
 		goto bad;
 	case IPV4_OPT_RR:
-		if (l < 3 || w->o[(i + 2) & 63] < 4)
+		if (l < 3 || w->o[i + 2] < 4)
 			goto bad;
 		break;
 	case IPV4_OPT_TS:
-		if (l < 4 || w->o[(i + 2) & 63] < 5)
+		if (l < 4 || w->o[i + 2] < 5)
 			goto bad;
 		break;
 	}

@@ -14,6 +14,7 @@
 #include "csum.h"
 #include "parse.h"
 #include "structs.h"
+#include "tcpopts.h"
 
 #define IP_DF 0x4000
 
@@ -101,58 +102,45 @@ static __always_inline void nat_rewrite(struct pkt *p, const struct conn_val *c)
 	nat_ports(&f, c->nsport, c->ndport);
 }
 
-/* clamp_mss lowers the MSS option of a SYN to min(mss - minus, max), not
- * below MSS_FLOOR. MSS is the first option in every stack's SYN; the scan
- * gives up after a few options. */
-static __always_inline void clamp_mss(struct tcphdr *th, void *data_end, __u16 max, __u16 minus)
+/* clamp_mss lowers the MSS option of a SYN (wherever it is among the
+ * options: xipvs_tcp_opts walks them all) to min(mss - minus, max), not
+ * below MSS_FLOOR. */
+static __always_inline void clamp_mss(struct xdp_md *ctx, struct tcphdr *th, __u16 max, __u16 minus)
 {
-	__u8 *opt = (void *)(th + 1);
-	__u8 *end = (void *)th + th->doff * 4;
+	void *data = (void *)(long)ctx->data;
+	void *data_end;
+	__u64 th_off = (void *)th - data;
+	struct sp_opts o = {};
+	__u16 mss, want;
+	__be16 nmss;
+	__u8 *opt;
 
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		__u8 kind, len;
-
-		if ((void *)(opt + 2) > data_end || opt + 2 > end)
-			return;
-		kind = opt[0];
-		if (kind == 0)
-			return;
-		if (kind == 1) {
-			opt++;
-			continue;
-		}
-		len = opt[1];
-		if (kind == 2) {
-			__u16 mss, want;
-			__be16 nmss;
-
-			if (len != 4 || (void *)(opt + 4) > data_end || opt + 4 > end)
-				return;
-			mss = (opt[2] << 8) | opt[3];
-			want = mss > minus ? mss - minus : 0;
-			if (want > max)
-				want = max;
-			if (want < MSS_FLOOR)
-				want = MSS_FLOOR;
-			if (want >= mss)
-				return;
-			nmss = bpf_htons(want);
-			/* The checksum sums 16-bit words from the TCP header's
-			 * start, read as they lie (little endian here). An MSS
-			 * at an odd offset (after one NOP) straddles two words
-			 * and counts byte-swapped: as the plain number. */
-			if (((long)opt - (long)th) & 1)
-				csum_replace2(&th->check, mss, want);
-			else
-				csum_replace2(&th->check, *(__u16 *)(opt + 2), nmss);
-			__builtin_memcpy(opt + 2, &nmss, 2);
-			return;
-		}
-		if (len < 2)
-			return;
-		opt += len;
-	}
+	if (xipvs_tcp_opts(ctx, th_off, &o) < 0 || !o.mss_off || th_off > 100)
+		return;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	th = data + th_off;
+	opt = (void *)th + (o.mss_off & 63);
+	if ((void *)(th + 1) > data_end || (void *)(opt + 2) > data_end)
+		return;
+	mss = (opt[0] << 8) | opt[1];
+	want = mss > minus ? mss - minus : 0;
+	if (want > max)
+		want = max;
+	if (want < MSS_FLOOR)
+		want = MSS_FLOOR;
+	if (want >= mss)
+		return;
+	nmss = bpf_htons(want);
+	/* The checksum sums 16-bit words from the TCP header's start, read
+	 * as they lie (little endian here). An MSS at an odd offset (after
+	 * an odd number of NOPs) straddles two words and counts
+	 * byte-swapped: as the plain number. */
+	if (o.mss_off & 1)
+		csum_replace2(&th->check, mss, want);
+	else
+		csum_replace2(&th->check, *(__u16 *)opt, nmss);
+	__builtin_memcpy(opt, &nmss, 2);
 }
 
 /* tun_encap puts an outer IPv4 header (protocol 4, director -> real) in
@@ -290,6 +278,11 @@ static __always_inline int toa_insert(struct xdp_md *ctx, __be32 caddr, __be16 c
 	doff = th->doff;
 	if (doff > TOA_MAX_DOFF)
 		return -1;
+	/* Read after an end-of-options? Not by anyone: NOPs instead. */
+	if (eol_to_nops(ctx, sizeof(struct ethhdr) + sizeof(struct iphdr)) < 0)
+		return -2;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
 	if (bpf_xdp_adjust_head(ctx, -TCPOLEN_TOA))
 		return -2;
 	data = (void *)(long)ctx->data;

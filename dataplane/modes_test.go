@@ -124,6 +124,23 @@ func TestTUNFixtures(t *testing.T) {
 	v, out = run(t, d, syn.Build())
 	syn.MSS = 1440
 	expectFrame(t, "TUN SYN clamp", v, dataplane.XDPTx, out, testutil.IPIP(syn.Build(), gwMAC, ifMAC, tunSrc, real, 0, 64, 0x1234, true))
+	// An MSS after four NOPs (issue 29), and after five (at an odd
+	// offset), is found and clamped too.
+	for _, n := range []int{4, 5} {
+		flow(t, d, tcpKey(50002), dataplane.Decision{RealID: tunID, ServiceID: 1}, 0)
+		opts := func(mss uint16) []layers.TCPOption {
+			var o []layers.TCPOption
+			for i := 0; i < n; i++ {
+				o = append(o, layers.TCPOption{OptionType: layers.TCPOptionKindNop})
+			}
+			return append(o, layers.TCPOption{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{byte(mss >> 8), byte(mss)}})
+		}
+		late := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 50002, DstPort: 80, SYN: true, TCPOptions: opts(1460)}
+		v, out = run(t, d, late.Build())
+		late.TCPOptions = opts(1440)
+		expectFrame(t, fmt.Sprintf("TUN SYN clamp, MSS after %d NOPs", n), v, dataplane.XDPTx, out,
+			testutil.IPIP(late.Build(), gwMAC, ifMAC, tunSrc, real, 0, 64, 0x1234, true))
+	}
 
 	// Too big for the tunnel with DF: ICMP fragmentation-needed back to
 	// the client, from the VIP, quoting the header.
@@ -280,6 +297,23 @@ func TestFULLNATFixtures(t *testing.T) {
 			t.Errorf("after the handshake ACK: %v", c.State)
 		}
 	}
+	// Options that end in an end-of-options and its padding (macOS
+	// sends them so): the TOA after them would never be read (issue
+	// 29); they become NOPs and the TOA follows.
+	k3 := tcpKey(52002)
+	flow(t, d, k3, dataplane.Decision{RealID: fullnatID, ServiceID: 1, FullNAT: true,
+		Out: dataplane.ConnKey{Src: lip, Dst: rip, SrcPort: 30003, DstPort: 8080}}, conntrack.StateSynRecv)
+	ts := layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: []byte{0, 0, 0x10, 0, 0, 0, 0x20, 0}}
+	eol := layers.TCPOption{OptionType: layers.TCPOptionKindEndList}
+	nop := layers.TCPOption{OptionType: layers.TCPOptionKindNop}
+	mac := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 52002, DstPort: 80, ACK: true,
+		TCPOptions: []layers.TCPOption{nop, ts, eol}, Payload: []byte("x")}
+	v, out = run(t, d, mac.Build())
+	w = mac
+	w.DstMAC, w.SrcMAC, w.Src, w.SrcPort, w.Dst, w.DstPort = realMAC, ifMAC, lip, 30003, rip, 8080
+	w.TCPOptions = []layers.TCPOption{nop, ts, nop, toa(52002, client)}
+	expectFrame(t, "FULLNAT handshake ACK ending in an end-of-options", v, dataplane.XDPTx, out, w.Build())
+
 	// Later packets carry no TOA.
 	data := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 52000, DstPort: 80, ACK: true, Timestamps: true, Payload: []byte("more")}
 	v, out = run(t, d, data.Build())
