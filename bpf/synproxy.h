@@ -174,6 +174,38 @@ static __always_inline int sp_csum_ok(struct iphdr *ip, struct tcphdr *th, __u32
 	return csum_fold(sum) == 0;
 }
 
+/* sp_grow_front makes room for grow more bytes after a SYN's headers
+ * (Ethernet, 20-byte IP, TCP; no payload) where the frame has no room at
+ * its tail (a socket buffer's frame: generic XDP, a veth's copy): it
+ * grows at the front and slides the headers there, 8 bytes at a time
+ * (forward: the source is always ahead of what is written). What then
+ * follows the headers is theirs no more and is overwritten by the
+ * answer. Returns 0 or -1. */
+static __always_inline int sp_grow_front(struct xdp_md *ctx, __u32 grow)
+{
+	void *data, *data_end;
+	__u64 off = grow;
+
+	if (grow > 40 || bpf_xdp_adjust_head(ctx, -(int)grow))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	/* A no-op (grow <= 40) the barrier keeps: the verifier, which lost
+	 * grow's bound, sees the offset's (6.18, clang-19). */
+	barrier_var(off);
+	off &= 63;
+	/* Every 8 bytes from the new front up to the old end; what is
+	 * copied past the headers is never read. */
+	for (int i = 0; i < (sizeof(struct ethhdr) + sizeof(struct iphdr) + 60) / 8; i++) {
+		__u64 *dst = data + i * 8, *src = data + off + i * 8;
+
+		if ((void *)(src + 1) > data_end || (void *)(dst + 1) > data_end)
+			break;
+		*dst = *src;
+	}
+	return 0;
+}
+
 /* sp_synack answers a SYN (no ACK, RST or FIN; 20-byte IP header, no
  * payload) with a cookie SYN-ACK, in place, out the way it came. */
 static __always_inline int sp_synack(struct xdp_md *ctx, struct pkt *p, __u32 svc_flags, __u32 *stat)
@@ -199,7 +231,7 @@ static __always_inline int sp_synack(struct xdp_md *ctx, struct pkt *p, __u32 sv
 	/* Room for the longest TCP header after this one's start, so that
 	 * the helpers may read tcp_len bytes of it whatever it is (the
 	 * kernel's xdp_synproxy selftest does the same). */
-	if (bpf_xdp_adjust_tail(ctx, 60 - (int)tcp_len))
+	if (bpf_xdp_adjust_tail(ctx, 60 - (int)tcp_len) && sp_grow_front(ctx, 60 - tcp_len) < 0)
 		return XDP_DROP;
 	{
 		void *data = (void *)(long)ctx->data;

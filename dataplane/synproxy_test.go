@@ -225,3 +225,37 @@ func TestSeqadjFixtures(t *testing.T) {
 		}
 	}
 }
+
+// TestSynProxyBareSYN: a SYN with no options, or with an MSS only, is
+// answered like any other, whether the frame has room at its tail to
+// grow or not (a socket buffer's frame, generic XDP or a veth's copy,
+// has none: the answer is then built by growing the frame at its front):
+// it used to be dropped (sp_drop) there.
+func TestSynProxyBareSYN(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	if err := d.SetService(dataplane.ServiceKey{VIP: vip, Port: 81, Proto: 6}, 2, dataplane.SvcSynProxy); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		mss  uint16
+		want int // the MSS the SYN-ACK advertises
+	}{{"no options", 0, 1460}, {"an MSS only", 1400, 1460}} {
+		syn := testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 40100, DstPort: 81, SYN: true, Seq: 7, MSS: c.mss}
+		v, out := run(t, d, syn.Build())
+		if v != dataplane.XDPTx {
+			t.Fatalf("%s: verdict %v, want a SYN-ACK", c.name, v)
+		}
+		if !testutil.ChecksumsValid(out) {
+			t.Errorf("%s: SYN-ACK checksums invalid: %x", c.name, out)
+		}
+		ip, sa := decodeTCP(t, out)
+		if !ip.SrcIP.Equal(vip.AsSlice()) || !ip.DstIP.Equal(client.AsSlice()) || !sa.SYN || !sa.ACK || sa.Ack != 8 || sa.DstPort != 40100 {
+			t.Errorf("%s: SYN-ACK %v:%d -> %v:%d ack %d", c.name, ip.SrcIP, sa.SrcPort, ip.DstIP, sa.DstPort, sa.Ack)
+		}
+		if len(out) != 14+int(ip.Length) {
+			t.Errorf("%s: a %d-byte frame for an IP length of %d", c.name, len(out), ip.Length)
+		}
+	}
+}
