@@ -14,10 +14,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xipvs/xipvs/internal/testutil"
 )
 
 const (
@@ -273,5 +276,111 @@ func TestTimeoutsExpire(t *testing.T) {
 	}
 	if conns := lab.adm(t, "-Lnc"); strings.Count(conns, "\n") != 2 {
 		t.Errorf("connections left:\n%s", conns)
+	}
+}
+
+// prefilterSlot is the address prefilter's slot of an IPv4 address
+// (bpf/consts.h addr_slot: the address as loaded from a packet, network
+// order in a native word, folded to 16 bits).
+func prefilterSlot(a netip.Addr) uint32 {
+	b := a.As4()
+	u := binary.NativeEndian.Uint32(b[:])
+	return (u ^ u>>16) & 0xffff
+}
+
+// Restarts at a real site's configuration size lose nothing (issue 29):
+// 5000 services, among them VIPs folding into the prefilter slots of the
+// NAT and FULLNAT reals, and long downloads through a DR, a TUN, a NAT
+// and a FULLNAT real, each five at a time; xipvsd is killed (-9) and
+// restarted during one batch and stopped (SIGTERM) and restarted during
+// another. Every download completes, byte for byte.
+func TestRestartAtScaleKeepsDownloads(t *testing.T) {
+	pins := filepath.Join(mountBPFFS(t), "xipvs")
+	vip := netip.MustParseAddr("10.71.0.100")
+	l := testutil.NewTestLab(t, testutil.LabPlan{Prefix: fmt.Sprintf("xe%drs", os.Getpid()%10000),
+		Outside: "10.71.0", Inside: "10.72.0", OutsideReals: 2, InsideReals: 2, VIPs: []netip.Addr{vip}})
+	lab := &drLab{Lab: l, args: []string{"--pin-dir", pins}, cl: l.Client, lb: l.Director, rs: l.Reals, vip: vip}
+	dr, tun, nat, fnat := lab.rs[0], lab.rs[1], lab.rs[2], lab.rs[3]
+	if err := dr.MakeRealServer(vip); err != nil {
+		t.Fatal(err)
+	}
+	realserver(t, tun, "up", "--vip", vip.String(), "--mode", "tun", "--interface", "eth0")
+	t.Cleanup(func() { _ = tun.Exec(xipvsadmBin, "realserver", "down").Run() })
+	for _, rs := range []*testutil.Host{nat, fnat} {
+		if err := rs.IP("route", "add", "default", "via", "10.72.0.1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lip := "10.72.0.250"
+	if err := lab.lb.IP("addr", "add", lip+"/32", "dev", "eth1"); err != nil {
+		t.Fatal(err)
+	}
+	lab.start(t)
+	lab.serveStreams(t, 9000)
+	lab.serveStreams(t, 9005)
+
+	// 5000 services first, whose VIPs fold where the NAT and FULLNAT
+	// reals do, and elsewhere.
+	var rules strings.Builder
+	want := map[uint32]int{prefilterSlot(nat.Addr.Addr()): 0, prefilterSlot(fnat.Addr.Addr()): 0}
+	n := 0
+	for i := 0; n < 5000; i++ {
+		a := netip.AddrFrom4([4]byte{10, 200 + byte(i>>16), byte(i >> 8), byte(i)})
+		s := prefilterSlot(a)
+		if c, ok := want[s]; ok && c >= 8 {
+			continue
+		} else if ok {
+			want[s]++
+		}
+		fmt.Fprintf(&rules, "-A -t %s:80 -s rr\n", a)
+		n++
+	}
+	for s, c := range want {
+		if c == 0 {
+			t.Fatalf("no VIP folds into slot %#x", s)
+		}
+	}
+	if _, errOut, code := lab.admExit(t, rules.String(), "-R"); code != 0 {
+		t.Fatalf("-R of 5000 services: %s", errOut)
+	}
+	services := map[uint16][]string{
+		9000: {"-g", dr.Addr.Addr().String() + ":9000"},
+		9005: {"-i", tun.Addr.Addr().String() + ":9005"},
+		9003: {"-m", nat.Addr.Addr().String() + ":9000"},
+		9004: {"-b", fnat.Addr.Addr().String() + ":9000"},
+	}
+	for port, r := range services {
+		vs := netip.AddrPortFrom(vip, port).String()
+		lab.adm(t, "-A", "-t", vs, "-s", "rr")
+		if r[0] == "-b" {
+			lab.adm(t, "--add-laddr", "-z", lip, "-t", vs)
+		}
+		lab.adm(t, "-a", "-t", vs, "-r", r[1], r[0])
+	}
+
+	for _, stop := range []string{"kill -9", "SIGTERM"} {
+		var waits []func()
+		for port := range services {
+			waits = append(waits, lab.startStreams(t, 5, netip.AddrPortFrom(vip, port)))
+		}
+		time.Sleep(time.Second)
+		if stop == "kill -9" {
+			lab.Daemon.Kill()
+		} else {
+			if err := lab.Daemon.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			lab.Daemon.Wait()
+		}
+		lab.start(t)
+		for _, w := range waits {
+			w()
+		}
+		if t.Failed() {
+			t.Fatalf("downloads broken across %s and a restart", stop)
+		}
+		if got := strings.Count(lab.adm(t, "-Ln"), "TCP  "); got != 5004 {
+			t.Errorf("after %s and a restart: %d services, want 5004", stop, got)
+		}
 	}
 }

@@ -122,6 +122,16 @@ func (d *Daemon) Kill() {
 	<-d.done
 }
 
+// Wait waits for the daemon to exit (after a signal), at most 30 s; then
+// it is killed.
+func (d *Daemon) Wait() {
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		d.Kill()
+	}
+}
+
 // DemoBinaries checks that the demos run as root and finds xipvsd and
 // xipvsadm in dir (absolute paths).
 func DemoBinaries(dir string) (xipvsd, xipvsadm string, err error) {
