@@ -19,6 +19,11 @@
 #ifndef MAX_CONNS
 #define MAX_CONNS 1048576
 #endif
+#ifndef MAX_FRAGS
+/* Fragmented datagrams in flight whose later fragments can be told
+ * their connection (frags). */
+#define MAX_FRAGS 16384
+#endif
 #ifndef MAX_IFACES
 #define MAX_IFACES 64
 #endif
@@ -83,8 +88,20 @@ static __always_inline __u32 addr6_slot(const __u32 *a)
 
 #define ETH_P_IP_BE 0x0008 /* htons(ETH_P_IP) on little endian */
 #define ETH_P_IPV6_BE 0xDD86 /* htons(ETH_P_IPV6) */
-/* The IPv6 extension headers parse_ipv6 skips, at most this many. */
-#define IPV6_MAX_EXT 4
+/* The IPv6 extension headers parse_ipv6 walks, at most this many (the
+ * kernel has no limit but the packet; five destination-options headers
+ * reach a real, as through IPVS), ending at most EXT_MAX_OFF bytes into
+ * the frame. xipvs_ipv6_ext's result: the upper layer's offset, its
+ * type, FRAG_* and the fragment identification (as it lies in the
+ * packet); EXT_F_KERNEL: the kernel's; EXT_F_BAD: malformed. */
+#define IPV6_MAX_EXT 16
+#define EXT_MAX_OFF 1024
+#define EXT_F_KERNEL (1ULL << 26)
+#define EXT_F_BAD (1ULL << 27)
+#define EXT_OFF(r) ((__u32)(r) & 0x7ff)
+#define EXT_NEXT(r) ((__u8)((r) >> 16))
+#define EXT_FRAG(r) ((__u8)((r) >> 24) & 3)
+#define EXT_ID(r) ((__u32)((__u64)(r) >> 32))
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
 

@@ -23,6 +23,7 @@
 #include "lookup.h"
 #include "icmp.h"
 #include "synproxy.h"
+#include "frag.h"
 
 /* synproxy_forward and synproxy_reply apply a SYN-proxied connection's
  * adjustments (its seqadjs entry under key k) to a TCP packet. */
@@ -32,7 +33,7 @@ static __always_inline void synproxy_adjust(struct xdp_md *ctx, struct pkt *p, s
 	__u32 th_off = (void *)p->l4 - (void *)(long)ctx->data;
 	struct seqadj adj;
 
-	if (!a || p->proto != IPPROTO_TCP)
+	if (!a || p->proto != IPPROTO_TCP || !p->l4)
 		return;
 	adj = *a;
 	xipvs_seqadj(ctx, th_off, &adj, reply);
@@ -106,7 +107,7 @@ static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struc
 		return forward_tun(ctx, p, r, stat);
 	case FWD_MASQ:
 		conn_update(c, p, DIR_INPUT);
-		nat_rewrite(p, c);
+		nat_rewrite(ctx, p, c);
 		set_macs(p->eth, r->mac, r->src_mac);
 		if (c->flags & CONN_F_SYNPROXY)
 			synproxy_forward(ctx, p, k);
@@ -116,7 +117,7 @@ static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struc
 		__be16 cport = p->sport;
 
 		conn_update(c, p, DIR_INPUT);
-		nat_rewrite(p, c);
+		nat_rewrite(ctx, p, c);
 		set_macs(p->eth, r->mac, r->src_mac);
 		if (c->flags & CONN_F_SYNPROXY)
 			synproxy_forward(ctx, p, k);
@@ -124,7 +125,9 @@ static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struc
 		 * the handshake (SYN_RECV -> ESTABLISHED here). */
 		if (p->proto == IPPROTO_TCP && old_state == TCPS_SYN_RECV &&
 		    (p->tcp_flags & (TCP_F_SYN | TCP_F_RST | TCP_F_ACK)) == TCP_F_ACK) {
-			int err = toa_insert(ctx, caddr, cport);
+			/* A fragment cannot grow: the TOA would move every
+			 * later fragment's offset. */
+			int err = ip_fragmented(p) ? -1 : toa_insert(ctx, caddr, cport);
 
 			if (err == -2) {
 				*stat = STAT_DROP_ADJUST;
@@ -183,7 +186,7 @@ static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_
 			clamp_mss(ctx, p->l4, 0xffff, TCPOLEN_TOA);
 	}
 	real_account(c->real_id, bpf_ntohs(p->ip->tot_len), 1);
-	nat_rewrite(p, c);
+	nat_rewrite(ctx, p, c);
 	if (c->flags & CONN_F_SYNPROXY)
 		synproxy_reply(ctx, p, k);
 	set_macs(p->eth, c->dmac, c->smac);
@@ -362,7 +365,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 		return XDP_PASS;
 	}
 	if (p.proto == IPPROTO_ICMP) {
-		if (p.frag)
+		if (p.fragment)
 			return XDP_PASS;
 		return icmp_error(ctx, &p, cursor, addr_flags(p.ip->daddr) & ADDR_F_VIP, stat);
 	}
@@ -381,15 +384,17 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 		*stat = STAT_PASS_MALFORMED;
 		return XDP_PASS;
 	}
-	if (p.frag) {
-		/* Only the first fragment carries ports; IPVS reassembles first.
-		 * Fragments are left to the kernel (counted). */
-		*stat = STAT_PASS_FRAGMENT;
-		return XDP_PASS;
-	}
-	if (parse_l4(cursor, data_end, &p) < 0) {
-		*stat = STAT_PASS_MALFORMED;
-		return XDP_PASS;
+	if (p.fragment == FRAG_LATER) {
+		/* No transport header: the first fragment's ports (frag.h). */
+		if (frag_find(&p) < 0) {
+			*stat = STAT_PASS_FRAGMENT;
+			return XDP_PASS;
+		}
+	} else {
+		if (parse_l4(cursor, data_end, &p) < 0) {
+			*stat = STAT_PASS_MALFORMED;
+			return XDP_PASS;
+		}
 	}
 
 	ck.saddr = p.ip->saddr;
@@ -411,6 +416,11 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	 * lookup (a connection exists only for a service's traffic, and
 	 * goes with its service). */
 	c = conn_lookup(&ck, &embryonic);
+	/* A first fragment is noted for its later ones only when it is a
+	 * connection's or a new flow's: nothing else earns a slow-path
+	 * visit for its fragments. */
+	if (c && p.fragment == FRAG_FIRST)
+		frag_note(&p);
 	if (c && (c->flags & CONN_F_REPLY)) {
 		if (!sflags)
 			return XDP_PASS;
@@ -439,6 +449,11 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	sv = service(p.ip->daddr, p.dport, p.proto, vflags);
 	if (!sv)
 		return XDP_PASS;
+	/* A later fragment of a new flow whose first fragment went to Go
+	 * goes there too, to follow it once Go has written its connection
+	 * (the kernel, without its first fragment, could only drop it). */
+	if (p.fragment == FRAG_LATER)
+		return to_slow_path(ctx, stat);
 	if (p.proto == IPPROTO_TCP && synproxy_on(sv->flags)) {
 		if ((p.tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN)
 			return sp_synack(ctx, &p, sv->flags, stat);
@@ -451,6 +466,8 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 		*stat = STAT_PASS_NO_CONN;
 		return XDP_PASS;
 	}
+	if (p.fragment == FRAG_FIRST)
+		frag_note(&p);
 	return new_flow(ctx, &p, &ck, sv->id, stat);
 }
 

@@ -124,11 +124,17 @@ static __always_inline void conn6_drop_est(struct conn_key6 *k, struct conn_val6
 
 /* nat6_rewrite gives the packet c's tuple; IPv6 has no header checksum,
  * the TCP/UDP one covers the addresses through the pseudo-header. */
-static __always_inline void nat6_rewrite(struct pkt *p, const struct conn_val6 *c)
+static __always_inline void nat6_rewrite(struct xdp_md *ctx, struct pkt *p, const struct conn_val6 *c)
 {
 	struct ipv6hdr *ip6 = p->ip6;
-	struct l4_fields f = l4_fields(p);
+	struct l4_fields f;
 
+	if (!p->l4 || l4_fields(ctx, p, &f) < 0) {
+		/* No transport header here: the addresses alone. */
+		addr6_copy((__u8 *)&ip6->saddr, c->nsaddr);
+		addr6_copy((__u8 *)&ip6->daddr, c->ndaddr);
+		return;
+	}
 	if (!addr6_eq(&ip6->saddr, c->nsaddr)) {
 		csum_replace16(f.sum, &ip6->saddr, c->nsaddr, f.udp);
 		addr6_copy((__u8 *)&ip6->saddr, c->nsaddr);
@@ -353,11 +359,12 @@ static __always_inline int forward_fullnat6(struct xdp_md *ctx, struct pkt *p, s
 	addr6_copy(caddr, &p->ip6->saddr);
 	conn_update(CONN4(c), p, DIR_INPUT);
 	real_account(c->real_id, ip6_len(p), 0);
-	nat6_rewrite(p, c);
+	nat6_rewrite(ctx, p, c);
 	set_macs(p->eth, r->mac, r->src_mac);
 	if (p->proto == IPPROTO_TCP && old_state == TCPS_SYN_RECV &&
 	    (p->tcp_flags & (TCP_F_SYN | TCP_F_RST | TCP_F_ACK)) == TCP_F_ACK) {
-		int err = toa6_insert(ctx, caddr, cport);
+		/* A fragment cannot grow (frag.h). */
+		int err = ip_fragmented(p) ? -1 : toa6_insert(ctx, caddr, cport);
 
 		if (err == -2) {
 			*stat = STAT_DROP_ADJUST;
@@ -424,7 +431,7 @@ static __always_inline int forward6(struct xdp_md *ctx, struct pkt *p, struct co
 		break;
 	case FWD_MASQ:
 		conn_update(CONN4(c), p, DIR_INPUT);
-		nat6_rewrite(p, c);
+		nat6_rewrite(ctx, p, c);
 		break;
 	case FWD_TUNNEL:
 		conn_update(CONN4(c), p, DIR_INPUT_ONLY);
@@ -460,7 +467,7 @@ static __always_inline int reply6(struct xdp_md *ctx, struct pkt *p, struct conn
 	if (p->proto == IPPROTO_TCP && (c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))
 		clamp_mss(ctx, p->l4, 0xffff, TCPOLEN_TOA6);
 	real_account(c->real_id, ip6_len(p), 1);
-	nat6_rewrite(p, c);
+	nat6_rewrite(ctx, p, c);
 	set_macs(p->eth, c->dmac, c->smac);
 	*stat = STAT_REPLY;
 	return egress(ctx, c->ifindex);
@@ -750,26 +757,38 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 	__u8 vflags, dflags, sflags;
 	int embryonic, act;
 
-	if (parse_ipv6(&cursor, data_end, p) < 0) {
+	act = parse_ipv6(ctx, &cursor, data_end, p);
+	if (act == PARSE_KERNEL) {
+		/* Segments left, or more headers than we walk: the kernel's
+		 * (counted when it is a service's or a real's). */
+		if ((addr6_flags(&p->ip6->daddr) & ADDR_F_VIP) || (addr6_flags(&p->ip6->saddr) & ADDR_F_NAT_SOURCE))
+			*stat = STAT_PASS_FRAGMENT;
+		return XDP_PASS;
+	}
+	if (act < 0) {
 		*stat = STAT_PASS_MALFORMED;
 		return XDP_PASS;
 	}
-	if (!replay && p->proto == IPPROTO_ICMPV6 && !p->frag)
+	if (!replay && p->proto == IPPROTO_ICMPV6 && !p->fragment)
 		return icmp6_error(ctx, p, cursor, addr6_flags(&p->ip6->daddr) & ADDR_F_VIP, stat);
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && !p->frag)
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return XDP_PASS;
 	vflags = addr6_flags(&p->ip6->daddr);
 	dflags = vflags & ADDR_F_VIP;
 	sflags = addr6_flags(&p->ip6->saddr) & ADDR_F_NAT_SOURCE;
 	if (!dflags && !sflags)
 		return XDP_PASS;
-	if (p->frag) {
-		*stat = STAT_PASS_FRAGMENT;
-		return XDP_PASS;
-	}
-	if (parse_l4(cursor, data_end, p) < 0) {
-		*stat = STAT_PASS_MALFORMED;
-		return XDP_PASS;
+	if (p->fragment == FRAG_LATER) {
+		/* No transport header: the first fragment's ports (frag.h). */
+		if (frag_find(p) < 0) {
+			*stat = STAT_PASS_FRAGMENT;
+			return XDP_PASS;
+		}
+	} else {
+		if (parse_l4(cursor, data_end, p) < 0) {
+			*stat = STAT_PASS_MALFORMED;
+			return XDP_PASS;
+		}
 	}
 	addr6_copy(ck.saddr, &p->ip6->saddr);
 	addr6_copy(ck.daddr, &p->ip6->daddr);
@@ -786,6 +805,9 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 		}
 	}
 	c = conn6_lookup(&ck, &embryonic);
+	/* Noted only for a connection or a new flow, as for IPv4. */
+	if (c && p->fragment == FRAG_FIRST)
+		frag_note(p);
 	if (c && (c->flags & CONN_F_REPLY)) {
 		if (!sflags)
 			return XDP_PASS;
@@ -813,10 +835,14 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 	sv = service6(&ck, vflags);
 	if (!sv)
 		return XDP_PASS;
+	if (p->fragment == FRAG_LATER)
+		return to_slow_path(ctx, stat); /* follows its first, as for IPv4 */
 	if (p->proto == IPPROTO_TCP && !tcp_schedules(p)) {
 		*stat = STAT_PASS_NO_CONN;
 		return XDP_PASS;
 	}
+	if (p->fragment == FRAG_FIRST)
+		frag_note(p);
 	return new_flow6(ctx, p, &ck, sv->id, stat);
 }
 

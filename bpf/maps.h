@@ -227,6 +227,27 @@ struct {
 	__type(value, __u64);
 } slow_stats SEC(".maps");
 
+/* IP fragments of the flows the director forwards: the first fragment's
+ * ports by (addresses, identification, protocol), so that the later
+ * ones, which carry none, follow their connection to its real (as
+ * Cilium's fragment tracking). An LRU: a datagram's fragments arrive
+ * within microseconds of each other. Written and read by XDP only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_FRAGS);
+	__type(key, struct frag_key);
+	__type(value, struct frag_ports);
+} frags SEC(".maps");
+
+/* frags' key and value under construction, per CPU: in a map value
+ * rather than on the stack, which the director has little of left. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct frag_scratch);
+} frag_scratch SEC(".maps");
+
 /* Global counters (STAT_*), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

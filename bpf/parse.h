@@ -26,9 +26,18 @@ struct pkt {
 	__be16 dport;
 	__u8 proto;
 	__u8 tcp_flags; /* TCP_F_* below; 0 for UDP */
-	__u8 frag;      /* non-zero for any IPv4 fragment */
+	__u8 fragment;  /* FRAG_FIRST or FRAG_LATER; 0 for a whole packet */
 	__u16 l4_len;   /* IP total length minus the IP header(s) */
+	__u32 frag_id;  /* a fragment's identification (IPv4's 16 bits) */
 };
+
+/* pkt.fragment: a first fragment carries the transport header (ports);
+ * a later one does not, and follows the first (frags). */
+#define FRAG_FIRST 1
+#define FRAG_LATER 2
+
+/* parse_ipv6's result for a packet that is the kernel's to take. */
+#define PARSE_KERNEL -2
 
 #define TCP_F_FIN 0x01
 #define TCP_F_SYN 0x02
@@ -67,7 +76,11 @@ static __always_inline int parse_ipv4(void **cursor, void *data_end, struct pkt 
 		return -1;
 	p->ip = ip;
 	p->proto = ip->protocol;
-	p->frag = (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) != 0;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		p->fragment = FRAG_LATER;
+	else if (ip->frag_off & bpf_htons(IP_MF))
+		p->fragment = FRAG_FIRST;
+	p->frag_id = ip->id;
 	p->l4_len = len - hlen;
 	*cursor += hlen;
 	return ip->protocol;
@@ -194,14 +207,105 @@ static __always_inline int ipv4_hdr_ok(struct xdp_md *ctx, struct iphdr *ip)
 #define NEXTHDR_FRAGMENT 44
 #define NEXTHDR_DEST 60
 
-/* parse_ipv6 returns the upper-layer protocol or -1 (malformed). It skips
- * up to IPV6_MAX_EXT hop-by-hop, destination-options and routing headers
- * (a routing header with segments left means the destination is not yet
- * the final one: reported as a fragment is, for the kernel); a fragment
- * header sets frag. The payload length must fit the frame (a jumbogram,
- * length 0, is malformed here). */
-static __always_inline int parse_ipv6(void **cursor, void *data_end, struct pkt *p)
+/* One walk over a packet's IPv6 extension headers (ext_step). */
+struct ext_walk {
+	struct xdp_md *ctx;
+	__u32 off;     /* the next header's offset in the frame */
+	__u32 end;     /* the IPv6 payload's end in the frame */
+	__u32 id;      /* a fragment header's identification */
+	__u8 next;     /* the next header's type */
+	__u8 fragment; /* FRAG_*, from a fragment header */
+	__u8 done;     /* the upper layer (or a later fragment's data) found */
+	__u8 verdict;  /* 0, EXT_BAD or EXT_KERNEL */
+};
+
+#define EXT_BAD 1    /* malformed, as the kernel's parsers judge it */
+#define EXT_KERNEL 2 /* the kernel's: segments left, too many headers */
+
+/* ext_step moves past the extension header at w->off (a bpf_loop
+ * callback: 0 goes on, 1 stops). */
+static long ext_step(__u64 index, void *arg)
 {
+	struct ext_walk *w = arg;
+	__u8 h[8];
+	__u32 hl;
+
+	if (w->next != NEXTHDR_HOP && w->next != NEXTHDR_ROUTING && w->next != NEXTHDR_DEST &&
+	    w->next != NEXTHDR_FRAGMENT) {
+		w->done = 1;
+		return 1;
+	}
+	/* Hop-by-hop options come first or not at all (RFC 8200 4.1; the
+	 * kernel answers a parameter problem). */
+	if (w->next == NEXTHDR_HOP && index > 0)
+		goto bad;
+	if (w->off + 8 > w->end || bpf_xdp_load_bytes(w->ctx, w->off, h, sizeof(h)))
+		goto bad;
+	if (w->next == NEXTHDR_FRAGMENT) {
+		/* Offset (13 bits, in 8-byte units) and M; an atomic fragment
+		 * (neither) is a whole packet (RFC 8200 4.5). */
+		__u16 fo = (h[2] << 8) | h[3];
+
+		__builtin_memcpy(&w->id, h + 4, 4);
+		hl = 8;
+		if (fo & ~7) {
+			/* A later fragment: no transport header follows. */
+			w->fragment = FRAG_LATER;
+			w->next = h[0];
+			w->off += hl;
+			w->done = 1;
+			return 1;
+		}
+		if (fo & 1)
+			w->fragment = FRAG_FIRST;
+	} else {
+		hl = (h[1] + 1) * 8;
+		if (w->next == NEXTHDR_ROUTING && h[3] != 0) {
+			/* Segments left: not for us yet. */
+			w->verdict = EXT_KERNEL;
+			return 1;
+		}
+	}
+	w->off += hl;
+	if (w->off > w->end)
+		goto bad;
+	w->next = h[0];
+	return 0;
+bad:
+	w->verdict = EXT_BAD;
+	return 1;
+}
+
+/* xipvs_ipv6_ext walks the extension headers from offset off of the
+ * frame (the first of type next) to the payload's end: returns the walk
+ * packed as EXT_*() reads it, EXT_F_BAD (malformed) or EXT_F_KERNEL. A global
+ * function (verified once) around a bpf_loop callback (verified once):
+ * any chain of headers, up to IPV6_MAX_EXT of them, is one path for the
+ * verifier instead of one per shape. */
+__noinline __u64 xipvs_ipv6_ext(struct xdp_md *ctx, __u32 off, __u32 end, __u32 next)
+{
+	struct ext_walk w = { .ctx = ctx, .off = off, .end = end, .next = next };
+
+	if (!ctx)
+		return EXT_F_BAD;
+	bpf_loop(IPV6_MAX_EXT + 1, ext_step, &w, 0);
+	if (w.verdict == EXT_BAD)
+		return EXT_F_BAD;
+	if (w.verdict == EXT_KERNEL || !w.done || w.off > EXT_MAX_OFF)
+		return EXT_F_KERNEL;
+	return (__u64)w.id << 32 | (__u64)w.fragment << 24 | (__u64)w.next << 16 | w.off;
+}
+
+/* parse_ipv6 returns the upper-layer protocol or -1 (malformed). Its
+ * extension headers (hop-by-hop first, destination options, routing
+ * without segments left, fragment) are walked by xipvs_ipv6_ext; a
+ * routing header with segments left (the destination is not yet the
+ * final one) or more than IPV6_MAX_EXT headers return PARSE_KERNEL:
+ * the kernel's to take. The payload length must fit the frame (a jumbogram, length 0, is
+ * malformed here). */
+static __always_inline int parse_ipv6(struct xdp_md *ctx, void **cursor, void *data_end, struct pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
 	struct ipv6hdr *ip6 = *cursor;
 	__u8 *h;
 	__u32 len, ext = 0;
@@ -217,39 +321,24 @@ static __always_inline int parse_ipv6(void **cursor, void *data_end, struct pkt 
 	p->ip6 = ip6;
 	next = ip6->nexthdr;
 	h = (void *)(ip6 + 1);
-#pragma unroll
-	for (int i = 0; i < IPV6_MAX_EXT; i++) {
-		__u32 hl;
+	if (next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST || next == NEXTHDR_FRAGMENT) {
+		__u32 start = (void *)h - data;
+		__u64 r = xipvs_ipv6_ext(ctx, start, start + len, next);
+		__u32 off;
 
-		if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_DEST &&
-		    next != NEXTHDR_FRAGMENT)
-			break;
-		if ((void *)(h + 8) > data_end)
+		if (r & EXT_F_BAD)
 			return -1;
-		/* Hop-by-hop options come first or not at all (RFC 8200 4.1;
-		 * the kernel answers a parameter problem). */
-		if (next == NEXTHDR_HOP && i > 0)
+		if (r & EXT_F_KERNEL)
+			return PARSE_KERNEL;
+		off = EXT_OFF(r);
+		if (off < start || off > EXT_MAX_OFF)
 			return -1;
-		if (next == NEXTHDR_FRAGMENT) {
-			p->frag = 1;
-			hl = 8;
-		} else {
-			hl = (h[1] + 1) * 8;
-			if (next == NEXTHDR_ROUTING && h[3] != 0)
-				p->frag = 1; /* segments left: not for us yet */
-		}
-		ext += hl;
-		if (ext > len)
-			return -1;
-		next = h[0];
-		h += hl;
-		if (p->frag)
-			break;
+		next = EXT_NEXT(r);
+		p->fragment = EXT_FRAG(r);
+		p->frag_id = EXT_ID(r);
+		ext = off - start;
+		h = data + off;
 	}
-	if (next == NEXTHDR_HOP)
-		return -1; /* hop-by-hop options, not first */
-	if (next == NEXTHDR_ROUTING || next == NEXTHDR_DEST)
-		p->frag = 1; /* more extension headers than we skip: the kernel's */
 	if ((void *)h > data_end)
 		return -1;
 	p->proto = next;
@@ -284,7 +373,8 @@ static __always_inline int parse_l4(void *cursor, void *data_end, struct pkt *p)
 		if ((void *)(udp + 1) > data_end)
 			return -1;
 		ulen = bpf_ntohs(udp->len);
-		if (ulen < sizeof(*udp) || ulen > p->l4_len)
+		/* A first fragment's UDP length is the whole datagram's. */
+		if (ulen < sizeof(*udp) || (ulen > p->l4_len && p->fragment != FRAG_FIRST))
 			return -1;
 		if (p->ip6 && udp->check == 0)
 			return -1; /* IPv6 UDP must carry a checksum */

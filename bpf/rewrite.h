@@ -46,24 +46,32 @@ struct l4_fields {
 	int udp;
 };
 
-static __always_inline struct l4_fields l4_fields(struct pkt *p)
+/* l4_fields finds them; -1 when the header does not fit the frame (the
+ * parser checked that it does, on a path the verifier cannot always
+ * connect to this one). */
+static __always_inline int l4_fields(struct xdp_md *ctx, struct pkt *p, struct l4_fields *f)
 {
-	struct l4_fields f = { .udp = p->proto == IPPROTO_UDP };
+	void *data_end = (void *)(long)ctx->data_end;
 
-	if (f.udp) {
+	f->udp = p->proto == IPPROTO_UDP;
+	if (f->udp) {
 		struct udphdr *uh = p->l4;
 
-		f.sum = &uh->check;
-		f.sport = &uh->source;
-		f.dport = &uh->dest;
+		if (!uh || (void *)(uh + 1) > data_end)
+			return -1;
+		f->sum = &uh->check;
+		f->sport = &uh->source;
+		f->dport = &uh->dest;
 	} else {
 		struct tcphdr *th = p->l4;
 
-		f.sum = &th->check;
-		f.sport = &th->source;
-		f.dport = &th->dest;
+		if (!th || (void *)(th + 1) > data_end)
+			return -1;
+		f->sum = &th->check;
+		f->sport = &th->source;
+		f->dport = &th->dest;
 	}
-	return f;
+	return 0;
 }
 
 /* nat_ports gives the packet c's ports (nsport, ndport): the part of the
@@ -82,21 +90,32 @@ static __always_inline void nat_ports(struct l4_fields *f, __be16 nsport, __be16
 
 /* nat_rewrite gives the packet the tuple (nsaddr, ndaddr, nsport, ndport)
  * of c, updating the IP and the TCP/UDP checksums incrementally. */
-static __always_inline void nat_rewrite(struct pkt *p, const struct conn_val *c)
+static __always_inline void nat_rewrite(struct xdp_md *ctx, struct pkt *p, const struct conn_val *c)
 {
 	struct iphdr *ip = p->ip;
-	struct l4_fields f = l4_fields(p);
-	__u16 *sum = f.sum;
-	int udp = f.udp;
+	struct l4_fields f;
 
+	if (!p->l4 || l4_fields(ctx, p, &f) < 0) {
+		/* No transport header here: the addresses alone (the
+		 * first fragment's checksum covers the change). */
+		if (ip->saddr != c->nsaddr) {
+			csum_replace4(&ip->check, ip->saddr, c->nsaddr);
+			ip->saddr = c->nsaddr;
+		}
+		if (ip->daddr != c->ndaddr) {
+			csum_replace4(&ip->check, ip->daddr, c->ndaddr);
+			ip->daddr = c->ndaddr;
+		}
+		return;
+	}
 	if (ip->saddr != c->nsaddr) {
 		csum_replace4(&ip->check, ip->saddr, c->nsaddr);
-		l4_csum_replace4(sum, ip->saddr, c->nsaddr, udp);
+		l4_csum_replace4(f.sum, ip->saddr, c->nsaddr, f.udp);
 		ip->saddr = c->nsaddr;
 	}
 	if (ip->daddr != c->ndaddr) {
 		csum_replace4(&ip->check, ip->daddr, c->ndaddr);
-		l4_csum_replace4(sum, ip->daddr, c->ndaddr, udp);
+		l4_csum_replace4(f.sum, ip->daddr, c->ndaddr, f.udp);
 		ip->daddr = c->ndaddr;
 	}
 	nat_ports(&f, c->nsport, c->ndport);

@@ -31,6 +31,28 @@ struct svc_val {
 	__u32 flags; /* SVC_F_* */
 };
 
+/* A fragmented datagram: its addresses (an IPv4 one in the first 4
+ * bytes), identification and protocol. */
+struct frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* The ports its first fragment carried. */
+struct frag_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* frags' key and value under construction (frag_scratch). */
+struct frag_scratch {
+	struct frag_key key;
+	struct frag_ports ports;
+};
+
 /* A SYN-proxied connection's adjustments, under both of its keys: what
  * the client was told minus what the real chose. */
 struct seqadj {

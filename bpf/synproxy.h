@@ -80,7 +80,6 @@ __noinline int xipvs_seqadj(struct xdp_md *ctx, __u64 th_off, const struct seqad
 	if (!a || th_off > 100)
 		return -1;
 	delta = a->delta;
-	tsoff = a->tsoff;
 	wshift = a->wshift;
 	th = data + th_off;
 	if ((void *)(th + 1) > data_end)
@@ -111,6 +110,11 @@ __noinline int xipvs_seqadj(struct xdp_md *ctx, __u64 th_off, const struct seqad
 	th = data + th_off;
 	if ((void *)(th + 1) > data_end)
 		return -1;
+	/* Read again rather than kept across the call: the callee-saved
+	 * registers hold ctx, th_off, a and reply, and a spill would cost
+	 * the director stack it has none of. */
+	delta = a->delta;
+	tsoff = a->tsoff;
 	if (o.ts_off) {
 		if (reply)
 			tcp_set32(th, data_end, o.ts_off, o.tsval + tsoff);

@@ -27,14 +27,14 @@
 struct sp_opts {
 	__u32 tsval;   /* host order */
 	__u32 tsecr;   /* host order */
-	__u16 ts_off;  /* of TSval (TSecr follows) */
-	__u16 sack_off; /* of the first SACK block */
+	__u8 ts_off;   /* of TSval (TSecr follows) */
+	__u8 sack_off; /* of the first SACK block */
 	__u8 sack_blocks;
 	__u8 wscale;   /* TS_OPT_WSCALE: none */
 	__u8 sack_ok;
 	__u8 mss_off;  /* of the MSS option's value */
 	__u8 eol_off;  /* of an end-of-options before the header's end */
-	__u8 pad[3];
+	__u8 pad;      /* 16 bytes: the SYN proxy's frame has few to spare */
 };
 
 /* load_be32 reads a 32-bit network-order field at any alignment. */

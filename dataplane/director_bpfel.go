@@ -103,6 +103,27 @@ const (
 	directorDefenceFlagDEF_F_SLOPPY_TCP directorDefenceFlag = 2
 )
 
+type directorFragKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type directorFragPorts struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+}
+
+type directorFragScratch struct {
+	_     structs.HostLayout
+	Key   directorFragKey
+	Ports directorFragPorts
+}
+
 type directorFwdMethod uint32
 
 const (
@@ -270,6 +291,8 @@ const (
 	directorMapDefence          = "defence"
 	directorMapEstConns         = "est_conns"
 	directorMapEstConns6        = "est_conns6"
+	directorMapFragScratch      = "frag_scratch"
+	directorMapFrags            = "frags"
 	directorMapIfaces           = "ifaces"
 	directorMapKnownFilter      = "known_filter"
 	directorMapKnownSources     = "known_sources"
@@ -350,6 +373,8 @@ type directorMapSpecs struct {
 	Defence       *ebpf.MapSpec `ebpf:"defence"`
 	EstConns      *ebpf.MapSpec `ebpf:"est_conns"`
 	EstConns6     *ebpf.MapSpec `ebpf:"est_conns6"`
+	FragScratch   *ebpf.MapSpec `ebpf:"frag_scratch"`
+	Frags         *ebpf.MapSpec `ebpf:"frags"`
 	Ifaces        *ebpf.MapSpec `ebpf:"ifaces"`
 	KnownFilter   *ebpf.MapSpec `ebpf:"known_filter"`
 	KnownSources  *ebpf.MapSpec `ebpf:"known_sources"`
@@ -404,6 +429,8 @@ type directorMaps struct {
 	Defence       *ebpf.Map `ebpf:"defence"`
 	EstConns      *ebpf.Map `ebpf:"est_conns"`
 	EstConns6     *ebpf.Map `ebpf:"est_conns6"`
+	FragScratch   *ebpf.Map `ebpf:"frag_scratch"`
+	Frags         *ebpf.Map `ebpf:"frags"`
 	Ifaces        *ebpf.Map `ebpf:"ifaces"`
 	KnownFilter   *ebpf.Map `ebpf:"known_filter"`
 	KnownSources  *ebpf.Map `ebpf:"known_sources"`
@@ -433,6 +460,8 @@ func (m *directorMaps) Close() error {
 		m.Defence,
 		m.EstConns,
 		m.EstConns6,
+		m.FragScratch,
+		m.Frags,
 		m.Ifaces,
 		m.KnownFilter,
 		m.KnownSources,

@@ -14,8 +14,8 @@ import (
 // program and the Go transform on the frame and describes any
 // difference; a frame that is not a new flow of vip's services must not
 // be forwarded by the program, and one the Go parser refuses must pass
-// unchanged.
-func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut, fullnatOut func(ConnKey) ConnKey) error {
+// unchanged. Later fragments of frame's datagram, if any, follow it.
+func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut, fullnatOut func(ConnKey) ConnKey, later ...[]byte) error {
 	p, res := parsePacket(frame)
 	verdict, xdpOut, err := h.Run(frame, 1, 0)
 	if err != nil {
@@ -88,6 +88,45 @@ func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut,
 		return fmt.Errorf("real %d: XDP %v (counter %d) state %d, Go %v (counter %d) state %d\ninput: %s\nXDP:   %s\nGo:    %s", id,
 			verdict, xdpStat, xdpConn.State, wantVerdict, stat, goConn.State,
 			hex.EncodeToString(frame), hex.EncodeToString(xdpOut), hex.EncodeToString(goOut))
+	}
+	for _, lf := range later {
+		if err := h.diffLater(lf, id, &fk, &p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// diffLater compares XDP and the slow path on a later fragment of the
+// datagram whose first fragment (parsed as first) made the connection
+// under fk: the ports Go finds where XDP noted them, then the transform.
+func (h *Harness) diffLater(frame []byte, id uint32, fk *directorConnKey, first *packet) error {
+	p, res := parsePacket(frame)
+	if res != parsedLater {
+		return fmt.Errorf("a later fragment parsed as %d: %s", res, hex.EncodeToString(frame))
+	}
+	sport, dport, ok := h.fragPorts4(&p)
+	if !ok || be16(sport) != first.srcPort || be16(dport) != first.dstPort {
+		return fmt.Errorf("the later fragment's ports: %d %d %v, want %d %d", be16(sport), be16(dport), ok, first.srcPort, first.dstPort)
+	}
+	p.srcPort, p.dstPort = be16(sport), be16(dport)
+	goConn, found, err := h.lookupRaw(fk)
+	if err != nil || !found {
+		return fmt.Errorf("the connection is gone: %v", err)
+	}
+	verdict, xdpOut, err := h.Run(frame, 1, 0)
+	if err != nil {
+		return err
+	}
+	out := make([]byte, len(frame)+64)
+	gn, egress, _ := forwardFirst(out, frame, &p, &goConn, h.realView(id))
+	wantVerdict := XDPDrop
+	if gn > 0 && (egress == 1 || egress == -1) {
+		wantVerdict = XDPTx
+	}
+	if verdict != wantVerdict || (verdict == XDPTx && !bytes.Equal(out[:gn], xdpOut)) {
+		return fmt.Errorf("later fragment, real %d: XDP %v, Go %v\ninput: %s\nXDP:   %s\nGo:    %s", id, verdict, wantVerdict,
+			hex.EncodeToString(frame), hex.EncodeToString(xdpOut), hex.EncodeToString(out[:gn]))
 	}
 	return nil
 }

@@ -176,12 +176,13 @@ func TestIPv6Fixtures(t *testing.T) {
 	w.hopByHop, w.dstOpt = true, true
 	expectFrame6(t, "DR with extension headers", v, dataplane.XDPTx, out, w.build(t))
 
-	// A fragment is the kernel's, unchanged.
+	// A first fragment follows its connection (frag_test.go).
 	f = in(50000)
 	f.fragment = true
-	frag := f.build(t)
-	v, out = run(t, d, frag)
-	expectFrame6(t, "fragment", v, dataplane.XDPPass, out, frag)
+	v, out = run(t, d, f.build(t))
+	w = f
+	w.srcMAC, w.dstMAC = ifMAC, realMAC
+	expectFrame6(t, "first fragment", v, dataplane.XDPTx, out, w.build(t))
 
 	// NAT: to RIP:8080, the checksum over the new pseudo-header.
 	f = in(50001)

@@ -6,16 +6,20 @@ import "encoding/binary"
 // struct pkt and the parsers of bpf/parse.h, with the same rule for what
 // is well formed, so the slow path sees a frame exactly as XDP did.
 type packet struct {
-	ip, l4  int // offsets of the IP and TCP/UDP headers
-	ihl     int // IP header length in bytes
-	totLen  int // IP total length
-	proto   uint8
-	flags   uint8 // TCP_F_* (TCPFin, TCPSyn, TCPRst, TCPAck)
-	frag    bool
-	src     [4]byte
-	dst     [4]byte
-	srcPort uint16
-	dstPort uint16
+	ip, l4 int // offsets of the IP and TCP/UDP headers
+	ihl    int // IP header length in bytes
+	totLen int // IP total length
+	proto  uint8
+	flags  uint8 // TCP_F_* (TCPFin, TCPSyn, TCPRst, TCPAck)
+	// fragment is fragFirst (the transport header, and more to come)
+	// or fragLater (no transport header: the ports are its first
+	// fragment's, as XDP noted them); 0 for a whole datagram.
+	fragment uint8
+	fragID   uint16 // the IP identification, as XDP reads it (little endian)
+	src      [4]byte
+	dst      [4]byte
+	srcPort  uint16
+	dstPort  uint16
 }
 
 // Outcomes of parsePacket.
@@ -23,7 +27,13 @@ const (
 	parsedOK        = iota
 	parsedNotIPv4   // not IPv4, or not TCP/UDP: XDP passes it
 	parsedMalformed // XDP passes it (STAT_PASS_MALFORMED)
-	parsedFragment  // XDP passes it (STAT_PASS_FRAGMENT)
+	parsedLater     // a later fragment: no transport header (ports from frags)
+)
+
+// packet.fragment (pkt.fragment in bpf/parse.h).
+const (
+	fragFirst = 1
+	fragLater = 2
 )
 
 const ethHLen = 14
@@ -45,14 +55,18 @@ func parsePacket(f []byte) (packet, int) {
 		return p, parsedMalformed
 	}
 	p.proto = ip[9]
-	p.frag = binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0
 	copy(p.src[:], ip[12:16])
 	copy(p.dst[:], ip[16:20])
 	if p.proto != protoTCP && p.proto != protoUDP {
 		return p, parsedNotIPv4
 	}
-	if p.frag {
-		return p, parsedFragment
+	p.fragID = le.Uint16(ip[4:6])
+	switch fo := binary.BigEndian.Uint16(ip[6:8]); {
+	case fo&0x1fff != 0:
+		p.fragment = fragLater
+		return p, parsedLater
+	case fo&0x2000 != 0:
+		p.fragment = fragFirst
 	}
 	p.l4 = p.ip + p.ihl
 	l4, l4Len := f[p.l4:], p.totLen-p.ihl
@@ -70,7 +84,8 @@ func parsePacket(f []byte) (packet, int) {
 		if len(l4) < 8 {
 			return p, parsedMalformed
 		}
-		if ulen := int(binary.BigEndian.Uint16(l4[4:6])); ulen < 8 || ulen > l4Len {
+		// A first fragment's UDP length is the whole datagram's.
+		if ulen := int(binary.BigEndian.Uint16(l4[4:6])); ulen < 8 || (ulen > l4Len && p.fragment != fragFirst) {
 			return p, parsedMalformed
 		}
 	}

@@ -79,8 +79,11 @@ type SlowPathStats struct {
 	// (the real answered RST or nothing; the client was reset).
 	ProxyOpened, ProxyEstablished, ProxyFailed uint64
 	Unparsable                                 uint64 // dropped: not a frame the director redirects
-	Failed                                     uint64 // dropped: map write or transmit failure
-	Batches                                    uint64 // batches handled (Received/Batches is the mean size)
+	// FragOrphans counts later fragments dropped because their datagram
+	// has no connection (its first fragment made none, or was lost).
+	FragOrphans uint64
+	Failed      uint64 // dropped: map write or transmit failure
+	Batches     uint64 // batches handled (Received/Batches is the mean size)
 }
 
 // batchSize is the most frames one worker takes from its RX ring at once.
@@ -106,6 +109,7 @@ type slowPath struct {
 	wg      sync.WaitGroup
 
 	received, newConns, followed, forwarded, noDest, unparsable, failed, batches atomic.Uint64
+	fragOrphans                                                                  atomic.Uint64
 	portUnreach, unreachLimited                                                  atomic.Uint64
 	proxyOpened, proxyEstablished, proxyFailed                                   atomic.Uint64
 
@@ -176,7 +180,7 @@ func (d *Dataplane) SlowPathStats() SlowPathStats {
 	}
 	return SlowPathStats{
 		Received: sp.received.Load(), NewConns: sp.newConns.Load(), Followed: sp.followed.Load(),
-		Forwarded: sp.forwarded.Load(), NoDest: sp.noDest.Load(), Unparsable: sp.unparsable.Load(),
+		Forwarded: sp.forwarded.Load(), NoDest: sp.noDest.Load(), Unparsable: sp.unparsable.Load(), FragOrphans: sp.fragOrphans.Load(),
 		PortUnreach: sp.portUnreach.Load(), UnreachLimited: sp.unreachLimited.Load(),
 		ProxyOpened: sp.proxyOpened.Load(), ProxyEstablished: sp.proxyEstablished.Load(), ProxyFailed: sp.proxyFailed.Load(),
 		Failed: sp.failed.Load(), Batches: sp.batches.Load(),
@@ -365,6 +369,10 @@ func (w *worker) batch(frames [][]byte) {
 			continue
 		}
 		p, res := parsePacket(f)
+		if res == parsedLater {
+			w.laterFragment(i, &p)
+			continue
+		}
 		if res != parsedOK {
 			sp.unparsable.Add(1)
 			continue
@@ -405,6 +413,15 @@ func (w *worker) batch(frames [][]byte) {
 			continue // batch6's
 		case w.follow[i]:
 			v = w.vals[i]
+		case w.sched[i] >= 0 && w.pkts[i].fragment == fragLater:
+			// Behind its first fragment in this batch: its connection,
+			// if the first made one (a handshake the SYN proxy holds or
+			// an ICMP answer is the first fragment's alone).
+			if j := w.sched[i]; w.proxyFlow[j] || w.decs[j].RealID == 0 {
+				sp.fragOrphans.Add(1)
+				continue
+			}
+			v = w.fwdVal(w.sched[i])
 		case w.sched[i] >= 0 && w.proxyFlow[w.sched[i]]:
 			if j := w.sched[i]; !w.proxyDone[j] {
 				w.proxyDone[j] = true
@@ -455,6 +472,36 @@ func (w *worker) stillFollows(k directorConnKey, p *packet, v *directorConnVal) 
 	}
 	*v = cur
 	return true
+}
+
+// laterFragment places frame i, a later fragment, behind its datagram's
+// connection: one this batch decides, one made a moment ago, or one in
+// the table. It never starts a flow.
+func (w *worker) laterFragment(i int, p *packet) {
+	sp := w.sp
+	sport, dport, ok := sp.d.fragPorts4(p)
+	if !ok {
+		sp.fragOrphans.Add(1)
+		return
+	}
+	p.srcPort, p.dstPort = be16(sport), be16(dport)
+	w.pkts[i] = *p
+	k := directorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: sport, Dport: dport, Proto: p.proto}
+	w.keys[i] = k
+	if j, ok := w.inBatch[k]; ok {
+		w.sched[i] = j
+		return
+	}
+	if v, ok := w.recent.get(k, w.now); ok {
+		w.vals[i], w.follow[i] = v, true
+		sp.followed.Add(1)
+		return
+	}
+	if v, found, err := sp.d.lookupRaw(&k); err == nil && found && v.Flags&uint8(ConnReply) == 0 && v.Flags&uint8(ConnSPPending) == 0 {
+		w.vals[i], w.follow[i] = v, true
+		return
+	}
+	sp.fragOrphans.Add(1)
 }
 
 // closing is conn_reused's set of states a bare SYN starts over from.

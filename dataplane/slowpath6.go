@@ -26,19 +26,26 @@ const (
 // packet6 is what the slow path reads of an IPv6 frame (parse_ipv6 and
 // parse_l4 of bpf/parse.h).
 type packet6 struct {
-	l4      int // offset of the TCP/UDP header
-	totLen  int // header and payload, as IPVS counts
-	proto   uint8
-	flags   uint8
-	src     [16]byte
-	dst     [16]byte
-	srcPort uint16
-	dstPort uint16
+	l4       int // offset of the TCP/UDP header (0 in a later fragment)
+	totLen   int // header and payload, as IPVS counts
+	proto    uint8
+	flags    uint8
+	fragment uint8  // fragFirst, fragLater or 0 (packet.fragment)
+	fragID   uint32 // a fragment header's identification, as XDP reads it
+	src      [16]byte
+	dst      [16]byte
+	srcPort  uint16
+	dstPort  uint16
 }
 
-// parsePacket6 parses an IPv6 frame as the program does; ok is false for
-// anything the program would pass (malformed, fragments, extension
-// headers it does not skip, not TCP or UDP).
+// ipv6MaxExt is IPV6_MAX_EXT: the extension headers the program walks.
+const ipv6MaxExt = 16
+
+// parsePacket6 parses an IPv6 frame as the program does (parse_ipv6,
+// xipvs_ipv6_ext, parse_l4); ok is false for anything the program would
+// pass (malformed, a routing header with segments left, more extension
+// headers than it walks, not TCP or UDP). A later fragment has no ports:
+// the caller finds them (fragPorts6).
 func parsePacket6(f []byte) (p packet6, ok bool) {
 	if len(f) < ethHLen+ip6HLen || binary.BigEndian.Uint16(f[12:14]) != ethTypeIPv6 || f[ethHLen]>>4 != 6 {
 		return p, false
@@ -48,27 +55,49 @@ func parsePacket6(f []byte) (p packet6, ok bool) {
 	if plen == 0 || ip6HLen+plen > len(ip) {
 		return p, false
 	}
-	next, off, ext := ip[6], ip6HLen, 0
-	for i := 0; i < 4; i++ {
-		if next != 0 && next != 43 && next != 60 {
-			break // not hop-by-hop, routing or destination options
+	next, off, done := ip[6], ip6HLen, false
+	for i := 0; i <= ipv6MaxExt && !done; i++ {
+		switch next {
+		case 0, 43, 60, 44: // hop-by-hop, routing, destination options, fragment
+		default:
+			done = true
+			continue
 		}
-		if off+8 > len(ip) {
+		if (next == 0 && i > 0) || off+8 > ip6HLen+plen {
+			return p, false // hop-by-hop not first; truncated
+		}
+		h := ip[off : off+8]
+		hl := (int(h[1]) + 1) * 8
+		if next == 44 {
+			hl = 8
+			p.fragID = le.Uint32(h[4:8])
+			if fo := binary.BigEndian.Uint16(h[2:4]); fo&^7 != 0 {
+				p.fragment, next, off = fragLater, h[0], off+hl
+				break
+			} else if fo&1 != 0 {
+				p.fragment = fragFirst
+			}
+		} else if next == 43 && h[3] != 0 {
+			return p, false // segments left: not for us yet
+		}
+		if off += hl; off > ip6HLen+plen {
 			return p, false
 		}
-		if next == 43 && ip[off+3] != 0 {
-			return p, false // segments left
-		}
-		hl := (int(ip[off+1]) + 1) * 8
-		if ext += hl; ext > plen {
-			return p, false
-		}
-		next, off = ip[off], off+hl
+		next = h[0]
+	}
+	if !done && p.fragment != fragLater || ethHLen+off > 1024 {
+		return p, false // more headers than the walk takes: the kernel's
 	}
 	if next != protoTCP && next != protoUDP {
 		return p, false
 	}
-	l4, l4Len := ip[off:], plen-ext
+	p.totLen, p.proto = ip6HLen+plen, next
+	copy(p.src[:], ip[8:24])
+	copy(p.dst[:], ip[24:40])
+	if p.fragment == fragLater {
+		return p, true
+	}
+	l4, l4Len := ip[off:], ip6HLen+plen-off
 	switch next {
 	case protoTCP:
 		if len(l4) < 20 || int(l4[12]>>4)*4 < 20 || int(l4[12]>>4)*4 > l4Len {
@@ -79,13 +108,12 @@ func parsePacket6(f []byte) (p packet6, ok bool) {
 		if len(l4) < 8 {
 			return p, false
 		}
-		if ulen := int(binary.BigEndian.Uint16(l4[4:6])); ulen < 8 || ulen > l4Len || binary.BigEndian.Uint16(l4[6:8]) == 0 {
+		ulen := int(binary.BigEndian.Uint16(l4[4:6]))
+		if ulen < 8 || (ulen > l4Len && p.fragment != fragFirst) || binary.BigEndian.Uint16(l4[6:8]) == 0 {
 			return p, false
 		}
 	}
-	p.l4, p.totLen, p.proto = ethHLen+off, ip6HLen+plen, next
-	copy(p.src[:], ip[8:24])
-	copy(p.dst[:], ip[24:40])
+	p.l4 = ethHLen + off
 	p.srcPort = binary.BigEndian.Uint16(l4[0:2])
 	p.dstPort = binary.BigEndian.Uint16(l4[2:4])
 	return p, true
@@ -145,10 +173,29 @@ func (w *worker) batch6(frames [][]byte) {
 			sp.unparsable.Add(1)
 			continue
 		}
+		if p.fragment == fragLater {
+			sport, dport, ok := sp.d.fragPorts6(&p)
+			if !ok {
+				sp.fragOrphans.Add(1)
+				continue
+			}
+			p.srcPort, p.dstPort = be16(sport), be16(dport)
+		}
 		k := ConnKey{Src: netip.AddrFrom16(p.src), Dst: netip.AddrFrom16(p.dst), SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}
 		rk := k.raw6()
 		if j, ok := w.inBatch6[rk]; ok {
 			w.sched[i] = j // a second packet of a flow this batch decides
+			continue
+		}
+		if p.fragment == fragLater {
+			// It follows its first fragment's connection, never starts one.
+			if real, ok := w.recent6.get(&rk, w.now); ok {
+				w.follow[i], w.vals[i].RealId = true, real
+			} else if c, found, err := sp.d.LookupConn(k); err == nil && found && c.Flags&(ConnReply|ConnSPPending) == 0 {
+				w.follow[i], w.vals[i].RealId = true, c.RealID
+			} else {
+				sp.fragOrphans.Add(1)
+			}
 			continue
 		}
 		if real, ok := w.recent6.get(&rk, w.now); ok && w.stillFollows6(k, &p) {
@@ -170,7 +217,7 @@ func (w *worker) batch6(frames [][]byte) {
 			w.transmit6(frames[i], w.vals[i].RealId)
 		case j >= 0 && w.decs6[j].RealID != 0:
 			w.transmit6(frames[i], w.decs6[j].RealID)
-		case j >= 0 && w.decs6[j].Unreachable && !w.answered6[j]:
+		case j >= 0 && w.decs6[j].Unreachable && !w.answered6[j] && !laterFrag6(frames[i]):
 			w.answered6[j] = true
 			w.unreachable6(frames[i], w.flows6[j].Key)
 		}

@@ -77,6 +77,27 @@ type sweepDefenceCfg struct {
 	AdmitBurst    uint64
 }
 
+type sweepFragKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type sweepFragPorts struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+}
+
+type sweepFragScratch struct {
+	_     structs.HostLayout
+	Key   sweepFragKey
+	Ports sweepFragPorts
+}
+
 type sweepIface struct {
 	_    structs.HostLayout
 	Mac  [6]uint8
@@ -211,6 +232,8 @@ const (
 	sweepMapDefence         = "defence"
 	sweepMapEstConns        = "est_conns"
 	sweepMapEstConns6       = "est_conns6"
+	sweepMapFragScratch     = "frag_scratch"
+	sweepMapFrags           = "frags"
 	sweepMapIfaces          = "ifaces"
 	sweepMapKnownFilter     = "known_filter"
 	sweepMapKnownSources    = "known_sources"
@@ -292,6 +315,8 @@ type sweepMapSpecs struct {
 	Defence         *ebpf.MapSpec `ebpf:"defence"`
 	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
 	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
+	FragScratch     *ebpf.MapSpec `ebpf:"frag_scratch"`
+	Frags           *ebpf.MapSpec `ebpf:"frags"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
 	KnownFilter     *ebpf.MapSpec `ebpf:"known_filter"`
 	KnownSources    *ebpf.MapSpec `ebpf:"known_sources"`
@@ -349,6 +374,8 @@ type sweepMaps struct {
 	Defence         *ebpf.Map `ebpf:"defence"`
 	EstConns        *ebpf.Map `ebpf:"est_conns"`
 	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
+	FragScratch     *ebpf.Map `ebpf:"frag_scratch"`
+	Frags           *ebpf.Map `ebpf:"frags"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
 	KnownFilter     *ebpf.Map `ebpf:"known_filter"`
 	KnownSources    *ebpf.Map `ebpf:"known_sources"`
@@ -382,6 +409,8 @@ func (m *sweepMaps) Close() error {
 		m.Defence,
 		m.EstConns,
 		m.EstConns6,
+		m.FragScratch,
+		m.Frags,
 		m.Ifaces,
 		m.KnownFilter,
 		m.KnownSources,

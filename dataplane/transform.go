@@ -226,6 +226,19 @@ func setMACs(f []byte, dst, src [6]byte) {
 // natRewrite is nat_rewrite: the packet gets c's (nsaddr, ndaddr,
 // nsport, ndport), checksums updated incrementally.
 func natRewrite(f []byte, p *packet, c *directorConnVal) {
+	if p.fragment == fragLater {
+		// No transport header: the addresses alone (the first
+		// fragment's checksum covers the change).
+		ip := f[p.ip:]
+		for i, a := range [2]uint32{c.Nsaddr, c.Ndaddr} {
+			at := ip[12+4*i : 16+4*i]
+			if old := le.Uint32(at); old != a {
+				csumReplace4(ip[10:12], old, a)
+				le.PutUint32(at, a)
+			}
+		}
+		return
+	}
 	ip, l4 := f[p.ip:], f[p.l4:]
 	udp := p.proto == protoUDP
 	sum := l4[16:18]
@@ -253,53 +266,70 @@ func natRewrite(f []byte, p *packet, c *directorConnVal) {
 	}
 }
 
-// clampMSS is clamp_mss: a SYN's MSS option lowered to min(mss - minus,
-// max), not below mssFloor; the scan gives up after four options.
-func clampMSS(f []byte, l4 int, max, minus uint16) {
-	th := f[l4:]
+// tcpOptsMax is TCPOPTS_MAX: the options xipvs_tcp_opts walks.
+const tcpOptsMax = 12
+
+// mssOffset is xipvs_tcp_opts's mss_off: the offset, from the TCP
+// header th's start, of the value of its last MSS option among the
+// first tcpOptsMax options; 0 if none.
+func mssOffset(th []byte) int {
+	if len(th) < 20 {
+		return 0
+	}
 	end := int(th[12]>>4) * 4
-	opt := 20
-	for i := 0; i < 4; i++ {
-		if opt+2 > len(th) || opt+2 > end {
-			return
+	off, mss := 20, 0
+	for i := 0; i < tcpOptsMax; i++ {
+		if off+1 > end || off > 58 || off+1 > len(th) {
+			return mss
 		}
-		kind := th[opt]
+		kind := th[off]
 		if kind == 0 {
-			return
+			return mss
 		}
 		if kind == 1 {
-			opt++
+			off++
 			continue
 		}
-		l := int(th[opt+1])
-		if kind == 2 {
-			if l != 4 || opt+4 > len(th) || opt+4 > end {
-				return
-			}
-			mss := uint16(th[opt+2])<<8 | uint16(th[opt+3])
-			want := uint16(0)
-			if mss > minus {
-				want = mss - minus
-			}
-			want = min(want, max)
-			want = maxU16(want, mssFloor)
-			if want >= mss {
-				return
-			}
-			if opt&1 == 1 {
-				csumReplace2(th[16:18], mss, want)
-			} else {
-				nmss := want>>8 | want<<8 // htons, as read little endian
-				csumReplace2(th[16:18], le.Uint16(th[opt+2:]), nmss)
-			}
-			binary.BigEndian.PutUint16(th[opt+2:], want)
-			return
+		if off+2 > end || off+2 > len(th) {
+			return mss
 		}
-		if l < 2 {
-			return
+		l := int(th[off+1])
+		if l < 2 || off+l > end {
+			return mss
 		}
-		opt += l
+		if kind == 2 && l == 4 {
+			mss = off + 2
+		}
+		off += l
 	}
+	return mss
+}
+
+// clampMSS is clamp_mss: a SYN's MSS option lowered to min(mss - minus,
+// max), not below mssFloor.
+func clampMSS(f []byte, l4 int, max, minus uint16) {
+	th := f[l4:]
+	at := mssOffset(th)
+	if at == 0 || at+2 > len(th) {
+		return
+	}
+	mss := binary.BigEndian.Uint16(th[at:])
+	want := uint16(0)
+	if mss > minus {
+		want = mss - minus
+	}
+	want = min(want, max)
+	want = maxU16(want, mssFloor)
+	if want >= mss {
+		return
+	}
+	if at&1 == 1 {
+		csumReplace2(th[16:18], mss, want)
+	} else {
+		nmss := want>>8 | want<<8 // htons, as read little endian
+		csumReplace2(th[16:18], le.Uint16(th[at:]), nmss)
+	}
+	binary.BigEndian.PutUint16(th[at:], want)
 }
 
 func maxU16(a, b uint16) uint16 {

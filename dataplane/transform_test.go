@@ -79,7 +79,7 @@ func newDiffLab(t testing.TB) *diffLab {
 	return &diffLab{h: h}
 }
 
-func (l *diffLab) compare(t testing.TB, frame []byte, id uint32) {
+func (l *diffLab) compare(t testing.TB, frame []byte, id uint32, later ...[]byte) {
 	t.Helper()
 	natOut := func(k dataplane.ConnKey) dataplane.ConnKey {
 		return dataplane.ConnKey{Src: k.Src, Dst: dtRIP, SrcPort: k.SrcPort, DstPort: 8080}
@@ -87,7 +87,7 @@ func (l *diffLab) compare(t testing.TB, frame []byte, id uint32) {
 	fullnatOut := func(k dataplane.ConnKey) dataplane.ConnKey {
 		return dataplane.ConnKey{Src: dtLIP, Dst: netip.MustParseAddr("10.1.0.12"), SrcPort: 30000 + k.SrcPort%20000, DstPort: 8080}
 	}
-	if err := l.h.DiffTransform(frame, id, dtVIP, natOut, fullnatOut); err != nil {
+	if err := l.h.DiffTransform(frame, id, dtVIP, natOut, fullnatOut, later...); err != nil {
 		t.Error(err)
 	}
 }
@@ -119,9 +119,12 @@ func randomFrame(r *rand.Rand) []byte {
 		f.RST = true
 	}
 	mss := []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{byte(r.IntN(256)), byte(r.IntN(256))}}}
-	switch r.IntN(4) {
+	nop := layers.TCPOption{OptionType: layers.TCPOptionKindNop}
+	switch r.IntN(5) {
 	case 0:
 		f.TCPOptions = mss
+	case 3: // after five NOPs (the walk's limit is twelve options)
+		f.TCPOptions = append([]layers.TCPOption{nop, nop, nop, nop, nop}, mss...)
 	case 1: // odd offset
 		f.TCPOptions = append([]layers.TCPOption{{OptionType: layers.TCPOptionKindNop}}, mss...)
 		f.TCPOptions = append(f.TCPOptions, layers.TCPOption{OptionType: layers.TCPOptionKindNop}, layers.TCPOption{OptionType: layers.TCPOptionKindNop}, layers.TCPOption{OptionType: layers.TCPOptionKindNop})
@@ -136,6 +139,35 @@ func TestTransformMatchesXDP(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 3000; i++ {
 		l.compare(t, randomFrame(r), uint32(1+r.IntN(dtModes)))
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// TestTransformMatchesXDPFragments: the first fragment of a new flow and
+// its later fragments (the slow path's, behind it) come out of the Go
+// parser and transform as out of the program, in every mode; the Go
+// side finds the later fragments' ports where XDP noted them.
+func TestTransformMatchesXDPFragments(t *testing.T) {
+	l := newDiffLab(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 600; i++ {
+		frame := randomFrame(r)
+		ip := frame[14:]
+		total := int(ip[2])<<8 | int(ip[3])
+		l4 := 8
+		if ip[9] == 6 {
+			l4 = int(ip[20+12]>>4) * 4
+		}
+		if total-20 < l4+16 {
+			continue // too short to cut after its transport header
+		}
+		ip[6] &^= 0x40 // DF clear: a router may cut it
+		cut := (l4 + 7) / 8 * 8
+		cut += 8 * r.IntN((total-20-cut)/8)
+		frags := fragment4(t, frame, cut)
+		l.compare(t, frags[0], uint32(1+r.IntN(dtModes)), frags[1:]...)
 		if t.Failed() {
 			return
 		}

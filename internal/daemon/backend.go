@@ -248,6 +248,7 @@ func (b *backend) Info() api.Info {
 	}
 	info.Counters["slow_unreach_limited"] = sp.UnreachLimited
 	info.Counters["slow_unparsable"] = sp.Unparsable
+	info.Counters["slow_frag_orphans"] = sp.FragOrphans
 	info.Counters["slow_failed"] = sp.Failed
 	info.Counters["fullnat_no_local_port"] = b.srv.LocalPortsExhausted()
 	return info

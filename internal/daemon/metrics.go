@@ -127,7 +127,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}{{"received", sp.Received}, {"new_conns", sp.NewConns}, {"followed", sp.Followed}, {"batches", sp.Batches}, {"forwarded", sp.Forwarded},
 		{"no_dest", sp.NoDest}, {"port_unreach", sp.PortUnreach}, {"unreach_limited", sp.UnreachLimited},
 		{"proxy_opened", sp.ProxyOpened}, {"proxy_established", sp.ProxyEstablished}, {"proxy_failed", sp.ProxyFailed},
-		{"unparsable", sp.Unparsable}, {"failed", sp.Failed}} {
+		{"unparsable", sp.Unparsable}, {"frag_orphans", sp.FragOrphans}, {"failed", sp.Failed}} {
 		counter(c.slow, e.v, e.name)
 	}
 	counter(c.noLocalPort, c.srv.LocalPortsExhausted())
