@@ -54,6 +54,9 @@ func parsePacket(f []byte) (packet, int) {
 	if p.ihl > len(ip) || p.totLen < p.ihl || p.totLen > len(ip) {
 		return p, parsedMalformed
 	}
+	if !ipv4HeaderOK(ip[:p.ihl]) {
+		return p, parsedMalformed
+	}
 	p.proto = ip[9]
 	copy(p.src[:], ip[12:16])
 	copy(p.dst[:], ip[16:20])
@@ -98,3 +101,51 @@ const (
 	protoTCP = 6
 	protoUDP = 17
 )
+
+// ipv4HeaderOK is ipv4_hdr_ok (bpf/parse.h): the header checksum right
+// and the options as ip_options_compile takes them from a received
+// packet (within the header, record-route and timestamp pointers where
+// they may point, no source route).
+func ipv4HeaderOK(h []byte) bool {
+	var s uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	if s != 0xffff {
+		return false
+	}
+	o := h[20:]
+	for i := 0; i < len(o); {
+		switch o[i] {
+		case 0: // end of options
+			return true
+		case 1: // no-op
+			i++
+			continue
+		}
+		if len(o)-i < 2 {
+			return false
+		}
+		l := int(o[i+1])
+		if l < 2 || l > len(o)-i {
+			return false
+		}
+		switch o[i] {
+		case 0x83, 0x89: // loose and strict source route
+			return false
+		case 7: // record route
+			if l < 3 || o[i+2] < 4 {
+				return false
+			}
+		case 0x44: // timestamp
+			if l < 4 || o[i+2] < 5 {
+				return false
+			}
+		}
+		i += l
+	}
+	return true
+}
