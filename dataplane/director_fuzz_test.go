@@ -17,7 +17,7 @@ import (
 // fuzzSeeds are frames of every kind of connection the fuzz lab holds,
 // and issue 17's two frames (an MSS at an odd offset through TUN, an IP
 // total length of 11 to a DR service).
-func fuzzSeeds() [][]byte {
+func fuzzSeeds(tb testing.TB) [][]byte {
 	f := func(sport, dport uint16, src, dst string, o testutil.Frame) []byte {
 		o.SrcMAC, o.DstMAC, o.SrcPort, o.DstPort = clientMAC, ifMAC, sport, dport
 		o.Src, o.Dst = netip.MustParseAddr(src), netip.MustParseAddr(dst)
@@ -55,6 +55,24 @@ func fuzzSeeds() [][]byte {
 		f(8080, 40001, r6, "2001:db8:1::100", testutil.Frame{SYN: true, ACK: true, MSS: 1440}),     // FULLNAT reply
 		f(5353, 53, c6, v6, testutil.Frame{Proto: layers.IPProtocolUDP, Payload: []byte("q")}),     // NAT UDP
 	)
+	// Fragments and extension headers (issue 29), with the verdict IPVS
+	// gives (the kernel reassembles, then IPVS forwards): a connection's
+	// datagram cut in two, IPv4 and IPv6; a fragmented SYN of a new flow
+	// (the slow path's; none is bound here); an atomic fragment, five
+	// destination-options headers, hop-by-hop + destination options +
+	// fragment header (the real's).
+	cut4 := func(b []byte) [][]byte { return fragment4(tb, b, 16) }
+	cut6 := func(b []byte, id uint32) [][]byte { return fragment6(tb, b, id, 24) }
+	seeds = append(seeds, cut4(f(40000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, Payload: make([]byte, 300), NoDF: true}))...)
+	seeds = append(seeds, cut4(f(51000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, Payload: make([]byte, 300), NoDF: true}))...)
+	seeds = append(seeds, cut4(f(43000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{SYN: true, MSS: 1460, Payload: make([]byte, 64), NoDF: true}))...)
+	dr6 := f(50000, 80, c6, v6, testutil.Frame{ACK: true, Payload: make([]byte, 300)})
+	seeds = append(seeds, cut6(dr6, 0x80000001)...)
+	seeds = append(seeds, cut6(f(50001, 80, c6, v6, testutil.Frame{ACK: true, Payload: make([]byte, 300)}), 0x80000002)...)
+	seeds = append(seeds, withExt6(dr6, atomicFrag(9)), withExt6(dr6, destOpts(), destOpts(), destOpts(), destOpts(), destOpts()))
+	for _, fr := range cut6(dr6, 0x80000003) {
+		seeds = append(seeds, withExt6(fr, hopByHop(), destOpts()))
+	}
 	quoted := testutil.Frame{Src: vip6, Dst: client6, SrcPort: 80, DstPort: 50001, ACK: true, Payload: make([]byte, 100)}.Build()[14:]
 	seeds = append(seeds, testutil.ICMPv6Error(clientMAC, ifMAC, netip.MustParseAddr("2001:db8:ff::1"), vip6, 2, 0, 1400, quoted))
 	for _, h := range []string{
@@ -74,7 +92,7 @@ func fuzzSeeds() [][]byte {
 // by an IP-in-IP header or the TOA option (an ICMP error is a fixed
 // size); it never aborts. go test -fuzz FuzzDirector ./dataplane (root).
 func FuzzDirector(f *testing.F) {
-	for _, s := range fuzzSeeds() {
+	for _, s := range fuzzSeeds(f) {
 		f.Add(s)
 	}
 	d := openDirector(f)

@@ -24,7 +24,7 @@ import (
 // fragment4 cuts frame's IPv4 datagram (a 20-byte header) at the given
 // payload offsets (multiples of 8), as a router would: each fragment has
 // the header, DF clear, its offset and MF but the last.
-func fragment4(t *testing.T, frame []byte, cuts ...int) [][]byte {
+func fragment4(t testing.TB, frame []byte, cuts ...int) [][]byte {
 	t.Helper()
 	ip := frame[14:]
 	total := int(binary.BigEndian.Uint16(ip[2:4]))
@@ -276,7 +276,7 @@ func TestFragmentsFollowTheirConnection(t *testing.T) {
 // fragment6 cuts frame's IPv6 packet (no extension headers) at the given
 // offsets of its payload (multiples of 8), as its sender would: each
 // fragment gets a fragment header with id.
-func fragment6(t *testing.T, frame []byte, id uint32, cuts ...int) [][]byte {
+func fragment6(t testing.TB, frame []byte, id uint32, cuts ...int) [][]byte {
 	t.Helper()
 	ip := frame[14:]
 	next := ip[6]
