@@ -236,6 +236,9 @@ func (r *Report) addRatios(o Options) {
 		r.ratio(pre+"nftables6 / nftables", key("nftables6"), key("nftables"))
 	}
 	r.ratio("new flows: xipvs-dr / ceiling", "new-flows/xipvs-dr", "new-flows/ceiling")
+	r.ratio("new flows: xipvs-wlc / ceiling", "new-flows/xipvs-wlc", "new-flows/ceiling")
+	r.ratio("new flows: xipvs-wlc / nftables", "new-flows/xipvs-wlc", "new-flows/nftables")
+	r.ratio("new flows: xipvs-wlc6 / nftables6", "new-flows/xipvs-wlc6", "new-flows/nftables6")
 	r.ratio("new flows: xipvs-slowpath / ceiling", "new-flows/xipvs-slowpath", "new-flows/ceiling")
 	r.ratio("new flows: nftables / ceiling", "new-flows/nftables", "new-flows/ceiling")
 	r.ratio("new flows: xipvs-dr / nftables", "new-flows/xipvs-dr", "new-flows/nftables")

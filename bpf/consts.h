@@ -32,10 +32,15 @@
 #define MAX_QUEUES 64
 #endif
 
-/* Longest scheduler cycle (rr, wrr) XDP schedules new flows from. */
+/* Longest pick sequence (a cycle of rr or wrr, a lookahead of the
+ * least-connection family) XDP schedules new flows from; a power of
+ * two. */
 #ifndef PICK_SEQ_LEN
 #define PICK_SEQ_LEN 1024
 #endif
+_Static_assert((PICK_SEQ_LEN & (PICK_SEQ_LEN - 1)) == 0, "PICK_SEQ_LEN: a power of two");
+/* pick_seq.loop: the sequence does not repeat. */
+#define PICK_NO_LOOP 0xffffffff
 
 /* FULLNAT ports one sweep can free; more are left for the next. */
 #ifndef MAX_SWEEP_RELEASED

@@ -212,26 +212,36 @@ static __always_inline int to_slow_path(struct xdp_md *ctx, __u32 *stat)
 	return act;
 }
 
-/* pick_real takes the next real of service sid's pick sequence (the
- * cycle of its scheduler that Go computed: the n-th new flow goes to
- * reals[n % len]); NULL when the service has none. */
+/* pick_real takes the next real of service sid's pick sequence (its
+ * scheduler's next picks as Go computed them, struct pick_seq); NULL when
+ * the service has none or its sequence has run out (Go decides then). */
 static __always_inline struct real *pick_real(__u32 sid, __u32 *rid)
 {
 	struct pick_ctl *ctl = bpf_map_lookup_elem(&pick_ctls, &sid);
 	struct pick_seq *seq;
-	__u32 key, idx;
+	__u32 key, idx, len, loop;
 	__u64 n;
 
 	if (!ctl)
 		return NULL;
 	key = sid << 1 | (ctl->slot & 1);
 	seq = bpf_map_lookup_elem(&pick_seqs, &key);
-	if (!seq || seq->len == 0 || seq->len > PICK_SEQ_LEN)
+	if (!seq)
+		return NULL;
+	len = seq->len;
+	loop = seq->loop;
+	if (len == 0 || len > PICK_SEQ_LEN)
 		return NULL;
 	n = __sync_fetch_and_add(&seq->cursor, 1);
-	idx = n % seq->len;
-	if (idx >= PICK_SEQ_LEN)
+	if (n < len)
+		idx = n;
+	else if (loop < len)
+		idx = loop + (n - loop) % (len - loop);
+	else
 		return NULL;
+	/* idx < len <= PICK_SEQ_LEN, a power of two: the mask changes
+	 * nothing but lets the verifier see the bound. */
+	idx &= PICK_SEQ_LEN - 1;
 	*rid = seq->reals[idx];
 	return bpf_map_lookup_elem(&reals, rid);
 }

@@ -185,12 +185,15 @@ struct pick_ctl {
 	__u32 pad;
 };
 
-/* One cycle of a service's scheduler (rr, wrr), as Go computed it: the
- * n-th new flow of the service goes to reals[n % len]. */
+/* A service's next picks, as Go's scheduler makes them: the n-th new
+ * flow of the service goes to reals[n] while n < len; past the end, the
+ * tail from loop on repeats (a cycle: rr and wrr repeat from 0; a
+ * lookahead of the least-connection family from where its picks become
+ * periodic), or, when loop is PICK_NO_LOOP, the flow goes to Go. */
 struct pick_seq {
 	__u64 cursor; /* new flows scheduled from this sequence */
 	__u32 len;
-	__u32 pad;
+	__u32 loop;
 	__u32 reals[PICK_SEQ_LEN];
 };
 

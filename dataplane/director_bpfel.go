@@ -154,7 +154,7 @@ type directorPickSeq struct {
 	_      structs.HostLayout
 	Cursor uint64
 	Len    uint32
-	Pad    uint32
+	Loop   uint32
 	Reals  [1024]uint32
 }
 

@@ -20,7 +20,7 @@ func BenchmarkFloodPaths(b *testing.B) {
 	if err := d.SetService(dataplane.ServiceKey{VIP: vip, Port: 82, Proto: 6}, 3, 0); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := d.SetPicks(3, []uint32{tunID}); err != nil {
+	if _, err := d.SetPicks(3, []uint32{tunID}, 0); err != nil {
 		b.Fatal(err)
 	}
 	syn := func(port uint16) []byte {

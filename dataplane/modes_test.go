@@ -466,7 +466,7 @@ func TestXDPPicks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := d.SetPicks(1, []uint32{drA, drB, drB}); err != nil {
+	if _, err := d.SetPicks(1, []uint32{drA, drB, drB}, 0); err != nil {
 		t.Fatal(err)
 	}
 	want := []net.HardwareAddr{macA, macB, macB, macA, macB, macB, macA}
@@ -494,7 +494,7 @@ func TestXDPPicks(t *testing.T) {
 	if err := d.SetReal(natID, dataplane.Real{Addr: rip, Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdMasq, MTU: 1500, Port: 8080}); err != nil {
 		t.Fatal(err)
 	}
-	if used, err := d.SetPicks(1, []uint32{natID}); err != nil || used != uint64(len(want)) {
+	if used, err := d.SetPicks(1, []uint32{natID}, 0); err != nil || used != uint64(len(want)) {
 		t.Fatalf("replacing the cycle: %d used (%v), want %d", used, err, len(want))
 	}
 	k := tcpKey(54000)
@@ -519,7 +519,7 @@ func TestXDPPicks(t *testing.T) {
 
 	// FULLNAT needs a local port from Go: the slow path (no socket here:
 	// dropped, not forwarded).
-	if _, err := d.SetPicks(1, []uint32{fullnatID}); err != nil {
+	if _, err := d.SetPicks(1, []uint32{fullnatID}, 0); err != nil {
 		t.Fatal(err)
 	}
 	syn = testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 54001, DstPort: 80, SYN: true}.Build()
@@ -535,5 +535,62 @@ func TestXDPPicks(t *testing.T) {
 	syn = testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 54002, DstPort: 80, SYN: true}.Build()
 	if v, _ := run(t, d, syn); v != dataplane.XDPDrop {
 		t.Errorf("no cycle: %v, want the slow path", v)
+	}
+}
+
+// TestXDPLookaheadPicks: a lookahead (the least-connection family's
+// next picks, sched.Lookaheader) is taken in order, then its tail from
+// loop on repeats; one that does not repeat hands the flows after its
+// end to the slow path (none bound here: dropped, counted).
+func TestXDPLookaheadPicks(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	const drA, drB, drC = 21, 22, 23
+	macs := map[uint32]net.HardwareAddr{drA: {2, 0xee, 0, 0, 0, 0x21}, drB: {2, 0xee, 0, 0, 0, 0x22}, drC: {2, 0xee, 0, 0, 0, 0x23}}
+	for id, mac := range macs {
+		if err := d.SetReal(id, dataplane.Real{Addr: netip.AddrFrom4([4]byte{10, 1, 0, byte(id)}), Ifindex: loIfindex, MAC: mac, Fwd: dataplane.FwdRoute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sport := uint16(55000)
+	next := func() (dataplane.Verdict, []byte) {
+		sport++
+		return run(t, d, testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: sport, DstPort: 80, SYN: true}.Build())
+	}
+	// A, A, A, then B C B C ...: the tail from 3 repeats.
+	if _, err := d.SetPicks(1, []uint32{drA, drA, drA, drB, drC}, 3); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range []uint32{drA, drA, drA, drB, drC, drB, drC, drB, drC} {
+		if v, out := next(); v != dataplane.XDPTx || !bytes.Equal(out[0:6], macs[id]) {
+			t.Fatalf("flow %d: %v to %x, want XDP_TX to %v", i, v, out[0:6], macs[id])
+		}
+	}
+	// C, B and no more: the third flow is Go's.
+	if _, err := d.SetPicks(1, []uint32{drC, drB}, dataplane.NoLoop); err != nil {
+		t.Fatal(err)
+	}
+	c0, _ := d.Counters()
+	for i, id := range []uint32{drC, drB} {
+		if v, out := next(); v != dataplane.XDPTx || !bytes.Equal(out[0:6], macs[id]) {
+			t.Fatalf("flow %d: %v to %x, want XDP_TX to %v", i, v, out[0:6], macs[id])
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if v, _ := next(); v != dataplane.XDPDrop {
+			t.Fatalf("past the end of a lookahead that does not repeat: %v, want the slow path (dropped: none bound)", v)
+		}
+	}
+	c1, _ := d.Counters()
+	if n := c1[dataplane.StatDropNoXSK] - c0[dataplane.StatDropNoXSK]; n != 3 {
+		t.Errorf("slow-path hand-overs counted %d, want 3", n)
+	}
+	if n, _ := d.PickCursor(1); n != 5 {
+		t.Errorf("cursor %d, want 5 (every flow that asked)", n)
+	}
+	for _, bad := range []int{2, -2} {
+		if _, err := d.SetPicks(1, []uint32{drC, drB}, bad); err == nil {
+			t.Errorf("loop %d of 2 picks accepted", bad)
+		}
 	}
 }

@@ -7,24 +7,34 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Pick sequences: for rr and wrr services, whose picks depend neither on
-// the flow nor on connection counts, Go computes one cycle of the
-// scheduler and XDP schedules new flows from it (bpf/director.bpf.c
-// new_flow): the n-th new flow of the service goes to reals[n % len],
-// with no trip to Go. Go stays the one place that decides; the table is
-// its decision for every flow of the cycle.
+// Pick sequences: Go computes a service's next picks and XDP schedules
+// new flows from them (bpf/director.bpf.c new_flow), with no trip to Go.
+// For rr and wrr, whose picks depend neither on the flow nor on
+// connection counts, it is one cycle of the scheduler, repeated (loop
+// 0). For the least-connection family it is a lookahead: the picks the
+// scheduler would make with each one counted, up to where they become
+// periodic (loop) or run out (NoLoop: the next flows go to Go until Go
+// installs a fresh one). Go stays the one place that decides; the table
+// is its decision for every flow it covers.
 
 // MaxPickCycle is the longest cycle XDP can schedule from (bpf/consts.h
 // PICK_SEQ_LEN); a longer one leaves the service to the slow path.
 const MaxPickCycle = len(directorPickSeq{}.Reals)
 
-// SetPicks installs cycle (real ids) for service svcID, replacing the one
-// XDP used so far, which it returns how many new flows it scheduled
-// (since it was installed; the few flows XDP schedules while this call
-// runs are not seen).
-func (d *Dataplane) SetPicks(svcID uint32, cycle []uint32) (uint64, error) {
-	if len(cycle) == 0 || len(cycle) > MaxPickCycle {
-		return 0, fmt.Errorf("pick cycle of %d: must be 1..%d", len(cycle), MaxPickCycle)
+// NoLoop is SetPicks's loop for a sequence that does not repeat.
+const NoLoop = -1
+
+// SetPicks installs picks (real ids) for service svcID: the n-th new flow
+// goes to picks[n], then the picks from loop on repeat (NoLoop: none do).
+// It replaces the sequence XDP used so far, which it returns how many new
+// flows it scheduled (since it was installed; the few flows XDP schedules
+// while this call runs are not seen).
+func (d *Dataplane) SetPicks(svcID uint32, picks []uint32, loop int) (uint64, error) {
+	if len(picks) == 0 || len(picks) > MaxPickCycle {
+		return 0, fmt.Errorf("pick sequence of %d: must be 1..%d", len(picks), MaxPickCycle)
+	}
+	if loop >= len(picks) || loop < NoLoop {
+		return 0, fmt.Errorf("pick sequence of %d: loop at %d", len(picks), loop)
 	}
 	var ctl directorPickCtl
 	err := d.objs.PickCtls.Lookup(svcID, &ctl)
@@ -42,8 +52,8 @@ func (d *Dataplane) SetPicks(svcID uint32, cycle []uint32) (uint64, error) {
 	if !had {
 		next = 0
 	}
-	seq := &directorPickSeq{Len: uint32(len(cycle))}
-	copy(seq.Reals[:], cycle)
+	seq := &directorPickSeq{Len: uint32(len(picks)), Loop: uint32(loop)}
+	copy(seq.Reals[:], picks)
 	if err := d.objs.PickSeqs.Put(svcID<<1|next, seq); err != nil {
 		return 0, fmt.Errorf("pick sequence of service %d: %w", svcID, err)
 	}

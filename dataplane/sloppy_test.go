@@ -17,7 +17,7 @@ func TestSloppyTCP(t *testing.T) {
 	d := openDirector(t)
 	setup(t, d)
 	setupIPv6(t, d)
-	if _, err := d.SetPicks(1, []uint32{1}); err != nil { // service 1 schedules real 1 in XDP
+	if _, err := d.SetPicks(1, []uint32{1}, 0); err != nil { // service 1 schedules real 1 in XDP
 		t.Fatal(err)
 	}
 	ack4 := func(sport uint16) []byte {

@@ -59,7 +59,7 @@ func TestDirectorRefusesWhatIPRcvRefuses(t *testing.T) {
 	if err := d.SetConn(hit, dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: dataplane.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.SetPicks(1, []uint32{1}); err != nil {
+	if _, err := d.SetPicks(1, []uint32{1}, 0); err != nil {
 		t.Fatal(err)
 	}
 	frame := func(sport uint16, opts ...layers.IPv4Option) []byte {

@@ -119,7 +119,7 @@ type sweepPickSeq struct {
 	_      structs.HostLayout
 	Cursor uint64
 	Len    uint32
-	Pad    uint32
+	Loop   uint32
 	Reals  [1024]uint32
 }
 

@@ -54,6 +54,14 @@ func (s *Server) NewFlows(flows []dataplane.NewFlow, decs []dataplane.Decision) 
 	for i := range flows {
 		decs[i] = s.newFlow(&flows[i], now)
 	}
+	// Services XDP schedules from a lookahead that ran out: a fresh one
+	// from the counts as they are now, this batch's picks counted.
+	for sv := range s.relooks {
+		if s.byID[sv.id] == sv {
+			s.syncPicks(sv)
+		}
+		delete(s.relooks, sv)
+	}
 }
 
 // NewFlow schedules one new connection (see NewFlows).
@@ -71,6 +79,11 @@ func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Deci
 		if sv, ok = s.byDP[dataplane.ServiceKey{VIP: f.Key.Dst, Proto: f.Key.Proto}]; !ok {
 			return dataplane.Decision{}
 		}
+	}
+	if sv.fast != nil && sv.fast.lookahead && !s.relooks[sv] {
+		// XDP's picks first, as they came first.
+		s.catchUp(sv)
+		s.relooks[sv] = true
 	}
 	flow := sched.Flow{Src: f.Key.Src, Dst: f.Key.Dst, SrcPort: f.Key.SrcPort, DstPort: f.Key.DstPort, Proto: f.Key.Proto, Now: now}
 	d := s.schedule(sv, flow)

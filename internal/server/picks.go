@@ -1,11 +1,21 @@
 package server
 
-// picks.go: the pick cycles XDP schedules rr and wrr services' new flows
-// from (dataplane SetPicks). The scheduler computes one period of its
-// picks; XDP takes the n-th new flow to cycle[n % len]. Before any change
-// to a service's reals, the scheduler is moved on by the picks XDP made
+// picks.go: the picks XDP schedules new flows from (dataplane SetPicks).
+// For rr and wrr, the scheduler computes one period of its picks; XDP
+// takes the n-th new flow to cycle[n % len]. Before any change to a
+// service's reals, the scheduler is moved on by the picks XDP made
 // (catchUp), so that the next cycle starts where XDP left off, as the
 // kernel's rr and wrr go on from their cursor.
+//
+// For the least-connection family (lc, wlc, sed, nq) it is a lookahead:
+// the picks the scheduler makes next with each counted as a new inactive
+// connection, as this server counts the slow path's picks, up to where
+// they repeat (sched.Lookaheader). XDP's picks are then exactly the ones
+// Go would make for the same arrivals: the lookahead is computed again
+// whenever Go's counts change otherwise, at every recount from the
+// table (the sweep), every change to the service, and every slow-path
+// pick of the service (XDP ran out of a lookahead that does not repeat),
+// after the picks XDP made are counted.
 
 import (
 	"github.com/xipvs/xipvs/config"
@@ -13,17 +23,38 @@ import (
 	"github.com/xipvs/xipvs/sched"
 )
 
-// fastPicks is a service's cycle as installed in XDP.
+// fastPicks is a service's pick sequence as installed in XDP.
 type fastPicks struct {
 	cycle []*sched.Dest
-	// done is how many of the cycle's picks the scheduler has been
-	// moved on by.
+	// loop is where the sequence repeats from (0 for a cycle), or
+	// dataplane.NoLoop.
+	loop int
+	// lookahead: the least-connection family's picks, each of which
+	// counts (catchUp counts them; the scheduler is not moved).
+	lookahead bool
+	// done is how many of the sequence's picks the scheduler has been
+	// moved on by, or counted.
 	done uint64
 }
 
-// catchUp moves sv's scheduler on by the picks XDP made from its cycle
-// since the last catch-up; s.mu is held. Call it before changing what
-// the scheduler sees.
+// at is the dest of the sequence's k-th pick, nil past the end of one
+// that does not repeat.
+func (f *fastPicks) at(k uint64) *sched.Dest {
+	n := uint64(len(f.cycle))
+	switch {
+	case k < n:
+		return f.cycle[k]
+	case f.loop < 0:
+		return nil
+	default:
+		l := uint64(f.loop)
+		return f.cycle[l+(k-l)%(n-l)]
+	}
+}
+
+// catchUp moves sv's scheduler on by the picks XDP made from its
+// sequence since the last catch-up, or counts them (a lookahead); s.mu
+// is held. Call it before changing what the scheduler sees.
 func (s *Server) catchUp(sv *service) {
 	if sv.fast == nil {
 		return
@@ -36,11 +67,45 @@ func (s *Server) catchUp(sv *service) {
 	if used <= sv.fast.done {
 		return
 	}
+	if sv.fast.lookahead {
+		s.countPicks(sv, sv.fast.done, used)
+		sv.fast.done = used
+		return
+	}
 	n := (used - sv.fast.done) % uint64(len(sv.fast.cycle))
 	for i := uint64(0); i < n; i++ {
 		sv.sched.Schedule(sched.Flow{})
 	}
 	sv.fast.done = used
+}
+
+// countPicks counts the lookahead's picks from..to as the slow path
+// counts its own (one more inactive connection each: ip_vs_bind_dest);
+// s.mu is held.
+func (s *Server) countPicks(sv *service, from, to uint64) {
+	if n := uint64(len(sv.fast.cycle)); sv.fast.loop < 0 && to > n {
+		to = n // the rest went to the slow path, which counted them
+	}
+	touched := map[*sched.Dest]int{}
+	for k := from; k < to; k++ {
+		if d := sv.fast.at(k); d != nil {
+			touched[d]++
+		}
+	}
+	for d, c := range touched {
+		d.InactConns += c
+		sv.sched.Changed(d)
+	}
+}
+
+// relook installs a fresh lookahead for sv after counting the picks XDP
+// made from the last one, when sv schedules from one; s.mu is held.
+func (s *Server) relook(sv *service) {
+	if sv.fast == nil || !sv.fast.lookahead {
+		return
+	}
+	s.catchUp(sv)
+	s.syncPicks(sv)
 }
 
 // reschedule gives sv's scheduler its current reals and installs the
@@ -53,11 +118,18 @@ func (s *Server) reschedule(sv *service) {
 	s.syncFlags(sv)
 }
 
-// syncPicks installs or clears sv's pick cycle; s.mu is held.
+// syncPicks installs or clears sv's pick sequence; s.mu is held.
 func (s *Server) syncPicks(sv *service) {
 	var cycle []*sched.Dest
+	loop, lookahead := 0, false
 	if c, ok := sv.sched.(sched.Cycler); ok && s.cyclable(sv) {
 		cycle = c.Cycle(dataplane.MaxPickCycle)
+	} else if la, ok := sv.sched.(sched.Lookaheader); ok && s.cyclable(sv) {
+		cycle, loop = la.Lookahead(dataplane.MaxPickCycle)
+		lookahead = true
+		if loop < 0 {
+			loop = dataplane.NoLoop
+		}
 	}
 	if cycle == nil {
 		if sv.fast != nil {
@@ -72,18 +144,19 @@ func (s *Server) syncPicks(sv *service) {
 	for i, d := range cycle {
 		ids[i] = d.ID
 	}
-	if _, err := s.opts.Dataplane.SetPicks(sv.id, ids); err != nil {
-		s.log.Warn("installing the XDP pick cycle; the service's new flows go to the slow path", "service", sv.cfg.ServiceKey.String(), "err", err)
+	if _, err := s.opts.Dataplane.SetPicks(sv.id, ids, loop); err != nil {
+		s.log.Warn("installing the XDP pick sequence; the service's new flows go to the slow path", "service", sv.cfg.ServiceKey.String(), "err", err)
 		sv.fast = nil
 		_, _ = s.opts.Dataplane.ClearPicks(sv.id)
 		return
 	}
-	sv.fast = &fastPicks{cycle: cycle}
+	sv.fast = &fastPicks{cycle: cycle, loop: loop, lookahead: lookahead}
 }
 
-// cyclable reports whether XDP may schedule sv's new flows from a cycle:
-// not persistent (templates live in Go), no FULLNAT real (local ports are
-// Go's) and no connection thresholds (they follow connection counts).
+// cyclable reports whether XDP may schedule sv's new flows from a pick
+// sequence: not persistent (templates live in Go), no FULLNAT real (local
+// ports are Go's) and no connection thresholds (the overload flag they
+// set is the server's to keep).
 func (s *Server) cyclable(sv *service) bool {
 	if sv.cfg.Persistent {
 		return false

@@ -2,11 +2,15 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/sched"
 )
 
@@ -26,8 +30,8 @@ func svcID(s *Server, line string) uint32 {
 }
 
 // TestPickCycles: rr and wrr services get their scheduler's cycle in
-// XDP; other schedulers, persistence, FULLNAT reals and thresholds do
-// not; a deleted service's cycle goes.
+// XDP; schedulers that look at the flow, persistence, FULLNAT reals and
+// thresholds do not; a deleted service's cycle goes.
 func TestPickCycles(t *testing.T) {
 	s, dp, _ := newTestServer(t)
 	apply(t, s, "-A -t 10.0.0.100:80 -s wrr")
@@ -40,7 +44,8 @@ func TestPickCycles(t *testing.T) {
 		t.Errorf("wrr 1:2 cycle %v, want %v in some order", got, want)
 	}
 	for _, c := range []struct{ name, lines string }{
-		{"wlc", "-A -t 10.0.0.100:81 -s wlc\n-a -t 10.0.0.100:81 -r 10.0.0.11 -g"},
+		{"lblc", "-A -t 10.0.0.100:81 -s lblc\n-a -t 10.0.0.100:81 -r 10.0.0.11 -g"},
+		{"wlc with a threshold", "-A -t 10.0.0.100:85 -s wlc\n-a -t 10.0.0.100:85 -r 10.0.0.11 -g -x 10"},
 		{"persistent rr", "-A -t 10.0.0.100:82 -s rr -p\n-a -t 10.0.0.100:82 -r 10.0.0.11 -g"},
 		{"rr with a FULLNAT real", "-A -t 10.0.0.100:83 -s rr\n-a -t 10.0.0.100:83 -r 10.0.0.11 -g\n-a -t 10.0.0.100:83 -r 10.0.0.13 -b"},
 		{"rr with a threshold", "-A -t 10.0.0.100:84 -s rr\n-a -t 10.0.0.100:84 -r 10.0.0.11 -g -x 10"},
@@ -96,3 +101,115 @@ func TestPickCatchUp(t *testing.T) {
 }
 
 func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestPickLookaheadIsGoDeciding is the differential test of the
+// least-connection family in XDP: random arrivals, each taken by "XDP"
+// from the installed lookahead (as bpf pick_real reads it: in order,
+// then the repeating tail, or to the slow path past the end of one that
+// does not repeat) or by the slow path, with recounts from the table
+// (sweeps) and weight changes between them, pick the very reals a Go
+// scheduler of the same kind picks for the same arrivals, counting each
+// pick as the server does and taking the same recounts.
+func TestPickLookaheadIsGoDeciding(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, name := range []string{"lc", "wlc", "sed", "nq"} {
+		s, dp, _ := newTestServer(t)
+		apply(t, s, "-A -t 10.0.0.100:80 -s "+name)
+		addrs := []string{"10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"}
+		weights := []int{1, 2, 3, 1}
+		for i, a := range addrs {
+			apply(t, s, fmt.Sprintf("-a -t 10.0.0.100:80 -r %s -g -w %d", a, weights[i]))
+		}
+		id := svcID(s, "-A -t 10.0.0.100:80")
+		// The reference: the same scheduler over the same list, fed the
+		// same events.
+		ref, _ := sched.New(name)
+		refDests := map[string]*sched.Dest{}
+		var list []*sched.Dest
+		for i := len(addrs) - 1; i >= 0; i-- { // the kernel's list: newest first
+			d := &sched.Dest{ID: uint32(i + 1), Addr: netipMust(addrs[i]), Weight: weights[i], LastWeight: weights[i]}
+			refDests[addrs[i]] = d
+			list = append(list, d)
+		}
+		ref.Update(list)
+		realOf := map[uint32]string{}
+		for rid, d := range s.reals {
+			realOf[rid] = d.cfg.Addr.String()
+		}
+		xdp, slow := 0, 0
+		for step := 0; step < 20000; step++ {
+			sweepEvery := 3 // per 1000 arrivals; rarer later, so that lookaheads run out
+			if step > 10000 {
+				sweepEvery = 1
+			}
+			switch x := r.IntN(1000); {
+			case x < sweepEvery: // a sweep: the table's counts
+				counts := map[uint32]conntrack.Counts{}
+				for rid, a := range realOf {
+					c := conntrack.Counts{Active: r.IntN(50), Inactive: r.IntN(300)}
+					if r.IntN(2) == 0 {
+						// Far apart: longer than a lookahead holds.
+						c.Inactive = r.IntN(5000)
+					}
+					counts[rid] = c
+					rd := refDests[a]
+					rd.ActiveConns, rd.InactConns = c.Active, c.Inactive
+					ref.Changed(rd)
+				}
+				s.finishSweep(s.beginSweep(), dataplane.SweepResult{Counts: counts})
+				continue
+			case x < sweepEvery+1: // a weight change
+				i := r.IntN(len(addrs))
+				w := r.IntN(4)
+				apply(t, s, fmt.Sprintf("-e -t 10.0.0.100:80 -r %s -g -w %d", addrs[i], w))
+				refDests[addrs[i]].Weight = w
+				if w > 0 {
+					refDests[addrs[i]].LastWeight = w
+				}
+				ref.Update(list)
+				continue
+			}
+			want := ref.Schedule(sched.Flow{})
+			if want != nil {
+				want.InactConns++
+				ref.Changed(want)
+			}
+			// "XDP": the next pick of the installed sequence.
+			var got string
+			picks, ok := dp.Picks[id]
+			if ok {
+				k := dp.Cursors[id]
+				loop := dp.Loops[id]
+				switch n := uint64(len(picks)); {
+				case k < n:
+					got = realOf[picks[k]]
+				case loop >= 0:
+					got = realOf[picks[uint64(loop)+(k-uint64(loop))%(n-uint64(loop))]]
+				}
+				dp.Cursors[id] = k + 1
+			}
+			if got == "" {
+				// The slow path: Go schedules it.
+				dec, ok := s.NewFlow(dataplane.NewFlow{Key: dataplane.ConnKey{Src: netipMust("198.51.100.1"), Dst: vip,
+					SrcPort: uint16(1024 + step%60000), DstPort: 80, Proto: 6}, TCPFlags: dataplane.TCPSyn})
+				if ok {
+					got = realOf[dec.RealID]
+				}
+				slow++
+			} else {
+				xdp++
+			}
+			wantAddr := ""
+			if want != nil {
+				wantAddr = want.Addr.String()
+			}
+			if got != wantAddr {
+				t.Fatalf("%s: arrival %d went to %q, Go's %s picks %q", name, step, got, name, wantAddr)
+			}
+		}
+		t.Logf("%s: %d arrivals scheduled from the lookahead, %d by the slow path", name, xdp, slow)
+		if xdp < 10*slow {
+			t.Errorf("%s: only %d of %d arrivals from the lookahead", name, xdp, xdp+slow)
+		}
+	}
+}

@@ -50,7 +50,7 @@ type Dataplane interface {
 	WalkConns(func(dataplane.ConnKey, dataplane.Conn) bool) error
 	LookupConn(dataplane.ConnKey) (dataplane.Conn, bool, error)
 	DeleteConn(dataplane.ConnKey) error
-	SetPicks(svcID uint32, cycle []uint32) (uint64, error)
+	SetPicks(svcID uint32, picks []uint32, loop int) (uint64, error)
 	ClearPicks(svcID uint32) (uint64, error)
 	PickCursor(svcID uint32) (uint64, error)
 	PickServices() ([]uint32, error)
@@ -116,6 +116,9 @@ type Server struct {
 	byDP  map[dataplane.ServiceKey]*service
 	marks []config.MarkRule
 	reals map[uint32]*dest
+	// relooks are the services a slow-path batch scheduled from Go while
+	// XDP had a lookahead of theirs (flow.go, picks.go).
+	relooks map[*service]bool
 	// syncPending are synced NAT connections waiting for the MAC of
 	// their client's next hop (by its address), syncPendingN how many.
 	syncPending  map[netip.Addr][]connsync.Conn
@@ -152,6 +155,7 @@ func New(opts Options) *Server {
 		services:  map[config.ServiceKey]*service{},
 		byID:      map[uint32]*service{},
 		byDP:      map[dataplane.ServiceKey]*service{},
+		relooks:   map[*service]bool{},
 		reals:     map[uint32]*dest{},
 		pools:     map[poolKey]*portPool{},
 		nextSvcID: 1,

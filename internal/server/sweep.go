@@ -65,6 +65,17 @@ func (s *Server) finishSweep(a dataplane.SweepArgs, res dataplane.SweepResult) {
 	}
 	s.recount(res.Counts)
 	s.ageTemplates(a.Persistent, owned, a.Now)
+	// Lookaheads start again from the table's counts, which hold the
+	// connections XDP made from the last ones (those made since the
+	// walk passed them are seen at the next sweep, as the slow path's).
+	for _, sv := range s.byID {
+		if sv.fast != nil && sv.fast.lookahead {
+			if used, err := s.opts.Dataplane.PickCursor(sv.id); err == nil {
+				sv.fast.done = used
+			}
+			s.syncPicks(sv)
+		}
+	}
 }
 
 // recount sets every real's ActiveConn/InActConn from counts and clears

@@ -19,6 +19,7 @@ type FakeDataplane struct {
 	// Picks are the services' pick cycles; Cursors how many flows a
 	// test has XDP take from each.
 	Picks   map[uint32][]uint32
+	Loops   map[uint32]int // where each service's picks repeat from
 	Cursors map[uint32]uint64
 }
 
@@ -77,13 +78,17 @@ func (f *FakeDataplane) RealIDs() ([]uint32, error) {
 	return out, nil
 }
 
-// SetPicks records a service's pick cycle (Picks).
-func (f *FakeDataplane) SetPicks(svcID uint32, cycle []uint32) (uint64, error) {
+// SetPicks records a service's pick sequence (Picks, Loops).
+func (f *FakeDataplane) SetPicks(svcID uint32, picks []uint32, loop int) (uint64, error) {
 	if f.Picks == nil {
 		f.Picks = map[uint32][]uint32{}
 	}
+	if f.Loops == nil {
+		f.Loops = map[uint32]int{}
+	}
 	used := f.Cursors[svcID]
-	f.Picks[svcID] = append([]uint32(nil), cycle...)
+	f.Picks[svcID] = append([]uint32(nil), picks...)
+	f.Loops[svcID] = loop
 	delete(f.Cursors, svcID)
 	return used, nil
 }
