@@ -48,15 +48,18 @@ var (
 	wireReals   = []netip.Addr{netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12"), netip.MustParseAddr("10.77.0.13")}
 	wireWeights = []int{1, 2, 3}
 	// wireVIPs are the xipvs director's services, one per forwarding
-	// method, a wlc one (new flows scheduled in XDP from Go's lookahead)
-	// and an sh one whose new flows go through the Go slow path; the
-	// ceiling, reference LB and nftables use the DR VIP.
+	// method, a wlc and an mh one (new flows scheduled in XDP from Go's
+	// lookahead and from its Maglev table) and an lblc one whose new
+	// flows go through the Go slow path; the ceiling, reference LB and
+	// nftables use the DR VIP.
 	wireVIPs = map[string]netip.Addr{
 		"dr": netip.MustParseAddr("10.77.0.100"), "tun": netip.MustParseAddr("10.77.0.101"),
 		"nat": netip.MustParseAddr("10.77.0.102"), "fullnat": netip.MustParseAddr("10.77.0.103"),
 		"slowpath": netip.MustParseAddr("10.77.0.104"), "wlc": netip.MustParseAddr("10.77.0.105"),
+		"mh":  netip.MustParseAddr("10.77.0.106"),
 		"dr6": netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
 		"slowpath6": netip.MustParseAddr("fd77::104"), "wlc6": netip.MustParseAddr("fd77::105"),
+		"mh6": netip.MustParseAddr("fd77::106"),
 	}
 	// IPv6: the same reals (same MACs) at fd77::b, ::c, ::d, and clients
 	// whose addresses differ in their last 32 bits.
@@ -691,11 +694,12 @@ func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) erro
 }
 
 // synServices adds the SYN streams' services: wrr on the DR VIP (new
-// flows scheduled in XDP from a cycle), wlc (in XDP from a lookahead) and
-// sh on the slow-path VIP (its picks follow the flow: the Go slow path
-// decides).
+// flows scheduled in XDP from a cycle), wlc (in XDP from a lookahead), mh
+// (in XDP from its table) and lblc on the slow-path VIP (its picks follow
+// a per-destination table Go keeps: the Go slow path decides).
 func synServices(x *xipvs) error {
-	for vip, sched := range map[string]string{"dr": "wrr", "wlc": "wlc", "slowpath": "sh", "dr6": "wrr", "wlc6": "wlc", "slowpath6": "sh"} {
+	for vip, sched := range map[string]string{"dr": "wrr", "wlc": "wlc", "mh": "mh", "slowpath": "lblc",
+		"dr6": "wrr", "wlc6": "wlc", "mh6": "mh", "slowpath6": "lblc"} {
 		vs := netip.AddrPortFrom(wireVIPs[vip], 80).String()
 		if err := x.run("-A", "-t", vs, "-s", sched); err != nil {
 			return err
@@ -778,9 +782,11 @@ func (w *wire) newFlowRound(r *Report, o Options, run int) error {
 		{"ceiling", dirCeiling, wireVIPs["dr"], 1},
 		{"xipvs-dr", dirXipvsNew, wireVIPs["dr"], 1},
 		{"xipvs-wlc", dirXipvsNew, wireVIPs["wlc"], 1},
+		{"xipvs-mh", dirXipvsNew, wireVIPs["mh"], 1},
 		{"xipvs-slowpath", dirXipvsNew, wireVIPs["slowpath"], 1},
 		{"xipvs-dr6", dirXipvsNew, wireVIPs["dr6"], 1},
 		{"xipvs-wlc6", dirXipvsNew, wireVIPs["wlc6"], 1},
+		{"xipvs-mh6", dirXipvsNew, wireVIPs["mh6"], 1},
 		{"xipvs-slowpath6", dirXipvsNew, wireVIPs["slowpath6"], 1},
 	}
 	if w.dirs[dirNft].nftInstalled {

@@ -41,6 +41,16 @@
 _Static_assert((PICK_SEQ_LEN & (PICK_SEQ_LEN - 1)) == 0, "PICK_SEQ_LEN: a power of two");
 /* pick_seq.loop: the sequence does not repeat. */
 #define PICK_NO_LOOP 0xffffffff
+/* Buckets of the hashing schedulers' tables, all services together. */
+#ifndef HASH_PICKS_MAX
+#define HASH_PICKS_MAX 262144
+#endif
+/* sh's and dh's tables (CONFIG_IP_VS_SH_TAB_BITS, _DH_); mh's
+ * (CONFIG_IP_VS_MH_TAB_INDEX 12: primes[4]) and its first hsiphash key
+ * (generate_hash_secret: both halves 2654435761). */
+#define SH_TAB_BITS 8
+#define MH_TAB_SIZE 4093
+#define MH_KEY1 2654435761ULL
 
 /* FULLNAT ports one sweep can free; more are left for the next. */
 #ifndef MAX_SWEEP_RELEASED
@@ -115,6 +125,17 @@ static __always_inline __u32 addr6_slot(const __u32 *a)
  * hand. */
 
 /* Forwarding methods (real.fwd), as IPVS IP_VS_CONN_F_* low bits. */
+/* How XDP schedules a service's new flows (pick_ctl.kind, picks.h): from
+ * a pick sequence, or from a table by the hash its scheduler computes. */
+enum pick_kind {
+	PICK_SEQUENCE = 0, /* rr, wrr, lc, wlc, sed, nq */
+	PICK_SH,           /* hash_32 of the source address */
+	PICK_SH_PORT,      /* hash_32 of the source port + address (sh-port) */
+	PICK_DH,           /* hash_32 of the destination address */
+	PICK_MH,           /* hsiphash of the source address */
+	PICK_MH_PORT,      /* hsiphash of the source port + address (mh-port) */
+};
+
 enum fwd_method {
 	FWD_MASQ = 0,
 	FWD_TUNNEL = 2,

@@ -24,6 +24,7 @@
 #include "icmp.h"
 #include "synproxy.h"
 #include "frag.h"
+#include "picks.h"
 
 /* synproxy_forward and synproxy_reply apply a SYN-proxied connection's
  * adjustments (its seqadjs entry under key k) to a TCP packet. */
@@ -212,49 +213,6 @@ static __always_inline int to_slow_path(struct xdp_md *ctx, __u32 *stat)
 	return act;
 }
 
-/* pick_real takes the next real of service sid's pick sequence (its
- * scheduler's next picks as Go computed them, struct pick_seq); NULL when
- * the service has none or its sequence has run out (Go decides then). */
-static __always_inline struct real *pick_real(__u32 sid, __u32 *rid)
-{
-	struct pick_ctl *ctl = bpf_map_lookup_elem(&pick_ctls, &sid);
-	struct pick_seq *seq;
-	__u32 key, idx, len, loop;
-	__u64 n;
-
-	if (!ctl)
-		return NULL;
-	key = sid << 1 | (ctl->slot & 1);
-	seq = bpf_map_lookup_elem(&pick_seqs, &key);
-	if (!seq)
-		return NULL;
-	len = seq->len;
-	loop = seq->loop;
-	if (len == 0 || len > PICK_SEQ_LEN)
-		return NULL;
-	n = __sync_fetch_and_add(&seq->cursor, 1);
-	if (n < len)
-		idx = n;
-	else if (loop < len)
-		idx = loop + (n - loop) % (len - loop);
-	else
-		return NULL;
-	/* idx < len <= PICK_SEQ_LEN, a power of two: the mask changes
-	 * nothing but lets the verifier see the bound. */
-	idx &= PICK_SEQ_LEN - 1;
-	*rid = seq->reals[idx];
-	return bpf_map_lookup_elem(&reals, rid);
-}
-
-/* count_pick counts a connection XDP scheduled to real rid. */
-static __always_inline void count_pick(__u32 rid)
-{
-	__u64 *n = bpf_map_lookup_elem(&real_conns, &rid);
-
-	if (n)
-		*n += 1;
-}
-
 /* conn_create writes the entries of a new connection to real rid of
  * service sid, as the Go slow path would (dataplane/slowpath.go
  * rawEntries): for NAT the reply entry first, then the forward entry.
@@ -320,7 +278,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct co
 	struct real *r;
 	__u32 rid;
 
-	r = pick_real(sid, &rid);
+	r = pick_real(sid, pick_flow4(p), &rid);
 	if (!r || r->addr == 0 || r->fwd == FWD_FULLNAT)
 		return to_slow_path(ctx, stat);
 	if (conn_create(ctx, p, ck, sid, rid, r) < 0)
@@ -492,6 +450,7 @@ const volatile struct shared_enums {
 	enum addr_flag addr_flag;
 	enum svc_flag svc_flag;
 	enum defence_flag defence_flag;
+	enum pick_kind pick_kind;
 } xipvs_shared_enums;
 
 SEC("xdp")

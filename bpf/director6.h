@@ -718,7 +718,7 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct pkt *p, struct c
 	struct real *r;
 	__u32 rid;
 
-	r = pick_real(sid, &rid);
+	r = pick_real(sid, pick_flow6(p), &rid);
 	if (!r || !(r->flags & REAL_F_IPV6) || r->fwd == FWD_FULLNAT)
 		return to_slow_path(ctx, stat);
 	if (conn6_create(ctx, p, ck, sid, rid, r) < 0)

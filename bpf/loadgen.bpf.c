@@ -259,6 +259,18 @@ int loadgen_probe(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
+/* forwarded_frame reports whether eth's frame may be one a subject
+ * forwarded: IPv4 or IPv6, and not IPv6 to a multicast MAC (the
+ * director's own neighbour discovery and MLD). */
+static __always_inline int forwarded_frame(struct ethhdr *eth, void *data_end)
+{
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return 0;
+	return !(eth->h_proto == bpf_htons(ETH_P_IPV6) && (eth->h_dest[0] & 1));
+}
+
 /* count_frame counts a frame for the real server its destination MAC
  * names. */
 static __always_inline void count_frame(struct ethhdr *eth, __u64 len)
@@ -298,11 +310,7 @@ int loadgen_loop(struct xdp_md *ctx)
 	__u64 k, n;
 	int delta;
 
-	if ((void *)(eth + 1) > data_end)
-		return XDP_PASS;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
-		return XDP_PASS;
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6) && (eth->h_dest[0] & 1))
+	if (!forwarded_frame(eth, data_end))
 		return XDP_PASS;
 	len = data_end - data;
 	count_frame(eth, len);
@@ -365,13 +373,7 @@ int loadgen_sink(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 
-	if ((void *)(eth + 1) > data_end)
-		return XDP_PASS;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
-		return XDP_PASS;
-	/* IPv6 to a multicast MAC is the director's own (neighbour
-	 * discovery, MLD), never a forwarded frame. */
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6) && (eth->h_dest[0] & 1))
+	if (!forwarded_frame(eth, data_end))
 		return XDP_PASS;
 	count_frame(eth, data_end - data);
 	return XDP_DROP;

@@ -139,8 +139,9 @@ struct {
 	__type(value, struct conn_val6);
 } est_conns6 SEC(".maps");
 
-/* Services whose new flows XDP schedules (rr, wrr): which pick sequence
- * is live, by service id. A service without an entry goes to Go. */
+/* Services whose new flows XDP schedules: which pick sequence or table
+ * is live, by service id (picks.h). A service without an entry goes to
+ * Go. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SERVICES);
@@ -158,6 +159,17 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pick_seq);
 } pick_seqs SEC(".maps");
+
+/* The hashing schedulers' tables (sh, dh, mh): the real of each bucket,
+ * by (service id << 1 | slot, bucket); a bucket Go must decide has no
+ * entry. Allocated only for the services that have them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HASH_PICKS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct hash_pick_key);
+	__type(value, __u32);
+} hash_picks SEC(".maps");
 
 /* Each real's port (network order; 0 keeps the client's), for NAT
  * connections XDP makes. */

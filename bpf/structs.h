@@ -178,11 +178,18 @@ struct real_stats {
 	__u64 outbytes;
 };
 
-/* Which of a service's two pick sequences XDP reads: Go writes the
- * other, then flips slot. */
+/* Which of a service's two pick sequences or tables XDP reads: Go
+ * writes the other, then flips slot. */
 struct pick_ctl {
 	__u32 slot;
-	__u32 pad;
+	__u32 kind; /* PICK_*: a sequence, or the hash of a table */
+};
+
+/* A bucket of a hashing scheduler's table (hash_picks): service id << 1
+ * | slot, as pick_seqs. */
+struct hash_pick_key {
+	__u32 sid_slot;
+	__u32 bucket;
 };
 
 /* A service's next picks, as Go's scheduler makes them: the n-th new

@@ -136,9 +136,13 @@ type Interface struct {
 
 // Dataplane is the loaded director program and its maps.
 type Dataplane struct {
-	log     *slog.Logger
-	pinDir  string
-	adopted bool // the maps came from PinDir
+	log *slog.Logger
+	// hashBuckets are the buckets written to hash_picks, by service and
+	// slot (picks.go), under picksMu.
+	picksMu     sync.Mutex
+	hashBuckets map[uint32]*[2][]directorHashPickKey
+	pinDir      string
+	adopted     bool // the maps came from PinDir
 	// ipv6 is set once an IPv6 connection may exist (an IPv6 service, an
 	// IPv6 entry written, or adopted ones): only then does the sweep
 	// walk the IPv6 tables.

@@ -133,6 +133,12 @@ const (
 	directorFwdMethodFWD_FULLNAT directorFwdMethod = 5
 )
 
+type directorHashPickKey struct {
+	_       structs.HostLayout
+	SidSlot uint32
+	Bucket  uint32
+}
+
 type directorIface struct {
 	_    structs.HostLayout
 	Mac  [6]uint8
@@ -147,8 +153,19 @@ type directorKnownFilter struct {
 type directorPickCtl struct {
 	_    structs.HostLayout
 	Slot uint32
-	Pad  uint32
+	Kind uint32
 }
+
+type directorPickKind uint32
+
+const (
+	directorPickKindPICK_SEQUENCE directorPickKind = 0
+	directorPickKindPICK_SH       directorPickKind = 1
+	directorPickKindPICK_SH_PORT  directorPickKind = 2
+	directorPickKindPICK_DH       directorPickKind = 3
+	directorPickKindPICK_MH       directorPickKind = 4
+	directorPickKindPICK_MH_PORT  directorPickKind = 5
+)
 
 type directorPickSeq struct {
 	_      structs.HostLayout
@@ -205,6 +222,7 @@ type directorSharedEnums struct {
 	AddrFlag    uint32
 	SvcFlag     uint32
 	DefenceFlag uint32
+	PickKind    uint32
 }
 
 type directorStatIdx uint32
@@ -293,6 +311,7 @@ const (
 	directorMapEstConns6        = "est_conns6"
 	directorMapFragScratch      = "frag_scratch"
 	directorMapFrags            = "frags"
+	directorMapHashPicks        = "hash_picks"
 	directorMapIfaces           = "ifaces"
 	directorMapKnownFilter      = "known_filter"
 	directorMapKnownSources     = "known_sources"
@@ -375,6 +394,7 @@ type directorMapSpecs struct {
 	EstConns6     *ebpf.MapSpec `ebpf:"est_conns6"`
 	FragScratch   *ebpf.MapSpec `ebpf:"frag_scratch"`
 	Frags         *ebpf.MapSpec `ebpf:"frags"`
+	HashPicks     *ebpf.MapSpec `ebpf:"hash_picks"`
 	Ifaces        *ebpf.MapSpec `ebpf:"ifaces"`
 	KnownFilter   *ebpf.MapSpec `ebpf:"known_filter"`
 	KnownSources  *ebpf.MapSpec `ebpf:"known_sources"`
@@ -431,6 +451,7 @@ type directorMaps struct {
 	EstConns6     *ebpf.Map `ebpf:"est_conns6"`
 	FragScratch   *ebpf.Map `ebpf:"frag_scratch"`
 	Frags         *ebpf.Map `ebpf:"frags"`
+	HashPicks     *ebpf.Map `ebpf:"hash_picks"`
 	Ifaces        *ebpf.Map `ebpf:"ifaces"`
 	KnownFilter   *ebpf.Map `ebpf:"known_filter"`
 	KnownSources  *ebpf.Map `ebpf:"known_sources"`
@@ -462,6 +483,7 @@ func (m *directorMaps) Close() error {
 		m.EstConns6,
 		m.FragScratch,
 		m.Frags,
+		m.HashPicks,
 		m.Ifaces,
 		m.KnownFilter,
 		m.KnownSources,

@@ -60,8 +60,134 @@ func (d *Dataplane) SetPicks(svcID uint32, picks []uint32, loop int) (uint64, er
 	if err := d.objs.PickCtls.Put(svcID, &directorPickCtl{Slot: next}); err != nil {
 		return 0, fmt.Errorf("pick ctl of service %d: %w", svcID, err)
 	}
+	if had && ctl.Kind != uint32(directorPickKindPICK_SEQUENCE) {
+		// It scheduled from a table until now.
+		for slot := uint32(0); slot < 2; slot++ {
+			if err := d.deleteHashPicks(svcID, slot); err != nil {
+				return used, err
+			}
+		}
+	}
 	return used, nil
 }
+
+// PickKind is how XDP finds a hashing scheduler's bucket for a new flow
+// (bpf/picks.h pick_bucket): the hash the kernel's scheduler computes.
+type PickKind uint32
+
+// The hashes of the tables XDP schedules from.
+const (
+	PickSH     = PickKind(directorPickKindPICK_SH)      // sh: hash_32 of the source address
+	PickSHPort = PickKind(directorPickKindPICK_SH_PORT) // sh with sh-port
+	PickDH     = PickKind(directorPickKindPICK_DH)      // dh: hash_32 of the destination address
+	PickMH     = PickKind(directorPickKindPICK_MH)      // mh: hsiphash of the source address
+	PickMHPort = PickKind(directorPickKindPICK_MH_PORT) // mh with mh-port
+)
+
+// SetHashPicks installs the table of a hashing scheduler for service
+// svcID: table[b] is the real (0: Go decides) of every new flow whose
+// hash of kind kind is b. It replaces the service's pick sequence or
+// table; the table is written whole before XDP switches to it.
+func (d *Dataplane) SetHashPicks(svcID uint32, kind PickKind, table []uint32) error {
+	if kind < PickSH || kind > PickMHPort || len(table) == 0 {
+		return fmt.Errorf("hash picks of service %d: kind %d, %d buckets", svcID, kind, len(table))
+	}
+	var ctl directorPickCtl
+	err := d.objs.PickCtls.Lookup(svcID, &ctl)
+	had := err == nil
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("pick ctl of service %d: %w", svcID, err)
+	}
+	next := uint32(0)
+	if had {
+		next = (ctl.Slot + 1) & 1
+	}
+	// The other slot: whatever an earlier table left there goes first.
+	if err := d.deleteHashPicks(svcID, next); err != nil {
+		return err
+	}
+	var keys []directorHashPickKey
+	var vals []uint32
+	for b, rid := range table {
+		if rid != 0 {
+			keys = append(keys, directorHashPickKey{SidSlot: svcID<<1 | next, Bucket: uint32(b)})
+			vals = append(vals, rid)
+		}
+	}
+	if len(keys) > 0 {
+		d.wroteHashPicks(svcID, next, keys)
+		if _, err := d.objs.HashPicks.BatchUpdate(keys, vals, nil); err != nil {
+			_ = d.deleteHashPicks(svcID, next)
+			return fmt.Errorf("hash picks of service %d: %w", svcID, err)
+		}
+	}
+	if err := d.objs.PickCtls.Put(svcID, &directorPickCtl{Slot: next, Kind: uint32(kind)}); err != nil {
+		return fmt.Errorf("pick ctl of service %d: %w", svcID, err)
+	}
+	if had {
+		if err := d.deleteHashPicks(svcID, ctl.Slot); err != nil {
+			return err
+		}
+		if ctl.Kind == uint32(directorPickKindPICK_SEQUENCE) {
+			if err := d.objs.PickSeqs.Delete(svcID<<1 | ctl.Slot&1); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("pick sequence of service %d: %w", svcID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// deleteHashPicks removes the table in slot of service svcID: the
+// buckets this process wrote there (one batch), or, for a table an
+// earlier xipvsd left in the pinned map, every bucket there may be.
+func (d *Dataplane) deleteHashPicks(svcID, slot uint32) error {
+	slot &= 1
+	d.picksMu.Lock()
+	defer d.picksMu.Unlock()
+	if d.hashBuckets == nil {
+		d.hashBuckets = map[uint32]*[2][]directorHashPickKey{}
+	}
+	known := d.hashBuckets[svcID]
+	if known != nil {
+		keys := known[slot]
+		known[slot] = nil
+		if len(keys) == 0 {
+			return nil
+		}
+		if _, err := d.objs.HashPicks.BatchDelete(keys, nil); err == nil {
+			return nil
+		}
+		// Some went another way (a restart's cleanup): one by one.
+	}
+	for b := uint32(0); b < MaxHashBuckets; b++ {
+		k := directorHashPickKey{SidSlot: svcID<<1 | slot, Bucket: b}
+		if err := d.objs.HashPicks.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("hash picks of service %d: %w", svcID, err)
+		}
+	}
+	if known == nil {
+		d.hashBuckets[svcID] = &[2][]directorHashPickKey{}
+	}
+	return nil
+}
+
+// wroteHashPicks records the buckets written in slot of service svcID.
+func (d *Dataplane) wroteHashPicks(svcID, slot uint32, keys []directorHashPickKey) {
+	d.picksMu.Lock()
+	defer d.picksMu.Unlock()
+	if d.hashBuckets == nil {
+		d.hashBuckets = map[uint32]*[2][]directorHashPickKey{}
+	}
+	known := d.hashBuckets[svcID]
+	if known == nil {
+		known = &[2][]directorHashPickKey{}
+		d.hashBuckets[svcID] = known
+	}
+	known[slot&1] = keys
+}
+
+// MaxHashBuckets is the largest table XDP hashes into (mh's).
+const MaxHashBuckets = 4093
 
 // ClearPicks leaves service svcID's new flows to the slow path and
 // returns how many XDP scheduled from the last cycle.
@@ -84,6 +210,11 @@ func (d *Dataplane) ClearPicks(svcID uint32) (uint64, error) {
 	for slot := uint32(0); slot < 2; slot++ {
 		if err := d.objs.PickSeqs.Delete(svcID<<1 | slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return 0, fmt.Errorf("pick sequence of service %d: %w", svcID, err)
+		}
+		if ctl.Kind != uint32(directorPickKindPICK_SEQUENCE) {
+			if err := d.deleteHashPicks(svcID, slot); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return used, nil

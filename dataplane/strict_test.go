@@ -14,18 +14,9 @@ import (
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
-// ipSum recomputes an IPv4 header's checksum in place.
+// ipSum recomputes the checksum of frame f's IPv4 header in place.
 func ipSum(f []byte) []byte {
-	h := f[14 : 14+int(f[14]&0xf)*4]
-	h[10], h[11] = 0, 0
-	var s uint32
-	for i := 0; i < len(h); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(h[i:]))
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	binary.BigEndian.PutUint16(h[10:], ^uint16(s))
+	setIPv4Csum(f[14 : 14+int(f[14]&0xf)*4])
 	return f
 }
 

@@ -98,6 +98,12 @@ type sweepFragScratch struct {
 	Ports sweepFragPorts
 }
 
+type sweepHashPickKey struct {
+	_       structs.HostLayout
+	SidSlot uint32
+	Bucket  uint32
+}
+
 type sweepIface struct {
 	_    structs.HostLayout
 	Mac  [6]uint8
@@ -112,7 +118,7 @@ type sweepKnownFilter struct {
 type sweepPickCtl struct {
 	_    structs.HostLayout
 	Slot uint32
-	Pad  uint32
+	Kind uint32
 }
 
 type sweepPickSeq struct {
@@ -234,6 +240,7 @@ const (
 	sweepMapEstConns6       = "est_conns6"
 	sweepMapFragScratch     = "frag_scratch"
 	sweepMapFrags           = "frags"
+	sweepMapHashPicks       = "hash_picks"
 	sweepMapIfaces          = "ifaces"
 	sweepMapKnownFilter     = "known_filter"
 	sweepMapKnownSources    = "known_sources"
@@ -317,6 +324,7 @@ type sweepMapSpecs struct {
 	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
 	FragScratch     *ebpf.MapSpec `ebpf:"frag_scratch"`
 	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	HashPicks       *ebpf.MapSpec `ebpf:"hash_picks"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
 	KnownFilter     *ebpf.MapSpec `ebpf:"known_filter"`
 	KnownSources    *ebpf.MapSpec `ebpf:"known_sources"`
@@ -376,6 +384,7 @@ type sweepMaps struct {
 	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
 	FragScratch     *ebpf.Map `ebpf:"frag_scratch"`
 	Frags           *ebpf.Map `ebpf:"frags"`
+	HashPicks       *ebpf.Map `ebpf:"hash_picks"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
 	KnownFilter     *ebpf.Map `ebpf:"known_filter"`
 	KnownSources    *ebpf.Map `ebpf:"known_sources"`
@@ -411,6 +420,7 @@ func (m *sweepMaps) Close() error {
 		m.EstConns6,
 		m.FragScratch,
 		m.Frags,
+		m.HashPicks,
 		m.Ifaces,
 		m.KnownFilter,
 		m.KnownSources,

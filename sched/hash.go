@@ -138,3 +138,55 @@ func fallback(ihash, size uint32, at func(roffset uint32) *Dest) *Dest {
 	}
 	return nil
 }
+
+// Hasher is implemented by the schedulers whose pick is a table lookup
+// by a hash of the flow (sh, dh, mh), so that the data plane can pick
+// from the same table with the same hash (dataplane SetHashPicks).
+type Hasher interface {
+	// HashTable returns the hash the scheduler computes and, per
+	// bucket, the destination Schedule gives every flow whose hash
+	// falls there: nil where no destination takes such a flow, or
+	// where the answer depends on more than the bucket (mh's fallback
+	// hashes the flow again).
+	HashTable() (HashKind, []*Dest)
+}
+
+// HashKind is the hash a Hasher's buckets are indexed by.
+type HashKind uint8
+
+// The hashes of sh, dh and mh, as the kernel computes them.
+const (
+	HashSrc     HashKind = iota + 1 // sh: hash_32(source address, 8)
+	HashSrcPort                     // sh-port: hash_32(source port + address, 8)
+	HashDst                         // dh: hash_32(destination address, 8)
+	HashMH                          // mh: hsiphash(source address) % 4093
+	HashMHPort                      // mh-port: hsiphash(source port + address) % 4093
+)
+
+// HashTable is sh's: the owner of each bucket if available, else the
+// fallback search from there (sh-fallback), which depends on the bucket
+// alone.
+func (s *sh) HashTable() (HashKind, []*Dest) {
+	kind := HashSrc
+	if s.flags&FlagPort != 0 {
+		kind = HashSrcPort
+	}
+	out := make([]*Dest, hashTabSize)
+	for h := uint32(0); h < hashTabSize; h++ {
+		out[h] = lookup(s.buckets[h], s.flags, h, hashTabSize, func(roffset uint32) *Dest {
+			return s.buckets[(roffset+h)&(hashTabSize-1)]
+		})
+	}
+	return kind, out
+}
+
+// HashTable is dh's: the owner of each bucket if available.
+func (s *dh) HashTable() (HashKind, []*Dest) {
+	out := make([]*Dest, hashTabSize)
+	for h, d := range s.buckets {
+		if d != nil && d.Available() {
+			out[h] = d
+		}
+	}
+	return HashDst, out
+}

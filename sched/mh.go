@@ -162,3 +162,20 @@ func hsiphash32(v uint32, key [2]uint64) uint32 {
 	round()
 	return uint32((v0 ^ v1) ^ (v2 ^ v3))
 }
+
+// HashTable is mh's: the owner of each slot if available; an
+// unavailable owner leaves the slot to Go (no destination, or, with
+// mh-fallback, a search that hashes the flow again).
+func (s *mh) HashTable() (HashKind, []*Dest) {
+	kind := HashMH
+	if s.flags&FlagPort != 0 {
+		kind = HashMHPort
+	}
+	out := make([]*Dest, mhTabSize)
+	for i, d := range s.lookup {
+		if d != nil && !unavailable(d) {
+			out[i] = d
+		}
+	}
+	return kind, out
+}

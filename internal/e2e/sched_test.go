@@ -9,7 +9,7 @@ import (
 	"github.com/xipvs/xipvs/sched"
 )
 
-// TestLeastConnSchedulersInXDP: lc, wlc, sed and nq services (DR, IPv4
+// TestSchedulersInXDP: lc, wlc, sed and nq services (DR, IPv4
 // and IPv6, reals weighted 1 and 2) take real HTTP connections, each
 // scheduled in XDP from the lookahead Go installed, and in the very
 // order the kernel's scheduler of that name picks them when each pick
@@ -17,11 +17,13 @@ import (
 // the table moves the counts between them): wlc 1:2 by weight, lc
 // alternating, sed all on the heavier real and nq all on the first idle
 // one (every finished connection is inactive, and these two count
-// active ones only). Not one new flow goes to the Go slow path.
-func TestLeastConnSchedulersInXDP(t *testing.T) {
+// active ones only). sh and mh (with sh-port, mh-port) send each
+// connection where the kernel's hash of its source sends it. Not one new
+// flow goes to the Go slow path.
+func TestSchedulersInXDP(t *testing.T) {
 	lab := newDRLab(t, "lcx", "--sweep-interval", "1h")
 	vip6 := addDR6(t, lab, true)
-	lab.serveEcho(t, 81, 82, 83, 84)
+	lab.serveEcho(t, 81, 82, 83, 84, 85, 86)
 	reals := map[netip.Addr][2]string{
 		lab.vip: {"10.77.0.11", "10.77.0.12"},
 		vip6:    {"[fd77::11]", "[fd77::12]"},
@@ -58,6 +60,31 @@ func TestLeastConnSchedulersInXDP(t *testing.T) {
 			}
 		}
 	}
+	// sh and mh with their port flags: each connection hashed by its own
+	// source port, as the kernel hashes it.
+	for i, name := range []string{"sh", "mh"} {
+		port := uint16(85 + i)
+		for vip, rs := range reals {
+			vs := netip.AddrPortFrom(vip, port)
+			lab.adm(t, "-A", "-t", vs.String(), "-s", name, "-b", name+"-port")
+			for w, r := range rs {
+				lab.adm(t, "-a", "-t", vs.String(), "-r", fmt.Sprintf("%s:%d", r, port), "-g", "-w", fmt.Sprint(w+1))
+			}
+			ref, _ := sched.New(name)
+			ref.(sched.Flagged).SetFlags(sched.FlagPort)
+			ref.Update([]*sched.Dest{{ID: 2, Addr: mustAddr(rs[1]), Port: port, Weight: 2, LastWeight: 2}, {ID: 1, Addr: mustAddr(rs[0]), Port: port, Weight: 1, LastWeight: 1}})
+			got := map[string]int{}
+			for n := 0; n < 12; n++ {
+				who, _, local := lab.askAt(t, vs)
+				d := ref.Schedule(sched.Flow{Src: local.Addr(), Dst: vip, SrcPort: local.Port(), DstPort: port, Proto: 6})
+				if want := names[rs[d.ID-1]]; who != want {
+					t.Errorf("%s on %v: the connection from %v went to %s, the kernel's %s picks %s", name, vs, local, who, name, want)
+				}
+				got[who]++
+			}
+			t.Logf("%s on %v: %v", name, vs, got)
+		}
+	}
 	after, err := api.NewClient(lab.Socket).Info()
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +92,15 @@ func TestLeastConnSchedulersInXDP(t *testing.T) {
 	if n := after.Counters["slow_new_conns"] - before.Counters["slow_new_conns"]; n != 0 {
 		t.Errorf("%d new flows scheduled by the slow path, want none", n)
 	}
-	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 96 {
-		t.Errorf("XDP forwarded %d packets for 96 connections", n)
+	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 144 {
+		t.Errorf("XDP forwarded %d packets for 144 connections", n)
 	}
+}
+
+// mustAddr is a real's address as -r writes it ("[fd77::11]" for IPv6).
+func mustAddr(s string) netip.Addr {
+	if s[0] == '[' {
+		s = s[1 : len(s)-1]
+	}
+	return netip.MustParseAddr(s)
 }

@@ -7,6 +7,10 @@ package server
 // (catchUp), so that the next cycle starts where XDP left off, as the
 // kernel's rr and wrr go on from their cursor.
 //
+// For sh, dh and mh it is their table, each bucket holding what the
+// scheduler gives every flow hashing there (sched.Hasher); XDP hashes the
+// flow as the kernel does.
+//
 // For the least-connection family (lc, wlc, sed, nq) it is a lookahead:
 // the picks the scheduler makes next with each counted as a new inactive
 // connection, as this server counts the slow path's picks, up to where
@@ -32,6 +36,9 @@ type fastPicks struct {
 	// lookahead: the least-connection family's picks, each of which
 	// counts (catchUp counts them; the scheduler is not moved).
 	lookahead bool
+	// hashed: a hashing scheduler's table (sh, dh, mh), no sequence:
+	// nothing to catch up with.
+	hashed bool
 	// done is how many of the sequence's picks the scheduler has been
 	// moved on by, or counted.
 	done uint64
@@ -56,7 +63,7 @@ func (f *fastPicks) at(k uint64) *sched.Dest {
 // sequence since the last catch-up, or counts them (a lookahead); s.mu
 // is held. Call it before changing what the scheduler sees.
 func (s *Server) catchUp(sv *service) {
-	if sv.fast == nil {
+	if sv.fast == nil || sv.fast.hashed {
 		return
 	}
 	used, err := s.opts.Dataplane.PickCursor(sv.id)
@@ -118,8 +125,31 @@ func (s *Server) reschedule(sv *service) {
 	s.syncFlags(sv)
 }
 
-// syncPicks installs or clears sv's pick sequence; s.mu is held.
+// hashKinds are the data plane's names of the schedulers' hashes.
+var hashKinds = map[sched.HashKind]dataplane.PickKind{
+	sched.HashSrc: dataplane.PickSH, sched.HashSrcPort: dataplane.PickSHPort, sched.HashDst: dataplane.PickDH,
+	sched.HashMH: dataplane.PickMH, sched.HashMHPort: dataplane.PickMHPort,
+}
+
+// syncPicks installs or clears sv's pick sequence or table; s.mu is held.
 func (s *Server) syncPicks(sv *service) {
+	if h, ok := sv.sched.(sched.Hasher); ok && s.cyclable(sv) {
+		kind, table := h.HashTable()
+		ids := make([]uint32, len(table))
+		for i, d := range table {
+			if d != nil {
+				ids[i] = d.ID
+			}
+		}
+		if err := s.opts.Dataplane.SetHashPicks(sv.id, hashKinds[kind], ids); err != nil {
+			s.log.Warn("installing the XDP hash table; the service's new flows go to the slow path", "service", sv.cfg.ServiceKey.String(), "err", err)
+			sv.fast = nil
+			_, _ = s.opts.Dataplane.ClearPicks(sv.id)
+			return
+		}
+		sv.fast = &fastPicks{hashed: true}
+		return
+	}
 	var cycle []*sched.Dest
 	loop, lookahead := 0, false
 	if c, ok := sv.sched.(sched.Cycler); ok && s.cyclable(sv) {

@@ -137,6 +137,7 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 			realOf[rid] = d.cfg.Addr.String()
 		}
 		xdp, slow := 0, 0
+		var last map[uint32]conntrack.Counts
 		for step := 0; step < 20000; step++ {
 			sweepEvery := 3 // per 1000 arrivals; rarer later, so that lookaheads run out
 			if step > 10000 {
@@ -144,6 +145,7 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 			}
 			switch x := r.IntN(1000); {
 			case x < sweepEvery: // a sweep: the table's counts
+				same := r.IntN(3) == 0 && last != nil // as many closed as opened
 				counts := map[uint32]conntrack.Counts{}
 				for rid, a := range realOf {
 					c := conntrack.Counts{Active: r.IntN(50), Inactive: r.IntN(300)}
@@ -151,12 +153,16 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 						// Far apart: longer than a lookahead holds.
 						c.Inactive = r.IntN(5000)
 					}
+					if same {
+						c = last[rid]
+					}
 					counts[rid] = c
 					rd := refDests[a]
 					rd.ActiveConns, rd.InactConns = c.Active, c.Inactive
 					ref.Changed(rd)
 				}
 				s.finishSweep(s.beginSweep(), dataplane.SweepResult{Counts: counts})
+				last = counts
 				continue
 			case x < sweepEvery+1: // a weight change
 				i := r.IntN(len(addrs))
@@ -211,5 +217,30 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 		if xdp < 10*slow {
 			t.Errorf("%s: only %d of %d arrivals from the lookahead", name, xdp, xdp+slow)
 		}
+	}
+}
+
+// TestLookaheadAfterUnchangedRecount: a recount that finds the counts as
+// they were (as many connections closed as XDP made) still sends XDP
+// back to the start of a fresh lookahead, since Go's next pick is made
+// from those counts, not from the picks XDP counted meanwhile.
+func TestLookaheadAfterUnchangedRecount(t *testing.T) {
+	s, dp, _ := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s wlc")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g")
+	id := svcID(s, "-A -t 10.0.0.100:80")
+	first := dp.Picks[id][0]
+	if dp.Picks[id][1] == first {
+		t.Fatalf("wlc 1:1 from zero counts: %v", dp.Picks[id])
+	}
+	dp.Cursors[id] = 1 // XDP took the first pick
+	counts := map[uint32]conntrack.Counts{}
+	for rid := range s.reals {
+		counts[rid] = conntrack.Counts{} // and that connection is gone
+	}
+	s.finishSweep(s.beginSweep(), dataplane.SweepResult{Counts: counts})
+	if got := dp.Picks[id]; got[0] != first || dp.Cursors[id] != 0 {
+		t.Errorf("after a recount to the same counts: picks %v from %d, want a fresh lookahead starting with %d", got, dp.Cursors[id], first)
 	}
 }

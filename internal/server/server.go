@@ -51,6 +51,7 @@ type Dataplane interface {
 	LookupConn(dataplane.ConnKey) (dataplane.Conn, bool, error)
 	DeleteConn(dataplane.ConnKey) error
 	SetPicks(svcID uint32, picks []uint32, loop int) (uint64, error)
+	SetHashPicks(svcID uint32, kind dataplane.PickKind, table []uint32) error
 	ClearPicks(svcID uint32) (uint64, error)
 	PickCursor(svcID uint32) (uint64, error)
 	PickServices() ([]uint32, error)

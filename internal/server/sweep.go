@@ -63,25 +63,31 @@ func (s *Server) finishSweep(a dataplane.SweepArgs, res dataplane.SweepResult) {
 			pool.release(p.Port)
 		}
 	}
-	s.recount(res.Counts)
+	changed := s.recount(res.Counts)
 	s.ageTemplates(a.Persistent, owned, a.Now)
 	// Lookaheads start again from the table's counts, which hold the
-	// connections XDP made from the last ones (those made since the
-	// walk passed them are seen at the next sweep, as the slow path's).
+	// connections XDP made from the last ones (those made since the walk
+	// passed them are seen at the next sweep, as the slow path's): Go's
+	// next pick is made from them. One whose counts did not move and
+	// from which XDP took nothing is what Go would install again.
 	for _, sv := range s.byID {
-		if sv.fast != nil && sv.fast.lookahead {
-			if used, err := s.opts.Dataplane.PickCursor(sv.id); err == nil {
-				sv.fast.done = used
-			}
-			s.syncPicks(sv)
+		if sv.fast == nil || !sv.fast.lookahead {
+			continue
 		}
+		used, err := s.opts.Dataplane.PickCursor(sv.id)
+		if err != nil || (used == sv.fast.done && !changed[sv]) {
+			continue
+		}
+		sv.fast.done = used
+		s.syncPicks(sv)
 	}
 }
 
 // recount sets every real's ActiveConn/InActConn from counts and clears
-// its overload flag once under its threshold (ip_vs_unbind_dest); s.mu
-// is held.
-func (s *Server) recount(counts map[uint32]conntrack.Counts) {
+// its overload flag once under its threshold (ip_vs_unbind_dest), and
+// returns the services whose reals changed; s.mu is held.
+func (s *Server) recount(counts map[uint32]conntrack.Counts) map[*service]bool {
+	svcs := map[*service]bool{}
 	for id, d := range s.reals {
 		c := counts[id]
 		changed := d.sd.ActiveConns != c.Active || d.sd.InactConns != c.Inactive
@@ -92,8 +98,10 @@ func (s *Server) recount(counts map[uint32]conntrack.Counts) {
 		}
 		if changed {
 			d.svc.sched.Changed(d.sd)
+			svcs[d.svc] = true
 		}
 	}
+	return svcs
 }
 
 // ageTemplates expires a template whose timeout has run out and that

@@ -18,9 +18,12 @@ type FakeDataplane struct {
 	Conns    map[dataplane.ConnKey]dataplane.Conn
 	// Picks are the services' pick cycles; Cursors how many flows a
 	// test has XDP take from each.
-	Picks   map[uint32][]uint32
-	Loops   map[uint32]int // where each service's picks repeat from
-	Cursors map[uint32]uint64
+	Picks map[uint32][]uint32
+	Loops map[uint32]int // where each service's picks repeat from
+	// HashPicks and HashKinds are the hashing schedulers' tables.
+	HashPicks map[uint32][]uint32
+	HashKinds map[uint32]dataplane.PickKind
+	Cursors   map[uint32]uint64
 }
 
 // NewFakeDataplane returns an empty FakeDataplane.
@@ -90,13 +93,27 @@ func (f *FakeDataplane) SetPicks(svcID uint32, picks []uint32, loop int) (uint64
 	f.Picks[svcID] = append([]uint32(nil), picks...)
 	f.Loops[svcID] = loop
 	delete(f.Cursors, svcID)
+	delete(f.HashPicks, svcID)
 	return used, nil
 }
 
-// ClearPicks forgets a service's pick cycle.
+// SetHashPicks records a service's hash table (HashPicks, HashKinds).
+func (f *FakeDataplane) SetHashPicks(svcID uint32, kind dataplane.PickKind, table []uint32) error {
+	if f.HashPicks == nil {
+		f.HashPicks = map[uint32][]uint32{}
+		f.HashKinds = map[uint32]dataplane.PickKind{}
+	}
+	f.HashPicks[svcID] = append([]uint32(nil), table...)
+	f.HashKinds[svcID] = kind
+	delete(f.Picks, svcID)
+	return nil
+}
+
+// ClearPicks forgets a service's pick cycle or table.
 func (f *FakeDataplane) ClearPicks(svcID uint32) (uint64, error) {
 	used := f.Cursors[svcID]
 	delete(f.Picks, svcID)
+	delete(f.HashPicks, svcID)
 	delete(f.Cursors, svcID)
 	return used, nil
 }
@@ -109,6 +126,9 @@ func (f *FakeDataplane) PickCursor(svcID uint32) (uint64, error) { return f.Curs
 func (f *FakeDataplane) PickServices() ([]uint32, error) {
 	var out []uint32
 	for id := range f.Picks {
+		out = append(out, id)
+	}
+	for id := range f.HashPicks {
 		out = append(out, id)
 	}
 	return out, nil

@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* picks.h: new flows scheduled in XDP from what Go's scheduler decided
+ * ahead (dataplane/picks.go, internal/server/picks.go). A service's
+ * pick_ctl says how: from a pick sequence (rr and wrr: one cycle; lc,
+ * wlc, sed and nq: a lookahead), or from a table indexed by a hash of
+ * the flow, computed as the kernel's scheduler computes it (sh, dh: 256
+ * buckets by hash_32; mh: the Maglev table by hsiphash), whose every
+ * bucket holds the real Go's scheduler gives any flow hashing there, or
+ * nothing where Go must decide (no available owner; mh's fallback, which
+ * hashes the flow again). */
+#ifndef XIPVS_PICKS_H
+#define XIPVS_PICKS_H
+
+#include "maps.h"
+#include "parse.h"
+
+/* What the hashing schedulers read of a new flow: the source and
+ * destination addresses folded to 32 bits in host order (an IPv6
+ * address's four words xored, as ip_vs_sh_hashkey folds them) and the
+ * source port in host order. */
+struct pick_flow {
+	__u32 src;
+	__u32 dst;
+	__u32 sport;
+};
+
+static __always_inline struct pick_flow pick_flow4(const struct pkt *p)
+{
+	struct pick_flow f = {
+		.src = bpf_ntohl(p->ip->saddr),
+		.dst = bpf_ntohl(p->ip->daddr),
+		.sport = bpf_ntohs(p->sport),
+	};
+
+	return f;
+}
+
+static __always_inline __u32 fold6(const struct in6_addr *a)
+{
+	return bpf_ntohl(a->in6_u.u6_addr32[0] ^ a->in6_u.u6_addr32[1] ^ a->in6_u.u6_addr32[2] ^
+			 a->in6_u.u6_addr32[3]);
+}
+
+static __always_inline struct pick_flow pick_flow6(const struct pkt *p)
+{
+	struct pick_flow f = {
+		.src = fold6(&p->ip6->saddr),
+		.dst = fold6(&p->ip6->daddr),
+		.sport = bpf_ntohs(p->sport),
+	};
+
+	return f;
+}
+
+/* hash_32 is the kernel's: multiplicative hashing by GOLDEN_RATIO_32,
+ * the top bits kept. */
+static __always_inline __u32 hash_32(__u32 val, int bits)
+{
+	return (val * 0x61C88647u) >> (32 - bits);
+}
+
+#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+
+#define SIPROUND(v0, v1, v2, v3)                                              \
+	do {                                                                  \
+		v0 += v1;                                                     \
+		v1 = ROTL64(v1, 13);                                          \
+		v1 ^= v0;                                                     \
+		v0 = ROTL64(v0, 32);                                          \
+		v2 += v3;                                                     \
+		v3 = ROTL64(v3, 16);                                          \
+		v3 ^= v2;                                                     \
+		v0 += v3;                                                     \
+		v3 = ROTL64(v3, 21);                                          \
+		v3 ^= v0;                                                     \
+		v2 += v1;                                                     \
+		v1 = ROTL64(v1, 17);                                          \
+		v1 ^= v2;                                                     \
+		v2 = ROTL64(v2, 32);                                          \
+	} while (0)
+
+/* hsiphash32 is the kernel's hsiphash of one 32-bit word on a 64-bit
+ * machine (SipHash-1-3, a 128-bit key of two equal halves k, truncated
+ * to 32 bits), as ip_vs_mh_hashkey calls it. */
+static __always_inline __u32 hsiphash32(__u32 v, __u64 k)
+{
+	__u64 v0 = 0x736f6d6570736575ULL ^ k;
+	__u64 v1 = 0x646f72616e646f6dULL ^ k;
+	__u64 v2 = 0x6c7967656e657261ULL ^ k;
+	__u64 v3 = 0x7465646279746573ULL ^ k;
+	__u64 b = (4ULL << 56) | v;
+
+	v3 ^= b;
+	SIPROUND(v0, v1, v2, v3);
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	return (__u32)((v0 ^ v1) ^ (v2 ^ v3));
+}
+
+/* pick_bucket is the bucket of flow f in a table of kind kind, as the
+ * kernel's scheduler finds it; -1 for a kind that is not a table. */
+static __always_inline __s64 pick_bucket(__u32 kind, const struct pick_flow *f)
+{
+	switch (kind) {
+	case PICK_SH:
+		return hash_32(f->src, SH_TAB_BITS);
+	case PICK_SH_PORT:
+		return hash_32(f->sport + f->src, SH_TAB_BITS);
+	case PICK_DH:
+		return hash_32(f->dst, SH_TAB_BITS);
+	case PICK_MH:
+		return hsiphash32(f->src, MH_KEY1) % MH_TAB_SIZE;
+	case PICK_MH_PORT:
+		return hsiphash32(f->sport + f->src, MH_KEY1) % MH_TAB_SIZE;
+	}
+	return -1;
+}
+
+/* pick_hashed takes the real of flow f's bucket in service sid's table
+ * (slot slot); NULL where Go decides. */
+static __always_inline struct real *pick_hashed(__u32 sid, __u32 slot, __u32 kind, struct pick_flow f, __u32 *rid)
+{
+	struct hash_pick_key k = { .sid_slot = sid << 1 | (slot & 1) };
+	__s64 b = pick_bucket(kind, &f);
+	__u32 *v;
+
+	if (b < 0)
+		return NULL;
+	k.bucket = b;
+	v = bpf_map_lookup_elem(&hash_picks, &k);
+	if (!v || !*v)
+		return NULL;
+	*rid = *v;
+	return bpf_map_lookup_elem(&reals, rid);
+}
+
+/* pick_real gives a new flow f of service sid the real Go's scheduler
+ * decided for it (struct pick_seq, or the service's hash table); NULL
+ * when the service has no picks or they do not cover this flow (Go
+ * decides then). */
+static __always_inline struct real *pick_real(__u32 sid, struct pick_flow f, __u32 *rid)
+{
+	struct pick_ctl *ctl = bpf_map_lookup_elem(&pick_ctls, &sid);
+	struct pick_seq *seq;
+	__u32 key, idx, len, loop;
+	__u64 n;
+
+	if (!ctl)
+		return NULL;
+	if (ctl->kind != PICK_SEQUENCE)
+		return pick_hashed(sid, ctl->slot, ctl->kind, f, rid);
+	key = sid << 1 | (ctl->slot & 1);
+	seq = bpf_map_lookup_elem(&pick_seqs, &key);
+	if (!seq)
+		return NULL;
+	len = seq->len;
+	loop = seq->loop;
+	if (len == 0 || len > PICK_SEQ_LEN)
+		return NULL;
+	n = __sync_fetch_and_add(&seq->cursor, 1);
+	if (n < len)
+		idx = n;
+	else if (loop < len)
+		idx = loop + (n - loop) % (len - loop);
+	else
+		return NULL;
+	/* idx < len <= PICK_SEQ_LEN, a power of two: the mask changes
+	 * nothing but lets the verifier see the bound. */
+	idx &= PICK_SEQ_LEN - 1;
+	*rid = seq->reals[idx];
+	return bpf_map_lookup_elem(&reals, rid);
+}
+
+/* count_pick counts a connection XDP scheduled to real rid. */
+static __always_inline void count_pick(__u32 rid)
+{
+	__u64 *n = bpf_map_lookup_elem(&real_conns, &rid);
+
+	if (n)
+		*n += 1;
+}
+
+#endif
