@@ -405,6 +405,16 @@ func TestIPv6ReloadMetrics(t *testing.T) {
 	if got := lab.adm(t, "-Sn"); got != want {
 		t.Fatalf("after the reload:\n%s\nwant:\n%s", got, want)
 	}
+	// Both reals' MACs resolved first: a SYN the director drops for want
+	// of one (drop_no_mac) waits for the client's retransmission, by
+	// which time its entry (state NONE, 2 s) may have been aged out, and
+	// the SYN is scheduled, and counted, a second time.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		logs := lab.Daemon.Logs()
+		if strings.Contains(logs, `msg="real server MAC" addr=fd77::11`) && strings.Contains(logs, `msg="real server MAC" addr=fd77::12`) {
+			break
+		}
+	}
 	if count := askEach(t, lab, netip.AddrPortFrom(vip, 80), 6); count["rs1"] != 2 || count["rs2"] != 4 {
 		t.Errorf("wrr 1:2 over IPv6 after the reload: %v", count)
 	}
