@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -200,7 +201,7 @@ func (s *Socket) setup(cfg Config) error {
 			f |= unix.XDP_COPY
 		}
 		sa := &unix.SockaddrXDP{Flags: f, Ifindex: uint32(cfg.Ifindex), QueueID: uint32(cfg.QueueID)}
-		err = unix.Bind(s.fd, sa)
+		err = bindQueue(s.fd, sa)
 		if err == nil {
 			s.mode = m
 			// Copy mode sends at most this many frames per kick (32 by
@@ -215,6 +216,22 @@ func (s *Socket) setup(cfg Config) error {
 		break
 	}
 	return fmt.Errorf("xsk: bind ifindex %d queue %d: %w", cfg.Ifindex, cfg.QueueID, err)
+}
+
+// bindQueue binds an XDP socket to its queue. A queue whose previous socket
+// was just closed stays busy for a moment: the kernel clears the queue's
+// buffer pool from a workqueue after the last reference goes
+// (xp_put_pool -> xp_release_deferred), so EBUSY is retried for up to two
+// seconds before it is reported.
+func bindQueue(fd int, sa *unix.SockaddrXDP) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := unix.Bind(fd, sa)
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func mapRing(fd int, pgoff int64, off unix.XDPRingOffset, n uint32, descSize uint64) (ring, error) {
