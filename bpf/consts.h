@@ -41,6 +41,13 @@
 _Static_assert((PICK_SEQ_LEN & (PICK_SEQ_LEN - 1)) == 0, "PICK_SEQ_LEN: a power of two");
 /* pick_seq.loop: the sequence does not repeat. */
 #define PICK_NO_LOOP 0xffffffff
+/* A persistent service's client netmask (-M, a prefix length) sits in
+ * the top byte of its svc_val.flags. */
+#define SVC_MASK_SHIFT 24
+/* Persistence templates XDP and Go keep (tmpls), all services. */
+#ifndef MAX_TEMPLATES
+#define MAX_TEMPLATES 1048576
+#endif
 /* Buckets of the hashing schedulers' tables, all services together. */
 #ifndef HASH_PICKS_MAX
 #define HASH_PICKS_MAX 262144
@@ -164,6 +171,8 @@ enum svc_flag {
 	SVC_F_SYNPROXY_AUTO = 0x2, /* SYN proxy while the defence is engaged
 				    * (a TCP service of NAT/FULLNAT reals) */
 	SVC_F_TOA_ROOM = 0x4,      /* FULLNAT reals: advertise an MSS 8 lower */
+	SVC_F_PERSIST = 0x8,       /* persistent (-p): new flows follow templates */
+	SVC_F_TMPL_PORT0 = 0x10,   /* its templates ignore the virtual port */
 };
 
 /* defence.flags */

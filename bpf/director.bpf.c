@@ -218,12 +218,14 @@ static __always_inline int to_slow_path(struct xdp_md *ctx, __u32 *stat)
  * rawEntries): for NAT the reply entry first, then the forward entry.
  * Returns 0 or -1. */
 static __always_inline int conn_create(struct xdp_md *ctx, struct pkt *p, struct conn_key *ck,
-				       __u32 sid, __u32 rid, const struct real *r)
+				       __u32 sid, __u32 sflags, __u32 rid, const struct real *r)
 {
 	struct conn_val v = {
 		.last_seen = bpf_ktime_get_coarse_ns(),
 		.real_id = rid,
 		.svc_id = sid,
+		/* A persistent service's: the sweep finds its template owned. */
+		.flags = (sflags & SVC_F_PERSIST) ? CONN_F_PERSIST : 0,
 	};
 
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
@@ -272,16 +274,22 @@ static __always_inline int conn_create(struct xdp_md *ctx, struct pkt *p, struct
  * goes to reals[n % len]), and forwards its first packet; services
  * without one, FULLNAT reals and failures go to the Go slow path. */
 static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct conn_key *ck,
-				    __u32 sid, __u32 *stat)
+				    __u32 sid, __u32 sflags, __u32 *stat)
 {
 	struct conn_val *c;
 	struct real *r;
 	__u32 rid;
 
-	r = pick_real(sid, pick_flow4(p), &rid);
+	if (sflags & SVC_F_PERSIST) {
+		struct tmpl_scratch *t = tmpl_of(sid, sflags, &p->ip->saddr, 4, p->dport);
+
+		r = t ? pick_persistent(sid, t, pick_flow4(p), &rid) : NULL;
+	} else {
+		r = pick_real(sid, pick_flow4(p), &rid);
+	}
 	if (!r || r->addr == 0 || r->fwd == FWD_FULLNAT)
 		return to_slow_path(ctx, stat);
-	if (conn_create(ctx, p, ck, sid, rid, r) < 0)
+	if (conn_create(ctx, p, ck, sid, sflags, rid, r) < 0)
 		return to_slow_path(ctx, stat);
 	c = bpf_map_lookup_elem(&conns, ck);
 	if (!c)
@@ -436,7 +444,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	}
 	if (p.fragment == FRAG_FIRST)
 		frag_note(&p);
-	return new_flow(ctx, &p, &ck, sv->id, stat);
+	return new_flow(ctx, &p, &ck, sv->id, sv->flags, stat);
 }
 
 /* Names the shared enums in the object's BTF, so that bpf2go can generate

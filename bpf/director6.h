@@ -662,12 +662,13 @@ static __always_inline int icmp6_error(struct xdp_md *ctx, struct pkt *p, void *
 /* conn6_create writes a new IPv6 connection's entries as the slow path
  * would (dataplane/slowpath6.go): NAT's reply entry first. */
 static __always_inline int conn6_create(struct xdp_md *ctx, struct pkt *p, struct conn_key6 *ck,
-					__u32 sid, __u32 rid, const struct real *r)
+					__u32 sid, __u32 sflags, __u32 rid, const struct real *r)
 {
 	struct conn_val6 v = {
 		.last_seen = bpf_ktime_get_coarse_ns(),
 		.real_id = rid,
 		.svc_id = sid,
+		.flags = (sflags & SVC_F_PERSIST) ? CONN_F_PERSIST : 0,
 	};
 
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
@@ -712,16 +713,22 @@ static __always_inline int conn6_create(struct xdp_md *ctx, struct pkt *p, struc
 
 /* new_flow6 is new_flow for IPv6: DR and NAT reals XDP picks itself. */
 static __always_inline int new_flow6(struct xdp_md *ctx, struct pkt *p, struct conn_key6 *ck,
-				     __u32 sid, __u32 *stat)
+				     __u32 sid, __u32 sflags, __u32 *stat)
 {
 	struct conn_val6 *c;
 	struct real *r;
 	__u32 rid;
 
-	r = pick_real(sid, pick_flow6(p), &rid);
+	if (sflags & SVC_F_PERSIST) {
+		struct tmpl_scratch *t = tmpl_of(sid, sflags, p->ip6->saddr.in6_u.u6_addr32, 16, p->dport);
+
+		r = t ? pick_persistent(sid, t, pick_flow6(p), &rid) : NULL;
+	} else {
+		r = pick_real(sid, pick_flow6(p), &rid);
+	}
 	if (!r || !(r->flags & REAL_F_IPV6) || r->fwd == FWD_FULLNAT)
 		return to_slow_path(ctx, stat);
-	if (conn6_create(ctx, p, ck, sid, rid, r) < 0)
+	if (conn6_create(ctx, p, ck, sid, sflags, rid, r) < 0)
 		return to_slow_path(ctx, stat);
 	c = bpf_map_lookup_elem(&conns6, ck);
 	if (!c)
@@ -843,7 +850,7 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 	}
 	if (p->fragment == FRAG_FIRST)
 		frag_note(p);
-	return new_flow6(ctx, p, &ck, sv->id, stat);
+	return new_flow6(ctx, p, &ck, sv->id, sv->flags, stat);
 }
 
 #endif

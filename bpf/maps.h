@@ -171,6 +171,17 @@ struct {
 	__type(value, __u32);
 } hash_picks SEC(".maps");
 
+/* Persistence templates (picks.h): by (service, client network,
+ * virtual port). XDP makes them for the new flows it schedules, Go for
+ * the slow path's, and Go ends them (expiry, a real gone or failing). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_TEMPLATES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sweep_tmpl);
+	__type(value, struct tmpl_val);
+} tmpls SEC(".maps");
+
 /* Each real's port (network order; 0 keeps the client's), for NAT
  * connections XDP makes. */
 struct {

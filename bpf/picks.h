@@ -174,6 +174,85 @@ static __always_inline struct real *pick_real(__u32 sid, struct pick_flow f, __u
 	return bpf_map_lookup_elem(&reals, rid);
 }
 
+/* A new flow's template key and value under construction, per CPU: in
+ * a map value rather than on the director's stack. */
+struct tmpl_scratch {
+	struct sweep_tmpl key;
+	struct tmpl_val val;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tmpl_scratch);
+} tmpl_scratch SEC(".maps");
+
+/* tmpl_of is the per-CPU scratch template of a new flow of persistent
+ * service sid (flags: its svc_val flags, the netmask in the top byte)
+ * from client saddr (4 or 16 bytes, alen) to virtual port dport, keyed
+ * as the sweep keys the templates it finds owned (sweep.bpf.c). */
+static __always_inline struct tmpl_scratch *tmpl_of(__u32 sid, __u32 flags, const __be32 *saddr, const int alen,
+						     __be16 dport)
+{
+	__u32 zero = 0, bits = flags >> SVC_MASK_SHIFT;
+	struct tmpl_scratch *t = bpf_map_lookup_elem(&tmpl_scratch, &zero);
+	__be32 *client;
+
+	if (!t)
+		return NULL;
+	__builtin_memset(t, 0, sizeof(*t));
+	client = (__be32 *)t->key.client;
+	t->key.svc_id = sid;
+	t->key.vport = (flags & SVC_F_TMPL_PORT0) ? 0 : dport;
+	t->key.v6 = alen == 16;
+#pragma unroll
+	for (int i = 0; i < alen / 4; i++) {
+		int b = (int)bits - 32 * i;
+
+		if (b >= 32)
+			client[i] = saddr[i];
+		else if (b > 0)
+			client[i] = saddr[i] & bpf_htonl(~0U << (32 - b));
+	}
+	return t;
+}
+
+/* pick_persistent gives a new flow of a persistent service (template t
+ * built by tmpl_of) the real its client's template names, renewing it;
+ * a client without one takes the service's next pick (pick_real), and
+ * the template is made (IPVS's ip_vs_sched_persist). NULL: Go decides.
+ * Go ends a template whose real may no longer take its clients (gone,
+ * failing, quiesced under --expire-quiescent-template, the sorry server
+ * once a real is back), so one found here is good. */
+static __always_inline struct real *pick_persistent(__u32 sid, struct tmpl_scratch *t, struct pick_flow f, __u32 *rid)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct tmpl_val *v = bpf_map_lookup_elem(&tmpls, &t->key);
+	struct real *r;
+
+	if (v) {
+		*rid = v->real_id;
+		if (v->last_used != now)
+			v->last_used = now;
+		return bpf_map_lookup_elem(&reals, rid);
+	}
+	r = pick_real(sid, f, rid);
+	if (!r)
+		return NULL;
+	t->val.real_id = *rid;
+	t->val.last_used = now;
+	if (bpf_map_update_elem(&tmpls, &t->key, &t->val, BPF_NOEXIST) == 0)
+		return r;
+	/* Another CPU made it meanwhile (its real, then), or the table is
+	 * full (Go decides). */
+	v = bpf_map_lookup_elem(&tmpls, &t->key);
+	if (!v)
+		return NULL;
+	*rid = v->real_id;
+	return bpf_map_lookup_elem(&reals, rid);
+}
+
 /* count_pick counts a connection XDP scheduled to real rid. */
 static __always_inline void count_pick(__u32 rid)
 {

@@ -247,15 +247,25 @@ struct sweep_persist {
 	__u32 port_zero;
 };
 
-/* A persistence template with a live connection. client is the
- * client's address under the service's netmask: an IPv4 address in its
- * first four bytes (v6 0), or an IPv6 address (v6 1). */
+/* A persistence template's key (tmpls), and a template with a live
+ * connection (the sweep's sweep_owned): the service, the client's
+ * address under the service's netmask (an IPv4 address in its first
+ * four bytes, v6 0, or an IPv6 address, v6 1) and the virtual port (0
+ * for port-zero templates). */
 struct sweep_tmpl {
 	__u32 svc_id;
 	__u8 client[16];
 	__be16 vport;
 	__u8 v6;
 	__u8 pad;
+};
+
+/* A persistence template (tmpls): the real its client network sticks
+ * to, and when a new connection last followed it (coarse ns). */
+struct tmpl_val {
+	__u32 real_id;
+	__u32 pad;
+	__u64 last_used;
 };
 
 /* A director interface, keyed by ifindex. */

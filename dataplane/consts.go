@@ -81,7 +81,17 @@ const (
 	// SvcTOARoom: FULLNAT reals; the proxy's SYN-ACK advertises an MSS
 	// that leaves room for the TOA option.
 	SvcTOARoom = SvcFlags(directorSvcFlagSVC_F_TOA_ROOM)
+	// SvcPersist: a persistent service; its new flows follow the
+	// templates (tmpl.go), its client netmask in SvcPersistMask.
+	SvcPersist = SvcFlags(directorSvcFlagSVC_F_PERSIST)
+	// SvcTmplPort0: its templates ignore the virtual port (-f, port 0,
+	// FTP).
+	SvcTmplPort0 = SvcFlags(directorSvcFlagSVC_F_TMPL_PORT0)
 )
+
+// SvcPersistMask is the flags' field of a persistent service's client
+// netmask, a prefix length (bpf/consts.h SVC_MASK_SHIFT).
+func SvcPersistMask(bits int) SvcFlags { return SvcFlags(bits) << 24 }
 
 // StatIsEvent reports whether counter i counts an event on a packet
 // another counter already counts (toa_skipped, est_full, new_syn), so that a sum

@@ -257,6 +257,8 @@ const (
 	directorSvcFlagSVC_F_SYNPROXY      directorSvcFlag = 1
 	directorSvcFlagSVC_F_SYNPROXY_AUTO directorSvcFlag = 2
 	directorSvcFlagSVC_F_TOA_ROOM      directorSvcFlag = 4
+	directorSvcFlagSVC_F_PERSIST       directorSvcFlag = 8
+	directorSvcFlagSVC_F_TMPL_PORT0    directorSvcFlag = 16
 )
 
 type directorSvcKey struct {
@@ -281,6 +283,15 @@ type directorSvcVal struct {
 	Flags uint32
 }
 
+type directorSweepTmpl struct {
+	_      structs.HostLayout
+	SvcId  uint32
+	Client [16]uint8
+	Vport  uint16
+	V6     uint8
+	Pad    uint8
+}
+
 type directorTcpState uint32
 
 const (
@@ -297,6 +308,19 @@ const (
 	directorTcpStateTCPS_SYNACK      directorTcpState = 10
 	directorTcpStateTCPS_LAST        directorTcpState = 11
 )
+
+type directorTmplScratch struct {
+	_   structs.HostLayout
+	Key directorSweepTmpl
+	Val directorTmplVal
+}
+
+type directorTmplVal struct {
+	_        structs.HostLayout
+	RealId   uint32
+	Pad      uint32
+	LastUsed uint64
+}
 
 // Names of all BPF objects in the ELF.
 //
@@ -328,6 +352,8 @@ const (
 	directorMapSlowStats        = "slow_stats"
 	directorMapSlowTraffic      = "slow_traffic"
 	directorMapStats            = "stats"
+	directorMapTmplScratch      = "tmpl_scratch"
+	directorMapTmpls            = "tmpls"
 	directorMapTxPorts          = "tx_ports"
 	directorMapXsks             = "xsks"
 	directorProgXipvsDirector   = "xipvs_director"
@@ -411,6 +437,8 @@ type directorMapSpecs struct {
 	SlowStats     *ebpf.MapSpec `ebpf:"slow_stats"`
 	SlowTraffic   *ebpf.MapSpec `ebpf:"slow_traffic"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	TmplScratch   *ebpf.MapSpec `ebpf:"tmpl_scratch"`
+	Tmpls         *ebpf.MapSpec `ebpf:"tmpls"`
 	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
 	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -468,6 +496,8 @@ type directorMaps struct {
 	SlowStats     *ebpf.Map `ebpf:"slow_stats"`
 	SlowTraffic   *ebpf.Map `ebpf:"slow_traffic"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	TmplScratch   *ebpf.Map `ebpf:"tmpl_scratch"`
+	Tmpls         *ebpf.Map `ebpf:"tmpls"`
 	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
 	Xsks          *ebpf.Map `ebpf:"xsks"`
 }
@@ -500,6 +530,8 @@ func (m *directorMaps) Close() error {
 		m.SlowStats,
 		m.SlowTraffic,
 		m.Stats,
+		m.TmplScratch,
+		m.Tmpls,
 		m.TxPorts,
 		m.Xsks,
 	)

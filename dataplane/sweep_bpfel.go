@@ -227,6 +227,13 @@ type sweepSweepTmpl struct {
 	Pad    uint8
 }
 
+type sweepTmplVal struct {
+	_        structs.HostLayout
+	RealId   uint32
+	Pad      uint32
+	LastUsed uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -261,6 +268,7 @@ const (
 	sweepMapSweepOwned      = "sweep_owned"
 	sweepMapSweepPersistent = "sweep_persistent"
 	sweepMapSweepReleased   = "sweep_released"
+	sweepMapTmpls           = "tmpls"
 	sweepMapTxPorts         = "tx_ports"
 	sweepMapXsks            = "xsks"
 	sweepProgXipvsSweep     = "xipvs_sweep"
@@ -345,6 +353,7 @@ type sweepMapSpecs struct {
 	SweepOwned      *ebpf.MapSpec `ebpf:"sweep_owned"`
 	SweepPersistent *ebpf.MapSpec `ebpf:"sweep_persistent"`
 	SweepReleased   *ebpf.MapSpec `ebpf:"sweep_released"`
+	Tmpls           *ebpf.MapSpec `ebpf:"tmpls"`
 	TxPorts         *ebpf.MapSpec `ebpf:"tx_ports"`
 	Xsks            *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -405,6 +414,7 @@ type sweepMaps struct {
 	SweepOwned      *ebpf.Map `ebpf:"sweep_owned"`
 	SweepPersistent *ebpf.Map `ebpf:"sweep_persistent"`
 	SweepReleased   *ebpf.Map `ebpf:"sweep_released"`
+	Tmpls           *ebpf.Map `ebpf:"tmpls"`
 	TxPorts         *ebpf.Map `ebpf:"tx_ports"`
 	Xsks            *ebpf.Map `ebpf:"xsks"`
 }
@@ -441,6 +451,7 @@ func (m *sweepMaps) Close() error {
 		m.SweepOwned,
 		m.SweepPersistent,
 		m.SweepReleased,
+		m.Tmpls,
 		m.TxPorts,
 		m.Xsks,
 	)

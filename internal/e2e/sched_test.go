@@ -3,6 +3,8 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/xipvs/xipvs/internal/api"
@@ -103,4 +105,62 @@ func mustAddr(s string) netip.Addr {
 		s = s[1 : len(s)-1]
 	}
 	return netip.MustParseAddr(s)
+}
+
+// TestPersistenceInXDP: a persistent wlc service (-p 300, ipvsadm's
+// usual), IPv4 and IPv6 over DR: 1000 new connections of one client all
+// reach one real, scheduled in XDP from the client's template (the first
+// from the lookahead, which made the template), none by the slow path;
+// and the templates, in the pinned maps, survive a kill -9 and restart
+// of xipvsd: the next connection goes to the same real.
+func TestPersistenceInXDP(t *testing.T) {
+	pins := filepath.Join(mountBPFFS(t), "xipvs")
+	lab := newDRLab(t, "pxd", "--pin-dir", pins)
+	vip6 := addDR6(t, lab, true)
+	lab.serveEcho(t, 80)
+	before, err := api.NewClient(lab.Socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[netip.Addr]string{}
+	for _, vs := range []netip.AddrPort{netip.AddrPortFrom(lab.vip, 80), netip.AddrPortFrom(vip6, 80)} {
+		lab.adm(t, "-A", "-t", vs.String(), "-s", "wlc", "-p", "300")
+		rs := []string{"10.77.0.11", "10.77.0.12"}
+		if vs.Addr().Is6() {
+			rs = []string{"[fd77::11]", "[fd77::12]"}
+		}
+		for _, r := range rs {
+			lab.adm(t, "-a", "-t", vs.String(), "-r", r+":80", "-g")
+		}
+		got := map[string]int{}
+		for n := 0; n < 1000; n++ {
+			who, _, _ := lab.askAt(t, vs)
+			got[who]++
+		}
+		if len(got) != 1 {
+			t.Errorf("%v: one client's 1000 connections went to %v, want one real", vs, got)
+		}
+		for who := range got {
+			first[vs.Addr()] = who
+		}
+	}
+	after, err := api.NewClient(lab.Socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := after.Counters["slow_new_conns"] - before.Counters["slow_new_conns"]; n != 0 {
+		t.Errorf("%d of 2000 persistent connections scheduled by the slow path, want none", n)
+	}
+	if out := lab.adm(t, "-Ln"); !strings.Contains(out, "persistent 300") {
+		t.Errorf("-Ln:\n%s", out)
+	}
+	// The templates live in the pinned maps: a restarted xipvsd keeps
+	// the clients where they were.
+	lab.Daemon.Kill()
+	lab.start(t)
+	for vip, who := range first {
+		if got, _, _ := lab.askAt(t, netip.AddrPortFrom(vip, 80)); got != who {
+			t.Errorf("%v after a restart: to %s, its template says %s", vip, got, who)
+		}
+	}
 }

@@ -115,6 +115,10 @@ func (s *Server) releaseDest(d *dest) {
 		s.log.Warn("delete real", "id", d.realID, "err", err)
 	}
 	delete(s.reals, d.realID)
+	if d.svc != nil && d.svc.cfg.Persistent {
+		// No template may name the id once it is free for another real.
+		s.endTemplates(d.svc, func(t *dest) bool { return t == d })
+	}
 	if s.batch != nil {
 		// Its connections are expired at the end of the batch; the id
 		// is free after that.
@@ -319,6 +323,10 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 	x.cfg = d
 	x.sd.Weight = x.weight()
 	s.reschedule(sv)
+	if s.opts.ExpireQuiescentTemplate && d.Weight == 0 {
+		// expire_quiescent_template: a quiesced real's clients move on.
+		s.endTemplates(sv, func(t *dest) bool { return t == x })
+	}
 	s.changed()
 	s.logChange("real server edited", "service", k.String(), "real", d.AddrPort().String(), "weight", d.Weight)
 	return nil
@@ -340,11 +348,7 @@ func (s *Server) deleteDest(k config.ServiceKey, addr netip.Addr, port uint16) e
 	s.catchUp(sv)
 	sv.dests = slices.Delete(sv.dests, i, i+1)
 	s.reschedule(sv)
-	for k, t := range sv.templates {
-		if t.dest == x {
-			delete(sv.templates, k)
-		}
-	}
+	s.endTemplates(sv, func(d *dest) bool { return d == x })
 	if err := s.expireConns(map[uint32]bool{x.realID: true}); err != nil {
 		return err
 	}

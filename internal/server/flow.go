@@ -134,18 +134,19 @@ func (s *Server) schedule(sv *service, f sched.Flow) *dest {
 	}
 	timeout := time.Duration(sv.cfg.Timeout) * time.Second
 	k := sv.templateKey(f.Src, f.DstPort)
-	if t := sv.templates[k]; t != nil {
-		// ip_vs_check_template: a deleted real (already gone from the
-		// map), or with expire_quiescent_template a quiesced one, ends
-		// the template.
-		// A real failing its health check ends the template too, and
-		// so does the sorry server once a real is back.
-		quiesced := s.opts.ExpireQuiescentTemplate && t.dest.cfg.Weight == 0
-		if !quiesced && !t.dest.down && !(t.dest == sv.sorry && sv.anyUp()) {
+	t := sv.templates[k]
+	if t == nil {
+		// One XDP made, for a new flow it scheduled.
+		t = s.adoptTemplate(sv, k, timeout)
+	}
+	if t != nil {
+		if s.templateGood(sv, t) {
 			t.expires = f.Now + timeout
+			s.writeTemplate(sv, k, t.dest, f.Now)
 			return t.dest
 		}
 		delete(sv.templates, k)
+		s.dropTemplate(sv, k)
 	}
 	sd := sv.sched.Schedule(f)
 	if sd == nil {
@@ -153,5 +154,76 @@ func (s *Server) schedule(sv *service, f sched.Flow) *dest {
 	}
 	d := s.reals[sd.ID]
 	sv.templates[k] = &template{dest: d, expires: f.Now + timeout}
+	s.writeTemplate(sv, k, d, f.Now)
 	return d
+}
+
+// templateGood is ip_vs_check_template: a deleted real (gone from the
+// service), or with expire_quiescent_template a quiesced one, ends the
+// template; a real failing its health check ends it too, and so does
+// the sorry server once a real is back.
+func (s *Server) templateGood(sv *service, t *template) bool {
+	if t.dest.svc != sv || s.reals[t.dest.realID] != t.dest {
+		return false
+	}
+	quiesced := s.opts.ExpireQuiescentTemplate && t.dest.cfg.Weight == 0
+	return !quiesced && !t.dest.down && !(t.dest == sv.sorry && sv.anyUp())
+}
+
+// dpTemplate is template k of sv as the data plane keys it.
+func (sv *service) dpTemplate(k tmplKey) dataplane.Template {
+	return dataplane.Template{ServiceID: sv.id, Client: k.client, VPort: k.vport}
+}
+
+// adoptTemplate takes into sv's templates the data plane's template k
+// (made by XDP), if it has one naming a real of sv; s.mu is held.
+func (s *Server) adoptTemplate(sv *service, k tmplKey, timeout time.Duration) *template {
+	u, ok, err := s.opts.Dataplane.LookupTemplate(sv.dpTemplate(k))
+	if err != nil || !ok {
+		return nil
+	}
+	d := s.reals[u.RealID]
+	if d == nil || d.svc != sv {
+		s.dropTemplate(sv, k)
+		return nil
+	}
+	t := &template{dest: d, expires: u.LastUsed + timeout}
+	sv.templates[k] = t
+	return t
+}
+
+// writeTemplate gives the data plane template k of sv (XDP sends the
+// client network's next new flows to d); s.mu is held.
+func (s *Server) writeTemplate(sv *service, k tmplKey, d *dest, now time.Duration) {
+	if err := s.opts.Dataplane.SetTemplate(sv.dpTemplate(k), dataplane.TemplateUse{RealID: d.realID, LastUsed: now}); err != nil {
+		s.log.Warn("writing a persistence template", "service", sv.cfg.ServiceKey.String(), "err", err)
+	}
+}
+
+// dropTemplate removes template k of sv from the data plane.
+func (s *Server) dropTemplate(sv *service, k tmplKey) {
+	if err := s.opts.Dataplane.DeleteTemplate(sv.dpTemplate(k)); err != nil {
+		s.log.Warn("removing a persistence template", "service", sv.cfg.ServiceKey.String(), "err", err)
+	}
+}
+
+// endTemplates ends sv's templates that name a real end says so of (all
+// with end nil), in the server and in the data plane, where XDP may have
+// made some the server has not seen yet; s.mu is held.
+func (s *Server) endTemplates(sv *service, end func(*dest) bool) {
+	for k, t := range sv.templates {
+		if end == nil || end(t.dest) {
+			delete(sv.templates, k)
+		}
+	}
+	err := s.opts.Dataplane.DeleteTemplates(func(t dataplane.Template, u dataplane.TemplateUse) bool {
+		if t.ServiceID != sv.id {
+			return false
+		}
+		d := s.reals[u.RealID]
+		return end == nil || d == nil || end(d)
+	})
+	if err != nil {
+		s.log.Warn("ending persistence templates", "service", sv.cfg.ServiceKey.String(), "err", err)
+	}
 }

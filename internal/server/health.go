@@ -100,14 +100,15 @@ func (s *Server) SetHealth(k health.Key, up bool, reason string) {
 	s.catchUp(sv)
 	d.down, d.reason, d.since = !up, reason, time.Now()
 	d.sd.Weight = d.weight()
-	if !up {
-		for tk, t := range sv.templates {
-			if t.dest == d {
-				delete(sv.templates, tk)
-			}
-		}
-	}
+	// The picks first, so that XDP makes no new template for d.
 	s.reschedule(sv)
+	if !up {
+		s.endTemplates(sv, func(t *dest) bool { return t == d })
+	}
+	if sv.sorry != nil && !wasUp && sv.anyUp() {
+		// A real is back: the sorry server's clients move on.
+		s.endTemplates(sv, func(t *dest) bool { return t == sv.sorry })
+	}
 	action := sv.cfg.OnFailure
 	if action == "" {
 		action = config.OnFailureQuiesce

@@ -184,13 +184,11 @@ func (s *Server) syncPicks(sv *service) {
 }
 
 // cyclable reports whether XDP may schedule sv's new flows from a pick
-// sequence: not persistent (templates live in Go), no FULLNAT real (local
-// ports are Go's) and no connection thresholds (the overload flag they
-// set is the server's to keep).
+// sequence or table: no FULLNAT real (local ports are Go's) and no
+// connection thresholds (the overload flag they set is the server's to
+// keep). A persistent service's picks go to the clients XDP makes
+// templates for (bpf/picks.h pick_persistent).
 func (s *Server) cyclable(sv *service) bool {
-	if sv.cfg.Persistent {
-		return false
-	}
 	for _, sd := range sv.schedDests() {
 		d := s.reals[sd.ID]
 		if d == nil || d.cfg.Fwd == config.FwdFullNAT || d.cfg.UThreshold != 0 || d.cfg.LThreshold != 0 {

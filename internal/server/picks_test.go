@@ -30,8 +30,9 @@ func svcID(s *Server, line string) uint32 {
 }
 
 // TestPickCycles: rr and wrr services get their scheduler's cycle in
-// XDP; schedulers that look at the flow, persistence, FULLNAT reals and
-// thresholds do not; a deleted service's cycle goes.
+// XDP, persistent ones too (XDP takes a pick only for a client without a
+// template); lblc, FULLNAT reals and thresholds do not; a deleted
+// service's cycle goes.
 func TestPickCycles(t *testing.T) {
 	s, dp, _ := newTestServer(t)
 	apply(t, s, "-A -t 10.0.0.100:80 -s wrr")
@@ -46,7 +47,6 @@ func TestPickCycles(t *testing.T) {
 	for _, c := range []struct{ name, lines string }{
 		{"lblc", "-A -t 10.0.0.100:81 -s lblc\n-a -t 10.0.0.100:81 -r 10.0.0.11 -g"},
 		{"wlc with a threshold", "-A -t 10.0.0.100:85 -s wlc\n-a -t 10.0.0.100:85 -r 10.0.0.11 -g -x 10"},
-		{"persistent rr", "-A -t 10.0.0.100:82 -s rr -p\n-a -t 10.0.0.100:82 -r 10.0.0.11 -g"},
 		{"rr with a FULLNAT real", "-A -t 10.0.0.100:83 -s rr\n-a -t 10.0.0.100:83 -r 10.0.0.11 -g\n-a -t 10.0.0.100:83 -r 10.0.0.13 -b"},
 		{"rr with a threshold", "-A -t 10.0.0.100:84 -s rr\n-a -t 10.0.0.100:84 -r 10.0.0.11 -g -x 10"},
 	} {
@@ -57,6 +57,11 @@ func TestPickCycles(t *testing.T) {
 		if ids, ok := dp.Picks[svcID(s, first[0]+" "+first[1]+" "+first[2])]; ok {
 			t.Errorf("%s: a pick cycle %v", c.name, ids)
 		}
+	}
+	apply(t, s, "-A -t 10.0.0.100:82 -s rr -p")
+	apply(t, s, "-a -t 10.0.0.100:82 -r 10.0.0.11 -g")
+	if got := cycleAddrs(t, s, dp.Picks[svcID(s, "-A -t 10.0.0.100:82")]); !slices.Equal(got, []string{"10.0.0.11"}) {
+		t.Errorf("persistent rr: cycle %v, want [10.0.0.11]", got)
 	}
 	apply(t, s, "-D -t 10.0.0.100:80")
 	if _, ok := dp.Picks[id]; ok {

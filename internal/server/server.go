@@ -52,6 +52,12 @@ type Dataplane interface {
 	DeleteConn(dataplane.ConnKey) error
 	SetPicks(svcID uint32, picks []uint32, loop int) (uint64, error)
 	SetHashPicks(svcID uint32, kind dataplane.PickKind, table []uint32) error
+	// Persistence templates XDP follows and makes (dataplane/tmpl.go).
+	LookupTemplate(t dataplane.Template) (dataplane.TemplateUse, bool, error)
+	SetTemplate(t dataplane.Template, u dataplane.TemplateUse) error
+	DeleteTemplate(t dataplane.Template) error
+	DeleteTemplates(end func(dataplane.Template, dataplane.TemplateUse) bool) error
+	Templates(fn func(dataplane.Template, dataplane.TemplateUse)) error
 	ClearPicks(svcID uint32) (uint64, error)
 	PickCursor(svcID uint32) (uint64, error)
 	PickServices() ([]uint32, error)

@@ -10,6 +10,7 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/health"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
@@ -342,5 +343,81 @@ func TestRestore(t *testing.T) {
 	}
 	if len(ids) != 3 {
 		t.Fatalf("reals %v", ids)
+	}
+}
+
+// TestTemplatesSharedWithXDP: the data plane's templates are the
+// server's too. One XDP made (for a new flow it scheduled) sends the
+// slow path's next flow of that client network to its real and counts
+// among the service's templates after a sweep; it expires as the
+// server's do (renewed by each new connection XDP saw, kept while it
+// controls a connection); the slow path's templates reach the data
+// plane; a real failing its check ends its templates there too, and
+// deleting the service ends them all.
+func TestTemplatesSharedWithXDP(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s rr -p 60 -M 255.255.255.0")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g")
+	sk := config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}
+	id := svcID(s, "-A -t 10.0.0.100:80")
+	var rid12 uint32
+	for rid, d := range s.reals {
+		if d.cfg.Addr == rs2 {
+			rid12 = rid
+		}
+	}
+	// XDP made this one.
+	xt := dataplane.Template{ServiceID: id, Client: netipMust("192.0.2.0"), VPort: 80}
+	if err := dp.SetTemplate(xt, dataplane.TemplateUse{RealID: rid12, LastUsed: clk.now}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if got := newConn(t, s, dp, fmt.Sprintf("192.0.2.%d", 10+i), uint16(2000+i), 80); got != rs2 {
+			t.Fatalf("a slow-path flow of the client network XDP pinned went to %v, want %v", got, rs2)
+		}
+	}
+	// The slow path's own template reaches the data plane.
+	other := newConn(t, s, dp, "198.51.100.1", 1, 80)
+	ot := dataplane.Template{ServiceID: id, Client: netipMust("198.51.100.0"), VPort: 80}
+	if u, ok := dp.Tmpls[ot]; !ok || s.reals[u.RealID].cfg.Addr != other {
+		t.Fatalf("the slow path's template in the data plane: %+v %v", u, ok)
+	}
+	// A third, XDP's alone, is counted after a sweep.
+	yt := dataplane.Template{ServiceID: id, Client: netipMust("203.0.113.0"), VPort: 80}
+	if err := dp.SetTemplate(yt, dataplane.TemplateUse{RealID: rid12, LastUsed: clk.now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Templates(sk); n != 3 {
+		t.Fatalf("templates after a sweep: %d, want 3", n)
+	}
+	// XDP renews yt (a new connection followed it) past the timeout.
+	clk.now += 50 * time.Second
+	dp.Tmpls[yt] = dataplane.TemplateUse{RealID: rid12, LastUsed: clk.now}
+	clear(dp.Conns)
+	clk.now += 30 * time.Second
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dp.Tmpls[yt]; !ok || s.Templates(sk) != 1 {
+		t.Errorf("after the timeout: %d templates, the renewed one kept %v; want 1, true", s.Templates(sk), ok)
+	}
+	if _, ok := dp.Tmpls[xt]; ok {
+		t.Error("an expired template stayed in the data plane")
+	}
+	// 10.0.0.12 fails its check: its templates end, XDP's too.
+	s.SetHealth(health.Key{Service: sk, Real: netip.AddrPortFrom(rs2, 80)}, false, "test")
+	if _, ok := dp.Tmpls[yt]; ok {
+		t.Error("a failed real's template stayed in the data plane")
+	}
+	if err := dp.SetTemplate(xt, dataplane.TemplateUse{RealID: rid12, LastUsed: clk.now}); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, s, "-D -t 10.0.0.100:80")
+	if len(dp.Tmpls) != 0 {
+		t.Errorf("templates left after the service went: %v", dp.Tmpls)
 	}
 }

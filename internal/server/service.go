@@ -73,6 +73,12 @@ func (sv *service) dataplaneFlags() dataplane.SvcFlags {
 	if all {
 		f |= dataplane.SvcSynProxyAuto
 	}
+	if sv.cfg.Persistent {
+		f |= dataplane.SvcPersist | dataplane.SvcPersistMask(sv.cfg.Netmask.Bits())
+		if sv.portZeroTemplates() {
+			f |= dataplane.SvcTmplPort0
+		}
+	}
 	return f
 }
 
@@ -333,7 +339,7 @@ func (s *Server) editService(svc config.Service) error {
 	}
 	if !svc.Persistent || svc.Netmask != sv.cfg.Netmask {
 		// Templates keyed on the old netmask (or no longer wanted).
-		clear(sv.templates)
+		s.endTemplates(sv, nil)
 	}
 	oldSorry := sv.cfg.Sorry
 	sv.cfg = svc
@@ -366,6 +372,9 @@ func (s *Server) deleteService(k config.ServiceKey) error {
 func (s *Server) deleteServiceLocked(sv *service) error {
 	if _, err := s.opts.Dataplane.ClearPicks(sv.id); err != nil {
 		return err
+	}
+	if sv.cfg.Persistent {
+		s.endTemplates(sv, nil)
 	}
 	sv.fast = nil
 	delete(s.services, sv.cfg.ServiceKey)

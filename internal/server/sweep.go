@@ -109,13 +109,51 @@ func (s *Server) recount(counts map[uint32]conntrack.Counts) map[*service]bool {
 // timeout, as ip_vs_conn_expire does. Only the services the sweep was
 // run for are aged. s.mu is held.
 func (s *Server) ageTemplates(swept map[uint32]dataplane.SweepPersist, owned map[uint32]map[tmplKey]bool, now time.Duration) {
+	// The data plane's templates: those XDP made, and when XDP last
+	// renewed any (a new connection followed it).
+	uses := map[uint32]map[tmplKey]dataplane.TemplateUse{}
+	var stale []dataplane.Template
+	err := s.opts.Dataplane.Templates(func(t dataplane.Template, u dataplane.TemplateUse) {
+		if sv := s.byID[t.ServiceID]; sv == nil || !sv.cfg.Persistent {
+			stale = append(stale, t) // its service is gone or no longer persistent
+			return
+		}
+		if uses[t.ServiceID] == nil {
+			uses[t.ServiceID] = map[tmplKey]dataplane.TemplateUse{}
+		}
+		uses[t.ServiceID][tmplKey{client: t.Client, vport: t.VPort}] = u
+	})
+	if err != nil {
+		s.log.Warn("reading the data plane's persistence templates", "err", err)
+	}
+	for _, t := range stale {
+		_ = s.opts.Dataplane.DeleteTemplate(t)
+	}
 	for id := range swept {
 		sv := s.byID[id]
 		if sv == nil || !sv.cfg.Persistent {
 			continue // deleted or changed meanwhile
 		}
 		timeout := time.Duration(sv.cfg.Timeout) * time.Second
+		for k, u := range uses[id] {
+			t := sv.templates[k]
+			if t == nil {
+				if t = s.adoptTemplate(sv, k, timeout); t == nil {
+					continue
+				}
+			}
+			if e := u.LastUsed + timeout; e > t.expires {
+				t.expires = e
+			}
+		}
 		for k, t := range sv.templates {
+			if !s.templateGood(sv, t) {
+				// Ended where IPVS would find it invalid; XDP may have
+				// made it in the instant its real's state changed.
+				delete(sv.templates, k)
+				s.dropTemplate(sv, k)
+				continue
+			}
 			if now < t.expires {
 				continue
 			}
@@ -124,6 +162,7 @@ func (s *Server) ageTemplates(swept map[uint32]dataplane.SweepPersist, owned map
 				continue
 			}
 			delete(sv.templates, k)
+			s.dropTemplate(sv, k)
 		}
 	}
 }

@@ -23,7 +23,9 @@ type FakeDataplane struct {
 	// HashPicks and HashKinds are the hashing schedulers' tables.
 	HashPicks map[uint32][]uint32
 	HashKinds map[uint32]dataplane.PickKind
-	Cursors   map[uint32]uint64
+	// Tmpls are the persistence templates "XDP" holds.
+	Tmpls   map[dataplane.Template]dataplane.TemplateUse
+	Cursors map[uint32]uint64
 }
 
 // NewFakeDataplane returns an empty FakeDataplane.
@@ -147,6 +149,45 @@ func (f *FakeDataplane) SetSynced(fl dataplane.NewFlow, dec dataplane.Decision, 
 			e.Conn.State = state
 		}
 		f.Conns[e.Key] = e.Conn
+	}
+	return nil
+}
+
+// LookupTemplate finds a template (Templates).
+func (f *FakeDataplane) LookupTemplate(t dataplane.Template) (dataplane.TemplateUse, bool, error) {
+	u, ok := f.Tmpls[t]
+	return u, ok, nil
+}
+
+// SetTemplate records a template (Templates).
+func (f *FakeDataplane) SetTemplate(t dataplane.Template, u dataplane.TemplateUse) error {
+	if f.Tmpls == nil {
+		f.Tmpls = map[dataplane.Template]dataplane.TemplateUse{}
+	}
+	f.Tmpls[t] = u
+	return nil
+}
+
+// DeleteTemplate forgets a template.
+func (f *FakeDataplane) DeleteTemplate(t dataplane.Template) error {
+	delete(f.Tmpls, t)
+	return nil
+}
+
+// DeleteTemplates forgets the templates end says so of.
+func (f *FakeDataplane) DeleteTemplates(end func(dataplane.Template, dataplane.TemplateUse) bool) error {
+	for t, u := range f.Tmpls {
+		if end(t, u) {
+			delete(f.Tmpls, t)
+		}
+	}
+	return nil
+}
+
+// Templates calls fn for every template.
+func (f *FakeDataplane) Templates(fn func(dataplane.Template, dataplane.TemplateUse)) error {
+	for t, u := range f.Tmpls {
+		fn(t, u)
 	}
 	return nil
 }
