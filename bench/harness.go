@@ -242,6 +242,8 @@ func (r *Report) addRatios(o Options) {
 	r.ratio("new flows: xipvs-mh / ceiling", "new-flows/xipvs-mh", "new-flows/ceiling")
 	r.ratio("new flows: xipvs-mh / nftables", "new-flows/xipvs-mh", "new-flows/nftables")
 	r.ratio("new flows: xipvs-mh6 / nftables6", "new-flows/xipvs-mh6", "new-flows/nftables6")
+	r.ratio("new flows: xipvs-wlc-p / ceiling", "new-flows/xipvs-wlc-p", "new-flows/ceiling")
+	r.ratio("new flows: xipvs-wlc-p / nftables", "new-flows/xipvs-wlc-p", "new-flows/nftables")
 	r.ratio("new flows: xipvs-slowpath / ceiling", "new-flows/xipvs-slowpath", "new-flows/ceiling")
 	r.ratio("new flows: nftables / ceiling", "new-flows/nftables", "new-flows/ceiling")
 	r.ratio("new flows: xipvs-dr / nftables", "new-flows/xipvs-dr", "new-flows/nftables")

@@ -51,7 +51,7 @@ func TestSmoke(t *testing.T) {
 			want = append(want, "established/"+subj+"/"+strconv.Itoa(size))
 		}
 	}
-	want = append(want, "new-flows/ceiling", "new-flows/xipvs-dr", "new-flows/xipvs-wlc", "new-flows/xipvs-mh", "new-flows/xipvs-slowpath", "new-flows/nftables",
+	want = append(want, "new-flows/ceiling", "new-flows/xipvs-dr", "new-flows/xipvs-wlc", "new-flows/xipvs-mh", "new-flows/xipvs-wlc-p", "new-flows/xipvs-slowpath", "new-flows/nftables",
 		"new-flows/xipvs-dr6", "new-flows/xipvs-wlc6", "new-flows/xipvs-mh6", "new-flows/xipvs-slowpath6", "new-flows/nftables6",
 		"new-flows/xipvs-slowpath-1q-2senders", "new-flows/xipvs-slowpath-2q-2senders",
 		"tcp-connect/routed-no-balancer", "tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy",

@@ -49,14 +49,15 @@ var (
 	wireWeights = []int{1, 2, 3}
 	// wireVIPs are the xipvs director's services, one per forwarding
 	// method, a wlc and an mh one (new flows scheduled in XDP from Go's
-	// lookahead and from its Maglev table) and an lblc one whose new
+	// lookahead and from its Maglev table), a persistent wlc one (-p 300:
+	// XDP follows or makes the client's template) and an lblc one whose new
 	// flows go through the Go slow path; the ceiling, reference LB and
 	// nftables use the DR VIP.
 	wireVIPs = map[string]netip.Addr{
 		"dr": netip.MustParseAddr("10.77.0.100"), "tun": netip.MustParseAddr("10.77.0.101"),
 		"nat": netip.MustParseAddr("10.77.0.102"), "fullnat": netip.MustParseAddr("10.77.0.103"),
 		"slowpath": netip.MustParseAddr("10.77.0.104"), "wlc": netip.MustParseAddr("10.77.0.105"),
-		"mh":  netip.MustParseAddr("10.77.0.106"),
+		"mh": netip.MustParseAddr("10.77.0.106"), "wlcp": netip.MustParseAddr("10.77.0.107"),
 		"dr6": netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
 		"slowpath6": netip.MustParseAddr("fd77::104"), "wlc6": netip.MustParseAddr("fd77::105"),
 		"mh6": netip.MustParseAddr("fd77::106"),
@@ -695,13 +696,15 @@ func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) erro
 
 // synServices adds the SYN streams' services: wrr on the DR VIP (new
 // flows scheduled in XDP from a cycle), wlc (in XDP from a lookahead), mh
-// (in XDP from its table) and lblc on the slow-path VIP (its picks follow
-// a per-destination table Go keeps: the Go slow path decides).
+// (in XDP from its table), wlc -p 300 (in XDP from the client's template,
+// made from the lookahead's pick) and lblc on the slow-path VIP (its
+// picks follow a per-destination table Go keeps: the Go slow path
+// decides).
 func synServices(x *xipvs) error {
-	for vip, sched := range map[string]string{"dr": "wrr", "wlc": "wlc", "mh": "mh", "slowpath": "lblc",
-		"dr6": "wrr", "wlc6": "wlc", "mh6": "mh", "slowpath6": "lblc"} {
+	for vip, sched := range map[string][]string{"dr": {"wrr"}, "wlc": {"wlc"}, "mh": {"mh"}, "wlcp": {"wlc", "-p", "300"},
+		"slowpath": {"lblc"}, "dr6": {"wrr"}, "wlc6": {"wlc"}, "mh6": {"mh"}, "slowpath6": {"lblc"}} {
 		vs := netip.AddrPortFrom(wireVIPs[vip], 80).String()
-		if err := x.run("-A", "-t", vs, "-s", sched); err != nil {
+		if err := x.run(append([]string{"-A", "-t", vs, "-s"}, sched...)...); err != nil {
 			return err
 		}
 		for i, rip := range realsOf(wireVIPs[vip]) {
@@ -783,6 +786,7 @@ func (w *wire) newFlowRound(r *Report, o Options, run int) error {
 		{"xipvs-dr", dirXipvsNew, wireVIPs["dr"], 1},
 		{"xipvs-wlc", dirXipvsNew, wireVIPs["wlc"], 1},
 		{"xipvs-mh", dirXipvsNew, wireVIPs["mh"], 1},
+		{"xipvs-wlc-p", dirXipvsNew, wireVIPs["wlcp"], 1},
 		{"xipvs-slowpath", dirXipvsNew, wireVIPs["slowpath"], 1},
 		{"xipvs-dr6", dirXipvsNew, wireVIPs["dr6"], 1},
 		{"xipvs-wlc6", dirXipvsNew, wireVIPs["wlc6"], 1},
