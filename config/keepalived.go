@@ -411,7 +411,6 @@ func (r *kaReader) virtualServer(n *kaNode) error {
 			if err != nil {
 				return err
 			}
-			// keepalived also knows fo, ovf and twos, which xipvs has not.
 			if !slices.Contains(sched.Names(), s) {
 				r.mark(c.words[0], UseCannot, "xipvs has "+strings.Join(sched.Names(), " "))
 				return kaErr(c, "lb_algo %s: not an xipvs scheduler", s)

@@ -124,7 +124,7 @@ func TestKeepalived(t *testing.T) {
 func TestKeepalivedErrors(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ conf, want string }{
-		{"virtual_server 10.0.0.1 80 {\n lb_algo fo\n}\n", "not an xipvs scheduler"},
+		{"virtual_server 10.0.0.1 80 {\n lb_algo p2c\n}\n", "not an xipvs scheduler"},
 		{"virtual_server 10.0.0.1 80 {\n lb_kind NOPE\n}\n", "lb_kind"},
 		{"virtual_server 10.0.0.1 80 {\n protocol SCTP\n}\n", "TCP and UDP"},
 		{"virtual_server group NONE {\n}\n", "not defined"},

@@ -50,12 +50,12 @@ func TestFlagNames(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	for _, n := range []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"} {
+	for _, n := range []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"} {
 		if !Known(n) {
 			t.Errorf("%s unknown", n)
 		}
 	}
-	for _, n := range []string{"", "fo", "WLC", "ovf"} {
+	for _, n := range []string{"", "WLC", "p2c", "fo "} {
 		if Known(n) {
 			t.Errorf("%q known", n)
 		}

@@ -114,3 +114,11 @@ func (s *named) Lookahead(max int) ([]*Dest, int) {
 		bump(idx[t0+period], 1)
 	}
 }
+
+// Consumer is implemented by lookahead schedulers whose picks use random
+// draws made ahead (twos): the server tells it how many of the
+// lookahead's picks the data plane took, so that Schedule and the next
+// lookahead go on from the draws after them.
+type Consumer interface {
+	Consumed(n int)
+}

@@ -6,7 +6,7 @@ import (
 )
 
 // TestLookaheadIsTheSchedulersPicks: for random destinations (weights,
-// counts, overload flags), the lookahead of lc, wlc, sed and nq, its
+// counts, overload flags), the lookahead of lc, wlc, sed, nq and ovf, its
 // periodic tail repeated, is pick for pick what the scheduler itself
 // chooses when each pick is counted as the server counts it (one more
 // inactive connection, Changed), over far more picks than the lookahead
@@ -23,7 +23,7 @@ func TestLookaheadIsTheSchedulersPicks(t *testing.T) {
 				base[i].ActiveConns, base[i].InactConns = 0, r.IntN(3)
 			}
 		}
-		for _, name := range []string{"lc", "wlc", "sed", "nq"} {
+		for _, name := range []string{"lc", "wlc", "sed", "nq", "ovf"} {
 			mk := func() (Scheduler, []*Dest) {
 				s, _ := New(name)
 				ds := make([]*Dest, n)
@@ -72,7 +72,7 @@ func TestLookaheadIsTheSchedulersPicks(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"lc", "wlc", "sed", "nq"} {
+	for _, name := range []string{"lc", "wlc", "sed", "nq", "ovf"} {
 		if periodic[name] < 100 {
 			t.Errorf("%s: periodic in %d rounds only", name, periodic[name])
 		}

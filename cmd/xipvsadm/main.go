@@ -292,7 +292,7 @@ virtual-service:
   --ipv6         -6                   with -f: an IPv6 firewall-mark service
 
 Options:
-  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|mh,
+  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh|twos,
                                       the default scheduler is wlc.
   --persistent   -p [timeout]         persistent service (default 300 seconds)
   --netmask      -M netmask           persistent granularity mask (default /32;

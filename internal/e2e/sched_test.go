@@ -11,21 +11,23 @@ import (
 	"github.com/xipvs/xipvs/sched"
 )
 
-// TestSchedulersInXDP: lc, wlc, sed and nq services (DR, IPv4
+// TestSchedulersInXDP: lc, wlc, sed, nq, fo and ovf services (DR, IPv4
 // and IPv6, reals weighted 1 and 2) take real HTTP connections, each
-// scheduled in XDP from the lookahead Go installed, and in the very
-// order the kernel's scheduler of that name picks them when each pick
-// counts as a new connection (the sweep is held off, so no recount from
-// the table moves the counts between them): wlc 1:2 by weight, lc
-// alternating, sed all on the heavier real and nq all on the first idle
-// one (every finished connection is inactive, and these two count
-// active ones only). sh and mh (with sh-port, mh-port) send each
-// connection where the kernel's hash of its source sends it. Not one new
+// scheduled in XDP from the lookahead (fo: the cycle) Go installed, and in
+// the very order the kernel's scheduler of that name picks them when
+// each pick counts as a new connection (the sweep is held off, so no
+// recount from the table moves the counts between them): wlc 1:2 by
+// weight, lc alternating, sed all on the heavier real and nq all on the
+// first idle one (every finished connection is inactive, and these two
+// count active ones only), fo and ovf all on the heavier real (ovf
+// overflows on active connections). sh and mh (with sh-port, mh-port)
+// send each connection where the kernel's hash of its source sends it;
+// twos spreads them over both reals from Go's random draws. Not one new
 // flow goes to the Go slow path.
 func TestSchedulersInXDP(t *testing.T) {
 	lab := newDRLab(t, "lcx", "--sweep-interval", "1h")
 	vip6 := addDR6(t, lab, true)
-	lab.serveEcho(t, 81, 82, 83, 84, 85, 86)
+	lab.serveEcho(t, 81, 82, 83, 84, 85, 86, 87, 88, 89)
 	reals := map[netip.Addr][2]string{
 		lab.vip: {"10.77.0.11", "10.77.0.12"},
 		vip6:    {"[fd77::11]", "[fd77::12]"},
@@ -35,7 +37,7 @@ func TestSchedulersInXDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, name := range []string{"lc", "wlc", "sed", "nq"} {
+	for i, name := range []string{"lc", "wlc", "sed", "nq", "fo", "ovf"} {
 		port := uint16(81 + i)
 		for vip, rs := range reals {
 			vs := netip.AddrPortFrom(vip, port)
@@ -65,7 +67,7 @@ func TestSchedulersInXDP(t *testing.T) {
 	// sh and mh with their port flags: each connection hashed by its own
 	// source port, as the kernel hashes it.
 	for i, name := range []string{"sh", "mh"} {
-		port := uint16(85 + i)
+		port := uint16(87 + i)
 		for vip, rs := range reals {
 			vs := netip.AddrPortFrom(vip, port)
 			lab.adm(t, "-A", "-t", vs.String(), "-s", name, "-b", name+"-port")
@@ -87,6 +89,24 @@ func TestSchedulersInXDP(t *testing.T) {
 			t.Logf("%s on %v: %v", name, vs, got)
 		}
 	}
+	// twos: random, so only where they went; two random choices of
+	// which the less loaded wins put 12 connections on both reals.
+	for vip, rs := range reals {
+		vs := netip.AddrPortFrom(vip, 89)
+		lab.adm(t, "-A", "-t", vs.String(), "-s", "twos")
+		for w, r := range rs {
+			lab.adm(t, "-a", "-t", vs.String(), "-r", r+":89", "-g", "-w", fmt.Sprint(w+1))
+		}
+		got := map[string]int{}
+		for n := 0; n < 12; n++ {
+			who, _, _ := lab.askAt(t, vs)
+			got[who]++
+		}
+		if got["rs1"] == 0 || got["rs2"] == 0 || got["rs1"]+got["rs2"] != 12 {
+			t.Errorf("twos on %v: %v", vs, got)
+		}
+		t.Logf("twos on %v: %v", vs, got)
+	}
 	after, err := api.NewClient(lab.Socket).Info()
 	if err != nil {
 		t.Fatal(err)
@@ -94,8 +114,8 @@ func TestSchedulersInXDP(t *testing.T) {
 	if n := after.Counters["slow_new_conns"] - before.Counters["slow_new_conns"]; n != 0 {
 		t.Errorf("%d new flows scheduled by the slow path, want none", n)
 	}
-	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 144 {
-		t.Errorf("XDP forwarded %d packets for 144 connections", n)
+	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 216 {
+		t.Errorf("XDP forwarded %d packets for 216 connections", n)
 	}
 }
 

@@ -1,7 +1,7 @@
 package server
 
 // picks.go: the picks XDP schedules new flows from (dataplane SetPicks).
-// For rr and wrr, the scheduler computes one period of its picks; XDP
+// For rr, wrr and fo, the scheduler computes one period of its picks; XDP
 // takes the n-th new flow to cycle[n % len]. Before any change to a
 // service's reals, the scheduler is moved on by the picks XDP made
 // (catchUp), so that the next cycle starts where XDP left off, as the
@@ -11,15 +11,16 @@ package server
 // scheduler gives every flow hashing there (sched.Hasher); XDP hashes the
 // flow as the kernel does.
 //
-// For the least-connection family (lc, wlc, sed, nq) it is a lookahead:
-// the picks the scheduler makes next with each counted as a new inactive
-// connection, as this server counts the slow path's picks, up to where
-// they repeat (sched.Lookaheader). XDP's picks are then exactly the ones
-// Go would make for the same arrivals: the lookahead is computed again
-// whenever Go's counts change otherwise, at every recount from the
-// table (the sweep), every change to the service, and every slow-path
-// pick of the service (XDP ran out of a lookahead that does not repeat),
-// after the picks XDP made are counted.
+// For the least-connection family (lc, wlc, sed, nq), ovf and twos it is
+// a lookahead: the picks the scheduler makes next with each counted as a
+// new inactive connection, as this server counts the slow path's picks,
+// up to where they repeat (sched.Lookaheader; twos's random picks never
+// do: they use draws Go made ahead, sched.Consumer). XDP's picks are then
+// exactly the ones Go would make for the same arrivals: the lookahead is
+// computed again whenever Go's counts change otherwise, at every recount
+// from the table (the sweep), every change to the service, and every
+// slow-path pick of the service (XDP ran out of a lookahead that does not
+// repeat), after the picks XDP made are counted.
 
 import (
 	"github.com/xipvs/xipvs/config"
@@ -92,6 +93,9 @@ func (s *Server) catchUp(sv *service) {
 func (s *Server) countPicks(sv *service, from, to uint64) {
 	if n := uint64(len(sv.fast.cycle)); sv.fast.loop < 0 && to > n {
 		to = n // the rest went to the slow path, which counted them
+	}
+	if c, ok := sv.sched.(sched.Consumer); ok && to > from {
+		c.Consumed(int(to - from))
 	}
 	touched := map[*sched.Dest]int{}
 	for k := from; k < to; k++ {

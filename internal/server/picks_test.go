@@ -117,7 +117,7 @@ func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
 // pick as the server does and taking the same recounts.
 func TestPickLookaheadIsGoDeciding(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
-	for _, name := range []string{"lc", "wlc", "sed", "nq"} {
+	for _, name := range []string{"lc", "wlc", "sed", "nq", "ovf", "fo"} {
 		s, dp, _ := newTestServer(t)
 		apply(t, s, "-A -t 10.0.0.100:80 -s "+name)
 		addrs := []string{"10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"}
@@ -157,6 +157,11 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 					if r.IntN(2) == 0 {
 						// Far apart: longer than a lookahead holds.
 						c.Inactive = r.IntN(5000)
+					}
+					if name == "ovf" {
+						// ovf looks at active connections against the
+						// weights (1 to 3): near them.
+						c.Active = r.IntN(5)
 					}
 					if same {
 						c = last[rid]
@@ -247,5 +252,60 @@ func TestLookaheadAfterUnchangedRecount(t *testing.T) {
 	s.finishSweep(s.beginSweep(), dataplane.SweepResult{Counts: counts})
 	if got := dp.Picks[id]; got[0] != first || dp.Cursors[id] != 0 {
 		t.Errorf("after a recount to the same counts: picks %v from %d, want a fresh lookahead starting with %d", got, dp.Cursors[id], first)
+	}
+}
+
+// TestTwosLookahead: a twos service's new flows come from a lookahead of
+// random picks Go drew ahead, which does not repeat: XDP takes them in
+// order, and once it runs out, the slow path's picks go on from the next
+// draw (the draws XDP used are not used again: the slow path's first pick
+// is the one the lookahead would have made next), a fresh lookahead is
+// installed after the batch, and the picks spread by weight.
+func TestTwosLookahead(t *testing.T) {
+	s, dp, _ := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s twos")
+	addrs := []string{"10.0.0.11", "10.0.0.12", "10.0.0.13"}
+	for i, a := range addrs {
+		apply(t, s, fmt.Sprintf("-a -t 10.0.0.100:80 -r %s -g -w %d", a, i+1))
+	}
+	id := svcID(s, "-A -t 10.0.0.100:80")
+	per := map[uint32]int{}
+	slowFlows := 0
+	for round := 0; round < 40; round++ {
+		picks, ok := dp.Picks[id]
+		if !ok || dp.Loops[id] != dataplane.NoLoop || len(picks) != dataplane.MaxPickCycle {
+			t.Fatalf("round %d: picks %d installed %v, loop %d", round, len(picks), ok, dp.Loops[id])
+		}
+		// "XDP" takes k picks (fewer each round), then an arrival
+		// goes to the slow path.
+		k := uint64(len(picks) - 1 - round)
+		for _, rid := range picks[:k] {
+			per[rid]++
+		}
+		dp.Cursors[id] += k
+		seen := dp.Cursors[id]
+		dec, ok := s.NewFlow(dataplane.NewFlow{Key: dataplane.ConnKey{Src: netipMust("198.51.100.1"), Dst: netipMust("10.0.0.100"),
+			SrcPort: uint16(1024 + round), DstPort: 80, Proto: 6}, TCPFlags: dataplane.TCPSyn})
+		if !ok {
+			t.Fatal("the slow path scheduled nothing")
+		}
+		slowFlows++
+		if dec.RealID != picks[k] {
+			t.Fatalf("round %d: after %d picks in XDP the slow path picked %d, the lookahead's next is %d", round, k, dec.RealID, picks[k])
+		}
+		per[dec.RealID]++
+		if dp.Cursors[id] == seen && slices.Equal(dp.Picks[id], picks) {
+			t.Fatalf("round %d: no fresh lookahead after the slow path's pick", round)
+		}
+	}
+	total := 0
+	for _, n := range per {
+		total += n
+	}
+	for rid, d := range s.reals {
+		w := slices.Index(addrs, d.cfg.Addr.String()) + 1
+		if share := float64(per[rid]) / float64(total); share < float64(w)/6-0.03 || share > float64(w)/6+0.03 {
+			t.Errorf("%s (weight %d): %.3f of %d flows", d.cfg.Addr, w, share, total)
+		}
 	}
 }
