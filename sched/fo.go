@@ -68,12 +68,51 @@ func (s *ovf) Schedule(Flow) *Dest {
 
 // Lookahead is ovf's: a new connection counts as inactive (it has not
 // completed its handshake), and ovf reads active connections only, so
-// its pick stays the same until the counts change otherwise.
+// its pick stays the same until the counts change otherwise; with an
+// upper threshold, until the pick that overloads its destination, so
+// then the picks are simulated and not taken to repeat.
 func (s *ovf) Lookahead(max int) ([]*Dest, int) {
-	if d := s.Schedule(Flow{}); d != nil && max >= 1 {
-		return []*Dest{d}, 0
+	if max < 1 {
+		return nil, -1
 	}
-	return nil, -1
+	thresholds := false
+	for _, d := range s.dests {
+		thresholds = thresholds || d.UThreshold != 0
+	}
+	if !thresholds {
+		if d := s.Schedule(Flow{}); d != nil {
+			return []*Dest{d}, 0
+		}
+		return nil, -1
+	}
+	_, ptrs := copyDests(s.dests)
+	sim := ovf{dests: ptrs}
+	var picks []*Dest
+	for len(picks) < max {
+		d := sim.Schedule(Flow{})
+		if d == nil {
+			break
+		}
+		picks = append(picks, s.dests[d.slot])
+		countPick(d)
+	}
+	if len(picks) == 0 {
+		return nil, -1
+	}
+	return picks, -1
+}
+
+// copyDests copies dests for a simulation: the copies' slots are their
+// positions, so that a copy leads back to its original.
+func copyDests(dests []*Dest) ([]Dest, []*Dest) {
+	copies := make([]Dest, len(dests))
+	ptrs := make([]*Dest, len(dests))
+	for i, d := range dests {
+		copies[i] = *d
+		copies[i].slot = i
+		ptrs[i] = &copies[i]
+	}
+	return copies, ptrs
 }
 
 // twos is ip_vs_twos.c, power of two choices: two destinations drawn at
@@ -125,21 +164,15 @@ func (s *twos) Consumed(n int) {
 // connection. Random picks never repeat: loop is -1, and flows past the
 // end go to Go, which installs a fresh lookahead.
 func (s *twos) Lookahead(max int) ([]*Dest, int) {
-	copies := make([]Dest, len(s.dests))
-	ptrs := make([]*Dest, len(s.dests))
-	for i, d := range s.dests {
-		copies[i] = *d
-		ptrs[i] = &copies[i]
-	}
+	_, ptrs := copyDests(s.dests)
 	var picks []*Dest
 	for k := 0; k < max; k++ {
 		d := twosPick(ptrs, s.draw(k))
 		if d == nil {
 			break
 		}
-		i := indexOf(ptrs, d)
-		picks = append(picks, s.dests[i])
-		d.InactConns++
+		picks = append(picks, s.dests[d.slot])
+		countPick(d)
 	}
 	if len(picks) == 0 {
 		return nil, -1

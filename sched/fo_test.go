@@ -124,6 +124,9 @@ func TestTwosDraws(t *testing.T) {
 			ds := make([]*Dest, n)
 			for i := range ds {
 				ds[i] = &Dest{ID: uint32(i + 1), Weight: (i*7 + round) % 5, InactConns: (i * 13 * round) % 40}
+				if round%3 == 0 {
+					ds[i].UThreshold = ds[i].InactConns + 1 + (i*round)%50
+				}
 			}
 			return ds
 		}
@@ -142,7 +145,7 @@ func TestTwosDraws(t *testing.T) {
 		}
 		k := r.IntN(len(picks))
 		for i := 0; i < k; i++ { // the data plane's picks, counted
-			picks[i].InactConns++
+			countPick(picks[i])
 		}
 		s.Consumed(k)
 		for i := k; i < len(picks); i++ {
@@ -150,7 +153,7 @@ func TestTwosDraws(t *testing.T) {
 			if got != picks[i] {
 				t.Fatalf("round %d: pick %d is %v, the lookahead says %v", round, i, got, picks[i])
 			}
-			got.InactConns++
+			countPick(got)
 		}
 	}
 	// Weights 1:2:3, every pick counted: shares near the weights.

@@ -36,6 +36,15 @@ func (s *named) Lookahead(max int) ([]*Dest, int) {
 	}
 	sim := argmin{kind: t.kind}
 	sim.Update(ptrs)
+	// A threshold overloads its destination at the pick that reaches it,
+	// which changes every later pick: such a lookahead is simulated pick
+	// by pick and not taken to repeat.
+	thresholds := false
+	for _, d := range ptrs {
+		if d.UThreshold != 0 && eligible(d) {
+			thresholds = true
+		}
+	}
 	// want is how often each destination is picked in one period once
 	// the picks are periodic: lc picks every eligible destination once
 	// (its overheads all move by one), wlc each weight/gcd times (the
@@ -44,17 +53,18 @@ func (s *named) Lookahead(max int) ([]*Dest, int) {
 	// pick is the same until the counts change otherwise.
 	want := make([]int, len(ptrs))
 	period := 0
-	switch t.kind {
-	case bySED, byNQ:
+	switch {
+	case thresholds:
+	case t.kind == bySED || t.kind == byNQ:
 		return []*Dest{t.dests[sim.tree[1]]}, 0
-	case byOverhead:
+	case t.kind == byOverhead:
 		for i, d := range ptrs {
 			if eligible(d) {
 				want[i] = 1
 				period++
 			}
 		}
-	case byWeighted:
+	case t.kind == byWeighted:
 		g := 0
 		for _, d := range ptrs {
 			if eligible(d) {
@@ -74,8 +84,11 @@ func (s *named) Lookahead(max int) ([]*Dest, int) {
 		i := int(sim.tree[1])
 		idx = append(idx, i)
 		picks = append(picks, t.dests[i])
-		ptrs[i].InactConns++
+		countPick(ptrs[i])
 		sim.Changed(ptrs[i])
+	}
+	if thresholds {
+		return picks, -1
 	}
 	// The first window of one period with each destination picked as
 	// often as want says: the counts after it are the counts before it
@@ -112,6 +125,15 @@ func (s *named) Lookahead(max int) ([]*Dest, int) {
 		}
 		bump(idx[t0], -1)
 		bump(idx[t0+period], 1)
+	}
+}
+
+// countPick counts a pick as the owner counts a new connection: one more
+// inactive connection, and the overload flag at the upper threshold.
+func countPick(d *Dest) {
+	d.InactConns++
+	if d.UThreshold != 0 && d.ActiveConns+d.InactConns >= d.UThreshold {
+		d.Overloaded = true
 	}
 }
 

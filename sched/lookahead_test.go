@@ -9,8 +9,8 @@ import (
 // counts, overload flags), the lookahead of lc, wlc, sed, nq and ovf, its
 // periodic tail repeated, is pick for pick what the scheduler itself
 // chooses when each pick is counted as the server counts it (one more
-// inactive connection, Changed), over far more picks than the lookahead
-// holds.
+// inactive connection, the overload flag set at an upper threshold,
+// Changed), over far more picks than the lookahead holds.
 func TestLookaheadIsTheSchedulersPicks(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	periodic := map[string]int{}
@@ -21,6 +21,11 @@ func TestLookaheadIsTheSchedulersPicks(t *testing.T) {
 			base[i] = Dest{ID: uint32(i + 1), Weight: r.IntN(6), ActiveConns: r.IntN(40), InactConns: r.IntN(600), Overloaded: r.IntN(10) == 0}
 			if round%3 == 0 {
 				base[i].ActiveConns, base[i].InactConns = 0, r.IntN(3)
+			}
+			if round%4 == 1 && r.IntN(2) == 0 {
+				// An upper threshold some picks away: the pick that
+				// reaches it overloads the destination.
+				base[i].UThreshold = base[i].ActiveConns + base[i].InactConns + 1 + r.IntN(100)
 			}
 		}
 		for _, name := range []string{"lc", "wlc", "sed", "nq", "ovf"} {
@@ -67,7 +72,7 @@ func TestLookaheadIsTheSchedulersPicks(t *testing.T) {
 				if got == nil || got.ID != want.ID {
 					t.Fatalf("%s round %d: pick %d is %v, the lookahead (loop %d of %d) says %d", name, round, k, got, loop, len(picks), want.ID)
 				}
-				got.InactConns++
+				countPick(got)
 				ref.Changed(got)
 			}
 		}

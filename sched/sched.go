@@ -28,6 +28,11 @@ type Dest struct {
 	// Overloaded is IPVS's IP_VS_DEST_F_OVERLOAD: set by the upper
 	// connection threshold; an overloaded destination is skipped.
 	Overloaded bool
+	// UThreshold is the upper connection threshold (-x), 0 for none:
+	// the owner overloads the destination when a new connection brings
+	// its active and inactive connections to it (ip_vs_bind_dest), and
+	// a lookahead does the same with its picks.
+	UThreshold int
 
 	// slot is the position a scheduler's Update gave the destination
 	// (a destination belongs to one service, so to one scheduler).

@@ -20,14 +20,15 @@ import (
 // weight, lc alternating, sed all on the heavier real and nq all on the
 // first idle one (every finished connection is inactive, and these two
 // count active ones only), fo and ovf all on the heavier real (ovf
-// overflows on active connections). sh and mh (with sh-port, mh-port)
+// overflows on active connections); wlc with an upper threshold (-x 4) on
+// the heavier real overloads it at its fourth connection. sh and mh (with sh-port, mh-port)
 // send each connection where the kernel's hash of its source sends it;
 // twos spreads them over both reals from Go's random draws. Not one new
 // flow goes to the Go slow path.
 func TestSchedulersInXDP(t *testing.T) {
 	lab := newDRLab(t, "lcx", "--sweep-interval", "1h")
 	vip6 := addDR6(t, lab, true)
-	lab.serveEcho(t, 81, 82, 83, 84, 85, 86, 87, 88, 89)
+	lab.serveEcho(t, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90)
 	reals := map[netip.Addr][2]string{
 		lab.vip: {"10.77.0.11", "10.77.0.12"},
 		vip6:    {"[fd77::11]", "[fd77::12]"},
@@ -89,6 +90,34 @@ func TestSchedulersInXDP(t *testing.T) {
 			t.Logf("%s on %v: %v", name, vs, got)
 		}
 	}
+	// wlc with an upper threshold on the heavier real (-x 4): the pick
+	// that reaches it overloads it, and the rest go to the other.
+	for vip, rs := range reals {
+		vs := netip.AddrPortFrom(vip, 90)
+		lab.adm(t, "-A", "-t", vs.String(), "-s", "wlc")
+		lab.adm(t, "-a", "-t", vs.String(), "-r", rs[0]+":90", "-g", "-w", "1")
+		lab.adm(t, "-a", "-t", vs.String(), "-r", rs[1]+":90", "-g", "-w", "2", "-x", "4")
+		ref, _ := sched.New("wlc")
+		ref.Update([]*sched.Dest{{ID: 2, Weight: 2, LastWeight: 2, UThreshold: 4}, {ID: 1, Weight: 1, LastWeight: 1}})
+		var want, got []string
+		for n := 0; n < 12; n++ {
+			d := ref.Schedule(sched.Flow{})
+			d.InactConns++
+			if d.UThreshold != 0 && d.InactConns >= d.UThreshold {
+				d.Overloaded = true
+			}
+			ref.Changed(d)
+			want = append(want, names[rs[d.ID-1]])
+			who, _, _ := lab.askAt(t, vs)
+			got = append(got, who)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("wlc -x 4 on %v: the connections went to %v, the kernel's wlc picks %v", vs, got, want)
+		}
+		if n := strings.Count(fmt.Sprint(got), "rs2"); n != 4 {
+			t.Errorf("wlc -x 4 on %v: %d connections on the real with the threshold", vs, n)
+		}
+	}
 	// twos: random, so only where they went; two random choices of
 	// which the less loaded wins put 12 connections on both reals.
 	for vip, rs := range reals {
@@ -114,8 +143,8 @@ func TestSchedulersInXDP(t *testing.T) {
 	if n := after.Counters["slow_new_conns"] - before.Counters["slow_new_conns"]; n != 0 {
 		t.Errorf("%d new flows scheduled by the slow path, want none", n)
 	}
-	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 216 {
-		t.Errorf("XDP forwarded %d packets for 216 connections", n)
+	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 240 {
+		t.Errorf("XDP forwarded %d packets for 240 connections", n)
 	}
 }
 

@@ -247,7 +247,7 @@ func (s *Server) newDest(sv *service, d config.Dest) (*dest, error) {
 // registers it; s.mu is held. The caller puts it in sv's list.
 func (s *Server) installDest(sv *service, d config.Dest, id uint32, hop dataplane.NextHop) (*dest, error) {
 	nd := &dest{cfg: d, svc: sv, realID: id, hop: hop,
-		sd: &sched.Dest{ID: id, Addr: d.Addr, Port: d.Port, Weight: d.Weight, LastWeight: d.Weight}}
+		sd: &sched.Dest{ID: id, Addr: d.Addr, Port: d.Port, Weight: d.Weight, LastWeight: d.Weight, UThreshold: int(d.UThreshold)}}
 	if c := checkOf(sv, nd); c.Enabled() && c.StartDown {
 		// keepalived's alpha: no flows before the first check passes.
 		nd.down, nd.reason, nd.since = true, "not checked yet (start down)", time.Now()
@@ -322,6 +322,7 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 	}
 	x.cfg = d
 	x.sd.Weight = x.weight()
+	x.sd.UThreshold = int(d.UThreshold)
 	s.reschedule(sv)
 	if s.opts.ExpireQuiescentTemplate && d.Weight == 0 {
 		// expire_quiescent_template: a quiesced real's clients move on.

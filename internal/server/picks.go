@@ -105,6 +105,9 @@ func (s *Server) countPicks(sv *service, from, to uint64) {
 	}
 	for d, c := range touched {
 		d.InactConns += c
+		if d.UThreshold != 0 && d.ActiveConns+d.InactConns >= d.UThreshold {
+			d.Overloaded = true // ip_vs_bind_dest, as newFlow
+		}
 		sv.sched.Changed(d)
 	}
 }
@@ -188,14 +191,22 @@ func (s *Server) syncPicks(sv *service) {
 }
 
 // cyclable reports whether XDP may schedule sv's new flows from a pick
-// sequence or table: no FULLNAT real (local ports are Go's) and no
-// connection thresholds (the overload flag they set is the server's to
-// keep). A persistent service's picks go to the clients XDP makes
-// templates for (bpf/picks.h pick_persistent).
+// sequence or table: no FULLNAT real (local ports are Go's), and
+// connection thresholds only where the sequence is a lookahead (it
+// counts its picks as Go counts its own, the overload flag set at the
+// pick that reaches the upper threshold; a cycle or a hash table does not
+// count), and not on a persistent service (connections that follow a
+// template count toward the threshold too, and XDP does not count them).
+// A persistent service's picks go to the clients XDP makes templates for
+// (bpf/picks.h pick_persistent).
 func (s *Server) cyclable(sv *service) bool {
+	_, lookahead := sv.sched.(sched.Lookaheader)
 	for _, sd := range sv.schedDests() {
 		d := s.reals[sd.ID]
-		if d == nil || d.cfg.Fwd == config.FwdFullNAT || d.cfg.UThreshold != 0 || d.cfg.LThreshold != 0 {
+		if d == nil || d.cfg.Fwd == config.FwdFullNAT {
+			return false
+		}
+		if (d.cfg.UThreshold != 0 || d.cfg.LThreshold != 0) && (!lookahead || sv.cfg.Persistent) {
 			return false
 		}
 	}

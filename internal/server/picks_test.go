@@ -31,8 +31,8 @@ func svcID(s *Server, line string) uint32 {
 
 // TestPickCycles: rr and wrr services get their scheduler's cycle in
 // XDP, persistent ones too (XDP takes a pick only for a client without a
-// template); lblc, FULLNAT reals and thresholds do not; a deleted
-// service's cycle goes.
+// template); lblc, FULLNAT reals and thresholds on anything but a
+// non-persistent lookahead do not; a deleted service's cycle goes.
 func TestPickCycles(t *testing.T) {
 	s, dp, _ := newTestServer(t)
 	apply(t, s, "-A -t 10.0.0.100:80 -s wrr")
@@ -46,7 +46,7 @@ func TestPickCycles(t *testing.T) {
 	}
 	for _, c := range []struct{ name, lines string }{
 		{"lblc", "-A -t 10.0.0.100:81 -s lblc\n-a -t 10.0.0.100:81 -r 10.0.0.11 -g"},
-		{"wlc with a threshold", "-A -t 10.0.0.100:85 -s wlc\n-a -t 10.0.0.100:85 -r 10.0.0.11 -g -x 10"},
+		{"persistent wlc with a threshold", "-A -t 10.0.0.100:85 -s wlc -p\n-a -t 10.0.0.100:85 -r 10.0.0.11 -g -x 10"},
 		{"rr with a FULLNAT real", "-A -t 10.0.0.100:83 -s rr\n-a -t 10.0.0.100:83 -r 10.0.0.11 -g\n-a -t 10.0.0.100:83 -r 10.0.0.13 -b"},
 		{"rr with a threshold", "-A -t 10.0.0.100:84 -s rr\n-a -t 10.0.0.100:84 -r 10.0.0.11 -g -x 10"},
 	} {
@@ -117,22 +117,48 @@ func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
 // pick as the server does and taking the same recounts.
 func TestPickLookaheadIsGoDeciding(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
+	type run struct {
+		name   string
+		thresh bool
+	}
+	var runs []run
 	for _, name := range []string{"lc", "wlc", "sed", "nq", "ovf", "fo"} {
+		runs = append(runs, run{name, false})
+	}
+	for _, name := range []string{"lc", "wlc", "sed", "nq", "ovf"} {
+		runs = append(runs, run{name, true})
+	}
+	for _, run := range runs {
+		name := run.name
+		// Upper thresholds (-x) on two reals: the overload flag set at
+		// the pick that reaches one, cleared at a recount below three
+		// quarters of it.
+		uthresh := []int{0, 0, 0, 0}
+		if run.thresh {
+			uthresh = []int{0, 300, 2000, 0}
+			name += " -x"
+		}
+		xopt := func(i int) string {
+			if uthresh[i] == 0 {
+				return ""
+			}
+			return fmt.Sprintf(" -x %d", uthresh[i])
+		}
 		s, dp, _ := newTestServer(t)
-		apply(t, s, "-A -t 10.0.0.100:80 -s "+name)
+		apply(t, s, "-A -t 10.0.0.100:80 -s "+run.name)
 		addrs := []string{"10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"}
 		weights := []int{1, 2, 3, 1}
 		for i, a := range addrs {
-			apply(t, s, fmt.Sprintf("-a -t 10.0.0.100:80 -r %s -g -w %d", a, weights[i]))
+			apply(t, s, fmt.Sprintf("-a -t 10.0.0.100:80 -r %s -g -w %d%s", a, weights[i], xopt(i)))
 		}
 		id := svcID(s, "-A -t 10.0.0.100:80")
 		// The reference: the same scheduler over the same list, fed the
 		// same events.
-		ref, _ := sched.New(name)
+		ref, _ := sched.New(run.name)
 		refDests := map[string]*sched.Dest{}
 		var list []*sched.Dest
 		for i := len(addrs) - 1; i >= 0; i-- { // the kernel's list: newest first
-			d := &sched.Dest{ID: uint32(i + 1), Addr: netipMust(addrs[i]), Weight: weights[i], LastWeight: weights[i]}
+			d := &sched.Dest{ID: uint32(i + 1), Addr: netipMust(addrs[i]), Weight: weights[i], LastWeight: weights[i], UThreshold: uthresh[i]}
 			refDests[addrs[i]] = d
 			list = append(list, d)
 		}
@@ -141,7 +167,7 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 		for rid, d := range s.reals {
 			realOf[rid] = d.cfg.Addr.String()
 		}
-		xdp, slow := 0, 0
+		xdp, slow, none := 0, 0, 0
 		var last map[uint32]conntrack.Counts
 		for step := 0; step < 20000; step++ {
 			sweepEvery := 3 // per 1000 arrivals; rarer later, so that lookaheads run out
@@ -158,10 +184,11 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 						// Far apart: longer than a lookahead holds.
 						c.Inactive = r.IntN(5000)
 					}
-					if name == "ovf" {
+					if run.name == "ovf" {
 						// ovf looks at active connections against the
-						// weights (1 to 3): near them.
-						c.Active = r.IntN(5)
+						// weights (1 to 3): near them, one real (weight
+						// 2) never full.
+						c.Active = r.IntN(3)
 					}
 					if same {
 						c = last[rid]
@@ -169,6 +196,9 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 					counts[rid] = c
 					rd := refDests[a]
 					rd.ActiveConns, rd.InactConns = c.Active, c.Inactive
+					if rd.Overloaded && (rd.ActiveConns+rd.InactConns)*4 < rd.UThreshold*3 {
+						rd.Overloaded = false // ip_vs_unbind_dest
+					}
 					ref.Changed(rd)
 				}
 				s.finishSweep(s.beginSweep(), dataplane.SweepResult{Counts: counts})
@@ -177,7 +207,7 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 			case x < sweepEvery+1: // a weight change
 				i := r.IntN(len(addrs))
 				w := r.IntN(4)
-				apply(t, s, fmt.Sprintf("-e -t 10.0.0.100:80 -r %s -g -w %d", addrs[i], w))
+				apply(t, s, fmt.Sprintf("-e -t 10.0.0.100:80 -r %s -g -w %d%s", addrs[i], w, xopt(i)))
 				refDests[addrs[i]].Weight = w
 				if w > 0 {
 					refDests[addrs[i]].LastWeight = w
@@ -188,6 +218,9 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 			want := ref.Schedule(sched.Flow{})
 			if want != nil {
 				want.InactConns++
+				if want.UThreshold != 0 && want.ActiveConns+want.InactConns >= want.UThreshold {
+					want.Overloaded = true // ip_vs_bind_dest
+				}
 				ref.Changed(want)
 			}
 			// "XDP": the next pick of the installed sequence.
@@ -211,7 +244,11 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 				if ok {
 					got = realOf[dec.RealID]
 				}
-				slow++
+				if want != nil {
+					slow++
+				} else {
+					none++ // every real overloaded or quiesced
+				}
 			} else {
 				xdp++
 			}
@@ -223,7 +260,7 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 				t.Fatalf("%s: arrival %d went to %q, Go's %s picks %q", name, step, got, name, wantAddr)
 			}
 		}
-		t.Logf("%s: %d arrivals scheduled from the lookahead, %d by the slow path", name, xdp, slow)
+		t.Logf("%s: %d arrivals scheduled from the lookahead, %d by the slow path, %d with no real available", name, xdp, slow, none)
 		if xdp < 10*slow {
 			t.Errorf("%s: only %d of %d arrivals from the lookahead", name, xdp, xdp+slow)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/sched"
 )
 
 // orphanReplyAge is how long a reply entry without its forward entry is
@@ -63,14 +64,32 @@ func (s *Server) finishSweep(a dataplane.SweepArgs, res dataplane.SweepResult) {
 			pool.release(p.Port)
 		}
 	}
+	// The picks XDP made from lookaheads since they were last counted:
+	// the table's counts replace what they add, but a pick that reached
+	// an upper threshold overloaded its real (ip_vs_bind_dest), which
+	// the recount clears only below the lower one.
+	for _, sv := range s.byID {
+		if sv.fast != nil && sv.fast.lookahead {
+			s.catchUp(sv)
+		}
+	}
 	changed := s.recount(res.Counts)
 	s.ageTemplates(a.Persistent, owned, a.Now)
 	// Lookaheads start again from the table's counts, which hold the
 	// connections XDP made from the last ones (those made since the walk
 	// passed them are seen at the next sweep, as the slow path's): Go's
 	// next pick is made from them. One whose counts did not move and
-	// from which XDP took nothing is what Go would install again.
+	// from which XDP took nothing since the catch-up above is what Go
+	// would install again.
 	for _, sv := range s.byID {
+		if sv.fast == nil && changed[sv] {
+			// No lookahead, as no real was available: one may be now
+			// (a recount clears overload flags).
+			if _, ok := sv.sched.(sched.Lookaheader); ok && s.cyclable(sv) {
+				s.syncPicks(sv)
+			}
+			continue
+		}
 		if sv.fast == nil || !sv.fast.lookahead {
 			continue
 		}
