@@ -50,7 +50,7 @@ var (
 	// wireVIPs are the xipvs director's services, one per forwarding
 	// method, a wlc and an mh one (new flows scheduled in XDP from Go's
 	// lookahead and from its Maglev table), a persistent wlc one (-p 300:
-	// XDP follows or makes the client's template) and an lblc one whose new
+	// XDP follows or makes the client's template) and an lblcr one whose new
 	// flows go through the Go slow path; the ceiling, reference LB and
 	// nftables use the DR VIP.
 	wireVIPs = map[string]netip.Addr{
@@ -697,12 +697,12 @@ func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) erro
 // synServices adds the SYN streams' services: wrr on the DR VIP (new
 // flows scheduled in XDP from a cycle), wlc (in XDP from a lookahead), mh
 // (in XDP from its table), wlc -p 300 (in XDP from the client's template,
-// made from the lookahead's pick) and lblc on the slow-path VIP (its
-// picks follow a per-destination table Go keeps: the Go slow path
+// made from the lookahead's pick) and lblcr on the slow-path VIP (its
+// picks follow a per-destination set Go keeps: the Go slow path
 // decides).
 func synServices(x *xipvs) error {
 	for vip, sched := range map[string][]string{"dr": {"wrr"}, "wlc": {"wlc"}, "mh": {"mh"}, "wlcp": {"wlc", "-p", "300"},
-		"slowpath": {"lblc"}, "dr6": {"wrr"}, "wlc6": {"wlc"}, "mh6": {"mh"}, "slowpath6": {"lblc"}} {
+		"slowpath": {"lblcr"}, "dr6": {"wrr"}, "wlc6": {"wlc"}, "mh6": {"mh"}, "slowpath6": {"lblcr"}} {
 		vs := netip.AddrPortFrom(wireVIPs[vip], 80).String()
 		if err := x.run(append([]string{"-A", "-t", vs, "-s"}, sched...)...); err != nil {
 			return err

@@ -173,6 +173,8 @@ enum svc_flag {
 	SVC_F_TOA_ROOM = 0x4,      /* FULLNAT reals: advertise an MSS 8 lower */
 	SVC_F_PERSIST = 0x8,       /* persistent (-p): new flows follow templates */
 	SVC_F_TMPL_PORT0 = 0x10,   /* its templates ignore the virtual port */
+	SVC_F_LOCAL = 0x20,        /* lblc: new flows follow their destination
+				    * address's entry (tmpls, keyed by it) */
 };
 
 /* defence.flags */
@@ -203,6 +205,9 @@ enum defence_flag {
 enum real_flag {
 	REAL_F_MAC_VALID = 0x1,
 	REAL_F_IPV6 = 0x2,       /* an IPv6 real: addr6 holds its address */
+	REAL_F_LOCAL_OK = 0x4,   /* lblc: may keep its destination addresses
+				  * (weight > 0, not overloaded as lblc's
+				  * is_overloaded says; Go keeps it) */
 };
 
 /* IPVS TCP states (include/uapi/linux/ip_vs.h numbering), conn_val.state. */

@@ -280,13 +280,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct co
 	struct real *r;
 	__u32 rid;
 
-	if (sflags & SVC_F_PERSIST) {
-		struct tmpl_scratch *t = tmpl_of(sid, sflags, &p->ip->saddr, 4, p->dport);
-
-		r = t ? pick_persistent(sid, t, pick_flow4(p), &rid) : NULL;
-	} else {
-		r = pick_real(sid, pick_flow4(p), &rid);
-	}
+	r = pick_new(sid, sflags, &p->ip->saddr, &p->ip->daddr, 4, p->dport, pick_flow4(p), &rid);
 	if (!r || r->addr == 0 || r->fwd == FWD_FULLNAT)
 		return to_slow_path(ctx, stat);
 	if (conn_create(ctx, p, ck, sid, sflags, rid, r) < 0)

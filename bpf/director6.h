@@ -719,13 +719,8 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct pkt *p, struct c
 	struct real *r;
 	__u32 rid;
 
-	if (sflags & SVC_F_PERSIST) {
-		struct tmpl_scratch *t = tmpl_of(sid, sflags, p->ip6->saddr.in6_u.u6_addr32, 16, p->dport);
-
-		r = t ? pick_persistent(sid, t, pick_flow6(p), &rid) : NULL;
-	} else {
-		r = pick_real(sid, pick_flow6(p), &rid);
-	}
+	r = pick_new(sid, sflags, p->ip6->saddr.in6_u.u6_addr32, p->ip6->daddr.in6_u.u6_addr32, 16, p->dport,
+		     pick_flow6(p), &rid);
 	if (!r || !(r->flags & REAL_F_IPV6) || r->fwd == FWD_FULLNAT)
 		return to_slow_path(ctx, stat);
 	if (conn6_create(ctx, p, ck, sid, sflags, rid, r) < 0)

@@ -253,6 +253,53 @@ static __always_inline struct real *pick_persistent(__u32 sid, struct tmpl_scrat
 	return bpf_map_lookup_elem(&reals, rid);
 }
 
+/* pick_local gives a new flow of an lblc service (entry t built by
+ * tmpl_of from its destination address) the real that address's entry
+ * names, while that real may keep it (ip_vs_lblc_schedule's hit; the
+ * entry's last use renewed). NULL: Go decides (no entry, or its real may
+ * not keep it: wlc's pick and the new entry are Go's). */
+static __always_inline struct real *pick_local(struct tmpl_scratch *t, __u32 *rid)
+{
+	struct tmpl_val *v = bpf_map_lookup_elem(&tmpls, &t->key);
+	struct real *r;
+	__u64 now;
+
+	if (!v)
+		return NULL;
+	*rid = v->real_id;
+	r = bpf_map_lookup_elem(&reals, rid);
+	if (!r || !(r->flags & REAL_F_LOCAL_OK))
+		return NULL;
+	now = bpf_ktime_get_coarse_ns();
+	if (v->last_used != now)
+		v->last_used = now;
+	return r;
+}
+
+/* A destination address's lblc entry is keyed as a port-zero template of
+ * its service under a full mask. */
+#define LOCAL_KEY_FLAGS ((0xffU << SVC_MASK_SHIFT) | SVC_F_TMPL_PORT0)
+
+/* pick_new is the real of a new flow of service sid (its svc_val flags)
+ * from saddr to daddr (alen 4 or 16 bytes) and virtual port dport: its
+ * destination's lblc entry, its client's template, or the service's next
+ * pick. NULL: Go decides. */
+static __always_inline struct real *pick_new(__u32 sid, __u32 sflags, const __be32 *saddr, const __be32 *daddr,
+					     const int alen, __be16 dport, struct pick_flow f, __u32 *rid)
+{
+	struct tmpl_scratch *t;
+
+	if (sflags & SVC_F_LOCAL) {
+		t = tmpl_of(sid, LOCAL_KEY_FLAGS, daddr, alen, 0);
+		return t ? pick_local(t, rid) : NULL;
+	}
+	if (sflags & SVC_F_PERSIST) {
+		t = tmpl_of(sid, sflags, saddr, alen, dport);
+		return t ? pick_persistent(sid, t, f, rid) : NULL;
+	}
+	return pick_real(sid, f, rid);
+}
+
 /* count_pick counts a connection XDP scheduled to real rid. */
 static __always_inline void count_pick(__u32 rid)
 {

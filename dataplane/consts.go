@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -42,6 +43,9 @@ const (
 )
 
 const realFlagMACValid = uint8(directorRealFlagREAL_F_MAC_VALID)
+
+// realFlagLocalOK: an lblc real that may keep its destination addresses.
+const realFlagLocalOK = uint8(directorRealFlagREAL_F_LOCAL_OK)
 
 // Indexes of the global counters (Counters).
 const (
@@ -87,7 +91,17 @@ const (
 	// SvcTmplPort0: its templates ignore the virtual port (-f, port 0,
 	// FTP).
 	SvcTmplPort0 = SvcFlags(directorSvcFlagSVC_F_TMPL_PORT0)
+	// SvcLocal: an lblc service whose new flows follow their destination
+	// address's entry, kept as a port-zero template of the service keyed
+	// by that address (LocalEntry), to a real marked LocalOK.
+	SvcLocal = SvcFlags(directorSvcFlagSVC_F_LOCAL)
 )
+
+// LocalEntry is the key of an lblc service's entry for destination
+// address dst in the template map.
+func LocalEntry(serviceID uint32, dst netip.Addr) Template {
+	return Template{ServiceID: serviceID, Client: dst}
+}
 
 // SvcPersistMask is the flags' field of a persistent service's client
 // netmask, a prefix length (bpf/consts.h SVC_MASK_SHIFT).

@@ -61,6 +61,10 @@ type Real struct {
 	// Port is the real's port for NAT connections XDP makes (0: the
 	// client's destination port, for port-zero and -f services).
 	Port uint16
+	// LocalOK: an lblc service's real that may keep its destination
+	// addresses (weight > 0, not overloaded as lblc says): XDP sends the
+	// new flows of an address whose entry names it there.
+	LocalOK bool
 }
 
 // ConnKey is a connection's 5-tuple as the client sends it.
@@ -474,6 +478,9 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 		return fmt.Errorf("set real %d (%v): interface %d is not a director interface", id, r.Addr, r.Ifindex)
 	}
 	copy(v.SrcMac[:], src)
+	if r.LocalOK {
+		v.Flags |= realFlagLocalOK
+	}
 	if len(r.MAC) == 6 {
 		copy(v.Mac[:], r.MAC)
 		v.Flags |= realFlagMACValid

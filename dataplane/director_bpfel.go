@@ -194,6 +194,7 @@ type directorRealFlag uint32
 const (
 	directorRealFlagREAL_F_MAC_VALID directorRealFlag = 1
 	directorRealFlagREAL_F_IPV6      directorRealFlag = 2
+	directorRealFlagREAL_F_LOCAL_OK  directorRealFlag = 4
 )
 
 type directorRealStats struct {
@@ -259,6 +260,7 @@ const (
 	directorSvcFlagSVC_F_TOA_ROOM      directorSvcFlag = 4
 	directorSvcFlagSVC_F_PERSIST       directorSvcFlag = 8
 	directorSvcFlagSVC_F_TMPL_PORT0    directorSvcFlag = 16
+	directorSvcFlagSVC_F_LOCAL         directorSvcFlag = 32
 )
 
 type directorSvcKey struct {

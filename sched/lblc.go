@@ -274,3 +274,49 @@ func (s *lblcr) Schedule(f Flow) *Dest {
 	}
 	return d
 }
+
+// Locality is implemented by lblc: its table of destination addresses,
+// for a data plane that sends the new flows of an address whose entry
+// names a real that may keep it there itself, and leaves the rest (no
+// entry, or a real that may not keep it) to Schedule.
+type Locality interface {
+	// LocalEntry returns the real addr's entry names.
+	LocalEntry(addr netip.Addr) (*Dest, bool)
+	// LocalUsed notes a use of addr's entry at t (the data plane's).
+	LocalUsed(addr netip.Addr, t time.Duration)
+	// LocalEntries calls fn for every entry.
+	LocalEntries(fn func(addr netip.Addr, d *Dest, lastuse time.Duration))
+	// LocalUsable reports whether d may keep the addresses whose entry
+	// names it: still a destination, weight > 0, not overloaded as
+	// lblc's is_overloaded says (it reads active connections only, so a
+	// new connection, counted as inactive, changes nothing).
+	LocalUsable(d *Dest) bool
+	// CollectLocal runs the table's garbage collection at now, as
+	// Schedule runs it.
+	CollectLocal(now time.Duration)
+}
+
+func (s *lblc) LocalEntry(addr netip.Addr) (*Dest, bool) {
+	if en := s.table[addr]; en != nil {
+		return en.dest, true
+	}
+	return nil, false
+}
+
+func (s *lblc) LocalUsed(addr netip.Addr, t time.Duration) {
+	if en := s.table[addr]; en != nil && t > en.lastuse {
+		en.lastuse = t
+	}
+}
+
+func (s *lblc) LocalEntries(fn func(netip.Addr, *Dest, time.Duration)) {
+	for a, en := range s.table {
+		fn(a, en.dest, en.lastuse)
+	}
+}
+
+func (s *lblc) LocalUsable(d *Dest) bool { return s.member(d) && d.Weight > 0 && !s.overloaded(d) }
+
+func (s *lblc) CollectLocal(now time.Duration) {
+	gcTable(&s.locality, now, s.table, func(en *lblcEntry) time.Duration { return en.lastuse })
+}

@@ -255,7 +255,7 @@ func TestIPv6NAT(t *testing.T) {
 
 // TestIPv6TUN: IPv6 in IPv6 to reals prepared only by `xipvsadm
 // realserver up --mode tun` (the decap XDP program, no ip6_tunnel
-// module), rr 5/5 scheduled in XDP, then lblc through the slow path, UDP,
+// module), rr 5/5 scheduled in XDP, then lblcr through the slow path, UDP,
 // and a large upload whose full-sized segments do not fit the tunnel:
 // the director answers ICMPv6 Packet Too Big and the client's path MTU
 // discovery shrinks them.
@@ -283,12 +283,12 @@ func TestIPv6TUN(t *testing.T) {
 	if out := lab.adm(t, "-Ln"); !strings.Contains(out, destLine("[fd77::11]:80", "Tunnel", 1)) {
 		t.Errorf("-Ln:\n%s", out)
 	}
-	// lblc: new flows decided by the Go slow path (its picks follow the
-	// destination address), whose first packet is tunnelled by the
-	// replay program.
-	lab.adm(t, "-E", "-t", vs, "-s", "lblc")
+	// lblcr: new flows decided by the Go slow path (its picks follow
+	// the destination address's set), whose first packet is tunnelled
+	// by the replay program.
+	lab.adm(t, "-E", "-t", vs, "-s", "lblcr")
 	if count := askEach(t, lab, at, 4); count["rs1"]+count["rs2"] != 4 {
-		t.Errorf("lblc over two IPv6 TUN reals: %v", count)
+		t.Errorf("lblcr over two IPv6 TUN reals: %v", count)
 	}
 	big := bytes.Repeat([]byte("x"), 200000)
 	body, _ := lab.getAt(t, at, big)

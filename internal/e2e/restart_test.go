@@ -146,7 +146,7 @@ func mountBPFFS(t *testing.T) string {
 
 // kill -9 of xipvsd in the middle of 50 long TCP streams: every stream
 // completes intact; while it is down, new flows of rr and wlc services
-// are still scheduled (in XDP) and those of an lblc service dropped (not
+// are still scheduled (in XDP) and those of an lblcr service dropped (not
 // reset); the restarted daemon adopts the connections and serves new
 // flows at once.
 func TestRestartKill9(t *testing.T) {
@@ -157,8 +157,8 @@ func TestRestartKill9(t *testing.T) {
 	lab.serveHTTP(t, 81)
 	lab.serveHTTP(t, 82)
 	// rr and wlc services are scheduled in XDP from the picks xipvsd
-	// installed (a cycle, a lookahead); lblc's new flows need xipvsd.
-	for port, sched := range map[string]string{"80": "rr", "9000": "rr", "81": "lblc", "82": "wlc"} {
+	// installed (a cycle, a lookahead); lblcr's new flows need xipvsd.
+	for port, sched := range map[string]string{"80": "rr", "9000": "rr", "81": "lblcr", "82": "wlc"} {
 		vs := lab.vip.String() + ":" + port
 		lab.adm(t, "-A", "-t", vs, "-s", sched)
 		lab.adm(t, "-a", "-t", vs, "-r", "10.77.0.11", "-g")
@@ -173,7 +173,7 @@ func TestRestartKill9(t *testing.T) {
 	killed := time.Now()
 
 	// Down: rr and wlc services still take new flows (XDP schedules
-	// them from the installed picks); an lblc service's new flow is
+	// them from the installed picks); an lblcr service's new flow is
 	// dropped (the client would retransmit), not refused.
 	for port, sched := range map[int]string{80: "rr", 82: "wlc"} {
 		if c, err := lab.dial(t, port, 700*time.Millisecond); err != nil {
@@ -184,7 +184,7 @@ func TestRestartKill9(t *testing.T) {
 	}
 	if c, err := lab.dial(t, 81, 700*time.Millisecond); err == nil {
 		c.Close()
-		t.Error("a new connection to the lblc service succeeded with xipvsd down")
+		t.Error("a new connection to the lblcr service succeeded with xipvsd down")
 	} else if !errors.Is(err, os.ErrDeadlineExceeded) && !strings.Contains(err.Error(), "timeout") {
 		t.Errorf("new connection while down: %v, want a timeout (dropped), not a reset", err)
 	}

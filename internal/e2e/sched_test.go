@@ -24,11 +24,12 @@ import (
 // the heavier real overloads it at its fourth connection. sh and mh (with sh-port, mh-port)
 // send each connection where the kernel's hash of its source sends it;
 // twos spreads them over both reals from Go's random draws. Not one new
-// flow goes to the Go slow path.
+// flow goes to the Go slow path, but lblc's first to each VIP (which makes
+// the VIP's entry; XDP follows it from there).
 func TestSchedulersInXDP(t *testing.T) {
 	lab := newDRLab(t, "lcx", "--sweep-interval", "1h")
 	vip6 := addDR6(t, lab, true)
-	lab.serveEcho(t, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90)
+	lab.serveEcho(t, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91)
 	reals := map[netip.Addr][2]string{
 		lab.vip: {"10.77.0.11", "10.77.0.12"},
 		vip6:    {"[fd77::11]", "[fd77::12]"},
@@ -136,15 +137,40 @@ func TestSchedulersInXDP(t *testing.T) {
 		}
 		t.Logf("twos on %v: %v", vs, got)
 	}
+	mid, err := api.NewClient(lab.Socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := mid.Counters["slow_new_conns"] - before.Counters["slow_new_conns"]; n != 0 {
+		t.Errorf("%d new flows scheduled by the slow path, want none", n)
+	}
+	// lblc: the VIP's first connection makes its entry in Go (wlc's pick:
+	// the heavier real, first in the list), XDP sends the next 11 after
+	// it.
+	for vip, rs := range reals {
+		vs := netip.AddrPortFrom(vip, 91)
+		lab.adm(t, "-A", "-t", vs.String(), "-s", "lblc")
+		for w, r := range rs {
+			lab.adm(t, "-a", "-t", vs.String(), "-r", r+":91", "-g", "-w", fmt.Sprint(w+1))
+		}
+		got := map[string]int{}
+		for n := 0; n < 12; n++ {
+			who, _, _ := lab.askAt(t, vs)
+			got[who]++
+		}
+		if got["rs2"] != 12 {
+			t.Errorf("lblc on %v: %v, want all 12 on rs2", vs, got)
+		}
+	}
 	after, err := api.NewClient(lab.Socket).Info()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := after.Counters["slow_new_conns"] - before.Counters["slow_new_conns"]; n != 0 {
-		t.Errorf("%d new flows scheduled by the slow path, want none", n)
+	if n := after.Counters["slow_new_conns"] - mid.Counters["slow_new_conns"]; n != 2 {
+		t.Errorf("lblc: %d new flows scheduled by the slow path, want 2 (each VIP's first)", n)
 	}
-	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 240 {
-		t.Errorf("XDP forwarded %d packets for 240 connections", n)
+	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 264 {
+		t.Errorf("XDP forwarded %d packets for 264 connections", n)
 	}
 }
 

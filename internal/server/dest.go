@@ -31,6 +31,9 @@ type dest struct {
 	down   bool
 	reason string
 	since  time.Time
+	// localOK: an lblc real that may keep its destination addresses
+	// (local.go), as written to the data plane.
+	localOK bool
 }
 
 // weight is what the scheduler sees: the configured weight, or 0 while
@@ -61,7 +64,7 @@ func dpFwd(f config.Fwd) dataplane.Fwd {
 // real is d as the data plane's reals map holds it.
 func (d *dest) real(mac net.HardwareAddr) dataplane.Real {
 	return dataplane.Real{Addr: d.cfg.Addr, Ifindex: d.hop.Ifindex, MAC: mac, Fwd: dpFwd(d.cfg.Fwd),
-		MTU: d.hop.MTU, TunnelSrc: d.hop.Src, Port: d.cfg.Port}
+		MTU: d.hop.MTU, TunnelSrc: d.hop.Src, Port: d.cfg.Port, LocalOK: d.localOK}
 }
 
 func (s *Server) allocReal() (uint32, error) {
@@ -115,8 +118,9 @@ func (s *Server) releaseDest(d *dest) {
 		s.log.Warn("delete real", "id", d.realID, "err", err)
 	}
 	delete(s.reals, d.realID)
-	if d.svc != nil && d.svc.cfg.Persistent {
-		// No template may name the id once it is free for another real.
+	if d.svc != nil && (d.svc.cfg.Persistent || d.svc.local) {
+		// No template (or lblc entry) may name the id once it is free
+		// for another real.
 		s.endTemplates(d.svc, func(t *dest) bool { return t == d })
 	}
 	if s.batch != nil {

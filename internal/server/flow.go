@@ -87,6 +87,9 @@ func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Deci
 	}
 	flow := sched.Flow{Src: f.Key.Src, Dst: f.Key.Dst, SrcPort: f.Key.SrcPort, DstPort: f.Key.DstPort, Proto: f.Key.Proto, Now: now}
 	d := s.schedule(sv, flow)
+	if sv.local {
+		s.localScheduled(sv, flow.Dst, now)
+	}
 	if d == nil {
 		// ip_vs_leave: no real can take it; the client is told.
 		return dataplane.Decision{Unreachable: true}

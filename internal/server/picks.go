@@ -129,6 +129,7 @@ func (s *Server) relook(sv *service) {
 func (s *Server) reschedule(sv *service) {
 	sv.sched.Update(sv.schedDests())
 	s.syncPicks(sv)
+	s.syncLocal(sv)
 	s.syncFlags(sv)
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/health"
 	"github.com/xipvs/xipvs/internal/testutil"
+	"github.com/xipvs/xipvs/sched"
 )
 
 type clock struct{ now time.Duration }
@@ -419,5 +420,82 @@ func TestTemplatesSharedWithXDP(t *testing.T) {
 	apply(t, s, "-D -t 10.0.0.100:80")
 	if len(dp.Tmpls) != 0 {
 		t.Errorf("templates left after the service went: %v", dp.Tmpls)
+	}
+}
+
+// TestLocalEntriesInXDP: an lblc service's entries are XDP's to serve:
+// the service is flagged, its reals marked while they may keep their
+// addresses; the entry the slow path's lblc makes reaches the data plane;
+// a sweep brings the uses XDP made into Go's table and unmarks a real
+// that lblc finds overloaded (more active connections than its weight,
+// another under half of its own), whose address Go then moves, the entry
+// following; deleting the real an entry names ends it in the data plane;
+// another scheduler ends them all.
+func TestLocalEntriesInXDP(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s lblc")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g -w 1")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g -w 2")
+	sk := config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}
+	dk := dataplane.ServiceKey{VIP: vip, Port: 80, Proto: 6}
+	id := svcID(s, "-A -t 10.0.0.100:80")
+	rid := map[netip.Addr]uint32{}
+	for r, d := range s.reals {
+		rid[d.cfg.Addr] = r
+	}
+	if dp.SvcFlags[dk]&dataplane.SvcLocal == 0 {
+		t.Fatalf("lblc service flags %#x: not served in XDP", dp.SvcFlags[dk])
+	}
+	for _, a := range []netip.Addr{rs1, rs2} {
+		if !dp.Reals[rid[a]].LocalOK {
+			t.Errorf("%v: not marked as keeping its addresses", a)
+		}
+	}
+	// wlc's pick, both idle: the first in the list, 10.0.0.12.
+	if got := newConn(t, s, dp, "198.51.100.1", 1000, 80); got != rs2 {
+		t.Fatalf("first flow to %v, want %v", got, rs2)
+	}
+	entry := dataplane.LocalEntry(id, vip)
+	if u, ok := dp.Tmpls[entry]; !ok || u.RealID != rid[rs2] {
+		t.Fatalf("the slow path's entry in the data plane: %+v %v", u, ok)
+	}
+	// XDP takes the next flows to the VIP (three established now),
+	// renewing the entry.
+	for i := 0; i < 2; i++ {
+		dp.Conns[dataplane.ConnKey{Src: netipMust("198.51.100.2"), Dst: vip, SrcPort: uint16(2000 + i), DstPort: 80, Proto: 6}] =
+			dataplane.Conn{RealID: rid[rs2], ServiceID: id, State: conntrack.StateEstablished, LastSeen: clk.now}
+	}
+	clk.now += 10 * time.Second
+	dp.Tmpls[entry] = dataplane.TemplateUse{RealID: rid[rs2], LastUsed: clk.now}
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	loc := s.services[sk].sched.(sched.Locality)
+	loc.LocalEntries(func(a netip.Addr, d *sched.Dest, lastuse time.Duration) {
+		if a != vip || d.ID != rid[rs2] || lastuse != clk.now {
+			t.Errorf("Go's entry after the sweep: %v to %d last used %v, want %v to %d at %v", a, d.ID, lastuse, vip, rid[rs2], clk.now)
+		}
+	})
+	// 3 active > weight 2 while 10.0.0.11 is under half its weight.
+	if dp.Reals[rid[rs2]].LocalOK || !dp.Reals[rid[rs1]].LocalOK {
+		t.Fatalf("after the recount: 10.0.0.12 marked %v, 10.0.0.11 %v; want false, true", dp.Reals[rid[rs2]].LocalOK, dp.Reals[rid[rs1]].LocalOK)
+	}
+	if got := newConn(t, s, dp, "198.51.100.3", 3000, 80); got != rs1 {
+		t.Fatalf("a flow after the overload went to %v, want %v", got, rs1)
+	}
+	if u := dp.Tmpls[entry]; u.RealID != rid[rs1] {
+		t.Fatalf("the moved entry in the data plane names %d, want %d", u.RealID, rid[rs1])
+	}
+	apply(t, s, "-d -t 10.0.0.100:80 -r 10.0.0.11")
+	if _, ok := dp.Tmpls[entry]; ok {
+		t.Fatal("an entry naming a deleted real stayed in the data plane")
+	}
+	newConn(t, s, dp, "198.51.100.4", 4000, 80)
+	if _, ok := dp.Tmpls[entry]; !ok {
+		t.Fatal("no entry after the next flow")
+	}
+	apply(t, s, "-E -t 10.0.0.100:80 -s wlc")
+	if len(dp.Tmpls) != 0 || dp.SvcFlags[dk]&dataplane.SvcLocal != 0 || dp.Reals[rid[rs2]].LocalOK {
+		t.Errorf("after -s wlc: entries %v, flags %#x, real marked %v", dp.Tmpls, dp.SvcFlags[dk], dp.Reals[rid[rs2]].LocalOK)
 	}
 }

@@ -21,6 +21,8 @@ type service struct {
 	sched sched.Scheduler
 	// templates are the persistence templates of a persistent service.
 	templates map[tmplKey]*template
+	// local: XDP serves the entries of its lblc table (local.go).
+	local bool
 	// laddrs are the FULLNAT local addresses, used in turn.
 	laddrs    []netip.Addr
 	laddrNext int
@@ -86,6 +88,9 @@ func (sv *service) dataplaneFlags() dataplane.SvcFlags {
 // added, removed or edited, -j switched); s.mu is held.
 func (s *Server) syncFlags(sv *service) {
 	f := sv.dataplaneFlags()
+	if sv.local {
+		f |= dataplane.SvcLocal
+	}
 	if f == sv.dpf {
 		return
 	}
@@ -337,8 +342,9 @@ func (s *Server) editService(svc config.Service) error {
 		sc.Update(sv.schedDests())
 		sv.sched = sc
 	}
-	if !svc.Persistent || svc.Netmask != sv.cfg.Netmask {
-		// Templates keyed on the old netmask (or no longer wanted).
+	if (sv.cfg.Persistent || svc.Persistent) && (!svc.Persistent || svc.Netmask != sv.cfg.Netmask) {
+		// Templates keyed on the old netmask (or no longer wanted); an
+		// lblc service's entries stay (syncLocal ends them if need be).
 		s.endTemplates(sv, nil)
 	}
 	oldSorry := sv.cfg.Sorry
@@ -373,7 +379,7 @@ func (s *Server) deleteServiceLocked(sv *service) error {
 	if _, err := s.opts.Dataplane.ClearPicks(sv.id); err != nil {
 		return err
 	}
-	if sv.cfg.Persistent {
+	if sv.cfg.Persistent || sv.local {
 		s.endTemplates(sv, nil)
 	}
 	sv.fast = nil

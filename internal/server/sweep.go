@@ -8,6 +8,7 @@ package server
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/xipvs/xipvs/conntrack"
@@ -74,6 +75,11 @@ func (s *Server) finishSweep(a dataplane.SweepArgs, res dataplane.SweepResult) {
 		}
 	}
 	changed := s.recount(res.Counts)
+	for sv := range changed {
+		if sv.local {
+			s.syncLocal(sv) // lblc's overload test reads active connections
+		}
+	}
 	s.ageTemplates(a.Persistent, owned, a.Now)
 	// Lookaheads start again from the table's counts, which hold the
 	// connections XDP made from the last ones (those made since the walk
@@ -131,8 +137,16 @@ func (s *Server) ageTemplates(swept map[uint32]dataplane.SweepPersist, owned map
 	// The data plane's templates: those XDP made, and when XDP last
 	// renewed any (a new connection followed it).
 	uses := map[uint32]map[tmplKey]dataplane.TemplateUse{}
+	locals := map[uint32]map[netip.Addr]dataplane.TemplateUse{}
 	var stale []dataplane.Template
 	err := s.opts.Dataplane.Templates(func(t dataplane.Template, u dataplane.TemplateUse) {
+		if sv := s.byID[t.ServiceID]; sv != nil && sv.local {
+			if locals[t.ServiceID] == nil {
+				locals[t.ServiceID] = map[netip.Addr]dataplane.TemplateUse{}
+			}
+			locals[t.ServiceID][t.Client] = u // an lblc entry
+			return
+		}
 		if sv := s.byID[t.ServiceID]; sv == nil || !sv.cfg.Persistent {
 			stale = append(stale, t) // its service is gone or no longer persistent
 			return
@@ -147,6 +161,11 @@ func (s *Server) ageTemplates(swept map[uint32]dataplane.SweepPersist, owned map
 	}
 	for _, t := range stale {
 		_ = s.opts.Dataplane.DeleteTemplate(t)
+	}
+	for id, sv := range s.byID {
+		if sv.local {
+			s.ageLocal(sv, locals[id], now)
+		}
 	}
 	for id := range swept {
 		sv := s.byID[id]
