@@ -244,6 +244,9 @@ func (r *Report) addRatios(o Options) {
 	r.ratio("new flows: xipvs-mh6 / nftables6", "new-flows/xipvs-mh6", "new-flows/nftables6")
 	r.ratio("new flows: xipvs-wlc-p / ceiling", "new-flows/xipvs-wlc-p", "new-flows/ceiling")
 	r.ratio("new flows: xipvs-wlc-p / nftables", "new-flows/xipvs-wlc-p", "new-flows/nftables")
+	for _, s := range append(append([]string(nil), moreSchedulers...), "fullnat-wlc") {
+		r.ratio("new flows: xipvs-"+s+" / nftables", "new-flows/xipvs-"+s, "new-flows/nftables")
+	}
 	r.ratio("new flows: xipvs-slowpath / ceiling", "new-flows/xipvs-slowpath", "new-flows/ceiling")
 	r.ratio("new flows: nftables / ceiling", "new-flows/nftables", "new-flows/ceiling")
 	r.ratio("new flows: xipvs-dr / nftables", "new-flows/xipvs-dr", "new-flows/nftables")

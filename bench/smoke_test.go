@@ -54,9 +54,13 @@ func TestSmoke(t *testing.T) {
 	want = append(want, "new-flows/ceiling", "new-flows/xipvs-dr", "new-flows/xipvs-wlc", "new-flows/xipvs-mh", "new-flows/xipvs-wlc-p", "new-flows/xipvs-slowpath", "new-flows/nftables",
 		"new-flows/xipvs-dr6", "new-flows/xipvs-wlc6", "new-flows/xipvs-mh6", "new-flows/xipvs-slowpath6", "new-flows/nftables6",
 		"new-flows/xipvs-slowpath-1q-2senders", "new-flows/xipvs-slowpath-2q-2senders",
+		"new-flows/xipvs-fullnat-wlc",
 		"tcp-connect/routed-no-balancer", "tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy",
 		"bpf-cost/ceiling", "bpf-cost/reference-lb", "bpf-cost/xipvs-dr", "bpf-cost/xipvs-not-ours", "bpf-cost/xipvs-fullnat-reply",
 		agingKey(o.AgingSizes[0]))
+	for _, s := range moreSchedulers {
+		want = append(want, "new-flows/xipvs-"+s)
+	}
 	for _, k := range []string{"xipvs-nat", "nftables"} {
 		for _, kind := range []string{"first-packet", "established"} {
 			want = append(want, "latency/"+k+"-"+kind+"/p50", "latency/"+k+"-"+kind+"/p99")

@@ -40,13 +40,17 @@ import (
 // veth pairs are alike, so subjects measured seconds apart on different
 // pairs compare as on one.
 var (
-	wireGenMAC  = net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x01}
-	wireLbMAC   = net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x02}
-	wireLIP     = netip.MustParseAddr("10.77.0.250")
-	wireEstBase = netip.MustParseAddr("10.78.0.1") // established flows' clients
-	wireSynBase = netip.MustParseAddr("10.90.0.1") // the SYN streams' clients
-	wireReals   = []netip.Addr{netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12"), netip.MustParseAddr("10.77.0.13")}
-	wireWeights = []int{1, 2, 3}
+	wireGenMAC = net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x01}
+	wireLbMAC  = net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x02}
+	wireLIP    = netip.MustParseAddr("10.77.0.250")
+	// wireStreamLIPs are the FULLNAT SYN stream's local addresses: each
+	// embryonic connection holds its port until its SYN_RECV timeout, so
+	// the stream needs far more than one address's 64,512.
+	wireStreamLIPs = []string{"10.77.0.240", "10.77.0.241", "10.77.0.242", "10.77.0.243", "10.77.0.244", "10.77.0.245", "10.77.0.246", "10.77.0.247"}
+	wireEstBase    = netip.MustParseAddr("10.78.0.1") // established flows' clients
+	wireSynBase    = netip.MustParseAddr("10.90.0.1") // the SYN streams' clients
+	wireReals      = []netip.Addr{netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12"), netip.MustParseAddr("10.77.0.13")}
+	wireWeights    = []int{1, 2, 3}
 	// wireVIPs are the xipvs director's services, one per forwarding
 	// method, a wlc and an mh one (new flows scheduled in XDP from Go's
 	// lookahead and from its Maglev table), a persistent wlc one (-p 300:
@@ -58,7 +62,13 @@ var (
 		"nat": netip.MustParseAddr("10.77.0.102"), "fullnat": netip.MustParseAddr("10.77.0.103"),
 		"slowpath": netip.MustParseAddr("10.77.0.104"), "wlc": netip.MustParseAddr("10.77.0.105"),
 		"mh": netip.MustParseAddr("10.77.0.106"), "wlcp": netip.MustParseAddr("10.77.0.107"),
-		"dr6": netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
+		"rr": netip.MustParseAddr("10.77.0.108"), "lc": netip.MustParseAddr("10.77.0.109"),
+		"sed": netip.MustParseAddr("10.77.0.110"), "nq": netip.MustParseAddr("10.77.0.111"),
+		"sh": netip.MustParseAddr("10.77.0.112"), "dh": netip.MustParseAddr("10.77.0.113"),
+		"lblc": netip.MustParseAddr("10.77.0.114"), "fo": netip.MustParseAddr("10.77.0.115"),
+		"ovf": netip.MustParseAddr("10.77.0.116"), "twos": netip.MustParseAddr("10.77.0.117"),
+		"fnatwlc": netip.MustParseAddr("10.77.0.118"),
+		"dr6":     netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
 		"slowpath6": netip.MustParseAddr("fd77::104"), "wlc6": netip.MustParseAddr("fd77::105"),
 		"mh6": netip.MustParseAddr("fd77::106"),
 	}
@@ -205,6 +215,12 @@ func (w *wire) addDirector(prefix string, i, queues int) (*director, error) {
 		{ns, []string{"link", "set", "eth0", "up"}},
 		{ns, []string{"route", "add", "10.64.0.0/10", "via", "10.77.0.1"}},
 		{ns, []string{"neigh", "replace", "10.77.0.1", "lladdr", wireGenMAC.String(), "dev", "eth0", "nud", "permanent"}},
+	}
+	for _, lip := range wireStreamLIPs {
+		steps = append(steps, struct {
+			ns   testutil.Netns
+			args []string
+		}{ns, []string{"addr", "add", lip + "/32", "dev", "eth0"}})
 	}
 	for j := range wireReals {
 		for _, r := range []netip.Addr{wireReals[j], wireReals6[j]} {
@@ -694,6 +710,10 @@ func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) erro
 	return nil
 }
 
+// moreSchedulers each get a SYN stream of their own (IPv4, DR), a row per
+// scheduler: all but lblcr's decide new flows in XDP.
+var moreSchedulers = []string{"rr", "lc", "sed", "nq", "sh", "dh", "lblc", "fo", "ovf", "twos"}
+
 // synServices adds the SYN streams' services: wrr on the DR VIP (new
 // flows scheduled in XDP from a cycle), wlc (in XDP from a lookahead), mh
 // (in XDP from its table), wlc -p 300 (in XDP from the client's template,
@@ -701,14 +721,27 @@ func (w *wire) xipvsService(r *Report, o Options, d *director, mode string) erro
 // picks follow a per-destination set Go keeps: the Go slow path
 // decides).
 func synServices(x *xipvs) error {
-	for vip, sched := range map[string][]string{"dr": {"wrr"}, "wlc": {"wlc"}, "mh": {"mh"}, "wlcp": {"wlc", "-p", "300"},
-		"slowpath": {"lblcr"}, "dr6": {"wrr"}, "wlc6": {"wlc"}, "mh6": {"mh"}, "slowpath6": {"lblcr"}} {
+	services := map[string][]string{"dr": {"wrr"}, "wlc": {"wlc"}, "mh": {"mh"}, "wlcp": {"wlc", "-p", "300"},
+		"slowpath": {"lblcr"}, "dr6": {"wrr"}, "wlc6": {"wlc"}, "mh6": {"mh"}, "slowpath6": {"lblcr"}, "fnatwlc": {"wlc"}}
+	for _, s := range moreSchedulers {
+		services[s] = []string{s}
+	}
+	for vip, sched := range services {
 		vs := netip.AddrPortFrom(wireVIPs[vip], 80).String()
 		if err := x.run(append([]string{"-A", "-t", vs, "-s"}, sched...)...); err != nil {
 			return err
 		}
+		fwd := "-g"
+		if vip == "fnatwlc" {
+			fwd = "-b"
+			for _, lip := range append([]string{wireLIP.String()}, wireStreamLIPs...) {
+				if err := x.run("--add-laddr", "-z", lip, "-t", vs); err != nil {
+					return err
+				}
+			}
+		}
 		for i, rip := range realsOf(wireVIPs[vip]) {
-			if err := x.run("-a", "-t", vs, "-r", netip.AddrPortFrom(rip, 80).String(), "-g", "-w", strconv.Itoa(wireWeights[i])); err != nil {
+			if err := x.run("-a", "-t", vs, "-r", netip.AddrPortFrom(rip, 80).String(), fwd, "-w", strconv.Itoa(wireWeights[i])); err != nil {
 				return err
 			}
 		}
@@ -787,11 +820,15 @@ func (w *wire) newFlowRound(r *Report, o Options, run int) error {
 		{"xipvs-wlc", dirXipvsNew, wireVIPs["wlc"], 1},
 		{"xipvs-mh", dirXipvsNew, wireVIPs["mh"], 1},
 		{"xipvs-wlc-p", dirXipvsNew, wireVIPs["wlcp"], 1},
+		{"xipvs-fullnat-wlc", dirXipvsNew, wireVIPs["fnatwlc"], 1},
 		{"xipvs-slowpath", dirXipvsNew, wireVIPs["slowpath"], 1},
 		{"xipvs-dr6", dirXipvsNew, wireVIPs["dr6"], 1},
 		{"xipvs-wlc6", dirXipvsNew, wireVIPs["wlc6"], 1},
 		{"xipvs-mh6", dirXipvsNew, wireVIPs["mh6"], 1},
 		{"xipvs-slowpath6", dirXipvsNew, wireVIPs["slowpath6"], 1},
+	}
+	for _, s := range moreSchedulers {
+		streams = append(streams, stream{"xipvs-" + s, dirXipvsNew, wireVIPs[s], 1})
 	}
 	if w.dirs[dirNft].nftInstalled {
 		streams = append(streams, stream{"nftables", dirNftNew, wireVIPs["dr"], 1}, stream{"nftables6", dirNftNew, wireVIPs["dr6"], 1})

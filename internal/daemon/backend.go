@@ -251,6 +251,7 @@ func (b *backend) Info() api.Info {
 	info.Counters["slow_frag_orphans"] = sp.FragOrphans
 	info.Counters["slow_failed"] = sp.Failed
 	info.Counters["fullnat_no_local_port"] = b.srv.LocalPortsExhausted()
+	info.Counters["fullnat_local_ports_reclaimed"] = b.srv.LocalPortsReclaimed()
 	return info
 }
 

@@ -29,7 +29,7 @@ type collector struct {
 	realActive, realInactive, realWeight, realPersist             *prometheus.Desc
 	realUp, sorryActive                                           *prometheus.Desc
 	svcCPS                                                        *prometheus.Desc
-	xdp, slow, noLocalPort, services, reals                       *prometheus.Desc
+	xdp, slow, noLocalPort, reclaimedPorts, services, reals       *prometheus.Desc
 	bgpUp, bgpAnnounced, bgpAdvertised, bgpDraining               *prometheus.Desc
 }
 
@@ -40,32 +40,33 @@ func newCollector(srv *server.Server, dp Counters, sp *bgp.Speaker) *collector {
 		return prometheus.NewDesc("xipvs_"+name, help, labels, nil)
 	}
 	return &collector{srv: srv, dp: dp, bgp: sp,
-		bgpUp:         d("bgp_session_up", "1 while the BGP session with the peer is established.", []string{"peer", "state"}),
-		bgpAdvertised: d("bgp_advertised_prefixes", "Prefixes advertised to the peer.", []string{"peer"}),
-		bgpAnnounced:  d("bgp_announced", "1 while the prefix is announced, 0 while it is withdrawn (its VIP has no healthy real).", []string{"prefix"}),
-		bgpDraining:   d("bgp_draining", "1 once xipvsd withdrew its routes to stop.", nil),
-		svcConns:      d("service_connections_total", "Connections scheduled by the virtual service.", svc),
-		svcInPkts:     d("service_in_packets_total", "Packets toward the service's real servers.", svc),
-		svcOutPkts:    d("service_out_packets_total", "Reply packets through the director (NAT and FULLNAT).", svc),
-		svcInBytes:    d("service_in_bytes_total", "Bytes (IP length) toward the service's real servers.", svc),
-		svcOutBytes:   d("service_out_bytes_total", "Reply bytes through the director (NAT and FULLNAT).", svc),
-		svcCPS:        d("service_connections_per_second", "Smoothed connection rate (IPVS's estimator).", svc),
-		realConns:     d("real_connections_total", "Connections scheduled to the real server.", real),
-		realInPkts:    d("real_in_packets_total", "Packets toward the real server.", real),
-		realOutPkts:   d("real_out_packets_total", "Reply packets from the real server through the director.", real),
-		realInBytes:   d("real_in_bytes_total", "Bytes (IP length) toward the real server.", real),
-		realOutBytes:  d("real_out_bytes_total", "Reply bytes from the real server through the director.", real),
-		realActive:    d("real_active_connections", "ActiveConn: established TCP connections.", real),
-		realInactive:  d("real_inactive_connections", "InActConn: other connections.", real),
-		realWeight:    d("real_weight", "The real server's weight (0: quiesced).", real),
-		realPersist:   d("real_persistent_connections", "Persistence templates naming the real server.", real),
-		realUp:        d("real_up", "1 while the real passes its health check (or has none), 0 while it fails.", real),
-		sorryActive:   d("service_sorry_active", "1 while the sorry server takes the service's new flows.", svc),
-		xdp:           d("xdp_packets_total", "Packets seen by the XDP director, by outcome (drop_* are drops).", []string{"outcome"}),
-		slow:          d("slow_path_total", "Slow-path (AF_XDP) events by kind.", []string{"event"}),
-		noLocalPort:   d("fullnat_no_local_port_total", "New FULLNAT connections refused: no free local port.", nil),
-		services:      d("services", "Virtual services configured.", nil),
-		reals:         d("real_servers", "Real servers configured.", nil),
+		bgpUp:          d("bgp_session_up", "1 while the BGP session with the peer is established.", []string{"peer", "state"}),
+		bgpAdvertised:  d("bgp_advertised_prefixes", "Prefixes advertised to the peer.", []string{"peer"}),
+		bgpAnnounced:   d("bgp_announced", "1 while the prefix is announced, 0 while it is withdrawn (its VIP has no healthy real).", []string{"prefix"}),
+		bgpDraining:    d("bgp_draining", "1 once xipvsd withdrew its routes to stop.", nil),
+		svcConns:       d("service_connections_total", "Connections scheduled by the virtual service.", svc),
+		svcInPkts:      d("service_in_packets_total", "Packets toward the service's real servers.", svc),
+		svcOutPkts:     d("service_out_packets_total", "Reply packets through the director (NAT and FULLNAT).", svc),
+		svcInBytes:     d("service_in_bytes_total", "Bytes (IP length) toward the service's real servers.", svc),
+		svcOutBytes:    d("service_out_bytes_total", "Reply bytes through the director (NAT and FULLNAT).", svc),
+		svcCPS:         d("service_connections_per_second", "Smoothed connection rate (IPVS's estimator).", svc),
+		realConns:      d("real_connections_total", "Connections scheduled to the real server.", real),
+		realInPkts:     d("real_in_packets_total", "Packets toward the real server.", real),
+		realOutPkts:    d("real_out_packets_total", "Reply packets from the real server through the director.", real),
+		realInBytes:    d("real_in_bytes_total", "Bytes (IP length) toward the real server.", real),
+		realOutBytes:   d("real_out_bytes_total", "Reply bytes from the real server through the director.", real),
+		realActive:     d("real_active_connections", "ActiveConn: established TCP connections.", real),
+		realInactive:   d("real_inactive_connections", "InActConn: other connections.", real),
+		realWeight:     d("real_weight", "The real server's weight (0: quiesced).", real),
+		realPersist:    d("real_persistent_connections", "Persistence templates naming the real server.", real),
+		realUp:         d("real_up", "1 while the real passes its health check (or has none), 0 while it fails.", real),
+		sorryActive:    d("service_sorry_active", "1 while the sorry server takes the service's new flows.", svc),
+		xdp:            d("xdp_packets_total", "Packets seen by the XDP director, by outcome (drop_* are drops).", []string{"outcome"}),
+		slow:           d("slow_path_total", "Slow-path (AF_XDP) events by kind.", []string{"event"}),
+		noLocalPort:    d("fullnat_no_local_port_total", "New FULLNAT connections refused: no free local port.", nil),
+		reclaimedPorts: d("fullnat_local_ports_reclaimed_total", "FULLNAT local ports freed that no connection held (their embryonic connections were evicted from a full table).", nil),
+		services:       d("services", "Virtual services configured.", nil),
+		reals:          d("real_servers", "Real servers configured.", nil),
 	}
 }
 
@@ -131,6 +132,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.slow, e.v, e.name)
 	}
 	counter(c.noLocalPort, c.srv.LocalPortsExhausted())
+	counter(c.reclaimedPorts, c.srv.LocalPortsReclaimed())
 	if st := c.bgp.Status(context.Background()); st.Enabled {
 		b := func(v bool) float64 {
 			if v {

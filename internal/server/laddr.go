@@ -2,8 +2,10 @@ package server
 
 import (
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
@@ -34,6 +36,10 @@ type portPool struct {
 	used  [65536 / 64]uint64
 	next  int
 	inUse int
+	// fresh are the ports taken while a reclaim walks the table (nil
+	// otherwise): its walk may have passed their connections' entries
+	// before they were written.
+	fresh *[65536 / 64]uint64
 }
 
 func (p *portPool) isUsed(port uint16) bool { return p.used[port/64]&(1<<(port%64)) != 0 }
@@ -44,6 +50,9 @@ func (p *portPool) take(port uint16) bool {
 	}
 	p.used[port/64] |= 1 << (port % 64)
 	p.inUse++
+	if p.fresh != nil {
+		p.fresh[port/64] |= 1 << (port % 64)
+	}
 	return true
 }
 
@@ -110,7 +119,98 @@ func (s *Server) allocLocal(sv *service, proto uint8) (netip.Addr, uint16, error
 		}
 	}
 	s.portsExhausted++
+	s.reclaimWanted = true
 	return netip.Addr{}, 0, fmt.Errorf("service %s: every local port of its %d local address(es) is in use", sv.cfg.ServiceKey, n)
+}
+
+// reclaimEvery is how often at most the server walks the table for local
+// ports no connection holds (reclaimPorts) while a pool is over half full;
+// one that ran out is reclaimed at the next sweep at least reclaimMin
+// after the last.
+const (
+	reclaimEvery = time.Minute
+	reclaimMin   = 5 * time.Second
+)
+
+// reclaimPorts frees the local ports that no connection holds any more.
+// The sweep frees the port of each FULLNAT connection it expires, but an
+// embryonic connection evicted from its LRU table to make room (a SYN
+// flood, a table smaller than the load) leaves no entry for it: without
+// this its port would stay taken for good. When a pool is over half full
+// (at most every reclaimEvery) or ran out, the table is walked (without
+// s.mu) for the FULLNAT reply entries, and each pool keeps the ports an
+// entry holds plus those taken since the walk began; the rest are free.
+func (s *Server) reclaimPorts() {
+	s.mu.Lock()
+	now := s.opts.Now()
+	since := now - s.lastReclaim
+	pressed := false
+	for _, p := range s.pools {
+		if p.inUse*2 > LocalPortMax-LocalPortMin+1 {
+			pressed = true
+		}
+	}
+	if !(s.reclaimWanted && since >= reclaimMin) && !(pressed && since >= reclaimEvery) {
+		s.mu.Unlock()
+		return
+	}
+	s.lastReclaim, s.reclaimWanted = now, false
+	pools := map[poolKey]*portPool{}
+	for k, p := range s.pools {
+		p.fresh = new([65536 / 64]uint64)
+		pools[k] = p
+	}
+	s.mu.Unlock()
+
+	live := map[poolKey]*[65536 / 64]uint64{}
+	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		if c.Flags&dataplane.ConnReply != 0 && c.Flags&dataplane.ConnFullNAT != 0 {
+			pk := poolKey{k.Dst, k.Proto}
+			if live[pk] == nil {
+				live[pk] = new([65536 / 64]uint64)
+			}
+			live[pk][k.DstPort/64] |= 1 << (k.DstPort % 64)
+		}
+		return true
+	})
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	freed := 0
+	for k, p := range pools {
+		fresh := p.fresh
+		p.fresh = nil
+		if err != nil || s.pools[k] != p {
+			continue
+		}
+		l := live[k]
+		n := 0
+		for i := range p.used {
+			keep := fresh[i]
+			if l != nil {
+				keep |= l[i]
+			}
+			p.used[i] &= keep // a port released meanwhile stays free
+			n += bits.OnesCount64(p.used[i])
+		}
+		freed += p.inUse - n
+		p.inUse = n
+	}
+	if err != nil {
+		s.log.Warn("walking the table for local ports no connection holds", "err", err)
+		return
+	}
+	if freed > 0 {
+		s.portsReclaimed += uint64(freed)
+		s.log.Warn("local ports held by no connection freed (their embryonic connections were evicted from the full table)", "ports", freed)
+	}
+}
+
+// LocalPortsReclaimed counts the local ports reclaimPorts freed.
+func (s *Server) LocalPortsReclaimed() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.portsReclaimed
 }
 
 // releaseLocal frees the local port of a FULLNAT reply entry (keyed by

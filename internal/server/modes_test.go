@@ -231,3 +231,98 @@ func TestSweepPairedEntries(t *testing.T) {
 func client(i uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})
 }
+
+// walkHook is a data plane whose WalkConns runs during a hook halfway.
+type walkHook struct {
+	*testutil.FakeDataplane
+	during func()
+}
+
+func (w walkHook) WalkConns(fn func(dataplane.ConnKey, dataplane.Conn) bool) error {
+	if w.during != nil {
+		w.during()
+	}
+	return w.FakeDataplane.WalkConns(fn)
+}
+
+// TestLocalPortsReclaimed: local ports whose connections left no entry
+// (embryonic connections evicted from a full LRU table) are freed by the
+// reclaim walk once their pool is over half full: the ports an entry
+// holds stay taken, and so do those taken while the walk runs (their
+// entries may be written after the walk passed); not again within the
+// interval; a pool that ran out is reclaimed at the next sweep 5 s on.
+func TestLocalPortsReclaimed(t *testing.T) {
+	fake := testutil.NewFakeDataplane()
+	clk := &clock{now: time.Hour}
+	var s *Server
+	hook := walkHook{FakeDataplane: fake}
+	s = New(Options{Dataplane: &hook, Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
+	apply(t, s, "-A -t 10.0.0.100:80 -s rr")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -b")
+	k := config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}
+	lip := netip.MustParseAddr("10.0.0.250")
+	if err := s.AddLocalAddr(k, lip); err != nil {
+		t.Fatal(err)
+	}
+	sport := 0
+	flow := func() dataplane.Decision {
+		t.Helper()
+		sport++
+		dec, ok := s.NewFlow(dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.AddrFrom4([4]byte{198, 51, byte(sport >> 16), byte(sport >> 8)}), Dst: vip,
+			SrcPort: uint16(sport), DstPort: 80, Proto: 6}, TCPFlags: dataplane.TCPSyn})
+		if !ok || !dec.FullNAT {
+			t.Fatalf("flow %d: %+v %v", sport, dec, ok)
+		}
+		return dec
+	}
+	// 40000 connections; the reply entries of the first 100 are in the
+	// table, the rest were evicted.
+	const live = 100
+	for i := 0; i < 40000; i++ {
+		dec := flow()
+		if i < live {
+			fake.Conns[dataplane.ConnKey{Src: rs1, Dst: lip, SrcPort: 80, DstPort: dec.Out.SrcPort, Proto: 6}] =
+				dataplane.Conn{RealID: dec.RealID, ServiceID: dec.ServiceID, Flags: dataplane.ConnReply | dataplane.ConnFullNAT, LastSeen: clk.now + time.Hour}
+		}
+	}
+	var during dataplane.Decision
+	hook.during = func() { during = flow() } // taken while the walk runs
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	hook.during = nil
+	if n := s.LocalPortsInUse(lip); n != live+1 {
+		t.Fatalf("after the reclaim: %d ports in use, want %d (the live entries and the one taken during the walk)", n, live+1)
+	}
+	if got := s.LocalPortsReclaimed(); got != 40000-live {
+		t.Errorf("reclaimed %d, want %d", got, 40000-live)
+	}
+	if !s.pools[poolKey{lip, 6}].isUsed(during.Out.SrcPort) {
+		t.Error("the port taken during the walk was freed")
+	}
+	// Over half full again at once: not walked again within the minute.
+	for i := 0; i < 40000; i++ {
+		flow()
+	}
+	clk.now += 10 * time.Second
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.LocalPortsInUse(lip); n != live+1+40000 {
+		t.Fatalf("a second walk within the minute: %d ports in use", n)
+	}
+	// Out of ports: refused, counted, and reclaimed at the next sweep.
+	for s.LocalPortsInUse(lip) < LocalPortMax-LocalPortMin+1 {
+		flow()
+	}
+	sport++
+	if _, ok := s.NewFlow(dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.MustParseAddr("203.0.113.9"), Dst: vip, SrcPort: 9, DstPort: 80, Proto: 6}, TCPFlags: dataplane.TCPSyn}); ok {
+		t.Fatal("a flow with every port taken was scheduled")
+	}
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.LocalPortsInUse(lip); n != live {
+		t.Errorf("after running out: %d ports in use, want %d (the live entries' only)", n, live)
+	}
+}

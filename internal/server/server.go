@@ -135,7 +135,13 @@ type Server struct {
 	nextReal     uint32
 	timeouts     conntrack.Timeouts
 	// pools are the FULLNAT local ports by (local address, protocol).
-	pools          map[poolKey]*portPool
+	pools map[poolKey]*portPool
+	// lastReclaim is when reclaimPorts last walked the table;
+	// reclaimWanted is set when a pool ran out; portsReclaimed counts the
+	// ports it freed.
+	lastReclaim    time.Duration
+	reclaimWanted  bool
+	portsReclaimed uint64
 	portsExhausted uint64
 	noLaddrLogged  time.Time
 }

@@ -31,6 +31,7 @@ func (s *Server) Sweep() error {
 		return err
 	}
 	s.finishSweep(args, res)
+	s.reclaimPorts()
 	return nil
 }
 
