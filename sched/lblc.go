@@ -294,6 +294,16 @@ type Locality interface {
 	// CollectLocal runs the table's garbage collection at now, as
 	// Schedule runs it.
 	CollectLocal(now time.Duration)
+	// AdoptLocal makes addr's entry name d, last used at lastuse (one the
+	// data plane kept across a restart), unless addr has one or the
+	// table is full.
+	AdoptLocal(addr netip.Addr, d *Dest, lastuse time.Duration)
+}
+
+func (s *lblc) AdoptLocal(addr netip.Addr, d *Dest, lastuse time.Duration) {
+	if s.table[addr] == nil && len(s.table) <= localityMaxSize {
+		s.table[addr] = &lblcEntry{dest: d, lastuse: lastuse}
+	}
 }
 
 func (s *lblc) LocalEntry(addr netip.Addr) (*Dest, bool) {

@@ -81,13 +81,22 @@ func (s *Server) localScheduled(sv *service, a netip.Addr, now time.Duration) {
 }
 
 // ageLocal gives sv's lblc table the last uses XDP made of its entries
-// (uses: the data plane's entries of sv), runs its garbage collection,
-// and makes the data plane's entries what Go's table holds; s.mu is
-// held.
+// (uses: the data plane's entries of sv) and the entries a restarted
+// xipvsd finds there, runs its garbage collection, and makes the data
+// plane's entries what Go's table holds; s.mu is held.
 func (s *Server) ageLocal(sv *service, uses map[netip.Addr]dataplane.TemplateUse, now time.Duration) {
 	loc := sv.sched.(sched.Locality)
 	for a, u := range uses {
-		if d, ok := loc.LocalEntry(a); ok && d.ID == u.RealID {
+		d, ok := loc.LocalEntry(a)
+		if !ok {
+			// Kept in the pinned map across a restart of xipvsd: the
+			// entry goes on, if its real is still the service's.
+			if r := s.reals[u.RealID]; r != nil && r.svc == sv {
+				loc.AdoptLocal(a, r.sd, u.LastUsed)
+			}
+			continue
+		}
+		if d.ID == u.RealID {
 			loc.LocalUsed(a, u.LastUsed)
 		}
 	}

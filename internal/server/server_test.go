@@ -499,3 +499,35 @@ func TestLocalEntriesInXDP(t *testing.T) {
 		t.Errorf("after -s wlc: entries %v, flags %#x, real marked %v", dp.Tmpls, dp.SvcFlags[dk], dp.Reals[rid[rs2]].LocalOK)
 	}
 }
+
+// TestLocalEntriesAdopted: the lblc entries a restarted xipvsd finds in
+// the pinned map become its table's (their real still the service's), so
+// the destinations stay where they were.
+func TestLocalEntriesAdopted(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s lblc")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g -w 1")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g -w 2")
+	id := svcID(s, "-A -t 10.0.0.100:80")
+	var rid11 uint32
+	for r, d := range s.reals {
+		if d.cfg.Addr == rs1 {
+			rid11 = r
+		}
+	}
+	// Left by the previous xipvsd: 10.0.0.100 on 10.0.0.11 (wlc would
+	// pick 10.0.0.12).
+	entry := dataplane.LocalEntry(id, vip)
+	if err := dp.SetTemplate(entry, dataplane.TemplateUse{RealID: rid11, LastUsed: clk.now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if u, ok := dp.Tmpls[entry]; !ok || u.RealID != rid11 {
+		t.Fatalf("the kept entry after a sweep: %+v %v", u, ok)
+	}
+	if got := newConn(t, s, dp, "198.51.100.1", 1000, 80); got != rs1 {
+		t.Errorf("a slow-path flow to the VIP went to %v, its kept entry names %v", got, rs1)
+	}
+}
