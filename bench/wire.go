@@ -46,11 +46,12 @@ var (
 	// wireStreamLIPs are the FULLNAT SYN stream's local addresses: each
 	// embryonic connection holds its port until its SYN_RECV timeout, so
 	// the stream needs far more than one address's 64,512.
-	wireStreamLIPs = []string{"10.77.0.240", "10.77.0.241", "10.77.0.242", "10.77.0.243", "10.77.0.244", "10.77.0.245", "10.77.0.246", "10.77.0.247"}
-	wireEstBase    = netip.MustParseAddr("10.78.0.1") // established flows' clients
-	wireSynBase    = netip.MustParseAddr("10.90.0.1") // the SYN streams' clients
-	wireReals      = []netip.Addr{netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12"), netip.MustParseAddr("10.77.0.13")}
-	wireWeights    = []int{1, 2, 3}
+	wireStreamLIPs = []string{"10.77.0.232", "10.77.0.233", "10.77.0.234", "10.77.0.235", "10.77.0.236", "10.77.0.237", "10.77.0.238", "10.77.0.239",
+		"10.77.0.240", "10.77.0.241", "10.77.0.242", "10.77.0.243", "10.77.0.244", "10.77.0.245", "10.77.0.246", "10.77.0.247"}
+	wireEstBase = netip.MustParseAddr("10.78.0.1") // established flows' clients
+	wireSynBase = netip.MustParseAddr("10.90.0.1") // the SYN streams' clients
+	wireReals   = []netip.Addr{netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12"), netip.MustParseAddr("10.77.0.13")}
+	wireWeights = []int{1, 2, 3}
 	// wireVIPs are the xipvs director's services, one per forwarding
 	// method, a wlc and an mh one (new flows scheduled in XDP from Go's
 	// lookahead and from its Maglev table), a persistent wlc one (-p 300:

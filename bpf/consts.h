@@ -177,6 +177,15 @@ enum svc_flag {
 				    * address's entry (tmpls, keyed by it) */
 };
 
+/* A service with FULLNAT reals whose new flows XDP may open: its ring of
+ * local ports (fnat_slots) in svc_val.flags bits 8..15, 0 for none. */
+#define SVC_RING_SHIFT 8
+#define SVC_RING_MASK 0xff
+#define FNAT_RINGS 256   /* ring ids 1..255, each for TCP and UDP */
+#define FNAT_SLOTS 1024  /* local ports per ring and protocol */
+#define FNAT_PROBES 16   /* slots a new flow looks at before Go's turn */
+#define MAX_LADDRS 1024  /* local addresses by id (laddrs) */
+
 /* defence.flags */
 enum defence_flag {
 	DEF_F_ENGAGED = 0x1, /* the slow path is overloaded: SYN proxy for

@@ -218,7 +218,8 @@ static __always_inline int to_slow_path(struct xdp_md *ctx, __u32 *stat)
  * rawEntries): for NAT the reply entry first, then the forward entry.
  * Returns 0 or -1. */
 static __always_inline int conn_create(struct xdp_md *ctx, struct pkt *p, struct conn_key *ck,
-				       __u32 sid, __u32 sflags, __u32 rid, const struct real *r)
+				       __u32 sid, __u32 sflags, __u32 rid, const struct real *r,
+				       const struct laddr *la, __be16 lport)
 {
 	struct conn_val v = {
 		.last_seen = bpf_ktime_get_coarse_ns(),
@@ -231,23 +232,27 @@ static __always_inline int conn_create(struct xdp_md *ctx, struct pkt *p, struct
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
 		v.flags |= CONN_F_SYN_SEEN;
 
-	if (r->fwd == FWD_MASQ) {
+	if (r->fwd == FWD_MASQ || (r->fwd == FWD_FULLNAT && la)) {
+		/* FULLNAT: the source becomes the local address and port. */
+		__be32 src = la ? *(const __be32 *)la->addr : ck->saddr;
+		__be16 sport = la ? lport : ck->sport;
+		__u8 fnat = la ? CONN_F_FULLNAT : 0;
 		__u32 ifindex = ctx->ingress_ifindex;
 		struct iface *in = bpf_map_lookup_elem(&ifaces, &ifindex);
 		__be16 *rp = bpf_map_lookup_elem(&real_ports, &rid);
 		__be16 rport = rp && *rp ? *rp : ck->dport;
 		struct conn_key rk = {
 			.saddr = r->addr,
-			.daddr = ck->saddr,
+			.daddr = src,
 			.sport = rport,
-			.dport = ck->sport,
+			.dport = sport,
 			.proto = ck->proto,
 		};
 		struct conn_val rv = {
 			.last_seen = v.last_seen,
 			.real_id = rid,
 			.svc_id = sid,
-			.flags = CONN_F_REPLY,
+			.flags = CONN_F_REPLY | fnat,
 			.nsaddr = ck->daddr,
 			.ndaddr = ck->saddr,
 			.nsport = ck->dport,
@@ -259,20 +264,26 @@ static __always_inline int conn_create(struct xdp_md *ctx, struct pkt *p, struct
 			return -1;
 		__builtin_memcpy(rv.dmac, p->eth->h_source, ETH_ALEN);
 		__builtin_memcpy(rv.smac, in->mac, ETH_ALEN);
-		if (bpf_map_update_elem(&conns, &rk, &rv, BPF_ANY))
+		/* A FULLNAT reply key is the local port's: never over another's
+		 * (est_conns first, where a live one would be). */
+		if (fnat && bpf_map_lookup_elem(&est_conns, &rk))
 			return -1;
-		v.nsaddr = ck->saddr;
+		if (bpf_map_update_elem(&conns, &rk, &rv, fnat ? BPF_NOEXIST : BPF_ANY))
+			return -1;
+		v.flags |= fnat;
+		v.nsaddr = src;
 		v.ndaddr = r->addr;
-		v.nsport = ck->sport;
+		v.nsport = sport;
 		v.ndport = rport;
 	}
 	return bpf_map_update_elem(&conns, ck, &v, BPF_ANY) ? -1 : 0;
 }
 
 /* new_flow schedules a new connection of service sid here, from the
- * cycle of its scheduler that Go computed (rr, wrr: the n-th new flow
- * goes to reals[n % len]), and forwards its first packet; services
- * without one, FULLNAT reals and failures go to the Go slow path. */
+ * picks Go computed (pick_new), a FULLNAT one with a local port Go handed
+ * over ahead (fnat_claim), and forwards its first packet; services
+ * without picks, FULLNAT services without a ring or a port in it, and
+ * failures go to the Go slow path. */
 static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct conn_key *ck,
 				    __u32 sid, __u32 sflags, __u32 *stat)
 {
@@ -280,16 +291,30 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct co
 	struct real *r;
 	__u32 rid;
 
+	const struct laddr *la = NULL;
+	struct fnat_port *fp;
+
+	/* FULLNAT: a local port from the service's ring, else Go's. */
+	fp = fnat_ahead(sflags, p->proto);
+	if (!fp)
+		return to_slow_path(ctx, stat);
 	r = pick_new(sid, sflags, &p->ip->saddr, &p->ip->daddr, 4, p->dport, pick_flow4(p), &rid);
-	if (!r || r->addr == 0 || r->fwd == FWD_FULLNAT)
-		return to_slow_path(ctx, stat);
-	if (conn_create(ctx, p, ck, sid, sflags, rid, r) < 0)
-		return to_slow_path(ctx, stat);
+	if (r && r->fwd == FWD_FULLNAT)
+		la = fnat_laddr(fp, 0);
+	else if (fp->v)
+		fnat_unclaim(fp);
+	if (!r || r->addr == 0 || (r->fwd == FWD_FULLNAT && !la))
+		goto slow;
+	if (conn_create(ctx, p, ck, sid, sflags, rid, r, la, fp->lport) < 0)
+		goto slow;
 	c = bpf_map_lookup_elem(&conns, ck);
 	if (!c)
 		return to_slow_path(ctx, stat);
 	count_pick(rid);
 	return forward(ctx, p, ck, c, stat);
+slow:
+	fnat_unclaim(fp);
+	return to_slow_path(ctx, stat);
 }
 
 /* service looks up the service of (VIP, port, protocol); port 0 stands

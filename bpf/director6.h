@@ -662,7 +662,8 @@ static __always_inline int icmp6_error(struct xdp_md *ctx, struct pkt *p, void *
 /* conn6_create writes a new IPv6 connection's entries as the slow path
  * would (dataplane/slowpath6.go): NAT's reply entry first. */
 static __always_inline int conn6_create(struct xdp_md *ctx, struct pkt *p, struct conn_key6 *ck,
-					__u32 sid, __u32 sflags, __u32 rid, const struct real *r)
+					__u32 sid, __u32 sflags, __u32 rid, const struct real *r,
+					const struct laddr *la, __be16 lport)
 {
 	struct conn_val6 v = {
 		.last_seen = bpf_ktime_get_coarse_ns(),
@@ -673,21 +674,25 @@ static __always_inline int conn6_create(struct xdp_md *ctx, struct pkt *p, struc
 
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
 		v.flags |= CONN_F_SYN_SEEN;
-	if (r->fwd == FWD_MASQ) {
+	if (r->fwd == FWD_MASQ || (r->fwd == FWD_FULLNAT && la)) {
+		/* FULLNAT: the source becomes the local address and port. */
+		const __u8 *src = la ? la->addr : (const __u8 *)ck->saddr;
+		__be16 sport = la ? lport : ck->sport;
+		__u8 fnat = la ? CONN_F_FULLNAT : 0;
 		__u32 ifindex = ctx->ingress_ifindex;
 		struct iface *in = bpf_map_lookup_elem(&ifaces, &ifindex);
 		__be16 *rp = bpf_map_lookup_elem(&real_ports, &rid);
 		__be16 rport = rp && *rp ? *rp : ck->dport;
 		struct conn_key6 rk = {
 			.sport = rport,
-			.dport = ck->sport,
+			.dport = sport,
 			.proto = ck->proto,
 		};
 		struct conn_val6 rv = {
 			.last_seen = v.last_seen,
 			.real_id = rid,
 			.svc_id = sid,
-			.flags = CONN_F_REPLY,
+			.flags = CONN_F_REPLY | fnat,
 			.nsport = ck->dport,
 			.ndport = ck->sport,
 			.ifindex = ifindex,
@@ -696,40 +701,57 @@ static __always_inline int conn6_create(struct xdp_md *ctx, struct pkt *p, struc
 		if (!in)
 			return -1;
 		addr6_copy(rk.saddr, r->addr6);
-		addr6_copy(rk.daddr, ck->saddr);
+		addr6_copy(rk.daddr, src);
 		addr6_copy(rv.nsaddr, ck->daddr);
 		addr6_copy(rv.ndaddr, ck->saddr);
 		__builtin_memcpy(rv.dmac, p->eth->h_source, ETH_ALEN);
 		__builtin_memcpy(rv.smac, in->mac, ETH_ALEN);
-		if (bpf_map_update_elem(&conns6, &rk, &rv, BPF_ANY))
+		/* A FULLNAT reply key is the local port's: never over another's. */
+		if (fnat && bpf_map_lookup_elem(&est_conns6, &rk))
 			return -1;
-		addr6_copy(v.nsaddr, ck->saddr);
+		if (bpf_map_update_elem(&conns6, &rk, &rv, fnat ? BPF_NOEXIST : BPF_ANY))
+			return -1;
+		v.flags |= fnat;
+		addr6_copy(v.nsaddr, src);
 		addr6_copy(v.ndaddr, r->addr6);
-		v.nsport = ck->sport;
+		v.nsport = sport;
 		v.ndport = rport;
 	}
 	return bpf_map_update_elem(&conns6, ck, &v, BPF_ANY) ? -1 : 0;
 }
 
-/* new_flow6 is new_flow for IPv6: DR and NAT reals XDP picks itself. */
+/* new_flow6 is new_flow for IPv6. */
 static __always_inline int new_flow6(struct xdp_md *ctx, struct pkt *p, struct conn_key6 *ck,
 				     __u32 sid, __u32 sflags, __u32 *stat)
 {
+	const struct laddr *la = NULL;
+	struct fnat_port *fp;
 	struct conn_val6 *c;
 	struct real *r;
 	__u32 rid;
 
+	/* FULLNAT: a local port from the service's ring, else Go's. */
+	fp = fnat_ahead(sflags, p->proto);
+	if (!fp)
+		return to_slow_path(ctx, stat);
 	r = pick_new(sid, sflags, p->ip6->saddr.in6_u.u6_addr32, p->ip6->daddr.in6_u.u6_addr32, 16, p->dport,
 		     pick_flow6(p), &rid);
-	if (!r || !(r->flags & REAL_F_IPV6) || r->fwd == FWD_FULLNAT)
-		return to_slow_path(ctx, stat);
-	if (conn6_create(ctx, p, ck, sid, sflags, rid, r) < 0)
-		return to_slow_path(ctx, stat);
+	if (r && r->fwd == FWD_FULLNAT)
+		la = fnat_laddr(fp, 1);
+	else if (fp->v)
+		fnat_unclaim(fp);
+	if (!r || !(r->flags & REAL_F_IPV6) || (r->fwd == FWD_FULLNAT && !la))
+		goto slow;
+	if (conn6_create(ctx, p, ck, sid, sflags, rid, r, la, fp->lport) < 0)
+		goto slow;
 	c = bpf_map_lookup_elem(&conns6, ck);
 	if (!c)
 		return to_slow_path(ctx, stat);
 	count_pick(rid);
 	return forward6(ctx, p, c, stat);
+slow:
+	fnat_unclaim(fp);
+	return to_slow_path(ctx, stat);
 }
 
 static __always_inline struct svc_val *service6(const struct conn_key6 *ck, __u8 flags)

@@ -279,4 +279,42 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/* FULLNAT local ports Go hands XDP ahead (internal/server/fnat.go):
+ * FNAT_SLOTS slots per ring and protocol (ring * 2 + (proto == UDP)),
+ * each 0 (empty) or laddr id << 32 | port << 16 | 1. XDP takes one with
+ * an atomic exchange; Go fills the empty ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FNAT_RINGS * 2 * FNAT_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE); /* Go fills it in place */
+	__type(key, __u32);
+	__type(value, __u64);
+} fnat_slots SEC(".maps");
+
+/* Each ring's first slot not yet taken (as far as XDP knows): XDP looks
+ * from there, and Go fills from there on, so the filled slots run on
+ * from it. Shared by the CPUs; a race only costs a probe. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FNAT_RINGS * 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} fnat_cursor SEC(".maps");
+
+/* new_flow's fnat_port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fnat_port);
+} fnat_scratch SEC(".maps");
+
+/* FULLNAT local addresses by id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_LADDRS);
+	__type(key, __u32);
+	__type(value, struct laddr);
+} laddrs SEC(".maps");
+
 #endif

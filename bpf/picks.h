@@ -300,6 +300,86 @@ static __always_inline struct real *pick_new(__u32 sid, __u32 sflags, const __be
 	return pick_real(sid, f, rid);
 }
 
+/* fnat_claim takes the local address and port of a new FULLNAT
+ * connection over proto of a service whose flags name its ring: the first
+ * filled slot from the ring's cursor, taken with an atomic exchange so
+ * that no two CPUs get one port (Go fills only empty slots, so a port
+ * taken here is nobody else's). -1: none found (Go allocates one; the
+ * cursor stays where Go will fill). */
+static __always_inline int fnat_claim(__u32 sflags, __u8 proto, struct fnat_port *fp)
+{
+	__u32 ring = (sflags >> SVC_RING_SHIFT) & SVC_RING_MASK;
+	__u32 r, *cur, c;
+
+	if (!ring)
+		return -1;
+	r = ring * 2 + (proto == IPPROTO_UDP);
+	cur = bpf_map_lookup_elem(&fnat_cursor, &r);
+	if (!cur)
+		return -1;
+	c = *cur;
+	for (__u32 i = 0; i < FNAT_PROBES; i++) {
+		__u32 k = r * FNAT_SLOTS + ((c + i) & (FNAT_SLOTS - 1));
+		__u64 *s = bpf_map_lookup_elem(&fnat_slots, &k);
+		__u64 v;
+
+		if (!s || !*s)
+			continue;
+		v = __sync_lock_test_and_set(s, 0);
+		if (!v)
+			continue;
+		*cur = c + i + 1;
+		fp->lid = v >> 32;
+		fp->lport = bpf_htons((__u16)(v >> 16));
+		fp->slot = k;
+		fp->v = v;
+		return 0;
+	}
+	return -1;
+}
+
+/* fnat_unclaim gives a port fnat_claim took back to its slot, if Go has
+ * not filled the slot meanwhile (then the port is held by nothing, and
+ * Go's reclaim walk frees it). */
+static __always_inline void fnat_unclaim(struct fnat_port *fp)
+{
+	__u64 *s = bpf_map_lookup_elem(&fnat_slots, &fp->slot);
+
+	if (s && fp->v)
+		__sync_val_compare_and_swap(s, 0, fp->v);
+	fp->v = 0;
+}
+
+/* fnat_laddr is the local address of the port fp holds (NULL: none, or
+ * not of the real's family: v6). */
+static __always_inline const struct laddr *fnat_laddr(const struct fnat_port *fp, __u8 v6)
+{
+	const struct laddr *la;
+
+	if (!fp->v)
+		return NULL;
+	la = bpf_map_lookup_elem(&laddrs, &fp->lid);
+	return la && la->v6 == v6 ? la : NULL;
+}
+
+/* fnat_ahead takes the local port of a new flow of a service with a ring
+ * (sflags) before its real is picked, so that a ring run dry sends the
+ * flow to Go without taking a pick Go would not count. It returns this
+ * CPU's scratch fnat_port, holding a port if the ring had one (none for
+ * a ring-less service); NULL: Go's. */
+static __always_inline struct fnat_port *fnat_ahead(__u32 sflags, __u8 proto)
+{
+	__u32 zero = 0;
+	struct fnat_port *fp = bpf_map_lookup_elem(&fnat_scratch, &zero);
+
+	if (!fp)
+		return NULL;
+	fp->v = 0;
+	if (!((sflags >> SVC_RING_SHIFT) & SVC_RING_MASK))
+		return fp;
+	return fnat_claim(sflags, proto, fp) < 0 ? NULL : fp;
+}
+
 /* count_pick counts a connection XDP scheduled to real rid. */
 static __always_inline void count_pick(__u32 rid)
 {

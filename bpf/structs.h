@@ -169,6 +169,22 @@ struct real {
 	__u8 tun_src6[16]; /* TUN to an IPv6 real: the outer source */
 };
 
+/* A FULLNAT local address, by the id fnat_slots name it with. */
+struct laddr {
+	__u8 addr[16]; /* IPv4: the first 4 bytes */
+	__u8 v6;
+	__u8 pad[3];
+};
+
+/* A local port fnat_claim took (a per-CPU scratch: the stack is full). */
+struct fnat_port {
+	__u64 v;    /* the slot's value; 0: none taken */
+	__u32 slot; /* where it came from, to give it back */
+	__u32 lid;  /* its local address's id (laddrs) */
+	__be16 lport;
+	__u8 pad[6];
+};
+
 /* Traffic of one real server (per CPU): packets and bytes (IP length,
  * as IPVS counts) toward it and, NAT and FULLNAT only, back from it. */
 struct real_stats {

@@ -150,10 +150,14 @@ type Dataplane struct {
 	// ipv6 is set once an IPv6 connection may exist (an IPv6 service, an
 	// IPv6 entry written, or adopted ones): only then does the sweep
 	// walk the IPv6 tables.
-	ipv6   atomic.Bool
-	objs   directorObjects
-	links  []link.Link
-	ifaces []Interface
+	ipv6 atomic.Bool
+	objs directorObjects
+	// fnatView maps the FULLNAT port slots (fnat.go), once.
+	fnatOnce sync.Once
+	fnatView *fnatView
+	fnatErr  error
+	links    []link.Link
+	ifaces   []Interface
 
 	realsMu   sync.RWMutex
 	reals     map[uint32]Real          // mirror of the reals map
@@ -341,6 +345,7 @@ func (d *Dataplane) Close() error {
 	d.links = nil
 	err = errors.Join(err, d.sweep.Close())
 	d.sweep = nil
+	err = errors.Join(err, d.closeFNAT())
 	err = errors.Join(err, d.objs.Close())
 	return err
 }

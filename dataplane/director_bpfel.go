@@ -103,6 +103,15 @@ const (
 	directorDefenceFlagDEF_F_SLOPPY_TCP directorDefenceFlag = 2
 )
 
+type directorFnatPort struct {
+	_     structs.HostLayout
+	V     uint64
+	Slot  uint32
+	Lid   uint32
+	Lport uint16
+	Pad   [6]uint8
+}
+
 type directorFragKey struct {
 	_     structs.HostLayout
 	Saddr [16]uint8
@@ -148,6 +157,13 @@ type directorIface struct {
 type directorKnownFilter struct {
 	_     structs.HostLayout
 	Epoch [131072]uint16
+}
+
+type directorLaddr struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+	V6   uint8
+	Pad  [3]uint8
 }
 
 type directorPickCtl struct {
@@ -335,6 +351,9 @@ const (
 	directorMapDefence          = "defence"
 	directorMapEstConns         = "est_conns"
 	directorMapEstConns6        = "est_conns6"
+	directorMapFnatCursor       = "fnat_cursor"
+	directorMapFnatScratch      = "fnat_scratch"
+	directorMapFnatSlots        = "fnat_slots"
 	directorMapFragScratch      = "frag_scratch"
 	directorMapFrags            = "frags"
 	directorMapHashPicks        = "hash_picks"
@@ -342,6 +361,7 @@ const (
 	directorMapKnownFilter      = "known_filter"
 	directorMapKnownSources     = "known_sources"
 	directorMapKnownSources6    = "known_sources6"
+	directorMapLaddrs           = "laddrs"
 	directorMapPickCtls         = "pick_ctls"
 	directorMapPickSeqs         = "pick_seqs"
 	directorMapRealConns        = "real_conns"
@@ -420,6 +440,9 @@ type directorMapSpecs struct {
 	Defence       *ebpf.MapSpec `ebpf:"defence"`
 	EstConns      *ebpf.MapSpec `ebpf:"est_conns"`
 	EstConns6     *ebpf.MapSpec `ebpf:"est_conns6"`
+	FnatCursor    *ebpf.MapSpec `ebpf:"fnat_cursor"`
+	FnatScratch   *ebpf.MapSpec `ebpf:"fnat_scratch"`
+	FnatSlots     *ebpf.MapSpec `ebpf:"fnat_slots"`
 	FragScratch   *ebpf.MapSpec `ebpf:"frag_scratch"`
 	Frags         *ebpf.MapSpec `ebpf:"frags"`
 	HashPicks     *ebpf.MapSpec `ebpf:"hash_picks"`
@@ -427,6 +450,7 @@ type directorMapSpecs struct {
 	KnownFilter   *ebpf.MapSpec `ebpf:"known_filter"`
 	KnownSources  *ebpf.MapSpec `ebpf:"known_sources"`
 	KnownSources6 *ebpf.MapSpec `ebpf:"known_sources6"`
+	Laddrs        *ebpf.MapSpec `ebpf:"laddrs"`
 	PickCtls      *ebpf.MapSpec `ebpf:"pick_ctls"`
 	PickSeqs      *ebpf.MapSpec `ebpf:"pick_seqs"`
 	RealConns     *ebpf.MapSpec `ebpf:"real_conns"`
@@ -479,6 +503,9 @@ type directorMaps struct {
 	Defence       *ebpf.Map `ebpf:"defence"`
 	EstConns      *ebpf.Map `ebpf:"est_conns"`
 	EstConns6     *ebpf.Map `ebpf:"est_conns6"`
+	FnatCursor    *ebpf.Map `ebpf:"fnat_cursor"`
+	FnatScratch   *ebpf.Map `ebpf:"fnat_scratch"`
+	FnatSlots     *ebpf.Map `ebpf:"fnat_slots"`
 	FragScratch   *ebpf.Map `ebpf:"frag_scratch"`
 	Frags         *ebpf.Map `ebpf:"frags"`
 	HashPicks     *ebpf.Map `ebpf:"hash_picks"`
@@ -486,6 +513,7 @@ type directorMaps struct {
 	KnownFilter   *ebpf.Map `ebpf:"known_filter"`
 	KnownSources  *ebpf.Map `ebpf:"known_sources"`
 	KnownSources6 *ebpf.Map `ebpf:"known_sources6"`
+	Laddrs        *ebpf.Map `ebpf:"laddrs"`
 	PickCtls      *ebpf.Map `ebpf:"pick_ctls"`
 	PickSeqs      *ebpf.Map `ebpf:"pick_seqs"`
 	RealConns     *ebpf.Map `ebpf:"real_conns"`
@@ -513,6 +541,9 @@ func (m *directorMaps) Close() error {
 		m.Defence,
 		m.EstConns,
 		m.EstConns6,
+		m.FnatCursor,
+		m.FnatScratch,
+		m.FnatSlots,
 		m.FragScratch,
 		m.Frags,
 		m.HashPicks,
@@ -520,6 +551,7 @@ func (m *directorMaps) Close() error {
 		m.KnownFilter,
 		m.KnownSources,
 		m.KnownSources6,
+		m.Laddrs,
 		m.PickCtls,
 		m.PickSeqs,
 		m.RealConns,

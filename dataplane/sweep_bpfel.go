@@ -77,6 +77,15 @@ type sweepDefenceCfg struct {
 	AdmitBurst    uint64
 }
 
+type sweepFnatPort struct {
+	_     structs.HostLayout
+	V     uint64
+	Slot  uint32
+	Lid   uint32
+	Lport uint16
+	Pad   [6]uint8
+}
+
 type sweepFragKey struct {
 	_     structs.HostLayout
 	Saddr [16]uint8
@@ -113,6 +122,13 @@ type sweepIface struct {
 type sweepKnownFilter struct {
 	_     structs.HostLayout
 	Epoch [131072]uint16
+}
+
+type sweepLaddr struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+	V6   uint8
+	Pad  [3]uint8
 }
 
 type sweepPickCtl struct {
@@ -245,6 +261,9 @@ const (
 	sweepMapDefence         = "defence"
 	sweepMapEstConns        = "est_conns"
 	sweepMapEstConns6       = "est_conns6"
+	sweepMapFnatCursor      = "fnat_cursor"
+	sweepMapFnatScratch     = "fnat_scratch"
+	sweepMapFnatSlots       = "fnat_slots"
 	sweepMapFragScratch     = "frag_scratch"
 	sweepMapFrags           = "frags"
 	sweepMapHashPicks       = "hash_picks"
@@ -252,6 +271,7 @@ const (
 	sweepMapKnownFilter     = "known_filter"
 	sweepMapKnownSources    = "known_sources"
 	sweepMapKnownSources6   = "known_sources6"
+	sweepMapLaddrs          = "laddrs"
 	sweepMapPickCtls        = "pick_ctls"
 	sweepMapPickSeqs        = "pick_seqs"
 	sweepMapRealConns       = "real_conns"
@@ -330,6 +350,9 @@ type sweepMapSpecs struct {
 	Defence         *ebpf.MapSpec `ebpf:"defence"`
 	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
 	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
+	FnatCursor      *ebpf.MapSpec `ebpf:"fnat_cursor"`
+	FnatScratch     *ebpf.MapSpec `ebpf:"fnat_scratch"`
+	FnatSlots       *ebpf.MapSpec `ebpf:"fnat_slots"`
 	FragScratch     *ebpf.MapSpec `ebpf:"frag_scratch"`
 	Frags           *ebpf.MapSpec `ebpf:"frags"`
 	HashPicks       *ebpf.MapSpec `ebpf:"hash_picks"`
@@ -337,6 +360,7 @@ type sweepMapSpecs struct {
 	KnownFilter     *ebpf.MapSpec `ebpf:"known_filter"`
 	KnownSources    *ebpf.MapSpec `ebpf:"known_sources"`
 	KnownSources6   *ebpf.MapSpec `ebpf:"known_sources6"`
+	Laddrs          *ebpf.MapSpec `ebpf:"laddrs"`
 	PickCtls        *ebpf.MapSpec `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.MapSpec `ebpf:"pick_seqs"`
 	RealConns       *ebpf.MapSpec `ebpf:"real_conns"`
@@ -391,6 +415,9 @@ type sweepMaps struct {
 	Defence         *ebpf.Map `ebpf:"defence"`
 	EstConns        *ebpf.Map `ebpf:"est_conns"`
 	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
+	FnatCursor      *ebpf.Map `ebpf:"fnat_cursor"`
+	FnatScratch     *ebpf.Map `ebpf:"fnat_scratch"`
+	FnatSlots       *ebpf.Map `ebpf:"fnat_slots"`
 	FragScratch     *ebpf.Map `ebpf:"frag_scratch"`
 	Frags           *ebpf.Map `ebpf:"frags"`
 	HashPicks       *ebpf.Map `ebpf:"hash_picks"`
@@ -398,6 +425,7 @@ type sweepMaps struct {
 	KnownFilter     *ebpf.Map `ebpf:"known_filter"`
 	KnownSources    *ebpf.Map `ebpf:"known_sources"`
 	KnownSources6   *ebpf.Map `ebpf:"known_sources6"`
+	Laddrs          *ebpf.Map `ebpf:"laddrs"`
 	PickCtls        *ebpf.Map `ebpf:"pick_ctls"`
 	PickSeqs        *ebpf.Map `ebpf:"pick_seqs"`
 	RealConns       *ebpf.Map `ebpf:"real_conns"`
@@ -428,6 +456,9 @@ func (m *sweepMaps) Close() error {
 		m.Defence,
 		m.EstConns,
 		m.EstConns6,
+		m.FnatCursor,
+		m.FnatScratch,
+		m.FnatSlots,
 		m.FragScratch,
 		m.Frags,
 		m.HashPicks,
@@ -435,6 +466,7 @@ func (m *sweepMaps) Close() error {
 		m.KnownFilter,
 		m.KnownSources,
 		m.KnownSources6,
+		m.Laddrs,
 		m.PickCtls,
 		m.PickSeqs,
 		m.RealConns,

@@ -367,6 +367,10 @@ func TestFULLNAT(t *testing.T) {
 	lab.adm(t, "-a", "-t", vs, "-r", "10.85.0.12:8080", "--fullnat")
 	toa1 := captureTOA(t, lab.rs[0], 8080, false)
 	toa2 := captureTOA(t, lab.rs[1], 8080, false)
+	before, err := api.NewClient(lab.Socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
 	count := map[string]int{}
 	for i := 0; i < 4; i++ {
 		name, seen, local := lab.ask(t, 80)
@@ -403,6 +407,15 @@ func TestFULLNAT(t *testing.T) {
 		if len(ans) != 2 || ans[0] != "rs1" || !strings.HasPrefix(ans[1], lip+":") {
 			t.Errorf("UDP FULLNAT answer %v, want rs1 seeing %s", ans, lip)
 		}
+	}
+	// Every one of them opened in XDP, with a local port from the
+	// service's ring.
+	after, err := api.NewClient(lab.Socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := after.Counters["slow_new_conns"] - before.Counters["slow_new_conns"]; n != 0 {
+		t.Errorf("%d of 6 FULLNAT connections opened by the slow path, want none", n)
 	}
 	// Deleting the local address leaves no way to open new FULLNAT
 	// connections: refused (counted), never sent with a reused port.

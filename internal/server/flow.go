@@ -62,6 +62,13 @@ func (s *Server) NewFlows(flows []dataplane.NewFlow, decs []dataplane.Decision) 
 		}
 		delete(s.relooks, sv)
 	}
+	// Services whose FULLNAT ring ran dry: filled again.
+	for sv := range s.ringFills {
+		if s.byID[sv.id] == sv && sv.ring != 0 {
+			s.fillRing(sv)
+		}
+		delete(s.ringFills, sv)
+	}
 }
 
 // NewFlow schedules one new connection (see NewFlows).
@@ -112,6 +119,9 @@ func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Deci
 				return dataplane.Decision{}
 			}
 			dec.Out.Src, dec.Out.SrcPort, dec.FullNAT = lip, lport, true
+			if sv.ring != 0 {
+				s.ringFills[sv] = true
+			}
 		}
 	}
 	// ip_vs_bind_dest: counted as inactive until the next sweep sees its

@@ -111,11 +111,15 @@ func (s *Server) allocLocal(sv *service, proto uint8) (netip.Addr, uint16, error
 	if n == 0 {
 		return netip.Addr{}, 0, fmt.Errorf("service %s has FULLNAT reals but no local address (xipvsadm --add-laddr)", sv.cfg.ServiceKey)
 	}
-	for i := 0; i < n; i++ {
-		a := sv.laddrs[(sv.laddrNext+i)%n]
-		if port, ok := s.pool(a, proto).alloc(); ok {
-			sv.laddrNext = (sv.laddrNext + i + 1) % n
-			return a, port, nil
+	if a, port, ok := s.takeLocal(sv, proto, nil); ok {
+		return a, port, nil
+	}
+	if sv.ring != 0 {
+		// The last free ports may be waiting in XDP's ring.
+		if sl, ok, _ := s.opts.Dataplane.TakeRingPort(sv.ring, proto); ok {
+			if a, ok := s.laddrOf[sl.AddrID]; ok {
+				return a, sl.Port, nil
+			}
 		}
 	}
 	s.portsExhausted++
@@ -126,10 +130,10 @@ func (s *Server) allocLocal(sv *service, proto uint8) (netip.Addr, uint16, error
 // reclaimEvery is how often at most the server walks the table for local
 // ports no connection holds (reclaimPorts) while a pool is over half full;
 // one that ran out is reclaimed at the next sweep at least reclaimMin
-// after the last.
+// after the last, and ten times as long as the last walk took.
 const (
 	reclaimEvery = time.Minute
-	reclaimMin   = 5 * time.Second
+	reclaimMin   = time.Second
 )
 
 // reclaimPorts frees the local ports that no connection holds any more.
@@ -150,7 +154,7 @@ func (s *Server) reclaimPorts() {
 			pressed = true
 		}
 	}
-	if !(s.reclaimWanted && since >= reclaimMin) && !(pressed && since >= reclaimEvery) {
+	if !(s.reclaimWanted && since >= max(reclaimMin, 10*s.reclaimTook)) && !(pressed && since >= reclaimEvery) {
 		s.mu.Unlock()
 		return
 	}
@@ -160,6 +164,7 @@ func (s *Server) reclaimPorts() {
 		p.fresh = new([65536 / 64]uint64)
 		pools[k] = p
 	}
+	s.ringPorts() // in XDP's rings: taken, in no connection yet
 	s.mu.Unlock()
 
 	live := map[poolKey]*[65536 / 64]uint64{}
@@ -176,6 +181,7 @@ func (s *Server) reclaimPorts() {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reclaimTook = s.opts.Now() - now
 	freed := 0
 	for k, p := range pools {
 		fresh := p.fresh
@@ -213,6 +219,23 @@ func (s *Server) LocalPortsReclaimed() uint64 {
 	return s.portsReclaimed
 }
 
+// takeLocal takes a free port of sv's local addresses in turn (those of
+// which ok says so, nil: all); s.mu is held.
+func (s *Server) takeLocal(sv *service, proto uint8, ok func(netip.Addr) bool) (netip.Addr, uint16, bool) {
+	n := len(sv.laddrs)
+	for i := 0; i < n; i++ {
+		a := sv.laddrs[(sv.laddrNext+i)%n]
+		if ok != nil && !ok(a) {
+			continue
+		}
+		if port, free := s.pool(a, proto).alloc(); free {
+			sv.laddrNext = (sv.laddrNext + i + 1) % n
+			return a, port, true
+		}
+	}
+	return netip.Addr{}, 0, false
+}
+
 // releaseLocal frees the local port of a FULLNAT reply entry (keyed by
 // real -> local address). s.mu is held.
 func (s *Server) releaseLocal(k dataplane.ConnKey, c dataplane.Conn) {
@@ -232,8 +255,8 @@ func (s *Server) LocalPortsExhausted() uint64 {
 	return s.portsExhausted
 }
 
-// LocalPortsInUse returns how many local ports of addr are allocated,
-// over both protocols.
+// LocalPortsInUse returns how many local ports of addr are allocated to
+// connections (not those waiting in XDP's rings), over both protocols.
 func (s *Server) LocalPortsInUse(addr netip.Addr) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -243,6 +266,12 @@ func (s *Server) LocalPortsInUse(addr netip.Addr) int {
 			n += p.inUse
 		}
 	}
+	// Not the ports waiting in XDP's rings for a connection.
+	_ = s.opts.Dataplane.RingPorts(func(_ uint32, _ uint8, sl dataplane.LocalSlot) {
+		if s.laddrOf[sl.AddrID] == addr {
+			n--
+		}
+	})
 	return n
 }
 
@@ -262,6 +291,8 @@ func (s *Server) addLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 		return fmt.Errorf("%w: %v on %s", ErrLaddrExists, addr, k)
 	}
 	sv.laddrs = append(sv.laddrs, addr)
+	s.catchUp(sv)
+	s.reschedule(sv) // a ring of local ports for XDP
 	s.changed()
 	s.logChange("local address added", "service", k.String(), "laddr", addr.String())
 	return nil
@@ -296,6 +327,11 @@ func (s *Server) deleteLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 		return fmt.Errorf("%w: %v on %s", ErrNoLaddr, addr, k)
 	}
 	sv.laddrs = slices.Delete(sv.laddrs, i, i+1)
+	if sv.ring != 0 {
+		s.dropRing(sv) // none of its ports may be given out any more
+	}
+	s.catchUp(sv)
+	s.reschedule(sv)
 	s.changed()
 	s.logChange("local address deleted", "service", k.String(), "laddr", addr.String())
 	return nil
@@ -315,6 +351,7 @@ func (s *Server) LocalAddrs(k config.ServiceKey) ([]netip.Addr, error) {
 // rebuildPools marks the local ports of the FULLNAT connections in the
 // (adopted) connection table as in use. s.mu is held.
 func (s *Server) rebuildPools() error {
+	s.drainAllRings()
 	return s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
 		if c.Flags&dataplane.ConnReply != 0 && c.Flags&dataplane.ConnFullNAT != 0 {
 			s.pool(k.Dst, k.Proto).take(k.DstPort)

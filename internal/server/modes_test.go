@@ -250,7 +250,8 @@ func (w walkHook) WalkConns(fn func(dataplane.ConnKey, dataplane.Conn) bool) err
 // reclaim walk once their pool is over half full: the ports an entry
 // holds stay taken, and so do those taken while the walk runs (their
 // entries may be written after the walk passed); not again within the
-// interval; a pool that ran out is reclaimed at the next sweep 5 s on.
+// interval; a pool that ran out is reclaimed at the next sweep a second
+// on.
 func TestLocalPortsReclaimed(t *testing.T) {
 	fake := testutil.NewFakeDataplane()
 	clk := &clock{now: time.Hour}
@@ -324,5 +325,104 @@ func TestLocalPortsReclaimed(t *testing.T) {
 	}
 	if n := s.LocalPortsInUse(lip); n != live {
 		t.Errorf("after running out: %d ports in use, want %d (the live entries' only)", n, live)
+	}
+}
+
+// TestFullNATRings: a service with FULLNAT reals and a local address
+// gets a ring of local ports for XDP, flagged on its data plane key and
+// filled with ports its pool marks taken (never one a connection holds);
+// the slow path's batch refills a ring XDP ran dry, takes the last free
+// ports out of it when its pool has none, and a reclaim keeps the ports
+// waiting in it; removing the local address or the service drains it and
+// frees them.
+func TestFullNATRings(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s rr")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -b")
+	k := config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}
+	dk := dataplane.ServiceKey{VIP: vip, Port: 80, Proto: 6}
+	if dp.SvcFlags[dk]&dataplane.SvcRing(0xff) != 0 {
+		t.Fatal("a ring without a local address")
+	}
+	lip := netip.MustParseAddr("10.0.0.250")
+	if err := s.AddLocalAddr(k, lip); err != nil {
+		t.Fatal(err)
+	}
+	sv := s.services[k]
+	if sv.ring == 0 || dp.SvcFlags[dk]&dataplane.SvcRing(0xff) != dataplane.SvcRing(sv.ring) {
+		t.Fatalf("ring %d, flags %#x", sv.ring, dp.SvcFlags[dk])
+	}
+	if sv.fast == nil {
+		t.Error("no picks in XDP for a service with a ring")
+	}
+	slots := dp.Rings[sv.ring][6]
+	pool := s.pools[poolKey{lip, 6}]
+	seen := map[uint16]bool{}
+	for _, sl := range slots {
+		if dp.Laddrs[sl.AddrID] != lip || seen[sl.Port] || !pool.isUsed(sl.Port) {
+			t.Fatalf("ring slot %+v (laddr %v, twice %v, taken %v)", sl, dp.Laddrs[sl.AddrID], seen[sl.Port], pool.isUsed(sl.Port))
+		}
+		seen[sl.Port] = true
+	}
+	if len(slots) != testutil.FakeRingSlots || s.LocalPortsInUse(lip) != 0 {
+		t.Fatalf("%d ports in the ring, %d in use; want %d and 0", len(slots), s.LocalPortsInUse(lip), testutil.FakeRingSlots)
+	}
+	// XDP takes them all and opens connections with them.
+	for {
+		sl, ok := dp.TakeFromRing(sv.ring, 6)
+		if !ok {
+			break
+		}
+		dp.Conns[dataplane.ConnKey{Src: rs1, Dst: lip, SrcPort: 80, DstPort: sl.Port, Proto: 6}] =
+			dataplane.Conn{Flags: dataplane.ConnReply | dataplane.ConnFullNAT, LastSeen: clk.now + time.Hour}
+	}
+	// The next flow goes to the slow path, whose batch refills the ring
+	// with other ports.
+	dec, ok := s.NewFlow(dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.MustParseAddr("198.51.100.1"), Dst: vip, SrcPort: 1, DstPort: 80, Proto: 6}, TCPFlags: dataplane.TCPSyn})
+	if !ok || !dec.FullNAT || seen[dec.Out.SrcPort] {
+		t.Fatalf("slow-path flow: %+v %v", dec, ok)
+	}
+	if got := dp.Rings[sv.ring][6]; len(got) != testutil.FakeRingSlots || seen[got[0].Port] {
+		t.Fatalf("refilled ring: %d ports, first %+v", len(got), got[0])
+	}
+	// A reclaim frees nothing that is in a connection or in the ring.
+	s.reclaimWanted = true
+	clk.now += time.Hour
+	for ck := range dp.Conns {
+		c := dp.Conns[ck]
+		c.LastSeen = clk.now + time.Hour
+		dp.Conns[ck] = c
+	}
+	s.reclaimPorts()
+	for _, sl := range dp.Rings[sv.ring][6] {
+		if !pool.isUsed(sl.Port) {
+			t.Fatalf("a ring port (%d) freed by the reclaim", sl.Port)
+		}
+	}
+	for p := range seen {
+		if !pool.isUsed(p) {
+			t.Fatalf("a port of a live connection (%d) freed by the reclaim", p)
+		}
+	}
+	// Removing the local address drains the ring and frees its ports.
+	inRing := dp.Rings[sv.ring][6]
+	if err := s.DeleteLocalAddr(k, lip); err != nil {
+		t.Fatal(err)
+	}
+	if sv.ring != 0 || dp.SvcFlags[dk]&dataplane.SvcRing(0xff) != 0 || len(dp.Rings) != 0 {
+		t.Fatalf("after the local address went: ring %d, flags %#x, rings %v", sv.ring, dp.SvcFlags[dk], dp.Rings)
+	}
+	for _, sl := range inRing {
+		if pool.isUsed(sl.Port) {
+			t.Fatalf("port %d of the drained ring still taken", sl.Port)
+		}
+	}
+	// Back, then the service goes: drained again.
+	if err := s.AddLocalAddr(k, lip); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, s, "-D -t 10.0.0.100:80")
+	if len(dp.Rings) != 0 {
+		t.Errorf("rings after the service went: %v", dp.Rings)
 	}
 }

@@ -128,6 +128,7 @@ func (s *Server) relook(sv *service) {
 // change.
 func (s *Server) reschedule(sv *service) {
 	sv.sched.Update(sv.schedDests())
+	s.syncRing(sv)
 	s.syncPicks(sv)
 	s.syncLocal(sv)
 	s.syncFlags(sv)
@@ -192,7 +193,7 @@ func (s *Server) syncPicks(sv *service) {
 }
 
 // cyclable reports whether XDP may schedule sv's new flows from a pick
-// sequence or table: no FULLNAT real (local ports are Go's), and
+// sequence or table: FULLNAT reals only with a ring of local ports, and
 // connection thresholds only where the sequence is a lookahead (it
 // counts its picks as Go counts its own, the overload flag set at the
 // pick that reaches the upper threshold; a cycle or a hash table does not
@@ -204,7 +205,7 @@ func (s *Server) cyclable(sv *service) bool {
 	_, lookahead := sv.sched.(sched.Lookaheader)
 	for _, sd := range sv.schedDests() {
 		d := s.reals[sd.ID]
-		if d == nil || d.cfg.Fwd == config.FwdFullNAT {
+		if d == nil || (d.cfg.Fwd == config.FwdFullNAT && sv.ring == 0) {
 			return false
 		}
 		if (d.cfg.UThreshold != 0 || d.cfg.LThreshold != 0) && (!lookahead || sv.cfg.Persistent) {

@@ -58,6 +58,14 @@ type Dataplane interface {
 	DeleteTemplate(t dataplane.Template) error
 	DeleteTemplates(end func(dataplane.Template, dataplane.TemplateUse) bool) error
 	Templates(fn func(dataplane.Template, dataplane.TemplateUse)) error
+	// FULLNAT local ports handed to XDP ahead (dataplane/fnat.go).
+	FNATRings() int
+	MaxLocalAddrs() uint32
+	SetLocalAddr(id uint32, a netip.Addr) error
+	FillRing(ring uint32, proto uint8, next func() (dataplane.LocalSlot, bool)) (int, error)
+	DrainRing(ring uint32) (map[uint8][]dataplane.LocalSlot, error)
+	TakeRingPort(ring uint32, proto uint8) (dataplane.LocalSlot, bool, error)
+	RingPorts(fn func(ring uint32, proto uint8, s dataplane.LocalSlot)) error
 	ClearPicks(svcID uint32) (uint64, error)
 	PickCursor(svcID uint32) (uint64, error)
 	PickServices() ([]uint32, error)
@@ -136,10 +144,18 @@ type Server struct {
 	timeouts     conntrack.Timeouts
 	// pools are the FULLNAT local ports by (local address, protocol).
 	pools map[poolKey]*portPool
+	// rings are the services by FULLNAT ring id (fnat.go); laddrIDs and
+	// laddrOf name the local addresses for the rings; ringFills are the
+	// services whose ring the slow path's batch drew on.
+	rings     []*service
+	laddrIDs  map[netip.Addr]uint32
+	laddrOf   map[uint32]netip.Addr
+	ringFills map[*service]bool
 	// lastReclaim is when reclaimPorts last walked the table;
 	// reclaimWanted is set when a pool ran out; portsReclaimed counts the
 	// ports it freed.
 	lastReclaim    time.Duration
+	reclaimTook    time.Duration
 	reclaimWanted  bool
 	portsReclaimed uint64
 	portsExhausted uint64
@@ -171,6 +187,9 @@ func New(opts Options) *Server {
 		relooks:   map[*service]bool{},
 		reals:     map[uint32]*dest{},
 		pools:     map[poolKey]*portPool{},
+		laddrIDs:  map[netip.Addr]uint32{},
+		laddrOf:   map[uint32]netip.Addr{},
+		ringFills: map[*service]bool{},
 		nextSvcID: 1,
 		nextReal:  1,
 		timeouts:  conntrack.DefaultTimeouts(),

@@ -23,6 +23,8 @@ type service struct {
 	templates map[tmplKey]*template
 	// local: XDP serves the entries of its lblc table (local.go).
 	local bool
+	// ring: its FULLNAT local ports' ring in XDP (fnat.go), 0 for none.
+	ring uint32
 	// laddrs are the FULLNAT local addresses, used in turn.
 	laddrs    []netip.Addr
 	laddrNext int
@@ -91,6 +93,7 @@ func (s *Server) syncFlags(sv *service) {
 	if sv.local {
 		f |= dataplane.SvcLocal
 	}
+	f |= dataplane.SvcRing(sv.ring)
 	if f == sv.dpf {
 		return
 	}
@@ -381,6 +384,9 @@ func (s *Server) deleteServiceLocked(sv *service) error {
 	}
 	if sv.cfg.Persistent || sv.local {
 		s.endTemplates(sv, nil)
+	}
+	if sv.ring != 0 {
+		s.dropRing(sv)
 	}
 	sv.fast = nil
 	delete(s.services, sv.cfg.ServiceKey)

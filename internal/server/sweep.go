@@ -66,6 +66,11 @@ func (s *Server) finishSweep(a dataplane.SweepArgs, res dataplane.SweepResult) {
 			pool.release(p.Port)
 		}
 	}
+	for _, sv := range s.byID {
+		if sv.ring != 0 {
+			s.fillRing(sv) // the ports XDP took since, with those freed
+		}
+	}
 	// The picks XDP made from lookaheads since they were last counted:
 	// the table's counts replace what they add, but a pick that reached
 	// an upper threshold overloaded its real (ip_vs_bind_dest), which

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/xipvs/xipvs/conntrack"
@@ -24,7 +25,10 @@ type FakeDataplane struct {
 	HashPicks map[uint32][]uint32
 	HashKinds map[uint32]dataplane.PickKind
 	// Tmpls are the persistence templates "XDP" holds.
-	Tmpls   map[dataplane.Template]dataplane.TemplateUse
+	Tmpls map[dataplane.Template]dataplane.TemplateUse
+	// Rings are the FULLNAT rings' ports; Laddrs the local address ids.
+	Rings   map[uint32]map[uint8][]dataplane.LocalSlot
+	Laddrs  map[uint32]netip.Addr
 	Cursors map[uint32]uint64
 }
 
@@ -188,6 +192,82 @@ func (f *FakeDataplane) DeleteTemplates(end func(dataplane.Template, dataplane.T
 func (f *FakeDataplane) Templates(fn func(dataplane.Template, dataplane.TemplateUse)) error {
 	for t, u := range f.Tmpls {
 		fn(t, u)
+	}
+	return nil
+}
+
+// FakeRingSlots is how many slots a fake FULLNAT ring has per protocol.
+const FakeRingSlots = 64
+
+// FNATRings: 16 rings.
+func (f *FakeDataplane) FNATRings() int { return 16 }
+
+// MaxLocalAddrs: 64 local address ids.
+func (f *FakeDataplane) MaxLocalAddrs() uint32 { return 64 }
+
+// SetLocalAddr names a local address.
+func (f *FakeDataplane) SetLocalAddr(id uint32, a netip.Addr) error {
+	if f.Laddrs == nil {
+		f.Laddrs = map[uint32]netip.Addr{}
+	}
+	f.Laddrs[id] = a
+	return nil
+}
+
+// FillRing fills the ring up to FakeRingSlots ports per protocol.
+func (f *FakeDataplane) FillRing(ring uint32, proto uint8, next func() (dataplane.LocalSlot, bool)) (int, error) {
+	if f.Rings == nil {
+		f.Rings = map[uint32]map[uint8][]dataplane.LocalSlot{}
+	}
+	if f.Rings[ring] == nil {
+		f.Rings[ring] = map[uint8][]dataplane.LocalSlot{}
+	}
+	n := 0
+	for len(f.Rings[ring][proto]) < FakeRingSlots {
+		s, ok := next()
+		if !ok {
+			break
+		}
+		f.Rings[ring][proto] = append(f.Rings[ring][proto], s)
+		n++
+	}
+	return n, nil
+}
+
+// TakeFromRing is XDP taking a port from a ring (false: none).
+func (f *FakeDataplane) TakeFromRing(ring uint32, proto uint8) (dataplane.LocalSlot, bool) {
+	slots := f.Rings[ring][proto]
+	if len(slots) == 0 {
+		return dataplane.LocalSlot{}, false
+	}
+	f.Rings[ring][proto] = slots[1:]
+	return slots[0], true
+}
+
+// TakeRingPort takes a port out of a ring.
+func (f *FakeDataplane) TakeRingPort(ring uint32, proto uint8) (dataplane.LocalSlot, bool, error) {
+	s, ok := f.TakeFromRing(ring, proto)
+	return s, ok, nil
+}
+
+// DrainRing empties a ring.
+func (f *FakeDataplane) DrainRing(ring uint32) (map[uint8][]dataplane.LocalSlot, error) {
+	out := f.Rings[ring]
+	delete(f.Rings, ring)
+	if out == nil {
+		out = map[uint8][]dataplane.LocalSlot{}
+	}
+	return out, nil
+}
+
+// RingPorts lists the ports in the rings.
+func (f *FakeDataplane) RingPorts(fn func(uint32, uint8, dataplane.LocalSlot)) error {
+	for r, byProto := range f.Rings {
+		for p, slots := range byProto {
+			for _, s := range slots {
+				fn(r, p, s)
+			}
+		}
 	}
 	return nil
 }
