@@ -5,18 +5,22 @@ import "math/rand/v2"
 // fo, ovf and twos: the three schedulers IPVS added after the first
 // eleven (ip_vs_fo.c, ip_vs_ovf.c, ip_vs_twos.c).
 
-// fo is ip_vs_fo.c, weighted failover: the destination with the highest
-// weight that is not overloaded, the first in list order among equals;
-// weight 0 never. Its pick follows weights and overload flags only, so
-// it is a cycle of one pick (Cycler).
-type fo struct {
+// destList is what the three keep: the destinations in list order, read
+// afresh at each pick.
+type destList struct {
 	noCounts
 	dests []*Dest
 }
 
-func (s *fo) Name() string { return "fo" }
+func (l *destList) Update(dests []*Dest) { l.dests = append(l.dests[:0:0], dests...) }
 
-func (s *fo) Update(dests []*Dest) { s.dests = append(s.dests[:0:0], dests...) }
+// fo is ip_vs_fo.c, weighted failover: the destination with the highest
+// weight that is not overloaded, the first in list order among equals;
+// weight 0 never. Its pick follows weights and overload flags only, so
+// it is a cycle of one pick (Cycler).
+type fo struct{ destList }
+
+func (s *fo) Name() string { return "fo" }
 
 func (s *fo) Schedule(Flow) *Dest {
 	var h *Dest
@@ -42,14 +46,9 @@ func (s *fo) Cycle(max int) []*Dest {
 // destination takes weight+1 active connections before the next one
 // overflows), not overloaded, weight 0 never; the first in list order
 // among equals.
-type ovf struct {
-	noCounts
-	dests []*Dest
-}
+type ovf struct{ destList }
 
 func (s *ovf) Name() string { return "ovf" }
-
-func (s *ovf) Update(dests []*Dest) { s.dests = append(s.dests[:0:0], dests...) }
 
 func (s *ovf) Schedule(Flow) *Dest {
 	var h *Dest
@@ -86,7 +85,7 @@ func (s *ovf) Lookahead(max int) ([]*Dest, int) {
 		return nil, -1
 	}
 	_, ptrs := copyDests(s.dests)
-	sim := ovf{dests: ptrs}
+	sim := ovf{destList{dests: ptrs}}
 	var picks []*Dest
 	for len(picks) < max {
 		d := sim.Schedule(Flow{})
@@ -127,14 +126,11 @@ func copyDests(dests []*Dest) ([]Dest, []*Dest) {
 // Schedule takes the queue's head, Consumed drops the draws of the picks
 // the data plane took.
 type twos struct {
-	noCounts
-	dests []*Dest
+	destList
 	draws [][2]uint32
 }
 
 func (s *twos) Name() string { return "twos" }
-
-func (s *twos) Update(dests []*Dest) { s.dests = append(s.dests[:0:0], dests...) }
 
 // draw returns the k-th queued pair of draws, drawing as needed.
 func (s *twos) draw(k int) [2]uint32 {

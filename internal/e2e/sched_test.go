@@ -119,19 +119,25 @@ func TestSchedulersInXDP(t *testing.T) {
 			t.Errorf("wlc -x 4 on %v: %d connections on the real with the threshold", vs, n)
 		}
 	}
-	// twos: random, so only where they went; two random choices of
-	// which the less loaded wins put 12 connections on both reals.
-	for vip, rs := range reals {
-		vs := netip.AddrPortFrom(vip, 89)
-		lab.adm(t, "-A", "-t", vs.String(), "-s", "twos")
+	// spread adds a service of scheduler name on vs, the reals weighted
+	// 1 and 2, and says where 12 connections went.
+	spread := func(vs netip.AddrPort, name string, rs [2]string) map[string]int {
+		lab.adm(t, "-A", "-t", vs.String(), "-s", name)
 		for w, r := range rs {
-			lab.adm(t, "-a", "-t", vs.String(), "-r", r+":89", "-g", "-w", fmt.Sprint(w+1))
+			lab.adm(t, "-a", "-t", vs.String(), "-r", fmt.Sprintf("%s:%d", r, vs.Port()), "-g", "-w", fmt.Sprint(w+1))
 		}
 		got := map[string]int{}
 		for n := 0; n < 12; n++ {
 			who, _, _ := lab.askAt(t, vs)
 			got[who]++
 		}
+		return got
+	}
+	// twos: random, so only where they went; two random choices of
+	// which the less loaded wins put 12 connections on both reals.
+	for vip, rs := range reals {
+		vs := netip.AddrPortFrom(vip, 89)
+		got := spread(vs, "twos", rs)
 		if got["rs1"] == 0 || got["rs2"] == 0 || got["rs1"]+got["rs2"] != 12 {
 			t.Errorf("twos on %v: %v", vs, got)
 		}
@@ -149,16 +155,7 @@ func TestSchedulersInXDP(t *testing.T) {
 	// it.
 	for vip, rs := range reals {
 		vs := netip.AddrPortFrom(vip, 91)
-		lab.adm(t, "-A", "-t", vs.String(), "-s", "lblc")
-		for w, r := range rs {
-			lab.adm(t, "-a", "-t", vs.String(), "-r", r+":91", "-g", "-w", fmt.Sprint(w+1))
-		}
-		got := map[string]int{}
-		for n := 0; n < 12; n++ {
-			who, _, _ := lab.askAt(t, vs)
-			got[who]++
-		}
-		if got["rs2"] != 12 {
+		if got := spread(vs, "lblc", rs); got["rs2"] != 12 {
 			t.Errorf("lblc on %v: %v, want all 12 on rs2", vs, got)
 		}
 	}
