@@ -84,15 +84,21 @@ func (s *ovf) Lookahead(max int) ([]*Dest, int) {
 		}
 		return nil, -1
 	}
-	_, ptrs := copyDests(s.dests)
-	sim := ovf{destList{dests: ptrs}}
+	return simulate(s.dests, max, func(_ int, ptrs []*Dest) *Dest { return (&ovf{destList{dests: ptrs}}).Schedule(Flow{}) })
+}
+
+// simulate is a lookahead that does not repeat: up to max picks of pick
+// over copies of dests (k: the pick's number), each counted as the owner
+// counts a new connection; loop -1.
+func simulate(dests []*Dest, max int, pick func(k int, ptrs []*Dest) *Dest) ([]*Dest, int) {
+	_, ptrs := copyDests(dests)
 	var picks []*Dest
-	for len(picks) < max {
-		d := sim.Schedule(Flow{})
+	for k := 0; k < max; k++ {
+		d := pick(k, ptrs)
 		if d == nil {
 			break
 		}
-		picks = append(picks, s.dests[d.slot])
+		picks = append(picks, dests[d.slot])
 		countPick(d)
 	}
 	if len(picks) == 0 {
@@ -160,20 +166,7 @@ func (s *twos) Consumed(n int) {
 // connection. Random picks never repeat: loop is -1, and flows past the
 // end go to Go, which installs a fresh lookahead.
 func (s *twos) Lookahead(max int) ([]*Dest, int) {
-	_, ptrs := copyDests(s.dests)
-	var picks []*Dest
-	for k := 0; k < max; k++ {
-		d := twosPick(ptrs, s.draw(k))
-		if d == nil {
-			break
-		}
-		picks = append(picks, s.dests[d.slot])
-		countPick(d)
-	}
-	if len(picks) == 0 {
-		return nil, -1
-	}
-	return picks, -1
+	return simulate(s.dests, max, func(k int, ptrs []*Dest) *Dest { return twosPick(ptrs, s.draw(k)) })
 }
 
 // below maps a uniform 32-bit draw into [0, n), as get_random_u32_below.

@@ -28,12 +28,7 @@ func (s *named) Lookahead(max int) ([]*Dest, int) {
 	if max <= 0 || len(t.tree) < 2 || t.tree[1] < 0 {
 		return nil, -1
 	}
-	copies := make([]Dest, len(t.dests))
-	ptrs := make([]*Dest, len(t.dests))
-	for i, d := range t.dests {
-		copies[i] = *d
-		ptrs[i] = &copies[i]
-	}
+	_, ptrs := copyDests(t.dests)
 	sim := argmin{kind: t.kind}
 	sim.Update(ptrs)
 	// A threshold overloads its destination at the pick that reaches it,

@@ -45,19 +45,32 @@ type fastPicks struct {
 	done uint64
 }
 
-// at is the dest of the sequence's k-th pick, nil past the end of one
-// that does not repeat.
-func (f *fastPicks) at(k uint64) *sched.Dest {
+// counts returns how many of the sequence's picks from..to each real
+// got, in time of the sequence's length however many picks that is (a
+// SYN flood makes millions between two sweeps).
+func (f *fastPicks) counts(from, to uint64) map[*sched.Dest]int {
+	out := map[*sched.Dest]int{}
 	n := uint64(len(f.cycle))
-	switch {
-	case k < n:
-		return f.cycle[k]
-	case f.loop < 0:
-		return nil
-	default:
-		l := uint64(f.loop)
-		return f.cycle[l+(k-l)%(n-l)]
+	for k := from; k < to && k < n; k++ {
+		out[f.cycle[k]]++
 	}
+	start := max(from, n)
+	if f.loop < 0 || start >= to {
+		return out // past the end of one that does not repeat: none
+	}
+	l := uint64(f.loop)
+	period := n - l
+	full, rem := (to-start)/period, (to-start)%period
+	if full > 0 {
+		for _, d := range f.cycle[l:] {
+			out[d] += int(full)
+		}
+	}
+	off := (start - l) % period
+	for j := uint64(0); j < rem; j++ {
+		out[f.cycle[l+(off+j)%period]]++
+	}
+	return out
 }
 
 // catchUp moves sv's scheduler on by the picks XDP made from its
@@ -97,13 +110,7 @@ func (s *Server) countPicks(sv *service, from, to uint64) {
 	if c, ok := sv.sched.(sched.Consumer); ok && to > from {
 		c.Consumed(int(to - from))
 	}
-	touched := map[*sched.Dest]int{}
-	for k := from; k < to; k++ {
-		if d := sv.fast.at(k); d != nil {
-			touched[d]++
-		}
-	}
-	for d, c := range touched {
+	for d, c := range sv.fast.counts(from, to) {
 		d.InactConns += c
 		if d.UThreshold != 0 && d.ActiveConns+d.InactConns >= d.UThreshold {
 			d.Overloaded = true // ip_vs_bind_dest, as newFlow

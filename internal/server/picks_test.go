@@ -346,3 +346,37 @@ func TestTwosLookahead(t *testing.T) {
 		}
 	}
 }
+
+// TestPickCounts: counting a span of a sequence's picks by its periods
+// gives what counting them one by one gives, for sequences that repeat
+// from any point and ones that do not, over spans inside, across and far
+// past the end.
+func TestPickCounts(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	ds := []*sched.Dest{{ID: 1}, {ID: 2}, {ID: 3}}
+	for i := 0; i < 2000; i++ {
+		n := 1 + r.IntN(12)
+		f := &fastPicks{loop: r.IntN(n+1) - 1} // -1: does not repeat
+		for j := 0; j < n; j++ {
+			f.cycle = append(f.cycle, ds[r.IntN(len(ds))])
+		}
+		from := uint64(r.IntN(3 * n))
+		to := from + uint64(r.IntN(5*n))
+		want := map[*sched.Dest]int{}
+		for k := from; k < to; k++ {
+			switch {
+			case k < uint64(n):
+				want[f.cycle[k]]++
+			case f.loop >= 0:
+				l := uint64(f.loop)
+				want[f.cycle[l+(k-l)%(uint64(n)-l)]]++
+			}
+		}
+		got := f.counts(from, to)
+		for _, d := range ds {
+			if got[d] != want[d] {
+				t.Fatalf("cycle of %d looping at %d, picks %d..%d: real %d counted %d, one by one %d", n, f.loop, from, to, d.ID, got[d], want[d])
+			}
+		}
+	}
+}
