@@ -87,13 +87,18 @@ fuzz-short:
 test-unit:
 	$(GO) test -count=1 ./config/... ./sched/... ./conntrack/...
 
+# Every BPF object: the director's and the sweep's (dataplane/bpfobj),
+# the bench's load generator, the test lab's pass program and the real
+# server's decapsulator.
+BPF_PKGS = ./dataplane/bpfobj ./bench/loadgen ./internal/testutil/pass ./internal/realserver/decap
+
 generate:
-	$(GO) generate ./dataplane/...
+	$(GO) generate $(BPF_PKGS)
 
 # Fails when the committed BPF objects differ from what the C sources
 # generate.
 check-generate: generate
-	@git diff --exit-code -- 'dataplane/*_bpfel.go' 'dataplane/*_bpfel.o' || \
+	@git diff --exit-code -- '*_bpfel.go' '*_bpfel.o' || \
 		(echo "generated BPF objects are stale: run 'make generate' and commit" >&2; exit 1)
 
 # The harness: namespaces on veth pairs, results under bench/results/.

@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -42,7 +43,7 @@ func newAgingLab(sizes []int) (_ *agingLab, err error) {
 			return nil, err
 		}
 		l.tables = append(l.tables, agingTable{n: n, h: h,
-			srv: server.New(server.Options{Dataplane: h, Route: dataplane.RouteTo, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})})
+			srv: server.New(server.Options{Dataplane: h, Route: neigh.RouteTo, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})})
 		now := dataplane.Now()
 		const chunk = 1 << 20
 		for i := 0; i < n; i += chunk {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func benchSweep(b *testing.B, n int) {
 	if err := d.SetConnBatch(keys, conns); err != nil {
 		b.Fatal(err)
 	}
-	srv := server.New(server.Options{Dataplane: d, Route: dataplane.RouteTo})
+	srv := server.New(server.Options{Dataplane: d, Route: neigh.RouteTo})
 	var cpu, wall time.Duration
 	sweeps := 0
 	for b.Loop() {

@@ -10,7 +10,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
-	"github.com/xipvs/xipvs/dataplane/loadgen"
+	"github.com/xipvs/xipvs/bench/loadgen"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

@@ -10,7 +10,7 @@
 // kernel allows live frames (BPF_PROG_RUN with
 // BPF_F_TEST_XDP_LIVE_FRAMES) they are generated open loop and dropped
 // once counted; where it refuses them (6.18.44 build v1300 does) a closed
-// loop runs instead (dataplane/loadgen's Loop): a few frames seeded through
+// loop runs instead (bench/loadgen's Loop): a few frames seeded through
 // AF_XDP, each sent back by XDP as its slot's next flow as soon as the
 // director has forwarded it, so the load runs at the slowest hop's speed.
 // Every row names its generator; the ceiling rows (a director that only

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xipvs/xipvs/dataplane/loadgen"
-	"github.com/xipvs/xipvs/dataplane/pass"
+	"github.com/xipvs/xipvs/bench/loadgen"
+	"github.com/xipvs/xipvs/internal/testutil/pass"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

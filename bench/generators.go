@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xipvs/xipvs/dataplane/loadgen"
+	"github.com/xipvs/xipvs/bench/loadgen"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

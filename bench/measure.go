@@ -9,7 +9,7 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/xipvs/xipvs/dataplane/loadgen"
+	"github.com/xipvs/xipvs/bench/loadgen"
 )
 
 // sample is one measurement: frames generated, frames counted per real

@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xipvs/xipvs/dataplane/loadgen"
+	"github.com/xipvs/xipvs/bench/loadgen"
 )
 
 // synFlows is a SYN stream to vip that never repeats a tuple.

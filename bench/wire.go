@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xipvs/xipvs/dataplane/loadgen"
-	"github.com/xipvs/xipvs/dataplane/pass"
+	"github.com/xipvs/xipvs/bench/loadgen"
+	"github.com/xipvs/xipvs/internal/testutil/pass"
 	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/testutil"
 )

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,9 +30,9 @@ func addrSlot(a netip.Addr) uint32 {
 }
 
 const (
-	addrVIP       = uint8(directorAddrFlagADDR_F_VIP)
-	addrNATSource = uint8(directorAddrFlagADDR_F_NAT_SOURCE)
-	addrAllPorts  = uint8(directorAddrFlagADDR_F_ALL_PORTS)
+	addrVIP       = uint8(bpfobj.DirectorAddrFlagADDR_F_VIP)
+	addrNATSource = uint8(bpfobj.DirectorAddrFlagADDR_F_NAT_SOURCE)
+	addrAllPorts  = uint8(bpfobj.DirectorAddrFlagADDR_F_ALL_PORTS)
 )
 
 type addrFilter struct {
@@ -157,7 +158,7 @@ func (d *Dataplane) rebuildFilter() error {
 	}
 	var (
 		id uint32
-		r  directorReal
+		r  bpfobj.DirectorReal
 	)
 	it := d.objs.Reals.Iterate()
 	for it.Next(&id, &r) {

@@ -5,6 +5,7 @@ package dataplane
 // looked up, deleted and walked in either.
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 
@@ -41,7 +42,7 @@ func setConnIn[K, V any](est, emb *ebpf.Map, k K, v V) error {
 func (d *Dataplane) LookupConn(k ConnKey) (Conn, bool, error) {
 	if k.Src.Is6() {
 		raw := k.raw6()
-		v, found, err := lookupIn[directorConnKey6, directorConnVal6](&raw, d.objs.EstConns6, d.objs.Conns6)
+		v, found, err := lookupIn[bpfobj.DirectorConnKey6, bpfobj.DirectorConnVal6](&raw, d.objs.EstConns6, d.objs.Conns6)
 		if !found || err != nil {
 			return Conn{}, false, err
 		}
@@ -57,8 +58,8 @@ func (d *Dataplane) LookupConn(k ConnKey) (Conn, bool, error) {
 
 // lookupRaw finds an entry in the established table, then the embryonic
 // one, as the program does.
-func (d *Dataplane) lookupRaw(k *directorConnKey) (directorConnVal, bool, error) {
-	return lookupIn[directorConnKey, directorConnVal](k, d.objs.EstConns, d.objs.Conns)
+func (d *Dataplane) lookupRaw(k *bpfobj.DirectorConnKey) (bpfobj.DirectorConnVal, bool, error) {
+	return lookupIn[bpfobj.DirectorConnKey, bpfobj.DirectorConnVal](k, d.objs.EstConns, d.objs.Conns)
 }
 
 // lookupIn finds key k in the first of maps that has it.
@@ -103,12 +104,12 @@ const connBatch = 4096
 // so that a walk never holds the map for long. Entries may change while
 // the walk runs; fn returning false stops it.
 func (d *Dataplane) WalkConns(fn func(ConnKey, Conn) bool) error {
-	more, err := walkIn(fn, func(k directorConnKey, v directorConnVal) (ConnKey, Conn) { return connKeyFromRaw(k), connFromRaw(v) },
+	more, err := walkIn(fn, func(k bpfobj.DirectorConnKey, v bpfobj.DirectorConnVal) (ConnKey, Conn) { return connKeyFromRaw(k), connFromRaw(v) },
 		d.objs.EstConns, d.objs.Conns)
 	if err != nil || !more {
 		return err
 	}
-	_, err = walkIn(fn, func(k directorConnKey6, v directorConnVal6) (ConnKey, Conn) {
+	_, err = walkIn(fn, func(k bpfobj.DirectorConnKey6, v bpfobj.DirectorConnVal6) (ConnKey, Conn) {
 		return connKeyFromRaw6(k), connFromRaw6(v)
 	},
 		d.objs.EstConns6, d.objs.Conns6)

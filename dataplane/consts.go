@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -15,62 +16,62 @@ import (
 
 // Forwarding methods (IPVS IP_VS_CONN_F_* numbering; FULLNAT as DPVS).
 const (
-	FwdMasq    = Fwd(directorFwdMethodFWD_MASQ)
-	FwdTunnel  = Fwd(directorFwdMethodFWD_TUNNEL)
-	FwdRoute   = Fwd(directorFwdMethodFWD_DROUTE)
-	FwdFullNAT = Fwd(directorFwdMethodFWD_FULLNAT)
+	FwdMasq    = Fwd(bpfobj.DirectorFwdMethodFWD_MASQ)
+	FwdTunnel  = Fwd(bpfobj.DirectorFwdMethodFWD_TUNNEL)
+	FwdRoute   = Fwd(bpfobj.DirectorFwdMethodFWD_DROUTE)
+	FwdFullNAT = Fwd(bpfobj.DirectorFwdMethodFWD_FULLNAT)
 )
 
 // Connection entry flags.
 const (
 	// ConnReply marks the reply entry of a NAT or FULLNAT connection,
 	// keyed by the real server's reply tuple.
-	ConnReply = ConnFlags(directorConnFlagCONN_F_REPLY)
+	ConnReply = ConnFlags(bpfobj.DirectorConnFlagCONN_F_REPLY)
 	// ConnFullNAT marks both entries of a FULLNAT connection.
-	ConnFullNAT = ConnFlags(directorConnFlagCONN_F_FULLNAT)
+	ConnFullNAT = ConnFlags(bpfobj.DirectorConnFlagCONN_F_FULLNAT)
 	// ConnPersist marks the forward entry of a persistent service's
 	// connection: the sweep lists its template.
-	ConnPersist = ConnFlags(directorConnFlagCONN_F_PERSIST)
+	ConnPersist = ConnFlags(bpfobj.DirectorConnFlagCONN_F_PERSIST)
 	// ConnSPPending: a SYN-proxied connection whose handshake with the
 	// real the slow path is completing; XDP hands its packets there.
-	ConnSPPending = ConnFlags(directorConnFlagCONN_F_SP_PENDING)
+	ConnSPPending = ConnFlags(bpfobj.DirectorConnFlagCONN_F_SP_PENDING)
 	// ConnSynProxy: a SYN-proxied connection; XDP shifts its sequence
 	// numbers, timestamps and window (the seqadjs map).
-	ConnSynProxy = ConnFlags(directorConnFlagCONN_F_SYNPROXY)
+	ConnSynProxy = ConnFlags(bpfobj.DirectorConnFlagCONN_F_SYNPROXY)
 	// ConnSynSeen: a SYN opened the TCP connection; only such a one is
 	// promoted to the established table.
-	ConnSynSeen = ConnFlags(directorConnFlagCONN_F_SYN_SEEN)
+	ConnSynSeen = ConnFlags(bpfobj.DirectorConnFlagCONN_F_SYN_SEEN)
 )
 
-const realFlagMACValid = uint8(directorRealFlagREAL_F_MAC_VALID)
+const realFlagMACValid = uint8(bpfobj.DirectorRealFlagREAL_F_MAC_VALID)
 
 // realFlagLocalOK: an lblc real that may keep its destination addresses.
-const realFlagLocalOK = uint8(directorRealFlagREAL_F_LOCAL_OK)
+const realFlagLocalOK = uint8(bpfobj.DirectorRealFlagREAL_F_LOCAL_OK)
 
 // Indexes of the global counters (Counters).
 const (
-	StatPass           = int(directorStatIdxSTAT_PASS)
-	StatFwd            = int(directorStatIdxSTAT_FORWARD)
-	StatSlowPath       = int(directorStatIdxSTAT_SLOW_PATH)
-	StatDropNoXSK      = int(directorStatIdxSTAT_DROP_NO_XSK)
-	StatDropNoMAC      = int(directorStatIdxSTAT_DROP_NO_MAC)
-	StatDropNoReal     = int(directorStatIdxSTAT_DROP_NO_REAL)
-	StatPassMalformed  = int(directorStatIdxSTAT_PASS_MALFORMED)
-	StatPassFragment   = int(directorStatIdxSTAT_PASS_FRAGMENT)
-	StatReply          = int(directorStatIdxSTAT_REPLY)
-	StatICMPFragNeeded = int(directorStatIdxSTAT_ICMP_FRAG_NEEDED)
-	StatDropTooBig     = int(directorStatIdxSTAT_DROP_TOO_BIG)
-	StatTOASkipped     = int(directorStatIdxSTAT_TOA_SKIPPED)
-	StatDropAdjust     = int(directorStatIdxSTAT_DROP_ADJUST)
-	StatEstFull        = int(directorStatIdxSTAT_EST_FULL)
-	StatICMPForward    = int(directorStatIdxSTAT_ICMP_FORWARD)
-	StatSPSynAck       = int(directorStatIdxSTAT_SP_SYNACK)
-	StatSPDrop         = int(directorStatIdxSTAT_SP_DROP)
-	StatShed           = int(directorStatIdxSTAT_SHED)
-	StatNewSYN         = int(directorStatIdxSTAT_NEW_SYN)
-	StatPassNoConn     = int(directorStatIdxSTAT_PASS_NO_CONN)
+	StatPass           = int(bpfobj.DirectorStatIdxSTAT_PASS)
+	StatFwd            = int(bpfobj.DirectorStatIdxSTAT_FORWARD)
+	StatSlowPath       = int(bpfobj.DirectorStatIdxSTAT_SLOW_PATH)
+	StatDropNoXSK      = int(bpfobj.DirectorStatIdxSTAT_DROP_NO_XSK)
+	StatDropNoMAC      = int(bpfobj.DirectorStatIdxSTAT_DROP_NO_MAC)
+	StatDropNoReal     = int(bpfobj.DirectorStatIdxSTAT_DROP_NO_REAL)
+	StatPassMalformed  = int(bpfobj.DirectorStatIdxSTAT_PASS_MALFORMED)
+	StatPassFragment   = int(bpfobj.DirectorStatIdxSTAT_PASS_FRAGMENT)
+	StatReply          = int(bpfobj.DirectorStatIdxSTAT_REPLY)
+	StatICMPFragNeeded = int(bpfobj.DirectorStatIdxSTAT_ICMP_FRAG_NEEDED)
+	StatDropTooBig     = int(bpfobj.DirectorStatIdxSTAT_DROP_TOO_BIG)
+	StatTOASkipped     = int(bpfobj.DirectorStatIdxSTAT_TOA_SKIPPED)
+	StatDropAdjust     = int(bpfobj.DirectorStatIdxSTAT_DROP_ADJUST)
+	StatEstFull        = int(bpfobj.DirectorStatIdxSTAT_EST_FULL)
+	StatICMPForward    = int(bpfobj.DirectorStatIdxSTAT_ICMP_FORWARD)
+	StatSPSynAck       = int(bpfobj.DirectorStatIdxSTAT_SP_SYNACK)
+	StatSPDrop         = int(bpfobj.DirectorStatIdxSTAT_SP_DROP)
+	StatShed           = int(bpfobj.DirectorStatIdxSTAT_SHED)
+	StatNewSYN         = int(bpfobj.DirectorStatIdxSTAT_NEW_SYN)
+	StatPassNoConn     = int(bpfobj.DirectorStatIdxSTAT_PASS_NO_CONN)
 	// NumStats is how many global counters there are.
-	NumStats = int(directorStatIdxSTAT_MAX)
+	NumStats = int(bpfobj.DirectorStatIdxSTAT_MAX)
 )
 
 // SvcFlags are a service key's data plane flags (bpf/consts.h svc_flag).
@@ -78,23 +79,23 @@ type SvcFlags uint32
 
 const (
 	// SvcSynProxy: the SYN proxy answers the service's SYNs (-j enable).
-	SvcSynProxy = SvcFlags(directorSvcFlagSVC_F_SYNPROXY)
+	SvcSynProxy = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_SYNPROXY)
 	// SvcSynProxyAuto: the SYN proxy answers them while the defence is
 	// engaged (a TCP service of NAT and FULLNAT reals).
-	SvcSynProxyAuto = SvcFlags(directorSvcFlagSVC_F_SYNPROXY_AUTO)
+	SvcSynProxyAuto = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_SYNPROXY_AUTO)
 	// SvcTOARoom: FULLNAT reals; the proxy's SYN-ACK advertises an MSS
 	// that leaves room for the TOA option.
-	SvcTOARoom = SvcFlags(directorSvcFlagSVC_F_TOA_ROOM)
+	SvcTOARoom = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_TOA_ROOM)
 	// SvcPersist: a persistent service; its new flows follow the
 	// templates (tmpl.go), its client netmask in SvcPersistMask.
-	SvcPersist = SvcFlags(directorSvcFlagSVC_F_PERSIST)
+	SvcPersist = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_PERSIST)
 	// SvcTmplPort0: its templates ignore the virtual port (-f, port 0,
 	// FTP).
-	SvcTmplPort0 = SvcFlags(directorSvcFlagSVC_F_TMPL_PORT0)
+	SvcTmplPort0 = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_TMPL_PORT0)
 	// SvcLocal: an lblc service whose new flows follow their destination
 	// address's entry, kept as a port-zero template of the service keyed
 	// by that address (LocalEntry), to a real marked LocalOK.
-	SvcLocal = SvcFlags(directorSvcFlagSVC_F_LOCAL)
+	SvcLocal = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_LOCAL)
 )
 
 // LocalEntry is the key of an lblc service's entry for destination
@@ -126,7 +127,7 @@ var StatNames = sync.OnceValue(func() []string {
 // enumNames returns the names of a C enum's values 0..n-1, trimmed of
 // prefix and lower-cased.
 func enumNames(enum, prefix string, n int) ([]string, error) {
-	spec, err := loadDirector()
+	spec, err := bpfobj.LoadDirector()
 	if err != nil {
 		return nil, err
 	}

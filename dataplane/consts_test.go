@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"strings"
 	"testing"
 
@@ -11,7 +12,7 @@ import (
 // names, which the sweep and -Lnc use, against bpf/consts.h's enum
 // tcp_state as the object's BTF has it.
 func TestTCPStatesMatchConntrack(t *testing.T) {
-	names, err := enumNames("tcp_state", "TCPS_", int(directorTcpStateTCPS_LAST))
+	names, err := enumNames("tcp_state", "TCPS_", int(bpfobj.DirectorTcpStateTCPS_LAST))
 	if err != nil {
 		t.Fatal(err)
 	}

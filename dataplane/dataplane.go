@@ -5,6 +5,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -144,14 +145,14 @@ type Dataplane struct {
 	// hashBuckets are the buckets written to hash_picks, by service and
 	// slot (picks.go), under picksMu.
 	picksMu     sync.Mutex
-	hashBuckets map[uint32]*[2][]directorHashPickKey
+	hashBuckets map[uint32]*[2][]bpfobj.DirectorHashPickKey
 	pinDir      string
 	adopted     bool // the maps came from PinDir
 	// ipv6 is set once an IPv6 connection may exist (an IPv6 service, an
 	// IPv6 entry written, or adopted ones): only then does the sweep
 	// walk the IPv6 tables.
 	ipv6 atomic.Bool
-	objs directorObjects
+	objs bpfobj.DirectorObjects
 	// fnatView maps the FULLNAT port slots (fnat.go), once.
 	fnatOnce sync.Once
 	fnatView *fnatView
@@ -214,22 +215,22 @@ func Open(opts Options) (*Dataplane, error) {
 	if len(opts.Interfaces) > MaxIfaces {
 		return nil, fmt.Errorf("%d interfaces: at most %d", len(opts.Interfaces), MaxIfaces)
 	}
-	spec, err := loadDirector()
+	spec, err := bpfobj.LoadDirector()
 	if err != nil {
 		return nil, fmt.Errorf("load director spec: %w", err)
 	}
 	if opts.ConnTableSize6 == 0 {
 		opts.ConnTableSize6 = DefaultConnTableSize6(opts.ConnTableSize)
 	}
-	spec.Maps[directorMapConns].MaxEntries = opts.ConnTableSize
-	spec.Maps[directorMapEstConns].MaxEntries = opts.ConnTableSize
-	spec.Maps[directorMapConns6].MaxEntries = opts.ConnTableSize6
-	spec.Maps[directorMapEstConns6].MaxEntries = opts.ConnTableSize6
+	spec.Maps[bpfobj.DirectorMapConns].MaxEntries = opts.ConnTableSize
+	spec.Maps[bpfobj.DirectorMapEstConns].MaxEntries = opts.ConnTableSize
+	spec.Maps[bpfobj.DirectorMapConns6].MaxEntries = opts.ConnTableSize6
+	spec.Maps[bpfobj.DirectorMapEstConns6].MaxEntries = opts.ConnTableSize6
 	if opts.ServiceTableSize == 0 {
 		opts.ServiceTableSize = DefaultServiceTableSize
 	}
-	spec.Maps[directorMapServices].MaxEntries = opts.ServiceTableSize
-	spec.Maps[directorMapServices6].MaxEntries = opts.ServiceTableSize
+	spec.Maps[bpfobj.DirectorMapServices].MaxEntries = opts.ServiceTableSize
+	spec.Maps[bpfobj.DirectorMapServices6].MaxEntries = opts.ServiceTableSize
 	d := &Dataplane{log: opts.Logger, reals: map[uint32]Real{}, ifaceMACs: map[int]net.HardwareAddr{}, pinDir: opts.PinDir,
 		filter: newAddrFilter(), svcKeys: map[ServiceKey]bool{}, serviceTableSize: int(opts.ServiceTableSize)}
 	var copts ebpf.CollectionOptions
@@ -304,7 +305,7 @@ func (d *Dataplane) addInterface(name string, slot uint16) error {
 		return fmt.Errorf("interface %s: %d rx queues, at most %d supported", name, q, MaxQueues)
 	}
 	ifc := Interface{Name: name, Index: attrs.Index, MAC: attrs.HardwareAddr, RxQueues: q, slot: slot}
-	var v directorIface
+	var v bpfobj.DirectorIface
 	copy(v.Mac[:], ifc.MAC)
 	v.Slot = slot
 	if err := d.objs.Ifaces.Put(uint32(ifc.Index), &v); err != nil {
@@ -373,20 +374,20 @@ func fromBE16(v uint16) uint16 {
 	return binary.BigEndian.Uint16(b[:])
 }
 
-func (k ServiceKey) raw() directorSvcKey {
-	return directorSvcKey{Vip: be32(k.VIP), Port: be16(k.Port), Proto: k.Proto}
+func (k ServiceKey) raw() bpfobj.DirectorSvcKey {
+	return bpfobj.DirectorSvcKey{Vip: be32(k.VIP), Port: be16(k.Port), Proto: k.Proto}
 }
 
-func (k ConnKey) raw() directorConnKey {
-	return directorConnKey{Saddr: be32(k.Src), Daddr: be32(k.Dst), Sport: be16(k.SrcPort), Dport: be16(k.DstPort), Proto: k.Proto}
+func (k ConnKey) raw() bpfobj.DirectorConnKey {
+	return bpfobj.DirectorConnKey{Saddr: be32(k.Src), Daddr: be32(k.Dst), Sport: be16(k.SrcPort), Dport: be16(k.DstPort), Proto: k.Proto}
 }
 
-func connKeyFromRaw(r directorConnKey) ConnKey {
+func connKeyFromRaw(r bpfobj.DirectorConnKey) ConnKey {
 	return ConnKey{Src: addrFromBE32(r.Saddr), Dst: addrFromBE32(r.Daddr), SrcPort: fromBE16(r.Sport), DstPort: fromBE16(r.Dport), Proto: r.Proto}
 }
 
-func (c Conn) raw() directorConnVal {
-	v := directorConnVal{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State),
+func (c Conn) raw() bpfobj.DirectorConnVal {
+	v := bpfobj.DirectorConnVal{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State),
 		Flags: uint8(c.Flags), Ifindex: uint32(c.Ifindex)}
 	if c.Rewrites() {
 		v.Nsaddr, v.Ndaddr = be32(c.Out.Src), be32(c.Out.Dst)
@@ -397,7 +398,7 @@ func (c Conn) raw() directorConnVal {
 	return v
 }
 
-func connFromRaw(r directorConnVal) Conn {
+func connFromRaw(r bpfobj.DirectorConnVal) Conn {
 	c := Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen),
 		Flags: ConnFlags(r.Flags), Ifindex: int(r.Ifindex)}
 	if r.Nsaddr != 0 {
@@ -415,9 +416,9 @@ func (d *Dataplane) SetService(k ServiceKey, id uint32, flags SvcFlags) error {
 	var err error
 	if k.VIP.Is6() {
 		d.ipv6.Store(true)
-		err = d.objs.Services6.Put(k.raw6(), directorSvcVal{Id: id, Flags: uint32(flags)})
+		err = d.objs.Services6.Put(k.raw6(), bpfobj.DirectorSvcVal{Id: id, Flags: uint32(flags)})
 	} else {
-		err = d.objs.Services.Put(k.raw(), directorSvcVal{Id: id, Flags: uint32(flags)})
+		err = d.objs.Services.Put(k.raw(), bpfobj.DirectorSvcVal{Id: id, Flags: uint32(flags)})
 	}
 	if err != nil {
 		return fmt.Errorf("set service %v:%d/%d: %w", k.VIP, k.Port, k.Proto, err)
@@ -461,7 +462,7 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 	if id == 0 || id >= MaxReals {
 		return fmt.Errorf("real id %d out of range", id)
 	}
-	v := directorReal{Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd), Mtu: uint16(r.MTU)}
+	v := bpfobj.DirectorReal{Ifindex: uint32(r.Ifindex), Fwd: uint8(r.Fwd), Mtu: uint16(r.MTU)}
 	if r.Addr.Is6() {
 		v.Addr6, v.Flags = r.Addr.As16(), realFlagIPv6
 	} else {
@@ -490,7 +491,7 @@ func (d *Dataplane) SetReal(id uint32, r Real) error {
 		copy(v.Mac[:], r.MAC)
 		v.Flags |= realFlagMACValid
 	} else {
-		var old directorReal
+		var old bpfobj.DirectorReal
 		if err := d.objs.Reals.Lookup(id, &old); err == nil && old.Addr == v.Addr && old.Addr6 == v.Addr6 && old.Flags&realFlagMACValid != 0 {
 			v.Mac = old.Mac
 			v.Flags |= realFlagMACValid
@@ -532,7 +533,7 @@ func (d *Dataplane) syncNATSource(addr netip.Addr) error {
 // DeleteReal clears real server id; connections still naming it are
 // dropped by the fast path until they expire.
 func (d *Dataplane) DeleteReal(id uint32) error {
-	if err := d.objs.Reals.Put(id, &directorReal{}); err != nil {
+	if err := d.objs.Reals.Put(id, &bpfobj.DirectorReal{}); err != nil {
 		return fmt.Errorf("delete real %d: %w", id, err)
 	}
 	d.views[id].Store(nil)
@@ -606,7 +607,7 @@ func (t Traffic) Add(o Traffic) Traffic {
 
 // RealTraffic returns real id's traffic counters summed over CPUs.
 func (d *Dataplane) RealTraffic(id uint32) (Traffic, error) {
-	var per []directorRealStats
+	var per []bpfobj.DirectorRealStats
 	if err := d.objs.RealTraffic.Lookup(id, &per); err != nil {
 		return Traffic{}, fmt.Errorf("read traffic of real %d: %w", id, err)
 	}
@@ -630,7 +631,7 @@ func (d *Dataplane) RealTraffic(id uint32) (Traffic, error) {
 // ResetRealTraffic zeroes real id's counters on every CPU: done when an
 // id is given to a new real, so it starts from zero.
 func (d *Dataplane) ResetRealTraffic(id uint32) error {
-	zero := make([]directorRealStats, ebpf.MustPossibleCPU())
+	zero := make([]bpfobj.DirectorRealStats, ebpf.MustPossibleCPU())
 	if err := d.objs.RealTraffic.Update(id, zero, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("reset traffic of real %d: %w", id, err)
 	}

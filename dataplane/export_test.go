@@ -3,6 +3,7 @@ package dataplane
 // Test hooks, compiled into this package's tests only.
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"bytes"
 	"encoding/hex"
 	"fmt"
@@ -100,7 +101,7 @@ func (h *Harness) DiffTransform(frame []byte, id uint32, vip netip.Addr, natOut,
 // diffLater compares XDP and the slow path on a later fragment of the
 // datagram whose first fragment (parsed as first) made the connection
 // under fk: the ports Go finds where XDP noted them, then the transform.
-func (h *Harness) diffLater(frame []byte, id uint32, fk *directorConnKey, first *packet) error {
+func (h *Harness) diffLater(frame []byte, id uint32, fk *bpfobj.DirectorConnKey, first *packet) error {
 	p, res := parsePacket(frame)
 	if res != parsedLater {
 		return fmt.Errorf("a later fragment parsed as %d: %s", res, hex.EncodeToString(frame))

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"fmt"
 	"net/netip"
 	"sync/atomic"
@@ -59,7 +60,7 @@ func SvcRing(ring uint32) SvcFlags { return SvcFlags(ring&0xff) << 8 }
 // SetLocalAddr names local address a by id (1..MaxLocalAddrs-1) for the
 // slots.
 func (d *Dataplane) SetLocalAddr(id uint32, a netip.Addr) error {
-	v := directorLaddr{}
+	v := bpfobj.DirectorLaddr{}
 	if a.Is4() {
 		b := a.As4()
 		copy(v.Addr[:], b[:])

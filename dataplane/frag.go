@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 
 	"github.com/cilium/ebpf"
@@ -16,7 +17,7 @@ import (
 // fragPorts4 is the ports XDP noted for later fragment p's datagram, as
 // a connection key holds them.
 func (d *Dataplane) fragPorts4(p *packet) (sport, dport uint16, ok bool) {
-	k := directorFragKey{Id: uint32(p.fragID), Proto: p.proto}
+	k := bpfobj.DirectorFragKey{Id: uint32(p.fragID), Proto: p.proto}
 	copy(k.Saddr[:4], p.src[:])
 	copy(k.Daddr[:4], p.dst[:])
 	return d.fragPorts(&k)
@@ -24,12 +25,12 @@ func (d *Dataplane) fragPorts4(p *packet) (sport, dport uint16, ok bool) {
 
 // fragPorts6 is fragPorts4 for IPv6.
 func (d *Dataplane) fragPorts6(p *packet6) (sport, dport uint16, ok bool) {
-	k := directorFragKey{Saddr: p.src, Daddr: p.dst, Id: p.fragID, Proto: p.proto}
+	k := bpfobj.DirectorFragKey{Saddr: p.src, Daddr: p.dst, Id: p.fragID, Proto: p.proto}
 	return d.fragPorts(&k)
 }
 
-func (d *Dataplane) fragPorts(k *directorFragKey) (uint16, uint16, bool) {
-	var v directorFragPorts
+func (d *Dataplane) fragPorts(k *bpfobj.DirectorFragKey) (uint16, uint16, bool) {
+	var v bpfobj.DirectorFragPorts
 	if err := d.objs.Frags.Lookup(k, &v); err != nil {
 		if !errors.Is(err, ebpf.ErrKeyNotExist) {
 			d.log.Warn("slow path: looking up a fragment's ports", "err", err)

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 	"net"
@@ -79,7 +80,7 @@ func (h *Harness) Benchmark(frame []byte, repeat int) (Verdict, time.Duration, e
 // attaching anything, so that Program.Run can forward as if the frame
 // arrived there. Tests and benchmarks use it with ifindex 1 (loopback).
 func (h *Harness) SetInterface(ifindex int, mac net.HardwareAddr, slot uint16) error {
-	var v directorIface
+	var v bpfobj.DirectorIface
 	copy(v.Mac[:], mac)
 	v.Slot = slot
 	if err := h.objs.Ifaces.Put(uint32(ifindex), &v); err != nil {
@@ -95,7 +96,7 @@ func (h *Harness) SetInterface(ifindex int, mac net.HardwareAddr, slot uint16) e
 // BPF_MAP_UPDATE_BATCH each): how tests and the bench fill big tables.
 func (h *Harness) SetConnBatch(keys []ConnKey, conns []Conn) error {
 	const chunk = 8192
-	ks, vs := make([]directorConnKey, 0, chunk), make([]directorConnVal, 0, chunk)
+	ks, vs := make([]bpfobj.DirectorConnKey, 0, chunk), make([]bpfobj.DirectorConnVal, 0, chunk)
 	for i := 0; i < len(keys); i += chunk {
 		ks, vs = ks[:0], vs[:0]
 		for j := i; j < min(i+chunk, len(keys)); j++ {
@@ -113,10 +114,10 @@ func (h *Harness) SetConnBatch(keys []ConnKey, conns []Conn) error {
 func (h *Harness) Established(k ConnKey) (bool, error) {
 	var err error
 	if k.Src.Is6() {
-		var v directorConnVal6
+		var v bpfobj.DirectorConnVal6
 		err = h.objs.EstConns6.Lookup(k.raw6(), &v)
 	} else {
-		var v directorConnVal
+		var v bpfobj.DirectorConnVal
 		err = h.objs.EstConns.Lookup(k.raw(), &v)
 	}
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -128,7 +129,7 @@ func (h *Harness) Established(k ConnKey) (bool, error) {
 // SetSeqadj writes a SYN-proxied connection's adjustments under key k,
 // as the slow path does when the real answers.
 func (h *Harness) SetSeqadj(k ConnKey, delta, tsoff uint32, wshift int8) error {
-	return h.objs.Seqadjs.Put(k.raw(), directorSeqadj{Delta: delta, Tsoff: tsoff, Wshift: wshift})
+	return h.objs.Seqadjs.Put(k.raw(), bpfobj.DirectorSeqadj{Delta: delta, Tsoff: tsoff, Wshift: wshift})
 }
 
 // SetEstConn writes a connection entry straight into the established
@@ -143,7 +144,7 @@ func (h *Harness) SetEstConn(k ConnKey, c Conn) error {
 
 // HasSeqadj reports whether key k has SYN-proxy adjustments.
 func (h *Harness) HasSeqadj(k ConnKey) (bool, error) {
-	var v directorSeqadj
+	var v bpfobj.DirectorSeqadj
 	err := h.objs.Seqadjs.Lookup(k.raw(), &v)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, nil

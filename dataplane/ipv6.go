@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -15,27 +16,27 @@ import (
 // an IPv4 connection keeps its 16-byte key and 48-byte entry. Reals share
 // one array; an IPv6 real carries realFlagIPv6 and its address in Addr6.
 
-const realFlagIPv6 = uint8(directorRealFlagREAL_F_IPV6)
+const realFlagIPv6 = uint8(bpfobj.DirectorRealFlagREAL_F_IPV6)
 
 // DefaultConnTableSize6 is the IPv6 tables' size for an IPv4 size n when
 // none is set: a quarter (an IPv6 entry costs about 1.6 times an IPv4
 // one), at least 1024.
 func DefaultConnTableSize6(n uint32) uint32 { return max(n/4, 1024) }
 
-func (k ServiceKey) raw6() directorSvcKey6 {
-	return directorSvcKey6{Vip: k.VIP.As16(), Port: be16(k.Port), Proto: k.Proto}
+func (k ServiceKey) raw6() bpfobj.DirectorSvcKey6 {
+	return bpfobj.DirectorSvcKey6{Vip: k.VIP.As16(), Port: be16(k.Port), Proto: k.Proto}
 }
 
-func (k ConnKey) raw6() directorConnKey6 {
-	return directorConnKey6{Saddr: k.Src.As16(), Daddr: k.Dst.As16(), Sport: be16(k.SrcPort), Dport: be16(k.DstPort), Proto: k.Proto}
+func (k ConnKey) raw6() bpfobj.DirectorConnKey6 {
+	return bpfobj.DirectorConnKey6{Saddr: k.Src.As16(), Daddr: k.Dst.As16(), Sport: be16(k.SrcPort), Dport: be16(k.DstPort), Proto: k.Proto}
 }
 
-func connKeyFromRaw6(r directorConnKey6) ConnKey {
+func connKeyFromRaw6(r bpfobj.DirectorConnKey6) ConnKey {
 	return ConnKey{Src: netip.AddrFrom16(r.Saddr), Dst: netip.AddrFrom16(r.Daddr), SrcPort: fromBE16(r.Sport), DstPort: fromBE16(r.Dport), Proto: r.Proto}
 }
 
-func (c Conn) raw6() directorConnVal6 {
-	v := directorConnVal6{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State),
+func (c Conn) raw6() bpfobj.DirectorConnVal6 {
+	v := bpfobj.DirectorConnVal6{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State),
 		Flags: uint8(c.Flags), Ifindex: uint32(c.Ifindex)}
 	if c.Rewrites() {
 		v.Nsaddr, v.Ndaddr = c.Out.Src.As16(), c.Out.Dst.As16()
@@ -46,7 +47,7 @@ func (c Conn) raw6() directorConnVal6 {
 	return v
 }
 
-func connFromRaw6(r directorConnVal6) Conn {
+func connFromRaw6(r bpfobj.DirectorConnVal6) Conn {
 	c := Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen),
 		Flags: ConnFlags(r.Flags), Ifindex: int(r.Ifindex)}
 	if r.Nsaddr != ([16]byte{}) {
@@ -70,6 +71,6 @@ func addr6Slot(a netip.Addr) uint32 {
 
 // anyKey reports whether m holds an entry.
 func anyKey(m *ebpf.Map) bool {
-	var k directorConnKey6
+	var k bpfobj.DirectorConnKey6
 	return m.NextKey(nil, &k) == nil
 }

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 
@@ -19,7 +20,7 @@ import (
 
 // MaxPickCycle is the longest cycle XDP can schedule from (bpf/consts.h
 // PICK_SEQ_LEN); a longer one leaves the service to the slow path.
-const MaxPickCycle = len(directorPickSeq{}.Reals)
+const MaxPickCycle = len(bpfobj.DirectorPickSeq{}.Reals)
 
 // NoLoop is SetPicks's loop for a sequence that does not repeat.
 const NoLoop = -1
@@ -36,7 +37,7 @@ func (d *Dataplane) SetPicks(svcID uint32, picks []uint32, loop int) (uint64, er
 	if loop >= len(picks) || loop < NoLoop {
 		return 0, fmt.Errorf("pick sequence of %d: loop at %d", len(picks), loop)
 	}
-	var ctl directorPickCtl
+	var ctl bpfobj.DirectorPickCtl
 	err := d.objs.PickCtls.Lookup(svcID, &ctl)
 	had := err == nil
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -52,15 +53,15 @@ func (d *Dataplane) SetPicks(svcID uint32, picks []uint32, loop int) (uint64, er
 	if !had {
 		next = 0
 	}
-	seq := &directorPickSeq{Len: uint32(len(picks)), Loop: uint32(loop)}
+	seq := &bpfobj.DirectorPickSeq{Len: uint32(len(picks)), Loop: uint32(loop)}
 	copy(seq.Reals[:], picks)
 	if err := d.objs.PickSeqs.Put(svcID<<1|next, seq); err != nil {
 		return 0, fmt.Errorf("pick sequence of service %d: %w", svcID, err)
 	}
-	if err := d.objs.PickCtls.Put(svcID, &directorPickCtl{Slot: next}); err != nil {
+	if err := d.objs.PickCtls.Put(svcID, &bpfobj.DirectorPickCtl{Slot: next}); err != nil {
 		return 0, fmt.Errorf("pick ctl of service %d: %w", svcID, err)
 	}
-	if had && ctl.Kind != uint32(directorPickKindPICK_SEQUENCE) {
+	if had && ctl.Kind != uint32(bpfobj.DirectorPickKindPICK_SEQUENCE) {
 		// It scheduled from a table until now.
 		for slot := uint32(0); slot < 2; slot++ {
 			if err := d.deleteHashPicks(svcID, slot); err != nil {
@@ -77,11 +78,11 @@ type PickKind uint32
 
 // The hashes of the tables XDP schedules from.
 const (
-	PickSH     = PickKind(directorPickKindPICK_SH)      // sh: hash_32 of the source address
-	PickSHPort = PickKind(directorPickKindPICK_SH_PORT) // sh with sh-port
-	PickDH     = PickKind(directorPickKindPICK_DH)      // dh: hash_32 of the destination address
-	PickMH     = PickKind(directorPickKindPICK_MH)      // mh: hsiphash of the source address
-	PickMHPort = PickKind(directorPickKindPICK_MH_PORT) // mh with mh-port
+	PickSH     = PickKind(bpfobj.DirectorPickKindPICK_SH)      // sh: hash_32 of the source address
+	PickSHPort = PickKind(bpfobj.DirectorPickKindPICK_SH_PORT) // sh with sh-port
+	PickDH     = PickKind(bpfobj.DirectorPickKindPICK_DH)      // dh: hash_32 of the destination address
+	PickMH     = PickKind(bpfobj.DirectorPickKindPICK_MH)      // mh: hsiphash of the source address
+	PickMHPort = PickKind(bpfobj.DirectorPickKindPICK_MH_PORT) // mh with mh-port
 )
 
 // SetHashPicks installs the table of a hashing scheduler for service
@@ -92,7 +93,7 @@ func (d *Dataplane) SetHashPicks(svcID uint32, kind PickKind, table []uint32) er
 	if kind < PickSH || kind > PickMHPort || len(table) == 0 {
 		return fmt.Errorf("hash picks of service %d: kind %d, %d buckets", svcID, kind, len(table))
 	}
-	var ctl directorPickCtl
+	var ctl bpfobj.DirectorPickCtl
 	err := d.objs.PickCtls.Lookup(svcID, &ctl)
 	had := err == nil
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -106,11 +107,11 @@ func (d *Dataplane) SetHashPicks(svcID uint32, kind PickKind, table []uint32) er
 	if err := d.deleteHashPicks(svcID, next); err != nil {
 		return err
 	}
-	var keys []directorHashPickKey
+	var keys []bpfobj.DirectorHashPickKey
 	var vals []uint32
 	for b, rid := range table {
 		if rid != 0 {
-			keys = append(keys, directorHashPickKey{SidSlot: svcID<<1 | next, Bucket: uint32(b)})
+			keys = append(keys, bpfobj.DirectorHashPickKey{SidSlot: svcID<<1 | next, Bucket: uint32(b)})
 			vals = append(vals, rid)
 		}
 	}
@@ -121,14 +122,14 @@ func (d *Dataplane) SetHashPicks(svcID uint32, kind PickKind, table []uint32) er
 			return fmt.Errorf("hash picks of service %d: %w", svcID, err)
 		}
 	}
-	if err := d.objs.PickCtls.Put(svcID, &directorPickCtl{Slot: next, Kind: uint32(kind)}); err != nil {
+	if err := d.objs.PickCtls.Put(svcID, &bpfobj.DirectorPickCtl{Slot: next, Kind: uint32(kind)}); err != nil {
 		return fmt.Errorf("pick ctl of service %d: %w", svcID, err)
 	}
 	if had {
 		if err := d.deleteHashPicks(svcID, ctl.Slot); err != nil {
 			return err
 		}
-		if ctl.Kind == uint32(directorPickKindPICK_SEQUENCE) {
+		if ctl.Kind == uint32(bpfobj.DirectorPickKindPICK_SEQUENCE) {
 			if err := d.objs.PickSeqs.Delete(svcID<<1 | ctl.Slot&1); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				return fmt.Errorf("pick sequence of service %d: %w", svcID, err)
 			}
@@ -145,7 +146,7 @@ func (d *Dataplane) deleteHashPicks(svcID, slot uint32) error {
 	d.picksMu.Lock()
 	defer d.picksMu.Unlock()
 	if d.hashBuckets == nil {
-		d.hashBuckets = map[uint32]*[2][]directorHashPickKey{}
+		d.hashBuckets = map[uint32]*[2][]bpfobj.DirectorHashPickKey{}
 	}
 	known := d.hashBuckets[svcID]
 	if known != nil {
@@ -160,27 +161,27 @@ func (d *Dataplane) deleteHashPicks(svcID, slot uint32) error {
 		// Some went another way (a restart's cleanup): one by one.
 	}
 	for b := uint32(0); b < MaxHashBuckets; b++ {
-		k := directorHashPickKey{SidSlot: svcID<<1 | slot, Bucket: b}
+		k := bpfobj.DirectorHashPickKey{SidSlot: svcID<<1 | slot, Bucket: b}
 		if err := d.objs.HashPicks.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("hash picks of service %d: %w", svcID, err)
 		}
 	}
 	if known == nil {
-		d.hashBuckets[svcID] = &[2][]directorHashPickKey{}
+		d.hashBuckets[svcID] = &[2][]bpfobj.DirectorHashPickKey{}
 	}
 	return nil
 }
 
 // wroteHashPicks records the buckets written in slot of service svcID.
-func (d *Dataplane) wroteHashPicks(svcID, slot uint32, keys []directorHashPickKey) {
+func (d *Dataplane) wroteHashPicks(svcID, slot uint32, keys []bpfobj.DirectorHashPickKey) {
 	d.picksMu.Lock()
 	defer d.picksMu.Unlock()
 	if d.hashBuckets == nil {
-		d.hashBuckets = map[uint32]*[2][]directorHashPickKey{}
+		d.hashBuckets = map[uint32]*[2][]bpfobj.DirectorHashPickKey{}
 	}
 	known := d.hashBuckets[svcID]
 	if known == nil {
-		known = &[2][]directorHashPickKey{}
+		known = &[2][]bpfobj.DirectorHashPickKey{}
 		d.hashBuckets[svcID] = known
 	}
 	known[slot&1] = keys
@@ -192,7 +193,7 @@ const MaxHashBuckets = 4093
 // ClearPicks leaves service svcID's new flows to the slow path and
 // returns how many XDP scheduled from the last cycle.
 func (d *Dataplane) ClearPicks(svcID uint32) (uint64, error) {
-	var ctl directorPickCtl
+	var ctl bpfobj.DirectorPickCtl
 	err := d.objs.PickCtls.Lookup(svcID, &ctl)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return 0, nil
@@ -211,7 +212,7 @@ func (d *Dataplane) ClearPicks(svcID uint32) (uint64, error) {
 		if err := d.objs.PickSeqs.Delete(svcID<<1 | slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return 0, fmt.Errorf("pick sequence of service %d: %w", svcID, err)
 		}
-		if ctl.Kind != uint32(directorPickKindPICK_SEQUENCE) {
+		if ctl.Kind != uint32(bpfobj.DirectorPickKindPICK_SEQUENCE) {
 			if err := d.deleteHashPicks(svcID, slot); err != nil {
 				return 0, err
 			}
@@ -224,7 +225,7 @@ func (d *Dataplane) ClearPicks(svcID uint32) (uint64, error) {
 func (d *Dataplane) PickServices() ([]uint32, error) {
 	var (
 		id  uint32
-		ctl directorPickCtl
+		ctl bpfobj.DirectorPickCtl
 		out []uint32
 	)
 	it := d.objs.PickCtls.Iterate()
@@ -238,7 +239,7 @@ func (d *Dataplane) PickServices() ([]uint32, error) {
 }
 
 func (d *Dataplane) pickCursor(svcID, slot uint32) (uint64, error) {
-	var seq directorPickSeq
+	var seq bpfobj.DirectorPickSeq
 	err := d.objs.PickSeqs.Lookup(svcID<<1|slot&1, &seq)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return 0, nil
@@ -252,7 +253,7 @@ func (d *Dataplane) pickCursor(svcID, slot uint32) (uint64, error) {
 // PickCursor returns how many new flows of service svcID XDP has
 // scheduled from its current cycle (0 when it has none).
 func (d *Dataplane) PickCursor(svcID uint32) (uint64, error) {
-	var ctl directorPickCtl
+	var ctl bpfobj.DirectorPickCtl
 	err := d.objs.PickCtls.Lookup(svcID, &ctl)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return 0, nil

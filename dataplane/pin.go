@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,7 +64,7 @@ func preparePinDir(dir string, flush bool) error {
 // fit is left for the load to refuse, with the --flush advice.
 func dropStalePins(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error {
 	for name, ms := range spec.Maps {
-		if ms.Pinning != ebpf.PinByName || name == directorMapConns || name == directorMapEstConns {
+		if ms.Pinning != ebpf.PinByName || name == bpfobj.DirectorMapConns || name == bpfobj.DirectorMapEstConns {
 			continue
 		}
 		path := filepath.Join(dir, name)
@@ -90,7 +91,7 @@ func dropStalePins(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) erro
 
 // pinned reports whether dir holds a pinned connection table.
 func pinned(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, directorMapConns))
+	_, err := os.Stat(filepath.Join(dir, bpfobj.DirectorMapConns))
 	return err == nil
 }
 
@@ -165,8 +166,8 @@ func Cleanup(dir string) error {
 // ServiceKeys lists the keys in the services map.
 func (d *Dataplane) ServiceKeys() ([]ServiceKey, error) {
 	var out []ServiceKey
-	var k directorSvcKey
-	var v directorSvcVal
+	var k bpfobj.DirectorSvcKey
+	var v bpfobj.DirectorSvcVal
 	it := d.objs.Services.Iterate()
 	for it.Next(&k, &v) {
 		out = append(out, ServiceKey{VIP: addrFromBE32(k.Vip), Port: fromBE16(k.Port), Proto: k.Proto})
@@ -174,7 +175,7 @@ func (d *Dataplane) ServiceKeys() ([]ServiceKey, error) {
 	if err := it.Err(); err != nil {
 		return nil, err
 	}
-	var k6 directorSvcKey6
+	var k6 bpfobj.DirectorSvcKey6
 	it = d.objs.Services6.Iterate()
 	for it.Next(&k6, &v) {
 		out = append(out, ServiceKey{VIP: netip.AddrFrom16(k6.Vip), Port: fromBE16(k6.Port), Proto: k6.Proto})
@@ -185,7 +186,7 @@ func (d *Dataplane) ServiceKeys() ([]ServiceKey, error) {
 // RealIDs lists the ids of the real-server entries in use.
 func (d *Dataplane) RealIDs() ([]uint32, error) {
 	var out []uint32
-	var v directorReal
+	var v bpfobj.DirectorReal
 	for id := uint32(1); id < MaxReals; id++ {
 		if err := d.objs.Reals.Lookup(id, &v); err != nil {
 			return nil, err

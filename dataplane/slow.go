@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -34,7 +35,7 @@ func (d *Dataplane) addStats(s *[NumStats]uint64) {
 func (d *Dataplane) loadSlowCounts() error {
 	var (
 		id uint32
-		v  directorRealStats
+		v  bpfobj.DirectorRealStats
 	)
 	it := d.objs.SlowTraffic.Iterate()
 	for it.Next(&id, &v) {
@@ -64,12 +65,12 @@ func (d *Dataplane) loadSlowCounts() error {
 // slow path runs (a kill -9 loses at most that).
 func (d *Dataplane) saveSlowCounts() error {
 	keys := make([]uint32, 0, 64)
-	vals := make([]directorRealStats, 0, 64)
+	vals := make([]bpfobj.DirectorRealStats, 0, 64)
 	for id := range d.slowTraffic {
 		c := &d.slowTraffic[id]
 		if p := c.pkts.Load(); p != 0 || d.slowSaved[id] {
 			keys = append(keys, uint32(id))
-			vals = append(vals, directorRealStats{Inpkts: p, Inbytes: c.bytes.Load()})
+			vals = append(vals, bpfobj.DirectorRealStats{Inpkts: p, Inbytes: c.bytes.Load()})
 			d.slowSaved[id] = p != 0
 		}
 	}
@@ -97,7 +98,7 @@ func (d *Dataplane) resetSlowTraffic(id uint32) error {
 	}
 	d.slowTraffic[id].pkts.Store(0)
 	d.slowTraffic[id].bytes.Store(0)
-	if err := d.objs.SlowTraffic.Put(id, &directorRealStats{}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := d.objs.SlowTraffic.Put(id, &bpfobj.DirectorRealStats{}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("reset slow traffic of real %d: %w", id, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -246,8 +247,8 @@ type recentFlows struct {
 }
 
 type recentSlot struct {
-	k    directorConnKey
-	v    directorConnVal
+	k    bpfobj.DirectorConnKey
+	v    bpfobj.DirectorConnVal
 	made int64 // monotonic ns; 0: empty
 }
 
@@ -255,21 +256,21 @@ const recentSlots = 1 << 16
 
 func newRecentFlows() recentFlows { return recentFlows{slots: make([]recentSlot, recentSlots)} }
 
-func (r *recentFlows) slot(k *directorConnKey) *recentSlot {
+func (r *recentFlows) slot(k *bpfobj.DirectorConnKey) *recentSlot {
 	h := uint64(k.Saddr)*0x9e3779b97f4a7c15 ^ uint64(k.Daddr)*0xc2b2ae3d27d4eb4f ^
 		(uint64(k.Sport)<<16|uint64(k.Dport)<<32|uint64(k.Proto))*0x165667b19e3779f9
 	return &r.slots[(h>>32^h)&(recentSlots-1)]
 }
 
-func (r *recentFlows) get(k directorConnKey, now int64) (directorConnVal, bool) {
+func (r *recentFlows) get(k bpfobj.DirectorConnKey, now int64) (bpfobj.DirectorConnVal, bool) {
 	s := r.slot(&k)
 	if s.made != 0 && s.k == k && now-s.made < int64(recentAge) {
 		return s.v, true
 	}
-	return directorConnVal{}, false
+	return bpfobj.DirectorConnVal{}, false
 }
 
-func (r *recentFlows) put(k directorConnKey, v directorConnVal, now int64) {
+func (r *recentFlows) put(k bpfobj.DirectorConnKey, v bpfobj.DirectorConnVal, now int64) {
 	*r.slot(&k) = recentSlot{k: k, v: v, made: now}
 }
 
@@ -281,19 +282,19 @@ type worker struct {
 
 	frames []([]byte)
 	pkts   []packet
-	keys   []directorConnKey
+	keys   []bpfobj.DirectorConnKey
 	// fate of each frame: the forward entry it follows.
-	vals   []directorConnVal
+	vals   []bpfobj.DirectorConnVal
 	follow []bool
 	sched  []int // index into flows, or -1
 	flows  []NewFlow
 	decs   []Decision
-	fwds   []directorConnVal // each flow's forward entry as written
+	fwds   []bpfobj.DirectorConnVal // each flow's forward entry as written
 	// The batch's map writes: reply entries before their forward entry.
-	wkeys   []directorConnKey
-	wvals   []directorConnVal
+	wkeys   []bpfobj.DirectorConnKey
+	wvals   []bpfobj.DirectorConnVal
 	txs     map[*xsk.Socket]*xsk.Tx
-	inBatch map[directorConnKey]int // flows this batch decides, by key
+	inBatch map[bpfobj.DirectorConnKey]int // flows this batch decides, by key
 	now     int64                   // the batch's time (Now)
 	stats   [NumStats]uint64
 	// The SYN proxy: which flows of the batch it opens (and whether it
@@ -309,9 +310,9 @@ type worker struct {
 	flows6    []NewFlow
 	decs6     []Decision
 	answered6 []bool // flows6[i]'s ICMPv6 answer is sent
-	inBatch6  map[directorConnKey6]int
-	wkeys6    []directorConnKey6
-	wvals6    []directorConnVal6
+	inBatch6  map[bpfobj.DirectorConnKey6]int
+	wkeys6    []bpfobj.DirectorConnKey6
+	wvals6    []bpfobj.DirectorConnVal6
 	recent6   recent6
 	replayCtx xdpMd
 }
@@ -319,13 +320,13 @@ type worker struct {
 func (sp *slowPath) newWorker(qs queueSock) *worker {
 	return &worker{sp: sp, qs: qs,
 		recent: newRecentFlows(),
-		frames: make([][]byte, batchSize), pkts: make([]packet, batchSize), keys: make([]directorConnKey, batchSize),
-		vals: make([]directorConnVal, batchSize), follow: make([]bool, batchSize), sched: make([]int, batchSize),
-		flows: make([]NewFlow, 0, batchSize), decs: make([]Decision, 0, batchSize), fwds: make([]directorConnVal, batchSize),
-		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[directorConnKey]int{},
+		frames: make([][]byte, batchSize), pkts: make([]packet, batchSize), keys: make([]bpfobj.DirectorConnKey, batchSize),
+		vals: make([]bpfobj.DirectorConnVal, batchSize), follow: make([]bool, batchSize), sched: make([]int, batchSize),
+		flows: make([]NewFlow, 0, batchSize), decs: make([]Decision, 0, batchSize), fwds: make([]bpfobj.DirectorConnVal, batchSize),
+		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[bpfobj.DirectorConnKey]int{},
 		proxyFlow: make([]bool, batchSize), proxyDone: make([]bool, batchSize),
 		flows6: make([]NewFlow, 0, batchSize), decs6: make([]Decision, 0, batchSize), answered6: make([]bool, batchSize),
-		inBatch6: map[directorConnKey6]int{}, recent6: newRecent6()}
+		inBatch6: map[bpfobj.DirectorConnKey6]int{}, recent6: newRecent6()}
 }
 
 func (w *worker) run() {
@@ -378,7 +379,7 @@ func (w *worker) batch(frames [][]byte) {
 			continue
 		}
 		w.pkts[i] = p
-		k := directorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: be16(p.srcPort), Dport: be16(p.dstPort), Proto: p.proto}
+		k := bpfobj.DirectorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: be16(p.srcPort), Dport: be16(p.dstPort), Proto: p.proto}
 		w.keys[i] = k
 		if px := sp.proxy.get(k); px != nil {
 			// A handshake under way: the real's answer, or the client
@@ -407,7 +408,7 @@ func (w *worker) batch(frames [][]byte) {
 		w.decide()
 	}
 	for i, f := range frames {
-		var v directorConnVal
+		var v bpfobj.DirectorConnVal
 		switch {
 		case len(w.idx6) > 0 && len(f) >= ethHLen && binary.BigEndian.Uint16(f[12:14]) == ethTypeIPv6:
 			continue // batch6's
@@ -459,7 +460,7 @@ func (w *worker) batch(frames [][]byte) {
 // follows that flow's connection. Only a bare SYN may start a new one on
 // the same tuple (conn_reused: the old one is closing); that case costs
 // one lookup.
-func (w *worker) stillFollows(k directorConnKey, p *packet, v *directorConnVal) bool {
+func (w *worker) stillFollows(k bpfobj.DirectorConnKey, p *packet, v *bpfobj.DirectorConnVal) bool {
 	if p.proto != protoTCP || p.flags&(TCPSyn|TCPAck) != TCPSyn {
 		return true
 	}
@@ -486,7 +487,7 @@ func (w *worker) laterFragment(i int, p *packet) {
 	}
 	p.srcPort, p.dstPort = be16(sport), be16(dport)
 	w.pkts[i] = *p
-	k := directorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: sport, Dport: dport, Proto: p.proto}
+	k := bpfobj.DirectorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: sport, Dport: dport, Proto: p.proto}
 	w.keys[i] = k
 	if j, ok := w.inBatch[k]; ok {
 		w.sched[i] = j
@@ -591,11 +592,11 @@ func (w *worker) decide() {
 }
 
 // fwdVal is flow i's forward entry as written.
-func (w *worker) fwdVal(i int) directorConnVal { return w.fwds[i] }
+func (w *worker) fwdVal(i int) bpfobj.DirectorConnVal { return w.fwds[i] }
 
 // transmit applies the director's transform to frame f of a connection
 // whose forward entry is v and queues the result on its egress socket.
-func (w *worker) transmit(f []byte, p *packet, v directorConnVal) {
+func (w *worker) transmit(f []byte, p *packet, v bpfobj.DirectorConnVal) {
 	sp := w.sp
 	r := sp.d.realView(v.RealId)
 	sock := w.egressSock(r)
@@ -707,8 +708,8 @@ func (w *worker) egressSock(r *realView) *xsk.Socket {
 
 // entry is a raw connection-table entry.
 type entry struct {
-	k directorConnKey
-	v directorConnVal
+	k bpfobj.DirectorConnKey
+	v bpfobj.DirectorConnVal
 }
 
 // rawEntries builds the entries of a new connection in the order they
@@ -718,7 +719,7 @@ type entry struct {
 func rawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]entry, int) {
 	var out [2]entry
 	fk := f.Key.raw()
-	fwd := directorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
+	fwd := bpfobj.DirectorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
 	if dec.Persistent {
 		fwd.Flags = uint8(ConnPersist)
 	}
@@ -736,10 +737,10 @@ func rawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]ent
 	fwd.Flags |= flags
 	fwd.Nsaddr, fwd.Ndaddr = be32(dec.Out.Src), be32(dec.Out.Dst)
 	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
-	rep := directorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
+	rep := bpfobj.DirectorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
 		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
 		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
-	rk := directorConnKey{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
+	rk := bpfobj.DirectorConnKey{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
 	out[0], out[1] = entry{rk, rep}, entry{fk, fwd}
 	return out, 2
 }

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
@@ -129,7 +130,7 @@ type recent6 struct {
 }
 
 type recentSlot6 struct {
-	k    directorConnKey6
+	k    bpfobj.DirectorConnKey6
 	real uint32
 	made int64 // monotonic ns; 0: empty
 }
@@ -140,12 +141,12 @@ func newRecent6() recent6 {
 	return recent6{seed: maphash.MakeSeed(), slots: make([]recentSlot6, recentSlots6)}
 }
 
-func (r *recent6) slot(k *directorConnKey6) *recentSlot6 {
+func (r *recent6) slot(k *bpfobj.DirectorConnKey6) *recentSlot6 {
 	return &r.slots[maphash.Comparable(r.seed, *k)&(recentSlots6-1)]
 }
 
 // get returns the real of flow k if the worker created it lately.
-func (r *recent6) get(k *directorConnKey6, now int64) (uint32, bool) {
+func (r *recent6) get(k *bpfobj.DirectorConnKey6, now int64) (uint32, bool) {
 	s := r.slot(k)
 	if s.made != 0 && s.k == *k && now-s.made < int64(recentAge) {
 		return s.real, true
@@ -153,7 +154,7 @@ func (r *recent6) get(k *directorConnKey6, now int64) (uint32, bool) {
 	return 0, false
 }
 
-func (r *recent6) put(k *directorConnKey6, real uint32, now int64) {
+func (r *recent6) put(k *bpfobj.DirectorConnKey6, real uint32, now int64) {
 	*r.slot(k) = recentSlot6{k: *k, real: real, made: now}
 }
 
@@ -463,8 +464,8 @@ func (w *worker) route6(f []byte, realID uint32, r *realView) {
 
 // entry6 is a raw IPv6 connection-table entry.
 type entry6 struct {
-	k directorConnKey6
-	v directorConnVal6
+	k bpfobj.DirectorConnKey6
+	v bpfobj.DirectorConnVal6
 }
 
 // rawEntries6 is rawEntries for an IPv6 flow: its entries as written,
@@ -472,7 +473,7 @@ type entry6 struct {
 func rawEntries6(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]entry6, int) {
 	var out [2]entry6
 	fk := f.Key.raw6()
-	fwd := directorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
+	fwd := bpfobj.DirectorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
 	if dec.Persistent {
 		fwd.Flags = uint8(ConnPersist)
 	}
@@ -490,10 +491,10 @@ func rawEntries6(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]en
 	fwd.Flags |= flags
 	fwd.Nsaddr, fwd.Ndaddr = dec.Out.Src.As16(), dec.Out.Dst.As16()
 	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
-	rep := directorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
+	rep := bpfobj.DirectorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
 		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
 		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
-	rk := directorConnKey6{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
+	rk := bpfobj.DirectorConnKey6{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
 	out[0], out[1] = entry6{rk, rep}, entry6{fk, fwd}
 	return out, 2
 }

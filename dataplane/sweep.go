@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -62,25 +63,25 @@ type SweepResult struct {
 
 // sweepProg is the loaded sweep program and the maps only it uses.
 type sweepProg struct {
-	objs sweepObjects
+	objs bpfobj.SweepObjects
 	gen  uint32
 }
 
 // loadSweep loads the sweep program over the director's connection
 // table.
 func (d *Dataplane) loadSweep(connTableSize, connTableSize6 uint32) error {
-	spec, err := loadSweep()
+	spec, err := bpfobj.LoadSweep()
 	if err != nil {
 		return fmt.Errorf("load sweep spec: %w", err)
 	}
-	spec.Maps[sweepMapConns].MaxEntries = connTableSize
-	spec.Maps[sweepMapEstConns].MaxEntries = connTableSize
-	spec.Maps[sweepMapConns6].MaxEntries = connTableSize6
-	spec.Maps[sweepMapEstConns6].MaxEntries = connTableSize6
-	spec.Maps[sweepMapSweepOwned].MaxEntries = connTableSize
+	spec.Maps[bpfobj.SweepMapConns].MaxEntries = connTableSize
+	spec.Maps[bpfobj.SweepMapEstConns].MaxEntries = connTableSize
+	spec.Maps[bpfobj.SweepMapConns6].MaxEntries = connTableSize6
+	spec.Maps[bpfobj.SweepMapEstConns6].MaxEntries = connTableSize6
+	spec.Maps[bpfobj.SweepMapSweepOwned].MaxEntries = connTableSize
 	sp := &sweepProg{}
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{sweepMapConns: d.objs.Conns, sweepMapEstConns: d.objs.EstConns,
-		sweepMapConns6: d.objs.Conns6, sweepMapEstConns6: d.objs.EstConns6, sweepMapSeqadjs: d.objs.Seqadjs}}
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpfobj.SweepMapConns: d.objs.Conns, bpfobj.SweepMapEstConns: d.objs.EstConns,
+		bpfobj.SweepMapConns6: d.objs.Conns6, bpfobj.SweepMapEstConns6: d.objs.EstConns6, bpfobj.SweepMapSeqadjs: d.objs.Seqadjs}}
 	// Only the program and the maps it uses: the director's others are
 	// never created twice.
 	var objs struct {
@@ -93,8 +94,8 @@ func (d *Dataplane) loadSweep(connTableSize, connTableSize6 uint32) error {
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {
 		return fmt.Errorf("load sweep: %w", err)
 	}
-	sp.objs = sweepObjects{sweepPrograms: sweepPrograms{XipvsSweep: objs.Prog},
-		sweepMaps: sweepMaps{SweepCounts: objs.Counts, SweepReleased: objs.Released, SweepPersistent: objs.Persistent, SweepOwned: objs.Owned}}
+	sp.objs = bpfobj.SweepObjects{SweepPrograms: bpfobj.SweepPrograms{XipvsSweep: objs.Prog},
+		SweepMaps: bpfobj.SweepMaps{SweepCounts: objs.Counts, SweepReleased: objs.Released, SweepPersistent: objs.Persistent, SweepOwned: objs.Owned}}
 	d.sweep = sp
 	return nil
 }
@@ -122,14 +123,14 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 	if sp.gen == 0 {
 		sp.gen = 1
 	}
-	args := sweepSweepArgs{Now: uint64(a.Now), UdpTimeout: uint64(a.Timeouts.UDP), OrphanAge: uint64(a.OrphanAge), Gen: sp.gen}
+	args := bpfobj.SweepSweepArgs{Now: uint64(a.Now), UdpTimeout: uint64(a.Timeouts.UDP), OrphanAge: uint64(a.OrphanAge), Gen: sp.gen}
 	if d.ipv6.Load() {
 		args.Ipv6 = 1
 	}
 	for i := range args.TcpTimeout {
 		args.TcpTimeout[i] = uint64(a.Timeouts.TCP[i])
 	}
-	var out sweepSweepArgs
+	var out bpfobj.SweepSweepArgs
 	if _, err := o.XipvsSweep.Run(&ebpf.RunOptions{Context: args, ContextOut: &out}); err != nil {
 		return SweepResult{}, fmt.Errorf("run sweep: %w", err)
 	}
@@ -138,7 +139,7 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 		return res, err
 	}
 	if n := int(out.Released); n > 0 {
-		keys, vals := make([]uint32, n), make([]sweepSweepPort, n)
+		keys, vals := make([]uint32, n), make([]bpfobj.SweepSweepPort, n)
 		var cursor ebpf.MapBatchCursor
 		got, err := o.SweepReleased.BatchLookup(&cursor, keys, vals, nil)
 		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -160,7 +161,7 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 func syncPersistent(m *ebpf.Map, want map[uint32]SweepPersist) error {
 	var (
 		id    uint32
-		v     sweepSweepPersist
+		v     bpfobj.SweepSweepPersist
 		stale []uint32
 	)
 	it := m.Iterate()
@@ -178,7 +179,7 @@ func syncPersistent(m *ebpf.Map, want map[uint32]SweepPersist) error {
 		}
 	}
 	for id, p := range want {
-		v := sweepSweepPersist{MaskBits: uint32(p.MaskBits)}
+		v := bpfobj.SweepSweepPersist{MaskBits: uint32(p.MaskBits)}
 		if p.PortZero {
 			v.PortZero = 1
 		}
@@ -191,7 +192,7 @@ func syncPersistent(m *ebpf.Map, want map[uint32]SweepPersist) error {
 
 func readCounts(m *ebpf.Map, gen uint32, out map[uint32]conntrack.Counts) error {
 	const chunk = 4096
-	keys, vals := make([]uint32, chunk), make([]sweepSweepCount, chunk)
+	keys, vals := make([]uint32, chunk), make([]bpfobj.SweepSweepCount, chunk)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookup(&cursor, keys, vals, nil)
@@ -211,7 +212,7 @@ func readCounts(m *ebpf.Map, gen uint32, out map[uint32]conntrack.Counts) error 
 
 func drainOwned(m *ebpf.Map) ([]Template, error) {
 	const chunk = 4096
-	keys, vals := make([]sweepSweepTmpl, chunk), make([]uint8, chunk)
+	keys, vals := make([]bpfobj.SweepSweepTmpl, chunk), make([]uint8, chunk)
 	var out []Template
 	for {
 		var cursor ebpf.MapBatchCursor

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -75,15 +76,15 @@ func (d *Dataplane) SetDefence(def Defence) error {
 
 // writeDefence writes def where XDP reads it.
 func (d *Dataplane) writeDefence(def Defence) error {
-	v := directorDefenceCfg{Mss: def.MSS, Wscale: def.WScale}
+	v := bpfobj.DirectorDefenceCfg{Mss: def.MSS, Wscale: def.WScale}
 	if v.Mss == 0 { // the zero Defence: the defaults
 		v.Mss, v.Wscale = DefaultProxyMSS, DefaultProxyWScale
 	}
 	if def.Engaged {
-		v.Flags |= uint32(directorDefenceFlagDEF_F_ENGAGED)
+		v.Flags |= uint32(bpfobj.DirectorDefenceFlagDEF_F_ENGAGED)
 	}
 	if def.SloppyTCP {
-		v.Flags |= uint32(directorDefenceFlagDEF_F_SLOPPY_TCP)
+		v.Flags |= uint32(bpfobj.DirectorDefenceFlagDEF_F_SLOPPY_TCP)
 	}
 	if def.AdmitRate > 0 {
 		cpus, err := ebpf.PossibleCPU()
@@ -236,8 +237,8 @@ func buildTCP(out []byte, f *tcpFrame) int {
 // proxied is a SYN-proxied connection whose handshake with its real is
 // under way.
 type proxied struct {
-	fk, rk    directorConnKey
-	fwd, rep  directorConnVal
+	fk, rk    bpfobj.DirectorConnKey
+	fwd, rep  bpfobj.DirectorConnVal
 	client    ConnKey // as it reached the director (client -> VIP)
 	out       ConnKey // as it leaves toward the real
 	fullnat   bool
@@ -258,7 +259,7 @@ type proxied struct {
 // proxyTable holds the handshakes under way, by both connection keys.
 type proxyTable struct {
 	mu sync.Mutex
-	m  map[directorConnKey]*proxied
+	m  map[bpfobj.DirectorConnKey]*proxied
 	n  atomic.Int64 // entries, read without the lock
 }
 
@@ -273,7 +274,7 @@ const (
 	proxyTimeout = 3 * time.Second
 )
 
-func (t *proxyTable) get(k directorConnKey) *proxied {
+func (t *proxyTable) get(k bpfobj.DirectorConnKey) *proxied {
 	if t.n.Load() == 0 {
 		return nil
 	}
@@ -289,7 +290,7 @@ func (t *proxyTable) put(p *proxied) bool {
 		return false
 	}
 	if t.m == nil {
-		t.m = map[directorConnKey]*proxied{}
+		t.m = map[bpfobj.DirectorConnKey]*proxied{}
 	}
 	t.m[p.fk], t.m[p.rk] = p, p
 	t.n.Store(int64(len(t.m)))
@@ -430,7 +431,7 @@ func (w *worker) proxyEstablish(px *proxied, th []byte) {
 	sp, d := w.sp, w.sp.d
 	realISN := binary.BigEndian.Uint32(th[4:8])
 	ro := parseTCPOpts(th)
-	adj := directorSeqadj{Delta: px.cookieISN - realISN}
+	adj := bpfobj.DirectorSeqadj{Delta: px.cookieISN - realISN}
 	ts := px.opts.ts && ro.ts
 	if ts {
 		adj.Tsoff = px.ourTSval - ro.tsval
@@ -448,14 +449,14 @@ func (w *worker) proxyEstablish(px *proxied, th []byte) {
 	fwd.State = uint8(conntrack.StateEstablished)
 	now := uint64(Now())
 	fwd.LastSeen, rep.LastSeen = now, now
-	if _, err := d.objs.Seqadjs.BatchUpdate([]directorConnKey{px.fk, px.rk}, []directorSeqadj{adj, adj}, nil); err != nil {
+	if _, err := d.objs.Seqadjs.BatchUpdate([]bpfobj.DirectorConnKey{px.fk, px.rk}, []bpfobj.DirectorSeqadj{adj, adj}, nil); err != nil {
 		sp.proxyFailed.Add(1)
 		d.log.Warn("SYN proxy: writing a connection's adjustments", "err", err)
 		w.proxyReset(px)
 		w.proxyForget(px)
 		return
 	}
-	if _, err := d.objs.Conns.BatchUpdate([]directorConnKey{px.rk, px.fk}, []directorConnVal{rep, fwd}, nil); err != nil {
+	if _, err := d.objs.Conns.BatchUpdate([]bpfobj.DirectorConnKey{px.rk, px.fk}, []bpfobj.DirectorConnVal{rep, fwd}, nil); err != nil {
 		sp.proxyFailed.Add(1)
 		d.log.Warn("SYN proxy: writing a connection", "err", err)
 		w.proxyReset(px)
@@ -517,7 +518,7 @@ func (w *worker) proxyForget(px *proxied) {
 	rep.Flags &^= uint8(ConnSPPending)
 	now := uint64(Now())
 	fwd.LastSeen, rep.LastSeen = now, now
-	_, _ = w.sp.d.objs.Conns.BatchUpdate([]directorConnKey{px.rk, px.fk}, []directorConnVal{rep, fwd}, nil)
+	_, _ = w.sp.d.objs.Conns.BatchUpdate([]bpfobj.DirectorConnKey{px.rk, px.fk}, []bpfobj.DirectorConnVal{rep, fwd}, nil)
 }
 
 // ifaceSock is the socket to send out of interface ifindex by: this

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -23,8 +24,8 @@ type TemplateUse struct {
 	LastUsed time.Duration
 }
 
-func tmplKeyOf(t Template) directorSweepTmpl {
-	k := directorSweepTmpl{SvcId: t.ServiceID, Vport: be16(t.VPort)}
+func tmplKeyOf(t Template) bpfobj.DirectorSweepTmpl {
+	k := bpfobj.DirectorSweepTmpl{SvcId: t.ServiceID, Vport: be16(t.VPort)}
 	if t.Client.Is4() {
 		a := t.Client.As4()
 		copy(k.Client[:4], a[:])
@@ -35,7 +36,7 @@ func tmplKeyOf(t Template) directorSweepTmpl {
 	return k
 }
 
-func templateOf(k *directorSweepTmpl) Template {
+func templateOf(k *bpfobj.DirectorSweepTmpl) Template {
 	client := netip.AddrFrom4([4]byte(k.Client[:4]))
 	if k.V6 != 0 {
 		client = netip.AddrFrom16(k.Client)
@@ -46,7 +47,7 @@ func templateOf(k *directorSweepTmpl) Template {
 // LookupTemplate returns template t, if the data plane has it.
 func (d *Dataplane) LookupTemplate(t Template) (TemplateUse, bool, error) {
 	k := tmplKeyOf(t)
-	var v directorTmplVal
+	var v bpfobj.DirectorTmplVal
 	if err := d.objs.Tmpls.Lookup(&k, &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return TemplateUse{}, false, nil
@@ -59,7 +60,7 @@ func (d *Dataplane) LookupTemplate(t Template) (TemplateUse, bool, error) {
 // SetTemplate writes template t.
 func (d *Dataplane) SetTemplate(t Template, u TemplateUse) error {
 	k := tmplKeyOf(t)
-	if err := d.objs.Tmpls.Put(&k, &directorTmplVal{RealId: u.RealID, LastUsed: uint64(u.LastUsed)}); err != nil {
+	if err := d.objs.Tmpls.Put(&k, &bpfobj.DirectorTmplVal{RealId: u.RealID, LastUsed: uint64(u.LastUsed)}); err != nil {
 		return fmt.Errorf("write template: %w", err)
 	}
 	return nil
@@ -77,7 +78,7 @@ func (d *Dataplane) DeleteTemplate(t Template) error {
 // DeleteTemplates removes the templates for which end says so (every
 // one, walked in batches); a template that is already gone is no error.
 func (d *Dataplane) DeleteTemplates(end func(Template, TemplateUse) bool) error {
-	var gone []directorSweepTmpl
+	var gone []bpfobj.DirectorSweepTmpl
 	err := d.Templates(func(t Template, u TemplateUse) {
 		if end(t, u) {
 			gone = append(gone, tmplKeyOf(t))
@@ -97,7 +98,7 @@ func (d *Dataplane) DeleteTemplates(end func(Template, TemplateUse) bool) error 
 // Templates calls fn for every template of the data plane.
 func (d *Dataplane) Templates(fn func(Template, TemplateUse)) error {
 	const chunk = 4096
-	keys, vals := make([]directorSweepTmpl, chunk), make([]directorTmplVal, chunk)
+	keys, vals := make([]bpfobj.DirectorSweepTmpl, chunk), make([]bpfobj.DirectorTmplVal, chunk)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := d.objs.Tmpls.BatchLookup(&cursor, keys, vals, nil)

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 )
 
@@ -88,7 +89,7 @@ type realView struct {
 }
 
 // viewOf is the view of a reals-map entry.
-func viewOf(r *directorReal) *realView {
+func viewOf(r *bpfobj.DirectorReal) *realView {
 	v := &realView{valid: r.Addr != 0 || r.Flags&realFlagIPv6 != 0, macValid: r.Flags&realFlagMACValid != 0, fwd: Fwd(r.Fwd),
 		mac: r.Mac, srcMAC: r.SrcMac, ifindex: int(r.Ifindex), mtu: int(r.Mtu)}
 	le.PutUint32(v.addr[:], r.Addr)
@@ -189,7 +190,7 @@ func connState(state uint8, proto uint8, flags uint8, dir int) uint8 {
 // interface it leaves by (0 when dropped) and the counter the program
 // would count (STAT_*). A packet counted STAT_FORWARD is also accounted
 // to the real by the caller.
-func forwardFirst(out, in []byte, p *packet, c *directorConnVal, r *realView) (n, egress, stat int) {
+func forwardFirst(out, in []byte, p *packet, c *bpfobj.DirectorConnVal, r *realView) (n, egress, stat int) {
 	if !r.valid {
 		return 0, 0, StatDropNoReal
 	}
@@ -225,7 +226,7 @@ func setMACs(f []byte, dst, src [6]byte) {
 
 // natRewrite is nat_rewrite: the packet gets c's (nsaddr, ndaddr,
 // nsport, ndport), checksums updated incrementally.
-func natRewrite(f []byte, p *packet, c *directorConnVal) {
+func natRewrite(f []byte, p *packet, c *bpfobj.DirectorConnVal) {
 	if p.fragment == fragLater {
 		// No transport header: the addresses alone (the first
 		// fragment's checksum covers the change).

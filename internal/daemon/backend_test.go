@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"io"
 	"log/slog"
 	"net/http"
@@ -38,7 +39,7 @@ func newBackend(t *testing.T, configFile string) *backend {
 	dp := testutil.NewFakeDataplane()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := server.New(server.Options{Dataplane: dp, Logger: log,
-		Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }})
+		Route: func(netip.Addr) (neigh.NextHop, error) { return neigh.NextHop{Ifindex: 2, MTU: 1500}, nil }})
 	return &backend{srv: srv, dp: fakeCounters{dp}, connTable: 1024, configFile: configFile, log: log}
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"log/slog"
 	"net"
 	"net/http"
@@ -84,7 +85,7 @@ func DryRun(ifaces []string, cfg *config.Config) error {
 	if cfg == nil {
 		return nil
 	}
-	return server.Check(cfg, dataplane.RouteTo, func(i int) bool { return idx[i] }, dataplane.LocalAddress)
+	return server.Check(cfg, neigh.RouteTo, func(i int) bool { return idx[i] }, neigh.LocalAddress)
 }
 
 // Cleanup removes the pinned maps and links (detaching XDP) and the
@@ -123,7 +124,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	defer dp.Close()
 
 	var srv *server.Server
-	resolver := dataplane.NewResolver(log, func(a netip.Addr, ifindex int, mac net.HardwareAddr) {
+	resolver := neigh.NewResolver(log, func(a netip.Addr, ifindex int, mac net.HardwareAddr) {
 		srv.OnNeighbor(a, ifindex, mac)
 	})
 	// Health checks follow the configuration: every change pokes the
@@ -131,8 +132,8 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	poke := make(chan struct{}, 1)
 	stateFile := &server.StateFile{Path: o.StateFile}
 	var b *backend // its sync daemons are saved with the configuration
-	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: dataplane.RouteTo, Logger: log,
-		ExpireQuiescentTemplate: o.ExpireQuiescentTemplate, LocalAddress: dataplane.LocalAddress, ServiceKeys: dp.ServiceTableSize(),
+	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: neigh.RouteTo, Logger: log,
+		ExpireQuiescentTemplate: o.ExpireQuiescentTemplate, LocalAddress: neigh.LocalAddress, ServiceKeys: dp.ServiceTableSize(),
 		Reserve: stateFile.Reserve,
 		Persist: func(st server.State) error {
 			select {

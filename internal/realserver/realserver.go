@@ -24,7 +24,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
-	"github.com/xipvs/xipvs/dataplane/decap"
+	"github.com/xipvs/xipvs/internal/realserver/decap"
 	"golang.org/x/sys/unix"
 )
 

@@ -5,6 +5,7 @@ package server
 
 import (
 	"fmt"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"net"
 	"net/netip"
 	"slices"
@@ -20,7 +21,7 @@ type dest struct {
 	cfg    config.Dest
 	svc    *service
 	realID uint32
-	hop    dataplane.NextHop
+	hop    neigh.NextHop
 	sd     *sched.Dest
 	// conns counts connections scheduled to d (its traffic counters
 	// are the data plane's); est estimates its rates.
@@ -157,7 +158,7 @@ func (s *Server) directorIface(ifindex int) bool {
 // on-link; TUN, NAT and FULLNAT reals may sit behind a router, and TUN
 // needs a source address for the outer header. The egress must be a
 // director interface.
-func (s *Server) route(d config.Dest) (dataplane.NextHop, error) {
+func (s *Server) route(d config.Dest) (neigh.NextHop, error) {
 	hop, err := s.opts.Route(d.Addr)
 	if err != nil {
 		return hop, fmt.Errorf("real server %v: %w", d.Addr, err)
@@ -167,7 +168,7 @@ func (s *Server) route(d config.Dest) (dataplane.NextHop, error) {
 
 // checkHop checks that d can be forwarded by its method over hop, from
 // an interface the director serves.
-func checkHop(d config.Dest, hop dataplane.NextHop, director func(ifindex int) bool) error {
+func checkHop(d config.Dest, hop neigh.NextHop, director func(ifindex int) bool) error {
 	if d.Fwd == config.FwdRoute && hop.Gateway.IsValid() {
 		return fmt.Errorf("real server %v is reached via %v: direct routing (-g) needs it on the director's L2 segment; use -i, -m or -b",
 			d.Addr, hop.Gateway)
@@ -249,7 +250,7 @@ func (s *Server) newDest(sv *service, d config.Dest) (*dest, error) {
 // installDest writes real id for d of sv into the data plane (with its
 // MAC if the neighbour table has it, else resolution is started) and
 // registers it; s.mu is held. The caller puts it in sv's list.
-func (s *Server) installDest(sv *service, d config.Dest, id uint32, hop dataplane.NextHop) (*dest, error) {
+func (s *Server) installDest(sv *service, d config.Dest, id uint32, hop neigh.NextHop) (*dest, error) {
 	nd := &dest{cfg: d, svc: sv, realID: id, hop: hop,
 		sd: &sched.Dest{ID: id, Addr: d.Addr, Port: d.Port, Weight: d.Weight, LastWeight: d.Weight, UThreshold: int(d.UThreshold)}}
 	if c := checkOf(sv, nd); c.Enabled() && c.StartDown {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"maps"
 	"net/netip"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/xipvs/xipvs/config"
-	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
@@ -59,7 +59,7 @@ func notSaved(t *testing.T, failWrite bool) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	disk := &failingDisk{path: path, f: &StateFile{Path: path}}
 	s := New(Options{Dataplane: dp, Now: (&clock{}).Now, Persist: disk.persist, Reserve: disk.reserve,
-		Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }})
+		Route: func(netip.Addr) (neigh.NextHop, error) { return neigh.NextHop{Ifindex: 2, MTU: 1500}, nil }})
 	for _, l := range []string{"-A -t 10.0.0.100:80 -s wlc", "-a -t 10.0.0.100:80 -r 10.0.0.11 -g",
 		"-a -t 10.0.0.100:80 -r 10.0.0.12 -g", "-A -t 10.0.0.100:443 -s rr"} {
 		apply(t, s, l)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"strings"
 	"testing"
@@ -77,8 +78,8 @@ func TestNATDecision(t *testing.T) {
 
 func TestRouteChecks(t *testing.T) {
 	s, _, _ := newTestServer(t)
-	hop := dataplane.NextHop{Ifindex: 2, MTU: 1500, Gateway: netip.MustParseAddr("10.1.0.1"), Src: netip.MustParseAddr("10.1.0.2")}
-	s.opts.Route = func(netip.Addr) (dataplane.NextHop, error) { return hop, nil }
+	hop := neigh.NextHop{Ifindex: 2, MTU: 1500, Gateway: netip.MustParseAddr("10.1.0.1"), Src: netip.MustParseAddr("10.1.0.2")}
+	s.opts.Route = func(netip.Addr) (neigh.NextHop, error) { return hop, nil }
 	addSvc(t, s, svcKey(80))
 	err := s.AddDest(svcKey(80), config.Dest{Addr: mRIP, Port: 80, Fwd: config.FwdRoute, Weight: 1})
 	if err == nil || !strings.Contains(err.Error(), "direct routing") {
@@ -257,7 +258,7 @@ func TestLocalPortsReclaimed(t *testing.T) {
 	clk := &clock{now: time.Hour}
 	var s *Server
 	hook := walkHook{FakeDataplane: fake}
-	s = New(Options{Dataplane: &hook, Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
+	s = New(Options{Dataplane: &hook, Route: func(netip.Addr) (neigh.NextHop, error) { return neigh.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
 	apply(t, s, "-A -t 10.0.0.100:80 -s rr")
 	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -b")
 	k := config.ServiceKey{Proto: config.TCP, Addr: vip, Port: 80}

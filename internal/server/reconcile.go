@@ -3,12 +3,12 @@ package server
 import (
 	"context"
 	"fmt"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/xipvs/xipvs/config"
-	"github.com/xipvs/xipvs/dataplane"
 )
 
 // Config returns the running configuration: services sorted by key,
@@ -94,7 +94,7 @@ func (s *Server) apply(ctx context.Context, want *config.Config, before func() *
 // Check validates a configuration as Reconcile would before applying it,
 // routes to the real servers included (xipvsd --dry-run): route finds
 // the next hop of an address, director tells the director's interfaces.
-func Check(want *config.Config, route func(netip.Addr) (dataplane.NextHop, error), director func(ifindex int) bool,
+func Check(want *config.Config, route func(netip.Addr) (neigh.NextHop, error), director func(ifindex int) bool,
 	localAddress func(netip.Addr) error) error {
 	return precheck(want.Clone(), func(d config.Dest) error {
 		hop, err := route(d.Addr)

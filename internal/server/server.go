@@ -9,6 +9,7 @@ package server
 import (
 	"context"
 	"errors"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -84,8 +85,8 @@ type Options struct {
 	Dataplane Dataplane
 	Neighbors Neighbors
 	// Route finds how the director reaches a real server
-	// (dataplane.RouteTo).
-	Route func(netip.Addr) (dataplane.NextHop, error)
+	// (neigh.RouteTo).
+	Route func(netip.Addr) (neigh.NextHop, error)
 	// Now is the clock connection ages are measured on (dataplane.Now).
 	Now    func() time.Duration
 	Logger *slog.Logger
@@ -103,7 +104,7 @@ type Options struct {
 	// room to save fails before anything changes.
 	Reserve func(n int) error
 	// LocalAddress, if set, checks that a FULLNAT local address is one
-	// of the director's (dataplane.LocalAddress).
+	// of the director's (neigh.LocalAddress).
 	LocalAddress func(netip.Addr) error
 	// ServiceKeys is the data plane's services map capacity (default
 	// dataplane.DefaultServiceTableSize).

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func newTestServer(t testing.TB) (*Server, *testutil.FakeDataplane, *clock) {
 	t.Helper()
 	dp := testutil.NewFakeDataplane()
 	clk := &clock{now: time.Hour}
-	s := New(Options{Dataplane: dp, Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
+	s := New(Options{Dataplane: dp, Route: func(netip.Addr) (neigh.NextHop, error) { return neigh.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
 	return s, dp, clk
 }
 
@@ -301,7 +302,7 @@ func TestRestore(t *testing.T) {
 	ghost := dataplane.ConnKey{Src: netip.MustParseAddr("192.0.2.7"), Dst: vip, SrcPort: 7, DstPort: 9999, Proto: 6}
 	dp.Conns[ghost] = dataplane.Conn{RealID: 99, ServiceID: 77, LastSeen: clk.now}
 
-	r := New(Options{Dataplane: dp, Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
+	r := New(Options{Dataplane: dp, Route: func(netip.Addr) (neigh.NextHop, error) { return neigh.NextHop{Ifindex: 2, MTU: 1500}, nil }, Now: clk.Now})
 	if err := r.Restore(saved, dp); err != nil {
 		t.Fatal(err)
 	}

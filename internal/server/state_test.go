@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xipvs/xipvs/dataplane"
 )
 
 // v1Commands are the commands after which xipvs 0.1 wrote
@@ -117,7 +117,7 @@ func TestStateRoundTrip(t *testing.T) {
 
 // withTunnelSource gives routes a source address, as TUN reals need.
 func withTunnelSource(s *Server) {
-	s.opts.Route = func(netip.Addr) (dataplane.NextHop, error) {
-		return dataplane.NextHop{Ifindex: 2, MTU: 1500, Src: netip.MustParseAddr("10.0.0.2")}, nil
+	s.opts.Route = func(netip.Addr) (neigh.NextHop, error) {
+		return neigh.NextHop{Ifindex: 2, MTU: 1500, Src: netip.MustParseAddr("10.0.0.2")}, nil
 	}
 }

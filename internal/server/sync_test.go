@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"net"
 	"net/netip"
 	"testing"
@@ -29,7 +30,7 @@ func syncPair(t *testing.T) (m, b *Server, mdp, bdp *testutil.FakeDataplane, clk
 	mk := func() (*Server, *testutil.FakeDataplane) {
 		dp := testutil.NewFakeDataplane()
 		s := New(Options{Dataplane: dp, Neighbors: fixedNeighbors{}, Now: clk.Now,
-			Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }})
+			Route: func(netip.Addr) (neigh.NextHop, error) { return neigh.NextHop{Ifindex: 2, MTU: 1500}, nil }})
 		for _, l := range []string{"-A -t 10.0.0.100:80 -s wlc", "-a -t 10.0.0.100:80 -r 10.0.0.11 -g",
 			"-A -t 10.0.0.100:81 -s wlc", "-a -t 10.0.0.100:81 -r 10.0.0.12:8081 -m",
 			"-A -t 10.0.0.100:82 -s wlc", "-a -t 10.0.0.100:82 -r 10.0.0.13:8082 -b"} {
@@ -194,7 +195,7 @@ func TestSyncWaitsForMAC(t *testing.T) {
 	dp := testutil.NewFakeDataplane()
 	nb := &slowNeighbors{}
 	s := New(Options{Dataplane: dp, Neighbors: nb, Now: clk.Now,
-		Route: func(netip.Addr) (dataplane.NextHop, error) { return dataplane.NextHop{Ifindex: 2, MTU: 1500}, nil }})
+		Route: func(netip.Addr) (neigh.NextHop, error) { return neigh.NextHop{Ifindex: 2, MTU: 1500}, nil }})
 	apply(t, s, "-A -t 10.0.0.100:81 -s wlc")
 	apply(t, s, "-a -t 10.0.0.100:81 -r 10.0.0.12:8081 -m")
 	c := connsync.Conn{Proto: 6, Flags: connsync.FlagFwdMasq, State: 1, Timeout: 900,

@@ -6,11 +6,11 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/xipvs/xipvs/dataplane/loadgen"
+	"github.com/xipvs/xipvs/bench/loadgen"
 )
 
 // SYNFlood is a spoofed-source SYN generator on one host's eth0
-// (dataplane/loadgen's Sender: live frames where the kernel allows them,
+// (bench/loadgen's Sender: live frames where the kernel allows them,
 // else an AF_XDP socket), every frame from a source address and port
 // never used before. With live frames the peer of the host's eth0 needs
 // an XDP program to receive what it sends (HostOptions.XDPPeer, or the

@@ -21,7 +21,7 @@ import (
 	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netlink"
 
-	"github.com/xipvs/xipvs/dataplane/loadgen"
+	"github.com/xipvs/xipvs/bench/loadgen"
 )
 
 // FloodTrial is legitimate traffic measured while a spoofed-source SYN

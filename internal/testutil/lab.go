@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xipvs/xipvs/dataplane/loadgen"
+	"github.com/xipvs/xipvs/bench/loadgen"
 )
 
 // LabPlan describes a director lab: an outside LAN with the client (.1)

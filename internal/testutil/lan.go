@@ -6,7 +6,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/xipvs/xipvs/dataplane/pass"
+	"github.com/xipvs/xipvs/internal/testutil/pass"
 )
 
 // Host is one namespace on a LAN, with eth0 on the LAN's bridge.

@@ -1,4 +1,7 @@
-package dataplane
+// Package neigh is the director's view of the network around it: the route
+// and next hop to an address, the local addresses, and the MAC addresses
+// of real servers, kept current from the kernel's neighbour table.
+package neigh
 
 import (
 	"context"
