@@ -2,13 +2,13 @@ package bench
 
 import (
 	"fmt"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/internal/server"
 	"github.com/xipvs/xipvs/internal/testutil"
 )

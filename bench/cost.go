@@ -8,9 +8,10 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/xipvs/xipvs/bench/loadgen"
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
-	"github.com/xipvs/xipvs/bench/loadgen"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

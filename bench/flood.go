@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/xipvs/xipvs/bench/loadgen"
-	"github.com/xipvs/xipvs/internal/testutil/pass"
 	"github.com/xipvs/xipvs/internal/testutil"
+	"github.com/xipvs/xipvs/internal/testutil/pass"
 )
 
 // The flood lab (issue 17): a spoofed-source SYN flood at the generator's

@@ -14,9 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xipvs/xipvs/bench/loadgen"
-	"github.com/xipvs/xipvs/internal/testutil/pass"
 	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/testutil"
+	"github.com/xipvs/xipvs/internal/testutil/pass"
 )
 
 // The wire: the packet-rate topology. A generator namespace is joined by

@@ -87,66 +87,40 @@ func (s *ServiceConfig) FindDest(addr netip.Addr, port uint16) int {
 // with the daemon's errors; a failed command leaves c unchanged. Commands
 // that only read (list, save) and --set of nothing change nothing.
 func (c *Config) Apply(cmd *Command) error {
+	if err := Allowed(c, cmd); err != nil {
+		return err
+	}
 	k := cmd.Service.ServiceKey
 	switch cmd.Op {
 	case OpAddService:
-		if c.Find(k) >= 0 {
-			return ErrServiceExists
-		}
 		c.Services = append(c.Services, ServiceConfig{Service: cmd.Service})
 		if c.index != nil {
 			c.index[k] = len(c.Services) - 1
 		}
 	case OpEditService:
-		i := c.Find(k)
-		if i < 0 {
-			return ErrNoService
-		}
-		c.Services[i].Service = cmd.Service
+		c.Services[c.Find(k)].Service = cmd.Service
 	case OpDelService:
 		i := c.Find(k)
-		if i < 0 {
-			return ErrNoService
-		}
 		c.Services = slices.Delete(c.Services, i, i+1)
 	case OpClear:
 		c.Services = nil
 	case OpAddDest, OpEditDest, OpDelDest:
-		i := c.Find(k)
-		if i < 0 {
-			return ErrSvcNotDefined
-		}
-		s := &c.Services[i]
-		j := s.FindDest(cmd.Dest.Addr, cmd.Dest.Port)
-		switch {
-		case cmd.Op == OpAddDest && j >= 0:
-			return ErrDestExists
-		case cmd.Op == OpAddDest:
+		s := &c.Services[c.Find(k)]
+		switch j := s.FindDest(cmd.Dest.Addr, cmd.Dest.Port); cmd.Op {
+		case OpAddDest:
 			s.Dests = slices.Insert(s.Dests, 0, cmd.Dest)
-		case j < 0:
-			return ErrNoDest
-		case cmd.Op == OpEditDest:
+		case OpEditDest:
 			s.Dests[j] = cmd.Dest
 		default:
 			s.Dests = slices.Delete(s.Dests, j, j+1)
 		}
-	case OpAddLaddr, OpDelLaddr:
-		i := c.Find(k)
-		if i < 0 {
-			return ErrSvcNotDefined
-		}
-		s := &c.Services[i]
+	case OpAddLaddr:
+		s := &c.Services[c.Find(k)]
+		s.LocalAddrs = append(s.LocalAddrs, cmd.LocalAddr)
+	case OpDelLaddr:
+		s := &c.Services[c.Find(k)]
 		j := slices.Index(s.LocalAddrs, cmd.LocalAddr)
-		switch {
-		case cmd.Op == OpAddLaddr && j >= 0:
-			return fmt.Errorf("%w: %v on %s", ErrLaddrExists, cmd.LocalAddr, k)
-		case cmd.Op == OpAddLaddr:
-			s.LocalAddrs = append(s.LocalAddrs, cmd.LocalAddr)
-		case j < 0:
-			return fmt.Errorf("%w: %v on %s", ErrNoLaddr, cmd.LocalAddr, k)
-		default:
-			s.LocalAddrs = slices.Delete(s.LocalAddrs, j, j+1)
-		}
+		s.LocalAddrs = slices.Delete(s.LocalAddrs, j, j+1)
 	case OpAddMark:
 		all, err := MergeMarks(c.Marks, cmd.Marks)
 		if err != nil {
@@ -154,20 +128,9 @@ func (c *Config) Apply(cmd *Command) error {
 		}
 		c.Marks = all
 	case OpDelMark:
-		var keep []MarkRule
-		for _, r := range cmd.Marks {
-			if !slices.Contains(c.Marks, r) {
-				return fmt.Errorf("%w: %s", ErrNoMark, r)
-			}
-		}
-		for _, o := range c.Marks {
-			gone := slices.Contains(cmd.Marks, o) || (len(cmd.Marks) == 0 && o.Mark == cmd.Service.FWMark)
-			if !gone {
-				keep = append(keep, o)
-			}
-		}
-		if len(keep) == len(c.Marks) {
-			return fmt.Errorf("%w: mark %d", ErrNoMark, cmd.Service.FWMark)
+		keep, err := RemoveMarks(c.Marks, cmd.Service.FWMark, cmd.Marks)
+		if err != nil {
+			return err
 		}
 		c.Marks = keep
 	case OpSetTimeout:

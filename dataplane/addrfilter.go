@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // The address prefilter (bpf/maps.h addr_filter): by a 16-bit fold of an

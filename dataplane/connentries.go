@@ -1,28 +1,33 @@
 package dataplane
 
 // connentries.go: the connection table as Go reads and writes it: an
-// entry where it belongs (the established table or the embryonic LRU),
+// RawEntry4 where it belongs (the established table or the embryonic LRU),
 // looked up, deleted and walked in either.
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
+	"net"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
-// SetConn writes a connection entry where it is: in the established
+// SetConn writes a connection RawEntry4 where it is: in the established
 // table if it is there, else in the embryonic one.
 func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
 	if k.Src.Is6() {
 		d.ipv6.Store(true)
-		return setConnIn(d.objs.EstConns6, d.objs.Conns6, k.raw6(), c.raw6())
+		return setConnIn(d.objs.EstConns6, d.objs.Conns6, k.Raw6(), c.raw6())
 	}
-	return setConnIn(d.objs.EstConns, d.objs.Conns, k.raw(), c.raw())
+	return setConnIn(d.objs.EstConns, d.objs.Conns, k.Raw(), c.raw())
 }
 
-// setConnIn writes entry v under key k: in table est if it is there,
+// setConnIn writes RawEntry4 v under key k: in table est if it is there,
 // else in table emb.
 func setConnIn[K, V any](est, emb *ebpf.Map, k K, v V) error {
 	err := est.Update(&k, &v, ebpf.UpdateExist)
@@ -41,24 +46,24 @@ func setConnIn[K, V any](est, emb *ebpf.Map, k K, v V) error {
 // LookupConn reads a connection entry.
 func (d *Dataplane) LookupConn(k ConnKey) (Conn, bool, error) {
 	if k.Src.Is6() {
-		raw := k.raw6()
+		raw := k.Raw6()
 		v, found, err := lookupIn[bpfobj.DirectorConnKey6, bpfobj.DirectorConnVal6](&raw, d.objs.EstConns6, d.objs.Conns6)
 		if !found || err != nil {
 			return Conn{}, false, err
 		}
 		return connFromRaw6(v), true, nil
 	}
-	raw := k.raw()
-	v, found, err := d.lookupRaw(&raw)
+	raw := k.Raw()
+	v, found, err := d.LookupRaw(&raw)
 	if !found || err != nil {
 		return Conn{}, false, err
 	}
 	return connFromRaw(v), true, nil
 }
 
-// lookupRaw finds an entry in the established table, then the embryonic
+// lookupRaw finds an RawEntry4 in the established table, then the embryonic
 // one, as the program does.
-func (d *Dataplane) lookupRaw(k *bpfobj.DirectorConnKey) (bpfobj.DirectorConnVal, bool, error) {
+func (d *Dataplane) LookupRaw(k *bpfobj.DirectorConnKey) (bpfobj.DirectorConnVal, bool, error) {
 	return lookupIn[bpfobj.DirectorConnKey, bpfobj.DirectorConnVal](k, d.objs.EstConns, d.objs.Conns)
 }
 
@@ -77,13 +82,13 @@ func lookupIn[K, V any](k *K, maps ...*ebpf.Map) (V, bool, error) {
 	return v, false, nil
 }
 
-// DeleteConn removes a connection entry from either table, and a SYN
+// DeleteConn removes a connection RawEntry4 from either table, and a SYN
 // proxied one's adjustments; a missing one is not an error.
 func (d *Dataplane) DeleteConn(k ConnKey) error {
 	if k.Src.Is6() {
-		return deleteIn(k.raw6(), d.objs.EstConns6, d.objs.Conns6)
+		return deleteIn(k.Raw6(), d.objs.EstConns6, d.objs.Conns6)
 	}
-	return deleteIn(k.raw(), d.objs.EstConns, d.objs.Conns, d.objs.Seqadjs)
+	return deleteIn(k.Raw(), d.objs.EstConns, d.objs.Conns, d.objs.Seqadjs)
 }
 
 // deleteIn deletes key k from each of maps; a missing key is not an
@@ -104,7 +109,9 @@ const connBatch = 4096
 // so that a walk never holds the map for long. Entries may change while
 // the walk runs; fn returning false stops it.
 func (d *Dataplane) WalkConns(fn func(ConnKey, Conn) bool) error {
-	more, err := walkIn(fn, func(k bpfobj.DirectorConnKey, v bpfobj.DirectorConnVal) (ConnKey, Conn) { return connKeyFromRaw(k), connFromRaw(v) },
+	more, err := walkIn(fn, func(k bpfobj.DirectorConnKey, v bpfobj.DirectorConnVal) (ConnKey, Conn) {
+		return connKeyFromRaw(k), connFromRaw(v)
+	},
 		d.objs.EstConns, d.objs.Conns)
 	if err != nil || !more {
 		return err
@@ -116,7 +123,7 @@ func (d *Dataplane) WalkConns(fn func(ConnKey, Conn) bool) error {
 	return err
 }
 
-// walkIn calls fn for every entry of maps, converted by conv, in
+// walkIn calls fn for every RawEntry4 of maps, converted by conv, in
 // batches; it reports whether fn wants more.
 func walkIn[K, V any](fn func(ConnKey, Conn) bool, conv func(K, V) (ConnKey, Conn), maps ...*ebpf.Map) (bool, error) {
 	keys := make([]K, connBatch)
@@ -139,4 +146,218 @@ func walkIn[K, V any](fn func(ConnKey, Conn) bool, conv func(K, V) (ConnKey, Con
 		}
 	}
 	return true, nil
+}
+
+// NewFlow is the first packet of a flow the fast path did not know.
+type NewFlow struct {
+	Key      ConnKey
+	TCPFlags uint8
+	Ifindex  int
+	// SrcMAC is the frame's source: the client's previous hop, where a
+	// NAT or FULLNAT connection's replies go back to.
+	SrcMAC [6]byte
+}
+
+// TCP flag bits of NewFlow.TCPFlags.
+const (
+	TCPFin = 0x01
+	TCPSyn = 0x02
+	TCPRst = 0x04
+	TCPAck = 0x10
+)
+
+// Decision is where the slow path's handler sends a new flow. A zero
+// RealID drops the packet (no real server available).
+type Decision struct {
+	RealID    uint32
+	ServiceID uint32
+	// Out is, for NAT and FULLNAT, the tuple the client's packets leave
+	// with: (client or local address, real server, client or local port,
+	// real port). Zero for DR and TUN.
+	Out     ConnKey
+	FullNAT bool
+	// Persistent marks a persistent service's connection (the sweep
+	// lists the templates of those).
+	Persistent bool
+	// Unreachable (with RealID 0): the flow is a service's and no real
+	// server can take it; the client is answered ICMP port unreachable,
+	// rate-limited, as IPVS's ip_vs_leave does.
+	Unreachable bool
+	// SynProxy: the service's SYNs are proxied (-j enable); a flow that
+	// reaches the slow path with an ACK carried a valid cookie.
+	// SynProxyAuto: they are while the defence is engaged.
+	SynProxy, SynProxyAuto bool
+}
+
+// RawEntry is a raw connection-table RawEntry4 (IPv4 or IPv6 key and value).
+type RawEntry[K, V any] struct {
+	K K
+	V V
+}
+
+// The raw entries of each family.
+type (
+	RawEntry4 = RawEntry[bpfobj.DirectorConnKey, bpfobj.DirectorConnVal]
+	RawEntry6 = RawEntry[bpfobj.DirectorConnKey6, bpfobj.DirectorConnVal6]
+)
+
+// RawEntries builds the entries of a new connection in the order they
+// are written: for NAT and FULLNAT the reply RawEntry4 first (replies can
+// come back as soon as the first packet leaves), then the forward entry.
+// It returns them and how many there are.
+func RawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]RawEntry4, int) {
+	var out [2]RawEntry4
+	fk := f.Key.Raw()
+	fwd := bpfobj.DirectorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
+	if dec.Persistent {
+		fwd.Flags = uint8(ConnPersist)
+	}
+	if f.Key.Proto == unix.IPPROTO_TCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn {
+		fwd.Flags |= uint8(ConnSynSeen)
+	}
+	if !dec.Out.Src.IsValid() {
+		out[0] = RawEntry4{fk, fwd}
+		return out, 1
+	}
+	var flags uint8
+	if dec.FullNAT {
+		flags = uint8(ConnFullNAT)
+	}
+	fwd.Flags |= flags
+	fwd.Nsaddr, fwd.Ndaddr = be32(dec.Out.Src), be32(dec.Out.Dst)
+	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
+	rep := bpfobj.DirectorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
+		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
+		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
+	rk := bpfobj.DirectorConnKey{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
+	out[0], out[1] = RawEntry4{rk, rep}, RawEntry4{fk, fwd}
+	return out, 2
+}
+
+// Entry is one connection-table entry.
+type Entry struct {
+	Key  ConnKey
+	Conn Conn
+}
+
+// Entries returns the entries of a new connection, in the order the slow
+// path writes them (see RawEntries). ifaceMAC is the MAC of the
+// interface the flow came in on.
+func Entries(f NewFlow, dec Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
+	if f.Key.Src.Is6() {
+		return entries6(&f, &dec, now, ifaceMAC)
+	}
+	var mac [6]byte
+	copy(mac[:], ifaceMAC)
+	ents, n := RawEntries(&f, &dec, uint64(now), mac)
+	out := make([]Entry, n)
+	for i, e := range ents[:n] {
+		out[i] = Entry{connKeyFromRaw(e.K), connFromRaw(e.V)}
+	}
+	return out
+}
+
+// SetConns writes the entries of a new connection (see Entries).
+func (d *Dataplane) SetConns(f NewFlow, dec Decision, now time.Duration) error {
+	mac := d.IfaceMAC(f.Ifindex)
+	for _, e := range Entries(f, dec, now, mac[:]) {
+		if err := d.SetConn(e.Key, e.Conn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetSynced writes the entries of a connection a sync master sent (see
+// internal/connsync): those of a new flow f decided as dec, with the
+// master's state on the forward RawEntry4 and lastSeen as its age. They go
+// where SetConn puts them: a connection that is not already in the
+// established table goes to the embryonic LRU, so that a flood of sync
+// messages can never fill the table that is never evicted.
+//
+// An ESTABLISHED connection's entries go to the established table, where
+// nothing evicts them (a flood of synced or new embryonic entries in the
+// LRU included); when that table is full, to the LRU.
+func (d *Dataplane) SetSynced(f NewFlow, dec Decision, state conntrack.State, lastSeen time.Duration) error {
+	mac := d.IfaceMAC(f.Ifindex)
+	for _, e := range Entries(f, dec, lastSeen, mac[:]) {
+		if e.Conn.Flags&ConnReply == 0 {
+			e.Conn.State = state
+		}
+		var err error
+		if state == conntrack.StateEstablished {
+			err = d.setEstablished(e.Key, e.Conn)
+		} else {
+			err = d.SetConn(e.Key, e.Conn)
+		}
+		if err != nil {
+			return fmt.Errorf("synced connection %v: %w", e.Key, err)
+		}
+	}
+	return nil
+}
+
+// setEstablished writes an RawEntry4 into the established table (and out of
+// the LRU); a full established table leaves it to SetConn.
+func (d *Dataplane) setEstablished(k ConnKey, c Conn) error {
+	var err error
+	if k.Src.Is6() {
+		d.ipv6.Store(true)
+		raw := k.Raw6()
+		if err = d.objs.EstConns6.Put(&raw, c.raw6()); err == nil {
+			_ = d.objs.Conns6.Delete(&raw)
+		}
+	} else {
+		raw := k.Raw()
+		if err = d.objs.EstConns.Put(&raw, c.raw()); err == nil {
+			_ = d.objs.Conns.Delete(&raw)
+		}
+	}
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ENOSPC) {
+		return d.SetConn(k, c)
+	}
+	return err
+}
+
+// RawEntries6 is rawEntries for an IPv6 flow: its entries as written,
+// NAT's and FULLNAT's reply RawEntry4 first, and how many there are.
+func RawEntries6(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]RawEntry6, int) {
+	var out [2]RawEntry6
+	fk := f.Key.Raw6()
+	fwd := bpfobj.DirectorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
+	if dec.Persistent {
+		fwd.Flags = uint8(ConnPersist)
+	}
+	if f.Key.Proto == unix.IPPROTO_TCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn {
+		fwd.Flags |= uint8(ConnSynSeen)
+	}
+	if !dec.Out.Src.IsValid() {
+		out[0] = RawEntry6{fk, fwd}
+		return out, 1
+	}
+	var flags uint8
+	if dec.FullNAT {
+		flags = uint8(ConnFullNAT)
+	}
+	fwd.Flags |= flags
+	fwd.Nsaddr, fwd.Ndaddr = dec.Out.Src.As16(), dec.Out.Dst.As16()
+	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
+	rep := bpfobj.DirectorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
+		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
+		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
+	rk := bpfobj.DirectorConnKey6{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
+	out[0], out[1] = RawEntry6{rk, rep}, RawEntry6{fk, fwd}
+	return out, 2
+}
+
+// entries6 is Entries for an IPv6 flow, in the model's types.
+func entries6(f *NewFlow, dec *Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
+	var mac [6]byte
+	copy(mac[:], ifaceMAC)
+	ents, n := RawEntries6(f, dec, uint64(now), mac)
+	out := make([]Entry, n)
+	for i, e := range ents[:n] {
+		out[i] = Entry{connKeyFromRaw6(e.K), connFromRaw6(e.V)}
+	}
+	return out
 }

@@ -1,13 +1,14 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // The constants below come from the named enums of bpf/consts.h, through

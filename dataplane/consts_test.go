@@ -1,11 +1,11 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"strings"
 	"testing"
 
 	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // TestTCPStatesMatchConntrack checks conntrack's IPVS state numbers and

@@ -1,11 +1,13 @@
-// Package dataplane owns the xipvs XDP program: loading, attaching, every
-// map read and write, running the program on a frame (Program.Run), and
-// the AF_XDP slow path that hands new flows to Go. It is the only package
-// that imports cilium/ebpf; its API uses plain Go types.
+// Package dataplane owns the xipvs XDP program: loading, attaching and
+// pinning it, and every map read and write (services, reals, connection
+// entries, picks, templates, FULLNAT ports, the defence, counters), with
+// running the program on a frame (Program.Run) for tests. Its API uses
+// plain Go types; the raw map types are dataplane/bpfobj's. The AF_XDP
+// slow path that hands new flows to Go is dataplane/slowpath, which
+// reaches the maps through the methods in slowmaps.go.
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // Limits compiled into the BPF program (bpf/consts.h).
@@ -165,14 +168,13 @@ type Dataplane struct {
 	ifaceMACs map[int]net.HardwareAddr // egress MAC by ifindex
 	// views are the reals map's entries as the slow path's transforms
 	// read them, one atomic pointer per id (no lock per packet).
-	views [MaxReals]atomic.Pointer[realView]
+	views [MaxReals]atomic.Pointer[RealView]
 	// What the slow path forwarded itself, counted as XDP counts it:
 	// global counters by STAT_* and per-real traffic (slow.go).
 	slowStats   [NumStats]atomic.Uint64
 	slowTraffic [MaxReals]slowCount
 	slowSaved   [MaxReals]bool // ids saveSlowCounts wrote non-zero
 
-	slow  *slowPath
 	sweep *sweepProg
 
 	filter           *addrFilter
@@ -330,14 +332,10 @@ func (d *Dataplane) addInterface(name string, slot uint16) error {
 // Interfaces lists the director's interfaces.
 func (d *Dataplane) Interfaces() []Interface { return append([]Interface(nil), d.ifaces...) }
 
-// Close stops the slow path, detaches the program and frees the maps.
+// Close detaches the program and frees the maps (stop the slow path
+// first: slowpath.SlowPath.Close).
 func (d *Dataplane) Close() error {
 	var err error
-	if d.slow != nil {
-		err = errors.Join(err, d.slow.close())
-		d.slow = nil
-		err = errors.Join(err, d.saveSlowCounts())
-	}
 	// Closing a pinned link only drops our reference: the program stays
 	// attached and forwarding (Cleanup detaches it).
 	for i := len(d.links) - 1; i >= 0; i-- {
@@ -362,6 +360,9 @@ func addrFromBE32(v uint32) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
+// NetPort is port p as the maps hold it: in network byte order.
+func NetPort(p uint16) uint16 { return be16(p) }
+
 func be16(p uint16) uint16 {
 	var b [2]byte
 	binary.BigEndian.PutUint16(b[:], p)
@@ -378,7 +379,7 @@ func (k ServiceKey) raw() bpfobj.DirectorSvcKey {
 	return bpfobj.DirectorSvcKey{Vip: be32(k.VIP), Port: be16(k.Port), Proto: k.Proto}
 }
 
-func (k ConnKey) raw() bpfobj.DirectorConnKey {
+func (k ConnKey) Raw() bpfobj.DirectorConnKey {
 	return bpfobj.DirectorConnKey{Saddr: be32(k.Src), Daddr: be32(k.Dst), Sport: be16(k.SrcPort), Dport: be16(k.DstPort), Proto: k.Proto}
 }
 

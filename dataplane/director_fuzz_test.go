@@ -61,7 +61,7 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 	// (the slow path's; none is bound here); an atomic fragment, five
 	// destination-options headers, hop-by-hop + destination options +
 	// fragment header (the real's).
-	cut4 := func(b []byte) [][]byte { return fragment4(tb, b, 16) }
+	cut4 := func(b []byte) [][]byte { return testutil.Fragment4(tb, b, 16) }
 	cut6 := func(b []byte, id uint32) [][]byte { return fragment6(tb, b, id, 24) }
 	seeds = append(seeds, cut4(f(40000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, Payload: make([]byte, 300), NoDF: true}))...)
 	seeds = append(seeds, cut4(f(51000, 80, "198.51.100.7", "192.0.2.10", testutil.Frame{ACK: true, Payload: make([]byte, 300), NoDF: true}))...)

@@ -1,13 +1,14 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // FULLNAT local ports handed to XDP ahead (bpf/maps.h fnat_slots): each
@@ -91,7 +92,7 @@ func (v *fnatView) ring(ring uint32, proto uint8) ([]uint64, error) {
 		return nil, fmt.Errorf("FULLNAT ring %d out of range", ring)
 	}
 	i := int(ring) * 2
-	if proto == protoUDP {
+	if proto == unix.IPPROTO_UDP {
 		i++
 	}
 	return v.slots[i*v.per : (i+1)*v.per], nil
@@ -110,7 +111,7 @@ func (d *Dataplane) FillRing(ring uint32, proto uint8, next func() (LocalSlot, b
 		return 0, err
 	}
 	r := ring * 2
-	if proto == protoUDP {
+	if proto == unix.IPPROTO_UDP {
 		r++
 	}
 	var cur uint32
@@ -143,7 +144,7 @@ func (d *Dataplane) DrainRing(ring uint32) (map[uint8][]LocalSlot, error) {
 		return nil, err
 	}
 	out := map[uint8][]LocalSlot{}
-	for _, proto := range []uint8{protoTCP, protoUDP} {
+	for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
 		slots, err := v.ring(ring, proto)
 		if err != nil {
 			return nil, err
@@ -187,7 +188,7 @@ func (d *Dataplane) RingPorts(fn func(ring uint32, proto uint8, s LocalSlot)) er
 		return err
 	}
 	for r := 1; r < v.rings; r++ {
-		for _, proto := range []uint8{protoTCP, protoUDP} {
+		for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
 			slots, _ := v.ring(uint32(r), proto)
 			for i := range slots {
 				if x := atomic.LoadUint64(&slots[i]); x != 0 {

@@ -21,47 +21,6 @@ import (
 // fragment through the director and put what comes out together again,
 // which must be, byte for byte, what the whole datagram becomes.
 
-// fragment4 cuts frame's IPv4 datagram (a 20-byte header) at the given
-// payload offsets (multiples of 8), as a router would: each fragment has
-// the header, DF clear, its offset and MF but the last.
-func fragment4(t testing.TB, frame []byte, cuts ...int) [][]byte {
-	t.Helper()
-	ip := frame[14:]
-	total := int(binary.BigEndian.Uint16(ip[2:4]))
-	payload := ip[20:total]
-	bounds := append(append([]int{0}, cuts...), len(payload))
-	var out [][]byte
-	for i := 0; i+1 < len(bounds); i++ {
-		a, b := bounds[i], bounds[i+1]
-		if a%8 != 0 {
-			t.Fatalf("cut at %d: not a multiple of 8", a)
-		}
-		f := append(append([]byte(nil), frame[:14+20]...), payload[a:b]...)
-		h := f[14:]
-		binary.BigEndian.PutUint16(h[2:4], uint16(20+b-a))
-		fo := uint16(a / 8)
-		if i+2 < len(bounds) {
-			fo |= 0x2000
-		}
-		binary.BigEndian.PutUint16(h[6:8], fo)
-		setIPv4Csum(h[:20])
-		out = append(out, f)
-	}
-	return out
-}
-
-func setIPv4Csum(h []byte) {
-	h[10], h[11] = 0, 0
-	var s uint32
-	for i := 0; i < len(h); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(h[i:]))
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	binary.BigEndian.PutUint16(h[10:12], ^uint16(s))
-}
-
 // reassemble4 puts IPv4 fragments (after outer bytes of encapsulation,
 // 0 or 20) together: the datagram with the first fragment's header, its
 // fragment field cleared. The outer headers are returned as they are.
@@ -104,7 +63,7 @@ func reassemble4(t *testing.T, frags [][]byte, outer int) ([]byte, [][]byte) {
 	h := whole[14:]
 	binary.BigEndian.PutUint16(h[2:4], uint16(hl+len(payload)))
 	binary.BigEndian.PutUint16(h[6:8], 0)
-	setIPv4Csum(h[:hl])
+	testutil.SetIPv4Csum(h[:hl])
 	return whole, outers
 }
 
@@ -114,7 +73,7 @@ func reassemble4(t *testing.T, frags [][]byte, outer int) ([]byte, [][]byte) {
 func normal4(frame []byte, outer int) []byte {
 	w := append(append([]byte(nil), frame[:14]...), frame[14+outer:]...)
 	binary.BigEndian.PutUint16(w[14+6:], 0)
-	setIPv4Csum(w[14 : 14+int(w[14]&0xf)*4])
+	testutil.SetIPv4Csum(w[14 : 14+int(w[14]&0xf)*4])
 	return w
 }
 
@@ -187,7 +146,7 @@ func TestFragmentsFollowTheirConnection(t *testing.T) {
 			if v != dataplane.XDPTx {
 				t.Fatalf("whole datagram: verdict %v", v)
 			}
-			frags := fragment4(t, whole, 256, 512)
+			frags := testutil.Fragment4(t, whole, 256, 512)
 			for _, order := range [][]int{{0, 1, 2}, {0, 2, 1}} {
 				var sent [][]byte
 				for _, j := range order {
@@ -208,7 +167,7 @@ func TestFragmentsFollowTheirConnection(t *testing.T) {
 					if tc.outer > 0 {
 						h := o[14:34]
 						sum := append([]byte(nil), h...)
-						setIPv4Csum(sum)
+						testutil.SetIPv4Csum(sum)
 						if !bytes.Equal(h[12:20], wantOut[14+12:14+20]) || h[9] != 4 || !bytes.Equal(sum, h) {
 							t.Errorf("fragment %d: outer header %x", j, h)
 						}
@@ -231,7 +190,7 @@ func TestFragmentsFollowTheirConnection(t *testing.T) {
 				if v != dataplane.XDPTx {
 					t.Fatalf("whole reply: verdict %v", v)
 				}
-				outs := runAll(t, d, tc.name+" reply", fragment4(t, rw, 128, 384), dataplane.XDPTx)
+				outs := runAll(t, d, tc.name+" reply", testutil.Fragment4(t, rw, 128, 384), dataplane.XDPTx)
 				got, _ := reassemble4(t, outs, 0)
 				if want := normal4(wantBack, 0); !bytes.Equal(got, want) {
 					t.Fatalf("reply: reassembled\n%s\nwant\n%s", hex.EncodeToString(got), hex.EncodeToString(want))
@@ -245,7 +204,7 @@ func TestFragmentsFollowTheirConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A later fragment whose first never came: the kernel's, counted.
-	orphan := fragment4(t, testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 46000, DstPort: 80,
+	orphan := testutil.Fragment4(t, testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 46000, DstPort: 80,
 		ACK: true, Payload: body, ID: 0x6000}.Build(), 256)[1]
 	v, out := run(t, d, orphan)
 	if v != dataplane.XDPPass || !bytes.Equal(out, orphan) {
@@ -253,12 +212,12 @@ func TestFragmentsFollowTheirConnection(t *testing.T) {
 	}
 	// A first fragment of no connection and no new flow (an ACK): not
 	// noted, so its later fragment is the kernel's too.
-	stray := fragment4(t, testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 47999, DstPort: 80,
+	stray := testutil.Fragment4(t, testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 47999, DstPort: 80,
 		ACK: true, Payload: body, ID: 0x6001}.Build(), 256)
 	runAll(t, d, "stray", stray, dataplane.XDPPass)
 	// A fragmented new UDP flow: both fragments to the slow path (none
 	// bound here: dropped and counted as such).
-	newUDP := fragment4(t, testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 48000, DstPort: 53,
+	newUDP := testutil.Fragment4(t, testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 48000, DstPort: 53,
 		Proto: layers.IPProtocolUDP, Payload: body, ID: 0x6002}.Build(), 256)
 	runAll(t, d, "new UDP flow", newUDP, dataplane.XDPDrop)
 	c1, err := d.Counters()

@@ -1,13 +1,14 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // Harness is the director program loaded without attaching it to any
@@ -27,8 +28,8 @@ func OpenHarness(connTableSize uint32) (*Harness, error) {
 	return &Harness{Dataplane: d}, nil
 }
 
-// xdpMd mirrors struct xdp_md for BPF_PROG_RUN's context.
-type xdpMd struct {
+// XDPContext mirrors struct xdp_md for BPF_PROG_RUN's context.
+type XDPContext struct {
 	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
 }
 
@@ -42,7 +43,7 @@ func (h *Harness) Run(frame []byte, ifindex, queue uint32) (Verdict, []byte, err
 	out := make([]byte, maxFrame)
 	opts := &ebpf.RunOptions{Data: frame, DataOut: out}
 	if ifindex != 0 {
-		opts.Context = xdpMd{DataEnd: uint32(len(frame)), IngressIfindex: ifindex, RxQueueIndex: queue}
+		opts.Context = XDPContext{DataEnd: uint32(len(frame)), IngressIfindex: ifindex, RxQueueIndex: queue}
 	}
 	ret, err := h.objs.XipvsDirector.Run(opts)
 	if err != nil {
@@ -100,7 +101,7 @@ func (h *Harness) SetConnBatch(keys []ConnKey, conns []Conn) error {
 	for i := 0; i < len(keys); i += chunk {
 		ks, vs = ks[:0], vs[:0]
 		for j := i; j < min(i+chunk, len(keys)); j++ {
-			ks, vs = append(ks, keys[j].raw()), append(vs, conns[j].raw())
+			ks, vs = append(ks, keys[j].Raw()), append(vs, conns[j].raw())
 		}
 		if _, err := h.objs.Conns.BatchUpdate(ks, vs, nil); err != nil {
 			return fmt.Errorf("set conns: %w", err)
@@ -115,10 +116,10 @@ func (h *Harness) Established(k ConnKey) (bool, error) {
 	var err error
 	if k.Src.Is6() {
 		var v bpfobj.DirectorConnVal6
-		err = h.objs.EstConns6.Lookup(k.raw6(), &v)
+		err = h.objs.EstConns6.Lookup(k.Raw6(), &v)
 	} else {
 		var v bpfobj.DirectorConnVal
-		err = h.objs.EstConns.Lookup(k.raw(), &v)
+		err = h.objs.EstConns.Lookup(k.Raw(), &v)
 	}
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, nil
@@ -129,14 +130,14 @@ func (h *Harness) Established(k ConnKey) (bool, error) {
 // SetSeqadj writes a SYN-proxied connection's adjustments under key k,
 // as the slow path does when the real answers.
 func (h *Harness) SetSeqadj(k ConnKey, delta, tsoff uint32, wshift int8) error {
-	return h.objs.Seqadjs.Put(k.raw(), bpfobj.DirectorSeqadj{Delta: delta, Tsoff: tsoff, Wshift: wshift})
+	return h.objs.Seqadjs.Put(k.Raw(), bpfobj.DirectorSeqadj{Delta: delta, Tsoff: tsoff, Wshift: wshift})
 }
 
 // SetEstConn writes a connection entry straight into the established
 // table, as a connection XDP promoted: the bench's hit-path costs are
 // measured on established connections.
 func (h *Harness) SetEstConn(k ConnKey, c Conn) error {
-	if err := h.objs.EstConns.Put(k.raw(), c.raw()); err != nil {
+	if err := h.objs.EstConns.Put(k.Raw(), c.raw()); err != nil {
 		return fmt.Errorf("set established conn: %w", err)
 	}
 	return nil
@@ -145,7 +146,7 @@ func (h *Harness) SetEstConn(k ConnKey, c Conn) error {
 // HasSeqadj reports whether key k has SYN-proxy adjustments.
 func (h *Harness) HasSeqadj(k ConnKey) (bool, error) {
 	var v bpfobj.DirectorSeqadj
-	err := h.objs.Seqadjs.Lookup(k.raw(), &v)
+	err := h.objs.Seqadjs.Lookup(k.Raw(), &v)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, nil
 	}
@@ -165,4 +166,10 @@ func (d *Dataplane) VerifiedInstructions() (uint32, error) {
 		return 0, fmt.Errorf("this kernel does not report verified instructions")
 	}
 	return n, nil
+}
+
+// DeleteRaw deletes a raw IPv4 entry from both connection tables.
+func (h *Harness) DeleteRaw(k *bpfobj.DirectorConnKey) {
+	_ = h.objs.Conns.Delete(k)
+	_ = h.objs.EstConns.Delete(k)
 }

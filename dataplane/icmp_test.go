@@ -119,20 +119,3 @@ func TestICMPErrors(t *testing.T) {
 		t.Errorf("icmp_forward %d, want 7", c[dataplane.StatICMPForward])
 	}
 }
-
-// TestPortUnreachable: the slow path's answer to a flow no real can take
-// is an ICMP port unreachable from the VIP quoting the IP header and 8
-// bytes, as the kernel's icmp_send makes it (built here with gopacket).
-func TestPortUnreachable(t *testing.T) {
-	for _, in := range [][]byte{
-		testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 40000, DstPort: 80, SYN: true, MSS: 1460}.Build(),
-		testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: 5300, DstPort: 53, Proto: 17, Payload: []byte("query")}.Build(),
-	} {
-		out, ok := dataplane.PortUnreachable(in)
-		want := testutil.ICMPError(ifMAC, clientMAC, vip, client, icmpUnreach, portUnreach, 0, testutil.Quote(in))
-		expectFrame(t, "port unreachable", dataplane.XDPTx, dataplane.XDPTx, out, want)
-		if !ok {
-			t.Error("not answered")
-		}
-	}
-}

@@ -1,14 +1,15 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"net"
 	"net/netip"
 	"time"
 
 	"github.com/cilium/ebpf"
+
 	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // IPv6 lives in tables of its own (bpf/director6.h): services6, conns6
@@ -27,7 +28,7 @@ func (k ServiceKey) raw6() bpfobj.DirectorSvcKey6 {
 	return bpfobj.DirectorSvcKey6{Vip: k.VIP.As16(), Port: be16(k.Port), Proto: k.Proto}
 }
 
-func (k ConnKey) raw6() bpfobj.DirectorConnKey6 {
+func (k ConnKey) Raw6() bpfobj.DirectorConnKey6 {
 	return bpfobj.DirectorConnKey6{Saddr: k.Src.As16(), Daddr: k.Dst.As16(), Sport: be16(k.SrcPort), Dport: be16(k.DstPort), Proto: k.Proto}
 }
 

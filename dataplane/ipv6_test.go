@@ -435,24 +435,6 @@ func TestIPv6ICMPErrors(t *testing.T) {
 	ns := icmp6Error(t, clientMAC, ifMAC, client6, vip6, 135, 0, vip6.AsSlice())
 	v, out = run(t, d, ns)
 	expectFrame6(t, "neighbour solicitation", v, dataplane.XDPPass, out, ns)
-
-	// The slow path's answer to a new flow no real can take (ip_vs_leave):
-	// port unreachable from the VIP, quoting the packet; a big one is cut
-	// to what fits IPv6's minimum MTU.
-	for _, size := range []int{10, 1400} {
-		syn := frame6{srcMAC: clientMAC, dstMAC: ifMAC, src: client6, dst: vip6, sport: 53000, dport: 80, syn: true,
-			payload: make([]byte, size)}.build(t)
-		got, ok := dataplane.PortUnreachable6(syn)
-		q := syn[14:]
-		if len(q) > 1280-48 {
-			q = q[:1280-48]
-		}
-		want := testutil.ICMPv6Error(ifMAC, clientMAC, vip6, client6, 1, 4, 0, q)
-		expectFrame6(t, fmt.Sprintf("port unreachable (%d bytes of payload)", size), dataplane.XDPTx, dataplane.XDPTx, got, want)
-		if !ok {
-			t.Errorf("port unreachable refused a %d-byte payload", size)
-		}
-	}
 }
 
 // TestIPv6Admission: with admission control on, SYNs from new IPv6

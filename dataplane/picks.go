@@ -1,11 +1,12 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // Pick sequences: Go computes a service's next picks and XDP schedules

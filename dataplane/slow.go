@@ -1,12 +1,13 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // slowCount is one real's traffic forwarded by the slow path itself.
@@ -14,7 +15,7 @@ type slowCount struct{ pkts, bytes atomic.Uint64 }
 
 // accountSlow counts one packet of length bytes the slow path forwarded
 // to real id, as real_account does in XDP.
-func (d *Dataplane) accountSlow(id uint32, bytes uint64) {
+func (d *Dataplane) AccountSlow(id uint32, bytes uint64) {
 	if id < MaxReals {
 		d.slowTraffic[id].pkts.Add(1)
 		d.slowTraffic[id].bytes.Add(bytes)
@@ -22,7 +23,7 @@ func (d *Dataplane) accountSlow(id uint32, bytes uint64) {
 }
 
 // addStats adds a batch's outcome counts (STAT_*).
-func (d *Dataplane) addStats(s *[NumStats]uint64) {
+func (d *Dataplane) AddSlowStats(s *[NumStats]uint64) {
 	for i, v := range s {
 		if v != 0 {
 			d.slowStats[i].Add(v)
@@ -63,7 +64,7 @@ func (d *Dataplane) loadSlowCounts() error {
 // saveSlowCounts writes the slow path's totals to the pinned maps, so a
 // restart goes on from them: at every Close, and each second while the
 // slow path runs (a kill -9 loses at most that).
-func (d *Dataplane) saveSlowCounts() error {
+func (d *Dataplane) SaveSlowCounts() error {
 	keys := make([]uint32, 0, 64)
 	vals := make([]bpfobj.DirectorRealStats, 0, 64)
 	for id := range d.slowTraffic {

@@ -16,7 +16,7 @@ import (
 
 // ipSum recomputes the checksum of frame f's IPv4 header in place.
 func ipSum(f []byte) []byte {
-	setIPv4Csum(f[14 : 14+int(f[14]&0xf)*4])
+	testutil.SetIPv4Csum(f[14 : 14+int(f[14]&0xf)*4])
 	return f
 }
 

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // The sweep ages the connection table in the kernel (bpf/sweep.bpf.c, a

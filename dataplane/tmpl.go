@@ -1,13 +1,14 @@
 package dataplane
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // Persistence templates in the data plane (bpf/picks.h tmpls): XDP makes

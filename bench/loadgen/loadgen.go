@@ -16,9 +16,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/xipvs/xipvs/dataplane"
-	"golang.org/x/sys/unix"
 )
 
 // Programs are the loaded generator, sink and ceiling programs.

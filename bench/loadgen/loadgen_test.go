@@ -10,8 +10,8 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
-	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/bench/loadgen"
+	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

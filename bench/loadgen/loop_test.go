@@ -9,8 +9,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/bench/loadgen"
+	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

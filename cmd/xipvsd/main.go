@@ -6,13 +6,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"math"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -142,39 +142,10 @@ func main() {
 		fmt.Printf("xipvsd: removed %s and %s\n", *pinDir, *stateFile)
 		return
 	}
-	var cfg *config.Config
-	var fileBGP *config.BGP
-	var fileSync []config.SyncDaemon
-	var kaLines []config.KeepalivedLine
-	if *configFile != "" {
-		l, err := config.LoadFile(*configFile)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
-			os.Exit(1)
-		}
-		c, fileIfaces := l.Config, l.Interfaces
-		fileBGP, fileSync = l.BGP, l.Sync
-		kaLines = l.Keepalived
-		if len(ifaces) == 0 {
-			ifaces = fileIfaces
-		} else if len(fileIfaces) > 0 && !slices.Equal(ifaces, fileIfaces) {
-			fmt.Fprintf(os.Stderr, "xipvsd: -i %s differs from the interfaces of %s (%s)\n", ifaces.String(), *configFile, strings.Join(fileIfaces, ","))
-			os.Exit(1)
-		}
-		cfg = c
-	}
 	flagBGP, err := bgpFromFlags(*bgpASN, *bgpRouterID, bgpPeers, *bgpNextHop, *bgpNextHop6, bgpCommunities, *bgpMED, bgpAnnounce, *bgpDrain, *bgpListen)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
 		os.Exit(2)
-	}
-	bgpConf, bgpFromFile := flagBGP, false
-	if fileBGP != nil {
-		if flagBGP != nil {
-			fmt.Fprintf(os.Stderr, "xipvsd: %s has a bgp section and --bgp-* flags are given: give BGP settings in one place\n", *configFile)
-			os.Exit(2)
-		}
-		bgpConf, bgpFromFile = fileBGP, true
 	}
 	if *spMSS < 536 || *spMSS > 9000 || *spWScale > 14 {
 		fmt.Fprintf(os.Stderr, "xipvsd: --synproxy-mss %d / --synproxy-wscale %d: want an MSS of 536 to 9000 and a scale of 0 to 14\n", *spMSS, *spWScale)
@@ -185,33 +156,30 @@ func main() {
 		fmt.Fprintf(os.Stderr, "xipvsd: --conn-table-size %d: want %d to %d entries\n", *connTable, minTable, maxTable)
 		os.Exit(2)
 	}
-	if len(ifaces) == 0 {
-		fmt.Fprintln(os.Stderr, "xipvsd: no interface given (-i IFACE, or interfaces: in --config)")
-		fs.Usage()
-		os.Exit(2)
+	opts := daemon.Options{Interfaces: ifaces, Socket: api.SocketPath(*socket), ConnTableSize: uint32(*connTable), ServiceTableSize: uint32(*svcTable),
+		SweepInterval: *sweep, ExpireQuiescentTemplate: *expireQuiescent, PinDir: *pinDir, StateFile: *stateFile,
+		Flush: *flush, ConfigFile: *configFile, MetricsAddr: *metricsAddr, Pprof: *pprofOn,
+		Defence: dataplane.Defence{MSS: uint16(*spMSS), WScale: uint8(*spWScale), AdmitRate: *admitRate, AdmitBurst: *admitBurst,
+			Auto: *spAuto, AutoSYNRate: *spAutoRate, SloppyTCP: *sloppyTCP},
+		BGP: flagBGP}
+	if err := daemon.Prepare(&opts); err != nil {
+		fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
+		var ue *daemon.UsageError
+		if errors.As(err, &ue) {
+			if len(opts.Interfaces) == 0 {
+				fs.Usage()
+			}
+			os.Exit(2)
+		}
+		os.Exit(1)
 	}
 	if *dryRun {
-		if err := daemon.DryRun(ifaces, cfg); err != nil {
+		if err := daemon.DryRun(&opts, os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
 			os.Exit(1)
 		}
-		if bgpConf != nil {
-			fmt.Printf("xipvsd: BGP: AS %d, router id %v, %d peers\n", bgpConf.ASN, bgpConf.RouterID, len(bgpConf.Peers))
-		}
-		printKeepalived(kaLines)
-		if cfg != nil {
-			fmt.Printf("xipvsd: configuration OK: %s\n", cfg.Summary())
-		} else {
-			fmt.Println("xipvsd: configuration OK")
-		}
 		return
 	}
-	opts := daemon.Options{Interfaces: ifaces, Socket: api.SocketPath(*socket), ConnTableSize: uint32(*connTable), ServiceTableSize: uint32(*svcTable),
-		SweepInterval: *sweep, ExpireQuiescentTemplate: *expireQuiescent, PinDir: *pinDir, StateFile: *stateFile,
-		Flush: *flush, ConfigFile: *configFile, Config: cfg, MetricsAddr: *metricsAddr, Pprof: *pprofOn,
-		Defence: dataplane.Defence{MSS: uint16(*spMSS), WScale: uint8(*spWScale), AdmitRate: *admitRate, AdmitBurst: *admitBurst,
-			Auto: *spAuto, AutoSYNRate: *spAutoRate, SloppyTCP: *sloppyTCP},
-		BGP: bgpConf, BGPFromFile: bgpFromFile, Sync: fileSync, Keepalived: kaLines}
 	if err := daemon.Run(context.Background(), log, opts); err != nil {
 		log.Error("xipvsd stopped", "err", err)
 		os.Exit(1)
@@ -282,31 +250,4 @@ func bgpFromFlags(asn uint, routerID string, peers []string, nh, nh6 string, com
 	}
 	b.SetDefaults()
 	return b, b.Validate()
-}
-
-// printKeepalived says, for --dry-run of a keepalived.conf, which lines
-// xipvsd used, ignored, and cannot honour, grouped in that order.
-func printKeepalived(lines []config.KeepalivedLine) {
-	if len(lines) == 0 {
-		return
-	}
-	for _, use := range []string{config.UseUsed, config.UseIgnored, config.UseCannot} {
-		n := 0
-		for _, l := range lines {
-			if l.Use == use {
-				n++
-			}
-		}
-		fmt.Printf("keepalived.conf: %d lines %s\n", n, use)
-		for _, l := range lines {
-			if l.Use != use {
-				continue
-			}
-			fmt.Printf("  %s:%d: %s", l.File, l.N, l.Text)
-			if l.Why != "" {
-				fmt.Printf("  (%s)", l.Why)
-			}
-			fmt.Println()
-		}
-	}
 }

@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/xipvs/xipvs/config"
@@ -86,50 +84,6 @@ func (b *backend) Restore(ctx context.Context, lines []config.Line) error {
 			return fmt.Errorf("rules applied; %w", err)
 		}
 	}
-	return nil
-}
-
-// Reload re-reads the configuration file and applies the difference; on
-// any error the running configuration stays as it was.
-func (b *backend) Reload(ctx context.Context) error {
-	if b.configFile == "" {
-		return &api.Error{Message: "xipvsd runs without --config: nothing to reload", Status: http.StatusBadRequest}
-	}
-	l, err := config.LoadFile(b.configFile)
-	if err != nil {
-		return &api.Error{Message: "reload: " + err.Error(), Status: http.StatusBadRequest}
-	}
-	cfg, ifaces := l.Config, l.Interfaces
-	if l.Keepalived != nil {
-		// A keepalived.conf has no port groups (LVS admins bind marks
-		// with iptables): those added with xipvsadm --add-mark stay.
-		cfg.Marks = b.srv.Config().Marks
-		logKeepalived(b.log, l.Keepalived)
-	}
-	if l.BGP != nil && !b.bgpFromFile {
-		return &api.Error{Message: fmt.Sprintf("reload: %s has a bgp section, but xipvsd's BGP settings come from its --bgp-* flags: give them in one place", b.configFile),
-			Status: http.StatusBadRequest}
-	}
-	var have []string
-	for _, i := range b.dp.Interfaces() {
-		have = append(have, i.Name)
-	}
-	if len(ifaces) > 0 && !slices.Equal(ifaces, have) {
-		return &api.Error{Message: fmt.Sprintf("reload: %s names interfaces %s, xipvsd runs on %s: restart to change interfaces",
-			b.configFile, strings.Join(ifaces, ","), strings.Join(have, ",")), Status: http.StatusBadRequest}
-	}
-	if err := b.srv.ReconcileContext(ctx, cfg); err != nil {
-		return fmt.Errorf("reload %s: %w", b.configFile, err)
-	}
-	if err := b.applySync(l.Sync); err != nil {
-		return fmt.Errorf("reload %s: services applied; sync daemons: %w", b.configFile, err)
-	}
-	if b.bgpFromFile {
-		if err := b.bgp.Configure(ctx, l.BGP); err != nil {
-			return fmt.Errorf("reload %s: services applied; %w", b.configFile, err)
-		}
-	}
-	b.log.Info("configuration reloaded", "file", b.configFile, "summary", cfg.Summary())
 	return nil
 }
 
@@ -253,14 +207,4 @@ func (b *backend) Info() api.Info {
 	info.Counters["fullnat_no_local_port"] = b.srv.LocalPortsExhausted()
 	info.Counters["fullnat_local_ports_reclaimed"] = b.srv.LocalPortsReclaimed()
 	return info
-}
-
-// logKeepalived warns, once per load, of each keepalived.conf line xipvsd
-// cannot honour.
-func logKeepalived(log *slog.Logger, lines []config.KeepalivedLine) {
-	for _, l := range lines {
-		if l.Use == config.UseCannot {
-			log.Warn("keepalived.conf: cannot honour", "file", l.File, "line", l.N, "text", l.Text, "why", l.Why)
-		}
-	}
 }

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,8 +14,10 @@ import (
 
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/slowpath"
 	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/bgp"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/internal/server"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
@@ -29,8 +30,8 @@ func (fakeCounters) Counters() ([dataplane.NumStats]uint64, error) {
 	c[dataplane.StatFwd] = 7
 	return c, nil
 }
-func (fakeCounters) SlowPathStats() dataplane.SlowPathStats {
-	return dataplane.SlowPathStats{NewConns: 3}
+func (fakeCounters) SlowPathStats() slowpath.Stats {
+	return slowpath.Stats{NewConns: 3}
 }
 func (fakeCounters) DefenceStatus() dataplane.DefenceStatus { return dataplane.DefenceStatus{} }
 

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,14 +16,17 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/slowpath"
 	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/bgp"
 	"github.com/xipvs/xipvs/internal/health"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/internal/server"
 )
 
@@ -45,48 +47,40 @@ type Options struct {
 	StateFile               string
 	// Flush discards the pinned maps and the saved state first.
 	Flush bool
-	// ConfigFile is applied at start and on every reload; Config is its
-	// contents as read at start.
+	// ConfigFile is applied at start and on every reload (Prepare reads
+	// it first).
 	ConfigFile  string
-	Config      *config.Config
 	MetricsAddr string
 	Pprof       bool
 	// Defence is the flood defence (dataplane.Defence).
 	Defence dataplane.Defence
-	// BGP is the BGP speaker's configuration (nil: no BGP); BGPFromFile
-	// says it came from ConfigFile, so that reloads apply its changes.
-	BGP         *config.BGP
-	BGPFromFile bool
-	// Sync are the configuration file's connection sync daemons.
-	Sync []config.SyncDaemon
-	// Keepalived is, for a keepalived.conf, what became of its lines.
-	Keepalived []config.KeepalivedLine
+	// BGP is the BGP speaker's configuration from the --bgp-* flags
+	// (nil: none); Prepare takes the file's instead, when it has one, and
+	// reloads then apply its changes.
+	BGP *config.BGP
+
+	// What Prepare read: the file, and whether BGP's settings are its.
+	file        *config.Loaded
+	bgpFromFile bool
 }
 
 // Counters is what the API's Info and /metrics read of the data plane.
 type Counters interface {
 	Interfaces() []dataplane.Interface
 	Counters() ([dataplane.NumStats]uint64, error)
-	SlowPathStats() dataplane.SlowPathStats
+	SlowPathStats() slowpath.Stats
 	DefenceStatus() dataplane.DefenceStatus
 }
 
-// DryRun validates the interfaces and, if given, the configuration with
-// the routes to its real servers, as the daemon would apply it.
-func DryRun(ifaces []string, cfg *config.Config) error {
-	idx := map[int]bool{}
-	for _, n := range ifaces {
-		ifc, err := net.InterfaceByName(n)
-		if err != nil {
-			return fmt.Errorf("interface %s: %w", n, err)
-		}
-		idx[ifc.Index] = true
-	}
-	if cfg == nil {
-		return nil
-	}
-	return server.Check(cfg, neigh.RouteTo, func(i int) bool { return idx[i] }, neigh.LocalAddress)
+// director is the data plane with its slow path, as the API and /metrics
+// read them.
+type director struct {
+	*dataplane.Dataplane
+	slow atomic.Pointer[slowpath.SlowPath]
 }
+
+// SlowPathStats is the slow path's counters (zero before it starts).
+func (d *director) SlowPathStats() slowpath.Stats { return d.slow.Load().Stats() }
 
 // Cleanup removes the pinned maps and links (detaching XDP) and the
 // saved state.
@@ -122,6 +116,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 		return err
 	}
 	defer dp.Close()
+	dir := &director{Dataplane: dp}
 
 	var srv *server.Server
 	resolver := neigh.NewResolver(log, func(a netip.Addr, ifindex int, mac net.HardwareAddr) {
@@ -136,14 +131,16 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 		ExpireQuiescentTemplate: o.ExpireQuiescentTemplate, LocalAddress: neigh.LocalAddress, ServiceKeys: dp.ServiceTableSize(),
 		Reserve: stateFile.Reserve,
 		Persist: func(st server.State) error {
-			select {
-			case poke <- struct{}{}:
-			default:
-			}
 			if b != nil {
 				st.SyncDaemons = b.commandDaemons()
 			}
 			return stateFile.Save(st)
+		},
+		Changed: func() {
+			select {
+			case poke <- struct{}{}:
+			default:
+			}
 		}})
 	monitor := health.NewMonitor(nil, func(k health.Key, up bool, reason string) { srv.SetHealth(k, up, reason) })
 	defer monitor.Close()
@@ -166,30 +163,30 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	go srv.RunEstimator(ctx)
 	speaker := bgp.New(log)
 	defer speaker.Stop()
-	b = &backend{srv: srv, dp: dp, connTable: int(o.ConnTableSize), configFile: o.ConfigFile, log: log,
-		bgp: speaker, bgpFromFile: o.BGPFromFile}
-	if o.Config != nil {
-		if err := srv.Reconcile(o.Config); err != nil {
-			return fmt.Errorf("applying %s: %w", o.ConfigFile, err)
-		}
-		log.Info("configuration loaded", "file", o.ConfigFile, "summary", o.Config.Summary())
-		logKeepalived(log, o.Keepalived)
-	}
-
+	b = &backend{srv: srv, dp: dir, connTable: int(o.ConnTableSize), configFile: o.ConfigFile, log: log,
+		bgp: speaker, bgpFromFile: o.bgpFromFile}
 	if err := dp.SetDefence(o.Defence); err != nil {
 		return err
 	}
-	if err := dp.StartSlowPath(srv.NewFlows); err != nil {
+	slow, err := slowpath.Start(dp, srv.NewFlows, log)
+	if err != nil {
 		return err
 	}
-	if err := b.applySync(o.Sync); err != nil {
-		return err
+	defer slow.Close() // before dp.Close
+	dir.slow.Store(slow)
+	if o.file != nil {
+		if err := b.applyFile(ctx, o.file); err != nil {
+			return fmt.Errorf("applying %w", err)
+		}
 	}
 	b.restoreDaemons(st.SyncDaemons)
-	// BGP last: routes are announced once this director can forward.
-	speaker.SetVIPs(vipHealth(srv))
-	if err := speaker.Configure(ctx, o.BGP); err != nil {
-		return err
+	// BGP last: routes are announced once this director can forward
+	// (from the file, applyFile configured it).
+	if !o.bgpFromFile {
+		speaker.SetVIPs(vipHealth(srv))
+		if err := speaker.Configure(ctx, o.BGP); err != nil {
+			return err
+		}
 	}
 	go server.Every(ctx, vipPoll, func() { speaker.SetVIPs(vipHealth(srv)) })
 

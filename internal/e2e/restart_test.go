@@ -25,8 +25,8 @@ import (
 
 const (
 	streamChunk  = 32 << 10
-	streamChunks = 100 // 3.2 MB per stream, over about 4 s
-	streamPause  = 40 * time.Millisecond
+	streamChunks = 100 // 3.2 MB per stream, over about 8 s: they outlive a kill -9 and restart on a loaded machine
+	streamPause  = 80 * time.Millisecond
 )
 
 // streamData is what the stream server sends for seed.

@@ -24,8 +24,9 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
-	"github.com/xipvs/xipvs/internal/realserver/decap"
 	"golang.org/x/sys/unix"
+
+	"github.com/xipvs/xipvs/internal/realserver/decap"
 )
 
 // Modes and decapsulations.

@@ -92,7 +92,11 @@ func (s *Server) commit(grow int, fn func(before func() *config.Config) error) e
 			perr = fmt.Errorf("%w; the change was undone", perr)
 		}
 	}
-	return errors.Join(err, perr, s.endBatch())
+	err = errors.Join(err, perr, s.endBatch())
+	if dirty && s.opts.Changed != nil {
+		s.opts.Changed()
+	}
+	return err
 }
 
 // logChange logs one configuration change, at debug level inside a batch

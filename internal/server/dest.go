@@ -5,7 +5,6 @@ package server
 
 import (
 	"fmt"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"net"
 	"net/netip"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/sched"
 )
 
@@ -196,13 +196,10 @@ func (s *Server) addDest(k config.ServiceKey, d config.Dest) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sv, ok := s.services[k]
-	if !ok {
-		return ErrSvcNotDefined
+	if err := s.allowed(config.Command{Op: config.OpAddDest, Service: config.Service{ServiceKey: k}, Dest: d}); err != nil {
+		return err
 	}
-	if _, x := sv.findDest(d.Addr, d.Port); x != nil {
-		return ErrDestExists
-	}
+	sv := s.services[k]
 	if err := synProxyFits(sv.cfg, d.Fwd); err != nil {
 		return err
 	}
@@ -291,14 +288,11 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sv, ok := s.services[k]
-	if !ok {
-		return ErrSvcNotDefined
+	if err := s.allowed(config.Command{Op: config.OpEditDest, Service: config.Service{ServiceKey: k}, Dest: d}); err != nil {
+		return err
 	}
+	sv := s.services[k]
 	_, x := sv.findDest(d.Addr, d.Port)
-	if x == nil {
-		return ErrNoDest
-	}
 	if err := synProxyFits(sv.cfg, d.Fwd); err != nil {
 		return err
 	}
@@ -343,14 +337,11 @@ func (s *Server) editDest(k config.ServiceKey, d config.Dest) error {
 func (s *Server) deleteDest(k config.ServiceKey, addr netip.Addr, port uint16) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sv, ok := s.services[k]
-	if !ok {
-		return ErrSvcNotDefined
+	if err := s.allowed(config.Command{Op: config.OpDelDest, Service: config.Service{ServiceKey: k}, Dest: config.Dest{Addr: addr, Port: port}}); err != nil {
+		return err
 	}
+	sv := s.services[k]
 	i, x := sv.findDest(addr, port)
-	if x == nil {
-		return ErrNoDest
-	}
 	s.catchUp(sv)
 	sv.dests = slices.Delete(sv.dests, i, i+1)
 	s.reschedule(sv)

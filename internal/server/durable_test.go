@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"maps"
 	"net/netip"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

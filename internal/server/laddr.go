@@ -283,13 +283,10 @@ func (s *Server) addLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sv, ok := s.services[k]
-	if !ok {
-		return ErrSvcNotDefined
+	if err := s.allowed(config.Command{Op: config.OpAddLaddr, Service: config.Service{ServiceKey: k}, LocalAddr: addr}); err != nil {
+		return err
 	}
-	if slices.Contains(sv.laddrs, addr) {
-		return fmt.Errorf("%w: %v on %s", ErrLaddrExists, addr, k)
-	}
+	sv := s.services[k]
 	sv.laddrs = append(sv.laddrs, addr)
 	s.catchUp(sv)
 	s.reschedule(sv) // a ring of local ports for XDP
@@ -318,14 +315,11 @@ func checkLocalAddr(addr netip.Addr, onDirector func(netip.Addr) error) error {
 func (s *Server) deleteLocalAddr(k config.ServiceKey, addr netip.Addr) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sv, ok := s.services[k]
-	if !ok {
-		return ErrSvcNotDefined
+	if err := s.allowed(config.Command{Op: config.OpDelLaddr, Service: config.Service{ServiceKey: k}, LocalAddr: addr}); err != nil {
+		return err
 	}
+	sv := s.services[k]
 	i := slices.Index(sv.laddrs, addr)
-	if i < 0 {
-		return fmt.Errorf("%w: %v on %s", ErrNoLaddr, addr, k)
-	}
 	sv.laddrs = slices.Delete(sv.laddrs, i, i+1)
 	if sv.ring != 0 {
 		s.dropRing(sv) // none of its ports may be given out any more

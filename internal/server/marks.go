@@ -3,7 +3,6 @@ package server
 // marks.go: port groups for firewall-mark services (xipvsadm --add-mark).
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/xipvs/xipvs/config"
@@ -37,27 +36,9 @@ func (s *Server) addMarks(rules []config.MarkRule) error {
 func (s *Server) deleteMarks(mark uint32, rules []config.MarkRule) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var keep []config.MarkRule
-	if len(rules) == 0 {
-		for _, o := range s.marks {
-			if o.Mark != mark {
-				keep = append(keep, o)
-			}
-		}
-		if len(keep) == len(s.marks) {
-			return fmt.Errorf("%w: mark %d", ErrNoMark, mark)
-		}
-	} else {
-		for _, r := range rules {
-			if !slices.Contains(s.marks, r) {
-				return fmt.Errorf("%w: %s", ErrNoMark, r)
-			}
-		}
-		for _, o := range s.marks {
-			if !slices.Contains(rules, o) {
-				keep = append(keep, o)
-			}
-		}
+	keep, err := config.RemoveMarks(s.marks, mark, rules)
+	if err != nil {
+		return err
 	}
 	removed := len(s.marks) - len(keep)
 	if err := s.setMarks(keep); err != nil {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/xipvs/xipvs/config"
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

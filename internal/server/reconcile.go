@@ -3,12 +3,12 @@ package server
 import (
 	"context"
 	"fmt"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/internal/neigh"
 )
 
 // Config returns the running configuration: services sorted by key,

@@ -9,7 +9,6 @@ package server
 import (
 	"context"
 	"errors"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -20,6 +19,7 @@ import (
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/connsync"
+	"github.com/xipvs/xipvs/internal/neigh"
 )
 
 // Errors, with ipvsadm's messages (libipvs ipvs_strerror); the shared
@@ -99,6 +99,10 @@ type Options struct {
 	// (the daemon writes its state file with it): the change is
 	// acknowledged only once it returns nil, and undone otherwise.
 	Persist func(State) error
+	// Changed, if set, is called after every committed change to the
+	// configuration (the daemon refreshes the health checks' targets
+	// with it).
+	Changed func()
 	// Reserve, if set, is asked before a change for room for the state
 	// to grow by n bytes (StateFile.Reserve): a change the disk has no
 	// room to save fails before anything changes.

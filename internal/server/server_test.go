@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/health"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/internal/testutil"
 	"github.com/xipvs/xipvs/sched"
 )

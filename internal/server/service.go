@@ -294,8 +294,8 @@ func (s *Server) addService(svc config.Service) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.services[svc.ServiceKey]; ok {
-		return ErrServiceExists
+	if err := s.allowed(config.Command{Op: config.OpAddService, Service: svc}); err != nil {
+		return err
 	}
 	if len(s.services) >= s.serviceKeys() {
 		return fmt.Errorf("%w: more than %d services (xipvsd --service-table-size)", ErrFull, s.serviceKeys())
@@ -327,10 +327,10 @@ func (s *Server) editService(svc config.Service) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sv, ok := s.services[svc.ServiceKey]
-	if !ok {
-		return ErrNoService
+	if err := s.allowed(config.Command{Op: config.OpEditService, Service: svc}); err != nil {
+		return err
 	}
+	sv := s.services[svc.ServiceKey]
 	for _, d := range sv.dests {
 		if err := synProxyFits(svc, d.cfg.Fwd); err != nil {
 			return err
@@ -370,10 +370,10 @@ func (s *Server) editService(svc config.Service) error {
 func (s *Server) deleteService(k config.ServiceKey) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sv, ok := s.services[k]
-	if !ok {
-		return ErrNoService
+	if err := s.allowed(config.Command{Op: config.OpDelService, Service: config.Service{ServiceKey: k}}); err != nil {
+		return err
 	}
+	sv := s.services[k]
 	defer s.changed()
 	return s.deleteServiceLocked(sv)
 }

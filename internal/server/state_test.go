@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xipvs/xipvs/internal/neigh"
 )
 
 // v1Commands are the commands after which xipvs 0.1 wrote

@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"github.com/xipvs/xipvs/internal/neigh"
 	"net"
 	"net/netip"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/connsync"
+	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 

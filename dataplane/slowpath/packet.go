@@ -1,6 +1,10 @@
-package dataplane
+package slowpath
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/xipvs/xipvs/dataplane"
+)
 
 // packet is what the director reads of one frame: the Go twin of
 // struct pkt and the parsers of bpf/parse.h, with the same rule for what
@@ -82,7 +86,7 @@ func parsePacket(f []byte) (packet, int) {
 		if doff < 20 || doff > l4Len {
 			return p, parsedMalformed
 		}
-		p.flags = l4[13] & (TCPFin | TCPSyn | TCPRst | TCPAck)
+		p.flags = l4[13] & (dataplane.TCPFin | dataplane.TCPSyn | dataplane.TCPRst | dataplane.TCPAck)
 	case protoUDP:
 		if len(l4) < 8 {
 			return p, parsedMalformed

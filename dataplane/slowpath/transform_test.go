@@ -1,4 +1,4 @@
-package dataplane_test
+package slowpath_test
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/slowpath"
 	"github.com/xipvs/xipvs/internal/testutil"
 )
 
@@ -87,7 +88,7 @@ func (l *diffLab) compare(t testing.TB, frame []byte, id uint32, later ...[]byte
 	fullnatOut := func(k dataplane.ConnKey) dataplane.ConnKey {
 		return dataplane.ConnKey{Src: dtLIP, Dst: netip.MustParseAddr("10.1.0.12"), SrcPort: 30000 + k.SrcPort%20000, DstPort: 8080}
 	}
-	if err := l.h.DiffTransform(frame, id, dtVIP, natOut, fullnatOut, later...); err != nil {
+	if err := slowpath.DiffTransform(l.h, frame, id, dtVIP, natOut, fullnatOut, later...); err != nil {
 		t.Error(err)
 	}
 }
@@ -166,7 +167,7 @@ func TestTransformMatchesXDPFragments(t *testing.T) {
 		ip[6] &^= 0x40 // DF clear: a router may cut it
 		cut := (l4 + 7) / 8 * 8
 		cut += 8 * r.IntN((total-20-cut)/8)
-		frags := fragment4(t, frame, cut)
+		frags := testutil.Fragment4(t, frame, cut)
 		l.compare(t, frags[0], uint32(1+r.IntN(dtModes)), frags[1:]...)
 		if t.Failed() {
 			return

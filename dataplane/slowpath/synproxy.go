@@ -1,17 +1,15 @@
-package dataplane
+package slowpath
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"github.com/xipvs/xipvs/dataplane/xsk"
 )
 
@@ -27,87 +25,6 @@ import (
 // (with TOA for FULLNAT) and opens the client's window; XDP forwards the
 // rest. A real that does not answer in 3 s (3 SYNs) or answers RST gets
 // the client a RST.
-
-// Defence is the director's flood defence, as XDP reads it.
-type Defence struct {
-	// Engaged turns the SYN proxy on for SvcSynProxyAuto services.
-	Engaged bool
-	// MSS and WScale are what the proxy's SYN-ACKs advertise (0: 1460
-	// and 7, Linux's usual for a 1500-byte MTU).
-	MSS    uint16
-	WScale uint8
-	// AdmitRate paces SYNs from sources that have not completed a
-	// handshake recently, per second across the director (0: no limit);
-	// AdmitBurst is how many one CPU may take at once.
-	AdmitRate, AdmitBurst uint64
-	// Auto engages the SYN proxy by itself when the slow path drops new
-	// flows or, with AutoSYNRate set, when new SYNs come faster.
-	Auto        bool
-	AutoSYNRate uint64
-	// SloppyTCP lets any TCP packet but a RST that has no connection
-	// start one (IPVS's sloppy_tcp): a flow that ECMP moves here from
-	// another director is scheduled mid-stream and picked up. Off, as in
-	// IPVS, only a SYN starts a connection and other packets pass to
-	// the kernel (counted as pass_no_conn).
-	SloppyTCP bool
-}
-
-// Defaults of Defence.
-const (
-	DefaultProxyMSS    = 1460
-	DefaultProxyWScale = 7
-)
-
-// SetDefence sets the defence (Engaged is left to the automatic defence
-// when Auto is set).
-func (d *Dataplane) SetDefence(def Defence) error {
-	d.defenceMu.Lock()
-	defer d.defenceMu.Unlock()
-	if def.Auto {
-		def.Engaged = d.engaged.Load()
-	}
-	if err := d.writeDefence(def); err != nil {
-		return err
-	}
-	d.defence = def
-	d.engaged.Store(def.Engaged)
-	return nil
-}
-
-// writeDefence writes def where XDP reads it.
-func (d *Dataplane) writeDefence(def Defence) error {
-	v := bpfobj.DirectorDefenceCfg{Mss: def.MSS, Wscale: def.WScale}
-	if v.Mss == 0 { // the zero Defence: the defaults
-		v.Mss, v.Wscale = DefaultProxyMSS, DefaultProxyWScale
-	}
-	if def.Engaged {
-		v.Flags |= uint32(bpfobj.DirectorDefenceFlagDEF_F_ENGAGED)
-	}
-	if def.SloppyTCP {
-		v.Flags |= uint32(bpfobj.DirectorDefenceFlagDEF_F_SLOPPY_TCP)
-	}
-	if def.AdmitRate > 0 {
-		cpus, err := ebpf.PossibleCPU()
-		if err != nil {
-			return err
-		}
-		// Each CPU paces its share of the rate (GCRA, bpf/synproxy.h).
-		v.AdmitInterval = uint64(cpus) * uint64(time.Second) / def.AdmitRate
-		if v.AdmitInterval == 0 {
-			v.AdmitInterval = 1
-		}
-		burst := def.AdmitBurst
-		if burst == 0 {
-			burst = 1
-		}
-		v.AdmitBurst = burst * v.AdmitInterval
-	}
-	if err := d.objs.Defence.Put(uint32(0), &v); err != nil {
-		return fmt.Errorf("set defence: %w", err)
-	}
-	d.defenceWScale.Store(uint32(v.Wscale))
-	return nil
-}
 
 // TCP option kinds.
 const (
@@ -239,8 +156,8 @@ func buildTCP(out []byte, f *tcpFrame) int {
 type proxied struct {
 	fk, rk    bpfobj.DirectorConnKey
 	fwd, rep  bpfobj.DirectorConnVal
-	client    ConnKey // as it reached the director (client -> VIP)
-	out       ConnKey // as it leaves toward the real
+	client    dataplane.ConnKey // as it reached the director (client -> VIP)
+	out       dataplane.ConnKey // as it leaves toward the real
 	fullnat   bool
 	realID    uint32
 	clientISN uint32 // the client's initial sequence number
@@ -310,19 +227,6 @@ func (t *proxyTable) take(p *proxied) bool {
 	return true
 }
 
-// proxying reports whether a flow's decision puts it through the proxy:
-// its service proxies always, or while the defence is engaged (and for a
-// while after, so that ACKs to cookies XDP sent then still find it).
-func (d *Dataplane) proxying(dec *Decision) bool {
-	if dec.SynProxy {
-		return true
-	}
-	if !dec.SynProxyAuto {
-		return false
-	}
-	return d.engaged.Load() || time.Since(time.Unix(0, d.disengagedAt.Load())) < 10*time.Second
-}
-
 // proxyOpen starts the handshake with the real for flow i of the batch,
 // whose ACK (frame f, parsed p) carried a valid cookie: the entries were
 // written pending; the SYN goes out after the batch.
@@ -337,9 +241,9 @@ func (w *worker) proxyOpen(f []byte, p *packet, i int) {
 		clientISN: binary.BigEndian.Uint32(th[4:8]) - 1,
 		cookieISN: binary.BigEndian.Uint32(th[8:12]) - 1,
 		window:    binary.BigEndian.Uint16(th[14:16]),
-		ifindex:   f2.Ifindex, clientMAC: f2.SrcMAC, ifMAC: sp.d.ifaceMAC(f2.Ifindex),
+		ifindex:   f2.Ifindex, clientMAC: f2.SrcMAC, ifMAC: sp.d.IfaceMAC(f2.Ifindex),
 		started: time.Now(),
-		wscale:  uint8(sp.d.defenceWScale.Load()),
+		wscale:  sp.d.DefenceWScale(),
 	}
 	// The client's SYN options, from our SYN-ACK's TSval echoed back.
 	px.opts = tcpOpts{wscale: tsOptWScale, mss: cookieMSS[0]}
@@ -353,13 +257,13 @@ func (w *worker) proxyOpen(f []byte, p *packet, i int) {
 	if px.opts.wscale == tsOptWScale {
 		px.wscale = 0 // no scaling on either side
 	}
-	ents, n := rawEntries(f2, dec, uint64(w.now), px.ifMAC)
+	ents, n := dataplane.RawEntries(f2, dec, uint64(w.now), px.ifMAC)
 	if n != 2 {
 		sp.proxyFailed.Add(1)
 		return
 	}
-	px.rk, px.rep = ents[0].k, ents[0].v
-	px.fk, px.fwd = ents[1].k, w.fwds[i]
+	px.rk, px.rep = ents[0].K, ents[0].V
+	px.fk, px.fwd = ents[1].K, w.fwds[i]
 	if !sp.proxy.put(px) {
 		sp.proxyFailed.Add(1)
 		return
@@ -370,8 +274,8 @@ func (w *worker) proxyOpen(f []byte, p *packet, i int) {
 
 // proxySYN queues the SYN to px's real: the client's, with its options.
 func (w *worker) proxySYN(px *proxied) {
-	r := w.sp.d.realView(px.realID)
-	if !r.valid || !r.macValid {
+	r := w.sp.d.RealView(px.realID)
+	if !r.Valid || !r.MACValid {
 		return // the resend or the timeout takes it from here
 	}
 	var opts []byte
@@ -397,8 +301,8 @@ func (w *worker) proxySYN(px *proxied) {
 	if px.opts.wscale != tsOptWScale {
 		win <<= px.opts.wscale
 	}
-	t := &tcpFrame{dstMAC: r.mac, srcMAC: r.srcMAC, src: px.out.Src.As4(), dst: px.out.Dst.As4(),
-		sport: px.out.SrcPort, dport: px.out.DstPort, seq: px.clientISN, flags: TCPSyn,
+	t := &tcpFrame{dstMAC: r.MAC, srcMAC: r.SrcMAC, src: px.out.Src.As4(), dst: px.out.Dst.As4(),
+		sport: px.out.SrcPort, dport: px.out.DstPort, seq: px.clientISN, flags: dataplane.TCPSyn,
 		window: uint16(min(win, 0xffff)), opts: opts}
 	w.queueBuilt(w.egressSock(r), t)
 	px.lastSent = time.Now()
@@ -411,14 +315,14 @@ func (w *worker) proxyAnswer(f []byte, p *packet, px *proxied) {
 	th := f[p.l4 : p.ip+p.totLen]
 	ack := binary.BigEndian.Uint32(th[8:12])
 	switch {
-	case p.flags&TCPRst != 0:
+	case p.flags&dataplane.TCPRst != 0:
 		if !sp.proxy.take(px) {
 			return
 		}
 		sp.proxyFailed.Add(1)
 		w.proxyReset(px)
 		w.proxyForget(px)
-	case p.flags&(TCPSyn|TCPAck) == TCPSyn|TCPAck && ack == px.clientISN+1:
+	case p.flags&(dataplane.TCPSyn|dataplane.TCPAck) == dataplane.TCPSyn|dataplane.TCPAck && ack == px.clientISN+1:
 		if !sp.proxy.take(px) {
 			return
 		}
@@ -444,21 +348,21 @@ func (w *worker) proxyEstablish(px *proxied, th []byte) {
 		adj.Wshift = int8(realScale) - int8(px.wscale)
 	}
 	fwd, rep := px.fwd, px.rep
-	fwd.Flags = fwd.Flags&^uint8(ConnSPPending) | uint8(ConnSynProxy)
-	rep.Flags = rep.Flags&^uint8(ConnSPPending) | uint8(ConnSynProxy)
+	fwd.Flags = fwd.Flags&^uint8(dataplane.ConnSPPending) | uint8(dataplane.ConnSynProxy)
+	rep.Flags = rep.Flags&^uint8(dataplane.ConnSPPending) | uint8(dataplane.ConnSynProxy)
 	fwd.State = uint8(conntrack.StateEstablished)
-	now := uint64(Now())
+	now := uint64(dataplane.Now())
 	fwd.LastSeen, rep.LastSeen = now, now
-	if _, err := d.objs.Seqadjs.BatchUpdate([]bpfobj.DirectorConnKey{px.fk, px.rk}, []bpfobj.DirectorSeqadj{adj, adj}, nil); err != nil {
+	if _, err := d.WriteSeqadjs([]bpfobj.DirectorConnKey{px.fk, px.rk}, []bpfobj.DirectorSeqadj{adj, adj}); err != nil {
 		sp.proxyFailed.Add(1)
-		d.log.Warn("SYN proxy: writing a connection's adjustments", "err", err)
+		sp.log.Warn("SYN proxy: writing a connection's adjustments", "err", err)
 		w.proxyReset(px)
 		w.proxyForget(px)
 		return
 	}
-	if _, err := d.objs.Conns.BatchUpdate([]bpfobj.DirectorConnKey{px.rk, px.fk}, []bpfobj.DirectorConnVal{rep, fwd}, nil); err != nil {
+	if _, err := d.WriteConns([]bpfobj.DirectorConnKey{px.rk, px.fk}, []bpfobj.DirectorConnVal{rep, fwd}); err != nil {
 		sp.proxyFailed.Add(1)
-		d.log.Warn("SYN proxy: writing a connection", "err", err)
+		sp.log.Warn("SYN proxy: writing a connection", "err", err)
 		w.proxyReset(px)
 		w.proxyForget(px)
 		return
@@ -467,7 +371,7 @@ func (w *worker) proxyEstablish(px *proxied, th []byte) {
 
 	// The handshake's last ACK to the real, as the client would have
 	// sent it; with TOA for FULLNAT (the toa module reads it there).
-	r := d.realView(px.realID)
+	r := d.RealView(px.realID)
 	var opts []byte
 	if ts {
 		opts = append(opts, optNOP, optNOP, optTS, 10, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -478,10 +382,10 @@ func (w *worker) proxyEstablish(px *proxied, th []byte) {
 		c := px.client.Src.As4()
 		opts = append(opts, optTOA, 8, byte(px.client.SrcPort>>8), byte(px.client.SrcPort), c[0], c[1], c[2], c[3])
 	}
-	if r.valid && r.macValid {
-		w.queueBuilt(w.egressSock(r), &tcpFrame{dstMAC: r.mac, srcMAC: r.srcMAC,
+	if r.Valid && r.MACValid {
+		w.queueBuilt(w.egressSock(r), &tcpFrame{dstMAC: r.MAC, srcMAC: r.SrcMAC,
 			src: px.out.Src.As4(), dst: px.out.Dst.As4(), sport: px.out.SrcPort, dport: px.out.DstPort,
-			seq: px.clientISN + 1, ack: realISN + 1, flags: TCPAck, window: px.window, opts: opts})
+			seq: px.clientISN + 1, ack: realISN + 1, flags: dataplane.TCPAck, window: px.window, opts: opts})
 	}
 	// The client's window opens: the real's, in the scale the client
 	// was told.
@@ -497,14 +401,14 @@ func (w *worker) proxyEstablish(px *proxied, th []byte) {
 	}
 	w.queueBuilt(w.ifaceSock(px.ifindex), &tcpFrame{dstMAC: px.clientMAC, srcMAC: px.ifMAC,
 		src: px.client.Dst.As4(), dst: px.client.Src.As4(), sport: px.client.DstPort, dport: px.client.SrcPort,
-		seq: px.cookieISN + 1, ack: px.clientISN + 1, flags: TCPAck, window: uint16(max(win, 1)), opts: opts})
+		seq: px.cookieISN + 1, ack: px.clientISN + 1, flags: dataplane.TCPAck, window: uint16(max(win, 1)), opts: opts})
 }
 
 // proxyReset tells px's client the connection is gone.
 func (w *worker) proxyReset(px *proxied) {
 	w.queueBuilt(w.ifaceSock(px.ifindex), &tcpFrame{dstMAC: px.clientMAC, srcMAC: px.ifMAC,
 		src: px.client.Dst.As4(), dst: px.client.Src.As4(), sport: px.client.DstPort, dport: px.client.SrcPort,
-		seq: px.cookieISN + 1, ack: px.clientISN + 1, flags: TCPRst | TCPAck})
+		seq: px.cookieISN + 1, ack: px.clientISN + 1, flags: dataplane.TCPRst | dataplane.TCPAck})
 }
 
 // proxyForget closes px's entries: CLOSE and no longer pending (a stray
@@ -514,11 +418,11 @@ func (w *worker) proxyReset(px *proxied) {
 func (w *worker) proxyForget(px *proxied) {
 	fwd, rep := px.fwd, px.rep
 	fwd.State = uint8(conntrack.StateClose)
-	fwd.Flags &^= uint8(ConnSPPending)
-	rep.Flags &^= uint8(ConnSPPending)
-	now := uint64(Now())
+	fwd.Flags &^= uint8(dataplane.ConnSPPending)
+	rep.Flags &^= uint8(dataplane.ConnSPPending)
+	now := uint64(dataplane.Now())
 	fwd.LastSeen, rep.LastSeen = now, now
-	_, _ = w.sp.d.objs.Conns.BatchUpdate([]bpfobj.DirectorConnKey{px.rk, px.fk}, []bpfobj.DirectorConnVal{rep, fwd}, nil)
+	_, _ = w.sp.d.WriteConns([]bpfobj.DirectorConnKey{px.rk, px.fk}, []bpfobj.DirectorConnVal{rep, fwd})
 }
 
 // ifaceSock is the socket to send out of interface ifindex by: this
@@ -583,7 +487,7 @@ func (w *worker) flushQueued() {
 // proxyExpire resends the SYNs of handshakes a real has not answered
 // and gives up on those past proxyTimeout (the client gets a RST). The
 // slow path's expiry goroutine runs it with its own worker.
-func (sp *slowPath) proxyExpire(w *worker) {
+func (sp *SlowPath) proxyExpire(w *worker) {
 	if sp.proxy.n.Load() == 0 {
 		return
 	}
@@ -611,7 +515,7 @@ func (sp *slowPath) proxyExpire(w *worker) {
 			w.proxyReset(px)
 			w.proxyForget(px)
 			sp.proxyLog.Do(func() {
-				sp.d.log.Warn("SYN proxy: a real did not answer the handshake; the client was reset",
+				sp.log.Warn("SYN proxy: a real did not answer the handshake; the client was reset",
 					"real", netip.AddrPortFrom(px.out.Dst, px.out.DstPort).String(), "client", px.client.Src.String())
 			})
 		}

@@ -1,15 +1,15 @@
-package dataplane
+package slowpath
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
-	"net"
 	"net/netip"
-	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"github.com/xipvs/xipvs/dataplane/xsk"
 )
 
@@ -104,7 +104,7 @@ func parsePacket6(f []byte) (p packet6, ok bool) {
 		if len(l4) < 20 || int(l4[12]>>4)*4 < 20 || int(l4[12]>>4)*4 > l4Len {
 			return p, false
 		}
-		p.flags = l4[13] & (TCPFin | TCPSyn | TCPRst | TCPAck)
+		p.flags = l4[13] & (dataplane.TCPFin | dataplane.TCPSyn | dataplane.TCPRst | dataplane.TCPAck)
 	case protoUDP:
 		if len(l4) < 8 {
 			return p, false
@@ -175,15 +175,15 @@ func (w *worker) batch6(frames [][]byte) {
 			continue
 		}
 		if p.fragment == fragLater {
-			sport, dport, ok := sp.d.fragPorts6(&p)
+			sport, dport, ok := sp.fragPorts6(&p)
 			if !ok {
 				sp.fragOrphans.Add(1)
 				continue
 			}
-			p.srcPort, p.dstPort = be16(sport), be16(dport)
+			p.srcPort, p.dstPort = dataplane.NetPort(sport), dataplane.NetPort(dport)
 		}
-		k := ConnKey{Src: netip.AddrFrom16(p.src), Dst: netip.AddrFrom16(p.dst), SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}
-		rk := k.raw6()
+		k := dataplane.ConnKey{Src: netip.AddrFrom16(p.src), Dst: netip.AddrFrom16(p.dst), SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}
+		rk := k.Raw6()
 		if j, ok := w.inBatch6[rk]; ok {
 			w.sched[i] = j // a second packet of a flow this batch decides
 			continue
@@ -192,7 +192,7 @@ func (w *worker) batch6(frames [][]byte) {
 			// It follows its first fragment's connection, never starts one.
 			if real, ok := w.recent6.get(&rk, w.now); ok {
 				w.follow[i], w.vals[i].RealId = true, real
-			} else if c, found, err := sp.d.LookupConn(k); err == nil && found && c.Flags&(ConnReply|ConnSPPending) == 0 {
+			} else if c, found, err := sp.d.LookupConn(k); err == nil && found && c.Flags&(dataplane.ConnReply|dataplane.ConnSPPending) == 0 {
 				w.follow[i], w.vals[i].RealId = true, c.RealID
 			} else {
 				sp.fragOrphans.Add(1)
@@ -206,7 +206,7 @@ func (w *worker) batch6(frames [][]byte) {
 		}
 		w.inBatch6[rk] = len(w.flows6)
 		w.sched[i] = len(w.flows6)
-		w.flows6 = append(w.flows6, NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
+		w.flows6 = append(w.flows6, dataplane.NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
 	}
 	if len(w.flows6) > 0 {
 		w.decide6()
@@ -228,7 +228,7 @@ func (w *worker) batch6(frames [][]byte) {
 // unreachable6 answers frame f, a new IPv6 flow no real server can take,
 // with an ICMPv6 port unreachable out the way it came, within the rate
 // limit IPv4's answers share (ip_vs_leave's icmpv6_send).
-func (w *worker) unreachable6(f []byte, k ConnKey) {
+func (w *worker) unreachable6(f []byte, k dataplane.ConnKey) {
 	sp := w.sp
 	if !sp.unreach.Allow() {
 		sp.unreachLimited.Add(1)
@@ -247,7 +247,7 @@ func (w *worker) unreachable6(f []byte, k ConnKey) {
 	tx.Commit(n)
 	sp.portUnreach.Add(1)
 	sp.unreachLog.Do(func() {
-		sp.d.log.Warn("new flows to a service with no available real server: answered ICMP port unreachable",
+		sp.log.Warn("new flows to a service with no available real server: answered ICMP port unreachable",
 			"service", fmt.Sprintf("[%v]:%d/%d", k.Dst, k.DstPort, k.Proto),
 			"client", k.Src, "answered", sp.portUnreach.Load(), "rate_limited", sp.unreachLimited.Load())
 	})
@@ -314,12 +314,12 @@ func icmp6PortUnreachable(out []byte, n int) (int, bool) {
 // stillFollows6 is stillFollows for an IPv6 flow: only a bare SYN may
 // start a new connection on a tuple (the old one closing), which costs a
 // lookup.
-func (w *worker) stillFollows6(k ConnKey, p *packet6) bool {
-	if p.proto != protoTCP || p.flags&(TCPSyn|TCPAck) != TCPSyn {
+func (w *worker) stillFollows6(k dataplane.ConnKey, p *packet6) bool {
+	if p.proto != protoTCP || p.flags&(dataplane.TCPSyn|dataplane.TCPAck) != dataplane.TCPSyn {
 		return true
 	}
 	c, found, err := w.sp.d.LookupConn(k)
-	return err == nil && found && c.Flags&ConnReply == 0 && !closing(c.State)
+	return err == nil && found && c.Flags&dataplane.ConnReply == 0 && !closing(c.State)
 }
 
 // decide6 asks the handler about the batch's new IPv6 flows and writes
@@ -332,7 +332,7 @@ func (w *worker) decide6() {
 	w.decs6 = w.decs6[:len(w.flows6)]
 	clear(w.decs6)
 	sp.handler(w.flows6, w.decs6)
-	now := uint64(Now())
+	now := uint64(dataplane.Now())
 	w.wkeys6, w.wvals6 = w.wkeys6[:0], w.wvals6[:0]
 	for i := range w.flows6 {
 		if w.decs6[i].RealID == 0 {
@@ -340,25 +340,25 @@ func (w *worker) decide6() {
 			continue
 		}
 		f := &w.flows6[i]
-		ents, n := rawEntries6(f, &w.decs6[i], now, d.ifaceMAC(f.Ifindex))
-		if d.realView(w.decs6[i].RealID).fwd == FwdRoute {
+		ents, n := dataplane.RawEntries6(f, &w.decs6[i], now, d.IfaceMAC(f.Ifindex))
+		if d.RealView(w.decs6[i].RealID).Fwd == dataplane.FwdRoute {
 			// DR: the first packet only needs new MACs (transmit6 gives
 			// them), so the entry takes its state after it here, as
 			// IPv4's decide writes it, and the packet is not replayed.
-			v := &ents[n-1].v
+			v := &ents[n-1].V
 			v.State = connState(v.State, f.Key.Proto, f.TCPFlags, dirInputOnly)
 		}
 		for _, e := range ents[:n] {
-			w.wkeys6, w.wvals6 = append(w.wkeys6, e.k), append(w.wvals6, e.v)
+			w.wkeys6, w.wvals6 = append(w.wkeys6, e.K), append(w.wvals6, e.V)
 		}
 	}
 	if len(w.wkeys6) == 0 {
 		return
 	}
-	done, err := d.objs.Conns6.BatchUpdate(w.wkeys6, w.wvals6, &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
+	done, err := d.WriteConns6(w.wkeys6, w.wvals6)
 	if err != nil {
 		sp.failed.Add(uint64(len(w.wkeys6) - done))
-		d.log.Warn("slow path: writing new IPv6 connections", "written", done, "of", len(w.wkeys6), "err", err)
+		sp.log.Warn("slow path: writing new IPv6 connections", "written", done, "of", len(w.wkeys6), "err", err)
 	}
 	// A flow whose entries were not all written is dropped (its client
 	// retransmits).
@@ -372,7 +372,7 @@ func (w *worker) decide6() {
 			n = 2
 		}
 		if j+n <= done {
-			k := w.flows6[i].Key.raw6()
+			k := w.flows6[i].Key.Raw6()
 			w.recent6.put(&k, w.decs6[i].RealID, w.now)
 			sp.newConns.Add(1)
 		} else {
@@ -392,24 +392,24 @@ func (w *worker) decide6() {
 // counted.
 func (w *worker) transmit6(f []byte, realID uint32) {
 	sp := w.sp
-	if r := sp.d.realView(realID); r.valid && r.macValid && r.fwd == FwdRoute {
+	if r := sp.d.RealView(realID); r.Valid && r.MACValid && r.Fwd == dataplane.FwdRoute {
 		w.route6(f, realID, r)
 		return
 	}
-	w.replayCtx = xdpMd{DataEnd: uint32(len(f)), IngressIfindex: uint32(w.qs.ifindex), RxQueueIndex: uint32(w.qs.queue)}
+	w.replayCtx = dataplane.XDPContext{DataEnd: uint32(len(f)), IngressIfindex: uint32(w.qs.ifindex), RxQueueIndex: uint32(w.qs.queue)}
 	opts := ebpf.RunOptions{Data: f, DataOut: w.scratch[:], Context: &w.replayCtx}
-	ret, err := sp.d.objs.XipvsReplay6.Run(&opts)
+	ret, err := sp.d.Replay6(&opts)
 	if err != nil {
 		sp.failed.Add(1)
-		sp.d.log.Warn("slow path: replaying an IPv6 frame", "err", err)
+		sp.log.Warn("slow path: replaying an IPv6 frame", "err", err)
 		return
 	}
 	var sock *xsk.Socket
-	switch Verdict(ret) {
-	case XDPTx:
+	switch dataplane.Verdict(ret) {
+	case dataplane.XDPTx:
 		sock = w.qs.sock
-	case XDPRedirect:
-		sock = w.egressSock(sp.d.realView(realID))
+	case dataplane.XDPRedirect:
+		sock = w.egressSock(sp.d.RealView(realID))
 	default:
 		return
 	}
@@ -433,7 +433,7 @@ func (w *worker) transmit6(f []byte, realID uint32) {
 
 // route6 sends frame f of a DR connection to real r: new MACs only, as
 // forward6 does (its entry already holds the state after the packet).
-func (w *worker) route6(f []byte, realID uint32, r *realView) {
+func (w *worker) route6(f []byte, realID uint32, r *dataplane.RealView) {
 	sp := w.sp
 	sock := w.egressSock(r)
 	if sock == nil {
@@ -452,61 +452,12 @@ func (w *worker) route6(f []byte, realID uint32, r *realView) {
 		return
 	}
 	n := copy(buf, f)
-	setMACs(buf[:n], r.mac, r.srcMAC)
+	setMACs(buf[:n], r.MAC, r.SrcMAC)
 	if own {
 		w.ownTx().Commit(n)
 	} else {
 		w.queue(sock, buf[:n])
 	}
-	w.stats[StatFwd]++
-	sp.d.accountSlow(realID, uint64(ip6HLen+int(binary.BigEndian.Uint16(f[ethHLen+4:]))))
-}
-
-// entry6 is a raw IPv6 connection-table entry.
-type entry6 struct {
-	k bpfobj.DirectorConnKey6
-	v bpfobj.DirectorConnVal6
-}
-
-// rawEntries6 is rawEntries for an IPv6 flow: its entries as written,
-// NAT's and FULLNAT's reply entry first, and how many there are.
-func rawEntries6(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]entry6, int) {
-	var out [2]entry6
-	fk := f.Key.raw6()
-	fwd := bpfobj.DirectorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
-	if dec.Persistent {
-		fwd.Flags = uint8(ConnPersist)
-	}
-	if f.Key.Proto == protoTCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn {
-		fwd.Flags |= uint8(ConnSynSeen)
-	}
-	if !dec.Out.Src.IsValid() {
-		out[0] = entry6{fk, fwd}
-		return out, 1
-	}
-	var flags uint8
-	if dec.FullNAT {
-		flags = uint8(ConnFullNAT)
-	}
-	fwd.Flags |= flags
-	fwd.Nsaddr, fwd.Ndaddr = dec.Out.Src.As16(), dec.Out.Dst.As16()
-	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
-	rep := bpfobj.DirectorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
-		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
-		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
-	rk := bpfobj.DirectorConnKey6{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
-	out[0], out[1] = entry6{rk, rep}, entry6{fk, fwd}
-	return out, 2
-}
-
-// entries6 is Entries for an IPv6 flow, in the model's types.
-func entries6(f *NewFlow, dec *Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
-	var mac [6]byte
-	copy(mac[:], ifaceMAC)
-	ents, n := rawEntries6(f, dec, uint64(now), mac)
-	out := make([]Entry, n)
-	for i, e := range ents[:n] {
-		out[i] = Entry{connKeyFromRaw6(e.k), connFromRaw6(e.v)}
-	}
-	return out
+	w.stats[dataplane.StatFwd]++
+	sp.d.AccountSlow(realID, uint64(ip6HLen+int(binary.BigEndian.Uint16(f[ethHLen+4:]))))
 }

@@ -1,72 +1,31 @@
-package dataplane
+package slowpath
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/xipvs/xipvs/conntrack"
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"github.com/xipvs/xipvs/dataplane/xsk"
 )
 
-// NewFlow is the first packet of a flow the fast path did not know.
-type NewFlow struct {
-	Key      ConnKey
-	TCPFlags uint8
-	Ifindex  int
-	// SrcMAC is the frame's source: the client's previous hop, where a
-	// NAT or FULLNAT connection's replies go back to.
-	SrcMAC [6]byte
-}
-
-// TCP flag bits of NewFlow.TCPFlags.
-const (
-	TCPFin = 0x01
-	TCPSyn = 0x02
-	TCPRst = 0x04
-	TCPAck = 0x10
-)
-
-// Decision is where the slow path's handler sends a new flow. A zero
-// RealID drops the packet (no real server available).
-type Decision struct {
-	RealID    uint32
-	ServiceID uint32
-	// Out is, for NAT and FULLNAT, the tuple the client's packets leave
-	// with: (client or local address, real server, client or local port,
-	// real port). Zero for DR and TUN.
-	Out     ConnKey
-	FullNAT bool
-	// Persistent marks a persistent service's connection (the sweep
-	// lists the templates of those).
-	Persistent bool
-	// Unreachable (with RealID 0): the flow is a service's and no real
-	// server can take it; the client is answered ICMP port unreachable,
-	// rate-limited, as IPVS's ip_vs_leave does.
-	Unreachable bool
-	// SynProxy: the service's SYNs are proxied (-j enable); a flow that
-	// reaches the slow path with an ACK carried a valid cookie.
-	// SynProxyAuto: they are while the defence is engaged.
-	SynProxy, SynProxyAuto bool
-}
-
 // FlowHandler decides a batch of new flows: decs[i] for flows[i]. Each
 // slow-path worker calls it with its own batch; calls may run at once.
-type FlowHandler func(flows []NewFlow, decs []Decision)
+type FlowHandler func(flows []dataplane.NewFlow, decs []dataplane.Decision)
 
-// SlowPathStats counts what the slow path did.
-type SlowPathStats struct {
+// Stats counts what the slow path did.
+type Stats struct {
 	Received  uint64 // frames read from AF_XDP sockets
 	NewConns  uint64 // connections created
 	Followed  uint64 // frames of a flow created moments before (a burst)
@@ -101,8 +60,47 @@ type queueSock struct {
 	sock    *xsk.Socket
 }
 
-type slowPath struct {
-	d       *Dataplane
+// Director is what the slow path reaches of the data plane
+// (dataplane.Dataplane): the registration of its sockets, the batched
+// writes and raw lookups of connection entries, the real servers and
+// interfaces as the transforms read them, the IPv6 replay program, the
+// fragment ports XDP noted, the counters of what it forwarded itself, and
+// the defence it engages.
+type Director interface {
+	Interfaces() []dataplane.Interface
+	SetXSK(ifindex, queue, fd int) error
+	DeleteXSK(ifindex, queue int) error
+	TrimRxQueues(ifindex, n int)
+
+	WriteConns(keys []bpfobj.DirectorConnKey, vals []bpfobj.DirectorConnVal) (int, error)
+	WriteConns6(keys []bpfobj.DirectorConnKey6, vals []bpfobj.DirectorConnVal6) (int, error)
+	WriteSeqadjs(keys []bpfobj.DirectorConnKey, vals []bpfobj.DirectorSeqadj) (int, error)
+	LookupRaw(k *bpfobj.DirectorConnKey) (bpfobj.DirectorConnVal, bool, error)
+	LookupConn(k dataplane.ConnKey) (dataplane.Conn, bool, error)
+	FragPorts(k *bpfobj.DirectorFragKey) (sport, dport uint16, ok bool)
+	Replay6(opts *ebpf.RunOptions) (uint32, error)
+
+	RealView(id uint32) *dataplane.RealView
+	IfaceMAC(ifindex int) [6]byte
+
+	AccountSlow(id uint32, bytes uint64)
+	AddSlowStats(s *[dataplane.NumStats]uint64)
+	SaveSlowCounts() error
+	Counters() ([dataplane.NumStats]uint64, error)
+
+	Defence() dataplane.Defence
+	Engaged() bool
+	Engage(on bool, reason string)
+	DefenceWScale() uint8
+	Proxying(dec *dataplane.Decision) bool
+}
+
+var _ Director = (*dataplane.Dataplane)(nil)
+
+// SlowPath is the running slow path: a worker per AF_XDP socket.
+type SlowPath struct {
+	d       Director
+	log     *slog.Logger
 	handler FlowHandler
 	socks   map[int][]*xsk.Socket // by ifindex, by rx queue
 	all     []queueSock
@@ -125,40 +123,35 @@ type slowPath struct {
 	unreachLog rate.Sometimes
 }
 
-// StartSlowPath binds one AF_XDP socket per rx queue of every director
+// Start binds one AF_XDP socket per rx queue of every director
 // interface, registers them in the XSKMAP and serves new flows with h, a
 // worker goroutine per socket, until Close. Before this runs (and after
 // Close) the fast path drops new flows, so clients retransmit rather
 // than see a reset.
-func (d *Dataplane) StartSlowPath(h FlowHandler) error {
-	if d.slow != nil {
-		return errors.New("slow path already started")
-	}
-	sp := &slowPath{d: d, handler: h, socks: map[int][]*xsk.Socket{}, stop: make(chan struct{}),
+func Start(d Director, h FlowHandler, log *slog.Logger) (*SlowPath, error) {
+	sp := &SlowPath{d: d, log: log, handler: h, socks: map[int][]*xsk.Socket{}, stop: make(chan struct{}),
 		unreach: rate.NewLimiter(1000, 50), unreachLog: rate.Sometimes{Interval: 10 * time.Second},
 		proxyLog: rate.Sometimes{Interval: 10 * time.Second}}
-	for i := range d.ifaces {
-		ifc := &d.ifaces[i]
+	for _, ifc := range d.Interfaces() {
 		for q := 0; q < ifc.RxQueues; q++ {
 			s, err := xsk.Open(xsk.Config{Ifindex: ifc.Index, QueueID: q})
 			if err != nil && q > 0 && errors.Is(err, unix.EINVAL) {
 				// IFLA_NUM_RX_QUEUES counts allocated queues; the
 				// device uses fewer (real_num_rx_queues).
-				ifc.RxQueues = q
+				d.TrimRxQueues(ifc.Index, q)
 				break
 			}
 			if err != nil {
-				sp.close()
-				return fmt.Errorf("af_xdp socket on %s queue %d: %w", ifc.Name, q, err)
+				_ = sp.Close()
+				return nil, fmt.Errorf("af_xdp socket on %s queue %d: %w", ifc.Name, q, err)
 			}
 			sp.socks[ifc.Index] = append(sp.socks[ifc.Index], s)
 			sp.all = append(sp.all, queueSock{ifc.Index, q, s})
-			key := uint32(ifc.slot)*MaxQueues + uint32(q)
-			if err := d.objs.Xsks.Put(key, uint32(s.FD())); err != nil {
-				sp.close()
-				return fmt.Errorf("xsks map %s queue %d: %w", ifc.Name, q, err)
+			if err := d.SetXSK(ifc.Index, q, s.FD()); err != nil {
+				_ = sp.Close()
+				return nil, fmt.Errorf("xsks map %s queue %d: %w", ifc.Name, q, err)
 			}
-			d.log.Info("af_xdp socket bound", "interface", ifc.Name, "queue", q, "mode", s.Mode())
+			log.Info("af_xdp socket bound", "interface", ifc.Name, "queue", q, "mode", s.Mode())
 		}
 	}
 	for _, qs := range sp.all {
@@ -169,17 +162,15 @@ func (d *Dataplane) StartSlowPath(h FlowHandler) error {
 	go sp.saveCounts()
 	sp.wg.Add(1)
 	go sp.housekeeping()
-	d.slow = sp
-	return nil
+	return sp, nil
 }
 
-// SlowPathStats returns the slow path's counters.
-func (d *Dataplane) SlowPathStats() SlowPathStats {
-	sp := d.slow
+// Stats returns the slow path's counters (zero for a nil SlowPath).
+func (sp *SlowPath) Stats() Stats {
 	if sp == nil {
-		return SlowPathStats{}
+		return Stats{}
 	}
-	return SlowPathStats{
+	return Stats{
 		Received: sp.received.Load(), NewConns: sp.newConns.Load(), Followed: sp.followed.Load(),
 		Forwarded: sp.forwarded.Load(), NoDest: sp.noDest.Load(), Unparsable: sp.unparsable.Load(), FragOrphans: sp.fragOrphans.Load(),
 		PortUnreach: sp.portUnreach.Load(), UnreachLimited: sp.unreachLimited.Load(),
@@ -190,7 +181,7 @@ func (d *Dataplane) SlowPathStats() SlowPathStats {
 
 // saveCounts writes the slow path's counters to their pinned maps every
 // second until the slow path stops.
-func (sp *slowPath) saveCounts() {
+func (sp *SlowPath) saveCounts() {
 	defer sp.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -199,42 +190,36 @@ func (sp *slowPath) saveCounts() {
 		case <-sp.stop:
 			return
 		case <-t.C:
-			if err := sp.d.saveSlowCounts(); err != nil {
-				sp.d.log.Warn("saving the slow path's counters", "err", err)
+			if err := sp.d.SaveSlowCounts(); err != nil {
+				sp.log.Warn("saving the slow path's counters", "err", err)
 			}
 		}
 	}
 }
 
-func (sp *slowPath) close() error {
+// Close stops the workers, unregisters and closes the sockets, and saves
+// the counters of what the slow path forwarded. Stop the slow path before
+// closing the data plane.
+func (sp *SlowPath) Close() error {
+	if sp == nil {
+		return nil
+	}
 	select {
 	case <-sp.stop:
+		return nil
 	default:
 		close(sp.stop)
 	}
 	sp.wg.Wait()
 	var err error
 	for _, qs := range sp.all {
-		ifc := sp.d.ifaceByIndex(qs.ifindex)
-		if ifc != nil {
-			key := uint32(ifc.slot)*MaxQueues + uint32(qs.queue)
-			if e := sp.d.objs.Xsks.Delete(key); e != nil {
-				err = errors.Join(err, fmt.Errorf("xsks map delete: %w", e))
-			}
+		if e := sp.d.DeleteXSK(qs.ifindex, qs.queue); e != nil {
+			err = errors.Join(err, fmt.Errorf("xsks map delete: %w", e))
 		}
 		err = errors.Join(err, qs.sock.Close())
 	}
 	sp.all = nil
-	return err
-}
-
-func (d *Dataplane) ifaceByIndex(idx int) *Interface {
-	for i := range d.ifaces {
-		if d.ifaces[i].Index == idx {
-			return &d.ifaces[i]
-		}
-	}
-	return nil
+	return errors.Join(err, sp.d.SaveSlowCounts())
 }
 
 // recentFlows remembers the connections a worker created in the last
@@ -276,7 +261,7 @@ func (r *recentFlows) put(k bpfobj.DirectorConnKey, v bpfobj.DirectorConnVal, no
 
 // worker serves one AF_XDP socket, a batch at a time.
 type worker struct {
-	sp     *slowPath
+	sp     *SlowPath
 	qs     queueSock
 	recent recentFlows
 
@@ -287,16 +272,16 @@ type worker struct {
 	vals   []bpfobj.DirectorConnVal
 	follow []bool
 	sched  []int // index into flows, or -1
-	flows  []NewFlow
-	decs   []Decision
+	flows  []dataplane.NewFlow
+	decs   []dataplane.Decision
 	fwds   []bpfobj.DirectorConnVal // each flow's forward entry as written
 	// The batch's map writes: reply entries before their forward entry.
 	wkeys   []bpfobj.DirectorConnKey
 	wvals   []bpfobj.DirectorConnVal
 	txs     map[*xsk.Socket]*xsk.Tx
 	inBatch map[bpfobj.DirectorConnKey]int // flows this batch decides, by key
-	now     int64                   // the batch's time (Now)
-	stats   [NumStats]uint64
+	now     int64                          // the batch's time (Now)
+	stats   [dataplane.NumStats]uint64
 	// The SYN proxy: which flows of the batch it opens (and whether it
 	// has), and the frames it sends after the batch.
 	proxyFlow, proxyDone []bool
@@ -307,25 +292,25 @@ type worker struct {
 	// decisions, the entries written, what the worker created lately,
 	// and the context a frame is replayed with (slowpath6.go).
 	idx6      []int
-	flows6    []NewFlow
-	decs6     []Decision
+	flows6    []dataplane.NewFlow
+	decs6     []dataplane.Decision
 	answered6 []bool // flows6[i]'s ICMPv6 answer is sent
 	inBatch6  map[bpfobj.DirectorConnKey6]int
 	wkeys6    []bpfobj.DirectorConnKey6
 	wvals6    []bpfobj.DirectorConnVal6
 	recent6   recent6
-	replayCtx xdpMd
+	replayCtx dataplane.XDPContext
 }
 
-func (sp *slowPath) newWorker(qs queueSock) *worker {
+func (sp *SlowPath) newWorker(qs queueSock) *worker {
 	return &worker{sp: sp, qs: qs,
 		recent: newRecentFlows(),
 		frames: make([][]byte, batchSize), pkts: make([]packet, batchSize), keys: make([]bpfobj.DirectorConnKey, batchSize),
 		vals: make([]bpfobj.DirectorConnVal, batchSize), follow: make([]bool, batchSize), sched: make([]int, batchSize),
-		flows: make([]NewFlow, 0, batchSize), decs: make([]Decision, 0, batchSize), fwds: make([]bpfobj.DirectorConnVal, batchSize),
+		flows: make([]dataplane.NewFlow, 0, batchSize), decs: make([]dataplane.Decision, 0, batchSize), fwds: make([]bpfobj.DirectorConnVal, batchSize),
 		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[bpfobj.DirectorConnKey]int{},
 		proxyFlow: make([]bool, batchSize), proxyDone: make([]bool, batchSize),
-		flows6: make([]NewFlow, 0, batchSize), decs6: make([]Decision, 0, batchSize), answered6: make([]bool, batchSize),
+		flows6: make([]dataplane.NewFlow, 0, batchSize), decs6: make([]dataplane.Decision, 0, batchSize), answered6: make([]bool, batchSize),
 		inBatch6: map[bpfobj.DirectorConnKey6]int{}, recent6: newRecent6()}
 }
 
@@ -341,7 +326,7 @@ func (w *worker) run() {
 		n := sock.Peek(w.frames)
 		if n == 0 {
 			if _, err := sock.Poll(100); err != nil {
-				w.sp.d.log.Error("slow path poll", "ifindex", w.qs.ifindex, "queue", w.qs.queue, "err", err)
+				w.sp.log.Error("slow path poll", "ifindex", w.qs.ifindex, "queue", w.qs.queue, "err", err)
 				return
 			}
 			continue
@@ -358,7 +343,7 @@ func (w *worker) batch(frames [][]byte) {
 	sp, d := w.sp, w.sp.d
 	sp.received.Add(uint64(len(frames)))
 	sp.batches.Add(1)
-	w.now = int64(Now())
+	w.now = int64(dataplane.Now())
 	w.flows, w.decs = w.flows[:0], w.decs[:0]
 	inBatch := w.inBatch
 	clear(inBatch)
@@ -379,7 +364,7 @@ func (w *worker) batch(frames [][]byte) {
 			continue
 		}
 		w.pkts[i] = p
-		k := bpfobj.DirectorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: be16(p.srcPort), Dport: be16(p.dstPort), Proto: p.proto}
+		k := bpfobj.DirectorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: dataplane.NetPort(p.srcPort), Dport: dataplane.NetPort(p.dstPort), Proto: p.proto}
 		w.keys[i] = k
 		if px := sp.proxy.get(k); px != nil {
 			// A handshake under way: the real's answer, or the client
@@ -401,7 +386,7 @@ func (w *worker) batch(frames [][]byte) {
 		}
 		inBatch[k] = len(w.flows)
 		w.sched[i] = len(w.flows)
-		w.flows = append(w.flows, NewFlow{Key: ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst),
+		w.flows = append(w.flows, dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst),
 			SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
 	}
 	if len(w.flows) > 0 {
@@ -447,13 +432,13 @@ func (w *worker) batch(frames [][]byte) {
 		sp.forwarded.Add(uint64(n))
 		if err != nil {
 			sp.failed.Add(1)
-			d.log.Warn("slow path transmit", "err", err)
+			sp.log.Warn("slow path transmit", "err", err)
 		}
 		delete(w.txs, s)
 	}
 	w.flushQueued()
-	d.addStats(&w.stats)
-	w.stats = [NumStats]uint64{}
+	d.AddSlowStats(&w.stats)
+	w.stats = [dataplane.NumStats]uint64{}
 }
 
 // stillFollows reports whether a packet of a flow created moments ago
@@ -461,10 +446,10 @@ func (w *worker) batch(frames [][]byte) {
 // the same tuple (conn_reused: the old one is closing); that case costs
 // one lookup.
 func (w *worker) stillFollows(k bpfobj.DirectorConnKey, p *packet, v *bpfobj.DirectorConnVal) bool {
-	if p.proto != protoTCP || p.flags&(TCPSyn|TCPAck) != TCPSyn {
+	if p.proto != protoTCP || p.flags&(dataplane.TCPSyn|dataplane.TCPAck) != dataplane.TCPSyn {
 		return true
 	}
-	cur, found, err := w.sp.d.lookupRaw(&k)
+	cur, found, err := w.sp.d.LookupRaw(&k)
 	if err != nil || !found {
 		return false // gone: schedule afresh
 	}
@@ -480,12 +465,12 @@ func (w *worker) stillFollows(k bpfobj.DirectorConnKey, p *packet, v *bpfobj.Dir
 // the table. It never starts a flow.
 func (w *worker) laterFragment(i int, p *packet) {
 	sp := w.sp
-	sport, dport, ok := sp.d.fragPorts4(p)
+	sport, dport, ok := sp.fragPorts4(p)
 	if !ok {
 		sp.fragOrphans.Add(1)
 		return
 	}
-	p.srcPort, p.dstPort = be16(sport), be16(dport)
+	p.srcPort, p.dstPort = dataplane.NetPort(sport), dataplane.NetPort(dport)
 	w.pkts[i] = *p
 	k := bpfobj.DirectorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: sport, Dport: dport, Proto: p.proto}
 	w.keys[i] = k
@@ -498,7 +483,7 @@ func (w *worker) laterFragment(i int, p *packet) {
 		sp.followed.Add(1)
 		return
 	}
-	if v, found, err := sp.d.lookupRaw(&k); err == nil && found && v.Flags&uint8(ConnReply) == 0 && v.Flags&uint8(ConnSPPending) == 0 {
+	if v, found, err := sp.d.LookupRaw(&k); err == nil && found && v.Flags&uint8(dataplane.ConnReply) == 0 && v.Flags&uint8(dataplane.ConnSPPending) == 0 {
 		w.vals[i], w.follow[i] = v, true
 		return
 	}
@@ -522,7 +507,7 @@ func (w *worker) decide() {
 	w.decs = w.decs[:len(w.flows)]
 	clear(w.decs)
 	sp.handler(w.flows, w.decs)
-	now := uint64(Now())
+	now := uint64(dataplane.Now())
 	w.wkeys, w.wvals = w.wkeys[:0], w.wvals[:0]
 	for i := range w.flows {
 		dec := &w.decs[i]
@@ -532,39 +517,39 @@ func (w *worker) decide() {
 			continue
 		}
 		f := &w.flows[i]
-		ents, n := rawEntries(f, dec, now, d.ifaceMAC(f.Ifindex))
-		if f.Key.Proto == protoTCP && f.TCPFlags&(TCPSyn|TCPAck|TCPRst) == TCPAck && n == 2 && d.proxying(dec) {
+		ents, n := dataplane.RawEntries(f, dec, now, d.IfaceMAC(f.Ifindex))
+		if f.Key.Proto == protoTCP && f.TCPFlags&(dataplane.TCPSyn|dataplane.TCPAck|dataplane.TCPRst) == dataplane.TCPAck && n == 2 && d.Proxying(dec) {
 			// A valid cookie's ACK: the entries wait, pending, for the
 			// handshake with the real (synproxy.go).
 			w.proxyFlow[i] = true
 			for j := range ents[:n] {
-				ents[j].v.Flags |= uint8(ConnSPPending)
+				ents[j].V.Flags |= uint8(dataplane.ConnSPPending)
 			}
-			ents[1].v.State = uint8(conntrack.StateSynRecv)
+			ents[1].V.State = uint8(conntrack.StateSynRecv)
 			for _, e := range ents[:n] {
-				w.wkeys, w.wvals = append(w.wkeys, e.k), append(w.wvals, e.v)
+				w.wkeys, w.wvals = append(w.wkeys, e.K), append(w.wvals, e.V)
 			}
 			continue
 		}
 		// The first packet moves the state, as conn_update would in XDP.
-		fwd := &ents[n-1].v
-		r := d.realView(dec.RealID)
+		fwd := &ents[n-1].V
+		r := d.RealView(dec.RealID)
 		dir := dirInputOnly
-		if r.fwd == FwdMasq || r.fwd == FwdFullNAT {
+		if r.Fwd == dataplane.FwdMasq || r.Fwd == dataplane.FwdFullNAT {
 			dir = dirInput
 		}
 		fwd.State = connState(fwd.State, f.Key.Proto, f.TCPFlags, dir)
 		for _, e := range ents[:n] {
-			w.wkeys, w.wvals = append(w.wkeys, e.k), append(w.wvals, e.v)
+			w.wkeys, w.wvals = append(w.wkeys, e.K), append(w.wvals, e.V)
 		}
 	}
 	if len(w.wkeys) == 0 {
 		return
 	}
-	done, err := d.objs.Conns.BatchUpdate(w.wkeys, w.wvals, &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
+	done, err := d.WriteConns(w.wkeys, w.wvals)
 	if err != nil {
 		sp.failed.Add(uint64(len(w.wkeys) - done))
-		d.log.Warn("slow path: writing new connections", "written", done, "of", len(w.wkeys), "err", err)
+		sp.log.Warn("slow path: writing new connections", "written", done, "of", len(w.wkeys), "err", err)
 	}
 	// Remember what was written; a flow whose entries were not all
 	// written is dropped (its client retransmits).
@@ -598,7 +583,7 @@ func (w *worker) fwdVal(i int) bpfobj.DirectorConnVal { return w.fwds[i] }
 // whose forward entry is v and queues the result on its egress socket.
 func (w *worker) transmit(f []byte, p *packet, v bpfobj.DirectorConnVal) {
 	sp := w.sp
-	r := sp.d.realView(v.RealId)
+	r := sp.d.RealView(v.RealId)
 	sock := w.egressSock(r)
 	if sock == nil {
 		sp.failed.Add(1)
@@ -643,8 +628,8 @@ func (w *worker) transmit(f []byte, p *packet, v bpfobj.DirectorConnVal) {
 	default:
 		w.queue(sock, buf[:n])
 	}
-	if stat == StatFwd {
-		sp.d.accountSlow(v.RealId, uint64(p.totLen))
+	if stat == dataplane.StatFwd {
+		sp.d.AccountSlow(v.RealId, uint64(p.totLen))
 	}
 }
 
@@ -687,7 +672,7 @@ func (w *worker) unreachable(f []byte, p *packet) {
 	tx.Commit(n)
 	sp.portUnreach.Add(1)
 	sp.unreachLog.Do(func() {
-		sp.d.log.Warn("new flows to a service with no available real server: answered ICMP port unreachable",
+		sp.log.Warn("new flows to a service with no available real server: answered ICMP port unreachable",
 			"service", fmt.Sprintf("%s:%d/%d", netip.AddrFrom4(p.dst), p.dstPort, p.proto),
 			"client", netip.AddrFrom4(p.src), "answered", sp.portUnreach.Load(), "rate_limited", sp.unreachLimited.Load())
 	})
@@ -695,137 +680,13 @@ func (w *worker) unreachable(f []byte, p *packet) {
 
 // egressSock is the socket a real's packets leave by: its interface's,
 // the queue matching this worker's where it has as many.
-func (w *worker) egressSock(r *realView) *xsk.Socket {
-	if !r.valid || r.ifindex == w.qs.ifindex {
+func (w *worker) egressSock(r *dataplane.RealView) *xsk.Socket {
+	if !r.Valid || r.Ifindex == w.qs.ifindex {
 		return w.qs.sock
 	}
-	socks := w.sp.socks[r.ifindex]
+	socks := w.sp.socks[r.Ifindex]
 	if len(socks) == 0 {
 		return nil
 	}
 	return socks[w.qs.queue%len(socks)]
-}
-
-// entry is a raw connection-table entry.
-type entry struct {
-	k bpfobj.DirectorConnKey
-	v bpfobj.DirectorConnVal
-}
-
-// rawEntries builds the entries of a new connection in the order they
-// are written: for NAT and FULLNAT the reply entry first (replies can
-// come back as soon as the first packet leaves), then the forward entry.
-// It returns them and how many there are.
-func rawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]entry, int) {
-	var out [2]entry
-	fk := f.Key.raw()
-	fwd := bpfobj.DirectorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
-	if dec.Persistent {
-		fwd.Flags = uint8(ConnPersist)
-	}
-	if f.Key.Proto == protoTCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn {
-		fwd.Flags |= uint8(ConnSynSeen)
-	}
-	if !dec.Out.Src.IsValid() {
-		out[0] = entry{fk, fwd}
-		return out, 1
-	}
-	var flags uint8
-	if dec.FullNAT {
-		flags = uint8(ConnFullNAT)
-	}
-	fwd.Flags |= flags
-	fwd.Nsaddr, fwd.Ndaddr = be32(dec.Out.Src), be32(dec.Out.Dst)
-	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
-	rep := bpfobj.DirectorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
-		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
-		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
-	rk := bpfobj.DirectorConnKey{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
-	out[0], out[1] = entry{rk, rep}, entry{fk, fwd}
-	return out, 2
-}
-
-// Entry is one connection-table entry.
-type Entry struct {
-	Key  ConnKey
-	Conn Conn
-}
-
-// Entries returns the entries of a new connection, in the order the slow
-// path writes them (see rawEntries). ifaceMAC is the MAC of the
-// interface the flow came in on.
-func Entries(f NewFlow, dec Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
-	if f.Key.Src.Is6() {
-		return entries6(&f, &dec, now, ifaceMAC)
-	}
-	var mac [6]byte
-	copy(mac[:], ifaceMAC)
-	ents, n := rawEntries(&f, &dec, uint64(now), mac)
-	out := make([]Entry, n)
-	for i, e := range ents[:n] {
-		out[i] = Entry{connKeyFromRaw(e.k), connFromRaw(e.v)}
-	}
-	return out
-}
-
-// SetConns writes the entries of a new connection (see Entries).
-func (d *Dataplane) SetConns(f NewFlow, dec Decision, now time.Duration) error {
-	mac := d.ifaceMAC(f.Ifindex)
-	for _, e := range Entries(f, dec, now, mac[:]) {
-		if err := d.SetConn(e.Key, e.Conn); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// SetSynced writes the entries of a connection a sync master sent (see
-// internal/connsync): those of a new flow f decided as dec, with the
-// master's state on the forward entry and lastSeen as its age. They go
-// where SetConn puts them: a connection that is not already in the
-// established table goes to the embryonic LRU, so that a flood of sync
-// messages can never fill the table that is never evicted.
-//
-// An ESTABLISHED connection's entries go to the established table, where
-// nothing evicts them (a flood of synced or new embryonic entries in the
-// LRU included); when that table is full, to the LRU.
-func (d *Dataplane) SetSynced(f NewFlow, dec Decision, state conntrack.State, lastSeen time.Duration) error {
-	mac := d.ifaceMAC(f.Ifindex)
-	for _, e := range Entries(f, dec, lastSeen, mac[:]) {
-		if e.Conn.Flags&ConnReply == 0 {
-			e.Conn.State = state
-		}
-		var err error
-		if state == conntrack.StateEstablished {
-			err = d.setEstablished(e.Key, e.Conn)
-		} else {
-			err = d.SetConn(e.Key, e.Conn)
-		}
-		if err != nil {
-			return fmt.Errorf("synced connection %v: %w", e.Key, err)
-		}
-	}
-	return nil
-}
-
-// setEstablished writes an entry into the established table (and out of
-// the LRU); a full established table leaves it to SetConn.
-func (d *Dataplane) setEstablished(k ConnKey, c Conn) error {
-	var err error
-	if k.Src.Is6() {
-		d.ipv6.Store(true)
-		raw := k.raw6()
-		if err = d.objs.EstConns6.Put(&raw, c.raw6()); err == nil {
-			_ = d.objs.Conns6.Delete(&raw)
-		}
-	} else {
-		raw := k.raw()
-		if err = d.objs.EstConns.Put(&raw, c.raw()); err == nil {
-			_ = d.objs.Conns.Delete(&raw)
-		}
-	}
-	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ENOSPC) {
-		return d.SetConn(k, c)
-	}
-	return err
 }

@@ -1,8 +1,10 @@
-package dataplane
+package slowpath
 
 import (
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"encoding/binary"
+
+	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
 // The Go twin of the director's transforms (bpf/director.bpf.c forward(),
@@ -74,52 +76,6 @@ func ipv4Csum(h []byte) uint16 {
 	return csumFold(s)
 }
 
-// realView is a real server as the transforms need it: the reals map's
-// entry, kept in Go by SetReal.
-type realView struct {
-	valid    bool // the entry exists and has an address
-	macValid bool
-	fwd      Fwd
-	addr     [4]byte
-	tunSrc   [4]byte
-	mac      [6]byte
-	srcMAC   [6]byte
-	ifindex  int
-	mtu      int
-}
-
-// viewOf is the view of a reals-map entry.
-func viewOf(r *bpfobj.DirectorReal) *realView {
-	v := &realView{valid: r.Addr != 0 || r.Flags&realFlagIPv6 != 0, macValid: r.Flags&realFlagMACValid != 0, fwd: Fwd(r.Fwd),
-		mac: r.Mac, srcMAC: r.SrcMac, ifindex: int(r.Ifindex), mtu: int(r.Mtu)}
-	le.PutUint32(v.addr[:], r.Addr)
-	le.PutUint32(v.tunSrc[:], r.TunSrc)
-	return v
-}
-
-// noReal is the view of an id with no entry.
-var noReal = &realView{}
-
-// realView returns real id's view.
-func (d *Dataplane) realView(id uint32) *realView {
-	if id >= MaxReals {
-		return noReal
-	}
-	if v := d.views[id].Load(); v != nil {
-		return v
-	}
-	return noReal
-}
-
-// ifaceMAC is the MAC of director interface ifindex.
-func (d *Dataplane) ifaceMAC(ifindex int) [6]byte {
-	d.realsMu.RLock()
-	defer d.realsMu.RUnlock()
-	var m [6]byte
-	copy(m[:], d.ifaceMACs[ifindex])
-	return m
-}
-
 const (
 	ipipHLen    = 20
 	mssFloor    = 536
@@ -169,13 +125,13 @@ func connState(state uint8, proto uint8, flags uint8, dir int) uint8 {
 	}
 	var ev int
 	switch {
-	case flags&TCPRst != 0:
+	case flags&dataplane.TCPRst != 0:
 		ev = 3
-	case flags&TCPSyn != 0:
+	case flags&dataplane.TCPSyn != 0:
 		ev = 0
-	case flags&TCPFin != 0:
+	case flags&dataplane.TCPFin != 0:
 		ev = 1
-	case flags&TCPAck != 0:
+	case flags&dataplane.TCPAck != 0:
 		ev = 2
 	default:
 		return state
@@ -190,33 +146,33 @@ func connState(state uint8, proto uint8, flags uint8, dir int) uint8 {
 // interface it leaves by (0 when dropped) and the counter the program
 // would count (STAT_*). A packet counted STAT_FORWARD is also accounted
 // to the real by the caller.
-func forwardFirst(out, in []byte, p *packet, c *bpfobj.DirectorConnVal, r *realView) (n, egress, stat int) {
-	if !r.valid {
-		return 0, 0, StatDropNoReal
+func forwardFirst(out, in []byte, p *packet, c *bpfobj.DirectorConnVal, r *dataplane.RealView) (n, egress, stat int) {
+	if !r.Valid {
+		return 0, 0, dataplane.StatDropNoReal
 	}
-	if !r.macValid {
-		return 0, 0, StatDropNoMAC
+	if !r.MACValid {
+		return 0, 0, dataplane.StatDropNoMAC
 	}
 	n = copy(out, in)
 	f := out[:n]
-	switch r.fwd {
-	case FwdRoute:
+	switch r.Fwd {
+	case dataplane.FwdRoute:
 		c.State = connState(c.State, p.proto, p.flags, dirInputOnly)
-		setMACs(f, r.mac, r.srcMAC)
-	case FwdTunnel:
+		setMACs(f, r.MAC, r.SrcMAC)
+	case dataplane.FwdTunnel:
 		c.State = connState(c.State, p.proto, p.flags, dirInputOnly)
 		return forwardTun(out, n, p, r)
-	case FwdMasq, FwdFullNAT:
+	case dataplane.FwdMasq, dataplane.FwdFullNAT:
 		// The TOA option goes into the ACK completing the handshake
 		// (SYN_RECV -> ESTABLISHED); a new connection's first packet
 		// never is that ACK, so FULLNAT here is NAT on both ends.
 		c.State = connState(c.State, p.proto, p.flags, dirInput)
 		natRewrite(f, p, c)
-		setMACs(f, r.mac, r.srcMAC)
+		setMACs(f, r.MAC, r.SrcMAC)
 	default:
-		return 0, 0, StatDropNoReal
+		return 0, 0, dataplane.StatDropNoReal
 	}
-	return n, r.ifindex, StatFwd
+	return n, r.Ifindex, dataplane.StatFwd
 }
 
 func setMACs(f []byte, dst, src [6]byte) {
@@ -343,28 +299,28 @@ func maxU16(a, b uint16) uint16 {
 // forwardTun is forward_tun: MSS clamped on SYNs, a DF packet too big for
 // the tunnel answered with ICMP fragmentation-needed (out the way it
 // came), one without DF dropped, else the outer header.
-func forwardTun(out []byte, n int, p *packet, r *realView) (int, int, int) {
+func forwardTun(out []byte, n int, p *packet, r *dataplane.RealView) (int, int, int) {
 	f := out[:n]
 	totLen := int(binary.BigEndian.Uint16(f[p.ip+2:]))
-	mtu := r.mtu
-	if p.proto == protoTCP && p.flags&TCPSyn != 0 && mtu > ipipHLen+40 {
+	mtu := r.MTU
+	if p.proto == protoTCP && p.flags&dataplane.TCPSyn != 0 && mtu > ipipHLen+40 {
 		clampMSS(f, p.l4, uint16(mtu-ipipHLen-40), 0)
 	}
 	if mtu != 0 && totLen+ipipHLen > mtu {
 		if binary.BigEndian.Uint16(f[p.ip+6:])&ipDF == 0 {
-			return 0, 0, StatDropTooBig
+			return 0, 0, dataplane.StatDropTooBig
 		}
 		m, ok := icmpFragNeeded(out, n, uint16(mtu-ipipHLen))
 		if !ok {
-			return 0, 0, StatDropAdjust
+			return 0, 0, dataplane.StatDropAdjust
 		}
-		return m, -1, StatICMPFragNeeded
+		return m, -1, dataplane.StatICMPFragNeeded
 	}
 	// Room for the outer header: the packet moves back 20 bytes.
 	copy(out[ipipHLen:], out[:n])
 	n += ipipHLen
 	f = out[:n]
-	setMACs(f, r.mac, r.srcMAC)
+	setMACs(f, r.MAC, r.SrcMAC)
 	binary.BigEndian.PutUint16(f[12:14], 0x0800)
 	outer, inner := f[ethHLen:ethHLen+20], f[ethHLen+20:]
 	outer[0] = 0x45
@@ -375,10 +331,10 @@ func forwardTun(out []byte, n int, p *packet, r *realView) (int, int, int) {
 	outer[8] = inner[8]
 	outer[9] = 4 // IPPROTO_IPIP
 	outer[10], outer[11] = 0, 0
-	copy(outer[12:16], r.tunSrc[:])
-	copy(outer[16:20], r.addr[:])
+	copy(outer[12:16], r.TunSrc[:])
+	copy(outer[16:20], r.Addr[:])
 	le.PutUint16(outer[10:12], ipv4Csum(outer))
-	return n, r.ifindex, StatFwd
+	return n, r.Ifindex, dataplane.StatFwd
 }
 
 // icmpFragNeeded is icmp_frag_needed: the frame in out[:n] becomes an
