@@ -20,7 +20,9 @@
 #define DIR_OUTPUT 1
 #define DIR_INPUT_ONLY 2
 
-static const __u8 tcp_states[3][4][TCPS_LAST] = {
+/* Not static: the object's BTF names it, and Go's copy (the slow path's
+ * transform) is checked against it. */
+const __u8 tcp_states[3][4][TCPS_LAST] = {
 	{
 	/*        sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
 	/*syn*/ { 3,   1,   1,   3,   3,   3,   3,   3,   3,   3,   3 },
@@ -103,30 +105,25 @@ static __always_inline void conn_update(struct conn_val *c, const struct pkt *p,
 	conn_state(c, p, dir);
 }
 
-/* conn_lookup finds a connection entry: established first, then
- * embryonic (*embryonic says which). */
-static __always_inline struct conn_val *conn_lookup(struct conn_key *k, int *embryonic)
-{
-	struct conn_val *c = bpf_map_lookup_elem(&est_conns, k);
+/* The tables' operations, once for both families (conn_fam.h): conn_lookup,
+ * conn_peer_key, conn_promote, conn_drop_est and their conn6_ twins. */
+#define FAM_FN(op) conn_##op
+#define FAM_KEY struct conn_key
+#define FAM_VAL struct conn_val
+#define FAM_EMB conns
+#define FAM_EST est_conns
+#define FAM_ADDR_SET(a) ((a) != 0)
+#include "conn_fam.h"
+#include "fam_undef.h"
 
-	*embryonic = 0;
-	if (c)
-		return c;
-	c = bpf_map_lookup_elem(&conns, k);
-	*embryonic = c != NULL;
-	return c;
-}
-
-/* conn_peer_key is the key of the other entry of a NAT or FULLNAT pair. */
-static __always_inline void conn_peer_key(const struct conn_val *c, __u8 proto, struct conn_key *pk)
-{
-	pk->saddr = c->ndaddr;
-	pk->daddr = c->nsaddr;
-	pk->sport = c->ndport;
-	pk->dport = c->nsport;
-	pk->proto = proto;
-	pk->pad[0] = pk->pad[1] = pk->pad[2] = 0;
-}
+#define FAM_FN(op) conn6_##op
+#define FAM_KEY struct conn_key6
+#define FAM_VAL struct conn_val6
+#define FAM_EMB conns6
+#define FAM_EST est_conns6
+#define FAM_ADDR_SET(a) (!addr6_zero(a))
+#include "conn_fam.h"
+#include "fam_undef.h"
 
 /* UDP flows are promoted at their third packet: one packet is a query or
  * a flood, more is a flow. */
@@ -144,47 +141,8 @@ static __always_inline int conn_established(struct conn_val *c, const struct pkt
 	return c->hits >= UDP_PROMOTE_HITS;
 }
 
-/* conn_promote moves connection k (entry c) from the embryonic table to
- * the established one, its reply entry first (NAT, FULLNAT). When
- * est_conns is full the connection stays embryonic, counted. */
-static __always_inline void conn_promote(struct conn_key *k, struct conn_val *c)
-{
-	struct conn_key rk = {};
-	long err;
-
-	if (c->nsaddr) {
-		struct conn_val *r;
-
-		conn_peer_key(c, k->proto, &rk);
-		r = bpf_map_lookup_elem(&conns, &rk);
-		if (r && (r->flags & CONN_F_REPLY)) {
-			err = bpf_map_update_elem(&est_conns, &rk, r, BPF_NOEXIST);
-			if (err && err != -17 /* EEXIST: promoted already */) {
-				stat_inc(STAT_EST_FULL);
-				return;
-			}
-			bpf_map_delete_elem(&conns, &rk);
-		}
-	}
-	err = bpf_map_update_elem(&est_conns, k, c, BPF_NOEXIST);
-	if (err && err != -17) {
-		stat_inc(STAT_EST_FULL);
-		return;
-	}
-	bpf_map_delete_elem(&conns, k);
-}
-
-/* conn_drop_est removes an established connection (and its reply entry)
- * whose tuple a new connection takes over (conn_reused). */
-static __always_inline void conn_drop_est(struct conn_key *k, struct conn_val *c)
-{
-	if (c->nsaddr) {
-		struct conn_key rk = {};
-
-		conn_peer_key(c, k->proto, &rk);
-		bpf_map_delete_elem(&est_conns, &rk);
-	}
-	bpf_map_delete_elem(&est_conns, k);
-}
+/* conn.h's state functions take a conn_val; an IPv6 entry begins with
+ * the same fields at the same offsets (asserted in structs.h). */
+#define CONN4(c6) ((struct conn_val *)(c6))
 
 #endif

@@ -264,4 +264,24 @@ enum stat_idx {
 	STAT_MAX,
 };
 
+/* The limits and protocol numbers Go shares with this program, as an
+ * enum: a #define never reaches the object's BTF, an enum does, and
+ * bpf2go generates Go's constants from it (dataplane/bpfobj). */
+enum shared_const {
+	SC_MAX_SERVICES = MAX_SERVICES,
+	SC_MAX_REALS = MAX_REALS,
+	SC_MAX_IFACES = MAX_IFACES,
+	SC_MAX_QUEUES = MAX_QUEUES,
+	SC_MAX_CONNS = MAX_CONNS,
+	SC_ADDR_SLOTS = ADDR_SLOTS,
+	SC_MH_TAB_SIZE = MH_TAB_SIZE,
+	SC_TCPOPT_TOA = TCPOPT_TOA,
+	SC_TCPOLEN_TOA = TCPOLEN_TOA,
+	SC_TCPOLEN_TOA6 = TCPOLEN_TOA6,
+	SC_IPIP_HLEN = IPIP_HLEN,
+	SC_TS_OPT_WSCALE = TS_OPT_WSCALE,
+	SC_TS_OPT_SACK = TS_OPT_SACK,
+	SC_TS_OPT_MSS_SHIFT = TS_OPT_MSS_SHIFT,
+};
+
 #endif

@@ -135,4 +135,20 @@ static __always_inline __u16 ipv4_csum(const void *hdr)
 	return csum_fold(s);
 }
 
+/* csum_replace16 updates *sum for a 16-byte field going from -> to. */
+static __always_inline void csum_replace16(__u16 *sum, const void *from, const void *to, int udp)
+{
+	const __u32 *f = from, *t = to;
+	__u32 s = (__u16)~*sum;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		s = csum_add32(s, ~f[i]);
+		s = csum_add32(s, t[i]);
+	}
+	*sum = csum_fold(s);
+	if (udp && *sum == 0)
+		*sum = 0xffff;
+}
+
 #endif

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
-/* director.bpf.c: the xipvs director. For each IPv4 TCP/UDP packet (IPv6:
- * director6.h): a
- * connection hit is forwarded here (DR: new Ethernet addresses; TUN: an
- * IP-in-IP header; NAT and FULLNAT: addresses and ports rewritten, and
- * their replies rewritten back), by XDP_TX or a devmap redirect. A packet
- * to a virtual service without a connection goes to the Go slow path over
- * AF_XDP, or is dropped while no socket is bound (never passed: the
- * director's stack would answer a SYN with a RST). ICMP errors about a
- * connection follow it (icmp.h). Everything else passes to the kernel
- * untouched. */
+/* director.bpf.c: the xipvs director, IPv4 (process) and IPv6 (process6).
+ * For each TCP/UDP packet: a connection hit is forwarded (forward.h: DR
+ * new Ethernet addresses, TUN an outer header, NAT and FULLNAT addresses
+ * and ports rewritten, and their replies rewritten back), by XDP_TX or a
+ * devmap redirect. A packet to a virtual service without a connection is
+ * scheduled here from what Go computed ahead, or goes to the Go slow path
+ * over AF_XDP (newflow.h), dropped while no socket is bound (never passed:
+ * the director's stack would answer a SYN with a RST). ICMP errors about
+ * a connection follow it (icmp.h). Everything else passes to the kernel
+ * untouched. The headers hold one concept each, both families in each. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -25,314 +25,111 @@
 #include "synproxy.h"
 #include "frag.h"
 #include "picks.h"
+#include "forward.h"
+#include "newflow.h"
 
-/* synproxy_forward and synproxy_reply apply a SYN-proxied connection's
- * adjustments (its seqadjs entry under key k) to a TCP packet. */
-static __always_inline void synproxy_adjust(struct xdp_md *ctx, struct pkt *p, struct conn_key *k, int reply)
+/* process6 handles an IPv6 frame whose Ethernet header p holds. replay:
+ * the slow path runs a frame whose connection it has just written
+ * (xipvs_replay6), which is forwarded as a hit or dropped, never handed
+ * over again. */
+static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt *p, __u32 *stat,
+				    const int replay)
 {
-	struct seqadj *a = bpf_map_lookup_elem(&seqadjs, k);
-	__u32 th_off = (void *)p->l4 - (void *)(long)ctx->data;
-	struct seqadj adj;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct conn_key6 ck = {};
+	struct conn_val6 *c;
+	struct svc_val *sv;
+	__u8 vflags, dflags, sflags;
+	int embryonic, act;
 
-	if (!a || p->proto != IPPROTO_TCP || !p->l4)
-		return;
-	adj = *a;
-	xipvs_seqadj(ctx, th_off, &adj, reply);
-}
-
-static __always_inline void synproxy_forward(struct xdp_md *ctx, struct pkt *p, struct conn_key *k)
-{
-	synproxy_adjust(ctx, p, k, 0);
-}
-
-static __always_inline void synproxy_reply(struct xdp_md *ctx, struct pkt *p, struct conn_key *k)
-{
-	synproxy_adjust(ctx, p, k, 1);
-}
-
-/* forward_tun sends a packet of a TUN connection: MSS clamped on SYNs,
- * ICMP fragmentation-needed for a DF packet the tunnel cannot carry,
- * then the outer header. */
-static __always_inline int forward_tun(struct xdp_md *ctx, struct pkt *p, const struct real *r,
-				       __u32 *stat)
-{
-	__u16 len = bpf_ntohs(p->ip->tot_len);
-	__u16 mtu = r->mtu;
-
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_F_SYN) && mtu > IPIP_HLEN + 40)
-		clamp_mss(ctx, p->l4, mtu - IPIP_HLEN - 40, 0);
-	if (mtu && len + IPIP_HLEN > mtu) {
-		if (!(p->ip->frag_off & bpf_htons(IP_DF))) {
-			*stat = STAT_DROP_TOO_BIG;
+	act = parse_ipv6(ctx, &cursor, data_end, p);
+	if (act == PARSE_KERNEL) {
+		/* Segments left, or more headers than we walk: the kernel's
+		 * (counted when it is a service's or a real's). */
+		if ((addr6_flags(&p->ip6->daddr) & ADDR_F_VIP) || (addr6_flags(&p->ip6->saddr) & ADDR_F_NAT_SOURCE))
+			*stat = STAT_PASS_FRAGMENT;
+		return XDP_PASS;
+	}
+	if (act < 0) {
+		*stat = STAT_PASS_MALFORMED;
+		return XDP_PASS;
+	}
+	if (!replay && p->proto == IPPROTO_ICMPV6 && !p->fragment)
+		return icmp6_error(ctx, p, cursor, addr6_flags(&p->ip6->daddr) & ADDR_F_VIP, stat);
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return XDP_PASS;
+	vflags = addr6_flags(&p->ip6->daddr);
+	dflags = vflags & ADDR_F_VIP;
+	sflags = addr6_flags(&p->ip6->saddr) & ADDR_F_NAT_SOURCE;
+	if (!dflags && !sflags)
+		return XDP_PASS;
+	if (p->fragment == FRAG_LATER) {
+		/* No transport header: the first fragment's ports (frag.h). */
+		if (frag_find(p) < 0) {
+			*stat = STAT_PASS_FRAGMENT;
+			return XDP_PASS;
+		}
+	} else {
+		if (parse_l4(cursor, data_end, p) < 0) {
+			*stat = STAT_PASS_MALFORMED;
+			return XDP_PASS;
+		}
+	}
+	addr6_copy(ck.saddr, &p->ip6->saddr);
+	addr6_copy(ck.daddr, &p->ip6->daddr);
+	ck.sport = p->sport;
+	ck.dport = p->dport;
+	ck.proto = p->proto;
+	/* Admission control first, as for IPv4 (sources by their /64). */
+	if (dflags && !replay && p->proto == IPPROTO_TCP &&
+	    (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK | TCP_F_RST | TCP_F_FIN)) == TCP_F_SYN) {
+		stat_inc(STAT_NEW_SYN);
+		if (!admit6(ck.saddr)) {
+			*stat = STAT_SHED;
 			return XDP_DROP;
 		}
-		if (icmp_frag_needed(ctx, mtu - IPIP_HLEN) < 0) {
-			*stat = STAT_DROP_ADJUST;
-			return XDP_DROP;
+	}
+	c = conn6_lookup(&ck, &embryonic);
+	/* Noted only for a connection or a new flow, as for IPv4. */
+	if (c && p->fragment == FRAG_FIRST)
+		frag_note(p);
+	if (c && (c->flags & CONN_F_REPLY)) {
+		if (!sflags)
+			return XDP_PASS;
+		return reply6(ctx, p, c, stat);
+	}
+	if (!dflags)
+		return XDP_PASS;
+	if (c && !conn_reused(CONN4(c), p)) {
+		if (embryonic && p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
+			c->flags |= CONN_F_SYN_SEEN;
+		act = forward6(ctx, p, c, stat);
+		if (embryonic && *stat == STAT_FORWARD && conn_established(CONN4(c), p)) {
+			conn6_promote(&ck, c);
+			if (p->proto == IPPROTO_TCP)
+				known_source6(ck.saddr);
 		}
-		*stat = STAT_ICMP_FRAG_NEEDED;
-		return XDP_TX;
+		return act;
 	}
-	if (tun_encap(ctx, r) < 0) {
-		*stat = STAT_DROP_ADJUST;
+	if (replay) {
+		*stat = STAT_DROP_NO_REAL; /* its connection went meanwhile */
 		return XDP_DROP;
 	}
-	*stat = STAT_FORWARD;
-	return egress(ctx, r->ifindex);
-}
-
-/* forward_real sends a packet of a known connection toward its real
- * server. Returns an XDP action. */
-static __always_inline int forward_real(struct xdp_md *ctx, struct pkt *p, struct conn_key *k,
-					struct conn_val *c, __u32 *stat)
-{
-	__u32 rid = c->real_id;
-	struct real *r = bpf_map_lookup_elem(&reals, &rid);
-	__u8 old_state = c->state;
-
-	if (!r || r->addr == 0) {
-		*stat = STAT_DROP_NO_REAL;
-		return XDP_DROP;
+	if (c && !embryonic)
+		conn6_drop_est(&ck, c);
+	sv = service6(&ck, vflags);
+	if (!sv)
+		return XDP_PASS;
+	if (p->fragment == FRAG_LATER)
+		return to_slow_path(ctx, stat); /* follows its first, as for IPv4 */
+	if (p->proto == IPPROTO_TCP && !tcp_schedules(p)) {
+		*stat = STAT_PASS_NO_CONN;
+		return XDP_PASS;
 	}
-	if (!(r->flags & REAL_F_MAC_VALID)) {
-		*stat = STAT_DROP_NO_MAC;
-		return XDP_DROP;
-	}
-	switch (r->fwd) {
-	case FWD_DROUTE:
-		conn_update(c, p, DIR_INPUT_ONLY);
-		set_macs(p->eth, r->mac, r->src_mac);
-		break;
-	case FWD_TUNNEL:
-		conn_update(c, p, DIR_INPUT_ONLY);
-		return forward_tun(ctx, p, r, stat);
-	case FWD_MASQ:
-		conn_update(c, p, DIR_INPUT);
-		nat_rewrite(ctx, p, c);
-		set_macs(p->eth, r->mac, r->src_mac);
-		if (c->flags & CONN_F_SYNPROXY)
-			synproxy_forward(ctx, p, k);
-		break;
-	case FWD_FULLNAT: {
-		__be32 caddr = p->ip->saddr;
-		__be16 cport = p->sport;
-
-		conn_update(c, p, DIR_INPUT);
-		nat_rewrite(ctx, p, c);
-		set_macs(p->eth, r->mac, r->src_mac);
-		if (c->flags & CONN_F_SYNPROXY)
-			synproxy_forward(ctx, p, k);
-		/* The toa module reads the option from the ACK that completes
-		 * the handshake (SYN_RECV -> ESTABLISHED here). */
-		if (p->proto == IPPROTO_TCP && old_state == TCPS_SYN_RECV &&
-		    (p->tcp_flags & (TCP_F_SYN | TCP_F_RST | TCP_F_ACK)) == TCP_F_ACK) {
-			/* A fragment cannot grow: the TOA would move every
-			 * later fragment's offset. */
-			int err = ip_fragmented(p) ? -1 : toa_insert(ctx, caddr, cport);
-
-			if (err == -2) {
-				*stat = STAT_DROP_ADJUST;
-				return XDP_DROP;
-			}
-			if (err < 0)
-				stat_inc(STAT_TOA_SKIPPED);
-		}
-		break;
-	}
-	default:
-		*stat = STAT_DROP_NO_REAL;
-		return XDP_DROP;
-	}
-	*stat = STAT_FORWARD;
-	return egress(ctx, r->ifindex);
+	if (p->fragment == FRAG_FIRST)
+		frag_note(p);
+	return new_flow6(ctx, p, &ck, sv->id, sv->flags, stat);
 }
-
-/* forward is forward_real with the real's traffic accounted. */
-static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct conn_key *k,
-				   struct conn_val *c, __u32 *stat)
-{
-	__u64 len = bpf_ntohs(p->ip->tot_len);
-	int act = forward_real(ctx, p, k, c, stat);
-
-	if (*stat == STAT_FORWARD)
-		real_account(c->real_id, len, 0);
-	return act;
-}
-
-/* reply un-NATs a real server's reply (NAT, FULLNAT) back to VIP:VPORT ->
- * client and sends it out the way the client's packets came in. TCP
- * flags that can move the state are applied to the forward entry, with
- * IPVS's OUTPUT table. */
-static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_key *k,
-				 struct conn_val *c, __u32 *stat)
-{
-	conn_touch(c);
-	if (p->proto == IPPROTO_TCP) {
-		if (p->tcp_flags & (TCP_F_SYN | TCP_F_FIN | TCP_F_RST)) {
-			struct conn_key fk = {
-				.saddr = c->ndaddr,
-				.daddr = c->nsaddr,
-				.sport = c->ndport,
-				.dport = c->nsport,
-				.proto = p->proto,
-			};
-			int embryonic;
-			struct conn_val *f = conn_lookup(&fk, &embryonic);
-
-			if (f)
-				conn_state(f, p, DIR_OUTPUT);
-		}
-		/* FULLNAT: the client's segments must leave room for TOA. */
-		if ((c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))
-			clamp_mss(ctx, p->l4, 0xffff, TCPOLEN_TOA);
-	}
-	real_account(c->real_id, bpf_ntohs(p->ip->tot_len), 1);
-	nat_rewrite(ctx, p, c);
-	if (c->flags & CONN_F_SYNPROXY)
-		synproxy_reply(ctx, p, k);
-	set_macs(p->eth, c->dmac, c->smac);
-	*stat = STAT_REPLY;
-	return egress(ctx, c->ifindex);
-}
-
-/* to_slow_path hands a new flow's packet to the AF_XDP socket of this rx
- * queue; with no socket bound the packet is dropped. */
-static __always_inline int to_slow_path(struct xdp_md *ctx, __u32 *stat)
-{
-	__u32 ifindex = ctx->ingress_ifindex;
-	__u32 q = ctx->rx_queue_index;
-	struct iface *in = bpf_map_lookup_elem(&ifaces, &ifindex);
-	int act;
-
-	if (!in || q >= MAX_QUEUES || in->slot >= MAX_IFACES) {
-		*stat = STAT_DROP_NO_XSK;
-		return XDP_DROP;
-	}
-	act = bpf_redirect_map(&xsks, in->slot * MAX_QUEUES + q, XDP_DROP);
-	*stat = act == XDP_REDIRECT ? STAT_SLOW_PATH : STAT_DROP_NO_XSK;
-	return act;
-}
-
-/* conn_create writes the entries of a new connection to real rid of
- * service sid, as the Go slow path would (dataplane/slowpath.go
- * rawEntries): for NAT the reply entry first, then the forward entry.
- * Returns 0 or -1. */
-static __always_inline int conn_create(struct xdp_md *ctx, struct pkt *p, struct conn_key *ck,
-				       __u32 sid, __u32 sflags, __u32 rid, const struct real *r,
-				       const struct laddr *la, __be16 lport)
-{
-	struct conn_val v = {
-		.last_seen = bpf_ktime_get_coarse_ns(),
-		.real_id = rid,
-		.svc_id = sid,
-		/* A persistent service's: the sweep finds its template owned. */
-		.flags = (sflags & SVC_F_PERSIST) ? CONN_F_PERSIST : 0,
-	};
-
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
-		v.flags |= CONN_F_SYN_SEEN;
-
-	if (r->fwd == FWD_MASQ || (r->fwd == FWD_FULLNAT && la)) {
-		/* FULLNAT: the source becomes the local address and port. */
-		__be32 src = la ? *(const __be32 *)la->addr : ck->saddr;
-		__be16 sport = la ? lport : ck->sport;
-		__u8 fnat = la ? CONN_F_FULLNAT : 0;
-		__u32 ifindex = ctx->ingress_ifindex;
-		struct iface *in = bpf_map_lookup_elem(&ifaces, &ifindex);
-		__be16 *rp = bpf_map_lookup_elem(&real_ports, &rid);
-		__be16 rport = rp && *rp ? *rp : ck->dport;
-		struct conn_key rk = {
-			.saddr = r->addr,
-			.daddr = src,
-			.sport = rport,
-			.dport = sport,
-			.proto = ck->proto,
-		};
-		struct conn_val rv = {
-			.last_seen = v.last_seen,
-			.real_id = rid,
-			.svc_id = sid,
-			.flags = CONN_F_REPLY | fnat,
-			.nsaddr = ck->daddr,
-			.ndaddr = ck->saddr,
-			.nsport = ck->dport,
-			.ndport = ck->sport,
-			.ifindex = ifindex,
-		};
-
-		if (!in)
-			return -1;
-		__builtin_memcpy(rv.dmac, p->eth->h_source, ETH_ALEN);
-		__builtin_memcpy(rv.smac, in->mac, ETH_ALEN);
-		/* A FULLNAT reply key is the local port's: never over another's
-		 * (est_conns first, where a live one would be). */
-		if (fnat && bpf_map_lookup_elem(&est_conns, &rk))
-			return -1;
-		if (bpf_map_update_elem(&conns, &rk, &rv, fnat ? BPF_NOEXIST : BPF_ANY))
-			return -1;
-		v.flags |= fnat;
-		v.nsaddr = src;
-		v.ndaddr = r->addr;
-		v.nsport = sport;
-		v.ndport = rport;
-	}
-	return bpf_map_update_elem(&conns, ck, &v, BPF_ANY) ? -1 : 0;
-}
-
-/* new_flow schedules a new connection of service sid here, from the
- * picks Go computed (pick_new), a FULLNAT one with a local port Go handed
- * over ahead (fnat_claim), and forwards its first packet; services
- * without picks, FULLNAT services without a ring or a port in it, and
- * failures go to the Go slow path. */
-static __always_inline int new_flow(struct xdp_md *ctx, struct pkt *p, struct conn_key *ck,
-				    __u32 sid, __u32 sflags, __u32 *stat)
-{
-	struct conn_val *c;
-	struct real *r;
-	__u32 rid;
-
-	const struct laddr *la = NULL;
-	struct fnat_port *fp;
-
-	/* FULLNAT: a local port from the service's ring, else Go's. */
-	fp = fnat_ahead(sflags, p->proto);
-	if (!fp)
-		return to_slow_path(ctx, stat);
-	r = pick_new(sid, sflags, &p->ip->saddr, &p->ip->daddr, 4, p->dport, pick_flow4(p), &rid);
-	if (r && r->fwd == FWD_FULLNAT)
-		la = fnat_laddr(fp, 0);
-	else if (fp->v)
-		fnat_unclaim(fp);
-	if (!r || r->addr == 0 || (r->fwd == FWD_FULLNAT && !la))
-		goto slow;
-	if (conn_create(ctx, p, ck, sid, sflags, rid, r, la, fp->lport) < 0)
-		goto slow;
-	c = bpf_map_lookup_elem(&conns, ck);
-	if (!c)
-		return to_slow_path(ctx, stat);
-	count_pick(rid);
-	return forward(ctx, p, ck, c, stat);
-slow:
-	fnat_unclaim(fp);
-	return to_slow_path(ctx, stat);
-}
-
-/* service looks up the service of (VIP, port, protocol); port 0 stands
- * for every port of the VIP (a persistent port-zero service or an
- * all-ports port group), looked up only where the prefilter says some
- * VIP has one. */
-static __always_inline struct svc_val *service(__be32 vip, __be16 port, __u8 proto, __u8 flags)
-{
-	struct svc_key sk = { .vip = vip, .port = port, .proto = proto };
-	struct svc_val *sv = bpf_map_lookup_elem(&services, &sk);
-
-	if (sv || !(flags & ADDR_F_ALL_PORTS))
-		return sv;
-	sk.port = 0;
-	return bpf_map_lookup_elem(&services, &sk);
-}
-
-#include "director6.h"
 
 static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 {
@@ -441,7 +238,7 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	}
 	if (c && !embryonic)
 		conn_drop_est(&ck, c);
-	sv = service(p.ip->daddr, p.dport, p.proto, vflags);
+	sv = service(&ck, vflags);
 	if (!sv)
 		return XDP_PASS;
 	/* A later fragment of a new flow whose first fragment went to Go
@@ -478,6 +275,7 @@ const volatile struct shared_enums {
 	enum svc_flag svc_flag;
 	enum defence_flag defence_flag;
 	enum pick_kind pick_kind;
+	enum shared_const shared_const;
 } xipvs_shared_enums;
 
 SEC("xdp")

@@ -28,4 +28,12 @@ static __always_inline __u8 addr_flags(__be32 addr)
 	return f ? *f : 0;
 }
 
+static __always_inline __u8 addr6_flags(const void *a)
+{
+	__u32 i = addr6_slot(a);
+	__u8 *f = bpf_map_lookup_elem(&addr_filter, &i);
+
+	return f ? *f : 0;
+}
+
 #endif

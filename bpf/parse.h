@@ -385,4 +385,23 @@ static __always_inline int parse_l4(void *cursor, void *data_end, struct pkt *p)
 	return -1;
 }
 
+static __always_inline void addr6_copy(__u8 *dst, const void *src)
+{
+	__builtin_memcpy(dst, src, 16);
+}
+
+static __always_inline int addr6_eq(const void *a, const void *b)
+{
+	const __u32 *x = a, *y = b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+static __always_inline int addr6_zero(const void *a)
+{
+	const __u32 *x = a;
+
+	return (x[0] | x[1] | x[2] | x[3]) == 0;
+}
+
 #endif

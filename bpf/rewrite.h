@@ -10,6 +10,7 @@
 #ifndef XIPVS_REWRITE_H
 #define XIPVS_REWRITE_H
 
+#include <stddef.h>
 #include <linux/if_ether.h>
 #include "csum.h"
 #include "parse.h"
@@ -351,6 +352,230 @@ static __always_inline int toa_insert(struct xdp_md *ctx, __be32 caddr, __be16 c
 		s += o[1];
 		s += o[2];
 		s += o[3];
+		th->check = csum_fold(s);
+	}
+	return 0;
+}
+
+#define IPV6_MIN_MTU 1280
+/* An ICMPv6 error quotes as much of the packet as fits the minimum MTU. */
+#define PTB_QUOTE (IPV6_MIN_MTU - 40 - 8)
+#define PTB_FRAME_LEN (sizeof(struct ethhdr) + 40 + 8 + PTB_QUOTE)
+
+/* TCP header words toa6_insert may move: doff 10 at most, so that the
+ * 20-byte option fits in the 60-byte maximum. */
+#define TOA6_MAX_DOFF 10
+
+/* nat6_rewrite gives the packet c's tuple; IPv6 has no header checksum,
+ * the TCP/UDP one covers the addresses through the pseudo-header. */
+static __always_inline void nat6_rewrite(struct xdp_md *ctx, struct pkt *p, const struct conn_val6 *c)
+{
+	struct ipv6hdr *ip6 = p->ip6;
+	struct l4_fields f;
+
+	if (!p->l4 || l4_fields(ctx, p, &f) < 0) {
+		/* No transport header here: the addresses alone. */
+		addr6_copy((__u8 *)&ip6->saddr, c->nsaddr);
+		addr6_copy((__u8 *)&ip6->daddr, c->ndaddr);
+		return;
+	}
+	if (!addr6_eq(&ip6->saddr, c->nsaddr)) {
+		csum_replace16(f.sum, &ip6->saddr, c->nsaddr, f.udp);
+		addr6_copy((__u8 *)&ip6->saddr, c->nsaddr);
+	}
+	if (!addr6_eq(&ip6->daddr, c->ndaddr)) {
+		csum_replace16(f.sum, &ip6->daddr, c->ndaddr, f.udp);
+		addr6_copy((__u8 *)&ip6->daddr, c->ndaddr);
+	}
+	nat_ports(&f, c->nsport, c->ndport);
+}
+
+/* ip6_len is what IPVS counts of an IPv6 packet: header and payload. */
+static __always_inline __u64 ip6_len(const struct pkt *p)
+{
+	return sizeof(struct ipv6hdr) + bpf_ntohs(p->ip6->payload_len);
+}
+
+/* tun6_encap puts an outer IPv6 header (next header 41, director ->
+ * real) in front of the packet, as IPVS's ip_vs_tunnel_xmit_v6: the
+ * inner traffic class and hop limit, flow label 0. The Ethernet header
+ * is rewritten toward r's next hop. Returns 0 or -1. */
+static __always_inline int tun6_encap(struct xdp_md *ctx, const struct real *r)
+{
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct ipv6hdr *outer, *inner;
+
+	if (bpf_xdp_adjust_head(ctx, -IP6IP6_HLEN))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	outer = (void *)(eth + 1);
+	inner = (void *)(outer + 1);
+	if ((void *)(inner + 1) > data_end)
+		return -1;
+	set_macs(eth, r->mac, r->src_mac);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	/* Version and traffic class from the inner header, no flow label. */
+	*(__be32 *)outer = *(__be32 *)inner & bpf_htonl(0xfff00000);
+	outer->payload_len = bpf_htons(bpf_ntohs(inner->payload_len) + sizeof(*inner));
+	outer->nexthdr = IPPROTO_IPV6;
+	outer->hop_limit = inner->hop_limit;
+	addr6_copy((__u8 *)&outer->saddr, r->tun_src6);
+	addr6_copy((__u8 *)&outer->daddr, r->addr6);
+	return 0;
+}
+
+/* icmp6_too_big turns a packet too big for the tunnel into an ICMPv6
+ * Packet Too Big (type 2, MTU mtu) back to its sender, from the address
+ * it was sent to, out the way it came, quoting the first PTB_QUOTE bytes
+ * of the packet (the frame must hold that many). Returns 0 or -1. */
+static __always_inline int icmp6_too_big(struct xdp_md *ctx, __u32 mtu)
+{
+	const int grow = sizeof(struct ipv6hdr) + 8;
+	void *data, *data_end;
+	struct ethhdr *eth, *oeth;
+	struct ipv6hdr *ip6, *oip6;
+	__u8 dmac[ETH_ALEN], smac[ETH_ALEN];
+	__u32 saddr[4], daddr[4], s = 0;
+	__u8 *icmp;
+	__s64 sum;
+
+	if (bpf_xdp_adjust_head(ctx, -grow))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + PTB_FRAME_LEN > data_end)
+		return -1;
+	/* The old Ethernet header's bytes are reused by the new headers. */
+	oeth = data + grow;
+	oip6 = (void *)(oeth + 1);
+	__builtin_memcpy(dmac, oeth->h_source, ETH_ALEN);
+	__builtin_memcpy(smac, oeth->h_dest, ETH_ALEN);
+	__builtin_memcpy(saddr, &oip6->daddr, 16);
+	__builtin_memcpy(daddr, &oip6->saddr, 16);
+
+	eth = data;
+	ip6 = (void *)(eth + 1);
+	icmp = (void *)(ip6 + 1);
+	set_macs(eth, dmac, smac);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	*(__be32 *)ip6 = bpf_htonl(0x60000000);
+	ip6->payload_len = bpf_htons(8 + PTB_QUOTE);
+	ip6->nexthdr = IPPROTO_ICMPV6;
+	ip6->hop_limit = 64;
+	__builtin_memcpy(&ip6->saddr, saddr, 16);
+	__builtin_memcpy(&ip6->daddr, daddr, 16);
+	icmp[0] = 2; /* ICMPV6_PKT_TOOBIG */
+	icmp[1] = 0;
+	icmp[2] = icmp[3] = 0;
+	*(__be32 *)(icmp + 4) = bpf_htonl(mtu);
+
+	if (bpf_xdp_adjust_tail(ctx, (int)PTB_FRAME_LEN - (int)(data_end - data)))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + PTB_FRAME_LEN > data_end)
+		return -1;
+	/* The pseudo-header, then the message in three pieces (the helper
+	 * takes at most 512 bytes). */
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		s = csum_add32(s, saddr[i]);
+		s = csum_add32(s, daddr[i]);
+	}
+	s = csum_add32(s, bpf_htonl(8 + PTB_QUOTE));
+	s = csum_add32(s, bpf_htonl(IPPROTO_ICMPV6));
+	icmp = data + sizeof(struct ethhdr) + 40;
+	sum = bpf_csum_diff(NULL, 0, (void *)icmp, 512, s);
+	if (sum < 0)
+		return -1;
+	sum = bpf_csum_diff(NULL, 0, (void *)(icmp + 512), 512, (__u32)sum);
+	if (sum < 0)
+		return -1;
+	sum = bpf_csum_diff(NULL, 0, (void *)(icmp + 1024), 8 + PTB_QUOTE - 1024, (__u32)sum);
+	if (sum < 0)
+		return -1;
+	*(__u16 *)(icmp + 2) = csum_fold((__u32)sum);
+	return 0;
+}
+
+/* toa6_insert adds the TOA option for IPv6 in the format DPVS's toa
+ * module reads (kind 254, length 20: the client's port, then its 16-byte
+ * address, network order) at the end of the TCP options of a packet whose
+ * TCP header follows the IPv6 header. The headers move 20 bytes toward
+ * the front; the payload stays. Returns 0, -1 when there is no room (or
+ * an extension header: the packet is left as it was) or -2 when the frame
+ * could not be grown. */
+static __always_inline int toa6_insert(struct xdp_md *ctx, const __u8 *caddr, __be16 cport)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	struct tcphdr *th;
+	__u32 doff, words;
+	__u16 oldlen, newlen, oldw, neww;
+	__u8 *toa;
+
+	if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_TCP)
+		return -1;
+	th = (void *)(ip6 + 1);
+	if ((void *)(th + 1) > data_end)
+		return -1;
+	doff = th->doff;
+	if (doff > TOA6_MAX_DOFF)
+		return -1;
+	/* Read after an end-of-options? Not by anyone: NOPs instead. */
+	if (eol_to_nops(ctx, sizeof(struct ethhdr) + sizeof(struct ipv6hdr)) < 0)
+		return -2;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (bpf_xdp_adjust_head(ctx, -TCPOLEN_TOA6))
+		return -2;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	/* Move the Ethernet, IPv6 and TCP headers down, 16 bits at a time. */
+	words = (sizeof(struct ethhdr) + sizeof(struct ipv6hdr)) / 2 + doff * 2;
+	for (__u32 i = 0; i < (sizeof(struct ethhdr) + sizeof(struct ipv6hdr)) / 2 + TOA6_MAX_DOFF * 2; i++) {
+		__u16 *dst = data + i * 2;
+		__u16 *src = data + TCPOLEN_TOA6 + i * 2;
+
+		if (i >= words)
+			break;
+		if ((void *)(src + 1) > data_end)
+			return -2;
+		*dst = *src;
+	}
+	ip6 = data + sizeof(struct ethhdr);
+	th = (void *)(ip6 + 1);
+	if ((void *)(th + 1) > data_end)
+		return -2;
+	toa = (void *)th + doff * 4;
+	if ((void *)(toa + TCPOLEN_TOA6) > data_end)
+		return -2;
+	toa[0] = TCPOPT_TOA;
+	toa[1] = TCPOLEN_TOA6;
+	__builtin_memcpy(toa + 2, &cport, 2);
+	__builtin_memcpy(toa + 4, caddr, 16);
+
+	oldlen = ip6->payload_len;
+	newlen = bpf_htons(bpf_ntohs(oldlen) + TCPOLEN_TOA6);
+	ip6->payload_len = newlen;
+	/* The pseudo-header's length (the payload's, with no extension
+	 * header), the data offset word, and the option's own words. */
+	csum_replace2(&th->check, oldlen, newlen);
+	oldw = *(__u16 *)((void *)th + 12);
+	th->doff = doff + TCPOLEN_TOA6 / 4;
+	neww = *(__u16 *)((void *)th + 12);
+	csum_replace2(&th->check, oldw, neww);
+	{
+		__u16 *o = (void *)toa;
+		__u32 s = (__u16)~th->check;
+
+#pragma unroll
+		for (int i = 0; i < TCPOLEN_TOA6 / 2; i++)
+			s += o[i];
 		th->check = csum_fold(s);
 	}
 	return 0;

@@ -161,6 +161,18 @@ func forwarding(f Fwd) func(*parser, string, bool) error {
 	}
 }
 
+// fwdOption is the switch that selects forwarding method f (FwdMethods):
+// -g, -i and -m, and --fullnat, whose -b is DPVS's on -a and -e only (on
+// -A and -E, -b stays --sched-flags: see ParseArgs).
+func fwdOption(f Fwd) option {
+	m := FwdMethods[f]
+	o := option{long: m.Long, set: forwarding(f)}
+	if f != FwdFullNAT {
+		o.short = m.Switch[1]
+	}
+	return o
+}
+
 // refused is an ipvsadm option xipvs does not support, with the reason.
 func refused(why string) func(*parser, string, bool) error {
 	return func(*parser, string, bool) error { return perr("%s", why) }
@@ -234,12 +246,10 @@ var options = []option{
 		p.cmd.Dest.Addr, p.cmd.Dest.Port = addr, port
 		return nil
 	}},
-	{long: "gatewaying", short: 'g', set: forwarding(FwdRoute)},
-	{long: "ipip", short: 'i', set: forwarding(FwdTunnel)},
-	{long: "masquerading", short: 'm', set: forwarding(FwdMasq)},
-	// -b on -a and -e (DPVS's ipvsadm); on -A and -E, -b stays
-	// --sched-flags (see ParseArgs).
-	{long: "fullnat", set: forwarding(FwdFullNAT)},
+	fwdOption(FwdRoute),
+	fwdOption(FwdTunnel),
+	fwdOption(FwdMasq),
+	fwdOption(FwdFullNAT),
 	{long: "weight", short: 'w', arg: needArg, set: func(p *parser, v string, _ bool) error {
 		w, err := strconv.Atoi(v)
 		if err != nil || w < 0 || w > MaxWeight {
@@ -325,7 +335,7 @@ var options = []option{
 	{long: "on-failure", arg: needArg, set: func(p *parser, v string, _ bool) error { p.cmd.Service.OnFailure = v; return nil }},
 	{long: "sorry-server", arg: needArg, set: func(p *parser, v string, _ bool) error { p.sorry = v; return nil }},
 	{long: "sorry-method", arg: needArg, set: func(p *parser, v string, _ bool) error {
-		f, ok := methods[strings.ToLower(v)]
+		f, ok := fwdByYAML(v)
 		if !ok {
 			return perr("illegal --sorry-method %q: want dr, tun, nat or fullnat", v)
 		}

@@ -422,19 +422,12 @@ func (r *kaReader) virtualServer(n *kaNode) error {
 			if err != nil {
 				return err
 			}
-			switch strings.ToUpper(s) {
-			case "NAT":
-				fwd = FwdMasq
-			case "DR":
-				fwd = FwdRoute
-			case "TUN":
-				fwd = FwdTunnel
-			case "FNAT", "FULLNAT":
-				fwd = FwdFullNAT
-			default:
+			f, ok := fwdByLBKind(s)
+			if !ok {
 				r.mark(c.words[0], UseCannot, "")
 				return kaErr(c, "lb_kind %s: want NAT, DR, TUN or FNAT", s)
 			}
+			fwd = f
 			used("")
 		case "persistence_timeout":
 			s, err := one()
@@ -487,8 +480,9 @@ func (r *kaReader) virtualServer(n *kaNode) error {
 			if err != nil {
 				return err
 			}
-			f, ok := map[string]Fwd{"NAT": FwdMasq, "DR": FwdRoute, "TUN": FwdTunnel}[strings.ToUpper(s)]
-			if !ok {
+			f, ok := fwdByLBKind(s)
+			if !ok || f == FwdFullNAT { // keepalived's sorry server: NAT, DR or TUN
+
 				return kaErr(c, "sorry_server_lvs_method %s", s)
 			}
 			v.svc.Sorry.Fwd = f

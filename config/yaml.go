@@ -138,13 +138,6 @@ type FileReal struct {
 	Check      *FileCheck `yaml:"check"`
 }
 
-var methods = map[string]Fwd{
-	"": FwdRoute, "dr": FwdRoute, "route": FwdRoute, "g": FwdRoute, "gatewaying": FwdRoute,
-	"tun": FwdTunnel, "tunnel": FwdTunnel, "ipip": FwdTunnel, "i": FwdTunnel,
-	"nat": FwdMasq, "masq": FwdMasq, "masquerading": FwdMasq, "m": FwdMasq,
-	"fullnat": FwdFullNAT, "b": FwdFullNAT,
-}
-
 // Loaded is what a configuration file holds: the services (Config), and
 // from a YAML file the interfaces and the BGP speaker's settings.
 type Loaded struct {
@@ -364,7 +357,7 @@ func (fs FileService) service() (*ServiceConfig, error) {
 }
 
 func (r FileReal) dest(svc ServiceKey) (Dest, error) {
-	fwd, ok := methods[strings.ToLower(r.Method)]
+	fwd, ok := fwdByYAML(r.Method)
 	if !ok {
 		return Dest{}, invalid("method %q: want dr, tun, nat or fullnat", r.Method)
 	}

@@ -128,6 +128,22 @@ var StatNames = sync.OnceValue(func() []string {
 // enumNames returns the names of a C enum's values 0..n-1, trimmed of
 // prefix and lower-cased.
 func enumNames(enum, prefix string, n int) ([]string, error) {
+	vals, err := enumValues(enum, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, n)
+	for i := range out {
+		if out[i] = vals[uint64(i)]; out[i] == "" {
+			return nil, fmt.Errorf("enum %s: no name for %d", enum, i)
+		}
+	}
+	return out, nil
+}
+
+// enumValues returns a C enum's names by value, trimmed of prefix and
+// lower-cased, as the director object's BTF has them.
+func enumValues(enum, prefix string) (map[uint64]string, error) {
 	spec, err := bpfobj.LoadDirector()
 	if err != nil {
 		return nil, err
@@ -136,16 +152,9 @@ func enumNames(enum, prefix string, n int) ([]string, error) {
 	if err := spec.Types.TypeByName(enum, &e); err != nil {
 		return nil, fmt.Errorf("enum %s in the director's BTF: %w", enum, err)
 	}
-	out := make([]string, n)
+	out := map[uint64]string{}
 	for _, v := range e.Values {
-		if v.Value < uint64(n) {
-			out[v.Value] = strings.ToLower(strings.TrimPrefix(v.Name, prefix))
-		}
-	}
-	for i, name := range out {
-		if name == "" {
-			return nil, fmt.Errorf("enum %s: no name for %d", enum, i)
-		}
+		out[v.Value] = strings.ToLower(strings.TrimPrefix(v.Name, prefix))
 	}
 	return out, nil
 }

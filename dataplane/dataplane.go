@@ -28,7 +28,8 @@ import (
 	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
-// Limits compiled into the BPF program (bpf/consts.h).
+// Limits compiled into the BPF program (bpf/consts.h; TestSharedConsts
+// checks them against the object's enum shared_const).
 const (
 	// DefaultServiceTableSize is the size of the services map when none
 	// is set: one entry per (VIP, port, protocol) a service or port group

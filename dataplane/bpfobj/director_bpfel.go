@@ -229,6 +229,25 @@ type DirectorSeqadj struct {
 	Pad    [3]uint8
 }
 
+type DirectorSharedConst uint32
+
+const (
+	DirectorSharedConstSC_MAX_SERVICES     DirectorSharedConst = 65536
+	DirectorSharedConstSC_MAX_REALS        DirectorSharedConst = 8192
+	DirectorSharedConstSC_MAX_IFACES       DirectorSharedConst = 64
+	DirectorSharedConstSC_MAX_QUEUES       DirectorSharedConst = 64
+	DirectorSharedConstSC_MAX_CONNS        DirectorSharedConst = 1048576
+	DirectorSharedConstSC_ADDR_SLOTS       DirectorSharedConst = 65536
+	DirectorSharedConstSC_MH_TAB_SIZE      DirectorSharedConst = 4093
+	DirectorSharedConstSC_TCPOPT_TOA       DirectorSharedConst = 254
+	DirectorSharedConstSC_TCPOLEN_TOA      DirectorSharedConst = 8
+	DirectorSharedConstSC_TCPOLEN_TOA6     DirectorSharedConst = 20
+	DirectorSharedConstSC_IPIP_HLEN        DirectorSharedConst = 20
+	DirectorSharedConstSC_TS_OPT_WSCALE    DirectorSharedConst = 15
+	DirectorSharedConstSC_TS_OPT_SACK      DirectorSharedConst = 16
+	DirectorSharedConstSC_TS_OPT_MSS_SHIFT DirectorSharedConst = 5
+)
+
 type DirectorSharedEnums struct {
 	_           structs.HostLayout
 	Fwd         uint32
@@ -240,6 +259,7 @@ type DirectorSharedEnums struct {
 	SvcFlag     uint32
 	DefenceFlag uint32
 	PickKind    uint32
+	SharedConst uint32
 }
 
 type DirectorStatIdx uint32
@@ -380,6 +400,7 @@ const (
 	DirectorMapXsks             = "xsks"
 	DirectorProgXipvsDirector   = "xipvs_director"
 	DirectorProgXipvsReplay6    = "xipvs_replay6"
+	DirectorVarTcpStates        = "tcp_states"
 	DirectorVarXipvsSharedEnums = "xipvs_shared_enums"
 )
 
@@ -473,6 +494,7 @@ type DirectorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DirectorVariableSpecs struct {
+	TcpStates        *ebpf.VariableSpec `ebpf:"tcp_states"`
 	XipvsSharedEnums *ebpf.VariableSpec `ebpf:"xipvs_shared_enums"`
 }
 
@@ -575,6 +597,7 @@ func (m *DirectorMaps) Close() error {
 //
 // It can be passed to LoadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DirectorVariables struct {
+	TcpStates        *ebpf.Variable `ebpf:"tcp_states"`
 	XipvsSharedEnums *ebpf.Variable `ebpf:"xipvs_shared_enums"`
 }
 

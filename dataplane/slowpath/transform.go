@@ -79,7 +79,6 @@ func ipv4Csum(h []byte) uint16 {
 const (
 	ipipHLen    = 20
 	mssFloor    = 536
-	tcpOptToa   = 254
 	tcpOptLenTo = 8
 	ipDF        = 0x4000
 	// icmpFrameLen is an ICMP fragmentation-needed frame: Ethernet, IP,

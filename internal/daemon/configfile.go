@@ -113,19 +113,19 @@ func (b *backend) Reload(ctx context.Context) error {
 	if err != nil {
 		return &api.Error{Message: "reload: " + err.Error(), Status: http.StatusBadRequest}
 	}
-	if err := b.applyFile(ctx, l); err != nil {
+	if err := b.applyFile(ctx, l, "reloaded"); err != nil {
 		return prefixed("reload", err)
 	}
 	return nil
 }
 
 // applyFile applies a configuration file as read, at start and on every
-// reload: checked against the director first (nothing changes if it does
+// reload (how says which, in the log line that ends it): checked against the director first (nothing changes if it does
 // not fit), then its services and port groups by difference (all or
 // nothing), its sync daemons, and its BGP settings when they come from
 // the file. A keepalived.conf has no port groups (LVS admins bind marks
 // with iptables): those added with xipvsadm --add-mark stay.
-func (b *backend) applyFile(ctx context.Context, l *config.Loaded) error {
+func (b *backend) applyFile(ctx context.Context, l *config.Loaded, how string) error {
 	var have []string
 	for _, i := range b.dp.Interfaces() {
 		have = append(have, i.Name)
@@ -150,7 +150,7 @@ func (b *backend) applyFile(ctx context.Context, l *config.Loaded) error {
 			return fmt.Errorf("%s: services applied; %w", b.configFile, err)
 		}
 	}
-	b.log.Info("configuration applied", "file", b.configFile, "summary", cfg.Summary())
+	b.log.Info("configuration "+how, "file", b.configFile, "summary", cfg.Summary())
 	return nil
 }
 

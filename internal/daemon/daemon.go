@@ -175,7 +175,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	defer slow.Close() // before dp.Close
 	dir.slow.Store(slow)
 	if o.file != nil {
-		if err := b.applyFile(ctx, o.file); err != nil {
+		if err := b.applyFile(ctx, o.file, "loaded"); err != nil {
 			return fmt.Errorf("applying %w", err)
 		}
 	}

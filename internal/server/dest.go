@@ -50,17 +50,7 @@ func (d *dest) weight() int {
 func (d *dest) via() netip.Addr { return d.hop.Via(d.cfg.Addr) }
 
 // dpFwd is the data plane's code for a forwarding method.
-func dpFwd(f config.Fwd) dataplane.Fwd {
-	switch f {
-	case config.FwdTunnel:
-		return dataplane.FwdTunnel
-	case config.FwdMasq:
-		return dataplane.FwdMasq
-	case config.FwdFullNAT:
-		return dataplane.FwdFullNAT
-	}
-	return dataplane.FwdRoute
-}
+func dpFwd(f config.Fwd) dataplane.Fwd { return dataplane.Fwd(f.Method().Code) }
 
 // real is d as the data plane's reals map holds it.
 func (d *dest) real(mac net.HardwareAddr) dataplane.Real {

@@ -98,16 +98,7 @@ func syncedState(st conntrack.State) bool {
 // ipvsFwd is IPVS's IP_VS_CONN_F_* forwarding method of f; FULLNAT,
 // which IPVS lacks, travels as masquerading with xipvs's local address
 // option.
-func ipvsFwd(f config.Fwd) uint32 {
-	switch f {
-	case config.FwdTunnel:
-		return connsync.FlagFwdTunnel
-	case config.FwdMasq, config.FwdFullNAT:
-		return connsync.FlagFwdMasq
-	default:
-		return connsync.FlagFwdRoute
-	}
-}
+func ipvsFwd(f config.Fwd) uint32 { return uint32(f.Method().Sync) }
 
 // Errors of InsertSynced: the connection is skipped and counted.
 var (
