@@ -44,6 +44,67 @@ func TestSmoke(t *testing.T) {
 	if len(r.Skipped) > 0 {
 		t.Errorf("not measured: %q", r.Skipped)
 	}
+	checkSamples(t, r, o)
+	for _, k := range []string{"tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy"} {
+		if x := r.Get(k); x != nil && x.Detail["failed_attempts"].(uint64) != 0 {
+			t.Errorf("%s: %v failed connection attempts", k, x.Detail["failed_attempts"])
+		}
+	}
+	checkFloods(t, r, o)
+	// Every row says which generator made its load (aging sends
+	// nothing), and the report names the generators.
+	for _, x := range r.Results {
+		if x.Generator == "" && x.Scenario != "aging" {
+			t.Errorf("%s: no generator named", x.Key)
+		}
+	}
+	if len(r.Generators) == 0 || !strings.Contains(r.Markdown(), "| generator |") {
+		t.Errorf("the report names no generator: %q", r.Generators)
+	}
+	// Every ratio has its per-round values in both runs (the flood
+	// sources are measured once per run).
+	for _, x := range r.Ratios {
+		want := o.Repeats
+		if strings.HasPrefix(x.Name, "flood sources:") {
+			want = 1
+		}
+		for i, q := range x.Runs {
+			if len(q.PerRound) != want {
+				t.Errorf("ratio %s run %d: %d rounds, want %d", x.Name, i+1, len(q.PerRound), want)
+			}
+		}
+	}
+	// The per-real split and the scheduler's weights.
+	splits := 0
+	for _, c := range r.Checks {
+		if !c.Ok {
+			t.Errorf("check %s failed: %s", c.Name, c.Detail)
+		}
+		if strings.HasPrefix(c.Name, "per-real split") {
+			splits++
+		}
+	}
+	if want := 10 * len(o.Sizes); splits != want {
+		t.Errorf("%d per-real split checks, want %d", splits, want)
+	}
+	if len(r.SlowPathProfile) == 0 || !strings.Contains(r.SlowPathTop, "slowpath.(*worker)") {
+		t.Errorf("no slow-path profile:\n%s", r.SlowPathTop)
+	}
+
+	checkFiles(t, r, o)
+	// Nothing left behind.
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "xb") {
+		t.Errorf("namespaces left behind:\n%s", out)
+	}
+}
+
+// checkSamples: every scenario's rows, with their samples and counts.
+func checkSamples(t *testing.T, r *Report, o Options) {
+	t.Helper()
 	var want []string
 	for _, size := range o.Sizes {
 		for _, subj := range []string{"ceiling", "reference-lb", "xipvs-dr", "xipvs-tun", "xipvs-nat", "xipvs-fullnat", "nftables",
@@ -89,11 +150,12 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{"tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy"} {
-		if x := r.Get(k); x != nil && x.Detail["failed_attempts"].(uint64) != 0 {
-			t.Errorf("%s: %v failed connection attempts", k, x.Detail["failed_attempts"])
-		}
-	}
+}
+
+// checkFloods: each flood subject, the generators and the shed rows, once
+// per run.
+func checkFloods(t *testing.T, r *Report, o Options) {
+	t.Helper()
 	// The flood scenario: each subject under each flood, once per run,
 	// with the flood's rate measured (hping3's from its own statistics).
 	for _, subj := range []string{"xipvs-nat-synproxy@max", "xipvs-nat-synproxy@hping3", "xipvs-dr-admission@max", "xipvs-dr-admission@hping3",
@@ -130,46 +192,11 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
-	// Every row says which generator made its load (aging sends
-	// nothing), and the report names the generators.
-	for _, x := range r.Results {
-		if x.Generator == "" && x.Scenario != "aging" {
-			t.Errorf("%s: no generator named", x.Key)
-		}
-	}
-	if len(r.Generators) == 0 || !strings.Contains(r.Markdown(), "| generator |") {
-		t.Errorf("the report names no generator: %q", r.Generators)
-	}
-	// Every ratio has its per-round values in both runs (the flood
-	// sources are measured once per run).
-	for _, x := range r.Ratios {
-		want := o.Repeats
-		if strings.HasPrefix(x.Name, "flood sources:") {
-			want = 1
-		}
-		for i, q := range x.Runs {
-			if len(q.PerRound) != want {
-				t.Errorf("ratio %s run %d: %d rounds, want %d", x.Name, i+1, len(q.PerRound), want)
-			}
-		}
-	}
-	// The per-real split and the scheduler's weights.
-	splits := 0
-	for _, c := range r.Checks {
-		if !c.Ok {
-			t.Errorf("check %s failed: %s", c.Name, c.Detail)
-		}
-		if strings.HasPrefix(c.Name, "per-real split") {
-			splits++
-		}
-	}
-	if want := 10 * len(o.Sizes); splits != want {
-		t.Errorf("%d per-real split checks, want %d", splits, want)
-	}
-	if len(r.SlowPathProfile) == 0 || !strings.Contains(r.SlowPathTop, "dataplane.(*worker)") {
-		t.Errorf("no slow-path profile:\n%s", r.SlowPathTop)
-	}
+}
 
+// checkFiles: the report written in all three formats.
+func checkFiles(t *testing.T, r *Report, o Options) {
+	t.Helper()
 	dir := t.TempDir()
 	paths, err := r.Write(dir)
 	if err != nil {
@@ -212,13 +239,5 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("%s: no DR row or repeatability line:\n%s", p, b)
 			}
 		}
-	}
-	// Nothing left behind.
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(out), "xb") {
-		t.Errorf("namespaces left behind:\n%s", out)
 	}
 }

@@ -17,3 +17,4 @@
 #undef FAM_PICK_FLOW
 #undef FAM_FORWARD
 #undef FAM_ADDR_SET
+#undef FAM_SYNPROXY

@@ -16,6 +16,7 @@
 #include "consts.h"
 #include "structs.h"
 #include "maps.h"
+#include "parse.h"
 
 /* Live connections per real id, stamped with the sweep's gen. */
 struct {
@@ -59,23 +60,6 @@ struct walk {
 	int est; /* walking est_conns (else conns) */
 };
 
-/* lookup2 finds an entry in either table; *est says which. */
-static __always_inline struct conn_val *lookup2(struct conn_key *k, int *est)
-{
-	struct conn_val *v = bpf_map_lookup_elem(&est_conns, k);
-
-	*est = v != NULL;
-	if (v)
-		return v;
-	return bpf_map_lookup_elem(&conns, k);
-}
-
-/* delete2 deletes k from the table est names. */
-static __always_inline long delete2(struct conn_key *k, int est)
-{
-	return est ? bpf_map_delete_elem(&est_conns, k) : bpf_map_delete_elem(&conns, k);
-}
-
 static __always_inline __u64 timeout_of(const struct sweep_args *a, __u8 proto, __u8 state)
 {
 	if (proto == IPPROTO_UDP)
@@ -91,23 +75,6 @@ static __always_inline __u64 timeout_of(const struct sweep_args *a, __u8 proto, 
 static __always_inline __u64 idle(__u64 now, __u64 last)
 {
 	return last > now ? 0 : now - last;
-}
-
-/* peer_key is the key of the other entry of a NAT or FULLNAT pair. */
-static __always_inline void peer_key(const struct conn_val *v, __u8 proto, struct conn_key *pk)
-{
-	pk->saddr = v->ndaddr;
-	pk->daddr = v->nsaddr;
-	pk->sport = v->ndport;
-	pk->dport = v->nsport;
-	pk->proto = proto;
-	pk->pad[0] = pk->pad[1] = pk->pad[2] = 0;
-}
-
-static __always_inline int same_key(const struct conn_key *a, const struct conn_key *b)
-{
-	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport &&
-	       a->dport == b->dport && a->proto == b->proto;
 }
 
 /* release_at records a freed FULLNAT local port (addr, port, proto; addr
@@ -132,19 +99,6 @@ static __always_inline int release_at(struct walk *w, const void *addr, __be16 p
 	sp->v6 = v6;
 	w->a.released = i + 1;
 	return 0;
-}
-
-/* release_port records the local port of FULLNAT reply entry rk,
- * deleted by the caller. */
-static __always_inline int release_port(struct walk *w, const struct conn_key *rk)
-{
-	return release_at(w, &rk->daddr, rk->dport, rk->proto, 0);
-}
-
-/* release_port6 is release_port for an IPv6 reply entry. */
-static __always_inline int release_port6(struct walk *w, const struct conn_key6 *rk)
-{
-	return release_at(w, rk->daddr, rk->dport, rk->proto, 1);
 }
 
 /* count_one counts a live connection of real rid toward its ActiveConn
@@ -178,207 +132,29 @@ static __always_inline struct sweep_persist *live_persist(struct walk *w, __u8 p
 	return bpf_map_lookup_elem(&sweep_persistent, &sid);
 }
 
-static __always_inline void count_live(struct walk *w, const struct conn_key *k, const struct conn_val *v)
-{
-	__u32 sid = v->svc_id;
-	struct sweep_persist *p = live_persist(w, k->proto, v);
+/* The judgement of one entry, once for both families (sweep_fam.h):
+ * sweep_one for conns and est_conns, sweep_one6 for their IPv6 twins. */
+#define FAM_NAME(fn) fn
+#define FAM_KEY struct conn_key
+#define FAM_VAL struct conn_val
+#define FAM_EMB conns
+#define FAM_EST est_conns
+#define FAM_V6 0
+#define FAM_ADDR_SET(a) ((a) != 0)
+#define FAM_SYNPROXY 1
+#include "sweep_fam.h"
+#include "fam_undef.h"
 
-	if (p) {
-		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport };
-		__u8 one = 1;
-
-		__be32 *client = (void *)t.client;
-
-		if (p->mask_bits >= 32)
-			*client = k->saddr;
-		else if (p->mask_bits > 0)
-			*client = k->saddr & bpf_htonl(~0U << (32 - p->mask_bits));
-		bpf_map_update_elem(&sweep_owned, &t, &one, BPF_ANY);
-	}
-}
-
-/* sweep_one judges one entry: a forward entry by the later of its and its
- * reply entry's last-seen times; a reply entry only when it is an orphan
- * (no forward entry points to it: its tuple was reused, or the forward
- * entry was evicted), after orphan_age. */
-static long sweep_one(struct bpf_map *map, struct conn_key *k, struct conn_val *v, struct walk *w)
-{
-	struct conn_key pk = {};
-	struct conn_val *peer = NULL;
-	__u64 last = v->last_seen;
-	int fullnat = v->flags & CONN_F_FULLNAT;
-	int sp = v->flags & CONN_F_SYNPROXY;
-	int peer_est = 0;
-
-	w->a.seen++;
-	if (v->nsaddr) {
-		peer_key(v, k->proto, &pk);
-		peer = lookup2(&pk, &peer_est);
-		if (peer) {
-			struct conn_key back = {};
-
-			peer_key(peer, k->proto, &back);
-			if (!same_key(&back, k) || ((peer->flags ^ v->flags) & CONN_F_REPLY) == 0)
-				peer = NULL;
-		}
-	}
-	if (v->flags & CONN_F_REPLY) {
-		if (peer)
-			return 0; /* judged with its forward entry */
-		if (idle(w->a.now, last) < w->a.orphan_age)
-			return 0;
-		if (fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
-			w->a.kept++;
-			return 0;
-		}
-		if (delete2(k, w->est) == 0 && fullnat)
-			release_port(w, k);
-		if (sp)
-			bpf_map_delete_elem(&seqadjs, k);
-		return 0;
-	}
-	if (peer && peer->last_seen > last)
-		last = peer->last_seen;
-	if (idle(w->a.now, last) < timeout_of(&w->a, k->proto, v->state)) {
-		count_live(w, k, v);
-		return 0;
-	}
-	if (peer && fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
-		w->a.kept++;
-		count_live(w, k, v);
-		return 0;
-	}
-	if (delete2(k, w->est) == 0)
-		w->a.expired++;
-	if (peer && delete2(&pk, peer_est) == 0 && fullnat)
-		release_port(w, &pk);
-	if (sp) {
-		bpf_map_delete_elem(&seqadjs, k);
-		if (peer)
-			bpf_map_delete_elem(&seqadjs, &pk);
-	}
-	return 0;
-}
-
-static __always_inline int nat6(const struct conn_val6 *v)
-{
-	const __u32 *a = (const void *)v->nsaddr;
-
-	return (a[0] | a[1] | a[2] | a[3]) != 0;
-}
-
-static __always_inline void peer_key6(const struct conn_val6 *v, __u8 proto, struct conn_key6 *pk)
-{
-	__builtin_memcpy(pk->saddr, v->ndaddr, 16);
-	__builtin_memcpy(pk->daddr, v->nsaddr, 16);
-	pk->sport = v->ndport;
-	pk->dport = v->nsport;
-	pk->proto = proto;
-}
-
-static __always_inline int same_key6(const struct conn_key6 *a, const struct conn_key6 *b)
-{
-	const __u32 *x = (const void *)a, *y = (const void *)b;
-	__u32 d = 0;
-
-	/* saddr, daddr, ports: the first 36 bytes; then proto. */
-#pragma unroll
-	for (int i = 0; i < 9; i++)
-		d |= x[i] ^ y[i];
-	return d == 0 && a->proto == b->proto;
-}
-
-static __always_inline struct conn_val6 *lookup6(struct conn_key6 *k, int *est)
-{
-	struct conn_val6 *v = bpf_map_lookup_elem(&est_conns6, k);
-
-	*est = v != NULL;
-	if (v)
-		return v;
-	return bpf_map_lookup_elem(&conns6, k);
-}
-
-static __always_inline long delete6(struct conn_key6 *k, int est)
-{
-	return est ? bpf_map_delete_elem(&est_conns6, k) : bpf_map_delete_elem(&conns6, k);
-}
-
-/* count_live6 is count_live for an IPv6 connection: the template's
- * client is the source under a prefix length of up to 128 bits. */
-static __always_inline void count_live6(struct walk *w, const struct conn_key6 *k, const struct conn_val6 *v)
-{
-	__u32 sid = v->svc_id;
-	struct sweep_persist *p = live_persist(w, k->proto, (const struct conn_val *)v);
-
-	if (p) {
-		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport, .v6 = 1 };
-		const __be32 *src = (const void *)k->saddr;
-		__be32 *client = (void *)t.client;
-		__u8 one = 1;
-
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			int bits = (int)p->mask_bits - 32 * i;
-
-			if (bits >= 32)
-				client[i] = src[i];
-			else if (bits > 0)
-				client[i] = src[i] & bpf_htonl(~0U << (32 - bits));
-		}
-		bpf_map_update_elem(&sweep_owned, &t, &one, BPF_ANY);
-	}
-}
-
-/* sweep_one6 is sweep_one for the IPv6 tables (no SYN proxy there). */
-static long sweep_one6(struct bpf_map *map, struct conn_key6 *k, struct conn_val6 *v, struct walk *w)
-{
-	struct conn_key6 pk = {};
-	struct conn_val6 *peer = NULL;
-	__u64 last = v->last_seen;
-	int fullnat = v->flags & CONN_F_FULLNAT;
-	int peer_est = 0;
-
-	w->a.seen++;
-	if (nat6(v)) {
-		peer_key6(v, k->proto, &pk);
-		peer = lookup6(&pk, &peer_est);
-		if (peer) {
-			struct conn_key6 back = {};
-
-			peer_key6(peer, k->proto, &back);
-			if (!same_key6(&back, k) ||
-			    ((peer->flags ^ v->flags) & CONN_F_REPLY) == 0)
-				peer = NULL;
-		}
-	}
-	if (v->flags & CONN_F_REPLY) {
-		if (peer || idle(w->a.now, last) < w->a.orphan_age)
-			return 0;
-		if (fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
-			w->a.kept++;
-			return 0;
-		}
-		if (delete6(k, w->est) == 0 && fullnat)
-			release_port6(w, k);
-		return 0;
-	}
-	if (peer && peer->last_seen > last)
-		last = peer->last_seen;
-	if (idle(w->a.now, last) < timeout_of(&w->a, k->proto, v->state)) {
-		count_live6(w, k, v);
-		return 0;
-	}
-	if (peer && fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
-		w->a.kept++;
-		count_live6(w, k, v);
-		return 0;
-	}
-	if (delete6(k, w->est) == 0)
-		w->a.expired++;
-	if (peer && delete6(&pk, peer_est) == 0 && fullnat)
-		release_port6(w, &pk);
-	return 0;
-}
+#define FAM_NAME(fn) fn##6
+#define FAM_KEY struct conn_key6
+#define FAM_VAL struct conn_val6
+#define FAM_EMB conns6
+#define FAM_EST est_conns6
+#define FAM_V6 1
+#define FAM_ADDR_SET(a) (!addr6_zero(a))
+#define FAM_SYNPROXY 0 /* no SYN proxy for IPv6 */
+#include "sweep_fam.h"
+#include "fam_undef.h"
 
 SEC("syscall")
 int xipvs_sweep(struct sweep_args *args)

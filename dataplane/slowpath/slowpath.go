@@ -49,11 +49,6 @@ type Stats struct {
 // batchSize is the most frames one worker takes from its RX ring at once.
 const batchSize = 64
 
-// recentAge is how long a worker remembers the flows it created: packets
-// of one new flow queued before its entry was written follow it. The
-// race lasts as long as a batch takes; a second covers any backlog.
-const recentAge = time.Second
-
 type queueSock struct {
 	ifindex int
 	queue   int
@@ -222,96 +217,51 @@ func (sp *SlowPath) Close() error {
 	return errors.Join(err, sp.d.SaveSlowCounts())
 }
 
-// recentFlows remembers the connections a worker created in the last
-// recentAge, in a direct-mapped cache of recentSlots (a newer flow
-// hashing to the same slot replaces an older one): bounded memory, no
-// allocation, no lock (one worker owns it; a flow's packets all arrive
-// on one rx queue).
-type recentFlows struct {
-	slots []recentSlot
-}
-
-type recentSlot struct {
-	k    bpfobj.DirectorConnKey
-	v    bpfobj.DirectorConnVal
-	made int64 // monotonic ns; 0: empty
-}
-
-const recentSlots = 1 << 16
-
-func newRecentFlows() recentFlows { return recentFlows{slots: make([]recentSlot, recentSlots)} }
-
-func (r *recentFlows) slot(k *bpfobj.DirectorConnKey) *recentSlot {
-	h := uint64(k.Saddr)*0x9e3779b97f4a7c15 ^ uint64(k.Daddr)*0xc2b2ae3d27d4eb4f ^
-		(uint64(k.Sport)<<16|uint64(k.Dport)<<32|uint64(k.Proto))*0x165667b19e3779f9
-	return &r.slots[(h>>32^h)&(recentSlots-1)]
-}
-
-func (r *recentFlows) get(k bpfobj.DirectorConnKey, now int64) (bpfobj.DirectorConnVal, bool) {
-	s := r.slot(&k)
-	if s.made != 0 && s.k == k && now-s.made < int64(recentAge) {
-		return s.v, true
-	}
-	return bpfobj.DirectorConnVal{}, false
-}
-
-func (r *recentFlows) put(k bpfobj.DirectorConnKey, v bpfobj.DirectorConnVal, now int64) {
-	*r.slot(&k) = recentSlot{k: k, v: v, made: now}
-}
-
 // worker serves one AF_XDP socket, a batch at a time.
 type worker struct {
-	sp     *SlowPath
-	qs     queueSock
-	recent recentFlows
+	sp *SlowPath
+	qs queueSock
 
 	frames []([]byte)
 	pkts   []packet
 	keys   []bpfobj.DirectorConnKey
-	// fate of each frame: the forward entry it follows.
+	// fate of each frame: the forward entry it follows, or the index
+	// of its flow in the batch's new flows of its family.
 	vals   []bpfobj.DirectorConnVal
 	follow []bool
-	sched  []int // index into flows, or -1
-	flows  []dataplane.NewFlow
-	decs   []dataplane.Decision
-	fwds   []bpfobj.DirectorConnVal // each flow's forward entry as written
-	// The batch's map writes: reply entries before their forward entry.
-	wkeys   []bpfobj.DirectorConnKey
-	wvals   []bpfobj.DirectorConnVal
-	txs     map[*xsk.Socket]*xsk.Tx
-	inBatch map[bpfobj.DirectorConnKey]int // flows this batch decides, by key
-	now     int64                          // the batch's time (Now)
-	stats   [dataplane.NumStats]uint64
-	// The SYN proxy: which flows of the batch it opens (and whether it
-	// has), and the frames it sends after the batch.
-	proxyFlow, proxyDone []bool
-	queued               []queuedFrame
-	arena                []byte     // the queued frames' bytes, reused per batch
-	scratch              [4096]byte // a frame bound for another socket
-	// The batch's IPv6 frames (indexes into it), their new flows and
-	// decisions, the entries written, what the worker created lately,
-	// and the context a frame is replayed with (slowpath6.go).
+	sched  []int // index into b4.flows or b6.flows, or -1
+	// The batch's new flows, by family (family.go).
+	b4    flows[bpfobj.DirectorConnKey, bpfobj.DirectorConnVal]
+	b6    flows[bpfobj.DirectorConnKey6, bpfobj.DirectorConnVal6]
+	txs   map[*xsk.Socket]*xsk.Tx
+	now   int64 // the batch's time (Now)
+	stats [dataplane.NumStats]uint64
+	// The SYN proxy: whether it has opened each held flow (b4.held), and
+	// the frames it sends after the batch.
+	proxyDone []bool
+	queued    []queuedFrame
+	arena     []byte     // the queued frames' bytes, reused per batch
+	scratch   [4096]byte // a frame bound for another socket
+	// The batch's IPv6 frames (indexes into it), which of their flows
+	// was answered ICMPv6, and the context a frame is replayed with
+	// (slowpath6.go).
 	idx6      []int
-	flows6    []dataplane.NewFlow
-	decs6     []dataplane.Decision
-	answered6 []bool // flows6[i]'s ICMPv6 answer is sent
-	inBatch6  map[bpfobj.DirectorConnKey6]int
-	wkeys6    []bpfobj.DirectorConnKey6
-	wvals6    []bpfobj.DirectorConnVal6
-	recent6   recent6
+	answered6 []bool // b6.flows[i]'s ICMPv6 answer is sent
 	replayCtx dataplane.XDPContext
 }
 
+// The recent caches' sizes (slots).
+const (
+	recentSlots4 = 1 << 16
+	recentSlots6 = 1 << 12
+)
+
 func (sp *SlowPath) newWorker(qs queueSock) *worker {
 	return &worker{sp: sp, qs: qs,
-		recent: newRecentFlows(),
 		frames: make([][]byte, batchSize), pkts: make([]packet, batchSize), keys: make([]bpfobj.DirectorConnKey, batchSize),
 		vals: make([]bpfobj.DirectorConnVal, batchSize), follow: make([]bool, batchSize), sched: make([]int, batchSize),
-		flows: make([]dataplane.NewFlow, 0, batchSize), decs: make([]dataplane.Decision, 0, batchSize), fwds: make([]bpfobj.DirectorConnVal, batchSize),
-		txs: map[*xsk.Socket]*xsk.Tx{}, inBatch: map[bpfobj.DirectorConnKey]int{},
-		proxyFlow: make([]bool, batchSize), proxyDone: make([]bool, batchSize),
-		flows6: make([]dataplane.NewFlow, 0, batchSize), decs6: make([]dataplane.Decision, 0, batchSize), answered6: make([]bool, batchSize),
-		inBatch6: map[bpfobj.DirectorConnKey6]int{}, recent6: newRecent6()}
+		b4: newFlows(ipv4, recentSlots4), b6: newFlows(ipv6, recentSlots6),
+		txs: map[*xsk.Socket]*xsk.Tx{}, proxyDone: make([]bool, batchSize), answered6: make([]bool, batchSize)}
 }
 
 func (w *worker) run() {
@@ -344,9 +294,7 @@ func (w *worker) batch(frames [][]byte) {
 	sp.received.Add(uint64(len(frames)))
 	sp.batches.Add(1)
 	w.now = int64(dataplane.Now())
-	w.flows, w.decs = w.flows[:0], w.decs[:0]
-	inBatch := w.inBatch
-	clear(inBatch)
+	w.b4.reset()
 	w.idx6 = w.idx6[:0]
 	for i, f := range frames {
 		w.sched[i], w.follow[i] = -1, false
@@ -374,23 +322,22 @@ func (w *worker) batch(frames [][]byte) {
 			}
 			continue
 		}
-		if j, ok := inBatch[k]; ok {
+		if j, ok := w.b4.inBatch[k]; ok {
 			// A second packet of a flow this batch decides.
 			w.sched[i] = j
 			continue
 		}
-		if v, ok := w.recent.get(k, w.now); ok && w.stillFollows(k, &p, &v) {
+		if v, ok := w.b4.recent.get(&k, w.now); ok && w.stillFollows(k, &p, &v) {
 			w.vals[i], w.follow[i] = v, true
 			sp.followed.Add(1)
 			continue
 		}
-		inBatch[k] = len(w.flows)
-		w.sched[i] = len(w.flows)
-		w.flows = append(w.flows, dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst),
+		w.sched[i] = w.b4.add(k, dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst),
 			SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
 	}
-	if len(w.flows) > 0 {
-		w.decide()
+	if len(w.b4.flows) > 0 {
+		clear(w.proxyDone[:len(w.b4.flows)])
+		decide(w, &w.b4)
 	}
 	for i, f := range frames {
 		var v bpfobj.DirectorConnVal
@@ -403,20 +350,20 @@ func (w *worker) batch(frames [][]byte) {
 			// Behind its first fragment in this batch: its connection,
 			// if the first made one (a handshake the SYN proxy holds or
 			// an ICMP answer is the first fragment's alone).
-			if j := w.sched[i]; w.proxyFlow[j] || w.decs[j].RealID == 0 {
+			if j := w.sched[i]; w.b4.held[j] || w.b4.decs[j].RealID == 0 {
 				sp.fragOrphans.Add(1)
 				continue
 			}
-			v = w.fwdVal(w.sched[i])
-		case w.sched[i] >= 0 && w.proxyFlow[w.sched[i]]:
+			v = w.b4.fwds[w.sched[i]]
+		case w.sched[i] >= 0 && w.b4.held[w.sched[i]]:
 			if j := w.sched[i]; !w.proxyDone[j] {
 				w.proxyDone[j] = true
 				w.proxyOpen(f, &w.pkts[i], j)
 			}
 			continue
-		case w.sched[i] >= 0 && w.decs[w.sched[i]].RealID != 0:
-			v = w.fwdVal(w.sched[i])
-		case w.sched[i] >= 0 && w.decs[w.sched[i]].Unreachable:
+		case w.sched[i] >= 0 && w.b4.decs[w.sched[i]].RealID != 0:
+			v = w.b4.fwds[w.sched[i]]
+		case w.sched[i] >= 0 && w.b4.decs[w.sched[i]].Unreachable:
 			w.unreachable(f, &w.pkts[i])
 			continue
 		default:
@@ -474,11 +421,11 @@ func (w *worker) laterFragment(i int, p *packet) {
 	w.pkts[i] = *p
 	k := bpfobj.DirectorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: sport, Dport: dport, Proto: p.proto}
 	w.keys[i] = k
-	if j, ok := w.inBatch[k]; ok {
+	if j, ok := w.b4.inBatch[k]; ok {
 		w.sched[i] = j
 		return
 	}
-	if v, ok := w.recent.get(k, w.now); ok {
+	if v, ok := w.b4.recent.get(&k, w.now); ok {
 		w.vals[i], w.follow[i] = v, true
 		sp.followed.Add(1)
 		return
@@ -499,85 +446,6 @@ func closing(s conntrack.State) bool {
 	}
 	return false
 }
-
-// decide asks the handler about the batch's new flows and writes their
-// entries with one batched update.
-func (w *worker) decide() {
-	sp, d := w.sp, w.sp.d
-	w.decs = w.decs[:len(w.flows)]
-	clear(w.decs)
-	sp.handler(w.flows, w.decs)
-	now := uint64(dataplane.Now())
-	w.wkeys, w.wvals = w.wkeys[:0], w.wvals[:0]
-	for i := range w.flows {
-		dec := &w.decs[i]
-		w.proxyFlow[i], w.proxyDone[i] = false, false
-		if dec.RealID == 0 {
-			sp.noDest.Add(1)
-			continue
-		}
-		f := &w.flows[i]
-		ents, n := dataplane.RawEntries(f, dec, now, d.IfaceMAC(f.Ifindex))
-		if f.Key.Proto == protoTCP && f.TCPFlags&(dataplane.TCPSyn|dataplane.TCPAck|dataplane.TCPRst) == dataplane.TCPAck && n == 2 && d.Proxying(dec) {
-			// A valid cookie's ACK: the entries wait, pending, for the
-			// handshake with the real (synproxy.go).
-			w.proxyFlow[i] = true
-			for j := range ents[:n] {
-				ents[j].V.Flags |= uint8(dataplane.ConnSPPending)
-			}
-			ents[1].V.State = uint8(conntrack.StateSynRecv)
-			for _, e := range ents[:n] {
-				w.wkeys, w.wvals = append(w.wkeys, e.K), append(w.wvals, e.V)
-			}
-			continue
-		}
-		// The first packet moves the state, as conn_update would in XDP.
-		fwd := &ents[n-1].V
-		r := d.RealView(dec.RealID)
-		dir := dirInputOnly
-		if r.Fwd == dataplane.FwdMasq || r.Fwd == dataplane.FwdFullNAT {
-			dir = dirInput
-		}
-		fwd.State = connState(fwd.State, f.Key.Proto, f.TCPFlags, dir)
-		for _, e := range ents[:n] {
-			w.wkeys, w.wvals = append(w.wkeys, e.K), append(w.wvals, e.V)
-		}
-	}
-	if len(w.wkeys) == 0 {
-		return
-	}
-	done, err := d.WriteConns(w.wkeys, w.wvals)
-	if err != nil {
-		sp.failed.Add(uint64(len(w.wkeys) - done))
-		sp.log.Warn("slow path: writing new connections", "written", done, "of", len(w.wkeys), "err", err)
-	}
-	// Remember what was written; a flow whose entries were not all
-	// written is dropped (its client retransmits).
-	j := 0
-	for i := range w.flows {
-		if w.decs[i].RealID == 0 {
-			continue
-		}
-		n := 1
-		if w.decs[i].Out.Src.IsValid() {
-			n = 2
-		}
-		if j+n <= done {
-			w.fwds[i] = w.wvals[j+n-1]
-			if !w.proxyFlow[i] {
-				w.recent.put(w.wkeys[j+n-1], w.wvals[j+n-1], w.now)
-			}
-			sp.newConns.Add(1)
-		} else {
-			w.decs[i].RealID = 0
-			w.proxyFlow[i] = false
-		}
-		j += n
-	}
-}
-
-// fwdVal is flow i's forward entry as written.
-func (w *worker) fwdVal(i int) bpfobj.DirectorConnVal { return w.fwds[i] }
 
 // transmit applies the director's transform to frame f of a connection
 // whose forward entry is v and queues the result on its egress socket.

@@ -3,13 +3,11 @@ package slowpath
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"net/netip"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/xipvs/xipvs/dataplane"
-	"github.com/xipvs/xipvs/dataplane/bpfobj"
 	"github.com/xipvs/xipvs/dataplane/xsk"
 )
 
@@ -120,52 +118,13 @@ func parsePacket6(f []byte) (p packet6, ok bool) {
 	return p, true
 }
 
-// recent6 remembers the IPv6 flows a worker created in the last
-// recentAge (recentFlows for IPv6 keys): a second packet of a new flow,
-// handed over before its entries were written, follows it without a map
-// lookup.
-type recent6 struct {
-	seed  maphash.Seed
-	slots []recentSlot6
-}
-
-type recentSlot6 struct {
-	k    bpfobj.DirectorConnKey6
-	real uint32
-	made int64 // monotonic ns; 0: empty
-}
-
-const recentSlots6 = 1 << 12
-
-func newRecent6() recent6 {
-	return recent6{seed: maphash.MakeSeed(), slots: make([]recentSlot6, recentSlots6)}
-}
-
-func (r *recent6) slot(k *bpfobj.DirectorConnKey6) *recentSlot6 {
-	return &r.slots[maphash.Comparable(r.seed, *k)&(recentSlots6-1)]
-}
-
-// get returns the real of flow k if the worker created it lately.
-func (r *recent6) get(k *bpfobj.DirectorConnKey6, now int64) (uint32, bool) {
-	s := r.slot(k)
-	if s.made != 0 && s.k == *k && now-s.made < int64(recentAge) {
-		return s.real, true
-	}
-	return 0, false
-}
-
-func (r *recent6) put(k *bpfobj.DirectorConnKey6, real uint32, now int64) {
-	*r.slot(k) = recentSlot6{k: *k, real: real, made: now}
-}
-
 // batch6 handles a batch's IPv6 frames (w.idx6 into frames) as batch
 // does IPv4's: the new flows decided in one handler call and their
 // entries written in one batched update; then every frame that has a
 // connection is sent through the replay program (transmit6).
 func (w *worker) batch6(frames [][]byte) {
 	sp := w.sp
-	w.flows6, w.decs6 = w.flows6[:0], w.decs6[:0]
-	clear(w.inBatch6)
+	w.b6.reset()
 	for _, i := range w.idx6 {
 		f := frames[i]
 		w.sched[i], w.follow[i] = -1, false
@@ -184,14 +143,14 @@ func (w *worker) batch6(frames [][]byte) {
 		}
 		k := dataplane.ConnKey{Src: netip.AddrFrom16(p.src), Dst: netip.AddrFrom16(p.dst), SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}
 		rk := k.Raw6()
-		if j, ok := w.inBatch6[rk]; ok {
+		if j, ok := w.b6.inBatch[rk]; ok {
 			w.sched[i] = j // a second packet of a flow this batch decides
 			continue
 		}
 		if p.fragment == fragLater {
 			// It follows its first fragment's connection, never starts one.
-			if real, ok := w.recent6.get(&rk, w.now); ok {
-				w.follow[i], w.vals[i].RealId = true, real
+			if real, ok := w.b6.recent.get(&rk, w.now); ok {
+				w.follow[i], w.vals[i].RealId = true, real.RealId
 			} else if c, found, err := sp.d.LookupConn(k); err == nil && found && c.Flags&(dataplane.ConnReply|dataplane.ConnSPPending) == 0 {
 				w.follow[i], w.vals[i].RealId = true, c.RealID
 			} else {
@@ -199,28 +158,26 @@ func (w *worker) batch6(frames [][]byte) {
 			}
 			continue
 		}
-		if real, ok := w.recent6.get(&rk, w.now); ok && w.stillFollows6(k, &p) {
-			w.follow[i], w.vals[i].RealId = true, real
+		if real, ok := w.b6.recent.get(&rk, w.now); ok && w.stillFollows6(k, &p) {
+			w.follow[i], w.vals[i].RealId = true, real.RealId
 			sp.followed.Add(1)
 			continue
 		}
-		w.inBatch6[rk] = len(w.flows6)
-		w.sched[i] = len(w.flows6)
-		w.flows6 = append(w.flows6, dataplane.NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
+		w.sched[i] = w.b6.add(rk, dataplane.NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
 	}
-	if len(w.flows6) > 0 {
-		w.decide6()
+	if len(w.b6.flows) > 0 {
+		decide(w, &w.b6)
 		clear(w.answered6)
 	}
 	for _, i := range w.idx6 {
 		switch j := w.sched[i]; {
 		case w.follow[i]:
 			w.transmit6(frames[i], w.vals[i].RealId)
-		case j >= 0 && w.decs6[j].RealID != 0:
-			w.transmit6(frames[i], w.decs6[j].RealID)
-		case j >= 0 && w.decs6[j].Unreachable && !w.answered6[j] && !laterFrag6(frames[i]):
+		case j >= 0 && w.b6.decs[j].RealID != 0:
+			w.transmit6(frames[i], w.b6.decs[j].RealID)
+		case j >= 0 && w.b6.decs[j].Unreachable && !w.answered6[j] && !laterFrag6(frames[i]):
 			w.answered6[j] = true
-			w.unreachable6(frames[i], w.flows6[j].Key)
+			w.unreachable6(frames[i], w.b6.flows[j].Key)
 		}
 	}
 }
@@ -320,66 +277,6 @@ func (w *worker) stillFollows6(k dataplane.ConnKey, p *packet6) bool {
 	}
 	c, found, err := w.sp.d.LookupConn(k)
 	return err == nil && found && c.Flags&dataplane.ConnReply == 0 && !closing(c.State)
-}
-
-// decide6 asks the handler about the batch's new IPv6 flows and writes
-// their entries (as they are before the first packet: its replay moves
-// the state on, as a hit would) to the embryonic table in one batched
-// update, as decide does for IPv4 (XDP dropped any established entry of
-// a reused tuple before handing the packet over).
-func (w *worker) decide6() {
-	sp, d := w.sp, w.sp.d
-	w.decs6 = w.decs6[:len(w.flows6)]
-	clear(w.decs6)
-	sp.handler(w.flows6, w.decs6)
-	now := uint64(dataplane.Now())
-	w.wkeys6, w.wvals6 = w.wkeys6[:0], w.wvals6[:0]
-	for i := range w.flows6 {
-		if w.decs6[i].RealID == 0 {
-			sp.noDest.Add(1)
-			continue
-		}
-		f := &w.flows6[i]
-		ents, n := dataplane.RawEntries6(f, &w.decs6[i], now, d.IfaceMAC(f.Ifindex))
-		if d.RealView(w.decs6[i].RealID).Fwd == dataplane.FwdRoute {
-			// DR: the first packet only needs new MACs (transmit6 gives
-			// them), so the entry takes its state after it here, as
-			// IPv4's decide writes it, and the packet is not replayed.
-			v := &ents[n-1].V
-			v.State = connState(v.State, f.Key.Proto, f.TCPFlags, dirInputOnly)
-		}
-		for _, e := range ents[:n] {
-			w.wkeys6, w.wvals6 = append(w.wkeys6, e.K), append(w.wvals6, e.V)
-		}
-	}
-	if len(w.wkeys6) == 0 {
-		return
-	}
-	done, err := d.WriteConns6(w.wkeys6, w.wvals6)
-	if err != nil {
-		sp.failed.Add(uint64(len(w.wkeys6) - done))
-		sp.log.Warn("slow path: writing new IPv6 connections", "written", done, "of", len(w.wkeys6), "err", err)
-	}
-	// A flow whose entries were not all written is dropped (its client
-	// retransmits).
-	j := 0
-	for i := range w.flows6 {
-		if w.decs6[i].RealID == 0 {
-			continue
-		}
-		n := 1
-		if w.decs6[i].Out.Src.IsValid() {
-			n = 2
-		}
-		if j+n <= done {
-			k := w.flows6[i].Key.Raw6()
-			w.recent6.put(&k, w.decs6[i].RealID, w.now)
-			sp.newConns.Add(1)
-		} else {
-			w.decs6[i].RealID = 0
-		}
-		j += n
-	}
 }
 
 // transmit6 sends frame f of an IPv6 connection to real realID whose

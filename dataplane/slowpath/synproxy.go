@@ -232,8 +232,8 @@ func (t *proxyTable) take(p *proxied) bool {
 // written pending; the SYN goes out after the batch.
 func (w *worker) proxyOpen(f []byte, p *packet, i int) {
 	sp := w.sp
-	f2 := &w.flows[i]
-	dec := &w.decs[i]
+	f2 := &w.b4.flows[i]
+	dec := &w.b4.decs[i]
 	th := f[p.l4 : p.totLen+p.ip]
 	o := parseTCPOpts(th)
 	px := &proxied{
@@ -263,7 +263,7 @@ func (w *worker) proxyOpen(f []byte, p *packet, i int) {
 		return
 	}
 	px.rk, px.rep = ents[0].K, ents[0].V
-	px.fk, px.fwd = ents[1].K, w.fwds[i]
+	px.fk, px.fwd = ents[1].K, w.b4.fwds[i]
 	if !sp.proxy.put(px) {
 		sp.proxyFailed.Add(1)
 		return

@@ -38,79 +38,115 @@ func main() {
 
 var step = testutil.DemoStep
 
+// demo is the lab and what the demo made in it.
+type demo struct {
+	xipvsd, xipvsadm, prefix string
+	vips                     map[string]netip.Addr
+	lab                      *testutil.Lab
+	prepared                 []*testutil.Host // hosts with a realserver setup
+	servers                  []*http.Server
+}
+
 func run(bin string, requests int) (err error) {
 	xipvsd, xipvsadm, err := testutil.DemoBinaries(bin)
 	if err != nil {
 		return err
 	}
-	prefix := fmt.Sprintf("xdemo%d", os.Getpid()%10000)
-	vips := map[string]netip.Addr{
-		"DR": netip.MustParseAddr("10.99.0.100"), "TUN": netip.MustParseAddr("10.99.0.101"),
-		"NAT": netip.MustParseAddr("10.99.0.102"), "FULLNAT": netip.MustParseAddr("10.99.0.103"),
-		"DR6": netip.MustParseAddr("fd99::100"), "TUN6": netip.MustParseAddr("fd99::101"),
-		"NAT6": netip.MustParseAddr("fd99::102"), "FULLNAT6": netip.MustParseAddr("fd99::103"),
-	}
+	d := &demo{xipvsd: xipvsd, xipvsadm: xipvsadm, prefix: fmt.Sprintf("xdemo%d", os.Getpid()%10000),
+		vips: map[string]netip.Addr{
+			"DR": netip.MustParseAddr("10.99.0.100"), "TUN": netip.MustParseAddr("10.99.0.101"),
+			"NAT": netip.MustParseAddr("10.99.0.102"), "FULLNAT": netip.MustParseAddr("10.99.0.103"),
+			"DR6": netip.MustParseAddr("fd99::100"), "TUN6": netip.MustParseAddr("fd99::101"),
+			"NAT6": netip.MustParseAddr("fd99::102"), "FULLNAT6": netip.MustParseAddr("fd99::103"),
+		}}
 	step("Lab: outside LAN 10.99.0.0/24 and fd99::/64 (%s-sw): client cl, director lb eth0, real servers rs1 rs2 (DR, TUN);\n"+
-		"    inside LAN 10.98.0.0/24 and fd98::/64 (%si-sw): director lb eth1, rs3 (NAT, gateway = director), rs4 (FULLNAT, no route to clients)", prefix, prefix)
+		"    inside LAN 10.98.0.0/24 and fd98::/64 (%si-sw): director lb eth1, rs3 (NAT, gateway = director), rs4 (FULLNAT, no route to clients)", d.prefix, d.prefix)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	lab, err := testutil.NewLab(testutil.LabPlan{Prefix: prefix, Outside: "10.99.0", Inside: "10.98.0",
-		OutsideReals: 2, InsideReals: 2, VIPs: []netip.Addr{vips["DR"], vips["TUN"], vips["NAT"], vips["FULLNAT"]}})
+	d.lab, err = testutil.NewLab(testutil.LabPlan{Prefix: d.prefix, Outside: "10.99.0", Inside: "10.98.0",
+		OutsideReals: 2, InsideReals: 2, VIPs: []netip.Addr{d.vips["DR"], d.vips["TUN"], d.vips["NAT"], d.vips["FULLNAT"]}})
 	if err != nil {
 		return err
 	}
-	var prepared []*testutil.Host
-	defer func() {
-		step("Cleaning up")
-		for _, h := range prepared {
-			_ = h.Exec(xipvsadm, "realserver", "down").Run()
-		}
-		err = errors.Join(err, lab.Close())
-		if err == nil {
-			fmt.Println("removed every namespace, link, state file and process the demo made")
-		}
-	}()
-	cl := lab.Client
-	var servers []*http.Server
-	defer func() {
-		for _, s := range servers {
-			s.Close()
-		}
-	}()
-	serve := func(h *testutil.Host, name string, port int) error {
-		var ln net.Listener
-		if err := h.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
-			return err
-		}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "hello from %s at %v, you are %s\n", name, r.Context().Value(http.LocalAddrContextKey), r.RemoteAddr)
-		})}
-		servers = append(servers, srv)
-		go srv.Serve(ln)
-		return nil
+	defer func() { err = errors.Join(err, d.cleanup()) }()
+	if err := d.addIPv6(); err != nil {
+		return err
 	}
-	realserver := func(h *testutil.Host, args ...string) error {
-		fmt.Printf("    %s# xipvsadm realserver %s\n", strings.TrimPrefix(h.Name, prefix+"-"), strings.Join(args, " "))
-		cmd := h.Exec(xipvsadm, append([]string{"realserver"}, args...)...)
-		var o strings.Builder
-		cmd.Stdout, cmd.Stderr = &o, &o
-		prepared = append(prepared, h)
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("realserver %s: %w: %s", strings.Join(args, " "), err, o.String())
-		}
-		for _, l := range strings.Split(strings.TrimSpace(o.String()), "\n") {
-			fmt.Printf("        %s\n", l)
-		}
-		return nil
+	if err := d.prepareReals(); err != nil {
+		return err
 	}
-	// IPv6 next to IPv4 on the same links (no duplicate address
-	// detection: usable at once). The director's IPv6 VIPs get
-	// preferred_lft 0, so the kernel never picks one as a source address.
+	step("Director: xipvsd -i eth0,eth1 --socket %s", d.lab.Socket)
+	if err := d.lab.StartDaemon(d.xipvsd); err != nil {
+		return err
+	}
+	step("Configure one service per forwarding method, as with ipvsadm (FULLNAT as with DPVS's ipvsadm)")
+	if err := d.configure(); err != nil {
+		return err
+	}
+	if err := d.requests(ctx, requests); err != nil {
+		return err
+	}
+	step("xipvsadm -Ln (connections stay listed until they age out)")
+	time.Sleep(1200 * time.Millisecond) // one sweep of the connection table
+	return d.adm("-Ln")
+}
+
+// cleanup undoes the real servers' setup and removes the lab.
+func (d *demo) cleanup() error {
+	for _, s := range d.servers {
+		s.Close()
+	}
+	step("Cleaning up")
+	for _, h := range d.prepared {
+		_ = h.Exec(d.xipvsadm, "realserver", "down").Run()
+	}
+	err := d.lab.Close()
+	if err == nil {
+		fmt.Println("removed every namespace, link, state file and process the demo made")
+	}
+	return err
+}
+
+// serve runs an HTTP server on h's port that says who answered whom.
+func (d *demo) serve(h *testutil.Host, name string, port int) error {
+	var ln net.Listener
+	if err := h.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); return }); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s at %v, you are %s\n", name, r.Context().Value(http.LocalAddrContextKey), r.RemoteAddr)
+	})}
+	d.servers = append(d.servers, srv)
+	go srv.Serve(ln)
+	return nil
+}
+
+// realserver runs xipvsadm realserver ARGS on h, as an admin would.
+func (d *demo) realserver(h *testutil.Host, args ...string) error {
+	fmt.Printf("    %s# xipvsadm realserver %s\n", strings.TrimPrefix(h.Name, d.prefix+"-"), strings.Join(args, " "))
+	cmd := h.Exec(d.xipvsadm, append([]string{"realserver"}, args...)...)
+	var o strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &o
+	d.prepared = append(d.prepared, h)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("realserver %s: %w: %s", strings.Join(args, " "), err, o.String())
+	}
+	for _, l := range strings.Split(strings.TrimSpace(o.String()), "\n") {
+		fmt.Printf("        %s\n", l)
+	}
+	return nil
+}
+
+// addIPv6 puts IPv6 next to IPv4 on the same links (no duplicate address
+// detection: usable at once). The director's IPv6 VIPs get preferred_lft
+// 0, so the kernel never picks one as a source address.
+func (d *demo) addIPv6() error {
+	lab := d.lab
 	v6 := []struct {
 		h    *testutil.Host
 		args []string
 	}{
-		{cl, []string{"fd99::1/64", "dev", "eth0"}},
+		{lab.Client, []string{"fd99::1/64", "dev", "eth0"}},
 		{lab.Director, []string{"fd99::2/64", "dev", "eth0"}},
 		{lab.Director, []string{"fd98::1/64", "dev", "eth1"}},
 		{lab.Reals[0], []string{"fd99::11/64", "dev", "eth0"}},
@@ -123,21 +159,28 @@ func run(bin string, requests int) (err error) {
 		v6 = append(v6, struct {
 			h    *testutil.Host
 			args []string
-		}{lab.Director, []string{vips[m].String() + "/128", "dev", "eth0", "preferred_lft", "0"}})
+		}{lab.Director, []string{d.vips[m].String() + "/128", "dev", "eth0", "preferred_lft", "0"}})
 	}
 	for _, a := range v6 {
 		if err := a.h.IP(append([]string{"-6", "addr", "add"}, append(a.args, "nodad")...)...); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// prepareReals sets the real servers up for their methods and starts
+// their HTTP servers, and gives the director its FULLNAT local address.
+func (d *demo) prepareReals() error {
+	lab, vips := d.lab, d.vips
 	for _, rs := range lab.Reals[:2] {
-		if err := realserver(rs, "up", "--vip", vips["DR"].String()+","+vips["DR6"].String(), "--mode", "dr"); err != nil {
+		if err := d.realserver(rs, "up", "--vip", vips["DR"].String()+","+vips["DR6"].String(), "--mode", "dr"); err != nil {
 			return err
 		}
-		if err := realserver(rs, "up", "--vip", vips["TUN"].String()+","+vips["TUN6"].String(), "--mode", "tun", "--interface", "eth0"); err != nil {
+		if err := d.realserver(rs, "up", "--vip", vips["TUN"].String()+","+vips["TUN6"].String(), "--mode", "tun", "--interface", "eth0"); err != nil {
 			return err
 		}
-		if err := serve(rs, lab.RealName(rs), 80); err != nil {
+		if err := d.serve(rs, lab.RealName(rs), 80); err != nil {
 			return err
 		}
 	}
@@ -151,7 +194,7 @@ func run(bin string, requests int) (err error) {
 	}
 	fmt.Println("    rs4: no route change at all (FULLNAT)")
 	for _, h := range []*testutil.Host{rs3, rs4} {
-		if err := serve(h, lab.RealName(h), 8080); err != nil {
+		if err := d.serve(h, lab.RealName(h), 8080); err != nil {
 			return err
 		}
 	}
@@ -159,21 +202,25 @@ func run(bin string, requests int) (err error) {
 	if err := lab.Director.IP("addr", "add", "10.98.0.250/32", "dev", "eth1"); err != nil {
 		return err
 	}
+	return nil
+}
 
-	step("Director: xipvsd -i eth0,eth1 --socket %s", lab.Socket)
-	if err := lab.StartDaemon(xipvsd); err != nil {
-		return err
-	}
-	adm := func(args ...string) error {
-		fmt.Printf("    # xipvsadm %s\n", strings.Join(args, " "))
-		out, err := lab.Adm(xipvsadm, args...)
-		fmt.Print(out)
-		return err
-	}
-	step("Configure one service per forwarding method, as with ipvsadm (FULLNAT as with DPVS's ipvsadm)")
-	vs := func(m string) string { return netip.AddrPortFrom(vips[m], 80).String() }
-	dr, tun, nat, fnat := vs("DR"), vs("TUN"), vs("NAT"), vs("FULLNAT")
-	dr6, tun6, nat6, fnat6 := vs("DR6"), vs("TUN6"), vs("NAT6"), vs("FULLNAT6")
+// adm runs xipvsadm ARGS on the director, printing the line and what it
+// said.
+func (d *demo) adm(args ...string) error {
+	fmt.Printf("    # xipvsadm %s\n", strings.Join(args, " "))
+	out, err := d.lab.Adm(d.xipvsadm, args...)
+	fmt.Print(out)
+	return err
+}
+
+// vs is the virtual service of method m.
+func (d *demo) vs(m string) string { return netip.AddrPortFrom(d.vips[m], 80).String() }
+
+// configure adds one service per forwarding method and family.
+func (d *demo) configure() error {
+	dr, tun, nat, fnat := d.vs("DR"), d.vs("TUN"), d.vs("NAT"), d.vs("FULLNAT")
+	dr6, tun6, nat6, fnat6 := d.vs("DR6"), d.vs("TUN6"), d.vs("NAT6"), d.vs("FULLNAT6")
 	for _, a := range [][]string{
 		{"-A", "-t", dr, "-s", "rr"},
 		{"-a", "-t", dr, "-r", "10.99.0.11:80", "-g"},
@@ -198,23 +245,28 @@ func run(bin string, requests int) (err error) {
 		{"--add-laddr", "-z", "fd98::250", "-t", fnat6},
 		{"-a", "-t", fnat6, "-r", "[fd98::14]:8080", "-b"},
 	} {
-		if err := adm(a...); err != nil {
+		if err := d.adm(a...); err != nil {
 			return err
 		}
 	}
+	return nil
+}
 
-	hc := cl.HTTPClient(10 * time.Second)
+// requests sends n HTTP requests to every VIP from the client, each on a
+// new connection, and prints who answered.
+func (d *demo) requests(ctx context.Context, n int) error {
+	hc := d.lab.Client.HTTPClient(10 * time.Second)
 	for _, mode := range []string{"DR", "TUN", "NAT", "FULLNAT", "DR6", "TUN6", "NAT6", "FULLNAT6"} {
 		client := "10.99.0.1"
-		if vips[mode].Is6() {
+		if d.vips[mode].Is6() {
 			client = "fd99::1"
 		}
-		step("%s: client %s sends %d HTTP requests to http://%s/ (a new TCP connection each)", mode, client, requests, vs(mode))
-		for i := 1; i <= requests; i++ {
+		step("%s: client %s sends %d HTTP requests to http://%s/ (a new TCP connection each)", mode, client, n, d.vs(mode))
+		for i := 1; i <= n; i++ {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			resp, err := hc.Get("http://" + vs(mode) + "/")
+			resp, err := hc.Get("http://" + d.vs(mode) + "/")
 			if err != nil {
 				return fmt.Errorf("%s request %d: %w", mode, i, err)
 			}
@@ -225,12 +277,6 @@ func run(bin string, requests int) (err error) {
 			}
 			fmt.Printf("    request %2d: %s", i, body)
 		}
-	}
-
-	step("xipvsadm -Ln (connections stay listed until they age out)")
-	time.Sleep(1200 * time.Millisecond) // one sweep of the connection table
-	if err := adm("-Ln"); err != nil {
-		return err
 	}
 	return nil
 }

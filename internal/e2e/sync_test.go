@@ -118,29 +118,7 @@ func syncFailover(t *testing.T, nat bool) {
 	if out := adm(1, "-L", "--daemon"); out != "backup sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n" {
 		t.Errorf("-L --daemon on the backup:\n%q", out)
 	}
-	// -S writes the daemon as a --start-daemon line, which -R runs (the
-	// same daemon: left as it is; -C keeps the connections of what the file
-	// keeps, as -R applies by difference).
-	saved := adm(0, "-S", "-n")
-	if !strings.Contains(saved, "\n--start-daemon master --mcast-interface eth0 --syncid 7\n") {
-		t.Errorf("-S lacks the daemon:\n%s", saved)
-	}
-	restore := exec.Command(xipvsadmBin, "-R")
-	restore.Env = append(os.Environ(), "XIPVS_SOCKET="+h.Socket(0))
-	restore.Stdin = strings.NewReader("-C\n" + saved)
-	if out, err := restore.CombinedOutput(); err != nil {
-		t.Fatalf("-S | -R: %v: %s", err, out)
-	}
-	if out := adm(0, "-S", "-n"); out != saved {
-		t.Errorf("-S after -R:\n%s\nwant\n%s", out, saved)
-	}
-	// Refusals with nothing changed.
-	if _, err := h.Adm(0, xipvsadmBin, "--start-daemon", "master", "--mcast-interface", "eth0"); err == nil {
-		t.Error("a second master started")
-	}
-	if _, err := h.Adm(0, xipvsadmBin, "--start-daemon", "primary", "--mcast-interface", "eth0"); err == nil {
-		t.Error("--start-daemon primary accepted")
-	}
+	syncSaveRestore(t, h, adm)
 	if err := h.WaitVIP(0, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -148,23 +126,7 @@ func syncFailover(t *testing.T, nat bool) {
 		t.Fatal("both directors hold the VIP")
 	}
 
-	// Sync traffic per 1000 new connections: short connections (open,
-	// close) through the master, its counters before and after.
-	before := daemonStats(t, h.Socket(0))
-	for i := 0; i < 1000; i++ {
-		var c net.Conn
-		if err := h.Client.Do(func() (err error) { c, err = net.DialTimeout("tcp", vs.String(), 3*time.Second); return }); err != nil {
-			t.Fatalf("short connection %d: %v", i, err)
-		}
-		c.Close()
-	}
-	time.Sleep(3 * time.Second) // the closes' state changes are walked too
-	after := daemonStats(t, h.Socket(0))
-	t.Logf("sync traffic for 1000 short connections: %d records in %d messages, %d bytes of UDP payload",
-		after.Conns-before.Conns, after.Messages-before.Messages, after.Bytes-before.Bytes)
-	if after.Conns == before.Conns {
-		t.Error("the master sent nothing for 1000 connections")
-	}
+	syncTraffic(t, h, vs)
 
 	s, err := srv.StartStreams(h.Client, 100, vs, 3000)
 	if err != nil {
@@ -220,6 +182,58 @@ func syncFailover(t *testing.T, nat bool) {
 			continue
 		}
 		c.Close()
+	}
+}
+
+// syncSaveRestore: -S writes the sync daemon as a --start-daemon line,
+// which -R runs; a second master or an unknown state is refused with
+// nothing changed.
+func syncSaveRestore(t *testing.T, h *testutil.HA, adm func(int, ...string) string) {
+	t.Helper()
+	// -S writes the daemon as a --start-daemon line, which -R runs (the
+	// same daemon: left as it is; -C keeps the connections of what the file
+	// keeps, as -R applies by difference).
+	saved := adm(0, "-S", "-n")
+	if !strings.Contains(saved, "\n--start-daemon master --mcast-interface eth0 --syncid 7\n") {
+		t.Errorf("-S lacks the daemon:\n%s", saved)
+	}
+	restore := exec.Command(xipvsadmBin, "-R")
+	restore.Env = append(os.Environ(), "XIPVS_SOCKET="+h.Socket(0))
+	restore.Stdin = strings.NewReader("-C\n" + saved)
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("-S | -R: %v: %s", err, out)
+	}
+	if out := adm(0, "-S", "-n"); out != saved {
+		t.Errorf("-S after -R:\n%s\nwant\n%s", out, saved)
+	}
+	// Refusals with nothing changed.
+	if _, err := h.Adm(0, xipvsadmBin, "--start-daemon", "master", "--mcast-interface", "eth0"); err == nil {
+		t.Error("a second master started")
+	}
+	if _, err := h.Adm(0, xipvsadmBin, "--start-daemon", "primary", "--mcast-interface", "eth0"); err == nil {
+		t.Error("--start-daemon primary accepted")
+	}
+}
+
+// syncTraffic measures the sync traffic per 1000 new connections: short
+// connections (open, close) through the master, its counters before and
+// after.
+func syncTraffic(t *testing.T, h *testutil.HA, vs netip.AddrPort) {
+	t.Helper()
+	before := daemonStats(t, h.Socket(0))
+	for i := 0; i < 1000; i++ {
+		var c net.Conn
+		if err := h.Client.Do(func() (err error) { c, err = net.DialTimeout("tcp", vs.String(), 3*time.Second); return }); err != nil {
+			t.Fatalf("short connection %d: %v", i, err)
+		}
+		c.Close()
+	}
+	time.Sleep(3 * time.Second) // the closes' state changes are walked too
+	after := daemonStats(t, h.Socket(0))
+	t.Logf("sync traffic for 1000 short connections: %d records in %d messages, %d bytes of UDP payload",
+		after.Conns-before.Conns, after.Messages-before.Messages, after.Bytes-before.Bytes)
+	if after.Conns == before.Conns {
+		t.Error("the master sent nothing for 1000 connections")
 	}
 }
 

@@ -129,141 +129,152 @@ func TestPickLookaheadIsGoDeciding(t *testing.T) {
 		runs = append(runs, run{name, true})
 	}
 	for _, run := range runs {
-		name := run.name
-		// Upper thresholds (-x) on two reals: the overload flag set at
-		// the pick that reaches one, cleared at a recount below three
-		// quarters of it.
-		uthresh := []int{0, 0, 0, 0}
-		if run.thresh {
-			uthresh = []int{0, 300, 2000, 0}
-			name += " -x"
+		lookaheadRun(t, r, run.name, run.thresh)
+	}
+}
+
+// lookaheadRun is one scheduler's run of TestPickLookaheadIsGoDeciding,
+// with upper thresholds on two reals when thresh is set.
+func lookaheadRun(t *testing.T, r *rand.Rand, schedName string, thresh bool) {
+	t.Helper()
+	run := struct {
+		name   string
+		thresh bool
+	}{schedName, thresh}
+	name := run.name
+	// Upper thresholds (-x) on two reals: the overload flag set at
+	// the pick that reaches one, cleared at a recount below three
+	// quarters of it.
+	uthresh := []int{0, 0, 0, 0}
+	if run.thresh {
+		uthresh = []int{0, 300, 2000, 0}
+		name += " -x"
+	}
+	xopt := func(i int) string {
+		if uthresh[i] == 0 {
+			return ""
 		}
-		xopt := func(i int) string {
-			if uthresh[i] == 0 {
-				return ""
-			}
-			return fmt.Sprintf(" -x %d", uthresh[i])
+		return fmt.Sprintf(" -x %d", uthresh[i])
+	}
+	s, dp, _ := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s "+run.name)
+	addrs := []string{"10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"}
+	weights := []int{1, 2, 3, 1}
+	for i, a := range addrs {
+		apply(t, s, fmt.Sprintf("-a -t 10.0.0.100:80 -r %s -g -w %d%s", a, weights[i], xopt(i)))
+	}
+	id := svcID(s, "-A -t 10.0.0.100:80")
+	// The reference: the same scheduler over the same list, fed the
+	// same events.
+	ref, _ := sched.New(run.name)
+	refDests := map[string]*sched.Dest{}
+	var list []*sched.Dest
+	for i := len(addrs) - 1; i >= 0; i-- { // the kernel's list: newest first
+		d := &sched.Dest{ID: uint32(i + 1), Addr: netipMust(addrs[i]), Weight: weights[i], LastWeight: weights[i], UThreshold: uthresh[i]}
+		refDests[addrs[i]] = d
+		list = append(list, d)
+	}
+	ref.Update(list)
+	realOf := map[uint32]string{}
+	for rid, d := range s.reals {
+		realOf[rid] = d.cfg.Addr.String()
+	}
+	xdp, slow, none := 0, 0, 0
+	var last map[uint32]conntrack.Counts
+	for step := 0; step < 20000; step++ {
+		sweepEvery := 3 // per 1000 arrivals; rarer later, so that lookaheads run out
+		if step > 10000 {
+			sweepEvery = 1
 		}
-		s, dp, _ := newTestServer(t)
-		apply(t, s, "-A -t 10.0.0.100:80 -s "+run.name)
-		addrs := []string{"10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"}
-		weights := []int{1, 2, 3, 1}
-		for i, a := range addrs {
-			apply(t, s, fmt.Sprintf("-a -t 10.0.0.100:80 -r %s -g -w %d%s", a, weights[i], xopt(i)))
-		}
-		id := svcID(s, "-A -t 10.0.0.100:80")
-		// The reference: the same scheduler over the same list, fed the
-		// same events.
-		ref, _ := sched.New(run.name)
-		refDests := map[string]*sched.Dest{}
-		var list []*sched.Dest
-		for i := len(addrs) - 1; i >= 0; i-- { // the kernel's list: newest first
-			d := &sched.Dest{ID: uint32(i + 1), Addr: netipMust(addrs[i]), Weight: weights[i], LastWeight: weights[i], UThreshold: uthresh[i]}
-			refDests[addrs[i]] = d
-			list = append(list, d)
-		}
-		ref.Update(list)
-		realOf := map[uint32]string{}
-		for rid, d := range s.reals {
-			realOf[rid] = d.cfg.Addr.String()
-		}
-		xdp, slow, none := 0, 0, 0
-		var last map[uint32]conntrack.Counts
-		for step := 0; step < 20000; step++ {
-			sweepEvery := 3 // per 1000 arrivals; rarer later, so that lookaheads run out
-			if step > 10000 {
-				sweepEvery = 1
-			}
-			switch x := r.IntN(1000); {
-			case x < sweepEvery: // a sweep: the table's counts
-				same := r.IntN(3) == 0 && last != nil // as many closed as opened
-				counts := map[uint32]conntrack.Counts{}
-				for rid, a := range realOf {
-					c := conntrack.Counts{Active: r.IntN(50), Inactive: r.IntN(300)}
-					if r.IntN(2) == 0 {
-						// Far apart: longer than a lookahead holds.
-						c.Inactive = r.IntN(5000)
-					}
-					if run.name == "ovf" {
-						// ovf looks at active connections against the
-						// weights (1 to 3): near them, one real (weight
-						// 2) never full.
-						c.Active = r.IntN(3)
-					}
-					if same {
-						c = last[rid]
-					}
-					counts[rid] = c
-					rd := refDests[a]
-					rd.ActiveConns, rd.InactConns = c.Active, c.Inactive
-					if rd.Overloaded && (rd.ActiveConns+rd.InactConns)*4 < rd.UThreshold*3 {
-						rd.Overloaded = false // ip_vs_unbind_dest
-					}
-					ref.Changed(rd)
+		switch x := r.IntN(1000); {
+		case x < sweepEvery: // a sweep: the table's counts
+			same := r.IntN(3) == 0 && last != nil // as many closed as opened
+			counts := map[uint32]conntrack.Counts{}
+			for rid, a := range realOf {
+				c := conntrack.Counts{Active: r.IntN(50), Inactive: r.IntN(300)}
+				if r.IntN(2) == 0 {
+					// Far apart: longer than a lookahead holds.
+					c.Inactive = r.IntN(5000)
 				}
-				s.finishSweep(s.beginSweep(), dataplane.SweepResult{Counts: counts})
-				last = counts
-				continue
-			case x < sweepEvery+1: // a weight change
-				i := r.IntN(len(addrs))
-				w := r.IntN(4)
-				apply(t, s, fmt.Sprintf("-e -t 10.0.0.100:80 -r %s -g -w %d%s", addrs[i], w, xopt(i)))
-				refDests[addrs[i]].Weight = w
-				if w > 0 {
-					refDests[addrs[i]].LastWeight = w
+				if run.name == "ovf" {
+					// ovf looks at active connections against the
+					// weights (1 to 3): near them, one real (weight
+					// 2) never full.
+					c.Active = r.IntN(3)
 				}
-				ref.Update(list)
-				continue
-			}
-			want := ref.Schedule(sched.Flow{})
-			if want != nil {
-				want.InactConns++
-				if want.UThreshold != 0 && want.ActiveConns+want.InactConns >= want.UThreshold {
-					want.Overloaded = true // ip_vs_bind_dest
+				if same {
+					c = last[rid]
 				}
-				ref.Changed(want)
+				counts[rid] = c
+				rd := refDests[a]
+				rd.ActiveConns, rd.InactConns = c.Active, c.Inactive
+				if rd.Overloaded && (rd.ActiveConns+rd.InactConns)*4 < rd.UThreshold*3 {
+					rd.Overloaded = false // ip_vs_unbind_dest
+				}
+				ref.Changed(rd)
 			}
-			// "XDP": the next pick of the installed sequence.
-			var got string
-			picks, ok := dp.Picks[id]
+			s.finishSweep(s.beginSweep(), dataplane.SweepResult{Counts: counts})
+			last = counts
+			continue
+		case x < sweepEvery+1: // a weight change
+			i := r.IntN(len(addrs))
+			w := r.IntN(4)
+			apply(t, s, fmt.Sprintf("-e -t 10.0.0.100:80 -r %s -g -w %d%s", addrs[i], w, xopt(i)))
+			refDests[addrs[i]].Weight = w
+			if w > 0 {
+				refDests[addrs[i]].LastWeight = w
+			}
+			ref.Update(list)
+			continue
+		}
+		want := ref.Schedule(sched.Flow{})
+		if want != nil {
+			want.InactConns++
+			if want.UThreshold != 0 && want.ActiveConns+want.InactConns >= want.UThreshold {
+				want.Overloaded = true // ip_vs_bind_dest
+			}
+			ref.Changed(want)
+		}
+		// "XDP": the next pick of the installed sequence.
+		var got string
+		picks, ok := dp.Picks[id]
+		if ok {
+			k := dp.Cursors[id]
+			loop := dp.Loops[id]
+			switch n := uint64(len(picks)); {
+			case k < n:
+				got = realOf[picks[k]]
+			case loop >= 0:
+				got = realOf[picks[uint64(loop)+(k-uint64(loop))%(n-uint64(loop))]]
+			}
+			dp.Cursors[id] = k + 1
+		}
+		if got == "" {
+			// The slow path: Go schedules it.
+			dec, ok := s.NewFlow(dataplane.NewFlow{Key: dataplane.ConnKey{Src: netipMust("198.51.100.1"), Dst: vip,
+				SrcPort: uint16(1024 + step%60000), DstPort: 80, Proto: 6}, TCPFlags: dataplane.TCPSyn})
 			if ok {
-				k := dp.Cursors[id]
-				loop := dp.Loops[id]
-				switch n := uint64(len(picks)); {
-				case k < n:
-					got = realOf[picks[k]]
-				case loop >= 0:
-					got = realOf[picks[uint64(loop)+(k-uint64(loop))%(n-uint64(loop))]]
-				}
-				dp.Cursors[id] = k + 1
+				got = realOf[dec.RealID]
 			}
-			if got == "" {
-				// The slow path: Go schedules it.
-				dec, ok := s.NewFlow(dataplane.NewFlow{Key: dataplane.ConnKey{Src: netipMust("198.51.100.1"), Dst: vip,
-					SrcPort: uint16(1024 + step%60000), DstPort: 80, Proto: 6}, TCPFlags: dataplane.TCPSyn})
-				if ok {
-					got = realOf[dec.RealID]
-				}
-				if want != nil {
-					slow++
-				} else {
-					none++ // every real overloaded or quiesced
-				}
-			} else {
-				xdp++
-			}
-			wantAddr := ""
 			if want != nil {
-				wantAddr = want.Addr.String()
+				slow++
+			} else {
+				none++ // every real overloaded or quiesced
 			}
-			if got != wantAddr {
-				t.Fatalf("%s: arrival %d went to %q, Go's %s picks %q", name, step, got, name, wantAddr)
-			}
+		} else {
+			xdp++
 		}
-		t.Logf("%s: %d arrivals scheduled from the lookahead, %d by the slow path, %d with no real available", name, xdp, slow, none)
-		if xdp < 10*slow {
-			t.Errorf("%s: only %d of %d arrivals from the lookahead", name, xdp, xdp+slow)
+		wantAddr := ""
+		if want != nil {
+			wantAddr = want.Addr.String()
 		}
+		if got != wantAddr {
+			t.Fatalf("%s: arrival %d went to %q, Go's %s picks %q", name, step, got, name, wantAddr)
+		}
+	}
+	t.Logf("%s: %d arrivals scheduled from the lookahead, %d by the slow path, %d with no real available", name, xdp, slow, none)
+	if xdp < 10*slow {
+		t.Errorf("%s: only %d of %d arrivals from the lookahead", name, xdp, xdp+slow)
 	}
 }
 
