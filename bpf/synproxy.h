@@ -11,7 +11,7 @@
  * does, and come back in the ACK's TSecr. An ACK with a valid cookie
  * goes to Go, which schedules the connection, opens it to the real and,
  * on the real's SYN-ACK, writes the adjustments below, acknowledges the
- * real and opens the client's window (dataplane/synproxy.go). From then
+ * real and opens the client's window (dataplane/slowpath/synproxy.go). From then
  * on the connection is forwarded here, with the real's sequence numbers,
  * timestamps and window shifted to what the client was told. A spoofed
  * SYN costs one SYN-ACK and nothing else.

@@ -12,7 +12,7 @@ import (
 	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
-// IPv6 lives in tables of its own (bpf/director6.h): services6, conns6
+// IPv6 lives in tables of its own (bpf/forward.h, newflow.h, conn.h: both families): services6, conns6
 // and est_conns6, whose keys and entries hold 16-byte addresses, so that
 // an IPv4 connection keeps its 16-byte key and 48-byte entry. Reals share
 // one array; an IPv6 real carries realFlagIPv6 and its address in Addr6.
