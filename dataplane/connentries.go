@@ -67,6 +67,11 @@ func (d *Dataplane) LookupRaw(k *bpfobj.DirectorConnKey) (bpfobj.DirectorConnVal
 	return lookupIn[bpfobj.DirectorConnKey, bpfobj.DirectorConnVal](k, d.objs.EstConns, d.objs.Conns)
 }
 
+// LookupRaw6 is LookupRaw for an IPv6 key.
+func (d *Dataplane) LookupRaw6(k *bpfobj.DirectorConnKey6) (bpfobj.DirectorConnVal6, bool, error) {
+	return lookupIn[bpfobj.DirectorConnKey6, bpfobj.DirectorConnVal6](k, d.objs.EstConns6, d.objs.Conns6)
+}
+
 // lookupIn finds key k in the first of maps that has it.
 func lookupIn[K, V any](k *K, maps ...*ebpf.Map) (V, bool, error) {
 	var v V

@@ -69,6 +69,9 @@ type family[K comparable, V any] struct {
 	// write writes entries in one batched update, returning how many
 	// were written (in order).
 	write func(d Director, keys []K, vals []V) (int, error)
+	// lookup finds an entry in the tables; meta reads its flags and state.
+	lookup func(d Director, k *K) (V, bool, error)
+	meta   func(v *V) (flags, state uint8)
 	// first readies a new flow's entries for writing, as its first
 	// packet leaves them; it reports whether the SYN proxy holds the
 	// flow (its entries written pending) instead of forwarding it.
@@ -107,6 +110,54 @@ func (b *flows[K, V]) add(k K, nf dataplane.NewFlow) int {
 	b.inBatch[k] = j
 	b.flows = append(b.flows, nf)
 	return j
+}
+
+// place finds what frame i of the batch follows, by its family's raw key
+// k: a flow this batch decides (w.sched[i]), or one the worker created
+// lately (returned, with true), or, for a later fragment, its first
+// fragment's connection in the table (returned; none: an orphan,
+// dropped). Anything else is a new flow of the batch, nf (a later
+// fragment never starts one).
+func place[K comparable, V any](w *worker, b *flows[K, V], i int, k K, nf *dataplane.NewFlow, later bool) (V, bool) {
+	sp := w.sp
+	var none V
+	if j, ok := b.inBatch[k]; ok {
+		w.sched[i] = j // a second packet of a flow this batch decides
+		return none, false
+	}
+	if v, ok := b.recent.get(&k, w.now); ok && (later || stillFollows(w, b.fam, &k, nf, &v)) {
+		sp.followed.Add(1)
+		return v, true
+	}
+	if later {
+		v, found, err := b.fam.lookup(sp.d, &k)
+		if flags, _ := b.fam.meta(&v); err == nil && found && flags&uint8(dataplane.ConnReply|dataplane.ConnSPPending) == 0 {
+			return v, true
+		}
+		sp.fragOrphans.Add(1)
+		return none, false
+	}
+	w.sched[i] = b.add(k, *nf)
+	return none, false
+}
+
+// stillFollows reports whether a packet of a flow created moments ago
+// follows that flow's connection (v, refreshed from the table when it
+// was looked up). Only a bare SYN may start a new one on the same tuple
+// (conn_reused: the old one is closing); that case costs one lookup.
+func stillFollows[K comparable, V any](w *worker, fam *family[K, V], k *K, nf *dataplane.NewFlow, v *V) bool {
+	if nf.Key.Proto != protoTCP || nf.TCPFlags&(dataplane.TCPSyn|dataplane.TCPAck) != dataplane.TCPSyn {
+		return true
+	}
+	cur, found, err := fam.lookup(w.sp.d, k)
+	if err != nil || !found {
+		return false // gone: schedule afresh
+	}
+	if flags, state := fam.meta(&cur); flags&uint8(dataplane.ConnReply) != 0 || closing(conntrack.State(state)) {
+		return false
+	}
+	*v = cur
+	return true
 }
 
 // decide asks the handler about the batch's new flows of one family and
@@ -169,12 +220,16 @@ var (
 	ipv4 = &family[bpfobj.DirectorConnKey, bpfobj.DirectorConnVal]{
 		entries: dataplane.RawEntries,
 		write:   Director.WriteConns,
+		lookup:  Director.LookupRaw,
+		meta:    func(v *bpfobj.DirectorConnVal) (uint8, uint8) { return v.Flags, v.State },
 		first:   first4,
 	}
 	ipv6 = &family[bpfobj.DirectorConnKey6, bpfobj.DirectorConnVal6]{
 		name:    "IPv6 ",
 		entries: dataplane.RawEntries6,
 		write:   Director.WriteConns6,
+		lookup:  Director.LookupRaw6,
+		meta:    func(v *bpfobj.DirectorConnVal6) (uint8, uint8) { return v.Flags, v.State },
 		first:   first6,
 	}
 )

@@ -71,7 +71,7 @@ type Director interface {
 	WriteConns6(keys []bpfobj.DirectorConnKey6, vals []bpfobj.DirectorConnVal6) (int, error)
 	WriteSeqadjs(keys []bpfobj.DirectorConnKey, vals []bpfobj.DirectorSeqadj) (int, error)
 	LookupRaw(k *bpfobj.DirectorConnKey) (bpfobj.DirectorConnVal, bool, error)
-	LookupConn(k dataplane.ConnKey) (dataplane.Conn, bool, error)
+	LookupRaw6(k *bpfobj.DirectorConnKey6) (bpfobj.DirectorConnVal6, bool, error)
 	FragPorts(k *bpfobj.DirectorFragKey) (sport, dport uint16, ok bool)
 	Replay6(opts *ebpf.RunOptions) (uint32, error)
 
@@ -304,7 +304,18 @@ func (w *worker) batch(frames [][]byte) {
 		}
 		p, res := parsePacket(f)
 		if res == parsedLater {
-			w.laterFragment(i, &p)
+			// No transport header: the ports XDP noted of its first
+			// fragment; it follows that one's connection.
+			sport, dport, ok := sp.fragPorts4(&p)
+			if !ok {
+				sp.fragOrphans.Add(1)
+				continue
+			}
+			p.srcPort, p.dstPort = dataplane.NetPort(sport), dataplane.NetPort(dport)
+			w.pkts[i] = p
+			k := w.key4(&p)
+			w.keys[i] = k
+			w.vals[i], w.follow[i] = place(w, &w.b4, i, k, nil, true)
 			continue
 		}
 		if res != parsedOK {
@@ -312,7 +323,7 @@ func (w *worker) batch(frames [][]byte) {
 			continue
 		}
 		w.pkts[i] = p
-		k := bpfobj.DirectorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: dataplane.NetPort(p.srcPort), Dport: dataplane.NetPort(p.dstPort), Proto: p.proto}
+		k := w.key4(&p)
 		w.keys[i] = k
 		if px := sp.proxy.get(k); px != nil {
 			// A handshake under way: the real's answer, or the client
@@ -322,18 +333,7 @@ func (w *worker) batch(frames [][]byte) {
 			}
 			continue
 		}
-		if j, ok := w.b4.inBatch[k]; ok {
-			// A second packet of a flow this batch decides.
-			w.sched[i] = j
-			continue
-		}
-		if v, ok := w.b4.recent.get(&k, w.now); ok && w.stillFollows(k, &p, &v) {
-			w.vals[i], w.follow[i] = v, true
-			sp.followed.Add(1)
-			continue
-		}
-		w.sched[i] = w.b4.add(k, dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst),
-			SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
+		w.vals[i], w.follow[i] = place(w, &w.b4, i, k, w.newFlow4(f, &p), false)
 	}
 	if len(w.b4.flows) > 0 {
 		clear(w.proxyDone[:len(w.b4.flows)])
@@ -388,53 +388,16 @@ func (w *worker) batch(frames [][]byte) {
 	w.stats = [dataplane.NumStats]uint64{}
 }
 
-// stillFollows reports whether a packet of a flow created moments ago
-// follows that flow's connection. Only a bare SYN may start a new one on
-// the same tuple (conn_reused: the old one is closing); that case costs
-// one lookup.
-func (w *worker) stillFollows(k bpfobj.DirectorConnKey, p *packet, v *bpfobj.DirectorConnVal) bool {
-	if p.proto != protoTCP || p.flags&(dataplane.TCPSyn|dataplane.TCPAck) != dataplane.TCPSyn {
-		return true
-	}
-	cur, found, err := w.sp.d.LookupRaw(&k)
-	if err != nil || !found {
-		return false // gone: schedule afresh
-	}
-	if closing(conntrack.State(cur.State)) {
-		return false
-	}
-	*v = cur
-	return true
+// key4 is IPv4 packet p's connection key.
+func (w *worker) key4(p *packet) bpfobj.DirectorConnKey {
+	return bpfobj.DirectorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]),
+		Sport: dataplane.NetPort(p.srcPort), Dport: dataplane.NetPort(p.dstPort), Proto: p.proto}
 }
 
-// laterFragment places frame i, a later fragment, behind its datagram's
-// connection: one this batch decides, one made a moment ago, or one in
-// the table. It never starts a flow.
-func (w *worker) laterFragment(i int, p *packet) {
-	sp := w.sp
-	sport, dport, ok := sp.fragPorts4(p)
-	if !ok {
-		sp.fragOrphans.Add(1)
-		return
-	}
-	p.srcPort, p.dstPort = dataplane.NetPort(sport), dataplane.NetPort(dport)
-	w.pkts[i] = *p
-	k := bpfobj.DirectorConnKey{Saddr: le.Uint32(p.src[:]), Daddr: le.Uint32(p.dst[:]), Sport: sport, Dport: dport, Proto: p.proto}
-	w.keys[i] = k
-	if j, ok := w.b4.inBatch[k]; ok {
-		w.sched[i] = j
-		return
-	}
-	if v, ok := w.b4.recent.get(&k, w.now); ok {
-		w.vals[i], w.follow[i] = v, true
-		sp.followed.Add(1)
-		return
-	}
-	if v, found, err := sp.d.LookupRaw(&k); err == nil && found && v.Flags&uint8(dataplane.ConnReply) == 0 && v.Flags&uint8(dataplane.ConnSPPending) == 0 {
-		w.vals[i], w.follow[i] = v, true
-		return
-	}
-	sp.fragOrphans.Add(1)
+// newFlow4 is frame f (parsed p) as a new flow.
+func (w *worker) newFlow4(f []byte, p *packet) *dataplane.NewFlow {
+	return &dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst),
+		SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])}
 }
 
 // closing is conn_reused's set of states a bare SYN starts over from.

@@ -142,28 +142,9 @@ func (w *worker) batch6(frames [][]byte) {
 			p.srcPort, p.dstPort = dataplane.NetPort(sport), dataplane.NetPort(dport)
 		}
 		k := dataplane.ConnKey{Src: netip.AddrFrom16(p.src), Dst: netip.AddrFrom16(p.dst), SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}
-		rk := k.Raw6()
-		if j, ok := w.b6.inBatch[rk]; ok {
-			w.sched[i] = j // a second packet of a flow this batch decides
-			continue
-		}
-		if p.fragment == fragLater {
-			// It follows its first fragment's connection, never starts one.
-			if real, ok := w.b6.recent.get(&rk, w.now); ok {
-				w.follow[i], w.vals[i].RealId = true, real.RealId
-			} else if c, found, err := sp.d.LookupConn(k); err == nil && found && c.Flags&(dataplane.ConnReply|dataplane.ConnSPPending) == 0 {
-				w.follow[i], w.vals[i].RealId = true, c.RealID
-			} else {
-				sp.fragOrphans.Add(1)
-			}
-			continue
-		}
-		if real, ok := w.b6.recent.get(&rk, w.now); ok && w.stillFollows6(k, &p) {
-			w.follow[i], w.vals[i].RealId = true, real.RealId
-			sp.followed.Add(1)
-			continue
-		}
-		w.sched[i] = w.b6.add(rk, dataplane.NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])})
+		v, follow := place(w, &w.b6, i, k.Raw6(), &dataplane.NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])},
+			p.fragment == fragLater)
+		w.follow[i], w.vals[i].RealId = follow, v.RealId
 	}
 	if len(w.b6.flows) > 0 {
 		decide(w, &w.b6)
@@ -266,17 +247,6 @@ func icmp6PortUnreachable(out []byte, n int) (int, bool) {
 	}
 	le.PutUint16(icmp[2:4], csumFold(s))
 	return len(f), true
-}
-
-// stillFollows6 is stillFollows for an IPv6 flow: only a bare SYN may
-// start a new connection on a tuple (the old one closing), which costs a
-// lookup.
-func (w *worker) stillFollows6(k dataplane.ConnKey, p *packet6) bool {
-	if p.proto != protoTCP || p.flags&(dataplane.TCPSyn|dataplane.TCPAck) != dataplane.TCPSyn {
-		return true
-	}
-	c, found, err := w.sp.d.LookupConn(k)
-	return err == nil && found && c.Flags&dataplane.ConnReply == 0 && !closing(c.State)
 }
 
 // transmit6 sends frame f of an IPv6 connection to real realID whose
