@@ -96,7 +96,7 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 	if (c && (c->flags & CONN_F_REPLY)) {
 		if (!sflags)
 			return XDP_PASS;
-		return reply6(ctx, p, c, stat);
+		return reply6(ctx, p, &ck, c, stat);
 	}
 	if (!dflags)
 		return XDP_PASS;

@@ -18,3 +18,7 @@
 #undef FAM_FORWARD
 #undef FAM_ADDR_SET
 #undef FAM_SYNPROXY
+#undef FAM_CONN
+#undef FAM_IP_LEN
+#undef FAM_NAT_REWRITE
+#undef FAM_TOA_LEN

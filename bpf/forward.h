@@ -151,42 +151,6 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct con
 	return act;
 }
 
-/* reply un-NATs a real server's reply (NAT, FULLNAT) back to VIP:VPORT ->
- * client and sends it out the way the client's packets came in. TCP
- * flags that can move the state are applied to the forward entry, with
- * IPVS's OUTPUT table. */
-static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, struct conn_key *k,
-				 struct conn_val *c, __u32 *stat)
-{
-	conn_touch(c);
-	if (p->proto == IPPROTO_TCP) {
-		if (p->tcp_flags & (TCP_F_SYN | TCP_F_FIN | TCP_F_RST)) {
-			struct conn_key fk = {
-				.saddr = c->ndaddr,
-				.daddr = c->nsaddr,
-				.sport = c->ndport,
-				.dport = c->nsport,
-				.proto = p->proto,
-			};
-			int embryonic;
-			struct conn_val *f = conn_lookup(&fk, &embryonic);
-
-			if (f)
-				conn_state(f, p, DIR_OUTPUT);
-		}
-		/* FULLNAT: the client's segments must leave room for TOA. */
-		if ((c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))
-			clamp_mss(ctx, p->l4, 0xffff, TCPOLEN_TOA);
-	}
-	real_account(c->real_id, bpf_ntohs(p->ip->tot_len), 1);
-	nat_rewrite(ctx, p, c);
-	if (c->flags & CONN_F_SYNPROXY)
-		synproxy_reply(ctx, p, k);
-	set_macs(p->eth, c->dmac, c->smac);
-	*stat = STAT_REPLY;
-	return egress(ctx, c->ifindex);
-}
-
 /* forward_fullnat6 sends a packet of an IPv6 FULLNAT connection: both
  * ends rewritten, and on the ACK that completes the handshake the TOA
  * option with the client's address, which the toa module reads. */
@@ -290,28 +254,27 @@ static __always_inline int forward6(struct xdp_md *ctx, struct pkt *p, struct co
 	return egress(ctx, r->ifindex);
 }
 
-/* reply6 un-NATs a real's IPv6 reply, as reply() does IPv4's. */
-static __always_inline int reply6(struct xdp_md *ctx, struct pkt *p, struct conn_val6 *c, __u32 *stat)
-{
-	conn_touch(CONN4(c));
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_FIN | TCP_F_RST))) {
-		struct conn_key6 fk = {};
-		struct conn_val6 *f;
-		int embryonic;
+/* A real's reply, once for both families (reply_fam.h): reply, reply6. */
+#define FAM_NAME(fn) fn
+#define FAM_KEY struct conn_key
+#define FAM_VAL struct conn_val
+#define FAM_CONN(op) conn_##op
+#define FAM_IP_LEN(p) bpf_ntohs((p)->ip->tot_len)
+#define FAM_NAT_REWRITE nat_rewrite
+#define FAM_TOA_LEN TCPOLEN_TOA
+#define FAM_SYNPROXY 1
+#include "reply_fam.h"
+#include "fam_undef.h"
 
-		conn6_peer_key(c, p->proto, &fk);
-		f = conn6_lookup(&fk, &embryonic);
-		if (f)
-			conn_state(CONN4(f), p, DIR_OUTPUT);
-	}
-	/* FULLNAT: the client's segments must leave room for TOA. */
-	if (p->proto == IPPROTO_TCP && (c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))
-		clamp_mss(ctx, p->l4, 0xffff, TCPOLEN_TOA6);
-	real_account(c->real_id, ip6_len(p), 1);
-	nat6_rewrite(ctx, p, c);
-	set_macs(p->eth, c->dmac, c->smac);
-	*stat = STAT_REPLY;
-	return egress(ctx, c->ifindex);
-}
+#define FAM_NAME(fn) fn##6
+#define FAM_KEY struct conn_key6
+#define FAM_VAL struct conn_val6
+#define FAM_CONN(op) conn6_##op
+#define FAM_IP_LEN(p) ip6_len(p)
+#define FAM_NAT_REWRITE nat6_rewrite
+#define FAM_TOA_LEN TCPOLEN_TOA6
+#define FAM_SYNPROXY 0 /* no SYN proxy for IPv6 */
+#include "reply_fam.h"
+#include "fam_undef.h"
 
 #endif
