@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -344,4 +345,75 @@ func fromRaw[K, V any](ents []RawEntry[K, V], key func(K) ConnKey, val func(V) C
 		out[i] = Entry{key(e.K), val(e.V)}
 	}
 	return out
+}
+
+// ConnKey is a connection's 5-tuple as the client sends it.
+type ConnKey struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+	Proto            uint8
+}
+
+// ConnFlags mark what kind of entry a Conn is (bpf/consts.h CONN_F_*).
+type ConnFlags uint8
+
+// Conn is a connection entry. DR and TUN connections have one, keyed by
+// the client's tuple. NAT and FULLNAT connections have two: the forward
+// entry and a reply entry (ConnReply) keyed by the tuple of the real
+// server's replies; each one's Out tuple, reversed, is the other's key.
+type Conn struct {
+	RealID    uint32
+	ServiceID uint32
+	State     conntrack.State // kept on the forward entry
+	// LastSeen is on the kernel's monotonic clock (see Now).
+	LastSeen time.Duration
+	Flags    ConnFlags
+	// Out is the tuple a packet of this entry leaves with (NAT and
+	// FULLNAT; zero for DR and TUN). Proto is not used.
+	Out ConnKey
+	// Reply entries only: the interface and next hop toward the client
+	// (where its packets came from) and that interface's MAC.
+	Ifindex        int
+	DstMAC, SrcMAC net.HardwareAddr
+}
+
+// Rewrites reports whether the entry rewrites addresses (NAT, FULLNAT).
+func (c Conn) Rewrites() bool { return c.Out.Src.IsValid() }
+
+// Peer returns the key of the other entry of a NAT or FULLNAT connection.
+func (c Conn) Peer(proto uint8) ConnKey {
+	return ConnKey{Src: c.Out.Dst, Dst: c.Out.Src, SrcPort: c.Out.DstPort, DstPort: c.Out.SrcPort, Proto: proto}
+}
+
+func (k ConnKey) Raw() bpfobj.DirectorConnKey {
+	return bpfobj.DirectorConnKey{Saddr: be32(k.Src), Daddr: be32(k.Dst), Sport: be16(k.SrcPort), Dport: be16(k.DstPort), Proto: k.Proto}
+}
+
+func connKeyFromRaw(r bpfobj.DirectorConnKey) ConnKey {
+	return ConnKey{Src: addrFromBE32(r.Saddr), Dst: addrFromBE32(r.Daddr), SrcPort: fromBE16(r.Sport), DstPort: fromBE16(r.Dport), Proto: r.Proto}
+}
+
+func (c Conn) raw() bpfobj.DirectorConnVal {
+	v := bpfobj.DirectorConnVal{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State),
+		Flags: uint8(c.Flags), Ifindex: uint32(c.Ifindex)}
+	if c.Rewrites() {
+		v.Nsaddr, v.Ndaddr = be32(c.Out.Src), be32(c.Out.Dst)
+		v.Nsport, v.Ndport = be16(c.Out.SrcPort), be16(c.Out.DstPort)
+	}
+	copy(v.Dmac[:], c.DstMAC)
+	copy(v.Smac[:], c.SrcMAC)
+	return v
+}
+
+func connFromRaw(r bpfobj.DirectorConnVal) Conn {
+	c := Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen),
+		Flags: ConnFlags(r.Flags), Ifindex: int(r.Ifindex)}
+	if r.Nsaddr != 0 {
+		c.Out = ConnKey{Src: addrFromBE32(r.Nsaddr), Dst: addrFromBE32(r.Ndaddr), SrcPort: fromBE16(r.Nsport), DstPort: fromBE16(r.Ndport)}
+	}
+	if c.Flags&ConnReply != 0 {
+		c.DstMAC = append(net.HardwareAddr(nil), r.Dmac[:]...)
+		c.SrcMAC = append(net.HardwareAddr(nil), r.Smac[:]...)
+	}
+	return c
 }
