@@ -364,7 +364,7 @@ func (w *worker) batch(frames [][]byte) {
 		case w.sched[i] >= 0 && w.b4.decs[w.sched[i]].RealID != 0:
 			v = w.b4.fwds[w.sched[i]]
 		case w.sched[i] >= 0 && w.b4.decs[w.sched[i]].Unreachable:
-			w.unreachable(f, &w.pkts[i])
+			w.unreachable(f, w.b4.flows[w.sched[i]].Key)
 			continue
 		default:
 			continue
@@ -482,30 +482,35 @@ func (w *worker) queue(sock *xsk.Socket, frame []byte) {
 	w.queued = append(w.queued, queuedFrame{sock, w.arena[start:len(w.arena):len(w.arena)]})
 }
 
-// unreachable answers frame f, a new flow no real server can take, with
-// an ICMP port unreachable out the way it came, within the rate limit.
-func (w *worker) unreachable(f []byte, p *packet) {
+// unreachable answers frame f, a new flow k no real server can take, with
+// an ICMP or ICMPv6 port unreachable out the way it came, within one rate
+// limit for both (ip_vs_leave's icmp_send and icmpv6_send).
+func (w *worker) unreachable(f []byte, k dataplane.ConnKey) {
 	sp := w.sp
 	if !sp.unreach.Allow() {
 		sp.unreachLimited.Add(1)
 		return
 	}
+	answer, room := icmpPortUnreachable, icmpFrameLen
+	if k.Src.Is6() {
+		answer, room = icmp6PortUnreachable, ip6HLen+8
+	}
 	tx := w.ownTx()
 	buf := tx.Next()
-	if buf == nil || len(buf) < len(f)+icmpFrameLen {
+	if buf == nil || len(buf) < len(f)+room {
 		sp.failed.Add(1)
 		return
 	}
-	n, ok := icmpPortUnreachable(buf, copy(buf, f))
+	n, ok := answer(buf, copy(buf, f))
 	if !ok {
-		return // IP options: no quote of the usual size
+		return // IPv4 options: no quote of the usual size
 	}
 	tx.Commit(n)
 	sp.portUnreach.Add(1)
 	sp.unreachLog.Do(func() {
 		sp.log.Warn("new flows to a service with no available real server: answered ICMP port unreachable",
-			"service", fmt.Sprintf("%s:%d/%d", netip.AddrFrom4(p.dst), p.dstPort, p.proto),
-			"client", netip.AddrFrom4(p.src), "answered", sp.portUnreach.Load(), "rate_limited", sp.unreachLimited.Load())
+			"service", fmt.Sprintf("%s/%d", netip.AddrPortFrom(k.Dst, k.DstPort), k.Proto),
+			"client", k.Src, "answered", sp.portUnreach.Load(), "rate_limited", sp.unreachLimited.Load())
 	})
 }
 

@@ -2,7 +2,6 @@ package slowpath
 
 import (
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 
 	"github.com/cilium/ebpf"
@@ -158,37 +157,9 @@ func (w *worker) batch6(frames [][]byte) {
 			w.transmit6(frames[i], w.b6.decs[j].RealID)
 		case j >= 0 && w.b6.decs[j].Unreachable && !w.answered6[j] && !laterFrag6(frames[i]):
 			w.answered6[j] = true
-			w.unreachable6(frames[i], w.b6.flows[j].Key)
+			w.unreachable(frames[i], w.b6.flows[j].Key)
 		}
 	}
-}
-
-// unreachable6 answers frame f, a new IPv6 flow no real server can take,
-// with an ICMPv6 port unreachable out the way it came, within the rate
-// limit IPv4's answers share (ip_vs_leave's icmpv6_send).
-func (w *worker) unreachable6(f []byte, k dataplane.ConnKey) {
-	sp := w.sp
-	if !sp.unreach.Allow() {
-		sp.unreachLimited.Add(1)
-		return
-	}
-	tx := w.ownTx()
-	buf := tx.Next()
-	if buf == nil || len(buf) < len(f)+ip6HLen+8 {
-		sp.failed.Add(1)
-		return
-	}
-	n, ok := icmp6PortUnreachable(buf, copy(buf, f))
-	if !ok {
-		return
-	}
-	tx.Commit(n)
-	sp.portUnreach.Add(1)
-	sp.unreachLog.Do(func() {
-		sp.log.Warn("new flows to a service with no available real server: answered ICMP port unreachable",
-			"service", fmt.Sprintf("[%v]:%d/%d", k.Dst, k.DstPort, k.Proto),
-			"client", k.Src, "answered", sp.portUnreach.Load(), "rate_limited", sp.unreachLimited.Load())
-	})
 }
 
 // icmp6Quote is how much of a packet an ICMPv6 error quotes: what fits
