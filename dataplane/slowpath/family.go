@@ -11,10 +11,14 @@ import (
 
 // The slow path's code over both address families, generic in the raw
 // connection key K and value V (bpfobj's DirectorConnKey[6] and
-// DirectorConnVal[6]): the flows a worker created lately (recent), and
-// the decision of a batch's new flows with the batched write of their
+// DirectorConnVal[6]): the flows a worker created lately (recent), the
+// placement of a batch's frame (place: behind a flow of the batch, one
+// made moments before, a later fragment's connection, or new), and the
+// decision of a batch's new flows with the batched write of their
 // entries (decide). Each family brings what differs (family): how its
-// entries are built and written, and what its first packet does to them.
+// entries are built, written and looked up, and what its first packet
+// does to them; its loop (slowpath.go, slowpath6.go) keeps its parse and
+// transmit steps.
 
 // recentAge is how long a worker remembers the flows it created: packets
 // of one new flow queued before its entry was written follow it. The
