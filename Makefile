@@ -81,7 +81,7 @@ test:
 FUZZTIME ?= 200000x
 fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzDirector$$' -fuzztime $(FUZZTIME) ./dataplane
-	$(GO) test -run '^$$' -fuzz '^FuzzTransform$$' -fuzztime $(FUZZTIME) ./dataplane
+	$(GO) test -run '^$$' -fuzz '^FuzzTransform$$' -fuzztime $(FUZZTIME) ./dataplane/slowpath
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/connsync
 
 test-unit:

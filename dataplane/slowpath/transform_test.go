@@ -176,7 +176,7 @@ func TestTransformMatchesXDPFragments(t *testing.T) {
 }
 
 // FuzzTransform mutates frames and compares the Go parser and transform
-// with the program (go test -fuzz FuzzTransform ./dataplane, as root).
+// with the program (go test -fuzz FuzzTransform ./dataplane/slowpath, as root).
 func FuzzTransform(f *testing.F) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for i := 0; i < 24; i++ {
