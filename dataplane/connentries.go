@@ -275,58 +275,76 @@ func (d *Dataplane) setEstablished(k ConnKey, c Conn) error {
 	return err
 }
 
-// newEntries builds the entries of a new connection in the order they
+// The raw entries are built on each family's raw types directly, from
+// the flow's raw key: built once in family-neutral types and converted,
+// they cost 146 ns a new flow instead of 45 (the slow path's hot path).
+
+// RawEntries builds the entries of a new connection in the order they
 // are written: for NAT and FULLNAT the reply entry first (replies can
 // come back as soon as the first packet leaves), then the forward entry.
-// It returns them and how many there are. One body for both families:
-// RawEntries and RawEntries6 put them in each family's raw types.
-func newEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC *[6]byte) ([2]Entry, int) {
-	fwd := Conn{LastSeen: time.Duration(now), RealID: dec.RealID, ServiceID: dec.ServiceID}
+// It returns them and how many there are.
+func RawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]RawEntry4, int) {
+	var out [2]RawEntry4
+	fk := f.Key.Raw()
+	fwd := bpfobj.DirectorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
 	if dec.Persistent {
-		fwd.Flags = ConnPersist
+		fwd.Flags = uint8(ConnPersist)
 	}
 	if f.Key.Proto == unix.IPPROTO_TCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn {
-		fwd.Flags |= ConnSynSeen
+		fwd.Flags |= uint8(ConnSynSeen)
 	}
 	if !dec.Out.Src.IsValid() {
-		return [2]Entry{{f.Key, fwd}}, 1
+		out[0] = RawEntry4{fk, fwd}
+		return out, 1
 	}
-	var flags ConnFlags
+	var flags uint8
 	if dec.FullNAT {
-		flags = ConnFullNAT
+		flags = uint8(ConnFullNAT)
 	}
 	fwd.Flags |= flags
-	fwd.Out = ConnKey{Src: dec.Out.Src, Dst: dec.Out.Dst, SrcPort: dec.Out.SrcPort, DstPort: dec.Out.DstPort}
-	k := f.Key
-	rep := Conn{LastSeen: fwd.LastSeen, RealID: dec.RealID, ServiceID: dec.ServiceID, Flags: flags | ConnReply,
-		Out:     ConnKey{Src: k.Dst, Dst: k.Src, SrcPort: k.DstPort, DstPort: k.SrcPort},
-		Ifindex: f.Ifindex, DstMAC: f.SrcMAC[:], SrcMAC: ifaceMAC[:]}
-	rk := ConnKey{Src: dec.Out.Dst, Dst: dec.Out.Src, SrcPort: dec.Out.DstPort, DstPort: dec.Out.SrcPort, Proto: k.Proto}
-	return [2]Entry{{rk, rep}, {k, fwd}}, 2
+	fwd.Nsaddr, fwd.Ndaddr = be32(dec.Out.Src), be32(dec.Out.Dst)
+	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
+	rep := bpfobj.DirectorConnVal{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
+		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
+		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
+	rk := bpfobj.DirectorConnKey{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
+	out[0], out[1] = RawEntry4{rk, rep}, RawEntry4{fk, fwd}
+	return out, 2
 }
 
-// RawEntries is newEntries for an IPv4 flow, as the slow path writes them.
-func RawEntries(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]RawEntry4, int) {
-	ents, n := newEntries(f, dec, now, &ifaceMAC)
-	return rawEntries(ents, n, ConnKey.Raw, Conn.raw)
-}
-
-// RawEntries6 is RawEntries for an IPv6 flow.
+// RawEntries6 is RawEntries for an IPv6 flow: its entries as written,
+// NAT's and FULLNAT's reply RawEntry4 first, and how many there are.
 func RawEntries6(f *NewFlow, dec *Decision, now uint64, ifaceMAC [6]byte) ([2]RawEntry6, int) {
-	ents, n := newEntries(f, dec, now, &ifaceMAC)
-	return rawEntries(ents, n, ConnKey.Raw6, Conn.raw6)
-}
-
-func rawEntries[K, V any](ents [2]Entry, n int, key func(ConnKey) K, val func(Conn) V) ([2]RawEntry[K, V], int) {
-	var out [2]RawEntry[K, V]
-	for i, e := range ents[:n] {
-		out[i] = RawEntry[K, V]{key(e.Key), val(e.Conn)}
+	var out [2]RawEntry6
+	fk := f.Key.Raw6()
+	fwd := bpfobj.DirectorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID}
+	if dec.Persistent {
+		fwd.Flags = uint8(ConnPersist)
 	}
-	return out, n
+	if f.Key.Proto == unix.IPPROTO_TCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn {
+		fwd.Flags |= uint8(ConnSynSeen)
+	}
+	if !dec.Out.Src.IsValid() {
+		out[0] = RawEntry6{fk, fwd}
+		return out, 1
+	}
+	var flags uint8
+	if dec.FullNAT {
+		flags = uint8(ConnFullNAT)
+	}
+	fwd.Flags |= flags
+	fwd.Nsaddr, fwd.Ndaddr = dec.Out.Src.As16(), dec.Out.Dst.As16()
+	fwd.Nsport, fwd.Ndport = be16(dec.Out.SrcPort), be16(dec.Out.DstPort)
+	rep := bpfobj.DirectorConnVal6{LastSeen: now, RealId: dec.RealID, SvcId: dec.ServiceID, Flags: flags | uint8(ConnReply),
+		Nsaddr: fk.Daddr, Ndaddr: fk.Saddr, Nsport: fk.Dport, Ndport: fk.Sport,
+		Ifindex: uint32(f.Ifindex), Dmac: f.SrcMAC, Smac: ifaceMAC}
+	rk := bpfobj.DirectorConnKey6{Saddr: fwd.Ndaddr, Daddr: fwd.Nsaddr, Sport: fwd.Ndport, Dport: fwd.Nsport, Proto: fk.Proto}
+	out[0], out[1] = RawEntry6{rk, rep}, RawEntry6{fk, fwd}
+	return out, 2
 }
 
 // Entries returns the entries of a new connection, in the order the slow
-// path writes them (see newEntries), as they read back from the tables.
+// path writes them (see RawEntries), as they read back from the tables.
 // ifaceMAC is the MAC of the interface the flow came in on.
 func Entries(f NewFlow, dec Decision, now time.Duration, ifaceMAC net.HardwareAddr) []Entry {
 	var mac [6]byte
