@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -100,7 +101,7 @@ func (f *Fwd) UnmarshalText(b []byte) error {
 func fwdByYAML(s string) (Fwd, bool) {
 	s = strings.ToLower(s)
 	for i, m := range FwdMethods {
-		if s == m.Name || contains(m.YAML, s) {
+		if s == m.Name || slices.Contains(m.YAML, s) {
 			return Fwd(i), true
 		}
 	}
@@ -111,7 +112,7 @@ func fwdByYAML(s string) (Fwd, bool) {
 func fwdByLBKind(s string) (Fwd, bool) {
 	s = strings.ToUpper(s)
 	for i, m := range FwdMethods {
-		if contains(m.LBKind, s) {
+		if slices.Contains(m.LBKind, s) {
 			return Fwd(i), true
 		}
 	}
@@ -128,13 +129,4 @@ func fwdList(names func(FwdMethod) []string) string {
 		return strings.Join(all, "")
 	}
 	return strings.Join(all[:len(all)-1], ", ") + " or " + all[len(all)-1]
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

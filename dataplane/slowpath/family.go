@@ -30,7 +30,7 @@ const recentAge = time.Second
 // slot replaces an older one): bounded memory, no allocation, no lock
 // (one worker owns it; a flow's packets all arrive on one rx queue).
 type recent[K comparable, V any] struct {
-	hash  func(*K) uint64
+	hash  func(K) uint64
 	slots []recentSlot[K, V]
 }
 
@@ -42,26 +42,26 @@ type recentSlot[K comparable, V any] struct {
 
 // newRecent makes a cache of n slots (a power of two), hashing keys with
 // the family's hash.
-func newRecent[K comparable, V any](n int, hash func(*K) uint64) recent[K, V] {
+func newRecent[K comparable, V any](n int, hash func(K) uint64) recent[K, V] {
 	return recent[K, V]{hash: hash, slots: make([]recentSlot[K, V], n)}
 }
 
-func (r *recent[K, V]) slot(k *K) *recentSlot[K, V] {
+func (r *recent[K, V]) slot(k K) *recentSlot[K, V] {
 	return &r.slots[r.hash(k)&uint64(len(r.slots)-1)]
 }
 
 // get returns the forward entry of flow k if the worker created it lately.
-func (r *recent[K, V]) get(k *K, now int64) (V, bool) {
+func (r *recent[K, V]) get(k K, now int64) (V, bool) {
 	s := r.slot(k)
-	if s.made != 0 && s.k == *k && now-s.made < int64(recentAge) {
+	if s.made != 0 && s.k == k && now-s.made < int64(recentAge) {
 		return s.v, true
 	}
 	var zero V
 	return zero, false
 }
 
-func (r *recent[K, V]) put(k *K, v V, now int64) {
-	*r.slot(k) = recentSlot[K, V]{k: *k, v: v, made: now}
+func (r *recent[K, V]) put(k K, v V, now int64) {
+	*r.slot(k) = recentSlot[K, V]{k: k, v: v, made: now}
 }
 
 // family is what the shared code needs of an address family.
@@ -71,7 +71,7 @@ type family[K comparable, V any] struct {
 	// hash places a key in the recent cache: a multiply-xor of the key's
 	// words for IPv4 (1.8 ns, every slow-path frame looks), maphash for
 	// IPv6's 40 bytes.
-	hash func(*K) uint64
+	hash func(K) uint64
 	// entries builds a new connection's raw entries, the forward entry
 	// last (dataplane.RawEntries).
 	entries func(f *dataplane.NewFlow, dec *dataplane.Decision, now uint64, mac [6]byte) ([2]dataplane.RawEntry[K, V], int)
@@ -79,12 +79,12 @@ type family[K comparable, V any] struct {
 	// were written (in order).
 	write func(d Director, keys []K, vals []V) (int, error)
 	// lookup finds an entry in the tables; meta reads its flags and state.
-	lookup func(d Director, k *K) (V, bool, error)
-	meta   func(v *V) (flags, state uint8)
-	// first readies a new flow's entries for writing, as its first
+	lookup func(d Director, k K) (V, bool, error)
+	meta   func(v V) (flags, state uint8)
+	// first readies a new flow's n entries for writing, as its first
 	// packet leaves them; it reports whether the SYN proxy holds the
 	// flow (its entries written pending) instead of forwarding it.
-	first func(w *worker, f *dataplane.NewFlow, dec *dataplane.Decision, ents []dataplane.RawEntry[K, V]) (held bool)
+	first func(w *worker, f *dataplane.NewFlow, dec *dataplane.Decision, ents [2]dataplane.RawEntry[K, V], n int) (_ [2]dataplane.RawEntry[K, V], held bool)
 }
 
 // flows is one family's new flows of a batch and what became of them.
@@ -126,47 +126,62 @@ func (b *flows[K, V]) add(k K, nf dataplane.NewFlow) int {
 // lately (returned, with true), or, for a later fragment, its first
 // fragment's connection in the table (returned; none: an orphan,
 // dropped). Anything else is a new flow of the batch, nf (a later
-// fragment never starts one).
-func place[K comparable, V any](w *worker, b *flows[K, V], i int, k K, nf *dataplane.NewFlow, later bool) (V, bool) {
+// fragment never starts one). Keys, flows and values go by value: what
+// goes by pointer through the family's functions would be allocated on
+// the heap for every frame.
+func place[K comparable, V any](w *worker, b *flows[K, V], i int, k K, nf dataplane.NewFlow, later bool) (V, bool) {
 	sp := w.sp
 	var none V
 	if j, ok := b.inBatch[k]; ok {
 		w.sched[i] = j // a second packet of a flow this batch decides
 		return none, false
 	}
-	if v, ok := b.recent.get(&k, w.now); ok && (later || stillFollows(w, b.fam, &k, nf, &v)) {
-		sp.followed.Add(1)
-		return v, true
+	if v, ok := b.recent.get(k, w.now); ok {
+		if later {
+			sp.followed.Add(1)
+			return v, true
+		}
+		if cur, ok := stillFollows(w, b.fam, k, nf.Key.Proto, nf.TCPFlags, v); ok {
+			sp.followed.Add(1)
+			return cur, true
+		}
 	}
 	if later {
-		v, found, err := b.fam.lookup(sp.d, &k)
-		if flags, _ := b.fam.meta(&v); err == nil && found && flags&uint8(dataplane.ConnReply|dataplane.ConnSPPending) == 0 {
-			return v, true
+		if v, ok := lookupLive(sp.d, b.fam, k); ok {
+			if flags, _ := b.fam.meta(v); flags&uint8(dataplane.ConnSPPending) == 0 {
+				return v, true
+			}
 		}
 		sp.fragOrphans.Add(1)
 		return none, false
 	}
-	w.sched[i] = b.add(k, *nf)
+	w.sched[i] = b.add(k, nf)
 	return none, false
 }
 
-// stillFollows reports whether a packet of a flow created moments ago
-// follows that flow's connection (v, refreshed from the table when it
-// was looked up). Only a bare SYN may start a new one on the same tuple
+// lookupLive finds k's entry in the tables, if it is not a reply entry.
+func lookupLive[K comparable, V any](d Director, fam *family[K, V], k K) (V, bool) {
+	v, found, err := fam.lookup(d, k)
+	if flags, _ := fam.meta(v); err != nil || !found || flags&uint8(dataplane.ConnReply) != 0 {
+		return v, false
+	}
+	return v, true
+}
+
+// stillFollows reports whether a packet (protocol proto, TCP flags) of a
+// flow created moments ago, whose forward entry was v, follows that
+// connection, and returns the entry, refreshed from the table when it
+// was looked up. Only a bare SYN may start a new one on the same tuple
 // (conn_reused: the old one is closing); that case costs one lookup.
-func stillFollows[K comparable, V any](w *worker, fam *family[K, V], k *K, nf *dataplane.NewFlow, v *V) bool {
-	if nf.Key.Proto != protoTCP || nf.TCPFlags&(dataplane.TCPSyn|dataplane.TCPAck) != dataplane.TCPSyn {
-		return true
+func stillFollows[K comparable, V any](w *worker, fam *family[K, V], k K, proto, flags uint8, v V) (V, bool) {
+	if proto != protoTCP || flags&(dataplane.TCPSyn|dataplane.TCPAck) != dataplane.TCPSyn {
+		return v, true
 	}
-	cur, found, err := fam.lookup(w.sp.d, k)
-	if err != nil || !found {
-		return false // gone: schedule afresh
+	cur, ok := lookupLive(w.sp.d, fam, k) // gone: schedule afresh
+	if _, state := fam.meta(cur); !ok || closing(conntrack.State(state)) {
+		return v, false
 	}
-	if flags, state := fam.meta(&cur); flags&uint8(dataplane.ConnReply) != 0 || closing(conntrack.State(state)) {
-		return false
-	}
-	*v = cur
-	return true
+	return cur, true
 }
 
 // decide asks the handler about the batch's new flows of one family and
@@ -188,7 +203,7 @@ func decide[K comparable, V any](w *worker, b *flows[K, V]) {
 		}
 		f := &b.flows[i]
 		ents, n := fam.entries(f, dec, now, d.IfaceMAC(f.Ifindex))
-		b.held[i] = fam.first(w, f, dec, ents[:n])
+		ents, b.held[i] = fam.first(w, f, dec, ents, n)
 		for _, e := range ents[:n] {
 			b.wkeys, b.wvals = append(b.wkeys, e.K), append(b.wvals, e.V)
 		}
@@ -213,7 +228,7 @@ func decide[K comparable, V any](w *worker, b *flows[K, V]) {
 		if j+n <= done {
 			b.fwds[i] = b.wvals[j+n-1]
 			if !b.held[i] {
-				b.recent.put(&b.wkeys[j+n-1], b.wvals[j+n-1], w.now)
+				b.recent.put(b.wkeys[j+n-1], b.wvals[j+n-1], w.now)
 			}
 			sp.newConns.Add(1)
 		} else {
@@ -230,22 +245,26 @@ var (
 		entries: dataplane.RawEntries,
 		hash:    hash4,
 		write:   Director.WriteConns,
-		lookup:  Director.LookupRaw,
-		meta:    func(v *bpfobj.DirectorConnVal) (uint8, uint8) { return v.Flags, v.State },
-		first:   first4,
+		lookup: func(d Director, k bpfobj.DirectorConnKey) (bpfobj.DirectorConnVal, bool, error) {
+			return d.LookupRaw(&k)
+		},
+		meta:  func(v bpfobj.DirectorConnVal) (uint8, uint8) { return v.Flags, v.State },
+		first: first4,
 	}
 	ipv6 = &family[bpfobj.DirectorConnKey6, bpfobj.DirectorConnVal6]{
 		name:    "IPv6 ",
 		hash:    hash6,
 		entries: dataplane.RawEntries6,
 		write:   Director.WriteConns6,
-		lookup:  Director.LookupRaw6,
-		meta:    func(v *bpfobj.DirectorConnVal6) (uint8, uint8) { return v.Flags, v.State },
-		first:   first6,
+		lookup: func(d Director, k bpfobj.DirectorConnKey6) (bpfobj.DirectorConnVal6, bool, error) {
+			return d.LookupRaw6(&k)
+		},
+		meta:  func(v bpfobj.DirectorConnVal6) (uint8, uint8) { return v.Flags, v.State },
+		first: first6,
 	}
 )
 
-func hash4(k *bpfobj.DirectorConnKey) uint64 {
+func hash4(k bpfobj.DirectorConnKey) uint64 {
 	h := uint64(k.Saddr)*0x9e3779b97f4a7c15 ^ uint64(k.Daddr)*0xc2b2ae3d27d4eb4f ^
 		(uint64(k.Sport)<<16|uint64(k.Dport)<<32|uint64(k.Proto))*0x165667b19e3779f9
 	return h>>32 ^ h
@@ -253,19 +272,18 @@ func hash4(k *bpfobj.DirectorConnKey) uint64 {
 
 var seed6 = maphash.MakeSeed()
 
-func hash6(k *bpfobj.DirectorConnKey6) uint64 { return maphash.Comparable(seed6, *k) }
+func hash6(k bpfobj.DirectorConnKey6) uint64 { return maphash.Comparable(seed6, k) }
 
 // first4: the first packet moves the state, as conn_update would in XDP;
 // a valid cookie's ACK (the SYN proxy's, synproxy.go) leaves the entries
 // pending, the forward one in SYN_RECV, for the handshake with the real.
-func first4(w *worker, f *dataplane.NewFlow, dec *dataplane.Decision, ents []dataplane.RawEntry[bpfobj.DirectorConnKey, bpfobj.DirectorConnVal]) bool {
-	n := len(ents)
+func first4(w *worker, f *dataplane.NewFlow, dec *dataplane.Decision, ents [2]dataplane.RawEntry4, n int) ([2]dataplane.RawEntry4, bool) {
 	if f.Key.Proto == protoTCP && f.TCPFlags&(dataplane.TCPSyn|dataplane.TCPAck|dataplane.TCPRst) == dataplane.TCPAck && n == 2 && w.sp.d.Proxying(dec) {
-		for j := range ents {
+		for j := range ents[:n] {
 			ents[j].V.Flags |= uint8(dataplane.ConnSPPending)
 		}
 		ents[1].V.State = uint8(conntrack.StateSynRecv)
-		return true
+		return ents, true
 	}
 	fwd := &ents[n-1].V
 	dir := dirInputOnly
@@ -273,7 +291,7 @@ func first4(w *worker, f *dataplane.NewFlow, dec *dataplane.Decision, ents []dat
 		dir = dirInput
 	}
 	fwd.State = connState(fwd.State, f.Key.Proto, f.TCPFlags, dir)
-	return false
+	return ents, false
 }
 
 // first6: the entries are written as they are before the first packet:
@@ -281,10 +299,10 @@ func first4(w *worker, f *dataplane.NewFlow, dec *dataplane.Decision, ents []dat
 // established entry of a reused tuple before handing the packet over).
 // DR's first packet only needs new MACs (transmit6 gives them, with no
 // replay), so its entry takes its state after it here.
-func first6(w *worker, f *dataplane.NewFlow, dec *dataplane.Decision, ents []dataplane.RawEntry[bpfobj.DirectorConnKey6, bpfobj.DirectorConnVal6]) bool {
+func first6(w *worker, f *dataplane.NewFlow, dec *dataplane.Decision, ents [2]dataplane.RawEntry6, n int) ([2]dataplane.RawEntry6, bool) {
 	if w.sp.d.RealView(dec.RealID).Fwd == dataplane.FwdRoute {
-		v := &ents[len(ents)-1].V
+		v := &ents[n-1].V
 		v.State = connState(v.State, f.Key.Proto, f.TCPFlags, dirInputOnly)
 	}
-	return false
+	return ents, false
 }

@@ -315,7 +315,7 @@ func (w *worker) batch(frames [][]byte) {
 			w.pkts[i] = p
 			k := w.key4(&p)
 			w.keys[i] = k
-			w.vals[i], w.follow[i] = place(w, &w.b4, i, k, nil, true)
+			w.vals[i], w.follow[i] = place(w, &w.b4, i, k, dataplane.NewFlow{}, true)
 			continue
 		}
 		if res != parsedOK {
@@ -395,8 +395,8 @@ func (w *worker) key4(p *packet) bpfobj.DirectorConnKey {
 }
 
 // newFlow4 is frame f (parsed p) as a new flow.
-func (w *worker) newFlow4(f []byte, p *packet) *dataplane.NewFlow {
-	return &dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst),
+func (w *worker) newFlow4(f []byte, p *packet) dataplane.NewFlow {
+	return dataplane.NewFlow{Key: dataplane.ConnKey{Src: netip.AddrFrom4(p.src), Dst: netip.AddrFrom4(p.dst),
 		SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])}
 }
 

@@ -141,7 +141,7 @@ func (w *worker) batch6(frames [][]byte) {
 			p.srcPort, p.dstPort = dataplane.NetPort(sport), dataplane.NetPort(dport)
 		}
 		k := dataplane.ConnKey{Src: netip.AddrFrom16(p.src), Dst: netip.AddrFrom16(p.dst), SrcPort: p.srcPort, DstPort: p.dstPort, Proto: p.proto}
-		v, follow := place(w, &w.b6, i, k.Raw6(), &dataplane.NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])},
+		v, follow := place(w, &w.b6, i, k.Raw6(), dataplane.NewFlow{Key: k, TCPFlags: p.flags, Ifindex: w.qs.ifindex, SrcMAC: [6]byte(f[6:12])},
 			p.fragment == fragLater)
 		w.follow[i], w.vals[i].RealId = follow, v.RealId
 	}
