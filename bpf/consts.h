@@ -175,6 +175,9 @@ enum svc_flag {
 	SVC_F_TMPL_PORT0 = 0x10,   /* its templates ignore the virtual port */
 	SVC_F_LOCAL = 0x20,        /* lblc: new flows follow their destination
 				    * address's entry (tmpls, keyed by it) */
+	SVC_F_ROOM = 0x40,         /* a real has an upper threshold: a new flow
+				    * takes room from its real (real_room) or
+				    * goes to Go */
 };
 
 /* A service with FULLNAT reals whose new flows XDP may open: its ring of

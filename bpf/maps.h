@@ -199,6 +199,21 @@ struct {
 	__type(value, __u64);
 } real_conns SEC(".maps");
 
+/* Each real's room under its upper threshold (-x), for SVC_F_ROOM
+ * services: how many more connections it may be given before IPVS would
+ * find it overloaded (u - ActiveConn - InActConn). Go stores it at every
+ * recount and takes one for each connection it binds; XDP takes one for
+ * each it binds (picks.h room_take, room_add). A real without a
+ * threshold has more room than any flood takes between two recounts.
+ * Memory-mapped: Go adds atomically. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_REALS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __s64);
+} real_room SEC(".maps");
+
 /* Director interfaces: MAC and AF_XDP slot, keyed by ifindex. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -114,6 +114,8 @@ static __always_inline int FAM_NAME(new_flow)(struct xdp_md *ctx, struct pkt *p,
 	return FAM_FORWARD(ctx, p, ck, c, stat);
 slow:
 	fnat_unclaim(fp);
+	if (r && (sflags & SVC_F_ROOM))
+		room_add(rid, 1); /* Go binds it */
 	return to_slow_path(ctx, stat);
 }
 

@@ -137,11 +137,38 @@ static __always_inline struct real *pick_hashed(__u32 sid, __u32 slot, __u32 kin
 	return bpf_map_lookup_elem(&reals, rid);
 }
 
-/* pick_real gives a new flow f of service sid the real Go's scheduler
+/* room_take takes one connection's room from real rid under its upper
+ * threshold (real_room): 0, or -1 when it has none left (IPVS would find
+ * it overloaded: Go decides, from counts that hold every connection XDP
+ * bound). What another CPU takes meanwhile is given back below zero. */
+static __always_inline int room_take(__u32 rid)
+{
+	__s64 *room = bpf_map_lookup_elem(&real_room, &rid);
+
+	if (!room)
+		return -1;
+	if (__sync_fetch_and_add(room, -1) > 0)
+		return 0;
+	__sync_fetch_and_add(room, 1);
+	return -1;
+}
+
+/* room_add adds n to real rid's room: -1 for a connection bound to it
+ * whatever its room (one that follows a template: IPVS binds it to an
+ * overloaded real too), 1 for room taken by a pick that was not used. */
+static __always_inline void room_add(__u32 rid, __s64 n)
+{
+	__s64 *room = bpf_map_lookup_elem(&real_room, &rid);
+
+	if (room)
+		__sync_fetch_and_add(room, n);
+}
+
+/* pick_any gives a new flow f of service sid the real Go's scheduler
  * decided for it (struct pick_seq, or the service's hash table); NULL
  * when the service has no picks or they do not cover this flow (Go
  * decides then). */
-static __always_inline struct real *pick_real(__u32 sid, struct pick_flow f, __u32 *rid)
+static __always_inline struct real *pick_any(__u32 sid, struct pick_flow f, __u32 *rid)
 {
 	struct pick_ctl *ctl = bpf_map_lookup_elem(&pick_ctls, &sid);
 	struct pick_seq *seq;
@@ -172,6 +199,18 @@ static __always_inline struct real *pick_real(__u32 sid, struct pick_flow f, __u
 	idx &= PICK_SEQ_LEN - 1;
 	*rid = seq->reals[idx];
 	return bpf_map_lookup_elem(&reals, rid);
+}
+
+/* pick_real is pick_any's real while it has room under its threshold
+ * (a service with SVC_F_ROOM); NULL: Go decides. */
+static __always_inline struct real *pick_real(__u32 sid, __u32 sflags, struct pick_flow f, __u32 *rid)
+{
+	struct real *r = pick_any(sid, f, rid);
+
+	/* A real at its threshold: skipped by IPVS's schedulers, so Go's. */
+	if (r && (sflags & SVC_F_ROOM) && room_take(*rid) < 0)
+		return NULL;
+	return r;
 }
 
 /* A new flow's template key and value under construction, per CPU: in
@@ -225,7 +264,8 @@ static __always_inline struct tmpl_scratch *tmpl_of(__u32 sid, __u32 flags, cons
  * Go ends a template whose real may no longer take its clients (gone,
  * failing, quiesced under --expire-quiescent-template, the sorry server
  * once a real is back), so one found here is good. */
-static __always_inline struct real *pick_persistent(__u32 sid, struct tmpl_scratch *t, struct pick_flow f, __u32 *rid)
+static __always_inline struct real *pick_persistent(__u32 sid, __u32 sflags, struct tmpl_scratch *t, struct pick_flow f,
+						     __u32 *rid)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 	struct tmpl_val *v = bpf_map_lookup_elem(&tmpls, &t->key);
@@ -235,9 +275,11 @@ static __always_inline struct real *pick_persistent(__u32 sid, struct tmpl_scrat
 		*rid = v->real_id;
 		if (v->last_used != now)
 			v->last_used = now;
+		if (sflags & SVC_F_ROOM)
+			room_add(*rid, -1);
 		return bpf_map_lookup_elem(&reals, rid);
 	}
-	r = pick_real(sid, f, rid);
+	r = pick_real(sid, sflags, f, rid);
 	if (!r)
 		return NULL;
 	t->val.real_id = *rid;
@@ -245,11 +287,15 @@ static __always_inline struct real *pick_persistent(__u32 sid, struct tmpl_scrat
 	if (bpf_map_update_elem(&tmpls, &t->key, &t->val, BPF_NOEXIST) == 0)
 		return r;
 	/* Another CPU made it meanwhile (its real, then), or the table is
-	 * full (Go decides). */
+	 * full (Go decides); the pick's room is not used. */
+	if (sflags & SVC_F_ROOM)
+		room_add(*rid, 1);
 	v = bpf_map_lookup_elem(&tmpls, &t->key);
 	if (!v)
 		return NULL;
 	*rid = v->real_id;
+	if (sflags & SVC_F_ROOM)
+		room_add(*rid, -1);
 	return bpf_map_lookup_elem(&reals, rid);
 }
 
@@ -258,7 +304,7 @@ static __always_inline struct real *pick_persistent(__u32 sid, struct tmpl_scrat
  * names, while that real may keep it (ip_vs_lblc_schedule's hit; the
  * entry's last use renewed). NULL: Go decides (no entry, or its real may
  * not keep it: wlc's pick and the new entry are Go's). */
-static __always_inline struct real *pick_local(struct tmpl_scratch *t, __u32 *rid)
+static __always_inline struct real *pick_local(struct tmpl_scratch *t, __u32 sflags, __u32 *rid)
 {
 	struct tmpl_val *v = bpf_map_lookup_elem(&tmpls, &t->key);
 	struct real *r;
@@ -270,6 +316,8 @@ static __always_inline struct real *pick_local(struct tmpl_scratch *t, __u32 *ri
 	r = bpf_map_lookup_elem(&reals, rid);
 	if (!r || !(r->flags & REAL_F_LOCAL_OK))
 		return NULL;
+	if ((sflags & SVC_F_ROOM) && room_take(*rid) < 0)
+		return NULL; /* at its threshold: lblc moves the address */
 	now = bpf_ktime_get_coarse_ns();
 	if (v->last_used != now)
 		v->last_used = now;
@@ -291,13 +339,13 @@ static __always_inline struct real *pick_new(__u32 sid, __u32 sflags, const __be
 
 	if (sflags & SVC_F_LOCAL) {
 		t = tmpl_of(sid, LOCAL_KEY_FLAGS, daddr, alen, 0);
-		return t ? pick_local(t, rid) : NULL;
+		return t ? pick_local(t, sflags, rid) : NULL;
 	}
 	if (sflags & SVC_F_PERSIST) {
 		t = tmpl_of(sid, sflags, saddr, alen, dport);
-		return t ? pick_persistent(sid, t, f, rid) : NULL;
+		return t ? pick_persistent(sid, sflags, t, f, rid) : NULL;
 	}
-	return pick_real(sid, f, rid);
+	return pick_real(sid, sflags, f, rid);
 }
 
 /* fnat_claim takes the local address and port of a new FULLNAT

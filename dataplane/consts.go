@@ -97,6 +97,10 @@ const (
 	// address's entry, kept as a port-zero template of the service keyed
 	// by that address (LocalEntry), to a real marked LocalOK.
 	SvcLocal = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_LOCAL)
+	// SvcRoom: a service with a real under an upper threshold; each new
+	// connection XDP binds takes room from its real (SetRoom), and a real
+	// without room left sends the flow to Go.
+	SvcRoom = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_ROOM)
 )
 
 // LocalEntry is the key of an lblc service's entry for destination

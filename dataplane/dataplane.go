@@ -89,6 +89,10 @@ type Dataplane struct {
 	// fnatView maps the FULLNAT port slots (fnat.go), once.
 	fnatOnce sync.Once
 	fnatView *fnatView
+	// roomView maps the reals' room under their thresholds (room.go), once.
+	roomOnce sync.Once
+	roomView *roomView
+	roomErr  error
 	fnatErr  error
 	links    []link.Link
 	ifaces   []Interface
@@ -274,7 +278,7 @@ func (d *Dataplane) Close() error {
 	d.links = nil
 	err = errors.Join(err, d.sweep.Close())
 	d.sweep = nil
-	err = errors.Join(err, d.closeFNAT())
+	err = errors.Join(err, d.closeFNAT(), d.closeRooms())
 	err = errors.Join(err, d.objs.Close())
 	return err
 }

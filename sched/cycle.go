@@ -32,15 +32,13 @@ func (s *rr) Cycle(max int) []*Dest {
 }
 
 // Cycle is wrr's: a period is sum(weight / gcd) picks over the
-// destinations with a positive weight, none overloaded (an overload
-// flag comes from connection counts, which a cycle cannot follow).
+// destinations with a positive weight that are not overloaded (an
+// overloaded one's turns are skipped, so its share drops out of the
+// period; the cycle holds while the flags do).
 func (s *wrr) Cycle(max int) []*Dest {
 	n := 0
 	for _, d := range s.dests {
-		if d.Overloaded {
-			return nil
-		}
-		if d.Weight > 0 {
+		if d.Weight > 0 && !d.Overloaded {
 			n += d.Weight / s.di
 		}
 	}

@@ -297,6 +297,7 @@ const (
 	DirectorSvcFlagSVC_F_PERSIST       DirectorSvcFlag = 8
 	DirectorSvcFlagSVC_F_TMPL_PORT0    DirectorSvcFlag = 16
 	DirectorSvcFlagSVC_F_LOCAL         DirectorSvcFlag = 32
+	DirectorSvcFlagSVC_F_ROOM          DirectorSvcFlag = 64
 )
 
 type DirectorSvcKey struct {
@@ -386,6 +387,7 @@ const (
 	DirectorMapPickSeqs         = "pick_seqs"
 	DirectorMapRealConns        = "real_conns"
 	DirectorMapRealPorts        = "real_ports"
+	DirectorMapRealRoom         = "real_room"
 	DirectorMapRealTraffic      = "real_traffic"
 	DirectorMapReals            = "reals"
 	DirectorMapSeqadjs          = "seqadjs"
@@ -476,6 +478,7 @@ type DirectorMapSpecs struct {
 	PickSeqs      *ebpf.MapSpec `ebpf:"pick_seqs"`
 	RealConns     *ebpf.MapSpec `ebpf:"real_conns"`
 	RealPorts     *ebpf.MapSpec `ebpf:"real_ports"`
+	RealRoom      *ebpf.MapSpec `ebpf:"real_room"`
 	RealTraffic   *ebpf.MapSpec `ebpf:"real_traffic"`
 	Reals         *ebpf.MapSpec `ebpf:"reals"`
 	Seqadjs       *ebpf.MapSpec `ebpf:"seqadjs"`
@@ -540,6 +543,7 @@ type DirectorMaps struct {
 	PickSeqs      *ebpf.Map `ebpf:"pick_seqs"`
 	RealConns     *ebpf.Map `ebpf:"real_conns"`
 	RealPorts     *ebpf.Map `ebpf:"real_ports"`
+	RealRoom      *ebpf.Map `ebpf:"real_room"`
 	RealTraffic   *ebpf.Map `ebpf:"real_traffic"`
 	Reals         *ebpf.Map `ebpf:"reals"`
 	Seqadjs       *ebpf.Map `ebpf:"seqadjs"`
@@ -578,6 +582,7 @@ func (m *DirectorMaps) Close() error {
 		m.PickSeqs,
 		m.RealConns,
 		m.RealPorts,
+		m.RealRoom,
 		m.RealTraffic,
 		m.Reals,
 		m.Seqadjs,

@@ -276,6 +276,7 @@ const (
 	SweepMapPickSeqs        = "pick_seqs"
 	SweepMapRealConns       = "real_conns"
 	SweepMapRealPorts       = "real_ports"
+	SweepMapRealRoom        = "real_room"
 	SweepMapRealTraffic     = "real_traffic"
 	SweepMapReals           = "reals"
 	SweepMapSeqadjs         = "seqadjs"
@@ -365,6 +366,7 @@ type SweepMapSpecs struct {
 	PickSeqs        *ebpf.MapSpec `ebpf:"pick_seqs"`
 	RealConns       *ebpf.MapSpec `ebpf:"real_conns"`
 	RealPorts       *ebpf.MapSpec `ebpf:"real_ports"`
+	RealRoom        *ebpf.MapSpec `ebpf:"real_room"`
 	RealTraffic     *ebpf.MapSpec `ebpf:"real_traffic"`
 	Reals           *ebpf.MapSpec `ebpf:"reals"`
 	Seqadjs         *ebpf.MapSpec `ebpf:"seqadjs"`
@@ -430,6 +432,7 @@ type SweepMaps struct {
 	PickSeqs        *ebpf.Map `ebpf:"pick_seqs"`
 	RealConns       *ebpf.Map `ebpf:"real_conns"`
 	RealPorts       *ebpf.Map `ebpf:"real_ports"`
+	RealRoom        *ebpf.Map `ebpf:"real_room"`
 	RealTraffic     *ebpf.Map `ebpf:"real_traffic"`
 	Reals           *ebpf.Map `ebpf:"reals"`
 	Seqadjs         *ebpf.Map `ebpf:"seqadjs"`
@@ -471,6 +474,7 @@ func (m *SweepMaps) Close() error {
 		m.PickSeqs,
 		m.RealConns,
 		m.RealPorts,
+		m.RealRoom,
 		m.RealTraffic,
 		m.Reals,
 		m.Seqadjs,

@@ -35,6 +35,10 @@ type dest struct {
 	// localOK: an lblc real that may keep its destination addresses
 	// (local.go), as written to the data plane.
 	localOK bool
+	// xdpSeen is how many connections XDP had bound to d when Go last
+	// counted them, and seqCounted how many Go counted since from a
+	// lookahead's sequence (room.go).
+	xdpSeen, seqCounted uint64
 }
 
 // weight is what the scheduler sees: the configured weight, or 0 while
@@ -249,6 +253,9 @@ func (s *Server) installDest(sv *service, d config.Dest, id uint32, hop neigh.Ne
 		return nil, err
 	}
 	s.reals[id] = nd
+	// Connections XDP bound to the id before (an adopted real's): counted
+	// in the table already.
+	nd.xdpSeen, _ = s.opts.Dataplane.RealPicks(id)
 	return nd, nil
 }
 

@@ -54,11 +54,15 @@ func (s *Server) NewFlows(flows []dataplane.NewFlow, decs []dataplane.Decision) 
 	for i := range flows {
 		decs[i] = s.newFlow(&flows[i], now)
 	}
-	// Services XDP schedules from a lookahead that ran out: a fresh one
-	// from the counts as they are now, this batch's picks counted.
+	// Services XDP schedules from a lookahead that ran out, or whose
+	// real ran out of room: fresh picks from the counts as they are now,
+	// this batch's picks counted.
 	for sv := range s.relooks {
 		if s.byID[sv.id] == sv {
 			s.syncPicks(sv)
+			if sv.local {
+				s.syncLocal(sv) // a real overloaded lets its addresses go
+			}
 		}
 		delete(s.relooks, sv)
 	}
@@ -87,8 +91,10 @@ func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Deci
 			return dataplane.Decision{}
 		}
 	}
-	if sv.fast != nil && sv.fast.lookahead && !s.relooks[sv] {
-		// XDP's picks first, as they came first.
+	if !s.relooks[sv] && ((sv.fast != nil && sv.fast.lookahead) || sv.roomed()) {
+		// XDP's picks first, as they came first: the scheduler moved on
+		// by them, and the connections they bound counted (a real out of
+		// room is overloaded now, as IPVS finds it).
 		s.catchUp(sv)
 		s.relooks[sv] = true
 	}
@@ -128,6 +134,9 @@ func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Deci
 	// state; reaching the upper threshold overloads the real.
 	d.sd.InactConns++
 	d.conns++
+	if sv.dpf&dataplane.SvcRoom != 0 {
+		_ = s.opts.Dataplane.AddRoom(d.realID, -1) // XDP sees it bound
+	}
 	if u := d.cfg.UThreshold; u != 0 && uint32(d.sd.ActiveConns+d.sd.InactConns) >= u {
 		d.sd.Overloaded = true
 	}

@@ -74,9 +74,16 @@ func (f *fastPicks) counts(from, to uint64) map[*sched.Dest]int {
 }
 
 // catchUp moves sv's scheduler on by the picks XDP made from its
-// sequence since the last catch-up, or counts them (a lookahead); s.mu
-// is held. Call it before changing what the scheduler sees.
+// sequence since the last catch-up, or counts them (a lookahead), and
+// counts the other connections XDP bound to a real under a threshold
+// (countXDP); s.mu is held. Call it before changing what the scheduler
+// sees.
 func (s *Server) catchUp(sv *service) {
+	s.catchUpPicks(sv)
+	s.countXDP(sv)
+}
+
+func (s *Server) catchUpPicks(sv *service) {
 	if sv.fast == nil || sv.fast.hashed {
 		return
 	}
@@ -93,7 +100,15 @@ func (s *Server) catchUp(sv *service) {
 		sv.fast.done = used
 		return
 	}
-	n := (used - sv.fast.done) % uint64(len(sv.fast.cycle))
+	// A cycle's picks repeat, so whole cycles need not be replayed; but
+	// the first whole one is, since it ends at a pick, where the
+	// scheduler may not have started (at a real that was overloaded
+	// then, or at the list's head): the picks repeat from there on, the
+	// scheduler's position too.
+	n, l := used-sv.fast.done, uint64(len(sv.fast.cycle))
+	if n >= l {
+		n = l + (n-l)%l
+	}
 	for i := uint64(0); i < n; i++ {
 		sv.sched.Schedule(sched.Flow{})
 	}
@@ -112,6 +127,9 @@ func (s *Server) countPicks(sv *service, from, to uint64) {
 	}
 	for d, c := range sv.fast.counts(from, to) {
 		d.InactConns += c
+		if x := s.reals[d.ID]; x != nil {
+			x.seqCounted += uint64(c) // not counted again by countXDP
+		}
 		if d.UThreshold != 0 && d.ActiveConns+d.InactConns >= d.UThreshold {
 			d.Overloaded = true // ip_vs_bind_dest, as newFlow
 		}
@@ -135,6 +153,7 @@ func (s *Server) relook(sv *service) {
 // change.
 func (s *Server) reschedule(sv *service) {
 	sv.sched.Update(sv.schedDests())
+	s.syncRoom(sv)
 	s.syncRing(sv)
 	s.syncPicks(sv)
 	s.syncLocal(sv)
@@ -200,22 +219,14 @@ func (s *Server) syncPicks(sv *service) {
 }
 
 // cyclable reports whether XDP may schedule sv's new flows from a pick
-// sequence or table: FULLNAT reals only with a ring of local ports, and
-// connection thresholds only where the sequence is a lookahead (it
-// counts its picks as Go counts its own, the overload flag set at the
-// pick that reaches the upper threshold; a cycle or a hash table does not
-// count), and not on a persistent service (connections that follow a
-// template count toward the threshold too, and XDP does not count them).
+// sequence or table: FULLNAT reals only with a ring of local ports. A
+// real under an upper threshold takes room for each pick (room.go).
 // A persistent service's picks go to the clients XDP makes templates for
 // (bpf/picks.h pick_persistent).
 func (s *Server) cyclable(sv *service) bool {
-	_, lookahead := sv.sched.(sched.Lookaheader)
 	for _, sd := range sv.schedDests() {
 		d := s.reals[sd.ID]
 		if d == nil || (d.cfg.Fwd == config.FwdFullNAT && sv.ring == 0) {
-			return false
-		}
-		if (d.cfg.UThreshold != 0 || d.cfg.LThreshold != 0) && (!lookahead || sv.cfg.Persistent) {
 			return false
 		}
 	}

@@ -31,8 +31,8 @@ func svcID(s *Server, line string) uint32 {
 
 // TestPickCycles: rr and wrr services get their scheduler's cycle in
 // XDP, persistent ones too (XDP takes a pick only for a client without a
-// template); lblc, FULLNAT reals and thresholds on anything but a
-// non-persistent lookahead do not; a deleted service's cycle goes.
+// template), and those with thresholds (each real's room set); lblc and
+// FULLNAT reals without a ring do not; a deleted service's cycle goes.
 func TestPickCycles(t *testing.T) {
 	s, dp, _ := newTestServer(t)
 	apply(t, s, "-A -t 10.0.0.100:80 -s wrr")
@@ -46,9 +46,7 @@ func TestPickCycles(t *testing.T) {
 	}
 	for _, c := range []struct{ name, lines string }{
 		{"lblc", "-A -t 10.0.0.100:81 -s lblc\n-a -t 10.0.0.100:81 -r 10.0.0.11 -g"},
-		{"persistent wlc with a threshold", "-A -t 10.0.0.100:85 -s wlc -p\n-a -t 10.0.0.100:85 -r 10.0.0.11 -g -x 10"},
 		{"rr with a FULLNAT real", "-A -t 10.0.0.100:83 -s rr\n-a -t 10.0.0.100:83 -r 10.0.0.11 -g\n-a -t 10.0.0.100:83 -r 10.0.0.13 -b"},
-		{"rr with a threshold", "-A -t 10.0.0.100:84 -s rr\n-a -t 10.0.0.100:84 -r 10.0.0.11 -g -x 10"},
 	} {
 		if err := s.ApplyLines(context.Background(), lines(t, c.lines+"\n")); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
@@ -62,6 +60,29 @@ func TestPickCycles(t *testing.T) {
 	apply(t, s, "-a -t 10.0.0.100:82 -r 10.0.0.11 -g")
 	if got := cycleAddrs(t, s, dp.Picks[svcID(s, "-A -t 10.0.0.100:82")]); !slices.Equal(got, []string{"10.0.0.11"}) {
 		t.Errorf("persistent rr: cycle %v, want [10.0.0.11]", got)
+	}
+	// Thresholds: a cycle, with each real's room under its threshold.
+	apply(t, s, "-A -t 10.0.0.100:84 -s rr")
+	apply(t, s, "-a -t 10.0.0.100:84 -r 10.0.0.11 -g -x 10")
+	apply(t, s, "-a -t 10.0.0.100:84 -r 10.0.0.12 -g")
+	k := dataplane.ServiceKey{VIP: vip, Port: 84, Proto: 6}
+	if dp.SvcFlags[k]&dataplane.SvcRoom == 0 {
+		t.Error("rr with a threshold: not flagged for room")
+	}
+	if got := cycleAddrs(t, s, dp.Picks[svcID(s, "-A -t 10.0.0.100:84")]); len(got) != 2 {
+		t.Errorf("rr with a threshold: cycle %v, want both reals", got)
+	}
+	for _, d := range s.byID[svcID(s, "-A -t 10.0.0.100:84")].dests {
+		want := int64(dataplane.RoomUnlimited)
+		if d.cfg.UThreshold != 0 {
+			want = 10
+		}
+		if dp.Rooms[d.realID] != want {
+			t.Errorf("room of %v: %d, want %d", d.cfg.Addr, dp.Rooms[d.realID], want)
+		}
+	}
+	if dp.SvcFlags[dataplane.ServiceKey{VIP: vip, Port: 82, Proto: 6}]&dataplane.SvcRoom != 0 {
+		t.Error("a service without thresholds flagged for room")
 	}
 	apply(t, s, "-D -t 10.0.0.100:80")
 	if _, ok := dp.Picks[id]; ok {

@@ -70,6 +70,11 @@ type Dataplane interface {
 	ClearPicks(svcID uint32) (uint64, error)
 	PickCursor(svcID uint32) (uint64, error)
 	PickServices() ([]uint32, error)
+	// Room under upper thresholds, and the connections XDP bound
+	// (dataplane/room.go).
+	SetRoom(id uint32, room int64) error
+	AddRoom(id uint32, n int64) error
+	RealPicks(id uint32) (uint64, error)
 	Sweep(dataplane.SweepArgs) (dataplane.SweepResult, error)
 }
 

@@ -94,6 +94,9 @@ func (s *Server) syncFlags(sv *service) {
 		f |= dataplane.SvcLocal
 	}
 	f |= dataplane.SvcRing(sv.ring)
+	if sv.roomed() {
+		f |= dataplane.SvcRoom
+	}
 	if f == sv.dpf {
 		return
 	}

@@ -77,6 +77,7 @@ func (s *Server) retireDestLocked(d *dest) {
 
 // startDestStats zeroes the counters of a real id being (re)used.
 func (s *Server) startDestStats(d *dest) {
+	d.xdpSeen, d.seqCounted = 0, 0
 	if t := s.traffic(); t != nil {
 		if err := t.ResetRealTraffic(d.realID); err != nil {
 			s.log.Warn("reset real counters", "id", d.realID, "err", err)

@@ -46,6 +46,14 @@ func (s *Server) beginSweep() dataplane.SweepArgs {
 		}
 	}
 	a.Now = s.opts.Now()
+	// The connections XDP bound before the walk are in its counts, but
+	// one that reached a threshold overloaded its real (ip_vs_bind_dest),
+	// which the recount clears only under the lower one: counted now.
+	for _, sv := range s.byID {
+		if sv.roomed() {
+			s.catchUp(sv)
+		}
+	}
 	return a
 }
 
@@ -75,8 +83,11 @@ func (s *Server) finishSweep(a dataplane.SweepArgs, res dataplane.SweepResult) {
 	// the table's counts replace what they add, but a pick that reached
 	// an upper threshold overloaded its real (ip_vs_bind_dest), which
 	// the recount clears only below the lower one.
+	// So are the picks XDP made from a cycle of a service with
+	// thresholds, before the recount changes the flags they were made
+	// under.
 	for _, sv := range s.byID {
-		if sv.fast != nil && sv.fast.lookahead {
+		if sv.fast != nil && (sv.fast.lookahead || sv.roomed()) {
 			s.catchUp(sv)
 		}
 	}
@@ -94,12 +105,22 @@ func (s *Server) finishSweep(a dataplane.SweepArgs, res dataplane.SweepResult) {
 	// from which XDP took nothing since the catch-up above is what Go
 	// would install again.
 	for _, sv := range s.byID {
+		roomed := sv.roomed()
+		if roomed {
+			s.syncRoom(sv)
+		}
 		if sv.fast == nil && changed[sv] {
 			// No lookahead, as no real was available: one may be now
-			// (a recount clears overload flags).
-			if _, ok := sv.sched.(sched.Lookaheader); ok && s.cyclable(sv) {
+			// (a recount clears overload flags); likewise a cycle or
+			// table of a service with thresholds.
+			if _, ok := sv.sched.(sched.Lookaheader); (ok || roomed) && s.cyclable(sv) {
 				s.syncPicks(sv)
 			}
+			continue
+		}
+		if sv.fast != nil && !sv.fast.lookahead && roomed && changed[sv] {
+			// A real the recount took out of overload is picked again.
+			s.syncPicks(sv)
 			continue
 		}
 		if sv.fast == nil || !sv.fast.lookahead {

@@ -30,12 +30,41 @@ type FakeDataplane struct {
 	Rings   map[uint32]map[uint8][]dataplane.LocalSlot
 	Laddrs  map[uint32]netip.Addr
 	Cursors map[uint32]uint64
+	// Rooms are the reals' room under their thresholds; XDPPicks how
+	// many connections a test has "XDP" bind to each real (TakeRoom).
+	Rooms    map[uint32]int64
+	XDPPicks map[uint32]uint64
 }
 
 // NewFakeDataplane returns an empty FakeDataplane.
 func NewFakeDataplane() *FakeDataplane {
 	return &FakeDataplane{Services: map[dataplane.ServiceKey]uint32{}, SvcFlags: map[dataplane.ServiceKey]dataplane.SvcFlags{}, Reals: map[uint32]dataplane.Real{},
-		Conns: map[dataplane.ConnKey]dataplane.Conn{}, Picks: map[uint32][]uint32{}, Cursors: map[uint32]uint64{}}
+		Conns: map[dataplane.ConnKey]dataplane.Conn{}, Picks: map[uint32][]uint32{}, Cursors: map[uint32]uint64{},
+		Rooms: map[uint32]int64{}, XDPPicks: map[uint32]uint64{}}
+}
+
+// SetRoom stores a real's room.
+func (f *FakeDataplane) SetRoom(id uint32, room int64) error { f.Rooms[id] = room; return nil }
+
+// AddRoom adds to a real's room.
+func (f *FakeDataplane) AddRoom(id uint32, n int64) error { f.Rooms[id] += n; return nil }
+
+// RealPicks is how many connections "XDP" bound to a real.
+func (f *FakeDataplane) RealPicks(id uint32) (uint64, error) { return f.XDPPicks[id], nil }
+
+// Bind is XDP binding a new connection to real id of a service whose
+// flags are flags, as bpf/picks.h does: with SvcRoom, only while the
+// real has room (takeRoom; a template's follower spends it whatever
+// is left). It reports whether XDP bound it (false: Go decides).
+func (f *FakeDataplane) Bind(id uint32, flags dataplane.SvcFlags, follower bool) bool {
+	if flags&dataplane.SvcRoom != 0 {
+		if !follower && f.Rooms[id] <= 0 {
+			return false
+		}
+		f.Rooms[id]--
+	}
+	f.XDPPicks[id]++
+	return true
 }
 
 func (f *FakeDataplane) Interfaces() []dataplane.Interface {
