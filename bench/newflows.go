@@ -26,18 +26,18 @@ func (w *wire) synFlows(vip netip.Addr) loadgen.Flows {
 }
 
 // moreSchedulers each get a SYN stream of their own (IPv4, DR), a row per
-// scheduler: all but lblcr's decide new flows in XDP.
-var moreSchedulers = []string{"rr", "lc", "sed", "nq", "sh", "dh", "lblc", "fo", "ovf", "twos"}
+// scheduler, each deciding new flows in XDP.
+var moreSchedulers = []string{"rr", "lc", "sed", "nq", "sh", "dh", "lblc", "lblcr", "fo", "ovf", "twos"}
 
 // synServices adds the SYN streams' services: wrr on the DR VIP (new
 // flows scheduled in XDP from a cycle), wlc (in XDP from a lookahead), mh
 // (in XDP from its table), wlc -p 300 (in XDP from the client's template,
-// made from the lookahead's pick) and lblcr on the slow-path VIP (its
-// picks follow a per-destination set Go keeps: the Go slow path
-// decides).
+// made from the lookahead's pick) and wlc on the slow-path VIP, which
+// xipvsd is told Go schedules (--go-schedules: every new flow through the
+// Go slow path, the reference the XDP rows are measured against).
 func synServices(x *xipvs) error {
 	services := map[string][]string{"dr": {"wrr"}, "wlc": {"wlc"}, "mh": {"mh"}, "wlcp": {"wlc", "-p", "300"},
-		"slowpath": {"lblcr"}, "dr6": {"wrr"}, "wlc6": {"wlc"}, "mh6": {"mh"}, "slowpath6": {"lblcr"}, "fnatwlc": {"wlc"}}
+		"slowpath": {"wlc"}, "dr6": {"wrr"}, "wlc6": {"wlc"}, "mh6": {"mh"}, "slowpath6": {"wlc"}, "fnatwlc": {"wlc"}}
 	for _, s := range moreSchedulers {
 		services[s] = []string{s}
 	}

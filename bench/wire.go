@@ -52,8 +52,9 @@ var (
 	// wireVIPs are the xipvs director's services, one per forwarding
 	// method, a wlc and an mh one (new flows scheduled in XDP from Go's
 	// lookahead and from its Maglev table), a persistent wlc one (-p 300:
-	// XDP follows or makes the client's template) and an lblcr one whose new
-	// flows go through the Go slow path; the ceiling, reference LB and
+	// XDP follows or makes the client's template), one per other scheduler,
+	// and a wlc one whose new flows xipvsd is told Go schedules (the slow
+	// path); the ceiling, reference LB and
 	// nftables use the DR VIP.
 	wireVIPs = map[string]netip.Addr{
 		"dr": netip.MustParseAddr("10.77.0.100"), "tun": netip.MustParseAddr("10.77.0.101"),
@@ -65,7 +66,7 @@ var (
 		"sh": netip.MustParseAddr("10.77.0.112"), "dh": netip.MustParseAddr("10.77.0.113"),
 		"lblc": netip.MustParseAddr("10.77.0.114"), "fo": netip.MustParseAddr("10.77.0.115"),
 		"ovf": netip.MustParseAddr("10.77.0.116"), "twos": netip.MustParseAddr("10.77.0.117"),
-		"fnatwlc": netip.MustParseAddr("10.77.0.118"),
+		"fnatwlc": netip.MustParseAddr("10.77.0.118"), "lblcr": netip.MustParseAddr("10.77.0.119"),
 		"dr6":     netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
 		"slowpath6": netip.MustParseAddr("fd77::104"), "wlc6": netip.MustParseAddr("fd77::105"),
 		"mh6": netip.MustParseAddr("fd77::106"),
@@ -438,14 +439,16 @@ func (w *wire) setup(r *Report, o Options, work string) error {
 			return fmt.Errorf("xipvs %s: %w\nxipvsd log:\n%s", mode, err, xd.x.d.Logs())
 		}
 	}
-	o.logf("setting up the xipvsd that take the SYN streams: a wrr service (new flows in XDP) and a wlc one (the Go slow path)")
-	if xn.x, err = startXipvs(xn.ns, o, work, "wirenew", true, "eth0", "--conn-table-size", newFlowTable); err != nil {
+	o.logf("setting up the xipvsd that take the SYN streams: a service per scheduler (new flows in XDP) and a wlc one Go schedules (the slow path)")
+	goSchedules := []string{"--go-schedules", netip.AddrPortFrom(wireVIPs["slowpath"], 80).String() + "," +
+		netip.AddrPortFrom(wireVIPs["slowpath6"], 80).String()}
+	if xn.x, err = startXipvs(xn.ns, o, work, "wirenew", true, "eth0", append([]string{"--conn-table-size", newFlowTable}, goSchedules...)...); err != nil {
 		return err
 	}
 	if err := synServices(xn.x); err != nil {
 		return err
 	}
-	if x2.x, err = startXipvs(x2.ns, o, work, "wire2q", false, "eth0", "--conn-table-size", newFlowTable); err != nil {
+	if x2.x, err = startXipvs(x2.ns, o, work, "wire2q", false, "eth0", append([]string{"--conn-table-size", newFlowTable}, goSchedules...)...); err != nil {
 		return err
 	}
 	if err := synServices(x2.x); err != nil {

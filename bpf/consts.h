@@ -178,6 +178,9 @@ enum svc_flag {
 	SVC_F_ROOM = 0x40,         /* a real has an upper threshold: a new flow
 				    * takes room from its real (real_room) or
 				    * goes to Go */
+	SVC_F_LOCAL_SET = 0x80,    /* lblcr: an entry's real with no room left
+				    * is skipped (ip_vs_dest_set_min), where
+				    * lblc binds it anyway */
 };
 
 /* A service with FULLNAT reals whose new flows XDP may open: its ring of

@@ -299,11 +299,12 @@ static __always_inline struct real *pick_persistent(__u32 sid, __u32 sflags, str
 	return bpf_map_lookup_elem(&reals, rid);
 }
 
-/* pick_local gives a new flow of an lblc service (entry t built by
- * tmpl_of from its destination address) the real that address's entry
- * names, while that real may keep it (ip_vs_lblc_schedule's hit; the
- * entry's last use renewed). NULL: Go decides (no entry, or its real may
- * not keep it: wlc's pick and the new entry are Go's). */
+/* pick_local gives a new flow of an lblc or lblcr service (entry t built
+ * by tmpl_of from its destination address) the real that address's entry
+ * names, while that real may keep it (ip_vs_lblc_schedule's hit, or
+ * ip_vs_lblcr_schedule's for a set of one; the entry's last use renewed).
+ * NULL: Go decides (no entry, or its real may not keep it: wlc's pick and
+ * the new entry are Go's). */
 static __always_inline struct real *pick_local(struct tmpl_scratch *t, __u32 sflags, __u32 *rid)
 {
 	struct tmpl_val *v = bpf_map_lookup_elem(&tmpls, &t->key);
@@ -316,8 +317,14 @@ static __always_inline struct real *pick_local(struct tmpl_scratch *t, __u32 sfl
 	r = bpf_map_lookup_elem(&reals, rid);
 	if (!r || !(r->flags & REAL_F_LOCAL_OK))
 		return NULL;
-	if ((sflags & SVC_F_ROOM) && room_take(*rid) < 0)
-		return NULL; /* at its threshold: lblc moves the address */
+	if (sflags & SVC_F_ROOM) {
+		/* lblc binds a hit to an overloaded real, lblcr looks for
+		 * another (Go's). */
+		if (!(sflags & SVC_F_LOCAL_SET))
+			room_add(*rid, -1);
+		else if (room_take(*rid) < 0)
+			return NULL;
+	}
 	now = bpf_ktime_get_coarse_ns();
 	if (v->last_used != now)
 		v->last_used = now;

@@ -101,6 +101,9 @@ const (
 	// connection XDP binds takes room from its real (SetRoom), and a real
 	// without room left sends the flow to Go.
 	SvcRoom = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_ROOM)
+	// SvcLocalSet: an lblcr service, whose entry's real with no room left
+	// is skipped (lblc binds it anyway).
+	SvcLocalSet = SvcFlags(bpfobj.DirectorSvcFlagSVC_F_LOCAL_SET)
 )
 
 // LocalEntry is the key of an lblc service's entry for destination

@@ -14,7 +14,8 @@ import (
 // only while its real has room under its threshold, taking one each
 // time; a pick whose real has none left goes to the slow path and takes
 // nothing. A persistent service's template follower is bound whatever
-// the room, and spends it. IPv4 and IPv6.
+// the room, and spends it, as is an lblc entry's flow; an lblcr entry's
+// goes to Go. IPv4 and IPv6.
 func TestXDPRoom(t *testing.T) {
 	d := openDirector(t)
 	const rA, rB = 41, 42
@@ -116,6 +117,43 @@ func TestXDPRoom(t *testing.T) {
 			}
 			if got := syn(netip.MustParseAddr(map[bool]string{true: "198.51.100.99", false: "2001:db8:77::99"}[fam.vip.Is4()])); got != 0 {
 				t.Errorf("a new client's pick of A with no room went to %d, want the slow path", got)
+			}
+			if err := d.DeleteTemplates(func(dataplane.Template, dataplane.TemplateUse) bool { return true }); err != nil {
+				t.Fatal(err)
+			}
+			// An lblc entry's real with no room left: lblc binds it anyway
+			// (spending room), lblcr leaves the flow to Go.
+			for i, id := range []uint32{rA, rB} {
+				if err := d.SetReal(id, dataplane.Real{Addr: fam.realAddrs[i], Ifindex: loIfindex, MAC: macs[id], Fwd: dataplane.FwdRoute, MTU: 1500, LocalOK: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := d.SetTemplate(dataplane.LocalEntry(1, fam.vip), dataplane.TemplateUse{RealID: rA, LastUsed: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.SetRoom(rA, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.SetService(sk, 1, dataplane.SvcRoom|dataplane.SvcLocal); err != nil {
+				t.Fatal(err)
+			}
+			if got := syn(fam.client); got != rA {
+				t.Errorf("lblc: the entry's real with no room: flow went to %d, want A", got)
+			}
+			if room, _ := d.Room(rA); room != -1 {
+				t.Errorf("lblc: A's room %d, want -1", room)
+			}
+			if err := d.SetService(sk, 1, dataplane.SvcRoom|dataplane.SvcLocal|dataplane.SvcLocalSet); err != nil {
+				t.Fatal(err)
+			}
+			if got := syn(fam.client); got != 0 {
+				t.Errorf("lblcr: the entry's real with no room: flow went to %d, want the slow path", got)
+			}
+			if err := d.SetRoom(rA, 1); err != nil {
+				t.Fatal(err)
+			}
+			if got := syn(fam.client); got != rA {
+				t.Errorf("lblcr: the entry's real with room: flow went to %d, want A", got)
 			}
 			if err := d.DeleteTemplates(func(dataplane.Template, dataplane.TemplateUse) bool { return true }); err != nil {
 				t.Fatal(err)

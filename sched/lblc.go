@@ -275,10 +275,12 @@ func (s *lblcr) Schedule(f Flow) *Dest {
 	return d
 }
 
-// Locality is implemented by lblc: its table of destination addresses,
-// for a data plane that sends the new flows of an address whose entry
-// names a real that may keep it there itself, and leaves the rest (no
-// entry, or a real that may not keep it) to Schedule.
+// Locality is implemented by lblc and lblcr: their table of destination
+// addresses, for a data plane that sends the new flows of an address
+// whose entry names a real that may keep it there itself, and leaves the
+// rest (no entry, or a real that may not keep it) to Schedule. lblcr's
+// entries are its sets of one real: a set of more is decided by the
+// least loaded of its members at each flow, so Schedule keeps it.
 type Locality interface {
 	// LocalEntry returns the real addr's entry names.
 	LocalEntry(addr netip.Addr) (*Dest, bool)
@@ -329,4 +331,43 @@ func (s *lblc) LocalUsable(d *Dest) bool { return s.member(d) && d.Weight > 0 &&
 
 func (s *lblc) CollectLocal(now time.Duration) {
 	gcTable(&s.locality, now, s.table, func(en *lblcEntry) time.Duration { return en.lastuse })
+}
+
+// lblcr's entries of one real: there ip_vs_lblcr_schedule's pick is that
+// real (ip_vs_dest_set_min) while it is available and not overloaded, as
+// is_overloaded says; a set of more has no entry here.
+
+func (s *lblcr) AdoptLocal(addr netip.Addr, d *Dest, lastuse time.Duration) {
+	if s.table[addr] == nil && len(s.table) <= localityMaxSize {
+		s.table[addr] = &lblcrEntry{set: []*Dest{d}, lastuse: lastuse, lastmod: lastuse}
+	}
+}
+
+func (s *lblcr) LocalEntry(addr netip.Addr) (*Dest, bool) {
+	if en := s.table[addr]; en != nil && len(en.set) == 1 {
+		return en.set[0], true
+	}
+	return nil, false
+}
+
+func (s *lblcr) LocalUsed(addr netip.Addr, t time.Duration) {
+	if en := s.table[addr]; en != nil && t > en.lastuse {
+		en.lastuse = t
+	}
+}
+
+func (s *lblcr) LocalEntries(fn func(netip.Addr, *Dest, time.Duration)) {
+	for a, en := range s.table {
+		if len(en.set) == 1 {
+			fn(a, en.set[0], en.lastuse)
+		}
+	}
+}
+
+func (s *lblcr) LocalUsable(d *Dest) bool {
+	return s.member(d) && d.Weight > 0 && !d.Overloaded && !s.overloaded(d)
+}
+
+func (s *lblcr) CollectLocal(now time.Duration) {
+	gcTable(&s.locality, now, s.table, func(en *lblcrEntry) time.Duration { return en.lastuse })
 }

@@ -96,6 +96,8 @@ func main() {
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9639", "where Prometheus /metrics is served (\"\" to not serve it)")
 	pprofOn := fs.Bool("pprof", false, "also serve Go's profiles under /debug/pprof/ on --metrics-addr")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	var goSchedules listFlag
+	fs.Var(&goSchedules, "go-schedules", "VIP:PORT[,VIP:PORT...]: services whose new flows Go's slow path schedules, none in XDP\n(to diagnose a difference, or to measure the slow path); repeatable")
 	spAuto := fs.Bool("synproxy-auto", true,
 		"engage the SYN proxy by itself for every TCP service of NAT and FULLNAT reals while the\nslow path is overloaded (its AF_XDP rings drop new flows) or new SYNs pass --synproxy-auto-rate")
 	spAutoRate := fs.Uint64("synproxy-auto-rate", 0, "new SYNs per second to services that engage the automatic SYN proxy (0: only overload)")
@@ -156,7 +158,16 @@ func main() {
 		fmt.Fprintf(os.Stderr, "xipvsd: --conn-table-size %d: want %d to %d entries\n", *connTable, minTable, maxTable)
 		os.Exit(2)
 	}
-	opts := daemon.Options{Interfaces: ifaces, Socket: api.SocketPath(*socket), ConnTableSize: uint32(*connTable), ServiceTableSize: uint32(*svcTable),
+	var goSched []netip.AddrPort
+	for _, v := range goSchedules {
+		ap, err := netip.ParseAddrPort(v)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "xipvsd: --go-schedules %q: want VIP:PORT ([v6]:PORT for IPv6)\n", v)
+			os.Exit(2)
+		}
+		goSched = append(goSched, ap)
+	}
+	opts := daemon.Options{GoSchedules: goSched, Interfaces: ifaces, Socket: api.SocketPath(*socket), ConnTableSize: uint32(*connTable), ServiceTableSize: uint32(*svcTable),
 		SweepInterval: *sweep, ExpireQuiescentTemplate: *expireQuiescent, PinDir: *pinDir, StateFile: *stateFile,
 		Flush: *flush, ConfigFile: *configFile, MetricsAddr: *metricsAddr, Pprof: *pprofOn,
 		Defence: dataplane.Defence{MSS: uint16(*spMSS), WScale: uint8(*spWScale), AdmitRate: *admitRate, AdmitBurst: *admitBurst,

@@ -298,6 +298,7 @@ const (
 	DirectorSvcFlagSVC_F_TMPL_PORT0    DirectorSvcFlag = 16
 	DirectorSvcFlagSVC_F_LOCAL         DirectorSvcFlag = 32
 	DirectorSvcFlagSVC_F_ROOM          DirectorSvcFlag = 64
+	DirectorSvcFlagSVC_F_LOCAL_SET     DirectorSvcFlag = 128
 )
 
 type DirectorSvcKey struct {

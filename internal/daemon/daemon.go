@@ -43,6 +43,8 @@ type Options struct {
 	SweepInterval    time.Duration
 	// ExpireQuiescentTemplate is IPVS's sysctl of that name.
 	ExpireQuiescentTemplate bool
+	// GoSchedules: services whose new flows only Go schedules.
+	GoSchedules []netip.AddrPort
 	PinDir                  string
 	StateFile               string
 	// Flush discards the pinned maps and the saved state first.
@@ -128,7 +130,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	stateFile := &server.StateFile{Path: o.StateFile}
 	var b *backend // its sync daemons are saved with the configuration
 	srv = server.New(server.Options{Dataplane: dp, Neighbors: resolver, Route: neigh.RouteTo, Logger: log,
-		ExpireQuiescentTemplate: o.ExpireQuiescentTemplate, LocalAddress: neigh.LocalAddress, ServiceKeys: dp.ServiceTableSize(),
+		ExpireQuiescentTemplate: o.ExpireQuiescentTemplate, GoSchedules: o.GoSchedules, LocalAddress: neigh.LocalAddress, ServiceKeys: dp.ServiceTableSize(),
 		Reserve: stateFile.Reserve,
 		Persist: func(st server.State) error {
 			if b != nil {

@@ -236,3 +236,99 @@ func TestPersistenceInXDP(t *testing.T) {
 		}
 	}
 }
+
+// TestSchedulersNATAndFULLNAT: every scheduler, over NAT and FULLNAT,
+// IPv4 and IPv6, takes real HTTP connections scheduled in XDP: the reals
+// (weighted 1 and 2) see the client (NAT) or the local address (FULLNAT,
+// a port from the service's ring), and the order of the connections is
+// the kernel scheduler's for the ones whose picks follow from the
+// arrivals alone (rr, wrr, lc, wlc, sed, nq, fo, ovf: each pick counted,
+// the sweep held off). Not one new flow goes to the slow path but lblc's
+// and lblcr's first to each service, which makes the VIP's entry; and a
+// wlc service with an upper threshold of 2 on the heavier real (a room in
+// XDP) sends it two connections, the rest to the other.
+func TestSchedulersNATAndFULLNAT(t *testing.T) {
+	lab, vip6 := newModeLab6(t, "snf", labPlan{outside: "10.91.0", inside: "10.98.0", realsGateway: "10.98.0.1",
+		daemonArgs: []string{"--sweep-interval", "1h"}}, "fd91", "fd98", true)
+	lip4, lip6 := "10.98.0.250", "fd98::250"
+	if err := lab.lb.IP("addr", "add", lip4+"/32", "dev", "eth1"); err != nil {
+		t.Fatal(err)
+	}
+	addr6(t, lab.lb, "eth1", lip6+"/128")
+	lab.serveEcho(t, 8080)
+	reals := map[netip.Addr][2]string{lab.vip: {"10.98.0.11", "10.98.0.12"}, vip6: {"[fd98::11]", "[fd98::12]"}}
+	lips := map[netip.Addr]string{lab.vip: lip4, vip6: lip6}
+	names := map[string]string{"10.98.0.11": "rs1", "10.98.0.12": "rs2", "[fd98::11]": "rs1", "[fd98::12]": "rs2"}
+	ordered := map[string]bool{"rr": true, "wrr": true, "lc": true, "wlc": true, "sed": true, "nq": true, "fo": true, "ovf": true}
+	schedulers := []string{"rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "twos", "sh", "dh", "mh", "lblc", "lblcr", "wlc -p 300", "wlc -x"}
+	before, err := api.NewClient(lab.Socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(1000)
+	firsts := 0
+	for _, fwd := range []string{"-m", "-b"} {
+		for _, name := range schedulers {
+			for vip, rs := range reals {
+				port++
+				vs := netip.AddrPortFrom(vip, port)
+				args := strings.Fields(strings.TrimSuffix(name, " -x")) // -x is the real's
+				lab.adm(t, append([]string{"-A", "-t", vs.String(), "-s", args[0]}, args[1:]...)...)
+				if fwd == "-b" {
+					lab.adm(t, "--add-laddr", "-z", lips[vip], "-t", vs.String())
+				}
+				for w, r := range rs {
+					line := []string{"-a", "-t", vs.String(), "-r", r + ":8080", fwd, "-w", fmt.Sprint(w + 1)}
+					if name == "wlc -x" && w == 1 {
+						line = append(line, "-x", "2")
+					}
+					lab.adm(t, line...)
+				}
+				if strings.HasPrefix(name, "lblc") {
+					firsts++
+				}
+				// The kernel's scheduler given the reals as they were
+				// added (newest first; wrr keeps its current weight).
+				ref, _ := sched.New(args[0])
+				d1, d2 := &sched.Dest{ID: 1, Weight: 1, LastWeight: 1}, &sched.Dest{ID: 2, Weight: 2, LastWeight: 2}
+				ref.Update([]*sched.Dest{d1})
+				ref.Update([]*sched.Dest{d2, d1})
+				var got, want []string
+				for n := 0; n < 6; n++ {
+					who, seen, local := lab.askAt(t, vs)
+					got = append(got, who)
+					if fwd == "-m" && seen != local.String() {
+						t.Errorf("%s NAT on %v: %s saw %s, want the client %v", name, vs, who, seen, local)
+					}
+					if from, err := netip.ParseAddrPort(seen); fwd == "-b" && (err != nil || from.Addr().String() != lips[vip]) {
+						t.Errorf("%s FULLNAT on %v: %s saw %s, want the local address %s", name, vs, who, seen, lips[vip])
+					}
+					if ordered[name] {
+						d := ref.Schedule(sched.Flow{})
+						d.InactConns++
+						ref.Changed(d)
+						want = append(want, names[rs[d.ID-1]])
+					}
+				}
+				if ordered[name] && fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("%s %s on %v: the connections went to %v, the kernel's %s picks %v", name, fwd, vs, got, name, want)
+				}
+				if name == "wlc -x" {
+					if n := strings.Count(fmt.Sprint(got), "rs2"); n != 2 {
+						t.Errorf("wlc -x 2 %s on %v: %d connections on the real with the threshold, want 2: %v", fwd, vs, n, got)
+					}
+				}
+				if name == "wlc -p 300" && strings.Count(fmt.Sprint(got), got[0]) != len(got) {
+					t.Errorf("wlc -p 300 %s on %v: one client's connections went to %v, want one real", fwd, vs, got)
+				}
+			}
+		}
+	}
+	after, err := api.NewClient(lab.Socket).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := after.Counters["slow_new_conns"] - before.Counters["slow_new_conns"]; n != uint64(firsts) {
+		t.Errorf("%d new flows scheduled by the slow path, want %d (lblc's and lblcr's first to each service)", n, firsts)
+	}
+}

@@ -22,9 +22,9 @@ import (
 	"github.com/xipvs/xipvs/sched"
 )
 
-// localOf returns sv's lblc table when XDP may serve its entries: not
-// persistent (a template decides first) and no FULLNAT real or threshold
-// (cyclable).
+// localOf returns sv's lblc or lblcr table when XDP may serve its
+// entries: not persistent (a template decides first) and no FULLNAT real
+// without a ring (cyclable).
 func (s *Server) localOf(sv *service) (sched.Locality, bool) {
 	loc, ok := sv.sched.(sched.Locality)
 	if !ok || sv.cfg.Persistent || !s.cyclable(sv) {

@@ -219,11 +219,17 @@ func (s *Server) syncPicks(sv *service) {
 }
 
 // cyclable reports whether XDP may schedule sv's new flows from a pick
-// sequence or table: FULLNAT reals only with a ring of local ports. A
+// sequence or table: FULLNAT reals only with a ring of local ports, and
+// not a service the daemon was told Go schedules (GoSchedules). A
 // real under an upper threshold takes room for each pick (room.go).
 // A persistent service's picks go to the clients XDP makes templates for
 // (bpf/picks.h pick_persistent).
 func (s *Server) cyclable(sv *service) bool {
+	for _, ap := range s.opts.GoSchedules {
+		if sv.cfg.FWMark == 0 && ap.Addr() == sv.cfg.Addr && ap.Port() == sv.cfg.Port {
+			return false
+		}
+	}
 	for _, sd := range sv.schedDests() {
 		d := s.reals[sd.ID]
 		if d == nil || (d.cfg.Fwd == config.FwdFullNAT && sv.ring == 0) {

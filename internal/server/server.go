@@ -100,6 +100,10 @@ type Options struct {
 	// client is scheduled afresh. Off (the kernel's default), persistent
 	// clients keep going to a quiesced real.
 	ExpireQuiescentTemplate bool
+	// GoSchedules are services (VIP and port, any protocol) whose new
+	// flows Go's slow path schedules, none in XDP: to diagnose a
+	// difference, or to measure the slow path (xipvsd --go-schedules).
+	GoSchedules []netip.AddrPort
 	// Persist, if set, is given the configuration after every change
 	// (the daemon writes its state file with it): the change is
 	// acknowledged only once it returns nil, and undone otherwise.

@@ -532,3 +532,44 @@ func TestLocalEntriesAdopted(t *testing.T) {
 		t.Errorf("a slow-path flow to the VIP went to %v, its kept entry names %v", got, rs1)
 	}
 }
+
+// TestLblcrEntriesInXDP: lblcr's sets of one real are served in XDP as
+// lblc's entries are (flagged so that a real at its threshold is
+// skipped); a set that grows to two is Go's alone: its entry leaves the
+// data plane.
+func TestLblcrEntriesInXDP(t *testing.T) {
+	s, dp, clk := newTestServer(t)
+	apply(t, s, "-A -t 10.0.0.100:80 -s lblcr")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.11 -g -w 1")
+	apply(t, s, "-a -t 10.0.0.100:80 -r 10.0.0.12 -g -w 2")
+	dk := dataplane.ServiceKey{VIP: vip, Port: 80, Proto: 6}
+	id := svcID(s, "-A -t 10.0.0.100:80")
+	rid := map[netip.Addr]uint32{}
+	for r, d := range s.reals {
+		rid[d.cfg.Addr] = r
+	}
+	if f := dp.SvcFlags[dk]; f&dataplane.SvcLocal == 0 || f&dataplane.SvcLocalSet == 0 {
+		t.Fatalf("lblcr service flags %#x: want its entries served in XDP, as sets", f)
+	}
+	if got := newConn(t, s, dp, "198.51.100.1", 1000, 80); got != rs2 {
+		t.Fatalf("first flow to %v, want %v", got, rs2)
+	}
+	entry := dataplane.LocalEntry(id, vip)
+	if u, ok := dp.Tmpls[entry]; !ok || u.RealID != rid[rs2] {
+		t.Fatalf("the set of one in the data plane: %+v %v", u, ok)
+	}
+	// 3 active > weight 2 while 10.0.0.11 is idle: lblcr adds it.
+	for i := 0; i < 3; i++ {
+		dp.Conns[dataplane.ConnKey{Src: netipMust("198.51.100.2"), Dst: vip, SrcPort: uint16(2000 + i), DstPort: 80, Proto: 6}] =
+			dataplane.Conn{RealID: rid[rs2], ServiceID: id, State: conntrack.StateEstablished, LastSeen: clk.now}
+	}
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if got := newConn(t, s, dp, "198.51.100.3", 3000, 80); got != rs1 {
+		t.Fatalf("a flow after the overload went to %v, want %v", got, rs1)
+	}
+	if u, ok := dp.Tmpls[entry]; ok {
+		t.Fatalf("a set of two left an entry in the data plane: %+v", u)
+	}
+}

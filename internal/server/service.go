@@ -92,6 +92,9 @@ func (s *Server) syncFlags(sv *service) {
 	f := sv.dataplaneFlags()
 	if sv.local {
 		f |= dataplane.SvcLocal
+		if sv.sched.Name() == "lblcr" {
+			f |= dataplane.SvcLocalSet
+		}
 	}
 	f |= dataplane.SvcRing(sv.ring)
 	if sv.roomed() {
