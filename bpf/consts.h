@@ -58,6 +58,11 @@ _Static_assert((PICK_SEQ_LEN & (PICK_SEQ_LEN - 1)) == 0, "PICK_SEQ_LEN: a power 
 #define SH_TAB_BITS 8
 #define MH_TAB_SIZE 4093
 #define MH_KEY1 2654435761ULL
+/* A hash bucket's value with this bit: its owner is unavailable and
+ * mh-fallback hashes the flow again (picks.h mh_fallback), up to
+ * MH_PROBES times before Go's turn. */
+#define PICK_UNAVAIL 0x80000000u
+#define MH_PROBES 4
 
 /* FULLNAT ports one sweep can free; more are left for the next. */
 #ifndef MAX_SWEEP_RELEASED
@@ -281,6 +286,7 @@ enum shared_const {
 	SC_MAX_CONNS = MAX_CONNS,
 	SC_ADDR_SLOTS = ADDR_SLOTS,
 	SC_MH_TAB_SIZE = MH_TAB_SIZE,
+	SC_PICK_UNAVAIL = PICK_UNAVAIL,
 	SC_TCPOPT_TOA = TCPOPT_TOA,
 	SC_TCPOLEN_TOA = TCPOLEN_TOA,
 	SC_TCPOLEN_TOA6 = TCPOLEN_TOA6,

@@ -5,9 +5,10 @@
  * wlc, sed and nq: a lookahead), or from a table indexed by a hash of
  * the flow, computed as the kernel's scheduler computes it (sh, dh: 256
  * buckets by hash_32; mh: the Maglev table by hsiphash), whose every
- * bucket holds the real Go's scheduler gives any flow hashing there, or
- * nothing where Go must decide (no available owner; mh's fallback, which
- * hashes the flow again). */
+ * bucket holds the real Go's scheduler gives any flow hashing there,
+ * nothing where Go must decide (no available owner), or, with
+ * mh-fallback, its unavailable owner marked PICK_UNAVAIL: the flow is
+ * hashed again as the kernel does. */
 #ifndef XIPVS_PICKS_H
 #define XIPVS_PICKS_H
 
@@ -119,6 +120,28 @@ static __always_inline __s64 pick_bucket(__u32 kind, const struct pick_flow *f)
 	return -1;
 }
 
+/* mh_fallback is ip_vs_mh_get_fallback's search once the owner of flow
+ * f's bucket ihash is unavailable: for roffset = ihash, ihash + 1, ...
+ * the flow is hashed again with roffset added, and the first available
+ * owner wins, an empty bucket ends it. 0: none within MH_PROBES (or an
+ * empty bucket): Go decides. */
+static __always_inline __u32 mh_fallback(struct hash_pick_key k, __u32 kind, const struct pick_flow *f, __u32 ihash)
+{
+	__u32 v = f->src + (kind == PICK_MH_PORT ? f->sport : 0);
+
+	for (__u32 off = 0; off < MH_PROBES; off++) {
+		__u32 *x;
+
+		k.bucket = hsiphash32(v + (ihash + off) % MH_TAB_SIZE, MH_KEY1) % MH_TAB_SIZE;
+		x = bpf_map_lookup_elem(&hash_picks, &k);
+		if (!x || !*x)
+			return 0;
+		if (!(*x & PICK_UNAVAIL))
+			return *x;
+	}
+	return 0;
+}
+
 /* pick_hashed takes the real of flow f's bucket in service sid's table
  * (slot slot); NULL where Go decides. */
 static __always_inline struct real *pick_hashed(__u32 sid, __u32 slot, __u32 kind, struct pick_flow f, __u32 *rid)
@@ -134,6 +157,11 @@ static __always_inline struct real *pick_hashed(__u32 sid, __u32 slot, __u32 kin
 	if (!v || !*v)
 		return NULL;
 	*rid = *v;
+	if (*rid & PICK_UNAVAIL) {
+		*rid = mh_fallback(k, kind, &f, b);
+		if (!*rid)
+			return NULL;
+	}
 	return bpf_map_lookup_elem(&reals, rid);
 }
 

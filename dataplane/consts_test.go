@@ -80,6 +80,7 @@ func TestSharedConsts(t *testing.T) {
 		"DefaultConnTableSize":    {DefaultConnTableSize, int(bpfobj.DirectorSharedConstSC_MAX_CONNS)},
 		"addrSlots":               {addrSlots, int(bpfobj.DirectorSharedConstSC_ADDR_SLOTS)},
 		"MaxHashBuckets":          {MaxHashBuckets, int(bpfobj.DirectorSharedConstSC_MH_TAB_SIZE)},
+		"PickUnavailable":         {PickUnavailable, int(bpfobj.DirectorSharedConstSC_PICK_UNAVAIL)},
 	} {
 		if c.goVal != c.c {
 			t.Errorf("%s is %d in Go, %d in bpf/consts.h", name, c.goVal, c.c)

@@ -61,13 +61,7 @@ func TestXDPHashPicksAreTheSchedulers(t *testing.T) {
 				dests = append(dests, &sched.Dest{ID: uint32(101 + fam*n + i), Weight: w, LastWeight: 1 + r.IntN(3)})
 			}
 			s.Update(dests)
-			kind, table := s.(sched.Hasher).HashTable()
-			ids := make([]uint32, len(table))
-			for i, dd := range table {
-				if dd != nil {
-					ids[i] = dd.ID
-				}
-			}
+			kind, ids := sched.HashIDs(s.(sched.Hasher), dataplane.PickUnavailable)
 			sid := uint32(10 + fam)
 			if err := d.SetHashPicks(sid, kinds[kind], ids); err != nil {
 				t.Fatal(err)

@@ -87,8 +87,9 @@ const (
 )
 
 // SetHashPicks installs the table of a hashing scheduler for service
-// svcID: table[b] is the real (0: Go decides) of every new flow whose
-// hash of kind kind is b. It replaces the service's pick sequence or
+// svcID: table[b] is the real (0: Go decides; with PickUnavailable, an
+// owner mh-fallback looks past) of every new flow whose hash of kind kind
+// is b. It replaces the service's pick sequence or
 // table; the table is written whole before XDP switches to it.
 func (d *Dataplane) SetHashPicks(svcID uint32, kind PickKind, table []uint32) error {
 	if kind < PickSH || kind > PickMHPort || len(table) == 0 {
@@ -190,6 +191,11 @@ func (d *Dataplane) wroteHashPicks(svcID, slot uint32, keys []bpfobj.DirectorHas
 
 // MaxHashBuckets is the largest table XDP hashes into (mh's).
 const MaxHashBuckets = 4093
+
+// PickUnavailable marks a bucket of SetHashPicks's table whose owner is
+// unavailable where mh-fallback hashes the flow again: XDP does, up to 4
+// times (bpf/picks.h mh_fallback), before Go decides.
+const PickUnavailable = 1 << 31
 
 // ClearPicks leaves service svcID's new flows to the slow path and
 // returns how many XDP scheduled from the last cycle.

@@ -151,6 +151,28 @@ type Hasher interface {
 	HashTable() (HashKind, []*Dest)
 }
 
+// HashIDs is h's table by real id, as a data plane holds it: per bucket
+// the id of the real every flow hashing there goes to, 0 where nobody
+// or Go decides, and, where mh-fallback hashes the flow again, the id of
+// the bucket's unavailable owner with the bit unavail set.
+func HashIDs(h Hasher, unavail uint32) (HashKind, []uint32) {
+	kind, table := h.HashTable()
+	var owners []*Dest
+	if fb, ok := h.(interface{ fallbackOwners() []*Dest }); ok {
+		owners = fb.fallbackOwners()
+	}
+	ids := make([]uint32, len(table))
+	for i, d := range table {
+		switch {
+		case d != nil:
+			ids[i] = d.ID
+		case owners != nil && owners[i] != nil:
+			ids[i] = owners[i].ID | unavail
+		}
+	}
+	return kind, ids
+}
+
 // HashKind is the hash a Hasher's buckets are indexed by.
 type HashKind uint8
 

@@ -163,6 +163,16 @@ func hsiphash32(v uint32, key [2]uint64) uint32 {
 	return uint32((v0 ^ v1) ^ (v2 ^ v3))
 }
 
+// fallbackOwners is mh's table of owners with mh-fallback, whose
+// unavailable owners send a flow on to a search that hashes it again
+// (HashIDs); nil without.
+func (s *mh) fallbackOwners() []*Dest {
+	if s.flags&FlagFallback == 0 {
+		return nil
+	}
+	return s.lookup
+}
+
 // HashTable is mh's: the owner of each slot if available; an
 // unavailable owner leaves the slot to Go (no destination, or, with
 // mh-fallback, a search that hashes the flow again).

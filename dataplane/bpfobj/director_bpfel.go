@@ -239,6 +239,7 @@ const (
 	DirectorSharedConstSC_MAX_CONNS        DirectorSharedConst = 1048576
 	DirectorSharedConstSC_ADDR_SLOTS       DirectorSharedConst = 65536
 	DirectorSharedConstSC_MH_TAB_SIZE      DirectorSharedConst = 4093
+	DirectorSharedConstSC_PICK_UNAVAIL     DirectorSharedConst = 2147483648
 	DirectorSharedConstSC_TCPOPT_TOA       DirectorSharedConst = 254
 	DirectorSharedConstSC_TCPOLEN_TOA      DirectorSharedConst = 8
 	DirectorSharedConstSC_TCPOLEN_TOA6     DirectorSharedConst = 20

@@ -169,13 +169,7 @@ var hashKinds = map[sched.HashKind]dataplane.PickKind{
 // syncPicks installs or clears sv's pick sequence or table; s.mu is held.
 func (s *Server) syncPicks(sv *service) {
 	if h, ok := sv.sched.(sched.Hasher); ok && s.cyclable(sv) {
-		kind, table := h.HashTable()
-		ids := make([]uint32, len(table))
-		for i, d := range table {
-			if d != nil {
-				ids[i] = d.ID
-			}
-		}
+		kind, ids := sched.HashIDs(h, dataplane.PickUnavailable)
 		if err := s.opts.Dataplane.SetHashPicks(sv.id, hashKinds[kind], ids); err != nil {
 			s.log.Warn("installing the XDP hash table; the service's new flows go to the slow path", "service", sv.cfg.ServiceKey.String(), "err", err)
 			sv.fast = nil
