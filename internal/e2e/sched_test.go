@@ -23,13 +23,14 @@ import (
 // overflows on active connections); wlc with an upper threshold (-x 4) on
 // the heavier real overloads it at its fourth connection. sh and mh (with sh-port, mh-port)
 // send each connection where the kernel's hash of its source sends it;
-// twos spreads them over both reals from Go's random draws. Not one new
-// flow goes to the Go slow path, but lblc's first to each VIP (which makes
-// the VIP's entry; XDP follows it from there).
+// twos spreads them over both reals from Go's random draws; dh sends
+// them all where the kernel's hash of the VIP does. Not one new flow goes
+// to the Go slow path, but lblc's and lblcr's first to each VIP (which
+// makes the VIP's entry; XDP follows it from there).
 func TestSchedulersInXDP(t *testing.T) {
 	lab := newDRLab(t, "lcx", "--sweep-interval", "1h")
 	vip6 := addDR6(t, lab, true)
-	lab.serveEcho(t, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91)
+	lab.serveEcho(t, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93)
 	reals := map[netip.Addr][2]string{
 		lab.vip: {"10.77.0.11", "10.77.0.12"},
 		vip6:    {"[fd77::11]", "[fd77::12]"},
@@ -143,6 +144,17 @@ func TestSchedulersInXDP(t *testing.T) {
 		}
 		t.Logf("twos on %v: %v", vs, got)
 	}
+	// dh: every connection to one VIP goes where the kernel's hash of
+	// that destination sends it.
+	for vip, rs := range reals {
+		vs := netip.AddrPortFrom(vip, 93)
+		got := spread(vs, "dh", rs)
+		ref, _ := sched.New("dh")
+		ref.Update([]*sched.Dest{{ID: 2, Addr: mustAddr(rs[1]), Port: 93, Weight: 2, LastWeight: 2}, {ID: 1, Addr: mustAddr(rs[0]), Port: 93, Weight: 1, LastWeight: 1}})
+		if want := names[rs[ref.Schedule(sched.Flow{Dst: vip, DstPort: 93, Proto: 6}).ID-1]]; got[want] != 12 {
+			t.Errorf("dh on %v: %v, want all 12 on %s", vs, got, want)
+		}
+	}
 	mid, err := api.NewClient(lab.Socket).Info()
 	if err != nil {
 		t.Fatal(err)
@@ -154,20 +166,22 @@ func TestSchedulersInXDP(t *testing.T) {
 	// the heavier real, first in the list), XDP sends the next 11 after
 	// it.
 	for vip, rs := range reals {
-		vs := netip.AddrPortFrom(vip, 91)
-		if got := spread(vs, "lblc", rs); got["rs2"] != 12 {
-			t.Errorf("lblc on %v: %v, want all 12 on rs2", vs, got)
+		for i, name := range []string{"lblc", "lblcr"} {
+			vs := netip.AddrPortFrom(vip, uint16(91+i))
+			if got := spread(vs, name, rs); got["rs2"] != 12 {
+				t.Errorf("%s on %v: %v, want all 12 on rs2", name, vs, got)
+			}
 		}
 	}
 	after, err := api.NewClient(lab.Socket).Info()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := after.Counters["slow_new_conns"] - mid.Counters["slow_new_conns"]; n != 2 {
-		t.Errorf("lblc: %d new flows scheduled by the slow path, want 2 (each VIP's first)", n)
+	if n := after.Counters["slow_new_conns"] - mid.Counters["slow_new_conns"]; n != 4 {
+		t.Errorf("lblc, lblcr: %d new flows scheduled by the slow path, want 4 (each service's first)", n)
 	}
-	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 264 {
-		t.Errorf("XDP forwarded %d packets for 264 connections", n)
+	if n := after.Counters["xdp_forward"] - before.Counters["xdp_forward"]; n < 312 {
+		t.Errorf("XDP forwarded %d packets for 312 connections", n)
 	}
 }
 
@@ -238,9 +252,10 @@ func TestPersistenceInXDP(t *testing.T) {
 }
 
 // TestSchedulersNATAndFULLNAT: every scheduler, over NAT and FULLNAT,
-// IPv4 and IPv6, takes real HTTP connections scheduled in XDP: the reals
-// (weighted 1 and 2) see the client (NAT) or the local address (FULLNAT,
-// a port from the service's ring), and the order of the connections is
+// IPv4 and IPv6, takes real HTTP connections scheduled in XDP (DR:
+// TestSchedulersInXDP, TestPersistenceInXDP and the rr and wrr tests):
+// the reals (weighted 1 and 2) see the client (NAT) or the local address
+// (FULLNAT, a port from the service's ring), and the order of the connections is
 // the kernel scheduler's for the ones whose picks follow from the
 // arrivals alone (rr, wrr, lc, wlc, sed, nq, fo, ovf: each pick counted,
 // the sweep held off). Not one new flow goes to the slow path but lblc's
@@ -297,8 +312,8 @@ func TestSchedulersNATAndFULLNAT(t *testing.T) {
 				for n := 0; n < 6; n++ {
 					who, seen, local := lab.askAt(t, vs)
 					got = append(got, who)
-					if fwd == "-m" && seen != local.String() {
-						t.Errorf("%s NAT on %v: %s saw %s, want the client %v", name, vs, who, seen, local)
+					if fwd != "-b" && seen != local.String() {
+						t.Errorf("%s %s on %v: %s saw %s, want the client %v", name, fwd, vs, who, seen, local)
 					}
 					if from, err := netip.ParseAddrPort(seen); fwd == "-b" && (err != nil || from.Addr().String() != lips[vip]) {
 						t.Errorf("%s FULLNAT on %v: %s saw %s, want the local address %s", name, vs, who, seen, lips[vip])
