@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -391,28 +392,57 @@ func printMarks(w io.Writer, rules []config.MarkRule, mark uint32) {
 }
 
 // printConns writes ipvsadm -c output: the header, then one line per
-// connection as ipvsadm's print_conn formats /proc/net/ip_vs_conn
-// ("%-3s %02d:%02d %-11s %-18s %-18s %s"), sorted by client for a stable
-// listing.
-func printConns(w io.Writer, conns []api.Conn, f config.ListFormat) error {
-	bw := bufio.NewWriter(w)
+// connection as each reaches it (in the director's table order, as
+// ipvsadm lists /proc/net/ip_vs_conn), with names unless f.Numeric.
+func printConns(w io.Writer, f config.ListFormat, each func(func(api.Conn) error) error) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString(api.ConnHeader)
 	n := newNamer(f.Numeric)
-	sort.Slice(conns, func(i, j int) bool {
-		if c := conns[i].Client.Compare(conns[j].Client); c != 0 {
-			return c < 0
+	var line []byte
+	first := true
+	err := each(func(c api.Conn) error {
+		if f.Numeric {
+			line = api.AppendConnLine(line[:0], c)
+		} else {
+			e := max(c.ExpireSeconds, 0)
+			line = fmt.Appendf(line[:0], "%-3s %02d:%02d %-11s %-18s %-18s %s\n", c.Proto.String(), e/60, e%60, c.State,
+				n.addrPort(c.Client.Addr(), c.Client.Port(), c.Proto),
+				n.addrPort(c.Virtual.Addr(), c.Virtual.Port(), c.Proto),
+				n.addrPort(c.Real.Addr(), c.Real.Port(), c.Proto))
 		}
-		return conns[i].Proto < conns[j].Proto
+		if _, err := bw.Write(line); err != nil {
+			return err
+		}
+		if first {
+			first = false
+			return bw.Flush() // the first line at once
+		}
+		return nil
 	})
-	fmt.Fprint(bw, "IPVS connection entries\n")
-	fmt.Fprintf(bw, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", "destination")
-	for _, c := range conns {
-		e := c.ExpireSeconds
-		fmt.Fprintf(bw, "%-3s %02d:%02d %-11s %-18s %-18s %s\n", c.Proto.String(), e/60, e%60, c.State,
-			n.addrPort(c.Client.Addr(), c.Client.Port(), c.Proto),
-			n.addrPort(c.Virtual.Addr(), c.Virtual.Port(), c.Proto),
-			n.addrPort(c.Real.Addr(), c.Real.Port(), c.Proto))
+	return errors.Join(err, bw.Flush())
+}
+
+// streamConns is printConns of the director's table with -n: its lines
+// copied as xipvsd writes them (api.AppendConnLine), the first at once.
+func streamConns(w io.Writer, c *api.Client) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString(api.ConnHeader)
+	err := c.StreamConns(&flushFirst{w: bw})
+	return errors.Join(err, bw.Flush())
+}
+
+// flushFirst flushes its writer after the first write.
+type flushFirst struct {
+	w    *bufio.Writer
+	done bool
+}
+
+func (f *flushFirst) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil && !f.done {
+		f.done, err = true, f.w.Flush()
 	}
-	return bw.Flush()
+	return n, err
 }
 
 // printLaddrs lists FULLNAT local addresses as DPVS's ipvsadm -G does:

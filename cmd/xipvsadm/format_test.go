@@ -105,7 +105,7 @@ func TestListConnsGolden(t *testing.T) {
 		{Proto: config.TCP, ExpireSeconds: 899, State: "ESTABLISHED", Client: ap("10.77.0.1:43210"), Virtual: ap("10.77.0.100:80"), Real: ap("10.77.0.11:80")},
 	}
 	var out bytes.Buffer
-	if err := printConns(&out, conns, config.ListFormat{Numeric: true, Conn: true}); err != nil {
+	if err := printConns(&out, config.ListFormat{Numeric: true, Conn: true}, each(conns)); err != nil {
 		t.Fatal(err)
 	}
 	want, err := os.ReadFile("testdata/list-conns.golden")
@@ -262,13 +262,25 @@ func TestDualStackGolden(t *testing.T) {
 		}
 	}
 	ap := netip.MustParseAddrPort
-	conns := []api.Conn{
-		{Proto: config.TCP, ExpireSeconds: 60, State: "SYN_RECV", Client: ap("[2001:db8:77::1]:43211"), Virtual: ap("[2001:db8::100]:80"), Real: ap("[2001:db8::11]:80")},
+	conns := []api.Conn{ // in the director's order
 		{Proto: config.TCP, ExpireSeconds: 899, State: "ESTABLISHED", Client: ap("10.77.0.1:43210"), Virtual: ap("10.77.0.100:80"), Real: ap("10.77.0.11:80")},
+		{Proto: config.TCP, ExpireSeconds: 60, State: "SYN_RECV", Client: ap("[2001:db8:77::1]:43211"), Virtual: ap("[2001:db8::100]:80"), Real: ap("[2001:db8::11]:80")},
 	}
 	var out bytes.Buffer
-	if err := printConns(&out, conns, config.ListFormat{Numeric: true, Conn: true}); err != nil {
+	if err := printConns(&out, config.ListFormat{Numeric: true, Conn: true}, each(conns)); err != nil {
 		t.Fatal(err)
 	}
 	check("conns-dualstack", out.Bytes())
+}
+
+// each hands conns to printConns as the director's stream would.
+func each(conns []api.Conn) func(func(api.Conn) error) error {
+	return func(fn func(api.Conn) error) error {
+		for _, c := range conns {
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }

@@ -189,11 +189,10 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 			return printHealth(out, svcs, cmd.List.Numeric)
 		}
 		if cmd.List.Conn {
-			conns, err := c.Conns()
-			if err != nil {
-				return err
+			if cmd.List.Numeric {
+				return streamConns(out, c)
 			}
-			return printConns(out, conns, cmd.List)
+			return printConns(out, cmd.List, c.WalkConns)
 		}
 		svcs, err := c.Services()
 		if err != nil {

@@ -111,7 +111,9 @@ type Backend interface {
 	SetTimeouts(Timeouts) error
 	GetTimeouts() Timeouts
 	Info() Info
-	Conns() ([]Conn, error)
+	// WalkConns calls fn for every connection as the table's walk
+	// reaches it, until fn returns false.
+	WalkConns(fn func(Conn) bool) error
 	AddMarks([]config.MarkRule) error
 	DeleteMarks(MarkRequest) error
 	Marks() []config.MarkRule
@@ -234,7 +236,7 @@ func Handler(b Backend, status StatusOf) http.Handler {
 		var m MarkRequest
 		return nil, decode(r, &m, func() error { return b.DeleteMarks(m) })
 	})
-	do("GET /v1/conns", func(*http.Request) (any, error) { return b.Conns() })
+	mux.HandleFunc("GET /v1/conns", func(w http.ResponseWriter, r *http.Request) { serveConns(w, r, b) })
 	do("GET /v1/marks", func(*http.Request) (any, error) { return b.Marks(), nil })
 	do("POST /v1/laddrs/add", func(r *http.Request) (any, error) {
 		var l LaddrRequest
@@ -465,12 +467,6 @@ func (c *Client) DeleteMarks(mark uint32, rules []config.MarkRule) error {
 func (c *Client) Marks() ([]config.MarkRule, error) {
 	var out []config.MarkRule
 	return out, c.call("GET", "/v1/marks", nil, &out)
-}
-
-// Conns lists the connection table.
-func (c *Client) Conns() ([]Conn, error) {
-	var out []Conn
-	return out, c.call("GET", "/v1/conns", nil, &out)
 }
 
 // AddLocalAddr adds a FULLNAT local address to a service.

@@ -114,14 +114,11 @@ func (b *backend) DeleteDest(k config.ServiceKey, a netip.Addr, p uint16) error 
 	return b.srv.DeleteDest(k, a, p)
 }
 
-func (b *backend) Conns() ([]api.Conn, error) {
-	cs, err := b.srv.Conns()
-	out := make([]api.Conn, len(cs))
-	for i, c := range cs {
-		out[i] = api.Conn{Proto: config.Proto(c.Proto), ExpireSeconds: int(c.Expire / time.Second), State: c.State,
-			Client: c.Client, Virtual: c.Virtual, Real: c.Real}
-	}
-	return out, err
+func (b *backend) WalkConns(fn func(api.Conn) bool) error {
+	return b.srv.WalkConns(func(c server.ConnStatus) bool {
+		return fn(api.Conn{Proto: config.Proto(c.Proto), ExpireSeconds: int(c.Expire / time.Second), State: c.State,
+			Client: c.Client, Virtual: c.Virtual, Real: c.Real})
+	})
 }
 
 func (b *backend) LocalAddrs() []api.ServiceLaddrs {

@@ -87,8 +87,10 @@ type ConnStatus struct {
 	Real    netip.AddrPort
 }
 
-// Conns lists the connection table (ipvsadm -Lnc).
-func (s *Server) Conns() ([]ConnStatus, error) {
+// WalkConns calls fn for every connection (ipvsadm -Lnc) as the walk
+// of the tables reaches it, until fn returns false: nothing is gathered,
+// so a listing of any size takes one batch of the walk's memory.
+func (s *Server) WalkConns(fn func(ConnStatus) bool) error {
 	s.mu.Lock()
 	to := s.timeouts
 	reals := make(map[uint32]netip.AddrPort, len(s.reals))
@@ -97,8 +99,7 @@ func (s *Server) Conns() ([]ConnStatus, error) {
 	}
 	s.mu.Unlock()
 	now := s.opts.Now()
-	var out []ConnStatus
-	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+	return s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
 		if c.Flags&dataplane.ConnReply != 0 {
 			return true // listed with its forward entry
 		}
@@ -118,11 +119,9 @@ func (s *Server) Conns() ([]ConnStatus, error) {
 			// -g/-i reals of port-zero and -f services: the client's port.
 			real = netip.AddrPortFrom(real.Addr(), k.DstPort)
 		}
-		out = append(out, ConnStatus{Proto: k.Proto, Expire: left, State: state,
+		return fn(ConnStatus{Proto: k.Proto, Expire: left, State: state,
 			Client: netip.AddrPortFrom(k.Src, k.SrcPort), Virtual: netip.AddrPortFrom(k.Dst, k.DstPort), Real: real})
-		return true
 	})
-	return out, err
 }
 
 // VIPState is a VIP's health across its services, for the BGP speaker.
