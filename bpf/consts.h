@@ -272,6 +272,7 @@ enum stat_idx {
 	STAT_SHED,            /* admission: a new source's SYN over the rate */
 	STAT_NEW_SYN,         /* event: a SYN (no ACK, RST, FIN) to a VIP */
 	STAT_PASS_NO_CONN,    /* TCP, no connection and no SYN (sloppy TCP off), or a RST: passed */
+	STAT_SYNC_LOST,       /* a sync event the full ring could not take */
 	STAT_MAX,
 };
 

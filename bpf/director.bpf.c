@@ -27,6 +27,7 @@
 #include "picks.h"
 #include "forward.h"
 #include "newflow.h"
+#include "sync.h"
 
 /* process6 handles an IPv6 frame whose Ethernet header p holds. replay:
  * the slow path runs a frame whose connection it has just written
@@ -104,6 +105,8 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 		if (embryonic && p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
 			c->flags |= CONN_F_SYN_SEEN;
 		act = forward6(ctx, p, c, stat);
+		if (*stat == STAT_FORWARD)
+			conn6_sync_note(&ck, c);
 		if (embryonic && *stat == STAT_FORWARD && conn_established(CONN4(c), p)) {
 			conn6_promote(&ck, c);
 			if (p->proto == IPPROTO_TCP)
@@ -229,6 +232,8 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 		if (embryonic && p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
 			c->flags |= CONN_F_SYN_SEEN;
 		act = forward(ctx, &p, &ck, c, stat);
+		if (*stat == STAT_FORWARD)
+			conn_sync_note(&ck, c);
 		if (embryonic && *stat == STAT_FORWARD && conn_established(c, &p)) {
 			conn_promote(&ck, c);
 			if (p.proto == IPPROTO_TCP)

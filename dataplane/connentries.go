@@ -425,11 +425,13 @@ func (c Conn) raw() bpfobj.DirectorConnVal {
 
 func connFromRaw(r bpfobj.DirectorConnVal) Conn {
 	c := Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen),
-		Flags: ConnFlags(r.Flags), Ifindex: int(r.Ifindex)}
+		Flags: ConnFlags(r.Flags)}
 	if r.Nsaddr != 0 {
 		c.Out = ConnKey{Src: addrFromBE32(r.Nsaddr), Dst: addrFromBE32(r.Ndaddr), SrcPort: fromBE16(r.Nsport), DstPort: fromBE16(r.Ndport)}
 	}
 	if c.Flags&ConnReply != 0 {
+		// A forward entry's are the sync events' marks (bpf/sync.h).
+		c.Ifindex = int(r.Ifindex)
 		c.DstMAC = append(net.HardwareAddr(nil), r.Dmac[:]...)
 		c.SrcMAC = append(net.HardwareAddr(nil), r.Smac[:]...)
 	}

@@ -71,6 +71,7 @@ const (
 	StatShed           = int(bpfobj.DirectorStatIdxSTAT_SHED)
 	StatNewSYN         = int(bpfobj.DirectorStatIdxSTAT_NEW_SYN)
 	StatPassNoConn     = int(bpfobj.DirectorStatIdxSTAT_PASS_NO_CONN)
+	StatSyncLost       = int(bpfobj.DirectorStatIdxSTAT_SYNC_LOST)
 	// NumStats is how many global counters there are.
 	NumStats = int(bpfobj.DirectorStatIdxSTAT_MAX)
 )

@@ -50,11 +50,13 @@ func (c Conn) raw6() bpfobj.DirectorConnVal6 {
 
 func connFromRaw6(r bpfobj.DirectorConnVal6) Conn {
 	c := Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen),
-		Flags: ConnFlags(r.Flags), Ifindex: int(r.Ifindex)}
+		Flags: ConnFlags(r.Flags)}
 	if r.Nsaddr != ([16]byte{}) {
 		c.Out = ConnKey{Src: netip.AddrFrom16(r.Nsaddr), Dst: netip.AddrFrom16(r.Ndaddr), SrcPort: fromBE16(r.Nsport), DstPort: fromBE16(r.Ndport)}
 	}
 	if c.Flags&ConnReply != 0 {
+		// A forward entry's are the sync events' marks (bpf/sync.h).
+		c.Ifindex = int(r.Ifindex)
 		c.DstMAC = append(net.HardwareAddr(nil), r.Dmac[:]...)
 		c.SrcMAC = append(net.HardwareAddr(nil), r.Smac[:]...)
 	}

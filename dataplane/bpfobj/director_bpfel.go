@@ -286,7 +286,8 @@ const (
 	DirectorStatIdxSTAT_SHED             DirectorStatIdx = 17
 	DirectorStatIdxSTAT_NEW_SYN          DirectorStatIdx = 18
 	DirectorStatIdxSTAT_PASS_NO_CONN     DirectorStatIdx = 19
-	DirectorStatIdxSTAT_MAX              DirectorStatIdx = 20
+	DirectorStatIdxSTAT_SYNC_LOST        DirectorStatIdx = 20
+	DirectorStatIdxSTAT_MAX              DirectorStatIdx = 21
 )
 
 type DirectorSvcFlag uint32
@@ -331,6 +332,30 @@ type DirectorSweepTmpl struct {
 	Vport  uint16
 	V6     uint8
 	Pad    uint8
+}
+
+type DirectorSyncCfg struct {
+	_        structs.HostLayout
+	On       uint32
+	RefreshS uint32
+}
+
+type DirectorSyncEvent struct {
+	_      structs.HostLayout
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Nsaddr [16]uint8
+	Ndaddr [16]uint8
+	Sport  uint16
+	Dport  uint16
+	Nsport uint16
+	Ndport uint16
+	RealId uint32
+	SvcId  uint32
+	Proto  uint8
+	State  uint8
+	Flags  uint8
+	V6     uint8
 }
 
 type DirectorTcpState uint32
@@ -398,12 +423,15 @@ const (
 	DirectorMapSlowStats        = "slow_stats"
 	DirectorMapSlowTraffic      = "slow_traffic"
 	DirectorMapStats            = "stats"
+	DirectorMapSyncConf         = "sync_conf"
+	DirectorMapSyncEvents       = "sync_events"
 	DirectorMapTmplScratch      = "tmpl_scratch"
 	DirectorMapTmpls            = "tmpls"
 	DirectorMapTxPorts          = "tx_ports"
 	DirectorMapXsks             = "xsks"
 	DirectorProgXipvsDirector   = "xipvs_director"
 	DirectorProgXipvsReplay6    = "xipvs_replay6"
+	DirectorVarSyncEventBtf     = "sync_event_btf"
 	DirectorVarTcpStates        = "tcp_states"
 	DirectorVarXipvsSharedEnums = "xipvs_shared_enums"
 )
@@ -489,6 +517,8 @@ type DirectorMapSpecs struct {
 	SlowStats     *ebpf.MapSpec `ebpf:"slow_stats"`
 	SlowTraffic   *ebpf.MapSpec `ebpf:"slow_traffic"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	SyncConf      *ebpf.MapSpec `ebpf:"sync_conf"`
+	SyncEvents    *ebpf.MapSpec `ebpf:"sync_events"`
 	TmplScratch   *ebpf.MapSpec `ebpf:"tmpl_scratch"`
 	Tmpls         *ebpf.MapSpec `ebpf:"tmpls"`
 	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
@@ -499,6 +529,7 @@ type DirectorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DirectorVariableSpecs struct {
+	SyncEventBtf     *ebpf.VariableSpec `ebpf:"sync_event_btf"`
 	TcpStates        *ebpf.VariableSpec `ebpf:"tcp_states"`
 	XipvsSharedEnums *ebpf.VariableSpec `ebpf:"xipvs_shared_enums"`
 }
@@ -554,6 +585,8 @@ type DirectorMaps struct {
 	SlowStats     *ebpf.Map `ebpf:"slow_stats"`
 	SlowTraffic   *ebpf.Map `ebpf:"slow_traffic"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	SyncConf      *ebpf.Map `ebpf:"sync_conf"`
+	SyncEvents    *ebpf.Map `ebpf:"sync_events"`
 	TmplScratch   *ebpf.Map `ebpf:"tmpl_scratch"`
 	Tmpls         *ebpf.Map `ebpf:"tmpls"`
 	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
@@ -593,6 +626,8 @@ func (m *DirectorMaps) Close() error {
 		m.SlowStats,
 		m.SlowTraffic,
 		m.Stats,
+		m.SyncConf,
+		m.SyncEvents,
 		m.TmplScratch,
 		m.Tmpls,
 		m.TxPorts,
@@ -604,6 +639,7 @@ func (m *DirectorMaps) Close() error {
 //
 // It can be passed to LoadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DirectorVariables struct {
+	SyncEventBtf     *ebpf.Variable `ebpf:"sync_event_btf"`
 	TcpStates        *ebpf.Variable `ebpf:"tcp_states"`
 	XipvsSharedEnums *ebpf.Variable `ebpf:"xipvs_shared_enums"`
 }

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,14 +113,11 @@ type Stats struct {
 	Unauthenticated uint64 `json:"unauthenticated"`
 }
 
-// Source is what a master syncs: the connection table's current view.
-type Source func() ([]Record, error)
-
-// Record is a connection with its last activity.
-type Record struct {
-	Conn
-	LastSeen time.Duration
-}
+// Source feeds a master: it runs until ctx ends (or fails), handing
+// send each batch of connections to sync as the data plane reports them
+// (events: a connection entering a state IPVS syncs, or living on past
+// the refresh period), never a walk of the table.
+type Source func(ctx context.Context, send func([]Conn)) error
 
 // Sink takes one connection on a backup; an error skips it (counted).
 type Sink func(Conn) error
@@ -134,8 +130,6 @@ type Daemon struct {
 	done   chan struct{}
 	conn   *net.UDPConn
 	stats  struct{ messages, conns, bytes, malformed, skipped, errors, unauth atomic.Uint64 }
-	mu     sync.Mutex
-	sent   map[connID]sentState
 	// key signs (master) or checks (backup) every message; counter is
 	// the master's last message counter, seen the backup's by source.
 	key     []byte
@@ -157,26 +151,9 @@ func (d *Daemon) Stop() {
 	<-d.done
 }
 
-// connID names a connection in the master's record of what it sent.
-type connID struct {
-	client, virtual netip.AddrPort
-	proto           uint8
-}
-
-type sentState struct {
-	state    uint16
-	lastSeen time.Duration // the entry's last activity when sent
-	at       time.Time
-}
-
-// Interval is how often a master walks the table for changes.
-const Interval = 500 * time.Millisecond
-
-// StartMaster starts a master: every Interval it reads the table from
-// src and multicasts the connections that are new or changed state
-// since it last sent them, and those still active after half their
-// timeout (so that a backup's copy never expires while the master's
-// lives), packed into messages of at most MaxLen bytes.
+// StartMaster starts a master: it multicasts every batch src hands it,
+// packed into messages of at most MaxLen bytes. A failing src is
+// counted, logged and run again a second later.
 func StartMaster(c Config, src Source, log *slog.Logger) (*Daemon, error) {
 	ifi, err := net.InterfaceByName(c.Interface)
 	if err != nil {
@@ -202,7 +179,7 @@ func StartMaster(c Config, src Source, log *slog.Logger) (*Daemon, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{Config: c, log: log.With("component", "sync", "role", Master), cancel: cancel, done: make(chan struct{}), conn: conn,
-		sent: map[connID]sentState{}, key: key}
+		key: key}
 	go d.runMaster(ctx, src)
 	d.log.Info("sync master started", "mcast_interface", c.Interface, "syncid", c.SyncID, "group", c.Group.String(), "port", c.Port, "maxlen", c.MaxLen,
 		"signed", key != nil)
@@ -259,49 +236,30 @@ func setMcastOpts(c *net.UDPConn, ifindex, ttl int) error {
 
 func (d *Daemon) runMaster(ctx context.Context, src Source) {
 	defer close(d.done)
-	t := time.NewTicker(Interval)
-	defer t.Stop()
 	for {
+		err := src(ctx, d.sendConns)
+		if ctx.Err() != nil {
+			return
+		}
+		d.stats.errors.Add(1)
+		d.log.Warn("sync master: reading the connections to sync; again in a second", "err", err)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(time.Second):
 		}
-		recs, err := src()
-		if err != nil {
-			d.stats.errors.Add(1)
-			continue
-		}
-		d.sendChanged(recs)
 	}
 }
 
-// sendChanged sends what changed since the last walk.
-func (d *Daemon) sendChanged(recs []Record) {
-	now := time.Now()
+// sendConns multicasts conns.
+func (d *Daemon) sendConns(conns []Conn) {
 	enc := Encoder{SyncID: d.SyncID, MaxLen: d.MaxLen, Key: d.key, Counter: d.nextCounter}
-	d.mu.Lock()
-	seen := make(map[connID]bool, len(recs))
-	for _, r := range recs {
-		id := connID{r.Client, r.Virtual, r.Proto}
-		seen[id] = true
-		last, ok := d.sent[id]
-		refresh := time.Duration(r.Timeout) * time.Second / 2
-		if ok && last.state == r.State && (r.LastSeen == last.lastSeen || now.Sub(last.at) < refresh) {
-			continue
-		}
-		d.sent[id] = sentState{state: r.State, lastSeen: r.LastSeen, at: now}
-		if full := enc.Add(r.Conn); full != nil {
+	for _, c := range conns {
+		if full := enc.Add(c); full != nil {
 			d.send(full)
 		}
 		d.stats.conns.Add(1)
 	}
-	for id := range d.sent {
-		if !seen[id] {
-			delete(d.sent, id)
-		}
-	}
-	d.mu.Unlock()
 	if m := enc.Flush(); m != nil {
 		d.send(m)
 	}

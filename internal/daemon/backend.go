@@ -31,6 +31,8 @@ type backend struct {
 	bgp         *bgp.Speaker
 	bgpFromFile bool
 	sync        syncDaemons
+	// events feed a master sync daemon (nil: none can run).
+	events SyncEventSource
 }
 
 // statusOf is the HTTP status of a backend error.

@@ -166,7 +166,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	speaker := bgp.New(log)
 	defer speaker.Stop()
 	b = &backend{srv: srv, dp: dir, connTable: int(o.ConnTableSize), configFile: o.ConfigFile, log: log,
-		bgp: speaker, bgpFromFile: o.bgpFromFile}
+		bgp: speaker, bgpFromFile: o.bgpFromFile, events: dp}
 	if err := dp.SetDefence(o.Defence); err != nil {
 		return err
 	}

@@ -4,13 +4,16 @@ package daemon
 // master and a backup at most, both at once for active-active pairs.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/xipvs/xipvs/config"
+	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/connsync"
 )
@@ -192,14 +195,75 @@ func (b *backend) startDaemon(d config.SyncDaemon) error {
 	return nil
 }
 
-// syncSource is the master's view of the connection table.
-func (b *backend) syncSource() ([]connsync.Record, error) {
-	cs, err := b.srv.SyncConns()
-	out := make([]connsync.Record, len(cs))
-	for i, c := range cs {
-		out[i] = connsync.Record{Conn: c.Conn, LastSeen: c.LastSeen}
+// SyncEventSource is the data plane's sync events (dataplane/syncevents.go).
+type SyncEventSource interface {
+	SetSync(on bool, refresh time.Duration) error
+	OpenSyncEvents() (*dataplane.SyncEvents, error)
+}
+
+// syncBatch bounds a batch of events handed to the master at once.
+const syncBatch = 512
+
+// syncRefresh is how long a live connection goes between two events:
+// half the shorter of the TCP and UDP timeouts, at least 10 s
+// (ip_vs_sync_conn_needed's min_diff), so that a backup's copy, whose
+// timeout starts at the message, never expires while the master's lives;
+// the short-lived TCP states are sent as they are entered.
+func syncRefresh(tcp, udp time.Duration) time.Duration { return max(min(tcp, udp)/2, 10*time.Second) }
+
+// syncSource feeds a master from the data plane's sync events: turned on
+// while it runs, read as they come, each batch turned into records by
+// the server and sent, at once when no more are waiting.
+func (b *backend) syncSource(ctx context.Context, send func([]connsync.Conn)) error {
+	if b.events == nil {
+		return errors.New("this data plane writes no sync events")
 	}
-	return out, err
+	ev, err := b.events.OpenSyncEvents()
+	if err != nil {
+		return err
+	}
+	defer ev.Close()
+	tcp, _, udp := b.srv.Timeouts()
+	refresh := syncRefresh(tcp, udp)
+	if err := b.events.SetSync(true, refresh); err != nil {
+		return err
+	}
+	defer b.events.SetSync(false, refresh)
+	stop := context.AfterFunc(ctx, func() { ev.Close() })
+	defer stop()
+	batch := make([]dataplane.SyncEvent, 0, syncBatch)
+	var out []connsync.Conn
+	for {
+		if len(batch) == 0 {
+			ev.SetDeadline(time.Time{}) // wait for the next
+		} else {
+			ev.SetDeadline(time.Now().Add(20 * time.Millisecond))
+		}
+		e, err := ev.Read()
+		switch {
+		case err == nil:
+			if batch = append(batch, e); len(batch) < syncBatch {
+				continue
+			}
+		case errors.Is(err, dataplane.ErrNoEvent):
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			return err
+		}
+		out = b.srv.SyncConns(batch, out[:0])
+		batch = batch[:0]
+		if len(out) > 0 {
+			send(out)
+		}
+		// Changed timeouts change the refresh period.
+		if t, _, u := b.srv.Timeouts(); syncRefresh(t, u) != refresh {
+			refresh = syncRefresh(t, u)
+			if err := b.events.SetSync(true, refresh); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // stopDaemon stops the sync daemon of role.

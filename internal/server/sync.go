@@ -16,72 +16,52 @@ import (
 	"github.com/xipvs/xipvs/internal/connsync"
 )
 
-// SyncConn is a connection as the master sees it: the record to send,
-// with its last activity (to tell a refresh from an idle entry).
-type SyncConn struct {
-	connsync.Conn
-	LastSeen time.Duration
+// SyncConns turns the data plane's sync events (dataplane.SyncEvent:
+// written by XDP when IPVS would sync a connection, bpf/sync.h) into the
+// records a master sends: TCP in the states IPVS syncs (ESTABLISHED,
+// FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT) and UDP, with the forwarding
+// method and the state's timeout as IPVS sends them. An event of a real
+// this director no longer has, or of a state IPVS does not sync, gives
+// no record. One lock for the batch; nothing walks the table.
+func (s *Server) SyncConns(events []dataplane.SyncEvent, out []connsync.Conn) []connsync.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range events {
+		if c, ok := s.syncConnOf(e); ok {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
-// SyncConns lists the connections a master synchronizes: TCP in the
-// states IPVS syncs (ESTABLISHED, FIN_WAIT, TIME_WAIT, CLOSE,
-// CLOSE_WAIT) and UDP, with the forwarding method and the state's
-// timeout as IPVS sends them. The walk reads the tables; nothing is
-// added to the packet path.
-func (s *Server) SyncConns() ([]SyncConn, error) {
-	s.mu.Lock()
-	to := s.timeouts
-	type realInfo struct {
-		addr   netip.AddrPort
-		fwd    config.Fwd
-		fwmark uint32
+// syncConnOf is event e's record; s.mu is held.
+func (s *Server) syncConnOf(e dataplane.SyncEvent) (connsync.Conn, bool) {
+	k := e.Key
+	if e.Flags&dataplane.ConnReply != 0 || (k.Proto == conntrack.ProtoTCP && !syncedState(e.State)) {
+		return connsync.Conn{}, false
 	}
-	reals := make(map[uint32]realInfo, len(s.reals))
-	for id, d := range s.reals {
-		reals[id] = realInfo{addr: d.cfg.AddrPort(), fwd: d.cfg.Fwd}
+	d := s.reals[e.RealID]
+	if d == nil {
+		return connsync.Conn{}, false
 	}
-	for _, sv := range s.services {
-		for _, d := range sv.dests {
-			if r, ok := reals[d.realID]; ok {
-				r.fwmark = sv.cfg.FWMark
-				reals[d.realID] = r
-			}
-		}
+	sc := connsync.Conn{Proto: k.Proto, State: uint16(e.State), Flags: ipvsFwd(d.cfg.Fwd), FWMark: d.svc.cfg.FWMark,
+		Client: netip.AddrPortFrom(k.Src, k.SrcPort), Virtual: netip.AddrPortFrom(k.Dst, k.DstPort),
+		Timeout: uint32(s.timeouts.Timeout(k.Proto, e.State) / time.Second)}
+	dport := d.cfg.Port
+	if e.Out.Src.IsValid() {
+		dport = e.Out.DstPort
 	}
-	s.mu.Unlock()
-	var out []SyncConn
-	err := s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
-		if c.Flags&dataplane.ConnReply != 0 {
-			return true
-		}
-		if k.Proto == conntrack.ProtoTCP && !syncedState(c.State) {
-			return true
-		}
-		r, ok := reals[c.RealID]
-		if !ok {
-			return true
-		}
-		sc := connsync.Conn{Proto: k.Proto, State: uint16(c.State), Flags: ipvsFwd(r.fwd), FWMark: r.fwmark,
-			Client: netip.AddrPortFrom(k.Src, k.SrcPort), Virtual: netip.AddrPortFrom(k.Dst, k.DstPort),
-			Timeout: uint32(to.Timeout(k.Proto, c.State) / time.Second)}
-		dport := r.addr.Port()
-		if c.Rewrites() {
-			dport = c.Out.DstPort
-		}
-		if dport == 0 {
-			dport = k.DstPort
-		}
-		sc.Dest = netip.AddrPortFrom(r.addr.Addr(), dport)
-		if k.Proto == conntrack.ProtoUDP {
-			sc.State = 0 // IP_VS_UDP_S_NORMAL
-		}
-		if c.Flags&dataplane.ConnFullNAT != 0 {
-			sc.Local = netip.AddrPortFrom(c.Out.Src, c.Out.SrcPort)
-		}
-		out = append(out, SyncConn{Conn: sc, LastSeen: c.LastSeen})
-		return true
-	})
-	return out, err
+	if dport == 0 {
+		dport = k.DstPort
+	}
+	sc.Dest = netip.AddrPortFrom(d.cfg.Addr, dport)
+	if k.Proto == conntrack.ProtoUDP {
+		sc.State = 0 // IP_VS_UDP_S_NORMAL
+	}
+	if e.Flags&dataplane.ConnFullNAT != 0 {
+		sc.Local = netip.AddrPortFrom(e.Out.Src, e.Out.SrcPort)
+	}
+	return sc, true
 }
 
 // syncedState reports whether IPVS synchronizes a TCP connection in

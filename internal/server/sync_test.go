@@ -46,7 +46,17 @@ func syncPair(t *testing.T) (m, b *Server, mdp, bdp *testutil.FakeDataplane, clk
 	return
 }
 
-// TestSyncConns: what a master lists (IPVS's states and forwarding
+// eventsOf is the sync event of every entry of dp's table, as XDP would
+// write them (SyncConns drops what IPVS does not sync).
+func eventsOf(dp *testutil.FakeDataplane) []dataplane.SyncEvent {
+	var out []dataplane.SyncEvent
+	for k, c := range dp.Conns {
+		out = append(out, dataplane.SyncEventOf(k, c))
+	}
+	return out
+}
+
+// TestSyncConns: what a master sends of XDP's events (IPVS's states and forwarding
 // flags, FULLNAT's local address) a backup inserts into its own table
 // bound to its own configuration: DR, NAT with its reply entry toward
 // the client's next hop, FULLNAT with its local port reserved; records
@@ -70,18 +80,15 @@ func TestSyncConns(t *testing.T) {
 	// A SYN_RECV connection is not synced (IPVS syncs from ESTABLISHED).
 	mdp.Conns[dataplane.ConnKey{Src: client, Dst: vip, SrcPort: 41000, DstPort: 80, Proto: 6}] = dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateSynRecv}
 
-	recs, err := m.SyncConns()
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := m.SyncConns(eventsOf(mdp), nil)
 	if len(recs) != 3 {
 		t.Fatalf("master lists %d connections: %+v", len(recs), recs)
 	}
 	byPort := map[uint16]connsync.Conn{}
 	for _, r := range recs {
-		byPort[r.Virtual.Port()] = r.Conn
+		byPort[r.Virtual.Port()] = r
 		if r.State != 1 || r.Timeout != 900 || r.Proto != 6 || r.Client.Addr() != client {
-			t.Errorf("record %+v", r.Conn)
+			t.Errorf("record %+v", r)
 		}
 	}
 	if c := byPort[80]; c.Flags != connsync.FlagFwdRoute || c.Dest != netip.MustParseAddrPort("10.0.0.11:80") || c.Local.IsValid() {
@@ -96,8 +103,8 @@ func TestSyncConns(t *testing.T) {
 	}
 
 	for _, r := range recs {
-		if err := b.InsertSynced(r.Conn); err != nil {
-			t.Errorf("insert %+v: %v", r.Conn, err)
+		if err := b.InsertSynced(r); err != nil {
+			t.Errorf("insert %+v: %v", r, err)
 		}
 	}
 	// The backup's table holds what the master's does, entry for entry
@@ -157,11 +164,11 @@ func TestSyncAgeOnFreshBackup(t *testing.T) {
 		e.Conn.State = conntrack.StateEstablished
 		mdp.Conns[e.Key] = e.Conn
 	}
-	recs, err := m.SyncConns()
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("master lists %d (%v)", len(recs), err)
+	recs := m.SyncConns(eventsOf(mdp), nil)
+	if len(recs) != 1 {
+		t.Fatalf("master lists %d", len(recs))
 	}
-	rec := recs[0].Conn
+	rec := recs[0]
 	rec.Timeout = 60 // idle for 840 s of ESTABLISHED's 900
 	for _, c := range []struct {
 		now, want time.Duration
