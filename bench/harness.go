@@ -42,6 +42,9 @@ type Options struct {
 	Runs int `json:"runs"`
 	// AgingSizes are the connection-table sizes the sweep is timed on.
 	AgingSizes []int `json:"aging_sizes"`
+	// ScaleSizes are the tables a running xipvsd is filled to and
+	// measured at (the scale scenario, once per run).
+	ScaleSizes []int `json:"scale_sizes"`
 	// FloodConns is the legitimate connections of one flood trial (the
 	// flood scenario runs once per run).
 	FloodConns int `json:"flood_conns"`
@@ -59,13 +62,13 @@ type Options struct {
 // Full is `make bench`: at least five samples of everything.
 func Full() Options {
 	return Options{Repeats: 5, Sample: time.Second, Flows: 4096, Senders: runtime.NumCPU(), Sizes: []int{64, 1500}, Clients: 16, Pings: 1000,
-		CostRepeat: 1_000_000, Runs: 2, AgingSizes: []int{1 << 20, 10_000_000}, FloodConns: 200}
+		CostRepeat: 1_000_000, Runs: 2, AgingSizes: []int{1 << 20, 10_000_000}, ScaleSizes: []int{1_000_000, 10_000_000}, FloodConns: 200}
 }
 
 // Quick is the smoke run of `make test`: every scenario, a few seconds.
 func Quick() Options {
 	return Options{Quick: true, Repeats: 2, Sample: 100 * time.Millisecond, Flows: 512, Senders: runtime.NumCPU(), Sizes: []int{64, 1500}, Clients: 4, Pings: 50,
-		CostRepeat: 10_000, Runs: 2, AgingSizes: []int{1 << 16}, FloodConns: 20}
+		CostRepeat: 10_000, Runs: 2, AgingSizes: []int{1 << 16}, ScaleSizes: []int{1 << 16}, FloodConns: 20}
 }
 
 func (o Options) logf(format string, args ...any) {
@@ -150,6 +153,13 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 		return r, fmt.Errorf("aging tables: %w", err)
 	}
 	defer aging.Close()
+	scale, err := newScaleLab(prefix+"s", work, o.ScaleSizes)
+	if err != nil {
+		return r, fmt.Errorf("scale lab: %w", err)
+	}
+	if scale != nil {
+		defer func() { err = errors.Join(err, scale.Close()) }()
+	}
 	flood, err := newFloodLab(prefix + "f")
 	if err != nil {
 		return r, fmt.Errorf("flood lab: %w", err)
@@ -184,6 +194,12 @@ func Run(ctx context.Context, o Options, command string) (_ *Report, err error) 
 			}
 			if err := ctx.Err(); err != nil {
 				return r, err
+			}
+		}
+		if scale != nil {
+			o.logf("run %d of %d: the scale scenario (an xipvsd filled to %v connections)", run, o.Runs, o.ScaleSizes)
+			if err := scale.round(r, o, run, o.ScaleSizes); err != nil {
+				return r, fmt.Errorf("scale: %w", err)
 			}
 		}
 		o.logf("run %d of %d: the flood generators, one vCPU each", run, o.Runs)

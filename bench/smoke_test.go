@@ -127,6 +127,15 @@ func checkSamples(t *testing.T, r *Report, o Options) {
 			want = append(want, "latency/"+k+"-"+kind+"/p50", "latency/"+k+"-"+kind+"/p99")
 		}
 	}
+	// The scale scenario: one sample per run and size, CPU may be 0.
+	for _, k := range []string{"idle-cpu", "idle-cpu-master", "lnc-first", "lnc-rate", "lnc-xipvsd-mb", "lnc-xipvsadm-mb", "restart-wall", "restart-cpu"} {
+		key := "scale/" + k + "-" + scaleName(o.ScaleSizes[0])
+		for run := 1; run <= o.Runs; run++ {
+			if res := r.result(key, run); res == nil || len(res.Samples) != 1 || res.Min < 0 {
+				t.Errorf("%s run %d: %+v", key, run, res)
+			}
+		}
+	}
 	for _, k := range want {
 		for run := 1; run <= o.Runs; run++ {
 			res := r.result(k, run)

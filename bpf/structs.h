@@ -236,7 +236,9 @@ struct sweep_args {
 	__u32 ipv6;     /* walk the IPv6 tables too: Go sets it once an IPv6
 			 * connection may exist (walking an empty table still
 			 * costs its buckets) */
-	__u32 pad;
+	__u32 drop_stale; /* also delete the connections whose real is gone
+			   * (the first sweep after a restart adopted the
+			   * table: no walk of its own at start) */
 };
 
 /* One real's live connections as the sweep counted them. */

@@ -120,6 +120,15 @@ static __always_inline void count_one(struct walk *w, __u32 rid, int active)
 		c->inactive++;
 }
 
+/* real_gone reports whether real rid is no longer configured (its
+ * entry in reals cleared). */
+static __always_inline int real_gone(__u32 rid)
+{
+	struct real *r = bpf_map_lookup_elem(&reals, &rid);
+
+	return !r || (r->addr == 0 && !(r->flags & REAL_F_IPV6));
+}
+
 /* live_persist counts a live connection (count_one) and returns its
  * persistent service, NULL when it belongs to none. */
 static __always_inline struct sweep_persist *live_persist(struct walk *w, __u8 proto, const struct conn_val *v)

@@ -126,7 +126,8 @@ static long FAM_NAME(sweep_one)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, str
 	}
 	if (peer && peer->last_seen > last)
 		last = peer->last_seen;
-	if (idle(w->a.now, last) < timeout_of(&w->a, k->proto, v->state)) {
+	if (idle(w->a.now, last) < timeout_of(&w->a, k->proto, v->state) &&
+	    !(w->a.drop_stale && real_gone(v->real_id))) {
 		FAM_NAME(count_live)(w, k, v);
 		return 0;
 	}

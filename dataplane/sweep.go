@@ -29,6 +29,11 @@ type SweepArgs struct {
 	// Persistent are the persistent services by id: the sweep lists the
 	// templates their live connections belong to.
 	Persistent map[uint32]SweepPersist
+	// DropStale also deletes the connections whose real is gone (not in
+	// the reals map; for SweepTable, not in Reals): the first sweep after
+	// a restart adopted the table, instead of a walk of its own.
+	DropStale bool
+	Reals     map[uint32]bool
 }
 
 // SweepPersist is a persistent service as the sweep sees it.
@@ -81,7 +86,8 @@ func (d *Dataplane) loadSweep(connTableSize, connTableSize6 uint32) error {
 	spec.Maps[bpfobj.SweepMapSweepOwned].MaxEntries = connTableSize
 	sp := &sweepProg{}
 	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpfobj.SweepMapConns: d.objs.Conns, bpfobj.SweepMapEstConns: d.objs.EstConns,
-		bpfobj.SweepMapConns6: d.objs.Conns6, bpfobj.SweepMapEstConns6: d.objs.EstConns6, bpfobj.SweepMapSeqadjs: d.objs.Seqadjs}}
+		bpfobj.SweepMapConns6: d.objs.Conns6, bpfobj.SweepMapEstConns6: d.objs.EstConns6, bpfobj.SweepMapSeqadjs: d.objs.Seqadjs,
+		bpfobj.SweepMapReals: d.objs.Reals}}
 	// Only the program and the maps it uses: the director's others are
 	// never created twice.
 	var objs struct {
@@ -126,6 +132,9 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 	args := bpfobj.SweepSweepArgs{Now: uint64(a.Now), UdpTimeout: uint64(a.Timeouts.UDP), OrphanAge: uint64(a.OrphanAge), Gen: sp.gen}
 	if d.ipv6.Load() {
 		args.Ipv6 = 1
+	}
+	if a.DropStale {
+		args.DropStale = 1
 	}
 	for i := range args.TcpTimeout {
 		args.TcpTimeout[i] = uint64(a.Timeouts.TCP[i])
@@ -291,7 +300,7 @@ func SweepTable(conns map[ConnKey]Conn, a SweepArgs) SweepResult {
 		if hasPeer {
 			last = max(last, p.LastSeen)
 		}
-		if a.Timeouts.Remaining(k.Proto, c.State, last, a.Now) > 0 {
+		if a.Timeouts.Remaining(k.Proto, c.State, last, a.Now) > 0 && !(a.DropStale && !a.Reals[c.RealID]) {
 			count(k, c)
 			continue
 		}

@@ -153,6 +153,35 @@ func TestSweepMatchesModel(t *testing.T) {
 	if err != nil || again.Expired != 0 || fmt.Sprint(again.Counts) != fmt.Sprint(got.Counts) {
 		t.Errorf("second sweep: expired %d, counts %v (%v)", again.Expired, again.Counts, err)
 	}
+	// DropStale (the first sweep after a restart): the connections of
+	// reals no longer configured go too. Reals 1 to 4 are; the table
+	// names 1 to 8.
+	for id := uint32(1); id <= 4; id++ {
+		if err := d.SetReal(id, dataplane.Real{Addr: netip.AddrFrom4([4]byte{10, 1, 0, byte(id)}), Ifindex: loIfindex, MAC: realMAC, Fwd: dataplane.FwdRoute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args.DropStale, args.Reals = true, map[uint32]bool{1: true, 2: true, 3: true, 4: true}
+	stale, err := d.Sweep(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = dataplane.SweepTable(model, args)
+	clear(left)
+	if err := d.WalkConns(func(k dataplane.ConnKey, _ dataplane.Conn) bool { left[k] = true; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != len(model) || stale.Expired != want.Expired || stale.Expired == 0 {
+		t.Errorf("dropping stale connections: %d left (model %d), %d deleted (model %d)", len(left), len(model), stale.Expired, want.Expired)
+	}
+	for k := range model {
+		if !left[k] {
+			t.Errorf("dropping stale connections: the kernel deleted %v, the model keeps it", k)
+		}
+	}
+	if fmt.Sprint(stale.Counts) != fmt.Sprint(want.Counts) {
+		t.Errorf("dropping stale connections: counts %v, model %v", stale.Counts, want.Counts)
+	}
 }
 
 // TestSweepModel checks the model's judgements one by one.

@@ -209,7 +209,7 @@ type SweepSweepArgs struct {
 	Expired    uint64
 	Kept       uint64
 	Ipv6       uint32
-	Pad        uint32
+	DropStale  uint32
 }
 
 type SweepSweepCount struct {

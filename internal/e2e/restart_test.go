@@ -173,8 +173,9 @@ func TestRestartKill9(t *testing.T) {
 	killed := time.Now()
 
 	// Down: rr and wlc services still take new flows (XDP schedules
-	// them from the installed picks); an lblcr service's new flow is
-	// dropped (the client would retransmit), not refused.
+	// them from the installed picks); a new flow of an lblcr service
+	// whose VIP has no entry yet (Go decides those) is dropped (the
+	// client would retransmit), not refused.
 	for port, sched := range map[int]string{80: "rr", 82: "wlc"} {
 		if c, err := lab.dial(t, port, 700*time.Millisecond); err != nil {
 			t.Errorf("a new connection to the %s service with xipvsd down: %v", sched, err)

@@ -342,10 +342,23 @@ func (s *Server) LocalAddrs(k config.ServiceKey) ([]netip.Addr, error) {
 	return slices.Clone(sv.laddrs), nil
 }
 
+// anyLocalAddr reports whether a service has a FULLNAT local address.
+func (s *Server) anyLocalAddr() bool {
+	for _, sv := range s.services {
+		if len(sv.laddrs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // rebuildPools marks the local ports of the FULLNAT connections in the
 // (adopted) connection table as in use. s.mu is held.
 func (s *Server) rebuildPools() error {
 	s.drainAllRings()
+	if !s.anyLocalAddr() {
+		return nil // no FULLNAT local address: no walk of the table
+	}
 	return s.opts.Dataplane.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
 		if c.Flags&dataplane.ConnReply != 0 && c.Flags&dataplane.ConnFullNAT != 0 {
 			s.pool(k.Dst, k.Proto).take(k.DstPort)

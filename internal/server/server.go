@@ -148,6 +148,9 @@ type Server struct {
 	// relooks are the services a slow-path batch scheduled from Go while
 	// XDP had a lookahead of theirs (flow.go, picks.go).
 	relooks map[*service]bool
+	// dropStale: the next sweep also deletes the connections of reals
+	// this server does not have (set by a restore: state.go).
+	dropStale bool
 	// syncPending are synced NAT connections waiting for the MAC of
 	// their client's next hop (by its address), syncPendingN how many.
 	syncPending  map[netip.Addr][]connsync.Conn

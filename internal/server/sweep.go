@@ -46,6 +46,12 @@ func (s *Server) beginSweep() dataplane.SweepArgs {
 		}
 	}
 	a.Now = s.opts.Now()
+	if s.dropStale {
+		a.DropStale, a.Reals = true, make(map[uint32]bool, len(s.reals))
+		for id := range s.reals {
+			a.Reals[id] = true
+		}
+	}
 	// The connections XDP bound before the walk are in its counts, but
 	// one that reached a threshold overloaded its real (ip_vs_bind_dest),
 	// which the recount clears only under the lower one: counted now.
@@ -69,6 +75,9 @@ func (s *Server) finishSweep(a dataplane.SweepArgs, res dataplane.SweepResult) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if a.DropStale {
+		s.dropStale = false
+	}
 	for _, p := range res.Released {
 		if pool := s.pools[poolKey{p.Addr, p.Proto}]; pool != nil {
 			pool.release(p.Port)
