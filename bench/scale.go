@@ -129,8 +129,10 @@ func (s *scaleLab) fill(n int, realID uint32) error {
 	return nil
 }
 
-func be32of(b [4]byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
-func htons(v uint16) uint16  { return v<<8 | v>>8 }
+func be32of(b [4]byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // procCPU is a process's user and system time so far.
 func procCPU(pid int) (time.Duration, error) {

@@ -67,7 +67,7 @@ var (
 		"lblc": netip.MustParseAddr("10.77.0.114"), "fo": netip.MustParseAddr("10.77.0.115"),
 		"ovf": netip.MustParseAddr("10.77.0.116"), "twos": netip.MustParseAddr("10.77.0.117"),
 		"fnatwlc": netip.MustParseAddr("10.77.0.118"), "lblcr": netip.MustParseAddr("10.77.0.119"),
-		"dr6":     netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
+		"dr6": netip.MustParseAddr("fd77::100"), "nat6": netip.MustParseAddr("fd77::102"),
 		"slowpath6": netip.MustParseAddr("fd77::104"), "wlc6": netip.MustParseAddr("fd77::105"),
 		"mh6": netip.MustParseAddr("fd77::106"),
 	}

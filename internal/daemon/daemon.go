@@ -45,8 +45,8 @@ type Options struct {
 	ExpireQuiescentTemplate bool
 	// GoSchedules: services whose new flows only Go schedules.
 	GoSchedules []netip.AddrPort
-	PinDir                  string
-	StateFile               string
+	PinDir      string
+	StateFile   string
 	// Flush discards the pinned maps and the saved state first.
 	Flush bool
 	// ConfigFile is applied at start and on every reload (Prepare reads
