@@ -59,6 +59,17 @@ func (r *Report) SVG() string {
 		pick("Flood sources: distinct SYNs one vCPU puts on a veth (higher is better)", UnitMpps,
 			func(x *Result) bool { return x.Scenario == "generators" }, subject),
 	}
+	// The scale rows, a panel per unit.
+	for _, u := range []struct{ title, unit string }{
+		{"Scale: xipvsd's CPU at rest (lower is better)", UnitPct},
+		{"Scale: -Lnc's first line and a restart until ready (lower is better)", UnitMsWall},
+		{"Scale: a restart's CPU until ready (lower is better)", UnitMs},
+		{"Scale: -Lnc's rate (higher is better)", "M lines/s"},
+		{"Scale: memory during -Lnc (lower is better)", "MB"},
+		{"Scale: the connection tables' memory per connection", "B"},
+	} {
+		panels = append(panels, pick(u.title, u.unit, func(x *Result) bool { return x.Scenario == "scale" && x.Unit == u.unit }, subject))
+	}
 	const (
 		width   = 900
 		labelW  = 300

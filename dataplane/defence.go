@@ -15,11 +15,11 @@ import (
 
 // DefenceStatus is the defence as the daemon reports it.
 type DefenceStatus struct {
-	Engaged bool
+	Engaged bool `json:"engaged"`
 	// Since is when it last engaged (zero: never).
-	Since time.Time
+	Since time.Time `json:"since"`
 	// Reason is what engaged it last.
-	Reason string
+	Reason string `json:"reason"`
 }
 
 // Defence returns the defence's settings.

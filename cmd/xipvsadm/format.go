@@ -273,13 +273,10 @@ func printService(w io.Writer, n *namer, s api.Service, f config.ListFormat) {
 		sortDests(s.Dests)
 	}
 	for _, d := range s.Dests {
-		failed := d.Health.Checked && !d.Health.Up
-		if failed && s.OnFailure == config.OnFailureRemove {
+		if d.Failing() && s.OnFailure == config.OnFailureRemove {
 			continue // removed while it fails, as keepalived removes it
 		}
-		if failed {
-			d.Weight = 0 // quiesced, as keepalived's inhibit_on_failure shows it
-		}
+		d.Weight = d.ServingWeight() // 0 while it fails: quiesced
 		dn := destName(n, d.Addr, d.Port, s.Proto)
 		switch {
 		case f.Stats:

@@ -92,7 +92,7 @@ func main() {
 	cleanup := fs.Bool("cleanup", false, "remove the pinned maps and links (detaching XDP) and the saved state, then exit")
 	expireQuiescent := fs.Bool("expire-quiescent-template", false,
 		"drop a persistence template when its real is quiesced (weight 0), as IPVS's\nexpire_quiescent_template sysctl; off, persistent clients stay on a quiesced real")
-	configFile := fs.String("config", "", "configuration file to apply at start and on SIGHUP or xipvsadm --reload:\nYAML (see README), an ipvsadm rules file as ipvsadm-save writes, or a keepalived.conf\n(its LVS part; --dry-run lists the lines used, ignored and not honoured)")
+	configFile := fs.String("config", "", "configuration file to apply at start and on SIGHUP or \"xipvsadm reload\":\nYAML (see README), an ipvsadm rules file as ipvsadm-save writes, or a keepalived.conf\n(its LVS part; --dry-run lists the lines used, ignored and not honoured)")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9639", "where Prometheus /metrics is served (\"\" to not serve it)")
 	pprofOn := fs.Bool("pprof", false, "also serve Go's profiles under /debug/pprof/ on --metrics-addr")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -122,6 +122,13 @@ func main() {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
+	}
+	// --help is asked for: to stdout, exit 0; a usage error's hint goes
+	// to stderr.
+	for _, a := range os.Args[1:] {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(os.Stdout)
+		}
 	}
 	_ = fs.Parse(os.Args[1:])
 	if *showVersion {
@@ -177,9 +184,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
 		var ue *daemon.UsageError
 		if errors.As(err, &ue) {
-			if len(opts.Interfaces) == 0 {
-				fs.Usage()
-			}
+			fmt.Fprintln(os.Stderr, "Run 'xipvsd --help' for the options.")
 			os.Exit(2)
 		}
 		os.Exit(1)

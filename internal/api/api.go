@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/xipvs/xipvs/config"
@@ -49,6 +50,22 @@ type Dest struct {
 	Stats        conntrack.Stats `json:"stats"`
 	Rates        conntrack.Rates `json:"rates"`
 	Health       Health          `json:"health"`
+	// Serving is the weight the scheduler sees (ServingWeight), for
+	// scripts and the status page.
+	Serving int `json:"serving_weight"`
+}
+
+// Failing reports whether the real fails its health check.
+func (d Dest) Failing() bool { return d.Health.Checked && !d.Health.Up }
+
+// ServingWeight is the weight the scheduler sees, as -Ln shows it: 0
+// while the real fails its check (quiesced, as keepalived's
+// inhibit_on_failure shows it), else the configured one.
+func (d Dest) ServingWeight() int {
+	if d.Failing() {
+		return 0
+	}
+	return d.Weight
 }
 
 // Health is a real's health-check state.
@@ -360,6 +377,20 @@ func NewClient(socket string) *Client {
 // ErrNoDaemon is returned when nothing listens on the socket.
 var ErrNoDaemon = errors.New("cannot reach xipvsd")
 
+// noDaemon says why the socket did not answer, and what to do.
+func noDaemon(socket string, err error) error {
+	why := err.Error()
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		why = "no such socket: is xipvsd running? (systemctl status xipvsd; --socket or XIPVS_SOCKET name another)"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		why = "nothing listens on it: xipvsd is not running (the socket is left from an earlier one)"
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		why = "permission denied: run xipvsadm as root"
+	}
+	return fmt.Errorf("%w at %s: %s", ErrNoDaemon, socket, why)
+}
+
 func (c *Client) call(method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -375,7 +406,7 @@ func (c *Client) call(method, path string, in, out any) error {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w at %s: %v", ErrNoDaemon, c.socket, err)
+		return noDaemon(c.socket, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)

@@ -182,7 +182,7 @@ func (c *Client) conns(format string, read func(io.Reader) error) error {
 	hc.Timeout = 0
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w at %s: %v", ErrNoDaemon, c.socket, err)
+		return noDaemon(c.socket, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

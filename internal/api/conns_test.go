@@ -1,8 +1,13 @@
 package api
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/xipvs/xipvs/config"
@@ -30,5 +35,26 @@ func TestConnLines(t *testing.T) {
 		if err != nil || back != c {
 			t.Errorf("read back %+v (%v), want %+v", back, err, c)
 		}
+	}
+}
+
+// TestNoDaemonSaysWhy: a client whose socket is not there, or that
+// nothing listens on, says so and what to do, not Go's HTTP error.
+func TestNoDaemonSaysWhy(t *testing.T) {
+	dir := t.TempDir()
+	_, err := NewClient(filepath.Join(dir, "none.sock")).Services()
+	if !errors.Is(err, ErrNoDaemon) || !strings.Contains(err.Error(), "is xipvsd running?") || strings.Contains(err.Error(), "http://") {
+		t.Errorf("no socket: %v", err)
+	}
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	err = NewClient(stale).StreamConns(io.Discard)
+	if !errors.Is(err, ErrNoDaemon) || !strings.Contains(err.Error(), "xipvsd is not running") {
+		t.Errorf("stale socket: %v", err)
 	}
 }

@@ -144,8 +144,10 @@ func (b *backend) ListServices() []api.Service {
 	for _, s := range b.srv.Services() {
 		as := api.Service{Service: s.Service, Stats: s.Stats, Rates: s.Rates, SorryActive: s.SorryActive}
 		for _, d := range s.Dests {
-			as.Dests = append(as.Dests, api.Dest{Dest: d.Dest, ActiveConns: d.ActiveConns, InactConns: d.InactConns,
-				PersistConns: d.PersistConns, Stats: d.Stats, Rates: d.Rates, Health: api.Health(d.Health)})
+			ad := api.Dest{Dest: d.Dest, ActiveConns: d.ActiveConns, InactConns: d.InactConns,
+				PersistConns: d.PersistConns, Stats: d.Stats, Rates: d.Rates, Health: api.Health(d.Health)}
+			ad.Serving = ad.ServingWeight()
+			as.Dests = append(as.Dests, ad)
 		}
 		out = append(out, as)
 	}

@@ -19,7 +19,7 @@ import (
 
 // xipvsd's configuration file, read and applied in one way: Prepare reads
 // it at start (and settles what the flags leave to it), and applyFile
-// applies it, at start and on every SIGHUP or xipvsadm --reload alike,
+// applies it, at start and on every SIGHUP or "xipvsadm reload" alike,
 // after checkFile has held it against the director.
 
 // UsageError is an error in how xipvsd was invoked (flags and

@@ -13,6 +13,7 @@ import (
 
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/bgp"
 	"github.com/xipvs/xipvs/internal/server"
 )
@@ -105,10 +106,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			stats(d.Stats, [5]*prometheus.Desc{c.realConns, c.realInPkts, c.realOutPkts, c.realInBytes, c.realOutBytes}, l...)
 			gauge(c.realActive, float64(d.ActiveConns), l...)
 			gauge(c.realInactive, float64(d.InactConns), l...)
-			gauge(c.realWeight, float64(d.Weight), l...)
+			ad := api.Dest{Dest: d.Dest, Health: api.Health(d.Health)}
+			gauge(c.realWeight, float64(ad.ServingWeight()), l...)
 			gauge(c.realPersist, float64(d.PersistConns), l...)
 			up := 1.0
-			if d.Health.Checked && !d.Health.Up {
+			if ad.Failing() {
 				up = 0
 			}
 			gauge(c.realUp, up, l...)

@@ -21,11 +21,6 @@ func (resolved) Watch(netip.Addr, int)           {}
 func (resolved) Unwatch(netip.Addr)              {}
 func (resolved) MAC(netip.Addr) net.HardwareAddr { return net.HardwareAddr{2, 0xee, 0, 0, 9, 1} }
 
-// onLo is the harness as a director serving lo, where its frames come in.
-type onLo struct{ *dataplane.Harness }
-
-func (onLo) Interfaces() []dataplane.Interface { return []dataplane.Interface{{Name: "lo", Index: 1}} }
-
 // TestMillionFULLNATFlowsNeverShareAPort: a million new FULLNAT
 // connections opened in XDP (the director program run on each SYN) with
 // local ports from the service's ring, which the server fills from its
@@ -52,7 +47,7 @@ func TestMillionFULLNATFlowsNeverShareAPort(t *testing.T) {
 	if err := d.SetInterface(1, net.HardwareAddr{2, 0xee, 0, 0, 0, 1}, 0); err != nil {
 		t.Fatal(err)
 	}
-	s := New(Options{Dataplane: onLo{d}, Neighbors: resolved{}, Logger: slog.New(slog.DiscardHandler),
+	s := New(Options{Dataplane: testutil.OnLo{Harness: d}, Neighbors: resolved{}, Logger: slog.New(slog.DiscardHandler),
 		Route: func(netip.Addr) (neigh.NextHop, error) { return neigh.NextHop{Ifindex: 1, MTU: 1500}, nil }})
 	if err := s.ApplyLines(context.Background(), lines(t, `-A -t 192.0.2.10:80 -s wlc
 --add-laddr -z 10.9.0.250 -t 192.0.2.10:80

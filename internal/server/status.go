@@ -111,9 +111,12 @@ func (s *Server) WalkConns(fn func(ConnStatus) bool) error {
 		if k.Proto == conntrack.ProtoUDP {
 			state = "UDP"
 		}
-		real := reals[c.RealID]
+		real, known := reals[c.RealID]
 		if c.Rewrites() {
-			real = netip.AddrPortFrom(c.Out.Dst, c.Out.DstPort)
+			real, known = netip.AddrPortFrom(c.Out.Dst, c.Out.DstPort), true
+		}
+		if !known {
+			return true // a real no longer configured: gone at the next sweep
 		}
 		if real.Port() == 0 {
 			// -g/-i reals of port-zero and -f services: the client's port.

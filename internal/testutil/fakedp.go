@@ -300,3 +300,11 @@ func (f *FakeDataplane) RingPorts(fn func(uint32, uint8, dataplane.LocalSlot)) e
 	}
 	return nil
 }
+
+// OnLo is a data plane harness as a director serving lo, where
+// BPF_PROG_RUN's frames come in (the server checks that a real's
+// interface is one of the director's).
+type OnLo struct{ *dataplane.Harness }
+
+// Interfaces is lo alone.
+func (OnLo) Interfaces() []dataplane.Interface { return []dataplane.Interface{{Name: "lo", Index: 1}} }
