@@ -58,6 +58,9 @@ type ListFormat struct {
 	BGP bool
 	// Daemon lists the connection sync daemons (ipvsadm -L --daemon).
 	Daemon bool
+	// JSON lists services (or with -c connections) as JSON, for
+	// scripts (xipvs).
+	JSON bool
 }
 
 // SyncDaemon is a connection sync daemon's settings (ipvsadm

@@ -195,6 +195,7 @@ var options = []option{
 	{long: "sort", set: listFlag(func(l *ListFormat) { l.NoSort = false })},
 	{long: "health", set: listFlag(func(l *ListFormat) { l.Health = true })},
 	{long: "bgp", set: listFlag(func(l *ListFormat) { l.BGP = true })},
+	{long: "json", set: listFlag(func(l *ListFormat) { l.JSON = true })},
 
 	// Health checks (on -A/-E for the service's reals, on -a/-e for one
 	// real), failure policy and sorry server (-A/-E).

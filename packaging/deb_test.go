@@ -82,6 +82,17 @@ func TestDeb(t *testing.T) {
 	if out, err := exec.Command("man", "-l", filepath.Join(r, "usr/share/man/man8/xipvsd.8.gz")).Output(); err == nil && !strings.Contains(string(out), "--bgp-asn") {
 		t.Errorf("xipvsd(8) lacks the options:\n%s", out)
 	}
+	for _, p := range []string{"xipvsd.8.gz", "xipvsadm.8.gz"} {
+		out, err := exec.Command("man", "-l", filepath.Join(r, "usr/share/man/man8", p)).Output()
+		if err != nil {
+			continue // no man(1) here
+		}
+		for _, sec := range []string{"FILES", "EXIT STATUS", "EXAMPLES", "/run/xipvs/xipvsd.sock"} {
+			if !strings.Contains(string(out), sec) {
+				t.Errorf("%s lacks %s", p, sec)
+			}
+		}
+	}
 	// The unit, as installed, pointed at the installed binary.
 	if _, err := exec.LookPath("systemd-analyze"); err == nil {
 		unit, err := os.ReadFile(filepath.Join(r, "lib/systemd/system/xipvsd.service"))

@@ -3,12 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -417,6 +419,28 @@ func printConns(w io.Writer, f config.ListFormat, each func(func(api.Conn) error
 		return nil
 	})
 	return errors.Join(err, bw.Flush())
+}
+
+// listJSON is -L --json: the services (one with -t/-u/-f) with their
+// reals, counters, rates and health, or with -c the connections, as
+// the API gives them.
+func listJSON(w io.Writer, c *api.Client, f config.ListFormat, one bool, k config.ServiceKey) error {
+	if f.Conn {
+		return c.StreamConnsJSON(w)
+	}
+	svcs, err := c.Services()
+	if err != nil {
+		return err
+	}
+	if one {
+		svcs = slices.DeleteFunc(svcs, func(s api.Service) bool { return s.ServiceKey != k })
+	}
+	if svcs == nil {
+		svcs = []api.Service{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(svcs)
 }
 
 // streamConns is printConns of the director's table with -n: its lines

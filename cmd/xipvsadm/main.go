@@ -36,8 +36,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(rest) > 0 && rest[0] == "realserver" {
 		return realserverMain(rest[1:], stdout, stderr)
 	}
-	if len(rest) == 2 && rest[0] == "completion" && rest[1] == "bash" {
-		bashCompletion(stdout)
+	if len(rest) == 2 && rest[0] == "completion" && (rest[1] == "bash" || rest[1] == "zsh") {
+		if rest[1] == "zsh" {
+			zshCompletion(stdout)
+		} else {
+			bashCompletion(stdout)
+		}
 		return 0
 	}
 	if len(rest) == 1 && rest[0] == "reload" {
@@ -188,6 +192,9 @@ func execute(c *api.Client, cmd *config.Command, out io.Writer) error {
 			}
 			return printHealth(out, svcs, cmd.List.Numeric)
 		}
+		if cmd.List.JSON {
+			return listJSON(out, c, cmd.List, cmd.HasService, k)
+		}
 		if cmd.List.Conn {
 			if cmd.List.Numeric {
 				return streamConns(out, c)
@@ -254,7 +261,7 @@ Usage:
   xipvsadm realserver up --vip VIP[,VIP...] --mode dr|tun [--interface DEV] [--decap xdp|tunl0]
   xipvsadm realserver down
   xipvsadm reload                 have xipvsd re-read its --config file (as SIGHUP)
-  xipvsadm completion bash        print bash completion for xipvsadm
+  xipvsadm completion bash|zsh    print bash or zsh completion for xipvsadm
   xipvsadm -h
 
 Commands:

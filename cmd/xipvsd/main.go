@@ -111,7 +111,7 @@ func main() {
 	var bgpPeers, bgpCommunities, bgpAnnounce multiFlag
 	bgpASN := fs.Uint("bgp-asn", 0, "BGP: the local AS number; with --bgp-router-id and --bgp-peer, xipvsd announces each VIP\nas a /32 or /128 while a service of it has a healthy real (see README, Scale-out)")
 	bgpRouterID := fs.String("bgp-router-id", "", "BGP: the router id (an IPv4 address of this director)")
-	fs.Var(&bgpPeers, "bgp-peer", "BGP: a neighbour, ADDR,ASN[,hold_time=S][,password=P][,port=N][,multihop=TTL][,bfd][,bfd_interval=D];\nrepeat for more (hold time default 9s)")
+	fs.Var(&bgpPeers, "bgp-peer", "BGP: a neighbour, ADDR,ASN[,hold_time=S][,password=P][,port=N][,multihop=TTL][,bfd][,bfd_interval=D];\nrepeat for more (hold time default "+config.DefaultBGPHoldTime.String()+", bfd_interval "+config.DefaultBFDInterval.String()+":\na director is found down in 3 intervals)")
 	bgpNextHop := fs.String("bgp-next-hop", "", "BGP: the IPv4 routes' next hop (default: the session's local address)")
 	bgpNextHop6 := fs.String("bgp-next-hop6", "", "BGP: the IPv6 routes' next hop (needed for IPv6 VIPs over IPv4 sessions)")
 	fs.Var(&bgpCommunities, "bgp-community", "BGP: a community ASN:VALUE (or no-export...) on every route; repeatable")

@@ -153,6 +153,15 @@ func (c *Client) StreamConns(w io.Writer) error {
 	})
 }
 
+// StreamConnsJSON writes the connection table to w as a JSON array of
+// Conn, as the director walks it.
+func (c *Client) StreamConnsJSON(w io.Writer) error {
+	return c.conns("json", func(body io.Reader) error {
+		_, err := io.Copy(w, body)
+		return err
+	})
+}
+
 // WalkConns calls fn for every connection, as the director walks its
 // table; an error from fn stops the walk and is returned.
 func (c *Client) WalkConns(fn func(Conn) error) error {

@@ -211,7 +211,8 @@ func (sp *Speaker) stopLocked() {
 	}
 	_ = sp.s.DeletePath(apiutil.DeletePathRequest{DeleteAll: true})
 	sp.stopW()
-	_ = sp.s.StopBgp(context.Background(), &gobgpapi.StopBgpRequest{})
+	// Stop is StopBgp (the sessions' Cease) and the rest; a StopBgp of
+	// our own before it made it log an ERROR at every drain.
 	sp.s.Stop()
 	sp.s, sp.cfg = nil, nil
 	for _, r := range sp.routes {

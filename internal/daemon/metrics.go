@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,7 +84,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	svcs := c.srv.Services()
 	nreals := 0
 	for _, s := range svcs {
-		name := s.ServiceKey.String()
+		// "TCP 10.77.0.100:80": ipvsadm's double space is for columns.
+		name := strings.Join(strings.Fields(s.ServiceKey.String()), " ")
 		stats := func(st conntrack.Stats, ds [5]*prometheus.Desc, labels ...string) {
 			counter(ds[0], st.Conns, labels...)
 			counter(ds[1], st.InPkts, labels...)

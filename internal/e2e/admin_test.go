@@ -321,9 +321,9 @@ func TestStatsCountTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range []string{
-		fmt.Sprintf(`xipvs_service_in_packets_total{service="UDP  10.77.0.100:53"} %d`, writes),
-		fmt.Sprintf(`xipvs_service_connections_total{service="UDP  10.77.0.100:53"} %d`, flows),
-		fmt.Sprintf(`xipvs_real_in_bytes_total{forward="Route",real="10.77.0.11:53",service="UDP  10.77.0.100:53"} %d`, r1[3]),
+		fmt.Sprintf(`xipvs_service_in_packets_total{service="UDP 10.77.0.100:53"} %d`, writes),
+		fmt.Sprintf(`xipvs_service_connections_total{service="UDP 10.77.0.100:53"} %d`, flows),
+		fmt.Sprintf(`xipvs_real_in_bytes_total{forward="Route",real="10.77.0.11:53",service="UDP 10.77.0.100:53"} %d`, r1[3]),
 		`xipvs_xdp_packets_total{outcome="forward"}`,
 		`xipvs_slow_path_total{event="new_conns"}`,
 	} {

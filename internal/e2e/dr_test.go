@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -240,6 +241,17 @@ func TestDRRoundRobinHTTP(t *testing.T) {
 		"  -> 10.77.0.11:80                Route   1      "
 	if !strings.Contains(list, want) || !strings.Contains(list, "  -> 10.77.0.12:80                Route   1      ") {
 		t.Errorf("-Ln output:\n%s\nwant lines like:\n%s", list, want)
+	}
+
+	// For scripts: -L --json, and -Lc --json.
+	var svcs []api.Service
+	if out := lab.adm(t, "-L", "--json"); json.Unmarshal([]byte(out), &svcs) != nil || len(svcs) != 1 || len(svcs[0].Dests) != 2 ||
+		svcs[0].Stats.Conns != 10 || svcs[0].Dests[0].Serving != 1 {
+		t.Errorf("-L --json:\n%s", out)
+	}
+	var conns []api.Conn
+	if out := lab.adm(t, "-Lc", "--json"); json.Unmarshal([]byte(out), &conns) != nil || len(conns) != 10 || conns[0].Virtual.String() != vs {
+		t.Errorf("-Lc --json:\n%s", out)
 	}
 }
 

@@ -422,8 +422,8 @@ func TestIPv6ReloadMetrics(t *testing.T) {
 	// catches up with them: within a second or two.
 	var body string
 	lines := []string{
-		`xipvs_service_connections_total{service="TCP  [fd77::100]:80"} 6`,
-		`xipvs_real_connections_total{forward="Route",real="[fd77::12]:80",service="TCP  [fd77::100]:80"} 4`,
+		`xipvs_service_connections_total{service="TCP [fd77::100]:80"} 6`,
+		`xipvs_real_connections_total{forward="Route",real="[fd77::12]:80",service="TCP [fd77::100]:80"} 4`,
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if err := lab.lb.Do(func() (err error) { body, err = (&netHTTP{}).get("http://127.0.0.1:9639/metrics"); return }); err != nil {

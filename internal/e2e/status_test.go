@@ -39,7 +39,8 @@ func chromium(t *testing.T) string {
 // TestStatusPage opens xipvsd's status page in a real browser (headless
 // chromium driven by chromedp): it renders the running daemon's
 // services and reals with their health, and its numbers change after
-// traffic.
+// traffic; a real failing its check shows weight 0, as -Ln does; once
+// xipvsd stops, the page says so and greys what it last showed.
 func TestStatusPage(t *testing.T) {
 	browser := chromium(t)
 	lab := newDRLab(t, "sp", "--metrics-addr", "127.0.0.1:9639")
@@ -142,6 +143,41 @@ func TestStatusPage(t *testing.T) {
 	}
 	if fwd := text("#ctr-xdp_forward"); fwd == "0" || fwd == "" {
 		t.Errorf("XDP forward counter on the page: %q", fwd)
+	}
+	if ctl := text("#ctl"); !strings.Contains(ctl, "connection table") || !strings.Contains(ctl, "flood defence") {
+		t.Errorf("control section: %q", ctl)
+	}
+
+	// A real that fails its check is quiesced: weight 0 on the page, as
+	// -Ln shows it.
+	if err := lab.rs[1].IP("link", "set", "eth0", "down"); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		f := strings.Fields(text(sel + ` tr[data-real="10.77.0.12:80"]`))
+		if len(f) >= 4 && f[2] == "0" && strings.Contains(strings.Join(f, " "), "DOWN") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a failing real on the page: %q, want weight 0 and DOWN", f)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	// xipvsd stops: the page says it cannot reach it, and greys what it
+	// last showed.
+	lab.Daemon.Stop()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		stale, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.body.classList.contains("stale")`))
+		if err == nil && stale && strings.Contains(text("#error"), "xipvsd unreachable since") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page after xipvsd stopped: %q (stale %v, %v)", text("#error"), stale, err)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 }
 
