@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -150,13 +149,19 @@ func procCPU(pid int) (time.Duration, error) {
 }
 
 // procRSS is a process's resident memory now, in bytes.
-func procRSS(pid int) uint64 {
+func procRSS(pid int) uint64 { return procStatus(pid, "VmRSS:") }
+
+// procHWM is the peak of a process's resident memory, in bytes.
+func procHWM(pid int) uint64 { return procStatus(pid, "VmHWM:") }
+
+// procStatus is a memory field of /proc/PID/status, in bytes.
+func procStatus(pid int, field string) uint64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(l, field); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return kb << 10
 		}
@@ -186,21 +191,6 @@ func (s *scaleLab) listing() (first time.Duration, rate float64, lines int, xipv
 	pid := s.x.d.Pid()
 	rest := procRSS(pid)
 	peak := rest
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			if r := procRSS(pid); r > peak {
-				peak = r
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
 	cmd := exec.Command(s.x.adm, "-Lnc")
 	cmd.Env = append(os.Environ(), "XIPVS_SOCKET="+s.x.socket)
 	out, err := cmd.StdoutPipe()
@@ -211,6 +201,28 @@ func (s *scaleLab) listing() (first time.Duration, rate float64, lines int, xipv
 	if err = cmd.Start(); err != nil {
 		return
 	}
+	// xipvsadm's own high-water mark (VmHWM), read while it runs: the
+	// rusage of a waited child counts the parent's memory at the fork
+	// (its maxrss is the larger of the two).
+	var admPeak uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if r := procRSS(pid); r > peak {
+				peak = r
+			}
+			if h := procHWM(cmd.Process.Pid); h > admPeak {
+				admPeak = h
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		if lines++; lines == 3 {
@@ -227,9 +239,7 @@ func (s *scaleLab) listing() (first time.Duration, rate float64, lines int, xipv
 	lines -= 2 // the header
 	rate = float64(lines) / took.Seconds()
 	xipvsdMB = float64(peak-rest) / 1e6
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		admMB = float64(ru.Maxrss) * 1024 / 1e6
-	}
+	admMB = float64(admPeak) / 1e6
 	return
 }
 
