@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/internal/server"
@@ -44,20 +43,8 @@ func newAgingLab(sizes []int) (_ *agingLab, err error) {
 		}
 		l.tables = append(l.tables, agingTable{n: n, h: h,
 			srv: server.New(server.Options{Dataplane: h, Route: neigh.RouteTo, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})})
-		now := dataplane.Now()
-		const chunk = 1 << 20
-		for i := 0; i < n; i += chunk {
-			m := min(chunk, n-i)
-			keys, conns := make([]dataplane.ConnKey, m), make([]dataplane.Conn, m)
-			for j := range keys {
-				x := i + j
-				keys[j] = dataplane.ConnKey{Src: netip.AddrFrom4([4]byte{10, byte(x >> 16), byte(x >> 8), byte(x)}), Dst: vip,
-					SrcPort: uint16(40000 + x>>24), DstPort: 80, Proto: conntrack.ProtoTCP}
-				conns[j] = dataplane.Conn{RealID: uint32(1 + x%8), ServiceID: 1, State: conntrack.StateEstablished, LastSeen: now}
-			}
-			if err := h.SetConnBatch(keys, conns); err != nil {
-				return nil, err
-			}
+		if err := h.FillEstablished(n, vip, func(i int) uint32 { return uint32(1 + i%8) }); err != nil {
+			return nil, err
 		}
 	}
 	return l, nil

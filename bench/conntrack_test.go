@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/neigh"
 	"github.com/xipvs/xipvs/internal/server"
@@ -35,15 +34,7 @@ func benchSweep(b *testing.B, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	vip := netip.MustParseAddr("192.0.2.10")
-	now := dataplane.Now()
-	keys, conns := make([]dataplane.ConnKey, n), make([]dataplane.Conn, n)
-	for i := range keys {
-		keys[i] = dataplane.ConnKey{Src: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Dst: vip,
-			SrcPort: uint16(40000 + i>>24), DstPort: 80, Proto: conntrack.ProtoTCP}
-		conns[i] = dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: now}
-	}
-	if err := d.SetConnBatch(keys, conns); err != nil {
+	if err := d.FillEstablished(n, netip.MustParseAddr("192.0.2.10"), func(int) uint32 { return 1 }); err != nil {
 		b.Fatal(err)
 	}
 	srv := server.New(server.Options{Dataplane: d, Route: neigh.RouteTo})

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -29,16 +28,13 @@ type fnatView struct {
 
 func (d *Dataplane) fnat() (*fnatView, error) {
 	d.fnatOnce.Do(func() {
-		m := d.objs.FnatSlots
-		n := int(m.MaxEntries())
 		rings := int(d.objs.FnatCursor.MaxEntries()) / 2
-		size := (n*8 + unix.Getpagesize() - 1) &^ (unix.Getpagesize() - 1)
-		mem, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		mem, slots, err := mmapWords[uint64](d.objs.FnatSlots)
 		if err != nil {
 			d.fnatErr = fmt.Errorf("map the FULLNAT port slots: %w", err)
 			return
 		}
-		d.fnatView = &fnatView{mem: mem, slots: unsafe.Slice((*uint64)(unsafe.Pointer(&mem[0])), n), per: n / (rings * 2), rings: rings}
+		d.fnatView = &fnatView{mem: mem, slots: slots, per: len(slots) / (rings * 2), rings: rings}
 	})
 	return d.fnatView, d.fnatErr
 }

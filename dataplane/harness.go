@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/cilium/ebpf"
 
+	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
@@ -172,4 +174,27 @@ func (d *Dataplane) VerifiedInstructions() (uint32, error) {
 func (h *Harness) DeleteRaw(k *bpfobj.DirectorConnKey) {
 	_ = h.objs.Conns.Delete(k)
 	_ = h.objs.EstConns.Delete(k)
+}
+
+// FillEstablished writes n established TCP connections into the table,
+// from 10.x.y.z (the connection's number in its low 24 bits, the rest
+// in the source port above 40000) to vip:80, connection i to real
+// realOf(i): the tables the sweep's benches and the listing's test use.
+func (h *Harness) FillEstablished(n int, vip netip.Addr, realOf func(i int) uint32) error {
+	now := Now()
+	const chunk = 1 << 20
+	for i := 0; i < n; i += chunk {
+		m := min(chunk, n-i)
+		keys, conns := make([]ConnKey, m), make([]Conn, m)
+		for j := range keys {
+			x := i + j
+			keys[j] = ConnKey{Src: netip.AddrFrom4([4]byte{10, byte(x >> 16), byte(x >> 8), byte(x)}), Dst: vip,
+				SrcPort: uint16(40000 + x>>24), DstPort: 80, Proto: conntrack.ProtoTCP}
+			conns[j] = Conn{RealID: realOf(x), ServiceID: 1, State: conntrack.StateEstablished, LastSeen: now}
+		}
+		if err := h.SetConnBatch(keys, conns); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,15 +27,12 @@ type roomView struct {
 
 func (d *Dataplane) rooms() (*roomView, error) {
 	d.roomOnce.Do(func() {
-		m := d.objs.RealRoom
-		n := int(m.MaxEntries())
-		size := (n*8 + unix.Getpagesize() - 1) &^ (unix.Getpagesize() - 1)
-		mem, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		mem, room, err := mmapWords[int64](d.objs.RealRoom)
 		if err != nil {
 			d.roomErr = fmt.Errorf("map the reals' room: %w", err)
 			return
 		}
-		d.roomView = &roomView{mem: mem, room: unsafe.Slice((*int64)(unsafe.Pointer(&mem[0])), n)}
+		d.roomView = &roomView{mem: mem, room: room}
 	})
 	return d.roomView, d.roomErr
 }

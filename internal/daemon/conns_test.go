@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/xipvs/xipvs/config"
-	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
 	"github.com/xipvs/xipvs/internal/api"
 	"github.com/xipvs/xipvs/internal/neigh"
@@ -51,18 +50,9 @@ func TestListingStreamsInBoundedMemory(t *testing.T) {
 	if err := d.SetInterface(1, net.HardwareAddr{2, 0xee, 0, 0, 0, 1}, 0); err != nil {
 		t.Fatal(err)
 	}
-	vip := netip.MustParseAddr("192.0.2.10")
-	now := dataplane.Now()
-	keys, conns := make([]dataplane.ConnKey, n), make([]dataplane.Conn, n)
-	for i := range keys {
-		keys[i] = dataplane.ConnKey{Src: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Dst: vip,
-			SrcPort: 40000, DstPort: 80, Proto: conntrack.ProtoTCP}
-		conns[i] = dataplane.Conn{RealID: 1, ServiceID: 1, State: conntrack.StateEstablished, LastSeen: now}
-	}
-	if err := d.SetConnBatch(keys, conns); err != nil {
+	if err := d.FillEstablished(n, netip.MustParseAddr("192.0.2.10"), func(int) uint32 { return 1 }); err != nil {
 		t.Fatal(err)
 	}
-	keys, conns = nil, nil
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := server.New(server.Options{Dataplane: testutil.OnLo{Harness: d}, Logger: log,
 		Route: func(netip.Addr) (neigh.NextHop, error) { return neigh.NextHop{Ifindex: 1, MTU: 1500}, nil }})

@@ -227,12 +227,7 @@ func lookaheadRun(t *testing.T, r *rand.Rand, schedName string, thresh bool) {
 					c = last[rid]
 				}
 				counts[rid] = c
-				rd := refDests[a]
-				rd.ActiveConns, rd.InactConns = c.Active, c.Inactive
-				if rd.Overloaded && (rd.ActiveConns+rd.InactConns)*4 < rd.UThreshold*3 {
-					rd.Overloaded = false // ip_vs_unbind_dest
-				}
-				ref.Changed(rd)
+				refRecount(ref, refDests[a], c)
 			}
 			s.finishSweep(s.beginSweep(), dataplane.SweepResult{Counts: counts})
 			last = counts
@@ -249,13 +244,7 @@ func lookaheadRun(t *testing.T, r *rand.Rand, schedName string, thresh bool) {
 			continue
 		}
 		want := ref.Schedule(sched.Flow{})
-		if want != nil {
-			want.InactConns++
-			if want.UThreshold != 0 && want.ActiveConns+want.InactConns >= want.UThreshold {
-				want.Overloaded = true // ip_vs_bind_dest
-			}
-			ref.Changed(want)
-		}
+		refBind(ref, want)
 		// "XDP": the next pick of the installed sequence.
 		var got string
 		picks, ok := dp.Picks[id]
@@ -411,4 +400,31 @@ func TestPickCounts(t *testing.T) {
 			}
 		}
 	}
+}
+
+// refRecount gives the reference scheduler's real d a recount's counts,
+// clearing its overload flag under three quarters of its threshold
+// (ip_vs_unbind_dest with no lower threshold).
+func refRecount(ref sched.Scheduler, d *sched.Dest, c conntrack.Counts) {
+	d.ActiveConns, d.InactConns = c.Active, c.Inactive
+	if d.Overloaded && (d.ActiveConns+d.InactConns)*4 < d.UThreshold*3 {
+		d.Overloaded = false
+	}
+	ref.Changed(d)
+}
+
+// refBind binds a new connection to the reference scheduler's pick d
+// (nil: none), overloading it at its threshold (ip_vs_bind_dest); it
+// reports whether that overloaded it.
+func refBind(ref sched.Scheduler, d *sched.Dest) bool {
+	if d == nil {
+		return false
+	}
+	d.InactConns++
+	over := d.UThreshold != 0 && d.ActiveConns+d.InactConns >= d.UThreshold
+	if over {
+		d.Overloaded = true
+	}
+	ref.Changed(d)
+	return over
 }

@@ -83,12 +83,7 @@ func thresholdRun(t *testing.T, r *rand.Rand, name string) {
 				a := realOf[rid]
 				c := conntrack.Counts{Active: r.IntN(10), Inactive: r.IntN(150)}
 				counts[rid] = c
-				rd := refDests[a]
-				rd.ActiveConns, rd.InactConns = c.Active, c.Inactive
-				if rd.Overloaded && (rd.ActiveConns+rd.InactConns)*4 < rd.UThreshold*3 {
-					rd.Overloaded = false // ip_vs_unbind_dest
-				}
-				ref.Changed(rd)
+				refRecount(ref, refDests[a], c)
 			}
 			s.finishSweep(s.beginSweep(), dataplane.SweepResult{Counts: counts})
 			continue
@@ -103,13 +98,8 @@ func thresholdRun(t *testing.T, r *rand.Rand, name string) {
 		src := netip.AddrFrom4([4]byte{198, 51, byte(r.IntN(256)), byte(r.IntN(256))})
 		flow := sched.Flow{Src: src, Dst: vip, SrcPort: uint16(1024 + step%60000), DstPort: 80, Proto: 6}
 		want := ref.Schedule(flow)
-		if want != nil {
-			want.InactConns++
-			if want.UThreshold != 0 && want.ActiveConns+want.InactConns >= want.UThreshold {
-				want.Overloaded = true // ip_vs_bind_dest
-				overloads++
-			}
-			ref.Changed(want)
+		if refBind(ref, want) {
+			overloads++
 		}
 		// "XDP": the service's pick for the flow, bound while its real
 		// has room.
