@@ -84,7 +84,7 @@ func main() {
 		"services map capacity: the most (VIP, port, protocol) keys services and port groups claim,\nso the most services")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	sweep := fs.Duration("sweep-interval", time.Second, "how often idle connections are aged out")
-	dryRun := fs.Bool("dry-run", false, "validate the options and interfaces, then exit")
+	dryRun := fs.Bool("dry-run", false, "validate the options and interfaces, then exit: 0 when valid, 1 when not, 3 when a\nkeepalived.conf loads but some of its lines cannot be honoured (its meaning would change)")
 	pinDir := fs.String("pin-dir", defPins,
 		"bpffs directory for the pinned maps and XDP links; they outlive xipvsd, so established\nflows keep flowing while it is down or restarting (\"\" to not pin)")
 	stateFile := fs.String("state-file", defState, "where the configuration is kept for a restart to adopt")
@@ -192,6 +192,9 @@ func main() {
 	if *dryRun {
 		if err := daemon.DryRun(&opts, os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "xipvsd: %v\n", err)
+			if errors.As(err, new(*daemon.NotHonouredError)) {
+				os.Exit(3)
+			}
 			os.Exit(1)
 		}
 		return

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -196,5 +197,34 @@ func TestReloadBGP(t *testing.T) {
 	}
 	if st := b.BGP(ctx); st.Enabled {
 		t.Errorf("bgp section removed, speaker still running: %+v", st)
+	}
+}
+
+// TestDryRunNotHonoured: --dry-run of a keepalived.conf whose every line
+// is honoured is fine; one with a line xipvs cannot honour (quorum)
+// still loads but is reported, so xipvsd exits 3.
+func TestDryRunNotHonoured(t *testing.T) {
+	vs := "virtual_server 127.0.0.100 80 {\n lb_algo rr\n lb_kind DR\n real_server 127.0.0.2 80 {\n weight 1\n }\n%s}\n"
+	for _, c := range []struct {
+		extra string
+		bad   bool
+	}{{"", false}, {" quorum 1\n", true}} {
+		p := filepath.Join(t.TempDir(), "keepalived.conf")
+		if err := os.WriteFile(p, []byte(fmt.Sprintf(vs, c.extra)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o := Options{Interfaces: []string{"lo"}, ConfigFile: p}
+		if err := Prepare(&o); err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		err := DryRun(&o, &out)
+		var nh *NotHonouredError
+		if got := errors.As(err, &nh); got != c.bad || (!c.bad && err != nil) {
+			t.Errorf("%q: %v\n%s", c.extra, err, out.String())
+		}
+		if c.bad && (nh.Lines != 1 || !strings.Contains(out.String(), "quorum 1")) {
+			t.Errorf("%q: %d lines not honoured:\n%s", c.extra, nh.Lines, out.String())
+		}
 	}
 }

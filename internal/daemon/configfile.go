@@ -100,7 +100,30 @@ func DryRun(o *Options, w io.Writer) error {
 	}
 	printKeepalived(w, o.file.Keepalived)
 	fmt.Fprintf(w, "xipvsd: configuration OK: %s\n", o.file.Config.Summary())
+	if n := notHonoured(o.file.Keepalived); n > 0 {
+		return &NotHonouredError{Lines: n}
+	}
 	return nil
+}
+
+// NotHonouredError is DryRun's when the file loads but some of its
+// lines cannot be honoured here: xipvsd would run it, with another
+// meaning than keepalived's. xipvsd --dry-run exits 3 with it.
+type NotHonouredError struct{ Lines int }
+
+func (e *NotHonouredError) Error() string {
+	return fmt.Sprintf("%d line(s) of the configuration cannot be honoured (listed above): it would run here with another meaning", e.Lines)
+}
+
+// notHonoured counts the keepalived.conf lines xipvs cannot honour.
+func notHonoured(lines []config.KeepalivedLine) int {
+	n := 0
+	for _, l := range lines {
+		if l.Use == config.UseCannot {
+			n++
+		}
+	}
+	return n
 }
 
 // Reload re-reads the configuration file and applies it (applyFile); on

@@ -35,6 +35,7 @@ var pages = []page{
 			{"0", "stopped by SIGTERM or SIGINT, or --dry-run, --cleanup or --version succeeded"},
 			{"1", "a failure: an interface, the BPF program, the configuration file, the pinned maps"},
 			{"2", "a usage error: an unknown or bad option, no interface"},
+			{"3", "--dry-run: a keepalived.conf loads, but some of its lines cannot be honoured (they are listed)"},
 		},
 		[][2]string{
 			{"xipvsd -i eth0", "direct on eth0; configure with xipvsadm"},
