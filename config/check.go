@@ -22,6 +22,10 @@ type Check struct {
 	Port   uint16 `json:"port,omitempty"`
 	Path   string `json:"path,omitempty"`
 	Status int    `json:"status,omitempty"`
+	// StatusCodes, when set, are the answers that pass instead of Status:
+	// codes and ranges, "200,201,300-399" (keepalived's status_code
+	// list).
+	StatusCodes string `json:"status_codes,omitempty"`
 	Body   string `json:"body,omitempty"`
 	// Digest, for http and https, is the MD5 of the whole body in hex
 	// (keepalived's HTTP_GET digest).
@@ -65,7 +69,7 @@ func (c Check) WithDefaults() Check {
 	if c.Fall == 0 {
 		c.Fall = DefaultFall
 	}
-	if (c.Type == "http" || c.Type == "https") && c.Status == 0 {
+	if (c.Type == "http" || c.Type == "https") && c.Status == 0 && c.StatusCodes == "" {
 		c.Status = 200
 	}
 	if (c.Type == "http" || c.Type == "https") && c.Path == "" {
@@ -84,6 +88,11 @@ func (c Check) Validate() error {
 		}
 		if c.Status != 0 && (c.Status < 100 || c.Status > 599) {
 			return invalid("check status %d is not an HTTP status", c.Status)
+		}
+		if c.StatusCodes != "" {
+			if _, err := ParseStatusCodes(c.StatusCodes); err != nil {
+				return err
+			}
 		}
 	case "exec":
 		if c.Digest != "" {
@@ -129,7 +138,9 @@ func (c Check) Args() string {
 			fmt.Fprintf(&b, " --%s %s", o.name, quoteWord(o.v))
 		}
 	}
-	if c.Status != 0 {
+	if c.StatusCodes != "" {
+		fmt.Fprintf(&b, " --check-status %s", c.StatusCodes)
+	} else if c.Status != 0 {
 		fmt.Fprintf(&b, " --check-status %d", c.Status)
 	}
 	if c.Interval != 0 {
@@ -188,3 +199,55 @@ type SorryServer struct {
 
 // IsSet reports whether a sorry server is configured.
 func (s SorryServer) IsSet() bool { return s.Addr.IsValid() }
+
+// StatusRange is an inclusive range of HTTP status codes.
+type StatusRange struct{ Lo, Hi int }
+
+// ParseStatusCodes reads a status code list: codes and ranges separated
+// by commas or spaces, "200,201,300-399".
+func ParseStatusCodes(v string) ([]StatusRange, error) {
+	var out []StatusRange
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+		lo, hi, isRange := strings.Cut(f, "-")
+		a, err1 := strconv.Atoi(lo)
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 100 || b > 599 || a > b {
+			return nil, invalid("check status %q: want HTTP codes and ranges, as 200,300-399", f)
+		}
+		out = append(out, StatusRange{a, b})
+	}
+	if len(out) == 0 {
+		return nil, invalid("check status %q: no code", v)
+	}
+	return out, nil
+}
+
+// StatusOK reports whether an answer's status code passes c: one of
+// StatusCodes when set, else Status.
+func (c Check) StatusOK(code int) bool {
+	if c.StatusCodes == "" {
+		return code == c.Status
+	}
+	rs, err := ParseStatusCodes(c.StatusCodes)
+	if err != nil {
+		return false
+	}
+	for _, r := range rs {
+		if code >= r.Lo && code <= r.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+// WantStatus says what status c wants, for a failure's reason.
+func (c Check) WantStatus() string {
+	if c.StatusCodes != "" {
+		return c.StatusCodes
+	}
+	return strconv.Itoa(c.Status)
+}

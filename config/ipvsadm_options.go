@@ -210,11 +210,14 @@ var options = []option{
 	})},
 	{long: "check-path", arg: needArg, set: checkField(func(c *Check, v string) error { c.Path = v; return nil })},
 	{long: "check-status", arg: needArg, set: checkField(func(c *Check, v string) error {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return perr("illegal check status %q", v)
+		if n, err := strconv.Atoi(v); err == nil {
+			c.Status, c.StatusCodes = n, ""
+			return nil
 		}
-		c.Status = n
+		if _, err := ParseStatusCodes(v); err != nil {
+			return perr("illegal check status %q: want a code, or codes and ranges as 200,300-399", v)
+		}
+		c.Status, c.StatusCodes = 0, v
 		return nil
 	})},
 	{long: "check-body", arg: needArg, set: checkField(func(c *Check, v string) error { c.Body = v; return nil })},

@@ -233,15 +233,22 @@ func (r *kaReader) checker(n *kaNode) (Check, error) {
 					c.Path = ua[0]
 					r.mark(u.words[0], UseUsed, "")
 				case "status_code":
-					if len(ua) != 1 {
-						return c, kaErr(u, "status_code takes one value")
+					// One code, or codes and ranges: 200 201 300-399.
+					if len(ua) == 0 {
+						return c, kaErr(u, "status_code takes a code")
 					}
-					s, err := strconv.Atoi(ua[0])
-					if err != nil {
-						r.mark(u.words[0], UseCannot, "status code ranges: one code only")
-						continue
+					if len(ua) == 1 {
+						if s, err := strconv.Atoi(ua[0]); err == nil {
+							c.Status = s
+							r.mark(u.words[0], UseUsed, "")
+							continue
+						}
 					}
-					c.Status = s
+					list := strings.Join(ua, ",")
+					if _, err := ParseStatusCodes(list); err != nil {
+						return c, kaErr(u, "%v", err)
+					}
+					c.StatusCodes = list
 					r.mark(u.words[0], UseUsed, "")
 				case "digest":
 					if len(ua) != 1 {

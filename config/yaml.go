@@ -89,8 +89,10 @@ type FileCheck struct {
 	Port   uint16 `yaml:"port"`
 	Path   string `yaml:"path"`
 	Status int    `yaml:"status"`
-	Body   string `yaml:"body"`
-	Digest string `yaml:"digest"`
+	// StatusCodes: codes and ranges that pass instead, "200,300-399".
+	StatusCodes string `yaml:"status_codes"`
+	Body        string `yaml:"body"`
+	Digest      string `yaml:"digest"`
 	// StartDown: reals are down until their first check passes.
 	StartDown bool   `yaml:"start_down"`
 	Send      string `yaml:"send"`
@@ -106,7 +108,7 @@ func (fc *FileCheck) check() (Check, error) {
 	if fc == nil {
 		return Check{}, nil
 	}
-	c := Check{Type: fc.Type, Port: fc.Port, Path: fc.Path, Status: fc.Status, Body: fc.Body, Digest: strings.ToLower(fc.Digest), StartDown: fc.StartDown, Send: fc.Send,
+	c := Check{Type: fc.Type, Port: fc.Port, Path: fc.Path, Status: fc.Status, StatusCodes: fc.StatusCodes, Body: fc.Body, Digest: strings.ToLower(fc.Digest), StartDown: fc.StartDown, Send: fc.Send,
 		Expect: fc.Expect, Exec: fc.Exec, Rise: fc.Rise, Fall: fc.Fall}
 	if c.Type == "" {
 		return Check{}, invalid("check: no type (tcp, http, https, udp, exec or none)")

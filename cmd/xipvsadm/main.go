@@ -375,7 +375,8 @@ real of the service, on -a/-e for one real (replacing the service's):
   --check tcp|http|https|udp|exec|none   none: do not check this real
   --check-port N        port to check (default: the real's)
   --check-path PATH     http(s): path (default /)
-  --check-status N      http(s): expected status (default 200)
+  --check-status N      http(s): expected status (default 200), or codes and
+                        ranges: 200,300-399
   --check-body TEXT     http(s): text the body must contain
   --check-send TEXT     udp: datagram to send (default a newline)
   --check-expect TEXT   udp: text the answer must contain (default: any answer)

@@ -148,8 +148,8 @@ func probeHTTP(ctx context.Context, t Target) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != c.Status {
-		return fmt.Errorf("HTTP %d, want %d", resp.StatusCode, c.Status)
+	if !c.StatusOK(resp.StatusCode) {
+		return fmt.Errorf("HTTP %d, want %s", resp.StatusCode, c.WantStatus())
 	}
 	// The body streamed: the digest over all of it (keepalived's
 	// HTTP_GET digest is the whole page's), the text looked for in its
