@@ -26,7 +26,7 @@ type Check struct {
 	// codes and ranges, "200,201,300-399" (keepalived's status_code
 	// list).
 	StatusCodes string `json:"status_codes,omitempty"`
-	Body   string `json:"body,omitempty"`
+	Body        string `json:"body,omitempty"`
 	// Digest, for http and https, is the MD5 of the whole body in hex
 	// (keepalived's HTTP_GET digest).
 	Digest   string        `json:"digest,omitempty"`
