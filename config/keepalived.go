@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -214,6 +215,9 @@ func kaParse(toks []kaToken) ([]*kaNode, error) {
 type Keepalived struct {
 	Config *Config
 	Lines  []KeepalivedLine
+	// Sync are the connection sync daemons lvs_sync_daemon (global_defs)
+	// or lvs_sync_daemon_interface (vrrp_instance) ask for.
+	Sync []SyncDaemon
 }
 
 // kaReader collects the result of reading the tree.
@@ -223,6 +227,7 @@ type kaReader struct {
 	groups map[string][]*kaNode // virtual_server_group
 	laddrs map[string][]netip.Addr
 	cfg    *Config
+	sync   []SyncDaemon
 }
 
 func (r *kaReader) mark(t kaToken, use, why string) {
@@ -292,14 +297,22 @@ func ParseKeepalived(path string) (*Keepalived, error) {
 		case "virtual_server_group", "local_address_group":
 		case "global_defs":
 			r.markAll(n, UseIgnored, "global settings (keepalived's own)")
+			if err := r.syncDaemons(n, nodes); err != nil {
+				return nil, err
+			}
 		case "vrrp_instance", "vrrp_sync_group", "vrrp_script", "vrrp_track_process", "static_ipaddress", "static_routes",
 			"static_rules", "linkbeat_interfaces", "bfd_instance", "net_namespace":
 			r.markAll(n, UseIgnored, "VRRP and addresses are keepalived's (run it for them, without virtual_server blocks)")
+			if n.key() == "vrrp_instance" {
+				if err := r.syncDaemons(n, nodes); err != nil {
+					return nil, err
+				}
+			}
 		default:
 			r.markAll(n, UseIgnored, "not an LVS keyword")
 		}
 	}
-	k := &Keepalived{Config: r.cfg}
+	k := &Keepalived{Config: r.cfg, Sync: r.sync}
 	files := make([]string, 0, len(r.uses))
 	for f := range lx.lines {
 		files = append(files, f)
@@ -320,4 +333,91 @@ func ParseKeepalived(path string) (*Keepalived, error) {
 
 func kaErr(n *kaNode, format string, args ...any) error {
 	return invalid("%s:%d: %s", n.words[0].file, n.words[0].line, fmt.Sprintf(format, args...))
+}
+
+// syncDaemons reads block n's lvs_sync_daemon (global_defs: IFACE
+// [INSTANCE] [id N] [maxlen N] [port N] [ttl N] [group ADDR]) or
+// lvs_sync_daemon_interface (a vrrp_instance's: IFACE). keepalived runs
+// the master while the instance is MASTER and the backup while it is
+// BACKUP; xipvs, which does not run VRRP, runs both, as ipvsadm lets a
+// director do: each side sends what it has and takes the other's. The
+// id defaults to the instance's virtual_router_id, as keepalived's.
+func (r *kaReader) syncDaemons(n *kaNode, nodes []*kaNode) error {
+	instance := ""
+	if n.key() == "vrrp_instance" && len(n.words) > 1 {
+		instance = n.words[1].s
+	}
+	for _, c := range n.block {
+		if c.key() != "lvs_sync_daemon" && c.key() != "lvs_sync_daemon_interface" {
+			continue
+		}
+		a := c.args()
+		if len(a) == 0 {
+			return kaErr(c, "%s needs an interface", c.key())
+		}
+		if len(r.sync) > 0 {
+			r.mark(c.words[0], UseCannot, "one sync daemon pair: the first one's")
+			continue
+		}
+		d := SyncDaemon{Interface: a[0]}
+		rest := a[1:]
+		if c.key() == "lvs_sync_daemon" && len(rest) > 0 && !slices.Contains([]string{"id", "maxlen", "port", "ttl", "group"}, rest[0]) {
+			instance, rest = rest[0], rest[1:]
+		}
+		id := -1
+		for i := 0; i+1 < len(rest); i += 2 {
+			v := rest[i+1]
+			n, err := strconv.Atoi(v)
+			switch rest[i] {
+			case "id":
+				if err != nil || n < 0 || n > 255 {
+					return kaErr(c, "sync id %q: want 0 to 255", v)
+				}
+				id = n
+			case "maxlen":
+				d.MaxLen = n
+			case "port":
+				d.Port = uint16(n)
+			case "ttl":
+				d.TTL = uint8(n)
+			case "group":
+				g, gerr := netip.ParseAddr(v)
+				if gerr != nil {
+					return kaErr(c, "sync group %q: %v", v, gerr)
+				}
+				d.Group, err = g, nil
+			default:
+				return kaErr(c, "%s: unknown option %q", c.key(), rest[i])
+			}
+			if err != nil {
+				return kaErr(c, "%s %s %q: %v", c.key(), rest[i], v, err)
+			}
+		}
+		if id < 0 {
+			id = int(routerID(nodes, instance))
+		}
+		d.SyncID = uint8(id)
+		master, backup := d, d
+		master.Role, backup.Role = "master", "backup"
+		r.sync = append(r.sync, master, backup)
+		r.mark(c.words[0], UseUsed, fmt.Sprintf("sync daemons master and backup on %s, id %d (keepalived switches them with VRRP; xipvs runs both)", d.Interface, id))
+	}
+	return nil
+}
+
+// routerID is vrrp_instance name's virtual_router_id (0: none).
+func routerID(nodes []*kaNode, name string) uint8 {
+	for _, n := range nodes {
+		if n.key() != "vrrp_instance" || len(n.words) < 2 || n.words[1].s != name {
+			continue
+		}
+		for _, c := range n.block {
+			if a := c.args(); c.key() == "virtual_router_id" && len(a) == 1 {
+				if v, err := strconv.Atoi(a[0]); err == nil && v >= 0 && v <= 255 {
+					return uint8(v)
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -144,3 +144,42 @@ func TestKeepalivedErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepalivedSyncDaemons: lvs_sync_daemon_interface in a
+// vrrp_instance, and lvs_sync_daemon in global_defs, ask for the sync
+// daemons (master and backup: keepalived switches them with VRRP, xipvs
+// runs both), their id the instance's virtual_router_id unless given;
+// the line is used, not filed as VRRP.
+func TestKeepalivedSyncDaemons(t *testing.T) {
+	for _, c := range []struct {
+		conf string
+		want SyncDaemon
+		line string
+	}{
+		{"vrrp_instance VI_1 {\n state MASTER\n interface eth0\n virtual_router_id 51\n lvs_sync_daemon_interface eth1\n}\n",
+			SyncDaemon{Interface: "eth1", SyncID: 51}, "lvs_sync_daemon_interface eth1"},
+		{"global_defs {\n router_id LVS_1\n lvs_sync_daemon eth0 VI_1 id 7 port 9000 group 224.0.0.99\n}\nvrrp_instance VI_1 {\n virtual_router_id 51\n}\n",
+			SyncDaemon{Interface: "eth0", SyncID: 7, Port: 9000, Group: netip.MustParseAddr("224.0.0.99")}, "lvs_sync_daemon eth0 VI_1 id 7 port 9000 group 224.0.0.99"},
+		{"global_defs {\n lvs_sync_daemon eth2 VI_2\n}\nvrrp_instance VI_2 {\n virtual_router_id 33\n}\n",
+			SyncDaemon{Interface: "eth2", SyncID: 33}, "lvs_sync_daemon eth2 VI_2"},
+	} {
+		p := filepath.Join(t.TempDir(), "keepalived.conf")
+		if err := os.WriteFile(p, []byte(c.conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		k, err := ParseKeepalived(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		master, backup := c.want, c.want
+		master.Role, backup.Role = "master", "backup"
+		if len(k.Sync) != 2 || k.Sync[0] != master || k.Sync[1] != backup {
+			t.Errorf("%s: sync daemons %+v, want %+v and %+v", c.line, k.Sync, master, backup)
+		}
+		for _, l := range k.Lines {
+			if l.Text == c.line && l.Use != UseUsed {
+				t.Errorf("%s: %s (%s)", c.line, l.Use, l.Why)
+			}
+		}
+	}
+}

@@ -409,7 +409,7 @@ func LoadFile(path string) (*Loaded, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		return &Loaded{Config: k.Config, Keepalived: k.Lines}, nil
+		return &Loaded{Config: k.Config, Keepalived: k.Lines, Sync: k.Sync}, nil
 	}
 	if IsRules(b) {
 		lines, err := ReadRules(bytes.NewReader(b))
