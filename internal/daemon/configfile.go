@@ -99,6 +99,9 @@ func DryRun(o *Options, w io.Writer) error {
 		return nil
 	}
 	printKeepalived(w, o.file.Keepalived)
+	for _, d := range o.file.Sync {
+		fmt.Fprintf(w, "xipvsd: sync daemon %s on %s, id %d\n", d.Role, d.Interface, d.SyncID)
+	}
 	fmt.Fprintf(w, "xipvsd: configuration OK: %s\n", o.file.Config.Summary())
 	if n := notHonoured(o.file.Keepalived); n > 0 {
 		return &NotHonouredError{Lines: n}
