@@ -270,7 +270,14 @@ func TestSchedulersNATAndFULLNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr6(t, lab.lb, "eth1", lip6+"/128")
-	lab.serveEcho(t, 8080)
+	// Each service's reals listen on a port of its own: the client's
+	// kernel may take one source port for two VIPs, which NAT would make
+	// one tuple at the real.
+	schedPorts := make([]int, 0, 64)
+	for p := 8001; p <= 8064; p++ {
+		schedPorts = append(schedPorts, p)
+	}
+	lab.serveEcho(t, schedPorts...)
 	reals := map[netip.Addr][2]string{lab.vip: {"10.98.0.11", "10.98.0.12"}, vip6: {"[fd98::11]", "[fd98::12]"}}
 	lips := map[netip.Addr]string{lab.vip: lip4, vip6: lip6}
 	names := map[string]string{"10.98.0.11": "rs1", "10.98.0.12": "rs2", "[fd98::11]": "rs1", "[fd98::12]": "rs2"}
@@ -293,7 +300,7 @@ func TestSchedulersNATAndFULLNAT(t *testing.T) {
 					lab.adm(t, "--add-laddr", "-z", lips[vip], "-t", vs.String())
 				}
 				for w, r := range rs {
-					line := []string{"-a", "-t", vs.String(), "-r", r + ":8080", fwd, "-w", fmt.Sprint(w + 1)}
+					line := []string{"-a", "-t", vs.String(), "-r", fmt.Sprintf("%s:%d", r, 7000+int(port)), fwd, "-w", fmt.Sprint(w + 1)}
 					if name == "wlc -x" && w == 1 {
 						line = append(line, "-x", "2")
 					}
