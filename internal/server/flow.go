@@ -91,7 +91,7 @@ func (s *Server) newFlow(f *dataplane.NewFlow, now time.Duration) dataplane.Deci
 			return dataplane.Decision{}
 		}
 	}
-	if !s.relooks[sv] && ((sv.fast != nil && sv.fast.lookahead) || sv.roomed()) {
+	if !s.relooks[sv] && ((sv.fast != nil && sv.fast.lookahead) || sv.dpf&dataplane.SvcRoom != 0) {
 		// XDP's picks first, as they came first: the scheduler moved on
 		// by them, and the connections they bound counted (a real out of
 		// room is overloaded now, as IPVS finds it).
