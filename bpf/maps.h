@@ -332,4 +332,60 @@ struct {
 	__type(value, struct laddr);
 } laddrs SEC(".maps");
 
+/* Established connections' aging timers (aging.h), by forward key: the
+ * sweep walks only the embryonic tables; an established connection
+ * costs nothing until its timer fires (ip_vs_conn's per-connection
+ * timer). Sized as est_conns; allocated per entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct conn_key);
+	__type(value, struct conn_timer);
+} est_timers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS / 4);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct conn_key6);
+	__type(value, struct conn_timer);
+} est_timers6 SEC(".maps");
+
+/* Timed established connections per real id (struct live_count): kept by
+ * the events that change them (a timer armed, a state change, a timer's
+ * end), never recounted by a walk. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_REALS);
+	__type(key, __u32);
+	__type(value, struct live_count);
+} est_live SEC(".maps");
+
+/* Aging by timers: on, and the timeouts (Go's). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct aging_cfg);
+} aging_conf SEC(".maps");
+
+/* FULLNAT local ports that timers freed (struct sweep_port); Go drains it
+ * at every sweep. A timer that finds it full tries again a second
+ * later (STAT_AGE_DEFERRED): a port is never lost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} aged_ports SEC(".maps");
+
+/* Persistent services by id (Go's, rewritten at every sweep): how a
+ * connection names its template (the client under the netmask). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sweep_persist);
+} sweep_persistent SEC(".maps");
+
 #endif
