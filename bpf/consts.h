@@ -168,7 +168,6 @@ enum conn_flag {
 	CONN_F_SYN_SEEN = 0x20,  /* TCP: a SYN opened it; only such a
 				  * connection is promoted to est_conns (a
 				  * blind ACK flood creates none there) */
-	CONN_F_TIMED = 0x40,     /* established, its timer armed (aging.h) */
 };
 
 /* svc_val.flags */
@@ -274,10 +273,6 @@ enum stat_idx {
 	STAT_NEW_SYN,         /* event: a SYN (no ACK, RST, FIN) to a VIP */
 	STAT_PASS_NO_CONN,    /* TCP, no connection and no SYN (sloppy TCP off), or a RST: passed */
 	STAT_SYNC_LOST,       /* a sync event the full ring could not take */
-	STAT_AGE_FAILED,      /* an established connection got no timer (est_timers
-			       * full, or no memory): left to the next full sweep */
-	STAT_AGE_DEFERRED,    /* a timer's FULLNAT port found aged_ports full: retried in 1 s */
-	STAT_AGED,            /* an established connection ended by its timer */
 	STAT_MAX,
 };
 

@@ -22,5 +22,3 @@
 #undef FAM_IP_LEN
 #undef FAM_NAT_REWRITE
 #undef FAM_TOA_LEN
-#undef FAM_TIMERS
-#undef FAM_AGE

@@ -8,7 +8,6 @@
 #include <stddef.h>
 
 #include <linux/types.h>
-#include <linux/bpf.h> /* struct bpf_timer */
 #include "consts.h"
 
 /* Virtual service key: (VIP, port, protocol). */
@@ -240,10 +239,6 @@ struct sweep_args {
 	__u32 drop_stale; /* also delete the connections whose real is gone
 			   * (the first sweep after a restart adopted the
 			   * table: no walk of its own at start) */
-	__u32 full;       /* with aging by timers: walk the established
-			   * tables too (arm what has no timer, end what is
-			   * due or stale); without, they are always walked */
-	__u32 pad;
 };
 
 /* One real's live connections as the sweep counted them. */
@@ -287,39 +282,8 @@ struct sweep_tmpl {
  * to, and when a new connection last followed it (coarse ns). */
 struct tmpl_val {
 	__u32 real_id;
-	__s32 controls;  /* established connections that follow it
-			  * (aging.h: counted while their timer lives), as
-			  * IPVS's n_control; may go below 0 when Go made it
-			  * again under live connections: read as none */
-	__u64 last_used;
-};
-
-/* An established connection's aging timer (aging.h), in est_timers (or
- * est_timers6) under the forward entry's key. While it lives the
- * connection is counted in est_live as active or not, and in its
- * template's controls. */
-struct conn_timer {
-	struct bpf_timer timer;
-	__u64 active;  /* AGE_ACTIVE, AGE_INACTIVE; AGE_UNCOUNTED once let go
-			* (64 bits: the atomic exchange's width) */
-	__u32 real_id;
-	__u32 persist; /* tmpl is the template it controls */
-	struct sweep_tmpl tmpl;
-};
-
-/* Established connections per real (est_live, per CPU: the CPUs' sum
- * is the count; one CPU's share may be negative). */
-struct live_count {
-	__s64 active;
-	__s64 inactive;
-};
-
-/* Aging by timers (aging.h): on, and the timeouts (ns), Go's. */
-struct aging_cfg {
-	__u64 tcp_timeout[TCPS_LAST];
-	__u64 udp_timeout;
-	__u32 on;
 	__u32 pad;
+	__u64 last_used;
 };
 
 /* A director interface, keyed by ifindex. */

@@ -7,13 +7,7 @@
  * entries are), counts the live ones per real (ActiveConn, InActConn),
  * lists the FULLNAT local ports it freed and the persistence templates
  * that still control a connection. Go then does what only it can: port
- * pools, template expiry, overload flags.
- *
- * With aging by timers (aging.h) the pass walks only the embryonic
- * tables: the established ones age, count and hold their templates by
- * their timers. A full pass (sweep_args.full, at start and now and then)
- * walks them too, as a safety net: it arms an entry without a timer (one
- * Go wrote), ends one due or whose real is gone, counts none. */
+ * pools, template expiry, overload flags. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <linux/in.h>
@@ -23,7 +17,6 @@
 #include "structs.h"
 #include "maps.h"
 #include "parse.h"
-#include "aging.h"
 
 /* Live connections per real id, stamped with the sweep's gen. */
 struct {
@@ -41,6 +34,15 @@ struct {
 	__type(value, struct sweep_port);
 } sweep_released SEC(".maps");
 
+/* Persistent services by id, written by Go before each sweep. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sweep_persist);
+} sweep_persistent SEC(".maps");
+
 /* Templates with a live connection; Go reads and empties it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -55,9 +57,7 @@ struct bpf_map;
 /* What the callback needs, on the stack (the helper takes no ctx). */
 struct walk {
 	struct sweep_args a;
-	int est;   /* walking est_conns (else conns) */
-	int timed; /* aging by timers (aging.h): est_conns counts itself */
-	const struct aging_cfg *ag;
+	int est; /* walking est_conns (else conns) */
 };
 
 static __always_inline __u64 timeout_of(const struct sweep_args *a, __u8 proto, __u8 state)
@@ -144,12 +144,10 @@ static __always_inline struct sweep_persist *live_persist(struct walk *w, __u8 p
 /* The judgement of one entry, once for both families (sweep_fam.h):
  * sweep_one for conns and est_conns, sweep_one6 for their IPv6 twins. */
 #define FAM_NAME(fn) fn
-#define FAM_AGE(op) conn_##op
 #define FAM_KEY struct conn_key
 #define FAM_VAL struct conn_val
 #define FAM_EMB conns
 #define FAM_EST est_conns
-#define FAM_TIMERS est_timers
 #define FAM_V6 0
 #define FAM_ADDR_SET(a) ((a) != 0)
 #define FAM_SYNPROXY 1
@@ -157,12 +155,10 @@ static __always_inline struct sweep_persist *live_persist(struct walk *w, __u8 p
 #include "fam_undef.h"
 
 #define FAM_NAME(fn) fn##6
-#define FAM_AGE(op) conn6_##op
 #define FAM_KEY struct conn_key6
 #define FAM_VAL struct conn_val6
 #define FAM_EMB conns6
 #define FAM_EST est_conns6
-#define FAM_TIMERS est_timers6
 #define FAM_V6 1
 #define FAM_ADDR_SET(a) (!addr6_zero(a))
 #define FAM_SYNPROXY 0 /* no SYN proxy for IPv6 */
@@ -179,18 +175,14 @@ int xipvs_sweep(struct sweep_args *args)
 	w.a.seen = 0;
 	w.a.expired = 0;
 	w.a.kept = 0;
-	w.ag = aging_cfg();
-	w.timed = w.ag != NULL;
 	bpf_for_each_map_elem(&conns, sweep_one, &w, 0);
 	w.est = 1;
-	if (!w.timed || args->full)
-		bpf_for_each_map_elem(&est_conns, sweep_one, &w, 0);
+	bpf_for_each_map_elem(&est_conns, sweep_one, &w, 0);
 	if (args->ipv6) {
 		w.est = 0;
 		bpf_for_each_map_elem(&conns6, sweep_one6, &w, 0);
 		w.est = 1;
-		if (!w.timed || args->full)
-			bpf_for_each_map_elem(&est_conns6, sweep_one6, &w, 0);
+		bpf_for_each_map_elem(&est_conns6, sweep_one6, &w, 0);
 	}
 	args->released = w.a.released;
 	args->seen = w.a.seen;

@@ -4,8 +4,6 @@
  *   FAM_NAME(fn)      the function's name in the family: fn, fn##6
  *   FAM_KEY, FAM_VAL  the connection key and value
  *   FAM_EMB, FAM_EST  the embryonic LRU and the established table
- *   FAM_TIMERS        the established table's timers (aging.h)
- *   FAM_AGE(op)       aging.h's operation for the family (conn_op, conn6_op)
  *   FAM_V6            0 or 1
  *   FAM_ADDR_SET(a)   whether address a (a value's nsaddr) is set
  *   FAM_SYNPROXY      whether the family's connections can be SYN-proxied
@@ -29,6 +27,30 @@ static __always_inline long FAM_NAME(sweep_delete)(FAM_KEY *k, int est)
 	return est ? bpf_map_delete_elem(&FAM_EST, k) : bpf_map_delete_elem(&FAM_EMB, k);
 }
 
+/* peer_key is the key of the other entry of a NAT or FULLNAT pair (pk
+ * zeroed by the caller). */
+static __always_inline void FAM_NAME(peer_key)(const FAM_VAL *v, __u8 proto, FAM_KEY *pk)
+{
+	__builtin_memcpy(&pk->saddr, &v->ndaddr, sizeof(pk->saddr));
+	__builtin_memcpy(&pk->daddr, &v->nsaddr, sizeof(pk->daddr));
+	pk->sport = v->ndport;
+	pk->dport = v->nsport;
+	pk->proto = proto; /* pad: the callers' keys start zeroed */
+}
+
+/* same_key compares two keys: addresses and ports (whole words), then
+ * the protocol. */
+static __always_inline int FAM_NAME(same_key)(const FAM_KEY *a, const FAM_KEY *b)
+{
+	const __u32 *x = (const void *)a, *y = (const void *)b;
+	__u32 d = 0;
+
+#pragma unroll
+	for (int i = 0; i < (2 * sizeof(a->saddr) + 4) / 4; i++)
+		d |= x[i] ^ y[i];
+	return d == 0 && a->proto == b->proto;
+}
+
 /* release_port records the local port of FULLNAT reply entry rk,
  * deleted by the caller. */
 static __always_inline int FAM_NAME(release_port)(struct walk *w, const FAM_KEY *rk)
@@ -46,27 +68,21 @@ static __always_inline void FAM_NAME(count_live)(struct walk *w, const FAM_KEY *
 
 	if (p) {
 		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport, .v6 = FAM_V6 };
+		const __be32 *src = (const void *)&k->saddr;
+		__be32 *client = (void *)t.client;
 		__u8 one = 1;
 
-		tmpl_client((__be32 *)t.client, (const __be32 *)&k->saddr, sizeof(k->saddr), p->mask_bits);
+#pragma unroll
+		for (int i = 0; i < sizeof(k->saddr) / 4; i++) {
+			int bits = (int)p->mask_bits - 32 * i;
+
+			if (bits >= 32)
+				client[i] = src[i];
+			else if (bits > 0)
+				client[i] = src[i] & bpf_htonl(~0U << (32 - bits));
+		}
 		bpf_map_update_elem(&sweep_owned, &t, &one, BPF_ANY);
 	}
-}
-
-/* keep_timed is a full pass's care of a live established entry aged by
- * timers: one without a timer (written by Go) gets it; one with it is
- * set due again at its deadline (a timer that fired while aging by
- * timers was off did not sleep again). */
-static __always_inline void FAM_NAME(keep_timed)(struct walk *w, FAM_KEY *k, FAM_VAL *v, __u64 last)
-{
-	struct conn_timer *t = bpf_map_lookup_elem(&FAM_TIMERS, k);
-
-	if (!t) {
-		FAM_AGE(arm)(k, v, w->ag, w->a.now);
-		return;
-	}
-	v->flags |= CONN_F_TIMED;
-	bpf_timer_start(&t->timer, age_left(w->a.now, last, timeout_of(&w->a, k->proto, v->state)), 0);
 }
 
 /* sweep_one judges one entry: a forward entry by the later of its and its
@@ -81,18 +97,16 @@ static long FAM_NAME(sweep_one)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, str
 	int fullnat = v->flags & CONN_F_FULLNAT;
 	int sp = FAM_SYNPROXY && (v->flags & CONN_F_SYNPROXY);
 	int peer_est = 0;
-	/* An established entry aged by its timer is counted by it. */
-	int timed = w->est && w->timed;
 
 	w->a.seen++;
 	if (FAM_ADDR_SET(v->nsaddr)) {
-		FAM_AGE(peer_key)(v, k->proto, &pk);
+		FAM_NAME(peer_key)(v, k->proto, &pk);
 		peer = FAM_NAME(sweep_lookup)(&pk, &peer_est);
 		if (peer) {
 			FAM_KEY back = {};
 
-			FAM_AGE(peer_key)(peer, k->proto, &back);
-			if (!FAM_AGE(same_key)(&back, k) || ((peer->flags ^ v->flags) & CONN_F_REPLY) == 0)
+			FAM_NAME(peer_key)(peer, k->proto, &back);
+			if (!FAM_NAME(same_key)(&back, k) || ((peer->flags ^ v->flags) & CONN_F_REPLY) == 0)
 				peer = NULL;
 		}
 	}
@@ -114,20 +128,14 @@ static long FAM_NAME(sweep_one)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, str
 		last = peer->last_seen;
 	if (idle(w->a.now, last) < timeout_of(&w->a, k->proto, v->state) &&
 	    !(w->a.drop_stale && real_gone(v->real_id))) {
-		if (timed)
-			FAM_NAME(keep_timed)(w, k, v, last);
-		else
-			FAM_NAME(count_live)(w, k, v);
+		FAM_NAME(count_live)(w, k, v);
 		return 0;
 	}
 	if (peer && fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
 		w->a.kept++;
-		if (!timed)
-			FAM_NAME(count_live)(w, k, v);
+		FAM_NAME(count_live)(w, k, v);
 		return 0;
 	}
-	if (timed)
-		FAM_AGE(forget)(k);
 	if (FAM_NAME(sweep_delete)(k, w->est) == 0)
 		w->a.expired++;
 	if (peer && FAM_NAME(sweep_delete)(&pk, peer_est) == 0 && fullnat)

@@ -88,15 +88,13 @@ func lookupIn[K, V any](k *K, maps ...*ebpf.Map) (V, bool, error) {
 	return v, false, nil
 }
 
-// DeleteConn removes a connection RawEntry4 from either table, a SYN
-// proxied one's adjustments and an established one's timer (its count
-// stays: its real is going, and the id's counts start again from zero
-// when it is given to another); a missing one is not an error.
+// DeleteConn removes a connection RawEntry4 from either table, and a SYN
+// proxied one's adjustments; a missing one is not an error.
 func (d *Dataplane) DeleteConn(k ConnKey) error {
 	if k.Src.Is6() {
-		return deleteIn(k.Raw6(), d.objs.EstTimers6, d.objs.EstConns6, d.objs.Conns6)
+		return deleteIn(k.Raw6(), d.objs.EstConns6, d.objs.Conns6)
 	}
-	return deleteIn(k.Raw(), d.objs.EstTimers, d.objs.EstConns, d.objs.Conns, d.objs.Seqadjs)
+	return deleteIn(k.Raw(), d.objs.EstConns, d.objs.Conns, d.objs.Seqadjs)
 }
 
 // deleteIn deletes key k from each of maps; a missing key is not an

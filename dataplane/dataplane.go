@@ -22,7 +22,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
@@ -62,10 +61,6 @@ type Options struct {
 	PinDir string
 	// Flush discards what PinDir holds before loading.
 	Flush bool
-	// SweepAging ages established connections by walking them at every
-	// sweep, as before timers (aging.go): for a kernel that refuses
-	// bpf_timer's memory, and for comparison.
-	SweepAging bool
 }
 
 // Interface is a director interface.
@@ -101,7 +96,6 @@ type Dataplane struct {
 	fnatErr  error
 	links    []link.Link
 	ifaces   []Interface
-	aging    agingState // aging by timers (aging.go)
 
 	realsMu   sync.RWMutex
 	reals     map[uint32]Real          // mirror of the reals map
@@ -168,8 +162,6 @@ func Open(opts Options) (*Dataplane, error) {
 	spec.Maps[bpfobj.DirectorMapEstConns].MaxEntries = opts.ConnTableSize
 	spec.Maps[bpfobj.DirectorMapConns6].MaxEntries = opts.ConnTableSize6
 	spec.Maps[bpfobj.DirectorMapEstConns6].MaxEntries = opts.ConnTableSize6
-	spec.Maps[bpfobj.DirectorMapEstTimers].MaxEntries = opts.ConnTableSize
-	spec.Maps[bpfobj.DirectorMapEstTimers6].MaxEntries = opts.ConnTableSize6
 	if opts.ServiceTableSize == 0 {
 		opts.ServiceTableSize = DefaultServiceTableSize
 	}
@@ -211,11 +203,6 @@ func Open(opts Options) (*Dataplane, error) {
 		d.ipv6.Store(anyKey(d.objs.Conns6) || anyKey(d.objs.EstConns6))
 	}
 	if err := d.loadSweep(opts.ConnTableSize, opts.ConnTableSize6); err != nil {
-		d.Close()
-		return nil, err
-	}
-	// Until the first sweep gives the configured timeouts.
-	if err := d.writeAging(!opts.SweepAging, conntrack.DefaultTimeouts()); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -289,7 +276,7 @@ func (d *Dataplane) Close() error {
 		err = errors.Join(err, d.links[i].Close())
 	}
 	d.links = nil
-	err = errors.Join(err, d.sweep.Close(), d.aging.Close())
+	err = errors.Join(err, d.sweep.Close())
 	d.sweep = nil
 	err = errors.Join(err, d.closeFNAT(), d.closeRooms())
 	err = errors.Join(err, d.objs.Close())

@@ -34,10 +34,6 @@ type SweepArgs struct {
 	// a restart adopted the table, instead of a walk of its own.
 	DropStale bool
 	Reals     map[uint32]bool
-	// Full also walks the established tables when they age by timers
-	// (aging.go): an entry without a timer gets one, one due or whose
-	// real is gone ends. Without timers every sweep walks them.
-	Full bool
 }
 
 // SweepPersist is a persistent service as the sweep sees it.
@@ -88,28 +84,24 @@ func (d *Dataplane) loadSweep(connTableSize, connTableSize6 uint32) error {
 	spec.Maps[bpfobj.SweepMapConns6].MaxEntries = connTableSize6
 	spec.Maps[bpfobj.SweepMapEstConns6].MaxEntries = connTableSize6
 	spec.Maps[bpfobj.SweepMapSweepOwned].MaxEntries = connTableSize
-	spec.Maps[bpfobj.SweepMapEstTimers].MaxEntries = connTableSize
-	spec.Maps[bpfobj.SweepMapEstTimers6].MaxEntries = connTableSize6
 	sp := &sweepProg{}
 	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpfobj.SweepMapConns: d.objs.Conns, bpfobj.SweepMapEstConns: d.objs.EstConns,
 		bpfobj.SweepMapConns6: d.objs.Conns6, bpfobj.SweepMapEstConns6: d.objs.EstConns6, bpfobj.SweepMapSeqadjs: d.objs.Seqadjs,
-		bpfobj.SweepMapReals: d.objs.Reals, bpfobj.SweepMapSweepPersistent: d.objs.SweepPersistent,
-		bpfobj.SweepMapEstTimers: d.objs.EstTimers, bpfobj.SweepMapEstTimers6: d.objs.EstTimers6, bpfobj.SweepMapEstLive: d.objs.EstLive,
-		bpfobj.SweepMapAgingConf: d.objs.AgingConf, bpfobj.SweepMapAgedPorts: d.objs.AgedPorts, bpfobj.SweepMapTmpls: d.objs.Tmpls,
-		bpfobj.SweepMapStats: d.objs.Stats}}
+		bpfobj.SweepMapReals: d.objs.Reals}}
 	// Only the program and the maps it uses: the director's others are
 	// never created twice.
 	var objs struct {
-		Prog     *ebpf.Program `ebpf:"xipvs_sweep"`
-		Counts   *ebpf.Map     `ebpf:"sweep_counts"`
-		Released *ebpf.Map     `ebpf:"sweep_released"`
-		Owned    *ebpf.Map     `ebpf:"sweep_owned"`
+		Prog       *ebpf.Program `ebpf:"xipvs_sweep"`
+		Counts     *ebpf.Map     `ebpf:"sweep_counts"`
+		Released   *ebpf.Map     `ebpf:"sweep_released"`
+		Persistent *ebpf.Map     `ebpf:"sweep_persistent"`
+		Owned      *ebpf.Map     `ebpf:"sweep_owned"`
 	}
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {
 		return fmt.Errorf("load sweep: %w", err)
 	}
 	sp.objs = bpfobj.SweepObjects{SweepPrograms: bpfobj.SweepPrograms{XipvsSweep: objs.Prog},
-		SweepMaps: bpfobj.SweepMaps{SweepCounts: objs.Counts, SweepReleased: objs.Released, SweepOwned: objs.Owned}}
+		SweepMaps: bpfobj.SweepMaps{SweepCounts: objs.Counts, SweepReleased: objs.Released, SweepPersistent: objs.Persistent, SweepOwned: objs.Owned}}
 	d.sweep = sp
 	return nil
 }
@@ -119,7 +111,8 @@ func (sp *sweepProg) Close() error {
 		return nil
 	}
 	o := &sp.objs
-	return errors.Join(o.XipvsSweep.Close(), o.SweepCounts.Close(), o.SweepReleased.Close(), o.SweepOwned.Close())
+	return errors.Join(o.XipvsSweep.Close(), o.SweepCounts.Close(), o.SweepReleased.Close(),
+		o.SweepPersistent.Close(), o.SweepOwned.Close())
 }
 
 // Sweep ages the connection table once (see SweepArgs, SweepResult).
@@ -129,7 +122,7 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 		return SweepResult{}, errors.New("sweep program not loaded")
 	}
 	o := &sp.objs
-	if err := syncPersistent(d.objs.SweepPersistent, a.Persistent); err != nil {
+	if err := syncPersistent(o.SweepPersistent, a.Persistent); err != nil {
 		return SweepResult{}, err
 	}
 	sp.gen++
@@ -142,14 +135,6 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 	}
 	if a.DropStale {
 		args.DropStale = 1
-	}
-	if a.Full || a.DropStale {
-		args.Full = 1 // the established tables hold stale ones too
-	}
-	if d.aging.on && a.Timeouts != d.aging.timeouts {
-		if err := d.writeAging(true, a.Timeouts); err != nil {
-			return SweepResult{}, err
-		}
 	}
 	for i := range args.TcpTimeout {
 		args.TcpTimeout[i] = uint64(a.Timeouts.TCP[i])
@@ -170,16 +155,11 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 			return res, fmt.Errorf("read released ports: %w", err)
 		}
 		for _, v := range vals[:got] {
-			res.Released = append(res.Released, localPortOf(v))
-		}
-	}
-	if d.aging.on {
-		var err error
-		if res.Released, err = d.drainAgedPorts(res.Released); err != nil {
-			return res, err
-		}
-		if err := d.addLiveCounts(res.Counts); err != nil {
-			return res, err
+			addr := netip.AddrFrom4([4]byte(v.Addr[:4]))
+			if v.V6 != 0 {
+				addr = netip.AddrFrom16(v.Addr)
+			}
+			res.Released = append(res.Released, LocalPort{Addr: addr, Port: fromBE16(v.Port), Proto: v.Proto})
 		}
 	}
 	owned, err := drainOwned(o.SweepOwned)

@@ -21,14 +21,6 @@ const (
 	DirectorAddrFlagADDR_F_ALL_PORTS  DirectorAddrFlag = 4
 )
 
-type DirectorAgingCfg struct {
-	_          structs.HostLayout
-	TcpTimeout [11]uint64
-	UdpTimeout uint64
-	On         uint32
-	Pad        uint32
-}
-
 type DirectorConnFlag uint32
 
 const (
@@ -38,7 +30,6 @@ const (
 	DirectorConnFlagCONN_F_SP_PENDING DirectorConnFlag = 8
 	DirectorConnFlagCONN_F_SYNPROXY   DirectorConnFlag = 16
 	DirectorConnFlagCONN_F_SYN_SEEN   DirectorConnFlag = 32
-	DirectorConnFlagCONN_F_TIMED      DirectorConnFlag = 64
 )
 
 type DirectorConnKey struct {
@@ -59,27 +50,6 @@ type DirectorConnKey6 struct {
 	Dport uint16
 	Proto uint8
 	Pad   [3]uint8
-}
-
-type DirectorConnTimer struct {
-	_     structs.HostLayout
-	Timer struct {
-		_ structs.HostLayout
-		_ [16]byte
-	}
-	Active  uint64
-	RealId  uint32
-	Persist uint32
-	Tmpl    DirectorSweepTmpl
-}
-
-type DirectorConnTimerNew struct {
-	_         structs.HostLayout
-	TimerRoom [2]uint64
-	Active    uint64
-	RealId    uint32
-	Persist   uint32
-	Tmpl      DirectorSweepTmpl
 }
 
 type DirectorConnVal struct {
@@ -194,12 +164,6 @@ type DirectorLaddr struct {
 	Addr [16]uint8
 	V6   uint8
 	Pad  [3]uint8
-}
-
-type DirectorLiveCount struct {
-	_        structs.HostLayout
-	Active   int64
-	Inactive int64
 }
 
 type DirectorPickCtl struct {
@@ -323,10 +287,7 @@ const (
 	DirectorStatIdxSTAT_NEW_SYN          DirectorStatIdx = 18
 	DirectorStatIdxSTAT_PASS_NO_CONN     DirectorStatIdx = 19
 	DirectorStatIdxSTAT_SYNC_LOST        DirectorStatIdx = 20
-	DirectorStatIdxSTAT_AGE_FAILED       DirectorStatIdx = 21
-	DirectorStatIdxSTAT_AGE_DEFERRED     DirectorStatIdx = 22
-	DirectorStatIdxSTAT_AGED             DirectorStatIdx = 23
-	DirectorStatIdxSTAT_MAX              DirectorStatIdx = 24
+	DirectorStatIdxSTAT_MAX              DirectorStatIdx = 21
 )
 
 type DirectorSvcFlag uint32
@@ -362,12 +323,6 @@ type DirectorSvcVal struct {
 	_     structs.HostLayout
 	Id    uint32
 	Flags uint32
-}
-
-type DirectorSweepPersist struct {
-	_        structs.HostLayout
-	MaskBits uint32
-	PortZero uint32
 }
 
 type DirectorSweepTmpl struct {
@@ -429,7 +384,7 @@ type DirectorTmplScratch struct {
 type DirectorTmplVal struct {
 	_        structs.HostLayout
 	RealId   uint32
-	Controls int32
+	Pad      uint32
 	LastUsed uint64
 }
 
@@ -439,16 +394,11 @@ type DirectorTmplVal struct {
 const (
 	DirectorMapAddrFilter       = "addr_filter"
 	DirectorMapAdmitTat         = "admit_tat"
-	DirectorMapAgedPorts        = "aged_ports"
-	DirectorMapAgingConf        = "aging_conf"
 	DirectorMapConns            = "conns"
 	DirectorMapConns6           = "conns6"
 	DirectorMapDefence          = "defence"
 	DirectorMapEstConns         = "est_conns"
 	DirectorMapEstConns6        = "est_conns6"
-	DirectorMapEstLive          = "est_live"
-	DirectorMapEstTimers        = "est_timers"
-	DirectorMapEstTimers6       = "est_timers6"
 	DirectorMapFnatCursor       = "fnat_cursor"
 	DirectorMapFnatScratch      = "fnat_scratch"
 	DirectorMapFnatSlots        = "fnat_slots"
@@ -473,10 +423,8 @@ const (
 	DirectorMapSlowStats        = "slow_stats"
 	DirectorMapSlowTraffic      = "slow_traffic"
 	DirectorMapStats            = "stats"
-	DirectorMapSweepPersistent  = "sweep_persistent"
 	DirectorMapSyncConf         = "sync_conf"
 	DirectorMapSyncEvents       = "sync_events"
-	DirectorMapTimerScratch     = "timer_scratch"
 	DirectorMapTmplScratch      = "tmpl_scratch"
 	DirectorMapTmpls            = "tmpls"
 	DirectorMapTxPorts          = "tx_ports"
@@ -538,50 +486,43 @@ type DirectorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DirectorMapSpecs struct {
-	AddrFilter      *ebpf.MapSpec `ebpf:"addr_filter"`
-	AdmitTat        *ebpf.MapSpec `ebpf:"admit_tat"`
-	AgedPorts       *ebpf.MapSpec `ebpf:"aged_ports"`
-	AgingConf       *ebpf.MapSpec `ebpf:"aging_conf"`
-	Conns           *ebpf.MapSpec `ebpf:"conns"`
-	Conns6          *ebpf.MapSpec `ebpf:"conns6"`
-	Defence         *ebpf.MapSpec `ebpf:"defence"`
-	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
-	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
-	EstLive         *ebpf.MapSpec `ebpf:"est_live"`
-	EstTimers       *ebpf.MapSpec `ebpf:"est_timers"`
-	EstTimers6      *ebpf.MapSpec `ebpf:"est_timers6"`
-	FnatCursor      *ebpf.MapSpec `ebpf:"fnat_cursor"`
-	FnatScratch     *ebpf.MapSpec `ebpf:"fnat_scratch"`
-	FnatSlots       *ebpf.MapSpec `ebpf:"fnat_slots"`
-	FragScratch     *ebpf.MapSpec `ebpf:"frag_scratch"`
-	Frags           *ebpf.MapSpec `ebpf:"frags"`
-	HashPicks       *ebpf.MapSpec `ebpf:"hash_picks"`
-	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
-	KnownFilter     *ebpf.MapSpec `ebpf:"known_filter"`
-	KnownSources    *ebpf.MapSpec `ebpf:"known_sources"`
-	KnownSources6   *ebpf.MapSpec `ebpf:"known_sources6"`
-	Laddrs          *ebpf.MapSpec `ebpf:"laddrs"`
-	PickCtls        *ebpf.MapSpec `ebpf:"pick_ctls"`
-	PickSeqs        *ebpf.MapSpec `ebpf:"pick_seqs"`
-	RealConns       *ebpf.MapSpec `ebpf:"real_conns"`
-	RealPorts       *ebpf.MapSpec `ebpf:"real_ports"`
-	RealRoom        *ebpf.MapSpec `ebpf:"real_room"`
-	RealTraffic     *ebpf.MapSpec `ebpf:"real_traffic"`
-	Reals           *ebpf.MapSpec `ebpf:"reals"`
-	Seqadjs         *ebpf.MapSpec `ebpf:"seqadjs"`
-	Services        *ebpf.MapSpec `ebpf:"services"`
-	Services6       *ebpf.MapSpec `ebpf:"services6"`
-	SlowStats       *ebpf.MapSpec `ebpf:"slow_stats"`
-	SlowTraffic     *ebpf.MapSpec `ebpf:"slow_traffic"`
-	Stats           *ebpf.MapSpec `ebpf:"stats"`
-	SweepPersistent *ebpf.MapSpec `ebpf:"sweep_persistent"`
-	SyncConf        *ebpf.MapSpec `ebpf:"sync_conf"`
-	SyncEvents      *ebpf.MapSpec `ebpf:"sync_events"`
-	TimerScratch    *ebpf.MapSpec `ebpf:"timer_scratch"`
-	TmplScratch     *ebpf.MapSpec `ebpf:"tmpl_scratch"`
-	Tmpls           *ebpf.MapSpec `ebpf:"tmpls"`
-	TxPorts         *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks            *ebpf.MapSpec `ebpf:"xsks"`
+	AddrFilter    *ebpf.MapSpec `ebpf:"addr_filter"`
+	AdmitTat      *ebpf.MapSpec `ebpf:"admit_tat"`
+	Conns         *ebpf.MapSpec `ebpf:"conns"`
+	Conns6        *ebpf.MapSpec `ebpf:"conns6"`
+	Defence       *ebpf.MapSpec `ebpf:"defence"`
+	EstConns      *ebpf.MapSpec `ebpf:"est_conns"`
+	EstConns6     *ebpf.MapSpec `ebpf:"est_conns6"`
+	FnatCursor    *ebpf.MapSpec `ebpf:"fnat_cursor"`
+	FnatScratch   *ebpf.MapSpec `ebpf:"fnat_scratch"`
+	FnatSlots     *ebpf.MapSpec `ebpf:"fnat_slots"`
+	FragScratch   *ebpf.MapSpec `ebpf:"frag_scratch"`
+	Frags         *ebpf.MapSpec `ebpf:"frags"`
+	HashPicks     *ebpf.MapSpec `ebpf:"hash_picks"`
+	Ifaces        *ebpf.MapSpec `ebpf:"ifaces"`
+	KnownFilter   *ebpf.MapSpec `ebpf:"known_filter"`
+	KnownSources  *ebpf.MapSpec `ebpf:"known_sources"`
+	KnownSources6 *ebpf.MapSpec `ebpf:"known_sources6"`
+	Laddrs        *ebpf.MapSpec `ebpf:"laddrs"`
+	PickCtls      *ebpf.MapSpec `ebpf:"pick_ctls"`
+	PickSeqs      *ebpf.MapSpec `ebpf:"pick_seqs"`
+	RealConns     *ebpf.MapSpec `ebpf:"real_conns"`
+	RealPorts     *ebpf.MapSpec `ebpf:"real_ports"`
+	RealRoom      *ebpf.MapSpec `ebpf:"real_room"`
+	RealTraffic   *ebpf.MapSpec `ebpf:"real_traffic"`
+	Reals         *ebpf.MapSpec `ebpf:"reals"`
+	Seqadjs       *ebpf.MapSpec `ebpf:"seqadjs"`
+	Services      *ebpf.MapSpec `ebpf:"services"`
+	Services6     *ebpf.MapSpec `ebpf:"services6"`
+	SlowStats     *ebpf.MapSpec `ebpf:"slow_stats"`
+	SlowTraffic   *ebpf.MapSpec `ebpf:"slow_traffic"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	SyncConf      *ebpf.MapSpec `ebpf:"sync_conf"`
+	SyncEvents    *ebpf.MapSpec `ebpf:"sync_events"`
+	TmplScratch   *ebpf.MapSpec `ebpf:"tmpl_scratch"`
+	Tmpls         *ebpf.MapSpec `ebpf:"tmpls"`
+	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // DirectorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -613,66 +554,54 @@ func (o *DirectorObjects) Close() error {
 //
 // It can be passed to LoadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DirectorMaps struct {
-	AddrFilter      *ebpf.Map `ebpf:"addr_filter"`
-	AdmitTat        *ebpf.Map `ebpf:"admit_tat"`
-	AgedPorts       *ebpf.Map `ebpf:"aged_ports"`
-	AgingConf       *ebpf.Map `ebpf:"aging_conf"`
-	Conns           *ebpf.Map `ebpf:"conns"`
-	Conns6          *ebpf.Map `ebpf:"conns6"`
-	Defence         *ebpf.Map `ebpf:"defence"`
-	EstConns        *ebpf.Map `ebpf:"est_conns"`
-	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
-	EstLive         *ebpf.Map `ebpf:"est_live"`
-	EstTimers       *ebpf.Map `ebpf:"est_timers"`
-	EstTimers6      *ebpf.Map `ebpf:"est_timers6"`
-	FnatCursor      *ebpf.Map `ebpf:"fnat_cursor"`
-	FnatScratch     *ebpf.Map `ebpf:"fnat_scratch"`
-	FnatSlots       *ebpf.Map `ebpf:"fnat_slots"`
-	FragScratch     *ebpf.Map `ebpf:"frag_scratch"`
-	Frags           *ebpf.Map `ebpf:"frags"`
-	HashPicks       *ebpf.Map `ebpf:"hash_picks"`
-	Ifaces          *ebpf.Map `ebpf:"ifaces"`
-	KnownFilter     *ebpf.Map `ebpf:"known_filter"`
-	KnownSources    *ebpf.Map `ebpf:"known_sources"`
-	KnownSources6   *ebpf.Map `ebpf:"known_sources6"`
-	Laddrs          *ebpf.Map `ebpf:"laddrs"`
-	PickCtls        *ebpf.Map `ebpf:"pick_ctls"`
-	PickSeqs        *ebpf.Map `ebpf:"pick_seqs"`
-	RealConns       *ebpf.Map `ebpf:"real_conns"`
-	RealPorts       *ebpf.Map `ebpf:"real_ports"`
-	RealRoom        *ebpf.Map `ebpf:"real_room"`
-	RealTraffic     *ebpf.Map `ebpf:"real_traffic"`
-	Reals           *ebpf.Map `ebpf:"reals"`
-	Seqadjs         *ebpf.Map `ebpf:"seqadjs"`
-	Services        *ebpf.Map `ebpf:"services"`
-	Services6       *ebpf.Map `ebpf:"services6"`
-	SlowStats       *ebpf.Map `ebpf:"slow_stats"`
-	SlowTraffic     *ebpf.Map `ebpf:"slow_traffic"`
-	Stats           *ebpf.Map `ebpf:"stats"`
-	SweepPersistent *ebpf.Map `ebpf:"sweep_persistent"`
-	SyncConf        *ebpf.Map `ebpf:"sync_conf"`
-	SyncEvents      *ebpf.Map `ebpf:"sync_events"`
-	TimerScratch    *ebpf.Map `ebpf:"timer_scratch"`
-	TmplScratch     *ebpf.Map `ebpf:"tmpl_scratch"`
-	Tmpls           *ebpf.Map `ebpf:"tmpls"`
-	TxPorts         *ebpf.Map `ebpf:"tx_ports"`
-	Xsks            *ebpf.Map `ebpf:"xsks"`
+	AddrFilter    *ebpf.Map `ebpf:"addr_filter"`
+	AdmitTat      *ebpf.Map `ebpf:"admit_tat"`
+	Conns         *ebpf.Map `ebpf:"conns"`
+	Conns6        *ebpf.Map `ebpf:"conns6"`
+	Defence       *ebpf.Map `ebpf:"defence"`
+	EstConns      *ebpf.Map `ebpf:"est_conns"`
+	EstConns6     *ebpf.Map `ebpf:"est_conns6"`
+	FnatCursor    *ebpf.Map `ebpf:"fnat_cursor"`
+	FnatScratch   *ebpf.Map `ebpf:"fnat_scratch"`
+	FnatSlots     *ebpf.Map `ebpf:"fnat_slots"`
+	FragScratch   *ebpf.Map `ebpf:"frag_scratch"`
+	Frags         *ebpf.Map `ebpf:"frags"`
+	HashPicks     *ebpf.Map `ebpf:"hash_picks"`
+	Ifaces        *ebpf.Map `ebpf:"ifaces"`
+	KnownFilter   *ebpf.Map `ebpf:"known_filter"`
+	KnownSources  *ebpf.Map `ebpf:"known_sources"`
+	KnownSources6 *ebpf.Map `ebpf:"known_sources6"`
+	Laddrs        *ebpf.Map `ebpf:"laddrs"`
+	PickCtls      *ebpf.Map `ebpf:"pick_ctls"`
+	PickSeqs      *ebpf.Map `ebpf:"pick_seqs"`
+	RealConns     *ebpf.Map `ebpf:"real_conns"`
+	RealPorts     *ebpf.Map `ebpf:"real_ports"`
+	RealRoom      *ebpf.Map `ebpf:"real_room"`
+	RealTraffic   *ebpf.Map `ebpf:"real_traffic"`
+	Reals         *ebpf.Map `ebpf:"reals"`
+	Seqadjs       *ebpf.Map `ebpf:"seqadjs"`
+	Services      *ebpf.Map `ebpf:"services"`
+	Services6     *ebpf.Map `ebpf:"services6"`
+	SlowStats     *ebpf.Map `ebpf:"slow_stats"`
+	SlowTraffic   *ebpf.Map `ebpf:"slow_traffic"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	SyncConf      *ebpf.Map `ebpf:"sync_conf"`
+	SyncEvents    *ebpf.Map `ebpf:"sync_events"`
+	TmplScratch   *ebpf.Map `ebpf:"tmpl_scratch"`
+	Tmpls         *ebpf.Map `ebpf:"tmpls"`
+	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
+	Xsks          *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *DirectorMaps) Close() error {
 	return _DirectorClose(
 		m.AddrFilter,
 		m.AdmitTat,
-		m.AgedPorts,
-		m.AgingConf,
 		m.Conns,
 		m.Conns6,
 		m.Defence,
 		m.EstConns,
 		m.EstConns6,
-		m.EstLive,
-		m.EstTimers,
-		m.EstTimers6,
 		m.FnatCursor,
 		m.FnatScratch,
 		m.FnatSlots,
@@ -697,10 +626,8 @@ func (m *DirectorMaps) Close() error {
 		m.SlowStats,
 		m.SlowTraffic,
 		m.Stats,
-		m.SweepPersistent,
 		m.SyncConf,
 		m.SyncEvents,
-		m.TimerScratch,
 		m.TmplScratch,
 		m.Tmpls,
 		m.TxPorts,

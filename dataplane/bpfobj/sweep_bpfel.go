@@ -13,14 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type SweepAgingCfg struct {
-	_          structs.HostLayout
-	TcpTimeout [11]uint64
-	UdpTimeout uint64
-	On         uint32
-	Pad        uint32
-}
-
 type SweepConnKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -39,27 +31,6 @@ type SweepConnKey6 struct {
 	Dport uint16
 	Proto uint8
 	Pad   [3]uint8
-}
-
-type SweepConnTimer struct {
-	_     structs.HostLayout
-	Timer struct {
-		_ structs.HostLayout
-		_ [16]byte
-	}
-	Active  uint64
-	RealId  uint32
-	Persist uint32
-	Tmpl    SweepSweepTmpl
-}
-
-type SweepConnTimerNew struct {
-	_         structs.HostLayout
-	TimerRoom [2]uint64
-	Active    uint64
-	RealId    uint32
-	Persist   uint32
-	Tmpl      SweepSweepTmpl
 }
 
 type SweepConnVal struct {
@@ -160,12 +131,6 @@ type SweepLaddr struct {
 	Pad  [3]uint8
 }
 
-type SweepLiveCount struct {
-	_        structs.HostLayout
-	Active   int64
-	Inactive int64
-}
-
 type SweepPickCtl struct {
 	_    structs.HostLayout
 	Slot uint32
@@ -245,8 +210,6 @@ type SweepSweepArgs struct {
 	Kept       uint64
 	Ipv6       uint32
 	DropStale  uint32
-	Full       uint32
-	Pad        uint32
 }
 
 type SweepSweepCount struct {
@@ -283,7 +246,7 @@ type SweepSweepTmpl struct {
 type SweepTmplVal struct {
 	_        structs.HostLayout
 	RealId   uint32
-	Controls int32
+	Pad      uint32
 	LastUsed uint64
 }
 
@@ -293,16 +256,11 @@ type SweepTmplVal struct {
 const (
 	SweepMapAddrFilter      = "addr_filter"
 	SweepMapAdmitTat        = "admit_tat"
-	SweepMapAgedPorts       = "aged_ports"
-	SweepMapAgingConf       = "aging_conf"
 	SweepMapConns           = "conns"
 	SweepMapConns6          = "conns6"
 	SweepMapDefence         = "defence"
 	SweepMapEstConns        = "est_conns"
 	SweepMapEstConns6       = "est_conns6"
-	SweepMapEstLive         = "est_live"
-	SweepMapEstTimers       = "est_timers"
-	SweepMapEstTimers6      = "est_timers6"
 	SweepMapFnatCursor      = "fnat_cursor"
 	SweepMapFnatScratch     = "fnat_scratch"
 	SweepMapFnatSlots       = "fnat_slots"
@@ -331,12 +289,10 @@ const (
 	SweepMapSweepOwned      = "sweep_owned"
 	SweepMapSweepPersistent = "sweep_persistent"
 	SweepMapSweepReleased   = "sweep_released"
-	SweepMapTimerScratch    = "timer_scratch"
 	SweepMapTmpls           = "tmpls"
 	SweepMapTxPorts         = "tx_ports"
 	SweepMapXsks            = "xsks"
 	SweepProgXipvsSweep     = "xipvs_sweep"
-	SweepVarTcpStates       = "tcp_states"
 )
 
 // LoadSweep returns the embedded CollectionSpec for Sweep.
@@ -390,16 +346,11 @@ type SweepProgramSpecs struct {
 type SweepMapSpecs struct {
 	AddrFilter      *ebpf.MapSpec `ebpf:"addr_filter"`
 	AdmitTat        *ebpf.MapSpec `ebpf:"admit_tat"`
-	AgedPorts       *ebpf.MapSpec `ebpf:"aged_ports"`
-	AgingConf       *ebpf.MapSpec `ebpf:"aging_conf"`
 	Conns           *ebpf.MapSpec `ebpf:"conns"`
 	Conns6          *ebpf.MapSpec `ebpf:"conns6"`
 	Defence         *ebpf.MapSpec `ebpf:"defence"`
 	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
 	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
-	EstLive         *ebpf.MapSpec `ebpf:"est_live"`
-	EstTimers       *ebpf.MapSpec `ebpf:"est_timers"`
-	EstTimers6      *ebpf.MapSpec `ebpf:"est_timers6"`
 	FnatCursor      *ebpf.MapSpec `ebpf:"fnat_cursor"`
 	FnatScratch     *ebpf.MapSpec `ebpf:"fnat_scratch"`
 	FnatSlots       *ebpf.MapSpec `ebpf:"fnat_slots"`
@@ -428,7 +379,6 @@ type SweepMapSpecs struct {
 	SweepOwned      *ebpf.MapSpec `ebpf:"sweep_owned"`
 	SweepPersistent *ebpf.MapSpec `ebpf:"sweep_persistent"`
 	SweepReleased   *ebpf.MapSpec `ebpf:"sweep_released"`
-	TimerScratch    *ebpf.MapSpec `ebpf:"timer_scratch"`
 	Tmpls           *ebpf.MapSpec `ebpf:"tmpls"`
 	TxPorts         *ebpf.MapSpec `ebpf:"tx_ports"`
 	Xsks            *ebpf.MapSpec `ebpf:"xsks"`
@@ -438,7 +388,6 @@ type SweepMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SweepVariableSpecs struct {
-	TcpStates *ebpf.VariableSpec `ebpf:"tcp_states"`
 }
 
 // SweepObjects contains all objects after they have been loaded into the kernel.
@@ -463,16 +412,11 @@ func (o *SweepObjects) Close() error {
 type SweepMaps struct {
 	AddrFilter      *ebpf.Map `ebpf:"addr_filter"`
 	AdmitTat        *ebpf.Map `ebpf:"admit_tat"`
-	AgedPorts       *ebpf.Map `ebpf:"aged_ports"`
-	AgingConf       *ebpf.Map `ebpf:"aging_conf"`
 	Conns           *ebpf.Map `ebpf:"conns"`
 	Conns6          *ebpf.Map `ebpf:"conns6"`
 	Defence         *ebpf.Map `ebpf:"defence"`
 	EstConns        *ebpf.Map `ebpf:"est_conns"`
 	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
-	EstLive         *ebpf.Map `ebpf:"est_live"`
-	EstTimers       *ebpf.Map `ebpf:"est_timers"`
-	EstTimers6      *ebpf.Map `ebpf:"est_timers6"`
 	FnatCursor      *ebpf.Map `ebpf:"fnat_cursor"`
 	FnatScratch     *ebpf.Map `ebpf:"fnat_scratch"`
 	FnatSlots       *ebpf.Map `ebpf:"fnat_slots"`
@@ -501,7 +445,6 @@ type SweepMaps struct {
 	SweepOwned      *ebpf.Map `ebpf:"sweep_owned"`
 	SweepPersistent *ebpf.Map `ebpf:"sweep_persistent"`
 	SweepReleased   *ebpf.Map `ebpf:"sweep_released"`
-	TimerScratch    *ebpf.Map `ebpf:"timer_scratch"`
 	Tmpls           *ebpf.Map `ebpf:"tmpls"`
 	TxPorts         *ebpf.Map `ebpf:"tx_ports"`
 	Xsks            *ebpf.Map `ebpf:"xsks"`
@@ -511,16 +454,11 @@ func (m *SweepMaps) Close() error {
 	return _SweepClose(
 		m.AddrFilter,
 		m.AdmitTat,
-		m.AgedPorts,
-		m.AgingConf,
 		m.Conns,
 		m.Conns6,
 		m.Defence,
 		m.EstConns,
 		m.EstConns6,
-		m.EstLive,
-		m.EstTimers,
-		m.EstTimers6,
 		m.FnatCursor,
 		m.FnatScratch,
 		m.FnatSlots,
@@ -549,7 +487,6 @@ func (m *SweepMaps) Close() error {
 		m.SweepOwned,
 		m.SweepPersistent,
 		m.SweepReleased,
-		m.TimerScratch,
 		m.Tmpls,
 		m.TxPorts,
 		m.Xsks,
@@ -560,7 +497,6 @@ func (m *SweepMaps) Close() error {
 //
 // It can be passed to LoadSweepObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SweepVariables struct {
-	TcpStates *ebpf.Variable `ebpf:"tcp_states"`
 }
 
 // SweepPrograms contains all programs after they have been loaded into the kernel.
