@@ -19,6 +19,11 @@
 #ifndef MAX_CONNS
 #define MAX_CONNS 1048576
 #endif
+
+/* Connections the reaper judges in one run (reap_slots). */
+#ifndef REAP_MAX
+#define REAP_MAX 4096
+#endif
 #ifndef MAX_FRAGS
 /* Fragmented datagrams in flight whose later fragments can be told
  * their connection (frags). */
@@ -168,6 +173,9 @@ enum conn_flag {
 	CONN_F_SYN_SEEN = 0x20,  /* TCP: a SYN opened it; only such a
 				  * connection is promoted to est_conns (a
 				  * blind ACK flood creates none there) */
+	CONN_F_COUNTED = 0x40,   /* established, counted in est_live and its
+				  * template's controls (aging.h) */
+	CONN_F_COUNTED_ACTIVE = 0x80, /* ... as active (else inactive) */
 };
 
 /* svc_val.flags */
@@ -273,6 +281,9 @@ enum stat_idx {
 	STAT_NEW_SYN,         /* event: a SYN (no ACK, RST, FIN) to a VIP */
 	STAT_PASS_NO_CONN,    /* TCP, no connection and no SYN (sloppy TCP off), or a RST: passed */
 	STAT_SYNC_LOST,       /* a sync event the full ring could not take */
+	STAT_AGE_LOST,        /* an aging event the full ring could not take: Go
+			       * rebuilds its index from the table */
+	STAT_AGED,            /* an established connection ended by the reaper */
 	STAT_MAX,
 };
 
@@ -285,6 +296,7 @@ enum shared_const {
 	SC_MAX_IFACES = MAX_IFACES,
 	SC_MAX_QUEUES = MAX_QUEUES,
 	SC_MAX_CONNS = MAX_CONNS,
+	SC_REAP_MAX = REAP_MAX,
 	SC_ADDR_SLOTS = ADDR_SLOTS,
 	SC_MH_TAB_SIZE = MH_TAB_SIZE,
 	SC_PICK_UNAVAIL = PICK_UNAVAIL,

@@ -20,6 +20,7 @@
 #include "stats.h"
 #include "rewrite.h"
 #include "conn.h"
+#include "aging.h"
 #include "lookup.h"
 #include "icmp.h"
 #include "synproxy.h"
@@ -102,6 +103,8 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 	if (!dflags)
 		return XDP_PASS;
 	if (c && !conn_reused(CONN4(c), p)) {
+		__u8 was = c->state;
+
 		if (embryonic && p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
 			c->flags |= CONN_F_SYN_SEEN;
 		act = forward6(ctx, p, c, stat);
@@ -109,8 +112,11 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 			conn6_sync_note(&ck, c);
 		if (embryonic && *stat == STAT_FORWARD && conn_established(CONN4(c), p)) {
 			conn6_promote(&ck, c);
+			conn6_age_new(&ck);
 			if (p->proto == IPPROTO_TCP)
 				known_source6(ck.saddr);
+		} else if (!embryonic && *stat == STAT_FORWARD && c->state != was) {
+			conn6_retime(&ck, c);
 		}
 		return act;
 	}
@@ -118,8 +124,10 @@ static __always_inline int process6(struct xdp_md *ctx, void *cursor, struct pkt
 		*stat = STAT_DROP_NO_REAL; /* its connection went meanwhile */
 		return XDP_DROP;
 	}
-	if (c && !embryonic)
+	if (c && !embryonic) {
+		conn6_forget(&ck, c);
 		conn6_drop_est(&ck, c);
+	}
 	sv = service6(&ck, vflags);
 	if (!sv)
 		return XDP_PASS;
@@ -229,6 +237,8 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 	if (c && (c->flags & CONN_F_SP_PENDING))
 		return to_slow_path(ctx, stat);
 	if (c && !conn_reused(c, &p)) {
+		__u8 was = c->state;
+
 		if (embryonic && p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN)
 			c->flags |= CONN_F_SYN_SEEN;
 		act = forward(ctx, &p, &ck, c, stat);
@@ -236,13 +246,18 @@ static __always_inline int process(struct xdp_md *ctx, __u32 *stat)
 			conn_sync_note(&ck, c);
 		if (embryonic && *stat == STAT_FORWARD && conn_established(c, &p)) {
 			conn_promote(&ck, c);
+			conn_age_new(&ck);
 			if (p.proto == IPPROTO_TCP)
 				known_source(ck.saddr);
+		} else if (!embryonic && *stat == STAT_FORWARD && c->state != was) {
+			conn_retime(&ck, c);
 		}
 		return act;
 	}
-	if (c && !embryonic)
+	if (c && !embryonic) {
+		conn_forget(&ck, c);
 		conn_drop_est(&ck, c);
+	}
 	sv = service(&ck, vflags);
 	if (!sv)
 		return XDP_PASS;

@@ -22,3 +22,5 @@
 #undef FAM_IP_LEN
 #undef FAM_NAT_REWRITE
 #undef FAM_TOA_LEN
+#undef FAM_TIMERS
+#undef FAM_AGE

@@ -11,6 +11,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "conn.h"
+#include "aging.h"
 #include "frag.h"
 #include "icmp.h"
 #include "lookup.h"

@@ -332,4 +332,40 @@ struct {
 	__type(value, struct laddr);
 } laddrs SEC(".maps");
 
+/* Aging events (aging.h, struct age_event): an established connection
+ * Go's deadline index must look at (promoted, or its state changed).
+ * Go drains it at every sweep. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 23);
+} age_events SEC(".maps");
+
+/* Counted established connections per real id (struct live_count): kept
+ * by the events that change them (a promotion, a state change, an end),
+ * never recounted by a walk. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_REALS);
+	__type(key, __u32);
+	__type(value, struct live_count);
+} est_live SEC(".maps");
+
+/* Aging by Go's deadline index: on, and the timeouts (Go's). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct aging_cfg);
+} aging_conf SEC(".maps");
+
+/* Persistent services by id (Go's, rewritten at every sweep): how a
+ * connection names its template (the client under the netmask). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sweep_persist);
+} sweep_persistent SEC(".maps");
+
 #endif

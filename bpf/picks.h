@@ -14,6 +14,7 @@
 
 #include "maps.h"
 #include "parse.h"
+#include "tmplkey.h"
 
 /* What the hashing schedulers read of a new flow: the source and
  * destination addresses folded to 32 bits in host order (an IPv6
@@ -273,15 +274,7 @@ static __always_inline struct tmpl_scratch *tmpl_of(__u32 sid, __u32 flags, cons
 	t->key.svc_id = sid;
 	t->key.vport = (flags & SVC_F_TMPL_PORT0) ? 0 : dport;
 	t->key.v6 = alen == 16;
-#pragma unroll
-	for (int i = 0; i < alen / 4; i++) {
-		int b = (int)bits - 32 * i;
-
-		if (b >= 32)
-			client[i] = saddr[i];
-		else if (b > 0)
-			client[i] = saddr[i] & bpf_htonl(~0U << (32 - b));
-	}
+	tmpl_client(client, saddr, alen, bits);
 	return t;
 }
 

@@ -25,8 +25,13 @@ static __always_inline int FAM_NAME(reply)(struct xdp_md *ctx, struct pkt *p, FA
 
 			FAM_CONN(peer_key)(c, p->proto, &fk);
 			f = FAM_CONN(lookup)(&fk, &embryonic);
-			if (f)
+			if (f) {
+				__u8 was = f->state;
+
 				conn_state((struct conn_val *)f, p, DIR_OUTPUT);
+				if (!embryonic && f->state != was)
+					FAM_CONN(retime)(&fk, f);
+			}
 		}
 		/* FULLNAT: the client's segments must leave room for TOA. */
 		if ((c->flags & CONN_F_FULLNAT) && (p->tcp_flags & TCP_F_SYN))

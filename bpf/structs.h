@@ -239,6 +239,10 @@ struct sweep_args {
 	__u32 drop_stale; /* also delete the connections whose real is gone
 			   * (the first sweep after a restart adopted the
 			   * table: no walk of its own at start) */
+	__u32 full;       /* with aging by the index: walk the established
+			   * tables too (count what is not, end what is due
+			   * or stale); without, they are always walked */
+	__u32 pad;
 };
 
 /* One real's live connections as the sweep counted them. */
@@ -282,8 +286,58 @@ struct sweep_tmpl {
  * to, and when a new connection last followed it (coarse ns). */
 struct tmpl_val {
 	__u32 real_id;
-	__u32 pad;
+	__s32 controls;  /* established connections that follow it, as
+			  * IPVS's n_control (aging.h: while they are
+			  * counted); may go below 0 when Go made it again
+			  * under live connections: read as none */
 	__u64 last_used;
+};
+
+/* An aging event (aging.h): an established connection whose deadline
+ * Go's index must (re)learn, with the stamp its index entry carries.
+ * IPv4 keys in key's first 16 bytes. */
+struct age_event {
+	__u8 key[40];
+	__u8 v6;
+	__u8 state;
+	__u16 stamp;
+	__u32 pad;
+};
+
+/* One connection the reaper judges (sweep.bpf.c xipvs_reap): its key and
+ * the stamp of Go's index entry, written by Go; out: how long until it is
+ * due (ns), 0 when it ended, is gone or the entry is stale. */
+struct reap_slot {
+	__u8 key[40];
+	__u8 v6;
+	__u8 pad;
+	__u16 stamp;
+	__u32 pad2;
+	__u64 left;
+};
+
+/* A reaper run: slots 0..n-1 of reap_slots at time now. */
+struct reap_args {
+	__u64 now;
+	__u32 n;
+	__u32 released; /* out: FULLNAT ports written to sweep_released */
+	__u64 expired;  /* out: connections ended */
+	__u64 kept;     /* out: due FULLNAT connections left (sweep_released full) */
+};
+
+/* Established connections per real (est_live, per CPU: the CPUs' sum
+ * is the count; one CPU's share may be negative). */
+struct live_count {
+	__s64 active;
+	__s64 inactive;
+};
+
+/* Aging by Go's deadline index (aging.h): on, and the timeouts (ns). */
+struct aging_cfg {
+	__u64 tcp_timeout[TCPS_LAST];
+	__u64 udp_timeout;
+	__u32 on;
+	__u32 pad;
 };
 
 /* A director interface, keyed by ifindex. */

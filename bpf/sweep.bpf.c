@@ -7,7 +7,14 @@
  * entries are), counts the live ones per real (ActiveConn, InActConn),
  * lists the FULLNAT local ports it freed and the persistence templates
  * that still control a connection. Go then does what only it can: port
- * pools, template expiry, overload flags. */
+ * pools, template expiry, overload flags.
+ *
+ * With aging by Go's deadline index (aging.h) the pass walks only the
+ * embryonic tables: the established ones are counted by events and ended
+ * by the reaper below, when Go's index finds them due. A full pass
+ * (sweep_args.full, at start and now and then) walks them too, as a
+ * safety net: it counts an entry not counted (one Go wrote), ends one due
+ * or whose real is gone, and leaves the rest to their counts. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <linux/in.h>
@@ -17,6 +24,7 @@
 #include "structs.h"
 #include "maps.h"
 #include "parse.h"
+#include "aging.h"
 
 /* Live connections per real id, stamped with the sweep's gen. */
 struct {
@@ -34,15 +42,6 @@ struct {
 	__type(value, struct sweep_port);
 } sweep_released SEC(".maps");
 
-/* Persistent services by id, written by Go before each sweep. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_SERVICES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u32);
-	__type(value, struct sweep_persist);
-} sweep_persistent SEC(".maps");
-
 /* Templates with a live connection; Go reads and empties it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -57,7 +56,8 @@ struct bpf_map;
 /* What the callback needs, on the stack (the helper takes no ctx). */
 struct walk {
 	struct sweep_args a;
-	int est; /* walking est_conns (else conns) */
+	int est;   /* walking est_conns (else conns) */
+	int indexed; /* aging by Go's index (aging.h): est_conns is counted by events */
 };
 
 static __always_inline __u64 timeout_of(const struct sweep_args *a, __u8 proto, __u8 state)
@@ -144,6 +144,7 @@ static __always_inline struct sweep_persist *live_persist(struct walk *w, __u8 p
 /* The judgement of one entry, once for both families (sweep_fam.h):
  * sweep_one for conns and est_conns, sweep_one6 for their IPv6 twins. */
 #define FAM_NAME(fn) fn
+#define FAM_AGE(op) conn_##op
 #define FAM_KEY struct conn_key
 #define FAM_VAL struct conn_val
 #define FAM_EMB conns
@@ -155,6 +156,7 @@ static __always_inline struct sweep_persist *live_persist(struct walk *w, __u8 p
 #include "fam_undef.h"
 
 #define FAM_NAME(fn) fn##6
+#define FAM_AGE(op) conn6_##op
 #define FAM_KEY struct conn_key6
 #define FAM_VAL struct conn_val6
 #define FAM_EMB conns6
@@ -175,17 +177,69 @@ int xipvs_sweep(struct sweep_args *args)
 	w.a.seen = 0;
 	w.a.expired = 0;
 	w.a.kept = 0;
+	w.indexed = aging_cfg() != NULL;
 	bpf_for_each_map_elem(&conns, sweep_one, &w, 0);
 	w.est = 1;
-	bpf_for_each_map_elem(&est_conns, sweep_one, &w, 0);
+	if (!w.indexed || args->full)
+		bpf_for_each_map_elem(&est_conns, sweep_one, &w, 0);
 	if (args->ipv6) {
 		w.est = 0;
 		bpf_for_each_map_elem(&conns6, sweep_one6, &w, 0);
 		w.est = 1;
-		bpf_for_each_map_elem(&est_conns6, sweep_one6, &w, 0);
+		if (!w.indexed || args->full)
+			bpf_for_each_map_elem(&est_conns6, sweep_one6, &w, 0);
 	}
 	args->released = w.a.released;
 	args->seen = w.a.seen;
+	args->expired = w.a.expired;
+	args->kept = w.a.kept;
+	return 0;
+}
+
+/* The connections Go's index asks the reaper about (struct reap_slot):
+ * written and read by Go in place. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, REAP_MAX);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct reap_slot);
+} reap_slots SEC(".maps");
+
+static long reap_slot_cb(__u32 i, struct walk *w)
+{
+	struct reap_slot *s = bpf_map_lookup_elem(&reap_slots, &i);
+
+	if (!s)
+		return 1;
+	if (s->v6)
+		s->left = reap_one6(w, (struct conn_key6 *)s->key, s->stamp);
+	else
+		s->left = reap_one(w, (struct conn_key *)s->key, s->stamp);
+	return 0;
+}
+
+/* xipvs_reap judges reap_slots 0..n-1 (aging.h): each connection's
+ * slot says how long until it is due, 0 when it ended or is not Go's to
+ * file again. */
+SEC("syscall")
+int xipvs_reap(struct reap_args *args)
+{
+	const struct aging_cfg *a = aging_cfg();
+	struct walk w = {};
+	__u32 n = args->n;
+
+	if (!a)
+		return -1;
+	__builtin_memcpy(w.a.tcp_timeout, a->tcp_timeout, sizeof(w.a.tcp_timeout));
+	w.a.udp_timeout = a->udp_timeout;
+	w.a.now = args->now;
+	w.est = 1;
+	w.indexed = 1;
+	if (n > REAP_MAX)
+		n = REAP_MAX;
+	bpf_loop(n, reap_slot_cb, &w, 0);
+	args->released = w.a.released;
 	args->expired = w.a.expired;
 	args->kept = w.a.kept;
 	return 0;

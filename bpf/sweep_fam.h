@@ -4,6 +4,7 @@
  *   FAM_NAME(fn)      the function's name in the family: fn, fn##6
  *   FAM_KEY, FAM_VAL  the connection key and value
  *   FAM_EMB, FAM_EST  the embryonic LRU and the established table
+ *   FAM_AGE(op)       aging.h's operation for the family (conn_op, conn6_op)
  *   FAM_V6            0 or 1
  *   FAM_ADDR_SET(a)   whether address a (a value's nsaddr) is set
  *   FAM_SYNPROXY      whether the family's connections can be SYN-proxied
@@ -27,30 +28,6 @@ static __always_inline long FAM_NAME(sweep_delete)(FAM_KEY *k, int est)
 	return est ? bpf_map_delete_elem(&FAM_EST, k) : bpf_map_delete_elem(&FAM_EMB, k);
 }
 
-/* peer_key is the key of the other entry of a NAT or FULLNAT pair (pk
- * zeroed by the caller). */
-static __always_inline void FAM_NAME(peer_key)(const FAM_VAL *v, __u8 proto, FAM_KEY *pk)
-{
-	__builtin_memcpy(&pk->saddr, &v->ndaddr, sizeof(pk->saddr));
-	__builtin_memcpy(&pk->daddr, &v->nsaddr, sizeof(pk->daddr));
-	pk->sport = v->ndport;
-	pk->dport = v->nsport;
-	pk->proto = proto; /* pad: the callers' keys start zeroed */
-}
-
-/* same_key compares two keys: addresses and ports (whole words), then
- * the protocol. */
-static __always_inline int FAM_NAME(same_key)(const FAM_KEY *a, const FAM_KEY *b)
-{
-	const __u32 *x = (const void *)a, *y = (const void *)b;
-	__u32 d = 0;
-
-#pragma unroll
-	for (int i = 0; i < (2 * sizeof(a->saddr) + 4) / 4; i++)
-		d |= x[i] ^ y[i];
-	return d == 0 && a->proto == b->proto;
-}
-
 /* release_port records the local port of FULLNAT reply entry rk,
  * deleted by the caller. */
 static __always_inline int FAM_NAME(release_port)(struct walk *w, const FAM_KEY *rk)
@@ -68,20 +45,27 @@ static __always_inline void FAM_NAME(count_live)(struct walk *w, const FAM_KEY *
 
 	if (p) {
 		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport, .v6 = FAM_V6 };
-		const __be32 *src = (const void *)&k->saddr;
-		__be32 *client = (void *)t.client;
 		__u8 one = 1;
 
-#pragma unroll
-		for (int i = 0; i < sizeof(k->saddr) / 4; i++) {
-			int bits = (int)p->mask_bits - 32 * i;
-
-			if (bits >= 32)
-				client[i] = src[i];
-			else if (bits > 0)
-				client[i] = src[i] & bpf_htonl(~0U << (32 - bits));
-		}
+		tmpl_client((__be32 *)t.client, (const __be32 *)&k->saddr, sizeof(k->saddr), p->mask_bits);
 		bpf_map_update_elem(&sweep_owned, &t, &one, BPF_ANY);
+	}
+}
+
+/* end deletes connection k (forward entry in the table est names; its
+ * reply entry pk, in peer_est's, when peer is set), gives its FULLNAT
+ * port back and drops its SYN-proxy adjustments. */
+static __always_inline void FAM_NAME(end)(struct walk *w, FAM_KEY *k, int est, FAM_KEY *pk, int peer, int peer_est,
+					  int fullnat, int sp)
+{
+	if (FAM_NAME(sweep_delete)(k, est) == 0)
+		w->a.expired++;
+	if (peer && FAM_NAME(sweep_delete)(pk, peer_est) == 0 && fullnat)
+		FAM_NAME(release_port)(w, pk);
+	if (sp) {
+		bpf_map_delete_elem(&seqadjs, k);
+		if (peer)
+			bpf_map_delete_elem(&seqadjs, pk);
 	}
 }
 
@@ -97,16 +81,18 @@ static long FAM_NAME(sweep_one)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, str
 	int fullnat = v->flags & CONN_F_FULLNAT;
 	int sp = FAM_SYNPROXY && (v->flags & CONN_F_SYNPROXY);
 	int peer_est = 0;
+	/* An established entry aged by Go's index is counted by events. */
+	int counted = w->est && w->indexed;
 
 	w->a.seen++;
 	if (FAM_ADDR_SET(v->nsaddr)) {
-		FAM_NAME(peer_key)(v, k->proto, &pk);
+		FAM_AGE(peer_key)(v, k->proto, &pk);
 		peer = FAM_NAME(sweep_lookup)(&pk, &peer_est);
 		if (peer) {
 			FAM_KEY back = {};
 
-			FAM_NAME(peer_key)(peer, k->proto, &back);
-			if (!FAM_NAME(same_key)(&back, k) || ((peer->flags ^ v->flags) & CONN_F_REPLY) == 0)
+			FAM_AGE(peer_key)(peer, k->proto, &back);
+			if (!FAM_AGE(same_key)(&back, k) || ((peer->flags ^ v->flags) & CONN_F_REPLY) == 0)
 				peer = NULL;
 		}
 	}
@@ -128,22 +114,55 @@ static long FAM_NAME(sweep_one)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, str
 		last = peer->last_seen;
 	if (idle(w->a.now, last) < timeout_of(&w->a, k->proto, v->state) &&
 	    !(w->a.drop_stale && real_gone(v->real_id))) {
-		FAM_NAME(count_live)(w, k, v);
+		if (!counted)
+			FAM_NAME(count_live)(w, k, v);
+		else if (!(v->flags & CONN_F_COUNTED))
+			FAM_AGE(count)(k, v); /* one Go wrote */
+		else
+			FAM_AGE(recount)(k, v);
 		return 0;
 	}
 	if (peer && fullnat && w->a.released >= MAX_SWEEP_RELEASED) {
 		w->a.kept++;
-		FAM_NAME(count_live)(w, k, v);
+		if (!counted)
+			FAM_NAME(count_live)(w, k, v);
 		return 0;
 	}
-	if (FAM_NAME(sweep_delete)(k, w->est) == 0)
-		w->a.expired++;
-	if (peer && FAM_NAME(sweep_delete)(&pk, peer_est) == 0 && fullnat)
-		FAM_NAME(release_port)(w, &pk);
-	if (sp) {
-		bpf_map_delete_elem(&seqadjs, k);
-		if (peer)
-			bpf_map_delete_elem(&seqadjs, &pk);
+	if (counted)
+		FAM_AGE(forget)(k, v);
+	FAM_NAME(end)(w, k, w->est, &pk, peer != NULL, peer_est, fullnat, sp);
+	return 0;
+}
+
+/* reap_one judges established connection k for Go's index, whose entry
+ * carries stamp: 0 when it ended (as sweep_one ends it), is gone, or
+ * the index entry is stale (an event since stamped it anew); else how
+ * long until it is due. An entry Go wrote is counted here. */
+static __always_inline __u64 FAM_NAME(reap_one)(struct walk *w, FAM_KEY *k, __u16 stamp)
+{
+	FAM_KEY pk = {};
+	FAM_VAL *v = bpf_map_lookup_elem(&FAM_EST, k), *peer;
+	__u64 last, to;
+
+	if (!v || (v->flags & CONN_F_REPLY) || v->hits != stamp)
+		return 0;
+	w->a.seen++;
+	if (!(v->flags & CONN_F_COUNTED))
+		FAM_AGE(count)(k, v);
+	else
+		FAM_AGE(recount)(k, v);
+	peer = FAM_AGE(est_peer)(k, v, &pk);
+	last = v->last_seen;
+	if (peer && peer->last_seen > last)
+		last = peer->last_seen;
+	to = timeout_of(&w->a, k->proto, v->state);
+	if (idle(w->a.now, last) < to)
+		return last + to - w->a.now;
+	if (peer && (v->flags & CONN_F_FULLNAT) && w->a.released >= MAX_SWEEP_RELEASED) {
+		w->a.kept++;
+		return 1000000000ULL; /* its port has nowhere to go: in a second */
 	}
+	FAM_AGE(forget)(k, v);
+	FAM_NAME(end)(w, k, 1, &pk, peer != NULL, 1, v->flags & CONN_F_FULLNAT, FAM_SYNPROXY && (v->flags & CONN_F_SYNPROXY));
 	return 0;
 }

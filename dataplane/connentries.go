@@ -89,7 +89,9 @@ func lookupIn[K, V any](k *K, maps ...*ebpf.Map) (V, bool, error) {
 }
 
 // DeleteConn removes a connection RawEntry4 from either table, and a SYN
-// proxied one's adjustments; a missing one is not an error.
+// proxied one's adjustments; a missing one is not an error. An
+// established one's count stays: its real is going, and the id's counts
+// start again from zero when it is given to another (ResetRealTraffic).
 func (d *Dataplane) DeleteConn(k ConnKey) error {
 	if k.Src.Is6() {
 		return deleteIn(k.Raw6(), d.objs.EstConns6, d.objs.Conns6)
@@ -254,20 +256,40 @@ func (d *Dataplane) SetSynced(f NewFlow, dec Decision, state conntrack.State, la
 }
 
 // setEstablished writes an RawEntry4 into the established table (and out of
-// the LRU); a full established table leaves it to SetConn.
+// the LRU); a full established table leaves it to SetConn. A forward
+// entry written over one keeps how it is counted and its stamp (the
+// reaper moves the count if its state changed), and the deadline index
+// files it.
 func (d *Dataplane) setEstablished(k ConnKey, c Conn) error {
 	var err error
+	keep := func(old Conn) {
+		if c.Flags&ConnReply == 0 {
+			c.Flags = c.Flags&^(ConnCounted|ConnCountedActive) | old.Flags&(ConnCounted|ConnCountedActive)
+			c.Stamp = old.Stamp
+		}
+	}
 	if k.Src.Is6() {
 		d.ipv6.Store(true)
 		raw := k.Raw6()
+		var old bpfobj.DirectorConnVal6
+		if d.objs.EstConns6.Lookup(&raw, &old) == nil {
+			keep(connFromRaw6(old))
+		}
 		if err = d.objs.EstConns6.Put(&raw, c.raw6()); err == nil {
 			_ = d.objs.Conns6.Delete(&raw)
 		}
 	} else {
 		raw := k.Raw()
+		var old bpfobj.DirectorConnVal
+		if d.objs.EstConns.Lookup(&raw, &old) == nil {
+			keep(connFromRaw(old))
+		}
 		if err = d.objs.EstConns.Put(&raw, c.raw()); err == nil {
 			_ = d.objs.Conns.Delete(&raw)
 		}
+	}
+	if err == nil && c.Flags&ConnReply == 0 && d.aging.on.Load() {
+		d.indexWritten(k, c)
 	}
 	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ENOSPC) {
 		return d.SetConn(k, c)
@@ -386,6 +408,10 @@ type Conn struct {
 	// LastSeen is on the kernel's monotonic clock (see Now).
 	LastSeen time.Duration
 	Flags    ConnFlags
+	// Stamp is an established forward entry's last aging event's stamp
+	// (bpf/aging.h): written back as read, so that Go's index still
+	// knows it.
+	Stamp uint16
 	// Out is the tuple a packet of this entry leaves with (NAT and
 	// FULLNAT; zero for DR and TUN). Proto is not used.
 	Out ConnKey
@@ -413,7 +439,7 @@ func connKeyFromRaw(r bpfobj.DirectorConnKey) ConnKey {
 
 func (c Conn) raw() bpfobj.DirectorConnVal {
 	v := bpfobj.DirectorConnVal{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State),
-		Flags: uint8(c.Flags), Ifindex: uint32(c.Ifindex)}
+		Flags: uint8(c.Flags), Hits: c.Stamp, Ifindex: uint32(c.Ifindex)}
 	if c.Rewrites() {
 		v.Nsaddr, v.Ndaddr = be32(c.Out.Src), be32(c.Out.Dst)
 		v.Nsport, v.Ndport = be16(c.Out.SrcPort), be16(c.Out.DstPort)
@@ -425,7 +451,7 @@ func (c Conn) raw() bpfobj.DirectorConnVal {
 
 func connFromRaw(r bpfobj.DirectorConnVal) Conn {
 	c := Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen),
-		Flags: ConnFlags(r.Flags)}
+		Flags: ConnFlags(r.Flags), Stamp: r.Hits}
 	if r.Nsaddr != 0 {
 		c.Out = ConnKey{Src: addrFromBE32(r.Nsaddr), Dst: addrFromBE32(r.Ndaddr), SrcPort: fromBE16(r.Nsport), DstPort: fromBE16(r.Ndport)}
 	}

@@ -42,6 +42,11 @@ const (
 	// ConnSynSeen: a SYN opened the TCP connection; only such a one is
 	// promoted to the established table.
 	ConnSynSeen = ConnFlags(bpfobj.DirectorConnFlagCONN_F_SYN_SEEN)
+	// ConnCounted: an established connection counted in its real's
+	// ActiveConn/InActConn by events (bpf/aging.h); ConnCountedActive:
+	// as active.
+	ConnCounted       = ConnFlags(bpfobj.DirectorConnFlagCONN_F_COUNTED)
+	ConnCountedActive = ConnFlags(bpfobj.DirectorConnFlagCONN_F_COUNTED_ACTIVE)
 )
 
 const realFlagMACValid = uint8(bpfobj.DirectorRealFlagREAL_F_MAC_VALID)
@@ -72,6 +77,8 @@ const (
 	StatNewSYN         = int(bpfobj.DirectorStatIdxSTAT_NEW_SYN)
 	StatPassNoConn     = int(bpfobj.DirectorStatIdxSTAT_PASS_NO_CONN)
 	StatSyncLost       = int(bpfobj.DirectorStatIdxSTAT_SYNC_LOST)
+	StatAgeLost        = int(bpfobj.DirectorStatIdxSTAT_AGE_LOST)
+	StatAged           = int(bpfobj.DirectorStatIdxSTAT_AGED)
 	// NumStats is how many global counters there are.
 	NumStats = int(bpfobj.DirectorStatIdxSTAT_MAX)
 )
@@ -120,7 +127,13 @@ func SvcPersistMask(bits int) SvcFlags { return SvcFlags(bits) << 24 }
 // StatIsEvent reports whether counter i counts an event on a packet
 // another counter already counts (toa_skipped, est_full, new_syn), so that a sum
 // of the others is the packets the program saw.
-func StatIsEvent(i int) bool { return i == StatTOASkipped || i == StatEstFull || i == StatNewSYN }
+func StatIsEvent(i int) bool {
+	switch i {
+	case StatTOASkipped, StatEstFull, StatNewSYN, StatSyncLost, StatAgeLost, StatAged:
+		return true
+	}
+	return false
+}
 
 // StatNames names the global counters by index, as bpf/consts.h's enum
 // stat_idx does without its STAT_ prefix, in lower case ("drop_no_xsk").

@@ -79,6 +79,7 @@ func TestSharedConsts(t *testing.T) {
 		"MaxQueues":               {MaxQueues, int(bpfobj.DirectorSharedConstSC_MAX_QUEUES)},
 		"DefaultConnTableSize":    {DefaultConnTableSize, int(bpfobj.DirectorSharedConstSC_MAX_CONNS)},
 		"addrSlots":               {addrSlots, int(bpfobj.DirectorSharedConstSC_ADDR_SLOTS)},
+		"ReapMax":                 {ReapMax, int(bpfobj.DirectorSharedConstSC_REAP_MAX)},
 		"MaxHashBuckets":          {MaxHashBuckets, int(bpfobj.DirectorSharedConstSC_MH_TAB_SIZE)},
 		"PickUnavailable":         {PickUnavailable, int(bpfobj.DirectorSharedConstSC_PICK_UNAVAIL)},
 	} {

@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane/bpfobj"
 )
 
@@ -37,6 +38,9 @@ const (
 	MaxQueues               = 64
 	// DefaultConnTableSize is the connection table size when none is set.
 	DefaultConnTableSize = 1 << 20
+	// ReapMax is how many connections the reaper judges in one run
+	// (bpf/consts.h REAP_MAX).
+	ReapMax = 4096
 )
 
 // Options configures Open.
@@ -61,6 +65,10 @@ type Options struct {
 	PinDir string
 	// Flush discards what PinDir holds before loading.
 	Flush bool
+	// SweepAging ages established connections by walking them at every
+	// sweep, as before the deadline index (aging.go): for comparison,
+	// and as a way back.
+	SweepAging bool
 }
 
 // Interface is a director interface.
@@ -96,6 +104,7 @@ type Dataplane struct {
 	fnatErr  error
 	links    []link.Link
 	ifaces   []Interface
+	aging    agingState // aging by Go's deadline index (aging.go)
 
 	realsMu   sync.RWMutex
 	reals     map[uint32]Real          // mirror of the reals map
@@ -206,6 +215,11 @@ func Open(opts Options) (*Dataplane, error) {
 		d.Close()
 		return nil, err
 	}
+	// Until the first sweep gives the configured timeouts.
+	if err := d.writeAging(!opts.SweepAging, conntrack.DefaultTimeouts()); err != nil {
+		d.Close()
+		return nil, err
+	}
 	// The defence's defaults until the daemon sets its own.
 	if err := d.SetDefence(Defence{}); err != nil {
 		d.Close()
@@ -276,7 +290,7 @@ func (d *Dataplane) Close() error {
 		err = errors.Join(err, d.links[i].Close())
 	}
 	d.links = nil
-	err = errors.Join(err, d.sweep.Close())
+	err = errors.Join(err, d.sweep.Close(), d.aging.Close())
 	d.sweep = nil
 	err = errors.Join(err, d.closeFNAT(), d.closeRooms())
 	err = errors.Join(err, d.objs.Close())

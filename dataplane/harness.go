@@ -139,10 +139,43 @@ func (h *Harness) SetSeqadj(k ConnKey, delta, tsoff uint32, wshift int8) error {
 // table, as a connection XDP promoted: the bench's hit-path costs are
 // measured on established connections.
 func (h *Harness) SetEstConn(k ConnKey, c Conn) error {
+	if k.Src.Is6() {
+		h.ipv6.Store(true)
+		if err := h.objs.EstConns6.Put(k.Raw6(), c.raw6()); err != nil {
+			return fmt.Errorf("set established conn: %w", err)
+		}
+		return nil
+	}
 	if err := h.objs.EstConns.Put(k.Raw(), c.raw()); err != nil {
 		return fmt.Errorf("set established conn: %w", err)
 	}
 	return nil
+}
+
+// Reap has the reaper (bpf/aging.h) judge established connections keys
+// at now, each with the stamp of its index entry: how long until each is
+// due, 0 when it ended (or is gone, or the stamp is stale), and the
+// FULLNAT ports it gave back.
+func (h *Harness) Reap(now time.Duration, keys []ConnKey, stamps []uint16) ([]time.Duration, []LocalPort, error) {
+	var left []time.Duration
+	var released []LocalPort
+	for off := 0; off < len(keys); off += ReapMax {
+		m := min(ReapMax, len(keys)-off)
+		out, err := h.reapBatch(now, m, func(i int, s *bpfobj.SweepReapSlot) {
+			if k := keys[off+i]; k.Src.Is6() {
+				raw := k.Raw6()
+				setReapKey(s, &raw, stamps[off+i], 1)
+			} else {
+				raw := k.Raw()
+				setReapKey(s, &raw, stamps[off+i], 0)
+			}
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		left, released = append(left, out.Left...), append(released, out.Released...)
+	}
+	return left, released, nil
 }
 
 // HasSeqadj reports whether key k has SYN-proxy adjustments.

@@ -38,7 +38,7 @@ func connKeyFromRaw6(r bpfobj.DirectorConnKey6) ConnKey {
 
 func (c Conn) raw6() bpfobj.DirectorConnVal6 {
 	v := bpfobj.DirectorConnVal6{LastSeen: uint64(c.LastSeen), RealId: c.RealID, SvcId: c.ServiceID, State: uint8(c.State),
-		Flags: uint8(c.Flags), Ifindex: uint32(c.Ifindex)}
+		Flags: uint8(c.Flags), Hits: c.Stamp, Ifindex: uint32(c.Ifindex)}
 	if c.Rewrites() {
 		v.Nsaddr, v.Ndaddr = c.Out.Src.As16(), c.Out.Dst.As16()
 		v.Nsport, v.Ndport = be16(c.Out.SrcPort), be16(c.Out.DstPort)
@@ -50,7 +50,7 @@ func (c Conn) raw6() bpfobj.DirectorConnVal6 {
 
 func connFromRaw6(r bpfobj.DirectorConnVal6) Conn {
 	c := Conn{RealID: r.RealId, ServiceID: r.SvcId, State: conntrack.State(r.State), LastSeen: time.Duration(r.LastSeen),
-		Flags: ConnFlags(r.Flags)}
+		Flags: ConnFlags(r.Flags), Stamp: r.Hits}
 	if r.Nsaddr != ([16]byte{}) {
 		c.Out = ConnKey{Src: netip.AddrFrom16(r.Nsaddr), Dst: netip.AddrFrom16(r.Ndaddr), SrcPort: fromBE16(r.Nsport), DstPort: fromBE16(r.Ndport)}
 	}

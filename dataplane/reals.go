@@ -223,5 +223,8 @@ func (d *Dataplane) ResetRealTraffic(id uint32) error {
 	if err := d.objs.RealConns.Update(id, make([]uint64, ebpf.MustPossibleCPU()), ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("reset connections of real %d: %w", id, err)
 	}
+	if err := d.resetLive(id); err != nil {
+		return err
+	}
 	return d.resetSlowTraffic(id)
 }

@@ -34,6 +34,11 @@ type SweepArgs struct {
 	// a restart adopted the table, instead of a walk of its own.
 	DropStale bool
 	Reals     map[uint32]bool
+	// Full also walks the established tables when they age by the
+	// deadline index (aging.go): an entry not counted is counted, one due
+	// or whose real is gone ends. Without the index every sweep walks
+	// them.
+	Full bool
 }
 
 // SweepPersist is a persistent service as the sweep sees it.
@@ -63,6 +68,7 @@ type SweepResult struct {
 	Owned    []Template
 	Seen     uint64 // entries visited
 	Expired  uint64 // connections deleted
+	Judged   int    // established connections the deadline index had judged
 	Kept     uint64 // expired FULLNAT connections left for the next sweep
 }
 
@@ -87,21 +93,24 @@ func (d *Dataplane) loadSweep(connTableSize, connTableSize6 uint32) error {
 	sp := &sweepProg{}
 	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpfobj.SweepMapConns: d.objs.Conns, bpfobj.SweepMapEstConns: d.objs.EstConns,
 		bpfobj.SweepMapConns6: d.objs.Conns6, bpfobj.SweepMapEstConns6: d.objs.EstConns6, bpfobj.SweepMapSeqadjs: d.objs.Seqadjs,
-		bpfobj.SweepMapReals: d.objs.Reals}}
+		bpfobj.SweepMapReals: d.objs.Reals, bpfobj.SweepMapSweepPersistent: d.objs.SweepPersistent,
+		bpfobj.SweepMapEstLive: d.objs.EstLive, bpfobj.SweepMapAgingConf: d.objs.AgingConf, bpfobj.SweepMapTmpls: d.objs.Tmpls,
+		bpfobj.SweepMapStats: d.objs.Stats}}
 	// Only the program and the maps it uses: the director's others are
 	// never created twice.
 	var objs struct {
-		Prog       *ebpf.Program `ebpf:"xipvs_sweep"`
-		Counts     *ebpf.Map     `ebpf:"sweep_counts"`
-		Released   *ebpf.Map     `ebpf:"sweep_released"`
-		Persistent *ebpf.Map     `ebpf:"sweep_persistent"`
-		Owned      *ebpf.Map     `ebpf:"sweep_owned"`
+		Prog      *ebpf.Program `ebpf:"xipvs_sweep"`
+		Reap      *ebpf.Program `ebpf:"xipvs_reap"`
+		Counts    *ebpf.Map     `ebpf:"sweep_counts"`
+		Released  *ebpf.Map     `ebpf:"sweep_released"`
+		Owned     *ebpf.Map     `ebpf:"sweep_owned"`
+		ReapSlots *ebpf.Map     `ebpf:"reap_slots"`
 	}
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {
 		return fmt.Errorf("load sweep: %w", err)
 	}
-	sp.objs = bpfobj.SweepObjects{SweepPrograms: bpfobj.SweepPrograms{XipvsSweep: objs.Prog},
-		SweepMaps: bpfobj.SweepMaps{SweepCounts: objs.Counts, SweepReleased: objs.Released, SweepPersistent: objs.Persistent, SweepOwned: objs.Owned}}
+	sp.objs = bpfobj.SweepObjects{SweepPrograms: bpfobj.SweepPrograms{XipvsSweep: objs.Prog, XipvsReap: objs.Reap},
+		SweepMaps: bpfobj.SweepMaps{SweepCounts: objs.Counts, SweepReleased: objs.Released, SweepOwned: objs.Owned, ReapSlots: objs.ReapSlots}}
 	d.sweep = sp
 	return nil
 }
@@ -111,8 +120,8 @@ func (sp *sweepProg) Close() error {
 		return nil
 	}
 	o := &sp.objs
-	return errors.Join(o.XipvsSweep.Close(), o.SweepCounts.Close(), o.SweepReleased.Close(),
-		o.SweepPersistent.Close(), o.SweepOwned.Close())
+	return errors.Join(o.XipvsSweep.Close(), o.XipvsReap.Close(), o.SweepCounts.Close(), o.SweepReleased.Close(),
+		o.SweepOwned.Close(), o.ReapSlots.Close())
 }
 
 // Sweep ages the connection table once (see SweepArgs, SweepResult).
@@ -122,7 +131,7 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 		return SweepResult{}, errors.New("sweep program not loaded")
 	}
 	o := &sp.objs
-	if err := syncPersistent(o.SweepPersistent, a.Persistent); err != nil {
+	if err := syncPersistent(d.objs.SweepPersistent, a.Persistent); err != nil {
 		return SweepResult{}, err
 	}
 	sp.gen++
@@ -136,6 +145,14 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 	if a.DropStale {
 		args.DropStale = 1
 	}
+	if a.Full || a.DropStale {
+		args.Full = 1 // the established tables hold stale ones too
+	}
+	if d.aging.on.Load() && a.Timeouts != d.aging.timeouts {
+		if err := d.writeAging(true, a.Timeouts); err != nil {
+			return SweepResult{}, err
+		}
+	}
 	for i := range args.TcpTimeout {
 		args.TcpTimeout[i] = uint64(a.Timeouts.TCP[i])
 	}
@@ -147,24 +164,55 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 	if err := readCounts(o.SweepCounts, sp.gen, res.Counts); err != nil {
 		return res, err
 	}
-	if n := int(out.Released); n > 0 {
-		keys, vals := make([]uint32, n), make([]bpfobj.SweepSweepPort, n)
-		var cursor ebpf.MapBatchCursor
-		got, err := o.SweepReleased.BatchLookup(&cursor, keys, vals, nil)
-		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return res, fmt.Errorf("read released ports: %w", err)
+	released, err := d.readReleased(int(out.Released))
+	if err != nil {
+		return res, err
+	}
+	res.Released = released
+	if d.aging.on.Load() {
+		// The deadline index's turn: after the walk, whose freed ports
+		// it would write over.
+		ar, err := d.ageTurn(a.Now)
+		if err != nil {
+			return res, err
 		}
-		for _, v := range vals[:got] {
-			addr := netip.AddrFrom4([4]byte(v.Addr[:4]))
-			if v.V6 != 0 {
-				addr = netip.AddrFrom16(v.Addr)
-			}
-			res.Released = append(res.Released, LocalPort{Addr: addr, Port: fromBE16(v.Port), Proto: v.Proto})
+		res.Released = append(res.Released, ar.Released...)
+		res.Expired += ar.Expired
+		res.Judged = ar.Judged
+		if err := d.addLiveCounts(res.Counts); err != nil {
+			return res, err
 		}
 	}
 	owned, err := drainOwned(o.SweepOwned)
 	res.Owned = owned
 	return res, err
+}
+
+// readReleased reads the n FULLNAT ports the last sweep or reaper run
+// wrote to sweep_released.
+func (d *Dataplane) readReleased(n int) ([]LocalPort, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	keys, vals := make([]uint32, n), make([]bpfobj.SweepSweepPort, n)
+	var cursor ebpf.MapBatchCursor
+	got, err := d.sweep.objs.SweepReleased.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("read released ports: %w", err)
+	}
+	out := make([]LocalPort, 0, got)
+	for _, v := range vals[:got] {
+		out = append(out, localPortOf(v))
+	}
+	return out, nil
+}
+
+func localPortOf(p bpfobj.SweepSweepPort) LocalPort {
+	addr := netip.AddrFrom4([4]byte(p.Addr[:4]))
+	if p.V6 != 0 {
+		addr = netip.AddrFrom16(p.Addr)
+	}
+	return LocalPort{Addr: addr, Port: fromBE16(p.Port), Proto: p.Proto}
 }
 
 func syncPersistent(m *ebpf.Map, want map[uint32]SweepPersist) error {

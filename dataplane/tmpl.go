@@ -23,6 +23,10 @@ import (
 type TemplateUse struct {
 	RealID   uint32
 	LastUsed time.Duration
+	// Controls is how many established connections aged by timers follow
+	// it (IPVS's n_control; bpf/aging.h): while any does, it lives. Kept
+	// by the data plane; SetTemplate leaves it as it is.
+	Controls int
 }
 
 func tmplKeyOf(t Template) bpfobj.DirectorSweepTmpl {
@@ -55,13 +59,18 @@ func (d *Dataplane) LookupTemplate(t Template) (TemplateUse, bool, error) {
 		}
 		return TemplateUse{}, false, fmt.Errorf("lookup template: %w", err)
 	}
-	return TemplateUse{RealID: v.RealId, LastUsed: time.Duration(v.LastUsed)}, true, nil
+	return TemplateUse{RealID: v.RealId, LastUsed: time.Duration(v.LastUsed), Controls: int(max(v.Controls, 0))}, true, nil
 }
 
 // SetTemplate writes template t.
 func (d *Dataplane) SetTemplate(t Template, u TemplateUse) error {
 	k := tmplKeyOf(t)
-	if err := d.objs.Tmpls.Put(&k, &bpfobj.DirectorTmplVal{RealId: u.RealID, LastUsed: uint64(u.LastUsed)}); err != nil {
+	v := bpfobj.DirectorTmplVal{RealId: u.RealID, LastUsed: uint64(u.LastUsed)}
+	var old bpfobj.DirectorTmplVal
+	if err := d.objs.Tmpls.Lookup(&k, &old); err == nil {
+		v.Controls = old.Controls // XDP's timers keep it
+	}
+	if err := d.objs.Tmpls.Put(&k, &v); err != nil {
 		return fmt.Errorf("write template: %w", err)
 	}
 	return nil
@@ -104,7 +113,7 @@ func (d *Dataplane) Templates(fn func(Template, TemplateUse)) error {
 	for {
 		n, err := d.objs.Tmpls.BatchLookup(&cursor, keys, vals, nil)
 		for i := range keys[:n] {
-			fn(templateOf(&keys[i]), TemplateUse{RealID: vals[i].RealId, LastUsed: time.Duration(vals[i].LastUsed)})
+			fn(templateOf(&keys[i]), TemplateUse{RealID: vals[i].RealId, LastUsed: time.Duration(vals[i].LastUsed), Controls: int(max(vals[i].Controls, 0))})
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil

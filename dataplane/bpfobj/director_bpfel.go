@@ -21,15 +21,34 @@ const (
 	DirectorAddrFlagADDR_F_ALL_PORTS  DirectorAddrFlag = 4
 )
 
+type DirectorAgeEvent struct {
+	_     structs.HostLayout
+	Key   [40]uint8
+	V6    uint8
+	State uint8
+	Stamp uint16
+	Pad   uint32
+}
+
+type DirectorAgingCfg struct {
+	_          structs.HostLayout
+	TcpTimeout [11]uint64
+	UdpTimeout uint64
+	On         uint32
+	Pad        uint32
+}
+
 type DirectorConnFlag uint32
 
 const (
-	DirectorConnFlagCONN_F_REPLY      DirectorConnFlag = 1
-	DirectorConnFlagCONN_F_FULLNAT    DirectorConnFlag = 2
-	DirectorConnFlagCONN_F_PERSIST    DirectorConnFlag = 4
-	DirectorConnFlagCONN_F_SP_PENDING DirectorConnFlag = 8
-	DirectorConnFlagCONN_F_SYNPROXY   DirectorConnFlag = 16
-	DirectorConnFlagCONN_F_SYN_SEEN   DirectorConnFlag = 32
+	DirectorConnFlagCONN_F_REPLY          DirectorConnFlag = 1
+	DirectorConnFlagCONN_F_FULLNAT        DirectorConnFlag = 2
+	DirectorConnFlagCONN_F_PERSIST        DirectorConnFlag = 4
+	DirectorConnFlagCONN_F_SP_PENDING     DirectorConnFlag = 8
+	DirectorConnFlagCONN_F_SYNPROXY       DirectorConnFlag = 16
+	DirectorConnFlagCONN_F_SYN_SEEN       DirectorConnFlag = 32
+	DirectorConnFlagCONN_F_COUNTED        DirectorConnFlag = 64
+	DirectorConnFlagCONN_F_COUNTED_ACTIVE DirectorConnFlag = 128
 )
 
 type DirectorConnKey struct {
@@ -166,6 +185,12 @@ type DirectorLaddr struct {
 	Pad  [3]uint8
 }
 
+type DirectorLiveCount struct {
+	_        structs.HostLayout
+	Active   int64
+	Inactive int64
+}
+
 type DirectorPickCtl struct {
 	_    structs.HostLayout
 	Slot uint32
@@ -237,6 +262,7 @@ const (
 	DirectorSharedConstSC_MAX_IFACES       DirectorSharedConst = 64
 	DirectorSharedConstSC_MAX_QUEUES       DirectorSharedConst = 64
 	DirectorSharedConstSC_MAX_CONNS        DirectorSharedConst = 1048576
+	DirectorSharedConstSC_REAP_MAX         DirectorSharedConst = 4096
 	DirectorSharedConstSC_ADDR_SLOTS       DirectorSharedConst = 65536
 	DirectorSharedConstSC_MH_TAB_SIZE      DirectorSharedConst = 4093
 	DirectorSharedConstSC_PICK_UNAVAIL     DirectorSharedConst = 2147483648
@@ -287,7 +313,9 @@ const (
 	DirectorStatIdxSTAT_NEW_SYN          DirectorStatIdx = 18
 	DirectorStatIdxSTAT_PASS_NO_CONN     DirectorStatIdx = 19
 	DirectorStatIdxSTAT_SYNC_LOST        DirectorStatIdx = 20
-	DirectorStatIdxSTAT_MAX              DirectorStatIdx = 21
+	DirectorStatIdxSTAT_AGE_LOST         DirectorStatIdx = 21
+	DirectorStatIdxSTAT_AGED             DirectorStatIdx = 22
+	DirectorStatIdxSTAT_MAX              DirectorStatIdx = 23
 )
 
 type DirectorSvcFlag uint32
@@ -323,6 +351,12 @@ type DirectorSvcVal struct {
 	_     structs.HostLayout
 	Id    uint32
 	Flags uint32
+}
+
+type DirectorSweepPersist struct {
+	_        structs.HostLayout
+	MaskBits uint32
+	PortZero uint32
 }
 
 type DirectorSweepTmpl struct {
@@ -384,7 +418,7 @@ type DirectorTmplScratch struct {
 type DirectorTmplVal struct {
 	_        structs.HostLayout
 	RealId   uint32
-	Pad      uint32
+	Controls int32
 	LastUsed uint64
 }
 
@@ -394,11 +428,14 @@ type DirectorTmplVal struct {
 const (
 	DirectorMapAddrFilter       = "addr_filter"
 	DirectorMapAdmitTat         = "admit_tat"
+	DirectorMapAgeEvents        = "age_events"
+	DirectorMapAgingConf        = "aging_conf"
 	DirectorMapConns            = "conns"
 	DirectorMapConns6           = "conns6"
 	DirectorMapDefence          = "defence"
 	DirectorMapEstConns         = "est_conns"
 	DirectorMapEstConns6        = "est_conns6"
+	DirectorMapEstLive          = "est_live"
 	DirectorMapFnatCursor       = "fnat_cursor"
 	DirectorMapFnatScratch      = "fnat_scratch"
 	DirectorMapFnatSlots        = "fnat_slots"
@@ -423,6 +460,7 @@ const (
 	DirectorMapSlowStats        = "slow_stats"
 	DirectorMapSlowTraffic      = "slow_traffic"
 	DirectorMapStats            = "stats"
+	DirectorMapSweepPersistent  = "sweep_persistent"
 	DirectorMapSyncConf         = "sync_conf"
 	DirectorMapSyncEvents       = "sync_events"
 	DirectorMapTmplScratch      = "tmpl_scratch"
@@ -431,6 +469,7 @@ const (
 	DirectorMapXsks             = "xsks"
 	DirectorProgXipvsDirector   = "xipvs_director"
 	DirectorProgXipvsReplay6    = "xipvs_replay6"
+	DirectorVarAgeEventBtf      = "age_event_btf"
 	DirectorVarSyncEventBtf     = "sync_event_btf"
 	DirectorVarTcpStates        = "tcp_states"
 	DirectorVarXipvsSharedEnums = "xipvs_shared_enums"
@@ -486,49 +525,54 @@ type DirectorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DirectorMapSpecs struct {
-	AddrFilter    *ebpf.MapSpec `ebpf:"addr_filter"`
-	AdmitTat      *ebpf.MapSpec `ebpf:"admit_tat"`
-	Conns         *ebpf.MapSpec `ebpf:"conns"`
-	Conns6        *ebpf.MapSpec `ebpf:"conns6"`
-	Defence       *ebpf.MapSpec `ebpf:"defence"`
-	EstConns      *ebpf.MapSpec `ebpf:"est_conns"`
-	EstConns6     *ebpf.MapSpec `ebpf:"est_conns6"`
-	FnatCursor    *ebpf.MapSpec `ebpf:"fnat_cursor"`
-	FnatScratch   *ebpf.MapSpec `ebpf:"fnat_scratch"`
-	FnatSlots     *ebpf.MapSpec `ebpf:"fnat_slots"`
-	FragScratch   *ebpf.MapSpec `ebpf:"frag_scratch"`
-	Frags         *ebpf.MapSpec `ebpf:"frags"`
-	HashPicks     *ebpf.MapSpec `ebpf:"hash_picks"`
-	Ifaces        *ebpf.MapSpec `ebpf:"ifaces"`
-	KnownFilter   *ebpf.MapSpec `ebpf:"known_filter"`
-	KnownSources  *ebpf.MapSpec `ebpf:"known_sources"`
-	KnownSources6 *ebpf.MapSpec `ebpf:"known_sources6"`
-	Laddrs        *ebpf.MapSpec `ebpf:"laddrs"`
-	PickCtls      *ebpf.MapSpec `ebpf:"pick_ctls"`
-	PickSeqs      *ebpf.MapSpec `ebpf:"pick_seqs"`
-	RealConns     *ebpf.MapSpec `ebpf:"real_conns"`
-	RealPorts     *ebpf.MapSpec `ebpf:"real_ports"`
-	RealRoom      *ebpf.MapSpec `ebpf:"real_room"`
-	RealTraffic   *ebpf.MapSpec `ebpf:"real_traffic"`
-	Reals         *ebpf.MapSpec `ebpf:"reals"`
-	Seqadjs       *ebpf.MapSpec `ebpf:"seqadjs"`
-	Services      *ebpf.MapSpec `ebpf:"services"`
-	Services6     *ebpf.MapSpec `ebpf:"services6"`
-	SlowStats     *ebpf.MapSpec `ebpf:"slow_stats"`
-	SlowTraffic   *ebpf.MapSpec `ebpf:"slow_traffic"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
-	SyncConf      *ebpf.MapSpec `ebpf:"sync_conf"`
-	SyncEvents    *ebpf.MapSpec `ebpf:"sync_events"`
-	TmplScratch   *ebpf.MapSpec `ebpf:"tmpl_scratch"`
-	Tmpls         *ebpf.MapSpec `ebpf:"tmpls"`
-	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
+	AddrFilter      *ebpf.MapSpec `ebpf:"addr_filter"`
+	AdmitTat        *ebpf.MapSpec `ebpf:"admit_tat"`
+	AgeEvents       *ebpf.MapSpec `ebpf:"age_events"`
+	AgingConf       *ebpf.MapSpec `ebpf:"aging_conf"`
+	Conns           *ebpf.MapSpec `ebpf:"conns"`
+	Conns6          *ebpf.MapSpec `ebpf:"conns6"`
+	Defence         *ebpf.MapSpec `ebpf:"defence"`
+	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
+	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
+	EstLive         *ebpf.MapSpec `ebpf:"est_live"`
+	FnatCursor      *ebpf.MapSpec `ebpf:"fnat_cursor"`
+	FnatScratch     *ebpf.MapSpec `ebpf:"fnat_scratch"`
+	FnatSlots       *ebpf.MapSpec `ebpf:"fnat_slots"`
+	FragScratch     *ebpf.MapSpec `ebpf:"frag_scratch"`
+	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	HashPicks       *ebpf.MapSpec `ebpf:"hash_picks"`
+	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	KnownFilter     *ebpf.MapSpec `ebpf:"known_filter"`
+	KnownSources    *ebpf.MapSpec `ebpf:"known_sources"`
+	KnownSources6   *ebpf.MapSpec `ebpf:"known_sources6"`
+	Laddrs          *ebpf.MapSpec `ebpf:"laddrs"`
+	PickCtls        *ebpf.MapSpec `ebpf:"pick_ctls"`
+	PickSeqs        *ebpf.MapSpec `ebpf:"pick_seqs"`
+	RealConns       *ebpf.MapSpec `ebpf:"real_conns"`
+	RealPorts       *ebpf.MapSpec `ebpf:"real_ports"`
+	RealRoom        *ebpf.MapSpec `ebpf:"real_room"`
+	RealTraffic     *ebpf.MapSpec `ebpf:"real_traffic"`
+	Reals           *ebpf.MapSpec `ebpf:"reals"`
+	Seqadjs         *ebpf.MapSpec `ebpf:"seqadjs"`
+	Services        *ebpf.MapSpec `ebpf:"services"`
+	Services6       *ebpf.MapSpec `ebpf:"services6"`
+	SlowStats       *ebpf.MapSpec `ebpf:"slow_stats"`
+	SlowTraffic     *ebpf.MapSpec `ebpf:"slow_traffic"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	SweepPersistent *ebpf.MapSpec `ebpf:"sweep_persistent"`
+	SyncConf        *ebpf.MapSpec `ebpf:"sync_conf"`
+	SyncEvents      *ebpf.MapSpec `ebpf:"sync_events"`
+	TmplScratch     *ebpf.MapSpec `ebpf:"tmpl_scratch"`
+	Tmpls           *ebpf.MapSpec `ebpf:"tmpls"`
+	TxPorts         *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks            *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // DirectorVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DirectorVariableSpecs struct {
+	AgeEventBtf      *ebpf.VariableSpec `ebpf:"age_event_btf"`
 	SyncEventBtf     *ebpf.VariableSpec `ebpf:"sync_event_btf"`
 	TcpStates        *ebpf.VariableSpec `ebpf:"tcp_states"`
 	XipvsSharedEnums *ebpf.VariableSpec `ebpf:"xipvs_shared_enums"`
@@ -554,54 +598,61 @@ func (o *DirectorObjects) Close() error {
 //
 // It can be passed to LoadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DirectorMaps struct {
-	AddrFilter    *ebpf.Map `ebpf:"addr_filter"`
-	AdmitTat      *ebpf.Map `ebpf:"admit_tat"`
-	Conns         *ebpf.Map `ebpf:"conns"`
-	Conns6        *ebpf.Map `ebpf:"conns6"`
-	Defence       *ebpf.Map `ebpf:"defence"`
-	EstConns      *ebpf.Map `ebpf:"est_conns"`
-	EstConns6     *ebpf.Map `ebpf:"est_conns6"`
-	FnatCursor    *ebpf.Map `ebpf:"fnat_cursor"`
-	FnatScratch   *ebpf.Map `ebpf:"fnat_scratch"`
-	FnatSlots     *ebpf.Map `ebpf:"fnat_slots"`
-	FragScratch   *ebpf.Map `ebpf:"frag_scratch"`
-	Frags         *ebpf.Map `ebpf:"frags"`
-	HashPicks     *ebpf.Map `ebpf:"hash_picks"`
-	Ifaces        *ebpf.Map `ebpf:"ifaces"`
-	KnownFilter   *ebpf.Map `ebpf:"known_filter"`
-	KnownSources  *ebpf.Map `ebpf:"known_sources"`
-	KnownSources6 *ebpf.Map `ebpf:"known_sources6"`
-	Laddrs        *ebpf.Map `ebpf:"laddrs"`
-	PickCtls      *ebpf.Map `ebpf:"pick_ctls"`
-	PickSeqs      *ebpf.Map `ebpf:"pick_seqs"`
-	RealConns     *ebpf.Map `ebpf:"real_conns"`
-	RealPorts     *ebpf.Map `ebpf:"real_ports"`
-	RealRoom      *ebpf.Map `ebpf:"real_room"`
-	RealTraffic   *ebpf.Map `ebpf:"real_traffic"`
-	Reals         *ebpf.Map `ebpf:"reals"`
-	Seqadjs       *ebpf.Map `ebpf:"seqadjs"`
-	Services      *ebpf.Map `ebpf:"services"`
-	Services6     *ebpf.Map `ebpf:"services6"`
-	SlowStats     *ebpf.Map `ebpf:"slow_stats"`
-	SlowTraffic   *ebpf.Map `ebpf:"slow_traffic"`
-	Stats         *ebpf.Map `ebpf:"stats"`
-	SyncConf      *ebpf.Map `ebpf:"sync_conf"`
-	SyncEvents    *ebpf.Map `ebpf:"sync_events"`
-	TmplScratch   *ebpf.Map `ebpf:"tmpl_scratch"`
-	Tmpls         *ebpf.Map `ebpf:"tmpls"`
-	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
-	Xsks          *ebpf.Map `ebpf:"xsks"`
+	AddrFilter      *ebpf.Map `ebpf:"addr_filter"`
+	AdmitTat        *ebpf.Map `ebpf:"admit_tat"`
+	AgeEvents       *ebpf.Map `ebpf:"age_events"`
+	AgingConf       *ebpf.Map `ebpf:"aging_conf"`
+	Conns           *ebpf.Map `ebpf:"conns"`
+	Conns6          *ebpf.Map `ebpf:"conns6"`
+	Defence         *ebpf.Map `ebpf:"defence"`
+	EstConns        *ebpf.Map `ebpf:"est_conns"`
+	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
+	EstLive         *ebpf.Map `ebpf:"est_live"`
+	FnatCursor      *ebpf.Map `ebpf:"fnat_cursor"`
+	FnatScratch     *ebpf.Map `ebpf:"fnat_scratch"`
+	FnatSlots       *ebpf.Map `ebpf:"fnat_slots"`
+	FragScratch     *ebpf.Map `ebpf:"frag_scratch"`
+	Frags           *ebpf.Map `ebpf:"frags"`
+	HashPicks       *ebpf.Map `ebpf:"hash_picks"`
+	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	KnownFilter     *ebpf.Map `ebpf:"known_filter"`
+	KnownSources    *ebpf.Map `ebpf:"known_sources"`
+	KnownSources6   *ebpf.Map `ebpf:"known_sources6"`
+	Laddrs          *ebpf.Map `ebpf:"laddrs"`
+	PickCtls        *ebpf.Map `ebpf:"pick_ctls"`
+	PickSeqs        *ebpf.Map `ebpf:"pick_seqs"`
+	RealConns       *ebpf.Map `ebpf:"real_conns"`
+	RealPorts       *ebpf.Map `ebpf:"real_ports"`
+	RealRoom        *ebpf.Map `ebpf:"real_room"`
+	RealTraffic     *ebpf.Map `ebpf:"real_traffic"`
+	Reals           *ebpf.Map `ebpf:"reals"`
+	Seqadjs         *ebpf.Map `ebpf:"seqadjs"`
+	Services        *ebpf.Map `ebpf:"services"`
+	Services6       *ebpf.Map `ebpf:"services6"`
+	SlowStats       *ebpf.Map `ebpf:"slow_stats"`
+	SlowTraffic     *ebpf.Map `ebpf:"slow_traffic"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	SweepPersistent *ebpf.Map `ebpf:"sweep_persistent"`
+	SyncConf        *ebpf.Map `ebpf:"sync_conf"`
+	SyncEvents      *ebpf.Map `ebpf:"sync_events"`
+	TmplScratch     *ebpf.Map `ebpf:"tmpl_scratch"`
+	Tmpls           *ebpf.Map `ebpf:"tmpls"`
+	TxPorts         *ebpf.Map `ebpf:"tx_ports"`
+	Xsks            *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *DirectorMaps) Close() error {
 	return _DirectorClose(
 		m.AddrFilter,
 		m.AdmitTat,
+		m.AgeEvents,
+		m.AgingConf,
 		m.Conns,
 		m.Conns6,
 		m.Defence,
 		m.EstConns,
 		m.EstConns6,
+		m.EstLive,
 		m.FnatCursor,
 		m.FnatScratch,
 		m.FnatSlots,
@@ -626,6 +677,7 @@ func (m *DirectorMaps) Close() error {
 		m.SlowStats,
 		m.SlowTraffic,
 		m.Stats,
+		m.SweepPersistent,
 		m.SyncConf,
 		m.SyncEvents,
 		m.TmplScratch,
@@ -639,6 +691,7 @@ func (m *DirectorMaps) Close() error {
 //
 // It can be passed to LoadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DirectorVariables struct {
+	AgeEventBtf      *ebpf.Variable `ebpf:"age_event_btf"`
 	SyncEventBtf     *ebpf.Variable `ebpf:"sync_event_btf"`
 	TcpStates        *ebpf.Variable `ebpf:"tcp_states"`
 	XipvsSharedEnums *ebpf.Variable `ebpf:"xipvs_shared_enums"`

@@ -13,6 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type SweepAgeEvent struct {
+	_     structs.HostLayout
+	Key   [40]uint8
+	V6    uint8
+	State uint8
+	Stamp uint16
+	Pad   uint32
+}
+
+type SweepAgingCfg struct {
+	_          structs.HostLayout
+	TcpTimeout [11]uint64
+	UdpTimeout uint64
+	On         uint32
+	Pad        uint32
+}
+
 type SweepConnKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -131,6 +148,12 @@ type SweepLaddr struct {
 	Pad  [3]uint8
 }
 
+type SweepLiveCount struct {
+	_        structs.HostLayout
+	Active   int64
+	Inactive int64
+}
+
 type SweepPickCtl struct {
 	_    structs.HostLayout
 	Slot uint32
@@ -165,6 +188,25 @@ type SweepRealStats struct {
 	Inbytes  uint64
 	Outpkts  uint64
 	Outbytes uint64
+}
+
+type SweepReapArgs struct {
+	_        structs.HostLayout
+	Now      uint64
+	N        uint32
+	Released uint32
+	Expired  uint64
+	Kept     uint64
+}
+
+type SweepReapSlot struct {
+	_     structs.HostLayout
+	Key   [40]uint8
+	V6    uint8
+	Pad   uint8
+	Stamp uint16
+	Pad2  uint32
+	Left  uint64
 }
 
 type SweepSeqadj struct {
@@ -210,6 +252,8 @@ type SweepSweepArgs struct {
 	Kept       uint64
 	Ipv6       uint32
 	DropStale  uint32
+	Full       uint32
+	Pad        uint32
 }
 
 type SweepSweepCount struct {
@@ -246,7 +290,7 @@ type SweepSweepTmpl struct {
 type SweepTmplVal struct {
 	_        structs.HostLayout
 	RealId   uint32
-	Pad      uint32
+	Controls int32
 	LastUsed uint64
 }
 
@@ -256,11 +300,14 @@ type SweepTmplVal struct {
 const (
 	SweepMapAddrFilter      = "addr_filter"
 	SweepMapAdmitTat        = "admit_tat"
+	SweepMapAgeEvents       = "age_events"
+	SweepMapAgingConf       = "aging_conf"
 	SweepMapConns           = "conns"
 	SweepMapConns6          = "conns6"
 	SweepMapDefence         = "defence"
 	SweepMapEstConns        = "est_conns"
 	SweepMapEstConns6       = "est_conns6"
+	SweepMapEstLive         = "est_live"
 	SweepMapFnatCursor      = "fnat_cursor"
 	SweepMapFnatScratch     = "fnat_scratch"
 	SweepMapFnatSlots       = "fnat_slots"
@@ -279,6 +326,7 @@ const (
 	SweepMapRealRoom        = "real_room"
 	SweepMapRealTraffic     = "real_traffic"
 	SweepMapReals           = "reals"
+	SweepMapReapSlots       = "reap_slots"
 	SweepMapSeqadjs         = "seqadjs"
 	SweepMapServices        = "services"
 	SweepMapServices6       = "services6"
@@ -292,7 +340,10 @@ const (
 	SweepMapTmpls           = "tmpls"
 	SweepMapTxPorts         = "tx_ports"
 	SweepMapXsks            = "xsks"
+	SweepProgXipvsReap      = "xipvs_reap"
 	SweepProgXipvsSweep     = "xipvs_sweep"
+	SweepVarAgeEventBtf     = "age_event_btf"
+	SweepVarTcpStates       = "tcp_states"
 )
 
 // LoadSweep returns the embedded CollectionSpec for Sweep.
@@ -337,6 +388,7 @@ type SweepSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SweepProgramSpecs struct {
+	XipvsReap  *ebpf.ProgramSpec `ebpf:"xipvs_reap"`
 	XipvsSweep *ebpf.ProgramSpec `ebpf:"xipvs_sweep"`
 }
 
@@ -346,11 +398,14 @@ type SweepProgramSpecs struct {
 type SweepMapSpecs struct {
 	AddrFilter      *ebpf.MapSpec `ebpf:"addr_filter"`
 	AdmitTat        *ebpf.MapSpec `ebpf:"admit_tat"`
+	AgeEvents       *ebpf.MapSpec `ebpf:"age_events"`
+	AgingConf       *ebpf.MapSpec `ebpf:"aging_conf"`
 	Conns           *ebpf.MapSpec `ebpf:"conns"`
 	Conns6          *ebpf.MapSpec `ebpf:"conns6"`
 	Defence         *ebpf.MapSpec `ebpf:"defence"`
 	EstConns        *ebpf.MapSpec `ebpf:"est_conns"`
 	EstConns6       *ebpf.MapSpec `ebpf:"est_conns6"`
+	EstLive         *ebpf.MapSpec `ebpf:"est_live"`
 	FnatCursor      *ebpf.MapSpec `ebpf:"fnat_cursor"`
 	FnatScratch     *ebpf.MapSpec `ebpf:"fnat_scratch"`
 	FnatSlots       *ebpf.MapSpec `ebpf:"fnat_slots"`
@@ -369,6 +424,7 @@ type SweepMapSpecs struct {
 	RealRoom        *ebpf.MapSpec `ebpf:"real_room"`
 	RealTraffic     *ebpf.MapSpec `ebpf:"real_traffic"`
 	Reals           *ebpf.MapSpec `ebpf:"reals"`
+	ReapSlots       *ebpf.MapSpec `ebpf:"reap_slots"`
 	Seqadjs         *ebpf.MapSpec `ebpf:"seqadjs"`
 	Services        *ebpf.MapSpec `ebpf:"services"`
 	Services6       *ebpf.MapSpec `ebpf:"services6"`
@@ -388,6 +444,8 @@ type SweepMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SweepVariableSpecs struct {
+	AgeEventBtf *ebpf.VariableSpec `ebpf:"age_event_btf"`
+	TcpStates   *ebpf.VariableSpec `ebpf:"tcp_states"`
 }
 
 // SweepObjects contains all objects after they have been loaded into the kernel.
@@ -412,11 +470,14 @@ func (o *SweepObjects) Close() error {
 type SweepMaps struct {
 	AddrFilter      *ebpf.Map `ebpf:"addr_filter"`
 	AdmitTat        *ebpf.Map `ebpf:"admit_tat"`
+	AgeEvents       *ebpf.Map `ebpf:"age_events"`
+	AgingConf       *ebpf.Map `ebpf:"aging_conf"`
 	Conns           *ebpf.Map `ebpf:"conns"`
 	Conns6          *ebpf.Map `ebpf:"conns6"`
 	Defence         *ebpf.Map `ebpf:"defence"`
 	EstConns        *ebpf.Map `ebpf:"est_conns"`
 	EstConns6       *ebpf.Map `ebpf:"est_conns6"`
+	EstLive         *ebpf.Map `ebpf:"est_live"`
 	FnatCursor      *ebpf.Map `ebpf:"fnat_cursor"`
 	FnatScratch     *ebpf.Map `ebpf:"fnat_scratch"`
 	FnatSlots       *ebpf.Map `ebpf:"fnat_slots"`
@@ -435,6 +496,7 @@ type SweepMaps struct {
 	RealRoom        *ebpf.Map `ebpf:"real_room"`
 	RealTraffic     *ebpf.Map `ebpf:"real_traffic"`
 	Reals           *ebpf.Map `ebpf:"reals"`
+	ReapSlots       *ebpf.Map `ebpf:"reap_slots"`
 	Seqadjs         *ebpf.Map `ebpf:"seqadjs"`
 	Services        *ebpf.Map `ebpf:"services"`
 	Services6       *ebpf.Map `ebpf:"services6"`
@@ -454,11 +516,14 @@ func (m *SweepMaps) Close() error {
 	return _SweepClose(
 		m.AddrFilter,
 		m.AdmitTat,
+		m.AgeEvents,
+		m.AgingConf,
 		m.Conns,
 		m.Conns6,
 		m.Defence,
 		m.EstConns,
 		m.EstConns6,
+		m.EstLive,
 		m.FnatCursor,
 		m.FnatScratch,
 		m.FnatSlots,
@@ -477,6 +542,7 @@ func (m *SweepMaps) Close() error {
 		m.RealRoom,
 		m.RealTraffic,
 		m.Reals,
+		m.ReapSlots,
 		m.Seqadjs,
 		m.Services,
 		m.Services6,
@@ -497,17 +563,21 @@ func (m *SweepMaps) Close() error {
 //
 // It can be passed to LoadSweepObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SweepVariables struct {
+	AgeEventBtf *ebpf.Variable `ebpf:"age_event_btf"`
+	TcpStates   *ebpf.Variable `ebpf:"tcp_states"`
 }
 
 // SweepPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadSweepObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SweepPrograms struct {
+	XipvsReap  *ebpf.Program `ebpf:"xipvs_reap"`
 	XipvsSweep *ebpf.Program `ebpf:"xipvs_sweep"`
 }
 
 func (p *SweepPrograms) Close() error {
 	return _SweepClose(
+		p.XipvsReap,
 		p.XipvsSweep,
 	)
 }

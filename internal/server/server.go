@@ -151,6 +151,9 @@ type Server struct {
 	// dropStale: the next sweep also deletes the connections of reals
 	// this server does not have (set by a restore: state.go).
 	dropStale bool
+	// nextFull is when the sweep next walks the established tables too
+	// (dataplane.SweepArgs.Full); 0: at the next sweep.
+	nextFull time.Duration
 	// syncPending are synced NAT connections waiting for the MAC of
 	// their client's next hop (by its address), syncPendingN how many.
 	syncPending  map[netip.Addr][]connsync.Conn

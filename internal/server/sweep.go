@@ -21,6 +21,13 @@ import (
 // one).
 const orphanReplyAge = 10 * time.Second
 
+// fullSweepEvery is how often a sweep walks the established tables too,
+// when they age by their timers: the safety net that arms the entries Go
+// wrote (a sync backup's) and ends what a timer could not. At ten million
+// connections a full pass costs a few seconds of CPU: about 1% of a core
+// at this period.
+const fullSweepEvery = 10 * time.Minute
+
 // Sweep expires idle connections, recounts ActiveConn/InActConn per real
 // from the connection table, clears overload flags as connections go
 // (ip_vs_unbind_dest) and ages persistence templates.
@@ -46,6 +53,9 @@ func (s *Server) beginSweep() dataplane.SweepArgs {
 		}
 	}
 	a.Now = s.opts.Now()
+	if s.nextFull == 0 || a.Now >= s.nextFull {
+		a.Full, s.nextFull = true, a.Now+fullSweepEvery
+	}
 	if s.dropStale {
 		a.DropStale, a.Reals = true, make(map[uint32]bool, len(s.reals))
 		for id := range s.reals {
@@ -231,7 +241,9 @@ func (s *Server) ageTemplates(swept map[uint32]dataplane.SweepPersist, owned map
 			if now < t.expires {
 				continue
 			}
-			if owned[id][k] {
+			if owned[id][k] || uses[id][k].Controls > 0 {
+				// A connection follows it: it lives (ip_vs_conn_expire
+				// of a template with n_control).
 				t.expires = now + timeout
 				continue
 			}
