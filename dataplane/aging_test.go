@@ -10,6 +10,7 @@ import (
 
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
+	"github.com/xipvs/xipvs/internal/testutil"
 )
 
 // agedConn is one established connection of the aging model test: its
@@ -253,4 +254,179 @@ func TestReaperMatchesModel(t *testing.T) {
 	if len(released) != 0 {
 		t.Errorf("ports given back that no connection held: %v", released)
 	}
+}
+
+// recount counts the forward entries of the tables, as a walk would.
+func recount(t *testing.T, d *dataplane.Harness) map[uint32]conntrack.Counts {
+	t.Helper()
+	want := map[uint32]conntrack.Counts{}
+	err := d.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		if c.Flags&dataplane.ConnReply == 0 {
+			n := want[c.RealID]
+			n.Add(k.Proto, c.State)
+			want[c.RealID] = n
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
+// TestIndexAgesTraffic runs random TCP traffic through the director (NAT
+// and FULLNAT connections opened, carrying data, closed by either side,
+// reset, their tuples reused), and checks that the counts kept by events
+// equal a recount of the tables, after every round; then it leaves them
+// alone under short timeouts: the deadline index ends every connection,
+// within a second and a half of its deadline, and gives every FULLNAT
+// port back.
+func TestIndexAgesTraffic(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	to := conntrack.DefaultTimeouts()
+	for i := range to.TCP {
+		to.TCP[i] = 2 * time.Second
+	}
+	to.TCP[conntrack.StateEstablished] = 4 * time.Second
+	args := dataplane.SweepArgs{Timeouts: to, OrphanAge: time.Minute}
+	args.Now = dataplane.Now()
+	if _, err := d.Sweep(args); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(21, 22))
+	const flows = 120
+	type fl struct {
+		port    uint16
+		fullnat bool
+		lport   uint16
+	}
+	var all []fl
+	for i := 0; i < flows; i++ {
+		all = append(all, fl{port: uint16(30000 + i), fullnat: i%3 == 0, lport: uint16(40000 + i)})
+	}
+	send := func(f fl, fromClient bool, flags string) {
+		var fr testutil.Frame
+		if fromClient {
+			fr = testutil.Frame{SrcMAC: clientMAC, DstMAC: ifMAC, Src: client, Dst: vip, SrcPort: f.port, DstPort: 80}
+		} else {
+			dst, dport := client, f.port
+			if f.fullnat {
+				dst, dport = lip, f.lport
+			}
+			fr = testutil.Frame{SrcMAC: realMAC, DstMAC: ifMAC, Src: rip, Dst: dst, SrcPort: 8080, DstPort: dport}
+		}
+		for _, c := range flags {
+			switch c {
+			case 'S':
+				fr.SYN = true
+			case 'A':
+				fr.ACK = true
+			case 'F':
+				fr.FIN = true
+			case 'R':
+				fr.RST = true
+			}
+		}
+		run(t, d, fr.Build())
+	}
+	open := func(f fl) {
+		dec := dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: f.port, DstPort: 8080}}
+		if f.fullnat {
+			dec = dataplane.Decision{RealID: fullnatID, ServiceID: 1, FullNAT: true, Out: dataplane.ConnKey{Src: lip, Dst: rip, SrcPort: f.lport, DstPort: 8080}}
+		}
+		flow(t, d, tcpKey(f.port), dec, 0)
+		send(f, true, "S")
+		send(f, false, "SA")
+		send(f, true, "A")
+	}
+	for round := 0; round < 6; round++ {
+		for _, f := range all {
+			switch r.IntN(7) {
+			case 0:
+				open(f)
+			case 1:
+				send(f, true, "A")
+			case 2:
+				send(f, true, "FA")
+			case 3:
+				send(f, false, "FA")
+			case 4:
+				send(f, r.IntN(2) == 0, "R")
+			case 5:
+				send(f, true, "S") // a new connection on a closing tuple, or nothing
+			default:
+				send(f, false, "A")
+			}
+		}
+		args.Now = dataplane.Now()
+		res, err := d.Sweep(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := recount(t, d); fmt.Sprint(res.Counts) != fmt.Sprint(want) {
+			d.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+				if c.Flags&dataplane.ConnReply == 0 && (c.Flags&dataplane.ConnCountedActive != 0) != (c.State == conntrack.StateEstablished) {
+					est, _ := d.Established(k)
+					t.Logf("%v state %v flags %#x est %v", k, c.State, c.Flags, est)
+				}
+				return true
+			})
+			t.Fatalf("round %d: counts %v, a recount %v", round, res.Counts, want)
+		}
+	}
+	st, _ := d.Counters()
+	if st[dataplane.StatAgeLost] != 0 {
+		t.Fatalf("%d aging events lost", st[dataplane.StatAgeLost])
+	}
+	// Then no traffic: every connection ends at its deadline.
+	deadline := map[dataplane.ConnKey]time.Duration{}
+	err := d.WalkConns(func(k dataplane.ConnKey, c dataplane.Conn) bool {
+		if c.Flags&dataplane.ConnReply == 0 {
+			deadline[k] = c.LastSeen + to.Timeout(k.Proto, c.State)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(deadline) == 0 {
+		t.Fatal("no connection to age")
+	}
+	released := 0
+	for {
+		time.Sleep(100 * time.Millisecond)
+		args.Now = dataplane.Now()
+		res, err := d.Sweep(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		released += len(res.Released)
+		left := 0
+		for k, dl := range deadline {
+			_, ok, _ := d.LookupConn(k)
+			if !ok {
+				delete(deadline, k)
+				continue
+			}
+			left++
+			if args.Now > dl+1500*time.Millisecond {
+				t.Fatalf("%v lives %v past its deadline", k, args.Now-dl)
+			}
+		}
+		if left == 0 {
+			if want := recount(t, d); len(res.Counts) != 0 || len(want) != 0 {
+				t.Fatalf("counts %v with every connection ended (a recount: %v)", res.Counts, want)
+			}
+			break
+		}
+	}
+	n := 0
+	if err := d.WalkConns(func(dataplane.ConnKey, dataplane.Conn) bool { n++; return true }); err != nil || n != 0 {
+		t.Errorf("%d entries left (%v)", n, err)
+	}
+	if held := d.IndexHeld(); held != 0 {
+		t.Errorf("the index still holds %d entries", held)
+	}
+	t.Logf("%d FULLNAT ports given back", released)
 }

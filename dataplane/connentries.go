@@ -19,13 +19,39 @@ import (
 )
 
 // SetConn writes a connection RawEntry4 where it is: in the established
-// table if it is there, else in the embryonic one.
+// table if it is there (keeping how it is counted: keepCounted), else in
+// the embryonic one.
 func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
 	if k.Src.Is6() {
 		d.ipv6.Store(true)
-		return setConnIn(d.objs.EstConns6, d.objs.Conns6, k.Raw6(), c.raw6())
+		raw := k.Raw6()
+		var old bpfobj.DirectorConnVal6
+		if d.objs.EstConns6.Lookup(&raw, &old) == nil {
+			d.keepCounted(k, &c, connFromRaw6(old))
+		}
+		return setConnIn(d.objs.EstConns6, d.objs.Conns6, raw, c.raw6())
 	}
-	return setConnIn(d.objs.EstConns, d.objs.Conns, k.Raw(), c.raw())
+	raw := k.Raw()
+	var old bpfobj.DirectorConnVal
+	if d.objs.EstConns.Lookup(&raw, &old) == nil {
+		d.keepCounted(k, &c, connFromRaw(old))
+	}
+	return setConnIn(d.objs.EstConns, d.objs.Conns, raw, c.raw())
+}
+
+// keepCounted makes c, to be written over established entry old (key k),
+// keep how old is counted and its stamp: the reaper, or XDP at the next
+// state change, moves the count if c's state belongs to another. One not
+// counted yet goes to the deadline index, whose reaper counts it.
+func (d *Dataplane) keepCounted(k ConnKey, c *Conn, old Conn) {
+	if c.Flags&ConnReply != 0 {
+		return
+	}
+	c.Flags = c.Flags&^(ConnCounted|ConnCountedActive) | old.Flags&(ConnCounted|ConnCountedActive)
+	c.Stamp = old.Stamp
+	if old.Flags&ConnCounted == 0 && d.aging.on.Load() {
+		d.indexWritten(k, *c)
+	}
 }
 
 // setConnIn writes RawEntry4 v under key k: in table est if it is there,
@@ -257,23 +283,18 @@ func (d *Dataplane) SetSynced(f NewFlow, dec Decision, state conntrack.State, la
 
 // setEstablished writes an RawEntry4 into the established table (and out of
 // the LRU); a full established table leaves it to SetConn. A forward
-// entry written over one keeps how it is counted and its stamp (the
-// reaper moves the count if its state changed), and the deadline index
-// files it.
+// entry written over one keeps how it is counted (keepCounted); a new one
+// goes to the deadline index, whose reaper counts it.
 func (d *Dataplane) setEstablished(k ConnKey, c Conn) error {
 	var err error
-	keep := func(old Conn) {
-		if c.Flags&ConnReply == 0 {
-			c.Flags = c.Flags&^(ConnCounted|ConnCountedActive) | old.Flags&(ConnCounted|ConnCountedActive)
-			c.Stamp = old.Stamp
-		}
-	}
+	written := true // a new entry, not one written over
 	if k.Src.Is6() {
 		d.ipv6.Store(true)
 		raw := k.Raw6()
 		var old bpfobj.DirectorConnVal6
 		if d.objs.EstConns6.Lookup(&raw, &old) == nil {
-			keep(connFromRaw6(old))
+			d.keepCounted(k, &c, connFromRaw6(old))
+			written = false
 		}
 		if err = d.objs.EstConns6.Put(&raw, c.raw6()); err == nil {
 			_ = d.objs.Conns6.Delete(&raw)
@@ -282,13 +303,14 @@ func (d *Dataplane) setEstablished(k ConnKey, c Conn) error {
 		raw := k.Raw()
 		var old bpfobj.DirectorConnVal
 		if d.objs.EstConns.Lookup(&raw, &old) == nil {
-			keep(connFromRaw(old))
+			d.keepCounted(k, &c, connFromRaw(old))
+			written = false
 		}
 		if err = d.objs.EstConns.Put(&raw, c.raw()); err == nil {
 			_ = d.objs.Conns.Delete(&raw)
 		}
 	}
-	if err == nil && c.Flags&ConnReply == 0 && d.aging.on.Load() {
+	if err == nil && written && c.Flags&ConnReply == 0 && d.aging.on.Load() {
 		d.indexWritten(k, c)
 	}
 	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ENOSPC) {
