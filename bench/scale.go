@@ -262,7 +262,14 @@ func (s *scaleLab) round(r *Report, o Options, run int, sizes []int) error {
 		if err := s.fill(n, 1); err != nil {
 			return err
 		}
-		// Until a sweep has counted them all.
+		// Written behind xipvsd's back, the connections are in no count
+		// and in no deadline index: a restart adopts them as it would
+		// after a crash (its first sweep counts them, its index is built
+		// from the table).
+		if _, _, err := s.restart(o); err != nil {
+			return fmt.Errorf("restart after the fill: %w", err)
+		}
+		// Until the sweep has counted them all.
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
 			active, err := s.activeConns()
 			if err == nil && active == n {
@@ -285,6 +292,7 @@ func (s *scaleLab) round(r *Report, o Options, run int, sizes []int) error {
 			return err
 		}
 		sample("idle-cpu", fmt.Sprintf("xipvsd at rest, %d connections", n), UnitPct, cpu)
+		sample("rss-mb", fmt.Sprintf("xipvsd's resident memory at rest, %d connections (MB)", n), "MB", float64(procRSS(s.x.d.Pid()))/1e6)
 		first, rate, lines, dMB, aMB, err := s.listing()
 		if err != nil {
 			return fmt.Errorf("xipvsadm -Lnc: %w", err)

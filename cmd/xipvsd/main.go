@@ -84,6 +84,7 @@ func main() {
 		"services map capacity: the most (VIP, port, protocol) keys services and port groups claim,\nso the most services")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	sweep := fs.Duration("sweep-interval", time.Second, "how often idle connections are aged out")
+	sweepAging := fs.Bool("sweep-aging", false, "age established connections by walking the whole table at every sweep, as xipvs 0.2 did,\ninstead of by the deadline index (whose cost follows the connections that come and go)")
 	dryRun := fs.Bool("dry-run", false, "validate the options and interfaces, then exit: 0 when valid, 1 when not, 3 when a\nkeepalived.conf loads but some of its lines cannot be honoured (its meaning would change)")
 	pinDir := fs.String("pin-dir", defPins,
 		"bpffs directory for the pinned maps and XDP links; they outlive xipvsd, so established\nflows keep flowing while it is down or restarting (\"\" to not pin)")
@@ -174,7 +175,7 @@ func main() {
 		}
 		goSched = append(goSched, ap)
 	}
-	opts := daemon.Options{GoSchedules: goSched, Interfaces: ifaces, Socket: api.SocketPath(*socket), ConnTableSize: uint32(*connTable), ServiceTableSize: uint32(*svcTable),
+	opts := daemon.Options{SweepAging: *sweepAging, GoSchedules: goSched, Interfaces: ifaces, Socket: api.SocketPath(*socket), ConnTableSize: uint32(*connTable), ServiceTableSize: uint32(*svcTable),
 		SweepInterval: *sweep, ExpireQuiescentTemplate: *expireQuiescent, PinDir: *pinDir, StateFile: *stateFile,
 		Flush: *flush, ConfigFile: *configFile, MetricsAddr: *metricsAddr, Pprof: *pprofOn,
 		Defence: dataplane.Defence{MSS: uint16(*spMSS), WScale: uint8(*spWScale), AdmitRate: *admitRate, AdmitBurst: *admitBurst,

@@ -38,6 +38,9 @@ type Options struct {
 	Interfaces    []string
 	Socket        string
 	ConnTableSize uint32
+	// SweepAging walks the established tables at every sweep instead of
+	// aging them by the deadline index (dataplane.Options.SweepAging).
+	SweepAging bool
 	// ServiceTableSize is the services map's capacity.
 	ServiceTableSize uint32
 	SweepInterval    time.Duration
@@ -113,7 +116,7 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 		return fmt.Errorf("%w (xipvsd --flush starts over)", err)
 	}
 	dp, err := dataplane.Open(dataplane.Options{Interfaces: o.Interfaces, ConnTableSize: o.ConnTableSize, ServiceTableSize: o.ServiceTableSize, Logger: log,
-		PinDir: o.PinDir, Flush: o.Flush})
+		PinDir: o.PinDir, Flush: o.Flush, SweepAging: o.SweepAging})
 	if err != nil {
 		return err
 	}
