@@ -321,6 +321,24 @@ func (s *scaleLab) round(r *Report, o Options, run int, sizes []int) error {
 		}
 		sample("restart-wall", fmt.Sprintf("kill -9 and restart adopting %d connections: until ready", n), UnitMsWall, float64(wall.Microseconds())/1e3)
 		sample("restart-cpu", fmt.Sprintf("kill -9 and restart adopting %d connections: the new xipvsd's CPU until ready", n), UnitMs, float64(cpuUsed.Microseconds())/1e3)
+		// What follows ready: the first sweep, a full one, and the deadline
+		// index built from the table, until -Ln counts them all again.
+		settle := time.Now()
+		for {
+			active, err := s.activeConns()
+			if err == nil && active == n {
+				break
+			}
+			if time.Since(settle) > time.Minute {
+				return fmt.Errorf("after the restart, -Ln shows %d active (%v)", active, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		total, err := procCPU(s.x.d.Pid())
+		if err != nil {
+			return err
+		}
+		sample("restart-settle-cpu", fmt.Sprintf("after the restart: xipvsd's CPU from ready until -Ln counts the %d again (full sweep, index built)", n), UnitMs, float64((total-cpuUsed).Microseconds())/1e3)
 	}
 	m, err := ebpf.LoadPinnedMap(filepath.Join(s.pins, bpfobj.DirectorMapEstConns), nil)
 	if err == nil {

@@ -128,7 +128,7 @@ func checkSamples(t *testing.T, r *Report, o Options) {
 		}
 	}
 	// The scale scenario: one sample per run and size, CPU may be 0.
-	for _, k := range []string{"idle-cpu", "rss-mb", "idle-cpu-master", "lnc-first", "lnc-rate", "lnc-xipvsd-mb", "lnc-xipvsadm-mb", "restart-wall", "restart-cpu"} {
+	for _, k := range []string{"idle-cpu", "rss-mb", "idle-cpu-master", "lnc-first", "lnc-rate", "lnc-xipvsd-mb", "lnc-xipvsadm-mb", "restart-wall", "restart-cpu", "restart-settle-cpu"} {
 		key := "scale/" + k + "-" + scaleName(o.ScaleSizes[0])
 		for run := 1; run <= o.Runs; run++ {
 			if res := r.result(key, run); res == nil || len(res.Samples) != 1 || res.Min < 0 {

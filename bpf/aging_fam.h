@@ -39,27 +39,41 @@ static __always_inline FAM_VAL *FAM_FN(est_peer)(const FAM_KEY *k, const FAM_VAL
 	return FAM_FN(same_key)(&back, k) ? peer : NULL;
 }
 
-/* control adds n to the controls of the template connection c (key k)
- * follows, when its service is persistent and the template exists. */
-static __always_inline void FAM_FN(control)(const FAM_KEY *k, const FAM_VAL *c, __s32 n)
+/* control_of adds n to the controls of the template a connection of
+ * service sid with flags and key k (on the stack) follows, when it is
+ * persistent and the template exists. A global function: the verifier
+ * checks it once, not at every caller. */
+__noinline int FAM_FN(control_of)(const FAM_KEY *k, __u32 sid, __u32 flags, __s32 n)
 {
-	__u32 sid = c->svc_id;
 	struct sweep_persist *p;
 	struct sweep_tmpl t = {};
 	struct tmpl_val *v;
 
-	if (!(c->flags & CONN_F_PERSIST))
-		return;
+	if (!k || !(flags & CONN_F_PERSIST))
+		return 0;
 	p = bpf_map_lookup_elem(&sweep_persistent, &sid);
 	if (!p)
-		return;
+		return 0;
 	t.svc_id = sid;
 	t.vport = p->port_zero ? 0 : k->dport;
 	t.v6 = FAM_V6;
-	tmpl_client((__be32 *)t.client, (const __be32 *)&k->saddr, sizeof(k->saddr), p->mask_bits);
+	tmpl_masked((__be32 *)t.client, (const __be32 *)&k->saddr, sizeof(k->saddr), p->mask);
 	v = bpf_map_lookup_elem(&tmpls, &t);
 	if (v)
 		__sync_fetch_and_add(&v->controls, n);
+	return 0;
+}
+
+/* control adds n to the controls of the template connection c (key k)
+ * follows (control_of). */
+static __always_inline void FAM_FN(control)(const FAM_KEY *k, const FAM_VAL *c, __s32 n)
+{
+	FAM_KEY kc;
+
+	if (!(c->flags & CONN_F_PERSIST))
+		return;
+	__builtin_memcpy(&kc, k, sizeof(kc));
+	FAM_FN(control_of)(&kc, c->svc_id, c->flags, n);
 }
 
 /* count counts established forward entry c (key k) in: its real's

@@ -267,6 +267,8 @@ struct sweep_port {
 struct sweep_persist {
 	__u32 mask_bits;
 	__u32 port_zero;
+	__be32 mask[4]; /* mask_bits as a mask over the client's address
+			 * words (Go's): no branch for the verifier to follow */
 };
 
 /* A persistence template's key (tmpls), and a template with a live

@@ -180,14 +180,18 @@ int xipvs_sweep(struct sweep_args *args)
 	w.indexed = aging_cfg() != NULL;
 	bpf_for_each_map_elem(&conns, sweep_one, &w, 0);
 	w.est = 1;
-	if (!w.indexed || args->full)
+	if (!w.indexed)
 		bpf_for_each_map_elem(&est_conns, sweep_one, &w, 0);
+	else if (args->full)
+		bpf_for_each_map_elem(&est_conns, sweep_counted, &w, 0);
 	if (args->ipv6) {
 		w.est = 0;
 		bpf_for_each_map_elem(&conns6, sweep_one6, &w, 0);
 		w.est = 1;
-		if (!w.indexed || args->full)
+		if (!w.indexed)
 			bpf_for_each_map_elem(&est_conns6, sweep_one6, &w, 0);
+		else if (args->full)
+			bpf_for_each_map_elem(&est_conns6, sweep_counted6, &w, 0);
 	}
 	args->released = w.a.released;
 	args->seen = w.a.seen;

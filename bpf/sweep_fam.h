@@ -47,7 +47,7 @@ static __always_inline void FAM_NAME(count_live)(struct walk *w, const FAM_KEY *
 		struct sweep_tmpl t = { .svc_id = sid, .vport = p->port_zero ? 0 : k->dport, .v6 = FAM_V6 };
 		__u8 one = 1;
 
-		tmpl_client((__be32 *)t.client, (const __be32 *)&k->saddr, sizeof(k->saddr), p->mask_bits);
+		tmpl_masked((__be32 *)t.client, (const __be32 *)&k->saddr, sizeof(k->saddr), p->mask);
 		bpf_map_update_elem(&sweep_owned, &t, &one, BPF_ANY);
 	}
 }
@@ -69,11 +69,11 @@ static __always_inline void FAM_NAME(end)(struct walk *w, FAM_KEY *k, int est, F
 	}
 }
 
-/* sweep_one judges one entry: a forward entry by the later of its and its
+/* judge (sweep_one, sweep_counted) judges one entry: a forward entry by the later of its and its
  * reply entry's last-seen times; a reply entry only when it is an orphan
  * (no forward entry points to it: its tuple was reused, or the forward
  * entry was evicted), after orphan_age. */
-static long FAM_NAME(sweep_one)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, struct walk *w)
+static __always_inline long FAM_NAME(judge)(FAM_KEY *k, FAM_VAL *v, struct walk *w, const int counted)
 {
 	FAM_KEY pk = {};
 	FAM_VAL *peer = NULL;
@@ -81,8 +81,6 @@ static long FAM_NAME(sweep_one)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, str
 	int fullnat = v->flags & CONN_F_FULLNAT;
 	int sp = FAM_SYNPROXY && (v->flags & CONN_F_SYNPROXY);
 	int peer_est = 0;
-	/* An established entry aged by Go's index is counted by events. */
-	int counted = w->est && w->indexed;
 
 	w->a.seen++;
 	if (FAM_ADDR_SET(v->nsaddr)) {
@@ -132,6 +130,19 @@ static long FAM_NAME(sweep_one)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, str
 		FAM_AGE(forget)(k, v);
 	FAM_NAME(end)(w, k, w->est, &pk, peer != NULL, peer_est, fullnat, sp);
 	return 0;
+}
+
+static long FAM_NAME(sweep_one)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, struct walk *w)
+{
+	return FAM_NAME(judge)(k, v, w, 0);
+}
+
+/* sweep_counted is sweep_one for an established table aged by Go's
+ * index (a full pass): its entries are counted by events, not here. Its
+ * own callback, so that the verifier follows the counting only here. */
+static long FAM_NAME(sweep_counted)(struct bpf_map *map, FAM_KEY *k, FAM_VAL *v, struct walk *w)
+{
+	return FAM_NAME(judge)(k, v, w, 1);
 }
 
 /* reap_one judges established connection k for Go's index, whose entry

@@ -24,4 +24,13 @@ static __always_inline void tmpl_client(__be32 *client, const __be32 *saddr, con
 	}
 }
 
+/* tmpl_masked writes saddr (alen bytes) under mask (as many words) to
+ * client. */
+static __always_inline void tmpl_masked(__be32 *client, const __be32 *saddr, const int alen, const __be32 *mask)
+{
+#pragma unroll
+	for (int i = 0; i < alen / 4; i++)
+		client[i] = saddr[i] & mask[i];
+}
+
 #endif

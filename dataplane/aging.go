@@ -291,6 +291,9 @@ type reapOut struct {
 // written by fill.
 func (d *Dataplane) reapBatch(now time.Duration, m int, fill func(i int, s *bpfobj.SweepReapSlot)) (reapOut, error) {
 	a := &d.aging
+	if _, err := d.sweeper(); err != nil {
+		return reapOut{}, err
+	}
 	if a.reap == nil {
 		if err := d.openAging(); err != nil {
 			return reapOut{}, err
@@ -352,8 +355,14 @@ func (d *Dataplane) drainAgeEvents(now time.Duration) error {
 // rebuildIndex files every established forward entry at its deadline
 // from a walk of the tables: at the first turn (a restart adopted them)
 // and after lost events.
-func (d *Dataplane) rebuildIndex(now time.Duration) error {
+func (d *Dataplane) rebuildIndex(now time.Duration) (err error) {
 	a := &d.aging
+	start := time.Now()
+	defer func() {
+		if err == nil {
+			d.log.Info("aging index built from the established tables", "connections", a.held, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}()
 	for i := range a.slots {
 		a.slots[i] = ageSlot{}
 	}
@@ -364,7 +373,7 @@ func (d *Dataplane) rebuildIndex(now time.Duration) error {
 	due := func(c Conn, proto uint8) int64 {
 		return secondsAfter(c.LastSeen, a.timeouts.Timeout(proto, c.State))
 	}
-	err := walkRaw(d.objs.EstConns, func(k *bpfobj.DirectorConnKey, v *bpfobj.DirectorConnVal) {
+	err = walkRaw(d.objs.EstConns, func(k *bpfobj.DirectorConnKey, v *bpfobj.DirectorConnVal) {
 		if ConnFlags(v.Flags)&ConnReply == 0 {
 			a.file4(due(Conn{LastSeen: time.Duration(v.LastSeen), State: conntrack.State(v.State)}, k.Proto), ageKey4{k: *k, stamp: v.Hits})
 		}

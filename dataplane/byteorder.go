@@ -33,3 +33,10 @@ func fromBE16(v uint16) uint16 {
 	binary.NativeEndian.PutUint16(b[:], v)
 	return binary.BigEndian.Uint16(b[:])
 }
+
+// be32Bits is host-order word v as the maps hold it: in network order.
+func be32Bits(v uint32) uint32 {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return binary.NativeEndian.Uint32(b[:])
+}

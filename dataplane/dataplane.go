@@ -118,7 +118,9 @@ type Dataplane struct {
 	slowTraffic [MaxReals]slowCount
 	slowSaved   [MaxReals]bool // ids saveSlowCounts wrote non-zero
 
-	sweep *sweepProg
+	sweepMu    sync.Mutex
+	sweep      *sweepProg
+	sweepSizes [2]uint32 // the connection tables' sizes, for loadSweep
 
 	filter           *addrFilter
 	svcKeys          map[ServiceKey]bool // the services map's keys
@@ -211,10 +213,9 @@ func Open(opts Options) (*Dataplane, error) {
 		d.log.Info("adopted pinned maps", "dir", opts.PinDir)
 		d.ipv6.Store(anyKey(d.objs.Conns6) || anyKey(d.objs.EstConns6))
 	}
-	if err := d.loadSweep(opts.ConnTableSize, opts.ConnTableSize6); err != nil {
-		d.Close()
-		return nil, err
-	}
+	// The sweep's program is loaded at the first sweep, or by LoadSweep:
+	// its verification (a second or so) need not delay forwarding.
+	d.sweepSizes = [2]uint32{opts.ConnTableSize, opts.ConnTableSize6}
 	// Until the first sweep gives the configured timeouts.
 	if err := d.writeAging(!opts.SweepAging, conntrack.DefaultTimeouts()); err != nil {
 		d.Close()
@@ -290,8 +291,10 @@ func (d *Dataplane) Close() error {
 		err = errors.Join(err, d.links[i].Close())
 	}
 	d.links = nil
+	d.sweepMu.Lock()
 	err = errors.Join(err, d.sweep.Close(), d.aging.Close())
 	d.sweep = nil
+	d.sweepMu.Unlock()
 	err = errors.Join(err, d.closeFNAT(), d.closeRooms())
 	err = errors.Join(err, d.objs.Close())
 	return err

@@ -78,6 +78,26 @@ type sweepProg struct {
 	gen  uint32
 }
 
+// LoadSweep loads the sweep's programs (the sweep, the reaper), unless
+// they are: the first sweep does, and xipvsd does once it answers, so
+// that a program the kernel refuses stops it at start.
+func (d *Dataplane) LoadSweep() error {
+	_, err := d.sweeper()
+	return err
+}
+
+// sweeper is the loaded sweep program, loaded at the first call.
+func (d *Dataplane) sweeper() (*sweepProg, error) {
+	d.sweepMu.Lock()
+	defer d.sweepMu.Unlock()
+	if d.sweep == nil {
+		if err := d.loadSweep(d.sweepSizes[0], d.sweepSizes[1]); err != nil {
+			return nil, err
+		}
+	}
+	return d.sweep, nil
+}
+
 // loadSweep loads the sweep program over the director's connection
 // table.
 func (d *Dataplane) loadSweep(connTableSize, connTableSize6 uint32) error {
@@ -126,9 +146,9 @@ func (sp *sweepProg) Close() error {
 
 // Sweep ages the connection table once (see SweepArgs, SweepResult).
 func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
-	sp := d.sweep
-	if sp == nil {
-		return SweepResult{}, errors.New("sweep program not loaded")
+	sp, err := d.sweeper()
+	if err != nil {
+		return SweepResult{}, err
 	}
 	o := &sp.objs
 	if err := syncPersistent(d.objs.SweepPersistent, a.Persistent); err != nil {
@@ -237,6 +257,13 @@ func syncPersistent(m *ebpf.Map, want map[uint32]SweepPersist) error {
 	}
 	for id, p := range want {
 		v := bpfobj.SweepSweepPersist{MaskBits: uint32(p.MaskBits)}
+		for i := range v.Mask {
+			if b := p.MaskBits - 32*i; b >= 32 {
+				v.Mask[i] = 0xffffffff
+			} else if b > 0 {
+				v.Mask[i] = be32Bits(^uint32(0) << (32 - b))
+			}
+		}
 		if p.PortZero {
 			v.PortZero = 1
 		}

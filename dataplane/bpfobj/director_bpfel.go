@@ -357,6 +357,7 @@ type DirectorSweepPersist struct {
 	_        structs.HostLayout
 	MaskBits uint32
 	PortZero uint32
+	Mask     [4]uint32
 }
 
 type DirectorSweepTmpl struct {

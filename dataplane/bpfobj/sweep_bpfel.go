@@ -268,6 +268,7 @@ type SweepSweepPersist struct {
 	_        structs.HostLayout
 	MaskBits uint32
 	PortZero uint32
+	Mask     [4]uint32
 }
 
 type SweepSweepPort struct {

@@ -164,7 +164,6 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	}
 	poke <- struct{}{} // the adopted configuration's checks
 	go resolver.Run(ctx, time.Second)
-	go srv.RunSweeper(ctx, o.SweepInterval)
 	go srv.RunEstimator(ctx)
 	speaker := bgp.New(log)
 	defer speaker.Stop()
@@ -202,6 +201,13 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	hs := &http.Server{Handler: api.Handler(b, statusOf), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	// Aging once xipvsd answers: loading its programs takes a second of
+	// verification, and its first sweep after a restart (a full one, the
+	// deadline index built from the table) is the heaviest.
+	if err := dp.LoadSweep(); err != nil {
+		return err
+	}
+	go srv.RunSweeper(ctx, o.SweepInterval)
 	if o.MetricsAddr != "" {
 		ms, mln, err := serveMetrics(o.MetricsAddr, b, o.Pprof)
 		if err != nil {
