@@ -87,6 +87,11 @@ func (s *scaleLab) start(o Options) error {
 // restart kills xipvsd and starts it again on its pins.
 func (s *scaleLab) restart(o Options) (wall, cpu time.Duration, err error) {
 	s.x.d.Kill()
+	return s.adopt(o)
+}
+
+// adopt starts xipvsd (killed) again on its pins.
+func (s *scaleLab) adopt(o Options) (wall, cpu time.Duration, err error) {
 	start := time.Now()
 	s.x.d, err = testutil.StartDaemon(s.lab.Director.Netns, filepath.Join(o.Bin, "xipvsd"), s.x.socket,
 		"-i", "eth0", "--pin-dir", s.pins, "--state-file", s.x.state, "--conn-table-size", strconv.Itoa(s.table), "--metrics-addr", "")
@@ -100,7 +105,7 @@ func (s *scaleLab) restart(o Options) (wall, cpu time.Duration, err error) {
 
 // fill writes n established DR connections of the service's real into
 // the pinned table (replacing what it held), as a busy director's would
-// be.
+// be; xipvsd is down.
 func (s *scaleLab) fill(n int, realID uint32) error {
 	m, err := ebpf.LoadPinnedMap(filepath.Join(s.pins, bpfobj.DirectorMapEstConns), nil)
 	if err != nil {
@@ -124,6 +129,17 @@ func (s *scaleLab) fill(n int, realID uint32) error {
 		if _, err := m.BatchUpdate(keys[:c], vals[:c], nil); err != nil {
 			return fmt.Errorf("fill the table: %w", err)
 		}
+	}
+	// The entries written over were counted by events (their flags said
+	// so); the new ones are not: the counts start again with them, from
+	// the restart's first sweep.
+	live, err := ebpf.LoadPinnedMap(filepath.Join(s.pins, bpfobj.DirectorMapEstLive), nil)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	if err := live.Update(realID, make([]bpfobj.DirectorLiveCount, ebpf.MustPossibleCPU()), ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("reset the counts: %w", err)
 	}
 	return nil
 }
@@ -259,14 +275,14 @@ func (s *scaleLab) round(r *Report, o Options, run int, sizes []int) error {
 	}
 	for _, n := range sizes {
 		name := scaleName(n)
+		// The table is filled while xipvsd is down, as a crash would
+		// leave it: the restart adopts the connections (its first sweep
+		// counts them, its deadline index is built from the table).
+		s.x.d.Kill()
 		if err := s.fill(n, 1); err != nil {
 			return err
 		}
-		// Written behind xipvsd's back, the connections are in no count
-		// and in no deadline index: a restart adopts them as it would
-		// after a crash (its first sweep counts them, its index is built
-		// from the table).
-		if _, _, err := s.restart(o); err != nil {
+		if _, _, err := s.adopt(o); err != nil {
 			return fmt.Errorf("restart after the fill: %w", err)
 		}
 		// Until the sweep has counted them all.

@@ -284,6 +284,8 @@ enum stat_idx {
 	STAT_AGE_LOST,        /* an aging event the full ring could not take: Go
 			       * rebuilds its index from the table */
 	STAT_AGED,            /* an established connection ended by the reaper */
+	STAT_EMB_NEW,         /* event: a connection XDP wrote into the embryonic table
+			       * (the sweep skips that table while it is empty) */
 	STAT_MAX,
 };
 

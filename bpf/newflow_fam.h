@@ -107,6 +107,7 @@ static __always_inline int FAM_NAME(new_flow)(struct xdp_md *ctx, struct pkt *p,
 		goto slow;
 	if (FAM_NAME(conn_create)(ctx, p, ck, sid, sflags, rid, r, la, fp->lport) < 0)
 		goto slow;
+	stat_inc(STAT_EMB_NEW);
 	c = bpf_map_lookup_elem(&FAM_EMB, ck);
 	if (!c)
 		return to_slow_path(ctx, stat);

@@ -68,6 +68,13 @@ type agingState struct {
 	rebuild  bool // the index must be rebuilt from the tables
 	mem      []byte
 	reap     []bpfobj.SweepReapSlot // reap_slots, memory-mapped
+	// The embryonic walk (Sweep): when it last ran and what it found,
+	// and what was created since (XDP's STAT_EMB_NEW, Go's embWrites).
+	embNext    time.Duration // no walk before, unless one is due
+	embEmpty   bool          // the last walk found no embryonic entry
+	embCreated uint64        // creations when it ran
+	embCounts  map[uint32]conntrack.Counts
+	embOwned   []Template
 	// pending are the connections Go wrote into the established table
 	// (a sync backup's), filed by the next Sweep.
 	pendingMu sync.Mutex

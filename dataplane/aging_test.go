@@ -430,3 +430,40 @@ func TestIndexAgesTraffic(t *testing.T) {
 	}
 	t.Logf("%d FULLNAT ports given back", released)
 }
+
+// TestEmbryonicWalkSkipsAnEmptyTable: with the established tables aged by
+// the index, a sweep walks the embryonic tables only when something may
+// be there: after a walk that found them empty, not until a connection
+// is written into them (by Go here; XDP's new flows count as well), and
+// then it counts it.
+func TestEmbryonicWalkSkipsAnEmptyTable(t *testing.T) {
+	d := openDirector(t)
+	setupModes(t, d)
+	args := dataplane.SweepArgs{Timeouts: conntrack.DefaultTimeouts(), OrphanAge: time.Minute}
+	sweep := func() dataplane.SweepResult {
+		t.Helper()
+		time.Sleep(200 * time.Millisecond) // past the walk's pacing
+		args.Now = dataplane.Now()
+		res, err := d.Sweep(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := sweep(); !res.Walked || res.Seen != 0 {
+		t.Fatalf("first sweep: walked %v, seen %d", res.Walked, res.Seen)
+	}
+	if res := sweep(); res.Walked {
+		t.Fatal("an empty embryonic table was walked again")
+	}
+	k := tcpKey(41000)
+	flow(t, d, k, dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 41000, DstPort: 8080}}, 0)
+	res := sweep()
+	if !res.Walked || res.Counts[natID].Inactive != 1 {
+		t.Fatalf("after a new connection: walked %v, counts %v", res.Walked, res.Counts)
+	}
+	// Not empty: walked again (paced, not skipped).
+	if res := sweep(); !res.Walked {
+		t.Fatal("a table with an entry was not walked")
+	}
+}

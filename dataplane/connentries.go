@@ -28,6 +28,8 @@ func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
 		var old bpfobj.DirectorConnVal6
 		if d.objs.EstConns6.Lookup(&raw, &old) == nil {
 			d.keepCounted(k, &c, connFromRaw6(old))
+		} else {
+			d.embWrites.Add(1)
 		}
 		return setConnIn(d.objs.EstConns6, d.objs.Conns6, raw, c.raw6())
 	}
@@ -35,6 +37,8 @@ func (d *Dataplane) SetConn(k ConnKey, c Conn) error {
 	var old bpfobj.DirectorConnVal
 	if d.objs.EstConns.Lookup(&raw, &old) == nil {
 		d.keepCounted(k, &c, connFromRaw(old))
+	} else {
+		d.embWrites.Add(1)
 	}
 	return setConnIn(d.objs.EstConns, d.objs.Conns, raw, c.raw())
 }

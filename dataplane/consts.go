@@ -79,6 +79,7 @@ const (
 	StatSyncLost       = int(bpfobj.DirectorStatIdxSTAT_SYNC_LOST)
 	StatAgeLost        = int(bpfobj.DirectorStatIdxSTAT_AGE_LOST)
 	StatAged           = int(bpfobj.DirectorStatIdxSTAT_AGED)
+	StatEmbNew         = int(bpfobj.DirectorStatIdxSTAT_EMB_NEW)
 	// NumStats is how many global counters there are.
 	NumStats = int(bpfobj.DirectorStatIdxSTAT_MAX)
 )
@@ -129,7 +130,7 @@ func SvcPersistMask(bits int) SvcFlags { return SvcFlags(bits) << 24 }
 // of the others is the packets the program saw.
 func StatIsEvent(i int) bool {
 	switch i {
-	case StatTOASkipped, StatEstFull, StatNewSYN, StatSyncLost, StatAgeLost, StatAged:
+	case StatTOASkipped, StatEstFull, StatNewSYN, StatSyncLost, StatAgeLost, StatAged, StatEmbNew:
 		return true
 	}
 	return false

@@ -105,6 +105,9 @@ type Dataplane struct {
 	links    []link.Link
 	ifaces   []Interface
 	aging    agingState // aging by Go's deadline index (aging.go)
+	// embWrites counts the entries Go wrote into the embryonic tables
+	// (XDP counts its own: STAT_EMB_NEW).
+	embWrites atomic.Uint64
 
 	realsMu   sync.RWMutex
 	reals     map[uint32]Real          // mirror of the reals map

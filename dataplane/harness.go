@@ -108,6 +108,7 @@ func (h *Harness) SetConnBatch(keys []ConnKey, conns []Conn) error {
 		if _, err := h.objs.Conns.BatchUpdate(ks, vs, nil); err != nil {
 			return fmt.Errorf("set conns: %w", err)
 		}
+		h.embWrites.Add(uint64(len(ks)))
 	}
 	return nil
 }

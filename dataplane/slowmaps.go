@@ -55,12 +55,14 @@ func (d *Dataplane) ifaceByIndex(idx int) *Interface {
 // WriteConns writes raw IPv4 entries in one batched update; it returns
 // how many were written (in order) before an error.
 func (d *Dataplane) WriteConns(keys []bpfobj.DirectorConnKey, vals []bpfobj.DirectorConnVal) (int, error) {
+	d.embWrites.Add(uint64(len(keys)))
 	return d.objs.Conns.BatchUpdate(keys, vals, &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
 }
 
 // WriteConns6 is WriteConns for IPv6 entries.
 func (d *Dataplane) WriteConns6(keys []bpfobj.DirectorConnKey6, vals []bpfobj.DirectorConnVal6) (int, error) {
 	d.ipv6.Store(true)
+	d.embWrites.Add(uint64(len(keys)))
 	return d.objs.Conns6.BatchUpdate(keys, vals, &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
 }
 

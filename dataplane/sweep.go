@@ -69,6 +69,7 @@ type SweepResult struct {
 	Seen     uint64 // entries visited
 	Expired  uint64 // connections deleted
 	Judged   int    // established connections the deadline index had judged
+	Walked   bool   // the tables were walked (else the last walk's counts stand)
 	Kept     uint64 // expired FULLNAT connections left for the next sweep
 }
 
@@ -150,7 +151,6 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 	if err != nil {
 		return SweepResult{}, err
 	}
-	o := &sp.objs
 	if err := syncPersistent(d.objs.SweepPersistent, a.Persistent); err != nil {
 		return SweepResult{}, err
 	}
@@ -176,19 +176,10 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 	for i := range args.TcpTimeout {
 		args.TcpTimeout[i] = uint64(a.Timeouts.TCP[i])
 	}
-	var out bpfobj.SweepSweepArgs
-	if _, err := o.XipvsSweep.Run(&ebpf.RunOptions{Context: args, ContextOut: &out}); err != nil {
-		return SweepResult{}, fmt.Errorf("run sweep: %w", err)
-	}
-	res := SweepResult{Counts: map[uint32]conntrack.Counts{}, Seen: out.Seen, Expired: out.Expired, Kept: out.Kept}
-	if err := readCounts(o.SweepCounts, sp.gen, res.Counts); err != nil {
-		return res, err
-	}
-	released, err := d.readReleased(int(out.Released))
+	res, err := d.walk(sp, a, args)
 	if err != nil {
 		return res, err
 	}
-	res.Released = released
 	if d.aging.on.Load() {
 		// The deadline index's turn: after the walk, whose freed ports
 		// it would write over.
@@ -203,9 +194,62 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 			return res, err
 		}
 	}
-	owned, err := drainOwned(o.SweepOwned)
-	res.Owned = owned
-	return res, err
+	return res, nil
+}
+
+// embWalkShare bounds the embryonic walk's cost when the established
+// tables age by the index: after a walk that took t, the next comes no
+// sooner than t*embWalkShare later (about 2% of a core). A table of a few
+// million entries is walked every second; one of tens of millions every
+// few seconds, its counts (InActConn of embryonic connections) as old.
+const embWalkShare = 49
+
+// walk runs the sweep program (args), unless the established tables age
+// by the index and the embryonic walk can wait: the embryonic tables are
+// as empty as the last walk found them (nothing created since), or the
+// last walk was too recent (embWalkShare). Then the last walk's counts
+// and templates stand.
+func (d *Dataplane) walk(sp *sweepProg, a SweepArgs, args bpfobj.SweepSweepArgs) (SweepResult, error) {
+	ag := &d.aging
+	embOnly := ag.on.Load() && args.Full == 0
+	created := d.statCounter(StatEmbNew) + d.embWrites.Load()
+	if embOnly && ag.embCounts != nil && ((ag.embEmpty && created == ag.embCreated) || a.Now < ag.embNext) {
+		res := SweepResult{Counts: make(map[uint32]conntrack.Counts, len(ag.embCounts)), Owned: ag.embOwned}
+		for id, c := range ag.embCounts {
+			res.Counts[id] = c
+		}
+		return res, nil
+	}
+	o := &sp.objs
+	start := time.Now()
+	var out bpfobj.SweepSweepArgs
+	if _, err := o.XipvsSweep.Run(&ebpf.RunOptions{Context: args, ContextOut: &out}); err != nil {
+		return SweepResult{}, fmt.Errorf("run sweep: %w", err)
+	}
+	took := time.Since(start)
+	res := SweepResult{Counts: map[uint32]conntrack.Counts{}, Seen: out.Seen, Expired: out.Expired, Kept: out.Kept, Walked: true}
+	if err := readCounts(o.SweepCounts, sp.gen, res.Counts); err != nil {
+		return res, err
+	}
+	released, err := d.readReleased(int(out.Released))
+	if err != nil {
+		return res, err
+	}
+	res.Released = released
+	if res.Owned, err = drainOwned(o.SweepOwned); err != nil {
+		return res, err
+	}
+	// The walk's counts are the embryonic entries' when the established
+	// tables count themselves (a full pass counts only those Go wrote).
+	ag.embCounts = make(map[uint32]conntrack.Counts, len(res.Counts))
+	for id, c := range res.Counts {
+		ag.embCounts[id] = c
+	}
+	ag.embOwned = res.Owned
+	ag.embEmpty = embOnly && out.Seen == 0
+	ag.embCreated = created
+	ag.embNext = a.Now + took*embWalkShare
+	return res, nil
 }
 
 // readReleased reads the n FULLNAT ports the last sweep or reaper run

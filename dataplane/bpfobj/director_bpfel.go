@@ -315,7 +315,8 @@ const (
 	DirectorStatIdxSTAT_SYNC_LOST        DirectorStatIdx = 20
 	DirectorStatIdxSTAT_AGE_LOST         DirectorStatIdx = 21
 	DirectorStatIdxSTAT_AGED             DirectorStatIdx = 22
-	DirectorStatIdxSTAT_MAX              DirectorStatIdx = 23
+	DirectorStatIdxSTAT_EMB_NEW          DirectorStatIdx = 23
+	DirectorStatIdxSTAT_MAX              DirectorStatIdx = 24
 )
 
 type DirectorSvcFlag uint32
