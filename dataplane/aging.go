@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +68,8 @@ type agingState struct {
 	held     int   // entries filed
 	lost     uint64
 	rebuild  bool // the index must be rebuilt from the tables
+	// gcPercent is the garbage collector's pace paceGC set (0: none yet).
+	gcPercent int
 	mem      []byte
 	reap     []bpfobj.SweepReapSlot // reap_slots, memory-mapped
 	// The embryonic walk (Sweep): when it last ran and what it found,
@@ -232,6 +236,9 @@ func (d *Dataplane) ageTurn(now time.Duration) (ageResult, error) {
 	}
 	a.pending4, a.pending6 = nil, nil
 	a.pendingMu.Unlock()
+	if nowSec%60 == 0 {
+		a.paceGC()
+	}
 	for ; a.next <= nowSec; a.next++ {
 		s := &a.slots[a.next%ageSlots]
 		v4, v6 := s.v4, s.v6
@@ -385,14 +392,52 @@ func (d *Dataplane) rebuildIndex(now time.Duration) (err error) {
 			a.file4(due(Conn{LastSeen: time.Duration(v.LastSeen), State: conntrack.State(v.State)}, k.Proto), ageKey4{k: *k, stamp: v.Hits})
 		}
 	})
-	if err != nil || !d.ipv6.Load() {
+	if err == nil && d.ipv6.Load() {
+		err = walkRaw(d.objs.EstConns6, func(k *bpfobj.DirectorConnKey6, v *bpfobj.DirectorConnVal6) {
+			if ConnFlags(v.Flags)&ConnReply == 0 {
+				a.file6(due(Conn{LastSeen: time.Duration(v.LastSeen), State: conntrack.State(v.State)}, k.Proto), ageKey6{k: *k, stamp: v.Hits})
+			}
+		})
+	}
+	if err != nil {
 		return err
 	}
-	return walkRaw(d.objs.EstConns6, func(k *bpfobj.DirectorConnKey6, v *bpfobj.DirectorConnVal6) {
-		if ConnFlags(v.Flags)&ConnReply == 0 {
-			a.file6(due(Conn{LastSeen: time.Duration(v.LastSeen), State: conntrack.State(v.State)}, k.Proto), ageKey6{k: *k, stamp: v.Hits})
+	// A table of millions grew its slots by doubling: each is cut to
+	// its length, and the memory the growth left behind goes back to
+	// the system at once rather than at the scavenger's pace.
+	for i := range a.slots {
+		s := &a.slots[i]
+		if cap(s.v4) > len(s.v4)+len(s.v4)/8+64 {
+			s.v4 = slices.Clone(s.v4)
 		}
-	})
+		if cap(s.v6) > len(s.v6)+len(s.v6)/8+64 {
+			s.v6 = slices.Clone(s.v6)
+		}
+	}
+	debug.FreeOSMemory()
+	a.paceGC()
+	return nil
+}
+
+// indexHeadroom is the heap the garbage collector may let grow above
+// what lives while the index is large (its entries hold no pointers:
+// a collection does not scan them).
+const indexHeadroom = 64 << 20
+
+// paceGC keeps xipvsd's memory within indexHeadroom of what lives when
+// the index holds millions of entries: at the default pace, a listing of
+// ten million connections would let the heap grow by as much again as
+// the index.
+func (a *agingState) paceGC() {
+	live := uint64(a.held) * uint64(unsafe.Sizeof(ageKey4{}))
+	pct := 100
+	if live > indexHeadroom {
+		pct = max(10, int(100*indexHeadroom/live))
+	}
+	if pct != a.gcPercent {
+		debug.SetGCPercent(pct)
+		a.gcPercent = pct
+	}
 }
 
 // walkRaw calls fn for every entry of m, read in batches.
