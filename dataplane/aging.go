@@ -70,8 +70,8 @@ type agingState struct {
 	rebuild  bool // the index must be rebuilt from the tables
 	// gcPercent is the garbage collector's pace paceGC set (0: none yet).
 	gcPercent int
-	mem      []byte
-	reap     []bpfobj.SweepReapSlot // reap_slots, memory-mapped
+	mem       []byte
+	reap      []bpfobj.SweepReapSlot // reap_slots, memory-mapped
 	// The embryonic walk (Sweep): when it last ran and what it found,
 	// and what was created since (XDP's STAT_EMB_NEW, Go's embWrites).
 	embNext    time.Duration // no walk before, unless one is due
