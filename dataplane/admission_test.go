@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/xipvs/xipvs/conntrack"
 	"github.com/xipvs/xipvs/dataplane"
@@ -84,10 +85,14 @@ func TestAdmission(t *testing.T) {
 		t.Fatal("no address shares the known source's slot")
 	}
 	before = shed()
+	start := time.Now()
 	for i := 0; i < 5; i++ {
 		run(t, d, syn(twin, 50010+uint16(i)))
 	}
-	if n := shed() - before; n < 4 {
+	// At 1/s with a burst of 1: one passes, and one more for each second
+	// the five took (a loaded machine).
+	passes := 1 + int(time.Since(start).Seconds())
+	if n := shed() - before; n < uint64(max(0, 5-passes)) {
 		t.Errorf("%v (the known %v's filter slot): %d of 5 SYNs shed, want them paced as any new source's", twin, client, n)
 	}
 	t.Logf("%v shares slot %d with %v", twin, knownSlot(client), client)

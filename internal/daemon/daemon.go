@@ -199,15 +199,8 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 		return err
 	}
 	hs := &http.Server{Handler: api.Handler(b, statusOf), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
-	// Aging once xipvsd answers: loading its programs takes a second of
-	// verification, and its first sweep after a restart (a full one, the
-	// deadline index built from the table) is the heaviest.
-	if err := dp.LoadSweep(); err != nil {
-		return err
-	}
-	go srv.RunSweeper(ctx, o.SweepInterval)
 	if o.MetricsAddr != "" {
 		ms, mln, err := serveMetrics(o.MetricsAddr, b, o.Pprof)
 		if err != nil {
@@ -228,6 +221,17 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 		}
 	}()
 	log.Info("xipvsd ready", "socket", o.Socket, "interfaces", strings.Join(o.Interfaces, ","), "version", Version)
+	// Aging once xipvsd answers: loading its programs takes a second of
+	// verification, and its first sweep after a restart (a full one, the
+	// deadline index built from the table) is the heaviest. A kernel that
+	// refuses them stops xipvsd: its connections would never age.
+	go func() {
+		if err := dp.LoadSweep(); err != nil {
+			errc <- fmt.Errorf("the connection sweep: %w", err)
+			return
+		}
+		srv.RunSweeper(ctx, o.SweepInterval)
+	}()
 
 	select {
 	case <-ctx.Done():
