@@ -118,13 +118,19 @@ func checkSamples(t *testing.T, r *Report, o Options) {
 		"new-flows/xipvs-fullnat-wlc",
 		"tcp-connect/routed-no-balancer", "tcp-connect/xipvs-nat", "tcp-connect/nftables", "tcp-connect/haproxy",
 		"bpf-cost/ceiling", "bpf-cost/reference-lb", "bpf-cost/xipvs-dr", "bpf-cost/xipvs-not-ours", "bpf-cost/xipvs-fullnat-reply",
-		agingKey(o.AgingSizes[0]))
+		"aging/full-"+agingSize(o.AgingSizes[0]), "aging/end-"+agingSize(o.AgingSizes[0]))
 	for _, s := range moreSchedulers {
 		want = append(want, "new-flows/xipvs-"+s)
 	}
 	for _, k := range []string{"xipvs-nat", "nftables"} {
 		for _, kind := range []string{"first-packet", "established"} {
 			want = append(want, "latency/"+k+"-"+kind+"/p50", "latency/"+k+"-"+kind+"/p99")
+		}
+	}
+	// A sweep at rest may cost less CPU than the clock counts.
+	for run := 1; run <= o.Runs; run++ {
+		if res := r.result(agingKey(o.AgingSizes[0]), run); res == nil || len(res.Samples) != o.Repeats || res.Min < 0 {
+			t.Errorf("%s run %d: %+v", agingKey(o.AgingSizes[0]), run, res)
 		}
 	}
 	// The scale scenario: one sample per run and size, CPU may be 0.

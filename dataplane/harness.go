@@ -210,6 +210,32 @@ func (h *Harness) DeleteRaw(k *bpfobj.DirectorConnKey) {
 	_ = h.objs.EstConns.Delete(k)
 }
 
+// FillEstablishedTable writes n established TCP connections (keys as
+// FillEstablished's), last seen at lastSeen, into the established table,
+// as a director holding them finds them after a restart (not counted, not
+// in the deadline index).
+func (h *Harness) FillEstablishedTable(n int, vip netip.Addr, realOf func(i int) uint32, lastSeen time.Duration) error {
+	const chunk = 1 << 16
+	ks, vs := make([]bpfobj.DirectorConnKey, 0, chunk), make([]bpfobj.DirectorConnVal, 0, chunk)
+	for i := 0; i < n; i += chunk {
+		ks, vs = ks[:0], vs[:0]
+		for x := i; x < min(i+chunk, n); x++ {
+			k := ConnKey{Src: netip.AddrFrom4([4]byte{10, byte(x >> 16), byte(x >> 8), byte(x)}), Dst: vip,
+				SrcPort: uint16(40000 + x>>24), DstPort: 80, Proto: conntrack.ProtoTCP}
+			c := Conn{RealID: realOf(x), ServiceID: 1, State: conntrack.StateEstablished, LastSeen: lastSeen}
+			ks, vs = append(ks, k.Raw()), append(vs, c.raw())
+		}
+		if _, err := h.objs.EstConns.BatchUpdate(ks, vs, nil); err != nil {
+			return fmt.Errorf("fill the established table: %w", err)
+		}
+	}
+	return nil
+}
+
+// RebuildAgingIndex has the next sweep build the deadline index from the
+// tables, as after a restart.
+func (h *Harness) RebuildAgingIndex() { h.aging.rebuild = true }
+
 // FillEstablished writes n established TCP connections into the table,
 // from 10.x.y.z (the connection's number in its low 24 bits, the rest
 // in the source port above 40000) to vip:80, connection i to real
