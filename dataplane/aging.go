@@ -86,16 +86,6 @@ type agingState struct {
 	pending6  []ageKey6
 }
 
-// SetIndexAging turns aging by the deadline index on (Open's default,
-// unless Options.SweepAging) or off: off, the sweep walks and counts the
-// established tables every time, as before the index.
-func (d *Dataplane) SetIndexAging(on bool) error {
-	if on && !d.aging.on.Load() {
-		d.aging.rebuild = true // what came meanwhile is not filed
-	}
-	return d.writeAging(on, d.aging.timeouts)
-}
-
 // IndexAging reports whether established connections age by the index.
 func (d *Dataplane) IndexAging() bool { return d.aging.on.Load() }
 
