@@ -432,10 +432,10 @@ func TestIndexAgesTraffic(t *testing.T) {
 }
 
 // TestEmbryonicWalkSkipsAnEmptyTable: with the established tables aged by
-// the index, a sweep walks the embryonic tables only when something may
-// be there: after a walk that found them empty, not until a connection
-// is written into them (by Go here; XDP's new flows count as well), and
-// then it counts it.
+// the index, a small embryonic table is still walked at every sweep (the
+// skip of an empty one missed a creation path: TestTimeoutsExpire's UDP
+// flow went uncounted), and a connection written there is counted at the
+// next sweep.
 func TestEmbryonicWalkSkipsAnEmptyTable(t *testing.T) {
 	d := openDirector(t)
 	setupModes(t, d)
@@ -452,9 +452,6 @@ func TestEmbryonicWalkSkipsAnEmptyTable(t *testing.T) {
 	}
 	if res := sweep(); !res.Walked || res.Seen != 0 {
 		t.Fatalf("first sweep: walked %v, seen %d", res.Walked, res.Seen)
-	}
-	if res := sweep(); res.Walked {
-		t.Fatal("an empty embryonic table was walked again")
 	}
 	k := tcpKey(41000)
 	flow(t, d, k, dataplane.Decision{RealID: natID, ServiceID: 1, Out: dataplane.ConnKey{Src: client, Dst: rip, SrcPort: 41000, DstPort: 8080}}, 0)

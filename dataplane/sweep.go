@@ -204,6 +204,11 @@ func (d *Dataplane) Sweep(a SweepArgs) (SweepResult, error) {
 // few seconds, its counts (InActConn of embryonic connections) as old.
 const embWalkShare = 49
 
+// embPaceAbove is the walk below which the embryonic walk is not paced:
+// a table of a few million entries is walked at every sweep, so that a
+// short-lived connection (a UDP flow under a 2 s timeout) is counted.
+const embPaceAbove = 100 * time.Millisecond
+
 // walk runs the sweep program (args), unless the established tables age
 // by the index and the embryonic walk can wait: the embryonic tables are
 // as empty as the last walk found them (nothing created since), or the
@@ -213,7 +218,7 @@ func (d *Dataplane) walk(sp *sweepProg, a SweepArgs, args bpfobj.SweepSweepArgs)
 	ag := &d.aging
 	embOnly := ag.on.Load() && args.Full == 0
 	created := d.statCounter(StatEmbNew) + d.embWrites.Load()
-	if embOnly && ag.embCounts != nil && ((ag.embEmpty && created == ag.embCreated) || a.Now < ag.embNext) {
+	if embOnly && ag.embCounts != nil && a.Now < ag.embNext {
 		res := SweepResult{Counts: make(map[uint32]conntrack.Counts, len(ag.embCounts)), Owned: ag.embOwned}
 		for id, c := range ag.embCounts {
 			res.Counts[id] = c
@@ -248,7 +253,10 @@ func (d *Dataplane) walk(sp *sweepProg, a SweepArgs, args bpfobj.SweepSweepArgs)
 	ag.embOwned = res.Owned
 	ag.embEmpty = embOnly && out.Seen == 0
 	ag.embCreated = created
-	ag.embNext = a.Now + took*embWalkShare
+	ag.embNext = 0
+	if took > embPaceAbove {
+		ag.embNext = a.Now + took*embWalkShare
+	}
 	return res, nil
 }
 
